@@ -1,0 +1,1 @@
+"""Everything that touches the network or does cryptography; `activities.ciba` is the protocol."""

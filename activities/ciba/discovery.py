@@ -1,0 +1,110 @@
+"""OP metadata: OpenID Connect Discovery 1.0 §4 and the CIBA additions of CIBA Core 1.0 §4."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
+
+from ._http import json_object, require_secure_url
+from .errors import DiscoveryError, ProtocolError
+
+CIBA_GRANT_TYPE = "urn:openid:params:grant-type:ciba"
+
+DeliveryMode = Literal["poll", "ping", "push"]
+ClientAuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt"]
+
+
+def discovery_url(issuer: str) -> str:
+    """OIDC Discovery §4.1: the issuer, without a trailing slash, + /.well-known/openid-configuration."""
+    return issuer.rstrip("/") + "/.well-known/openid-configuration"
+
+
+class ProviderMetadata(BaseModel):
+    """The members of the discovery document this client uses; unknown members are ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    issuer: str
+    token_endpoint: str
+    jwks_uri: str
+    backchannel_authentication_endpoint: str | None = None
+    backchannel_token_delivery_modes_supported: tuple[str, ...] = ()
+    backchannel_user_code_parameter_supported: bool = False
+    grant_types_supported: tuple[str, ...] | None = None
+    # OIDC Discovery §3: when omitted, the default is client_secret_basic.
+    token_endpoint_auth_methods_supported: tuple[str, ...] = ("client_secret_basic",)
+    token_endpoint_auth_signing_alg_values_supported: tuple[str, ...] | None = None
+    id_token_signing_alg_values_supported: tuple[str, ...] | None = None
+    introspection_endpoint: str | None = None
+    revocation_endpoint: str | None = None
+    authorization_details_types_supported: tuple[str, ...] | None = None
+
+    @field_validator("token_endpoint", "jwks_uri", "backchannel_authentication_endpoint",
+                     "introspection_endpoint", "revocation_endpoint")
+    @classmethod
+    def _secure_endpoint(cls, url: str | None, info: ValidationInfo) -> str | None:
+        if url is None:
+            return None
+        return require_secure_url(url, info.field_name or "endpoint")
+
+
+def parse_provider_metadata(document: dict[str, object], issuer: str) -> ProviderMetadata:
+    """Validate a discovery document fetched for `issuer`.
+
+    OIDC Discovery §4.3: the `issuer` in the document MUST be identical to the issuer the
+    document was requested for, or an attacker's OP could stand in for ours.
+    """
+    try:
+        metadata = ProviderMetadata.model_validate(document)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "document"
+        raise DiscoveryError(f"discovery document: {where}: {first['msg']}") from None
+    if metadata.issuer != issuer:
+        raise DiscoveryError(
+            f"discovery document issuer {metadata.issuer!r} is not the configured issuer {issuer!r}"
+        )
+    return metadata
+
+
+def check_ciba_support(
+    metadata: ProviderMetadata,
+    *,
+    delivery_mode: DeliveryMode,
+    client_auth_method: ClientAuthMethod,
+) -> None:
+    """Refuse an OP that does not offer CIBA the way we are configured to use it (CIBA §4)."""
+    if not metadata.backchannel_authentication_endpoint:
+        raise DiscoveryError(
+            f"the OP at {metadata.issuer} does not support CIBA: no backchannel_authentication_endpoint"
+        )
+    if delivery_mode not in metadata.backchannel_token_delivery_modes_supported:
+        offered = ", ".join(metadata.backchannel_token_delivery_modes_supported) or "none"
+        raise DiscoveryError(
+            f"the OP does not offer CIBA delivery mode {delivery_mode!r} (offers: {offered})"
+        )
+    if metadata.grant_types_supported is not None and CIBA_GRANT_TYPE not in metadata.grant_types_supported:
+        raise DiscoveryError(f"the OP does not list the CIBA grant type {CIBA_GRANT_TYPE} in grant_types_supported")
+    if client_auth_method not in metadata.token_endpoint_auth_methods_supported:
+        offered = ", ".join(metadata.token_endpoint_auth_methods_supported)
+        raise DiscoveryError(
+            f"the OP does not accept client authentication {client_auth_method!r} (offers: {offered})"
+        )
+
+
+async def fetch_provider_metadata(http: httpx.AsyncClient, issuer: str, *, timeout: float) -> ProviderMetadata:
+    """GET the discovery document and validate it (OIDC Discovery §4)."""
+    url = discovery_url(issuer)
+    try:
+        response = await http.get(url, headers={"accept": "application/json"}, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise DiscoveryError(f"discovery at {url} failed: {type(exc).__name__}") from None
+    if response.status_code != 200:
+        raise DiscoveryError(f"discovery at {url} answered HTTP {response.status_code}")
+    try:
+        document = json_object(response, "discovery")
+    except ProtocolError as exc:
+        raise DiscoveryError(str(exc)) from None
+    return parse_provider_metadata(document, issuer)

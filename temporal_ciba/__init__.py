@@ -1,0 +1,1 @@
+"""temporal-ciba: durable human approval for Temporal workflows through OpenID Connect CIBA."""

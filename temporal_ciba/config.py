@@ -1,0 +1,171 @@
+"""Configuration from `CIBA_*` environment variables (pydantic-settings).
+
+Each program loads only what it needs (`load(OPSettings)`); a missing or malformed variable
+raises ConfigError with one line naming it, and the CLI exits with status 2.
+The Temporal connection is not configured here: it uses temporalio.envconfig (TEMPORAL_*).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from activities.ciba import (
+    CibaClient,
+    ClientAuth,
+    ClientAuthMethod,
+    ClientSecretBasic,
+    ClientSecretPost,
+    DeliveryMode,
+    PrivateKeyJwt,
+    ValidationPolicy,
+    load_client_signing_key,
+)
+from activities.ciba._http import require_secure_url
+from activities.ciba.validation import ASYMMETRIC_ALGS
+
+ENV_PREFIX = "CIBA_"
+
+
+class ConfigError(Exception):
+    """A missing or malformed setting; the message is one line naming the variable."""
+
+
+class _Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+
+def _csv(value: object) -> object:
+    if isinstance(value, str):
+        return [item for item in value.replace(",", " ").split() if item]
+    return value
+
+
+class OPSettings(_Settings):
+    """The OpenID provider and this client's registration at it."""
+
+    issuer: str
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr | None = None
+    client_auth_method: ClientAuthMethod = "client_secret_basic"
+    client_private_key: Path | None = None
+    client_signing_alg: str | None = None
+    client_key_id: str | None = None
+    delivery_mode: DeliveryMode = "poll"
+    id_token_signing_algs: Annotated[list[str], NoDecode] = ["RS256", "PS256", "ES256"]
+    trusted_audiences: Annotated[list[str], NoDecode] = []
+    clock_leeway: int = Field(default=60, ge=0, le=600)
+    id_token_max_age: int = Field(default=600, gt=0)
+    http_timeout: float = Field(default=30.0, gt=0)
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, issuer: str) -> str:
+        return require_secure_url(issuer, "issuer")
+
+    @field_validator("id_token_signing_algs", "trusted_audiences", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return _csv(value)
+
+    @field_validator("id_token_signing_algs")
+    @classmethod
+    def _asymmetric(cls, algs: list[str]) -> list[str]:
+        bad = [alg for alg in algs if alg not in ASYMMETRIC_ALGS]
+        if bad or not algs:
+            raise ValueError(f"must list asymmetric JWS algorithms ({', '.join(sorted(ASYMMETRIC_ALGS))}), got {bad or 'none'}")
+        return algs
+
+    @field_validator("client_private_key")
+    @classmethod
+    def _readable(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_file():
+            raise ValueError(f"no such file: {path}")
+        return path
+
+    @model_validator(mode="after")
+    def _credentials(self) -> OPSettings:
+        if self.client_auth_method == "private_key_jwt":
+            if self.client_private_key is None:
+                raise ConfigError(f"{ENV_PREFIX}CLIENT_PRIVATE_KEY is required for private_key_jwt")
+            try:
+                load_client_signing_key(self.client_private_key, alg=self.client_signing_alg)
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"{ENV_PREFIX}CLIENT_PRIVATE_KEY: {exc}") from None
+        elif self.client_secret is None or not self.client_secret.get_secret_value():
+            raise ConfigError(f"{ENV_PREFIX}CLIENT_SECRET is required for {self.client_auth_method}")
+        return self
+
+    def client_auth(self) -> ClientAuth:
+        if self.client_auth_method == "private_key_jwt":
+            assert self.client_private_key is not None
+            key = load_client_signing_key(self.client_private_key, alg=self.client_signing_alg, kid=self.client_key_id)
+            return PrivateKeyJwt(self.client_id, key)
+        assert self.client_secret is not None
+        secret = self.client_secret.get_secret_value()
+        if self.client_auth_method == "client_secret_post":
+            return ClientSecretPost(self.client_id, secret)
+        return ClientSecretBasic(self.client_id, secret)
+
+    def validation_policy(self) -> ValidationPolicy:
+        return ValidationPolicy(
+            allowed_algs=tuple(self.id_token_signing_algs),
+            trusted_audiences=frozenset(self.trusted_audiences),
+            leeway_seconds=self.clock_leeway,
+            max_iat_age_seconds=self.id_token_max_age,
+        )
+
+    def ciba_client(self) -> CibaClient:
+        import httpx
+
+        return CibaClient(
+            issuer=self.issuer,
+            client_auth=self.client_auth(),
+            delivery_mode=self.delivery_mode,
+            policy=self.validation_policy(),
+            timeout=httpx.Timeout(self.http_timeout, connect=min(5.0, self.http_timeout)),
+        )
+
+
+def decode_payload_key(value: str) -> bytes:
+    """32 bytes in base64, standard or URL-safe alphabet, padding optional."""
+    text = value.strip()
+    text += "=" * (-len(text) % 4)
+    try:
+        key = base64.b64decode(text.replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("must be base64 (standard or URL-safe)") from None
+    if len(key) != 32:
+        raise ValueError(f"must decode to 32 bytes, got {len(key)}")
+    return key
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def _env_name(settings_cls: type[BaseSettings], loc: tuple[object, ...]) -> str:
+    prefix = settings_cls.model_config.get("env_prefix", "")
+    return f"{prefix}{loc[0]}".upper() if loc else settings_cls.__name__
+
+
+def load(settings_cls: type[SettingsT]) -> SettingsT:
+    """Read settings from the environment; ConfigError with one line naming each bad variable."""
+    try:
+        return settings_cls()
+    except ConfigError as exc:
+        raise ConfigError(f"configuration error: {exc}") from None
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = _env_name(settings_cls, tuple(error["loc"]))
+            if error["type"] == "missing":
+                problems.append(f"{name} is required")
+            else:
+                message = str(error["msg"]).removeprefix("Value error, ")
+                problems.append(f"{name}: {message}")
+        raise ConfigError("configuration error: " + "; ".join(problems)) from None

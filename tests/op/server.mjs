@@ -1,0 +1,271 @@
+// A CIBA OpenID provider for tests and the demo, built on the npm package oidc-provider.
+//
+// Usage: node server.mjs CONFIG.json   (prints one JSON line {"issuer": ...} when ready)
+//
+// The OP itself is oidc-provider, unmodified: discovery, client authentication, the
+// backchannel endpoint, the token endpoint, JWKS, introspection and revocation. Around it this
+// file adds what a test needs and a real OP would get from the user's phone:
+//   - /admin/requests            the backchannel requests seen, with their parameters and status
+//   - /admin/requests/ID/approve the user approves (optionally as another account: a forged sub)
+//   - /admin/requests/ID/deny    the user denies
+//   - /admin/token-requests      every token request received (time, auth_req_id, status)
+//   - /admin/faults              answers oidc-provider never gives: slow_down, 503 + Retry-After,
+//                                an interval in the acknowledgement, an earlier token response replayed
+// With "idTokenBindingClaims" the ID token also carries the claims CIBA push mode requires
+// (urn:openid:params:jwt:claim:auth_req_id, at_hash, rt_hash), so validation of them is proven
+// against a real OP's signature.
+
+import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { parse as parseQuery } from 'node:querystring';
+
+import Provider, { errors } from 'oidc-provider';
+
+const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
+const host = config.host ?? '127.0.0.1';
+const accounts = config.accounts ?? { alice: { email: 'alice@example.com' } };
+const resource = config.resource ?? 'https://payments.example.test/';
+const AUTH_REQ_ID_CLAIM = 'urn:openid:params:jwt:claim:auth_req_id';
+
+const requests = new Map(); // auth_req_id -> what the "phone" shows, and its status
+const tokenRequests = []; // {auth_req_id, at, status}
+const issued = new Map(); // auth_req_id -> the token response body the OP gave
+let faults = []; // [{type, auth_req_id?, remaining, ...}]
+
+function signingKeys() {
+  const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' });
+  const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'jwk' });
+  return [
+    { ...rsa, kid: `rsa-${randomBytes(4).toString('hex')}`, use: 'sig' },
+    { ...ec, kid: `ec-${randomBytes(4).toString('hex')}`, use: 'sig' },
+  ];
+}
+
+function findAccountId(hint) {
+  if (Object.hasOwn(accounts, hint)) return hint;
+  return Object.keys(accounts).find((id) => accounts[id].email === hint);
+}
+
+function takeFault(type, authReqId) {
+  const fault = faults.find((f) => f.type === type && f.remaining > 0
+    && (f.auth_req_id === undefined || f.auth_req_id === authReqId));
+  if (fault) fault.remaining -= 1;
+  return fault;
+}
+
+function json(res, status, body, headers = {}) {
+  res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', ...headers });
+  res.end(body === undefined ? undefined : JSON.stringify(body));
+}
+
+async function readBody(req) {
+  const chunks = [];
+  for await (const chunk of req) chunks.push(chunk);
+  return Buffer.concat(chunks);
+}
+
+const server = createServer();
+await new Promise((resolve) => { server.listen(config.port ?? 0, host, resolve); });
+const issuer = config.issuer ?? `http://${host}:${server.address().port}`;
+
+const provider = new Provider(issuer, {
+  clients: config.clients,
+  jwks: { keys: signingKeys() },
+  cookies: { keys: [randomBytes(32).toString('hex')] },
+  acrValues: config.acrValues ?? ['urn:example:acr:basic', 'urn:example:acr:mfa'],
+  scopes: ['openid', 'offline_access', 'payments'],
+  claims: { openid: ['sub'], email: ['email', 'email_verified'] },
+  // Pings go to the callback service on loopback; the default fetch refuses private addresses.
+  fetch: (url, options) => globalThis.fetch(url, options),
+  features: {
+    devInteractions: { enabled: false },
+    introspection: { enabled: true },
+    // Access tokens are for the payment API (a resource server); RFC 9396 needs a resource.
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: () => resource,
+      useGrantedResource: () => true,
+      getResourceServerInfo: (ctx, indicator) => {
+        if (indicator !== resource) throw new errors.InvalidTarget();
+        return { scope: 'payments', audience: resource, accessTokenFormat: 'opaque', accessTokenTTL: 600 };
+      },
+    },
+    revocation: { enabled: true },
+    richAuthorizationRequests: {
+      enabled: true,
+      types: { payment_initiation: { validate() {} } },
+      authorizationDetailsForGrantSource: (ctx, source) => source.rar,
+      authorizationDetailsForAccessToken: (ctx, token, source) => source.rar,
+      authorizationDetailsForIntrospection: (ctx, token) => token.rar,
+    },
+    ciba: {
+      enabled: true,
+      deliveryModes: ['poll', 'ping'],
+      processLoginHint: (ctx, loginHint) => findAccountId(loginHint),
+      processLoginHintToken: () => undefined,
+      validateRequestContext() {},
+      validateBindingMessage(ctx, message) {
+        // Plain text on one line; longer than oidc-provider's default of 20 characters.
+        if (message !== undefined && (message.length > 128 || /[\x00-\x1f\x7f]/.test(message))) {
+          throw new errors.InvalidBindingMessage('binding_message must be one line of at most 128 characters');
+        }
+      },
+      verifyUserCode(ctx, account, userCode) {
+        const expected = accounts[account.accountId]?.user_code;
+        if (ctx.oidc.client.backchannelUserCodeParameter && !userCode) throw new errors.MissingUserCode();
+        if (expected !== undefined && userCode !== undefined && userCode !== expected) throw new errors.InvalidUserCode();
+      },
+      triggerAuthenticationDevice(ctx, request, account, client) {
+        const { params } = request;
+        requests.set(request.jti, {
+          auth_req_id: request.jti,
+          client_id: client.clientId,
+          account: account.accountId,
+          scope: request.scope,
+          binding_message: params.binding_message ?? null,
+          acr_values: params.acr_values ?? null,
+          authorization_details: params.authorization_details ? JSON.parse(params.authorization_details) : null,
+          requested_expiry: params.requested_expiry ? Number(params.requested_expiry) : null,
+          created_at: Date.now() / 1000,
+          expires_at: Date.now() / 1000 + request.expiration,
+          status: 'pending',
+        });
+      },
+    },
+  },
+  findAccount(ctx, id) {
+    if (!Object.hasOwn(accounts, id)) return undefined;
+    return {
+      accountId: id,
+      claims: () => ({ sub: id, email: accounts[id].email, email_verified: true }),
+    };
+  },
+  ttl: {
+    BackchannelAuthenticationRequest(ctx) {
+      const requested = Number(ctx?.oidc?.params?.requested_expiry);
+      return Number.isSafeInteger(requested) && requested > 0 ? Math.min(requested, 24 * 3600) : 600;
+    },
+  },
+  ...(config.providerOptions ?? {}),
+});
+provider.proxy = false;
+
+if (config.idTokenBindingClaims) {
+  // CIBA §10.3.1 binding claims, added the way oidc-provider adds at_hash for hybrid flows.
+  const { issue } = provider.IdToken.prototype;
+  provider.IdToken.prototype.issue = function issueWithBinding(options) {
+    const entities = this.ctx?.oidc?.entities ?? {};
+    if (options?.use === 'idtoken' && entities.BackchannelAuthenticationRequest) {
+      this.set(AUTH_REQ_ID_CLAIM, entities.BackchannelAuthenticationRequest.jti);
+      if (entities.AccessToken) this.set('at_hash', entities.AccessToken.jti);
+      if (entities.RefreshToken) {
+        const digest = createHash('sha256').update(entities.RefreshToken.jti).digest();
+        this.set('rt_hash', digest.subarray(0, 16).toString('base64url'));
+      }
+    }
+    return issue.call(this, options);
+  };
+}
+
+// The acknowledgement and token responses, as a test may want them altered.
+provider.use(async (ctx, next) => {
+  await next();
+  if (ctx.oidc?.route === 'backchannel_authentication' && ctx.status === 200 && config.ackInterval) {
+    ctx.body.interval = config.ackInterval;
+  }
+  if (ctx.oidc?.route === 'token' && ctx.status === 200 && ctx.oidc.params?.auth_req_id) {
+    const authReqId = ctx.oidc.params.auth_req_id;
+    issued.set(authReqId, ctx.body);
+    const replay = takeFault('replay_tokens', authReqId);
+    if (replay && issued.has(replay.from)) ctx.body = issued.get(replay.from);
+  }
+});
+
+provider.on('grant.success', (ctx) => {
+  const entry = requests.get(ctx.oidc.params?.auth_req_id);
+  if (entry) entry.status = 'tokens_issued';
+});
+
+const decide = async (authReqId, body, approve) => {
+  const request = await provider.BackchannelAuthenticationRequest.find(authReqId, { ignoreExpiration: true });
+  const entry = requests.get(authReqId);
+  if (!request || !entry) return [404, { error: 'unknown auth_req_id' }];
+  if (entry.status !== 'pending') return [409, { error: `request is ${entry.status}` }];
+  if (!approve) {
+    await provider.backchannelResult(request, new errors.AccessDenied('the end-user denied the request'));
+    entry.status = 'denied';
+    return [200, entry];
+  }
+  // A forged approval: the OP signs tokens for another account than the one asked about.
+  if (body.as_account) request.accountId = body.as_account;
+  const grant = new provider.Grant({ clientId: request.clientId, accountId: request.accountId });
+  grant.addOIDCScope(request.scope);
+  if (request.resource) grant.addResourceScope(request.resource, request.scope);
+  await grant.save();
+  const rar = request.params.authorization_details ? JSON.parse(request.params.authorization_details) : undefined;
+  await provider.backchannelResult(request, grant, {
+    acr: body.acr ?? request.params.acr_values?.split(' ')[0],
+    amr: body.amr ?? ['pwd', 'hwk'],
+    authTime: Math.floor(Date.now() / 1000),
+    rar: body.authorization_details ?? rar,
+  });
+  entry.status = 'approved';
+  entry.decided_at = Date.now() / 1000;
+  return [200, entry];
+};
+
+async function admin(req, res, url) {
+  const body = req.method === 'POST' ? JSON.parse((await readBody(req)).toString() || '{}') : {};
+  const match = url.pathname.match(/^\/admin\/requests\/([^/]+)\/(approve|deny)$/);
+  if (req.method === 'POST' && match) {
+    const [status, result] = await decide(decodeURIComponent(match[1]), body, match[2] === 'approve');
+    return json(res, status, result);
+  }
+  if (url.pathname === '/admin/requests') {
+    let list = [...requests.values()];
+    if (url.searchParams.has('status')) list = list.filter((r) => r.status === url.searchParams.get('status'));
+    return json(res, 200, list);
+  }
+  if (url.pathname === '/admin/token-requests') {
+    const id = url.searchParams.get('auth_req_id');
+    return json(res, 200, tokenRequests.filter((t) => id === null || t.auth_req_id === id));
+  }
+  if (url.pathname === '/admin/faults' && req.method === 'POST') {
+    faults = (body.faults ?? []).map((f) => ({ remaining: 1, ...f }));
+    return json(res, 200, faults);
+  }
+  return json(res, 404, { error: 'not found' });
+}
+
+const callback = provider.callback();
+const tokenPath = new URL(issuer).pathname.replace(/\/$/, '') + '/token';
+
+server.on('request', async (req, res) => {
+  const url = new URL(req.url, issuer);
+  try {
+    if (url.pathname.startsWith('/admin/')) return await admin(req, res, url);
+    if (req.method === 'POST' && url.pathname === tokenPath) {
+      // Record the request, then answer a planned fault or hand the body on to oidc-provider.
+      const raw = await readBody(req);
+      const authReqId = parseQuery(raw.toString()).auth_req_id;
+      const record = { auth_req_id: authReqId ?? null, at: Date.now() / 1000, status: null };
+      tokenRequests.push(record);
+      res.on('finish', () => { record.status = res.statusCode; });
+      if (takeFault('slow_down', authReqId)) {
+        return json(res, 400, { error: 'slow_down', error_description: 'polling too fast' });
+      }
+      const unavailable = takeFault('unavailable', authReqId);
+      if (unavailable) {
+        return json(res, 503, { error: 'temporarily_unavailable' }, { 'retry-after': String(unavailable.retry_after ?? 1) });
+      }
+      req.body = raw;
+    }
+    return callback(req, res);
+  } catch (err) {
+    return json(res, 500, { error: 'server_error', error_description: String(err.message) });
+  }
+});
+
+process.stdout.write(`${JSON.stringify({ issuer })}\n`);
+for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => { server.close(); process.exit(0); });

@@ -1,0 +1,112 @@
+"""Start and drive the oidc-provider test OP (tests/op/server.mjs) from Python."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+OP_DIR = Path(__file__).resolve().parent.parent / "op"
+CIBA_GRANT = "urn:openid:params:grant-type:ciba"
+
+
+def ensure_node_modules() -> None:
+    """Install the pinned oidc-provider (package-lock.json) once, if it is not there yet."""
+    if not (OP_DIR / "node_modules" / "oidc-provider").is_dir():
+        npm = shutil.which("npm")
+        if npm is None:
+            raise RuntimeError("npm is needed to run the test OP (install Node.js 20+)")
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=OP_DIR, check=True)
+
+
+def ciba_client(client_id: str, *, mode: str = "poll", **metadata: Any) -> dict[str, Any]:
+    """Client metadata for a CIBA client of the test OP."""
+    return {
+        "client_id": client_id,
+        "grant_types": [CIBA_GRANT],
+        "response_types": [],
+        "redirect_uris": [],
+        "backchannel_token_delivery_mode": mode,
+        "authorization_details_types": ["payment_initiation"],
+        "require_auth_time": True,
+        **metadata,
+    }
+
+
+@dataclass
+class TestOP:
+    issuer: str
+    process: subprocess.Popen[str]
+    log_path: Path
+
+    __test__ = False  # not a pytest test class
+
+    def _admin(self, method: str, path: str, body: Any = None) -> Any:
+        response = httpx.request(method, self.issuer + path, json=body, timeout=10.0)
+        response.raise_for_status()
+        return response.json()
+
+    def requests(self, status: str | None = None) -> list[dict[str, Any]]:
+        return self._admin("GET", "/admin/requests" + (f"?status={status}" if status else ""))
+
+    def approve(self, auth_req_id: str, **options: Any) -> dict[str, Any]:
+        return self._admin("POST", f"/admin/requests/{auth_req_id}/approve", options)
+
+    def deny(self, auth_req_id: str) -> dict[str, Any]:
+        return self._admin("POST", f"/admin/requests/{auth_req_id}/deny", {})
+
+    def token_requests(self, auth_req_id: str | None = None) -> list[dict[str, Any]]:
+        query = f"?auth_req_id={auth_req_id}" if auth_req_id else ""
+        return self._admin("GET", "/admin/token-requests" + query)
+
+    def set_faults(self, *faults: dict[str, Any]) -> None:
+        self._admin("POST", "/admin/faults", {"faults": list(faults)})
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@contextmanager
+def run_test_op(config: dict[str, Any], *, env: dict[str, str] | None = None) -> Iterator[TestOP]:
+    """Start the OP with `config` on a free loopback port; stop it on exit."""
+    ensure_node_modules()
+    workdir = Path(tempfile.mkdtemp(prefix="ciba-op-"))
+    config_path = workdir / "config.json"
+    config_path.write_text(json.dumps(config))
+    log_path = workdir / "op.log"
+    log = log_path.open("w")
+    process = subprocess.Popen(
+        [shutil.which("node") or "node", str(OP_DIR / "server.mjs"), str(config_path)],
+        cwd=OP_DIR, stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, **(env or {})},
+    )
+    assert process.stdout is not None
+    ready: list[str] = []
+    reader = threading.Thread(target=lambda: ready.append(process.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    reader.join(timeout=30)
+    if not ready or not ready[0].strip():
+        process.kill()
+        raise RuntimeError(f"the test OP did not start; see {log_path}:\n{log_path.read_text()[-2000:]}")
+    op = TestOP(issuer=json.loads(ready[0])["issuer"], process=process, log_path=log_path)
+    try:
+        yield op
+    finally:
+        op.stop()
+        log.close()
+        shutil.rmtree(workdir, ignore_errors=True)

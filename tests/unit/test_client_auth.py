@@ -1,0 +1,89 @@
+"""Client authentication (OIDC Core §9, RFC 6749 §2.3.1, RFC 7523 §3) and key loading."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from activities.ciba import ClientSecretBasic, ClientSecretPost, PrivateKeyJwt, load_client_signing_key
+from activities.ciba.client_auth import CLIENT_ASSERTION_TYPE
+
+NOW = 1_800_000_000.0
+AUDIENCE = "https://op.example.test"
+
+
+def test_basic_form_urlencodes_before_base64() -> None:
+    headers: dict[str, str] = {}
+    form: dict[str, str] = {}
+    ClientSecretBasic("agent:1", "p@ss w/rd").apply(form, headers, audience=AUDIENCE, now=NOW)
+    decoded = base64.b64decode(headers["authorization"].removeprefix("Basic ")).decode()
+    assert decoded == "agent%3A1:p%40ss+w%2Frd" and form == {}
+
+
+def test_post_puts_credentials_in_the_body() -> None:
+    form: dict[str, str] = {}
+    ClientSecretPost("agent", "s3cret").apply(form, {}, audience=AUDIENCE, now=NOW)
+    assert form == {"client_id": "agent", "client_secret": "s3cret"}
+
+
+def test_secrets_never_in_repr() -> None:
+    assert "s3cret" not in repr(ClientSecretBasic("agent", "s3cret")) + repr(ClientSecretPost("agent", "s3cret"))
+
+
+def _write_pem(path: Path, key: object) -> Path:
+    path.write_bytes(key.private_bytes(  # type: ignore[attr-defined]
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return path
+
+
+@pytest.mark.parametrize("kind,alg", [("ec", "ES256"), ("rsa", "PS256"), ("rsa", "RS256")])
+@pytest.mark.parametrize("file_format", ["pem", "jwk"])
+def test_private_key_jwt_assertion(tmp_path: Path, kind: str, alg: str, file_format: str) -> None:
+    key = ec.generate_private_key(ec.SECP256R1()) if kind == "ec" else rsa.generate_private_key(65537, 2048)
+    if file_format == "pem":
+        path = _write_pem(tmp_path / "key.pem", key)
+        signing_key = load_client_signing_key(path, alg=alg if kind == "rsa" else None, kid="k1")
+    else:
+        algorithm = jwt.algorithms.ECAlgorithm if kind == "ec" else jwt.algorithms.RSAAlgorithm
+        jwk = {**json.loads(algorithm.to_jwk(key)), "kid": "k1", "alg": alg}  # type: ignore[attr-defined]
+        path = tmp_path / "key.json"
+        path.write_text(json.dumps(jwk))
+        signing_key = load_client_signing_key(path)
+    form: dict[str, str] = {}
+    PrivateKeyJwt("agent", signing_key).apply(form, {}, audience=AUDIENCE, now=NOW)
+    assert form["client_assertion_type"] == CLIENT_ASSERTION_TYPE and form["client_id"] == "agent"
+    header = jwt.get_unverified_header(form["client_assertion"])
+    assert header["alg"] == alg and header["kid"] == "k1"
+    claims = jwt.decode(form["client_assertion"], key.public_key(), algorithms=[alg], audience=AUDIENCE,
+                        options={"verify_exp": False, "verify_iat": False})
+    assert claims["iss"] == claims["sub"] == "agent"
+    assert claims["iat"] == int(NOW) and 0 < claims["exp"] - claims["iat"] <= 300
+    assert len(claims["jti"]) >= 22
+
+
+def test_rsa_key_prefers_what_the_op_accepts(tmp_path: Path) -> None:
+    key = load_client_signing_key(_write_pem(tmp_path / "k.pem", rsa.generate_private_key(65537, 2048)))
+    assert key.choose_algorithm(None) == "PS256"
+    assert key.choose_algorithm(("RS256", "ES256")) == "RS256"
+    with pytest.raises(ValueError, match="accepts none"):
+        key.choose_algorithm(("ES256",))
+
+
+def test_key_file_errors(tmp_path: Path) -> None:
+    rsa_key = rsa.generate_private_key(65537, 2048)
+    public = tmp_path / "public.json"
+    public.write_text(jwt.algorithms.RSAAlgorithm.to_jwk(rsa_key.public_key()))
+    with pytest.raises(ValueError, match="public key"):
+        load_client_signing_key(public)
+    with pytest.raises(ValueError, match="does not fit"):
+        load_client_signing_key(_write_pem(tmp_path / "k.pem", rsa_key), alg="ES256")
+    two = tmp_path / "two.json"
+    two.write_text(json.dumps({"keys": [{}, {}]}))
+    with pytest.raises(ValueError, match="exactly one"):
+        load_client_signing_key(two)

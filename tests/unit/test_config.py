@@ -1,0 +1,98 @@
+"""Configuration: a missing or malformed CIBA_* variable stops start-up with one line naming it."""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from activities.ciba import ClientSecretBasic, ClientSecretPost, PrivateKeyJwt
+from temporal_ciba.config import ConfigError, OPSettings, decode_payload_key, load
+
+BASE = {"CIBA_ISSUER": "https://op.example.test", "CIBA_CLIENT_ID": "agent", "CIBA_CLIENT_SECRET": "s3cret"}
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch):
+    for name in list(os.environ):
+        if name.startswith("CIBA_"):
+            monkeypatch.delenv(name)
+
+    def set_env(**values: str | None) -> None:
+        for name, value in {**BASE, **values}.items():
+            if value is None:
+                monkeypatch.delenv(name, raising=False)
+            else:
+                monkeypatch.setenv(name, value)
+
+    return set_env
+
+
+def error_line(env_values: dict[str, str | None], env) -> str:  # type: ignore[no-untyped-def]
+    env(**env_values)
+    with pytest.raises(ConfigError) as caught:
+        load(OPSettings)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("configuration error: ")
+    assert "s3cret" not in message
+    return message
+
+
+def test_valid_settings(env) -> None:  # type: ignore[no-untyped-def]
+    env(CIBA_ID_TOKEN_SIGNING_ALGS="ES256, PS256", CIBA_TRUSTED_AUDIENCES="https://api.example")
+    settings = load(OPSettings)
+    assert settings.id_token_signing_algs == ["ES256", "PS256"]
+    assert isinstance(settings.client_auth(), ClientSecretBasic)
+    assert settings.validation_policy().trusted_audiences == frozenset({"https://api.example"})
+    assert "s3cret" not in repr(settings)
+    env(CIBA_CLIENT_AUTH_METHOD="client_secret_post")
+    assert isinstance(load(OPSettings).client_auth(), ClientSecretPost)
+
+
+@pytest.mark.parametrize("values,named", [
+    ({"CIBA_ISSUER": None}, "CIBA_ISSUER is required"),
+    ({"CIBA_CLIENT_ID": None}, "CIBA_CLIENT_ID is required"),
+    ({"CIBA_ISSUER": "http://op.example.test"}, "CIBA_ISSUER: issuer must be an https URL"),
+    ({"CIBA_DELIVERY_MODE": "carrier-pigeon"}, "CIBA_DELIVERY_MODE"),
+    ({"CIBA_CLIENT_AUTH_METHOD": "none"}, "CIBA_CLIENT_AUTH_METHOD"),
+    ({"CIBA_CLIENT_SECRET": None}, "CIBA_CLIENT_SECRET is required for client_secret_basic"),
+    ({"CIBA_CLIENT_AUTH_METHOD": "private_key_jwt"}, "CIBA_CLIENT_PRIVATE_KEY is required"),
+    ({"CIBA_CLIENT_AUTH_METHOD": "private_key_jwt", "CIBA_CLIENT_PRIVATE_KEY": "/nonexistent.pem"},
+     "CIBA_CLIENT_PRIVATE_KEY: no such file"),
+    ({"CIBA_ID_TOKEN_SIGNING_ALGS": "HS256"}, "CIBA_ID_TOKEN_SIGNING_ALGS"),
+    ({"CIBA_HTTP_TIMEOUT": "soon"}, "CIBA_HTTP_TIMEOUT"),
+], ids=["missing_issuer", "missing_client_id", "http_issuer", "bad_mode", "bad_auth_method", "missing_secret",
+        "missing_key", "key_file_missing", "hmac_alg", "bad_timeout"])
+def test_bad_setting_named(env, values: dict[str, str | None], named: str) -> None:  # type: ignore[no-untyped-def]
+    assert named in error_line(values, env)
+
+
+@pytest.mark.parametrize("issuer", ["http://127.0.0.1:8080", "http://localhost:3000/op", "http://[::1]:9000"])
+def test_http_issuer_only_on_loopback(env, issuer: str) -> None:  # type: ignore[no-untyped-def]
+    env(CIBA_ISSUER=issuer)
+    assert load(OPSettings).issuer == issuer
+
+
+def test_private_key_jwt_settings(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    key = tmp_path / "client.pem"
+    key.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    env(CIBA_CLIENT_AUTH_METHOD="private_key_jwt", CIBA_CLIENT_PRIVATE_KEY=str(key), CIBA_CLIENT_SECRET=None)
+    assert isinstance(load(OPSettings).client_auth(), PrivateKeyJwt)
+    env(CIBA_CLIENT_AUTH_METHOD="private_key_jwt", CIBA_CLIENT_PRIVATE_KEY=str(key), CIBA_CLIENT_SIGNING_ALG="PS256")
+    with pytest.raises(ConfigError, match="CIBA_CLIENT_PRIVATE_KEY: algorithm PS256 does not fit"):
+        load(OPSettings)
+
+
+def test_payload_key_encodings() -> None:
+    raw = bytes(range(32))
+    for text in (base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode().rstrip("=")):
+        assert decode_payload_key(text) == raw
+    with pytest.raises(ValueError, match="32 bytes"):
+        decode_payload_key(base64.b64encode(b"short").decode())
+    with pytest.raises(ValueError, match="base64"):
+        decode_payload_key("not base64 at all!")

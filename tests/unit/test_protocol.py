@@ -1,0 +1,273 @@
+"""The request builders and response processors of the protocol, on literal HTTP responses."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from activities.ciba import (
+    AccessDenied,
+    AuthenticationRequest,
+    ExpiredToken,
+    Granted,
+    InvalidAuthenticationRequest,
+    InvalidClient,
+    OAuthError,
+    Pending,
+    PollSchedule,
+    ProtocolError,
+    RetryLater,
+    SlowDown,
+    TransportError,
+    UnknownUserId,
+    new_client_notification_token,
+)
+from activities.ciba.backchannel import authentication_request_form, process_authentication_response
+from activities.ciba.discovery import ProviderMetadata, check_ciba_support, parse_provider_metadata
+from activities.ciba.errors import OAUTH_ERRORS, DiscoveryError
+from activities.ciba.token import process_token_response, token_request_form
+
+ISSUER = "https://op.example.test"
+NOW = 1_800_000_000.0
+
+
+def metadata(**overrides: Any) -> ProviderMetadata:
+    document = {
+        "issuer": ISSUER,
+        "token_endpoint": f"{ISSUER}/token",
+        "jwks_uri": f"{ISSUER}/jwks",
+        "backchannel_authentication_endpoint": f"{ISSUER}/backchannel",
+        "backchannel_token_delivery_modes_supported": ["poll", "ping"],
+        "backchannel_user_code_parameter_supported": False,
+        "grant_types_supported": ["urn:openid:params:grant-type:ciba"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "private_key_jwt"],
+        **overrides,
+    }
+    return parse_provider_metadata({k: v for k, v in document.items() if v is not None}, ISSUER)
+
+
+def response(status: int, body: Any = None, headers: dict[str, str] | None = None) -> httpx.Response:
+    content = json.dumps(body).encode() if body is not None else b""
+    return httpx.Response(status, content=content, headers={"content-type": "application/json", **(headers or {})})
+
+
+# Discovery (OIDC Discovery §4, CIBA §4) ---------------------------------------------------
+
+
+def test_discovery_issuer_must_match_exactly() -> None:
+    with pytest.raises(DiscoveryError, match="not the configured issuer"):
+        parse_provider_metadata({**metadata().model_dump(), "issuer": ISSUER + "/"}, ISSUER)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"backchannel_authentication_endpoint": None}, "does not support CIBA"),
+    ({"backchannel_token_delivery_modes_supported": ["ping"]}, "delivery mode 'poll'"),
+    ({"grant_types_supported": ["authorization_code"]}, "CIBA grant type"),
+    ({"token_endpoint_auth_methods_supported": ["private_key_jwt"]}, "client_secret_basic"),
+], ids=["no_backchannel_endpoint", "mode_not_offered", "grant_not_listed", "auth_method_not_offered"])
+def test_discovery_refuses_op_without_ciba(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(DiscoveryError, match=message):
+        check_ciba_support(metadata(**overrides), delivery_mode="poll", client_auth_method="client_secret_basic")
+
+
+def test_discovery_requires_endpoints_and_tls() -> None:
+    with pytest.raises(DiscoveryError, match="token_endpoint"):
+        parse_provider_metadata({"issuer": ISSUER, "jwks_uri": f"{ISSUER}/jwks"}, ISSUER)
+    with pytest.raises(DiscoveryError, match="https"):
+        metadata(token_endpoint="http://op.example.test/token")
+
+
+# Authentication request (CIBA §7.1) -------------------------------------------------------
+
+
+def test_request_needs_openid_scope() -> None:
+    with pytest.raises(ValidationError, match="openid"):
+        AuthenticationRequest(scope="payments", login_hint="alice")
+
+
+@pytest.mark.parametrize("hints", [{}, {"login_hint": "alice", "id_token_hint": "eyJ.x.y"},
+                                   {"login_hint": "a", "login_hint_token": "t", "id_token_hint": "i"}],
+                         ids=["none", "two", "three"])
+def test_request_needs_exactly_one_hint(hints: dict[str, str]) -> None:
+    with pytest.raises(ValidationError, match="exactly one"):
+        AuthenticationRequest(**hints)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("message", ["", "two\nlines", "x" * 129], ids=["empty", "newline", "too_long"])
+def test_binding_message_is_short_plain_text(message: str) -> None:
+    with pytest.raises(ValidationError, match="binding_message"):
+        AuthenticationRequest(login_hint="alice", binding_message=message)
+
+
+@pytest.mark.parametrize("token", ["has space" + "x" * 30, "x" * 1025, "short"], ids=["syntax", "too_long", "too_short"])
+def test_notification_token_rules(token: str) -> None:
+    with pytest.raises(ValidationError, match="client_notification_token"):
+        AuthenticationRequest(login_hint="alice", client_notification_token=token)  # type: ignore[arg-type]
+
+
+def test_generated_notification_token_has_256_bits_and_bearer_syntax() -> None:
+    tokens = {new_client_notification_token() for _ in range(100)}
+    assert len(tokens) == 100
+    request = AuthenticationRequest(login_hint="alice", client_notification_token=tokens.pop())  # type: ignore[arg-type]
+    assert request.client_notification_token is not None
+    assert len(request.client_notification_token.get_secret_value()) == 43
+
+
+def test_requested_expiry_positive_and_details_typed() -> None:
+    with pytest.raises(ValidationError):
+        AuthenticationRequest(login_hint="alice", requested_expiry=0)
+    with pytest.raises(ValidationError, match="type"):
+        AuthenticationRequest(login_hint="alice", authorization_details=[{"amount": "1"}])
+
+
+def test_request_form_carries_every_parameter() -> None:
+    details = [{"type": "payment_initiation", "amount": "1.00"}]
+    request = AuthenticationRequest(
+        scope="openid payments openid", login_hint="alice", binding_message="Pay 1.00 EUR, code 4F2A",
+        requested_expiry=120, acr_values="urn:example:acr:mfa", authorization_details=details,
+        client_notification_token=new_client_notification_token(),  # type: ignore[arg-type]
+    )
+    form = authentication_request_form(request, metadata(), "ping")
+    assert form["scope"] == "openid payments"
+    assert form["login_hint"] == "alice"
+    assert form["binding_message"] == "Pay 1.00 EUR, code 4F2A"
+    assert form["requested_expiry"] == "120"
+    assert form["acr_values"] == "urn:example:acr:mfa"
+    assert json.loads(form["authorization_details"]) == details
+    assert len(form["client_notification_token"]) == 43
+    assert "notification" not in repr(request).replace("client_notification_token=SecretStr", "")
+
+
+def test_request_form_checks_mode_and_op_support() -> None:
+    plain = AuthenticationRequest(login_hint="alice")
+    with pytest.raises(InvalidAuthenticationRequest, match="ping mode requires"):
+        authentication_request_form(plain, metadata(), "ping")
+    with_token = AuthenticationRequest(login_hint="alice",
+                                       client_notification_token=new_client_notification_token())  # type: ignore[arg-type]
+    with pytest.raises(InvalidAuthenticationRequest, match="poll mode must not"):
+        authentication_request_form(with_token, metadata(), "poll")
+    with_code = AuthenticationRequest(login_hint="alice", user_code="1234")  # type: ignore[arg-type]
+    with pytest.raises(InvalidAuthenticationRequest, match="backchannel_user_code_parameter_supported"):
+        authentication_request_form(with_code, metadata(), "poll")
+    assert authentication_request_form(
+        with_code, metadata(backchannel_user_code_parameter_supported=True), "poll")["user_code"] == "1234"
+    detailed = AuthenticationRequest(login_hint="alice", authorization_details=[{"type": "payment_initiation"}])
+    with pytest.raises(InvalidAuthenticationRequest, match="payment_initiation"):
+        authentication_request_form(detailed, metadata(authorization_details_types_supported=["other"]), "poll")
+
+
+# Acknowledgement (CIBA §7.3) and its errors (§13) -----------------------------------------
+
+
+def test_ack_defaults_interval_and_ignores_unknown_members() -> None:
+    ack = process_authentication_response(response(200, {"auth_req_id": "r1", "expires_in": 120, "x": 1}), now=NOW)
+    assert (ack.auth_req_id, ack.expires_in, ack.interval) == ("r1", 120, 5)
+    ack = process_authentication_response(response(200, {"auth_req_id": "r1", "expires_in": 120, "interval": 2}), now=NOW)
+    assert ack.interval == 2
+
+
+@pytest.mark.parametrize("body,message", [
+    ({"expires_in": 120}, "no auth_req_id"),
+    ({"auth_req_id": "r1"}, "no expires_in"),
+    ({"auth_req_id": "r1", "expires_in": -5}, "expires_in is not a positive integer"),
+    ({"auth_req_id": "r1", "expires_in": "120"}, "expires_in is not a positive integer"),
+    ({"auth_req_id": "r1", "expires_in": 120, "interval": 0}, "interval"),
+    ({"auth_req_id": "", "expires_in": 120}, "no auth_req_id"),
+], ids=["ack_without_auth_req_id", "ack_without_expires_in", "negative_expires_in", "string_expires_in",
+        "zero_interval", "empty_auth_req_id"])
+def test_ack_rejected(body: dict[str, Any], message: str) -> None:
+    with pytest.raises(ProtocolError, match=message):
+        process_authentication_response(response(200, body), now=NOW)
+
+
+@pytest.mark.parametrize("code", sorted(OAUTH_ERRORS))
+def test_every_error_code_has_its_type(code: str) -> None:
+    status = {"invalid_client": 401, "access_denied": 403}.get(code, 400)
+    with pytest.raises(OAUTH_ERRORS[code]) as caught:
+        process_authentication_response(response(status, {"error": code, "error_description": "why\nnot"}), now=NOW)
+    assert caught.value.error == code and caught.value.final and caught.value.status == status
+    assert "\n" not in str(caught.value)
+
+
+def test_unknown_error_code_is_kept() -> None:
+    with pytest.raises(OAuthError) as caught:
+        process_authentication_response(response(400, {"error": "vendor_specific"}), now=NOW)
+    assert type(caught.value) is OAuthError and caught.value.error == "vendor_specific"
+
+
+def test_unknown_user_and_bad_client_are_typed() -> None:
+    with pytest.raises(UnknownUserId):
+        process_authentication_response(response(400, {"error": "unknown_user_id"}), now=NOW)
+    with pytest.raises(InvalidClient):
+        process_authentication_response(response(401, {"error": "invalid_client"}), now=NOW)
+
+
+def test_server_errors_and_redirects() -> None:
+    with pytest.raises(TransportError):
+        process_authentication_response(httpx.Response(502, content=b"<html>bad gateway</html>"), now=NOW)
+    with pytest.raises(ProtocolError, match="redirect"):
+        process_authentication_response(httpx.Response(302, headers={"location": "https://evil.example"}), now=NOW)
+    with pytest.raises(ProtocolError, match="not JSON"):
+        process_authentication_response(httpx.Response(200, content=b"ok"), now=NOW)
+
+
+# Token endpoint (CIBA §10.1, §11) ---------------------------------------------------------
+
+TOKENS = {"access_token": "at", "token_type": "Bearer", "id_token": "a.b.c", "expires_in": 60}
+
+
+def test_token_request_form() -> None:
+    assert token_request_form("r1") == {"grant_type": "urn:openid:params:grant-type:ciba", "auth_req_id": "r1"}
+
+
+@pytest.mark.parametrize("resp,expected", [
+    (response(400, {"error": "authorization_pending"}), Pending()),
+    (response(400, {"error": "slow_down"}), SlowDown()),
+    (response(503, {"error": "temporarily_unavailable"}, {"retry-after": "7"}), RetryLater(seconds=7)),
+    (response(429, None, {"retry-after": "Thu, 15 Jan 2027 08:00:10 GMT"}), RetryLater(seconds=10)),
+], ids=["pending", "slow_down", "503_retry_after_seconds", "429_retry_after_date"])
+def test_token_answers_that_are_data(resp: httpx.Response, expected: object) -> None:
+    assert process_token_response(resp, now=1800000000.0) == expected
+
+
+@pytest.mark.parametrize("code,error_type", [
+    ("expired_token", ExpiredToken), ("access_denied", AccessDenied), ("invalid_grant", OAuthError),
+    ("invalid_request", OAuthError), ("invalid_client", InvalidClient), ("unauthorized_client", OAuthError),
+], ids=["expired_token", "access_denied", "invalid_grant", "invalid_request", "invalid_client", "unauthorized_client"])
+def test_token_errors_are_final(code: str, error_type: type[OAuthError]) -> None:
+    with pytest.raises(error_type) as caught:
+        process_token_response(response(400, {"error": code}), now=0)
+    assert caught.value.error == code and caught.value.final
+
+
+def test_token_503_without_retry_after_is_transient() -> None:
+    with pytest.raises(TransportError):
+        process_token_response(response(503, {}), now=0)
+
+
+def test_granted_tokens_parsed_and_checked() -> None:
+    result = process_token_response(response(200, TOKENS), now=0)
+    assert isinstance(result, Granted) and result.tokens.access_token.get_secret_value() == "at"
+    for member in ("access_token", "id_token", "token_type"):
+        with pytest.raises(ProtocolError, match=member):
+            process_token_response(response(200, {**TOKENS, member: None}), now=0)
+    with pytest.raises(ProtocolError, match="token_type"):
+        process_token_response(response(200, {**TOKENS, "token_type": "DPoP"}), now=0)
+
+
+def test_poll_schedule_slow_down_is_cumulative_and_retry_after_honoured() -> None:
+    schedule = PollSchedule(interval=5)
+    schedule, delay = schedule.after(Pending())
+    assert (schedule.interval, delay) == (5, 5)
+    schedule, delay = schedule.after(SlowDown())
+    assert (schedule.interval, delay) == (10, 10)
+    schedule, delay = schedule.after(Pending())
+    assert delay == 10  # kept for all later requests
+    schedule, delay = schedule.after(SlowDown())
+    assert delay == 15
+    assert schedule.after(RetryLater(seconds=40))[1] == 40
+    assert schedule.after(RetryLater(seconds=1))[1] == 15

@@ -1,0 +1,8 @@
+"""Runs a Temporal worker for the CIBA approval workflows (same as `temporal-ciba worker`)."""
+
+import sys
+
+from temporal_ciba.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["worker", *sys.argv[1:]]))
