@@ -78,7 +78,9 @@ class OPSettings(_Settings):
     def _asymmetric(cls, algs: list[str]) -> list[str]:
         bad = [alg for alg in algs if alg not in ASYMMETRIC_ALGS]
         if bad or not algs:
-            raise ValueError(f"must list asymmetric JWS algorithms ({', '.join(sorted(ASYMMETRIC_ALGS))}), got {bad or 'none'}")
+            raise ValueError(
+                f"must list asymmetric JWS algorithms ({', '.join(sorted(ASYMMETRIC_ALGS))}), got {bad or 'none'}"
+            )
         return algs
 
     @field_validator("client_private_key")

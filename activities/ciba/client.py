@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from ._http import json_object, raise_for_error
 from .backchannel import (
     Acknowledgement,
     AuthenticationRequest,
@@ -37,7 +38,6 @@ from .token import (
     token_request_form,
 )
 from .validation import KeyNotFound, RequestBinding, ValidatedApproval, ValidationPolicy, validate_token_response
-from ._http import json_object, raise_for_error
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 METADATA_TTL_SECONDS = 3600.0
@@ -56,6 +56,7 @@ class CibaClient:
         http: httpx.AsyncClient | None = None,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.issuer = issuer
         self.client_auth = client_auth
@@ -66,10 +67,11 @@ class CibaClient:
         # Redirects are never followed: an OP endpoint that redirects is misconfigured or hostile.
         self._http = http or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
         self._clock = clock
+        self._monotonic = monotonic
         self._metadata: ProviderMetadata | None = None
         self._metadata_at = float("-inf")
         self._metadata_lock = asyncio.Lock()
-        self._jwks = JwksCache(self._fetch_jwks)
+        self._jwks = JwksCache(self._fetch_jwks, clock=monotonic)
         self._in_flight: set[str] = set()
 
     @property
@@ -91,11 +93,11 @@ class CibaClient:
     async def metadata(self) -> ProviderMetadata:
         """The OP's metadata, fetched once an hour and checked for the CIBA support we need."""
         async with self._metadata_lock:
-            if self._metadata is None or time.monotonic() - self._metadata_at > METADATA_TTL_SECONDS:
+            if self._metadata is None or self._monotonic() - self._metadata_at > METADATA_TTL_SECONDS:
                 metadata = await fetch_provider_metadata(self._http, self.issuer, timeout=self._timeout.read or 30.0)
                 method: ClientAuthMethod = self.client_auth.method  # type: ignore[assignment]
                 check_ciba_support(metadata, delivery_mode=self.delivery_mode, client_auth_method=method)
-                self._metadata, self._metadata_at = metadata, time.monotonic()
+                self._metadata, self._metadata_at = metadata, self._monotonic()
             return self._metadata
 
     # Requests -------------------------------------------------------------------------------
@@ -103,7 +105,10 @@ class CibaClient:
     async def _post(self, url: str, form: dict[str, str], metadata: ProviderMetadata, what: str) -> httpx.Response:
         headers = {"accept": "application/json"}
         self.client_auth.apply(
-            form, headers, audience=metadata.issuer, now=self._clock(),
+            form,
+            headers,
+            audience=metadata.issuer,
+            now=self._clock(),
             allowed_algs=metadata.token_endpoint_auth_signing_alg_values_supported,
         )
         try:
@@ -118,8 +123,9 @@ class CibaClient:
         metadata = await self.metadata()
         form = authentication_request_form(request, metadata, self.delivery_mode)
         assert metadata.backchannel_authentication_endpoint is not None
-        response = await self._post(metadata.backchannel_authentication_endpoint, form, metadata,
-                                    "backchannel authentication")
+        response = await self._post(
+            metadata.backchannel_authentication_endpoint, form, metadata, "backchannel authentication"
+        )
         return process_authentication_response(response, now=self._clock())
 
     async def request_token(self, auth_req_id: str) -> Granted | Pending | SlowDown | RetryLater:
@@ -132,8 +138,9 @@ class CibaClient:
         self._in_flight.add(auth_req_id)
         try:
             metadata = await self.metadata()
-            response = await self._post(metadata.token_endpoint, token_request_form(auth_req_id), metadata,
-                                        "token endpoint")
+            response = await self._post(
+                metadata.token_endpoint, token_request_form(auth_req_id), metadata, "token endpoint"
+            )
             return process_token_response(response, now=self._clock())
         finally:
             self._in_flight.discard(auth_req_id)
@@ -186,8 +193,9 @@ class CibaClient:
     async def _fetch_jwks(self) -> dict[str, Any]:
         metadata = await self.metadata()
         try:
-            response = await self._http.get(metadata.jwks_uri, headers={"accept": "application/json"},
-                                            timeout=self._timeout)
+            response = await self._http.get(
+                metadata.jwks_uri, headers={"accept": "application/json"}, timeout=self._timeout
+            )
         except httpx.HTTPError as exc:
             raise TransportError(f"jwks_uri: {type(exc).__name__}") from None
         raise_for_error(response, "jwks_uri")
@@ -200,8 +208,12 @@ class CibaClient:
         metadata = await self.metadata()
         if not metadata.introspection_endpoint:
             raise CibaError("the OP has no introspection_endpoint")
-        response = await self._post(metadata.introspection_endpoint,
-                                    {"token": token, "token_type_hint": token_type_hint}, metadata, "introspection")
+        response = await self._post(
+            metadata.introspection_endpoint,
+            {"token": token, "token_type_hint": token_type_hint},
+            metadata,
+            "introspection",
+        )
         raise_for_error(response, "introspection")
         return json_object(response, "introspection")
 
@@ -210,9 +222,8 @@ class CibaClient:
         metadata = await self.metadata()
         if not metadata.revocation_endpoint:
             return False
-        response = await self._post(metadata.revocation_endpoint,
-                                    {"token": token, "token_type_hint": token_type_hint}, metadata, "revocation")
+        response = await self._post(
+            metadata.revocation_endpoint, {"token": token, "token_type_hint": token_type_hint}, metadata, "revocation"
+        )
         raise_for_error(response, "revocation")
         return True
-
-

@@ -30,8 +30,15 @@ class ClientAuth(Protocol):
     client_id: str
     method: str
 
-    def apply(self, form: dict[str, str], headers: dict[str, str], *, audience: str, now: float,
-              allowed_algs: tuple[str, ...] | None = None) -> None:
+    def apply(
+        self,
+        form: dict[str, str],
+        headers: dict[str, str],
+        *,
+        audience: str,
+        now: float,
+        allowed_algs: tuple[str, ...] | None = None,
+    ) -> None:
         """Add this client's credentials to a request form and its headers."""
 
 
@@ -47,8 +54,15 @@ class ClientSecretBasic:
     def __repr__(self) -> str:
         return f"ClientSecretBasic(client_id={self.client_id!r})"
 
-    def apply(self, form: dict[str, str], headers: dict[str, str], *, audience: str, now: float,
-              allowed_algs: tuple[str, ...] | None = None) -> None:
+    def apply(
+        self,
+        form: dict[str, str],
+        headers: dict[str, str],
+        *,
+        audience: str,
+        now: float,
+        allowed_algs: tuple[str, ...] | None = None,
+    ) -> None:
         userpass = f"{quote_plus(self.client_id)}:{quote_plus(self._secret)}".encode()
         headers["authorization"] = "Basic " + base64.b64encode(userpass).decode("ascii")
 
@@ -65,8 +79,15 @@ class ClientSecretPost:
     def __repr__(self) -> str:
         return f"ClientSecretPost(client_id={self.client_id!r})"
 
-    def apply(self, form: dict[str, str], headers: dict[str, str], *, audience: str, now: float,
-              allowed_algs: tuple[str, ...] | None = None) -> None:
+    def apply(
+        self,
+        form: dict[str, str],
+        headers: dict[str, str],
+        *,
+        audience: str,
+        now: float,
+        allowed_algs: tuple[str, ...] | None = None,
+    ) -> None:
         form["client_id"] = self.client_id
         form["client_secret"] = self._secret
 
@@ -167,8 +188,15 @@ class PrivateKeyJwt:
         headers = {"kid": self._signing_key.kid} if self._signing_key.kid else None
         return jwt.encode(claims, self._signing_key.key, algorithm=alg, headers=headers)
 
-    def apply(self, form: dict[str, str], headers: dict[str, str], *, audience: str, now: float,
-              allowed_algs: tuple[str, ...] | None = None) -> None:
+    def apply(
+        self,
+        form: dict[str, str],
+        headers: dict[str, str],
+        *,
+        audience: str,
+        now: float,
+        allowed_algs: tuple[str, ...] | None = None,
+    ) -> None:
         form["client_id"] = self.client_id
         form["client_assertion_type"] = CLIENT_ASSERTION_TYPE
         form["client_assertion"] = self.assertion(audience=audience, now=now, allowed_algs=allowed_algs)

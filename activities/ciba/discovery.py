@@ -41,8 +41,13 @@ class ProviderMetadata(BaseModel):
     revocation_endpoint: str | None = None
     authorization_details_types_supported: tuple[str, ...] | None = None
 
-    @field_validator("token_endpoint", "jwks_uri", "backchannel_authentication_endpoint",
-                     "introspection_endpoint", "revocation_endpoint")
+    @field_validator(
+        "token_endpoint",
+        "jwks_uri",
+        "backchannel_authentication_endpoint",
+        "introspection_endpoint",
+        "revocation_endpoint",
+    )
     @classmethod
     def _secure_endpoint(cls, url: str | None, info: ValidationInfo) -> str | None:
         if url is None:
@@ -63,9 +68,7 @@ def parse_provider_metadata(document: dict[str, object], issuer: str) -> Provide
         where = ".".join(str(part) for part in first["loc"]) or "document"
         raise DiscoveryError(f"discovery document: {where}: {first['msg']}") from None
     if metadata.issuer != issuer:
-        raise DiscoveryError(
-            f"discovery document issuer {metadata.issuer!r} is not the configured issuer {issuer!r}"
-        )
+        raise DiscoveryError(f"discovery document issuer {metadata.issuer!r} is not the configured issuer {issuer!r}")
     return metadata
 
 
@@ -82,16 +85,12 @@ def check_ciba_support(
         )
     if delivery_mode not in metadata.backchannel_token_delivery_modes_supported:
         offered = ", ".join(metadata.backchannel_token_delivery_modes_supported) or "none"
-        raise DiscoveryError(
-            f"the OP does not offer CIBA delivery mode {delivery_mode!r} (offers: {offered})"
-        )
+        raise DiscoveryError(f"the OP does not offer CIBA delivery mode {delivery_mode!r} (offers: {offered})")
     if metadata.grant_types_supported is not None and CIBA_GRANT_TYPE not in metadata.grant_types_supported:
         raise DiscoveryError(f"the OP does not list the CIBA grant type {CIBA_GRANT_TYPE} in grant_types_supported")
     if client_auth_method not in metadata.token_endpoint_auth_methods_supported:
         offered = ", ".join(metadata.token_endpoint_auth_methods_supported)
-        raise DiscoveryError(
-            f"the OP does not accept client authentication {client_auth_method!r} (offers: {offered})"
-        )
+        raise DiscoveryError(f"the OP does not accept client authentication {client_auth_method!r} (offers: {offered})")
 
 
 async def fetch_provider_metadata(http: httpx.AsyncClient, issuer: str, *, timeout: float) -> ProviderMetadata:

@@ -39,9 +39,7 @@ AUTH_REQ_ID_CLAIM = "urn:openid:params:jwt:claim:auth_req_id"
 DEFAULT_ALLOWED_ALGS = ("RS256", "PS256", "ES256")
 # Algorithms we can verify with a public key. HMAC (HS*) is excluded on purpose: an OP's
 # public key must never be usable as an HMAC secret.
-ASYMMETRIC_ALGS = frozenset(
-    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
-)
+ASYMMETRIC_ALGS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"})
 _HASH_FOR_ALG = {"256": hashlib.sha256, "384": hashlib.sha384, "512": hashlib.sha512}
 
 
@@ -136,8 +134,7 @@ def check_header(header: dict[str, Any], policy: ValidationPolicy) -> str:
     if not isinstance(alg, str) or alg.lower() == "none":
         raise _reject("alg_none", "alg", "unsigned ID token (alg none) is never accepted")
     if alg not in policy.allowed_algs:
-        raise _reject("alg_not_allowed", "alg", f"algorithm {alg[:16]} is not allowed",
-                      ", ".join(policy.allowed_algs))
+        raise _reject("alg_not_allowed", "alg", f"algorithm {alg[:16]} is not allowed", ", ".join(policy.allowed_algs))
     # RFC 7515 §4.1.11: extensions we do not understand must make the JWS invalid.
     if "crit" in header:
         raise _reject("crit_header", "crit", "the ID token header has critical extensions we do not understand")
@@ -172,9 +169,13 @@ def verify_signature(id_token: str, keys: Sequence[PublicKey], policy: Validatio
     kid = header.get("kid") if isinstance(header.get("kid"), str) else None
     candidates = select_keys(keys, alg=alg, kid=kid)
     if not candidates:
-        raise KeyNotFound("key_not_found", "kid", f"no {alg} key in the OP's JWKS" + (f" with kid {kid[:64]!r}" if kid else ""))
+        raise KeyNotFound(
+            "key_not_found", "kid", f"no {alg} key in the OP's JWKS" + (f" with kid {kid[:64]!r}" if kid else "")
+        )
     if kid is None and len(candidates) > 1:
-        raise _reject("key_ambiguous", "kid", f"the ID token names no kid and the JWKS has {len(candidates)} {alg} keys")
+        raise _reject(
+            "key_ambiguous", "kid", f"the ID token names no kid and the JWKS has {len(candidates)} {alg} keys"
+        )
     try:
         decoded = jwt.PyJWS().decode_complete(id_token, key=candidates[0].key, algorithms=[alg])
     except jwt.InvalidSignatureError:
@@ -225,15 +226,21 @@ def check_audience(claims: dict[str, Any], client_id: str, policy: ValidationPol
         raise _reject("aud_mismatch", "aud", "the ID token is not for this client", client_id)
     untrusted = [item for item in audiences if item != client_id and item not in policy.trusted_audiences]
     if untrusted:
-        raise _reject("aud_untrusted", "aud", f"the ID token is also for {len(untrusted)} untrusted audience(s)", client_id)
+        raise _reject(
+            "aud_untrusted", "aud", f"the ID token is also for {len(untrusted)} untrusted audience(s)", client_id
+        )
     azp = claims.get("azp")
     if len(audiences) > 1 and azp is None:
-        raise _reject("azp_missing", "azp", "an ID token with several audiences must name the authorized party", client_id)
+        raise _reject(
+            "azp_missing", "azp", "an ID token with several audiences must name the authorized party", client_id
+        )
     if azp is not None and azp != client_id:
         raise _reject("azp_mismatch", "azp", "the authorized party is another client", client_id)
 
 
-def check_times(claims: dict[str, Any], *, requested_at: float, now: float, policy: ValidationPolicy) -> tuple[int, int]:
+def check_times(
+    claims: dict[str, Any], *, requested_at: float, now: float, policy: ValidationPolicy
+) -> tuple[int, int]:
     """OIDC Core §3.1.3.7 steps 9-10: exp in the future, iat recent; and not issued before our request."""
     leeway = policy.leeway_seconds
     exp = _numeric_date(claims, "exp", required=True)
@@ -274,16 +281,21 @@ def _check_hash(claims: dict[str, Any], name: str, token: str | None, alg: str, 
         raise _reject(f"{name}_mismatch", name, f"{name} does not match the token it covers")
 
 
-def check_binding(claims: dict[str, Any], tokens: TokenResponse, alg: str, binding: RequestBinding, *,
-                  policy: ValidationPolicy) -> None:
+def check_binding(
+    claims: dict[str, Any], tokens: TokenResponse, alg: str, binding: RequestBinding, *, policy: ValidationPolicy
+) -> None:
     push = binding.delivery_mode == "push"
     auth_req_id = claims.get(AUTH_REQ_ID_CLAIM)
     if auth_req_id is None and push:
-        raise _reject("auth_req_id_missing", AUTH_REQ_ID_CLAIM, "pushed ID token lacks the auth_req_id claim (CIBA §10.3.1)")
+        raise _reject(
+            "auth_req_id_missing", AUTH_REQ_ID_CLAIM, "pushed ID token lacks the auth_req_id claim (CIBA §10.3.1)"
+        )
     if auth_req_id is not None and (
         not isinstance(auth_req_id, str) or not hmac.compare_digest(auth_req_id.encode(), binding.auth_req_id.encode())
     ):
-        raise _reject("auth_req_id_mismatch", AUTH_REQ_ID_CLAIM, "the ID token answers another request", binding.auth_req_id)
+        raise _reject(
+            "auth_req_id_mismatch", AUTH_REQ_ID_CLAIM, "the ID token answers another request", binding.auth_req_id
+        )
 
     _check_hash(claims, "at_hash", tokens.access_token.get_secret_value(), alg, required=push)
     refresh = tokens.refresh_token.get_secret_value() if tokens.refresh_token else None
@@ -302,10 +314,16 @@ def check_binding(claims: dict[str, Any], tokens: TokenResponse, alg: str, bindi
     if binding.acr_values:
         requested = binding.acr_values.split()
         if acr is None:
-            raise _reject("acr_missing", "acr", "acr_values were requested but the ID token has no acr", binding.acr_values)
+            raise _reject(
+                "acr_missing", "acr", "acr_values were requested but the ID token has no acr", binding.acr_values
+            )
         if acr not in requested:
-            raise _reject("acr_not_requested", "acr", f"authentication context {acr[:64]!r} is not one requested",
-                          binding.acr_values)
+            raise _reject(
+                "acr_not_requested",
+                "acr",
+                f"authentication context {acr[:64]!r} is not one requested",
+                binding.acr_values,
+            )
 
     amr = claims.get("amr")
     if amr is not None and (not isinstance(amr, list) or not all(isinstance(item, str) for item in amr)):
@@ -338,21 +356,34 @@ def check_grant(tokens: TokenResponse, binding: RequestBinding) -> str:
     missing = [scope for scope in requested if scope not in granted]
     extra = [scope for scope in granted if scope not in requested]
     if missing or extra:
-        detail = "; ".join(part for part in (
-            f"not granted: {' '.join(missing)}" if missing else "",
-            f"not requested: {' '.join(extra)}" if extra else "",
-        ) if part)
+        detail = "; ".join(
+            part
+            for part in (
+                f"not granted: {' '.join(missing)}" if missing else "",
+                f"not requested: {' '.join(extra)}" if extra else "",
+            )
+            if part
+        )
         raise _reject("scope_mismatch", "scope", f"granted scope differs from the request ({detail})", binding.scope)
     if binding.authorization_details is not None:
         if tokens.authorization_details is None:
-            raise _reject("authorization_details_missing", "authorization_details",
-                          "authorization_details were requested but the grant does not state them (RFC 9396 §7)")
+            raise _reject(
+                "authorization_details_missing",
+                "authorization_details",
+                "authorization_details were requested but the grant does not state them (RFC 9396 §7)",
+            )
         if _canonical(tokens.authorization_details) != _canonical(binding.authorization_details):
-            raise _reject("authorization_details_mismatch", "authorization_details",
-                          "the granted authorization_details differ from those requested")
+            raise _reject(
+                "authorization_details_mismatch",
+                "authorization_details",
+                "the granted authorization_details differ from those requested",
+            )
     elif tokens.authorization_details is not None:
-        raise _reject("authorization_details_mismatch", "authorization_details",
-                      "the grant carries authorization_details that were never requested")
+        raise _reject(
+            "authorization_details_mismatch",
+            "authorization_details",
+            "the grant carries authorization_details that were never requested",
+        )
     return binding.scope
 
 

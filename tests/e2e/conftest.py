@@ -39,8 +39,11 @@ def client_keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ClientKey
             path.write_text(json.dumps({**json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key)), "kid": "es256-key"}))
         else:
             path = directory / f"{alg.lower()}.pem"
-            path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
+            path.write_bytes(
+                key.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                )
+            )
         keys[alg] = ClientKey(path, alg)
     return keys
 
@@ -65,9 +68,14 @@ def op_config(client_keys: dict[str, ClientKey], **options: object) -> dict[str,
         ciba_client("poll-user-code", client_secret=SECRET, backchannel_user_code_parameter=True),
     ]
     for alg, key_file in client_keys.items():
-        clients.append(ciba_client(
-            f"poll-jwt-{alg.lower()}", token_endpoint_auth_method="private_key_jwt",
-            token_endpoint_auth_signing_alg=alg, jwks={"keys": [_public_jwk(key_file)]}))
+        clients.append(
+            ciba_client(
+                f"poll-jwt-{alg.lower()}",
+                token_endpoint_auth_method="private_key_jwt",
+                token_endpoint_auth_signing_alg=alg,
+                jwks={"keys": [_public_jwk(key_file)]},
+            )
+        )
     return {"clients": clients, "accounts": ACCOUNTS, "ackInterval": 1, **options}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from typing import Any
 
@@ -32,13 +33,15 @@ from activities.ciba import (
 from tests.e2e.conftest import SECRET, ClientKey
 from tests.support.op import TestOP
 
-DETAILS = [{
-    "type": "payment_initiation",
-    "instructedAmount": {"currency": "EUR", "amount": "120.00"},
-    "creditorName": "ACME GmbH",
-    "creditorAccount": {"iban": "DE02100100109307118603"},
-    "remittanceInformationUnstructured": "Invoice 2026-118",
-}]
+DETAILS = [
+    {
+        "type": "payment_initiation",
+        "instructedAmount": {"currency": "EUR", "amount": "120.00"},
+        "creditorName": "ACME GmbH",
+        "creditorAccount": {"iban": "DE02100100109307118603"},
+        "remittanceInformationUnstructured": "Invoice 2026-118",
+    }
+]
 
 
 def client(op: TestOP, auth: ClientAuth | None = None) -> CibaClient:
@@ -61,8 +64,14 @@ async def start(ciba: CibaClient, request: AuthenticationRequest, expected_subje
     requested_at = time.time()
     ack = await ciba.authenticate(request)
     binding = RequestBinding.for_request(
-        request, ack, issuer=ciba.issuer, client_id=ciba.client_id, requested_at=requested_at,
-        delivery_mode="poll", expected_subject=expected_subject)
+        request,
+        ack,
+        issuer=ciba.issuer,
+        client_id=ciba.client_id,
+        requested_at=requested_at,
+        delivery_mode="poll",
+        expected_subject=expected_subject,
+    )
     return ack, binding
 
 
@@ -172,7 +181,7 @@ async def test_slow_down_grows_the_interval_for_every_later_request(op: TestOP) 
     times = [entry["at"] for entry in op.token_requests(ack.auth_req_id)]
     statuses = [entry["status"] for entry in op.token_requests(ack.auth_req_id)]
     assert statuses == [400, 400, 200]  # slow_down, authorization_pending, the tokens
-    gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
     # interval 1 s from the acknowledgement, +5 s after slow_down, kept for the request after.
     assert all(gap >= 6.0 - 0.01 for gap in gaps), gaps
 
@@ -255,7 +264,7 @@ async def test_push_rules_need_the_binding_claims(plain_op: TestOP) -> None:
 
 async def test_introspection_and_revocation(op: TestOP) -> None:
     async with client(op) as ciba:
-        ack, binding = await start(ciba, payment_request())
+        ack, _ = await start(ciba, payment_request())
         op.approve(ack.auth_req_id)
         result = await ciba.request_token(ack.auth_req_id)
         assert isinstance(result, Granted)
@@ -271,7 +280,8 @@ async def test_discovery_refuses_an_issuer_that_differs(op: TestOP) -> None:
     async with CibaClient(issuer=op.issuer + "/", client_auth=ClientSecretBasic("poll-basic", SECRET)) as ciba:
         with pytest.raises(DiscoveryError, match="not the configured issuer"):
             await ciba.authenticate(payment_request())
-    async with CibaClient(issuer=op.issuer, client_auth=ClientSecretBasic("poll-basic", SECRET),
-                          delivery_mode="push") as ciba:
+    async with CibaClient(
+        issuer=op.issuer, client_auth=ClientSecretBasic("poll-basic", SECRET), delivery_mode="push"
+    ) as ciba:
         with pytest.raises(DiscoveryError, match="push"):
             await ciba.metadata()

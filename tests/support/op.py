@@ -93,7 +93,11 @@ def run_test_op(config: dict[str, Any], *, env: dict[str, str] | None = None) ->
     log = log_path.open("w")
     process = subprocess.Popen(
         [shutil.which("node") or "node", str(OP_DIR / "server.mjs"), str(config_path)],
-        cwd=OP_DIR, stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, **(env or {})},
+        cwd=OP_DIR,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        env={**os.environ, **(env or {})},
     )
     assert process.stdout is not None
     ready: list[str] = []

@@ -20,8 +20,13 @@ AUTH_REQ_ID = "req-1234567890"
 NOW = 1_800_000_000.0
 ACCESS_TOKEN = "at-" + "a" * 40
 REFRESH_TOKEN = "rt-" + "r" * 40
-DETAILS = [{"type": "payment_initiation", "instructedAmount": {"currency": "EUR", "amount": "120.00"},
-            "creditorName": "ACME GmbH"}]
+DETAILS = [
+    {
+        "type": "payment_initiation",
+        "instructedAmount": {"currency": "EUR", "amount": "120.00"},
+        "creditorName": "ACME GmbH",
+    }
+]
 
 
 def b64url(data: bytes) -> str:
@@ -44,16 +49,24 @@ class Keys:
     def jwks(self) -> list[PublicKey]:
         return parse_jwks(self.jwks_document())
 
-    def sign(self, claims: dict[str, Any], *, alg: str = "RS256", kid: str | None = "rsa-1",
-             key: Any = None, headers: dict[str, Any] | None = None) -> str:
+    def sign(
+        self,
+        claims: dict[str, Any],
+        *,
+        alg: str = "RS256",
+        kid: str | None = "rsa-1",
+        key: Any = None,
+        headers: dict[str, Any] | None = None,
+    ) -> str:
         if key is None:
             key = self.ec if alg.startswith("ES") else self.rsa
         extra = {"kid": kid} if kid else {}
         return jwt.encode(claims, key, algorithm=alg, headers={**extra, **(headers or {})})
 
     def public_pem(self) -> bytes:
-        return self.rsa.public_key().public_bytes(serialization.Encoding.PEM,
-                                                  serialization.PublicFormat.SubjectPublicKeyInfo)
+        return self.rsa.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
 
 
 def claims(**overrides: Any) -> dict[str, Any]:

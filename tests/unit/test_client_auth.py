@@ -37,8 +37,11 @@ def test_secrets_never_in_repr() -> None:
 
 
 def _write_pem(path: Path, key: object) -> Path:
-    path.write_bytes(key.private_bytes(  # type: ignore[attr-defined]
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    path.write_bytes(
+        key.private_bytes(  # type: ignore[attr-defined]
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     return path
 
 
@@ -60,8 +63,13 @@ def test_private_key_jwt_assertion(tmp_path: Path, kind: str, alg: str, file_for
     assert form["client_assertion_type"] == CLIENT_ASSERTION_TYPE and form["client_id"] == "agent"
     header = jwt.get_unverified_header(form["client_assertion"])
     assert header["alg"] == alg and header["kid"] == "k1"
-    claims = jwt.decode(form["client_assertion"], key.public_key(), algorithms=[alg], audience=AUDIENCE,
-                        options={"verify_exp": False, "verify_iat": False})
+    claims = jwt.decode(
+        form["client_assertion"],
+        key.public_key(),
+        algorithms=[alg],
+        audience=AUDIENCE,
+        options={"verify_exp": False, "verify_iat": False},
+    )
     assert claims["iss"] == claims["sub"] == "agent"
     assert claims["iat"] == int(NOW) and 0 < claims["exp"] - claims["iat"] <= 300
     assert len(claims["jti"]) >= 22

@@ -53,20 +53,36 @@ def test_valid_settings(env) -> None:  # type: ignore[no-untyped-def]
     assert isinstance(load(OPSettings).client_auth(), ClientSecretPost)
 
 
-@pytest.mark.parametrize("values,named", [
-    ({"CIBA_ISSUER": None}, "CIBA_ISSUER is required"),
-    ({"CIBA_CLIENT_ID": None}, "CIBA_CLIENT_ID is required"),
-    ({"CIBA_ISSUER": "http://op.example.test"}, "CIBA_ISSUER: issuer must be an https URL"),
-    ({"CIBA_DELIVERY_MODE": "carrier-pigeon"}, "CIBA_DELIVERY_MODE"),
-    ({"CIBA_CLIENT_AUTH_METHOD": "none"}, "CIBA_CLIENT_AUTH_METHOD"),
-    ({"CIBA_CLIENT_SECRET": None}, "CIBA_CLIENT_SECRET is required for client_secret_basic"),
-    ({"CIBA_CLIENT_AUTH_METHOD": "private_key_jwt"}, "CIBA_CLIENT_PRIVATE_KEY is required"),
-    ({"CIBA_CLIENT_AUTH_METHOD": "private_key_jwt", "CIBA_CLIENT_PRIVATE_KEY": "/nonexistent.pem"},
-     "CIBA_CLIENT_PRIVATE_KEY: no such file"),
-    ({"CIBA_ID_TOKEN_SIGNING_ALGS": "HS256"}, "CIBA_ID_TOKEN_SIGNING_ALGS"),
-    ({"CIBA_HTTP_TIMEOUT": "soon"}, "CIBA_HTTP_TIMEOUT"),
-], ids=["missing_issuer", "missing_client_id", "http_issuer", "bad_mode", "bad_auth_method", "missing_secret",
-        "missing_key", "key_file_missing", "hmac_alg", "bad_timeout"])
+@pytest.mark.parametrize(
+    "values,named",
+    [
+        ({"CIBA_ISSUER": None}, "CIBA_ISSUER is required"),
+        ({"CIBA_CLIENT_ID": None}, "CIBA_CLIENT_ID is required"),
+        ({"CIBA_ISSUER": "http://op.example.test"}, "CIBA_ISSUER: issuer must be an https URL"),
+        ({"CIBA_DELIVERY_MODE": "carrier-pigeon"}, "CIBA_DELIVERY_MODE"),
+        ({"CIBA_CLIENT_AUTH_METHOD": "none"}, "CIBA_CLIENT_AUTH_METHOD"),
+        ({"CIBA_CLIENT_SECRET": None}, "CIBA_CLIENT_SECRET is required for client_secret_basic"),
+        ({"CIBA_CLIENT_AUTH_METHOD": "private_key_jwt"}, "CIBA_CLIENT_PRIVATE_KEY is required"),
+        (
+            {"CIBA_CLIENT_AUTH_METHOD": "private_key_jwt", "CIBA_CLIENT_PRIVATE_KEY": "/nonexistent.pem"},
+            "CIBA_CLIENT_PRIVATE_KEY: no such file",
+        ),
+        ({"CIBA_ID_TOKEN_SIGNING_ALGS": "HS256"}, "CIBA_ID_TOKEN_SIGNING_ALGS"),
+        ({"CIBA_HTTP_TIMEOUT": "soon"}, "CIBA_HTTP_TIMEOUT"),
+    ],
+    ids=[
+        "missing_issuer",
+        "missing_client_id",
+        "http_issuer",
+        "bad_mode",
+        "bad_auth_method",
+        "missing_secret",
+        "missing_key",
+        "key_file_missing",
+        "hmac_alg",
+        "bad_timeout",
+    ],
+)
 def test_bad_setting_named(env, values: dict[str, str | None], named: str) -> None:  # type: ignore[no-untyped-def]
     assert named in error_line(values, env)
 
@@ -79,8 +95,11 @@ def test_http_issuer_only_on_loopback(env, issuer: str) -> None:  # type: ignore
 
 def test_private_key_jwt_settings(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     key = tmp_path / "client.pem"
-    key.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    key.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     env(CIBA_CLIENT_AUTH_METHOD="private_key_jwt", CIBA_CLIENT_PRIVATE_KEY=str(key), CIBA_CLIENT_SECRET=None)
     assert isinstance(load(OPSettings).client_auth(), PrivateKeyJwt)
     env(CIBA_CLIENT_AUTH_METHOD="private_key_jwt", CIBA_CLIENT_PRIVATE_KEY=str(key), CIBA_CLIENT_SIGNING_ALG="PS256")

@@ -63,12 +63,16 @@ def test_discovery_issuer_must_match_exactly() -> None:
         parse_provider_metadata({**metadata().model_dump(), "issuer": ISSUER + "/"}, ISSUER)
 
 
-@pytest.mark.parametrize("overrides,message", [
-    ({"backchannel_authentication_endpoint": None}, "does not support CIBA"),
-    ({"backchannel_token_delivery_modes_supported": ["ping"]}, "delivery mode 'poll'"),
-    ({"grant_types_supported": ["authorization_code"]}, "CIBA grant type"),
-    ({"token_endpoint_auth_methods_supported": ["private_key_jwt"]}, "client_secret_basic"),
-], ids=["no_backchannel_endpoint", "mode_not_offered", "grant_not_listed", "auth_method_not_offered"])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"backchannel_authentication_endpoint": None}, "does not support CIBA"),
+        ({"backchannel_token_delivery_modes_supported": ["ping"]}, "delivery mode 'poll'"),
+        ({"grant_types_supported": ["authorization_code"]}, "CIBA grant type"),
+        ({"token_endpoint_auth_methods_supported": ["private_key_jwt"]}, "client_secret_basic"),
+    ],
+    ids=["no_backchannel_endpoint", "mode_not_offered", "grant_not_listed", "auth_method_not_offered"],
+)
 def test_discovery_refuses_op_without_ciba(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(DiscoveryError, match=message):
         check_ciba_support(metadata(**overrides), delivery_mode="poll", client_auth_method="client_secret_basic")
@@ -89,9 +93,15 @@ def test_request_needs_openid_scope() -> None:
         AuthenticationRequest(scope="payments", login_hint="alice")
 
 
-@pytest.mark.parametrize("hints", [{}, {"login_hint": "alice", "id_token_hint": "eyJ.x.y"},
-                                   {"login_hint": "a", "login_hint_token": "t", "id_token_hint": "i"}],
-                         ids=["none", "two", "three"])
+@pytest.mark.parametrize(
+    "hints",
+    [
+        {},
+        {"login_hint": "alice", "id_token_hint": "eyJ.x.y"},
+        {"login_hint": "a", "login_hint_token": "t", "id_token_hint": "i"},
+    ],
+    ids=["none", "two", "three"],
+)
 def test_request_needs_exactly_one_hint(hints: dict[str, str]) -> None:
     with pytest.raises(ValidationError, match="exactly one"):
         AuthenticationRequest(**hints)  # type: ignore[arg-type]
@@ -103,7 +113,9 @@ def test_binding_message_is_short_plain_text(message: str) -> None:
         AuthenticationRequest(login_hint="alice", binding_message=message)
 
 
-@pytest.mark.parametrize("token", ["has space" + "x" * 30, "x" * 1025, "short"], ids=["syntax", "too_long", "too_short"])
+@pytest.mark.parametrize(
+    "token", ["has space" + "x" * 30, "x" * 1025, "short"], ids=["syntax", "too_long", "too_short"]
+)
 def test_notification_token_rules(token: str) -> None:
     with pytest.raises(ValidationError, match="client_notification_token"):
         AuthenticationRequest(login_hint="alice", client_notification_token=token)  # type: ignore[arg-type]
@@ -127,8 +139,12 @@ def test_requested_expiry_positive_and_details_typed() -> None:
 def test_request_form_carries_every_parameter() -> None:
     details = [{"type": "payment_initiation", "amount": "1.00"}]
     request = AuthenticationRequest(
-        scope="openid payments openid", login_hint="alice", binding_message="Pay 1.00 EUR, code 4F2A",
-        requested_expiry=120, acr_values="urn:example:acr:mfa", authorization_details=details,
+        scope="openid payments openid",
+        login_hint="alice",
+        binding_message="Pay 1.00 EUR, code 4F2A",
+        requested_expiry=120,
+        acr_values="urn:example:acr:mfa",
+        authorization_details=details,
         client_notification_token=new_client_notification_token(),  # type: ignore[arg-type]
     )
     form = authentication_request_form(request, metadata(), "ping")
@@ -146,15 +162,18 @@ def test_request_form_checks_mode_and_op_support() -> None:
     plain = AuthenticationRequest(login_hint="alice")
     with pytest.raises(InvalidAuthenticationRequest, match="ping mode requires"):
         authentication_request_form(plain, metadata(), "ping")
-    with_token = AuthenticationRequest(login_hint="alice",
-                                       client_notification_token=new_client_notification_token())  # type: ignore[arg-type]
+    with_token = AuthenticationRequest(login_hint="alice", client_notification_token=new_client_notification_token())  # type: ignore[arg-type]
     with pytest.raises(InvalidAuthenticationRequest, match="poll mode must not"):
         authentication_request_form(with_token, metadata(), "poll")
     with_code = AuthenticationRequest(login_hint="alice", user_code="1234")  # type: ignore[arg-type]
     with pytest.raises(InvalidAuthenticationRequest, match="backchannel_user_code_parameter_supported"):
         authentication_request_form(with_code, metadata(), "poll")
-    assert authentication_request_form(
-        with_code, metadata(backchannel_user_code_parameter_supported=True), "poll")["user_code"] == "1234"
+    assert (
+        authentication_request_form(with_code, metadata(backchannel_user_code_parameter_supported=True), "poll")[
+            "user_code"
+        ]
+        == "1234"
+    )
     detailed = AuthenticationRequest(login_hint="alice", authorization_details=[{"type": "payment_initiation"}])
     with pytest.raises(InvalidAuthenticationRequest, match="payment_initiation"):
         authentication_request_form(detailed, metadata(authorization_details_types_supported=["other"]), "poll")
@@ -166,19 +185,31 @@ def test_request_form_checks_mode_and_op_support() -> None:
 def test_ack_defaults_interval_and_ignores_unknown_members() -> None:
     ack = process_authentication_response(response(200, {"auth_req_id": "r1", "expires_in": 120, "x": 1}), now=NOW)
     assert (ack.auth_req_id, ack.expires_in, ack.interval) == ("r1", 120, 5)
-    ack = process_authentication_response(response(200, {"auth_req_id": "r1", "expires_in": 120, "interval": 2}), now=NOW)
+    ack = process_authentication_response(
+        response(200, {"auth_req_id": "r1", "expires_in": 120, "interval": 2}), now=NOW
+    )
     assert ack.interval == 2
 
 
-@pytest.mark.parametrize("body,message", [
-    ({"expires_in": 120}, "no auth_req_id"),
-    ({"auth_req_id": "r1"}, "no expires_in"),
-    ({"auth_req_id": "r1", "expires_in": -5}, "expires_in is not a positive integer"),
-    ({"auth_req_id": "r1", "expires_in": "120"}, "expires_in is not a positive integer"),
-    ({"auth_req_id": "r1", "expires_in": 120, "interval": 0}, "interval"),
-    ({"auth_req_id": "", "expires_in": 120}, "no auth_req_id"),
-], ids=["ack_without_auth_req_id", "ack_without_expires_in", "negative_expires_in", "string_expires_in",
-        "zero_interval", "empty_auth_req_id"])
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        ({"expires_in": 120}, "no auth_req_id"),
+        ({"auth_req_id": "r1"}, "no expires_in"),
+        ({"auth_req_id": "r1", "expires_in": -5}, "expires_in is not a positive integer"),
+        ({"auth_req_id": "r1", "expires_in": "120"}, "expires_in is not a positive integer"),
+        ({"auth_req_id": "r1", "expires_in": 120, "interval": 0}, "interval"),
+        ({"auth_req_id": "", "expires_in": 120}, "no auth_req_id"),
+    ],
+    ids=[
+        "ack_without_auth_req_id",
+        "ack_without_expires_in",
+        "negative_expires_in",
+        "string_expires_in",
+        "zero_interval",
+        "empty_auth_req_id",
+    ],
+)
 def test_ack_rejected(body: dict[str, Any], message: str) -> None:
     with pytest.raises(ProtocolError, match=message):
         process_authentication_response(response(200, body), now=NOW)
@@ -224,20 +255,32 @@ def test_token_request_form() -> None:
     assert token_request_form("r1") == {"grant_type": "urn:openid:params:grant-type:ciba", "auth_req_id": "r1"}
 
 
-@pytest.mark.parametrize("resp,expected", [
-    (response(400, {"error": "authorization_pending"}), Pending()),
-    (response(400, {"error": "slow_down"}), SlowDown()),
-    (response(503, {"error": "temporarily_unavailable"}, {"retry-after": "7"}), RetryLater(seconds=7)),
-    (response(429, None, {"retry-after": "Thu, 15 Jan 2027 08:00:10 GMT"}), RetryLater(seconds=10)),
-], ids=["pending", "slow_down", "503_retry_after_seconds", "429_retry_after_date"])
+@pytest.mark.parametrize(
+    "resp,expected",
+    [
+        (response(400, {"error": "authorization_pending"}), Pending()),
+        (response(400, {"error": "slow_down"}), SlowDown()),
+        (response(503, {"error": "temporarily_unavailable"}, {"retry-after": "7"}), RetryLater(seconds=7)),
+        (response(429, None, {"retry-after": "Thu, 15 Jan 2027 08:00:10 GMT"}), RetryLater(seconds=10)),
+    ],
+    ids=["pending", "slow_down", "503_retry_after_seconds", "429_retry_after_date"],
+)
 def test_token_answers_that_are_data(resp: httpx.Response, expected: object) -> None:
     assert process_token_response(resp, now=1800000000.0) == expected
 
 
-@pytest.mark.parametrize("code,error_type", [
-    ("expired_token", ExpiredToken), ("access_denied", AccessDenied), ("invalid_grant", OAuthError),
-    ("invalid_request", OAuthError), ("invalid_client", InvalidClient), ("unauthorized_client", OAuthError),
-], ids=["expired_token", "access_denied", "invalid_grant", "invalid_request", "invalid_client", "unauthorized_client"])
+@pytest.mark.parametrize(
+    "code,error_type",
+    [
+        ("expired_token", ExpiredToken),
+        ("access_denied", AccessDenied),
+        ("invalid_grant", OAuthError),
+        ("invalid_request", OAuthError),
+        ("invalid_client", InvalidClient),
+        ("unauthorized_client", OAuthError),
+    ],
+    ids=["expired_token", "access_denied", "invalid_grant", "invalid_request", "invalid_client", "unauthorized_client"],
+)
 def test_token_errors_are_final(code: str, error_type: type[OAuthError]) -> None:
     with pytest.raises(error_type) as caught:
         process_token_response(response(400, {"error": code}), now=0)

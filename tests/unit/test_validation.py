@@ -84,8 +84,10 @@ NEGATIVE = {
     "missing_iss": (Case(signed(iss=None)), "iss_missing"),
     "invalid_aud": (Case(signed(aud="another-client")), "aud_mismatch"),
     "missing_aud": (Case(signed(aud=None)), "aud_missing"),
-    "untrusted_secondary_aud": (Case(signed(aud=[CLIENT_ID, "https://untrusted.example"], azp=CLIENT_ID)),
-                                "aud_untrusted"),
+    "untrusted_secondary_aud": (
+        Case(signed(aud=[CLIENT_ID, "https://untrusted.example"], azp=CLIENT_ID)),
+        "aud_untrusted",
+    ),
     "invalid_signature": (Case(lambda: token_response(KEYS.sign(claims(), key=KEYS.attacker))), "signature_invalid"),
     "alg_none": (Case(_alg_none), "alg_none"),
     "alternate_alg_ps256_header_rs256_signature": (Case(_alternate_alg), "signature_invalid"),
@@ -99,9 +101,13 @@ NEGATIVE = {
     "sub_of_another_user": (Case(signed(sub="mallory")), "sub_mismatch"),
     "acr_weaker_than_asked": (Case(signed(acr="urn:example:acr:basic")), "acr_not_requested"),
     "granted_authorization_details_differ": (
-        Case(lambda: token_response(KEYS.sign(claims()), authorization_details=[
-            {**DETAILS[0], "creditorName": "Mallory Ltd"}])),
-        "authorization_details_mismatch"),
+        Case(
+            lambda: token_response(
+                KEYS.sign(claims()), authorization_details=[{**DETAILS[0], "creditorName": "Mallory Ltd"}]
+            )
+        ),
+        "authorization_details_mismatch",
+    ),
     "stale_tokens_replayed_into_new_request": (Case(_stale_replay), "iat_before_request"),
     # Further rules of design §4.
     "hmac_alg_with_public_key": (Case(_hmac_with_public_key), "alg_not_allowed"),
@@ -114,31 +120,46 @@ NEGATIVE = {
     "nbf_in_the_future": (Case(signed(nbf=int(NOW) + 3600)), "nbf_future"),
     "exp_not_a_number": (Case(signed(exp="tomorrow")), "exp_invalid"),
     "several_aud_without_azp": (
-        Case(signed(aud=[CLIENT_ID, "https://api.example"]),
-             policy=ValidationPolicy(trusted_audiences=frozenset({"https://api.example"}))),
-        "azp_missing"),
+        Case(
+            signed(aud=[CLIENT_ID, "https://api.example"]),
+            policy=ValidationPolicy(trusted_audiences=frozenset({"https://api.example"})),
+        ),
+        "azp_missing",
+    ),
     "azp_of_another_client": (Case(signed(azp="another-client")), "azp_mismatch"),
     "missing_sub": (Case(signed(sub=None)), "sub_missing"),
     "acr_missing_when_asked": (Case(signed(acr=None)), "acr_missing"),
     "amr_not_a_list": (Case(signed(amr="pwd")), "amr_invalid"),
     "auth_time_before_request": (Case(signed(auth_time=int(NOW) - 3600)), "auth_time_before_request"),
     "scope_not_granted": (Case(lambda: token_response(KEYS.sign(claims()), scope="openid")), "scope_mismatch"),
-    "scope_more_than_requested": (Case(lambda: token_response(KEYS.sign(claims()), scope="openid payments admin")),
-                                  "scope_mismatch"),
+    "scope_more_than_requested": (
+        Case(lambda: token_response(KEYS.sign(claims()), scope="openid payments admin")),
+        "scope_mismatch",
+    ),
     "authorization_details_missing_from_grant": (
         Case(lambda: token_response(KEYS.sign(claims()), authorization_details=None)),
-        "authorization_details_missing"),
+        "authorization_details_missing",
+    ),
     "authorization_details_never_requested": (
-        Case(signed(), binding=lambda: binding(authorization_details=None)), "authorization_details_mismatch"),
+        Case(signed(), binding=lambda: binding(authorization_details=None)),
+        "authorization_details_mismatch",
+    ),
     "push_without_auth_req_id_claim": (
         Case(signed(**{AUTH_REQ_ID_CLAIM: None}), binding=lambda: binding(delivery_mode="push")),
-        "auth_req_id_missing"),
-    "push_without_at_hash": (Case(signed(at_hash=None), binding=lambda: binding(delivery_mode="push")),
-                             "at_hash_missing"),
+        "auth_req_id_missing",
+    ),
+    "push_without_at_hash": (
+        Case(signed(at_hash=None), binding=lambda: binding(delivery_mode="push")),
+        "at_hash_missing",
+    ),
     "push_without_rt_hash_when_refresh_token_came": (
-        Case(signed(rt_hash=None), binding=lambda: binding(delivery_mode="push")), "rt_hash_missing"),
+        Case(signed(rt_hash=None), binding=lambda: binding(delivery_mode="push")),
+        "rt_hash_missing",
+    ),
     "rt_hash_without_refresh_token": (
-        Case(lambda: token_response(KEYS.sign(claims()), refresh_token=None)), "rt_hash_mismatch"),
+        Case(lambda: token_response(KEYS.sign(claims()), refresh_token=None)),
+        "rt_hash_mismatch",
+    ),
 }
 
 
@@ -159,18 +180,27 @@ def test_rejected(case: Case, code: str) -> None:
 
 POSITIVE = {
     "rs256_poll": Case(signed()),
-    "es256_with_its_own_hashes": Case(lambda: token_response(KEYS.sign(
-        claims(at_hash=token_hash("at-" + "a" * 40, "ES256"), rt_hash=token_hash("rt-" + "r" * 40, "ES256")),
-        alg="ES256", kid="ec-1"))),
+    "es256_with_its_own_hashes": Case(
+        lambda: token_response(
+            KEYS.sign(
+                claims(at_hash=token_hash("at-" + "a" * 40, "ES256"), rt_hash=token_hash("rt-" + "r" * 40, "ES256")),
+                alg="ES256",
+                kid="ec-1",
+            )
+        )
+    ),
     "push_with_every_binding_claim": Case(signed(), binding=lambda: binding(delivery_mode="push")),
     "poll_without_optional_binding_claims": Case(signed(**{AUTH_REQ_ID_CLAIM: None, "at_hash": None, "rt_hash": None})),
     "trusted_secondary_aud_with_azp": Case(
         signed(aud=[CLIENT_ID, "https://api.example"], azp=CLIENT_ID),
-        policy=ValidationPolicy(trusted_audiences=frozenset({"https://api.example"}))),
+        policy=ValidationPolicy(trusted_audiences=frozenset({"https://api.example"})),
+    ),
     "scope_omitted_means_as_requested": Case(lambda: token_response(KEYS.sign(claims()), scope=None)),
     "resource_scope_without_openid": Case(lambda: token_response(KEYS.sign(claims()), scope="payments")),
-    "acr_any_of_the_requested": Case(signed(acr="urn:example:acr:basic"),
-                                     binding=lambda: binding(acr_values="urn:example:acr:mfa urn:example:acr:basic")),
+    "acr_any_of_the_requested": Case(
+        signed(acr="urn:example:acr:basic"),
+        binding=lambda: binding(acr_values="urn:example:acr:mfa urn:example:acr:basic"),
+    ),
     "no_kid_single_matching_key": Case(lambda: token_response(KEYS.sign(claims(), kid=None))),
     "subject_unknown_to_the_request": Case(signed(sub="bob"), binding=lambda: binding(expected_subject=None)),
     "within_clock_leeway": Case(signed(iat=int(NOW) + 30, exp=int(NOW) - 30)),
