@@ -5,4 +5,4 @@ import sys
 from temporal_ciba.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["worker", *sys.argv[1:]]))
+    main(["worker", *sys.argv[1:]])

@@ -1,18 +1,36 @@
 """The `temporal-ciba` command line (design brief §3).
 
-Exit status: 0 approved (or a command that succeeded), 1 any other outcome, 2 usage or
-configuration error.
+    temporal-ciba worker | callback | payment-api
+    temporal-ciba request --login-hint H --binding-message M [...] [--wait] [--json]
+    temporal-ciba status WORKFLOW_ID | list [--status S] | cancel WORKFLOW_ID
+
+Exit status: 0 approved (or success), 1 any other outcome, 2 usage or configuration error.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import logging
+import os
 import sys
+import uuid
 from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from temporal_ciba.config import ConfigError, OPSettings, TemporalSettings, WorkerSettings, load
 
 EXIT_OK = 0
 EXIT_NOT_APPROVED = 1
 EXIT_USAGE = 2
+APPROVAL_WORKFLOW = "CibaApprovalWorkflow"
+
+
+class UsageError(Exception):
+    """Bad arguments or configuration: one line, exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,18 +38,222 @@ def build_parser() -> argparse.ArgumentParser:
         prog="temporal-ciba",
         description="Durable human approval for Temporal workflows through OpenID Connect CIBA.",
     )
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("worker", help="run a worker for the approval workflow")
+    commands.add_parser("payment-api", help="run the example payment API (PAYMENT_API_* settings)")
+
+    request = commands.add_parser("request", help="start an approval and print its workflow id")
+    request.add_argument("--login-hint", required=True, help="who must approve (CIBA login_hint)")
+    request.add_argument("--binding-message", required=True, help="what the approver sees on the phone")
+    request.add_argument("--scope", default="openid", help="space-separated scopes (openid is required)")
+    request.add_argument("--acr-values", help="requested authentication context classes, space-separated")
+    request.add_argument("--authorization-details", help="RFC 9396 authorization_details as a JSON array")
+    request.add_argument("--requested-expiry", type=int, help="seconds the approval may take")
+    request.add_argument("--user-code", help="the approver's user code, where the OP uses them")
+    request.add_argument("--expected-subject", help="the OP `sub` of the approver; anyone else is rejected")
+    request.add_argument("--workflow-id", help="workflow id to use (default: ciba-approval-<uuid>)")
+    request.add_argument("--wait", action="store_true", help="wait for the outcome and print it")
+    request.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
+
+    status = commands.add_parser("status", help="show an approval's state (or its outcome when ended)")
+    status.add_argument("workflow_id")
+    listing = commands.add_parser("list", help="list approvals, newest first")
+    listing.add_argument("--status", help="only this CibaStatus (requesting, pending, approved, denied, ...)")
+    listing.add_argument("--limit", type=int, default=50)
+    cancel = commands.add_parser("cancel", help="cancel a pending approval")
+    cancel.add_argument("workflow_id")
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return EXIT_USAGE
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, default=str) + "\n")
+
+
+def _approval_request(args: argparse.Namespace) -> Any:
+    from temporal_ciba.models import ApprovalRequest
+
+    details = None
+    if args.authorization_details is not None:
+        try:
+            details = json.loads(args.authorization_details)
+        except ValueError:
+            raise UsageError("--authorization-details: not valid JSON") from None
+    try:
+        return ApprovalRequest(
+            login_hint=args.login_hint,
+            binding_message=args.binding_message,
+            scope=args.scope,
+            acr_values=args.acr_values,
+            authorization_details=details,
+            requested_expiry=args.requested_expiry,
+            user_code=args.user_code,
+            expected_subject=args.expected_subject,
+        )
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise UsageError(f"invalid request: {where + ': ' if where else ''}{error['msg']}") from None
+
+
+def _outcome_line(outcome: Any) -> str:
+    if outcome.approved:
+        return f"approved by {outcome.sub} (acr {outcome.acr or '-'}, auth_req_id {outcome.auth_req_id})"
+    return f"{outcome.status}{' (' + outcome.error + ')' if outcome.error else ''}: {outcome.reason}"
+
+
+async def _request(args: argparse.Namespace) -> int:
+    from temporal_ciba.connect import connect
+    from temporal_ciba.models import ApprovalWorkflowInput
+    from workflows.approval import CibaApprovalWorkflow
+
+    approval = _approval_request(args)
+    settings = load(TemporalSettings)
+    client = await connect(settings.payload_key_bytes)
+    workflow_id = args.workflow_id or f"ciba-approval-{uuid.uuid4()}"
+    handle = await client.start_workflow(
+        CibaApprovalWorkflow.run,
+        ApprovalWorkflowInput(request=approval),
+        id=workflow_id,
+        task_queue=settings.task_queue,
+    )
+    print(workflow_id, file=sys.stderr if args.json else sys.stdout, flush=True)
+    if not args.wait:
+        return EXIT_OK
+    outcome = await handle.result()
+    if args.json:
+        _print_json(outcome.public_json())
+    else:
+        print(_outcome_line(outcome))
+    return EXIT_OK if outcome.approved else EXIT_NOT_APPROVED
+
+
+async def _status(args: argparse.Namespace) -> int:
+    from temporalio.client import WorkflowExecutionStatus
+    from temporalio.service import RPCError
+
+    from temporal_ciba.connect import connect
+    from workflows.approval import CibaApprovalWorkflow
+
+    settings = load(TemporalSettings)
+    client = await connect(settings.payload_key_bytes)
+    handle = client.get_workflow_handle_for(CibaApprovalWorkflow.run, args.workflow_id)
+    try:
+        description = await handle.describe()
+    except RPCError as exc:
+        raise UsageError(f"no approval {args.workflow_id!r}: {exc.message}") from None
+    if description.status == WorkflowExecutionStatus.RUNNING:
+        state = await handle.query(CibaApprovalWorkflow.status)
+        _print_json(state.model_dump(mode="json", exclude={"outcome"}))
+        return EXIT_OK
+    if description.status == WorkflowExecutionStatus.COMPLETED:
+        outcome = await handle.result()
+        _print_json(outcome.public_json())
+        return EXIT_OK if outcome.approved else EXIT_NOT_APPROVED
+    _print_json(
+        {"workflow_id": args.workflow_id, "status": description.status.name.lower() if description.status else None}
+    )
+    return EXIT_NOT_APPROVED
+
+
+async def _list(args: argparse.Namespace) -> int:
+    from temporal_ciba.connect import connect
+    from temporal_ciba.search_attributes import CIBA_AUTH_REQ_ID, CIBA_DEADLINE, CIBA_STATUS
+
+    settings = load(TemporalSettings)
+    client = await connect(settings.payload_key_bytes)
+    query = f"WorkflowType = '{APPROVAL_WORKFLOW}'"
+    if args.status:
+        if not args.status.isidentifier():
+            raise UsageError("--status: not a status name")
+        query += f" AND CibaStatus = '{args.status}'"
+    count = 0
+    async for execution in client.list_workflows(query, limit=args.limit):
+        attributes = execution.typed_search_attributes
+        deadline = attributes.get(CIBA_DEADLINE)
+        print(
+            f"{execution.id}\t{attributes.get(CIBA_STATUS) or '-'}\t{attributes.get(CIBA_AUTH_REQ_ID) or '-'}\t"
+            f"{deadline.isoformat() if deadline else '-'}"
+        )
+        count += 1
+    print(f"{count} approval(s)", file=sys.stderr)
     return EXIT_OK
 
 
+async def _cancel(args: argparse.Namespace) -> int:
+    from temporalio.service import RPCError
+
+    from temporal_ciba.connect import connect
+
+    settings = load(TemporalSettings)
+    client = await connect(settings.payload_key_bytes)
+    try:
+        await client.get_workflow_handle(args.workflow_id).cancel()
+    except RPCError as exc:
+        raise UsageError(f"cannot cancel {args.workflow_id!r}: {exc.message}") from None
+    print(f"cancellation requested for {args.workflow_id}")
+    return EXIT_OK
+
+
+async def _worker(args: argparse.Namespace) -> int:
+    from temporal_ciba.run_worker import run_worker
+
+    op = load(OPSettings)
+    settings = load(WorkerSettings)
+    await run_worker(op, settings)
+    return EXIT_OK
+
+
+async def _payment_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from temporal_ciba.payment_api import PaymentApiSettings, create_app
+
+    settings = load(PaymentApiSettings)
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host=settings.host, port=settings.port, log_level="warning", lifespan="on")
+    )
+    await server.serve()
+    return EXIT_OK
+
+
+COMMANDS = {
+    "worker": _worker,
+    "payment-api": _payment_api,
+    "request": _request,
+    "status": _status,
+    "list": _list,
+    "cancel": _cancel,
+}
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(
+        level=os.environ.get("CIBA_LOG_LEVEL", "INFO").upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    from temporal_ciba.connect import TemporalUnavailable
+
+    try:
+        return asyncio.run(COMMANDS[args.command](args))
+    except (ConfigError, UsageError, TemporalUnavailable) as exc:
+        print(f"temporal-ciba {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_NOT_APPROVED
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point. Exits with os._exit after flushing: a short-lived Temporal client can crash
+    at interpreter exit (sdk-python issue 300)."""
+    code = run(argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -171,3 +171,30 @@ def load(settings_cls: type[SettingsT]) -> SettingsT:
                 message = str(error["msg"]).removeprefix("Value error, ")
                 problems.append(f"{name}: {message}")
         raise ConfigError("configuration error: " + "; ".join(problems)) from None
+
+
+class TemporalSettings(_Settings):
+    """What every program that talks to Temporal needs; the connection itself is temporalio.envconfig."""
+
+    task_queue: str = Field(default="ciba-approvals", min_length=1)
+    payload_key: SecretStr
+
+    @field_validator("payload_key")
+    @classmethod
+    def _key(cls, key: SecretStr) -> SecretStr:
+        decode_payload_key(key.get_secret_value())
+        return key
+
+    @property
+    def payload_key_bytes(self) -> bytes:
+        return decode_payload_key(self.payload_key.get_secret_value())
+
+
+class WorkerSettings(TemporalSettings):
+    # The example payment agent is registered when its API is configured.
+    payment_api_url: str | None = None
+
+    @field_validator("payment_api_url")
+    @classmethod
+    def _url(cls, url: str | None) -> str | None:
+        return require_secure_url(url, "payment_api_url") if url else None

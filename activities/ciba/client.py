@@ -94,7 +94,7 @@ class CibaClient:
         """The OP's metadata, fetched once an hour and checked for the CIBA support we need."""
         async with self._metadata_lock:
             if self._metadata is None or self._monotonic() - self._metadata_at > METADATA_TTL_SECONDS:
-                metadata = await fetch_provider_metadata(self._http, self.issuer, timeout=self._timeout.read or 30.0)
+                metadata = await fetch_provider_metadata(self._http, self.issuer, timeout=self._timeout)
                 method: ClientAuthMethod = self.client_auth.method  # type: ignore[assignment]
                 check_ciba_support(metadata, delivery_mode=self.delivery_mode, client_auth_method=method)
                 self._metadata, self._metadata_at = metadata, self._monotonic()

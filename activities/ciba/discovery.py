@@ -8,7 +8,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from ._http import json_object, require_secure_url
-from .errors import DiscoveryError, ProtocolError
+from .errors import DiscoveryError, ProtocolError, TransportError
 
 CIBA_GRANT_TYPE = "urn:openid:params:grant-type:ciba"
 
@@ -93,13 +93,15 @@ def check_ciba_support(
         raise DiscoveryError(f"the OP does not accept client authentication {client_auth_method!r} (offers: {offered})")
 
 
-async def fetch_provider_metadata(http: httpx.AsyncClient, issuer: str, *, timeout: float) -> ProviderMetadata:
+async def fetch_provider_metadata(http: httpx.AsyncClient, issuer: str, *, timeout: httpx.Timeout) -> ProviderMetadata:
     """GET the discovery document and validate it (OIDC Discovery §4)."""
     url = discovery_url(issuer)
     try:
         response = await http.get(url, headers={"accept": "application/json"}, timeout=timeout)
     except httpx.HTTPError as exc:
-        raise DiscoveryError(f"discovery at {url} failed: {type(exc).__name__}") from None
+        raise TransportError(f"discovery at {url} failed: {type(exc).__name__}") from None
+    if response.status_code >= 500:
+        raise TransportError(f"discovery at {url} answered HTTP {response.status_code}")
     if response.status_code != 200:
         raise DiscoveryError(f"discovery at {url} answered HTTP {response.status_code}")
     try:

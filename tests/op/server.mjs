@@ -9,6 +9,7 @@
 //   - /admin/requests/ID/approve the user approves (optionally as another account: a forged sub)
 //   - /admin/requests/ID/deny    the user denies
 //   - /admin/token-requests      every token request received (time, auth_req_id, status)
+//   - /admin/issued              every token response given, by auth_req_id (to prove none leaks)
 //   - /admin/faults              answers oidc-provider never gives: slow_down, 503 + Retry-After,
 //                                an interval in the acknowledgement, an earlier token response replayed
 // With "idTokenBindingClaims" the ID token also carries the claims CIBA push mode requires
@@ -144,7 +145,7 @@ const provider = new Provider(issuer, {
   ttl: {
     BackchannelAuthenticationRequest(ctx) {
       const requested = Number(ctx?.oidc?.params?.requested_expiry);
-      return Number.isSafeInteger(requested) && requested > 0 ? Math.min(requested, 24 * 3600) : 600;
+      return Number.isSafeInteger(requested) && requested > 0 ? Math.min(requested, 7 * 24 * 3600) : 600;
     },
   },
   ...(config.providerOptions ?? {}),
@@ -226,6 +227,10 @@ async function admin(req, res, url) {
     let list = [...requests.values()];
     if (url.searchParams.has('status')) list = list.filter((r) => r.status === url.searchParams.get('status'));
     return json(res, 200, list);
+  }
+  if (url.pathname === '/admin/issued') {
+    // The token responses the OP gave: tests look for these strings where no token may appear.
+    return json(res, 200, Object.fromEntries(issued));
   }
   if (url.pathname === '/admin/token-requests') {
     const id = url.searchParams.get('auth_req_id');

@@ -69,6 +69,9 @@ class TestOP:
         query = f"?auth_req_id={auth_req_id}" if auth_req_id else ""
         return self._admin("GET", "/admin/token-requests" + query)
 
+    def issued(self) -> dict[str, dict[str, Any]]:
+        return self._admin("GET", "/admin/issued")
+
     def set_faults(self, *faults: dict[str, Any]) -> None:
         self._admin("POST", "/admin/faults", {"faults": list(faults)})
 

@@ -1,0 +1,153 @@
+"""The approval activities: thin wrappers that run `activities.ciba` for the workflow.
+
+Final answers of the OP (error codes, malformed responses, rejected tokens) are returned as
+data so the workflow can end with the matching outcome; only failures worth retrying
+(transport errors, 5xx) are raised, for Temporal's retry policy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from temporalio import activity
+
+from activities.ciba import (
+    CibaClient,
+    DiscoveryError,
+    Granted,
+    InvalidAuthenticationRequest,
+    OAuthError,
+    Pending,
+    ProtocolError,
+    RequestBinding,
+    RetryLater,
+    SlowDown,
+    TokenRejected,
+    TokenResponse,
+)
+from activities.sealing import SealError, TokenSealer, access_token_context, tokens_context
+from temporal_ciba.models import (
+    RevokeTokensInput,
+    SendRequestInput,
+    SendRequestResult,
+    TokenRequestInput,
+    TokenRequestResult,
+    ValidateTokensInput,
+    ValidateTokensResult,
+)
+
+NotificationTokenFactory = Callable[[str], str]
+
+
+class CibaActivities:
+    """The activities of CibaApprovalWorkflow, sharing one CibaClient (one connection pool)."""
+
+    def __init__(
+        self,
+        ciba: CibaClient,
+        sealer: TokenSealer,
+        *,
+        notification_token: NotificationTokenFactory | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._ciba = ciba
+        self._sealer = sealer
+        self._notification_token = notification_token
+        self._clock = clock
+
+    @activity.defn(name="ciba.send_authentication_request")
+    async def send_authentication_request(self, input: SendRequestInput) -> SendRequestResult:
+        """CIBA §7.1: ask the OP to get the user's decision; a refusal is data, not an exception."""
+        mode = self._ciba.delivery_mode
+        token = None
+        if mode != "poll":
+            if self._notification_token is None:
+                raise RuntimeError(f"{mode} mode needs a notification token factory")
+            token = self._notification_token(input.workflow_id)
+        try:
+            request = input.request.authentication_request(token)
+            requested_at = self._clock()
+            ack = await self._ciba.authenticate(request)
+        except OAuthError as exc:
+            activity.logger.info("backchannel request refused: %s", exc.error)
+            return SendRequestResult(delivery_mode=mode, error=exc.error, reason=str(exc))
+        except (ValueError, InvalidAuthenticationRequest, ProtocolError, DiscoveryError) as exc:
+            activity.logger.warning("backchannel request not sent: %s", exc)
+            return SendRequestResult(delivery_mode=mode, reason=str(exc).splitlines()[0])
+        binding = RequestBinding.for_request(
+            request,
+            ack,
+            issuer=self._ciba.issuer,
+            client_id=self._ciba.client_id,
+            requested_at=requested_at,
+            delivery_mode=mode,
+            expected_subject=input.request.expected_subject,
+        )
+        activity.logger.info("backchannel request acknowledged: auth_req_id=%s", ack.auth_req_id)
+        return SendRequestResult(
+            auth_req_id=ack.auth_req_id,
+            expires_in=ack.expires_in,
+            interval=ack.interval,
+            binding=binding,
+            delivery_mode=mode,
+        )
+
+    @activity.defn(name="ciba.request_token")
+    async def request_token(self, input: TokenRequestInput) -> TokenRequestResult:
+        """CIBA §10.1: one token request; the tokens leave this activity sealed."""
+        try:
+            result = await self._ciba.request_token(input.auth_req_id)
+        except OAuthError as exc:
+            return TokenRequestResult(kind="failed", error=exc.error, reason=str(exc))
+        except ProtocolError as exc:
+            return TokenRequestResult(kind="failed", reason=str(exc))
+        if isinstance(result, Granted):
+            sealed = self._sealer.seal(result.tokens.model_dump_json(), context=tokens_context(input.auth_req_id))
+            return TokenRequestResult(kind="granted", sealed_tokens=sealed)
+        if isinstance(result, RetryLater):
+            return TokenRequestResult(kind="retry_later", retry_after_seconds=result.seconds)
+        if isinstance(result, SlowDown):
+            return TokenRequestResult(kind="slow_down")
+        assert isinstance(result, Pending)
+        return TokenRequestResult(kind="pending")
+
+    def _unseal_tokens(self, sealed: str, auth_req_id: str) -> TokenResponse:
+        return TokenResponse.model_validate_json(self._sealer.unseal(sealed, context=tokens_context(auth_req_id)))
+
+    @activity.defn(name="ciba.validate_tokens")
+    async def validate_tokens(self, input: ValidateTokensInput) -> ValidateTokensResult:
+        """Validate the tokens against the original request (activities.ciba.validation)."""
+        auth_req_id = input.binding.auth_req_id
+        try:
+            tokens = self._unseal_tokens(input.sealed_tokens, auth_req_id)
+            approval = await self._ciba.validate(tokens, input.binding)
+        except SealError as exc:
+            return ValidateTokensResult(error="seal_invalid", reason=str(exc))
+        except TokenRejected as exc:
+            activity.logger.warning("tokens rejected for auth_req_id=%s: %s", auth_req_id, exc)
+            return ValidateTokensResult(error=exc.code, reason=exc.reason)
+        sealed_access_token = self._sealer.seal(
+            tokens.access_token.get_secret_value(), context=access_token_context(auth_req_id)
+        )
+        return ValidateTokensResult(approval=approval, sealed_access_token=sealed_access_token)
+
+    @activity.defn(name="ciba.revoke_tokens")
+    async def revoke_tokens(self, input: RevokeTokensInput) -> bool:
+        """RFC 7009: revoke tokens nobody will use (they arrived after cancellation or were rejected)."""
+        try:
+            tokens = self._unseal_tokens(input.sealed_tokens, input.auth_req_id)
+        except SealError:
+            return False
+        try:
+            revoked = await self._ciba.revoke(tokens.access_token.get_secret_value())
+            if revoked and tokens.refresh_token is not None:
+                await self._ciba.revoke(tokens.refresh_token.get_secret_value(), token_type_hint="refresh_token")
+        except OAuthError as exc:
+            activity.logger.warning("revocation refused for auth_req_id=%s: %s", input.auth_req_id, exc.error)
+            return False
+        return revoked
+
+    @property
+    def all(self) -> list[Callable[..., object]]:
+        return [self.send_authentication_request, self.request_token, self.validate_tokens, self.revoke_tokens]

@@ -1,0 +1,80 @@
+"""The payment agent's one side effect: pay, with the approved access token, exactly once."""
+
+from __future__ import annotations
+
+import hmac
+
+import httpx
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.sealing import SealError, TokenSealer, access_token_context
+from temporal_ciba.payment import (
+    ExecutePaymentInput,
+    PaymentReceipt,
+    action_digest,
+    authorization_details,
+)
+
+
+class PaymentActivities:
+    """Calls the payment API; the API itself checks the token by introspection at the OP."""
+
+    def __init__(self, http: httpx.AsyncClient, api_url: str, sealer: TokenSealer) -> None:
+        self._http = http
+        self._api_url = api_url.rstrip("/")
+        self._sealer = sealer
+
+    @activity.defn(name="payments.execute_payment")
+    async def execute_payment(self, input: ExecutePaymentInput) -> PaymentReceipt:
+        outcome = input.outcome
+        if not outcome.approved or outcome.auth_req_id is None or outcome.sealed_access_token is None:
+            raise ApplicationError("no approval for this payment", type="NotApproved", non_retryable=True)
+        # Re-check that the action about to run is exactly the one approved: its digest, and the
+        # authorization_details the human saw and the OP granted.
+        digest = action_digest(input.action)
+        if outcome.action_digest is None or not hmac.compare_digest(digest, outcome.action_digest):
+            raise ApplicationError(
+                "the payment differs from the approved action", type="ActionMismatch", non_retryable=True
+            )
+        if outcome.authorization_details != authorization_details(input.action, digest):
+            raise ApplicationError(
+                "the approval's authorization_details do not describe this payment",
+                type="ActionMismatch",
+                non_retryable=True,
+            )
+        try:
+            access_token = self._sealer.unseal(
+                outcome.sealed_access_token, context=access_token_context(outcome.auth_req_id)
+            )
+        except SealError as exc:
+            raise ApplicationError(str(exc), type="SealError", non_retryable=True) from None
+        try:
+            response = await self._http.post(
+                f"{self._api_url}/payments",
+                json={**input.action.model_dump(), "action_digest": digest},
+                headers={"authorization": f"Bearer {access_token}", "idempotency-key": input.idempotency_key},
+                timeout=httpx.Timeout(15.0, connect=5.0),
+            )
+        except httpx.HTTPError as exc:
+            raise ApplicationError(
+                f"payment API unreachable: {type(exc).__name__}", type="PaymentApiUnavailable"
+            ) from None
+        if response.status_code >= 500:
+            raise ApplicationError(f"payment API answered HTTP {response.status_code}", type="PaymentApiUnavailable")
+        if response.status_code not in (200, 201):
+            error = (
+                response.json().get("error", "refused")
+                if response.headers.get("content-type", "").startswith("application/json")
+                else "refused"
+            )
+            raise ApplicationError(
+                f"payment refused: HTTP {response.status_code} {error}", type="PaymentRefused", non_retryable=True
+            )
+        body = response.json()
+        activity.logger.info("payment %s done (duplicate=%s)", body["payment_id"], body.get("duplicate", False))
+        return PaymentReceipt(
+            payment_id=body["payment_id"],
+            idempotency_key=input.idempotency_key,
+            duplicate=bool(body.get("duplicate", False)),
+        )

@@ -1,0 +1,64 @@
+"""Sealing tokens before they enter a Temporal payload.
+
+The payload codec already encrypts every payload, but anyone holding the codec key (an
+operator decoding history in the Temporal UI) would read what is inside. Tokens are therefore
+sealed once more, with a key derived for this purpose only, and bound (AEAD associated data)
+to the request they belong to, so a sealed token cannot be moved into another approval.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+SEALED_PREFIX = "sealed.v1."
+
+
+def derive_key(master_key: bytes, purpose: str) -> bytes:
+    """One 256-bit key per purpose from CIBA_PAYLOAD_KEY (HKDF-SHA256, RFC 5869)."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=f"temporal-ciba {purpose}".encode()).derive(
+        master_key
+    )
+
+
+class SealError(Exception):
+    """A sealed value is malformed, was sealed with another key, or belongs to another context."""
+
+
+class TokenSealer:
+    """AES-256-GCM sealing of secrets, each bound to a context string."""
+
+    def __init__(self, master_key: bytes) -> None:
+        self._aead = AESGCM(derive_key(master_key, "token seal v1"))
+
+    def __repr__(self) -> str:
+        return "TokenSealer()"
+
+    def seal(self, plaintext: str, *, context: str) -> str:
+        nonce = os.urandom(12)
+        ciphertext = self._aead.encrypt(nonce, plaintext.encode(), context.encode())
+        return SEALED_PREFIX + base64.urlsafe_b64encode(nonce + ciphertext).decode("ascii")
+
+    def unseal(self, sealed: str, *, context: str) -> str:
+        if not sealed.startswith(SEALED_PREFIX):
+            raise SealError("not a sealed value")
+        try:
+            raw = base64.urlsafe_b64decode(sealed[len(SEALED_PREFIX) :])
+            return self._aead.decrypt(raw[:12], raw[12:], context.encode()).decode()
+        except (InvalidTag, ValueError):
+            raise SealError("the sealed value does not open with this key and context") from None
+
+
+def tokens_context(auth_req_id: str) -> str:
+    """The context of a whole token response, between the token request and its validation."""
+    return f"token-response {auth_req_id}"
+
+
+def access_token_context(auth_req_id: str) -> str:
+    """The context of an approved access token handed to the approved action."""
+    return f"access-token {auth_req_id}"

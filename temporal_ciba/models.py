@@ -1,0 +1,199 @@
+"""The typed inputs and outputs of the approval workflow and its activities (pydantic).
+
+`ApprovalRequest` and `ApprovalOutcome` are public contracts (design brief §3): extend them,
+never rename. No model here carries a token in clear: tokens travel sealed (activities.sealing).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from activities.ciba import AuthenticationRequest, DeliveryMode, RequestBinding, ValidatedApproval
+from activities.ciba._types import AuthorizationDetails, Secret
+
+OutcomeStatus = Literal["approved", "denied", "expired", "cancelled", "rejected", "error"]
+ApprovalPhase = Literal["requesting", "pending", "validating"] | OutcomeStatus
+OUTCOME_STATUSES: tuple[OutcomeStatus, ...] = ("approved", "denied", "expired", "cancelled", "rejected", "error")
+
+
+class PollingPolicy(BaseModel):
+    """How the workflow waits; chosen so a long wait keeps every run's history small.
+
+    Each poll costs about 11 history events (timer, activity, workflow tasks). The workflow
+    polls at the OP's interval (grown by slow_down) for `long_wait_after_seconds`, then no faster
+    than `long_wait_interval_seconds` (CIBA §7.3 sets a minimum interval, not a maximum), and
+    continues as new every `polls_per_run` polls. With the defaults a 24-hour wait at interval
+    5 s costs 12 runs of at most about 2,300 events each.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    long_wait_after_seconds: float = Field(default=600.0, ge=0)
+    long_wait_interval_seconds: float = Field(default=30.0, gt=0)
+    polls_per_run: int = Field(default=200, ge=10, le=2000)
+    # Ping and push mode: the notification is the normal path; this slow poll catches a lost one.
+    notification_fallback_interval_seconds: float = Field(default=60.0, gt=0)
+
+
+class ApprovalRequest(BaseModel):
+    """What to ask the human, and how (CIBA §7.1 parameters plus our own binding and policy)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    login_hint: str = Field(min_length=1)
+    binding_message: str
+    scope: str = "openid"
+    acr_values: str | None = None
+    authorization_details: AuthorizationDetails | None = None
+    requested_expiry: int | None = Field(default=None, gt=0)
+    user_code: Secret | None = None
+    # SHA-256 (hex) of the canonical JSON of the action being approved; the approval is bound to it.
+    action_digest: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    # Our own limit: the approval expires at the OP's expires_in or at this time, whichever is first.
+    policy_deadline: datetime | None = None
+    # The OP's `sub` for the person asked, where known; any other approver is rejected.
+    expected_subject: str | None = None
+    polling: PollingPolicy = PollingPolicy()
+
+    @model_validator(mode="after")
+    def _valid_ciba_request(self) -> ApprovalRequest:
+        self.authentication_request(None)
+        if self.policy_deadline is not None and self.policy_deadline.tzinfo is None:
+            raise ValueError("policy_deadline must carry a time zone")
+        return self
+
+    def authentication_request(self, client_notification_token: str | None) -> AuthenticationRequest:
+        """The CIBA request to send (raises ValueError when a parameter breaks CIBA §7.1)."""
+        fields: dict[str, Any] = {
+            "scope": self.scope,
+            "login_hint": self.login_hint,
+            "binding_message": self.binding_message,
+            "acr_values": self.acr_values,
+            "authorization_details": self.authorization_details,
+            "requested_expiry": self.requested_expiry,
+            "user_code": self.user_code,
+            "client_notification_token": client_notification_token,
+        }
+        return AuthenticationRequest(**fields)
+
+
+class ApprovalOutcome(BaseModel):
+    """How an approval ended (design brief §3); also the CLI's `--json` output."""
+
+    status: OutcomeStatus
+    workflow_id: str
+    auth_req_id: str | None = None
+    # The OAuth error code (unknown_user_id, access_denied, ...), or the validation rule that
+    # rejected the tokens (iss_mismatch, sub_mismatch, ...).
+    error: str | None = None
+    reason: str
+    sub: str | None = None
+    acr: str | None = None
+    amr: list[str] | None = None
+    auth_time: int | None = None
+    scope: str | None = None
+    authorization_details: AuthorizationDetails | None = None
+    action_digest: str | None = None
+    requested_at: datetime | None = None
+    deadline: datetime | None = None
+    decided_at: datetime
+    # The access token, sealed for the approved action's activity; never shown by the CLI.
+    sealed_access_token: str | None = Field(default=None, repr=False)
+
+    @property
+    def approved(self) -> bool:
+        return self.status == "approved"
+
+    def public_json(self) -> dict[str, Any]:
+        """The outcome as printed and logged: everything but the sealed token."""
+        return self.model_dump(mode="json", exclude={"sealed_access_token"})
+
+
+class PendingState(BaseModel):
+    """What a run hands to the next when it continues as new."""
+
+    auth_req_id: str
+    binding: RequestBinding
+    requested_at: datetime
+    deadline: datetime
+    interval_seconds: float
+    polls: int = 0
+    runs: int = 1
+    notified: bool = False
+
+
+class ApprovalWorkflowInput(BaseModel):
+    request: ApprovalRequest
+    resume: PendingState | None = None
+
+
+class ApprovalState(BaseModel):
+    """The `status` query: the same state the search attributes and current details show."""
+
+    status: ApprovalPhase
+    workflow_id: str
+    login_hint: str
+    binding_message: str
+    authorization_details: AuthorizationDetails | None = None
+    action_digest: str | None = None
+    auth_req_id: str | None = None
+    requested_at: datetime | None = None
+    deadline: datetime | None = None
+    polls: int = 0
+    interval_seconds: float | None = None
+    runs: int = 1
+    outcome: ApprovalOutcome | None = None
+
+
+# Activity inputs and results -----------------------------------------------------------------
+
+
+class SendRequestInput(BaseModel):
+    request: ApprovalRequest
+    workflow_id: str
+
+
+class SendRequestResult(BaseModel):
+    """The acknowledgement and the request binding, or why the OP refused the request."""
+
+    auth_req_id: str | None = None
+    expires_in: int | None = None
+    interval: int | None = None
+    binding: RequestBinding | None = None
+    delivery_mode: DeliveryMode = "poll"
+    error: str | None = None
+    reason: str | None = None
+
+
+class TokenRequestInput(BaseModel):
+    auth_req_id: str
+
+
+class TokenRequestResult(BaseModel):
+    """One answer of the token endpoint (CIBA §10.1, §11), tokens sealed."""
+
+    kind: Literal["granted", "pending", "slow_down", "retry_later", "failed"]
+    sealed_tokens: str | None = Field(default=None, repr=False)
+    retry_after_seconds: float | None = None
+    error: str | None = None
+    reason: str | None = None
+
+
+class ValidateTokensInput(BaseModel):
+    sealed_tokens: str = Field(repr=False)
+    binding: RequestBinding
+
+
+class ValidateTokensResult(BaseModel):
+    approval: ValidatedApproval | None = None
+    sealed_access_token: str | None = Field(default=None, repr=False)
+    error: str | None = None
+    reason: str | None = None
+
+
+class RevokeTokensInput(BaseModel):
+    sealed_tokens: str = Field(repr=False)
+    auth_req_id: str

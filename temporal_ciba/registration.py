@@ -1,0 +1,49 @@
+"""Registering the search attributes on the Temporal namespace, before any workflow uses them.
+
+An unregistered search attribute makes every workflow task that upserts it fail, forever;
+so the worker registers them at start when they are missing.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.common import SearchAttributeIndexedValueType
+from temporalio.service import RPCError
+
+from temporal_ciba.search_attributes import ALL
+
+logger = logging.getLogger(__name__)
+
+
+class SearchAttributesMissing(Exception):
+    """The namespace lacks our search attributes and this client may not add them."""
+
+
+async def ensure_search_attributes(client: Client) -> list[str]:
+    """Add whichever of CibaStatus, CibaAuthReqId, CibaDeadline the namespace lacks; return those added."""
+    namespace = client.namespace
+    existing = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=namespace))
+    known = set(existing.custom_attributes) | set(existing.system_attributes)
+    missing = {
+        key.name: IndexedValueType.ValueType(SearchAttributeIndexedValueType(key.indexed_value_type).value)
+        for key in ALL
+        if key.name not in known
+    }
+    if not missing:
+        return []
+    try:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+        )
+    except RPCError as exc:
+        names = ", ".join(sorted(missing))
+        raise SearchAttributesMissing(
+            f"namespace {namespace!r} lacks search attributes {names} and they could not be added ({exc.message}); "
+            "register them (Keyword, Keyword, Datetime) with `temporal operator search-attribute create` or tcld"
+        ) from None
+    logger.info("registered search attributes %s on namespace %s", ", ".join(sorted(missing)), namespace)
+    return sorted(missing)

