@@ -1,0 +1,92 @@
+"""Crash safety with real processes: a worker killed with SIGKILL loses no approval and pays once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+
+from temporal_ciba.config import WorkerSettings
+from tests.e2e.conftest import AGENT_CLIENT, PAYLOAD_KEY, SECRET, cli_command, payments
+from tests.e2e.test_approval_workflow import approval_handle, pending_auth_req_id, start_agent
+from tests.support.op import TestOP
+from tests.support.temporal import DevServer, wait_for
+
+
+class WorkerProcess:
+    """`temporal-ciba worker` as a separate process that a test can SIGKILL and start again."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(cli_command("worker"), env=self.env, stdout=log, stderr=log)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def worker_process(temporal_server: DevServer, op: TestOP, payment_api: str, tmp_path: Path) -> Iterator[WorkerProcess]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("CIBA_", "TEMPORAL_"))}
+    env.update(
+        {
+            "TEMPORAL_ADDRESS": temporal_server.address,
+            "CIBA_ISSUER": op.issuer,
+            "CIBA_CLIENT_ID": AGENT_CLIENT,
+            "CIBA_CLIENT_SECRET": SECRET,
+            "CIBA_PAYLOAD_KEY": PAYLOAD_KEY,
+            "CIBA_TASK_QUEUE": f"crash-{tmp_path.name}",
+            "CIBA_PAYMENT_API_URL": payment_api,
+        }
+    )
+    process = WorkerProcess(env, tmp_path / "worker.log")
+    process.start()
+    yield process
+    process.stop()
+
+
+def settings_of(process: WorkerProcess) -> WorkerSettings:
+    return WorkerSettings(task_queue=process.env["CIBA_TASK_QUEUE"], payload_key=PAYLOAD_KEY)  # type: ignore[arg-type]
+
+
+async def test_worker_killed_while_pending(
+    temporal_client: Client, worker_process: WorkerProcess, op: TestOP, payment_api: str
+) -> None:
+    agent = await start_agent(temporal_client, settings_of(worker_process))
+    auth_req_id = await pending_auth_req_id(approval_handle(temporal_client, agent))
+    worker_process.kill()
+    op.approve(auth_req_id)
+    worker_process.start()
+    result = await agent.result()
+    assert result.outcome.status == "approved" and result.receipt is not None
+    assert len(payments(payment_api, agent.id)) == 1
+
+
+async def test_worker_killed_right_after_paying(
+    temporal_client: Client, worker_process: WorkerProcess, op: TestOP, payment_api: str
+) -> None:
+    agent = await start_agent(temporal_client, settings_of(worker_process))
+    op.approve(await pending_auth_req_id(approval_handle(temporal_client, agent)))
+    await wait_for(lambda: payments(payment_api, agent.id), what="the payment", interval=0.01)
+    worker_process.kill()
+    worker_process.start()
+    result = await agent.result()
+    assert result.outcome.status == "approved" and result.receipt is not None
+    recorded = payments(payment_api, agent.id)
+    assert len(recorded) == 1 and recorded[0]["payment_id"] == result.receipt.payment_id

