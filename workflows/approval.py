@@ -148,6 +148,7 @@ class CibaApprovalWorkflow:
             result = await self._request_token(pending)
             polls_this_run += 1
             pending.polls += 1
+            self._state.polls = pending.polls
             retry_after = 0.0
             if result is None:
                 return self._finish("error", reason="the OP could not be reached before the deadline")
@@ -162,7 +163,7 @@ class CibaApprovalWorkflow:
             elif result.kind == "retry_later":
                 retry_after = result.retry_after_seconds or 0.0
             pending.interval_seconds = schedule.interval
-            self._state.polls, self._state.interval_seconds = pending.polls, schedule.interval
+            self._state.interval_seconds = schedule.interval
             if polls_this_run >= self._request.polling.polls_per_run or workflow.info().is_continue_as_new_suggested():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 pending.notified = self._notified

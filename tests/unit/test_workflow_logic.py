@@ -1,0 +1,237 @@
+"""The workflow's own decisions, on the time-skipping test server with scripted activities.
+
+These do not prove the protocol (the e2e tests do, against the real OP); they pin down what
+the workflow does with each answer: spacing of polls, slow_down, Retry-After, every final
+error, cancellation with tokens in flight, and what survives continue-as-new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from temporalio import activity
+from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.ciba import RequestBinding
+from temporal_ciba.models import (
+    ApprovalRequest,
+    ApprovalWorkflowInput,
+    PollingPolicy,
+    RevokeTokensInput,
+    SendRequestInput,
+    SendRequestResult,
+    TokenRequestInput,
+    TokenRequestResult,
+    ValidateTokensInput,
+    ValidateTokensResult,
+)
+from temporal_ciba.plugin import ciba_data_converter
+from temporal_ciba.registration import ensure_search_attributes
+from tests.support.temporal import venv_tool
+from workflows.approval import CibaApprovalWorkflow
+
+KEY = os.urandom(32)
+
+
+class ScriptedOP:
+    """Activities under the real names, answering from a script and recording workflow time."""
+
+    def __init__(
+        self,
+        env: WorkflowEnvironment,
+        answers: list[TokenRequestResult],
+        *,
+        interval: int = 5,
+        expires_in: int = 600,
+        send_error: str | None = None,
+        mode: str = "poll",
+    ) -> None:
+        self.env = env
+        self.answers = answers
+        self.interval = interval
+        self.expires_in = expires_in
+        self.send_error = send_error
+        self.mode = mode
+        self.poll_times: list[float] = []
+        self.revoked: list[str] = []
+        self.block_next_poll = asyncio.Event()
+        self.blocking = False
+        self.poll_started = asyncio.Event()
+
+    @activity.defn(name="ciba.send_authentication_request")
+    async def send(self, input: SendRequestInput) -> SendRequestResult:
+        if self.send_error:
+            return SendRequestResult(error=self.send_error, reason=f"{self.send_error}: refused")
+        binding = RequestBinding(
+            issuer="https://op",
+            client_id="c",
+            auth_req_id="req-1",
+            requested_at=0,
+            scope="openid",
+            delivery_mode=self.mode,
+        )  # type: ignore[arg-type]
+        return SendRequestResult(
+            auth_req_id="req-1",
+            expires_in=self.expires_in,
+            interval=self.interval,
+            binding=binding,
+            delivery_mode=self.mode,
+        )  # type: ignore[arg-type]
+
+    @activity.defn(name="ciba.request_token")
+    async def request_token(self, input: TokenRequestInput) -> TokenRequestResult:
+        self.poll_times.append((await self.env.get_current_time()).timestamp())
+        self.poll_started.set()
+        if self.blocking:
+            await self.block_next_poll.wait()
+        return self.answers.pop(0) if self.answers else TokenRequestResult(kind="pending")
+
+    @activity.defn(name="ciba.validate_tokens")
+    async def validate(self, input: ValidateTokensInput) -> ValidateTokensResult:
+        if input.sealed_tokens == "forged":
+            return ValidateTokensResult(error="iss_mismatch", reason="the ID token was issued by another issuer")
+        return ValidateTokensResult(
+            approval={"sub": "alice", "scope": "openid", "issued_at": 1, "expires_at": 2},
+            sealed_access_token="sealed-at",
+        )  # type: ignore[arg-type]
+
+    @activity.defn(name="ciba.revoke_tokens")
+    async def revoke(self, input: RevokeTokensInput) -> bool:
+        self.revoked.append(input.sealed_tokens)
+        return True
+
+
+@pytest.fixture(scope="module")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    async with await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=venv_tool("temporal-test-server"), data_converter=ciba_data_converter(KEY)
+    ) as environment:
+        await ensure_search_attributes(environment.client)
+        yield environment
+
+
+async def start(env: WorkflowEnvironment, op: ScriptedOP, task_queue: str, **request: object) -> WorkflowHandle:
+    approval = ApprovalRequest(login_hint="alice", binding_message="Approve it", **request)  # type: ignore[arg-type]
+    return await env.client.start_workflow(
+        CibaApprovalWorkflow.run,
+        ApprovalWorkflowInput(request=approval),
+        id=f"wf-{uuid.uuid4().hex[:8]}",
+        task_queue=task_queue,
+    )
+
+
+def worker(env: WorkflowEnvironment, op: ScriptedOP) -> tuple[Worker, str]:
+    task_queue = f"logic-{uuid.uuid4().hex[:8]}"
+    return Worker(
+        env.client,
+        task_queue=task_queue,
+        workflows=[CibaApprovalWorkflow],
+        activities=[op.send, op.request_token, op.validate, op.revoke],
+    ), task_queue
+
+
+def gaps(times: list[float]) -> list[float]:
+    return [round(later - earlier, 1) for earlier, later in itertools.pairwise(times)]
+
+
+GRANTED = TokenRequestResult(kind="granted", sealed_tokens="sealed-tokens")
+
+
+async def test_polls_respect_interval_slow_down_and_retry_after(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(
+        env,
+        [
+            TokenRequestResult(kind="pending"),
+            TokenRequestResult(kind="slow_down"),
+            TokenRequestResult(kind="pending"),
+            TokenRequestResult(kind="retry_later", retry_after_seconds=40),
+            TokenRequestResult(kind="pending"),
+            GRANTED,
+        ],
+    )
+    running, task_queue = worker(env, op)
+    async with running:
+        outcome = await (await start(env, op, task_queue)).result()
+    assert outcome.status == "approved" and outcome.sealed_access_token == "sealed-at"
+    # interval 5; +5 after slow_down for every later poll; Retry-After 40 honoured once.
+    assert gaps(op.poll_times) == [5.0, 10.0, 10.0, 40.0, 10.0]
+
+
+@pytest.mark.parametrize(
+    "error,status",
+    [
+        ("access_denied", "denied"),
+        ("expired_token", "expired"),
+        ("invalid_grant", "error"),
+        ("invalid_request", "error"),
+        ("invalid_client", "error"),
+        (None, "error"),
+    ],
+)
+async def test_final_token_errors(env: WorkflowEnvironment, error: str | None, status: str) -> None:
+    op = ScriptedOP(env, [TokenRequestResult(kind="failed", error=error, reason="the OP said so")])
+    running, task_queue = worker(env, op)
+    async with running:
+        outcome = await (await start(env, op, task_queue)).result()
+    assert outcome.status == status and outcome.error == error and len(op.poll_times) == 1
+
+
+async def test_refused_request_is_an_error_outcome(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [], send_error="unknown_user_id")
+    running, task_queue = worker(env, op)
+    async with running:
+        outcome = await (await start(env, op, task_queue)).result()
+    assert (outcome.status, outcome.error, op.poll_times) == ("error", "unknown_user_id", [])
+
+
+async def test_rejected_tokens_are_revoked(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [TokenRequestResult(kind="granted", sealed_tokens="forged")])
+    running, task_queue = worker(env, op)
+    async with running:
+        outcome = await (await start(env, op, task_queue)).result()
+    assert outcome.status == "rejected" and outcome.error == "iss_mismatch" and op.revoked == ["forged"]
+
+
+async def test_tokens_arriving_after_cancellation_are_revoked(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [GRANTED])
+    op.blocking = True
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue)
+        await op.poll_started.wait()  # a token request is in flight
+        await handle.cancel()
+        await asyncio.sleep(0.5)
+        op.block_next_poll.set()  # ...and brings back tokens after the cancellation
+        outcome = await handle.result()
+    assert outcome.status == "cancelled" and outcome.sealed_access_token is None
+    assert op.revoked == ["sealed-tokens"]
+
+
+async def test_long_waits_poll_slower_and_continue_as_new(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [TokenRequestResult(kind="pending")] * 40 + [GRANTED], interval=5, expires_in=86400)
+    polling = PollingPolicy(long_wait_after_seconds=60, long_wait_interval_seconds=30, polls_per_run=10)
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue, polling=polling)
+        outcome = await handle.result()
+        state = await handle.query(CibaApprovalWorkflow.status)
+    assert outcome.status == "approved"
+    steps = gaps(op.poll_times)
+    assert set(steps[:11]) == {5.0} and set(steps[13:]) == {30.0}
+    assert state.runs == 5 and state.polls == 41  # 41 polls, a new run every 10 carrying the count
+
+
+async def test_notification_fallback_poll_in_ping_mode(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [TokenRequestResult(kind="pending"), GRANTED], interval=5, mode="ping")
+    running, task_queue = worker(env, op)
+    async with running:
+        outcome = await (await start(env, op, task_queue)).result()
+    assert outcome.status == "approved"
+    assert gaps(op.poll_times) == [60.0]  # without a ping, only the slow fallback poll runs
