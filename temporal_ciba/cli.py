@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from temporal_ciba.config import ConfigError, OPSettings, TemporalSettings, WorkerSettings, load
+from temporal_ciba.config import CallbackSettings, ConfigError, OPSettings, TemporalSettings, WorkerSettings, load
 
 EXIT_OK = 0
 EXIT_NOT_APPROVED = 1
@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("worker", help="run a worker for the approval workflow")
+    commands.add_parser("callback", help="run the ping/push receiver (CIBA_CALLBACK_* settings)")
     commands.add_parser("payment-api", help="run the example payment API (PAYMENT_API_* settings)")
 
     request = commands.add_parser("request", help="start an approval and print its workflow id")
@@ -203,6 +204,43 @@ async def _worker(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _callback(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from activities.notification import NotificationTokens
+    from activities.sealing import TokenSealer
+    from temporal_ciba.callback import create_callback_app
+    from temporal_ciba.connect import connect
+
+    settings = load(CallbackSettings)
+    key = settings.payload_key_bytes
+    client = await connect(key)
+    app = create_callback_app(
+        client,
+        NotificationTokens(key),
+        TokenSealer(key),
+        path=settings.callback_path,
+        max_body_bytes=settings.callback_max_body_bytes,
+    )
+    tls: dict[str, Any] = {}
+    if settings.callback_tls_cert is not None:
+        tls = {"ssl_certfile": str(settings.callback_tls_cert), "ssl_keyfile": str(settings.callback_tls_key)}
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host=settings.callback_host, port=settings.callback_port, log_level="warning", lifespan="off", **tls
+        )
+    )
+    logging.getLogger("temporal_ciba.callback").info(
+        "callback listening on %s://%s:%d%s",
+        "https" if tls else "http",
+        settings.callback_host,
+        settings.callback_port,
+        settings.callback_path,
+    )
+    await server.serve()
+    return EXIT_OK
+
+
 async def _payment_api(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -218,6 +256,7 @@ async def _payment_api(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "worker": _worker,
+    "callback": _callback,
     "payment-api": _payment_api,
     "request": _request,
     "status": _status,

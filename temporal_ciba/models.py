@@ -197,3 +197,21 @@ class ValidateTokensResult(BaseModel):
 class RevokeTokensInput(BaseModel):
     sealed_tokens: str = Field(repr=False)
     auth_req_id: str
+
+
+# Signals from the callback service (CIBA §10.2 ping, §10.3 push) --------------------------------
+
+
+class PingNotice(BaseModel):
+    """A verified ping: the OP has a decision for this auth_req_id; ask the token endpoint now."""
+
+    auth_req_id: str
+
+
+class PushDelivery(BaseModel):
+    """A verified push: the sealed token response, or the error the OP pushed (CIBA §12)."""
+
+    auth_req_id: str
+    sealed_tokens: str | None = Field(default=None, repr=False)
+    error: str | None = None
+    error_description: str | None = None

@@ -13,6 +13,7 @@ import httpx
 from temporalio.worker import Worker
 
 from activities.approval import CibaActivities
+from activities.notification import NotificationTokens
 from activities.payment import PaymentActivities
 from activities.sealing import TokenSealer
 from temporal_ciba.config import OPSettings, WorkerSettings
@@ -37,7 +38,9 @@ async def run_worker(
     async with AsyncExitStack() as stack:
         ciba = op.ciba_client()
         stack.push_async_callback(ciba.aclose)
-        handlers: list[Any] = list(CibaActivities(ciba, sealer).all)
+        # Ping and push requests carry a notification token naming the workflow (activities.notification).
+        issue_token = NotificationTokens(settings.payload_key_bytes).issue if op.delivery_mode != "poll" else None
+        handlers: list[Any] = list(CibaActivities(ciba, sealer, notification_token=issue_token).all)
         workflows: list[type] = []
         if settings.payment_api_url:
             http = httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=5.0), follow_redirects=False)

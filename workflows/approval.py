@@ -33,6 +33,8 @@ with workflow.unsafe.imports_passed_through():
         ApprovalWorkflowInput,
         OutcomeStatus,
         PendingState,
+        PingNotice,
+        PushDelivery,
         RevokeTokensInput,
         SendRequestInput,
         TokenRequestInput,
@@ -63,6 +65,7 @@ class CibaApprovalWorkflow:
         self._request = request
         self._pending = input.resume
         self._notified = input.resume.notified if input.resume else False
+        self._pushed: PushDelivery | None = None
         self._tokens_to_revoke: str | None = None
         self._state = ApprovalState(
             status="pending" if input.resume else "requesting",
@@ -78,6 +81,28 @@ class CibaApprovalWorkflow:
     @workflow.query
     def status(self) -> ApprovalState:
         return self._state
+
+    @workflow.signal
+    def notify(self, notice: PingNotice) -> None:
+        """Ping (CIBA §10.2), verified by the callback service: request the token now."""
+        pending = self._pending
+        if (
+            pending is not None
+            and notice.auth_req_id == pending.auth_req_id
+            and pending.binding.delivery_mode == "ping"
+        ):
+            self._notified = True
+        else:
+            workflow.logger.warning("ignored a ping for another auth_req_id or mode")
+
+    @workflow.signal
+    def deliver(self, delivery: PushDelivery) -> None:
+        """Push (CIBA §10.3), verified by the callback service: the tokens or an error; the first wins."""
+        pending = self._pending
+        if pending is None or delivery.auth_req_id != pending.auth_req_id or pending.binding.delivery_mode != "push":
+            workflow.logger.warning("ignored a push for another auth_req_id or mode")
+        elif self._pushed is None:
+            self._pushed = delivery
 
     @workflow.run
     async def run(self, input: ApprovalWorkflowInput) -> ApprovalOutcome:
@@ -132,16 +157,24 @@ class CibaApprovalWorkflow:
         schedule = PollSchedule(interval=pending.interval_seconds)
         retry_after = 0.0
         polls_this_run = 0
+        push = pending.binding.delivery_mode == "push"
         while True:
             remaining = (pending.deadline - workflow.now()).total_seconds()
+            if self._pushed is not None:
+                return await self._accept_push(pending, self._pushed)
             if remaining <= 0:
                 return self._finish("expired", reason="no decision before the deadline")
             if not self._notified:
-                delay = max(self._poll_delay(pending, schedule.interval), retry_after)
+                # Push mode never polls (CIBA §10.3): the OP delivers, or the deadline passes.
+                delay = remaining if push else max(self._poll_delay(pending, schedule.interval), retry_after)
                 try:
-                    await workflow.wait_condition(lambda: self._notified, timeout=min(delay, remaining))
+                    await workflow.wait_condition(
+                        lambda: self._notified or self._pushed is not None, timeout=min(delay, remaining)
+                    )
                 except TimeoutError:
                     pass
+                if self._pushed is not None or push:
+                    continue
                 if workflow.now() >= pending.deadline:
                     return self._finish("expired", reason="no decision before the deadline")
             self._notified = False
@@ -171,7 +204,7 @@ class CibaApprovalWorkflow:
                 workflow.continue_as_new(ApprovalWorkflowInput(request=self._request, resume=pending))
 
     def _poll_delay(self, pending: PendingState, interval: float) -> float:
-        """The OP's interval; slower once the wait is long, and only a fallback when notified by ping/push."""
+        """The OP's interval; slower once the wait is long; in ping mode only a slow fallback."""
         policy = self._request.polling
         delay = interval
         if (workflow.now() - pending.requested_at).total_seconds() >= policy.long_wait_after_seconds:
@@ -203,6 +236,15 @@ class CibaApprovalWorkflow:
             raise
         except ActivityError:
             return None
+
+    async def _accept_push(self, pending: PendingState, delivery: PushDelivery) -> ApprovalOutcome:
+        """Pushed tokens are validated with the push rules (the binding's mode is push); a
+        pushed error is the outcome (CIBA §12)."""
+        if delivery.sealed_tokens is not None:
+            return await self._validate(pending, delivery.sealed_tokens)
+        error = delivery.error or "transaction_failed"
+        reason = f"{error}: {delivery.error_description}" if delivery.error_description else error
+        return self._finish(DECISION_ERRORS.get(error, "error"), error=error, reason=reason)
 
     async def _validate(self, pending: PendingState, sealed_tokens: str) -> ApprovalOutcome:
         self._show("validating")
