@@ -18,11 +18,11 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -41,8 +41,8 @@ class PaymentApiSettings(BaseSettings):
     issuer: str
     client_id: str = Field(min_length=1)
     client_secret: SecretStr
-    # Only tokens issued to this client (the agent) may pay.
-    agent_client_id: str = Field(min_length=1)
+    # Only tokens issued to these clients (the agents), comma-separated, may pay.
+    agent_client_ids: Annotated[list[str], NoDecode] = Field(min_length=1)
     db: Path = Path("payments.sqlite3")
     host: str = "127.0.0.1"
     port: int = Field(default=8700, ge=0, le=65535)
@@ -51,6 +51,11 @@ class PaymentApiSettings(BaseSettings):
     @classmethod
     def _issuer(cls, issuer: str) -> str:
         return require_secure_url(issuer, "issuer")
+
+    @field_validator("agent_client_ids", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return [item.strip() for item in value.split(",") if item.strip()] if isinstance(value, str) else value
 
 
 class PaymentStore:
@@ -133,7 +138,7 @@ def create_app(settings: PaymentApiSettings, *, http: httpx.AsyncClient | None =
             return _error(503, "temporarily_unavailable", "token introspection failed")
         if token.get("active") is not True:
             return _error(401, "invalid_token", "the access token is not active")
-        if token.get("client_id") != settings.agent_client_id:
+        if token.get("client_id") not in settings.agent_client_ids:
             return _error(403, "insufficient_scope", "the access token was issued to another client")
         if "payments" not in str(token.get("scope", "")).split():
             return _error(403, "insufficient_scope", "the access token lacks the payments scope")

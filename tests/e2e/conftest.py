@@ -6,17 +6,20 @@ import asyncio
 import base64
 import json
 import os
+import ssl
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import jwt
 import pytest
+import trustme
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from temporalio.client import Client
@@ -76,7 +79,9 @@ def _public_jwk(key_file: ClientKey) -> dict[str, object]:
     return {**jwk, "alg": key_file.alg, **({"kid": kid} if kid else {})}
 
 
-def op_config(client_keys: dict[str, ClientKey], **options: object) -> dict[str, object]:
+def op_config(
+    client_keys: dict[str, ClientKey], *, ping_endpoint: str | None = None, **options: object
+) -> dict[str, object]:
     clients = [
         ciba_client("poll-basic", client_secret=SECRET, token_endpoint_auth_method="client_secret_basic"),
         ciba_client("poll-post", client_secret=SECRET, token_endpoint_auth_method="client_secret_post"),
@@ -99,13 +104,21 @@ def op_config(client_keys: dict[str, ClientKey], **options: object) -> dict[str,
                 jwks={"keys": [_public_jwk(key_file)]},
             )
         )
+    if ping_endpoint is not None:
+        clients.append(
+            ciba_client(
+                PING_CLIENT, mode="ping", client_secret=SECRET, backchannel_client_notification_endpoint=ping_endpoint
+            )
+        )
     return {"clients": clients, "accounts": ACCOUNTS, "ackInterval": 1, **options}
 
 
 @pytest.fixture(scope="session")
-def op(client_keys: dict[str, ClientKey]) -> Iterator[TestOP]:
-    """The OP with push-style binding claims in its ID tokens (auth_req_id, at_hash, rt_hash)."""
-    with run_test_op(op_config(client_keys, idTokenBindingClaims=True)) as running:
+def op(client_keys: dict[str, ClientKey], callback: str, tls: TlsFiles) -> Iterator[TestOP]:
+    """The OP with push-style binding claims in its ID tokens (auth_req_id, at_hash, rt_hash),
+    and a ping client whose notification endpoint is our callback service (HTTPS, test CA)."""
+    config = op_config(client_keys, ping_endpoint=callback, idTokenBindingClaims=True)
+    with run_test_op(config, env={"NODE_EXTRA_CA_CERTS": str(tls.ca)}) as running:
         yield running
 
 
@@ -128,6 +141,40 @@ def _no_faults_left(request: pytest.FixtureRequest) -> Iterator[None]:
 
 PAYLOAD_KEY = base64.b64encode(os.urandom(32)).decode()
 AGENT_CLIENT = "poll-basic"
+PING_CLIENT = "ping-basic"
+
+
+@dataclass
+class TlsFiles:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+@pytest.fixture(scope="session")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """A test CA and a certificate for 127.0.0.1 and localhost, made here (trustme)."""
+    directory = tmp_path_factory.mktemp("tls")
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1", "localhost")
+    files = TlsFiles(directory / "ca.pem", directory / "cert.pem", directory / "key.pem")
+    ca.cert_pem.write_to_path(str(files.ca))
+    issued.private_key_pem.write_to_path(str(files.key))
+    files.cert.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+    return files
+
+
+def wait_until_serving(url: str, process: subprocess.Popen[bytes], log: Path, *, verify: object = True) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(url, timeout=1, verify=verify).status_code == 200:  # type: ignore[arg-type]
+                return
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not come up: {log.read_text()[-2000:]}")
+        time.sleep(0.1)
 
 
 def cli_command(*args: str) -> list[str]:
@@ -150,33 +197,50 @@ async def temporal_client(temporal_server: DevServer) -> Client:
     return client
 
 
+def clean_env(**values: str) -> dict[str, str]:
+    """This process's environment without CIBA_* and TEMPORAL_* settings, plus `values`."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("CIBA_", "TEMPORAL_"))}
+    return {**env, **values}
+
+
+@pytest.fixture(scope="session")
+def callback(temporal_server: DevServer, tls: TlsFiles, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`temporal-ciba callback` over HTTPS, as a separate process; yields its notification URL."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("callback") / "callback.log"
+    env = clean_env(
+        TEMPORAL_ADDRESS=temporal_server.address,
+        CIBA_PAYLOAD_KEY=PAYLOAD_KEY,
+        CIBA_CALLBACK_PORT=str(port),
+        CIBA_CALLBACK_TLS_CERT=str(tls.cert),
+        CIBA_CALLBACK_TLS_KEY=str(tls.key),
+    )
+    process = subprocess.Popen(cli_command("callback"), env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    base = f"https://127.0.0.1:{port}"
+    wait_until_serving(base + "/healthz", process, log, verify=ssl.create_default_context(cafile=str(tls.ca)))
+    yield base + "/ciba/notify"
+    process.terminate()
+    process.wait(timeout=10)
+
+
 @pytest.fixture(scope="session")
 def payment_api(op: TestOP, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The example payment API, a real HTTP service introspecting tokens at the OP."""
     port = free_port()
     directory = tmp_path_factory.mktemp("payment-api")
     env = {
-        **os.environ,
+        **clean_env(),
         "PAYMENT_API_ISSUER": op.issuer,
         "PAYMENT_API_CLIENT_ID": PAYMENT_API_CLIENT,
         "PAYMENT_API_CLIENT_SECRET": SECRET,
-        "PAYMENT_API_AGENT_CLIENT_ID": AGENT_CLIENT,
+        "PAYMENT_API_AGENT_CLIENT_IDS": f"{AGENT_CLIENT},{PING_CLIENT}",
         "PAYMENT_API_DB": str(directory / "payments.sqlite3"),
         "PAYMENT_API_PORT": str(port),
     }
-    log = (directory / "payment-api.log").open("wb")
-    process = subprocess.Popen(cli_command("payment-api"), env=env, stdout=log, stderr=log)
+    log = directory / "payment-api.log"
+    process = subprocess.Popen(cli_command("payment-api"), env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the payment API did not start: {(directory / 'payment-api.log').read_text()}")
-        time.sleep(0.1)
+    wait_until_serving(url + "/healthz", process, log)
     yield url
     process.terminate()
     process.wait(timeout=10)
@@ -195,16 +259,31 @@ def agent_settings(op: TestOP, **overrides: object) -> OPSettings:
     return OPSettings(**fields)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-async def worker(temporal_server: DevServer, op: TestOP, payment_api: str) -> AsyncIterator[WorkerSettings]:
-    """The real worker (run_worker) in this process, on a task queue of this test's own."""
+@asynccontextmanager
+async def running_worker(server: DevServer, op_settings: OPSettings, payment_api: str) -> AsyncIterator[WorkerSettings]:
+    """The real worker (run_worker) in this process, on a task queue of its own."""
     settings = WorkerSettings(
         task_queue=f"ciba-test-{uuid.uuid4().hex[:8]}", payload_key=PAYLOAD_KEY, payment_api_url=payment_api
     )  # type: ignore[arg-type]
     stop = asyncio.Event()
-    running = asyncio.create_task(
-        run_worker(agent_settings(op), settings, stop=stop, target_host=temporal_server.address)
-    )
-    yield settings
-    stop.set()
-    await running
+    running = asyncio.create_task(run_worker(op_settings, settings, stop=stop, target_host=server.address))
+    try:
+        yield settings
+    finally:
+        stop.set()
+        await running
+
+
+@pytest.fixture
+async def worker(temporal_server: DevServer, op: TestOP, payment_api: str) -> AsyncIterator[WorkerSettings]:
+    """A poll-mode worker for the agent's client."""
+    async with running_worker(temporal_server, agent_settings(op), payment_api) as settings:
+        yield settings
+
+
+@pytest.fixture
+async def ping_worker(temporal_server: DevServer, op: TestOP, payment_api: str) -> AsyncIterator[WorkerSettings]:
+    """A ping-mode worker: its requests carry notification tokens for the callback service."""
+    op_settings = agent_settings(op, client_id=PING_CLIENT, delivery_mode="ping")
+    async with running_worker(temporal_server, op_settings, payment_api) as settings:
+        yield settings

@@ -2,7 +2,7 @@
 //
 // Usage: node server.mjs CONFIG.json   (prints one JSON line {"issuer": ...} when ready)
 //
-// The OP itself is oidc-provider, unmodified: discovery, client authentication, the
+// The OP itself is oidc-provider: discovery, client authentication, the
 // backchannel endpoint, the token endpoint, JWKS, introspection and revocation. Around it this
 // file adds what a test needs and a real OP would get from the user's phone:
 //   - /admin/requests            the backchannel requests seen, with their parameters and status
@@ -10,8 +10,10 @@
 //   - /admin/requests/ID/deny    the user denies
 //   - /admin/token-requests      every token request received (time, auth_req_id, status)
 //   - /admin/issued              every token response given, by auth_req_id (to prove none leaks)
+//   - /admin/pings               every ping the OP sent to a client's notification endpoint
 //   - /admin/faults              answers oidc-provider never gives: slow_down, 503 + Retry-After,
-//                                an interval in the acknowledgement, an earlier token response replayed
+//                                an earlier token response replayed, a dropped ping
+// With "ackInterval" the acknowledgement carries that interval (oidc-provider sends none).
 // With "idTokenBindingClaims" the ID token also carries the claims CIBA push mode requires
 // (urn:openid:params:jwt:claim:auth_req_id, at_hash, rt_hash), so validation of them is proven
 // against a real OP's signature.
@@ -31,6 +33,7 @@ const AUTH_REQ_ID_CLAIM = 'urn:openid:params:jwt:claim:auth_req_id';
 
 const requests = new Map(); // auth_req_id -> what the "phone" shows, and its status
 const tokenRequests = []; // {auth_req_id, at, status}
+const pings = []; // {auth_req_id, at, status}: what the OP's ping to the client got
 const issued = new Map(); // auth_req_id -> the token response body the OP gave
 let faults = []; // [{type, auth_req_id?, remaining, ...}]
 
@@ -77,8 +80,9 @@ const provider = new Provider(issuer, {
   acrValues: config.acrValues ?? ['urn:example:acr:basic', 'urn:example:acr:mfa'],
   scopes: ['openid', 'offline_access', 'payments'],
   claims: { openid: ['sub'], email: ['email', 'email_verified'] },
-  // Pings go to the callback service on loopback; the default fetch refuses private addresses.
-  fetch: (url, options) => globalThis.fetch(url, options),
+  // Pings go to the callback service on loopback. oidc-provider passes an SSRF-guarding
+  // dispatcher that refuses special-use addresses such as 127.0.0.1; this test OP drops it.
+  fetch: (url, { dispatcher, ...options }) => globalThis.fetch(url, options),
   features: {
     devInteractions: { enabled: false },
     introspection: { enabled: true },
@@ -169,6 +173,24 @@ if (config.idTokenBindingClaims) {
   };
 }
 
+// Pings, recorded; a planned fault drops one (the client then relies on its fallback poll).
+const { backchannelPing } = provider.Client.prototype;
+provider.Client.prototype.backchannelPing = async function recordedPing(request) {
+  const record = { auth_req_id: request.jti, at: Date.now() / 1000, status: null };
+  pings.push(record);
+  if (takeFault('drop_ping', request.jti)) {
+    record.status = 'dropped';
+    return;
+  }
+  try {
+    await backchannelPing.call(this, request);
+    record.status = 'delivered';
+  } catch (err) {
+    record.status = `failed: ${err.message}`;
+    throw err;
+  }
+};
+
 // The acknowledgement and token responses, as a test may want them altered.
 provider.use(async (ctx, next) => {
   await next();
@@ -193,8 +215,16 @@ const decide = async (authReqId, body, approve) => {
   const entry = requests.get(authReqId);
   if (!request || !entry) return [404, { error: 'unknown auth_req_id' }];
   if (entry.status !== 'pending') return [409, { error: `request is ${entry.status}` }];
+  // The decision is saved before oidc-provider pings; a failed ping does not undo it.
+  const deliver = async (result, options) => {
+    try {
+      await provider.backchannelResult(request, result, options);
+    } catch (err) {
+      entry.ping_error = String(err.message);
+    }
+  };
   if (!approve) {
-    await provider.backchannelResult(request, new errors.AccessDenied('the end-user denied the request'));
+    await deliver(new errors.AccessDenied('the end-user denied the request'));
     entry.status = 'denied';
     return [200, entry];
   }
@@ -205,7 +235,7 @@ const decide = async (authReqId, body, approve) => {
   if (request.resource) grant.addResourceScope(request.resource, request.scope);
   await grant.save();
   const rar = request.params.authorization_details ? JSON.parse(request.params.authorization_details) : undefined;
-  await provider.backchannelResult(request, grant, {
+  await deliver(grant, {
     acr: body.acr ?? request.params.acr_values?.split(' ')[0],
     amr: body.amr ?? ['pwd', 'hwk'],
     authTime: Math.floor(Date.now() / 1000),
@@ -231,6 +261,9 @@ async function admin(req, res, url) {
   if (url.pathname === '/admin/issued') {
     // The token responses the OP gave: tests look for these strings where no token may appear.
     return json(res, 200, Object.fromEntries(issued));
+  }
+  if (url.pathname === '/admin/pings') {
+    return json(res, 200, pings);
   }
   if (url.pathname === '/admin/token-requests') {
     const id = url.searchParams.get('auth_req_id');

@@ -69,6 +69,9 @@ class TestOP:
         query = f"?auth_req_id={auth_req_id}" if auth_req_id else ""
         return self._admin("GET", "/admin/token-requests" + query)
 
+    def pings(self, auth_req_id: str | None = None) -> list[dict[str, Any]]:
+        return [p for p in self._admin("GET", "/admin/pings") if auth_req_id is None or p["auth_req_id"] == auth_req_id]
+
     def issued(self) -> dict[str, dict[str, Any]]:
         return self._admin("GET", "/admin/issued")
 

@@ -1,0 +1,144 @@
+"""Ping and push delivery end to end: the OP notifies the callback service over HTTPS, the
+callback signals the waiting workflow, and the approval resumes at once."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from temporalio.client import Client
+
+from temporal_ciba.config import WorkerSettings
+from temporal_ciba.models import ApprovalRequest, ApprovalWorkflowInput, PollingPolicy
+from tests.e2e.conftest import SECRET, TlsFiles, agent_settings, payments, running_worker
+from tests.e2e.test_approval_workflow import approval_handle, pending_auth_req_id, start_agent
+from tests.support.op import TestOP
+from tests.support.push_op import PushOP
+from tests.support.temporal import DevServer
+from workflows.approval import CibaApprovalWorkflow
+
+
+async def test_ping_resumes_without_waiting_for_the_poll(
+    temporal_client: Client, ping_worker: WorkerSettings, op: TestOP, payment_api: str
+) -> None:
+    agent = await start_agent(temporal_client, ping_worker)
+    auth_req_id = await pending_auth_req_id(approval_handle(temporal_client, agent))
+    decided_at = time.time()
+    op.approve(auth_req_id)  # returns once the OP's ping has been answered
+    result = await agent.result()
+    assert result.outcome.status == "approved" and result.receipt is not None
+    assert len(payments(payment_api, agent.id)) == 1
+    assert [ping["status"] for ping in op.pings(auth_req_id)] == ["delivered"]
+    # The one token request followed the ping; the fallback poll (60 s) never ran.
+    [token_request] = op.token_requests(auth_req_id)
+    assert decided_at <= token_request["at"] < decided_at + 5
+
+
+async def test_ping_deny(temporal_client: Client, ping_worker: WorkerSettings, op: TestOP, payment_api: str) -> None:
+    agent = await start_agent(temporal_client, ping_worker)
+    op.deny(await pending_auth_req_id(approval_handle(temporal_client, agent)))
+    result = await agent.result()
+    assert result.outcome.status == "denied" and result.receipt is None
+    assert payments(payment_api, agent.id) == []
+
+
+async def test_dropped_ping_falls_back_to_polling(
+    temporal_client: Client, ping_worker: WorkerSettings, op: TestOP
+) -> None:
+    request = ApprovalRequest(
+        login_hint="alice",
+        binding_message="Scale the cluster to 40 nodes",
+        polling=PollingPolicy(notification_fallback_interval_seconds=3),
+    )
+    handle = await temporal_client.start_workflow(
+        CibaApprovalWorkflow.run,
+        ApprovalWorkflowInput(request=request),
+        id=f"approval-{uuid.uuid4().hex[:8]}",
+        task_queue=ping_worker.task_queue,
+    )
+    auth_req_id = await pending_auth_req_id(handle)
+    op.set_faults({"type": "drop_ping", "auth_req_id": auth_req_id})
+    op.approve(auth_req_id)
+    outcome = await handle.result()
+    assert outcome.status == "approved"
+    assert [ping["status"] for ping in op.pings(auth_req_id)] == ["dropped"]
+    assert len(op.token_requests(auth_req_id)) >= 1
+
+
+# Push mode, against an OP of our own (oidc-provider has no push) ------------------------------
+
+PUSH_CLIENT = "push-client"
+
+
+@pytest.fixture(scope="module")
+async def push_op(callback: str, tls: TlsFiles) -> AsyncIterator[PushOP]:
+    op = PushOP(client_id=PUSH_CLIENT, client_secret=SECRET, notification_endpoint=callback, ca_path=str(tls.ca))
+    await op.start()
+    yield op
+    await op.stop()
+
+
+@pytest.fixture
+async def push_worker(temporal_server: DevServer, push_op: PushOP, payment_api: str) -> AsyncIterator[WorkerSettings]:
+    settings = agent_settings(push_op, client_id=PUSH_CLIENT, delivery_mode="push")  # type: ignore[arg-type]
+    async with running_worker(temporal_server, settings, payment_api) as worker:
+        yield worker
+
+
+async def start_push_approval(client: Client, worker: WorkerSettings):  # type: ignore[no-untyped-def]
+    request = ApprovalRequest(
+        login_hint="alice", binding_message="Wire EUR 9,000 to supplier", expected_subject="alice"
+    )
+    handle = await client.start_workflow(
+        CibaApprovalWorkflow.run,
+        ApprovalWorkflowInput(request=request),
+        id=f"push-{uuid.uuid4().hex[:8]}",
+        task_queue=worker.task_queue,
+    )
+    return handle, await pending_auth_req_id(handle)
+
+
+async def test_push_approved(temporal_client: Client, push_worker: WorkerSettings, push_op: PushOP) -> None:
+    handle, auth_req_id = await start_push_approval(temporal_client, push_worker)
+    assert await push_op.push(auth_req_id) == 204
+    outcome = await handle.result()
+    assert outcome.status == "approved" and outcome.sub == "alice" and outcome.auth_time is not None
+    assert push_op.token_endpoint_calls == 0  # push mode never polls
+
+
+async def test_push_error_is_the_outcome(temporal_client: Client, push_worker: WorkerSettings, push_op: PushOP) -> None:
+    handle, auth_req_id = await start_push_approval(temporal_client, push_worker)
+    assert await push_op.push(auth_req_id, deny=True) == 204
+    outcome = await handle.result()
+    assert outcome.status == "denied" and outcome.error == "access_denied"
+
+
+@pytest.mark.parametrize(
+    "tamper,code",
+    [
+        ("auth_req_id_of_another_request", "auth_req_id_mismatch"),
+        ("bad_at_hash", "at_hash_mismatch"),
+        ("bad_rt_hash", "rt_hash_mismatch"),
+    ],
+)
+async def test_push_with_tampered_tokens_is_rejected(
+    temporal_client: Client, push_worker: WorkerSettings, push_op: PushOP, tamper: str, code: str
+) -> None:
+    handle, auth_req_id = await start_push_approval(temporal_client, push_worker)
+    assert await push_op.push(auth_req_id, tamper=tamper) == 204  # the callback does not validate; the activity does
+    outcome = await handle.result()
+    assert outcome.status == "rejected" and outcome.error == code and outcome.sealed_access_token is None
+
+
+async def test_push_with_the_wrong_bearer_changes_nothing(
+    temporal_client: Client, push_worker: WorkerSettings, push_op: PushOP
+) -> None:
+    handle, auth_req_id = await start_push_approval(temporal_client, push_worker)
+    events = len((await handle.fetch_history()).events)
+    assert await push_op.push(auth_req_id, tamper="wrong_bearer") == 401
+    assert len((await handle.fetch_history()).events) == events
+    assert (await handle.query(CibaApprovalWorkflow.status)).status == "pending"
+    assert await push_op.push(auth_req_id) == 204  # the real push still works afterwards
+    assert (await handle.result()).status == "approved"

@@ -1,0 +1,158 @@
+"""A CIBA OP of our own for push mode, which oidc-provider does not implement (CIBA §10.3).
+
+It serves discovery, its JWKS and the backchannel endpoint, signs ID tokens with its own RSA
+key, and pushes the token response (or an error) to the client's notification endpoint. A
+test can make it push what a hostile or broken OP would: the ID token of another request, a
+bad at_hash or rt_hash, or the wrong bearer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import secrets
+import ssl
+import time
+from typing import Any
+from urllib.parse import parse_qs
+
+import httpx
+import jwt
+import uvicorn
+from cryptography.hazmat.primitives.asymmetric import rsa
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from activities.ciba.validation import AUTH_REQ_ID_CLAIM, token_hash
+from tests.support.temporal import free_port
+
+CIBA_GRANT = "urn:openid:params:grant-type:ciba"
+
+
+class PushOP:
+    def __init__(self, *, client_id: str, client_secret: str, notification_endpoint: str, ca_path: str) -> None:
+        self.port = free_port()
+        self.issuer = f"http://127.0.0.1:{self.port}"
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.notification_endpoint = notification_endpoint
+        self.ca_path = ca_path
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.kid = "push-op-" + secrets.token_hex(4)
+        self.requests: dict[str, dict[str, Any]] = {}
+        self.token_endpoint_calls = 0
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # The OP's endpoints ----------------------------------------------------------------------
+
+    def app(self) -> Starlette:
+        async def discovery(request: Request) -> Response:
+            return JSONResponse(
+                {
+                    "issuer": self.issuer,
+                    "token_endpoint": f"{self.issuer}/token",
+                    "jwks_uri": f"{self.issuer}/jwks",
+                    "backchannel_authentication_endpoint": f"{self.issuer}/backchannel",
+                    "backchannel_token_delivery_modes_supported": ["push"],
+                    "grant_types_supported": [CIBA_GRANT],
+                    "token_endpoint_auth_methods_supported": ["client_secret_basic"],
+                    "id_token_signing_alg_values_supported": ["RS256"],
+                }
+            )
+
+        async def jwks(request: Request) -> Response:
+            public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
+            return JSONResponse({"keys": [{**public, "kid": self.kid, "use": "sig", "alg": "RS256"}]})
+
+        async def backchannel(request: Request) -> Response:
+            expected = "Basic " + base64.b64encode(f"{self.client_id}:{self.client_secret}".encode()).decode()
+            if request.headers.get("authorization") != expected:
+                return JSONResponse({"error": "invalid_client"}, status_code=401)
+            form = {name: values[0] for name, values in parse_qs((await request.body()).decode()).items()}
+            if not form.get("client_notification_token"):
+                return JSONResponse({"error": "invalid_request"}, status_code=400)
+            auth_req_id = secrets.token_urlsafe(24)
+            self.requests[auth_req_id] = {
+                "login_hint": form.get("login_hint"),
+                "scope": form.get("scope"),
+                "bearer": form.get("client_notification_token"),
+                "authorization_details": json.loads(form["authorization_details"])
+                if form.get("authorization_details")
+                else None,
+            }
+            return JSONResponse({"auth_req_id": auth_req_id, "expires_in": 300})
+
+        async def token(request: Request) -> Response:
+            self.token_endpoint_calls += 1
+            return JSONResponse({"error": "unauthorized_client"}, status_code=400)
+
+        return Starlette(
+            routes=[
+                Route("/.well-known/openid-configuration", discovery),
+                Route("/jwks", jwks),
+                Route("/backchannel", backchannel, methods=["POST"]),
+                Route("/token", token, methods=["POST"]),
+            ]
+        )
+
+    async def start(self) -> None:
+        config = uvicorn.Config(self.app(), host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._task = asyncio.create_task(self._server.serve())
+        while not self._server.started:
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        assert self._server is not None and self._task is not None
+        self._server.should_exit = True
+        await self._task
+
+    # The user's phone, and what the OP then pushes -------------------------------------------
+
+    def id_token(self, auth_req_id: str, access_token: str, refresh_token: str, tamper: str | None) -> str:
+        now = int(time.time())
+        claims = {
+            "iss": self.issuer,
+            "aud": self.client_id,
+            "sub": self.requests[auth_req_id]["login_hint"],
+            "iat": now,
+            "exp": now + 300,
+            "auth_time": now,
+            AUTH_REQ_ID_CLAIM: "another-request" if tamper == "auth_req_id_of_another_request" else auth_req_id,
+            "at_hash": token_hash("another-access-token" if tamper == "bad_at_hash" else access_token, "RS256"),
+            "rt_hash": token_hash("another-refresh-token" if tamper == "bad_rt_hash" else refresh_token, "RS256"),
+        }
+        return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": self.kid})
+
+    async def push(self, auth_req_id: str, *, tamper: str | None = None, deny: bool = False) -> int:
+        """Push the decision; the callback's HTTP status."""
+        request = self.requests[auth_req_id]
+        if deny:
+            body: dict[str, Any] = {
+                "auth_req_id": auth_req_id,
+                "error": "access_denied",
+                "error_description": "the end-user denied the request",
+            }
+        else:
+            access_token, refresh_token = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+            body = {
+                "auth_req_id": auth_req_id,
+                "access_token": access_token,
+                "token_type": "Bearer",
+                "refresh_token": refresh_token,
+                "expires_in": 300,
+                "id_token": self.id_token(auth_req_id, access_token, refresh_token, tamper),
+                "scope": request["scope"],
+            }
+            if request["authorization_details"] is not None:
+                body["authorization_details"] = request["authorization_details"]
+        bearer = secrets.token_urlsafe(32) if tamper == "wrong_bearer" else request["bearer"]
+        async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=self.ca_path), timeout=10) as http:
+            response = await http.post(
+                self.notification_endpoint, json=body, headers={"authorization": f"Bearer {bearer}"}
+            )
+        return response.status_code
