@@ -50,6 +50,9 @@ class NotificationTokens:
             return None
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            # Only the exact string we issued: no padding, no other spelling of the same bytes.
+            if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != token:
+                return None
             plaintext = self._aead.decrypt(raw[:_NONCE], raw[_NONCE:], _AAD)
             return plaintext[_SALT:].decode()
         except (InvalidTag, ValueError, binascii.Error, UnicodeDecodeError):

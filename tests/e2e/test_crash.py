@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import base64
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -12,7 +12,19 @@ import pytest
 from temporalio.client import Client
 
 from temporal_ciba.config import WorkerSettings
-from tests.e2e.conftest import AGENT_CLIENT, PAYLOAD_KEY, SECRET, cli_command, payments
+from temporal_ciba.connect import connect
+from temporal_ciba.registration import ensure_search_attributes
+from tests.e2e.conftest import (
+    AGENT_CLIENT,
+    PAYLOAD_KEY,
+    PING_CLIENT,
+    SECRET,
+    agent_settings,
+    clean_env,
+    cli_command,
+    payments,
+    running_worker,
+)
 from tests.e2e.test_approval_workflow import approval_handle, pending_auth_req_id, start_agent
 from tests.support.op import TestOP
 from tests.support.temporal import DevServer, wait_for
@@ -41,19 +53,20 @@ class WorkerProcess:
             self.process.wait(timeout=30)
 
 
-@pytest.fixture
-def worker_process(temporal_server: DevServer, op: TestOP, payment_api: str, tmp_path: Path) -> Iterator[WorkerProcess]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith(("CIBA_", "TEMPORAL_"))}
-    env.update(
-        {
-            "TEMPORAL_ADDRESS": temporal_server.address,
-            "CIBA_ISSUER": op.issuer,
-            "CIBA_CLIENT_ID": AGENT_CLIENT,
-            "CIBA_CLIENT_SECRET": SECRET,
-            "CIBA_PAYLOAD_KEY": PAYLOAD_KEY,
-            "CIBA_TASK_QUEUE": f"crash-{tmp_path.name}",
-            "CIBA_PAYMENT_API_URL": payment_api,
-        }
+@pytest.fixture(params=["poll", "ping"])
+def worker_process(
+    request: pytest.FixtureRequest, temporal_server: DevServer, op: TestOP, payment_api: str, tmp_path: Path
+) -> Iterator[WorkerProcess]:
+    """`temporal-ciba worker` in poll mode, or in ping mode (its pings go through the callback service)."""
+    env = clean_env(
+        TEMPORAL_ADDRESS=temporal_server.address,
+        CIBA_ISSUER=op.issuer,
+        CIBA_CLIENT_ID=AGENT_CLIENT if request.param == "poll" else PING_CLIENT,
+        CIBA_CLIENT_SECRET=SECRET,
+        CIBA_DELIVERY_MODE=request.param,
+        CIBA_PAYLOAD_KEY=PAYLOAD_KEY,
+        CIBA_TASK_QUEUE=f"crash-{tmp_path.name}",
+        CIBA_PAYMENT_API_URL=payment_api,
     )
     process = WorkerProcess(env, tmp_path / "worker.log")
     process.start()
@@ -71,11 +84,15 @@ async def test_worker_killed_while_pending(
     agent = await start_agent(temporal_client, settings_of(worker_process))
     auth_req_id = await pending_auth_req_id(approval_handle(temporal_client, agent))
     worker_process.kill()
-    op.approve(auth_req_id)
+    op.approve(auth_req_id)  # in ping mode the ping arrives now, while no worker runs
     worker_process.start()
     result = await agent.result()
     assert result.outcome.status == "approved" and result.receipt is not None
     assert len(payments(payment_api, agent.id)) == 1
+    if worker_process.env["CIBA_DELIVERY_MODE"] == "ping":
+        # The ping was kept by Temporal and acted on once a worker was back, not at the 60 s fallback.
+        assert [ping["status"] for ping in op.pings(auth_req_id)] == ["delivered"]
+        assert len(op.token_requests(auth_req_id)) == 1
 
 
 async def test_worker_killed_right_after_paying(
@@ -90,3 +107,22 @@ async def test_worker_killed_right_after_paying(
     assert result.outcome.status == "approved" and result.receipt is not None
     recorded = payments(payment_api, agent.id)
     assert len(recorded) == 1 and recorded[0]["payment_id"] == result.receipt.payment_id
+
+
+async def test_dev_server_killed_and_restarted_mid_wait(op: TestOP, payment_api: str, tmp_path: Path) -> None:
+    server = DevServer(tmp_path)
+    server.start()
+    try:
+        client = await connect(base64.b64decode(PAYLOAD_KEY), target_host=server.address)
+        await ensure_search_attributes(client)
+        async with running_worker(server, agent_settings(op), payment_api) as settings:
+            agent = await start_agent(client, settings)
+            auth_req_id = await pending_auth_req_id(approval_handle(client, agent))
+            server.stop(kill=True)  # SIGKILL, then the same database file on the same port
+            server.start()
+            op.approve(auth_req_id)
+            result = await agent.result()
+        assert result.outcome.status == "approved" and result.receipt is not None
+        assert len(payments(payment_api, agent.id)) == 1
+    finally:
+        server.stop()

@@ -23,7 +23,9 @@ from activities.ciba import RequestBinding
 from temporal_ciba.models import (
     ApprovalRequest,
     ApprovalWorkflowInput,
+    PingNotice,
     PollingPolicy,
+    PushDelivery,
     RevokeTokensInput,
     SendRequestInput,
     SendRequestResult,
@@ -235,3 +237,72 @@ async def test_notification_fallback_poll_in_ping_mode(env: WorkflowEnvironment)
         outcome = await (await start(env, op, task_queue)).result()
     assert outcome.status == "approved"
     assert gaps(op.poll_times) == [60.0]  # without a ping, only the slow fallback poll runs
+
+
+async def wait_pending(handle: WorkflowHandle) -> None:
+    for _ in range(200):
+        if (await handle.query(CibaApprovalWorkflow.status)).status == "pending":
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("never pending")
+
+
+async def test_ping_polls_at_once_and_foreign_pings_are_ignored(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [GRANTED], interval=5, mode="ping")
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue)
+        await wait_pending(handle)
+        started = (await env.get_current_time()).timestamp()
+        await handle.signal(CibaApprovalWorkflow.notify, PingNotice(auth_req_id="another-request"))
+        await handle.signal(CibaApprovalWorkflow.notify, PingNotice(auth_req_id="req-1"))
+        outcome = await handle.result()
+    assert outcome.status == "approved"
+    assert len(op.poll_times) == 1 and op.poll_times[0] - started < 5  # not at the 60 s fallback
+
+
+async def test_a_ping_in_poll_mode_is_ignored(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [GRANTED], interval=5, mode="poll")
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue)
+        await wait_pending(handle)
+        await handle.signal(CibaApprovalWorkflow.notify, PingNotice(auth_req_id="req-1"))
+        assert (await handle.result()).status == "approved"
+    assert len(op.poll_times) == 1
+
+
+@pytest.mark.parametrize(
+    "delivery,status",
+    [
+        (PushDelivery(auth_req_id="req-1", sealed_tokens="sealed-tokens"), "approved"),
+        (PushDelivery(auth_req_id="req-1", sealed_tokens="forged"), "rejected"),
+        (PushDelivery(auth_req_id="req-1", error="access_denied"), "denied"),
+        (PushDelivery(auth_req_id="req-1", error="expired_token"), "expired"),
+        (PushDelivery(auth_req_id="req-1", error="transaction_failed", error_description="device lost"), "error"),
+    ],
+    ids=["tokens", "forged_tokens", "access_denied", "expired_token", "transaction_failed"],
+)
+async def test_push_delivery_is_the_outcome_without_polling(
+    env: WorkflowEnvironment, delivery: PushDelivery, status: str
+) -> None:
+    op = ScriptedOP(env, [], mode="push")
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue)
+        await wait_pending(handle)
+        await handle.signal(CibaApprovalWorkflow.deliver, PushDelivery(auth_req_id="another", error="access_denied"))
+        await handle.signal(CibaApprovalWorkflow.deliver, delivery)
+        outcome = await handle.result()
+    assert outcome.status == status and op.poll_times == []
+
+
+async def test_push_mode_waits_without_polling_until_the_deadline(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [], mode="push", expires_in=3600)
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue)
+        outcome = await handle.result()
+        history = await handle.fetch_history()
+    assert outcome.status == "expired" and op.poll_times == []
+    assert len(history.events) < 40  # an hour of waiting costs one timer

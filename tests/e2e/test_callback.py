@@ -1,0 +1,206 @@
+"""The callback service facing bad input: every request gets the right status, nothing is a 3xx
+or a 5xx, and nothing but a verified notification touches a workflow (its history is unchanged)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from temporalio.client import Client, WorkflowHandle
+
+from activities.notification import NotificationTokens
+from temporal_ciba.config import WorkerSettings
+from temporal_ciba.models import ApprovalRequest, ApprovalWorkflowInput
+from tests.e2e.conftest import PAYLOAD_KEY, TlsFiles
+from tests.e2e.test_approval_workflow import pending_auth_req_id
+from tests.support.op import TestOP
+from workflows.approval import CibaApprovalWorkflow
+
+TOKENS = NotificationTokens(base64.b64decode(PAYLOAD_KEY))
+
+
+@pytest.fixture
+async def waiting(temporal_client: Client, ping_worker: WorkerSettings) -> AsyncIterator[tuple[WorkflowHandle, str]]:
+    """A ping-mode approval waiting for its ping, and its auth_req_id."""
+    request = ApprovalRequest(login_hint="bob", binding_message="Grant admin rights to bob")
+    handle = await temporal_client.start_workflow(
+        CibaApprovalWorkflow.run,
+        ApprovalWorkflowInput(request=request),
+        id=f"cb-{uuid.uuid4().hex[:8]}",
+        task_queue=ping_worker.task_queue,
+    )
+    auth_req_id = await pending_auth_req_id(handle)
+    yield handle, auth_req_id
+    await handle.cancel()
+
+
+async def post(
+    url: str,
+    tls: TlsFiles,
+    *,
+    body: Any = None,
+    content: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    method: str = "POST",
+) -> httpx.Response:
+    async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=str(tls.ca)), timeout=10) as http:
+        return await http.request(method, url, json=body, content=content, headers=headers)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+def altered(token: str) -> str:
+    return token[:10] + ("A" if token[10] != "A" else "B") + token[11:]
+
+
+async def events(handle: WorkflowHandle) -> int:
+    return len((await handle.fetch_history()).events)
+
+
+async def test_bad_requests_get_4xx_and_touch_nothing(
+    callback: str,
+    tls: TlsFiles,
+    temporal_client: Client,
+    ping_worker: WorkerSettings,
+    waiting: tuple[WorkflowHandle, str],
+) -> None:
+    handle, auth_req_id = waiting
+    other = await temporal_client.start_workflow(
+        CibaApprovalWorkflow.run,
+        ApprovalWorkflowInput(request=ApprovalRequest(login_hint="alice", binding_message="Another approval")),
+        id=f"cb-other-{uuid.uuid4().hex[:8]}",
+        task_queue=ping_worker.task_queue,
+    )
+    await pending_auth_req_id(other)
+    valid = TOKENS.issue(handle.id)
+    ping = {"auth_req_id": auth_req_id}
+    before = await events(handle), await events(other)
+    cases: list[tuple[str, dict[str, Any], int]] = [
+        ("missing_header", {"body": ping}, 401),
+        ("not_bearer", {"body": ping, "headers": {"authorization": f"Basic {valid}"}}, 401),
+        ("wrong_bearer", {"body": ping, "headers": bearer(base64.urlsafe_b64encode(b"x" * 48).decode())}, 401),
+        ("altered_bearer", {"body": ping, "headers": bearer(altered(valid))}, 401),
+        ("bearer_of_another_request", {"body": ping, "headers": bearer(TOKENS.issue(other.id))}, 401),
+        ("unknown_auth_req_id", {"body": {"auth_req_id": "no-such-request"}, "headers": bearer(valid)}, 401),
+        (
+            "bearer_from_another_key",
+            {"body": ping, "headers": bearer(NotificationTokens(b"k" * 32).issue(handle.id))},
+            401,
+        ),
+        (
+            "malformed_json",
+            {"content": b'{"auth_req_id": ', "headers": {**bearer(valid), "content-type": "application/json"}},
+            400,
+        ),
+        ("not_an_object", {"body": [auth_req_id], "headers": bearer(valid)}, 400),
+        ("auth_req_id_missing", {"body": {"id": auth_req_id}, "headers": bearer(valid)}, 400),
+        (
+            "wrong_content_type",
+            {"content": json.dumps(ping).encode(), "headers": {**bearer(valid), "content-type": "text/plain"}},
+            415,
+        ),
+        ("huge_body", {"body": {**ping, "padding": "x" * 200_000}, "headers": bearer(valid)}, 413),
+        (
+            "push_body_without_id_token",
+            {"body": {**ping, "access_token": "at", "token_type": "Bearer"}, "headers": bearer(valid)},
+            400,
+        ),
+    ]
+    for name, request, status in cases:
+        response = await post(callback, tls, **request)
+        assert response.status_code == status, name
+    assert (await post(callback, tls, method="GET", headers=bearer(valid))).status_code == 405
+    trailing = await post(callback + "/", tls, body=ping, headers=bearer(valid))
+    assert trailing.status_code == 404  # never a redirect
+    assert (await events(handle), await events(other)) == before
+    await other.cancel()
+
+
+async def test_ping_is_accepted_once_and_replays_change_nothing(
+    callback: str, tls: TlsFiles, op: TestOP, waiting: tuple[WorkflowHandle, str]
+) -> None:
+    handle, auth_req_id = waiting
+    op.approve(auth_req_id)  # the OP pings (and the callback answers 204)
+    outcome = await handle.result()
+    assert outcome.status == "approved"
+    after = await events(handle)
+    for _ in range(3):  # the OP retrying, or an attacker replaying a captured ping
+        response = await post(callback, tls, body={"auth_req_id": auth_req_id}, headers=bearer(TOKENS.issue(handle.id)))
+        assert response.status_code == 204
+    assert await events(handle) == after
+
+
+async def test_duplicate_pings_are_harmless(
+    callback: str, tls: TlsFiles, op: TestOP, waiting: tuple[WorkflowHandle, str]
+) -> None:
+    handle, auth_req_id = waiting
+    for _ in range(3):
+        response = await post(callback, tls, body={"auth_req_id": auth_req_id}, headers=bearer(TOKENS.issue(handle.id)))
+        assert response.status_code == 204
+    op.approve(auth_req_id)
+    assert (await handle.result()).status == "approved"
+
+
+# Property: random bodies and headers never get a 3xx or 5xx -----------------------------------
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@pytest.fixture
+def property_target(callback: str, tls: TlsFiles, waiting: tuple[WorkflowHandle, str]) -> dict[str, Any]:
+    handle, auth_req_id = waiting
+    return {"url": callback, "ca": str(tls.ca), "valid": TOKENS.issue(handle.id), "auth_req_id": auth_req_id}
+
+
+def test_random_input_never_gets_3xx_or_5xx(property_target: dict[str, Any]) -> None:
+    valid = property_target["valid"]
+    authorization = st.one_of(
+        st.none(),
+        st.text(max_size=60),
+        st.just(f"Bearer {valid}"),
+        st.just(f"bearer {altered(valid)}"),
+        st.text(alphabet="ABCDEFabcdef0123456789-_", min_size=1, max_size=200).map(lambda t: f"Bearer {t}"),
+    )
+    body = st.one_of(
+        st.binary(max_size=300),
+        JSON.map(lambda value: json.dumps(value).encode()),
+        st.dictionaries(
+            st.sampled_from(["auth_req_id", "access_token", "id_token", "error", "token_type"]), JSON, max_size=5
+        ).map(lambda value: json.dumps(value).encode()),
+    )
+    content_type = st.sampled_from(
+        ["application/json", "application/json; charset=utf-8", "text/plain", "", "application/x-www-form-urlencoded"]
+    )
+    seen: set[int] = set()
+
+    with httpx.Client(verify=ssl.create_default_context(cafile=property_target["ca"]), timeout=10) as http:
+
+        @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(authorization=authorization, body=body, content_type=content_type)
+        def check(authorization: str | None, body: bytes, content_type: str) -> None:
+            headers = {"content-type": content_type.encode()}
+            if authorization is not None:
+                headers["authorization"] = authorization.encode()  # any bytes, not only ASCII
+            try:
+                response = http.post(property_target["url"], content=body, headers=headers)
+            except httpx.LocalProtocolError:
+                return  # a header httpx itself refuses to send never reaches the service
+            seen.add(response.status_code)
+            assert 400 <= response.status_code < 500, response.status_code
+
+        check()
+    assert {400, 401} <= seen
