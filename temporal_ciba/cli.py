@@ -1,6 +1,6 @@
 """The `temporal-ciba` command line (design brief §3).
 
-    temporal-ciba worker | callback | payment-api
+    temporal-ciba worker | callback | codec-server | payment-api | demo
     temporal-ciba request --login-hint H --binding-message M [...] [--wait] [--json]
     temporal-ciba status WORKFLOW_ID | list [--status S] | cancel WORKFLOW_ID
 
@@ -17,11 +17,20 @@ import os
 import sys
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from temporal_ciba.config import CallbackSettings, ConfigError, OPSettings, TemporalSettings, WorkerSettings, load
+from temporal_ciba.config import (
+    CallbackSettings,
+    CodecServerSettings,
+    ConfigError,
+    OPSettings,
+    TemporalSettings,
+    WorkerSettings,
+    load,
+)
 
 EXIT_OK = 0
 EXIT_NOT_APPROVED = 1
@@ -42,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("worker", help="run a worker for the approval workflow")
     commands.add_parser("callback", help="run the ping/push receiver (CIBA_CALLBACK_* settings)")
     commands.add_parser("payment-api", help="run the example payment API (PAYMENT_API_* settings)")
+    commands.add_parser("codec-server", help="run the remote codec server for the Temporal UI (CIBA_CODEC_*)")
+    demo = commands.add_parser("demo", help="run the whole system locally on embedded defaults")
+    demo.add_argument("--dir", type=Path, help="where the demo keeps its state and logs (default: .demo)")
+    demo.add_argument("--port-base", type=int, help="use six consecutive ports from here instead of the defaults")
 
     request = commands.add_parser("request", help="start an approval and print its workflow id")
     request.add_argument("--login-hint", required=True, help="who must approve (CIBA login_hint)")
@@ -241,6 +254,34 @@ async def _callback(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _codec_server(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from temporal_ciba.codec import AesGcmCodec
+    from temporal_ciba.codec_server import create_codec_app
+
+    settings = load(CodecServerSettings)
+    app = create_codec_app(AesGcmCodec(settings.payload_key_bytes), cors_origins=settings.codec_cors_origins)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=settings.codec_host, port=settings.codec_port, log_level="warning", lifespan="off")
+    )
+    logging.getLogger("temporal_ciba.codec_server").info(
+        "codec server on http://%s:%d for %s",
+        settings.codec_host,
+        settings.codec_port,
+        ", ".join(settings.codec_cors_origins),
+    )
+    await server.serve()
+    return EXIT_OK
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    from temporal_ciba.demo import REPO, Ports, run_demo
+
+    ports = Ports.from_base(args.port_base) if args.port_base else Ports()
+    return await run_demo((args.dir or REPO / ".demo").resolve(), ports)
+
+
 async def _payment_api(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -258,11 +299,16 @@ COMMANDS = {
     "worker": _worker,
     "callback": _callback,
     "payment-api": _payment_api,
+    "codec-server": _codec_server,
+    "demo": _demo,
     "request": _request,
     "status": _status,
     "list": _list,
     "cancel": _cancel,
 }
+
+
+SERVICES = frozenset({"worker", "callback", "payment-api", "codec-server", "demo"})
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -275,14 +321,17 @@ def run(argv: Sequence[str] | None = None) -> int:
         level=os.environ.get("CIBA_LOG_LEVEL", "INFO").upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     from temporal_ciba.connect import TemporalUnavailable
+    from temporal_ciba.demo import DemoError
 
     try:
         return asyncio.run(COMMANDS[args.command](args))
-    except (ConfigError, UsageError, TemporalUnavailable) as exc:
+    except (ConfigError, UsageError, TemporalUnavailable, DemoError) as exc:
         print(f"temporal-ciba {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        return EXIT_NOT_APPROVED
+        # Ctrl-C is how services stop; for `request --wait` it means no approval was seen.
+        print(f"temporal-ciba {args.command}: stopped", file=sys.stderr)
+        return EXIT_OK if args.command in SERVICES else EXIT_NOT_APPROVED
 
 
 def main(argv: Sequence[str] | None = None) -> None:

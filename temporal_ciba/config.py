@@ -231,3 +231,17 @@ class CallbackSettings(TemporalSettings):
                 "(or CIBA_CALLBACK_INSECURE_HTTP=true for local use)"
             )
         return self
+
+
+class CodecServerSettings(TemporalSettings):
+    """The remote codec server for the Temporal UI."""
+
+    codec_host: str = "127.0.0.1"
+    codec_port: int = Field(default=8081, ge=0, le=65535)
+    # The UI's origin(s), comma-separated: the browser calls the codec server from there.
+    codec_cors_origins: Annotated[list[str], NoDecode] = ["http://localhost:8233"]
+
+    @field_validator("codec_cors_origins", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return _csv(value)

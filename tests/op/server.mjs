@@ -5,6 +5,7 @@
 // The OP itself is oidc-provider: discovery, client authentication, the
 // backchannel endpoint, the token endpoint, JWKS, introspection and revocation. Around it this
 // file adds what a test needs and a real OP would get from the user's phone:
+//   - /approver                  a page that plays the phone: pending requests, Approve / Deny
 //   - /admin/requests            the backchannel requests seen, with their parameters and status
 //   - /admin/requests/ID/approve the user approves (optionally as another account: a forged sub)
 //   - /admin/requests/ID/deny    the user denies
@@ -21,6 +22,7 @@
 import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import { parse as parseQuery } from 'node:querystring';
 
 import Provider, { errors } from 'oidc-provider';
@@ -69,9 +71,13 @@ async function readBody(req) {
   return Buffer.concat(chunks);
 }
 
-const server = createServer();
+// With "tls": {"cert", "key"} (PEM paths) the OP serves HTTPS, as it must off loopback.
+const server = config.tls
+  ? createTlsServer({ cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key) })
+  : createServer();
 await new Promise((resolve) => { server.listen(config.port ?? 0, host, resolve); });
-const issuer = config.issuer ?? `http://${host}:${server.address().port}`;
+const issuer = config.issuer ?? `${config.tls ? 'https' : 'http'}://${host}:${server.address().port}`;
+const approverPage = readFileSync(new URL('./public/approver.html', import.meta.url));
 
 const provider = new Provider(issuer, {
   clients: config.clients,
@@ -283,6 +289,10 @@ server.on('request', async (req, res) => {
   const url = new URL(req.url, issuer);
   try {
     if (url.pathname.startsWith('/admin/')) return await admin(req, res, url);
+    if (req.method === 'GET' && url.pathname === '/approver') {
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
+      return res.end(approverPage);
+    }
     if (req.method === 'POST' && url.pathname === tokenPath) {
       // Record the request, then answer a planned fault or hand the body on to oidc-provider.
       const raw = await readBody(req);

