@@ -1,0 +1,88 @@
+"""The approver page in a real browser (Debian's Chromium): the person sees what is asked and
+decides, and the agent's workflow follows."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Page, expect
+from temporalio.client import Client
+
+from temporal_ciba.config import WorkerSettings
+from temporal_ciba.models import ApprovalRequest, ApprovalWorkflowInput
+from temporal_ciba.payment import action_digest, short_code
+from tests.e2e.test_approval_workflow import INVOICE, approval_handle, pending_auth_req_id, start_agent
+from tests.support.browser import chromium
+from tests.support.op import TestOP
+from workflows.approval import CibaApprovalWorkflow
+
+SCREENSHOTS = Path(os.environ.get("CIBA_TEST_SCREENSHOTS", "/tmp"))
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with chromium() as running:
+        yield running
+
+
+@pytest.fixture
+async def page(browser: Browser, op: TestOP) -> AsyncIterator[Page]:
+    page = await browser.new_page(viewport={"width": 600, "height": 900})
+    await page.goto(op.issuer + "/approver")
+    yield page
+    await page.close()
+
+
+async def test_approve_in_the_browser(
+    page: Page, temporal_client: Client, ping_worker: WorkerSettings, payment_api: str
+) -> None:
+    agent = await start_agent(temporal_client, ping_worker)
+    auth_req_id = await pending_auth_req_id(approval_handle(temporal_client, agent))
+    card = page.locator(f'[data-auth-req-id="{auth_req_id}"]')
+    await expect(card).to_be_visible(timeout=10_000)
+    # What a person needs to judge: the message, the code, the amount and who gets paid.
+    await expect(card.locator(".message")).to_have_text(
+        f"Pay EUR 120.00 to ACME GmbH, code {short_code(action_digest(INVOICE))}"
+    )
+    await expect(card.locator(".code")).to_have_text(short_code(action_digest(INVOICE)))
+    await expect(card.locator("dd.amount")).to_have_text("EUR 120.00")
+    await expect(card).to_contain_text("ACME GmbH")
+    await expect(card).to_contain_text(INVOICE.creditor_iban)
+    await expect(card).to_contain_text(INVOICE.reference)
+    await page.screenshot(path=str(SCREENSHOTS / "approver-page.png"))
+    await card.locator("button.approve").click()
+    await expect(card.locator(".decided")).to_have_text("Approved")
+    result = await agent.result()
+    assert result.outcome.status == "approved" and result.receipt is not None
+
+
+async def test_deny_in_the_browser(page: Page, temporal_client: Client, ping_worker: WorkerSettings) -> None:
+    agent = await start_agent(temporal_client, ping_worker)
+    auth_req_id = await pending_auth_req_id(approval_handle(temporal_client, agent))
+    card = page.locator(f'[data-auth-req-id="{auth_req_id}"]')
+    await card.locator("button.deny").click()
+    await expect(card.locator(".decided")).to_have_text("Denied")
+    result = await agent.result()
+    assert result.outcome.status == "denied" and result.receipt is None
+
+
+async def test_markup_in_a_binding_message_is_shown_as_text(
+    page: Page, temporal_client: Client, ping_worker: WorkerSettings
+) -> None:
+    message = '<img src=x onerror="document.title=1">Pay <b>now</b>'
+    handle = await temporal_client.start_workflow(
+        CibaApprovalWorkflow.run,
+        ApprovalWorkflowInput(request=ApprovalRequest(login_hint="alice", binding_message=message)),
+        id=f"xss-{uuid.uuid4().hex[:8]}",
+        task_queue=ping_worker.task_queue,
+    )
+    auth_req_id = await pending_auth_req_id(handle)
+    card = page.locator(f'[data-auth-req-id="{auth_req_id}"]')
+    await expect(card.locator(".message")).to_have_text(message)
+    assert await card.locator("img, b").count() == 0
+    assert await page.title() != "1"
+    await handle.cancel()

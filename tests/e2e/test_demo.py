@@ -1,0 +1,126 @@
+"""The one-command demo, as a newcomer runs it: the approver page in a real browser, the agent
+resuming after the click, Ctrl-C stopping everything, and a second run working."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import random
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import httpx
+from playwright.async_api import expect
+
+from temporal_ciba.connect import connect
+from tests.support.browser import chromium
+from workflows.payment_agent import PaymentAgentWorkflow
+
+
+def free_port_run(count: int = 6) -> int:
+    for _ in range(100):
+        base = random.randint(20000, 40000)
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no run of free ports")
+
+
+class Demo:
+    def __init__(self, directory: Path, base: int) -> None:
+        self.directory, self.base = directory, base
+        self.process: asyncio.subprocess.Process | None = None
+        self.output: list[str] = []
+
+    async def start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "temporal_ciba.cli",
+            "demo",
+            "--dir",
+            str(self.directory),
+            "--port-base",
+            str(self.base),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+
+    async def line_with(self, text: str, timeout: float = 90.0) -> str:
+        assert self.process is not None and self.process.stdout is not None
+
+        async def read() -> str:
+            assert self.process is not None and self.process.stdout is not None
+            while True:
+                line = (await self.process.stdout.readline()).decode()
+                if not line:
+                    raise AssertionError("the demo ended early:\n" + "".join(self.output))
+                self.output.append(line)
+                if text in line:
+                    return line
+
+        return await asyncio.wait_for(read(), timeout)
+
+    async def interrupt(self) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGINT)
+        assert self.process.stdout is not None
+        rest = await asyncio.wait_for(self.process.stdout.read(), 60)
+        self.output.append(rest.decode())
+        return await asyncio.wait_for(self.process.wait(), 30)
+
+
+def ports_free(base: int) -> bool:
+    try:
+        for port in range(base, base + 6):
+            with socket.socket() as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(("127.0.0.1", port))
+    except OSError:
+        return False
+    return True
+
+
+async def test_demo_runs_end_to_end_twice(tmp_path: Path) -> None:
+    base = free_port_run()
+    demo = Demo(tmp_path / "demo", base)
+    await demo.start()
+    approver_url = (await demo.line_with("Approver page")).split()[-1]
+    ui_url = (await demo.line_with("Temporal UI")).split()[-1]
+    workflow_id = (await demo.line_with("Agent workflow id")).split()[-1]
+    assert approver_url == f"http://127.0.0.1:{base + 2}/approver" and workflow_id in ui_url
+
+    async with chromium() as browser:
+        page = await browser.new_page()
+        await page.goto(approver_url)
+        card = page.locator(".request").filter(has_text="Pay EUR 120.00 to ACME GmbH")
+        await expect(card).to_be_visible(timeout=30_000)
+        await card.locator("button.approve").click()
+        await expect(card.locator(".decided")).to_have_text("Approved")
+    resumed = await demo.line_with("Agent resumed")
+    assert "approved by alice" in resumed and "payment pay_" in resumed
+
+    # The agent's workflow, read back from the demo's Temporal with the demo's key.
+    state = json.loads((tmp_path / "demo" / "state.json").read_text())
+    client = await connect(base64.b64decode(state["payload_key"]), target_host=f"127.0.0.1:{base}")
+    result = await client.get_workflow_handle_for(PaymentAgentWorkflow.run, workflow_id).result()
+    assert result.outcome.status == "approved" and result.receipt is not None
+    # The Temporal UI is up, and its codec endpoint is the demo's codec server.
+    async with httpx.AsyncClient(timeout=10) as http:
+        assert (await http.get(f"http://127.0.0.1:{base + 1}/")).status_code == 200
+
+    assert await demo.interrupt() == 0
+    await asyncio.sleep(1)
+    assert ports_free(base), "a service outlived Ctrl-C"
+
+    again = Demo(tmp_path / "demo", base)
+    await again.start()
+    assert (await again.line_with("Agent workflow id")).split()[-1] != workflow_id
+    assert await again.interrupt() == 0
