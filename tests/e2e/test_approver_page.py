@@ -20,8 +20,6 @@ from tests.support.browser import chromium
 from tests.support.op import TestOP
 from workflows.approval import CibaApprovalWorkflow
 
-SCREENSHOTS = Path(os.environ.get("CIBA_TEST_SCREENSHOTS", "/tmp"))
-
 
 @pytest.fixture(scope="module")
 async def browser() -> AsyncIterator[Browser]:
@@ -38,7 +36,7 @@ async def page(browser: Browser, op: TestOP) -> AsyncIterator[Page]:
 
 
 async def test_approve_in_the_browser(
-    page: Page, temporal_client: Client, ping_worker: WorkerSettings, payment_api: str
+    page: Page, temporal_client: Client, ping_worker: WorkerSettings, payment_api: str, tmp_path: Path
 ) -> None:
     agent = await start_agent(temporal_client, ping_worker)
     auth_req_id = await pending_auth_req_id(approval_handle(temporal_client, agent))
@@ -53,7 +51,9 @@ async def test_approve_in_the_browser(
     await expect(card).to_contain_text("ACME GmbH")
     await expect(card).to_contain_text(INVOICE.creditor_iban)
     await expect(card).to_contain_text(INVOICE.reference)
-    await page.screenshot(path=str(SCREENSHOTS / "approver-page.png"))
+    screenshot = Path(os.environ.get("CIBA_TEST_SCREENSHOTS") or tmp_path) / "approver-page.png"
+    await page.screenshot(path=str(screenshot))
+    assert screenshot.stat().st_size > 0
     await card.locator("button.approve").click()
     await expect(card.locator(".decided")).to_have_text("Approved")
     result = await agent.result()
