@@ -26,11 +26,13 @@ from temporal_ciba.config import (
     CallbackSettings,
     CodecServerSettings,
     ConfigError,
+    LoggingSettings,
     OPSettings,
     TemporalSettings,
     WorkerSettings,
     load,
 )
+from temporal_ciba.observability import configure_logging, telemetry_runtime
 
 EXIT_OK = 0
 EXIT_NOT_APPROVED = 1
@@ -52,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("callback", help="run the ping/push receiver (CIBA_CALLBACK_* settings)")
     commands.add_parser("payment-api", help="run the example payment API (PAYMENT_API_* settings)")
     commands.add_parser("codec-server", help="run the remote codec server for the Temporal UI (CIBA_CODEC_*)")
+    certs = commands.add_parser("dev-certs", help="make a local CA and a server certificate (demo, compose)")
+    certs.add_argument("directory", type=Path)
+    certs.add_argument("hosts", nargs="+", help="DNS names and IP addresses the certificate is for")
     demo = commands.add_parser("demo", help="run the whole system locally on embedded defaults")
     demo.add_argument("--dir", type=Path, help="where the demo keeps its state and logs (default: .demo)")
     demo.add_argument("--port-base", type=int, help="use six consecutive ports from here instead of the defaults")
@@ -217,9 +222,19 @@ async def _worker(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _callback(args: argparse.Namespace) -> int:
+async def _serve(
+    app: Any, *, host: str, port: int, tls_cert: Path | None = None, tls_key: Path | None = None, lifespan: str = "off"
+) -> None:
+    """Serve an ASGI app with uvicorn, over HTTPS when a certificate is given."""
     import uvicorn
 
+    tls = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key)} if tls_cert and tls_key else {}
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan=lifespan, **tls)  # type: ignore[arg-type]
+    logging.getLogger("temporal_ciba.cli").info("listening on %s://%s:%d", "https" if tls else "http", host, port)
+    await uvicorn.Server(config).serve()
+
+
+async def _callback(args: argparse.Namespace) -> int:
     from activities.notification import NotificationTokens
     from activities.sealing import TokenSealer
     from temporal_ciba.callback import create_callback_app
@@ -227,7 +242,7 @@ async def _callback(args: argparse.Namespace) -> int:
 
     settings = load(CallbackSettings)
     key = settings.payload_key_bytes
-    client = await connect(key)
+    client = await connect(key, runtime=telemetry_runtime(settings.metrics_bind))
     app = create_callback_app(
         client,
         NotificationTokens(key),
@@ -235,43 +250,31 @@ async def _callback(args: argparse.Namespace) -> int:
         path=settings.callback_path,
         max_body_bytes=settings.callback_max_body_bytes,
     )
-    tls: dict[str, Any] = {}
-    if settings.callback_tls_cert is not None:
-        tls = {"ssl_certfile": str(settings.callback_tls_cert), "ssl_keyfile": str(settings.callback_tls_key)}
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host=settings.callback_host, port=settings.callback_port, log_level="warning", lifespan="off", **tls
-        )
+    await _serve(
+        app,
+        host=settings.callback_host,
+        port=settings.callback_port,
+        tls_cert=settings.callback_tls_cert,
+        tls_key=settings.callback_tls_key,
     )
-    logging.getLogger("temporal_ciba.callback").info(
-        "callback listening on %s://%s:%d%s",
-        "https" if tls else "http",
-        settings.callback_host,
-        settings.callback_port,
-        settings.callback_path,
-    )
-    await server.serve()
     return EXIT_OK
 
 
 async def _codec_server(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from temporal_ciba.codec import AesGcmCodec
     from temporal_ciba.codec_server import create_codec_app
 
     settings = load(CodecServerSettings)
     app = create_codec_app(AesGcmCodec(settings.payload_key_bytes), cors_origins=settings.codec_cors_origins)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=settings.codec_host, port=settings.codec_port, log_level="warning", lifespan="off")
-    )
-    logging.getLogger("temporal_ciba.codec_server").info(
-        "codec server on http://%s:%d for %s",
-        settings.codec_host,
-        settings.codec_port,
-        ", ".join(settings.codec_cors_origins),
-    )
-    await server.serve()
+    await _serve(app, host=settings.codec_host, port=settings.codec_port)
+    return EXIT_OK
+
+
+async def _dev_certs(args: argparse.Namespace) -> int:
+    from temporal_ciba.dev_tls import make_dev_certificates
+
+    files = make_dev_certificates(args.directory, args.hosts)
+    print(f"CA {files.ca}, certificate {files.cert}, key {files.key}")
     return EXIT_OK
 
 
@@ -283,15 +286,17 @@ async def _demo(args: argparse.Namespace) -> int:
 
 
 async def _payment_api(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from temporal_ciba.payment_api import PaymentApiSettings, create_app
 
     settings = load(PaymentApiSettings)
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host=settings.host, port=settings.port, log_level="warning", lifespan="on")
+    await _serve(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        tls_cert=settings.tls_cert,
+        tls_key=settings.tls_key,
+        lifespan="on",
     )
-    await server.serve()
     return EXIT_OK
 
 
@@ -301,6 +306,7 @@ COMMANDS = {
     "payment-api": _payment_api,
     "codec-server": _codec_server,
     "demo": _demo,
+    "dev-certs": _dev_certs,
     "request": _request,
     "status": _status,
     "list": _list,
@@ -317,13 +323,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(
-        level=os.environ.get("CIBA_LOG_LEVEL", "INFO").upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
     from temporal_ciba.connect import TemporalUnavailable
     from temporal_ciba.demo import DemoError
 
     try:
+        logging_settings = load(LoggingSettings)
+        configure_logging(logging_settings.log_level, logging_settings.log_format)
         return asyncio.run(COMMANDS[args.command](args))
     except (ConfigError, UsageError, TemporalUnavailable, DemoError) as exc:
         print(f"temporal-ciba {args.command}: {exc}", file=sys.stderr)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -173,11 +173,23 @@ def load(settings_cls: type[SettingsT]) -> SettingsT:
         raise ConfigError("configuration error: " + "; ".join(problems)) from None
 
 
+class LoggingSettings(_Settings):
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
 class TemporalSettings(_Settings):
     """What every program that talks to Temporal needs; the connection itself is temporalio.envconfig."""
 
     task_queue: str = Field(default="ciba-approvals", min_length=1)
     payload_key: SecretStr
+    # HOST:PORT where the Temporal SDK's metrics are served for Prometheus; off when unset.
+    metrics_bind: str | None = Field(default=None, pattern=r"^[^:\s]+:[0-9]{1,5}$")
 
     @field_validator("payload_key")
     @classmethod

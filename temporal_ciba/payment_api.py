@@ -46,6 +46,9 @@ class PaymentApiSettings(BaseSettings):
     db: Path = Path("payments.sqlite3")
     host: str = "127.0.0.1"
     port: int = Field(default=8700, ge=0, le=65535)
+    # HTTPS (PEM files); without them the API serves plain HTTP, which the worker accepts only on loopback.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     @field_validator("issuer")
     @classmethod

@@ -27,6 +27,7 @@ class CibaPlugin(SimplePlugin):
         worker = Worker(client, task_queue=..., plugins=[CibaPlugin(payload_key=key, activities=acts.all)])
 
     A client needs only the key; a worker also needs the activities (activities.approval).
+    `interceptors` adds e.g. temporalio.contrib.opentelemetry's TracingInterceptor.
     """
 
     def __init__(
@@ -35,10 +36,12 @@ class CibaPlugin(SimplePlugin):
         payload_key: bytes,
         activities: Sequence[Callable[..., Any]] = (),
         workflows: Sequence[type] = (),
+        interceptors: Sequence[Any] = (),
     ) -> None:
         super().__init__(
             "temporal_ciba.CibaPlugin",
             data_converter=ciba_data_converter(payload_key),
             activities=list(activities) or None,
             workflows=[CibaApprovalWorkflow, *workflows] if activities else None,
+            interceptors=list(interceptors) or None,
         )

@@ -18,6 +18,7 @@ from activities.payment import PaymentActivities
 from activities.sealing import TokenSealer
 from temporal_ciba.config import OPSettings, WorkerSettings
 from temporal_ciba.connect import connect
+from temporal_ciba.observability import telemetry_runtime, tracing_interceptors
 from temporal_ciba.plugin import CibaPlugin
 from temporal_ciba.registration import ensure_search_attributes
 from workflows.payment_agent import PaymentAgentWorkflow
@@ -47,8 +48,18 @@ async def run_worker(
             stack.push_async_callback(http.aclose)
             handlers.append(PaymentActivities(http, settings.payment_api_url, sealer).execute_payment)
             workflows.append(PaymentAgentWorkflow)
-        plugin = CibaPlugin(payload_key=settings.payload_key_bytes, activities=handlers, workflows=workflows)
-        client = await connect(settings.payload_key_bytes, plugin=plugin, **connect_overrides)
+        plugin = CibaPlugin(
+            payload_key=settings.payload_key_bytes,
+            activities=handlers,
+            workflows=workflows,
+            interceptors=tracing_interceptors(),
+        )
+        client = await connect(
+            settings.payload_key_bytes,
+            plugin=plugin,
+            runtime=telemetry_runtime(settings.metrics_bind),
+            **connect_overrides,
+        )
         await ensure_search_attributes(client)
         worker = Worker(client, task_queue=settings.task_queue)
         if stop is None:

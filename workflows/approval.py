@@ -299,8 +299,8 @@ class CibaApprovalWorkflow:
         self._state.polls = pending.polls
         self._state.runs = pending.runs
 
-    def _show(self, status: ApprovalPhase) -> None:
-        """One state change: the status query, the search attributes and the current details."""
+    def _show(self, status: ApprovalPhase, reason: str | None = None) -> None:
+        """One state change: the status query, the search attributes, the current details, one log line."""
         self._state.status = status
         current = workflow.info().typed_search_attributes
         updates: list[SearchAttributeUpdate[Any]] = []
@@ -314,6 +314,13 @@ class CibaApprovalWorkflow:
         if updates:
             workflow.upsert_search_attributes(updates)
         workflow.set_current_details(self._details())
+        auth_req_id = self._pending.auth_req_id if self._pending else None
+        workflow.logger.info(
+            "approval %s%s",
+            status,
+            f": {reason}" if reason else "",
+            extra={"ciba_status": status, "auth_req_id": auth_req_id},
+        )
 
     def _details(self) -> str:
         state = self._state
@@ -360,8 +367,7 @@ class CibaApprovalWorkflow:
             **claims,
         )
         self._state.outcome = outcome
-        self._show(status)
-        workflow.logger.info("approval %s: %s", status, reason)
+        self._show(status, reason)
         return outcome
 
 

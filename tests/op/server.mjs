@@ -27,7 +27,14 @@ import { parse as parseQuery } from 'node:querystring';
 
 import Provider, { errors } from 'oidc-provider';
 
-const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
+// A string "env:NAME" in the config is the value of the environment variable NAME, so
+// secrets stay out of config files (docker-compose passes them in the environment).
+const config = JSON.parse(readFileSync(process.argv[2], 'utf8'), (key, value) => {
+  if (typeof value !== 'string' || !value.startsWith('env:')) return value;
+  const name = value.slice(4);
+  if (process.env[name] === undefined) throw new Error(`config: environment variable ${name} is not set`);
+  return process.env[name];
+});
 const host = config.host ?? '127.0.0.1';
 const accounts = config.accounts ?? { alice: { email: 'alice@example.com' } };
 const resource = config.resource ?? 'https://payments.example.test/';

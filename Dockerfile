@@ -1,0 +1,15 @@
+# temporal-ciba: the worker, callback service, codec server and example payment API.
+FROM python:3.11-slim
+
+WORKDIR /app
+COPY pyproject.toml README.md worker.py ./
+COPY activities activities
+COPY workflows workflows
+COPY temporal_ciba temporal_ciba
+RUN pip install --no-cache-dir . \
+    && useradd --uid 10001 --no-create-home ciba \
+    && mkdir /certs /data && chown ciba /certs /data
+
+USER ciba
+ENTRYPOINT ["temporal-ciba"]
+CMD ["worker"]
