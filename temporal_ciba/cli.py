@@ -333,8 +333,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, UsageError, TemporalUnavailable, DemoError) as exc:
         print(f"temporal-ciba {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        # Ctrl-C is how services stop; for `request --wait` it means no approval was seen.
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        # Ctrl-C (or SIGTERM) is how services stop; for `request --wait` it means no approval was seen.
         print(f"temporal-ciba {args.command}: stopped", file=sys.stderr)
         return EXIT_OK if args.command in SERVICES else EXIT_NOT_APPROVED
 

@@ -184,6 +184,10 @@ async def run_demo(directory: Path, ports: Ports) -> int:
         "CIBA_LOG_LEVEL": "INFO",
     }
     services = Services(logs)
+    # `kill` and `docker stop` (SIGTERM) stop the demo as cleanly as Ctrl-C does.
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     try:
         temporal = str(bin_dir / "temporal") if (bin_dir / "temporal").exists() else "temporal"
         services.start(

@@ -68,6 +68,11 @@ class Demo:
 
         return await asyncio.wait_for(read(), timeout)
 
+    def kill(self) -> None:
+        """After a failure: stop the demo and, through it, its services."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.terminate()
+
     async def interrupt(self) -> int:
         assert self.process is not None
         self.process.send_signal(signal.SIGINT)
@@ -90,7 +95,15 @@ def ports_free(base: int) -> bool:
 
 async def test_demo_runs_end_to_end_twice(tmp_path: Path) -> None:
     base = free_port_run()
-    demo = Demo(tmp_path / "demo", base)
+    first, again = Demo(tmp_path / "demo", base), Demo(tmp_path / "demo", base)
+    try:
+        await run_and_approve(first, again, tmp_path, base)
+    finally:
+        first.kill()
+        again.kill()
+
+
+async def run_and_approve(demo: Demo, again: Demo, tmp_path: Path, base: int) -> None:
     await demo.start()
     approver_url = (await demo.line_with("Approver page")).split()[-1]
     ui_url = (await demo.line_with("Temporal UI")).split()[-1]
@@ -120,7 +133,6 @@ async def test_demo_runs_end_to_end_twice(tmp_path: Path) -> None:
     await asyncio.sleep(1)
     assert ports_free(base), "a service outlived Ctrl-C"
 
-    again = Demo(tmp_path / "demo", base)
     await again.start()
     assert (await again.line_with("Agent workflow id")).split()[-1] != workflow_id
     assert await again.interrupt() == 0
