@@ -9,7 +9,8 @@ Stateless: the bearer token is the waiting workflow's id, encrypted and authenti
 - 401 (and no workflow is looked up) when the bearer is missing or not one we issued;
 - 4xx for a wrong method, content type, an oversized or malformed body;
 - 401 when the bearer is ours but was not sent with this auth_req_id (its workflow's
-  CibaAuthReqId differs), which only reads that workflow's description;
+  CibaAuthReqId differs), which only reads that workflow's description (waiting up to 2 s for
+  a workflow that has not recorded its auth_req_id yet);
 - 204 once the signal is recorded: a ping (`notify`) or a push (`deliver`, tokens sealed).
   Temporal keeps the signal while no worker runs, so a notification is never lost; duplicates
   are harmless (the workflow polls at most once more). A notification for an approval that
@@ -20,6 +21,7 @@ Never a 3xx, never a 5xx for bad input (503 only when Temporal itself is unreach
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -29,7 +31,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.ciba import ProtocolError
@@ -41,6 +43,7 @@ from temporal_ciba.search_attributes import CIBA_AUTH_REQ_ID
 
 logger = logging.getLogger("temporal_ciba.callback")
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
+AUTH_REQ_ID_WAIT_SECONDS = 2.0
 
 
 class BodyTooLarge(Exception):
@@ -86,6 +89,23 @@ def _push_delivery(auth_req_id: str, body: dict[str, Any], sealer: TokenSealer) 
     return PushDelivery(auth_req_id=auth_req_id, sealed_tokens=sealed)
 
 
+async def _describe_with_auth_req_id(handle: WorkflowHandle[Any, Any]) -> WorkflowExecutionDescription:
+    """The workflow's description, once it has recorded its auth_req_id.
+
+    The OP may notify within milliseconds of its acknowledgement (an automated approver),
+    before the workflow task that records CibaAuthReqId has run; wait for it briefly (well
+    inside oidc-provider's 2.5 s ping timeout) instead of refusing a genuine ping.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + AUTH_REQ_ID_WAIT_SECONDS
+    while True:
+        description = await handle.describe()
+        recorded = description.typed_search_attributes.get(CIBA_AUTH_REQ_ID) is not None
+        if recorded or description.status != WorkflowExecutionStatus.RUNNING or loop.time() >= deadline:
+            return description
+        await asyncio.sleep(0.05)
+
+
 def create_callback_app(
     client: Client,
     notification_tokens: NotificationTokens,
@@ -117,7 +137,7 @@ def create_callback_app(
 
         handle = client.get_workflow_handle(workflow_id)
         try:
-            description = await handle.describe()
+            description = await _describe_with_auth_req_id(handle)
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 return _unauthorized("unknown bearer token")

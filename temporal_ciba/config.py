@@ -205,6 +205,10 @@ class TemporalSettings(_Settings):
 class WorkerSettings(TemporalSettings):
     # The example payment agent is registered when its API is configured.
     payment_api_url: str | None = None
+    # Worker tuning (see the README's benchmark section for how these were chosen).
+    worker_max_concurrent_activities: int = Field(default=100, ge=1, le=10_000)
+    worker_max_concurrent_workflow_tasks: int = Field(default=100, ge=2, le=10_000)
+    worker_max_cached_workflows: int = Field(default=1000, ge=0, le=100_000)
 
     @field_validator("payment_api_url")
     @classmethod

@@ -61,7 +61,13 @@ async def run_worker(
             **connect_overrides,
         )
         await ensure_search_attributes(client)
-        worker = Worker(client, task_queue=settings.task_queue)
+        worker = Worker(
+            client,
+            task_queue=settings.task_queue,
+            max_concurrent_activities=settings.worker_max_concurrent_activities,
+            max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
+            max_cached_workflows=settings.worker_max_cached_workflows,
+        )
         if stop is None:
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()

@@ -3,6 +3,7 @@ callback signals the waiting workflow, and the approval resumes at once."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -142,3 +143,21 @@ async def test_push_with_the_wrong_bearer_changes_nothing(
     assert (await handle.query(CibaApprovalWorkflow.status)).status == "pending"
     assert await push_op.push(auth_req_id) == 204  # the real push still works afterwards
     assert (await handle.result()).status == "approved"
+
+
+async def test_a_decision_racing_the_acknowledgement_still_pings(
+    temporal_client: Client, ping_worker: WorkerSettings, op: TestOP
+) -> None:
+    # An automated approver can decide before the workflow has even recorded its auth_req_id;
+    # the ping must still be accepted, not left to the 60 s fallback poll.
+    op.set_faults({"type": "approve_at_once"})
+    handle = await temporal_client.start_workflow(
+        CibaApprovalWorkflow.run,
+        ApprovalWorkflowInput(request=ApprovalRequest(login_hint="alice", binding_message="Approved at once")),
+        id=f"instant-{uuid.uuid4().hex[:8]}",
+        task_queue=ping_worker.task_queue,
+    )
+    outcome = await asyncio.wait_for(handle.result(), timeout=20)
+    assert outcome.status == "approved"
+    assert outcome.auth_req_id is not None
+    assert [ping["status"] for ping in op.pings(outcome.auth_req_id)] == ["delivered"]

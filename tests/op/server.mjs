@@ -13,8 +13,10 @@
 //   - /admin/issued              every token response given, by auth_req_id (to prove none leaks)
 //   - /admin/pings               every ping the OP sent to a client's notification endpoint
 //   - /admin/faults              answers oidc-provider never gives: slow_down, 503 + Retry-After,
-//                                an earlier token response replayed, a dropped ping
-// With "ackInterval" the acknowledgement carries that interval (oidc-provider sends none).
+//                                an earlier token response replayed, a dropped ping, a decision
+//                                made at once (racing the acknowledgement)
+// With "ackInterval" (seconds, or {client_id: seconds}) the acknowledgement carries that
+// interval (oidc-provider sends none).
 // With "idTokenBindingClaims" the ID token also carries the claims CIBA push mode requires
 // (urn:openid:params:jwt:claim:auth_req_id, at_hash, rt_hash), so validation of them is proven
 // against a real OP's signature.
@@ -149,6 +151,8 @@ const provider = new Provider(issuer, {
           expires_at: Date.now() / 1000 + request.expiration,
           status: 'pending',
         });
+        // An approver faster than the client: the decision (and its ping) races the acknowledgement.
+        if (takeFault('approve_at_once', undefined)) setImmediate(() => decide(request.jti, {}, true));
       },
     },
   },
@@ -208,7 +212,9 @@ provider.Client.prototype.backchannelPing = async function recordedPing(request)
 provider.use(async (ctx, next) => {
   await next();
   if (ctx.oidc?.route === 'backchannel_authentication' && ctx.status === 200 && config.ackInterval) {
-    ctx.body.interval = config.ackInterval;
+    const interval = typeof config.ackInterval === 'object'
+      ? config.ackInterval[ctx.oidc.client.clientId] : config.ackInterval;
+    if (interval) ctx.body.interval = interval;
   }
   if (ctx.oidc?.route === 'token' && ctx.status === 200 && ctx.oidc.params?.auth_req_id) {
     const authReqId = ctx.oidc.params.auth_req_id;
@@ -228,6 +234,8 @@ const decide = async (authReqId, body, approve) => {
   const entry = requests.get(authReqId);
   if (!request || !entry) return [404, { error: 'unknown auth_req_id' }];
   if (entry.status !== 'pending') return [409, { error: `request is ${entry.status}` }];
+  // The moment the decision is recorded (the benchmark measures decision-to-resume from here).
+  entry.decided_at = Date.now() / 1000;
   // The decision is saved before oidc-provider pings; a failed ping does not undo it.
   const deliver = async (result, options) => {
     try {
@@ -255,7 +263,6 @@ const decide = async (authReqId, body, approve) => {
     rar: body.authorization_details ?? rar,
   });
   entry.status = 'approved';
-  entry.decided_at = Date.now() / 1000;
   return [200, entry];
 };
 
@@ -280,7 +287,9 @@ async function admin(req, res, url) {
   }
   if (url.pathname === '/admin/token-requests') {
     const id = url.searchParams.get('auth_req_id');
-    return json(res, 200, tokenRequests.filter((t) => id === null || t.auth_req_id === id));
+    const since = Number(url.searchParams.get('since') ?? 0);
+    const selected = tokenRequests.filter((t) => (id === null || t.auth_req_id === id) && t.at >= since);
+    return json(res, 200, url.searchParams.has('count') ? { count: selected.length } : selected);
   }
   if (url.pathname === '/admin/faults' && req.method === 'POST') {
     faults = (body.faults ?? []).map((f) => ({ remaining: 1, ...f }));

@@ -11,7 +11,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
@@ -92,7 +94,9 @@ class DevServer:
         self.process = None
 
 
-async def wait_for(predicate, *, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):  # type: ignore[no-untyped-def]
+async def wait_for(
+    predicate: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"
+) -> Any:
     """Poll an (async or sync) predicate until it returns something truthy."""
     deadline = time.monotonic() + timeout
     while True:

@@ -1,0 +1,1 @@
+"""The benchmark: `bash scripts/bench.sh` (see the README)."""
