@@ -17,6 +17,7 @@ import datetime
 import json
 import os
 import platform
+import random
 import secrets
 import statistics
 import subprocess
@@ -223,11 +224,13 @@ class Approver:
 
 
 async def approval_latencies(
-    client: Client, approver: Approver, mode: Mode, count: int, batch: int = 25, spacing: float = 0.1
+    client: Client, approver: Approver, mode: Mode, count: int, batch: int = 25
 ) -> list[float]:
-    """Agents wait; each decision is made `spacing` apart; latency = agent resumed - OP decided."""
+    """Agents wait; each person decides at a random moment (uniform over two poll intervals,
+    so decisions fall anywhere in the poll cycle); latency = agent resumed - OP recorded it."""
     run = uuid.uuid4().hex[:6]
     latencies: list[float] = []
+    rng = random.Random(count)
     for first in range(0, count, batch):
         tags = [f"{run}-{i}" for i in range(first, min(count, first + batch))]
         handles = await asyncio.gather(
@@ -242,10 +245,11 @@ async def approval_latencies(
             )
         )
         pending = await approver.wait_pending(f"Bench {run}-", len(tags), timeout=120)
+        origin = time.monotonic()
         decided = {}
-        for tag in tags:
+        for offset, tag in sorted((rng.uniform(0, 2 * mode.interval), tag) for tag in tags):
+            await asyncio.sleep(max(0.0, origin + offset - time.monotonic()))
             decided[tag] = await approver.approve(pending[f"Bench {tag}"])
-            await asyncio.sleep(spacing)
         for tag, result in zip(tags, await asyncio.gather(*(handle.result() for handle in handles)), strict=True):
             if result.status != "approved":
                 raise RuntimeError(f"{mode.name}: approval ended {result.status}")
@@ -508,7 +512,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     names = list(results["latency_samples"])
     figure, axis = plt.subplots(figsize=(8, 4.5))
-    axis.boxplot([results["latency_samples"][name] for name in names], vert=False, showfliers=True)
+    axis.boxplot([results["latency_samples"][name] for name in names], orientation="horizontal", showfliers=True)
     axis.set_yticks(range(1, len(names) + 1), names)
     axis.set_xscale("log")
     axis.set_xlabel("decision to resume (s, log scale)")
