@@ -51,6 +51,7 @@ from tests.support.temporal import DevServer, free_port, history_runs, venv_tool
 from workflows.approval import CibaApprovalWorkflow
 
 AGENT_QUEUE = "bench-agents"
+PHASES = ("latency", "throughput", "history", "capacity")
 T = TypeVar("T")
 R = TypeVar("R")
 SECRET = secrets.token_urlsafe(24)
@@ -369,7 +370,8 @@ async def pending_capacity(
 
     decided = time.monotonic()
     await gather_limited(20, approver.approve, pending.values())
-    outcomes = await asyncio.gather(*(handle.result() for handle in handles))
+    # Results are long polls: thousands at once exceed the server's concurrent poller limit.
+    outcomes = await gather_limited(100, lambda handle: handle.result(), handles)
     return {
         "pending": count,
         "seconds_until_all_pending": all_pending,
@@ -456,51 +458,52 @@ def machine() -> dict[str, Any]:
 
 
 def table(results: dict[str, Any]) -> str:
+    """The figures as text, one section per phase that ran."""
+    rule = "-" * 100
+    machine_line = results["machine"]
     lines = [
-        f"temporal-ciba benchmark, {results['machine']['date']}, {results['machine']['cpus']} CPUs, "
-        f"{results['machine']['memory_gib']} GiB, Temporal dev server (SQLite)",
-        "",
+        f"temporal-ciba benchmark, {machine_line['date']}, {machine_line['cpus']} CPUs, "
+        f"{machine_line['memory_gib']} GiB, Temporal dev server (SQLite), worker settings "
+        f"{results['worker_settings'] or 'default'}"
     ]
-    base = results["latency"]["baseline (plain signal)"]["median"]
-    lines += [
-        "Decision-to-resume latency (s)     median     p95   n   median / baseline",
-        "----------------------------------------------------------------------",
-    ]
-    for name, stats in results["latency"].items():
-        lines.append(
-            f"{name:32} {stats['median']:8.3f} {stats['p95']:7.3f} {stats['n']:4d}   {stats['median'] / base:8.1f}x"
-        )
-    lines += [
-        "",
-        "Throughput (completed per second, many in flight)",
-        "----------------------------------------------------------------------",
-    ]
-    for name, stats in results["throughput"].items():
-        lines.append(f"{name:32} {stats['per_second']:8.1f}/s  ({stats['count']} in {stats['seconds']:.1f} s)")
-    if results.get("capacity"):
+    if results["latency"]:
+        base = results["latency"]["baseline (plain signal)"]["median"]
+        lines += ["", "Decision-to-resume latency (s)      median      p95     n   median / baseline", rule]
+        for name, stats in results["latency"].items():
+            lines.append(
+                f"{name:32} {stats['median']:8.3f} {stats['p95']:8.3f} {stats['n']:5d}   {stats['median'] / base:8.1f}x"
+            )
+    if results["throughput"]:
+        lines += ["", "Throughput, many in flight", rule]
+        for name, stats in results["throughput"].items():
+            lines.append(
+                f"{name:32} {stats['per_second']:8.1f} completed/s  ({stats['count']} in {stats['seconds']:.1f} s)"
+            )
+    if results["capacity"]:
         lines += [
             "",
-            "Pending capacity (poll 5 s, one worker)   worker RSS  worker CPU  server CPU  polls/s (limit)"
-            "  all approved",
-            "-" * 100,
+            "Pending capacity, poll 5 s, one worker:  all pending after | worker RSS | worker CPU | "
+            "server CPU | polls/s (limit) | approved after decisions",
+            rule,
         ]
         for stats in results["capacity"]:
             lines.append(
-                f"{stats['pending']:6d} pending (all pending after {stats['seconds_until_all_pending']:5.0f} s) "
-                f"{stats['worker_rss_mib']:8.0f} MiB {stats['worker_cpu_percent']:8.0f} % "
-                f"{stats['temporal_server_cpu_percent']:9.0f} % "
-                f"{stats['token_requests_per_second']:8.1f} ({stats['token_requests_limit_per_second']:.0f})"
-                f"   {stats['approved']}/{stats['pending']} in {stats['seconds_to_complete_after_decisions']:.0f} s"
+                f"{stats['pending']:6d} pending {stats['seconds_until_all_pending']:29.0f} s "
+                f"{stats['worker_rss_mib']:9.0f} MiB {stats['worker_cpu_percent']:9.0f} % "
+                f"{stats['temporal_server_cpu_percent']:10.0f} % {stats['token_requests_per_second']:9.1f} "
+                f"({stats['token_requests_limit_per_second']:.0f})   {stats['approved']}/{stats['pending']} in "
+                f"{stats['seconds_to_complete_after_decisions']:.0f} s"
             )
-    lines += ["", "History cost", "----------------------------------------------------------------------"]
-    for name, events in results["history"]["events_per_approval"].items():
-        lines.append(f"{name:32} {events:8.0f} events per approval")
-    long = results["history"].get("long_wait")
-    if long:
-        lines.append(
-            f"pending {long['hours']:.0f} h at interval 5 s       {long['runs']} runs, at most "
-            f"{long['max_events_per_run']} events per run, {long['token_requests']} token requests"
-        )
+    if results["history"]:
+        lines += ["", "History cost", rule]
+        for name, events in results["history"].get("events_per_approval", {}).items():
+            lines.append(f"{name:32} {events:8.0f} events per approval")
+        long = results["history"].get("long_wait")
+        if long:
+            lines.append(
+                f"pending {long['hours']:.0f} h at interval 5 s        {long['runs']} runs, at most "
+                f"{long['max_events_per_run']} events per run, {long['token_requests']} token requests"
+            )
     return "\n".join(lines)
 
 
@@ -538,6 +541,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "capacity": [],
         "history": {},
     }
+
+    def save() -> None:  # after every phase: a failure late in a long run keeps what was measured
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+
     try:
         client = await connect(KEY, target_host=system.server.address)
         await ensure_search_attributes(client)
@@ -548,38 +556,44 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             workflows=[BenchAgentWorkflow, BareSignalWorkflow],
             max_concurrent_workflow_tasks=200,
         ):
-            for mode in MODES:  # warm up every worker before timing
-                await approval_latencies(client, approver, mode, 3, batch=3)
-            await signal_latencies(client, 3, batch=3)
+            if "latency" in args.phases:
+                for mode in MODES:  # warm up every worker before timing
+                    await approval_latencies(client, approver, mode, 3, batch=3)
+                await signal_latencies(client, 3, batch=3)
+                for mode in MODES:
+                    print(f"latency: {mode.name} ...", file=sys.stderr, flush=True)
+                    samples = await approval_latencies(client, approver, mode, args.approvals)
+                    results["latency"][mode.name] = summary(samples)
+                    results["latency_samples"][mode.name] = samples
+                samples = await signal_latencies(client, args.approvals)
+                results["latency"]["baseline (plain signal)"] = summary(samples)
+                results["latency_samples"]["baseline (plain signal)"] = samples
+                save()
 
-            for mode in MODES:
-                print(f"latency: {mode.name} ...", file=sys.stderr, flush=True)
-                samples = await approval_latencies(client, approver, mode, args.approvals)
-                results["latency"][mode.name] = summary(samples)
-                results["latency_samples"][mode.name] = samples
-            samples = await signal_latencies(client, args.approvals)
-            results["latency"]["baseline (plain signal)"] = summary(samples)
-            results["latency_samples"]["baseline (plain signal)"] = samples
-
-            print("throughput ...", file=sys.stderr, flush=True)
-            results["throughput"]["approvals, ping"] = await approval_throughput(
-                client, approver, MODES[0], args.throughput
-            )
-            results["throughput"]["baseline (plain signal)"] = await signal_throughput(client, args.throughput)
-
-            for mode in MODES:
-                results["history"].setdefault("events_per_approval", {})[mode.name] = await events_per_approval(
-                    client, mode
+            if "throughput" in args.phases:
+                print("throughput ...", file=sys.stderr, flush=True)
+                results["throughput"]["approvals, ping"] = await approval_throughput(
+                    client, approver, MODES[0], args.throughput
                 )
-            if not args.skip_long_wait:
+                results["throughput"]["baseline (plain signal)"] = await signal_throughput(client, args.throughput)
+                save()
+
+            if "history" in args.phases:
+                for mode in MODES:
+                    results["history"].setdefault("events_per_approval", {})[mode.name] = await events_per_approval(
+                        client, mode
+                    )
                 print("history of a 24 h wait (time-skipping server) ...", file=sys.stderr, flush=True)
                 results["history"]["long_wait"] = await long_wait_history(system.op)
+                save()
 
-            for count in args.capacity:
-                print(f"capacity: {count} pending ...", file=sys.stderr, flush=True)
-                results["capacity"].append(
-                    await pending_capacity(client, approver, system, MODES[2], count, args.window)
-                )
+            if "capacity" in args.phases:
+                for count in args.capacity:
+                    print(f"capacity: {count} pending ...", file=sys.stderr, flush=True)
+                    results["capacity"].append(
+                        await pending_capacity(client, approver, system, MODES[2], count, args.window)
+                    )
+                    save()
     finally:
         system.stop()
     return results
@@ -596,7 +610,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="pending counts for the capacity test, comma-separated ('' to skip)",
     )
     parser.add_argument("--window", type=float, default=60.0, help="seconds to watch the pending approvals")
-    parser.add_argument("--skip-long-wait", action="store_true", help="skip the 24 h time-skipping run")
+    parser.add_argument(
+        "--phases",
+        type=lambda s: set(s.split(",")),
+        default=set(PHASES),
+        help=f"which phases to run, comma-separated (default: {','.join(PHASES)})",
+    )
     parser.add_argument(
         "--worker-setting",
         nargs=2,
@@ -613,7 +632,6 @@ if __name__ == "__main__":
     arguments = parse(sys.argv[1:])
     figures = asyncio.run(main(arguments))
     print(table(figures))
-    arguments.out.parent.mkdir(parents=True, exist_ok=True)
-    arguments.out.write_text(json.dumps(figures, indent=2) + "\n")
-    plot(figures, arguments.plot)
-    print(f"\nwrote {arguments.out} and {arguments.plot}")
+    if figures["latency_samples"]:
+        plot(figures, arguments.plot)
+    print(f"\nwrote {arguments.out}" + (f" and {arguments.plot}" if figures["latency_samples"] else ""))
