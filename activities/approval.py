@@ -37,7 +37,8 @@ from temporal_ciba.models import (
     ValidateTokensResult,
 )
 
-NotificationTokenFactory = Callable[[str], str]
+# (workflow id, first run id) -> client_notification_token
+NotificationTokenFactory = Callable[[str, str], str]
 
 
 class CibaActivities:
@@ -64,7 +65,7 @@ class CibaActivities:
         if mode != "poll":
             if self._notification_token is None:
                 raise RuntimeError(f"{mode} mode needs a notification token factory")
-            token = self._notification_token(input.workflow_id)
+            token = self._notification_token(input.workflow_id, input.first_run_id)
         try:
             request = input.request.authentication_request(token)
             requested_at = self._clock()

@@ -56,6 +56,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 SECRET = secrets.token_urlsafe(24)
 KEY = os.urandom(32)
+TOKEN_KEY = os.urandom(32)
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,7 @@ class System:
             **base,
             "TEMPORAL_ADDRESS": self.server.address,
             "CIBA_PAYLOAD_KEY": base64.b64encode(KEY).decode(),
+            "CIBA_TOKEN_KEY": base64.b64encode(TOKEN_KEY).decode(),
             "CIBA_LOG_LEVEL": "WARNING",
         }
         self.start_process(
@@ -408,7 +410,7 @@ async def long_wait_history(op: TestOP, hours: float = 24.0) -> dict[str, Any]:
         await ensure_search_attributes(env.client)
         settings = OPSettings(issuer=op.issuer, client_id="bench-poll5", client_secret=SECRET)  # type: ignore[arg-type]
         ciba = settings.ciba_client()
-        activities = CibaActivities(ciba, TokenSealer(KEY))
+        activities = CibaActivities(ciba, TokenSealer(TOKEN_KEY))
         async with Worker(
             env.client, task_queue="long", plugins=[CibaPlugin(payload_key=KEY, activities=activities.all)]
         ):

@@ -3,14 +3,16 @@ and wakes the waiting workflow with a signal.
 
     temporal-ciba callback      (CIBA_CALLBACK_* settings; HTTPS unless told otherwise)
 
-Stateless: the bearer token is the waiting workflow's id, encrypted and authenticated
-(activities.notification), so replicas need no shared database. A request is answered:
+Stateless: the bearer token names the waiting approval (workflow id and first run id),
+encrypted and authenticated (activities.notification), so replicas need no shared database.
+A request is answered:
 
 - 401 (and no workflow is looked up) when the bearer is missing or not one we issued;
 - 4xx for a wrong method, content type, an oversized or malformed body;
-- 401 when the bearer is ours but was not sent with this auth_req_id (its workflow's
-  CibaAuthReqId differs), which only reads that workflow's description (waiting up to 2 s for
-  a workflow that has not recorded its auth_req_id yet);
+- 401 when the bearer is ours but was not sent with this auth_req_id: it names another run
+  chain (an earlier approval under the same workflow id), or the workflow's CibaAuthReqId
+  differs. That only reads the workflow's description (waiting up to 2 s for a workflow that
+  has not recorded its auth_req_id yet);
 - 204 once the signal is recorded: a ping (`notify`) or a push (`deliver`, tokens sealed).
   Temporal keeps the signal while no worker runs, so a notification is never lost; duplicates
   are harmless (the workflow polls at most once more). A notification for an approval that
@@ -118,8 +120,8 @@ def create_callback_app(
         scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not bearer.strip():
             return _problem(401, "invalid_request", "a bearer token is required", {"www-authenticate": "Bearer"})
-        workflow_id = notification_tokens.open(bearer.strip())
-        if workflow_id is None:
+        approval = notification_tokens.open(bearer.strip())
+        if approval is None:
             return _unauthorized("unknown bearer token")
 
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -135,7 +137,7 @@ def create_callback_app(
             return _problem(400, "invalid_request", "the body must be a JSON object with an auth_req_id")
         auth_req_id: str = body["auth_req_id"]
 
-        handle = client.get_workflow_handle(workflow_id)
+        handle = client.get_workflow_handle(approval.workflow_id)
         try:
             description = await _describe_with_auth_req_id(handle)
         except RPCError as exc:
@@ -143,6 +145,10 @@ def create_callback_app(
                 return _unauthorized("unknown bearer token")
             logger.error("Temporal unavailable while verifying a notification: %s", exc.message)
             return _problem(503, "temporarily_unavailable", "try again later", {"retry-after": "1"})
+        # The bearer names a run chain; an earlier approval under the same workflow id is another.
+        first_run_id = description.raw_description.workflow_execution_info.first_run_id
+        if not hmac.compare_digest(first_run_id.encode(), approval.first_run_id.encode()):
+            return _unauthorized("the bearer token belongs to another approval")
         expected = description.typed_search_attributes.get(CIBA_AUTH_REQ_ID)
         if expected is None or not hmac.compare_digest(expected.encode(), auth_req_id.encode()):
             return _unauthorized("the bearer token was not sent with this auth_req_id")
@@ -161,9 +167,11 @@ def create_callback_app(
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:  # it ended between describe and signal
                 return Response(status_code=204)
-            logger.error("Temporal unavailable while signalling %s: %s", workflow_id, exc.message)
+            logger.error("Temporal unavailable while signalling %s: %s", approval.workflow_id, exc.message)
             return _problem(503, "temporarily_unavailable", "try again later", {"retry-after": "1"})
-        logger.info("%s for auth_req_id=%s delivered to %s", "push" if push else "ping", auth_req_id, workflow_id)
+        logger.info(
+            "%s for auth_req_id=%s delivered to %s", "push" if push else "ping", auth_req_id, approval.workflow_id
+        )
         return Response(status_code=204)
 
     async def health(request: Request) -> Response:

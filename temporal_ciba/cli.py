@@ -151,11 +151,12 @@ async def _status(args: argparse.Namespace) -> int:
     from temporalio.service import RPCError
 
     from temporal_ciba.connect import connect
+    from temporal_ciba.models import ApprovalOutcome
     from workflows.approval import CibaApprovalWorkflow
 
     settings = load(TemporalSettings)
     client = await connect(settings.payload_key_bytes)
-    handle = client.get_workflow_handle_for(CibaApprovalWorkflow.run, args.workflow_id)
+    handle = client.get_workflow_handle(args.workflow_id, result_type=ApprovalOutcome)
     try:
         description = await handle.describe()
     except RPCError as exc:
@@ -241,12 +242,11 @@ async def _callback(args: argparse.Namespace) -> int:
     from temporal_ciba.connect import connect
 
     settings = load(CallbackSettings)
-    key = settings.payload_key_bytes
-    client = await connect(key, runtime=telemetry_runtime(settings.metrics_bind))
+    client = await connect(settings.payload_key_bytes, runtime=telemetry_runtime(settings.metrics_bind))
     app = create_callback_app(
         client,
-        NotificationTokens(key),
-        TokenSealer(key),
+        NotificationTokens(settings.token_key_bytes),
+        TokenSealer(settings.token_key_bytes),
         path=settings.callback_path,
         max_body_bytes=settings.callback_max_body_bytes,
     )

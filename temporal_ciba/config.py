@@ -202,7 +202,32 @@ class TemporalSettings(_Settings):
         return decode_payload_key(self.payload_key.get_secret_value())
 
 
-class WorkerSettings(TemporalSettings):
+class TokenKeySettings(TemporalSettings):
+    """Programs that open tokens: the worker (sealed tokens) and the callback service
+    (notification tokens). CIBA_TOKEN_KEY is a key of its own, so operators who hold only the
+    payload key (to read history through the codec server) can neither open a token nor forge a
+    notification."""
+
+    token_key: SecretStr
+
+    @field_validator("token_key")
+    @classmethod
+    def _token_key(cls, key: SecretStr) -> SecretStr:
+        decode_payload_key(key.get_secret_value())
+        return key
+
+    @model_validator(mode="after")
+    def _distinct(self) -> TokenKeySettings:
+        if self.token_key_bytes == self.payload_key_bytes:
+            raise ConfigError(f"{ENV_PREFIX}TOKEN_KEY must differ from {ENV_PREFIX}PAYLOAD_KEY")
+        return self
+
+    @property
+    def token_key_bytes(self) -> bytes:
+        return decode_payload_key(self.token_key.get_secret_value())
+
+
+class WorkerSettings(TokenKeySettings):
     # The example payment agent is registered when its API is configured.
     payment_api_url: str | None = None
     # Worker tuning, chosen from the benchmark (README): a pending approval wakes every poll, and
@@ -218,7 +243,7 @@ class WorkerSettings(TemporalSettings):
         return require_secure_url(url, "payment_api_url") if url else None
 
 
-class CallbackSettings(TemporalSettings):
+class CallbackSettings(TokenKeySettings):
     """The ping/push receiver: HTTPS with the configured certificate, or plain HTTP only when asked."""
 
     callback_host: str = "127.0.0.1"

@@ -123,6 +123,7 @@ def _state(directory: Path) -> dict[str, str]:
         return json.loads(path.read_text())
     state = {
         "payload_key": base64.b64encode(os.urandom(32)).decode(),
+        "token_key": base64.b64encode(os.urandom(32)).decode(),
         "agent_secret": secrets.token_urlsafe(32),
         "payment_api_secret": secrets.token_urlsafe(32),
     }
@@ -245,6 +246,7 @@ async def run_demo(directory: Path, ports: Ports) -> int:
             [*cli, "callback"],
             {
                 **env,
+                "CIBA_TOKEN_KEY": state["token_key"],
                 "CIBA_CALLBACK_PORT": str(ports.callback),
                 "CIBA_CALLBACK_TLS_CERT": str(tls.cert),
                 "CIBA_CALLBACK_TLS_KEY": str(tls.key),
@@ -255,6 +257,7 @@ async def run_demo(directory: Path, ports: Ports) -> int:
             [*cli, "worker"],
             {
                 **env,
+                "CIBA_TOKEN_KEY": state["token_key"],
                 "CIBA_ISSUER": issuer,
                 "CIBA_CLIENT_ID": "demo-agent",
                 "CIBA_CLIENT_SECRET": state["agent_secret"],

@@ -154,6 +154,8 @@ class ApprovalState(BaseModel):
 class SendRequestInput(BaseModel):
     request: ApprovalRequest
     workflow_id: str
+    # The first run of the approval's run chain: the notification token names it.
+    first_run_id: str
 
 
 class SendRequestResult(BaseModel):

@@ -35,12 +35,12 @@ async def run_worker(
 ) -> None:
     """Connect with a CibaPlugin carrying the activities, register the search attributes, and
     run until `stop` is set (or SIGINT/SIGTERM when none is given), then shut down gracefully."""
-    sealer = TokenSealer(settings.payload_key_bytes)
+    sealer = TokenSealer(settings.token_key_bytes)
     async with AsyncExitStack() as stack:
         ciba = op.ciba_client()
         stack.push_async_callback(ciba.aclose)
         # Ping and push requests carry a notification token naming the workflow (activities.notification).
-        issue_token = NotificationTokens(settings.payload_key_bytes).issue if op.delivery_mode != "poll" else None
+        issue_token = NotificationTokens(settings.token_key_bytes).issue if op.delivery_mode != "poll" else None
         handlers: list[Any] = list(CibaActivities(ciba, sealer, notification_token=issue_token).all)
         workflows: list[type] = []
         if settings.payment_api_url:

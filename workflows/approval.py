@@ -129,7 +129,9 @@ class CibaApprovalWorkflow:
         try:
             sent = await workflow.execute_activity_method(
                 CibaActivities.send_authentication_request,
-                SendRequestInput(request=self._request, workflow_id=info.workflow_id),
+                SendRequestInput(
+                    request=self._request, workflow_id=info.workflow_id, first_run_id=info.first_execution_run_id
+                ),
                 start_to_close_timeout=TOKEN_REQUEST_TIMEOUT,
                 retry_policy=SEND_RETRY,
             )

@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
 REQUIRED = {
     "CIBA_PAYLOAD_KEY": "k",
+    "CIBA_TOKEN_KEY": "t",
     "CIBA_CLIENT_SECRET": "s",
     "PAYMENT_API_CLIENT_SECRET": "p",
     "POSTGRES_PASSWORD": "w",
@@ -57,6 +58,9 @@ def test_the_whole_system_is_there(services: dict[str, Any]) -> None:
     assert services["temporal-ui"]["environment"]["TEMPORAL_CODEC_ENDPOINT"] == "http://localhost:8081"
     assert services["worker"]["environment"]["CIBA_DELIVERY_MODE"] == "ping"
     assert services["worker"]["environment"]["CIBA_ISSUER"].startswith("https://")
+    # The token key goes only where tokens are opened; the codec server reads history, no more.
+    with_token_key = {name for name, service in services.items() if "CIBA_TOKEN_KEY" in service.get("environment", {})}
+    assert with_token_key == {"worker", "callback"}
 
 
 def test_images_are_pinned_and_builds_exist(services: dict[str, Any]) -> None:

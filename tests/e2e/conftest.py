@@ -140,6 +140,7 @@ def _no_faults_left(request: pytest.FixtureRequest) -> Iterator[None]:
 # Temporal ------------------------------------------------------------------------------------
 
 PAYLOAD_KEY = base64.b64encode(os.urandom(32)).decode()
+TOKEN_KEY = base64.b64encode(os.urandom(32)).decode()
 AGENT_CLIENT = "poll-basic"
 PING_CLIENT = "ping-basic"
 
@@ -211,6 +212,7 @@ def callback(temporal_server: DevServer, tls: TlsFiles, tmp_path_factory: pytest
     env = clean_env(
         TEMPORAL_ADDRESS=temporal_server.address,
         CIBA_PAYLOAD_KEY=PAYLOAD_KEY,
+        CIBA_TOKEN_KEY=TOKEN_KEY,
         CIBA_CALLBACK_PORT=str(port),
         CIBA_CALLBACK_TLS_CERT=str(tls.cert),
         CIBA_CALLBACK_TLS_KEY=str(tls.key),
@@ -263,7 +265,10 @@ def agent_settings(op: TestOP, **overrides: object) -> OPSettings:
 async def running_worker(server: DevServer, op_settings: OPSettings, payment_api: str) -> AsyncIterator[WorkerSettings]:
     """The real worker (run_worker) in this process, on a task queue of its own."""
     settings = WorkerSettings(
-        task_queue=f"ciba-test-{uuid.uuid4().hex[:8]}", payload_key=PAYLOAD_KEY, payment_api_url=payment_api
+        task_queue=f"ciba-test-{uuid.uuid4().hex[:8]}",
+        payload_key=PAYLOAD_KEY,
+        token_key=TOKEN_KEY,
+        payment_api_url=payment_api,
     )  # type: ignore[arg-type]
     stop = asyncio.Event()
     running = asyncio.create_task(run_worker(op_settings, settings, stop=stop, target_host=server.address))

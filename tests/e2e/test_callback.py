@@ -19,12 +19,18 @@ from temporalio.client import Client, WorkflowHandle
 from activities.notification import NotificationTokens
 from temporal_ciba.config import WorkerSettings
 from temporal_ciba.models import ApprovalRequest, ApprovalWorkflowInput
-from tests.e2e.conftest import PAYLOAD_KEY, TlsFiles
+from tests.e2e.conftest import PAYLOAD_KEY, TOKEN_KEY, TlsFiles
 from tests.e2e.test_approval_workflow import pending_auth_req_id
 from tests.support.op import TestOP
 from workflows.approval import CibaApprovalWorkflow
 
-TOKENS = NotificationTokens(base64.b64decode(PAYLOAD_KEY))
+TOKENS = NotificationTokens(base64.b64decode(TOKEN_KEY))
+
+
+def token_for(handle: WorkflowHandle, tokens: NotificationTokens = TOKENS) -> str:
+    """A valid notification token for this approval (tokens are not stored: any we issue works)."""
+    assert handle.first_execution_run_id is not None
+    return tokens.issue(handle.id, handle.first_execution_run_id)
 
 
 @pytest.fixture
@@ -82,7 +88,7 @@ async def test_bad_requests_get_4xx_and_touch_nothing(
         task_queue=ping_worker.task_queue,
     )
     await pending_auth_req_id(other)
-    valid = TOKENS.issue(handle.id)
+    valid = token_for(handle)
     ping = {"auth_req_id": auth_req_id}
     before = await events(handle), await events(other)
     cases: list[tuple[str, dict[str, Any], int]] = [
@@ -90,11 +96,23 @@ async def test_bad_requests_get_4xx_and_touch_nothing(
         ("not_bearer", {"body": ping, "headers": {"authorization": f"Basic {valid}"}}, 401),
         ("wrong_bearer", {"body": ping, "headers": bearer(base64.urlsafe_b64encode(b"x" * 48).decode())}, 401),
         ("altered_bearer", {"body": ping, "headers": bearer(altered(valid))}, 401),
-        ("bearer_of_another_request", {"body": ping, "headers": bearer(TOKENS.issue(other.id))}, 401),
+        ("bearer_of_another_request", {"body": ping, "headers": bearer(token_for(other))}, 401),
+        # An earlier approval under the same workflow id: another run chain.
+        (
+            "bearer_of_an_earlier_approval",
+            {"body": ping, "headers": bearer(TOKENS.issue(handle.id, str(uuid.uuid4())))},
+            401,
+        ),
         ("unknown_auth_req_id", {"body": {"auth_req_id": "no-such-request"}, "headers": bearer(valid)}, 401),
         (
             "bearer_from_another_key",
-            {"body": ping, "headers": bearer(NotificationTokens(b"k" * 32).issue(handle.id))},
+            {"body": ping, "headers": bearer(token_for(handle, NotificationTokens(b"k" * 32)))},
+            401,
+        ),
+        (
+            # An operator holds the payload key (to read history), not the token key.
+            "bearer_made_with_the_payload_key",
+            {"body": ping, "headers": bearer(token_for(handle, NotificationTokens(base64.b64decode(PAYLOAD_KEY))))},
             401,
         ),
         (
@@ -135,7 +153,7 @@ async def test_ping_is_accepted_once_and_replays_change_nothing(
     assert outcome.status == "approved"
     after = await events(handle)
     for _ in range(3):  # the OP retrying, or an attacker replaying a captured ping
-        response = await post(callback, tls, body={"auth_req_id": auth_req_id}, headers=bearer(TOKENS.issue(handle.id)))
+        response = await post(callback, tls, body={"auth_req_id": auth_req_id}, headers=bearer(token_for(handle)))
         assert response.status_code == 204
     assert await events(handle) == after
 
@@ -145,7 +163,7 @@ async def test_duplicate_pings_are_harmless(
 ) -> None:
     handle, auth_req_id = waiting
     for _ in range(3):
-        response = await post(callback, tls, body={"auth_req_id": auth_req_id}, headers=bearer(TOKENS.issue(handle.id)))
+        response = await post(callback, tls, body={"auth_req_id": auth_req_id}, headers=bearer(token_for(handle)))
         assert response.status_code == 204
     op.approve(auth_req_id)
     assert (await handle.result()).status == "approved"
@@ -163,7 +181,7 @@ JSON = st.recursive(
 @pytest.fixture
 def property_target(callback: str, tls: TlsFiles, waiting: tuple[WorkflowHandle, str]) -> dict[str, Any]:
     handle, auth_req_id = waiting
-    return {"url": callback, "ca": str(tls.ca), "valid": TOKENS.issue(handle.id), "auth_req_id": auth_req_id}
+    return {"url": callback, "ca": str(tls.ca), "valid": token_for(handle), "auth_req_id": auth_req_id}
 
 
 def test_random_input_never_gets_3xx_or_5xx(property_target: dict[str, Any]) -> None:

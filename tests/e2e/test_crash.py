@@ -19,6 +19,7 @@ from tests.e2e.conftest import (
     PAYLOAD_KEY,
     PING_CLIENT,
     SECRET,
+    TOKEN_KEY,
     agent_settings,
     clean_env,
     cli_command,
@@ -65,6 +66,7 @@ def worker_process(
         CIBA_CLIENT_SECRET=SECRET,
         CIBA_DELIVERY_MODE=request.param,
         CIBA_PAYLOAD_KEY=PAYLOAD_KEY,
+        CIBA_TOKEN_KEY=TOKEN_KEY,
         CIBA_TASK_QUEUE=f"crash-{tmp_path.name}",
         CIBA_PAYMENT_API_URL=payment_api,
     )
@@ -75,7 +77,7 @@ def worker_process(
 
 
 def settings_of(process: WorkerProcess) -> WorkerSettings:
-    return WorkerSettings(task_queue=process.env["CIBA_TASK_QUEUE"], payload_key=PAYLOAD_KEY)  # type: ignore[arg-type]
+    return WorkerSettings(task_queue=process.env["CIBA_TASK_QUEUE"], payload_key=PAYLOAD_KEY, token_key=TOKEN_KEY)  # type: ignore[arg-type]
 
 
 async def test_worker_killed_while_pending(

@@ -21,7 +21,7 @@ from starlette.routing import Route
 from temporalio.client import Client
 
 from temporal_ciba.models import ApprovalRequest, ApprovalWorkflowInput
-from tests.e2e.conftest import AGENT_CLIENT, PAYLOAD_KEY, SECRET, clean_env, cli_command
+from tests.e2e.conftest import AGENT_CLIENT, PAYLOAD_KEY, SECRET, TOKEN_KEY, clean_env, cli_command
 from tests.e2e.test_approval_workflow import pending_auth_req_id
 from tests.support.op import TestOP
 from tests.support.temporal import DevServer, free_port, wait_for
@@ -66,6 +66,7 @@ async def test_logs_metrics_and_traces(
         CIBA_CLIENT_ID=AGENT_CLIENT,
         CIBA_CLIENT_SECRET=SECRET,
         CIBA_PAYLOAD_KEY=PAYLOAD_KEY,
+        CIBA_TOKEN_KEY=TOKEN_KEY,
         CIBA_TASK_QUEUE=task_queue,
         CIBA_LOG_FORMAT="json",
         CIBA_METRICS_BIND=f"127.0.0.1:{metrics_port}",
