@@ -7,6 +7,7 @@ data so the workflow can end with the matching outcome; only failures worth retr
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -39,6 +40,10 @@ from temporal_ciba.models import (
 
 # (workflow id, first run id) -> client_notification_token
 NotificationTokenFactory = Callable[[str, str], str]
+# Every attempt ends within this, below the workflow's 45 s start-to-close timeout: an attempt
+# is over before Temporal retries it, so two token requests for one auth_req_id never overlap
+# (CIBA §7.3), even when the retry lands on another worker.
+ATTEMPT_SECONDS = 40.0
 
 
 class CibaActivities:
@@ -69,7 +74,8 @@ class CibaActivities:
         try:
             request = input.request.authentication_request(token)
             requested_at = self._clock()
-            ack = await self._ciba.authenticate(request)
+            async with asyncio.timeout(ATTEMPT_SECONDS):
+                ack = await self._ciba.authenticate(request)
         except OAuthError as exc:
             activity.logger.info("backchannel request refused: %s", exc.error)
             return SendRequestResult(delivery_mode=mode, error=exc.error, reason=str(exc))
@@ -98,7 +104,8 @@ class CibaActivities:
     async def request_token(self, input: TokenRequestInput) -> TokenRequestResult:
         """CIBA §10.1: one token request; the tokens leave this activity sealed."""
         try:
-            result = await self._ciba.request_token(input.auth_req_id)
+            async with asyncio.timeout(ATTEMPT_SECONDS):
+                result = await self._ciba.request_token(input.auth_req_id)
         except OAuthError as exc:
             return TokenRequestResult(kind="failed", error=exc.error, reason=str(exc))
         except ProtocolError as exc:

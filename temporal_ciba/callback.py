@@ -131,7 +131,7 @@ def create_callback_app(
             body = json.loads(await _read_body(request, max_body_bytes))
         except BodyTooLarge:
             return _problem(413, "invalid_request", f"the body is larger than {max_body_bytes} bytes")
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly nested JSON
             return _problem(400, "invalid_request", "the body is not JSON")
         if not isinstance(body, dict) or not isinstance(body.get("auth_req_id"), str) or not body["auth_req_id"]:
             return _problem(400, "invalid_request", "the body must be a JSON object with an auth_req_id")

@@ -61,7 +61,8 @@ class OPSettings(_Settings):
     trusted_audiences: Annotated[list[str], NoDecode] = []
     clock_leeway: int = Field(default=60, ge=0, le=600)
     id_token_max_age: int = Field(default=600, gt=0)
-    http_timeout: float = Field(default=30.0, gt=0)
+    # At most 30 s: a token request attempt must end before the activity's 45 s timeout.
+    http_timeout: float = Field(default=30.0, gt=0, le=30)
 
     @field_validator("issuer")
     @classmethod

@@ -19,7 +19,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, is_cancelled_exception
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -46,7 +46,9 @@ with workflow.unsafe.imports_passed_through():
 # The OP may hold a token request open for up to 30 s (design brief §4); an attempt must end
 # before it is retried, so no two token requests for one auth_req_id are ever in flight.
 TOKEN_REQUEST_TIMEOUT = timedelta(seconds=45)
-OP_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+# After a cancellation, how long a token request already in flight may still run for its
+# tokens to be revoked; past that it is cancelled (the OP is probably down: no tokens came).
+LATE_TOKEN_WAIT = 2 * TOKEN_REQUEST_TIMEOUT
 SEND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=5
 )
@@ -136,6 +138,8 @@ class CibaApprovalWorkflow:
                 retry_policy=SEND_RETRY,
             )
         except ActivityError as exc:
+            if is_cancelled_exception(exc):
+                raise asyncio.CancelledError() from exc
             return self._finish("error", reason=f"the OP could not be reached: {_cause(exc)}")
         if sent.auth_req_id is None or sent.binding is None or sent.expires_in is None:
             return self._finish("error", error=sent.error, reason=sent.reason or "the OP refused the request")
@@ -180,7 +184,7 @@ class CibaApprovalWorkflow:
                 if workflow.now() >= pending.deadline:
                     return self._finish("expired", reason="no decision before the deadline")
             self._notified = False
-            result = await self._request_token(pending)
+            result = await self._request_token(pending, schedule.interval)
             polls_this_run += 1
             pending.polls += 1
             self._state.polls = pending.polls
@@ -215,7 +219,7 @@ class CibaApprovalWorkflow:
             delay = max(delay, policy.notification_fallback_interval_seconds)
         return delay
 
-    async def _request_token(self, pending: PendingState) -> TokenRequestResult | None:
+    async def _request_token(self, pending: PendingState, interval: float) -> TokenRequestResult | None:
         """One token request. It is shielded from cancellation: tokens it brings back after a
         cancellation must be revoked, not dropped. None if the OP stayed unreachable."""
         remaining = pending.deadline - workflow.now()
@@ -224,19 +228,25 @@ class CibaApprovalWorkflow:
             TokenRequestInput(auth_req_id=pending.auth_req_id),
             start_to_close_timeout=TOKEN_REQUEST_TIMEOUT,
             schedule_to_close_timeout=max(remaining, 2 * TOKEN_REQUEST_TIMEOUT),
-            retry_policy=OP_RETRY,
+            # A retry after a transport failure is a token request too: never sooner than the interval.
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=max(1.0, interval)),
+                maximum_interval=timedelta(seconds=max(30.0, interval)),
+            ),
         )
         try:
             return await asyncio.shield(handle)
         except asyncio.CancelledError:
             try:
-                late = await handle
-            except ActivityError:
+                late = await asyncio.wait_for(handle, timeout=LATE_TOKEN_WAIT.total_seconds())
+            except (TimeoutError, ActivityError):
                 raise asyncio.CancelledError() from None
             if late.kind == "granted":
                 self._tokens_to_revoke = late.sealed_tokens
             raise
-        except ActivityError:
+        except ActivityError as exc:
+            if is_cancelled_exception(exc):
+                raise asyncio.CancelledError() from exc
             return None
 
     async def _accept_push(self, pending: PendingState, delivery: PushDelivery) -> ApprovalOutcome:
@@ -259,6 +269,8 @@ class CibaApprovalWorkflow:
                 retry_policy=SHORT_RETRY,
             )
         except ActivityError as exc:
+            if is_cancelled_exception(exc):
+                raise asyncio.CancelledError() from exc
             await self._revoke(sealed_tokens)
             return self._finish("error", reason=f"the tokens could not be validated: {_cause(exc)}")
         self._tokens_to_revoke = None

@@ -53,22 +53,18 @@ def json_object(response: httpx.Response, what: str) -> dict[str, Any]:
 def raise_for_error(response: httpx.Response, what: str) -> None:
     """Turn a non-2xx answer into the typed error it carries (RFC 6749 §5.2).
 
-    5xx without a usable OAuth error body is a transport failure: retrying may succeed.
+    A 5xx or a 429 is the OP's passing trouble, whatever its body says (`server_error`,
+    `temporarily_unavailable`): a transport failure, and retrying may succeed.
     """
     if response.is_success:
         return
     if response.is_redirect:
         raise ProtocolError(f"{what}: unexpected redirect (HTTP {response.status_code})")
-    try:
-        body = json_object(response, what)
-    except ProtocolError:
-        if response.status_code >= 500:
-            raise TransportError(f"{what}: HTTP {response.status_code}") from None
-        raise
+    if response.status_code >= 500 or response.status_code == 429:
+        raise TransportError(f"{what}: HTTP {response.status_code}")
+    body = json_object(response, what)
     error = body.get("error")
     if not isinstance(error, str) or not error:
-        if response.status_code >= 500:
-            raise TransportError(f"{what}: HTTP {response.status_code}")
         raise ProtocolError(f"{what}: HTTP {response.status_code} without an error code")
     description = body.get("error_description")
     raise oauth_error(error, description if isinstance(description, str) else None, status=response.status_code)

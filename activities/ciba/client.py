@@ -186,9 +186,12 @@ class CibaClient:
         try:
             return validate_token_response(tokens, binding, keys, now=self._clock(), policy=self.policy)
         except KeyNotFound:
-            if not await self._jwks.refresh():
+            await self._jwks.refresh()
+            fresh = await self._jwks.keys()
+            # Unchanged keys (refetched too recently, or the same set): the kid is truly unknown.
+            if fresh is keys:
                 raise
-        return validate_token_response(tokens, binding, await self._jwks.keys(), now=self._clock(), policy=self.policy)
+        return validate_token_response(tokens, binding, fresh, now=self._clock(), policy=self.policy)
 
     async def _fetch_jwks(self) -> dict[str, Any]:
         metadata = await self.metadata()

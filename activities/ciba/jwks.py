@@ -92,12 +92,10 @@ class JwksCache:
         assert self._keys is not None
         return self._keys
 
-    async def refresh(self) -> bool:
-        """Refetch for an unknown kid; False when the keys were fetched too recently to try again."""
-        if self._clock() - self._fetched_at < self._min_refetch:
-            return False
-        await self._load()
-        return True
+    async def refresh(self) -> None:
+        """Refetch for an unknown kid, unless the keys were fetched too recently to try again."""
+        if self._clock() - self._fetched_at >= self._min_refetch:
+            await self._load()
 
     async def _load(self) -> None:
         async with self._lock:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ._http import json_object, raise_for_error, retry_after_seconds
 from ._types import AuthorizationDetails, Secret
 from .discovery import CIBA_GRANT_TYPE
-from .errors import ProtocolError, TransportError
+from .errors import ProtocolError
 
 # CIBA §11: on slow_down "the interval MUST be increased by at least 5 seconds for this and
 # all subsequent requests".
@@ -108,8 +108,6 @@ def process_token_response(response: httpx.Response, *, now: float) -> Granted |
         delay = retry_after_seconds(response, now)
         if delay is not None:
             return RetryLater(seconds=delay)
-        if response.status_code == 503:
-            raise TransportError("token endpoint: HTTP 503")
     if response.status_code == 400:
         error = json_object(response, "token endpoint").get("error")
         if error == "authorization_pending":

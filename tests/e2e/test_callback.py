@@ -25,6 +25,7 @@ from tests.support.op import TestOP
 from workflows.approval import CibaApprovalWorkflow
 
 TOKENS = NotificationTokens(base64.b64decode(TOKEN_KEY))
+JSON_TYPE = "application/json"
 
 
 def token_for(handle: WorkflowHandle, tokens: NotificationTokens = TOKENS) -> str:
@@ -121,6 +122,11 @@ async def test_bad_requests_get_4xx_and_touch_nothing(
             400,
         ),
         ("not_an_object", {"body": [auth_req_id], "headers": bearer(valid)}, 400),
+        (
+            "absurdly_nested",
+            {"content": b"[" * 60_000, "headers": {**bearer(valid), "content-type": "application/json"}},
+            400,
+        ),
         ("auth_req_id_missing", {"body": {"id": auth_req_id}, "headers": bearer(valid)}, 400),
         (
             "wrong_content_type",

@@ -287,9 +287,21 @@ def test_token_errors_are_final(code: str, error_type: type[OAuthError]) -> None
     assert caught.value.error == code and caught.value.final
 
 
-def test_token_503_without_retry_after_is_transient() -> None:
+@pytest.mark.parametrize(
+    "resp",
+    [
+        response(503, {}),
+        response(429, {}),
+        response(500, {"error": "server_error"}),
+        response(503, {"error": "temporarily_unavailable"}),
+    ],
+    ids=["503_without_retry_after", "429_without_retry_after", "500_server_error", "503_temporarily_unavailable"],
+)
+def test_op_trouble_is_transient_never_final(resp: httpx.Response) -> None:
     with pytest.raises(TransportError):
-        process_token_response(response(503, {}), now=0)
+        process_token_response(resp, now=0)
+    with pytest.raises(TransportError):
+        process_authentication_response(resp, now=NOW)
 
 
 def test_granted_tokens_parsed_and_checked() -> None:

@@ -66,9 +66,14 @@ class ScriptedOP:
         self.block_next_poll = asyncio.Event()
         self.blocking = False
         self.poll_started = asyncio.Event()
+        self.block_send = False
+        self.send_started = asyncio.Event()
 
     @activity.defn(name="ciba.send_authentication_request")
     async def send(self, input: SendRequestInput) -> SendRequestResult:
+        self.send_started.set()
+        if self.block_send:
+            await asyncio.Event().wait()  # until the workflow's cancellation cancels this activity
         if self.send_error:
             return SendRequestResult(error=self.send_error, reason=f"{self.send_error}: refused")
         binding = RequestBinding(
@@ -306,3 +311,15 @@ async def test_push_mode_waits_without_polling_until_the_deadline(env: WorkflowE
         history = await handle.fetch_history()
     assert outcome.status == "expired" and op.poll_times == []
     assert len(history.events) < 40  # an hour of waiting costs one timer
+
+
+async def test_cancelled_while_the_request_is_being_sent(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [])
+    op.block_send = True
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue)
+        await op.send_started.wait()
+        await handle.cancel()
+        outcome = await handle.result()
+    assert outcome.status == "cancelled" and op.poll_times == []
