@@ -40,6 +40,12 @@ class _Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
 
+def _existing_file(path: Path | None) -> Path | None:
+    if path is not None and not path.is_file():
+        raise ValueError(f"no such file: {path}")
+    return path
+
+
 def _csv(value: object) -> object:
     if isinstance(value, str):
         return [item for item in value.replace(",", " ").split() if item]
@@ -87,9 +93,7 @@ class OPSettings(_Settings):
     @field_validator("client_private_key")
     @classmethod
     def _readable(cls, path: Path | None) -> Path | None:
-        if path is not None and not path.is_file():
-            raise ValueError(f"no such file: {path}")
-        return path
+        return _existing_file(path)
 
     @model_validator(mode="after")
     def _credentials(self) -> OPSettings:
@@ -259,9 +263,7 @@ class CallbackSettings(TokenKeySettings):
     @field_validator("callback_tls_cert", "callback_tls_key")
     @classmethod
     def _readable(cls, path: Path | None) -> Path | None:
-        if path is not None and not path.is_file():
-            raise ValueError(f"no such file: {path}")
-        return path
+        return _existing_file(path)
 
     @model_validator(mode="after")
     def _tls(self) -> CallbackSettings:

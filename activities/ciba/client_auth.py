@@ -42,17 +42,23 @@ class ClientAuth(Protocol):
         """Add this client's credentials to a request form and its headers."""
 
 
-class ClientSecretBasic:
-    """RFC 6749 §2.3.1: HTTP Basic with the form-urlencoded client_id and secret."""
+class _ClientSecret:
+    """A client authenticated by a shared secret, which never shows in repr()."""
 
-    method = "client_secret_basic"
+    method: str
 
     def __init__(self, client_id: str, client_secret: str) -> None:
         self.client_id = client_id
         self._secret = client_secret
 
     def __repr__(self) -> str:
-        return f"ClientSecretBasic(client_id={self.client_id!r})"
+        return f"{type(self).__name__}(client_id={self.client_id!r})"
+
+
+class ClientSecretBasic(_ClientSecret):
+    """RFC 6749 §2.3.1: HTTP Basic with the form-urlencoded client_id and secret."""
+
+    method = "client_secret_basic"
 
     def apply(
         self,
@@ -67,17 +73,10 @@ class ClientSecretBasic:
         headers["authorization"] = "Basic " + base64.b64encode(userpass).decode("ascii")
 
 
-class ClientSecretPost:
+class ClientSecretPost(_ClientSecret):
     """RFC 6749 §2.3.1: client_id and client_secret in the request body."""
 
     method = "client_secret_post"
-
-    def __init__(self, client_id: str, client_secret: str) -> None:
-        self.client_id = client_id
-        self._secret = client_secret
-
-    def __repr__(self) -> str:
-        return f"ClientSecretPost(client_id={self.client_id!r})"
 
     def apply(
         self,

@@ -16,11 +16,10 @@ from temporalio.worker import Worker
 from activities.approval import CibaActivities
 from activities.sealing import TokenSealer
 from temporal_ciba.models import ApprovalRequest, ApprovalWorkflowInput
-from temporal_ciba.plugin import CibaPlugin, ciba_data_converter
-from temporal_ciba.registration import ensure_search_attributes
+from temporal_ciba.plugin import CibaPlugin
 from tests.e2e.conftest import PAYLOAD_KEY, ClientKey, agent_settings, op_config
 from tests.support.op import TestOP, run_test_op
-from tests.support.temporal import history_runs, venv_tool, wait_for
+from tests.support.temporal import history_runs, time_skipping_environment, wait_for
 from workflows.approval import CibaApprovalWorkflow
 
 KEY = base64.b64decode(PAYLOAD_KEY)
@@ -39,10 +38,7 @@ def op5(client_keys: dict[str, ClientKey]) -> Iterator[TestOP]:
 
 @pytest.fixture(scope="module")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
-    async with await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=venv_tool("temporal-test-server"), data_converter=ciba_data_converter(KEY)
-    ) as environment:
-        await ensure_search_attributes(environment.client)
+    async with time_skipping_environment(KEY) as environment:
         yield environment
 
 

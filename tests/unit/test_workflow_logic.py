@@ -34,9 +34,7 @@ from temporal_ciba.models import (
     ValidateTokensInput,
     ValidateTokensResult,
 )
-from temporal_ciba.plugin import ciba_data_converter
-from temporal_ciba.registration import ensure_search_attributes
-from tests.support.temporal import venv_tool
+from tests.support.temporal import time_skipping_environment
 from workflows.approval import CibaApprovalWorkflow
 
 KEY = os.urandom(32)
@@ -117,10 +115,7 @@ class ScriptedOP:
 
 @pytest.fixture(scope="module")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
-    async with await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=venv_tool("temporal-test-server"), data_converter=ciba_data_converter(KEY)
-    ) as environment:
-        await ensure_search_attributes(environment.client)
+    async with time_skipping_environment(KEY) as environment:
         yield environment
 
 
