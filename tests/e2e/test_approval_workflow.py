@@ -40,6 +40,16 @@ async def start_agent(client: Client, settings: WorkerSettings, **fields: object
     )
 
 
+async def start_approval(client: Client, task_queue: str, request: ApprovalRequest) -> WorkflowHandle:
+    """A bare approval (no agent), on a workflow id of its own."""
+    return await client.start_workflow(
+        CibaApprovalWorkflow.run,
+        ApprovalWorkflowInput(request=request),
+        id=f"approval-{uuid.uuid4().hex[:8]}",
+        task_queue=task_queue,
+    )
+
+
 def approval_handle(client: Client, agent: WorkflowHandle) -> WorkflowHandle:
     return client.get_workflow_handle(f"{agent.id}.approval-{action_digest(INVOICE)[:16]}")
 
@@ -142,11 +152,8 @@ async def test_unknown_user_is_an_error(temporal_client: Client, worker: WorkerS
 
 
 async def test_cancel_while_pending(temporal_client: Client, worker: WorkerSettings, op: TestOP) -> None:
-    handle = await temporal_client.start_workflow(
-        CibaApprovalWorkflow.run,
-        ApprovalWorkflowInput(request=ApprovalRequest(login_hint="alice", binding_message="Rotate prod keys")),
-        id=f"approval-{uuid.uuid4().hex[:8]}",
-        task_queue=worker.task_queue,
+    handle = await start_approval(
+        temporal_client, worker.task_queue, ApprovalRequest(login_hint="alice", binding_message="Rotate prod keys")
     )
     auth_req_id = await pending_auth_req_id(handle)
     await handle.cancel()
@@ -197,11 +204,8 @@ def httpx_client():  # type: ignore[no-untyped-def]
 
 
 async def test_status_query_and_list(temporal_client: Client, worker: WorkerSettings, op: TestOP) -> None:
-    handle = await temporal_client.start_workflow(
-        CibaApprovalWorkflow.run,
-        ApprovalWorkflowInput(request=ApprovalRequest(login_hint="alice", binding_message="Open the vault")),
-        id=f"approval-{uuid.uuid4().hex[:8]}",
-        task_queue=worker.task_queue,
+    handle = await start_approval(
+        temporal_client, worker.task_queue, ApprovalRequest(login_hint="alice", binding_message="Open the vault")
     )
     auth_req_id = await pending_auth_req_id(handle)
     state: ApprovalState = await handle.query(CibaApprovalWorkflow.status)

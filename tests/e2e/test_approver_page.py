@@ -4,7 +4,6 @@ decides, and the agent's workflow follows."""
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,12 +12,11 @@ from playwright.async_api import Browser, Page, expect
 from temporalio.client import Client
 
 from temporal_ciba.config import WorkerSettings
-from temporal_ciba.models import ApprovalRequest, ApprovalWorkflowInput
+from temporal_ciba.models import ApprovalRequest
 from temporal_ciba.payment import action_digest, short_code
-from tests.e2e.test_approval_workflow import INVOICE, approval_handle, pending_auth_req_id, start_agent
+from tests.e2e.test_approval_workflow import INVOICE, approval_handle, pending_auth_req_id, start_agent, start_approval
 from tests.support.browser import chromium
 from tests.support.op import TestOP
-from workflows.approval import CibaApprovalWorkflow
 
 
 @pytest.fixture(scope="module")
@@ -74,11 +72,8 @@ async def test_markup_in_a_binding_message_is_shown_as_text(
     page: Page, temporal_client: Client, ping_worker: WorkerSettings
 ) -> None:
     message = '<img src=x onerror="document.title=1">Pay <b>now</b>'
-    handle = await temporal_client.start_workflow(
-        CibaApprovalWorkflow.run,
-        ApprovalWorkflowInput(request=ApprovalRequest(login_hint="alice", binding_message=message)),
-        id=f"xss-{uuid.uuid4().hex[:8]}",
-        task_queue=ping_worker.task_queue,
+    handle = await start_approval(
+        temporal_client, ping_worker.task_queue, ApprovalRequest(login_hint="alice", binding_message=message)
     )
     auth_req_id = await pending_auth_req_id(handle)
     card = page.locator(f'[data-auth-req-id="{auth_req_id}"]')

@@ -18,11 +18,10 @@ from temporalio.client import Client, WorkflowHandle
 
 from activities.notification import NotificationTokens
 from temporal_ciba.config import WorkerSettings
-from temporal_ciba.models import ApprovalRequest, ApprovalWorkflowInput
+from temporal_ciba.models import ApprovalRequest
 from tests.e2e.conftest import PAYLOAD_KEY, TOKEN_KEY, TlsFiles
-from tests.e2e.test_approval_workflow import pending_auth_req_id
+from tests.e2e.test_approval_workflow import pending_auth_req_id, start_approval
 from tests.support.op import TestOP
-from workflows.approval import CibaApprovalWorkflow
 
 TOKENS = NotificationTokens(base64.b64decode(TOKEN_KEY))
 JSON_TYPE = "application/json"
@@ -38,12 +37,7 @@ def token_for(handle: WorkflowHandle, tokens: NotificationTokens = TOKENS) -> st
 async def waiting(temporal_client: Client, ping_worker: WorkerSettings) -> AsyncIterator[tuple[WorkflowHandle, str]]:
     """A ping-mode approval waiting for its ping, and its auth_req_id."""
     request = ApprovalRequest(login_hint="bob", binding_message="Grant admin rights to bob")
-    handle = await temporal_client.start_workflow(
-        CibaApprovalWorkflow.run,
-        ApprovalWorkflowInput(request=request),
-        id=f"cb-{uuid.uuid4().hex[:8]}",
-        task_queue=ping_worker.task_queue,
-    )
+    handle = await start_approval(temporal_client, ping_worker.task_queue, request)
     auth_req_id = await pending_auth_req_id(handle)
     yield handle, auth_req_id
     await handle.cancel()
@@ -82,11 +76,8 @@ async def test_bad_requests_get_4xx_and_touch_nothing(
     waiting: tuple[WorkflowHandle, str],
 ) -> None:
     handle, auth_req_id = waiting
-    other = await temporal_client.start_workflow(
-        CibaApprovalWorkflow.run,
-        ApprovalWorkflowInput(request=ApprovalRequest(login_hint="alice", binding_message="Another approval")),
-        id=f"cb-other-{uuid.uuid4().hex[:8]}",
-        task_queue=ping_worker.task_queue,
+    other = await start_approval(
+        temporal_client, ping_worker.task_queue, ApprovalRequest(login_hint="alice", binding_message="Another approval")
     )
     await pending_auth_req_id(other)
     valid = token_for(handle)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import os
-import uuid
 
 import httpx
 from google.protobuf import json_format
@@ -15,10 +14,9 @@ from temporalio.client import Client
 from temporal_ciba.codec import AesGcmCodec
 from temporal_ciba.codec_server import create_codec_app
 from temporal_ciba.config import WorkerSettings
-from temporal_ciba.models import ApprovalRequest, ApprovalWorkflowInput
+from temporal_ciba.models import ApprovalRequest
 from tests.e2e.conftest import PAYLOAD_KEY
-from tests.e2e.test_approval_workflow import pending_auth_req_id
-from workflows.approval import CibaApprovalWorkflow
+from tests.e2e.test_approval_workflow import pending_auth_req_id, start_approval
 
 UI = "http://localhost:8233"
 
@@ -29,11 +27,8 @@ def client_for(key: bytes) -> httpx.AsyncClient:
 
 
 async def test_decodes_history_payloads(temporal_client: Client, worker: WorkerSettings) -> None:
-    handle = await temporal_client.start_workflow(
-        CibaApprovalWorkflow.run,
-        ApprovalWorkflowInput(request=ApprovalRequest(login_hint="alice", binding_message="Decode me")),
-        id=f"codec-{uuid.uuid4().hex[:8]}",
-        task_queue=worker.task_queue,
+    handle = await start_approval(
+        temporal_client, worker.task_queue, ApprovalRequest(login_hint="alice", binding_message="Decode me")
     )
     await pending_auth_req_id(handle)
     started = (await handle.fetch_history()).events[0].workflow_execution_started_event_attributes

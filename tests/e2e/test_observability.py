@@ -20,12 +20,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 from temporalio.client import Client
 
-from temporal_ciba.models import ApprovalRequest, ApprovalWorkflowInput
+from temporal_ciba.models import ApprovalRequest
 from tests.e2e.conftest import AGENT_CLIENT, PAYLOAD_KEY, SECRET, TOKEN_KEY, clean_env, cli_command
-from tests.e2e.test_approval_workflow import pending_auth_req_id
+from tests.e2e.test_approval_workflow import pending_auth_req_id, start_approval
 from tests.support.op import TestOP
 from tests.support.temporal import DevServer, free_port, wait_for
-from workflows.approval import CibaApprovalWorkflow
 
 
 class Collector:
@@ -75,11 +74,8 @@ async def test_logs_metrics_and_traces(
     )
     worker = subprocess.Popen(cli_command("worker"), env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT)
     try:
-        handle = await temporal_client.start_workflow(
-            CibaApprovalWorkflow.run,
-            ApprovalWorkflowInput(request=ApprovalRequest(login_hint="alice", binding_message="Observe me")),
-            id=f"obs-{uuid.uuid4().hex[:8]}",
-            task_queue=task_queue,
+        handle = await start_approval(
+            temporal_client, task_queue, ApprovalRequest(login_hint="alice", binding_message="Observe me")
         )
         auth_req_id = await pending_auth_req_id(handle)
         op.approve(auth_req_id)

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 from temporalio.client import Client
 
 from temporal_ciba.config import WorkerSettings
-from temporal_ciba.models import ApprovalRequest, ApprovalWorkflowInput, PollingPolicy
+from temporal_ciba.models import ApprovalRequest, PollingPolicy
 from tests.e2e.conftest import SECRET, TlsFiles, agent_settings, payments, running_worker
-from tests.e2e.test_approval_workflow import approval_handle, pending_auth_req_id, start_agent
+from tests.e2e.test_approval_workflow import approval_handle, pending_auth_req_id, start_agent, start_approval
 from tests.support.op import TestOP
 from tests.support.push_op import PushOP
 from tests.support.temporal import DevServer
@@ -53,12 +52,7 @@ async def test_dropped_ping_falls_back_to_polling(
         binding_message="Scale the cluster to 40 nodes",
         polling=PollingPolicy(notification_fallback_interval_seconds=3),
     )
-    handle = await temporal_client.start_workflow(
-        CibaApprovalWorkflow.run,
-        ApprovalWorkflowInput(request=request),
-        id=f"approval-{uuid.uuid4().hex[:8]}",
-        task_queue=ping_worker.task_queue,
-    )
+    handle = await start_approval(temporal_client, ping_worker.task_queue, request)
     auth_req_id = await pending_auth_req_id(handle)
     op.set_faults({"type": "drop_ping", "auth_req_id": auth_req_id})
     op.approve(auth_req_id)
@@ -92,12 +86,7 @@ async def start_push_approval(client: Client, worker: WorkerSettings):  # type: 
     request = ApprovalRequest(
         login_hint="alice", binding_message="Wire EUR 9,000 to supplier", expected_subject="alice"
     )
-    handle = await client.start_workflow(
-        CibaApprovalWorkflow.run,
-        ApprovalWorkflowInput(request=request),
-        id=f"push-{uuid.uuid4().hex[:8]}",
-        task_queue=worker.task_queue,
-    )
+    handle = await start_approval(client, worker.task_queue, request)
     return handle, await pending_auth_req_id(handle)
 
 
@@ -151,11 +140,8 @@ async def test_a_decision_racing_the_acknowledgement_still_pings(
     # An automated approver can decide before the workflow has even recorded its auth_req_id;
     # the ping must still be accepted, not left to the 60 s fallback poll.
     op.set_faults({"type": "approve_at_once"})
-    handle = await temporal_client.start_workflow(
-        CibaApprovalWorkflow.run,
-        ApprovalWorkflowInput(request=ApprovalRequest(login_hint="alice", binding_message="Approved at once")),
-        id=f"instant-{uuid.uuid4().hex[:8]}",
-        task_queue=ping_worker.task_queue,
+    handle = await start_approval(
+        temporal_client, ping_worker.task_queue, ApprovalRequest(login_hint="alice", binding_message="Approved at once")
     )
     outcome = await asyncio.wait_for(handle.result(), timeout=20)
     assert outcome.status == "approved"
