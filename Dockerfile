@@ -2,9 +2,7 @@
 FROM python:3.11-slim
 
 WORKDIR /app
-COPY pyproject.toml README.md worker.py ./
-COPY activities activities
-COPY workflows workflows
+COPY pyproject.toml README.md ./
 COPY temporal_ciba temporal_ciba
 RUN pip install --no-cache-dir . \
     && useradd --uid 10001 --no-create-home ciba \

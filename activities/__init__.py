@@ -1,1 +1,1 @@
-"""Everything that touches the network or does cryptography; `activities.ciba` is the protocol."""
+"""This project's activities (an example of a user's own Temporal project)."""

@@ -37,18 +37,18 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.approval import CibaActivities
-from activities.sealing import TokenSealer
 from bench.workflows import BareSignalWorkflow, BenchAgentInput, BenchAgentWorkflow
-from temporal_ciba.config import OPSettings
-from temporal_ciba.connect import connect
-from temporal_ciba.dev_tls import make_dev_certificates
+from temporal_ciba.activities import CibaActivities
+from temporal_ciba.crypto.sealing import TokenSealer
 from temporal_ciba.models import ApprovalRequest, ApprovalWorkflowInput
-from temporal_ciba.plugin import CibaPlugin, ciba_data_converter
-from temporal_ciba.registration import ensure_search_attributes
+from temporal_ciba.plugin import CibaPlugin, with_encryption
+from temporal_ciba.programs.connect import connect
+from temporal_ciba.programs.dev_tls import make_dev_certificates
+from temporal_ciba.search_attributes import ensure_search_attributes
+from temporal_ciba.settings import OPSettings
+from temporal_ciba.workflow import CibaApprovalWorkflow
 from tests.support.op import TestOP, ciba_client, run_test_op
 from tests.support.temporal import DevServer, free_port, history_runs, venv_tool
-from workflows.approval import CibaApprovalWorkflow
 
 AGENT_QUEUE = "bench-agents"
 PHASES = ("latency", "throughput", "history", "capacity")
@@ -405,7 +405,7 @@ async def events_per_approval(client: Client, mode: Mode, sample: int = 20) -> f
 async def long_wait_history(op: TestOP, hours: float = 24.0) -> dict[str, Any]:
     """A poll-mode approval pending `hours` at interval 5 s, on the time-skipping test server."""
     async with await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=venv_tool("temporal-test-server"), data_converter=ciba_data_converter(KEY)
+        test_server_existing_path=venv_tool("temporal-test-server"), data_converter=with_encryption(None, KEY)
     ) as env:
         await ensure_search_attributes(env.client)
         settings = OPSettings(issuer=op.issuer, client_id="bench-poll5", client_secret=SECRET)  # type: ignore[arg-type]

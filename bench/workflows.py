@@ -9,7 +9,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from temporal_ciba.models import ApprovalRequest
 
-from workflows.approval import require_approval
+from temporal_ciba.workflow import require_approval
 
 
 class BenchAgentInput(BaseModel):

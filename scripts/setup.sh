@@ -11,4 +11,4 @@ fi
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
-(cd tests/op && npm ci --no-audit --no-fund --loglevel=error)
+(cd temporal_ciba/example/op && npm ci --no-audit --no-fund --loglevel=error)

@@ -1,1 +1,67 @@
-"""temporal-ciba: durable human approval for Temporal workflows through OpenID Connect CIBA."""
+"""temporal-ciba: durable human approval for Temporal workflows through OpenID Connect CIBA.
+
+    from temporal_ciba import ApprovalRequest, CibaPlugin, require_approval
+
+Layers, each importing only the ones below it:
+
+    temporal_ciba.cli                 the `temporal-ciba` command
+    temporal_ciba.example             the payment agent, its resource server, the demo
+    temporal_ciba.programs            worker, callback service, codec server, connection, telemetry
+    temporal_ciba (this module)       models, settings, activities, workflow, plugin, search attributes
+    temporal_ciba.crypto              payload codec, token sealing, notification tokens
+    temporal_ciba.ciba                the CIBA relying party (no Temporal import)
+"""
+
+from temporalio import workflow
+
+# Workflow code imports this package inside Temporal's sandbox; its modules are deterministic
+# (models, the workflow) or used only outside workflows (activities, plugin, httpx), so they
+# pass through instead of being re-imported, and the sandbox never sees their I/O imports.
+with workflow.unsafe.imports_passed_through():
+    from temporal_ciba.activities import CibaActivities
+    from temporal_ciba.crypto import AesGcmCodec, PayloadDecryptionError, SealError, TokenSealer, access_token_context
+    from temporal_ciba.models import (
+        ApprovalOutcome,
+        ApprovalRequest,
+        ApprovalState,
+        OutcomeStatus,
+        PollingPolicy,
+    )
+    from temporal_ciba.plugin import CibaPlugin, with_encryption
+    from temporal_ciba.search_attributes import (
+        CIBA_AUTH_REQ_ID,
+        CIBA_DEADLINE,
+        CIBA_STATUS,
+        SearchAttributesMissing,
+        ensure_search_attributes,
+    )
+    from temporal_ciba.settings import ConfigError, OPSettings, TokenKeySettings, WorkerSettings, load_settings
+    from temporal_ciba.workflow import CibaApprovalWorkflow, require_approval
+
+__all__ = [
+    "CIBA_AUTH_REQ_ID",
+    "CIBA_DEADLINE",
+    "CIBA_STATUS",
+    "AesGcmCodec",
+    "ApprovalOutcome",
+    "ApprovalRequest",
+    "ApprovalState",
+    "CibaActivities",
+    "CibaApprovalWorkflow",
+    "CibaPlugin",
+    "ConfigError",
+    "OPSettings",
+    "OutcomeStatus",
+    "PayloadDecryptionError",
+    "PollingPolicy",
+    "SealError",
+    "SearchAttributesMissing",
+    "TokenKeySettings",
+    "TokenSealer",
+    "WorkerSettings",
+    "access_token_context",
+    "ensure_search_attributes",
+    "load_settings",
+    "require_approval",
+    "with_encryption",
+]

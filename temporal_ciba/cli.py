@@ -1,4 +1,4 @@
-"""The `temporal-ciba` command line (design brief §3).
+"""The `temporal-ciba` command line.
 
     temporal-ciba worker | callback | codec-server | payment-api | demo
     temporal-ciba request --login-hint H --binding-message M [...] [--wait] [--json]
@@ -22,7 +22,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from temporal_ciba.config import (
+from temporal_ciba.programs.observability import configure_logging, telemetry_runtime
+from temporal_ciba.settings import (
     CallbackSettings,
     CodecServerSettings,
     ConfigError,
@@ -30,9 +31,8 @@ from temporal_ciba.config import (
     OPSettings,
     TemporalSettings,
     WorkerSettings,
-    load,
+    load_settings,
 )
-from temporal_ciba.observability import configure_logging, telemetry_runtime
 
 EXIT_OK = 0
 EXIT_NOT_APPROVED = 1
@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     certs.add_argument("directory", type=Path)
     certs.add_argument("hosts", nargs="+", help="DNS names and IP addresses the certificate is for")
     demo = commands.add_parser("demo", help="run the whole system locally on embedded defaults")
-    demo.add_argument("--dir", type=Path, help="where the demo keeps its state and logs (default: .demo)")
+    demo.add_argument(
+        "--dir", type=Path, help="where the demo keeps its state and logs (default: .demo in the current directory)"
+    )
     demo.add_argument("--port-base", type=int, help="use six consecutive ports from here instead of the defaults")
 
     request = commands.add_parser("request", help="start an approval and print its workflow id")
@@ -121,12 +123,12 @@ def _outcome_line(outcome: Any) -> str:
 
 
 async def _request(args: argparse.Namespace) -> int:
-    from temporal_ciba.connect import connect
     from temporal_ciba.models import ApprovalWorkflowInput
-    from workflows.approval import CibaApprovalWorkflow
+    from temporal_ciba.programs.connect import connect
+    from temporal_ciba.workflow import CibaApprovalWorkflow
 
     approval = _approval_request(args)
-    settings = load(TemporalSettings)
+    settings = load_settings(TemporalSettings)
     client = await connect(settings.payload_key_bytes)
     workflow_id = args.workflow_id or f"ciba-approval-{uuid.uuid4()}"
     handle = await client.start_workflow(
@@ -150,11 +152,11 @@ async def _status(args: argparse.Namespace) -> int:
     from temporalio.client import WorkflowExecutionStatus
     from temporalio.service import RPCError
 
-    from temporal_ciba.connect import connect
     from temporal_ciba.models import ApprovalOutcome
-    from workflows.approval import CibaApprovalWorkflow
+    from temporal_ciba.programs.connect import connect
+    from temporal_ciba.workflow import CibaApprovalWorkflow
 
-    settings = load(TemporalSettings)
+    settings = load_settings(TemporalSettings)
     client = await connect(settings.payload_key_bytes)
     handle = client.get_workflow_handle(args.workflow_id, result_type=ApprovalOutcome)
     try:
@@ -176,10 +178,10 @@ async def _status(args: argparse.Namespace) -> int:
 
 
 async def _list(args: argparse.Namespace) -> int:
-    from temporal_ciba.connect import connect
+    from temporal_ciba.programs.connect import connect
     from temporal_ciba.search_attributes import CIBA_AUTH_REQ_ID, CIBA_DEADLINE, CIBA_STATUS
 
-    settings = load(TemporalSettings)
+    settings = load_settings(TemporalSettings)
     client = await connect(settings.payload_key_bytes)
     query = f"WorkflowType = '{APPROVAL_WORKFLOW}'"
     if args.status:
@@ -202,9 +204,9 @@ async def _list(args: argparse.Namespace) -> int:
 async def _cancel(args: argparse.Namespace) -> int:
     from temporalio.service import RPCError
 
-    from temporal_ciba.connect import connect
+    from temporal_ciba.programs.connect import connect
 
-    settings = load(TemporalSettings)
+    settings = load_settings(TemporalSettings)
     client = await connect(settings.payload_key_bytes)
     try:
         await client.get_workflow_handle(args.workflow_id).cancel()
@@ -215,11 +217,16 @@ async def _cancel(args: argparse.Namespace) -> int:
 
 
 async def _worker(args: argparse.Namespace) -> int:
-    from temporal_ciba.run_worker import run_worker
+    from temporal_ciba.example.plugin import PaymentAgentPlugin, PaymentAgentSettings
+    from temporal_ciba.programs.worker import run_worker
 
-    op = load(OPSettings)
-    settings = load(WorkerSettings)
-    await run_worker(op, settings)
+    op = load_settings(OPSettings)
+    settings = load_settings(WorkerSettings)
+    example = load_settings(PaymentAgentSettings)
+    plugins = []
+    if example.payment_api_url:
+        plugins.append(PaymentAgentPlugin(api_url=example.payment_api_url, token_key=settings.token_key_bytes))
+    await run_worker(op, settings, plugins=plugins)
     return EXIT_OK
 
 
@@ -236,12 +243,12 @@ async def _serve(
 
 
 async def _callback(args: argparse.Namespace) -> int:
-    from activities.notification import NotificationTokens
-    from activities.sealing import TokenSealer
-    from temporal_ciba.callback import create_callback_app
-    from temporal_ciba.connect import connect
+    from temporal_ciba.crypto.notification import NotificationTokens
+    from temporal_ciba.crypto.sealing import TokenSealer
+    from temporal_ciba.programs.callback import create_callback_app
+    from temporal_ciba.programs.connect import connect
 
-    settings = load(CallbackSettings)
+    settings = load_settings(CallbackSettings)
     client = await connect(settings.payload_key_bytes, runtime=telemetry_runtime(settings.metrics_bind))
     app = create_callback_app(
         client,
@@ -261,17 +268,17 @@ async def _callback(args: argparse.Namespace) -> int:
 
 
 async def _codec_server(args: argparse.Namespace) -> int:
-    from temporal_ciba.codec import AesGcmCodec
-    from temporal_ciba.codec_server import create_codec_app
+    from temporal_ciba.crypto.codec import AesGcmCodec
+    from temporal_ciba.programs.codec_server import create_codec_app
 
-    settings = load(CodecServerSettings)
+    settings = load_settings(CodecServerSettings)
     app = create_codec_app(AesGcmCodec(settings.payload_key_bytes), cors_origins=settings.codec_cors_origins)
     await _serve(app, host=settings.codec_host, port=settings.codec_port)
     return EXIT_OK
 
 
 async def _dev_certs(args: argparse.Namespace) -> int:
-    from temporal_ciba.dev_tls import make_dev_certificates
+    from temporal_ciba.programs.dev_tls import make_dev_certificates
 
     files = make_dev_certificates(args.directory, args.hosts)
     print(f"CA {files.ca}, certificate {files.cert}, key {files.key}")
@@ -279,16 +286,16 @@ async def _dev_certs(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    from temporal_ciba.demo import REPO, Ports, run_demo
+    from temporal_ciba.example.demo import Ports, run_demo
 
     ports = Ports.from_base(args.port_base) if args.port_base else Ports()
-    return await run_demo((args.dir or REPO / ".demo").resolve(), ports)
+    return await run_demo((args.dir or Path(".demo")).resolve(), ports)
 
 
 async def _payment_api(args: argparse.Namespace) -> int:
-    from temporal_ciba.payment_api import PaymentApiSettings, create_app
+    from temporal_ciba.example.payment_api import PaymentApiSettings, create_app
 
-    settings = load(PaymentApiSettings)
+    settings = load_settings(PaymentApiSettings)
     await _serve(
         create_app(settings),
         host=settings.host,
@@ -323,11 +330,11 @@ def run(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    from temporal_ciba.connect import TemporalUnavailable
-    from temporal_ciba.demo import DemoError
+    from temporal_ciba.example.demo import DemoError
+    from temporal_ciba.programs.connect import TemporalUnavailable
 
     try:
-        logging_settings = load(LoggingSettings)
+        logging_settings = load_settings(LoggingSettings)
         configure_logging(logging_settings.log_level, logging_settings.log_format)
         return asyncio.run(COMMANDS[args.command](args))
     except (ConfigError, UsageError, TemporalUnavailable, DemoError) as exc:

@@ -1,7 +1,7 @@
 """The typed inputs and outputs of the approval workflow and its activities (pydantic).
 
-`ApprovalRequest` and `ApprovalOutcome` are public contracts (design brief §3): extend them,
-never rename. No model here carries a token in clear: tokens travel sealed (activities.sealing).
+`ApprovalRequest` and `ApprovalOutcome` are public contracts (see the README): extend them,
+never rename. No model here carries a token in clear: tokens travel sealed (temporal_ciba.crypto.sealing).
 """
 
 from __future__ import annotations
@@ -11,8 +11,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from activities.ciba import AuthenticationRequest, DeliveryMode, RequestBinding, ValidatedApproval
-from activities.ciba._types import AuthorizationDetails, Secret
+from temporal_ciba.ciba import (
+    AuthenticationRequest,
+    AuthorizationDetails,
+    DeliveryMode,
+    RequestBinding,
+    Secret,
+    ValidatedApproval,
+)
 
 OutcomeStatus = Literal["approved", "denied", "expired", "cancelled", "rejected", "error"]
 ApprovalPhase = Literal["requesting", "pending", "validating"] | OutcomeStatus
@@ -81,7 +87,7 @@ class ApprovalRequest(BaseModel):
 
 
 class ApprovalOutcome(BaseModel):
-    """How an approval ended (design brief §3); also the CLI's `--json` output."""
+    """How an approval ended; also the CLI's `--json` output."""
 
     status: OutcomeStatus
     workflow_id: str

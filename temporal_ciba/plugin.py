@@ -1,47 +1,173 @@
-"""CibaPlugin: one object that gives a Temporal client and worker what approvals need."""
+"""CibaPlugin: what a Temporal client and worker need for approvals, added to what they have.
+
+    client = await Client.connect(address, plugins=[CibaPlugin(payload_key=key)])
+    worker = Worker(client, task_queue=..., workflows=[MyAgent], plugins=[CibaPlugin.from_env()])
+
+On a client it adds encryption: the caller's payload converter is kept (the SDK's default one
+is replaced by pydantic's, which our models need) and the AES-GCM codec is chained after the
+caller's own codec, so compression or a KMS codec still runs, inside the encryption. On a
+worker it registers the approval workflow and its activities, built from the OP settings and
+closed when the last worker using them stops, and lets workflow code import `temporal_ciba`
+without `imports_passed_through()`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import DataConverter
+from temporalio.api.common.v1 import Payload
+from temporalio.contrib.pydantic import PydanticPayloadConverter
+from temporalio.converter import DataConverter, DefaultPayloadConverter, PayloadCodec
 from temporalio.plugin import SimplePlugin
+from temporalio.worker import WorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-from temporal_ciba.codec import AesGcmCodec
-from workflows.approval import CibaApprovalWorkflow
+from temporal_ciba.activities import CibaActivities
+from temporal_ciba.ciba import CibaClient
+from temporal_ciba.crypto import AesGcmCodec, NotificationTokens, TokenSealer
+from temporal_ciba.settings import OPSettings, TokenKeySettings, load_settings
+from temporal_ciba.workflow import CibaApprovalWorkflow
+
+PLUGIN_NAME = "temporal_ciba.CibaPlugin"
+# Workflow code of the package (models, the workflow, require_approval) is deterministic; the
+# sandbox need not re-import it (nor httpx, which the models' module pulls in) per workflow run.
+PASSTHROUGH_MODULES = ("temporal_ciba",)
 
 
-def ciba_data_converter(payload_key: bytes) -> DataConverter:
-    """pydantic JSON payloads, encrypted with AES-256-GCM."""
-    return dataclasses.replace(pydantic_data_converter, payload_codec=AesGcmCodec(payload_key))
+class ChainedCodec(PayloadCodec):
+    """Codecs applied in order on encode and in reverse on decode."""
+
+    def __init__(self, codecs: Sequence[PayloadCodec]) -> None:
+        self.codecs = tuple(codecs)
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        result = list(payloads)
+        for codec in self.codecs:
+            result = await codec.encode(result)
+        return result
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        result = list(payloads)
+        for codec in reversed(self.codecs):
+            result = await codec.decode(result)
+        return result
+
+
+def _has_codec(codec: PayloadCodec | None, key_id: str) -> bool:
+    if isinstance(codec, AesGcmCodec):
+        return codec.key_id == key_id
+    if isinstance(codec, ChainedCodec):
+        return any(_has_codec(inner, key_id) for inner in codec.codecs)
+    return False
+
+
+def with_encryption(converter: DataConverter | None, payload_key: bytes) -> DataConverter:
+    """`converter` (the SDK default when None) with the AES-GCM codec as its outermost codec."""
+    converter = converter or DataConverter.default
+    codec = AesGcmCodec(payload_key)
+    if _has_codec(converter.payload_codec, codec.key_id):
+        return converter
+    payload_converter_class = converter.payload_converter_class
+    if payload_converter_class is DefaultPayloadConverter:
+        payload_converter_class = PydanticPayloadConverter
+    chained = codec if converter.payload_codec is None else ChainedCodec([converter.payload_codec, codec])
+    return dataclasses.replace(converter, payload_converter_class=payload_converter_class, payload_codec=chained)
+
+
+def _with_passthrough(runner: WorkflowRunner | None) -> WorkflowRunner:
+    runner = runner or SandboxedWorkflowRunner()
+    if isinstance(runner, SandboxedWorkflowRunner):
+        restrictions = runner.restrictions.with_passthrough_modules(*PASSTHROUGH_MODULES)
+        return dataclasses.replace(runner, restrictions=restrictions)
+    return runner
 
 
 class CibaPlugin(SimplePlugin):
-    """Registers the data converter (pydantic + encryption) on a client, and the approval
-    workflow and activities on a worker.
+    """Adds approvals to a Temporal client and worker; composes with other plugins.
 
-        client = await Client.connect(..., plugins=[CibaPlugin(payload_key=key)])
-        worker = Worker(client, task_queue=..., plugins=[CibaPlugin(payload_key=key, activities=acts.all)])
-
-    A client needs only the key; a worker also needs the activities (activities.approval).
-    `interceptors` adds e.g. temporalio.contrib.opentelemetry's TracingInterceptor.
+    - `payload_key`: the codec key (CIBA_PAYLOAD_KEY); alone, it configures a client.
+    - `op` and `token_key`: a worker builds the approval activities from them (CIBA_TOKEN_KEY
+      seals tokens and notification tokens, and must differ from the payload key).
+    - `activities`: the approval activities, built by the caller instead (tests, custom clients).
+    - `interceptors`: e.g. temporalio.contrib.opentelemetry's TracingInterceptor.
     """
 
     def __init__(
         self,
         *,
         payload_key: bytes,
+        token_key: bytes | None = None,
+        op: OPSettings | None = None,
         activities: Sequence[Callable[..., Any]] = (),
-        workflows: Sequence[type] = (),
         interceptors: Sequence[Any] = (),
     ) -> None:
+        if op is not None and token_key is None:
+            raise ValueError("CibaPlugin: a worker that builds its activities from `op` needs `token_key`")
+        if op is not None and activities:
+            raise ValueError("CibaPlugin: pass `op` (activities built from settings) or `activities`, not both")
+        if token_key is not None and token_key == payload_key:
+            raise ValueError("CibaPlugin: token_key must differ from payload_key (operators hold the payload key)")
+        self._payload_key = payload_key
+        self._token_key = token_key
+        self._op = op
+        self._given_activities = list(activities)
+        self._ciba: CibaClient | None = None
+        self._built_activities: list[Callable[..., Any]] = []
+        self._running_workers = 0
+        registers_workflows = op is not None or bool(activities)
         super().__init__(
-            "temporal_ciba.CibaPlugin",
-            data_converter=ciba_data_converter(payload_key),
-            activities=list(activities) or None,
-            workflows=[CibaApprovalWorkflow, *workflows] if activities else None,
+            PLUGIN_NAME,
+            data_converter=self._data_converter,
+            activities=self._activities if registers_workflows else None,
+            workflows=self._workflows if registers_workflows else None,
+            workflow_runner=_with_passthrough,
             interceptors=list(interceptors) or None,
+            run_context=self._run_context,
         )
+
+    @classmethod
+    def from_env(cls, *, interceptors: Sequence[Any] = ()) -> CibaPlugin:
+        """A worker's plugin from the CIBA_* environment (README, "Configuration"); a missing
+        or malformed setting raises ConfigError naming it."""
+        keys = load_settings(TokenKeySettings)
+        return cls(
+            payload_key=keys.payload_key_bytes,
+            token_key=keys.token_key_bytes,
+            op=load_settings(OPSettings),
+            interceptors=interceptors,
+        )
+
+    def _data_converter(self, existing: DataConverter | None) -> DataConverter:
+        return with_encryption(existing, self._payload_key)
+
+    def _workflows(self, existing: Sequence[type] | None) -> list[type]:
+        workflows = list(existing or [])
+        return workflows if CibaApprovalWorkflow in workflows else [*workflows, CibaApprovalWorkflow]
+
+    def _activities(self, existing: Sequence[Callable[..., Any]] | None) -> list[Callable[..., Any]]:
+        activities = list(existing or [])
+        ours = self._given_activities or self._build_activities()
+        return activities + [activity for activity in ours if activity not in activities]
+
+    def _build_activities(self) -> list[Callable[..., Any]]:
+        assert self._op is not None and self._token_key is not None
+        if self._ciba is None:
+            self._ciba = self._op.ciba_client()
+            issue = NotificationTokens(self._token_key).issue if self._op.delivery_mode != "poll" else None
+            handlers = CibaActivities(self._ciba, TokenSealer(self._token_key), notification_token=issue)
+            self._built_activities = list(handlers.all)
+        return self._built_activities
+
+    @asynccontextmanager
+    async def _run_context(self) -> AsyncIterator[None]:
+        self._running_workers += 1
+        try:
+            yield
+        finally:
+            self._running_workers -= 1
+            if self._running_workers == 0 and self._ciba is not None:
+                ciba, self._ciba = self._ciba, None
+                await ciba.aclose()

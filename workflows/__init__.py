@@ -1,1 +1,1 @@
-"""Deterministic workflow code: no I/O, no clock but workflow.now(), no randomness but workflow.random()."""
+"""This project's workflows (an example of a user's own Temporal project)."""

@@ -24,10 +24,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from temporalio.client import Client
 
-from temporal_ciba.config import OPSettings, WorkerSettings
-from temporal_ciba.connect import connect
-from temporal_ciba.registration import ensure_search_attributes
-from temporal_ciba.run_worker import run_worker
+from temporal_ciba.example.plugin import PaymentAgentPlugin
+from temporal_ciba.programs.connect import connect
+from temporal_ciba.programs.worker import run_worker
+from temporal_ciba.search_attributes import ensure_search_attributes
+from temporal_ciba.settings import OPSettings, WorkerSettings
 from tests.support.op import TestOP, ciba_client, run_test_op
 from tests.support.temporal import DevServer, free_port
 
@@ -268,10 +269,12 @@ async def running_worker(server: DevServer, op_settings: OPSettings, payment_api
         task_queue=f"ciba-test-{uuid.uuid4().hex[:8]}",
         payload_key=PAYLOAD_KEY,
         token_key=TOKEN_KEY,
-        payment_api_url=payment_api,
     )  # type: ignore[arg-type]
     stop = asyncio.Event()
-    running = asyncio.create_task(run_worker(op_settings, settings, stop=stop, target_host=server.address))
+    payments = PaymentAgentPlugin(api_url=payment_api, token_key=settings.token_key_bytes)
+    running = asyncio.create_task(
+        run_worker(op_settings, settings, plugins=[payments], stop=stop, target_host=server.address)
+    )
     try:
         yield settings
     finally:

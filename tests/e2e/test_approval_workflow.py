@@ -13,16 +13,16 @@ from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Replayer
 
-from temporal_ciba.config import WorkerSettings
+from temporal_ciba.example.agent import PaymentAgentWorkflow
+from temporal_ciba.example.payment import PaymentAction, PaymentAgentInput, PaymentAgentResult, action_digest
 from temporal_ciba.models import ApprovalRequest, ApprovalState, ApprovalWorkflowInput
-from temporal_ciba.payment import PaymentAction, PaymentAgentInput, PaymentAgentResult, action_digest
-from temporal_ciba.plugin import ciba_data_converter
+from temporal_ciba.plugin import with_encryption
 from temporal_ciba.search_attributes import CIBA_AUTH_REQ_ID, CIBA_DEADLINE, CIBA_STATUS
+from temporal_ciba.settings import WorkerSettings
+from temporal_ciba.workflow import CibaApprovalWorkflow
 from tests.e2e.conftest import PAYLOAD_KEY, SECRET, payments
 from tests.support.op import TestOP
 from tests.support.temporal import DevServer, wait_for
-from workflows.approval import CibaApprovalWorkflow
-from workflows.payment_agent import PaymentAgentWorkflow
 
 INVOICE = PaymentAction(
     amount="120.00",
@@ -99,7 +99,7 @@ async def test_approve_pays_exactly_once(
     # The recorded histories replay deterministically with the current workflow code.
     replayer = Replayer(
         workflows=[PaymentAgentWorkflow, CibaApprovalWorkflow],
-        data_converter=ciba_data_converter(base64.b64decode(PAYLOAD_KEY)),
+        data_converter=with_encryption(None, base64.b64decode(PAYLOAD_KEY)),
     )
     for handle in (agent, approval):
         await replayer.replay_workflow(await handle.fetch_history())

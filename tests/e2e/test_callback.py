@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from temporalio.client import Client, WorkflowHandle
 
-from activities.notification import NotificationTokens
-from temporal_ciba.config import WorkerSettings
+from temporal_ciba.crypto.notification import NotificationTokens
 from temporal_ciba.models import ApprovalRequest
+from temporal_ciba.settings import WorkerSettings
 from tests.e2e.conftest import PAYLOAD_KEY, TOKEN_KEY, TlsFiles
 from tests.e2e.test_approval_workflow import pending_auth_req_id, start_approval
 from tests.support.op import TestOP

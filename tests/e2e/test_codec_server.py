@@ -11,10 +11,10 @@ from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 from temporalio.client import Client
 
-from temporal_ciba.codec import AesGcmCodec
-from temporal_ciba.codec_server import create_codec_app
-from temporal_ciba.config import WorkerSettings
+from temporal_ciba.crypto.codec import AesGcmCodec
 from temporal_ciba.models import ApprovalRequest
+from temporal_ciba.programs.codec_server import create_codec_app
+from temporal_ciba.settings import WorkerSettings
 from tests.e2e.conftest import PAYLOAD_KEY
 from tests.e2e.test_approval_workflow import pending_auth_req_id, start_approval
 

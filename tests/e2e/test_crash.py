@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from temporal_ciba.config import WorkerSettings
-from temporal_ciba.connect import connect
-from temporal_ciba.registration import ensure_search_attributes
+from temporal_ciba.programs.connect import connect
+from temporal_ciba.search_attributes import ensure_search_attributes
+from temporal_ciba.settings import WorkerSettings
 from tests.e2e.conftest import (
     AGENT_CLIENT,
     PAYLOAD_KEY,

@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 from playwright.async_api import expect
 
-from temporal_ciba.connect import connect
+from temporal_ciba.example.agent import PaymentAgentWorkflow
+from temporal_ciba.programs.connect import connect
 from tests.support.browser import chromium
-from workflows.payment_agent import PaymentAgentWorkflow
 
 
 def free_port_run(count: int = 6) -> int:

@@ -10,14 +10,14 @@ from collections.abc import AsyncIterator
 import pytest
 from temporalio.client import Client
 
-from temporal_ciba.config import WorkerSettings
 from temporal_ciba.models import ApprovalRequest, PollingPolicy
+from temporal_ciba.settings import WorkerSettings
+from temporal_ciba.workflow import CibaApprovalWorkflow
 from tests.e2e.conftest import SECRET, TlsFiles, agent_settings, payments, running_worker
 from tests.e2e.test_approval_workflow import approval_handle, pending_auth_req_id, start_agent, start_approval
 from tests.support.op import TestOP
 from tests.support.push_op import PushOP
 from tests.support.temporal import DevServer
-from workflows.approval import CibaApprovalWorkflow
 
 
 async def test_ping_resumes_without_waiting_for_the_poll(

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from activities.ciba import (
+from temporal_ciba.ciba import (
     AccessDenied,
     AuthenticationRequest,
     CibaClient,

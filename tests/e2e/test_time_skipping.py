@@ -13,14 +13,14 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.approval import CibaActivities
-from activities.sealing import TokenSealer
+from temporal_ciba.activities import CibaActivities
+from temporal_ciba.crypto.sealing import TokenSealer
 from temporal_ciba.models import ApprovalRequest, ApprovalWorkflowInput
 from temporal_ciba.plugin import CibaPlugin
+from temporal_ciba.workflow import CibaApprovalWorkflow
 from tests.e2e.conftest import PAYLOAD_KEY, ClientKey, agent_settings, op_config
 from tests.support.op import TestOP, run_test_op
 from tests.support.temporal import history_runs, time_skipping_environment, wait_for
-from workflows.approval import CibaApprovalWorkflow
 
 KEY = base64.b64decode(PAYLOAD_KEY)
 # Each run may hold at most this many events; Temporal's hard limit is 51,200.

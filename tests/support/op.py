@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-OP_DIR = Path(__file__).resolve().parent.parent / "op"
+OP_DIR = Path(__file__).resolve().parents[2] / "temporal_ciba" / "example" / "op"
 CIBA_GRANT = "urn:openid:params:grant-type:ciba"
 
 

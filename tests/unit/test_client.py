@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from activities.ciba import Acknowledgement, CibaClient, ClientSecretBasic, TokenRejected, TokenRequestInFlight
+from temporal_ciba.ciba import Acknowledgement, CibaClient, ClientSecretBasic, TokenRejected, TokenRequestInFlight
 from tests.support.tokens import CLIENT_ID, ISSUER, NOW, Keys, binding, claims, token_response
 
 METADATA = {

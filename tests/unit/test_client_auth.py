@@ -11,8 +11,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from activities.ciba import ClientSecretBasic, ClientSecretPost, PrivateKeyJwt, load_client_signing_key
-from activities.ciba.client_auth import CLIENT_ASSERTION_TYPE
+from temporal_ciba.ciba import ClientSecretBasic, ClientSecretPost, PrivateKeyJwt, load_client_signing_key
+from temporal_ciba.ciba.client_auth import CLIENT_ASSERTION_TYPE
 
 NOW = 1_800_000_000.0
 AUDIENCE = "https://op.example.test"

@@ -10,8 +10,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from activities.ciba import ClientSecretBasic, ClientSecretPost, PrivateKeyJwt
-from temporal_ciba.config import ConfigError, OPSettings, decode_payload_key, load
+from temporal_ciba.ciba import ClientSecretBasic, ClientSecretPost, PrivateKeyJwt
+from temporal_ciba.settings import ConfigError, OPSettings, decode_payload_key, load_settings
 
 BASE = {"CIBA_ISSUER": "https://op.example.test", "CIBA_CLIENT_ID": "agent", "CIBA_CLIENT_SECRET": "s3cret"}
 
@@ -35,7 +35,7 @@ def env(monkeypatch: pytest.MonkeyPatch):
 def error_line(env_values: dict[str, str | None], env) -> str:  # type: ignore[no-untyped-def]
     env(**env_values)
     with pytest.raises(ConfigError) as caught:
-        load(OPSettings)
+        load_settings(OPSettings)
     message = str(caught.value)
     assert "\n" not in message and message.startswith("configuration error: ")
     assert "s3cret" not in message
@@ -44,13 +44,13 @@ def error_line(env_values: dict[str, str | None], env) -> str:  # type: ignore[n
 
 def test_valid_settings(env) -> None:  # type: ignore[no-untyped-def]
     env(CIBA_ID_TOKEN_SIGNING_ALGS="ES256, PS256", CIBA_TRUSTED_AUDIENCES="https://api.example")
-    settings = load(OPSettings)
+    settings = load_settings(OPSettings)
     assert settings.id_token_signing_algs == ["ES256", "PS256"]
     assert isinstance(settings.client_auth(), ClientSecretBasic)
     assert settings.validation_policy().trusted_audiences == frozenset({"https://api.example"})
     assert "s3cret" not in repr(settings)
     env(CIBA_CLIENT_AUTH_METHOD="client_secret_post")
-    assert isinstance(load(OPSettings).client_auth(), ClientSecretPost)
+    assert isinstance(load_settings(OPSettings).client_auth(), ClientSecretPost)
 
 
 @pytest.mark.parametrize(
@@ -90,7 +90,7 @@ def test_bad_setting_named(env, values: dict[str, str | None], named: str) -> No
 @pytest.mark.parametrize("issuer", ["http://127.0.0.1:8080", "http://localhost:3000/op", "http://[::1]:9000"])
 def test_http_issuer_only_on_loopback(env, issuer: str) -> None:  # type: ignore[no-untyped-def]
     env(CIBA_ISSUER=issuer)
-    assert load(OPSettings).issuer == issuer
+    assert load_settings(OPSettings).issuer == issuer
 
 
 def test_private_key_jwt_settings(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -101,10 +101,10 @@ def test_private_key_jwt_settings(env, tmp_path: Path) -> None:  # type: ignore[
         )
     )
     env(CIBA_CLIENT_AUTH_METHOD="private_key_jwt", CIBA_CLIENT_PRIVATE_KEY=str(key), CIBA_CLIENT_SECRET=None)
-    assert isinstance(load(OPSettings).client_auth(), PrivateKeyJwt)
+    assert isinstance(load_settings(OPSettings).client_auth(), PrivateKeyJwt)
     env(CIBA_CLIENT_AUTH_METHOD="private_key_jwt", CIBA_CLIENT_PRIVATE_KEY=str(key), CIBA_CLIENT_SIGNING_ALG="PS256")
     with pytest.raises(ConfigError, match="CIBA_CLIENT_PRIVATE_KEY: algorithm PS256 does not fit"):
-        load(OPSettings)
+        load_settings(OPSettings)
 
 
 def test_payload_key_encodings() -> None:

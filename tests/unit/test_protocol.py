@@ -9,7 +9,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from activities.ciba import (
+from temporal_ciba.ciba import (
     AccessDenied,
     AuthenticationRequest,
     ExpiredToken,
@@ -26,10 +26,10 @@ from activities.ciba import (
     UnknownUserId,
     new_client_notification_token,
 )
-from activities.ciba.backchannel import authentication_request_form, process_authentication_response
-from activities.ciba.discovery import ProviderMetadata, check_ciba_support, parse_provider_metadata
-from activities.ciba.errors import OAUTH_ERRORS, DiscoveryError
-from activities.ciba.token import process_token_response, token_request_form
+from temporal_ciba.ciba.backchannel import authentication_request_form, process_authentication_response
+from temporal_ciba.ciba.discovery import ProviderMetadata, check_ciba_support, parse_provider_metadata
+from temporal_ciba.ciba.errors import OAUTH_ERRORS, DiscoveryError
+from temporal_ciba.ciba.token import process_token_response, token_request_form
 
 ISSUER = "https://op.example.test"
 NOW = 1_800_000_000.0

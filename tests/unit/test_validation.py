@@ -1,5 +1,6 @@
-"""Validation of token responses: every negative case of design §4 rejected with a reason naming
-the rule, and the positive cases accepted. Keys and tokens are made here; the clock is fixed."""
+"""Validation of token responses: every negative case of the OIDF client test plan, and our
+own additions, rejected with a reason naming the rule; the positive cases accepted. Keys and
+tokens are made here; the clock is fixed."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from dataclasses import dataclass
 import jwt
 import pytest
 
-from activities.ciba import TokenRejected, TokenResponse
-from activities.ciba.jwks import parse_jwks
-from activities.ciba.validation import (
+from temporal_ciba.ciba import TokenRejected, TokenResponse
+from temporal_ciba.ciba.jwks import parse_jwks
+from temporal_ciba.ciba.validation import (
     AUTH_REQ_ID_CLAIM,
     RequestBinding,
     ValidationPolicy,
@@ -109,7 +110,7 @@ NEGATIVE = {
         "authorization_details_mismatch",
     ),
     "stale_tokens_replayed_into_new_request": (Case(_stale_replay), "iat_before_request"),
-    # Further rules of design §4.
+    # Further rules of our own (README, "Validation").
     "hmac_alg_with_public_key": (Case(_hmac_with_public_key), "alg_not_allowed"),
     "alg_not_on_allow_list": (Case(lambda: token_response(KEYS.sign(claims(), alg="RS384"))), "alg_not_allowed"),
     "unknown_kid": (Case(lambda: token_response(KEYS.sign(claims(), kid="rotated-away"))), "key_not_found"),

@@ -19,7 +19,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.ciba import RequestBinding
+from temporal_ciba.ciba import RequestBinding
 from temporal_ciba.models import (
     ApprovalRequest,
     ApprovalWorkflowInput,
@@ -34,8 +34,8 @@ from temporal_ciba.models import (
     ValidateTokensInput,
     ValidateTokensResult,
 )
+from temporal_ciba.workflow import CibaApprovalWorkflow
 from tests.support.temporal import time_skipping_environment
-from workflows.approval import CibaApprovalWorkflow
 
 KEY = os.urandom(32)
 

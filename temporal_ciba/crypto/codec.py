@@ -1,4 +1,4 @@
-"""AES-256-GCM payload codec: every payload in history is ciphertext (design brief §3).
+"""AES-256-GCM payload codec: every payload in history is ciphertext.
 
 The key is derived from CIBA_PAYLOAD_KEY for this purpose only; each payload carries the id
 of the key that sealed it, so a wrong key fails loudly instead of returning garbage.
@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
-from activities.sealing import derive_key
+from temporal_ciba.crypto.keys import derive_key
 
 ENCODING = b"binary/encrypted"
 KEY_ID_METADATA = "encryption-key-id"

@@ -25,7 +25,7 @@ from .backchannel import (
 )
 from .client_auth import ClientAuth
 from .discovery import ClientAuthMethod, DeliveryMode, ProviderMetadata, check_ciba_support, fetch_provider_metadata
-from .errors import CibaError, ExpiredToken, TokenRequestInFlight, TransportError
+from .errors import CibaError, ExpiredToken, KeyNotFound, TokenRequestInFlight, TransportError
 from .jwks import JwksCache
 from .token import (
     Granted,
@@ -37,7 +37,7 @@ from .token import (
     process_token_response,
     token_request_form,
 )
-from .validation import KeyNotFound, RequestBinding, ValidatedApproval, ValidationPolicy, validate_token_response
+from .validation import RequestBinding, ValidatedApproval, ValidationPolicy, validate_token_response
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 METADATA_TTL_SECONDS = 3600.0

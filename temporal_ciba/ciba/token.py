@@ -12,9 +12,9 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ._http import json_object, raise_for_error, retry_after_seconds
-from ._types import AuthorizationDetails, Secret
 from .discovery import CIBA_GRANT_TYPE
 from .errors import ProtocolError
+from .types import AuthorizationDetails, Secret
 
 # CIBA §11: on slow_down "the interval MUST be increased by at least 5 seconds for this and
 # all subsequent requests".

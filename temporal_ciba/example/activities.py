@@ -8,8 +8,8 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.sealing import SealError, TokenSealer, access_token_context
-from temporal_ciba.payment import (
+from temporal_ciba.crypto.sealing import SealError, TokenSealer, access_token_context
+from temporal_ciba.example.payment import (
     ExecutePaymentInput,
     PaymentReceipt,
     action_digest,

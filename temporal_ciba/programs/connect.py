@@ -12,8 +12,8 @@ from temporalio.client import Client
 from temporalio.envconfig import ClientConfig
 from temporalio.runtime import Runtime
 
-from temporal_ciba.observability import tracing_interceptors
 from temporal_ciba.plugin import CibaPlugin
+from temporal_ciba.programs.observability import tracing_interceptors
 
 
 class TemporalUnavailable(Exception):

@@ -12,18 +12,11 @@ import base64
 import os
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from temporal_ciba.crypto.keys import derive_key
 
 SEALED_PREFIX = "sealed.v1."
-
-
-def derive_key(master_key: bytes, purpose: str) -> bytes:
-    """One 256-bit key per purpose from CIBA_PAYLOAD_KEY (HKDF-SHA256, RFC 5869)."""
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=f"temporal-ciba {purpose}".encode()).derive(
-        master_key
-    )
 
 
 class SealError(Exception):

@@ -1,4 +1,4 @@
-"""The approval activities: thin wrappers that run `activities.ciba` for the workflow.
+"""The approval activities: thin wrappers that run `temporal_ciba.ciba` for the workflow.
 
 Final answers of the OP (error codes, malformed responses, rejected tokens) are returned as
 data so the workflow can end with the matching outcome; only failures worth retrying
@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from temporalio import activity
 
-from activities.ciba import (
+from temporal_ciba.ciba import (
     CibaClient,
     DiscoveryError,
     Granted,
@@ -27,7 +27,7 @@ from activities.ciba import (
     TokenRejected,
     TokenResponse,
 )
-from activities.sealing import SealError, TokenSealer, access_token_context, tokens_context
+from temporal_ciba.crypto.sealing import SealError, TokenSealer, access_token_context, tokens_context
 from temporal_ciba.models import (
     RevokeTokensInput,
     SendRequestInput,
@@ -125,7 +125,7 @@ class CibaActivities:
 
     @activity.defn(name="ciba.validate_tokens")
     async def validate_tokens(self, input: ValidateTokensInput) -> ValidateTokensResult:
-        """Validate the tokens against the original request (activities.ciba.validation)."""
+        """Validate the tokens against the original request (temporal_ciba.ciba.validation)."""
         auth_req_id = input.binding.auth_req_id
         try:
             tokens = self._unseal_tokens(input.sealed_tokens, auth_req_id)

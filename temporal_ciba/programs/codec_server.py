@@ -5,7 +5,7 @@ the key (Temporal's remote codec protocol: POST /encode and /decode with `{"payl
 
 Run it where the operator is (it listens on loopback by default): the UI calls it from the
 operator's browser, so it must allow the UI's origin (CORS). Tokens stay sealed even in
-decoded payloads (activities.sealing); only the activities open them.
+decoded payloads (temporal_ciba.crypto.sealing); only the activities open them.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from starlette.routing import Route
 from temporalio.api.common.v1 import Payloads
 from temporalio.converter import PayloadCodec
 
-from temporal_ciba.codec import PayloadDecryptionError
+from temporal_ciba.crypto.codec import PayloadDecryptionError
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 

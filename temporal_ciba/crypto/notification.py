@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from activities.sealing import derive_key
+from temporal_ciba.crypto.keys import derive_key
 
 _AAD = b"ciba client_notification_token v2"
 _NONCE = 12

@@ -23,8 +23,8 @@ from temporalio.exceptions import ActivityError, is_cancelled_exception
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.approval import CibaActivities
-    from activities.ciba import PollSchedule, SlowDown
+    from temporal_ciba.activities import CibaActivities
+    from temporal_ciba.ciba import PollSchedule, SlowDown
     from temporal_ciba.models import (
         ApprovalOutcome,
         ApprovalPhase,
@@ -43,7 +43,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from temporal_ciba.search_attributes import CIBA_AUTH_REQ_ID, CIBA_DEADLINE, CIBA_STATUS
 
-# The OP may hold a token request open for up to 30 s (design brief §4); an attempt must end
+# The OP may hold a token request open for up to 30 s (long polling); an attempt must end
 # before it is retried, so no two token requests for one auth_req_id are ever in flight.
 TOKEN_REQUEST_TIMEOUT = timedelta(seconds=45)
 # After a cancellation, how long a token request already in flight may still run for its

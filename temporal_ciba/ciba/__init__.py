@@ -5,12 +5,8 @@ the backchannel request and acknowledgement (§7), the token request and polling
 and validation of the tokens against the original request (OIDC Core §3.1.3.7).
 """
 
-from .backchannel import (
-    Acknowledgement,
-    AuthenticationRequest,
-    InvalidAuthenticationRequest,
-    new_client_notification_token,
-)
+from ._http import json_object, require_secure_url
+from .backchannel import Acknowledgement, AuthenticationRequest, new_client_notification_token
 from .client import DEFAULT_TIMEOUT, CibaClient
 from .client_auth import (
     ClientAuth,
@@ -27,12 +23,14 @@ from .errors import (
     DiscoveryError,
     ExpiredLoginHintToken,
     ExpiredToken,
+    InvalidAuthenticationRequest,
     InvalidBindingMessage,
     InvalidClient,
     InvalidGrant,
     InvalidRequest,
     InvalidScope,
     InvalidUserCode,
+    KeyNotFound,
     MissingUserCode,
     OAuthError,
     ProtocolError,
@@ -45,6 +43,7 @@ from .errors import (
     UnsupportedGrantType,
 )
 from .token import Granted, Pending, PollSchedule, RetryLater, SlowDown, TokenPollResult, TokenResponse
+from .types import AuthorizationDetails, Secret
 from .validation import AUTH_REQ_ID_CLAIM, RequestBinding, ValidatedApproval, ValidationPolicy
 
 __all__ = [
@@ -54,6 +53,7 @@ __all__ = [
     "AccessDenied",
     "Acknowledgement",
     "AuthenticationRequest",
+    "AuthorizationDetails",
     "CibaClient",
     "CibaError",
     "ClientAuth",
@@ -73,6 +73,7 @@ __all__ = [
     "InvalidRequest",
     "InvalidScope",
     "InvalidUserCode",
+    "KeyNotFound",
     "MissingUserCode",
     "OAuthError",
     "Pending",
@@ -82,6 +83,7 @@ __all__ = [
     "ProviderMetadata",
     "RequestBinding",
     "RetryLater",
+    "Secret",
     "SlowDown",
     "TokenPollResult",
     "TokenRejected",
@@ -94,6 +96,8 @@ __all__ = [
     "UnsupportedGrantType",
     "ValidatedApproval",
     "ValidationPolicy",
+    "json_object",
     "load_client_signing_key",
     "new_client_notification_token",
+    "require_secure_url",
 ]

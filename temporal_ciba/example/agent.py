@@ -12,9 +12,8 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.payment import PaymentActivities
-    from temporal_ciba.models import ApprovalRequest
-    from temporal_ciba.payment import (
+    from temporal_ciba.example.activities import PaymentActivities
+    from temporal_ciba.example.payment import (
         ExecutePaymentInput,
         PaymentAgentInput,
         PaymentAgentResult,
@@ -22,8 +21,9 @@ with workflow.unsafe.imports_passed_through():
         authorization_details,
         binding_message,
     )
+    from temporal_ciba.models import ApprovalRequest
 
-from workflows.approval import require_approval
+from temporal_ciba.workflow import require_approval
 
 
 @workflow.defn

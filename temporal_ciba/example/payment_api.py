@@ -28,9 +28,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from activities.ciba._http import json_object, require_secure_url
-from activities.ciba.discovery import fetch_provider_metadata
-from temporal_ciba.payment import AUTHORIZATION_DETAILS_TYPE, PaymentAction, action_digest, authorization_details
+from temporal_ciba.ciba import json_object, require_secure_url
+from temporal_ciba.ciba.discovery import fetch_provider_metadata
+from temporal_ciba.example.payment import (
+    AUTHORIZATION_DETAILS_TYPE,
+    PaymentAction,
+    action_digest,
+    authorization_details,
+)
 
 MAX_BODY_BYTES = 16 * 1024
 

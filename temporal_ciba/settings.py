@@ -1,6 +1,6 @@
 """Configuration from `CIBA_*` environment variables (pydantic-settings).
 
-Each program loads only what it needs (`load(OPSettings)`); a missing or malformed variable
+Each program loads only what it needs (`load_settings(OPSettings)`); a missing or malformed variable
 raises ConfigError with one line naming it, and the CLI exits with status 2.
 The Temporal connection is not configured here: it uses temporalio.envconfig (TEMPORAL_*).
 """
@@ -15,7 +15,7 @@ from typing import Annotated, Literal, TypeVar
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from activities.ciba import (
+from temporal_ciba.ciba import (
     CibaClient,
     ClientAuth,
     ClientAuthMethod,
@@ -25,9 +25,9 @@ from activities.ciba import (
     PrivateKeyJwt,
     ValidationPolicy,
     load_client_signing_key,
+    require_secure_url,
 )
-from activities.ciba._http import require_secure_url
-from activities.ciba.validation import ASYMMETRIC_ALGS
+from temporal_ciba.ciba.validation import ASYMMETRIC_ALGS
 
 ENV_PREFIX = "CIBA_"
 
@@ -160,7 +160,7 @@ def _env_name(settings_cls: type[BaseSettings], loc: tuple[object, ...]) -> str:
     return f"{prefix}{loc[0]}".upper() if loc else settings_cls.__name__
 
 
-def load(settings_cls: type[SettingsT]) -> SettingsT:
+def load_settings(settings_cls: type[SettingsT]) -> SettingsT:
     """Read settings from the environment; ConfigError with one line naming each bad variable."""
     try:
         return settings_cls()
@@ -233,19 +233,12 @@ class TokenKeySettings(TemporalSettings):
 
 
 class WorkerSettings(TokenKeySettings):
-    # The example payment agent is registered when its API is configured.
-    payment_api_url: str | None = None
     # Worker tuning, chosen from the benchmark (README): a pending approval wakes every poll, and
     # one evicted from the cache is rebuilt in the sandbox from its history; keeping 5,000 cached
     # cut the worker's CPU by a third at 2,000 pending, for about 0.13 MiB each.
     worker_max_concurrent_activities: int = Field(default=100, ge=1, le=10_000)
     worker_max_concurrent_workflow_tasks: int = Field(default=100, ge=2, le=10_000)
     worker_max_cached_workflows: int = Field(default=5000, ge=0, le=100_000)
-
-    @field_validator("payment_api_url")
-    @classmethod
-    def _url(cls, url: str | None) -> str | None:
-        return require_secure_url(url, "payment_api_url") if url else None
 
 
 class CallbackSettings(TokenKeySettings):

@@ -11,9 +11,9 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ._http import json_object, raise_for_error
-from ._types import AuthorizationDetails, Secret
 from .discovery import DeliveryMode, ProviderMetadata
-from .errors import CibaError, ProtocolError
+from .errors import InvalidAuthenticationRequest, ProtocolError
+from .types import AuthorizationDetails, Secret
 
 # RFC 6750 §2.1 b64token: the syntax of a bearer token.
 BEARER_TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
@@ -25,10 +25,6 @@ BINDING_MESSAGE_MAX_LENGTH = 128
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # CIBA §7.3: "If no value is provided, clients MUST use 5 as the default value".
 DEFAULT_INTERVAL_SECONDS = 5
-
-
-class InvalidAuthenticationRequest(CibaError, ValueError):
-    """The request cannot be sent as asked: it breaks a rule of CIBA §7.1 or the OP's metadata."""
 
 
 def new_client_notification_token() -> str:

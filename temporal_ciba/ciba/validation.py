@@ -28,12 +28,12 @@ from typing import Any
 import jwt
 from pydantic import BaseModel, ConfigDict
 
-from ._types import AuthorizationDetails
 from .backchannel import Acknowledgement, AuthenticationRequest
 from .discovery import DeliveryMode
-from .errors import TokenRejected
+from .errors import KeyNotFound, TokenRejected
 from .jwks import PublicKey, select_keys
 from .token import TokenResponse
+from .types import AuthorizationDetails
 
 AUTH_REQ_ID_CLAIM = "urn:openid:params:jwt:claim:auth_req_id"
 DEFAULT_ALLOWED_ALGS = ("RS256", "PS256", "ES256")
@@ -142,10 +142,6 @@ def check_header(header: dict[str, Any], policy: ValidationPolicy) -> str:
 
 
 # 2. Signature ------------------------------------------------------------------------------
-
-
-class KeyNotFound(TokenRejected):
-    """No key of the JWKS matches: the caller may refetch the JWKS once and try again."""
 
 
 def unverified_header(id_token: str) -> dict[str, Any]:

@@ -5,7 +5,10 @@
      ├── ProtocolError         the OP answered outside the spec (a malformed acknowledgement, ...)
      ├── TransportError        the OP could not be reached, or answered 5xx; safe to retry
      ├── TokenRequestInFlight  a second token request for one auth_req_id while one is running
+     ├── InvalidAuthenticationRequest  (also a ValueError) a request that breaks CIBA §7.1 or the
+     │                         OP's metadata, refused before it is sent
      ├── TokenRejected         tokens arrived but failed validation (stale, mismatched, forged)
+     │    └── KeyNotFound      no JWKS key matches the ID token: refetch the JWKS once, then reject
      └── OAuthError            the OP answered with an error code; one subclass per code
           ├── InvalidRequest, InvalidScope, ExpiredLoginHintToken, UnknownUserId,
           │   UnauthorizedClient, MissingUserCode, InvalidUserCode, InvalidBindingMessage,
@@ -14,7 +17,7 @@
           └── TransactionFailed                             (CIBA Core 1.0 §12, push errors)
 
 `authorization_pending` and `slow_down` are not errors: the token endpoint returns them as data
-(`activities.ciba.token.Pending`, `SlowDown`).
+(`temporal_ciba.ciba.token.Pending`, `SlowDown`).
 
 No message built here contains a token, a secret or a client notification token.
 """
@@ -65,6 +68,14 @@ class TokenRejected(CibaError):
         self.expected = expected
         self.reason = reason
         super().__init__(f"{code}: {reason}")
+
+
+class KeyNotFound(TokenRejected):
+    """No key of the JWKS matches: the caller may refetch the JWKS once and try again."""
+
+
+class InvalidAuthenticationRequest(CibaError, ValueError):
+    """The request cannot be sent as asked: it breaks a rule of CIBA §7.1 or the OP's metadata."""
 
 
 class OAuthError(CibaError):

@@ -4,7 +4,7 @@ and wakes the waiting workflow with a signal.
     temporal-ciba callback      (CIBA_CALLBACK_* settings; HTTPS unless told otherwise)
 
 Stateless: the bearer token names the waiting approval (workflow id and first run id),
-encrypted and authenticated (activities.notification), so replicas need no shared database.
+encrypted and authenticated (temporal_ciba.crypto.notification), so replicas need no shared database.
 A request is answered:
 
 - 401 (and no workflow is looked up) when the bearer is missing or not one we issued;
@@ -36,14 +36,14 @@ from starlette.routing import Route
 from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.ciba import ProtocolError
-from activities.ciba.token import parse_token_response
-from activities.notification import NotificationTokens
-from activities.sealing import TokenSealer, tokens_context
+from temporal_ciba.ciba import ProtocolError
+from temporal_ciba.ciba.token import parse_token_response
+from temporal_ciba.crypto.notification import NotificationTokens
+from temporal_ciba.crypto.sealing import TokenSealer, tokens_context
 from temporal_ciba.models import PingNotice, PushDelivery
 from temporal_ciba.search_attributes import CIBA_AUTH_REQ_ID
 
-logger = logging.getLogger("temporal_ciba.callback")
+logger = logging.getLogger("temporal_ciba.programs.callback")
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 AUTH_REQ_ID_WAIT_SECONDS = 2.0
 

@@ -1,0 +1,1 @@
+"""The payment agent a user copies from: its workflow, activity, resource server and demo."""

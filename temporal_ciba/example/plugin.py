@@ -1,0 +1,61 @@
+"""The example agent registers itself: its workflow and its payment activity, on any worker
+that also has a CibaPlugin (which brings the approval workflow it waits on)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from pydantic import field_validator
+from temporalio.plugin import SimplePlugin
+
+from temporal_ciba.ciba import require_secure_url
+from temporal_ciba.crypto import TokenSealer
+from temporal_ciba.example.activities import PaymentActivities
+from temporal_ciba.example.agent import PaymentAgentWorkflow
+from temporal_ciba.settings import TokenKeySettings
+
+PAYMENT_API_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
+
+
+class PaymentAgentSettings(TokenKeySettings):
+    """CIBA_PAYMENT_API_URL: where the example agent pays; the agent runs only when it is set."""
+
+    payment_api_url: str | None = None
+
+    @field_validator("payment_api_url")
+    @classmethod
+    def _url(cls, url: str | None) -> str | None:
+        return require_secure_url(url, "payment_api_url") if url else None
+
+
+class PaymentAgentPlugin(SimplePlugin):
+    """Registers PaymentAgentWorkflow and its payment activity; closes the HTTP client on stop."""
+
+    def __init__(self, *, api_url: str, token_key: bytes) -> None:
+        self._api_url = api_url
+        self._sealer = TokenSealer(token_key)
+        self._http: httpx.AsyncClient | None = None
+        super().__init__(
+            "temporal_ciba.example.PaymentAgentPlugin",
+            workflows=[PaymentAgentWorkflow],
+            activities=self._activities,
+            run_context=self._run_context,
+        )
+
+    def _activities(self, existing: Sequence[Callable[..., Any]] | None) -> list[Callable[..., Any]]:
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=PAYMENT_API_TIMEOUT, follow_redirects=False)
+        payments = PaymentActivities(self._http, self._api_url, self._sealer)
+        return [*(existing or []), payments.execute_payment]
+
+    @asynccontextmanager
+    async def _run_context(self) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if self._http is not None:
+                http, self._http = self._http, None
+                await http.aclose()

@@ -1,0 +1,1 @@
+"""The programs behind the `temporal-ciba` command: worker, callback service, codec server."""
