@@ -332,12 +332,13 @@ def run(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     from temporal_ciba.example.demo import DemoError
     from temporal_ciba.programs.connect import TemporalUnavailable
+    from temporal_ciba.search_attributes import SearchAttributesMissing
 
     try:
         logging_settings = load_settings(LoggingSettings)
         configure_logging(logging_settings.log_level, logging_settings.log_format)
         return asyncio.run(COMMANDS[args.command](args))
-    except (ConfigError, UsageError, TemporalUnavailable, DemoError) as exc:
+    except (ConfigError, UsageError, TemporalUnavailable, DemoError, SearchAttributesMissing) as exc:
         print(f"temporal-ciba {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (KeyboardInterrupt, asyncio.CancelledError):

@@ -7,7 +7,7 @@ never rename. No model here carries a token in clear: tokens travel sealed (temp
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -54,6 +54,9 @@ class ApprovalRequest(BaseModel):
     scope: str = "openid"
     acr_values: str | None = None
     authorization_details: AuthorizationDetails | None = None
+    # How the application describes the action to operators (the Temporal UI's current
+    # details), one plain-text line each; without it the authorization_details are listed.
+    summary: list[Annotated[str, Field(max_length=200)]] | None = Field(default=None, max_length=20)
     requested_expiry: int | None = Field(default=None, gt=0)
     user_code: Secret | None = None
     # SHA-256 (hex) of the canonical JSON of the action being approved; the approval is bound to it.
@@ -144,6 +147,7 @@ class ApprovalState(BaseModel):
     login_hint: str
     binding_message: str
     authorization_details: AuthorizationDetails | None = None
+    summary: list[str] | None = None
     action_digest: str | None = None
     auth_req_id: str | None = None
     requested_at: datetime | None = None

@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         TokenRequestResult,
         ValidateTokensInput,
     )
+    from temporal_ciba.rendering import code, describe_authorization_details
     from temporal_ciba.search_attributes import CIBA_AUTH_REQ_ID, CIBA_DEADLINE, CIBA_STATUS
 
 # The OP may hold a token request open for up to 30 s (long polling); an attempt must end
@@ -75,6 +76,7 @@ class CibaApprovalWorkflow:
             login_hint=request.login_hint,
             binding_message=request.binding_message,
             authorization_details=request.authorization_details,
+            summary=request.summary,
             action_digest=request.action_digest,
         )
         if input.resume:
@@ -341,19 +343,14 @@ class CibaApprovalWorkflow:
         lines = [
             f"**CIBA approval: {state.status}**",
             "",
-            f"Asked `{state.login_hint}` to approve:",
-            f"> {state.binding_message}",
+            f"Asked {code(state.login_hint)} to approve:",
+            f"> {code(state.binding_message)}",
             "",
         ]
-        for detail in state.authorization_details or []:
-            amount = detail.get("instructedAmount") or {}
-            if amount:
-                lines.append(
-                    f"- {detail.get('type')}: {amount.get('currency')} {amount.get('amount')} "
-                    f"to {detail.get('creditorName', '?')}"
-                )
-            else:
-                lines.append(f"- {detail.get('type')}")
+        if state.summary:
+            lines += [f"- {code(line)}" for line in state.summary]
+        elif state.authorization_details:
+            lines += describe_authorization_details(state.authorization_details)
         if state.deadline is not None:
             lines.append(f"- until {state.deadline:%Y-%m-%d %H:%M:%S} UTC")
         if state.auth_req_id is not None:
@@ -361,7 +358,7 @@ class CibaApprovalWorkflow:
         if state.action_digest is not None:
             lines.append(f"- action digest `{state.action_digest[:16]}…`")
         if state.outcome is not None:
-            lines += ["", f"Outcome: **{state.outcome.status}**: {state.outcome.reason}"]
+            lines += ["", f"Outcome: **{state.outcome.status}**: {code(state.outcome.reason)}"]
         return "\n".join(lines)
 
     def _finish(

@@ -20,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
         action_digest,
         authorization_details,
         binding_message,
+        summary,
     )
     from temporal_ciba.models import ApprovalRequest
 
@@ -39,6 +40,7 @@ class PaymentAgentWorkflow:
                 scope=input.scope,
                 acr_values=input.acr_values,
                 authorization_details=authorization_details(action, digest),
+                summary=summary(action),
                 requested_expiry=input.requested_expiry,
                 action_digest=digest,
                 expected_subject=input.expected_subject,

@@ -69,6 +69,15 @@ def binding_message(action: PaymentAction, digest: str) -> str:
     return f"Pay {action.currency} {action.amount} to {action.creditor_name[:40]}, code {short_code(digest)}"
 
 
+def summary(action: PaymentAction) -> list[str]:
+    """How the payment reads for operators in the Temporal UI (ApprovalRequest.summary)."""
+    return [
+        f"pay {action.currency} {action.amount} to {action.creditor_name}",
+        f"IBAN {action.creditor_iban}",
+        f"reference {action.reference}",
+    ]
+
+
 def authorization_details(action: PaymentAction, digest: str) -> list[dict[str, Any]]:
     """RFC 9396 authorization_details of type payment_initiation, carrying the action and its digest."""
     return [

@@ -82,6 +82,7 @@ async def test_approve_pays_exactly_once(
     metadata = await approval.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
     details = metadata.current_details
     assert "pending" in details and "Pay EUR 120.00 to ACME GmbH" in details and auth_req_id in details
+    assert f"`IBAN {INVOICE.creditor_iban}`" in details  # the agent's own summary, not a generic listing
 
     op.approve(auth_req_id)
     result = await agent.result()
