@@ -1,0 +1,57 @@
+"""What the replay tests replay: one committed history per name, and the key that decodes them.
+
+Shared by the recorder (`python -m tests.replay.record`) and the replay tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from temporal_ciba.example.agent import PaymentAgentWorkflow
+from temporal_ciba.example.payment import PaymentAction, action_digest
+from temporal_ciba.workflow import CibaApprovalWorkflow
+
+# A TEST-ONLY payload key, committed on purpose so the histories can be decoded on replay. It
+# protects nothing: the histories hold only scripted test values, never a real token or secret.
+KEY = bytes(range(32))
+
+HISTORY_DIR = Path(__file__).parent / "histories"
+WORKFLOWS: list[type] = [CibaApprovalWorkflow, PaymentAgentWorkflow]
+
+ACTION = PaymentAction(
+    amount="120.00",
+    currency="EUR",
+    creditor_name="ACME GmbH",
+    creditor_iban="DE89370400440532013000",
+    reference="INV-2024-001",
+)
+PAYMENT_AGENT_ID = "replay-payment_agent"
+# require_approval's child id: the parent's id, ".approval-", the first 16 hex of the action digest.
+PAYMENT_APPROVAL_ID = f"{PAYMENT_AGENT_ID}.approval-{action_digest(ACTION)[:16]}"
+CONTINUE_AS_NEW_ID = "replay-continue_as_new"
+
+# History file name (without .json) -> the workflow id it was recorded under (replay needs it).
+# RECORDED: what `python -m tests.replay.record` writes from today's code.
+RECORDED: dict[str, str] = {
+    "poll_approved": "replay-poll_approved",  # pending, slow_down, pending, granted, validated
+    "ping_approved": "replay-ping_approved",  # a foreign ping ignored, the ping, one token request
+    "push_delivered": "replay-push_delivered",  # a foreign push ignored, the pushed tokens validated
+    "cancelled_pending": "replay-cancelled_pending",  # one pending poll, cancelled while waiting
+    "cancelled_token_in_flight": "replay-cancelled_token_in_flight",  # tokens after the cancel, revoked
+    "rejected": "replay-rejected",  # tokens granted, validation fails, revoked
+    "denied": "replay-denied",  # access_denied from the token endpoint
+    "refused": "replay-refused",  # the OP refused the backchannel request
+    "push_expired": "replay-push_expired",  # push mode, nothing delivered before the deadline
+    "continue_as_new.run1": CONTINUE_AS_NEW_ID,  # polls_per_run polls, then continue-as-new
+    "continue_as_new.run2": CONTINUE_AS_NEW_ID,  # resumed pending, approved
+    "payment_agent": PAYMENT_AGENT_ID,  # the example agent: child approval, then the payment
+    "payment_agent.approval": PAYMENT_APPROVAL_ID,  # its child CibaApprovalWorkflow
+}
+
+# KEPT: histories recorded from earlier workflow code, kept on purpose after a change guarded by
+# workflow.patched() (copy `<name>.json` to e.g. `<name>.before-<patch-id>.json` before
+# re-recording, and list it here with its workflow id). The recorder never rewrites or deletes
+# these; remove one with its patch, once no run started before the change can still be open.
+KEPT: dict[str, str] = {}
+
+HISTORIES: dict[str, str] = {**RECORDED, **KEPT}

@@ -1,0 +1,339 @@
+"""Record the histories the replay tests replay: `.venv/bin/python -m tests.replay.record`.
+
+Each path runs on the time-skipping test server with scripted activities registered under the
+real activity names (as tests/unit/test_workflow_logic.py does), so recording takes seconds and
+needs no OP. Payloads are encrypted with the codec under the committed test-only KEY. Every
+history named in cases.RECORDED is rewritten (those in cases.KEPT are left alone), and files
+named in neither are deleted; re-record only on purpose (see test_replay.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from temporalio import activity
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHandle
+from temporalio.service import ServiceClient
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from temporal_ciba.ciba import RequestBinding
+from temporal_ciba.example.agent import PaymentAgentWorkflow
+from temporal_ciba.example.payment import ExecutePaymentInput, PaymentAgentInput, PaymentReceipt
+from temporal_ciba.models import (
+    ApprovalOutcome,
+    ApprovalRequest,
+    ApprovalWorkflowInput,
+    PingNotice,
+    PollingPolicy,
+    PushDelivery,
+    RevokeTokensInput,
+    SendRequestInput,
+    SendRequestResult,
+    TokenRequestInput,
+    TokenRequestResult,
+    ValidateTokensInput,
+    ValidateTokensResult,
+)
+from temporal_ciba.plugin import CibaPlugin
+from temporal_ciba.workflow import CibaApprovalWorkflow
+from tests.replay.cases import (
+    ACTION,
+    CONTINUE_AS_NEW_ID,
+    HISTORIES,
+    HISTORY_DIR,
+    KEY,
+    PAYMENT_AGENT_ID,
+    PAYMENT_APPROVAL_ID,
+    RECORDED,
+    WORKFLOWS,
+)
+from tests.support.temporal import time_skipping_environment
+
+IDENTITY = "replay-recorder"
+AUTH_REQ_ID = "req-1"
+PENDING = TokenRequestResult(kind="pending")
+GRANTED = TokenRequestResult(kind="granted", sealed_tokens="sealed-tokens")
+FORGED = TokenRequestResult(kind="granted", sealed_tokens="forged")
+
+
+@dataclass
+class ScriptedOP:
+    """The approval activities under their real names, answering from a script."""
+
+    answers: list[TokenRequestResult] = field(default_factory=list)
+    mode: str = "poll"
+    interval: int = 5
+    expires_in: int = 600
+    send_error: str | None = None
+    block_polls: bool = False
+    poll_started: asyncio.Event = field(default_factory=asyncio.Event)
+    release_poll: asyncio.Event = field(default_factory=asyncio.Event)
+    revoked: list[str] = field(default_factory=list)
+
+    @activity.defn(name="ciba.send_authentication_request")
+    async def send(self, input: SendRequestInput) -> SendRequestResult:
+        if self.send_error:
+            return SendRequestResult(error=self.send_error, reason=f"{self.send_error}: refused")
+        binding = RequestBinding(
+            issuer="https://op.example",
+            client_id="agent",
+            auth_req_id=AUTH_REQ_ID,
+            requested_at=0,
+            scope=input.request.scope,
+            authorization_details=input.request.authorization_details,
+            delivery_mode=self.mode,  # type: ignore[arg-type]
+        )
+        return SendRequestResult(
+            auth_req_id=AUTH_REQ_ID,
+            expires_in=self.expires_in,
+            interval=self.interval,
+            binding=binding,
+            delivery_mode=self.mode,  # type: ignore[arg-type]
+        )
+
+    @activity.defn(name="ciba.request_token")
+    async def request_token(self, input: TokenRequestInput) -> TokenRequestResult:
+        self.poll_started.set()
+        if self.block_polls:
+            await self.release_poll.wait()
+        return self.answers.pop(0) if self.answers else PENDING
+
+    @activity.defn(name="ciba.validate_tokens")
+    async def validate(self, input: ValidateTokensInput) -> ValidateTokensResult:
+        if input.sealed_tokens == "forged":
+            return ValidateTokensResult(error="iss_mismatch", reason="the ID token was issued by another issuer")
+        return ValidateTokensResult(
+            approval={  # type: ignore[arg-type]
+                "sub": "alice",
+                "scope": input.binding.scope,
+                "authorization_details": input.binding.authorization_details,
+                "issued_at": 1,
+                "expires_at": 2,
+            },
+            sealed_access_token="sealed-access-token",
+        )
+
+    @activity.defn(name="ciba.revoke_tokens")
+    async def revoke(self, input: RevokeTokensInput) -> bool:
+        self.revoked.append(input.sealed_tokens)
+        return True
+
+    @activity.defn(name="payments.execute_payment")
+    async def execute_payment(self, input: ExecutePaymentInput) -> PaymentReceipt:
+        return PaymentReceipt(payment_id="pay_1", idempotency_key=input.idempotency_key)
+
+    @property
+    def all(self) -> list[Callable[..., Any]]:
+        return [self.send, self.request_token, self.validate, self.revoke, self.execute_payment]
+
+
+Scenario = Callable[[Client, ScriptedOP, str], Awaitable[list[tuple[str, WorkflowHandle[Any, Any]]]]]
+
+
+def request(**options: Any) -> ApprovalWorkflowInput:
+    return ApprovalWorkflowInput(request=ApprovalRequest(login_hint="alice", binding_message="Approve it", **options))
+
+
+async def start(client: Client, name: str, task_queue: str, **options: Any) -> WorkflowHandle[Any, ApprovalOutcome]:
+    return await client.start_workflow(
+        CibaApprovalWorkflow.run, request(**options), id=HISTORIES[name], task_queue=task_queue
+    )
+
+
+async def wait_pending(handle: WorkflowHandle[Any, Any]) -> None:
+    for _ in range(500):
+        if (await handle.query(CibaApprovalWorkflow.status)).status == "pending":
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{handle.id} never became pending")
+
+
+def expect(outcome: ApprovalOutcome, status: str) -> None:
+    if outcome.status != status:
+        raise AssertionError(f"{outcome.workflow_id}: {outcome.status} ({outcome.reason}), expected {status}")
+
+
+# The paths -------------------------------------------------------------------------------------
+
+
+async def simple(name: str, status: str, client: Client, task_queue: str, **options: Any) -> list[tuple[str, Any]]:
+    handle = await start(client, name, task_queue, **options)
+    expect(await handle.result(), status)
+    return [(name, handle)]
+
+
+async def poll_approved(client: Client, op: ScriptedOP, task_queue: str) -> list[tuple[str, Any]]:
+    op.answers = [PENDING, TokenRequestResult(kind="slow_down"), PENDING, GRANTED]
+    return await simple("poll_approved", "approved", client, task_queue)
+
+
+async def rejected(client: Client, op: ScriptedOP, task_queue: str) -> list[tuple[str, Any]]:
+    op.answers = [PENDING, FORGED]
+    found = await simple("rejected", "rejected", client, task_queue)
+    assert op.revoked == ["forged"], op.revoked
+    return found
+
+
+async def denied(client: Client, op: ScriptedOP, task_queue: str) -> list[tuple[str, Any]]:
+    op.answers = [PENDING, TokenRequestResult(kind="failed", error="access_denied", reason="the user said no")]
+    return await simple("denied", "denied", client, task_queue)
+
+
+async def refused(client: Client, op: ScriptedOP, task_queue: str) -> list[tuple[str, Any]]:
+    op.send_error = "unknown_user_id"
+    return await simple("refused", "error", client, task_queue)
+
+
+async def push_expired(client: Client, op: ScriptedOP, task_queue: str) -> list[tuple[str, Any]]:
+    op.mode = "push"
+    return await simple("push_expired", "expired", client, task_queue)
+
+
+async def ping_approved(client: Client, op: ScriptedOP, task_queue: str) -> list[tuple[str, Any]]:
+    op.mode, op.answers = "ping", [GRANTED]
+    handle = await start(client, "ping_approved", task_queue)
+    await wait_pending(handle)
+    await handle.signal(CibaApprovalWorkflow.notify, PingNotice(auth_req_id="another-request"))
+    await handle.signal(CibaApprovalWorkflow.notify, PingNotice(auth_req_id=AUTH_REQ_ID))
+    expect(await handle.result(), "approved")
+    return [("ping_approved", handle)]
+
+
+async def push_delivered(client: Client, op: ScriptedOP, task_queue: str) -> list[tuple[str, Any]]:
+    op.mode = "push"
+    handle = await start(client, "push_delivered", task_queue)
+    await wait_pending(handle)
+    await handle.signal(CibaApprovalWorkflow.deliver, PushDelivery(auth_req_id="another", error="access_denied"))
+    await handle.signal(CibaApprovalWorkflow.deliver, PushDelivery(auth_req_id=AUTH_REQ_ID, sealed_tokens="pushed"))
+    expect(await handle.result(), "approved")
+    return [("push_delivered", handle)]
+
+
+async def cancelled_pending(
+    client: Client, op: ScriptedOP, task_queue: str, env: WorkflowEnvironment
+) -> list[tuple[str, Any]]:
+    handle = await start(client, "cancelled_pending", task_queue)
+    await wait_pending(handle)
+    await env.sleep(timedelta(seconds=7))  # one pending poll at 5 s; now waiting for the next
+    await asyncio.wait_for(op.poll_started.wait(), timeout=30)
+    await asyncio.sleep(0.5)  # let the poll's result reach the workflow
+    await handle.cancel()
+    expect(await handle.result(), "cancelled")
+    return [("cancelled_pending", handle)]
+
+
+async def cancelled_token_in_flight(client: Client, op: ScriptedOP, task_queue: str) -> list[tuple[str, Any]]:
+    op.answers, op.block_polls = [GRANTED], True
+    handle = await start(client, "cancelled_token_in_flight", task_queue)
+    await asyncio.wait_for(op.poll_started.wait(), timeout=30)
+    await handle.cancel()
+    await asyncio.sleep(0.5)
+    op.release_poll.set()  # the token request in flight brings tokens after the cancellation
+    expect(await handle.result(), "cancelled")
+    assert op.revoked == ["sealed-tokens"], op.revoked
+    return [("cancelled_token_in_flight", handle)]
+
+
+async def continue_as_new(client: Client, op: ScriptedOP, task_queue: str) -> list[tuple[str, Any]]:
+    # A long wait: 5 s polls, slowed by a slow_down, 30 s after the first 30 s; a new run every
+    # 10 polls (the least PollingPolicy allows), so run 1 ends in continue-as-new after 10 polls
+    # and run 2 resumes the pending request and is approved on its second poll.
+    op.answers = [PENDING, TokenRequestResult(kind="slow_down")] + [PENDING] * 9 + [GRANTED]
+    polling = PollingPolicy(long_wait_after_seconds=30, long_wait_interval_seconds=30, polls_per_run=10)
+    handle = await start(client, "continue_as_new.run1", task_queue, polling=polling)
+    expect(await handle.result(), "approved")
+    assert handle.first_execution_run_id is not None
+    runs: list[tuple[str, Any]] = []
+    run_id: str | None = handle.first_execution_run_id
+    while run_id is not None:
+        run = client.get_workflow_handle(CONTINUE_AS_NEW_ID, run_id=run_id)
+        runs.append((f"continue_as_new.run{len(runs) + 1}", run))
+        last = (await run.fetch_history()).events[-1]
+        run_id = None
+        if last.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
+            run_id = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+    assert len(runs) == 2, f"{len(runs)} runs, expected 2"
+    return runs
+
+
+async def payment_agent(client: Client, op: ScriptedOP, task_queue: str) -> list[tuple[str, Any]]:
+    op.answers = [PENDING, GRANTED]
+    handle = await client.start_workflow(
+        PaymentAgentWorkflow.run,
+        PaymentAgentInput(action=ACTION, approver="alice"),
+        id=PAYMENT_AGENT_ID,
+        task_queue=task_queue,
+    )
+    result = await handle.result()
+    expect(result.outcome, "approved")
+    assert result.receipt is not None and result.outcome.workflow_id == PAYMENT_APPROVAL_ID
+    return [("payment_agent", handle), ("payment_agent.approval", client.get_workflow_handle(PAYMENT_APPROVAL_ID))]
+
+
+async def record_all() -> dict[str, int]:
+    written: dict[str, int] = {}
+    async with time_skipping_environment(KEY) as env:
+        # The time-skipping client under a fixed identity, so no host name or pid is committed.
+        connect = dataclasses.replace(env.client.service_client.config, identity=IDENTITY)
+        config = env.client.config()
+        config["service_client"] = await ServiceClient.connect(connect)
+        client = Client(**config)
+        scenarios: list[Scenario] = [
+            poll_approved,
+            ping_approved,
+            push_delivered,
+            lambda client, op, task_queue: cancelled_pending(client, op, task_queue, env),
+            cancelled_token_in_flight,
+            rejected,
+            denied,
+            refused,
+            push_expired,
+            continue_as_new,
+            payment_agent,
+        ]
+        for index, scenario in enumerate(scenarios):
+            op = ScriptedOP()
+            task_queue = f"replay-record-{index}"
+            worker = Worker(
+                client,
+                task_queue=task_queue,
+                identity=IDENTITY,
+                workflows=WORKFLOWS,
+                activities=op.all,
+                plugins=[CibaPlugin(payload_key=KEY)],  # the sandbox passthrough production uses
+            )
+            async with worker:
+                for name, handle in await scenario(client, op, task_queue):
+                    history = await handle.fetch_history()
+                    # Compact JSON: the same content as to_json(), a third of the size.
+                    text = json.dumps(json.loads(history.to_json()), separators=(",", ":")) + "\n"
+                    (HISTORY_DIR / f"{name}.json").write_text(text)
+                    written[name] = len(history.events)
+    missing = set(RECORDED) - set(written)
+    if missing:
+        raise AssertionError(f"not recorded: {sorted(missing)}")
+    return written
+
+
+def main() -> None:
+    HISTORY_DIR.mkdir(parents=True, exist_ok=True)
+    for stale in HISTORY_DIR.glob("*.json"):
+        if stale.stem not in HISTORIES:
+            stale.unlink()
+    written = asyncio.run(record_all())
+    for name, events in written.items():
+        size = (HISTORY_DIR / f"{name}.json").stat().st_size
+        print(f"{name:28} {events:4} events {size:8,} bytes", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
