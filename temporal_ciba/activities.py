@@ -44,6 +44,8 @@ NotificationTokenFactory = Callable[[str, str], str]
 # is over before Temporal retries it, so two token requests for one auth_req_id never overlap
 # (CIBA §7.3), even when the retry lands on another worker.
 ATTEMPT_SECONDS = 40.0
+GRANT_LOST = "grant_lost"
+GRANT_LOST_REASON = "tokens were issued but lost before they were recorded"
 
 
 class CibaActivities:
@@ -103,15 +105,22 @@ class CibaActivities:
     @activity.defn(name="ciba.request_token")
     async def request_token(self, input: TokenRequestInput) -> TokenRequestResult:
         """CIBA §10.1: one token request; the tokens leave this activity sealed."""
+        info = activity.info()
         try:
             async with asyncio.timeout(ATTEMPT_SECONDS):
                 result = await self._ciba.request_token(input.auth_req_id)
         except OAuthError as exc:
+            if exc.error == "invalid_grant" and info.attempt > 1:
+                # An earlier attempt may have received the tokens and died before recording
+                # them; the OP then refuses the auth_req_id (and may revoke the grant).
+                activity.logger.warning("auth_req_id=%s: grant lost after attempt %d", input.auth_req_id, info.attempt)
+                return TokenRequestResult(kind="failed", error=GRANT_LOST, reason=GRANT_LOST_REASON)
             return TokenRequestResult(kind="failed", error=exc.error, reason=str(exc))
         except ProtocolError as exc:
             return TokenRequestResult(kind="failed", reason=str(exc))
         if isinstance(result, Granted):
-            sealed = self._sealer.seal(result.tokens.model_dump_json(), context=tokens_context(input.auth_req_id))
+            context = tokens_context(input.auth_req_id, info.workflow_id or "")
+            sealed = self._sealer.seal(result.tokens.model_dump_json(), context=context)
             return TokenRequestResult(kind="granted", sealed_tokens=sealed)
         if isinstance(result, RetryLater):
             return TokenRequestResult(kind="retry_later", retry_after_seconds=result.seconds)
@@ -121,7 +130,9 @@ class CibaActivities:
         return TokenRequestResult(kind="pending")
 
     def _unseal_tokens(self, sealed: str, auth_req_id: str) -> TokenResponse:
-        return TokenResponse.model_validate_json(self._sealer.unseal(sealed, context=tokens_context(auth_req_id)))
+        """Sealed tokens open only in the approval workflow they were sealed for."""
+        context = tokens_context(auth_req_id, activity.info().workflow_id or "")
+        return TokenResponse.model_validate_json(self._sealer.unseal(sealed, context=context))
 
     @activity.defn(name="ciba.validate_tokens")
     async def validate_tokens(self, input: ValidateTokensInput) -> ValidateTokensResult:
@@ -135,9 +146,14 @@ class CibaActivities:
         except TokenRejected as exc:
             activity.logger.warning("tokens rejected for auth_req_id=%s: %s", auth_req_id, exc)
             return ValidateTokensResult(error=exc.code, reason=exc.reason)
-        sealed_access_token = self._sealer.seal(
-            tokens.access_token.get_secret_value(), context=access_token_context(auth_req_id)
+        # Bound to the action and to the workflow run that asked (temporal_ciba.grant).
+        context = access_token_context(
+            auth_req_id,
+            action_digest=input.action_digest,
+            workflow_id=input.holder_workflow_id,
+            run_id=input.holder_run_id,
         )
+        sealed_access_token = self._sealer.seal(tokens.access_token.get_secret_value(), context=context)
         return ValidateTokensResult(approval=approval, sealed_access_token=sealed_access_token)
 
     @activity.defn(name="ciba.revoke_tokens")

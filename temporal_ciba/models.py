@@ -66,6 +66,9 @@ class ApprovalRequest(BaseModel):
     # The OP's `sub` for the person asked, where known; any other approver is rejected.
     expected_subject: str | None = None
     polling: PollingPolicy = PollingPolicy()
+    # Tokens issued but lost before they were recorded (a worker died mid-request; the OP then
+    # answers invalid_grant): stop with error "grant_lost", or send one new request.
+    on_lost_grant: Literal["stop", "ask_again"] = "stop"
 
     @model_validator(mode="after")
     def _valid_ciba_request(self) -> ApprovalRequest:
@@ -132,6 +135,10 @@ class PendingState(BaseModel):
     polls: int = 0
     runs: int = 1
     notified: bool = False
+    # When the last token request ended: the next one waits the interval, ping or no ping.
+    last_token_request_at: datetime | None = None
+    # A lost grant was already answered by asking again (ApprovalRequest.on_lost_grant).
+    asked_again: bool = False
 
 
 class ApprovalWorkflowInput(BaseModel):
@@ -197,6 +204,11 @@ class TokenRequestResult(BaseModel):
 class ValidateTokensInput(BaseModel):
     sealed_tokens: str = Field(repr=False)
     binding: RequestBinding
+    # Who may use the approved access token: the workflow run that asked for the approval (the
+    # approval workflow's parent, as the server reports it), for this action only.
+    holder_workflow_id: str
+    holder_run_id: str
+    action_digest: str | None = None
 
 
 class ValidateTokensResult(BaseModel):

@@ -23,7 +23,7 @@ from temporalio.exceptions import ActivityError, is_cancelled_exception
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from temporal_ciba.activities import CibaActivities
+    from temporal_ciba.activities import GRANT_LOST, CibaActivities
     from temporal_ciba.ciba import PollSchedule, SlowDown
     from temporal_ciba.models import (
         ApprovalOutcome,
@@ -44,6 +44,8 @@ with workflow.unsafe.imports_passed_through():
     from temporal_ciba.rendering import code, describe_authorization_details
     from temporal_ciba.search_attributes import CIBA_AUTH_REQ_ID, CIBA_DEADLINE, CIBA_STATUS
 
+# Pings are paced by the interval since this change; histories from before it replay without.
+PING_PACING_PATCH = "ping-pacing"
 # The OP may hold a token request open for up to 30 s (long polling); an attempt must end
 # before it is retried, so no two token requests for one auth_req_id are ever in flight.
 TOKEN_REQUEST_TIMEOUT = timedelta(seconds=45)
@@ -68,6 +70,7 @@ class CibaApprovalWorkflow:
         self._request = request
         self._pending = input.resume
         self._notified = input.resume.notified if input.resume else False
+        self._asked_again = input.resume.asked_again if input.resume else False
         self._pushed: PushDelivery | None = None
         self._tokens_to_revoke: str | None = None
         self._state = ApprovalState(
@@ -111,13 +114,19 @@ class CibaApprovalWorkflow:
     @workflow.run
     async def run(self, input: ApprovalWorkflowInput) -> ApprovalOutcome:
         try:
-            if self._pending is None:
-                self._show("requesting")
-                outcome = await self._send_request()
+            while True:
+                if self._pending is None:
+                    self._show("requesting")
+                    refused = await self._send_request()
+                    if refused is not None:
+                        return refused
+                self._show("pending")
+                outcome = await self._wait_for_decision()
                 if outcome is not None:
                     return outcome
-            self._show("pending")
-            return await self._wait_for_decision()
+                # The grant was lost and the caller asked for a second request.
+                self._asked_again = True
+                self._pending = None
         except asyncio.CancelledError:
             if self._tokens_to_revoke is not None:
                 await self._revoke(self._tokens_to_revoke)
@@ -155,11 +164,13 @@ class CibaApprovalWorkflow:
             requested_at=now,
             deadline=deadline,
             interval_seconds=float(sent.interval or 5),
+            asked_again=self._asked_again,
         )
         self._record_pending(self._pending)
         return None
 
-    async def _wait_for_decision(self) -> ApprovalOutcome:
+    async def _wait_for_decision(self) -> ApprovalOutcome | None:
+        """The outcome, or None when a lost grant is to be answered by asking again."""
         pending = self._pending
         assert pending is not None
         schedule = PollSchedule(interval=pending.interval_seconds)
@@ -185,8 +196,11 @@ class CibaApprovalWorkflow:
                     continue
                 if workflow.now() >= pending.deadline:
                     return self._finish("expired", reason="no decision before the deadline")
+            if self._notified and not await self._pace_notified_request(pending, max(schedule.interval, retry_after)):
+                return self._finish("expired", reason="no decision before the deadline")
             self._notified = False
             result = await self._request_token(pending, schedule.interval)
+            pending.last_token_request_at = workflow.now()
             polls_this_run += 1
             pending.polls += 1
             self._state.polls = pending.polls
@@ -197,6 +211,9 @@ class CibaApprovalWorkflow:
                 assert result.sealed_tokens is not None
                 return await self._validate(pending, result.sealed_tokens)
             if result.kind == "failed":
+                if result.error == GRANT_LOST and self._request.on_lost_grant == "ask_again" and not self._asked_again:
+                    workflow.logger.warning("grant of auth_req_id %s lost: asking again", pending.auth_req_id)
+                    return None
                 status = DECISION_ERRORS.get(result.error or "", "error")
                 return self._finish(status, error=result.error, reason=result.reason or "the OP ended the request")
             if result.kind == "slow_down":
@@ -210,6 +227,19 @@ class CibaApprovalWorkflow:
                 pending.notified = self._notified
                 pending.runs += 1
                 workflow.continue_as_new(ApprovalWorkflowInput(request=self._request, resume=pending))
+
+    async def _pace_notified_request(self, pending: PendingState, spacing: float) -> bool:
+        """A ping asks for the token at once, but never sooner than `spacing` after the last
+        request (CIBA §7.3), however many pings (or replayed ones) arrive; False if the
+        deadline passes first."""
+        if pending.last_token_request_at is None:
+            return True
+        wait = (pending.last_token_request_at + timedelta(seconds=spacing) - workflow.now()).total_seconds()
+        if wait <= 0 or not workflow.patched(PING_PACING_PATCH):
+            return True
+        remaining = (pending.deadline - workflow.now()).total_seconds()
+        await workflow.sleep(min(wait, max(remaining, 0.0)))
+        return workflow.now() < pending.deadline
 
     def _poll_delay(self, pending: PendingState, interval: float) -> float:
         """The OP's interval; slower once the wait is long; in ping mode only a slow fallback."""
@@ -262,11 +292,21 @@ class CibaApprovalWorkflow:
 
     async def _validate(self, pending: PendingState, sealed_tokens: str) -> ApprovalOutcome:
         self._show("validating")
+        # The run that asked (the server names the parent; nobody's input can): only it may use
+        # the access token. An approval started on its own is its own holder, usable by none.
+        info = workflow.info()
+        holder = info.parent or workflow.ParentInfo(info.namespace, info.run_id, info.workflow_id)
         self._tokens_to_revoke = sealed_tokens
         try:
             result = await workflow.execute_activity_method(
                 CibaActivities.validate_tokens,
-                ValidateTokensInput(sealed_tokens=sealed_tokens, binding=pending.binding),
+                ValidateTokensInput(
+                    sealed_tokens=sealed_tokens,
+                    binding=pending.binding,
+                    holder_workflow_id=holder.workflow_id,
+                    holder_run_id=holder.run_id,
+                    action_digest=self._request.action_digest,
+                ),
                 start_to_close_timeout=timedelta(seconds=45),
                 retry_policy=SHORT_RETRY,
             )

@@ -47,11 +47,13 @@ class TokenSealer:
             raise SealError("the sealed value does not open with this key and context") from None
 
 
-def tokens_context(auth_req_id: str) -> str:
-    """The context of a whole token response, between the token request and its validation."""
-    return f"token-response {auth_req_id}"
+def tokens_context(auth_req_id: str, approval_workflow_id: str) -> str:
+    """The context of a whole token response, between the token request (or the push) and its
+    validation: it opens only in the approval workflow that asked, for its own auth_req_id."""
+    return f"token-response v2 {len(auth_req_id)}:{auth_req_id} {approval_workflow_id}"
 
 
-def access_token_context(auth_req_id: str) -> str:
-    """The context of an approved access token handed to the approved action."""
-    return f"access-token {auth_req_id}"
+def access_token_context(auth_req_id: str, *, action_digest: str | None, workflow_id: str, run_id: str) -> str:
+    """The context of an approved access token: one action (its digest) in one workflow run (the
+    one that asked for the approval), so it opens nowhere else (temporal_ciba.grant)."""
+    return f"access-token v2 {len(auth_req_id)}:{auth_req_id} {action_digest or '-'} {workflow_id} {run_id}"

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import hmac
-
 import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from temporal_ciba.crypto.sealing import SealError, TokenSealer, access_token_context
+from temporal_ciba.crypto.sealing import TokenSealer
 from temporal_ciba.example.payment import (
     ExecutePaymentInput,
     PaymentReceipt,
     action_digest,
     authorization_details,
 )
+from temporal_ciba.grant import GrantRefused, idempotency_key, open_access_token
 
 
 class PaymentActivities:
@@ -28,32 +27,26 @@ class PaymentActivities:
     @activity.defn(name="payments.execute_payment")
     async def execute_payment(self, input: ExecutePaymentInput) -> PaymentReceipt:
         outcome = input.outcome
-        if not outcome.approved or outcome.auth_req_id is None or outcome.sealed_access_token is None:
-            raise ApplicationError("no approval for this payment", type="NotApproved", non_retryable=True)
-        # Re-check that the action about to run is exactly the one approved: its digest, and the
-        # authorization_details the human saw and the OP granted.
+        # The action about to run must be exactly the one approved: its digest (bound into the
+        # sealed token), and the authorization_details the human saw and the OP granted.
         digest = action_digest(input.action)
-        if outcome.action_digest is None or not hmac.compare_digest(digest, outcome.action_digest):
-            raise ApplicationError(
-                "the payment differs from the approved action", type="ActionMismatch", non_retryable=True
-            )
-        if outcome.authorization_details != authorization_details(input.action, digest):
+        if outcome.approved and outcome.authorization_details != authorization_details(input.action, digest):
             raise ApplicationError(
                 "the approval's authorization_details do not describe this payment",
                 type="ActionMismatch",
                 non_retryable=True,
             )
         try:
-            access_token = self._sealer.unseal(
-                outcome.sealed_access_token, context=access_token_context(outcome.auth_req_id)
-            )
-        except SealError as exc:
-            raise ApplicationError(str(exc), type="SealError", non_retryable=True) from None
+            # Opens only in the workflow run that asked, for this digest (activity.info()).
+            access_token = open_access_token(self._sealer, outcome, action_digest=digest)
+        except GrantRefused as exc:
+            raise ApplicationError(str(exc), type="GrantRefused", non_retryable=True) from None
+        key = idempotency_key(outcome)
         try:
             response = await self._http.post(
                 f"{self._api_url}/payments",
                 json={**input.action.model_dump(), "action_digest": digest},
-                headers={"authorization": f"Bearer {access_token}", "idempotency-key": input.idempotency_key},
+                headers={"authorization": f"Bearer {access_token}", "idempotency-key": key},
                 timeout=httpx.Timeout(15.0, connect=5.0),
             )
         except httpx.HTTPError as exc:
@@ -75,6 +68,6 @@ class PaymentActivities:
         activity.logger.info("payment %s done (duplicate=%s)", body["payment_id"], body.get("duplicate", False))
         return PaymentReceipt(
             payment_id=body["payment_id"],
-            idempotency_key=input.idempotency_key,
+            idempotency_key=key,
             duplicate=bool(body.get("duplicate", False)),
         )

@@ -49,12 +49,11 @@ class PaymentAgentWorkflow:
         if not outcome.approved:
             workflow.logger.info("payment not made: approval %s", outcome.status)
             return PaymentAgentResult(outcome=outcome)
-        # The key is stable across retries, worker crashes and replays: the API pays once per key.
+        # The activity opens the approval only in this run, for this action, and derives the
+        # idempotency key from the same context: retries, crashes and replays pay once.
         receipt = await workflow.execute_activity_method(
             PaymentActivities.execute_payment,
-            ExecutePaymentInput(
-                action=action, outcome=outcome, idempotency_key=f"{workflow.info().workflow_id}:{digest}"
-            ),
+            ExecutePaymentInput(action=action, outcome=outcome),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30), maximum_attempts=20),
         )

@@ -169,7 +169,7 @@ def _op_config(ports: Ports, state: dict[str, str]) -> dict[str, object]:
         "redirect_uris": [],
         "backchannel_token_delivery_mode": "ping",
         "backchannel_client_notification_endpoint": f"https://127.0.0.1:{ports.callback}/ciba/notify",
-        "authorization_details_types": ["payment_initiation"],
+        "authorization_details_types": ["payment_initiation", "account_reset"],
         "require_auth_time": True,
     }
     payment_api_client = {

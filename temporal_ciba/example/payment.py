@@ -105,9 +105,11 @@ class PaymentAgentInput(BaseModel):
 
 
 class ExecutePaymentInput(BaseModel):
+    """The payment and its approval; the idempotency key is derived inside the activity
+    (temporal_ciba.grant), never taken from here."""
+
     action: PaymentAction
     outcome: ApprovalOutcome
-    idempotency_key: str
 
 
 class PaymentReceipt(BaseModel):

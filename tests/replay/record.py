@@ -129,7 +129,7 @@ class ScriptedOP:
 
     @activity.defn(name="payments.execute_payment")
     async def execute_payment(self, input: ExecutePaymentInput) -> PaymentReceipt:
-        return PaymentReceipt(payment_id="pay_1", idempotency_key=input.idempotency_key)
+        return PaymentReceipt(payment_id="pay_1", idempotency_key="recorded-key")
 
     @property
     def all(self) -> list[Callable[..., Any]]:

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from temporalio import activity
+from temporalio import activity, workflow
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -34,7 +34,7 @@ from temporal_ciba.models import (
     ValidateTokensInput,
     ValidateTokensResult,
 )
-from temporal_ciba.workflow import CibaApprovalWorkflow
+from temporal_ciba.workflow import CibaApprovalWorkflow, require_approval
 from tests.support.temporal import time_skipping_environment
 
 KEY = os.urandom(32)
@@ -66,10 +66,15 @@ class ScriptedOP:
         self.poll_started = asyncio.Event()
         self.block_send = False
         self.send_started = asyncio.Event()
+        self.sends = 0
+        self.gated = False
+        self.release: asyncio.Queue[None] = asyncio.Queue()
+        self.validated: list[ValidateTokensInput] = []
 
     @activity.defn(name="ciba.send_authentication_request")
     async def send(self, input: SendRequestInput) -> SendRequestResult:
         self.send_started.set()
+        self.sends += 1
         if self.block_send:
             await asyncio.Event().wait()  # until the workflow's cancellation cancels this activity
         if self.send_error:
@@ -96,10 +101,13 @@ class ScriptedOP:
         self.poll_started.set()
         if self.blocking:
             await self.block_next_poll.wait()
+        if self.gated:
+            await self.release.get()
         return self.answers.pop(0) if self.answers else TokenRequestResult(kind="pending")
 
     @activity.defn(name="ciba.validate_tokens")
     async def validate(self, input: ValidateTokensInput) -> ValidateTokensResult:
+        self.validated.append(input)
         if input.sealed_tokens == "forged":
             return ValidateTokensResult(error="iss_mismatch", reason="the ID token was issued by another issuer")
         return ValidateTokensResult(
@@ -129,12 +137,12 @@ async def start(env: WorkflowEnvironment, op: ScriptedOP, task_queue: str, **req
     )
 
 
-def worker(env: WorkflowEnvironment, op: ScriptedOP) -> tuple[Worker, str]:
+def worker(env: WorkflowEnvironment, op: ScriptedOP, *workflows: type) -> tuple[Worker, str]:
     task_queue = f"logic-{uuid.uuid4().hex[:8]}"
     return Worker(
         env.client,
         task_queue=task_queue,
-        workflows=[CibaApprovalWorkflow],
+        workflows=[CibaApprovalWorkflow, *workflows],
         activities=[op.send, op.request_token, op.validate, op.revoke],
     ), task_queue
 
@@ -159,6 +167,9 @@ def assert_spacing(times: list[float], expected: list[float]) -> None:
 
 
 GRANTED = TokenRequestResult(kind="granted", sealed_tokens="sealed-tokens")
+LOST = TokenRequestResult(
+    kind="failed", error="grant_lost", reason="tokens were issued but lost before they were recorded"
+)
 
 
 async def test_polls_respect_interval_slow_down_and_retry_after(env: WorkflowEnvironment) -> None:
@@ -335,3 +346,66 @@ async def test_cancelled_while_the_request_is_being_sent(env: WorkflowEnvironmen
         await handle.cancel()
         outcome = await handle.result()
     assert outcome.status == "cancelled" and op.poll_times == []
+
+
+async def test_pings_never_outpace_the_interval(env: WorkflowEnvironment) -> None:
+    """A flood of pings (or one replayed): the first asks at once, later ones wait the interval."""
+    op = ScriptedOP(env, [TokenRequestResult(kind="pending")] * 3 + [GRANTED], interval=5, mode="ping")
+    op.gated = True
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue)
+        await wait_pending(handle)
+        await handle.signal(CibaApprovalWorkflow.notify, PingNotice(auth_req_id="req-1"))
+        for _ in range(4):
+            await op.poll_started.wait()
+            op.poll_started.clear()
+            # Ten more pings while the token request is in flight; they are recorded first.
+            for _ in range(10):
+                await handle.signal(CibaApprovalWorkflow.notify, PingNotice(auth_req_id="req-1"))
+            op.release.put_nowait(None)
+        outcome = await handle.result()
+    assert outcome.status == "approved" and len(op.poll_times) == 4
+    assert_spacing(op.poll_times, [5, 5, 5])  # not the 60 s fallback, and never sooner than 5 s
+
+
+@pytest.mark.parametrize(
+    "policy,answers,sends,status",
+    [
+        ("stop", [LOST, GRANTED], 1, "error"),
+        ("ask_again", [LOST, GRANTED], 2, "approved"),
+        ("ask_again", [LOST, LOST, GRANTED], 2, "error"),  # once only
+    ],
+)
+async def test_a_lost_grant_is_an_outcome_or_one_new_request(
+    env: WorkflowEnvironment, policy: str, answers: list[TokenRequestResult], sends: int, status: str
+) -> None:
+    op = ScriptedOP(env, list(answers))
+    running, task_queue = worker(env, op)
+    async with running:
+        outcome = await (await start(env, op, task_queue, on_lost_grant=policy)).result()
+    assert (outcome.status, op.sends) == (status, sends)
+    if status == "error":
+        assert (
+            outcome.error == "grant_lost" and outcome.reason == "tokens were issued but lost before they were recorded"
+        )
+
+
+@workflow.defn(sandboxed=False)
+class AskingAgent:
+    @workflow.run
+    async def run(self) -> str:
+        outcome = await require_approval(ApprovalRequest(login_hint="alice", binding_message="Approve it"))
+        return outcome.status
+
+
+async def test_the_access_token_is_sealed_for_the_run_that_asked(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [GRANTED])
+    running, task_queue = worker(env, op, AskingAgent)
+    async with running:
+        agent = await env.client.start_workflow(
+            AskingAgent.run, id=f"agent-{uuid.uuid4().hex[:8]}", task_queue=task_queue
+        )
+        assert await agent.result() == "approved"
+    holder = op.validated[0]
+    assert (holder.holder_workflow_id, holder.holder_run_id) == (agent.id, agent.result_run_id)

@@ -124,7 +124,8 @@ const provider = new Provider(issuer, {
     revocation: { enabled: true },
     richAuthorizationRequests: {
       enabled: true,
-      types: { payment_initiation: { validate() {} } },
+      // The example agent's type and the README's example project's; any other is refused.
+      types: { payment_initiation: { validate() {} }, account_reset: { validate() {} } },
       authorizationDetailsForGrantSource: (ctx, source) => source.rar,
       authorizationDetailsForAccessToken: (ctx, token, source) => source.rar,
       authorizationDetailsForIntrospection: (ctx, token) => token.rar,
