@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from temporalio import activity
 
@@ -26,6 +26,7 @@ from temporal_ciba.ciba import (
     SlowDown,
     TokenRejected,
     TokenResponse,
+    TransportError,
 )
 from temporal_ciba.crypto.sealing import SealError, TokenSealer, access_token_context, tokens_context
 from temporal_ciba.models import (
@@ -44,6 +45,7 @@ NotificationTokenFactory = Callable[[str, str], str]
 # is over before Temporal retries it, so two token requests for one auth_req_id never overlap
 # (CIBA §7.3), even when the retry lands on another worker.
 ATTEMPT_SECONDS = 40.0
+REQUEST_OUTCOME_UNKNOWN = "request_outcome_unknown"
 GRANT_LOST = "grant_lost"
 GRANT_LOST_REASON = "tokens were issued but lost before they were recorded"
 
@@ -57,11 +59,13 @@ class CibaActivities:
         sealer: TokenSealer,
         *,
         notification_token: NotificationTokenFactory | None = None,
+        login_hint_subjects: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._ciba = ciba
         self._sealer = sealer
         self._notification_token = notification_token
+        self._login_hint_subjects = dict(login_hint_subjects or {})
         self._clock = clock
 
     @activity.defn(name="ciba.send_authentication_request")
@@ -81,6 +85,12 @@ class CibaActivities:
         except OAuthError as exc:
             activity.logger.info("backchannel request refused: %s", exc.error)
             return SendRequestResult(delivery_mode=mode, error=exc.error, reason=str(exc))
+        except TransportError as exc:
+            if not exc.request_sent:
+                raise  # it never reached the OP: Temporal retries it
+            # The OP may have prompted the user already; a retry would prompt again.
+            activity.logger.warning("backchannel request outcome unknown: %s", exc)
+            return SendRequestResult(delivery_mode=mode, error=REQUEST_OUTCOME_UNKNOWN, reason=f"{exc}; not sent again")
         except (ValueError, InvalidAuthenticationRequest, ProtocolError, DiscoveryError) as exc:
             activity.logger.warning("backchannel request not sent: %s", exc)
             return SendRequestResult(delivery_mode=mode, reason=str(exc).splitlines()[0])
@@ -91,7 +101,8 @@ class CibaActivities:
             client_id=self._ciba.client_id,
             requested_at=requested_at,
             delivery_mode=mode,
-            expected_subject=input.request.expected_subject,
+            # Who may approve: the caller's expected subject, else the configured one for this hint.
+            expected_subject=input.request.expected_subject or self._login_hint_subjects.get(input.request.login_hint),
         )
         activity.logger.info("backchannel request acknowledged: auth_req_id=%s", ack.auth_req_id)
         return SendRequestResult(

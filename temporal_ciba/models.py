@@ -109,6 +109,9 @@ class ApprovalOutcome(BaseModel):
     scope: str | None = None
     authorization_details: AuthorizationDetails | None = None
     action_digest: str | None = None
+    # Whether the approver had to be a given person (expected_subject, or the worker's
+    # login_hint mapping); False: anyone the OP authenticated for the login_hint could approve.
+    subject_pinned: bool | None = None
     requested_at: datetime | None = None
     deadline: datetime | None = None
     decided_at: datetime

@@ -157,7 +157,12 @@ class CibaPlugin(SimplePlugin):
         if self._ciba is None:
             self._ciba = self._op.ciba_client()
             issue = NotificationTokens(self._token_key).issue if self._op.delivery_mode != "poll" else None
-            handlers = CibaActivities(self._ciba, TokenSealer(self._token_key), notification_token=issue)
+            handlers = CibaActivities(
+                self._ciba,
+                TokenSealer(self._token_key),
+                notification_token=issue,
+                login_hint_subjects=self._op.login_hint_subjects,
+            )
             self._built_activities = list(handlers.all)
         return self._built_activities
 

@@ -69,6 +69,9 @@ class OPSettings(_Settings):
     id_token_max_age: int = Field(default=600, gt=0)
     # At most 30 s: a token request attempt must end before the activity's 45 s timeout.
     http_timeout: float = Field(default=30.0, gt=0, le=30)
+    # login_hint -> the OP's `sub` for that person (JSON object): an approval by anyone else is
+    # rejected. Without an entry (or ApprovalRequest.expected_subject) the approver is not pinned.
+    login_hint_subjects: dict[str, str] = {}
 
     @field_validator("issuer")
     @classmethod

@@ -320,9 +320,12 @@ class CibaApprovalWorkflow:
             await self._revoke(sealed_tokens)
             return self._finish("rejected", error=result.error, reason=result.reason or "the tokens failed validation")
         approval = result.approval
+        pinned = pending.binding.expected_subject is not None
         return self._finish(
             "approved",
-            reason=f"approved by {approval.sub}",
+            reason=f"approved by {approval.sub}"
+            + ("" if pinned else " (not pinned to the person asked: no expected_subject for this login_hint)"),
+            subject_pinned=pinned,
             sub=approval.sub,
             acr=approval.acr,
             amr=approval.amr,

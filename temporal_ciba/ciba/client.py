@@ -113,10 +113,12 @@ class CibaClient:
         )
         try:
             return await self._http.post(url, data=form, headers=headers, timeout=self._timeout)
-        except httpx.TimeoutException:
-            raise TransportError(f"{what}: the OP did not answer in time") from None
-        except httpx.HTTPError as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise TransportError(f"{what}: {type(exc).__name__}") from None
+        except httpx.TimeoutException:
+            raise TransportError(f"{what}: the OP did not answer in time", request_sent=True) from None
+        except httpx.HTTPError as exc:
+            raise TransportError(f"{what}: {type(exc).__name__}", request_sent=True) from None
 
     async def authenticate(self, request: AuthenticationRequest) -> Acknowledgement:
         """Send the backchannel authentication request (CIBA §7.1) and validate the ack (§7.3)."""

@@ -48,7 +48,16 @@ class ProtocolError(CibaError):
 
 
 class TransportError(CibaError):
-    """The OP could not be reached or failed (5xx); the same request may be retried."""
+    """The OP could not be reached or failed (5xx); the same request may be retried.
+
+    `request_sent` is True when the request may have reached the OP before the failure (a
+    read timeout, a dropped connection): retrying a backchannel request then risks asking the
+    user twice.
+    """
+
+    def __init__(self, message: str, *, request_sent: bool = False) -> None:
+        super().__init__(message)
+        self.request_sent = request_sent
 
 
 class TokenRequestInFlight(CibaError):

@@ -86,6 +86,7 @@ class ScriptedOP:
             requested_at=0,
             scope="openid",
             delivery_mode=self.mode,
+            expected_subject=input.request.expected_subject,
         )  # type: ignore[arg-type]
         return SendRequestResult(
             auth_req_id="req-1",
@@ -409,3 +410,15 @@ async def test_the_access_token_is_sealed_for_the_run_that_asked(env: WorkflowEn
         assert await agent.result() == "approved"
     holder = op.validated[0]
     assert (holder.holder_workflow_id, holder.holder_run_id) == (agent.id, agent.result_run_id)
+
+
+@pytest.mark.parametrize("expected_subject,pinned", [("alice", True), (None, False)])
+async def test_the_outcome_says_whether_the_approver_was_pinned(
+    env: WorkflowEnvironment, expected_subject: str | None, pinned: bool
+) -> None:
+    op = ScriptedOP(env, [GRANTED])
+    running, task_queue = worker(env, op)
+    async with running:
+        outcome = await (await start(env, op, task_queue, expected_subject=expected_subject)).result()
+    assert outcome.status == "approved" and outcome.subject_pinned is pinned
+    assert ("not pinned" in outcome.reason) is not pinned
