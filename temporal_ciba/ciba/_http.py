@@ -39,6 +39,36 @@ def require_secure_url(url: str, name: str) -> str:
     raise ValueError(f"{name} must be an https URL (http only for a loopback host), got {url!r}")
 
 
+def require_endpoint_url(url: str, name: str, *, issuer: str) -> str:
+    """An endpoint named in the metadata of `issuer`: never less protected than the issuer itself.
+
+    Every endpoint we call carries client credentials (token, backchannel authentication,
+    revocation, introspection) or the keys that make a token authentic (jwks_uri), and TLS is
+    required for each: OIDC Discovery §3 and §7.1, RFC 8414 §2, RFC 6749 §3.2, CIBA Core §7,
+    RFC 7009 §2, RFC 7662 §4. So for an https issuer every endpoint must be https: a discovery
+    document must not be able to point us at plain http, not even on loopback, where another
+    local process could listen and read a `client_secret_basic` header in clear. Plain http is
+    left only to an http loopback issuer (tests and the demo), whose discovery document already
+    came in clear over loopback, and then only to a loopback host (`require_secure_url`).
+
+    Another host than the issuer's is allowed, over https: the metadata arrived over TLS from the
+    issuer itself, which is authoritative for where its endpoints live, and real OPs use other
+    hosts (Google's token and JWKS hosts, Entra ID, RFC 8705 §5 mTLS endpoint aliases); TLS then
+    authenticates that host as it does the issuer.
+
+    RFC 6749 §3.1 and §3.2: an endpoint URI MUST NOT include a fragment component.
+    """
+    require_secure_url(url, name)
+    parts = urlsplit(url)
+    if parts.fragment or url.endswith("#"):
+        raise ValueError(f"{name} must not have a fragment (RFC 6749 §3.2), got {url!r}")
+    issuer_parts = urlsplit(issuer)
+    issuer_in_clear = issuer_parts.scheme == "http" and is_loopback_host(issuer_parts.hostname)
+    if parts.scheme != "https" and not issuer_in_clear:
+        raise ValueError(f"{name} must be https because the issuer {issuer!r} is, got {url!r}")
+    return url
+
+
 def json_object(response: httpx.Response, what: str) -> dict[str, Any]:
     """The response body as a JSON object, or ProtocolError naming the endpoint."""
     try:

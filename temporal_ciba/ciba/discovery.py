@@ -7,7 +7,7 @@ from typing import Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
-from ._http import json_object, require_secure_url
+from ._http import json_object, require_endpoint_url, require_secure_url
 from .errors import DiscoveryError, ProtocolError, TransportError
 
 CIBA_GRANT_TYPE = "urn:openid:params:grant-type:ciba"
@@ -41,6 +41,14 @@ class ProviderMetadata(BaseModel):
     revocation_endpoint: str | None = None
     authorization_details_types_supported: tuple[str, ...] | None = None
 
+    @field_validator("issuer")
+    @classmethod
+    def _secure_issuer(cls, issuer: str) -> str:
+        """OIDC Discovery §3, RFC 8414 §2: the issuer is an https URL (http only on loopback)."""
+        return require_secure_url(issuer, "issuer")
+
+    # Every URL member this client may call; a test checks that each *_endpoint and *_uri field
+    # is listed. Members the model does not declare are dropped, so they are never called.
     @field_validator(
         "token_endpoint",
         "jwks_uri",
@@ -50,9 +58,17 @@ class ProviderMetadata(BaseModel):
     )
     @classmethod
     def _secure_endpoint(cls, url: str | None, info: ValidationInfo) -> str | None:
+        """https whenever the issuer is https; see `require_endpoint_url` for the rule and its sources.
+
+        `issuer` is declared first, so it is validated before the endpoints; when it is missing
+        or invalid the endpoints are held to the https rule.
+        """
         if url is None:
             return None
-        return require_secure_url(url, info.field_name or "endpoint")
+        issuer = info.data.get("issuer")
+        return require_endpoint_url(
+            url, info.field_name or "endpoint", issuer=issuer if isinstance(issuer, str) else "https:"
+        )
 
 
 def parse_provider_metadata(document: dict[str, object], issuer: str) -> ProviderMetadata:
@@ -66,7 +82,8 @@ def parse_provider_metadata(document: dict[str, object], issuer: str) -> Provide
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "document"
-        raise DiscoveryError(f"discovery document: {where}: {first['msg']}") from None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise DiscoveryError(f"discovery document: {where}: {message}") from None
     if metadata.issuer != issuer:
         raise DiscoveryError(f"discovery document issuer {metadata.issuer!r} is not the configured issuer {issuer!r}")
     return metadata

@@ -68,7 +68,14 @@ def select_keys(keys: Sequence[PublicKey], *, alg: str, kid: str | None) -> list
 
 
 class JwksCache:
-    """Keys from `fetch`, kept for `ttl_seconds`; `refresh` refetches unless done very recently."""
+    """Keys from `fetch`, kept for `ttl_seconds`; `refresh` refetches unless done very recently.
+
+    Every decision to fetch is taken under the lock, so concurrent callers share one fetch:
+    callers that waited on the lock while another fetched reuse the keys it got, and the
+    cool-down (`min_refetch_seconds`, counted from the last attempt, failed or not) holds however
+    many validations with unknown kids arrive at once (OIDC Core 1.0 §10.1.1: refetch on an
+    unknown kid, but a forged kid must not make us hammer the OP).
+    """
 
     def __init__(
         self,
@@ -84,20 +91,37 @@ class JwksCache:
         self._clock = clock
         self._keys: list[PublicKey] | None = None
         self._fetched_at = float("-inf")
+        self._attempted_at = float("-inf")
+        self._generation = 0  # how many fetches have succeeded
         self._lock = asyncio.Lock()
 
+    def _fresh(self) -> bool:
+        return self._keys is not None and self._clock() - self._fetched_at <= self._ttl
+
     async def keys(self) -> list[PublicKey]:
-        if self._keys is None or self._clock() - self._fetched_at > self._ttl:
-            await self._load()
+        if not self._fresh():
+            async with self._lock:
+                # Checked again under the lock: a caller that waited reuses what the holder fetched.
+                if not self._fresh():
+                    await self._load()
         assert self._keys is not None
         return self._keys
 
     async def refresh(self) -> None:
-        """Refetch for an unknown kid, unless the keys were fetched too recently to try again."""
-        if self._clock() - self._fetched_at >= self._min_refetch:
+        """Refetch for an unknown kid, unless the keys were fetched too recently to try again.
+
+        The generation is taken before waiting for the lock: if a fetch succeeded meanwhile, the
+        keys this caller missed its kid in are already replaced, and it reuses the new ones.
+        """
+        seen = self._generation
+        async with self._lock:
+            if self._generation != seen or self._clock() - self._attempted_at < self._min_refetch:
+                return
             await self._load()
 
     async def _load(self) -> None:
-        async with self._lock:
-            self._keys = parse_jwks(await self._fetch())
-            self._fetched_at = self._clock()
+        """Fetch and parse the keys; the caller holds the lock."""
+        self._attempted_at = self._clock()
+        keys = parse_jwks(await self._fetch())
+        self._keys, self._fetched_at = keys, self._clock()
+        self._generation += 1

@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -144,7 +145,31 @@ async def _wait_for_port(port: int, services: Services, what: str, timeout: floa
     raise DemoError(f"{what} did not start on port {port} within {timeout:.0f} s")
 
 
-def _state(directory: Path) -> dict[str, str]:
+def private_directory(directory: Path) -> None:
+    """The demo directory, readable by its owner only (0700): it holds the payload and token keys,
+    the OP's client secrets, the TLS key and the Temporal history. An existing one is tightened."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.chmod(0o700)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to `path` with mode 0600 from the first byte on.
+
+    The content goes to a new file that mkstemp creates 0600 (O_CREAT | O_EXCL), then replaces
+    `path` in one rename: there is no moment when the secret is in a file others can read, and an
+    older file with a wider mode (or a symlink planted at `path`) is replaced, not written through.
+    """
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def load_state(directory: Path) -> dict[str, str]:
     """Secrets made on the first run and kept, so history stays readable across runs."""
     path = directory / "state.json"
     if path.exists():
@@ -155,8 +180,7 @@ def _state(directory: Path) -> dict[str, str]:
         "agent_secret": secrets.token_urlsafe(32),
         "payment_api_secret": secrets.token_urlsafe(32),
     }
-    path.write_text(json.dumps(state))
-    path.chmod(0o600)
+    write_private(path, json.dumps(state))
     return state
 
 
@@ -188,19 +212,27 @@ def _op_config(ports: Ports, state: dict[str, str]) -> dict[str, object]:
     }
 
 
+def write_op_config(directory: Path, ports: Ports, state: dict[str, str]) -> Path:
+    """op.json holds the clients' secrets: owner-only, like state.json."""
+    path = directory / "op.json"
+    write_private(path, json.dumps(_op_config(ports, state)))
+    return path
+
+
 async def run_demo(directory: Path, ports: Ports) -> int:
     from temporal_ciba.example.agent import PaymentAgentWorkflow
     from temporal_ciba.programs.connect import connect
 
+    private_directory(directory)
     op_dir = install_op(directory / "op")
     busy = [f"{name} {port}" for name, port in vars(ports).items() if not _port_free(port)]
     if busy:
         raise DemoError(f"ports in use ({', '.join(busy)}): stop what uses them or pass --port-base")
     logs = directory / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    state = _state(directory)
+    state = load_state(directory)
     tls = make_dev_certificates(directory / "tls", ["127.0.0.1", "localhost"])
-    (directory / "op.json").write_text(json.dumps(_op_config(ports, state)))
+    write_op_config(directory, ports, state)
     bin_dir = Path(sys.executable).parent
     cli = [sys.executable, "-m", "temporal_ciba.cli"]
     issuer = f"http://127.0.0.1:{ports.op}"

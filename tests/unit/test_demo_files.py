@@ -1,0 +1,79 @@
+"""The demo's secrets (OP client secrets in op.json, keys in state.json) are owner-only from the
+first byte on, in an owner-only directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from temporal_ciba.example import demo
+from temporal_ciba.example.demo import Ports, load_state, private_directory, write_op_config, write_private
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+@pytest.fixture
+def permissive_umask() -> object:
+    """A umask that would leave new files world-readable, as many systems have (022) or worse."""
+    previous = os.umask(0)
+    yield
+    os.umask(previous)
+
+
+@pytest.mark.usefixtures("permissive_umask")
+def test_demo_directory_and_secret_files_are_owner_only(tmp_path: Path) -> None:
+    directory = tmp_path / "demo"
+    private_directory(directory)
+    assert mode(directory) == 0o700
+    state = load_state(directory)
+    assert mode(directory / "state.json") == 0o600
+    config = write_op_config(directory, Ports(), state)
+    assert config == directory / "op.json" and mode(config) == 0o600
+    secrets = {client["client_secret"] for client in json.loads(config.read_text())["clients"]}
+    assert secrets == {state["agent_secret"], state["payment_api_secret"]}
+    assert sorted(p.name for p in directory.iterdir()) == ["op.json", "state.json"]  # no temporary left
+
+
+@pytest.mark.usefixtures("permissive_umask")
+def test_an_existing_world_readable_directory_and_file_are_tightened(tmp_path: Path) -> None:
+    directory = tmp_path / "demo"
+    directory.mkdir(mode=0o755)
+    private_directory(directory)
+    assert mode(directory) == 0o700
+    old = directory / "op.json"
+    old.write_text("old")
+    old.chmod(0o644)
+    write_private(old, "secret")
+    assert mode(old) == 0o600 and old.read_text() == "secret"
+
+
+@pytest.mark.usefixtures("permissive_umask")
+def test_no_moment_when_the_secret_is_in_a_readable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every write of the content happens to a file that is already 0600."""
+    modes_at_write: list[int] = []
+    real_fdopen = os.fdopen
+
+    def spying_fdopen(fd: int, *args: object, **kwargs: object) -> object:
+        modes_at_write.append(stat.S_IMODE(os.fstat(fd).st_mode))
+        return real_fdopen(fd, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(demo.os, "fdopen", spying_fdopen)
+    write_private(tmp_path / "op.json", "secret")
+    assert modes_at_write == [0o600]
+
+
+def test_a_planted_symlink_is_replaced_not_written_through(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    target.write_text("untouched")
+    (tmp_path / "op.json").symlink_to(target)
+    write_private(tmp_path / "op.json", "secret")
+    assert target.read_text() == "untouched"
+    assert not (tmp_path / "op.json").is_symlink() and mode(tmp_path / "op.json") == 0o600
