@@ -209,6 +209,9 @@ def _op_config(ports: Ports, state: dict[str, str]) -> dict[str, object]:
         "clients": [ciba_client, payment_api_client],
         "accounts": {APPROVER: {"email": "alice@example.com"}},
         "idTokenBindingClaims": True,
+        # This is a demo OP: its approver page plays alice's phone, and whoever reaches the OP
+        # (127.0.0.1 only) may approve. Its test-only routes (testRoutes) stay off.
+        "adminRoutes": True,
     }
 
 

@@ -1,12 +1,15 @@
 """docker-compose.yml is valid (checked by Debian's docker-compose, which needs no engine) and
-coherent with the repository: what it builds, mounts and configures exists and is documented."""
+coherent with the repository: what it builds, mounts and configures exists and is documented;
+it publishes only what a person must reach, on 127.0.0.1 unless CIBA_BIND says otherwise."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +24,61 @@ REQUIRED = {
     "CIBA_CLIENT_SECRET": "s",
     "PAYMENT_API_CLIENT_SECRET": "p",
     "POSTGRES_PASSWORD": "w",
+    "CIBA_CODEC_OPERATOR_TOKENS": "o",
 }
+# What a person opens in a browser: the Temporal UI and the demo OP's approver page. Nothing
+# else is published: the frontend, PostgreSQL, the callback, the codec server and the payment
+# API are on the compose network only.
+PUBLISHED = {"temporal-ui": {8080}, "op": {3000}}
+BIND = "${CIBA_BIND:-127.0.0.1}"
 
 
 def docker_compose(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     binary = shutil.which("docker-compose")
     if binary is None:
         raise RuntimeError("docker-compose is missing: scripts/setup.sh installs Debian's docker-compose")
-    base = {k: v for k, v in os.environ.items() if k not in REQUIRED}
-    return subprocess.run(
-        [binary, "-f", str(COMPOSE), *args], env={**base, **env}, capture_output=True, text=True, cwd=REPO, check=False
-    )
+    # Neither the caller's environment nor a .env beside the file may decide what is checked.
+    base = {k: v for k, v in os.environ.items() if k not in REQUIRED and k != "CIBA_BIND"}
+    with tempfile.TemporaryDirectory() as empty:
+        env_file = Path(empty) / "empty.env"
+        env_file.write_text("")
+        return subprocess.run(
+            [binary, "--env-file", str(env_file), "-f", str(COMPOSE), *args],
+            env={**base, **env},
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            check=False,
+        )
+
+
+def published(env: dict[str, str]) -> dict[str, list[tuple[str | None, int | None, int]]]:
+    """Per service, the ports the resolved file publishes as (host IP, host port, container
+    port); None for a host IP means every interface."""
+    result = docker_compose("config", env=env)
+    assert result.returncode == 0, result.stderr
+    found: dict[str, list[tuple[str | None, int | None, int]]] = {}
+    for name, service in yaml.safe_load(result.stdout)["services"].items():
+        for port in service.get("ports", []):
+            found.setdefault(name, []).append(parse_port(port))
+    return found
+
+
+def parse_port(port: str | int | dict[str, Any]) -> tuple[str | None, int | None, int]:
+    if isinstance(port, dict):  # the long syntax (Compose v2 prints this)
+        ip = port.get("host_ip") or None
+        host = port.get("published")
+        return ip, int(host) if host not in (None, "") else None, int(port["target"])
+    spec = str(port).rsplit("/", 1)[0]
+    ip, _, rest = spec.rpartition("]:") if spec.startswith("[") else ("", "", spec)
+    parts = rest.split(":")
+    if ip:
+        return ip.lstrip("["), int(parts[0]), int(parts[1])
+    if len(parts) == 3:
+        return parts[0] or None, int(parts[1]), int(parts[2])
+    if len(parts) == 2:
+        return None, int(parts[0]), int(parts[1])
+    return None, None, int(parts[0])  # a random host port on every interface
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +102,9 @@ def test_the_whole_system_is_there(services: dict[str, Any]) -> None:
         services
     )
     assert services["temporal"]["environment"]["DB"] == "postgres12"
-    assert services["temporal-ui"]["environment"]["TEMPORAL_CODEC_ENDPOINT"] == "http://localhost:8081"
+    # No sign-in in front of the UI, so no codec endpoint it could call; the codec server wants a token.
+    assert "TEMPORAL_CODEC_ENDPOINT" not in services["temporal-ui"]["environment"]
+    assert services["codec-server"]["environment"]["CIBA_CODEC_OPERATOR_TOKENS"].startswith("${")
     assert services["worker"]["environment"]["CIBA_DELIVERY_MODE"] == "ping"
     assert services["worker"]["environment"]["CIBA_ISSUER"].startswith("https://")
     # The token key goes only where tokens are opened; the codec server reads history, no more.
@@ -89,3 +138,40 @@ def test_every_setting_it_uses_is_documented(services: dict[str, Any]) -> None:
         environment = service.get("environment", {})
         used |= {name for name in environment if name.startswith(("CIBA_", "PAYMENT_API_"))}
     assert used and all(name in readme for name in used), sorted(name for name in used if name not in readme)
+
+
+def test_only_the_ui_and_the_approver_page_are_published_on_loopback() -> None:
+    ports = published(REQUIRED)
+    assert set(ports) == set(PUBLISHED), f"published: {sorted(ports)}"
+    for name, entries in ports.items():
+        for ip, host, container in entries:
+            assert ip == "127.0.0.1", f"{name} publishes :{container} on {ip or 'every interface'}"
+            assert container in PUBLISHED[name] and host == container, (name, host, container)
+
+
+def test_nothing_publishes_on_every_interface(services: dict[str, Any]) -> None:
+    # As written: each published port starts with the bind address (loopback unless CIBA_BIND
+    # is set), so none names every interface or falls back to it for want of a host IP.
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert isinstance(port, str) and port.startswith(BIND + ":"), f"{name}: {port!r}"
+        assert "expose" not in service or all(":" not in str(port) for port in service["expose"]), name
+
+
+def test_ciba_bind_moves_what_is_published_and_is_documented() -> None:
+    ports = published({**REQUIRED, "CIBA_BIND": "192.0.2.7"})
+    assert {ip for entries in ports.values() for ip, _, _ in entries} == {"192.0.2.7"}
+    assert "CIBA_BIND" in (REPO / "README.md").read_text()
+    assert "CIBA_BIND" in (REPO / "deploy" / "example.env").read_text()
+
+
+def test_the_compose_op_is_a_demo_op_without_test_routes(services: dict[str, Any]) -> None:
+    """The OP's approver page is the demo's phone (adminRoutes on); the routes that hand out
+    tokens and plan faults (testRoutes) are for tests only."""
+    mounts = services["op"]["volumes"]
+    assert "./deploy/op.json:/config/op.json:ro" in mounts
+    config = json.loads((REPO / "deploy" / "op.json").read_text())
+    assert config["adminRoutes"] is True
+    assert config.get("testRoutes", False) is False
+    dockerfile = (REPO / "temporal_ciba" / "example" / "op" / "Dockerfile").read_text()
+    assert '"/config/op.json"' in dockerfile and '"adminRoutes": true' in dockerfile

@@ -29,7 +29,7 @@ from temporal_ciba.programs.connect import connect
 from temporal_ciba.programs.worker import run_worker
 from temporal_ciba.search_attributes import ensure_search_attributes
 from temporal_ciba.settings import OPSettings, WorkerSettings
-from tests.support.op import TestOP, ciba_client, run_test_op
+from tests.support.op import TEST_ROUTES, TestOP, ciba_client, run_test_op
 from tests.support.temporal import DevServer, free_port
 
 SECRET = "a-client-secret-of-some-length-0123456789"
@@ -111,7 +111,8 @@ def op_config(
                 PING_CLIENT, mode="ping", client_secret=SECRET, backchannel_client_notification_endpoint=ping_endpoint
             )
         )
-    return {"clients": clients, "accounts": ACCOUNTS, "ackInterval": 1, **options}
+    # The OP's admin routes play the user's phone; the test-only routes hand out its tokens.
+    return {"clients": clients, "accounts": ACCOUNTS, "ackInterval": 1, **TEST_ROUTES, **options}
 
 
 @pytest.fixture(scope="session")

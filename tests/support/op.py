@@ -1,4 +1,4 @@
-"""Start and drive the oidc-provider test OP (tests/op/server.mjs) from Python."""
+"""Start and drive the oidc-provider test OP (temporal_ciba/example/op/server.mjs) from Python."""
 
 from __future__ import annotations
 
@@ -88,10 +88,22 @@ class TestOP:
                 self.process.wait()
 
 
+# The OP's unauthenticated routes, off unless its config turns them on (server.mjs): the
+# approver page and /admin/requests, approve, deny (adminRoutes), and the test-only
+# /admin/issued (every token response) and /admin/faults (testRoutes).
+TEST_ROUTES = {"adminRoutes": True, "testRoutes": True}
+
+
 @contextmanager
-def run_test_op(config: dict[str, Any], *, env: dict[str, str] | None = None) -> Iterator[TestOP]:
-    """Start the OP with `config` on a free loopback port; stop it on exit."""
+def run_test_op(
+    config: dict[str, Any], *, env: dict[str, str] | None = None, test_routes: bool = True
+) -> Iterator[TestOP]:
+    """Start the OP with `config` on a free loopback port; stop it on exit. With `test_routes`
+    (the default for tests) its admin and test-only routes are on unless `config` says otherwise;
+    without, the OP runs exactly as configured."""
     ensure_node_modules()
+    if test_routes:
+        config = {**TEST_ROUTES, **config}
     workdir = Path(tempfile.mkdtemp(prefix="ciba-op-"))
     config_path = workdir / "config.json"
     config_path.write_text(json.dumps(config))

@@ -4,14 +4,19 @@
 //
 // The OP itself is oidc-provider: discovery, client authentication, the
 // backchannel endpoint, the token endpoint, JWKS, introspection and revocation. Around it this
-// file adds what a test needs and a real OP would get from the user's phone:
+// file adds what a test needs and a real OP would get from the user's phone. None of it has
+// any authentication, so each group is off (404) unless the config turns it on:
+//
+// "adminRoutes": true (the demo, tests): whoever reaches the OP plays the user's phone.
 //   - /approver                  a page that plays the phone: pending requests, Approve / Deny
 //   - /admin/requests            the backchannel requests seen, with their parameters and status
 //   - /admin/requests/ID/approve the user approves (optionally as another account: a forged sub)
 //   - /admin/requests/ID/deny    the user denies
 //   - /admin/token-requests      every token request received (time, auth_req_id, status)
-//   - /admin/issued              every token response given, by auth_req_id (to prove none leaks)
 //   - /admin/pings               every ping the OP sent to a client's notification endpoint
+// "testRoutes": true (tests only, never the demo or docker-compose): hands out tokens.
+//   - /admin/issued              every token response given, by auth_req_id (to prove none leaks);
+//                                without the flag the OP does not even keep them
 //   - /admin/faults              answers oidc-provider never gives: slow_down, 503 + Retry-After,
 //                                an earlier token response replayed, a dropped ping, a decision
 //                                made at once (racing the acknowledgement)
@@ -43,6 +48,9 @@ const host = config.host ?? '127.0.0.1';
 const accounts = config.accounts ?? { alice: { email: 'alice@example.com' } };
 const resource = config.resource ?? 'https://payments.example.test/';
 const AUTH_REQ_ID_CLAIM = 'urn:openid:params:jwt:claim:auth_req_id';
+// Only the literal true turns a group of unauthenticated routes on (a string "false" does not).
+const adminRoutes = config.adminRoutes === true;
+const testRoutes = config.testRoutes === true;
 
 const requests = new Map(); // auth_req_id -> what the "phone" shows, and its status
 const tokenRequests = []; // {auth_req_id, at, status}
@@ -228,10 +236,13 @@ provider.use(async (ctx, next) => {
     if (interval) ctx.body.interval = interval;
   }
   if (ctx.oidc?.route === 'token' && ctx.status === 200 && ctx.oidc.params?.auth_req_id) {
-    const authReqId = ctx.oidc.params.auth_req_id;
-    issued.set(authReqId, ctx.body);
-    const replay = takeFault('replay_tokens', authReqId);
-    if (replay && issued.has(replay.from)) ctx.body = issued.get(replay.from);
+    // Token responses are kept only for the test routes (/admin/issued, the replay fault).
+    if (testRoutes) {
+      const authReqId = ctx.oidc.params.auth_req_id;
+      issued.set(authReqId, ctx.body);
+      const replay = takeFault('replay_tokens', authReqId);
+      if (replay && issued.has(replay.from)) ctx.body = issued.get(replay.from);
+    }
   }
 });
 
@@ -277,36 +288,40 @@ const decide = async (authReqId, body, approve) => {
   return [200, entry];
 };
 
+const notFound = (res) => json(res, 404, { error: 'not found' });
+
 async function admin(req, res, url) {
+  // Off: the same 404 as any unknown path, before the body is read.
+  if (!adminRoutes && !testRoutes) return notFound(res);
   const body = req.method === 'POST' ? JSON.parse((await readBody(req)).toString() || '{}') : {};
   const match = url.pathname.match(/^\/admin\/requests\/([^/]+)\/(approve|deny)$/);
-  if (req.method === 'POST' && match) {
+  if (adminRoutes && req.method === 'POST' && match) {
     const [status, result] = await decide(decodeURIComponent(match[1]), body, match[2] === 'approve');
     return json(res, status, result);
   }
-  if (url.pathname === '/admin/requests') {
+  if (adminRoutes && url.pathname === '/admin/requests') {
     let list = [...requests.values()];
     if (url.searchParams.has('status')) list = list.filter((r) => r.status === url.searchParams.get('status'));
     return json(res, 200, list);
   }
-  if (url.pathname === '/admin/issued') {
+  if (testRoutes && url.pathname === '/admin/issued') {
     // The token responses the OP gave: tests look for these strings where no token may appear.
     return json(res, 200, Object.fromEntries(issued));
   }
-  if (url.pathname === '/admin/pings') {
+  if (adminRoutes && url.pathname === '/admin/pings') {
     return json(res, 200, pings);
   }
-  if (url.pathname === '/admin/token-requests') {
+  if (adminRoutes && url.pathname === '/admin/token-requests') {
     const id = url.searchParams.get('auth_req_id');
     const since = Number(url.searchParams.get('since') ?? 0);
     const selected = tokenRequests.filter((t) => (id === null || t.auth_req_id === id) && t.at >= since);
     return json(res, 200, url.searchParams.has('count') ? { count: selected.length } : selected);
   }
-  if (url.pathname === '/admin/faults' && req.method === 'POST') {
+  if (testRoutes && url.pathname === '/admin/faults' && req.method === 'POST') {
     faults = (body.faults ?? []).map((f) => ({ remaining: 1, ...f }));
     return json(res, 200, faults);
   }
-  return json(res, 404, { error: 'not found' });
+  return notFound(res);
 }
 
 const callback = provider.callback();
@@ -316,7 +331,7 @@ server.on('request', async (req, res) => {
   const url = new URL(req.url, issuer);
   try {
     if (url.pathname.startsWith('/admin/')) return await admin(req, res, url);
-    if (req.method === 'GET' && url.pathname === '/approver') {
+    if (adminRoutes && req.method === 'GET' && url.pathname === '/approver') {
       res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
       return res.end(approverPage);
     }
@@ -342,5 +357,11 @@ server.on('request', async (req, res) => {
   }
 });
 
+if (adminRoutes) {
+  process.stderr.write(`WARNING: admin routes on (adminRoutes): anyone who reaches ${issuer} can approve its requests\n`);
+}
+if (testRoutes) {
+  process.stderr.write(`WARNING: test routes on (testRoutes): ${issuer}/admin/issued hands out every token; tests only\n`);
+}
 process.stdout.write(`${JSON.stringify({ issuer })}\n`);
 for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => { server.close(); process.exit(0); });
