@@ -20,7 +20,13 @@ from typing import Any
 
 from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import PydanticPayloadConverter
-from temporalio.converter import DataConverter, DefaultPayloadConverter, PayloadCodec
+from temporalio.converter import (
+    DataConverter,
+    DefaultPayloadConverter,
+    PayloadCodec,
+    SerializationContext,
+    WithSerializationContext,
+)
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
@@ -37,11 +43,20 @@ PLUGIN_NAME = "temporal_ciba.CibaPlugin"
 PASSTHROUGH_MODULES = ("temporal_ciba",)
 
 
-class ChainedCodec(PayloadCodec):
+class ChainedCodec(PayloadCodec, WithSerializationContext):
     """Codecs applied in order on encode and in reverse on decode."""
 
     def __init__(self, codecs: Sequence[PayloadCodec]) -> None:
         self.codecs = tuple(codecs)
+
+    def with_context(self, context: SerializationContext) -> ChainedCodec:
+        """Each codec that uses the serialization context (ours: the workflow id) gets it."""
+        return ChainedCodec(
+            [
+                codec.with_context(context) if isinstance(codec, WithSerializationContext) else codec
+                for codec in self.codecs
+            ]
+        )
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
         result = list(payloads)
