@@ -268,12 +268,16 @@ async def _callback(args: argparse.Namespace) -> int:
 
 
 async def _codec_server(args: argparse.Namespace) -> int:
-    from temporal_ciba.crypto.codec import AesGcmCodec
-    from temporal_ciba.programs.codec_server import create_codec_app
+    from temporal_ciba.programs.codec_server import codec_app_from_settings
 
     settings = load_settings(CodecServerSettings)
-    app = create_codec_app(AesGcmCodec(settings.payload_key_bytes), cors_origins=settings.codec_cors_origins)
-    await _serve(app, host=settings.codec_host, port=settings.codec_port)
+    await _serve(
+        codec_app_from_settings(settings),
+        host=settings.codec_host,
+        port=settings.codec_port,
+        tls_cert=settings.codec_tls_cert,
+        tls_key=settings.codec_tls_key,
+    )
     return EXIT_OK
 
 
