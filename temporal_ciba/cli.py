@@ -231,13 +231,20 @@ async def _worker(args: argparse.Namespace) -> int:
 
 
 async def _serve(
-    app: Any, *, host: str, port: int, tls_cert: Path | None = None, tls_key: Path | None = None, lifespan: str = "off"
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+    lifespan: str = "off",
+    **options: Any,
 ) -> None:
-    """Serve an ASGI app with uvicorn, over HTTPS when a certificate is given."""
+    """Serve an ASGI app with uvicorn, over HTTPS when a certificate is given; `options` go to uvicorn.Config."""
     import uvicorn
 
     tls = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key)} if tls_cert and tls_key else {}
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan=lifespan, **tls)  # type: ignore[arg-type]
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan=lifespan, **tls, **options)  # type: ignore[arg-type]
     logging.getLogger("temporal_ciba.cli").info("listening on %s://%s:%d", "https" if tls else "http", host, port)
     await uvicorn.Server(config).serve()
 
@@ -245,7 +252,7 @@ async def _serve(
 async def _callback(args: argparse.Namespace) -> int:
     from temporal_ciba.crypto.notification import NotificationTokens
     from temporal_ciba.crypto.sealing import TokenSealer
-    from temporal_ciba.programs.callback import create_callback_app
+    from temporal_ciba.programs.callback import GuardedH11Protocol, create_callback_app
     from temporal_ciba.programs.connect import connect
 
     settings = load_settings(CallbackSettings)
@@ -256,6 +263,7 @@ async def _callback(args: argparse.Namespace) -> int:
         TokenSealer(settings.token_key_bytes),
         path=settings.callback_path,
         max_body_bytes=settings.callback_max_body_bytes,
+        read_timeout=settings.callback_read_timeout,
     )
     await _serve(
         app,
@@ -263,6 +271,12 @@ async def _callback(args: argparse.Namespace) -> int:
         port=settings.callback_port,
         tls_cert=settings.callback_tls_cert,
         tls_key=settings.callback_tls_key,
+        # Slow clients cannot pin it: read deadlines for the head (here) and the body (in the app),
+        # a bound on open connections, and a bounded wait for open requests on shutdown.
+        http=GuardedH11Protocol.with_read_timeout(settings.callback_read_timeout),
+        limit_concurrency=settings.callback_max_connections,
+        h11_max_incomplete_event_size=16 * 1024,
+        timeout_graceful_shutdown=10,
     )
     return EXIT_OK
 

@@ -256,6 +256,11 @@ class CallbackSettings(TokenKeySettings):
     # For local use only (the demo, tests): serve plain HTTP.
     callback_insecure_http: bool = False
     callback_max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
+    # Seconds for a request head to arrive (after the connection or the previous response), and
+    # again for its body; slower clients are cut (408 for a late body).
+    callback_read_timeout: float = Field(default=10.0, gt=0, le=300)
+    # Open connections at most (idle and slow ones count); requests beyond get 503 at once.
+    callback_max_connections: int = Field(default=512, ge=1, le=100_000)
 
     @field_validator("callback_tls_cert", "callback_tls_key")
     @classmethod

@@ -168,11 +168,69 @@ async def test_duplicate_pings_are_harmless(
 
 # Property: random bodies and headers never get a 3xx or 5xx -----------------------------------
 
+# Text with lone surrogates too (json.dumps writes them as "\ud800" escapes: valid JSON, no Unicode).
+TEXT = st.text(max_size=40) | st.text(st.characters(categories=["Cs"]) | st.characters(), min_size=1, max_size=12)
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    st.none() | st.booleans() | st.integers() | st.integers(min_value=2**53) | st.floats() | TEXT,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(TEXT, children, max_size=4),
     max_leaves=12,
 )
+# Numbers beyond what I-JSON (RFC 7493) allows, and the non-JSON constants Python's json accepts.
+ODD_NUMBERS = st.sampled_from(
+    [
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        "1e999999",
+        "-1e400",
+        "9" * 5000,
+        "-" + "9" * 4400,
+        str(2**53),
+        str(-(2**53)),
+        str(2**63),
+        str(-(2**64)),
+        "1" + "0" * 30,
+    ]
+)
+# Byte sequences that are not UTF-8: a stray continuation, an overlong form, an encoded surrogate, beyond U+10FFFF.
+INVALID_UTF8 = st.sampled_from(
+    [b"\xff", b"\x80", b"\xc3\x28", b"\xc0\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xe2\x82"]
+)
+LONE_SURROGATE = st.sampled_from(["\ud800", "\udbff", "\udc00", "\udfff", "\udc00\ud800"])
+
+
+def malformed_bodies(auth_req_id: str) -> st.SearchStrategy[tuple[bytes, bool]]:
+    """Bodies each malformed in one way, many around the waiting approval's real auth_req_id (so that
+    only the malformation stands between them and the workflow), and whether to send them chunked."""
+    real = json.dumps(auth_req_id)[1:-1].encode()
+    around = st.sampled_from([b"", real])
+    push_member = st.sampled_from(["error", "error_description", "access_token", "id_token", "token_type", "x"])
+    surrogate_ids = st.tuples(around, LONE_SURROGATE, around).map(
+        lambda t: json.dumps({"auth_req_id": t[0].decode() + t[1] + t[2].decode()}).encode()
+    )
+    surrogate_members = st.tuples(push_member, LONE_SURROGATE, st.booleans()).map(
+        lambda t: json.dumps({"auth_req_id": auth_req_id, **({t[0]: t[1]} if t[2] else {t[1]: t[0]})}).encode()
+    )
+    odd_numbers = st.tuples(st.sampled_from(["auth_req_id", "expires_in", "x"]), ODD_NUMBERS).map(
+        lambda t: (
+            b'{"auth_req_id":"%s","%s":%s}' % (real, t[0].encode(), t[1].encode())
+            if t[0] != "auth_req_id"
+            else b'{"auth_req_id":%s}' % t[1].encode()
+        )
+    )
+    invalid_utf8 = st.tuples(around, INVALID_UTF8, around).map(lambda t: b'{"auth_req_id":"%s%s%s"}' % t)
+    over_the_limit = st.integers(min_value=64 * 1024 - 10, max_value=3 * 64 * 1024).map(
+        lambda n: b'{"auth_req_id":"%s","padding":"%s"}' % (real, b"x" * n)
+    )
+    # Which auth_req_id would count? And JSON in an encoding other than UTF-8 (RFC 8259 §8.1).
+    duplicate_ids = st.just(b'{"auth_req_id":"someone-else","auth_req_id":"%s"}' % real)
+    not_utf8 = st.sampled_from(["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-8-sig"]).map(
+        lambda encoding: json.dumps({"auth_req_id": auth_req_id}).encode(encoding)
+    )
+    return st.tuples(
+        st.one_of(surrogate_ids, surrogate_members, odd_numbers, invalid_utf8, over_the_limit, duplicate_ids, not_utf8),
+        st.booleans(),
+    )
 
 
 @pytest.fixture
@@ -191,11 +249,19 @@ def test_random_input_never_gets_3xx_or_5xx(property_target: dict[str, Any]) -> 
         st.text(alphabet="ABCDEFabcdef0123456789-_", min_size=1, max_size=200).map(lambda t: f"Bearer {t}"),
     )
     body = st.one_of(
-        st.binary(max_size=300),
-        JSON.map(lambda value: json.dumps(value).encode()),
-        st.dictionaries(
-            st.sampled_from(["auth_req_id", "access_token", "id_token", "error", "token_type"]), JSON, max_size=5
-        ).map(lambda value: json.dumps(value).encode()),
+        st.tuples(
+            st.one_of(
+                st.binary(max_size=300),
+                JSON.map(lambda value: json.dumps(value).encode()),
+                st.dictionaries(
+                    st.sampled_from(["auth_req_id", "access_token", "id_token", "error", "token_type"]),
+                    JSON,
+                    max_size=5,
+                ).map(lambda value: json.dumps(value).encode()),
+            ),
+            st.just(False),
+        ),
+        malformed_bodies(property_target["auth_req_id"]),
     )
     content_type = st.sampled_from(
         ["application/json", "application/json; charset=utf-8", "text/plain", "", "application/x-www-form-urlencoded"]
@@ -204,18 +270,23 @@ def test_random_input_never_gets_3xx_or_5xx(property_target: dict[str, Any]) -> 
 
     with httpx.Client(verify=ssl.create_default_context(cafile=property_target["ca"]), timeout=10) as http:
 
-        @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
-        @given(authorization=authorization, body=body, content_type=content_type)
-        def check(authorization: str | None, body: bytes, content_type: str) -> None:
+        @settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(authorization=authorization, body=body, content_type=content_type, addressed=st.booleans())
+        def check(authorization: str | None, body: tuple[bytes, bool], content_type: str, addressed: bool) -> None:
+            if addressed:  # a valid bearer and JSON: the body itself is judged
+                authorization, content_type = f"Bearer {valid}", "application/json"
             headers = {"content-type": content_type.encode()}
             if authorization is not None:
                 headers["authorization"] = authorization.encode()  # any bytes, not only ASCII
-            try:
-                response = http.post(property_target["url"], content=body, headers=headers)
+            content, chunked = body
+            try:  # chunked: no content-length, the service finds the size while it reads
+                response = http.post(
+                    property_target["url"], content=iter([content]) if chunked else content, headers=headers
+                )
             except httpx.LocalProtocolError:
                 return  # a header httpx itself refuses to send never reaches the service
             seen.add(response.status_code)
             assert 400 <= response.status_code < 500, response.status_code
 
         check()
-    assert {400, 401} <= seen
+    assert {400, 401, 413} <= seen
