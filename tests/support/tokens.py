@@ -15,6 +15,14 @@ from temporal_ciba.ciba.token import TokenResponse
 from temporal_ciba.ciba.validation import AUTH_REQ_ID_CLAIM, RequestBinding, token_hash
 
 ISSUER = "https://op.example.test"
+# A minimal discovery document of an OP at ISSUER, for in-process HTTP transports.
+METADATA = {
+    "issuer": ISSUER,
+    "token_endpoint": f"{ISSUER}/token",
+    "jwks_uri": f"{ISSUER}/jwks",
+    "backchannel_authentication_endpoint": f"{ISSUER}/bc",
+    "backchannel_token_delivery_modes_supported": ["poll"],
+}
 CLIENT_ID = "agent-client"
 AUTH_REQ_ID = "req-1234567890"
 NOW = 1_800_000_000.0

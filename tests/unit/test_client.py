@@ -11,15 +11,7 @@ import httpx
 import pytest
 
 from temporal_ciba.ciba import Acknowledgement, CibaClient, ClientSecretBasic, TokenRejected, TokenRequestInFlight
-from tests.support.tokens import CLIENT_ID, ISSUER, NOW, Keys, binding, claims, token_response
-
-METADATA = {
-    "issuer": ISSUER,
-    "token_endpoint": f"{ISSUER}/token",
-    "jwks_uri": f"{ISSUER}/jwks",
-    "backchannel_authentication_endpoint": f"{ISSUER}/bc",
-    "backchannel_token_delivery_modes_supported": ["poll"],
-}
+from tests.support.tokens import CLIENT_ID, ISSUER, METADATA, NOW, Keys, binding, claims, token_response
 
 
 class FakeOP:

@@ -14,15 +14,7 @@ from temporal_ciba.activities import REQUEST_OUTCOME_UNKNOWN, CibaActivities
 from temporal_ciba.ciba import CibaClient, ClientSecretBasic, TransportError
 from temporal_ciba.crypto import TokenSealer
 from temporal_ciba.models import ApprovalRequest, SendRequestInput
-from tests.support.tokens import CLIENT_ID, ISSUER
-
-METADATA = {
-    "issuer": ISSUER,
-    "token_endpoint": f"{ISSUER}/token",
-    "jwks_uri": f"{ISSUER}/jwks",
-    "backchannel_authentication_endpoint": f"{ISSUER}/bc",
-    "backchannel_token_delivery_modes_supported": ["poll"],
-}
+from tests.support.tokens import CLIENT_ID, ISSUER, METADATA
 
 
 def activities(bc_answer: httpx.Response | Exception, **options: object) -> CibaActivities:
