@@ -1,5 +1,5 @@
-"""The send activity's own rules, in an activity context over an in-process HTTP transport:
-whom an approval is pinned to, and never asking the user twice."""
+"""The approval activities' own rules, in an activity context over an in-process HTTP
+transport: whom an approval is pinned to, never asking the user twice, and naming a lost grant."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import httpx
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from temporal_ciba.activities import REQUEST_OUTCOME_UNKNOWN, CibaActivities
+from temporal_ciba.activities import GRANT_LOST, REQUEST_OUTCOME_UNKNOWN, CibaActivities
 from temporal_ciba.ciba import CibaClient, ClientSecretBasic, TransportError
 from temporal_ciba.crypto import TokenSealer
-from temporal_ciba.models import ApprovalRequest, SendRequestInput
+from temporal_ciba.models import ApprovalRequest, SendRequestInput, TokenRequestInput
 from tests.support.tokens import CLIENT_ID, ISSUER, METADATA
 
 
@@ -35,9 +35,9 @@ def send_input(**request: object) -> SendRequestInput:
     return SendRequestInput(request=approval, workflow_id="wf", first_run_id="run")
 
 
-def env() -> ActivityEnvironment:
+def env(attempt: int = 1) -> ActivityEnvironment:
     environment = ActivityEnvironment()
-    environment.info = dataclasses.replace(environment.info, workflow_id="wf", workflow_run_id="run")
+    environment.info = dataclasses.replace(environment.info, workflow_id="wf", workflow_run_id="run", attempt=attempt)
     return environment
 
 
@@ -73,3 +73,12 @@ async def test_a_request_that_never_reached_the_op_is_retried(failure: httpx.Res
     acts = activities(failure)
     with pytest.raises(TransportError):  # raised: Temporal's retry policy sends it again
         await env().run(acts.send_authentication_request, send_input())
+
+
+@pytest.mark.parametrize("attempt,error", [(1, "invalid_grant"), (2, GRANT_LOST)])
+async def test_invalid_grant_on_a_retry_is_a_lost_grant(attempt: int, error: str) -> None:
+    """A retried token request meets invalid_grant when the attempt before it got the tokens and
+    died before recording them (the OP then refuses the auth_req_id)."""
+    acts = activities(httpx.Response(400, json={"error": "invalid_grant"}))
+    result = await env(attempt).run(acts.request_token, TokenRequestInput(auth_req_id="req-1"))
+    assert (result.kind, result.error) == ("failed", error)
