@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -227,12 +227,14 @@ def callback(temporal_server: DevServer, tls: TlsFiles, tmp_path_factory: pytest
     process.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def payment_api(op: TestOP, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The example payment API, a real HTTP service introspecting tokens at the OP."""
+OPERATOR_TOKEN = "operator-" + base64.urlsafe_b64encode(os.urandom(24)).decode()
+
+
+@contextmanager
+def run_payment_api(op: TestOP, directory: Path, **env: str) -> Iterator[str]:
+    """`temporal-ciba payment-api` as a separate process, introspecting tokens at `op`; yields its URL."""
     port = free_port()
-    directory = tmp_path_factory.mktemp("payment-api")
-    env = {
+    environment = {
         **clean_env(),
         "PAYMENT_API_ISSUER": op.issuer,
         "PAYMENT_API_CLIENT_ID": PAYMENT_API_CLIENT,
@@ -240,22 +242,38 @@ def payment_api(op: TestOP, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "PAYMENT_API_AGENT_CLIENT_IDS": f"{AGENT_CLIENT},{PING_CLIENT}",
         "PAYMENT_API_DB": str(directory / "payments.sqlite3"),
         "PAYMENT_API_PORT": str(port),
+        "PAYMENT_API_OPERATOR_TOKEN": OPERATOR_TOKEN,
+        **env,
     }
     log = directory / "payment-api.log"
-    process = subprocess.Popen(cli_command("payment-api"), env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        cli_command("payment-api"), env=environment, stdout=log.open("wb"), stderr=subprocess.STDOUT
+    )
     url = f"http://127.0.0.1:{port}"
-    wait_until_serving(url + "/healthz", process, log)
-    yield url
-    process.terminate()
-    process.wait(timeout=10)
+    try:
+        wait_until_serving(url + "/healthz", process, log)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def payment_api(op: TestOP, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The example payment API, a real HTTP service introspecting tokens at the OP.
+
+    The tests here pay the same INVOICE from many agents, each approved on its own, so this API
+    pays once per grant but not once per action (tests/security checks that default too)."""
+    directory = tmp_path_factory.mktemp("payment-api")
+    with run_payment_api(op, directory, PAYMENT_API_ONE_PAYMENT_PER_ACTION="false") as url:
+        yield url
 
 
 def payments(payment_api: str, idempotency_key_prefix: str) -> list[dict[str, object]]:
-    return [
-        p
-        for p in httpx.get(payment_api + "/payments").json()
-        if str(p["idempotency_key"]).startswith(idempotency_key_prefix)
-    ]
+    """The payments recorded under keys with this prefix, listed with the operator token."""
+    response = httpx.get(payment_api + "/payments", headers={"authorization": f"Bearer {OPERATOR_TOKEN}"})
+    response.raise_for_status()
+    return [p for p in response.json() if str(p["idempotency_key"]).startswith(idempotency_key_prefix)]
 
 
 def agent_settings(op: TestOP, **overrides: object) -> OPSettings:

@@ -1,0 +1,565 @@
+"""Issue 10, findings 1, 9 and the payment API's part of 7, as attacks on the real processes:
+the oidc-provider test OP, the payment API (`temporal-ciba payment-api`), and for finding 1 the
+real worker running the payment agent on a Temporal dev server.
+
+1. One approval's token posted again with fresh Idempotency-Keys paid again: now 409, once per grant.
+9. A retry of a recorded payment after its token was revoked got 401: now the recorded receipt.
+7. Bad input gave 500, the body was read whole before the size check, GET /payments was open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from temporalio.client import Client
+
+from temporal_ciba.ciba import AuthenticationRequest, CibaClient, ClientSecretBasic
+from temporal_ciba.example.payment import PaymentAction, action_digest, authorization_details, binding_message
+from temporal_ciba.example.payment_api import MAX_BODY_BYTES, PaymentApiSettings, create_app
+from temporal_ciba.settings import WorkerSettings
+from tests.e2e.conftest import AGENT_CLIENT, OPERATOR_TOKEN, PAYMENT_API_CLIENT, SECRET, payments, run_payment_api
+from tests.e2e.test_approval_workflow import INVOICE, approval_handle, pending_auth_req_id, start_agent
+from tests.support.op import TestOP
+
+
+def fresh_action(amount: str = "42.00") -> PaymentAction:
+    """A payment no other test pays (its reference is new)."""
+    return PaymentAction(
+        amount=amount,
+        currency="EUR",
+        creditor_name="ACME GmbH",
+        creditor_iban="DE02 1001 0010 9307 1186 03",
+        reference=f"SEC-{uuid.uuid4().hex[:16]}",
+    )
+
+
+def body_of(action: PaymentAction) -> dict[str, Any]:
+    return {**action.model_dump(), "action_digest": action_digest(action)}
+
+
+async def approved_token(op: TestOP, action: PaymentAction) -> str:
+    """An access token for `action`, approved by alice, through the protocol client and the real OP."""
+    digest = action_digest(action)
+    request = AuthenticationRequest(
+        scope="openid payments",
+        login_hint="alice",
+        binding_message=binding_message(action, digest),
+        authorization_details=authorization_details(action, digest),
+    )
+    async with CibaClient(issuer=op.issuer, client_auth=ClientSecretBasic(AGENT_CLIENT, SECRET)) as agent:
+        ack = await agent.authenticate(request)
+        await asyncio.to_thread(op.approve, ack.auth_req_id)
+        tokens = await agent.poll(ack)
+    return tokens.access_token.get_secret_value()
+
+
+async def active_at_op(op: TestOP, token: str) -> bool:
+    """What the OP says of the token, asked (RFC 7662) as the payment API."""
+    async with CibaClient(issuer=op.issuer, client_auth=ClientSecretBasic(PAYMENT_API_CLIENT, SECRET)) as rs:
+        return (await rs.introspect(token)).get("active") is True
+
+
+async def revoke_as_agent(op: TestOP, token: str) -> None:
+    """RFC 7009 revocation by the token's own client: what expiry looks like to the payment API."""
+    async with CibaClient(issuer=op.issuer, client_auth=ClientSecretBasic(AGENT_CLIENT, SECRET)) as agent:
+        assert await agent.revoke(token)
+
+
+async def pay(api: str, token: str, key: str, body: dict[str, Any]) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=30) as http:
+        return await http.post(
+            api + "/payments", json=body, headers={"authorization": f"Bearer {token}", "idempotency-key": key}
+        )
+
+
+@pytest.fixture(scope="module")
+def strict_payment_api(op: TestOP, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The payment API with its default settings (one payment per action and client), and no
+    operator token (so GET /payments is off)."""
+    with run_payment_api(op, tmp_path_factory.mktemp("strict-payment-api"), PAYMENT_API_OPERATOR_TOKEN="") as url:
+        yield url
+
+
+# Finding 1: one approval, one payment ------------------------------------------------------------
+
+
+async def test_replaying_a_paid_agents_token_with_new_keys_is_refused(
+    temporal_client: Client, worker: WorkerSettings, op: TestOP, payment_api: str
+) -> None:
+    """The attack as reported: the real agent pays; its token, taken from the OP, is posted again
+    with Idempotency-Key replay-key-0001, then -0002. Before: 201 twice, three payments."""
+    agent = await start_agent(temporal_client, worker)
+    auth_req_id = await pending_auth_req_id(approval_handle(temporal_client, agent))
+    op.approve(auth_req_id)
+    result = await agent.result()
+    assert result.receipt is not None and not result.receipt.duplicate
+    token = op.issued()[auth_req_id]["access_token"]
+    suffix = uuid.uuid4().hex[:8]  # the session's API outlives this test
+    for key in (f"replay-key-0001-{suffix}", f"replay-key-0002-{suffix}"):
+        response = await pay(payment_api, token, key, body_of(INVOICE))
+        assert response.status_code == 409, response.text
+        assert response.json()["error"] == "grant_already_used"
+    assert payments(payment_api, "replay-key-") == []
+    assert [p["payment_id"] for p in payments(payment_api, agent.id)] == [result.receipt.payment_id]
+
+
+@pytest.mark.parametrize("api", ["payment_api", "strict_payment_api"])
+async def test_one_token_pays_once_whatever_the_key(op: TestOP, api: str, request: pytest.FixtureRequest) -> None:
+    url = request.getfixturevalue(api)
+    action = fresh_action()
+    token = await approved_token(op, action)
+    first = await pay(url, token, f"first-{uuid.uuid4().hex}", body_of(action))
+    assert first.status_code == 201, first.text
+    for key in ("replay-key-0001", "replay-key-0002"):
+        response = await pay(url, token, key, body_of(action))
+        assert response.status_code == 409 and response.json()["error"] == "grant_already_used", response.text
+
+
+async def test_concurrent_replays_of_one_token_pay_once(op: TestOP, payment_api: str) -> None:
+    action = fresh_action()
+    token = await approved_token(op, action)
+    responses = await asyncio.gather(
+        *(pay(payment_api, token, f"race-{uuid.uuid4().hex}", body_of(action)) for _ in range(12))
+    )
+    assert sorted(r.status_code for r in responses) == [201] + [409] * 11
+
+
+async def test_concurrent_retries_of_one_payment_get_one_receipt(op: TestOP, payment_api: str) -> None:
+    """The agent's retries racing its first attempt (same key, token and body): one payment, one
+    receipt for all, even when a retry reaches the OP after the first attempt revoked the token."""
+    action = fresh_action()
+    token = await approved_token(op, action)
+    key = f"racing-retry-{uuid.uuid4().hex}"
+    responses = await asyncio.gather(*(pay(payment_api, token, key, body_of(action)) for _ in range(8)))
+    assert sorted(r.status_code for r in responses) == [200] * 7 + [201], [r.text for r in responses]
+    assert len({r.json()["payment_id"] for r in responses}) == 1
+
+
+async def test_the_same_action_approved_again_is_refused_by_default(
+    op: TestOP, strict_payment_api: str, payment_api: str
+) -> None:
+    """A second approval of the very same payment (creditor, amount, reference) pays nothing
+    where the API pays once per action (the default); the e2e suite's API, which pays once per
+    grant only (PAYMENT_API_ONE_PAYMENT_PER_ACTION=false), pays it."""
+    action = fresh_action()
+    first, second = await approved_token(op, action), await approved_token(op, action)
+    assert (await pay(strict_payment_api, first, f"a-{uuid.uuid4().hex}", body_of(action))).status_code == 201
+    refused = await pay(strict_payment_api, second, f"b-{uuid.uuid4().hex}", body_of(action))
+    assert refused.status_code == 409 and refused.json()["error"] == "grant_already_used"
+    other = fresh_action()
+    first, second = await approved_token(op, other), await approved_token(op, other)
+    assert (await pay(payment_api, first, f"a-{uuid.uuid4().hex}", body_of(other))).status_code == 201
+    assert (await pay(payment_api, second, f"b-{uuid.uuid4().hex}", body_of(other))).status_code == 201
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the test OP (oidc-provider's default revocation allowedPolicy) refuses to let the payment API "
+    "revoke a token issued to the agent: HTTP 400 'client is not authorized to revoke the presented token'",
+)
+async def test_the_token_is_revoked_at_the_op_after_paying(op: TestOP, payment_api: str) -> None:
+    action = fresh_action()
+    token = await approved_token(op, action)
+    assert await active_at_op(op, token)
+    assert (await pay(payment_api, token, f"pay-{uuid.uuid4().hex}", body_of(action))).status_code == 201
+    assert not await active_at_op(op, token)
+
+
+# Finding 9: a paid approval never turns into a 401 -----------------------------------------------
+
+
+async def test_a_retry_after_the_token_was_revoked_gets_the_receipt(op: TestOP, payment_api: str) -> None:
+    """The agent's retry (same key, same token, same body) after the token stopped being active:
+    before, introspection came first and answered 401; the payment was made, the receipt lost."""
+    action = fresh_action()
+    token = await approved_token(op, action)
+    key = f"agent-retry-{uuid.uuid4().hex}"
+    paid = await pay(payment_api, token, key, body_of(action))
+    assert paid.status_code == 201, paid.text
+    await revoke_as_agent(op, token)
+    assert not await active_at_op(op, token)
+    retry = await pay(payment_api, token, key, body_of(action))
+    assert retry.status_code == 200, retry.text
+    assert retry.json() == {"payment_id": paid.json()["payment_id"], "duplicate": True}
+    assert len(payments(payment_api, key)) == 1
+    # Under another key the used token is refused as used (409), not merely as inactive.
+    replay = await pay(payment_api, token, f"replay-key-0003-{uuid.uuid4().hex[:8]}", body_of(action))
+    assert replay.status_code == 409 and replay.json()["error"] == "grant_already_used", replay.text
+
+
+async def test_the_receipt_is_only_for_the_same_grant_and_body(op: TestOP, payment_api: str) -> None:
+    action = fresh_action()
+    token = await approved_token(op, action)
+    key = f"bound-{uuid.uuid4().hex}"
+    assert (await pay(payment_api, token, key, body_of(action))).status_code == 201
+    # The same key and token with another body: a key reused, not a receipt.
+    other = fresh_action(amount="43.00")
+    changed = await pay(payment_api, token, key, body_of(other))
+    assert changed.status_code == 422 and changed.json()["error"] == "idempotency_key_reused"
+    # The same key with a token that is not the grant's: no receipt without introspection.
+    stranger = await pay(payment_api, "not-the-token-" + uuid.uuid4().hex, key, body_of(action))
+    assert stranger.status_code == 401
+    # A valid token of another approval of the same action, under the paid key: paid under another grant.
+    again = await approved_token(op, action)
+    refused = await pay(payment_api, again, key, body_of(action))
+    assert refused.status_code == 409 and refused.json()["error"] == "grant_mismatch"
+    # A valid token for another payment, under the paid key: the key was used for another payment.
+    reused = await pay(payment_api, await approved_token(op, other), key, body_of(other))
+    assert reused.status_code == 422 and reused.json()["error"] == "idempotency_key_reused"
+    assert len(payments(payment_api, key)) == 1
+
+
+# Finding 7: bad input is a 4xx, the body is limited while it streams, the listing is closed -------
+
+VALID = json.dumps(body_of(INVOICE))
+BAD_BODIES: dict[str, bytes] = {
+    "amount abc": VALID.replace('"120.00"', '"abc"').encode(),
+    "amount NaN string": VALID.replace('"120.00"', '"NaN"').encode(),
+    "amount sNaN string": VALID.replace('"120.00"', '"sNaN"').encode(),
+    "amount Infinity string": VALID.replace('"120.00"', '"Infinity"').encode(),
+    "amount 1e999999 string": VALID.replace('"120.00"', '"1e999999"').encode(),
+    "amount beyond precision": VALID.replace('"120.00"', '"' + "9" * 40 + '.00"').encode(),
+    "amount NaN literal": VALID.replace('"120.00"', "NaN").encode(),
+    "amount Infinity literal": VALID.replace('"120.00"', "-Infinity").encode(),
+    "amount 1e999999 literal": VALID.replace('"120.00"', "1e999999").encode(),
+    "amount huge int": VALID.replace('"120.00"', "1" * 5000).encode(),
+    "NaN literal elsewhere": VALID.replace("{", '{"note": NaN, ', 1).encode(),
+    "lone surrogate escaped": VALID.replace("ACME GmbH", "ACME \\ud800").encode(),
+    "lone surrogate raw": VALID.replace("ACME GmbH", "ACME \ud800").encode("utf-8", "surrogatepass"),
+    "invalid utf-8": VALID.encode().replace(b"ACME", b"\xff\xfe\xc3("),
+    "utf-16": VALID.encode("utf-16"),
+    "deeply nested array": b"[" * 8000 + b"]" * 8000,
+    "deeply nested object": b'{"a":' * 2500 + b"1" + b"}" * 2500,
+    "not an object": b'["amount"]',
+    "digest missing": json.dumps(INVOICE.model_dump()).encode(),
+    "digest not a string": VALID.replace(f'"{action_digest(INVOICE)}"', "1").encode(),
+    "digest of another action": VALID.replace(f'"{action_digest(INVOICE)}"', '"' + "0" * 64 + '"').encode(),
+    "empty": b"",
+}
+
+
+@pytest.mark.parametrize("body", BAD_BODIES.values(), ids=BAD_BODIES.keys())
+async def test_bad_input_is_a_4xx(payment_api: str, body: bytes) -> None:
+    async with httpx.AsyncClient(timeout=30) as http:
+        response = await http.post(
+            payment_api + "/payments",
+            content=body,
+            headers={"authorization": "Bearer some-token", "idempotency-key": f"bad-{uuid.uuid4().hex}"},
+        )
+    assert response.status_code == 400, (response.status_code, response.text)
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"authorization": b"Bearer \xff\xfe-token", "idempotency-key": b"bad-header-0001"}, 401),
+        ({"authorization": b"Basic dXNlcjpwYXNz", "idempotency-key": b"bad-header-0002"}, 401),
+        ({"authorization": b"Bearer " + b"a" * 10_000, "idempotency-key": b"bad-header-0003"}, 401),
+        ({"idempotency-key": b"bad-header-0004"}, 401),
+        ({"authorization": b"Bearer some-token", "idempotency-key": b"key-\xff\xfe-0001"}, 400),
+        ({"authorization": b"Bearer some-token", "idempotency-key": b"key-\x01-control"}, 400),
+        ({"authorization": b"Bearer some-token", "idempotency-key": b"short"}, 400),
+        ({"authorization": b"Bearer some-token", "idempotency-key": b"k" * 3000}, 400),
+        ({"authorization": b"Bearer some-token"}, 400),
+    ],
+)
+async def test_bad_headers_are_a_4xx(payment_api: str, headers: dict[str, bytes], status: int) -> None:
+    async with httpx.AsyncClient(timeout=30) as http:
+        response = await http.post(payment_api + "/payments", content=VALID.encode(), headers=headers)
+    assert response.status_code == status, (response.status_code, response.text)
+
+
+async def _status_line(url: str, head: bytes, chunks: AsyncIterator[bytes]) -> bytes:
+    """Send a request head, then body chunks slowly, and return the status line as soon as one
+    comes, while the rest of the body is still unsent (the 0-chunk or the declared length never is)."""
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    status = asyncio.create_task(reader.readline())
+    try:
+        writer.write(head)
+        async for chunk in chunks:
+            if status.done():
+                break
+            try:
+                writer.write(chunk)
+                await writer.drain()
+            except ConnectionError:
+                break
+            await asyncio.sleep(0.005)
+        return await asyncio.wait_for(status, timeout=10)
+    finally:
+        status.cancel()
+        writer.close()
+
+
+def _head(extra: str) -> bytes:
+    return (
+        "POST /payments HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer some-token\r\n"
+        f"Idempotency-Key: stream-{uuid.uuid4().hex}\r\nContent-Type: application/json\r\n{extra}\r\n"
+    ).encode()
+
+
+async def test_the_body_limit_holds_while_streaming(payment_api: str) -> None:
+    """A chunked body with no length: the API answers 413 once it has read past the limit,
+    while the body is still open (before, it read the whole body first: 300 MB took 570 MB)."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(4 * MAX_BODY_BYTES // 4096):
+            yield b"1000\r\n" + b" " * 4096 + b"\r\n"  # never the closing 0-chunk
+
+    assert (await _status_line(payment_api, _head("Transfer-Encoding: chunked\r\n"), chunks())).startswith(
+        b"HTTP/1.1 413"
+    )
+
+
+async def test_a_declared_length_over_the_limit_is_refused_before_reading(payment_api: str) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b" " * 1024
+
+    head = _head(f"Content-Length: {300 * 1024 * 1024}\r\n")
+    assert (await _status_line(payment_api, head, chunks())).startswith(b"HTTP/1.1 413")
+
+
+async def test_listing_payments_needs_the_operator_token(payment_api: str, strict_payment_api: str) -> None:
+    async with httpx.AsyncClient(timeout=30) as http:
+        assert (await http.get(payment_api + "/payments")).status_code == 401
+        wrong = await http.get(payment_api + "/payments", headers={"authorization": "Bearer " + "x" * 40})
+        assert wrong.status_code == 401
+        listed = await http.get(payment_api + "/payments", headers={"authorization": f"Bearer {OPERATOR_TOKEN}"})
+        assert listed.status_code == 200 and isinstance(listed.json(), list)
+        assert all("token" not in name for entry in listed.json() for name in entry)  # no token, no fingerprint
+        # Without an operator token configured, there is no listing at all.
+        off = await http.get(strict_payment_api + "/payments", headers={"authorization": f"Bearer {OPERATOR_TOKEN}"})
+        assert off.status_code == 404
+
+
+# Property tests: no input makes a 5xx ---------------------------------------------------------
+
+LITERALS = ["NaN", "-Infinity", "Infinity", "1e999999", "-1e999999", "1" * 5000, "-0", "0.001", "1E+2", '"abc"']
+STRINGS = st.one_of(
+    st.text(max_size=40),
+    st.text(alphabet=st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1, max_size=4),
+    st.sampled_from(["NaN", "sNaN", "Infinity", "-Infinity", "1e999999", "9" * 60, "120.00", "0", "-5.00", "1.005"]),
+)
+VALUES = st.one_of(
+    STRINGS,
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(),
+    st.none(),
+    st.booleans(),
+    st.lists(st.integers(), max_size=3),
+)
+
+
+@st.composite
+def documents(draw: st.DrawFn) -> bytes:
+    """Payment-shaped JSON with odd values, NaN and friends, surrogates, sometimes a right digest."""
+    document: dict[str, Any] = {**INVOICE.model_dump()}
+    for field in draw(st.sets(st.sampled_from([*document, "action_digest", "extra"]), max_size=3)):
+        document[field] = draw(VALUES)
+    if "action_digest" not in document:
+        try:
+            document["action_digest"] = action_digest(PaymentAction.model_validate(document))
+        except Exception:
+            document["action_digest"] = "0" * 64
+    text = json.dumps(document, ensure_ascii=draw(st.booleans()), allow_nan=True)
+    if draw(st.booleans()):
+        text = text.replace('"120.00"', draw(st.sampled_from(LITERALS)), 1)
+    # Lone surrogates go out raw (invalid UTF-8) unless ensure_ascii escaped them.
+    return text.encode(draw(st.sampled_from(["utf-8", "utf-16"])), "surrogatepass")
+
+
+BODIES = st.one_of(
+    st.binary(max_size=512),
+    documents(),
+    st.integers(1, 6000).map(lambda depth: b"[" * depth + b"]" * depth),
+    st.integers(MAX_BODY_BYTES - 8, MAX_BODY_BYTES * 4).map(lambda size: VALID.encode().ljust(size)),
+)
+HEADER_BYTES = st.binary(max_size=60).map(lambda raw: bytes(b for b in raw if b >= 0x20 and b != 0x7F))
+
+
+def _headers(token: str) -> st.SearchStrategy[dict[str, bytes]]:
+    authorization = st.one_of(
+        st.just(f"Bearer {token}".encode()),
+        st.just(b"Bearer " + uuid.uuid4().hex.encode()),
+        HEADER_BYTES.map(lambda raw: b"Bearer " + raw),
+        HEADER_BYTES,
+    )
+    key = st.one_of(
+        st.sampled_from([b"prop-key-0001", b"prop-key-0002", b"prop-key-0003"]), HEADER_BYTES, st.just(b"k" * 3000)
+    )
+    # h11 sends no header value with whitespace at its ends.
+    return st.fixed_dictionaries(
+        {"authorization": authorization.map(bytes.strip), "idempotency-key": key.map(bytes.strip)}
+    )
+
+
+async def test_no_input_makes_the_running_api_answer_5xx(op: TestOP, payment_api: str) -> None:
+    token = await approved_token(op, INVOICE)  # a real grant for INVOICE, so some bodies pay
+    seen: set[int] = set()
+
+    def run() -> None:
+        with httpx.Client(timeout=30) as http:
+
+            @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+            @given(body=BODIES, headers=_headers(token), chunked=st.booleans())
+            def check(body: bytes, headers: dict[str, bytes], chunked: bool) -> None:
+                content = iter([body[i : i + 4096] for i in range(0, len(body), 4096)]) if chunked else body
+                response = http.post(payment_api + "/payments", content=content, headers=headers)
+                seen.add(response.status_code)
+                assert response.status_code < 500, (response.status_code, response.text)
+
+            check()
+
+    await asyncio.to_thread(run)
+    assert {400, 401, 413} <= seen
+
+
+ISSUER_DOUBLE = "http://127.0.0.1:9"
+VALID_TOKEN = "the-one-valid-token"
+
+
+class OPDouble:
+    """An OP that knows one token, granted for INVOICE, and honours its revocation; "garbage-*"
+    tokens get broken answers. `down` makes introspection fail; `hold` keeps the next
+    introspection waiting until it is set (it then answers as the token is by that time)."""
+
+    def __init__(self) -> None:
+        self.revoked = False
+        self.down = False
+        self.hold: asyncio.Event | None = None
+        self.holding = asyncio.Event()
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/.well-known/openid-configuration":
+            endpoints = {"token_endpoint", "jwks_uri", "introspection_endpoint", "revocation_endpoint"}
+            return httpx.Response(
+                200, json={"issuer": ISSUER_DOUBLE, **{name: f"{ISSUER_DOUBLE}/{name}" for name in endpoints}}
+            )
+        token = dict(item.split("=", 1) for item in request.content.decode().split("&")).get("token", "")
+        if request.url.path == "/revocation_endpoint":
+            self.revoked = self.revoked or token == VALID_TOKEN
+            return httpx.Response(200)
+        if self.down:
+            return httpx.Response(503, json={"error": "temporarily_unavailable"})
+        if self.hold is not None:
+            hold, self.hold = self.hold, None
+            self.holding.set()
+            await hold.wait()
+        if token == VALID_TOKEN and not self.revoked:
+            details = authorization_details(INVOICE, action_digest(INVOICE))
+            claims = {"client_id": AGENT_CLIENT, "scope": "openid payments", "authorization_details": details}
+            return httpx.Response(200, json={"active": True, "sub": "alice", **claims})
+        broken = {
+            "garbage-text": httpx.Response(200, text="<html>not json</html>"),
+            "garbage-array": httpx.Response(200, json=["active"]),
+            "garbage-500": httpx.Response(500, text="oops"),
+            "garbage-details": httpx.Response(
+                200,
+                json={"active": True, "client_id": AGENT_CLIENT, "scope": "payments", "authorization_details": [1]},
+            ),
+            "garbage-client": httpx.Response(200, json={"active": True, "client_id": ["x"], "scope": "payments"}),
+            "garbage-scope": httpx.Response(200, json={"active": True, "client_id": AGENT_CLIENT, "scope": 7}),
+        }
+        return broken.get(token, httpx.Response(200, json={"active": False}))
+
+
+@asynccontextmanager
+async def app_client(tmp_path: Path, op_double: OPDouble | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    """The ASGI app in this process, its OP a double."""
+    api_settings = PaymentApiSettings(
+        issuer=ISSUER_DOUBLE,
+        client_id=PAYMENT_API_CLIENT,
+        client_secret=SECRET,  # type: ignore[arg-type]
+        agent_client_ids=[AGENT_CLIENT],
+        db=tmp_path / "payments.sqlite3",
+    )
+    async with (
+        httpx.AsyncClient(transport=httpx.MockTransport(op_double or OPDouble())) as op,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(api_settings, http=op)), base_url="http://api"
+        ) as client,
+    ):
+        yield client
+
+
+def _post(client: httpx.AsyncClient, key: str) -> Any:
+    headers = {"authorization": f"Bearer {VALID_TOKEN}", "idempotency-key": key}
+    return client.post("/payments", json=body_of(INVOICE), headers=headers)
+
+
+async def test_a_retry_gets_its_receipt_without_the_op(tmp_path: Path) -> None:
+    """The key is looked up before the OP is asked: a retry is answered while the OP is down."""
+    op_double = OPDouble()
+    async with app_client(tmp_path, op_double) as client:
+        paid = await _post(client, "retry-key-0001")
+        assert paid.status_code == 201 and op_double.revoked
+        op_double.down = True
+        retry = await _post(client, "retry-key-0001")
+        assert retry.status_code == 200 and retry.json() == {"payment_id": paid.json()["payment_id"], "duplicate": True}
+        replay = await _post(client, "retry-key-0002")
+        assert replay.status_code == 409 and replay.json()["error"] == "grant_already_used"
+
+
+async def test_a_retry_racing_its_first_attempt_gets_the_receipt(tmp_path: Path) -> None:
+    """The retry asks the OP while the first attempt pays and revokes the token: the OP then says
+    "not active", and the API looks the key up again instead of answering 401."""
+    op_double = OPDouble()
+    async with app_client(tmp_path, op_double) as client:
+        op_double.hold = release = asyncio.Event()
+        retry = asyncio.create_task(_post(client, "race-key-0001"))
+        await op_double.holding.wait()  # the retry is at the OP
+        first = await _post(client, "race-key-0001")
+        assert first.status_code == 201 and op_double.revoked
+        release.set()
+        answer = await retry
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"payment_id": first.json()["payment_id"], "duplicate": True}
+
+
+@pytest.mark.parametrize(
+    ("token", "status"),
+    [
+        ("garbage-text", 503),
+        ("garbage-array", 503),
+        ("garbage-500", 503),
+        ("garbage-details", 403),
+        ("garbage-client", 403),
+        ("garbage-scope", 403),
+    ],
+)
+async def test_an_op_answering_garbage_is_no_crash(tmp_path: Path, token: str, status: int) -> None:
+    async with app_client(tmp_path) as client:
+        response = await client.post(
+            "/payments", json=body_of(INVOICE), headers={"authorization": f"Bearer {token}", "idempotency-key": "k" * 8}
+        )
+    assert response.status_code == status, response.text
+
+
+async def test_no_input_makes_the_app_answer_5xx_in_volume(tmp_path: Path) -> None:
+    """More examples against the ASGI app in process, with the OP double."""
+    loop = asyncio.get_running_loop()
+    seen: set[int] = set()
+    async with app_client(tmp_path) as client:
+
+        @settings(max_examples=3000, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(body=BODIES, headers=_headers(VALID_TOKEN))
+        def check(body: bytes, headers: dict[str, bytes]) -> None:
+            post = client.post("/payments", content=body, headers=headers)
+            response = asyncio.run_coroutine_threadsafe(post, loop).result()
+            seen.add(response.status_code)
+            assert response.status_code < 500, (response.status_code, response.text)
+
+        await asyncio.to_thread(check)
+    assert {200, 201, 400, 401, 409, 413} <= seen
