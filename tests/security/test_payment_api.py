@@ -163,11 +163,6 @@ async def test_the_same_action_approved_again_is_refused_by_default(
     assert (await pay(payment_api, second, f"b-{uuid.uuid4().hex}", body_of(other))).status_code == 201
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the test OP (oidc-provider's default revocation allowedPolicy) refuses to let the payment API "
-    "revoke a token issued to the agent: HTTP 400 'client is not authorized to revoke the presented token'",
-)
 async def test_the_token_is_revoked_at_the_op_after_paying(op: TestOP, payment_api: str) -> None:
     action = fresh_action()
     token = await approved_token(op, action)

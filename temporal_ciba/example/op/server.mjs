@@ -129,7 +129,13 @@ const provider = new Provider(issuer, {
         return { scope: 'payments', audience: resource, accessTokenFormat: 'opaque', accessTokenTTL: 600 };
       },
     },
-    revocation: { enabled: true },
+    revocation: {
+      enabled: true,
+      // Every client may revoke its own tokens (RFC 7009); a resource server (a confidential
+      // client with no grant types) may also revoke the access tokens shown to it, once used.
+      allowedPolicy: (ctx, client, token) => token.clientId === client.clientId
+        || (token.kind === 'AccessToken' && client.grantTypes.length === 0 && client.clientAuthMethod !== 'none'),
+    },
     richAuthorizationRequests: {
       enabled: true,
       // The example agent's type and the README's example project's; any other is refused.
