@@ -12,9 +12,27 @@ from temporalio.testing import ActivityEnvironment
 
 from temporal_ciba.activities import GRANT_LOST, REQUEST_OUTCOME_UNKNOWN, CibaActivities
 from temporal_ciba.ciba import CibaClient, ClientSecretBasic, TransportError
-from temporal_ciba.crypto import TokenSealer
-from temporal_ciba.models import ApprovalRequest, SendRequestInput, TokenRequestInput
-from tests.support.tokens import CLIENT_ID, ISSUER, METADATA
+from temporal_ciba.crypto import TokenSealer, tokens_context
+from temporal_ciba.models import (
+    ApprovalRequest,
+    RevokeTokensInput,
+    SendRequestInput,
+    TokenRequestInput,
+    ValidateTokensInput,
+)
+from tests.support.tokens import (
+    ACCESS_TOKEN,
+    AUTH_REQ_ID,
+    CLIENT_ID,
+    DETAILS,
+    ISSUER,
+    METADATA,
+    NOW,
+    REFRESH_TOKEN,
+    Keys,
+    claims,
+    token_response,
+)
 
 
 def activities(bc_answer: httpx.Response | Exception, **options: object) -> CibaActivities:
@@ -82,3 +100,76 @@ async def test_invalid_grant_on_a_retry_is_a_lost_grant(attempt: int, error: str
     acts = activities(httpx.Response(400, json={"error": "invalid_grant"}))
     result = await env(attempt).run(acts.request_token, TokenRequestInput(auth_req_id="req-1"))
     assert (result.kind, result.error) == ("failed", error)
+
+
+class MockOP:
+    """An OP at ISSUER with a revocation endpoint and keys, recording the forms POSTed to it."""
+
+    def __init__(self) -> None:
+        self.keys = Keys()
+        self.revoked: list[dict[str, str]] = []
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/.well-known/openid-configuration":
+            return httpx.Response(200, json={**METADATA, "revocation_endpoint": f"{ISSUER}/revoke"})
+        if path == "/jwks":
+            return httpx.Response(200, json=self.keys.jwks_document())
+        if path == "/bc":
+            return httpx.Response(200, json={"auth_req_id": AUTH_REQ_ID, "expires_in": 120})
+        if path == "/revoke":
+            self.revoked.append(dict(httpx.QueryParams(request.content.decode())))
+            return httpx.Response(200)
+        return httpx.Response(404)
+
+    def activities(self, sealer: TokenSealer, *, requested_at: float) -> CibaActivities:
+        """The request is sent at `requested_at`; the tokens are validated at NOW."""
+        http = httpx.AsyncClient(transport=httpx.MockTransport(self))
+        auth = ClientSecretBasic(CLIENT_ID, "secret")
+        ciba = CibaClient(issuer=ISSUER, client_auth=auth, http=http, clock=lambda: NOW)
+        return CibaActivities(ciba, sealer, clock=lambda: requested_at)
+
+
+async def test_a_rejected_grant_has_its_refresh_token_revoked_too() -> None:
+    op, sealer = MockOP(), TokenSealer(os.urandom(32))
+    tokens = token_response(op.keys.sign(claims()))  # with a refresh token
+    sealed = sealer.seal(tokens.model_dump_json(), context=tokens_context(AUTH_REQ_ID, "wf"))  # env()'s workflow
+    acts = op.activities(sealer, requested_at=NOW - 30)
+    assert await env().run(acts.revoke_tokens, RevokeTokensInput(sealed_tokens=sealed, auth_req_id=AUTH_REQ_ID))
+    assert [(form["token"], form["token_type_hint"]) for form in op.revoked] == [
+        (ACCESS_TOKEN, "access_token"),
+        (REFRESH_TOKEN, "refresh_token"),
+    ]
+
+
+async def test_the_binding_records_when_the_request_was_sent() -> None:
+    acts = activities(ACK, clock=lambda: 1234.5)
+    result = await env().run(acts.send_authentication_request, send_input())
+    assert result.binding is not None and result.binding.requested_at == 1234.5
+
+
+@pytest.mark.parametrize(
+    "issued,error",
+    [
+        (NOW - 5, None),  # after the request: the binding is otherwise a match
+        (NOW - 300, "iat_before_request"),  # recent enough, but before the request: a replay
+    ],
+)
+async def test_tokens_issued_before_the_request_are_rejected(issued: float, error: str | None) -> None:
+    """End to end through the activities: the binding that send_authentication_request makes
+    carries the time it sent the request, and validate_tokens rejects tokens older than that."""
+    op, sealer = MockOP(), TokenSealer(os.urandom(32))
+    acts = op.activities(sealer, requested_at=NOW - 30)
+    sent = await env().run(
+        acts.send_authentication_request,
+        send_input(scope="openid payments", authorization_details=DETAILS, expected_subject="alice"),
+    )
+    assert sent.binding is not None
+    id_token = op.keys.sign(claims(iat=int(issued), auth_time=int(issued) - 10, acr=None))
+    sealed = sealer.seal(token_response(id_token).model_dump_json(), context=tokens_context(AUTH_REQ_ID, "wf"))
+    validation = ValidateTokensInput(
+        sealed_tokens=sealed, binding=sent.binding, holder_workflow_id="wf", holder_run_id="run"
+    )
+    result = await env().run(acts.validate_tokens, validation)
+    assert result.error == error, result.reason
+    assert (result.approval is None) == (error is not None)

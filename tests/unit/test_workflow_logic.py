@@ -290,15 +290,58 @@ async def test_ping_polls_at_once_and_foreign_pings_are_ignored(env: WorkflowEnv
     assert len(op.poll_times) == 1 and op.poll_times[0] - started < 5  # not at the 60 s fallback
 
 
-async def test_a_ping_in_poll_mode_is_ignored(env: WorkflowEnvironment) -> None:
-    op = ScriptedOP(env, [GRANTED], interval=5, mode="poll")
+async def ping_then_first_poll(op: ScriptedOP, ping: PingNotice, due: float) -> tuple[float, float]:
+    """Start an approval, send `ping` once it is pending, and return (seconds from the start to
+    the ping, seconds from the start to the first poll), in workflow time.
+
+    Time skips only while a result is awaited, so the ping is recorded in (nearly) real time,
+    long before the first poll is `due`. That is asserted, not assumed: a poll at once after a
+    late ping would look like the timer's, and the test would pass whatever the rule.
+    """
+    env = op.env
     running, task_queue = worker(env, op)
     async with running:
+        started = (await env.get_current_time()).timestamp()
         handle = await start(env, op, task_queue)
         await wait_pending(handle)
-        await handle.signal(CibaApprovalWorkflow.notify, PingNotice(auth_req_id="req-1"))
+        await handle.signal(CibaApprovalWorkflow.notify, ping)
+        pinged = (await env.get_current_time()).timestamp() - started
+        assert not op.poll_times, "a poll came before the ping"
+        assert pinged < due - LATE_SLACK, f"the ping came {pinged:.1f} s in, too late to tell"
         assert (await handle.result()).status == "approved"
     assert len(op.poll_times) == 1
+    return pinged, op.poll_times[0] - started
+
+
+async def test_a_ping_in_poll_mode_is_ignored(env: WorkflowEnvironment) -> None:
+    """Poll mode polls at the interval; a ping (the OP is not meant to send one) is not a reason to ask sooner."""
+    op = ScriptedOP(env, [GRANTED], interval=30, mode="poll")
+    _, first_poll = await ping_then_first_poll(op, PingNotice(auth_req_id="req-1"), due=30)
+    assert 30 - EARLY_SLACK <= first_poll <= 30 + LATE_SLACK  # at the interval, not at once after the ping
+
+
+async def test_a_foreign_ping_alone_does_not_poll(env: WorkflowEnvironment) -> None:
+    """Only a ping for this auth_req_id asks for the token at once; another's waits for the 60 s fallback."""
+    op = ScriptedOP(env, [GRANTED], interval=5, mode="ping")
+    _, first_poll = await ping_then_first_poll(op, PingNotice(auth_req_id="another-request"), due=60)
+    assert 60 - EARLY_SLACK <= first_poll <= 60 + LATE_SLACK
+
+
+async def test_a_slowed_interval_survives_continue_as_new(env: WorkflowEnvironment) -> None:
+    """slow_down on the last poll of a run: the next run keeps the slower interval (CIBA §7.3)."""
+    pending = TokenRequestResult(kind="pending")
+    answers = [pending] * 9 + [TokenRequestResult(kind="slow_down")] + [pending] * 3 + [GRANTED]
+    op = ScriptedOP(env, answers, interval=5, expires_in=3600)
+    polling = PollingPolicy(polls_per_run=10)
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue, polling=polling)
+        outcome = await handle.result()
+        state = await handle.query(CibaApprovalWorkflow.status)
+    assert outcome.status == "approved"
+    assert state.runs == 2 and state.polls == 14  # the slow_down was the tenth poll: the last of run one
+    assert_spacing(op.poll_times, [5] * 9 + [10] * 4)
+    assert state.interval_seconds == 10
 
 
 @pytest.mark.parametrize(
