@@ -38,6 +38,12 @@ EXIT_OK = 0
 EXIT_NOT_APPROVED = 1
 EXIT_USAGE = 2
 APPROVAL_WORKFLOW = "CibaApprovalWorkflow"
+# The values of the CibaStatus search attribute: the phases of a running approval, then the
+# outcome statuses (models.ApprovalPhase; a unit test keeps the two equal).
+LIST_STATUSES = (
+    *("requesting", "pending", "validating"),
+    *("approved", "denied", "expired", "cancelled", "rejected", "error"),
+)
 
 
 class UsageError(Exception):
@@ -79,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="show an approval's state (or its outcome when ended)")
     status.add_argument("workflow_id")
     listing = commands.add_parser("list", help="list approvals, newest first")
-    listing.add_argument("--status", help="only this CibaStatus (requesting, pending, approved, denied, ...)")
+    listing.add_argument("--status", choices=LIST_STATUSES, help="only approvals in this status")
     listing.add_argument("--limit", type=int, default=50)
     cancel = commands.add_parser("cancel", help="cancel a pending approval")
     cancel.add_argument("workflow_id")
@@ -149,7 +155,7 @@ async def _request(args: argparse.Namespace) -> int:
 
 
 async def _status(args: argparse.Namespace) -> int:
-    from temporalio.client import WorkflowExecutionStatus
+    from temporalio.client import WorkflowExecutionStatus, WorkflowQueryFailedError
     from temporalio.service import RPCError
 
     from temporal_ciba.models import ApprovalOutcome
@@ -164,7 +170,13 @@ async def _status(args: argparse.Namespace) -> int:
     except RPCError as exc:
         raise UsageError(f"no approval {args.workflow_id!r}: {exc.message}") from None
     if description.status == WorkflowExecutionStatus.RUNNING:
-        state = await handle.query(CibaApprovalWorkflow.status)
+        try:
+            state = await handle.query(CibaApprovalWorkflow.status)
+        except (RPCError, WorkflowQueryFailedError) as exc:
+            raise UsageError(
+                f"{args.workflow_id} is running but cannot answer ({_first_line(str(exc))}): its workflow task is "
+                "failing; see the worker's log (a worker with another CIBA_PAYLOAD_KEY, or an outdated worker?)"
+            ) from None
         _print_json(state.model_dump(mode="json", exclude={"outcome"}))
         return EXIT_OK
     if description.status == WorkflowExecutionStatus.COMPLETED:
@@ -185,8 +197,6 @@ async def _list(args: argparse.Namespace) -> int:
     client = await connect(settings.payload_key_bytes)
     query = f"WorkflowType = '{APPROVAL_WORKFLOW}'"
     if args.status:
-        if not args.status.isidentifier():
-            raise UsageError("--status: not a status name")
         query += f" AND CibaStatus = '{args.status}'"
     count = 0
     async for execution in client.list_workflows(query, limit=args.limit):
@@ -202,16 +212,26 @@ async def _list(args: argparse.Namespace) -> int:
 
 
 async def _cancel(args: argparse.Namespace) -> int:
+    from temporalio.client import WorkflowExecutionStatus
     from temporalio.service import RPCError
 
     from temporal_ciba.programs.connect import connect
+    from temporal_ciba.search_attributes import CIBA_STATUS
 
     settings = load_settings(TemporalSettings)
     client = await connect(settings.payload_key_bytes)
+    handle = client.get_workflow_handle(args.workflow_id)
     try:
-        await client.get_workflow_handle(args.workflow_id).cancel()
+        description = await handle.describe()
+        if description.status == WorkflowExecutionStatus.RUNNING:
+            await handle.cancel()
     except RPCError as exc:
         raise UsageError(f"cannot cancel {args.workflow_id!r}: {exc.message}") from None
+    if description.status != WorkflowExecutionStatus.RUNNING:
+        execution = description.status.name.lower() if description.status else "unknown"
+        status = description.typed_search_attributes.get(CIBA_STATUS) or execution
+        print(f"temporal-ciba cancel: {args.workflow_id} already ended ({status}): nothing to cancel", file=sys.stderr)
+        return EXIT_NOT_APPROVED
     print(f"cancellation requested for {args.workflow_id}")
     return EXIT_OK
 
@@ -306,7 +326,7 @@ async def _dev_certs(args: argparse.Namespace) -> int:
 async def _demo(args: argparse.Namespace) -> int:
     from temporal_ciba.example.demo import Ports, run_demo
 
-    ports = Ports.from_base(args.port_base) if args.port_base else Ports()
+    ports = Ports.from_base(args.port_base) if args.port_base is not None else Ports()
     return await run_demo((args.dir or Path(".demo")).resolve(), ports)
 
 
@@ -342,6 +362,47 @@ COMMANDS = {
 SERVICES = frozenset({"worker", "callback", "payment-api", "codec-server", "demo"})
 
 
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "no detail"
+
+
+def _temporal_problem(exc: BaseException, args: argparse.Namespace) -> str | None:
+    """One line for the Temporal mistakes a user makes (wrong namespace, a workflow id in use,
+    another payload key), or None for anything else (a bug: its traceback is shown)."""
+    from temporalio.exceptions import WorkflowAlreadyStartedError
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from temporal_ciba.crypto.codec import PayloadDecryptionError
+
+    seen: set[int] = set()
+    error: BaseException | None = exc
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, PayloadDecryptionError):
+            return (
+                f"cannot decrypt the approval ({_first_line(str(error))}): set CIBA_PAYLOAD_KEY to the payload key "
+                "of the worker that ran it"
+            )
+        if isinstance(error, WorkflowAlreadyStartedError):
+            workflow_id = getattr(args, "workflow_id", None) or "this workflow id"
+            return (
+                f"workflow {workflow_id} is already running: choose another --workflow-id, "
+                f"or follow it with `temporal-ciba status {workflow_id}`"
+            )
+        if isinstance(error, RPCError):
+            message = _first_line(error.message)
+            if error.status == RPCStatusCode.NOT_FOUND and "namespace" in message.lower():
+                return f"{message}: check TEMPORAL_NAMESPACE (or the namespace of your temporal.toml profile)"
+            if error.status in (RPCStatusCode.UNAUTHENTICATED, RPCStatusCode.PERMISSION_DENIED):
+                return f"Temporal refused the call ({error.status.name}: {message}): check TEMPORAL_API_KEY and TLS"
+            return (
+                f"Temporal refused the call ({error.status.name}: {message}): check TEMPORAL_ADDRESS "
+                "and TEMPORAL_NAMESPACE"
+            )
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -358,6 +419,12 @@ def run(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(COMMANDS[args.command](args))
     except (ConfigError, UsageError, TemporalUnavailable, DemoError, SearchAttributesMissing) as exc:
         print(f"temporal-ciba {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:
+        problem = _temporal_problem(exc, args)
+        if problem is None:
+            raise
+        print(f"temporal-ciba {args.command}: {problem}", file=sys.stderr)
         return EXIT_USAGE
     except (KeyboardInterrupt, asyncio.CancelledError):
         # Ctrl-C (or SIGTERM) is how services stop; for `request --wait` it means no approval was seen.

@@ -215,7 +215,8 @@ class CibaApprovalWorkflow:
                     workflow.logger.warning("grant of auth_req_id %s lost: asking again", pending.auth_req_id)
                     return None
                 status = DECISION_ERRORS.get(result.error or "", "error")
-                return self._finish(status, error=result.error, reason=result.reason or "the OP ended the request")
+                reason = self._denial() if status == "denied" else result.reason or "the OP ended the request"
+                return self._finish(status, error=result.error, reason=reason)
             if result.kind == "slow_down":
                 schedule, _ = schedule.after(SlowDown())
             elif result.kind == "retry_later":
@@ -288,7 +289,12 @@ class CibaApprovalWorkflow:
             return await self._validate(pending, delivery.sealed_tokens)
         error = delivery.error or "transaction_failed"
         reason = f"{error}: {delivery.error_description}" if delivery.error_description else error
-        return self._finish(DECISION_ERRORS.get(error, "error"), error=error, reason=reason)
+        status = DECISION_ERRORS.get(error, "error")
+        return self._finish(status, error=error, reason=self._denial() if status == "denied" else reason)
+
+    def _denial(self) -> str:
+        """The human line of a denial (`error` keeps the code, access_denied)."""
+        return f"{self._request.login_hint} denied the request on their device"
 
     async def _validate(self, pending: PendingState, sealed_tokens: str) -> ApprovalOutcome:
         self._show("validating")

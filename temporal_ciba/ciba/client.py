@@ -24,7 +24,14 @@ from .backchannel import (
     process_authentication_response,
 )
 from .client_auth import ClientAuth
-from .discovery import ClientAuthMethod, DeliveryMode, ProviderMetadata, check_ciba_support, fetch_provider_metadata
+from .discovery import (
+    ClientAuthMethod,
+    DeliveryMode,
+    ProviderMetadata,
+    check_ciba_support,
+    fetch_provider_metadata,
+    transport_cause,
+)
 from .errors import CibaError, ExpiredToken, KeyNotFound, TokenRequestInFlight, TransportError
 from .jwks import JwksCache
 from .token import (
@@ -114,11 +121,11 @@ class CibaClient:
         try:
             return await self._http.post(url, data=form, headers=headers, timeout=self._timeout)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise TransportError(f"{what}: {type(exc).__name__}") from None
+            raise TransportError(f"{what}: {transport_cause(exc)}") from None
         except httpx.TimeoutException:
             raise TransportError(f"{what}: the OP did not answer in time", request_sent=True) from None
         except httpx.HTTPError as exc:
-            raise TransportError(f"{what}: {type(exc).__name__}", request_sent=True) from None
+            raise TransportError(f"{what}: {transport_cause(exc)}", request_sent=True) from None
 
     async def authenticate(self, request: AuthenticationRequest) -> Acknowledgement:
         """Send the backchannel authentication request (CIBA §7.1) and validate the ack (§7.3)."""
@@ -202,7 +209,7 @@ class CibaClient:
                 metadata.jwks_uri, headers={"accept": "application/json"}, timeout=self._timeout
             )
         except httpx.HTTPError as exc:
-            raise TransportError(f"jwks_uri: {type(exc).__name__}") from None
+            raise TransportError(f"jwks_uri: {transport_cause(exc)}") from None
         raise_for_error(response, "jwks_uri")
         return json_object(response, "jwks_uri")
 

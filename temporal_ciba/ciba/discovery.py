@@ -8,12 +8,47 @@ import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from ._http import json_object, require_endpoint_url, require_secure_url
-from .errors import DiscoveryError, ProtocolError, TransportError
+from .errors import DiscoveryError, ProtocolError, TransportError, one_line
 
 CIBA_GRANT_TYPE = "urn:openid:params:grant-type:ciba"
 
 DeliveryMode = Literal["poll", "ping", "push"]
 ClientAuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt"]
+
+
+def transport_cause(exc: BaseException) -> str:
+    """Why a request failed, in one line: the exception's type and the deepest message of its
+    chain (the certificate that failed verification, the name that did not resolve, the refused
+    connection). httpx and its transports put no headers in these messages, so no secret."""
+    messages: list[str] = []
+    seen: set[int] = set()
+    error: BaseException | None = exc
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        text = one_line(str(error), 300)
+        if text and text not in messages:
+            messages.append(text)
+        error = error.__cause__
+    detail = messages[0] if messages else ""
+    lowered = " ".join(messages).lower()
+    for marker, hint in _CAUSES:
+        if marker in lowered:
+            detail = f"{hint} ({detail})" if detail else hint
+            break
+    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+
+
+# Markers of the usual causes, first match wins, each named in plain words.
+_CAUSES = (
+    ("certificate_verify_failed", "TLS certificate verification failed (is the OP's CA trusted?)"),
+    ("certificate verify failed", "TLS certificate verification failed (is the OP's CA trusted?)"),
+    ("name or service not known", "the OP's host name does not resolve"),
+    ("nodename nor servname", "the OP's host name does not resolve"),
+    ("temporary failure in name resolution", "the OP's host name does not resolve"),
+    ("getaddrinfo failed", "the OP's host name does not resolve"),
+    ("connection refused", "connection refused (is the OP running on that port?)"),
+    ("all connection attempts failed", "connection refused or unreachable (is the OP running on that port?)"),
+)
 
 
 def discovery_url(issuer: str) -> str:
@@ -116,7 +151,7 @@ async def fetch_provider_metadata(http: httpx.AsyncClient, issuer: str, *, timeo
     try:
         response = await http.get(url, headers={"accept": "application/json"}, timeout=timeout)
     except httpx.HTTPError as exc:
-        raise TransportError(f"discovery at {url} failed: {type(exc).__name__}") from None
+        raise TransportError(f"discovery at {url} failed: {transport_cause(exc)}") from None
     if response.status_code >= 500:
         raise TransportError(f"discovery at {url} answered HTTP {response.status_code}")
     if response.status_code != 200:

@@ -48,6 +48,9 @@ class Ports:
 
     @classmethod
     def from_base(cls, base: int) -> Ports:
+        """Six consecutive ports from `base`; DemoError (one line, exit 2) when they do not fit."""
+        if not 1024 <= base <= 65535 - 5:
+            raise DemoError(f"--port-base {base}: choose a port from 1024 to {65535 - 5} (the demo uses six in a row)")
         return cls(base, base + 1, base + 2, base + 3, base + 4, base + 5)
 
 

@@ -78,6 +78,9 @@ async def test_request_wait_json(
     assert "sealed_access_token" not in outcome
     if approve:
         assert outcome["sub"] == "alice" and outcome["authorization_details"] == details
+    else:
+        assert outcome["error"] == "access_denied"
+        assert outcome["reason"] == "alice denied the request on their device"
 
     env = cli_env(temporal_server, worker.task_queue)
     code, stdout, _ = await run_cli(env, "status", outcome["workflow_id"])

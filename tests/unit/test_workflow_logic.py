@@ -210,6 +210,8 @@ async def test_final_token_errors(env: WorkflowEnvironment, error: str | None, s
     async with running:
         outcome = await (await start(env, op, task_queue)).result()
     assert outcome.status == status and outcome.error == error and len(op.poll_times) == 1
+    # A denial reads as a human line; every other final error keeps the OP's words.
+    assert outcome.reason == ("alice denied the request on their device" if status == "denied" else "the OP said so")
 
 
 async def test_refused_request_is_an_error_outcome(env: WorkflowEnvironment) -> None:
