@@ -208,7 +208,9 @@ async def test_a_300_mib_body_is_cut_at_the_limit_and_memory_stays_flat(
     assert uploads["chunked_with_a_valid_bearer"].status == 413
     assert uploads["declared_with_a_valid_bearer"].status == 413
     assert uploads["chunked_without_a_bearer"].status == 401
-    assert all(u.status in (401, 413) for u in uploads.values())
+    # Five at once on two cores: a client still writing when the server closes may see the reset
+    # before it reads the answer (status None). Cut, not accepted: never a 2xx, never a 5xx.
+    assert all(u.status in (401, 413, None) for u in uploads.values()), report
     # The server stopped reading: the client could not hand it more than the limit, the bounded
     # rest it drops after answering (LINGER_BYTES) and what the sockets' buffers hold.
     assert all(u.sent < LINGER_BYTES + 32 * MiB for u in uploads.values()), report
