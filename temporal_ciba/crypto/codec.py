@@ -16,6 +16,7 @@ anyone without the key could write (`temporal workflow signal` with plain JSON, 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import os
@@ -72,8 +73,7 @@ class AesGcmCodec(PayloadCodec, WithSerializationContext):
         workflow_id = getattr(context, "workflow_id", None)
         if workflow_id == self._binding.workflow_id:
             return self
-        bound = object.__new__(AesGcmCodec)
-        bound.__dict__.update(self.__dict__)
+        bound = copy.copy(self)  # shares the AEAD; only the binding differs
         bound._binding = dataclasses.replace(self._binding, workflow_id=workflow_id)
         return bound
 

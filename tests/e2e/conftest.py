@@ -206,25 +206,38 @@ def clean_env(**values: str) -> dict[str, str]:
     return {**env, **values}
 
 
-@pytest.fixture(scope="session")
-def callback(temporal_server: DevServer, tls: TlsFiles, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`temporal-ciba callback` over HTTPS, as a separate process; yields its notification URL."""
+@contextmanager
+def run_callback(server: DevServer, tls: TlsFiles, directory: Path, **env: str) -> Iterator[str]:
+    """`temporal-ciba callback` over HTTPS as a separate process (more CIBA_* in `env`); yields its
+    notification URL."""
     port = free_port()
-    log = tmp_path_factory.mktemp("callback") / "callback.log"
-    env = clean_env(
-        TEMPORAL_ADDRESS=temporal_server.address,
+    log = directory / "callback.log"
+    process_env = clean_env(
+        TEMPORAL_ADDRESS=server.address,
         CIBA_PAYLOAD_KEY=PAYLOAD_KEY,
         CIBA_TOKEN_KEY=TOKEN_KEY,
         CIBA_CALLBACK_PORT=str(port),
         CIBA_CALLBACK_TLS_CERT=str(tls.cert),
         CIBA_CALLBACK_TLS_KEY=str(tls.key),
+        **env,
     )
-    process = subprocess.Popen(cli_command("callback"), env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    base = f"https://127.0.0.1:{port}"
-    wait_until_serving(base + "/healthz", process, log, verify=ssl.create_default_context(cafile=str(tls.ca)))
-    yield base + "/ciba/notify"
-    process.terminate()
-    process.wait(timeout=10)
+    process = subprocess.Popen(
+        cli_command("callback"), env=process_env, stdout=log.open("wb"), stderr=subprocess.STDOUT
+    )
+    try:
+        base = f"https://127.0.0.1:{port}"
+        wait_until_serving(base + "/healthz", process, log, verify=ssl.create_default_context(cafile=str(tls.ca)))
+        yield base + "/ciba/notify"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def callback(temporal_server: DevServer, tls: TlsFiles, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The callback service the tests' OP pings."""
+    with run_callback(temporal_server, tls, tmp_path_factory.mktemp("callback")) as url:
+        yield url
 
 
 OPERATOR_TOKEN = "operator-" + base64.urlsafe_b64encode(os.urandom(24)).decode()

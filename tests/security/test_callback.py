@@ -8,12 +8,10 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -23,9 +21,9 @@ from temporalio.client import WorkflowHandle
 
 from temporal_ciba.programs.callback import DEFAULT_READ_TIMEOUT, LINGER_BYTES, LINGER_SECONDS
 from tests.e2e import test_callback as e2e
-from tests.e2e.conftest import PAYLOAD_KEY, TOKEN_KEY, TlsFiles, clean_env, cli_command, wait_until_serving
+from tests.e2e.conftest import TlsFiles, run_callback
 from tests.e2e.test_callback import TOKENS, bearer, events, token_for
-from tests.support.temporal import DevServer, free_port
+from tests.support.temporal import DevServer
 
 MiB = 1024 * 1024
 waiting = e2e.waiting  # the fixture: a ping-mode approval waiting for its ping, and its auth_req_id
@@ -372,26 +370,14 @@ def limited_callback(
     temporal_server: DevServer, tls: TlsFiles, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """`temporal-ciba callback` with CIBA_CALLBACK_MAX_CONNECTIONS=20 and CIBA_CALLBACK_READ_TIMEOUT=2."""
-    port = free_port()
-    log: Path = tmp_path_factory.mktemp("limited-callback") / "callback.log"
-    env = clean_env(
-        TEMPORAL_ADDRESS=temporal_server.address,
-        CIBA_PAYLOAD_KEY=PAYLOAD_KEY,
-        CIBA_TOKEN_KEY=TOKEN_KEY,
-        CIBA_CALLBACK_PORT=str(port),
-        CIBA_CALLBACK_TLS_CERT=str(tls.cert),
-        CIBA_CALLBACK_TLS_KEY=str(tls.key),
+    with run_callback(
+        temporal_server,
+        tls,
+        tmp_path_factory.mktemp("limited-callback"),
         CIBA_CALLBACK_MAX_CONNECTIONS=str(LIMIT),
         CIBA_CALLBACK_READ_TIMEOUT=str(READ_TIMEOUT),
-    )
-    process = subprocess.Popen(cli_command("callback"), env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    try:
-        base = f"https://127.0.0.1:{port}"
-        wait_until_serving(base + "/healthz", process, log, verify=tls_context(tls))
-        yield base + "/ciba/notify"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    ) as url:
+        yield url
 
 
 async def test_connections_beyond_the_limit_get_503_until_the_slow_ones_are_cut(

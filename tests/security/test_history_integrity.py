@@ -28,10 +28,7 @@ async def failed_task_message(handle: WorkflowHandle) -> str | None:
 
 
 async def refused(handle: WorkflowHandle, words: str) -> str:
-    async def message() -> str | None:
-        return await failed_task_message(handle)
-
-    found = await wait_for(message, timeout=30, what="a failed workflow task")
+    found = await wait_for(lambda: failed_task_message(handle), timeout=30, what="a failed workflow task")
     assert words in found, found
     return found
 
