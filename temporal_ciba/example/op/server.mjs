@@ -138,8 +138,13 @@ const provider = new Provider(issuer, {
     },
     richAuthorizationRequests: {
       enabled: true,
-      // The example agent's type and the README's example project's; any other is refused.
-      types: { payment_initiation: { validate() {} }, account_reset: { validate() {} } },
+      // The example agents' types and the README's example project's; any other is refused.
+      types: {
+        payment_initiation: { validate() {} },
+        account_reset: { validate() {} },
+        production_change: { validate() {} },
+        agent_tool_call: { validate() {} },
+      },
       authorizationDetailsForGrantSource: (ctx, source) => source.rar,
       authorizationDetailsForAccessToken: (ctx, token, source) => source.rar,
       authorizationDetailsForIntrospection: (ctx, token) => token.rar,

@@ -1,0 +1,30 @@
+"""Gate an agent's tool calls behind a validated CIBA approval.
+
+    temporal_ciba.agents               the framework-neutral part (this module)
+    temporal_ciba.agents.openai        OpenAI Agents SDK on Temporal   (extra: openai-agents)
+    temporal_ciba.agents.pydantic_ai   PydanticAI on Temporal          (extra: pydantic-ai)
+
+The framework modules import their framework; this one does not.
+"""
+
+from temporal_ciba.agents.tool_approval import (
+    ApprovedToolCall,
+    ToolApproval,
+    ToolArguments,
+    ask_for_tool_call,
+    open_tool_call,
+    refusal_for_model,
+    tool_action_digest,
+    tool_approval_id,
+)
+
+__all__ = [
+    "ApprovedToolCall",
+    "ToolApproval",
+    "ToolArguments",
+    "ask_for_tool_call",
+    "open_tool_call",
+    "refusal_for_model",
+    "tool_action_digest",
+    "tool_approval_id",
+]
