@@ -30,6 +30,9 @@ from temporal_ciba.ciba import (
 )
 from temporal_ciba.crypto.sealing import SealError, TokenSealer, access_token_context, tokens_context
 from temporal_ciba.models import (
+    RedeemInput,
+    RedeemResult,
+    RevokeAccessTokenInput,
     RevokeTokensInput,
     SendRequestInput,
     SendRequestResult,
@@ -48,6 +51,12 @@ ATTEMPT_SECONDS = 40.0
 REQUEST_OUTCOME_UNKNOWN = "request_outcome_unknown"
 GRANT_LOST = "grant_lost"
 GRANT_LOST_REASON = "tokens were issued but lost before they were recorded"
+# A local activity repeated after a worker crash starts again at attempt 1, so for `redeem` an
+# invalid_grant for our own recorded auth_req_id is read as a lost grant whatever the attempt.
+REDEEM_GRANT_LOST_REASON = (
+    "the OP no longer accepts this auth_req_id: its tokens were issued and lost (a worker stopped "
+    "mid-request), or the OP dropped the request"
+)
 
 
 class CibaActivities:
@@ -157,15 +166,88 @@ class CibaActivities:
         except TokenRejected as exc:
             activity.logger.warning("tokens rejected for auth_req_id=%s: %s", auth_req_id, exc)
             return ValidateTokensResult(error=exc.code, reason=exc.reason)
-        # Bound to the action and to the workflow run that asked (temporal_ciba.grant).
+        return ValidateTokensResult(
+            approval=approval,
+            sealed_access_token=self._seal_access_token(
+                tokens, auth_req_id, input.action_digest, input.holder_workflow_id, input.holder_run_id
+            ),
+        )
+
+    def _seal_access_token(
+        self, tokens: TokenResponse, auth_req_id: str, action_digest: str | None, workflow_id: str, run_id: str
+    ) -> str:
+        """Bound to the action and to the workflow run that asked (temporal_ciba.grant)."""
+        context = access_token_context(auth_req_id, action_digest=action_digest, workflow_id=workflow_id, run_id=run_id)
+        return self._sealer.seal(tokens.access_token.get_secret_value(), context=context)
+
+    @activity.defn(name="ciba.redeem")
+    async def redeem(self, input: RedeemInput) -> RedeemResult:
+        """CIBA §10.1 then §10.3.1 in one step, for the decision path (run as a local activity):
+        request the tokens and validate them against the original request. Rejected tokens are
+        revoked here; a refresh token is revoked at once (one approval is one use); only the
+        claims and the access token, sealed for the holder and the action, leave."""
+        auth_req_id = input.binding.auth_req_id
+        try:
+            async with asyncio.timeout(ATTEMPT_SECONDS):
+                result = await self._ciba.request_token(auth_req_id)
+        except OAuthError as exc:
+            if exc.error == "invalid_grant":
+                activity.logger.warning("auth_req_id=%s: invalid_grant, read as a lost grant", auth_req_id)
+                return RedeemResult(kind="failed", error=GRANT_LOST, reason=REDEEM_GRANT_LOST_REASON)
+            return RedeemResult(kind="failed", error=exc.error, reason=str(exc))
+        except ProtocolError as exc:
+            return RedeemResult(kind="failed", reason=str(exc))
+        if isinstance(result, RetryLater):
+            return RedeemResult(kind="retry_later", retry_after_seconds=result.seconds)
+        if isinstance(result, SlowDown):
+            return RedeemResult(kind="slow_down")
+        if isinstance(result, Pending):
+            return RedeemResult(kind="pending")
+        assert isinstance(result, Granted)
+        tokens = result.tokens
+        try:
+            approval = await self._ciba.validate(tokens, input.binding)
+        except TokenRejected as exc:
+            activity.logger.warning("tokens rejected for auth_req_id=%s: %s", auth_req_id, exc)
+            await self._revoke(tokens, auth_req_id, refresh_only=False)
+            return RedeemResult(kind="rejected", error=exc.code, reason=exc.reason)
+        if tokens.refresh_token is not None:
+            await self._revoke(tokens, auth_req_id, refresh_only=True)
+        return RedeemResult(
+            kind="approved",
+            approval=approval,
+            sealed_access_token=self._seal_access_token(
+                tokens, auth_req_id, input.action_digest, input.holder_workflow_id, input.holder_run_id
+            ),
+        )
+
+    async def _revoke(self, tokens: TokenResponse, auth_req_id: str, *, refresh_only: bool) -> None:
+        """RFC 7009, best effort: a failure is logged, the outcome stands (the tokens never leave)."""
+        try:
+            if not refresh_only:
+                await self._ciba.revoke(tokens.access_token.get_secret_value())
+            if tokens.refresh_token is not None:
+                await self._ciba.revoke(tokens.refresh_token.get_secret_value(), token_type_hint="refresh_token")
+        except (OAuthError, TransportError, ProtocolError) as exc:
+            activity.logger.warning("revocation failed for auth_req_id=%s: %s", auth_req_id, type(exc).__name__)
+
+    @activity.defn(name="ciba.revoke_access_token")
+    async def revoke_access_token(self, input: RevokeAccessTokenInput) -> bool:
+        """RFC 7009: an approved access token that arrived after the approval was cancelled."""
         context = access_token_context(
-            auth_req_id,
+            input.auth_req_id,
             action_digest=input.action_digest,
             workflow_id=input.holder_workflow_id,
             run_id=input.holder_run_id,
         )
-        sealed_access_token = self._sealer.seal(tokens.access_token.get_secret_value(), context=context)
-        return ValidateTokensResult(approval=approval, sealed_access_token=sealed_access_token)
+        try:
+            token = self._sealer.unseal(input.sealed_access_token, context=context)
+            return await self._ciba.revoke(token)
+        except SealError:
+            return False
+        except OAuthError as exc:
+            activity.logger.warning("revocation refused for auth_req_id=%s: %s", input.auth_req_id, exc.error)
+            return False
 
     @activity.defn(name="ciba.revoke_tokens")
     async def revoke_tokens(self, input: RevokeTokensInput) -> bool:
@@ -185,4 +267,11 @@ class CibaActivities:
 
     @property
     def all(self) -> list[Callable[..., object]]:
-        return [self.send_authentication_request, self.request_token, self.validate_tokens, self.revoke_tokens]
+        return [
+            self.send_authentication_request,
+            self.request_token,
+            self.validate_tokens,
+            self.revoke_tokens,
+            self.redeem,
+            self.revoke_access_token,
+        ]

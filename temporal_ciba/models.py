@@ -204,6 +204,38 @@ class TokenRequestResult(BaseModel):
     reason: str | None = None
 
 
+class RedeemInput(BaseModel):
+    """One token request and, when the tokens come, their validation (CIBA §10.1, §10.3.1)."""
+
+    binding: RequestBinding
+    # Who may use the approved access token (see ValidateTokensInput).
+    holder_workflow_id: str
+    holder_run_id: str
+    action_digest: str | None = None
+
+
+class RedeemResult(BaseModel):
+    """The token endpoint's answer, validated: only the claims and the access token (sealed for
+    the holder and the action) leave the activity; the ID token and any refresh token never do."""
+
+    kind: Literal["approved", "rejected", "pending", "slow_down", "retry_later", "failed"]
+    approval: ValidatedApproval | None = None
+    sealed_access_token: str | None = Field(default=None, repr=False)
+    retry_after_seconds: float | None = None
+    error: str | None = None
+    reason: str | None = None
+
+
+class RevokeAccessTokenInput(BaseModel):
+    """An approved access token nobody will use (the approval was cancelled while it came)."""
+
+    sealed_access_token: str = Field(repr=False)
+    auth_req_id: str
+    action_digest: str | None = None
+    holder_workflow_id: str
+    holder_run_id: str
+
+
 class ValidateTokensInput(BaseModel):
     sealed_tokens: str = Field(repr=False)
     binding: RequestBinding
@@ -230,9 +262,12 @@ class RevokeTokensInput(BaseModel):
 
 
 class PingNotice(BaseModel):
-    """A verified ping: the OP has a decision for this auth_req_id; ask the token endpoint now."""
+    """A ping whose bearer the callback verified: the OP has a decision for this auth_req_id."""
 
     auth_req_id: str
+    # The run chain the bearer names; the workflow checks it is its own (None: an older callback
+    # that checked it itself before signalling).
+    first_run_id: str | None = None
 
 
 class PushDelivery(BaseModel):
@@ -242,3 +277,4 @@ class PushDelivery(BaseModel):
     sealed_tokens: str | None = Field(default=None, repr=False)
     error: str | None = None
     error_description: str | None = None
+    first_run_id: str | None = None

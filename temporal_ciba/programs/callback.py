@@ -13,14 +13,14 @@ A request is answered:
   duplicate member names). It is read only after the bearer is verified, and only up to the
   size limit (413 as soon as it is passed, without reading the rest);
 - 408 when the body has not arrived within the read timeout;
-- 401 when the bearer is ours but was not sent with this auth_req_id: it names another run
-  chain (an earlier approval under the same workflow id), or the workflow's CibaAuthReqId
-  differs. That only reads the workflow's description (waiting up to 2 s for a workflow that
-  has not recorded its auth_req_id yet);
-- 204 once the signal is recorded: a ping (`notify`) or a push (`deliver`, tokens sealed).
-  Temporal keeps the signal while no worker runs, so a notification is never lost; duplicates
-  are harmless (the workflow polls at most once more). A notification for an approval that
-  has already ended is answered 204 and changes nothing.
+- 204 once the one signal is recorded: a ping (`ciba.notify`) or a push (`ciba.deliver`, tokens
+  sealed for the workflow the bearer names), each carrying the run chain the bearer names. No
+  lookup comes first: the workflow itself ignores a notice for another run chain (an earlier
+  approval under the same workflow id) or another auth_req_id, and keeps one that arrives
+  before it has recorded its own auth_req_id. Temporal keeps the signal while no worker runs,
+  so a notification is never lost; duplicates are harmless (the workflow polls at most once
+  more). A notification for an approval that has already ended is answered 204 and changes
+  nothing.
 
 Never a 3xx, never a 5xx for bad input (503 only when Temporal itself is unreachable, or from
 uvicorn when more connections are open than the configured limit).
@@ -36,7 +36,6 @@ request slot.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import math
@@ -49,21 +48,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from temporal_ciba.ciba import ProtocolError
 from temporal_ciba.ciba.token import parse_token_response
-from temporal_ciba.crypto.notification import NotificationTokens
+from temporal_ciba.crypto.notification import NotificationTokens, NotifiedApproval
 from temporal_ciba.crypto.sealing import TokenSealer, tokens_context
 from temporal_ciba.models import PingNotice, PushDelivery
-from temporal_ciba.search_attributes import CIBA_AUTH_REQ_ID
+from temporal_ciba.workflow import DELIVER_SIGNAL, NOTIFY_SIGNAL
 
 logger = logging.getLogger("temporal_ciba.programs.callback")
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 DEFAULT_READ_TIMEOUT = 10.0
-AUTH_REQ_ID_WAIT_SECONDS = 2.0
 # After an early answer, what the client is still sending is read and dropped, this much and
 # this long at most, so that it reads the answer instead of a reset; then the connection closes.
 LINGER_BYTES = 1024 * 1024
@@ -262,7 +260,7 @@ def parse_i_json(raw: bytes) -> Any:
 
 
 def _push_delivery(
-    auth_req_id: str, body: dict[str, Any], sealer: TokenSealer, workflow_id: str
+    auth_req_id: str, body: dict[str, Any], sealer: TokenSealer, approval: NotifiedApproval
 ) -> PushDelivery | None:
     """CIBA §10.3.1 (tokens) or §12 (error) as a PushDelivery; None when the body is neither."""
     if "error" in body:
@@ -273,31 +271,15 @@ def _push_delivery(
             auth_req_id=auth_req_id,
             error=error,
             error_description=description[:200] if isinstance(description, str) else None,
+            first_run_id=approval.first_run_id,
         )
     try:
         tokens = parse_token_response({k: v for k, v in body.items() if k != "auth_req_id"})
     except ProtocolError:
         return None
     # Sealed for the approval workflow the notification token names: it opens nowhere else.
-    sealed = sealer.seal(tokens.model_dump_json(), context=tokens_context(auth_req_id, workflow_id))
-    return PushDelivery(auth_req_id=auth_req_id, sealed_tokens=sealed)
-
-
-async def _describe_with_auth_req_id(handle: WorkflowHandle[Any, Any]) -> WorkflowExecutionDescription:
-    """The workflow's description, once it has recorded its auth_req_id.
-
-    The OP may notify within milliseconds of its acknowledgement (an automated approver),
-    before the workflow task that records CibaAuthReqId has run; wait for it briefly (well
-    inside oidc-provider's 2.5 s ping timeout) instead of refusing a genuine ping.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + AUTH_REQ_ID_WAIT_SECONDS
-    while True:
-        description = await handle.describe()
-        recorded = description.typed_search_attributes.get(CIBA_AUTH_REQ_ID) is not None
-        if recorded or description.status != WorkflowExecutionStatus.RUNNING or loop.time() >= deadline:
-            return description
-        await asyncio.sleep(0.05)
+    sealed = sealer.seal(tokens.model_dump_json(), context=tokens_context(auth_req_id, approval.workflow_id))
+    return PushDelivery(auth_req_id=auth_req_id, sealed_tokens=sealed, first_run_id=approval.first_run_id)
 
 
 def create_callback_app(
@@ -330,35 +312,21 @@ def create_callback_app(
             return _problem(400, "invalid_request", "the body must be a JSON object with an auth_req_id")
         auth_req_id: str = body["auth_req_id"]
 
+        # One signal, no lookup first: the workflow checks the run chain and the auth_req_id
+        # itself and ignores a notice for another (it keeps one that overtakes its own request).
         handle = client.get_workflow_handle(approval.workflow_id)
-        try:
-            description = await _describe_with_auth_req_id(handle)
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                return _unauthorized("unknown bearer token")
-            logger.error("Temporal unavailable while verifying a notification: %s", exc.message)
-            return _problem(503, "temporarily_unavailable", "try again later", {"retry-after": "1"})
-        # The bearer names a run chain; an earlier approval under the same workflow id is another.
-        first_run_id = description.raw_description.workflow_execution_info.first_run_id
-        if not hmac.compare_digest(first_run_id.encode(), approval.first_run_id.encode()):
-            return _unauthorized("the bearer token belongs to another approval")
-        expected = description.typed_search_attributes.get(CIBA_AUTH_REQ_ID)
-        if expected is None or not hmac.compare_digest(expected.encode(), auth_req_id.encode()):
-            return _unauthorized("the bearer token was not sent with this auth_req_id")
-        if description.status != WorkflowExecutionStatus.RUNNING:
-            return Response(status_code=204)  # the approval has ended; nothing to wake
-
         push = "access_token" in body or "error" in body
         try:
             if push:
-                delivery = _push_delivery(auth_req_id, body, sealer, approval.workflow_id)
+                delivery = _push_delivery(auth_req_id, body, sealer, approval)
                 if delivery is None:
                     return _problem(400, "invalid_request", "not a CIBA push body (CIBA §10.3.1, §12)")
-                await handle.signal("deliver", delivery)
+                await handle.signal(DELIVER_SIGNAL, delivery)
             else:
-                await handle.signal("notify", PingNotice(auth_req_id=auth_req_id))
+                notice = PingNotice(auth_req_id=auth_req_id, first_run_id=approval.first_run_id)
+                await handle.signal(NOTIFY_SIGNAL, notice)
         except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:  # it ended between describe and signal
+            if exc.status == RPCStatusCode.NOT_FOUND:  # the approval has ended: nothing to wake
                 return Response(status_code=204)
             logger.error("Temporal unavailable while signalling %s: %s", approval.workflow_id, exc.message)
             return _problem(503, "temporarily_unavailable", "try again later", {"retry-after": "1"})

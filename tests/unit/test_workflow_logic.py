@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from temporalio import activity, workflow
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -26,6 +27,9 @@ from temporal_ciba.models import (
     PingNotice,
     PollingPolicy,
     PushDelivery,
+    RedeemInput,
+    RedeemResult,
+    RevokeAccessTokenInput,
     RevokeTokensInput,
     SendRequestInput,
     SendRequestResult,
@@ -69,7 +73,7 @@ class ScriptedOP:
         self.sends = 0
         self.gated = False
         self.release: asyncio.Queue[None] = asyncio.Queue()
-        self.validated: list[ValidateTokensInput] = []
+        self.validated: list[ValidateTokensInput | RedeemInput] = []
 
     @activity.defn(name="ciba.send_authentication_request")
     async def send(self, input: SendRequestInput) -> SendRequestResult:
@@ -105,6 +109,30 @@ class ScriptedOP:
         if self.gated:
             await self.release.get()
         return self.answers.pop(0) if self.answers else TokenRequestResult(kind="pending")
+
+    @activity.defn(name="ciba.redeem")
+    async def redeem(self, input: RedeemInput) -> RedeemResult:
+        """The token request answers from the script; granted tokens are validated as `validate`
+        does, and rejected ones revoked on the spot, as the real activity does."""
+        answer = await self.request_token(TokenRequestInput(auth_req_id=input.binding.auth_req_id))
+        if answer.kind != "granted":
+            return RedeemResult.model_validate(answer.model_dump(exclude={"sealed_tokens"}))
+        assert answer.sealed_tokens is not None
+        self.validated.append(input)
+        if answer.sealed_tokens == "forged":
+            self.revoked.append(answer.sealed_tokens)
+            reason = "the ID token was issued by another issuer"
+            return RedeemResult(kind="rejected", error="iss_mismatch", reason=reason)
+        return RedeemResult(
+            kind="approved",
+            approval={"sub": "alice", "scope": "openid", "issued_at": 1, "expires_at": 2},
+            sealed_access_token="sealed-at",
+        )  # type: ignore[arg-type]
+
+    @activity.defn(name="ciba.revoke_access_token")
+    async def revoke_access_token(self, input: RevokeAccessTokenInput) -> bool:
+        self.revoked.append(input.sealed_access_token)
+        return True
 
     @activity.defn(name="ciba.validate_tokens")
     async def validate(self, input: ValidateTokensInput) -> ValidateTokensResult:
@@ -144,8 +172,17 @@ def worker(env: WorkflowEnvironment, op: ScriptedOP, *workflows: type) -> tuple[
         env.client,
         task_queue=task_queue,
         workflows=[CibaApprovalWorkflow, *workflows],
-        activities=[op.send, op.request_token, op.validate, op.revoke],
+        activities=[op.send, op.request_token, op.validate, op.revoke, op.redeem, op.revoke_access_token],
     ), task_queue
+
+
+async def wait_for_event(handle: WorkflowHandle, event_type: EventType.ValueType, *, count: int = 1) -> None:
+    """Until the history holds `count` events of this type (the server has recorded them)."""
+    while True:
+        events = [event async for event in handle.fetch_history_events() if event.event_type == event_type]
+        if len(events) >= count:
+            return
+        await asyncio.sleep(0.05)
 
 
 def gaps(times: list[float]) -> list[float]:
@@ -230,7 +267,11 @@ async def test_rejected_tokens_are_revoked(env: WorkflowEnvironment) -> None:
     assert outcome.status == "rejected" and outcome.error == "iss_mismatch" and op.revoked == ["forged"]
 
 
-async def test_tokens_arriving_after_cancellation_are_revoked(env: WorkflowEnvironment) -> None:
+async def test_a_cancellation_during_the_redeem_never_hands_out_its_access_token(env: WorkflowEnvironment) -> None:
+    # The cancellation reaches the server while the redeem (a local activity) runs: the workflow
+    # task that would record its result fails, and the run is replayed with the cancellation
+    # first. The approval ends cancelled; the access token the OP issued reaches no history and
+    # no one (README: the crash window).
     op = ScriptedOP(env, [GRANTED])
     op.blocking = True
     running, task_queue = worker(env, op)
@@ -238,11 +279,30 @@ async def test_tokens_arriving_after_cancellation_are_revoked(env: WorkflowEnvir
         handle = await start(env, op, task_queue)
         await op.poll_started.wait()  # a token request is in flight
         await handle.cancel()
-        await asyncio.sleep(0.5)
+        await wait_for_event(handle, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED)
         op.block_next_poll.set()  # ...and brings back tokens after the cancellation
         outcome = await handle.result()
     assert outcome.status == "cancelled" and outcome.sealed_access_token is None
-    assert op.revoked == ["sealed-tokens"]
+
+
+async def test_a_signal_during_the_redeem_does_not_ask_the_op_twice(env: WorkflowEnvironment) -> None:
+    # A duplicate ping while the redeem (a local activity) runs fails the workflow task that
+    # would complete the approval; the SDK keeps the redeem's result for the next task. A second
+    # token request would get invalid_grant (a lost grant) for an approval the human gave.
+    op = ScriptedOP(env, [GRANTED], interval=5, mode="ping")
+    op.blocking = True
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue)
+        await wait_pending(handle)
+        await handle.signal(CibaApprovalWorkflow.ciba_notify, PingNotice(auth_req_id="req-1"))
+        await op.poll_started.wait()
+        await handle.signal(CibaApprovalWorkflow.ciba_notify, PingNotice(auth_req_id="req-1"))
+        await wait_for_event(handle, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED, count=2)
+        op.block_next_poll.set()
+        outcome = await handle.result()
+    assert outcome.status == "approved" and outcome.sealed_access_token == "sealed-at"
+    assert len(op.poll_times) == 1
 
 
 async def test_long_waits_poll_slower_and_continue_as_new(env: WorkflowEnvironment) -> None:

@@ -1,0 +1,129 @@
+"""An approval inline in the caller's workflow (`require_approval(..., inline=True)`), on the
+time-skipping test server with the scripted activities of test_workflow_logic: the same
+outcome, no child workflow, notices taken by the caller (its run chain checked, an early one
+kept), the search attributes and the status query on the caller, and a short history."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from temporalio import activity, workflow
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from temporal_ciba.models import (
+    ApprovalOutcome,
+    ApprovalRequest,
+    ApprovalState,
+    PingNotice,
+    PollingPolicy,
+    SendRequestInput,
+    SendRequestResult,
+)
+from temporal_ciba.search_attributes import CIBA_AUTH_REQ_ID, CIBA_STATUS
+from temporal_ciba.workflow import NOTIFY_SIGNAL, STATUS_QUERY, require_approval
+from tests.support.temporal import time_skipping_environment
+from tests.unit.test_workflow_logic import GRANTED, KEY, ScriptedOP, wait_for_event, worker
+
+FALLBACK = 60.0
+
+
+@workflow.defn(sandboxed=False)
+class InlineAgent:
+    @workflow.run
+    async def run(self) -> ApprovalOutcome:
+        polling = PollingPolicy(notification_fallback_interval_seconds=FALLBACK)
+        request = ApprovalRequest(login_hint="alice", binding_message="Approve it", polling=polling)
+        return await require_approval(request, inline=True)
+
+
+class GatedSendOP(ScriptedOP):
+    """Holds the backchannel request's answer until `answer_send` is set."""
+
+    def __init__(self, env: WorkflowEnvironment) -> None:
+        super().__init__(env, [GRANTED], interval=5, mode="ping")
+        self.answer_send = asyncio.Event()
+
+    @activity.defn(name="ciba.send_authentication_request")
+    async def send(self, input: SendRequestInput) -> SendRequestResult:
+        self.send_started.set()
+        await self.answer_send.wait()
+        return await super().send(input)
+
+
+@pytest.fixture(scope="module")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    async with time_skipping_environment(KEY) as environment:
+        yield environment
+
+
+async def start_agent(env: WorkflowEnvironment, task_queue: str) -> WorkflowHandle:
+    return await env.client.start_workflow(InlineAgent.run, id=f"agent-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
+
+
+async def wait_pending(handle: WorkflowHandle) -> None:
+    while (await handle.query(STATUS_QUERY, result_type=ApprovalState)).status != "pending":
+        await asyncio.sleep(0.02)
+
+
+async def ping(handle: WorkflowHandle, *, first_run_id: str | None = None) -> None:
+    description = await handle.describe()
+    chain = first_run_id or description.raw_description.workflow_execution_info.first_run_id
+    await handle.signal(NOTIFY_SIGNAL, PingNotice(auth_req_id="req-1", first_run_id=chain))
+
+
+async def test_the_approval_runs_in_the_caller_and_the_caller_holds_the_token(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [GRANTED], interval=5, mode="ping")
+    running, task_queue = worker(env, op, InlineAgent)
+    async with running:
+        agent = await start_agent(env, task_queue)
+        # Not the status query: the test server answers queries with workflow tasks of their own.
+        await wait_for_event(agent, EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES)
+        await ping(agent)
+        outcome = await agent.result()
+        description = await agent.describe()
+        events = [event async for event in agent.fetch_history_events()]
+    assert outcome.status == "approved" and outcome.workflow_id == agent.id
+    holder = op.validated[0]
+    assert (holder.holder_workflow_id, holder.holder_run_id) == (agent.id, agent.result_run_id)
+    types = [event.event_type for event in events]
+    assert EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED not in types
+    assert types.count(EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES) == 2  # pending, outcome
+    assert description.typed_search_attributes.get(CIBA_STATUS) == "approved"
+    assert description.typed_search_attributes.get(CIBA_AUTH_REQ_ID) == "req-1"
+    # A bare workflow has 5 events (started, one workflow task, completed); the approval adds
+    # the request (an activity and its task), two upserts, the fallback timer, the ping and one
+    # task with the redeem's marker: 16 at most (issue 15).
+    assert len(events) - 5 <= 16, "\n".join(EventType.Name(t) for t in types)
+    assert len(op.poll_times) == 1
+
+
+async def test_a_ping_that_overtakes_the_request_is_kept(env: WorkflowEnvironment) -> None:
+    op = GatedSendOP(env)
+    running, task_queue = worker(env, op, InlineAgent)
+    async with running:
+        started = (await env.get_current_time()).timestamp()
+        agent = await start_agent(env, task_queue)
+        await op.send_started.wait()
+        await ping(agent)  # before the workflow knows its auth_req_id
+        op.answer_send.set()
+        outcome = await agent.result()
+    assert outcome.status == "approved"
+    assert op.poll_times[0] - started < FALLBACK  # at once, not at the fallback poll
+
+
+async def test_a_ping_for_another_run_chain_is_ignored(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [GRANTED], interval=5, mode="ping")
+    running, task_queue = worker(env, op, InlineAgent)
+    async with running:
+        agent = await start_agent(env, task_queue)
+        await wait_pending(agent)
+        pinged = (await env.get_current_time()).timestamp()
+        await ping(agent, first_run_id="an-earlier-run-chain")
+        outcome = await agent.result()
+    assert outcome.status == "approved"
+    assert op.poll_times[0] - pinged >= FALLBACK - 1  # only the (jittered) fallback poll

@@ -1,0 +1,106 @@
+"""The redeem activity (token request and validation in one step, the decision path's local
+activity): only the claims and the sealed access token leave it, rejected and unneeded tokens
+are revoked inside it, and invalid_grant for our own auth_req_id is a lost grant."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import httpx
+import pytest
+
+from temporal_ciba.activities import GRANT_LOST, CibaActivities
+from temporal_ciba.ciba import CibaClient, ClientSecretBasic
+from temporal_ciba.crypto import TokenSealer, access_token_context
+from temporal_ciba.models import RedeemInput
+from tests.support.tokens import ACCESS_TOKEN, AUTH_REQ_ID, CLIENT_ID, ISSUER, NOW, REFRESH_TOKEN, binding, claims
+from tests.unit.test_send_activity import MockOP, env
+
+DIGEST = "d" * 64
+
+
+class TokenOP(MockOP):
+    """MockOP whose token endpoint answers `answer` (a body and a status)."""
+
+    def __init__(self, status: int, body: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.status = status
+        self.body = body
+        self.token_requests = 0
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/token":
+            self.token_requests += 1
+            return httpx.Response(self.status, json=self.body)
+        return await super().__call__(request)
+
+    def redeem_activities(self, sealer: TokenSealer) -> CibaActivities:
+        http = httpx.AsyncClient(transport=httpx.MockTransport(self))
+        ciba = CibaClient(
+            issuer=ISSUER, client_auth=ClientSecretBasic(CLIENT_ID, "secret"), http=http, clock=lambda: NOW
+        )
+        return CibaActivities(ciba, sealer)
+
+
+def granted(op: TokenOP, **claim_overrides: Any) -> dict[str, Any]:
+    return {
+        "access_token": ACCESS_TOKEN,
+        "token_type": "Bearer",
+        "id_token": op.keys.sign(claims(**claim_overrides)),
+        "refresh_token": REFRESH_TOKEN,
+        "expires_in": 600,
+        "scope": "openid payments",
+        "authorization_details": binding().authorization_details,
+    }
+
+
+REDEEM = RedeemInput(binding=binding(), holder_workflow_id="agent", holder_run_id="agent-run", action_digest=DIGEST)
+
+
+async def test_an_approval_leaves_only_its_claims_and_the_access_token_sealed_for_the_holder() -> None:
+    op, sealer = TokenOP(200), TokenSealer(os.urandom(32))
+    op.body = granted(op)
+    result = await env().run(op.redeem_activities(sealer).redeem, REDEEM)
+    assert result.kind == "approved" and result.approval is not None and result.approval.sub == "alice"
+    context = access_token_context(AUTH_REQ_ID, action_digest=DIGEST, workflow_id="agent", run_id="agent-run")
+    assert result.sealed_access_token is not None
+    assert sealer.unseal(result.sealed_access_token, context=context) == ACCESS_TOKEN
+    leaving = result.model_dump_json()
+    assert op.body["id_token"] not in leaving and ACCESS_TOKEN not in leaving and REFRESH_TOKEN not in leaving
+    # One approval is one use: the refresh token is revoked at once, the access token kept.
+    assert [(form["token"], form["token_type_hint"]) for form in op.revoked] == [(REFRESH_TOKEN, "refresh_token")]
+
+
+async def test_rejected_tokens_are_revoked_inside_and_never_leave() -> None:
+    op, sealer = TokenOP(200), TokenSealer(os.urandom(32))
+    op.body = granted(op, sub="mallory")
+    result = await env().run(op.redeem_activities(sealer).redeem, REDEEM)
+    assert (result.kind, result.error, result.sealed_access_token) == ("rejected", "sub_mismatch", None)
+    assert [(form["token"], form["token_type_hint"]) for form in op.revoked] == [
+        (ACCESS_TOKEN, "access_token"),
+        (REFRESH_TOKEN, "refresh_token"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "status,body,kind,error",
+    [
+        (400, {"error": "authorization_pending"}, "pending", None),
+        (400, {"error": "slow_down"}, "slow_down", None),
+        (400, {"error": "access_denied"}, "failed", "access_denied"),
+        (400, {"error": "expired_token"}, "failed", "expired_token"),
+        # A local activity repeated after a worker crash starts at attempt 1 again: our own
+        # auth_req_id refused is a lost grant whatever the attempt.
+        (400, {"error": "invalid_grant"}, "failed", GRANT_LOST),
+    ],
+)
+async def test_every_answer_of_the_token_endpoint_is_data(
+    status: int, body: dict[str, Any], kind: str, error: str | None
+) -> None:
+    op = TokenOP(status, body)
+    result = await env().run(op.redeem_activities(TokenSealer(os.urandom(32))).redeem, REDEEM)
+    assert (result.kind, result.error) == (kind, error)
+    assert op.token_requests == 1 and op.revoked == []
+    assert json.loads(result.model_dump_json())["sealed_access_token"] is None
