@@ -83,12 +83,13 @@ class Holder:
 
 @dataclass(frozen=True)
 class DecisionPath:
-    """What changed with the decision path of issue 15; False only when replaying older histories.
+    """The decision path of issue 15; False only when replaying histories recorded before it.
 
-    redeem: one local activity requests and validates the tokens (no sealed token response in
-    history, one workflow task fewer); a ping for an auth_req_id not yet recorded is kept; the
-    run chain of a notice is checked here, not by the callback; two search-attribute upserts
-    (pending, outcome) instead of four; the fallback poll of ping and push mode is jittered.
+    redeem: the request and the redeem (one step that requests and validates the tokens) are
+    local activities (no sealed token response in history, no task queue round trips); a ping
+    for an auth_req_id not yet recorded is kept; the run chain of a notice is checked here, not
+    by the callback; two search-attribute upserts (pending, outcome) instead of four; the
+    fallback poll of ping and push mode is jittered.
     """
 
     redeem: bool
@@ -196,15 +197,26 @@ class Approval:
         info = workflow.info()
         if self._request.policy_deadline is not None and self._request.policy_deadline <= workflow.now():
             return self._finish("expired", reason="the policy deadline passed before the request was sent")
+        send = SendRequestInput(
+            request=self._request, workflow_id=info.workflow_id, first_run_id=info.first_execution_run_id
+        )
         try:
-            sent = await workflow.execute_activity_method(
-                CibaActivities.send_authentication_request,
-                SendRequestInput(
-                    request=self._request, workflow_id=info.workflow_id, first_run_id=info.first_execution_run_id
-                ),
-                start_to_close_timeout=TOKEN_REQUEST_TIMEOUT,
-                retry_policy=SEND_RETRY,
-            )
+            # On the redeem path a local activity: no task queue round trip, three events fewer.
+            # A worker that dies while the request is on its way sends it again either way.
+            if self._path.redeem:
+                sent = await workflow.execute_local_activity_method(
+                    CibaActivities.send_authentication_request,
+                    send,
+                    start_to_close_timeout=TOKEN_REQUEST_TIMEOUT,
+                    retry_policy=SEND_RETRY,
+                )
+            else:
+                sent = await workflow.execute_activity_method(
+                    CibaActivities.send_authentication_request,
+                    send,
+                    start_to_close_timeout=TOKEN_REQUEST_TIMEOUT,
+                    retry_policy=SEND_RETRY,
+                )
         except ActivityError as exc:
             if is_cancelled_exception(exc):
                 raise asyncio.CancelledError() from exc

@@ -41,7 +41,7 @@ class PollingPolicy(BaseModel):
     long_wait_interval_seconds: float = Field(default=30.0, gt=0)
     polls_per_run: int = Field(default=200, ge=10, le=2000)
     # Ping and push mode: the notification is the normal path; this slow poll catches a lost one.
-    notification_fallback_interval_seconds: float = Field(default=60.0, gt=0)
+    notification_fallback_interval_seconds: float = Field(default=600.0, gt=0)
 
 
 class ApprovalRequest(BaseModel):
