@@ -1,11 +1,16 @@
 """The benchmark: decision-to-resume latency, throughput, pending capacity and history cost,
-each beside the bare Temporal baseline, in one run on this machine.
+each beside a bare Temporal signal workflow, in one run on this machine.
 
-    bash scripts/bench.sh [--approvals 100] [--capacity 1000,5000] [--out bench/results.json]
+    bash scripts/bench.sh [--approvals 80] [--ping-capacity 10000] [--poll-capacity 1000]
 
 It starts its own Temporal dev server, the oidc-provider OP, the callback service (HTTPS) and
-three workers (`temporal-ciba worker` processes: ping, poll at 1 s, poll at 5 s), prints a
-table, writes the figures as JSON and plots the latency distributions.
+three workers (`python -m bench.workflows`: the approval worker plus the benchmark's agent and
+bare workflows; ping, poll at 1 s, poll at 5 s), prints a table with the issue-15 targets,
+writes every figure and the commit measured to JSON, and plots the latency distributions.
+
+Latency is wall clock on one machine: from the OP recording the decision (or the bare signal
+being sent) to the server recording the completion of the workflow task in which the agent
+ran its next line of code; every path is timed in the same batches, decisions interleaved.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from typing import Any, TypeVar
 
 import httpx
 import psutil
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -40,7 +46,7 @@ from temporalio.worker import Worker
 from bench.workflows import BareSignalWorkflow, BenchAgentInput, BenchAgentWorkflow
 from temporal_ciba.activities import CibaActivities
 from temporal_ciba.crypto.sealing import TokenSealer
-from temporal_ciba.models import ApprovalRequest, ApprovalWorkflowInput
+from temporal_ciba.models import ApprovalRequest, ApprovalWorkflowInput, PollingPolicy
 from temporal_ciba.plugin import CibaPlugin, with_encryption
 from temporal_ciba.programs.connect import connect
 from temporal_ciba.programs.dev_tls import make_dev_certificates
@@ -50,7 +56,6 @@ from temporal_ciba.workflow import CibaApprovalWorkflow
 from tests.support.op import TestOP, ciba_client, run_test_op
 from tests.support.temporal import DevServer, free_port, history_runs, venv_tool
 
-AGENT_QUEUE = "bench-agents"
 PHASES = ("latency", "throughput", "history", "capacity")
 T = TypeVar("T")
 R = TypeVar("R")
@@ -73,6 +78,25 @@ MODES = [
     Mode("poll 1 s", "bench-poll1", "poll", 1, "ciba-poll1"),
     Mode("poll 5 s", "bench-poll5", "poll", 5, "ciba-poll5"),
 ]
+PING, POLL1, POLL5 = MODES
+
+
+@dataclass(frozen=True)
+class Route:
+    """One way an agent waits: a delivery mode, and inline or in a child workflow."""
+
+    name: str
+    mode: Mode
+    inline: bool
+
+
+ROUTES = [
+    Route("ping, inline", PING, True),
+    Route("ping, child", PING, False),
+    Route("poll 1 s", POLL1, False),
+    Route("poll 5 s", POLL5, False),
+]
+BARE = "bare signal"
 
 
 def cli(*args: str) -> list[str]:
@@ -161,7 +185,7 @@ class System:
         for mode in MODES:
             self.start_process(
                 mode.task_queue,
-                cli("worker"),
+                [sys.executable, "-m", "bench.workflows"],
                 {
                     **common,
                     **self.worker_env,
@@ -223,71 +247,92 @@ class Approver:
         return int((await self.http.get("/admin/token-requests", params={"since": since, "count": 1})).json()["count"])
 
 
-# 1. Decision-to-resume latency ---------------------------------------------------------------
+# 1. Decision-to-resume latency and history cost ----------------------------------------------
 
 
-async def approval_latencies(
-    client: Client, approver: Approver, mode: Mode, count: int, batch: int = 25
-) -> list[float]:
-    """Agents wait; each person decides at a random moment (uniform over two poll intervals,
-    so decisions fall anywhere in the poll cycle); latency = agent resumed - OP recorded it."""
-    run = uuid.uuid4().hex[:6]
-    latencies: list[float] = []
+async def resumed(client: Client, handle: WorkflowHandle[Any, Any]) -> tuple[float, int]:
+    """When the server recorded the completion of the workflow task in which the agent went on
+    (its last), and the events of every workflow it touched (itself and its approval child)."""
+    events = [event async for event in handle.fetch_history_events()]
+    completed = [e for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED]
+    count = len(events)
+    for event in events:
+        if event.event_type == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED:
+            child = event.child_workflow_execution_started_event_attributes.workflow_execution
+            count += len(
+                (await client.get_workflow_handle(child.workflow_id, run_id=child.run_id).fetch_history()).events
+            )
+    return completed[-1].event_time.ToDatetime(datetime.UTC).timestamp(), count
+
+
+async def first_task_done(handle: WorkflowHandle[Any, Any]) -> None:
+    while not any(
+        [e async for e in handle.fetch_history_events() if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED]
+    ):
+        await asyncio.sleep(0.1)
+
+
+async def latencies(
+    client: Client, approver: Approver, routes: list[Route], count: int, batch: int = 10
+) -> dict[str, list[tuple[float, int]]]:
+    """Every route and the bare signal in the same batches; each decision at a random moment
+    (uniform over two poll intervals of its route), all routes' decisions interleaved.
+    Returns, per route, (seconds from decision to resume, events) samples."""
+    samples: dict[str, list[tuple[float, int]]] = {name: [] for name in [*(route.name for route in routes), BARE]}
     rng = random.Random(count)
     for first in range(0, count, batch):
-        tags = [f"{run}-{i}" for i in range(first, min(count, first + batch))]
-        handles = await asyncio.gather(
-            *(
-                client.start_workflow(
-                    BenchAgentWorkflow.run,
-                    BenchAgentInput(tag=tag, approval_task_queue=mode.task_queue),
-                    id=f"bench-agent-{tag}",
-                    task_queue=AGENT_QUEUE,
-                )
-                for tag in tags
+        run = uuid.uuid4().hex[:6]
+        size = min(batch, count - first)
+        agents = {
+            (route.name, i): await client.start_workflow(
+                BenchAgentWorkflow.run,
+                BenchAgentInput(tag=f"{run}-{index}-{i}", inline=route.inline),
+                id=f"bench-agent-{run}-{index}-{i}",
+                task_queue=route.mode.task_queue,
             )
-        )
-        pending = await approver.wait_pending(f"Bench {run}-", len(tags), timeout=120)
+            for index, route in enumerate(routes)
+            for i in range(size)
+        }
+        bares = [
+            await client.start_workflow(BareSignalWorkflow.run, id=f"bench-bare-{run}-{i}", task_queue=PING.task_queue)
+            for i in range(size)
+        ]
+        pending = await approver.wait_pending(f"Bench {run}-", len(agents), timeout=300)
+        await asyncio.gather(*(first_task_done(handle) for handle in bares))
+        plan = [
+            (rng.uniform(0, 2 * route.mode.interval), route.name, index, i)
+            for index, route in enumerate(routes)
+            for i in range(size)
+        ]
+        plan += [(rng.uniform(0, 2 * PING.interval), BARE, -1, i) for i in range(size)]
         origin = time.monotonic()
-        decided = {}
-        for offset, tag in sorted((rng.uniform(0, 2 * mode.interval), tag) for tag in tags):
+        decided: dict[tuple[str, int], float] = {}
+        for offset, name, index, i in sorted(plan):
             await asyncio.sleep(max(0.0, origin + offset - time.monotonic()))
-            decided[tag] = await approver.approve(pending[f"Bench {tag}"])
-        for tag, result in zip(tags, await asyncio.gather(*(handle.result() for handle in handles)), strict=True):
-            if result.status != "approved":
-                raise RuntimeError(f"{mode.name}: approval ended {result.status}")
-            latencies.append(result.resumed_at - decided[tag])
-    return latencies
-
-
-async def signal_latencies(client: Client, count: int, batch: int = 25, spacing: float = 0.1) -> list[float]:
-    """The floor: bare workflows resumed by a plain signal; latency = resumed - signal sent."""
-    latencies: list[float] = []
-    for first in range(0, count, batch):
-        handles = await asyncio.gather(
-            *(
-                client.start_workflow(
-                    BareSignalWorkflow.run, id=f"bench-bare-{uuid.uuid4().hex[:10]}", task_queue=AGENT_QUEUE
-                )
-                for _ in range(first, min(count, first + batch))
-            )
-        )
-        await asyncio.sleep(1.0)  # every workflow has run its first task and waits
-        sent = []
-        for handle in handles:
-            sent.append(time.time())
-            await handle.signal(BareSignalWorkflow.release)
-            await asyncio.sleep(spacing)
-        resumed = await asyncio.gather(*(handle.result() for handle in handles))
-        latencies += [r - s for r, s in zip(resumed, sent, strict=True)]
-    return latencies
+            if name == BARE:
+                decided[(name, i)] = time.time()
+                await bares[i].signal(BareSignalWorkflow.release)
+            else:
+                decided[(name, i)] = await approver.approve(pending[f"Bench {run}-{index}-{i}"])
+        waiting: list[tuple[tuple[str, int], WorkflowHandle[Any, Any]]] = [
+            *agents.items(),
+            *(((BARE, i), handle) for i, handle in enumerate(bares)),
+        ]
+        for key, handle in waiting:
+            result = await handle.result()
+            if key[0] != BARE and result != "approved":
+                raise RuntimeError(f"{key[0]}: approval ended {result}")
+            at, events = await resumed(client, handle)
+            samples[key[0]].append((at - decided[key], events))
+    return samples
 
 
 # 2. Throughput -------------------------------------------------------------------------------
 
 
-async def approval_throughput(client: Client, approver: Approver, mode: Mode, count: int) -> dict[str, float]:
-    """`count` approvals started at once; the approver decides each as soon as it is pending."""
+async def throughput(client: Client, approver: Approver, route: Route | None, count: int) -> dict[str, float]:
+    """`count` workflows in flight at once; each approval decided as soon as it is pending, each
+    bare workflow signalled as soon as it started (route None)."""
     run = uuid.uuid4().hex[:6]
     done = asyncio.Event()
     approved: set[str] = set()
@@ -299,107 +344,84 @@ async def approval_throughput(client: Client, approver: Approver, mode: Mode, co
             await gather_limited(20, approver.approve, fresh)
             await asyncio.sleep(0.05)
 
-    deciding = asyncio.create_task(decide())
-    started = time.monotonic()
-
-    async def start(i: int) -> WorkflowHandle[Any, Any]:
-        return await client.start_workflow(
+    async def one(i: int) -> str | None:
+        if route is None:
+            handle = await client.start_workflow(
+                BareSignalWorkflow.run, id=f"bench-bare-tput-{run}-{i}", task_queue=PING.task_queue
+            )
+            await handle.signal(BareSignalWorkflow.release)
+            await handle.result()
+            return None
+        agent = await client.start_workflow(
             BenchAgentWorkflow.run,
-            BenchAgentInput(tag=f"{run}-{i}", approval_task_queue=mode.task_queue),
+            BenchAgentInput(tag=f"{run}-{i}", inline=route.inline),
             id=f"bench-tput-{run}-{i}",
-            task_queue=AGENT_QUEUE,
+            task_queue=route.mode.task_queue,
         )
+        return await agent.result()
 
-    handles = await gather_limited(50, start, range(count))
-    results = await asyncio.gather(*(handle.result() for handle in handles))
+    deciding = asyncio.create_task(decide()) if route is not None else None
+    started = time.monotonic()
+    results = await gather_limited(count, one, range(count))
     elapsed = time.monotonic() - started
     done.set()
-    await deciding
+    if deciding is not None:
+        await deciding
     return {
         "count": count,
         "seconds": elapsed,
         "per_second": count / elapsed,
-        "approved": sum(r.status == "approved" for r in results),
+        "approved": sum(r == "approved" for r in results) if route is not None else count,
     }
-
-
-async def signal_throughput(client: Client, count: int) -> dict[str, float]:
-    async def one(i: int) -> float:
-        handle = await client.start_workflow(
-            BareSignalWorkflow.run, id=f"bench-bare-tput-{uuid.uuid4().hex[:10]}", task_queue=AGENT_QUEUE
-        )
-        await handle.signal(BareSignalWorkflow.release)
-        return await handle.result()
-
-    started = time.monotonic()
-    await gather_limited(50, one, range(count))
-    elapsed = time.monotonic() - started
-    return {"count": count, "seconds": elapsed, "per_second": count / elapsed}
 
 
 # 3. Pending capacity -------------------------------------------------------------------------
 
 
 async def pending_capacity(
-    client: Client, approver: Approver, system: System, mode: Mode, count: int, window: float
+    client: Client, approver: Approver, system: System, route: Route, count: int, window: float
 ) -> dict[str, Any]:
-    """`count` approvals pending at once on one worker; resources and OP load while they wait."""
+    """`count` agents waiting at once on one worker; resources and OP load while they wait, and
+    whether every one resumes approved once decided."""
     run = uuid.uuid4().hex[:6]
     started = time.monotonic()
 
     async def start(i: int) -> WorkflowHandle[Any, Any]:
-        request = ApprovalRequest(login_hint="alice", binding_message=f"Cap {run}-{i}", requested_expiry=7200)
         return await client.start_workflow(
-            CibaApprovalWorkflow.run,
-            ApprovalWorkflowInput(request=request),
+            BenchAgentWorkflow.run,
+            BenchAgentInput(tag=f"{run}-{i}", inline=route.inline, requested_expiry=7200, polling=PollingPolicy()),
             id=f"bench-cap-{run}-{i}",
-            task_queue=mode.task_queue,
+            task_queue=route.mode.task_queue,
         )
 
     handles = await gather_limited(50, start, range(count))
-    pending = await approver.wait_pending(f"Cap {run}-", count, timeout=3600)
+    pending = await approver.wait_pending(f"Bench {run}-", count, timeout=3600)
     all_pending = time.monotonic() - started
 
-    worker, server = system.process(mode.task_queue), system.process("temporal")
+    worker, server = system.process(route.mode.task_queue), system.process("temporal")
     worker.cpu_percent(), server.cpu_percent()
     since, rss = time.time(), []
     for _ in range(int(window)):
         await asyncio.sleep(1.0)
         rss.append(worker.memory_info().rss)
     worker_cpu, server_cpu = worker.cpu_percent(), server.cpu_percent()
-    polls = await approver.token_requests_since(since)
-    polls_per_second = polls / window
+    polls_per_second = await approver.token_requests_since(since) / window
 
     decided = time.monotonic()
     await gather_limited(20, approver.approve, pending.values())
     # Results are long polls: thousands at once exceed the server's concurrent poller limit.
     outcomes = await gather_limited(100, lambda handle: handle.result(), handles)
     return {
+        "route": route.name,
         "pending": count,
         "seconds_until_all_pending": all_pending,
         "worker_rss_mib": max(rss) / 2**20,
         "worker_cpu_percent": worker_cpu,
         "temporal_server_cpu_percent": server_cpu,
         "token_requests_per_second": polls_per_second,
-        "token_requests_limit_per_second": count / mode.interval,
-        "within_limit": polls_per_second <= count / mode.interval,
         "seconds_to_complete_after_decisions": time.monotonic() - decided,
-        "approved": sum(outcome.status == "approved" for outcome in outcomes),
+        "approved": sum(outcome == "approved" for outcome in outcomes),
     }
-
-
-# 4. History cost -----------------------------------------------------------------------------
-
-
-async def events_per_approval(client: Client, mode: Mode, sample: int = 20) -> float:
-    query = (
-        f"WorkflowType = 'CibaApprovalWorkflow' AND TaskQueue = '{mode.task_queue}' AND ExecutionStatus = 'Completed'"
-    )
-    sizes = []
-    async for execution in client.list_workflows(query, limit=sample):
-        history = await client.get_workflow_handle(execution.id, run_id=execution.run_id).fetch_history()
-        sizes.append(len(history.events))
-    return statistics.median(sizes)
 
 
 async def long_wait_history(op: TestOP, hours: float = 24.0) -> dict[str, Any]:
@@ -448,9 +470,16 @@ async def long_wait_history(op: TestOP, hours: float = 24.0) -> dict[str, Any]:
 # Report --------------------------------------------------------------------------------------
 
 
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()  # noqa: S607
+
+
 def machine() -> dict[str, Any]:
     return {
         "date": datetime.date.today().isoformat(),
+        # What was measured: README figures are regenerated from the commit that prints them.
+        "commit": git("rev-parse", "HEAD"),
+        "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")),
         "cpus": os.cpu_count(),
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "python": platform.python_version(),
@@ -458,53 +487,101 @@ def machine() -> dict[str, Any]:
     }
 
 
+def _met(rule: Callable[[], bool], *figures: object) -> bool | None:
+    """The rule's verdict, or None when a figure it needs was not measured in this run."""
+    return rule() if all(figure is not None for figure in figures) else None
+
+
+def targets(results: dict[str, Any]) -> list[tuple[str, bool | None]]:
+    """Issue 15's targets: each met (True), missed (False), or not measured in this run (None)."""
+    latency, tput = results["latency"], results["throughput"]
+    ping: Any = latency.get("ping, inline")
+    bare: Any = latency.get(BARE)
+    ping_tput: Any = tput.get("ping, inline")
+    bare_tput: Any = tput.get(BARE)
+    held: Any = next((stats for stats in results["capacity"] if stats["route"] == "ping, inline"), None)
+    checks = [
+        ("ping median <= 2.0x bare signal", _met(lambda: ping["median"] <= 2.0 * bare["median"], ping, bare)),
+        ("ping p95 <= 3x bare signal p95", _met(lambda: ping["p95"] <= 3.0 * bare["p95"], ping, bare)),
+        ("events per ping approval, every workflow counted, <= 16", _met(lambda: ping["events"] <= 16, ping)),
+        (
+            "throughput, 200 in flight, >= 0.5x bare",
+            _met(lambda: ping_tput["per_second"] >= 0.5 * bare_tput["per_second"], ping_tput, bare_tput),
+        ),
+        (
+            "pending in ping mode on one worker: RSS < 1.5 GiB, server CPU < 50 %, all approved",
+            _met(
+                lambda: (
+                    held["worker_rss_mib"] < 1536
+                    and held["temporal_server_cpu_percent"] < 50
+                    and held["approved"] == held["pending"]
+                ),
+                held,
+            ),
+        ),
+    ]
+    for route, interval in (("poll 1 s", 1), ("poll 5 s", 5)):
+        stats = latency.get(route)
+        checks.append(
+            (
+                f"{route}: median <= {interval / 2 + 0.1:.1f} s",
+                _met(lambda s=stats, i=interval: s["median"] <= i / 2 + 0.1, stats),
+            )
+        )
+    return checks
+
+
 def table(results: dict[str, Any]) -> str:
-    """The figures as text, one section per phase that ran."""
+    """The figures as text, one section per phase that ran, then the targets."""
     rule = "-" * 100
-    machine_line = results["machine"]
+    m = results["machine"]
+    commit = m["commit"][:12] + (" with uncommitted changes" if m["uncommitted_changes"] else "")
     lines = [
-        f"temporal-ciba benchmark, {machine_line['date']}, {machine_line['cpus']} CPUs, "
-        f"{machine_line['memory_gib']} GiB, Temporal dev server (SQLite), worker settings "
-        f"{results['worker_settings'] or 'default'}"
+        f"temporal-ciba benchmark, {m['date']}, commit {commit}, {m['cpus']} CPUs, {m['memory_gib']} GiB, "
+        "Temporal dev server (SQLite)"
     ]
     if results["latency"]:
-        base = results["latency"]["baseline (plain signal)"]["median"]
-        lines += ["", "Decision-to-resume latency (s)      median      p95     n   median / baseline", rule]
+        base = results["latency"][BARE]
+        lines += [
+            "",
+            "Decision-to-resume, wall clock (s)   median      p95     n   median / bare   events (every workflow)",
+            rule,
+        ]
         for name, stats in results["latency"].items():
             lines.append(
-                f"{name:32} {stats['median']:8.3f} {stats['p95']:8.3f} {stats['n']:5d}   {stats['median'] / base:8.1f}x"
+                f"{name:32} {stats['median']:8.3f} {stats['p95']:8.3f} {stats['n']:5d}"
+                f"   {stats['median'] / base['median']:10.1f}x   {stats['events']:8.0f}"
             )
     if results["throughput"]:
-        lines += ["", "Throughput, many in flight", rule]
+        lines += ["", "Throughput, 200 in flight", rule]
+        base = results["throughput"].get(BARE)
         for name, stats in results["throughput"].items():
-            lines.append(
-                f"{name:32} {stats['per_second']:8.1f} completed/s  ({stats['count']} in {stats['seconds']:.1f} s)"
-            )
+            ratio = f"   {stats['per_second'] / base['per_second']:.2f}x bare" if base else ""
+            rate = f"{stats['per_second']:8.1f} completed/s  ({stats['count']} in {stats['seconds']:.1f} s)"
+            lines.append(f"{name:32} {rate}{ratio}")
     if results["capacity"]:
         lines += [
             "",
-            "Pending capacity, poll 5 s, one worker:  all pending after | worker RSS | worker CPU | "
-            "server CPU | polls/s (limit) | approved after decisions",
+            "Pending on one worker: all pending after | worker RSS | worker CPU | server CPU | token req/s | approved",
             rule,
         ]
         for stats in results["capacity"]:
             lines.append(
-                f"{stats['pending']:6d} pending {stats['seconds_until_all_pending']:29.0f} s "
+                f"{stats['route']:13} {stats['pending']:6d} {stats['seconds_until_all_pending']:12.0f} s "
                 f"{stats['worker_rss_mib']:9.0f} MiB {stats['worker_cpu_percent']:9.0f} % "
-                f"{stats['temporal_server_cpu_percent']:10.0f} % {stats['token_requests_per_second']:9.1f} "
-                f"({stats['token_requests_limit_per_second']:.0f})   {stats['approved']}/{stats['pending']} in "
-                f"{stats['seconds_to_complete_after_decisions']:.0f} s"
+                f"{stats['temporal_server_cpu_percent']:10.0f} % {stats['token_requests_per_second']:12.1f} "
+                f"      {stats['approved']}/{stats['pending']} in {stats['seconds_to_complete_after_decisions']:.0f} s"
             )
-    if results["history"]:
-        lines += ["", "History cost", rule]
-        for name, events in results["history"].get("events_per_approval", {}).items():
-            lines.append(f"{name:32} {events:8.0f} events per approval")
-        long = results["history"].get("long_wait")
-        if long:
-            lines.append(
-                f"pending {long['hours']:.0f} h at interval 5 s        {long['runs']} runs, at most "
-                f"{long['max_events_per_run']} events per run, {long['token_requests']} token requests"
-            )
+    long = results["history"].get("long_wait")
+    if long:
+        lines += ["", "History of a long wait (time-skipping server)", rule]
+        lines.append(
+            f"poll 5 s, pending {long['hours']:.0f} h        {long['runs']} runs, at most "
+            f"{long['max_events_per_run']} events per run, {long['token_requests']} token requests"
+        )
+    lines += ["", "Targets (issue 15)", rule]
+    for name, met in targets(results):
+        lines.append(f"{'met' if met else 'MISSED' if met is False else 'not measured':14} {name}")
     return "\n".join(lines)
 
 
@@ -519,7 +596,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     axis.boxplot([results["latency_samples"][name] for name in names], orientation="horizontal", showfliers=True)
     axis.set_yticks(range(1, len(names) + 1), names)
     axis.set_xscale("log")
-    axis.set_xlabel("decision to resume (s, log scale)")
+    axis.set_xlabel("decision to resume, wall clock (s, log scale)")
     axis.set_title(
         f"temporal-ciba: decision-to-resume latency ({results['machine']['date']}, {results['machine']['cpus']} CPUs)"
     )
@@ -551,48 +628,34 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         client = await connect(KEY, target_host=system.server.address)
         await ensure_search_attributes(client)
         approver = Approver(system.op)
-        async with Worker(
-            client,
-            task_queue=AGENT_QUEUE,
-            workflows=[BenchAgentWorkflow, BareSignalWorkflow],
-            max_concurrent_workflow_tasks=200,
-        ):
-            if "latency" in args.phases:
-                for mode in MODES:  # warm up every worker before timing
-                    await approval_latencies(client, approver, mode, 3, batch=3)
-                await signal_latencies(client, 3, batch=3)
-                for mode in MODES:
-                    print(f"latency: {mode.name} ...", file=sys.stderr, flush=True)
-                    samples = await approval_latencies(client, approver, mode, args.approvals)
-                    results["latency"][mode.name] = summary(samples)
-                    results["latency_samples"][mode.name] = samples
-                samples = await signal_latencies(client, args.approvals)
-                results["latency"]["baseline (plain signal)"] = summary(samples)
-                results["latency_samples"]["baseline (plain signal)"] = samples
+        if "latency" in args.phases:
+            print("latency (warm-up) ...", file=sys.stderr, flush=True)
+            await latencies(client, approver, ROUTES, 2, batch=2)
+            print("latency ...", file=sys.stderr, flush=True)
+            for name, pairs in (await latencies(client, approver, ROUTES, args.approvals)).items():
+                seconds = [latency for latency, _ in pairs]
+                results["latency"][name] = {**summary(seconds), "events": statistics.median(e for _, e in pairs)}
+                results["latency_samples"][name] = seconds
+            save()
+
+        if "throughput" in args.phases:
+            for route in (ROUTES[0], ROUTES[1], None):
+                name = route.name if route else BARE
+                print(f"throughput: {name} ...", file=sys.stderr, flush=True)
+                results["throughput"][name] = await throughput(client, approver, route, args.throughput)
                 save()
 
-            if "throughput" in args.phases:
-                print("throughput ...", file=sys.stderr, flush=True)
-                results["throughput"]["approvals, ping"] = await approval_throughput(
-                    client, approver, MODES[0], args.throughput
-                )
-                results["throughput"]["baseline (plain signal)"] = await signal_throughput(client, args.throughput)
-                save()
+        if "history" in args.phases:
+            print("history of a 24 h wait (time-skipping server) ...", file=sys.stderr, flush=True)
+            results["history"]["long_wait"] = await long_wait_history(system.op)
+            save()
 
-            if "history" in args.phases:
-                for mode in MODES:
-                    results["history"].setdefault("events_per_approval", {})[mode.name] = await events_per_approval(
-                        client, mode
-                    )
-                print("history of a 24 h wait (time-skipping server) ...", file=sys.stderr, flush=True)
-                results["history"]["long_wait"] = await long_wait_history(system.op)
-                save()
-
-            if "capacity" in args.phases:
-                for count in args.capacity:
-                    print(f"capacity: {count} pending ...", file=sys.stderr, flush=True)
+        if "capacity" in args.phases:
+            for route, count in ((ROUTES[0], args.ping_capacity), (ROUTES[3], args.poll_capacity)):
+                if count:
+                    print(f"capacity: {count} pending, {route.name} ...", file=sys.stderr, flush=True)
                     results["capacity"].append(
-                        await pending_capacity(client, approver, system, MODES[2], count, args.window)
+                        await pending_capacity(client, approver, system, route, count, args.window)
                     )
                     save()
     finally:
@@ -602,14 +665,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--approvals", type=int, default=100, help="approvals timed per mode (default 100)")
-    parser.add_argument("--throughput", type=int, default=200, help="approvals in flight for throughput")
-    parser.add_argument(
-        "--capacity",
-        type=lambda s: [int(n) for n in s.split(",") if n],
-        default=[1000, 5000],
-        help="pending counts for the capacity test, comma-separated ('' to skip)",
-    )
+    parser.add_argument("--approvals", type=int, default=80, help="samples per route (default 80)")
+    parser.add_argument("--throughput", type=int, default=200, help="workflows in flight for throughput")
+    parser.add_argument("--ping-capacity", type=int, default=10000, help="agents pending in ping mode (0: skip)")
+    parser.add_argument("--poll-capacity", type=int, default=1000, help="agents pending in poll mode (0: skip)")
     parser.add_argument("--window", type=float, default=60.0, help="seconds to watch the pending approvals")
     parser.add_argument(
         "--phases",

@@ -1,40 +1,45 @@
-"""The two workflows the benchmark times: an agent that waits for a CIBA approval, and the
-floor, a bare workflow that waits for a plain signal. Both report when they resumed."""
+"""The workflows the benchmark times, and the worker program that runs them.
+
+An agent that asks for one approval (inline or as a child) and then goes on; the floor, a bare
+workflow that waits for a plain signal. Both run in the same worker processes as the approvals
+(`python -m bench.workflows`: `temporal-ciba worker` plus these workflows), configured by the
+same CIBA_* environment.
+"""
 
 from __future__ import annotations
 
+import asyncio
+
 from pydantic import BaseModel
 from temporalio import workflow
+from temporalio.plugin import SimplePlugin
 
 with workflow.unsafe.imports_passed_through():
-    from temporal_ciba.models import ApprovalRequest
+    from temporal_ciba.models import ApprovalRequest, OutcomeStatus, PollingPolicy
 
 from temporal_ciba.workflow import require_approval
 
 
 class BenchAgentInput(BaseModel):
     tag: str
-    approval_task_queue: str
-
-
-class BenchAgentResult(BaseModel):
-    status: str
-    auth_req_id: str | None
-    # workflow.now() when the agent resumed: the start of the workflow task after the approval.
-    resumed_at: float
+    inline: bool = False
+    # Capacity runs keep thousands pending for minutes: give them time.
+    requested_expiry: int | None = None
+    polling: PollingPolicy = PollingPolicy()
 
 
 @workflow.defn
 class BenchAgentWorkflow:
     @workflow.run
-    async def run(self, input: BenchAgentInput) -> BenchAgentResult:
-        outcome = await require_approval(
-            ApprovalRequest(login_hint="alice", binding_message=f"Bench {input.tag}"),
-            task_queue=input.approval_task_queue,
+    async def run(self, input: BenchAgentInput) -> OutcomeStatus:
+        request = ApprovalRequest(
+            login_hint="alice",
+            binding_message=f"Bench {input.tag}",
+            requested_expiry=input.requested_expiry,
+            polling=input.polling,
         )
-        return BenchAgentResult(
-            status=outcome.status, auth_req_id=outcome.auth_req_id, resumed_at=workflow.now().timestamp()
-        )
+        outcome = await require_approval(request, inline=input.inline)
+        return outcome.status  # the agent's next line: its workflow task's completion is "resumed"
 
 
 @workflow.defn
@@ -47,6 +52,21 @@ class BareSignalWorkflow:
         self._released = True
 
     @workflow.run
-    async def run(self) -> float:
+    async def run(self) -> None:
         await workflow.wait_condition(lambda: self._released)
-        return workflow.now().timestamp()
+
+
+class BenchPlugin(SimplePlugin):
+    def __init__(self) -> None:
+        super().__init__("bench.BenchPlugin", workflows=[BenchAgentWorkflow, BareSignalWorkflow])
+
+
+def main() -> None:
+    from temporal_ciba.programs.worker import run_worker
+    from temporal_ciba.settings import OPSettings, WorkerSettings, load_settings
+
+    asyncio.run(run_worker(load_settings(OPSettings), load_settings(WorkerSettings), plugins=[BenchPlugin()]))
+
+
+if __name__ == "__main__":
+    main()
