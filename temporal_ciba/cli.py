@@ -131,6 +131,7 @@ def _outcome_line(outcome: Any) -> str:
 async def _request(args: argparse.Namespace) -> int:
     from temporal_ciba.models import ApprovalWorkflowInput
     from temporal_ciba.programs.connect import connect
+    from temporal_ciba.rendering import static_details, static_summary
     from temporal_ciba.workflow import CibaApprovalWorkflow
 
     approval = _approval_request(args)
@@ -142,16 +143,39 @@ async def _request(args: argparse.Namespace) -> int:
         ApprovalWorkflowInput(request=approval),
         id=workflow_id,
         task_queue=settings.task_queue,
+        # What the Temporal UI's list shows, readable with no worker running.
+        static_summary=static_summary(approval),
+        static_details=static_details(approval),
     )
     print(workflow_id, file=sys.stderr if args.json else sys.stdout, flush=True)
     if not args.wait:
         return EXIT_OK
-    outcome = await handle.result()
+    outcome = await _wait_watching(client, handle, settings.task_queue, args.command)
     if args.json:
         _print_json(outcome.public_json())
     else:
         print(_outcome_line(outcome))
     return EXIT_OK if outcome.approved else EXIT_NOT_APPROVED
+
+
+async def _wait_watching(client: Any, handle: Any, task_queue: str, command: str) -> Any:
+    """The outcome; meanwhile, say once when no worker polls the task queue, and stop
+    (WorkflowTaskFailing) when the worker cannot run the approval."""
+    from temporal_ciba.programs.progress import watch_progress
+
+    def notice(line: str) -> None:
+        print(f"temporal-ciba {command}: {line}", file=sys.stderr, flush=True)
+
+    result = asyncio.ensure_future(handle.result())
+    watcher = asyncio.ensure_future(watch_progress(client, handle, task_queue, notice=notice))
+    try:
+        await asyncio.wait({result, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not result.done():
+        result.cancel()
+        watcher.result()  # raises WorkflowTaskFailing (or whatever stopped the watch)
+    return result.result()
 
 
 async def _status(args: argparse.Namespace) -> int:
@@ -411,13 +435,22 @@ def run(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     from temporal_ciba.example.demo import DemoError
     from temporal_ciba.programs.connect import TemporalUnavailable
+    from temporal_ciba.programs.progress import WorkflowTaskFailing
     from temporal_ciba.search_attributes import SearchAttributesMissing
 
+    configuration_errors = (
+        ConfigError,
+        UsageError,
+        TemporalUnavailable,
+        DemoError,
+        SearchAttributesMissing,
+        WorkflowTaskFailing,
+    )
     try:
         logging_settings = load_settings(LoggingSettings)
         configure_logging(logging_settings.log_level, logging_settings.log_format)
         return asyncio.run(COMMANDS[args.command](args))
-    except (ConfigError, UsageError, TemporalUnavailable, DemoError, SearchAttributesMissing) as exc:
+    except configuration_errors as exc:
         print(f"temporal-ciba {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:

@@ -41,7 +41,7 @@ with workflow.unsafe.imports_passed_through():
         TokenRequestResult,
         ValidateTokensInput,
     )
-    from temporal_ciba.rendering import code, describe_authorization_details
+    from temporal_ciba.rendering import code, describe_authorization_details, static_details, static_summary
     from temporal_ciba.search_attributes import CIBA_AUTH_REQ_ID, CIBA_DEADLINE, CIBA_STATUS
 
 # Pings are paced by the interval since this change; histories from before it replay without.
@@ -457,4 +457,7 @@ async def require_approval(
         id=id or f"{info.workflow_id}.approval-{suffix}",
         task_queue=task_queue or info.task_queue,
         parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+        # What the Temporal UI's list shows, readable with no worker running (encrypted like any payload).
+        static_summary=static_summary(request),
+        static_details=static_details(request),
     )
