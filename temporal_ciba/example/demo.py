@@ -102,7 +102,7 @@ class DemoError(Exception):
 def install_op(target: Path) -> Path:
     """Where the demo OP runs from: the package's own copy when its npm dependencies are there
     (a checkout after scripts/setup.sh), else a copy in the demo directory, installed once from
-    the pinned lockfile with `npm ci` (Node.js 20+ and npm needed)."""
+    the pinned lockfile with `npm ci` (Node.js 22 and npm needed)."""
     if (PACKAGED_OP / "node_modules" / "oidc-provider").is_dir():
         return PACKAGED_OP
     lockfile = (PACKAGED_OP / "package-lock.json").read_bytes()
@@ -111,7 +111,7 @@ def install_op(target: Path) -> Path:
         return target
     npm = shutil.which("npm")
     if npm is None or shutil.which("node") is None:
-        raise DemoError("the demo OP needs Node.js 20+ and npm (it is the npm package oidc-provider)")
+        raise DemoError("the demo OP needs Node.js (22 LTS) and npm (it is the npm package oidc-provider)")
     for name in OP_FILES:
         (target / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(PACKAGED_OP / name, target / name)

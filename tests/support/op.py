@@ -25,7 +25,7 @@ def ensure_node_modules() -> None:
     if not (OP_DIR / "node_modules" / "oidc-provider").is_dir():
         npm = shutil.which("npm")
         if npm is None:
-            raise RuntimeError("npm is needed to run the test OP (install Node.js 20+)")
+            raise RuntimeError("npm is needed to run the test OP (install Node.js 22)")
         subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=OP_DIR, check=True)
 
 
