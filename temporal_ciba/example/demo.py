@@ -17,6 +17,7 @@ import base64
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -35,6 +36,7 @@ from temporal_ciba.programs.dev_tls import make_dev_certificates
 PACKAGED_OP = Path(__file__).resolve().parent / "op"
 OP_FILES = ("server.mjs", "package.json", "package-lock.json", "public/approver.html")
 APPROVER = "alice"
+TASK_QUEUE = "ciba-approvals"
 
 
 @dataclass(frozen=True)
@@ -222,6 +224,41 @@ def _op_config(ports: Ports, state: dict[str, str]) -> dict[str, object]:
     }
 
 
+def write_cli_env(directory: Path, ports: Ports, state: dict[str, str]) -> Path:
+    """cli.env, for `source` in another shell: what the CLI needs to reach the demo (the payload
+    key too, so owner-only like state.json) and the codec server's operator token."""
+    values = {
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{ports.temporal}",
+        "TEMPORAL_NAMESPACE": "default",
+        "CIBA_PAYLOAD_KEY": state["payload_key"],
+        "CIBA_TASK_QUEUE": TASK_QUEUE,
+        "DEMO_CODEC_TOKEN": state["codec_token"],
+    }
+    path = directory / "cli.env"
+    exports = "".join(f"export {name}={shlex.quote(value)}\n" for name, value in values.items())
+    write_private(path, f"# temporal-ciba demo: the CLI's environment (source this file).\n{exports}")
+    return path
+
+
+def cli_commands(env_file: Path, ports: Ports, workflow_id: str) -> list[str]:
+    """Commands that work when pasted into any shell: absolute paths to the venv's tools, the
+    environment from `env_file`; the last decodes `workflow_id`'s history."""
+    bin_dir = Path(sys.executable).parent
+    tool = {name: bin_dir / name for name in ("temporal-ciba", "temporal")}
+    installed = tool["temporal-ciba"].exists()
+    cli = (
+        shlex.quote(str(tool["temporal-ciba"])) if installed else f"{shlex.quote(sys.executable)} -m temporal_ciba.cli"
+    )
+    temporal = shlex.quote(str(tool["temporal"])) if tool["temporal"].exists() else "temporal"
+    return [
+        f"source {shlex.quote(str(env_file))}",
+        f"{cli} list",
+        f"""{temporal} workflow list --address "$TEMPORAL_ADDRESS" --query 'CibaStatus="pending"'""",
+        f'{temporal} workflow show --address "$TEMPORAL_ADDRESS" -w {shlex.quote(workflow_id)} '
+        f'--codec-endpoint http://127.0.0.1:{ports.codec} --codec-auth "Bearer $DEMO_CODEC_TOKEN"',
+    ]
+
+
 def write_op_config(directory: Path, ports: Ports, state: dict[str, str]) -> Path:
     """op.json holds the clients' secrets: owner-only, like state.json."""
     path = directory / "op.json"
@@ -353,8 +390,10 @@ async def run_demo(directory: Path, ports: Ports) -> int:
             PaymentAgentWorkflow.run,
             PaymentAgentInput(action=action, approver=APPROVER, requested_expiry=600),
             id=workflow_id,
-            task_queue="ciba-approvals",
+            task_queue=TASK_QUEUE,
         )
+        pasted = cli_commands(write_cli_env(directory, ports, state), ports, workflow_id)
+        commands = "\n".join(f"  {line}" for line in pasted)
         print(
             f"""
 temporal-ciba demo is running. Logs: {logs}/
@@ -365,14 +404,12 @@ temporal-ciba demo is running. Logs: {logs}/
 
 The agent wants to pay {action.currency} {action.amount} to {action.creditor_name} ({action.reference}),
 code {short_code(action_digest(action))}. It waits for the approval: open the approver page and click
-Approve or Deny. Find what is pending:  temporal workflow list --address 127.0.0.1:{ports.temporal} \\
-    --query 'CibaStatus="pending"'
-The UI shows payloads encrypted (its dev server has no sign-in to send the codec server). Decode
-them with the CLI and the codec server's operator token:
-  temporal workflow show --address 127.0.0.1:{ports.temporal} -w {workflow_id} \\
-    --codec-endpoint http://127.0.0.1:{ports.codec} \\
-    --codec-auth "Bearer $(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["codec_token"])' \\
-    {directory / "state.json"})"
+Approve or Deny.
+
+The UI shows payloads encrypted (its dev server has no sign-in to send the codec server). From
+another shell, paste these lines: the CLI's environment, the approvals, what is pending, and one
+workflow's history decoded through the codec server with its operator token:
+{commands}
 """,
             flush=True,
         )
