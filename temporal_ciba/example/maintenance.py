@@ -39,6 +39,11 @@ class ProductionChange(BaseModel):
     window_end: str
 
 
+class MaintenanceInput(ToolAgentInput):
+    approver: str = Field(min_length=1, description="login_hint of the on-call approver")
+    requested_expiry: int | None = Field(default=None, gt=0, description="seconds the approver has to decide")
+
+
 def needs_decision(arguments: ToolArguments) -> bool:
     return arguments["environment"] == "production"
 
@@ -61,17 +66,14 @@ def binding_message(arguments: ToolArguments) -> str:
     return f"Change {arguments['system'][:40]} in production, code {code}"
 
 
-def approval_for(approver: str) -> ToolApproval:
+def approval_for(input: MaintenanceInput) -> ToolApproval:
     return ToolApproval(
-        login_hint=approver,
+        login_hint=input.approver,
+        requested_expiry=input.requested_expiry,
         binding_message=binding_message,
         authorization_details=authorization_details,
         when=needs_decision,
     )
-
-
-class MaintenanceInput(ToolAgentInput):
-    approver: str = Field(min_length=1, description="login_hint of the on-call approver")
 
 
 class MaintenanceActivities:
@@ -104,7 +106,7 @@ class MaintenanceBotWorkflow:
     async def run(self, input: MaintenanceInput) -> ToolAgentResult:
         tool = gated_activity_as_tool(
             MaintenanceActivities.apply_production_change,
-            approval_for(input.approver),
+            approval_for(input),
             parameters=ProductionChange,
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=RetryPolicy(maximum_attempts=5),
