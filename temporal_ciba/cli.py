@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import os
+import socket
 import sys
 import uuid
 from collections.abc import Sequence
@@ -282,6 +283,7 @@ async def _serve(
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
     lifespan: str = "off",
+    port_setting: str,
     **options: Any,
 ) -> None:
     """Serve an ASGI app with uvicorn, over HTTPS when a certificate is given; `options` go to uvicorn.Config."""
@@ -289,8 +291,18 @@ async def _serve(
 
     tls = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key)} if tls_cert and tls_key else {}
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan=lifespan, **tls, **options)  # type: ignore[arg-type]
+    # Bound here, not by uvicorn, so a port in use is one line (uvicorn logs it and exits 1).
+    listening = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind((host, port))
+    except OSError as exc:
+        listening.close()
+        raise UsageError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}): stop what uses it or set {port_setting}"
+        ) from None
     logging.getLogger("temporal_ciba.cli").info("listening on %s://%s:%d", "https" if tls else "http", host, port)
-    await uvicorn.Server(config).serve()
+    await uvicorn.Server(config).serve(sockets=[listening])
 
 
 async def _callback(args: argparse.Namespace) -> int:
@@ -313,6 +325,7 @@ async def _callback(args: argparse.Namespace) -> int:
         app,
         host=settings.callback_host,
         port=settings.callback_port,
+        port_setting="CIBA_CALLBACK_PORT",
         tls_cert=settings.callback_tls_cert,
         tls_key=settings.callback_tls_key,
         # Slow clients cannot pin it: read deadlines for the head (here) and the body (in the app),
@@ -333,6 +346,7 @@ async def _codec_server(args: argparse.Namespace) -> int:
         codec_app_from_settings(settings),
         host=settings.codec_host,
         port=settings.codec_port,
+        port_setting="CIBA_CODEC_PORT",
         tls_cert=settings.codec_tls_cert,
         tls_key=settings.codec_tls_key,
     )
@@ -362,6 +376,7 @@ async def _payment_api(args: argparse.Namespace) -> int:
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        port_setting="PAYMENT_API_PORT",
         tls_cert=settings.tls_cert,
         tls_key=settings.tls_key,
         lifespan="on",
