@@ -19,7 +19,7 @@ from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, Plugin, WorkflowHandle
 from temporalio.openai_agents import OpenAIAgentsPlugin
-from temporalio.worker import Worker
+from temporalio.worker import Replayer, Worker
 
 from temporal_ciba.crypto import TokenSealer
 from temporal_ciba.example.activities import PaymentActivities
@@ -123,6 +123,11 @@ async def test_approve_runs_the_tool_once_with_the_approved_arguments(
     assert PaymentAction.model_validate(payment["action"]) == INVOICE
     assert await approval_children(agent) == 1
 
+    # The agent's history replays deterministically with the current workflow code.
+    codec = CibaPlugin(payload_key=base64.b64decode(PAYLOAD_KEY))
+    replayer = Replayer(workflows=[PydanticAIPaymentAgentWorkflow], plugins=[PydanticAIPlugin(), codec])
+    await replayer.replay_workflow(await agents.client.get_workflow_handle(agent.id).fetch_history())
+
 
 async def test_deny_never_runs_the_tool_and_the_model_reads_why(agents: Agents, op: TestOP, payment_api: str) -> None:
     agent = await agents.start()
@@ -171,6 +176,9 @@ async def test_arguments_changed_after_approval_are_refused(agents: Agents, op: 
     assert TAMPERED_AMOUNT != INVOICE.amount
 
 
+# In this order (the only one the OpenAI plugin accepts with CibaPlugin, tests/unit/test_plugin.py)
+# PydanticAIPlugin replaces OpenAIPayloadConverter by its own converter, and says so.
+@pytest.mark.filterwarnings("ignore:A non-Pydantic Temporal payload converter was used")
 async def test_openai_and_pydantic_ai_plugins_with_ciba_in_one_worker(
     temporal_server: DevServer, op: TestOP, payment_api: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
