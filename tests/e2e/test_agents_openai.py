@@ -29,7 +29,7 @@ from temporal_ciba.example.tool_ledger import ToolLedger
 from temporal_ciba.settings import TokenKeySettings
 from tests.e2e.conftest import AGENT_CLIENT, PAYLOAD_KEY, SECRET, TOKEN_KEY, agent_settings, clean_env
 from tests.support.op import TestOP
-from tests.support.openai_agents import TamperingWorkflow, TamperInput
+from tests.support.openai_agents import MixedToolsWorkflow, SelfApprovedWorkflow, TamperingWorkflow, TamperInput
 from tests.support.temporal import DevServer, raw_history_bytes, wait_for
 
 KEYS = TokenKeySettings(payload_key=PAYLOAD_KEY, token_key=TOKEN_KEY)  # type: ignore[arg-type]
@@ -77,7 +77,13 @@ async def agents(temporal_server: DevServer, op: TestOP, tmp_path: Path) -> Asyn
     ledger = ToolLedger(tmp_path / "ledger.jsonl")
     sealer = TokenSealer(base64.b64decode(TOKEN_KEY))
     task_queue = f"agents-{uuid.uuid4().hex[:8]}"
-    workflows = [MaintenanceBotWorkflow, SupportAssistantWorkflow, TamperingWorkflow]
+    workflows = [
+        MaintenanceBotWorkflow,
+        SupportAssistantWorkflow,
+        TamperingWorkflow,
+        MixedToolsWorkflow,
+        SelfApprovedWorkflow,
+    ]
     tools = [
         MaintenanceActivities(sealer, ledger).apply_production_change,
         SupportActivities(sealer, ledger).reset_account,
@@ -216,6 +222,43 @@ async def test_support_reset_needs_the_holder_themselves(agents: Agents, op: Tes
     [outcome] = result.outcomes.values()
     assert outcome.status == "rejected"
     assert result.reply == refusal_for_model("reset_account", outcome)
+    assert agents.ledger.entries() == []
+
+
+async def test_invalid_arguments_ask_nobody_and_the_model_reads_why(agents: Agents, op: TestOP) -> None:
+    change = production_change()
+    del change["window_end"]
+    agent = await agents.maintenance(change)
+    result = await agent.result()
+    assert result.outcomes == {}
+    assert result.reply == f"The {TOOL} call was not run: its arguments are invalid (window_end: Field required)."
+    assert await approvals_of(agents.client, agent.id) == []
+    assert agents.ledger.entries() == []
+
+
+async def test_other_tools_interruptions_are_left_to_the_application(agents: Agents, op: TestOP) -> None:
+    change = production_change()
+    calls = [ScriptedCall(name=TOOL, arguments=change), ScriptedCall(name="note")]
+    agent_input = MaintenanceInput(request="change and note", tool_calls=calls, approver="alice")
+    agent = await agents.start(MixedToolsWorkflow.run, agent_input, "mixed")
+    [request] = await pending(op, f"Change {change['system']} in production")
+    op.approve(request["auth_req_id"])
+    result = await agent.result()
+    assert result.other_interruptions == ["note"] and result.approvals == 1
+    assert result.reply == f"Applied to {change['system']} (production): {change['change']}. noted"
+    assert len(agents.ledger.entries()) == 1
+    assert len(await approvals_of(agents.client, agent.id)) == 1
+
+
+async def test_a_gated_call_approved_without_ciba_is_refused(agents: Agents, op: TestOP) -> None:
+    change = production_change()
+    agent_input = MaintenanceInput(
+        request="bypass", tool_calls=[ScriptedCall(name=TOOL, arguments=change)], approver="alice"
+    )
+    agent = await agents.start(SelfApprovedWorkflow.run, agent_input, "bypass")
+    result = await agent.result()
+    assert result.error is not None and "ToolCallNotApproved" in result.error
+    assert await approvals_of(agents.client, agent.id) == []
     assert agents.ledger.entries() == []
 
 
