@@ -240,6 +240,24 @@ def write_cli_env(directory: Path, ports: Ports, state: dict[str, str]) -> Path:
     return path
 
 
+def write_worker_env(directory: Path, ports: Ports, state: dict[str, str]) -> Path:
+    """worker.env, for `source` before running a worker of your own against the demo (the example
+    tool agents do): the demo worker's settings, token key included, so owner-only."""
+    values = {
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{ports.temporal}",
+        "CIBA_PAYLOAD_KEY": state["payload_key"],
+        "CIBA_TOKEN_KEY": state["token_key"],
+        "CIBA_ISSUER": f"http://127.0.0.1:{ports.op}",
+        "CIBA_CLIENT_ID": "demo-agent",
+        "CIBA_CLIENT_SECRET": state["agent_secret"],
+        "CIBA_DELIVERY_MODE": "ping",
+    }
+    path = directory / "worker.env"
+    exports = "".join(f"export {name}={shlex.quote(value)}\n" for name, value in values.items())
+    write_private(path, f"# temporal-ciba demo: a worker's environment (source this file).\n{exports}")
+    return path
+
+
 def cli_commands(env_file: Path, ports: Ports, workflow_id: str) -> list[str]:
     """Commands that work when pasted into any shell: absolute paths to the venv's tools, the
     environment from `env_file`; the last decodes `workflow_id`'s history."""
@@ -393,6 +411,7 @@ async def run_demo(directory: Path, ports: Ports) -> int:
             task_queue=TASK_QUEUE,
         )
         pasted = cli_commands(write_cli_env(directory, ports, state), ports, workflow_id)
+        worker_env = write_worker_env(directory, ports, state)
         commands = "\n".join(f"  {line}" for line in pasted)
         print(
             f"""
@@ -410,6 +429,9 @@ The UI shows payloads encrypted (its dev server has no sign-in to send the codec
 another shell, paste these lines: the CLI's environment, the approvals, what is pending, and one
 workflow's history decoded through the codec server with its operator token:
 {commands}
+
+To run a worker of your own against the demo (the example tool agents, README "Gate a tool in
+your agent"): source {worker_env}
 """,
             flush=True,
         )

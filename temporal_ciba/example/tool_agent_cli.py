@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 import uuid
@@ -79,7 +80,9 @@ def report(result: ToolAgentResult) -> int:
 async def run(program: ToolAgentProgram, agent_input: ToolAgentInput, options: argparse.Namespace) -> int:
     keys = load_settings(TokenKeySettings)
     op = load_settings(OPSettings)
-    set_tracing_disabled(True)  # no OpenAI trace export: the model is offline
+    # The model is offline: no trace export to OpenAI, and no warning that there is no API key.
+    set_tracing_disabled(True)
+    logging.getLogger("openai.agents").setLevel(logging.ERROR)
     try:
         client = await connect_agents(keys, op, ScriptedModel())
     except RuntimeError as exc:
