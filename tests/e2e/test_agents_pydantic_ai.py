@@ -37,6 +37,7 @@ from temporal_ciba.search_attributes import ensure_search_attributes
 from tests.e2e.conftest import (
     AGENT_CLIENT,
     PAYLOAD_KEY,
+    PING_CLIENT,
     SECRET,
     TOKEN_KEY,
     agent_settings,
@@ -137,7 +138,10 @@ async def test_deny_never_runs_the_tool_and_the_model_reads_why(agents: Agents, 
     outcome = await agents.approval(agent).result()
     assert outcome.status == "denied"
     # The model's next request held the one line (the scripted model repeats what it read).
-    assert result.answer == f"The payment tool answered: The pay call was not run: {outcome.reason}."
+    assert (
+        result.answer
+        == "The payment tool answered: The pay call was not run: alice denied the request on their device."
+    )
     assert "\n" not in result.answer
     assert payments(payment_api, agent.id) == []
 
@@ -215,12 +219,13 @@ def example_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "temporal_ciba.example.pay_with_pydantic_ai", "--approver", "alice", *args]
 
 
-def example_env(server: DevServer, op: TestOP, payment_api: str) -> dict[str, str]:
+def example_env(server: DevServer, op: TestOP, payment_api: str, mode: str) -> dict[str, str]:
     return clean_env(
         TEMPORAL_ADDRESS=server.address,
         CIBA_ISSUER=op.issuer,
-        CIBA_CLIENT_ID=AGENT_CLIENT,
+        CIBA_CLIENT_ID=AGENT_CLIENT if mode == "poll" else PING_CLIENT,
         CIBA_CLIENT_SECRET=SECRET,
+        CIBA_DELIVERY_MODE=mode,
         CIBA_PAYLOAD_KEY=PAYLOAD_KEY,
         CIBA_TOKEN_KEY=TOKEN_KEY,
         CIBA_PAYMENT_API_URL=payment_api,
@@ -252,11 +257,13 @@ class ExampleProcess:
 
 @pytest.fixture
 def example(temporal_server: DevServer, op: TestOP, payment_api: str, tmp_path: Path) -> Any:
+    """Runs the example's command (poll mode, or ping mode through the callback service)."""
     started: list[ExampleProcess] = []
 
-    def run(workflow_id: str) -> ExampleProcess:
+    def run(workflow_id: str, mode: str = "poll") -> ExampleProcess:
         args = example_command("--workflow-id", workflow_id, "--task-queue", f"pai-cli-{tmp_path.name[-12:]}")
-        process = ExampleProcess(args, example_env(temporal_server, op, payment_api), tmp_path / "example.log")
+        env = example_env(temporal_server, op, payment_api, mode)
+        process = ExampleProcess(args, env, tmp_path / "example.log")
         started.append(process)
         return process
 
@@ -265,14 +272,18 @@ def example(temporal_server: DevServer, op: TestOP, payment_api: str, tmp_path: 
         process.stop()
 
 
+@pytest.mark.parametrize("mode", ["poll", "ping"])
 async def test_the_readme_command_pays_once_approved(
-    example: Any, temporal_client: Client, op: TestOP, payment_api: str
+    example: Any, temporal_client: Client, op: TestOP, payment_api: str, mode: str
 ) -> None:
     workflow_id = f"pai-cli-{uuid.uuid4().hex[:8]}"
-    process = example(workflow_id)
+    process = example(workflow_id, mode)
     process.start()
-    op.approve(await pending_auth_req_id(temporal_client.get_workflow_handle(approval_id(workflow_id, INVOICE))))
+    auth_req_id = await pending_auth_req_id(temporal_client.get_workflow_handle(approval_id(workflow_id, INVOICE)))
+    op.approve(auth_req_id)
     assert process.wait() == 0
+    if mode == "ping":  # the in-process worker's approval woke on the callback service's signal
+        assert [ping["status"] for ping in op.pings(auth_req_id)] == ["delivered"]
     output = process.log.read_text()
     [payment] = payments(payment_api, workflow_id)
     assert "approval: approved by alice" in output
