@@ -27,6 +27,8 @@ What happens to a call of a gated tool (all of it in the agent's workflow, deter
    handler's `ToolApproved(override_args=...)`, another capability's `before_tool_execute`) give
    another digest: GrantRefused, nothing runs.
 
+Declare a gated tool without `requires_approval=True` (this capability defers it, with its
+validated arguments); a gated call deferred by anything else fails the run with a UserError.
 The tool may also run in PydanticAI's own tool activity (the default); `approved_call` and
 `open_tool_call` work there too, as long as the sealer reaches it. Approvals of tools not named
 here are left to the agent's other capabilities (or end the run as DeferredToolRequests).
@@ -39,7 +41,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pydantic_ai.capabilities import AbstractCapability, ValidatedToolArgs
-from pydantic_ai.exceptions import ApprovalRequired
+from pydantic_ai.exceptions import ApprovalRequired, UserError
 from pydantic_ai.messages import ToolCallPart
 from pydantic_ai.tools import (
     DeferredToolRequests,
@@ -127,12 +129,17 @@ class CibaToolApprovals(AbstractCapability[Any]):
         return requests.build_results(approvals=approvals, metadata=metadata)
 
     async def _ask(self, ctx: RunContext[Any], call: ToolCallPart, requests: DeferredToolRequests) -> ApprovalOutcome:
-        # The validated arguments we deferred with; the model's raw ones for a tool declared with
-        # requires_approval=True, which PydanticAI defers before our hook runs.
-        deferred = requests.metadata.get(call.tool_call_id, {})
+        # The validated arguments we deferred with. A call deferred by anything else (the tool's
+        # requires_approval=True, which PydanticAI applies before our hook; an ApprovalRequired of
+        # the tool's own) carries the model's raw arguments, without defaults or coercion: the
+        # human would approve a digest the tool never matches. A configuration error, not a denial.
+        deferred = requests.metadata.get(call.tool_call_id)
         arguments = deferred.get(METADATA_KEY) if isinstance(deferred, dict) else None
         if not isinstance(arguments, dict):
-            arguments = call.args_as_dict()
+            raise UserError(
+                f"CibaToolApprovals gates the tool {call.tool_name!r} itself: declare it without "
+                "requires_approval=True and raise no ApprovalRequired in it"
+            )
         tool_arguments = ToolArguments(arguments, tool_name=call.tool_name, call_id=call.tool_call_id, context=ctx)
         return await ask_for_tool_call(self.tools[call.tool_name], tool_arguments)
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 from pydantic_ai import Agent, RunContext
+from pydantic_ai.exceptions import UserError
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.tools import DeferredToolRequests, DeferredToolResults, ToolApproved
@@ -119,4 +120,19 @@ async def test_approved_call_outside_a_tool_is_a_one_line_error() -> None:
     ctx = RunContext[None](deps=None, model=model_calling({}), usage=None)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="call it from inside a tool") as raised:
         approved_call(ctx)
+    assert "\n" not in str(raised.value)
+
+
+async def test_a_gated_tool_declared_requires_approval_is_a_configuration_error() -> None:
+    """PydanticAI defers such a call before the gate sees its validated arguments: asking a
+    human for the model's raw ones would bind the approval to a digest the tool never matches."""
+    approvals = CibaToolApprovals({"settle": ToolApproval(login_hint="alice")})
+    agent = Agent(model_calling({"invoice": {"amount": "1.00", "due": "2026-12-01"}}), capabilities=[approvals])
+
+    @agent.tool(requires_approval=True)
+    async def settle(ctx: RunContext[None], invoice: Invoice) -> str:
+        raise AssertionError("a gated call ran unapproved")
+
+    with pytest.raises(UserError, match="declare it without requires_approval=True") as raised:
+        await agent.run("settle it")
     assert "\n" not in str(raised.value)
