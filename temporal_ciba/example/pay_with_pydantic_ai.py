@@ -74,23 +74,41 @@ def approval_id(workflow_id: str, action: PaymentAction) -> str:
     return approval_workflow_id(workflow_id, PAY_CALL_ID, digest)
 
 
+class UsageError(Exception):
+    """Bad arguments, configuration or connection: one line, exit status 2."""
+
+
+def payment_of(args: argparse.Namespace) -> tuple[PaymentAction, PayerDeps]:
+    try:
+        action = PaymentAction(
+            amount=args.amount,
+            currency=args.currency,
+            creditor_name=args.creditor_name,
+            creditor_iban=args.creditor_iban,
+            reference=args.reference,
+        )
+        deps = PayerDeps(
+            approver=args.approver, expected_subject=args.expected_subject, requested_expiry=args.requested_expiry
+        )
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        option = "--" + str(error["loc"][0]).replace("_", "-") if error["loc"] else "the payment"
+        raise UsageError(f"{option}: {error['msg']}") from None
+    return action, deps
+
+
 async def run(args: argparse.Namespace) -> int:
-    action = PaymentAction(
-        amount=args.amount,
-        currency=args.currency,
-        creditor_name=args.creditor_name,
-        creditor_iban=args.creditor_iban,
-        reference=args.reference,
-    )
-    deps = PayerDeps(
-        approver=args.approver, expected_subject=args.expected_subject, requested_expiry=args.requested_expiry
-    )
+    action, deps = payment_of(args)
     settings = load_settings(PaymentAgentSettings)
     if settings.payment_api_url is None:
         raise ConfigError("configuration error: CIBA_PAYMENT_API_URL is required")
     # PydanticAIPlugin first: CibaPlugin keeps its payload converter and adds the encryption.
     config: dict[str, Any] = {"target_host": "localhost:7233", **ClientConfig.load_client_connect_config()}
-    client = await Client.connect(**config, plugins=[PydanticAIPlugin(), CibaPlugin.from_env()])
+    try:
+        client = await Client.connect(**config, plugins=[PydanticAIPlugin(), CibaPlugin.from_env()])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UsageError(f"cannot connect to Temporal at {config['target_host']}: {first}") from None
     await ensure_search_attributes(client)
     workflow_id = args.workflow_id or f"pydantic-ai-payment-{uuid.uuid4().hex[:10]}"
     async with httpx.AsyncClient(timeout=PAYMENT_API_TIMEOUT, follow_redirects=False) as http:
@@ -123,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         code = asyncio.run(run(args))
-    except (ConfigError, ValidationError) as exc:
+    except (ConfigError, UsageError) as exc:
         print(str(exc).splitlines()[0], file=sys.stderr, flush=True)
         code = 2
     sys.stdout.flush()
