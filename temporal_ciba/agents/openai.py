@@ -75,8 +75,8 @@ class ToolApprovals:
     """Runs an agent in workflow code and answers its gated tools' interruptions with CIBA
     approvals. `outcomes` keeps each call's validated outcome by tool call id.
 
-    Interruptions of tools that are not GatedTools end the loop: `run` returns that result.
-    Decide them on `result.to_state()` (approve or reject), then call `run` again with that state.
+    Once only interruptions of other tools (not GatedTools) remain, `run` returns that result:
+    decide them on `result.to_state()` (approve or reject), then call `run` again with that state.
     """
 
     def __init__(self) -> None:
@@ -106,7 +106,8 @@ class ToolApprovals:
         """Ask for one call; None when approved, else the line the model reads."""
         tool = _gated_tool(item)
         assert tool is not None
-        call_id = str(getattr(item.raw_item, "call_id", None) or item.call_id)
+        call_id = item.call_id
+        assert call_id is not None  # a function tool call always has one
         try:
             arguments = tool.arguments(item.arguments or "{}", call_id=call_id, context=context)
         except ValidationError as exc:
