@@ -251,6 +251,7 @@ def write_worker_env(directory: Path, ports: Ports, state: dict[str, str]) -> Pa
         "CIBA_CLIENT_ID": "demo-agent",
         "CIBA_CLIENT_SECRET": state["agent_secret"],
         "CIBA_DELIVERY_MODE": "ping",
+        "CIBA_PAYMENT_API_URL": f"http://127.0.0.1:{ports.payment_api}",
     }
     path = directory / "worker.env"
     exports = "".join(f"export {name}={shlex.quote(value)}\n" for name, value in values.items())
