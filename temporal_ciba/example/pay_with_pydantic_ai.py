@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--currency", default="EUR")
     parser.add_argument("--creditor-name", default="ACME GmbH")
     parser.add_argument("--creditor-iban", default="DE02 1001 0010 9307 1186 03")
-    parser.add_argument("--reference", default="INV-2026-118")
+    # A new reference per run: the payment API pays one action once (PAYMENT_API_ONE_PAYMENT_PER_ACTION).
+    parser.add_argument("--reference", help="default: INV- and six random characters")
     parser.add_argument("--workflow-id", help="default: a new one; an existing run is attached to")
     parser.add_argument("--task-queue", default=DEFAULT_TASK_QUEUE, help="the in-process worker's task queue")
     return parser
@@ -85,7 +86,7 @@ def payment_of(args: argparse.Namespace) -> tuple[PaymentAction, PayerDeps]:
             currency=args.currency,
             creditor_name=args.creditor_name,
             creditor_iban=args.creditor_iban,
-            reference=args.reference,
+            reference=args.reference or f"INV-{uuid.uuid4().hex[:6].upper()}",
         )
         deps = PayerDeps(
             approver=args.approver, expected_subject=args.expected_subject, requested_expiry=args.requested_expiry
@@ -130,8 +131,7 @@ async def run(args: argparse.Namespace) -> int:
             result = await handle.result()
             approval = client.get_workflow_handle(approval_id(workflow_id, action), result_type=ApprovalOutcome)
             outcome = await approval.result()
-    who = f" by {outcome.sub}" if outcome.sub else ""
-    print(f"approval: {outcome.status}{who} ({outcome.reason})", flush=True)
+    print(f"approval: {outcome.status}: {outcome.reason}", flush=True)
     print(f"model: {result.answer}", flush=True)
     return 0 if outcome.approved else 1
 

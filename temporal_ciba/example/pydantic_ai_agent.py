@@ -132,7 +132,12 @@ def build_agent(approvals: CibaToolApprovals, *, name: str = AGENT_NAME) -> Agen
             )
         except ActivityError as exc:
             cause = exc.cause
-            if isinstance(cause, ApplicationError) and cause.type in ("GrantRefused", "ActionMismatch"):
+            # Refused for good (no retry can change it): the model hears why, in one line.
+            if isinstance(cause, ApplicationError) and cause.type in (
+                "GrantRefused",
+                "ActionMismatch",
+                "PaymentRefused",
+            ):
                 raise ToolFailed(f"The {PAY_TOOL} call was not run: {cause.message}.") from None
             raise
         workflow.logger.info("paid: %s", receipt.payment_id)

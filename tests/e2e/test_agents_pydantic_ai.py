@@ -216,7 +216,8 @@ async def test_openai_and_pydantic_ai_plugins_with_ciba_in_one_worker(
 
 
 def example_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "temporal_ciba.example.pay_with_pydantic_ai", "--approver", "alice", *args]
+    module = "temporal_ciba.example.pay_with_pydantic_ai"
+    return [sys.executable, "-m", module, "--approver", "alice", "--reference", INVOICE.reference, *args]
 
 
 def example_env(server: DevServer, op: TestOP, payment_api: str, mode: str) -> dict[str, str]:
@@ -286,7 +287,7 @@ async def test_the_readme_command_pays_once_approved(
         assert [ping["status"] for ping in op.pings(auth_req_id)] == ["delivered"]
     output = process.log.read_text()
     [payment] = payments(payment_api, workflow_id)
-    assert "approval: approved by alice" in output
+    assert "approval: approved: approved by alice" in output
     assert f"model: The payment tool answered: paid, payment id {payment['payment_id']}" in output
 
 
@@ -303,7 +304,7 @@ async def test_worker_killed_while_the_approval_waits(
     process.start()  # the same command: it attaches to the running workflow
 
     assert process.wait() == 0
-    assert "approval: approved by alice" in process.log.read_text()
+    assert "approval: approved: approved by alice" in process.log.read_text()
     agent = temporal_client.get_workflow_handle(workflow_id)
     assert await approval_children(agent) == 1
     assert len(payments(payment_api, workflow_id)) == 1
