@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sets up everything on a fresh machine (Python 3.11+ and Node.js 20+ present) and runs the
+# Sets up everything on a fresh machine (Python 3.11+ and Node.js 22 present) and runs the
 # demo on embedded defaults: Temporal dev server + UI, the demo OP with its approver page, the
 # callback service, the worker, the payment API and the codec server. Ctrl-C stops it all.
 set -euo pipefail

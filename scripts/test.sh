@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sets up everything on a fresh machine (Python 3.11+ and Node.js 20+ present) and runs every
+# Sets up everything on a fresh machine (Python 3.11+ and Node.js 22 present) and runs every
 # check: ruff, mypy and the whole pytest suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."

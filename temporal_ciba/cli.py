@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import os
+import socket
 import sys
 import uuid
 from collections.abc import Sequence
@@ -131,6 +132,7 @@ def _outcome_line(outcome: Any) -> str:
 async def _request(args: argparse.Namespace) -> int:
     from temporal_ciba.models import ApprovalWorkflowInput
     from temporal_ciba.programs.connect import connect
+    from temporal_ciba.rendering import static_details, static_summary
     from temporal_ciba.workflow import CibaApprovalWorkflow
 
     approval = _approval_request(args)
@@ -142,16 +144,39 @@ async def _request(args: argparse.Namespace) -> int:
         ApprovalWorkflowInput(request=approval),
         id=workflow_id,
         task_queue=settings.task_queue,
+        # What the Temporal UI's list shows, readable with no worker running.
+        static_summary=static_summary(approval),
+        static_details=static_details(approval),
     )
     print(workflow_id, file=sys.stderr if args.json else sys.stdout, flush=True)
     if not args.wait:
         return EXIT_OK
-    outcome = await handle.result()
+    outcome = await _wait_watching(client, handle, settings.task_queue, args.command)
     if args.json:
         _print_json(outcome.public_json())
     else:
         print(_outcome_line(outcome))
     return EXIT_OK if outcome.approved else EXIT_NOT_APPROVED
+
+
+async def _wait_watching(client: Any, handle: Any, task_queue: str, command: str) -> Any:
+    """The outcome; meanwhile, say once when no worker polls the task queue, and stop
+    (WorkflowTaskFailing) when the worker cannot run the approval."""
+    from temporal_ciba.programs.progress import watch_progress
+
+    def notice(line: str) -> None:
+        print(f"temporal-ciba {command}: {line}", file=sys.stderr, flush=True)
+
+    result = asyncio.ensure_future(handle.result())
+    watcher = asyncio.ensure_future(watch_progress(client, handle, task_queue, notice=notice))
+    try:
+        await asyncio.wait({result, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not result.done():
+        result.cancel()
+        watcher.result()  # raises WorkflowTaskFailing (or whatever stopped the watch)
+    return result.result()
 
 
 async def _status(args: argparse.Namespace) -> int:
@@ -258,6 +283,7 @@ async def _serve(
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
     lifespan: str = "off",
+    port_setting: str,
     **options: Any,
 ) -> None:
     """Serve an ASGI app with uvicorn, over HTTPS when a certificate is given; `options` go to uvicorn.Config."""
@@ -265,8 +291,18 @@ async def _serve(
 
     tls = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key)} if tls_cert and tls_key else {}
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan=lifespan, **tls, **options)  # type: ignore[arg-type]
+    # Bound here, not by uvicorn, so a port in use is one line (uvicorn logs it and exits 1).
+    listening = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind((host, port))
+    except OSError as exc:
+        listening.close()
+        raise UsageError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}): stop what uses it or set {port_setting}"
+        ) from None
     logging.getLogger("temporal_ciba.cli").info("listening on %s://%s:%d", "https" if tls else "http", host, port)
-    await uvicorn.Server(config).serve()
+    await uvicorn.Server(config).serve(sockets=[listening])
 
 
 async def _callback(args: argparse.Namespace) -> int:
@@ -289,6 +325,7 @@ async def _callback(args: argparse.Namespace) -> int:
         app,
         host=settings.callback_host,
         port=settings.callback_port,
+        port_setting="CIBA_CALLBACK_PORT",
         tls_cert=settings.callback_tls_cert,
         tls_key=settings.callback_tls_key,
         # Slow clients cannot pin it: read deadlines for the head (here) and the body (in the app),
@@ -309,6 +346,7 @@ async def _codec_server(args: argparse.Namespace) -> int:
         codec_app_from_settings(settings),
         host=settings.codec_host,
         port=settings.codec_port,
+        port_setting="CIBA_CODEC_PORT",
         tls_cert=settings.codec_tls_cert,
         tls_key=settings.codec_tls_key,
     )
@@ -338,6 +376,7 @@ async def _payment_api(args: argparse.Namespace) -> int:
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        port_setting="PAYMENT_API_PORT",
         tls_cert=settings.tls_cert,
         tls_key=settings.tls_key,
         lifespan="on",
@@ -411,13 +450,22 @@ def run(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     from temporal_ciba.example.demo import DemoError
     from temporal_ciba.programs.connect import TemporalUnavailable
+    from temporal_ciba.programs.progress import WorkflowTaskFailing
     from temporal_ciba.search_attributes import SearchAttributesMissing
 
+    configuration_errors = (
+        ConfigError,
+        UsageError,
+        TemporalUnavailable,
+        DemoError,
+        SearchAttributesMissing,
+        WorkflowTaskFailing,
+    )
     try:
         logging_settings = load_settings(LoggingSettings)
         configure_logging(logging_settings.log_level, logging_settings.log_format)
         return asyncio.run(COMMANDS[args.command](args))
-    except (ConfigError, UsageError, TemporalUnavailable, DemoError, SearchAttributesMissing) as exc:
+    except configuration_errors as exc:
         print(f"temporal-ciba {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:

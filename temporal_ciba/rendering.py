@@ -1,4 +1,5 @@
-"""How an approval reads in the Temporal UI: Markdown for `workflow.set_current_details`.
+"""How an approval reads in the Temporal UI: Markdown for `workflow.set_current_details`, and
+the static summary and details an approval carries from its start.
 
 Any RFC 9396 `authorization_details` is shown generically, its type and then its fields (nested
 objects as dotted paths), so the core knows no application's detail types; an application that
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+
+from temporal_ciba.models import ApprovalRequest
 
 MAX_FIELDS_PER_DETAIL = 20
 MAX_VALUE_CHARS = 80
@@ -45,3 +48,29 @@ def describe_authorization_details(details: list[dict[str, Any]]) -> list[str]:
         if len(fields) > MAX_FIELDS_PER_DETAIL:
             lines.append(f"  - … {len(fields) - MAX_FIELDS_PER_DETAIL} more fields")
     return lines
+
+
+def static_summary(request: ApprovalRequest) -> str:
+    """The one line the Temporal UI's workflow list shows for an approval (its static summary),
+    set when the approval starts and readable with no worker running."""
+    return f"CIBA approval: {code(request.binding_message)} for {code(request.login_hint)}"
+
+
+def static_details(request: ApprovalRequest) -> str:
+    """Markdown for the static details: what was asked of whom, fixed at start (the current
+    details, from the workflow, add the live state)."""
+    lines = [f"**CIBA approval** asked of {code(request.login_hint)}:", f"> {code(request.binding_message)}", ""]
+    if request.summary:
+        lines += [f"- {code(line)}" for line in request.summary]
+    elif request.authorization_details:
+        lines += describe_authorization_details(request.authorization_details)
+    lines.append(f"- scope {code(request.scope)}")
+    if request.acr_values:
+        lines.append(f"- acr_values {code(request.acr_values)}")
+    if request.requested_expiry is not None:
+        lines.append(f"- requested expiry {request.requested_expiry} s")
+    if request.expected_subject is not None:
+        lines.append(f"- only {code(request.expected_subject)} may approve")
+    if request.action_digest is not None:
+        lines.append(f"- action digest `{request.action_digest[:16]}…`")
+    return "\n".join(lines)

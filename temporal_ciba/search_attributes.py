@@ -27,6 +27,15 @@ class SearchAttributesMissing(Exception):
     """The namespace lacks our search attributes and this client may not add them."""
 
 
+def registration_command(namespace: str, missing: dict[str, IndexedValueType.ValueType]) -> str:
+    """The `temporal` CLI command that registers `missing` on `namespace`."""
+    names = " ".join(
+        f"--name {name} --type {IndexedValueType.Name(kind).removeprefix('INDEXED_VALUE_TYPE_').title()}"
+        for name, kind in sorted(missing.items())
+    )
+    return f"`temporal operator search-attribute create --namespace {namespace} {names}`"
+
+
 async def ensure_search_attributes(client: Client) -> list[str]:
     """Add whichever of CibaStatus, CibaAuthReqId, CibaDeadline the namespace lacks; return those added."""
     namespace = client.namespace
@@ -50,10 +59,11 @@ async def ensure_search_attributes(client: Client) -> list[str]:
     except RPCError as exc:
         if exc.status == RPCStatusCode.ALREADY_EXISTS:
             return []
-        names = ", ".join(sorted(missing))
         raise SearchAttributesMissing(
-            f"namespace {namespace!r} lacks search attributes {names} and they could not be added ({exc.message}); "
-            "register them (Keyword, Keyword, Datetime) with `temporal operator search-attribute create` or tcld"
+            f"namespace {namespace!r} lacks search attributes {', '.join(sorted(missing))} and this worker may not "
+            f"add them ({exc.status.name}: {exc.message.strip().splitlines()[0] if exc.message.strip() else '-'}): "
+            f"register them once as an operator, {registration_command(namespace, missing)} "
+            "(Temporal Cloud: `tcld namespace search-attributes add`), then start the worker again"
         ) from None
     logger.info("registered search attributes %s on namespace %s", ", ".join(sorted(missing)), namespace)
     return sorted(missing)

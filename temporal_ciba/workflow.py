@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         PingNotice,
         PushDelivery,
     )
+    from temporal_ciba.rendering import static_details, static_summary
     from temporal_ciba.search_attributes import CIBA_STATUS
 
 __all__ = [
@@ -168,4 +169,7 @@ async def require_approval(
         parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
         # Listed as requesting from its first event, without an upsert of its own.
         search_attributes=TypedSearchAttributes([SearchAttributePair(CIBA_STATUS, "requesting")]),
+        # What the Temporal UI's list shows, readable with no worker running (encrypted like any payload).
+        static_summary=static_summary(request),
+        static_details=static_details(request),
     )

@@ -131,10 +131,16 @@ def tool_approval_id(call_id: str, digest: str) -> str:
     """The approval's workflow id: the agent workflow's, the tool call's id and the digest. A
     replay finds the same approval; two calls never share one, even with equal arguments (their
     call ids differ), nor two arguments under one call id."""
+    return approval_workflow_id(workflow.info().workflow_id, call_id, digest)
+
+
+def approval_workflow_id(agent_workflow_id: str, call_id: str, digest: str) -> str:
+    """`tool_approval_id` for a given agent workflow id, usable outside the workflow (a client
+    looking up a tool call's approval)."""
     safe = _CALL_ID_UNSAFE.sub("_", call_id)
     if safe != call_id or len(safe) > _MAX_CALL_ID:
         safe = safe[:32] + "-" + hashlib.sha256(call_id.encode()).hexdigest()[:16]
-    return f"{workflow.info().workflow_id}.tool-{safe}-{digest[:12]}"
+    return f"{agent_workflow_id}.tool-{safe}-{digest[:12]}"
 
 
 async def ask_for_tool_call(approval: ToolApproval, arguments: ToolArguments) -> ApprovalOutcome:

@@ -6,14 +6,17 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from temporal_ciba.agents import ApprovedToolCall, open_tool_call
 from temporal_ciba.crypto.sealing import TokenSealer
 from temporal_ciba.example.payment import (
     ExecutePaymentInput,
+    PaymentAction,
     PaymentReceipt,
     action_digest,
     authorization_details,
 )
 from temporal_ciba.grant import GrantRefused, idempotency_key, open_access_token
+from temporal_ciba.models import ApprovalOutcome
 
 
 class PaymentActivities:
@@ -41,11 +44,37 @@ class PaymentActivities:
             access_token = open_access_token(self._sealer, outcome, action_digest=digest)
         except GrantRefused as exc:
             raise ApplicationError(str(exc), type="GrantRefused", non_retryable=True) from None
+        return await self._post(input.action, digest, outcome, access_token)
+
+    @activity.defn(name="payments.pay_tool_call")
+    async def pay_tool_call(self, call: ApprovedToolCall) -> PaymentReceipt:
+        """The PydanticAI agent's `pay` tool (example/pydantic_ai_agent.py): the same payment,
+        approved as a tool call, whose action digest covers the tool's name and arguments."""
+        try:
+            # Opens only in the workflow run that asked, for exactly these arguments.
+            access_token = open_tool_call(self._sealer, call)
+        except GrantRefused as exc:
+            raise ApplicationError(str(exc), type="GrantRefused", non_retryable=True) from None
+        # required (the default): a call without an approval raised GrantRefused above.
+        assert access_token is not None and call.outcome is not None
+        action = PaymentAction.model_validate(call.arguments["payment"])
+        digest = action_digest(action)
+        if call.outcome.authorization_details != authorization_details(action, digest):
+            raise ApplicationError(
+                "the approval's authorization_details do not describe this payment",
+                type="ActionMismatch",
+                non_retryable=True,
+            )
+        return await self._post(action, digest, call.outcome, access_token)
+
+    async def _post(
+        self, action: PaymentAction, digest: str, outcome: ApprovalOutcome, access_token: str
+    ) -> PaymentReceipt:
         key = idempotency_key(outcome)
         try:
             response = await self._http.post(
                 f"{self._api_url}/payments",
-                json={**input.action.model_dump(), "action_digest": digest},
+                json={**action.model_dump(), "action_digest": digest},
                 headers={"authorization": f"Bearer {access_token}", "idempotency-key": key},
                 timeout=httpx.Timeout(15.0, connect=5.0),
             )

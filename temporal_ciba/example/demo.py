@@ -17,6 +17,7 @@ import base64
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -35,6 +36,7 @@ from temporal_ciba.programs.dev_tls import make_dev_certificates
 PACKAGED_OP = Path(__file__).resolve().parent / "op"
 OP_FILES = ("server.mjs", "package.json", "package-lock.json", "public/approver.html")
 APPROVER = "alice"
+TASK_QUEUE = "ciba-approvals"
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ class DemoError(Exception):
 def install_op(target: Path) -> Path:
     """Where the demo OP runs from: the package's own copy when its npm dependencies are there
     (a checkout after scripts/setup.sh), else a copy in the demo directory, installed once from
-    the pinned lockfile with `npm ci` (Node.js 20+ and npm needed)."""
+    the pinned lockfile with `npm ci` (Node.js 22 and npm needed)."""
     if (PACKAGED_OP / "node_modules" / "oidc-provider").is_dir():
         return PACKAGED_OP
     lockfile = (PACKAGED_OP / "package-lock.json").read_bytes()
@@ -111,7 +113,7 @@ def install_op(target: Path) -> Path:
         return target
     npm = shutil.which("npm")
     if npm is None or shutil.which("node") is None:
-        raise DemoError("the demo OP needs Node.js 20+ and npm (it is the npm package oidc-provider)")
+        raise DemoError("the demo OP needs Node.js (22 LTS) and npm (it is the npm package oidc-provider)")
     for name in OP_FILES:
         (target / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(PACKAGED_OP / name, target / name)
@@ -200,7 +202,7 @@ def _op_config(ports: Ports, state: dict[str, str]) -> dict[str, object]:
         "redirect_uris": [],
         "backchannel_token_delivery_mode": "ping",
         "backchannel_client_notification_endpoint": f"https://127.0.0.1:{ports.callback}/ciba/notify",
-        "authorization_details_types": ["payment_initiation", "account_reset"],
+        "authorization_details_types": ["payment_initiation", "account_reset", "production_change", "agent_tool_call"],
         "require_auth_time": True,
     }
     payment_api_client = {
@@ -220,6 +222,60 @@ def _op_config(ports: Ports, state: dict[str, str]) -> dict[str, object]:
         # (127.0.0.1 only) may approve. Its test-only routes (testRoutes) stay off.
         "adminRoutes": True,
     }
+
+
+def write_cli_env(directory: Path, ports: Ports, state: dict[str, str]) -> Path:
+    """cli.env, for `source` in another shell: what the CLI needs to reach the demo (the payload
+    key too, so owner-only like state.json) and the codec server's operator token."""
+    values = {
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{ports.temporal}",
+        "TEMPORAL_NAMESPACE": "default",
+        "CIBA_PAYLOAD_KEY": state["payload_key"],
+        "CIBA_TASK_QUEUE": TASK_QUEUE,
+        "DEMO_CODEC_TOKEN": state["codec_token"],
+    }
+    path = directory / "cli.env"
+    exports = "".join(f"export {name}={shlex.quote(value)}\n" for name, value in values.items())
+    write_private(path, f"# temporal-ciba demo: the CLI's environment (source this file).\n{exports}")
+    return path
+
+
+def write_worker_env(directory: Path, ports: Ports, state: dict[str, str]) -> Path:
+    """worker.env, for `source` before running a worker of your own against the demo (the example
+    tool agents do): the demo worker's settings, token key included, so owner-only."""
+    values = {
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{ports.temporal}",
+        "CIBA_PAYLOAD_KEY": state["payload_key"],
+        "CIBA_TOKEN_KEY": state["token_key"],
+        "CIBA_ISSUER": f"http://127.0.0.1:{ports.op}",
+        "CIBA_CLIENT_ID": "demo-agent",
+        "CIBA_CLIENT_SECRET": state["agent_secret"],
+        "CIBA_DELIVERY_MODE": "ping",
+        "CIBA_PAYMENT_API_URL": f"http://127.0.0.1:{ports.payment_api}",
+    }
+    path = directory / "worker.env"
+    exports = "".join(f"export {name}={shlex.quote(value)}\n" for name, value in values.items())
+    write_private(path, f"# temporal-ciba demo: a worker's environment (source this file).\n{exports}")
+    return path
+
+
+def cli_commands(env_file: Path, ports: Ports, workflow_id: str) -> list[str]:
+    """Commands that work when pasted into any shell: absolute paths to the venv's tools, the
+    environment from `env_file`; the last decodes `workflow_id`'s history."""
+    bin_dir = Path(sys.executable).parent
+    tool = {name: bin_dir / name for name in ("temporal-ciba", "temporal")}
+    installed = tool["temporal-ciba"].exists()
+    cli = (
+        shlex.quote(str(tool["temporal-ciba"])) if installed else f"{shlex.quote(sys.executable)} -m temporal_ciba.cli"
+    )
+    temporal = shlex.quote(str(tool["temporal"])) if tool["temporal"].exists() else "temporal"
+    return [
+        f"source {shlex.quote(str(env_file))}",
+        f"{cli} list",
+        f"""{temporal} workflow list --address "$TEMPORAL_ADDRESS" --query 'CibaStatus="pending"'""",
+        f'{temporal} workflow show --address "$TEMPORAL_ADDRESS" -w {shlex.quote(workflow_id)} '
+        f'--codec-endpoint http://127.0.0.1:{ports.codec} --codec-auth "Bearer $DEMO_CODEC_TOKEN"',
+    ]
 
 
 def write_op_config(directory: Path, ports: Ports, state: dict[str, str]) -> Path:
@@ -353,8 +409,11 @@ async def run_demo(directory: Path, ports: Ports) -> int:
             PaymentAgentWorkflow.run,
             PaymentAgentInput(action=action, approver=APPROVER, requested_expiry=600),
             id=workflow_id,
-            task_queue="ciba-approvals",
+            task_queue=TASK_QUEUE,
         )
+        pasted = cli_commands(write_cli_env(directory, ports, state), ports, workflow_id)
+        worker_env = write_worker_env(directory, ports, state)
+        commands = "\n".join(f"  {line}" for line in pasted)
         print(
             f"""
 temporal-ciba demo is running. Logs: {logs}/
@@ -365,14 +424,15 @@ temporal-ciba demo is running. Logs: {logs}/
 
 The agent wants to pay {action.currency} {action.amount} to {action.creditor_name} ({action.reference}),
 code {short_code(action_digest(action))}. It waits for the approval: open the approver page and click
-Approve or Deny. Find what is pending:  temporal workflow list --address 127.0.0.1:{ports.temporal} \\
-    --query 'CibaStatus="pending"'
-The UI shows payloads encrypted (its dev server has no sign-in to send the codec server). Decode
-them with the CLI and the codec server's operator token:
-  temporal workflow show --address 127.0.0.1:{ports.temporal} -w {workflow_id} \\
-    --codec-endpoint http://127.0.0.1:{ports.codec} \\
-    --codec-auth "Bearer $(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["codec_token"])' \\
-    {directory / "state.json"})"
+Approve or Deny.
+
+The UI shows payloads encrypted (its dev server has no sign-in to send the codec server). From
+another shell, paste these lines: the CLI's environment, the approvals, what is pending, and one
+workflow's history decoded through the codec server with its operator token:
+{commands}
+
+To run a worker of your own against the demo (the example tool agents, README "Gate a tool in
+your agent"): source {worker_env}
 """,
             flush=True,
         )

@@ -35,13 +35,43 @@ def _pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
+# Certificates are made again when they expire within this many days; docker-compose runs
+# `dev-certs` on every start, so a system restarted now and then never serves an expired one.
+RENEW_WITHIN_DAYS = 30
+
+
+def _still_good(files: DevCertificates, hosts: list[str], now: datetime.datetime) -> bool:
+    """The files exist, the certificate is for these hosts and not within RENEW_WITHIN_DAYS of expiry."""
+    if not (files.ca.exists() and files.cert.exists() and files.key.exists()):
+        return False
+    cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
+    if cert.not_valid_after_utc - now <= datetime.timedelta(days=RENEW_WITHIN_DAYS):
+        return False
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    covered = {str(ip) for ip in names.get_values_for_type(x509.IPAddress)}
+    covered |= set(names.get_values_for_type(x509.DNSName))
+    return {str(ipaddress.ip_address(h)) if _is_ip(h) else h for h in hosts} <= covered
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def make_dev_certificates(directory: Path, hosts: list[str], *, days: int = 365) -> DevCertificates:
-    """Write ca.pem, cert.pem (the server certificate for `hosts`) and key.pem; reuse them if present."""
+    """Write ca.pem, cert.pem (the server certificate for `hosts`) and key.pem; reuse them while
+    they cover `hosts` and are more than RENEW_WITHIN_DAYS from expiry, else make new ones."""
     files = DevCertificates(directory / "ca.pem", directory / "cert.pem", directory / "key.pem")
-    if files.ca.exists() and files.cert.exists() and files.key.exists():
+    now = datetime.datetime.now(datetime.UTC)
+    if _still_good(files, hosts, now):
         return files
     directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (
         x509.CertificateBuilder()

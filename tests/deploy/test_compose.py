@@ -102,8 +102,8 @@ def test_the_whole_system_is_there(services: dict[str, Any]) -> None:
         services
     )
     assert services["temporal"]["environment"]["DB"] == "postgres12"
-    # No sign-in in front of the UI, so no codec endpoint it could call; the codec server wants a token.
-    assert "TEMPORAL_CODEC_ENDPOINT" not in services["temporal-ui"]["environment"]
+    # No sign-in in front of the UI by default, so no codec endpoint (see the .env test below).
+    assert services["temporal-ui"]["environment"]["TEMPORAL_CODEC_ENDPOINT"] == "${CIBA_UI_CODEC_ENDPOINT:-}"
     assert services["codec-server"]["environment"]["CIBA_CODEC_OPERATOR_TOKENS"].startswith("${")
     assert services["worker"]["environment"]["CIBA_DELIVERY_MODE"] == "ping"
     assert services["worker"]["environment"]["CIBA_ISSUER"].startswith("https://")
@@ -175,3 +175,43 @@ def test_the_compose_op_is_a_demo_op_without_test_routes(services: dict[str, Any
     assert config.get("testRoutes", False) is False
     dockerfile = (REPO / "temporal_ciba" / "example" / "op" / "Dockerfile").read_text()
     assert '"/config/op.json"' in dockerfile and '"adminRoutes": true' in dockerfile
+
+
+def resolved_services(env: dict[str, str]) -> dict[str, Any]:
+    result = docker_compose("config", env=env)
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)["services"]
+
+
+def test_the_ui_origin_and_codec_endpoint_come_from_env() -> None:
+    default = resolved_services(REQUIRED)
+    assert default["temporal-ui"]["environment"]["TEMPORAL_CODEC_ENDPOINT"] == ""
+    assert default["codec-server"]["environment"]["CIBA_CODEC_CORS_ORIGINS"] == "http://localhost:8080"
+    chosen = resolved_services(
+        {
+            **REQUIRED,
+            "CIBA_UI_ORIGIN": "https://temporal.example.com",
+            "CIBA_UI_CODEC_ENDPOINT": "https://codec.example",
+        }
+    )
+    assert chosen["temporal-ui"]["environment"]["TEMPORAL_CODEC_ENDPOINT"] == "https://codec.example"
+    assert chosen["codec-server"]["environment"]["CIBA_CODEC_CORS_ORIGINS"] == "https://temporal.example.com"
+
+
+def test_every_env_variable_is_in_the_example_env() -> None:
+    used = set(re.findall(r"\$\{(\w+)", COMPOSE.read_text()))
+    example = (REPO / "deploy" / "example.env").read_text()
+    assert used and all(name in example for name in used), sorted(name for name in used if name not in example)
+
+
+def test_one_shot_services_restart_on_failure(services: dict[str, Any]) -> None:
+    one_shot = {name for name, s in services.items() if "command" in s and s["command"][0] == "dev-certs"}
+    one_shot |= {name for name, s in services.items() if str(s.get("entrypoint", "")).find("/deploy/") >= 0}
+    assert one_shot == {"certs", "temporal-schema", "temporal-setup"}
+    assert all(services[name]["restart"] == "on-failure" for name in one_shot)
+
+
+def test_the_op_image_runs_on_node_22() -> None:
+    dockerfile = (REPO / "temporal_ciba" / "example" / "op" / "Dockerfile").read_text()
+    assert re.search(r"^FROM node:22[-.]", dockerfile, re.MULTILINE)
+    assert "Node.js 22" in (REPO / "README.md").read_text()

@@ -84,3 +84,18 @@ async def test_markup_in_a_binding_message_is_shown_as_text(
     assert await card.locator("img, b").count() == 0
     assert await page.title() != "1"
     await handle.cancel()
+
+
+async def test_the_page_loads_without_a_missing_resource(browser: Browser, op: TestOP) -> None:
+    """No 404 in the browser's console: the page declares its (empty) icon inline, so no
+    /favicon.ico is requested."""
+    page = await browser.new_page()
+    failed: list[str] = []
+    page.on("response", lambda response: failed.append(response.url) if response.status >= 400 else None)
+    page.on("requestfailed", lambda request: failed.append(request.url))
+    try:
+        await page.goto(op.issuer + "/approver", wait_until="load")
+        await expect(page.locator('link[rel="icon"]')).to_have_attribute("href", "data:,")
+    finally:
+        await page.close()
+    assert failed == []

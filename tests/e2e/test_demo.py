@@ -84,6 +84,20 @@ class Demo:
         return await asyncio.wait_for(self.process.wait(), 30)
 
 
+def printed_commands(output: list[str]) -> list[str]:
+    """The indented lines the demo prints after "paste these lines", up to the blank line."""
+    lines = "".join(output).splitlines()
+    start = next(i for i, line in enumerate(lines) if "paste these lines" in line) + 1
+    while not lines[start].startswith("  "):
+        start += 1
+    commands = []
+    for line in lines[start:]:
+        if not line.startswith("  "):
+            break
+        commands.append(line.strip())
+    return commands
+
+
 def ports_free(base: int) -> bool:
     try:
         for port in range(base, base + 6):
@@ -139,6 +153,21 @@ async def run_and_approve(demo: Demo, again: Demo, tmp_path: Path, base: int) ->
     assert decoded.returncode == 0 and "ACME GmbH" in decoded.stdout, decoded.stderr
     refused = subprocess.run([*show, *codec], capture_output=True, text=True, check=False)
     assert "ACME GmbH" not in refused.stdout
+
+    # The commands the demo printed work as pasted into a bare shell: no venv on PATH, no
+    # settings but those its env file exports.
+    pasted = printed_commands(demo.output)
+    assert pasted[0].startswith("source ") and len(pasted) == 4
+    shell = subprocess.run(
+        ["/bin/bash", "-c", "set -e\n" + "\n".join(pasted)],
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert shell.returncode == 0, shell.stderr
+    assert f"{workflow_id}.approval-" in shell.stdout and "\tapproved\t" in shell.stdout  # temporal-ciba list
+    assert "ACME GmbH" in shell.stdout  # the history, decoded through the codec server
 
     assert await demo.interrupt() == 0
     await asyncio.sleep(1)

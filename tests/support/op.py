@@ -25,7 +25,7 @@ def ensure_node_modules() -> None:
     if not (OP_DIR / "node_modules" / "oidc-provider").is_dir():
         npm = shutil.which("npm")
         if npm is None:
-            raise RuntimeError("npm is needed to run the test OP (install Node.js 20+)")
+            raise RuntimeError("npm is needed to run the test OP (install Node.js 22)")
         subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=OP_DIR, check=True)
 
 
@@ -37,7 +37,7 @@ def ciba_client(client_id: str, *, mode: str = "poll", **metadata: Any) -> dict[
         "response_types": [],
         "redirect_uris": [],
         "backchannel_token_delivery_mode": mode,
-        "authorization_details_types": ["payment_initiation", "account_reset"],
+        "authorization_details_types": ["payment_initiation", "account_reset", "production_change", "agent_tool_call"],
         "require_auth_time": True,
         **metadata,
     }

@@ -5,13 +5,23 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from temporal_ciba.example import demo
-from temporal_ciba.example.demo import Ports, load_state, private_directory, write_op_config, write_private
+from temporal_ciba.example.demo import (
+    Ports,
+    cli_commands,
+    load_state,
+    private_directory,
+    write_cli_env,
+    write_op_config,
+    write_private,
+)
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
 
@@ -77,3 +87,26 @@ def test_a_planted_symlink_is_replaced_not_written_through(tmp_path: Path) -> No
     write_private(tmp_path / "op.json", "secret")
     assert target.read_text() == "untouched"
     assert not (tmp_path / "op.json").is_symlink() and mode(tmp_path / "op.json") == 0o600
+
+
+@pytest.mark.usefixtures("permissive_umask")
+def test_the_cli_environment_is_owner_only_and_sources_in_a_bare_shell(tmp_path: Path) -> None:
+    directory = tmp_path / "demo dir"  # a space, as home directories may have
+    private_directory(directory)
+    state = load_state(directory)
+    env_file = write_cli_env(directory, Ports.from_base(20000), state)
+    assert mode(env_file) == 0o600
+    script = f"source {shlex.quote(str(env_file))}; echo $TEMPORAL_ADDRESS $CIBA_PAYLOAD_KEY $DEMO_CODEC_TOKEN"
+    shown = subprocess.run(
+        ["/bin/bash", "-c", script], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, check=True
+    )
+    assert shown.stdout.split() == ["127.0.0.1:20000", state["payload_key"], state["codec_token"]]
+
+
+def test_the_printed_commands_name_the_venvs_tools_by_absolute_path(tmp_path: Path) -> None:
+    commands = cli_commands(tmp_path / "cli.env", Ports(), "demo-payment-inv-1")
+    assert commands[0] == f"source {shlex.quote(str(tmp_path / 'cli.env'))}"
+    for command in commands[1:]:
+        program = shlex.split(command)[0]
+        assert Path(program).is_absolute() and os.access(program, os.X_OK), command
+    assert "-w demo-payment-inv-1" in commands[-1] and '"Bearer $DEMO_CODEC_TOKEN"' in commands[-1]

@@ -1,0 +1,310 @@
+"""PydanticAI tools gated by CIBA, end to end: the example payment agent (its scripted, offline
+FunctionModel calls `pay`) on the real dev server, the real test OP playing the approver's phone,
+and the example payment API, which introspects the token and records each payment."""
+
+from __future__ import annotations
+
+import base64
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, Plugin, WorkflowHandle
+from temporalio.openai_agents import OpenAIAgentsPlugin
+from temporalio.worker import Replayer, Worker
+
+from temporal_ciba.crypto import TokenSealer
+from temporal_ciba.example.activities import PaymentActivities
+from temporal_ciba.example.pay_with_pydantic_ai import approval_id
+from temporal_ciba.example.payment import PaymentAction
+from temporal_ciba.example.pydantic_ai_agent import (
+    PayerDeps,
+    PydanticAIPaymentAgentWorkflow,
+    PydanticAIPaymentInput,
+    PydanticAIPaymentResult,
+)
+from temporal_ciba.models import ApprovalOutcome
+from temporal_ciba.plugin import CibaPlugin
+from temporal_ciba.search_attributes import ensure_search_attributes
+from tests.e2e.conftest import (
+    AGENT_CLIENT,
+    PAYLOAD_KEY,
+    PING_CLIENT,
+    SECRET,
+    TOKEN_KEY,
+    agent_settings,
+    clean_env,
+    payments,
+)
+from tests.e2e.test_approval_workflow import INVOICE, pending_auth_req_id
+from tests.support.op import TestOP
+from tests.support.pydantic_ai_agents import TAMPERED_AMOUNT, TamperingPaymentAgentWorkflow
+from tests.support.temporal import DevServer
+
+Workflow = type[PydanticAIPaymentAgentWorkflow] | type[TamperingPaymentAgentWorkflow]
+
+
+class Agents:
+    """A worker with the PydanticAI agents, and the client that starts them."""
+
+    def __init__(self, client: Client, task_queue: str) -> None:
+        self.client = client
+        self.task_queue = task_queue
+
+    async def start(
+        self, workflow: Workflow = PydanticAIPaymentAgentWorkflow, **deps: Any
+    ) -> WorkflowHandle[Any, PydanticAIPaymentResult]:
+        agent_input = PydanticAIPaymentInput(action=INVOICE, deps=PayerDeps(approver="alice", **deps))
+        return await self.client.start_workflow(
+            workflow.run,
+            agent_input,
+            id=f"pai-{uuid.uuid4().hex[:10]}",
+            task_queue=self.task_queue,
+        )
+
+    def approval(self, agent: WorkflowHandle[Any, Any]) -> WorkflowHandle[Any, ApprovalOutcome]:
+        return self.client.get_workflow_handle(approval_id(agent.id, INVOICE), result_type=ApprovalOutcome)
+
+
+def ciba(op: TestOP) -> CibaPlugin:
+    return CibaPlugin(
+        payload_key=base64.b64decode(PAYLOAD_KEY),
+        token_key=base64.b64decode(TOKEN_KEY),
+        op=agent_settings(op),
+    )
+
+
+async def running_agents(server: DevServer, plugins: Sequence[Plugin], payment_api: str) -> AsyncIterator[Agents]:
+    client = await Client.connect(server.address, plugins=list(plugins))
+    await ensure_search_attributes(client)
+    task_queue = f"pai-{uuid.uuid4().hex[:8]}"
+    async with httpx.AsyncClient(timeout=15.0) as http:
+        payments = PaymentActivities(http, payment_api, TokenSealer(base64.b64decode(TOKEN_KEY)))
+        async with Worker(
+            client,
+            task_queue=task_queue,
+            workflows=[PydanticAIPaymentAgentWorkflow, TamperingPaymentAgentWorkflow],
+            activities=[payments.pay_tool_call],
+        ):
+            yield Agents(client, task_queue)
+
+
+@pytest.fixture
+async def agents(temporal_server: DevServer, op: TestOP, payment_api: str) -> AsyncIterator[Agents]:
+    async for running in running_agents(temporal_server, [PydanticAIPlugin(), ciba(op)], payment_api):
+        yield running
+
+
+async def approval_children(agent: WorkflowHandle[Any, Any]) -> int:
+    """How many approvals the agent asked for: child workflows started in its history."""
+    history = await agent.fetch_history()
+    return sum(e.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED for e in history.events)
+
+
+async def test_approve_runs_the_tool_once_with_the_approved_arguments(
+    agents: Agents, op: TestOP, payment_api: str
+) -> None:
+    agent = await agents.start(expected_subject="alice")
+    approval = agents.approval(agent)
+    op.approve(await pending_auth_req_id(approval))
+
+    result = await agent.result()
+    outcome = await approval.result()
+    assert outcome.approved and outcome.sub == "alice"
+    [payment] = payments(payment_api, agent.id)
+    assert result.answer == f"The payment tool answered: paid, payment id {payment['payment_id']}"
+    assert PaymentAction.model_validate(payment["action"]) == INVOICE
+    assert await approval_children(agent) == 1
+
+    # The agent's history replays deterministically with the current workflow code.
+    codec = CibaPlugin(payload_key=base64.b64decode(PAYLOAD_KEY))
+    replayer = Replayer(workflows=[PydanticAIPaymentAgentWorkflow], plugins=[PydanticAIPlugin(), codec])
+    await replayer.replay_workflow(await agents.client.get_workflow_handle(agent.id).fetch_history())
+
+
+async def test_deny_never_runs_the_tool_and_the_model_reads_why(agents: Agents, op: TestOP, payment_api: str) -> None:
+    agent = await agents.start()
+    op.deny(await pending_auth_req_id(agents.approval(agent)))
+
+    result = await agent.result()
+    outcome = await agents.approval(agent).result()
+    assert outcome.status == "denied"
+    # The model's next request held the one line (the scripted model repeats what it read).
+    assert (
+        result.answer
+        == "The payment tool answered: The pay call was not run: alice denied the request on their device."
+    )
+    assert "\n" not in result.answer
+    assert payments(payment_api, agent.id) == []
+
+
+async def test_expiry_never_runs_the_tool(agents: Agents, payment_api: str) -> None:
+    agent = await agents.start(requested_expiry=2)
+
+    result = await agent.result()
+    assert (await agents.approval(agent).result()).status == "expired"
+    assert result.answer == (
+        "The payment tool answered: The pay call was not run: nobody approved it before the request expired."
+    )
+    assert payments(payment_api, agent.id) == []
+
+
+async def test_arguments_changed_after_approval_are_refused(agents: Agents, op: TestOP, payment_api: str) -> None:
+    agent = await agents.start(TamperingPaymentAgentWorkflow)
+    approval = agents.approval(agent)
+    op.approve(await pending_auth_req_id(approval))
+
+    result = await agent.result()
+    assert (await approval.result()).approved  # the human approved INVOICE ...
+    # ... and the tool, handed override_args with another amount, found no token for them; the
+    # model reads the failure (ToolFailed) as PydanticAI shows it.
+    assert result.answer == (
+        'The payment tool answered: {"error":"The pay call was not run: the action differs from the one approved."}'
+    )
+    assert payments(payment_api, agent.id) == []
+    history = (await agent.fetch_history()).events
+    failed = [
+        e.activity_task_failed_event_attributes.failure
+        for e in history
+        if e.HasField("activity_task_failed_event_attributes")
+    ]
+    assert [f.application_failure_info.type for f in failed] == ["GrantRefused"]
+    assert TAMPERED_AMOUNT != INVOICE.amount
+
+
+# In this order (the only one the OpenAI plugin accepts with CibaPlugin, tests/unit/test_plugin.py)
+# PydanticAIPlugin replaces OpenAIPayloadConverter by its own converter, and says so.
+@pytest.mark.filterwarnings("ignore:A non-Pydantic Temporal payload converter was used")
+async def test_openai_and_pydantic_ai_plugins_with_ciba_in_one_worker(
+    temporal_server: DevServer, op: TestOP, payment_api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The OpenAI plugin's worker builds an OpenAI client for its model activity; no model is called.
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-unused")
+    plugins = [OpenAIAgentsPlugin(), PydanticAIPlugin(), ciba(op)]
+    async for agents in running_agents(temporal_server, plugins, payment_api):
+        agent = await agents.start()
+        approval = agents.approval(agent)
+        auth_req_id = await pending_auth_req_id(approval)
+        op.approve(auth_req_id)
+        result = await agent.result()
+        assert result.answer.startswith("The payment tool answered: paid, payment id ")
+        assert len(payments(payment_api, agent.id)) == 1
+
+    # A client with no codec reads history as it is stored.
+    issued = op.issued()[auth_req_id]
+    plain = await Client.connect(temporal_server.address)
+    raw = b""
+    for handle in (plain.get_workflow_handle(agent.id), plain.get_workflow_handle(approval.id)):
+        raw += (await handle.fetch_history()).to_json().encode()
+    secrets = [issued["access_token"], issued["id_token"], SECRET, PAYLOAD_KEY, TOKEN_KEY]
+    secrets += [issued["refresh_token"]] if "refresh_token" in issued else []
+    assert all(secret.encode() not in raw for secret in secrets)
+    # The tool's arguments are ciphertext too, not just the tokens.
+    for text in (INVOICE.creditor_name, INVOICE.creditor_iban, INVOICE.reference, "alice"):
+        assert text.encode() not in raw, text
+
+
+# --- The example's command line, as the README runs it --------------------------------------
+
+
+def example_command(*args: str) -> list[str]:
+    module = "temporal_ciba.example.pay_with_pydantic_ai"
+    return [sys.executable, "-m", module, "--approver", "alice", "--reference", INVOICE.reference, *args]
+
+
+def example_env(server: DevServer, op: TestOP, payment_api: str, mode: str) -> dict[str, str]:
+    return clean_env(
+        TEMPORAL_ADDRESS=server.address,
+        CIBA_ISSUER=op.issuer,
+        CIBA_CLIENT_ID=AGENT_CLIENT if mode == "poll" else PING_CLIENT,
+        CIBA_CLIENT_SECRET=SECRET,
+        CIBA_DELIVERY_MODE=mode,
+        CIBA_PAYLOAD_KEY=PAYLOAD_KEY,
+        CIBA_TOKEN_KEY=TOKEN_KEY,
+        CIBA_PAYMENT_API_URL=payment_api,
+    )
+
+
+class ExampleProcess:
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.args, self.env, self.log = args, env, log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.args, env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
+
+    def wait(self) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=120)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def example(temporal_server: DevServer, op: TestOP, payment_api: str, tmp_path: Path) -> Any:
+    """Runs the example's command (poll mode, or ping mode through the callback service)."""
+    started: list[ExampleProcess] = []
+
+    def run(workflow_id: str, mode: str = "poll") -> ExampleProcess:
+        args = example_command("--workflow-id", workflow_id, "--task-queue", f"pai-cli-{tmp_path.name[-12:]}")
+        env = example_env(temporal_server, op, payment_api, mode)
+        process = ExampleProcess(args, env, tmp_path / "example.log")
+        started.append(process)
+        return process
+
+    yield run
+    for process in started:
+        process.stop()
+
+
+@pytest.mark.parametrize("mode", ["poll", "ping"])
+async def test_the_readme_command_pays_once_approved(
+    example: Any, temporal_client: Client, op: TestOP, payment_api: str, mode: str
+) -> None:
+    workflow_id = f"pai-cli-{uuid.uuid4().hex[:8]}"
+    process = example(workflow_id, mode)
+    process.start()
+    auth_req_id = await pending_auth_req_id(temporal_client.get_workflow_handle(approval_id(workflow_id, INVOICE)))
+    op.approve(auth_req_id)
+    assert process.wait() == 0
+    if mode == "ping":  # the in-process worker's approval woke on the callback service's signal
+        assert [ping["status"] for ping in op.pings(auth_req_id)] == ["delivered"]
+    output = process.log.read_text()
+    [payment] = payments(payment_api, workflow_id)
+    assert "approval: approved: approved by alice" in output
+    assert f"model: The payment tool answered: paid, payment id {payment['payment_id']}" in output
+
+
+async def test_worker_killed_while_the_approval_waits(
+    example: Any, temporal_client: Client, op: TestOP, payment_api: str
+) -> None:
+    workflow_id = f"pai-crash-{uuid.uuid4().hex[:8]}"
+    process = example(workflow_id)
+    process.start()
+    approval = temporal_client.get_workflow_handle(approval_id(workflow_id, INVOICE))
+    auth_req_id = await pending_auth_req_id(approval)
+    process.kill()  # the agent's only worker, SIGKILLed while the approval waits
+    op.approve(auth_req_id)
+    process.start()  # the same command: it attaches to the running workflow
+
+    assert process.wait() == 0
+    assert "approval: approved: approved by alice" in process.log.read_text()
+    agent = temporal_client.get_workflow_handle(workflow_id)
+    assert await approval_children(agent) == 1
+    assert len(payments(payment_api, workflow_id)) == 1

@@ -1,0 +1,68 @@
+"""`request --wait` does not wait silently: it says once when no worker polls its task queue
+(and goes on when one comes), and stops with one line when the worker cannot run the approval."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from temporalio.client import Client
+
+from temporal_ciba.programs.worker import run_worker
+from temporal_ciba.settings import WorkerSettings
+from tests.e2e.conftest import PAYLOAD_KEY, TOKEN_KEY, agent_settings, cli_command
+from tests.e2e.test_cli import cli_env, decide_when_asked, run_cli
+from tests.e2e.test_cli_errors import OTHER_KEY, one_line
+from tests.support.op import TestOP
+from tests.support.temporal import DevServer
+
+NO_WORKER = "no worker polls task queue"
+
+
+async def test_no_worker_is_named_once_and_a_late_worker_is_waited_for(temporal_server: DevServer, op: TestOP) -> None:
+    task_queue = f"typo-{uuid.uuid4().hex[:8]}"
+    message = f"Restart the cluster {uuid.uuid4().hex[:6]}"
+    process = await asyncio.create_subprocess_exec(
+        *cli_command("request", "--login-hint", "alice", "--binding-message", message, "--wait"),
+        env=cli_env(temporal_server, task_queue),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None and process.stdout is not None
+    try:
+        line = (await asyncio.wait_for(process.stderr.readline(), 60)).decode()
+        assert line.startswith(f"temporal-ciba request: {NO_WORKER} '{task_queue}'"), line
+        assert f"CIBA_TASK_QUEUE={task_queue}" in line and line.rstrip().endswith("still waiting")
+
+        # The worker comes later, on that queue: the command goes on to the outcome.
+        settings = WorkerSettings(task_queue=task_queue, payload_key=PAYLOAD_KEY, token_key=TOKEN_KEY)  # type: ignore[arg-type]
+        stop = asyncio.Event()
+        worker = asyncio.create_task(
+            run_worker(agent_settings(op), settings, stop=stop, target_host=temporal_server.address)
+        )
+        try:
+            await decide_when_asked(op, message, approve=True)
+            stdout, rest = await asyncio.wait_for(process.communicate(), 60)
+        finally:
+            stop.set()
+            await worker
+    finally:
+        if process.returncode is None:
+            process.kill()
+    assert process.returncode == 0, rest.decode()
+    assert "approved by alice" in stdout.decode()
+    assert NO_WORKER not in rest.decode()  # said once
+
+
+async def test_a_worker_that_cannot_decrypt_is_named(
+    temporal_server: DevServer, worker: WorkerSettings, temporal_client: Client
+) -> None:
+    # The command's payload key is not the worker's: the workflow task fails on every attempt.
+    env = cli_env(temporal_server, worker.task_queue, CIBA_PAYLOAD_KEY=OTHER_KEY)
+    code, stdout, stderr = await run_cli(env, "request", "--login-hint", "bob", "--binding-message", "Drop", "--wait")
+    workflow_id = stdout.strip()
+    assert code == 2 and workflow_id.startswith("ciba-approval-"), stderr
+    line = one_line(stderr)
+    assert line.startswith(f"temporal-ciba request: the worker cannot run {workflow_id}: its workflow task fails (")
+    assert "payload" in line and "CIBA_PAYLOAD_KEY" in line
+    await temporal_client.get_workflow_handle(workflow_id).terminate("test done")
