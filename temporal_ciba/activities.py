@@ -8,8 +8,10 @@ data so the workflow can end with the matching outcome; only failures worth retr
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
-from collections.abc import Callable, Mapping
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
 
 from temporalio import activity
 
@@ -59,6 +61,42 @@ REDEEM_GRANT_LOST_REASON = (
 )
 
 
+class Redemptions:
+    """Each redeem once per worker. A local activity runs again when the workflow task that
+    would record its result fails: a signal (a duplicate ping) that arrives as the approval
+    completes makes the server refuse that completion. The repeat joins the token request still
+    in flight, or gets its final answer, instead of asking the OP again: a second request would
+    overlap the first (CIBA §7.3) or meet invalid_grant for tokens already issued."""
+
+    def __init__(self, remember: int = 10_000) -> None:
+        self._remember = remember
+        self._final: OrderedDict[str, RedeemResult] = OrderedDict()
+        self._in_flight: dict[str, asyncio.Future[RedeemResult]] = {}
+
+    async def once(self, input: RedeemInput, redeem: Callable[[], Awaitable[RedeemResult]]) -> RedeemResult:
+        key = hashlib.sha256(input.model_dump_json().encode()).hexdigest()
+        if (final := self._final.get(key)) is not None:
+            return final
+        if (running := self._in_flight.get(key)) is not None:
+            return await asyncio.shield(running)
+        running = asyncio.get_running_loop().create_future()
+        self._in_flight[key] = running
+        try:
+            result = await redeem()
+        except BaseException as exc:
+            running.set_exception(exc)
+            running.exception()  # retrieved: a repeat may never come to read it
+            raise
+        finally:
+            del self._in_flight[key]
+        running.set_result(result)
+        if result.kind in ("approved", "rejected", "failed"):
+            self._final[key] = result
+            while len(self._final) > self._remember:
+                self._final.popitem(last=False)
+        return result
+
+
 class CibaActivities:
     """The activities of CibaApprovalWorkflow, sharing one CibaClient (one connection pool)."""
 
@@ -76,6 +114,7 @@ class CibaActivities:
         self._notification_token = notification_token
         self._login_hint_subjects = dict(login_hint_subjects or {})
         self._clock = clock
+        self._redemptions = Redemptions()
 
     @activity.defn(name="ciba.send_authentication_request")
     async def send_authentication_request(self, input: SendRequestInput) -> SendRequestResult:
@@ -186,6 +225,9 @@ class CibaActivities:
         request the tokens and validate them against the original request. Rejected tokens are
         revoked here; a refresh token is revoked at once (one approval is one use); only the
         claims and the access token, sealed for the holder and the action, leave."""
+        return await self._redemptions.once(input, lambda: self._redeem(input))
+
+    async def _redeem(self, input: RedeemInput) -> RedeemResult:
         auth_req_id = input.binding.auth_req_id
         try:
             async with asyncio.timeout(ATTEMPT_SECONDS):

@@ -44,7 +44,8 @@ class PaymentAgentWorkflow:
                 requested_expiry=input.requested_expiry,
                 action_digest=digest,
                 expected_subject=input.expected_subject,
-            )
+            ),
+            inline=input.inline,
         )
         if not outcome.approved:
             workflow.logger.info("payment not made: approval %s", outcome.status)

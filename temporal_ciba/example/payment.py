@@ -102,6 +102,8 @@ class PaymentAgentInput(BaseModel):
     acr_values: str | None = None
     requested_expiry: int | None = Field(default=None, gt=0)
     expected_subject: str | None = None
+    # Wait for the approval in the agent's own workflow (ping and push mode) instead of a child.
+    inline: bool = False
 
 
 class ExecutePaymentInput(BaseModel):

@@ -8,9 +8,11 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from temporal_ciba.models import ApprovalRequest, PollingPolicy
+from temporal_ciba.search_attributes import CIBA_STATUS
 from temporal_ciba.settings import WorkerSettings
 from temporal_ciba.workflow import CibaApprovalWorkflow
 from tests.e2e.conftest import SECRET, TlsFiles, agent_settings, payments, running_worker
@@ -34,6 +36,25 @@ async def test_ping_resumes_without_waiting_for_the_poll(
     # The one token request followed the ping; the fallback poll (60 s) never ran.
     [token_request] = op.token_requests(auth_req_id)
     assert decided_at <= token_request["at"] < decided_at + 5
+
+
+async def test_an_inline_approval_resumes_the_agent_in_its_own_workflow(
+    temporal_client: Client, ping_worker: WorkerSettings, op: TestOP, payment_api: str
+) -> None:
+    agent = await start_agent(temporal_client, ping_worker, inline=True)
+    auth_req_id = await pending_auth_req_id(agent)  # the agent answers the status query itself
+    decided_at = time.time()
+    op.approve(auth_req_id)
+    result = await agent.result()
+    assert result.outcome.status == "approved" and result.outcome.workflow_id == agent.id
+    assert result.receipt is not None and len(payments(payment_api, agent.id)) == 1
+    assert [ping["status"] for ping in op.pings(auth_req_id)] == ["delivered"]
+    [token_request] = op.token_requests(auth_req_id)
+    assert decided_at <= token_request["at"] < decided_at + 5
+    events = [event.event_type async for event in agent.fetch_history_events()]
+    assert EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED not in events
+    description = await agent.describe()
+    assert description.typed_search_attributes.get(CIBA_STATUS) == "approved"
 
 
 async def test_ping_deny(temporal_client: Client, ping_worker: WorkerSettings, op: TestOP, payment_api: str) -> None:

@@ -4,6 +4,7 @@ are revoked inside it, and invalid_grant for our own auth_req_id is a lost grant
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from typing import Any
@@ -11,10 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
-from temporal_ciba.activities import GRANT_LOST, CibaActivities
-from temporal_ciba.ciba import CibaClient, ClientSecretBasic
+from temporal_ciba.activities import GRANT_LOST, CibaActivities, Redemptions
+from temporal_ciba.ciba import CibaClient, ClientSecretBasic, TransportError
 from temporal_ciba.crypto import TokenSealer, access_token_context
-from temporal_ciba.models import RedeemInput
+from temporal_ciba.models import RedeemInput, RedeemResult
 from tests.support.tokens import ACCESS_TOKEN, AUTH_REQ_ID, CLIENT_ID, ISSUER, NOW, REFRESH_TOKEN, binding, claims
 from tests.unit.test_send_activity import MockOP, env
 
@@ -104,3 +105,46 @@ async def test_every_answer_of_the_token_endpoint_is_data(
     assert (result.kind, result.error) == (kind, error)
     assert op.token_requests == 1 and op.revoked == []
     assert json.loads(result.model_dump_json())["sealed_access_token"] is None
+
+
+async def test_a_repeated_redeem_joins_the_one_in_flight_and_gets_its_final_answer() -> None:
+    redemptions, calls, release = Redemptions(), [], asyncio.Event()
+
+    async def redeem() -> RedeemResult:
+        calls.append(1)
+        await release.wait()
+        return RedeemResult(kind="approved", sealed_access_token="sealed")
+
+    first = asyncio.create_task(redemptions.once(REDEEM, redeem))
+    await asyncio.sleep(0)  # the first is in flight
+    repeat = asyncio.create_task(redemptions.once(REDEEM, redeem))
+    release.set()
+    assert (await first) == (await repeat) == RedeemResult(kind="approved", sealed_access_token="sealed")
+    assert await redemptions.once(REDEEM, redeem) == await first  # later: from memory
+    assert len(calls) == 1
+
+
+async def test_only_final_answers_are_remembered() -> None:
+    redemptions, answers = Redemptions(), [RedeemResult(kind="pending"), RedeemResult(kind="approved")]
+
+    async def redeem() -> RedeemResult:
+        return answers.pop(0)
+
+    assert (await redemptions.once(REDEEM, redeem)).kind == "pending"
+    assert (await redemptions.once(REDEEM, redeem)).kind == "approved"  # asked again
+    assert (await redemptions.once(REDEEM, redeem)).kind == "approved" and answers == []
+
+
+async def test_a_failed_redeem_is_not_remembered() -> None:
+    redemptions = Redemptions()
+
+    async def unreachable() -> RedeemResult:
+        raise TransportError("the OP could not be reached")
+
+    with pytest.raises(TransportError):
+        await redemptions.once(REDEEM, unreachable)
+    assert (await redemptions.once(REDEEM, lambda: _answer("pending"))).kind == "pending"
+
+
+async def _answer(kind: str) -> RedeemResult:
+    return RedeemResult.model_validate({"kind": kind})

@@ -20,6 +20,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from temporal_ciba.activities import Redemptions
 from temporal_ciba.ciba import RequestBinding
 from temporal_ciba.models import (
     ApprovalRequest,
@@ -74,6 +75,7 @@ class ScriptedOP:
         self.gated = False
         self.release: asyncio.Queue[None] = asyncio.Queue()
         self.validated: list[ValidateTokensInput | RedeemInput] = []
+        self.redemptions = Redemptions()
 
     @activity.defn(name="ciba.send_authentication_request")
     async def send(self, input: SendRequestInput) -> SendRequestResult:
@@ -87,7 +89,7 @@ class ScriptedOP:
             issuer="https://op",
             client_id="c",
             auth_req_id="req-1",
-            requested_at=0,
+            requested_at=self.sends,  # each request its own binding, as the real clock makes it
             scope="openid",
             delivery_mode=self.mode,
             expected_subject=input.request.expected_subject,
@@ -113,7 +115,11 @@ class ScriptedOP:
     @activity.defn(name="ciba.redeem")
     async def redeem(self, input: RedeemInput) -> RedeemResult:
         """The token request answers from the script; granted tokens are validated as `validate`
-        does, and rejected ones revoked on the spot, as the real activity does."""
+        does, and rejected ones revoked on the spot; a repeat joins the first (Redemptions), as
+        the real activity does."""
+        return await self.redemptions.once(input, lambda: self._redeem(input))
+
+    async def _redeem(self, input: RedeemInput) -> RedeemResult:
         answer = await self.request_token(TokenRequestInput(auth_req_id=input.binding.auth_req_id))
         if answer.kind != "granted":
             return RedeemResult.model_validate(answer.model_dump(exclude={"sealed_tokens"}))
