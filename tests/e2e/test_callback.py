@@ -1,5 +1,6 @@
 """The callback service facing bad input: every request gets the right status, nothing is a 3xx
-or a 5xx, and nothing but a verified notification touches a workflow (its history is unchanged)."""
+or a 5xx, nothing but a notification with our bearer reaches a workflow (its history is
+unchanged), and one that is not the workflow's own changes nothing there."""
 
 from __future__ import annotations
 
@@ -14,14 +15,17 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 
 from temporal_ciba.crypto.notification import NotificationTokens
 from temporal_ciba.models import ApprovalRequest
 from temporal_ciba.settings import WorkerSettings
+from temporal_ciba.workflow import CibaApprovalWorkflow
 from tests.e2e.conftest import PAYLOAD_KEY, TOKEN_KEY, TlsFiles
 from tests.e2e.test_approval_workflow import pending_auth_req_id, start_approval
 from tests.support.op import TestOP
+from tests.support.temporal import wait_for
 
 TOKENS = NotificationTokens(base64.b64decode(TOKEN_KEY))
 JSON_TYPE = "application/json"
@@ -88,14 +92,6 @@ async def test_bad_requests_get_4xx_and_touch_nothing(
         ("not_bearer", {"body": ping, "headers": {"authorization": f"Basic {valid}"}}, 401),
         ("wrong_bearer", {"body": ping, "headers": bearer(base64.urlsafe_b64encode(b"x" * 48).decode())}, 401),
         ("altered_bearer", {"body": ping, "headers": bearer(altered(valid))}, 401),
-        ("bearer_of_another_request", {"body": ping, "headers": bearer(token_for(other))}, 401),
-        # An earlier approval under the same workflow id: another run chain.
-        (
-            "bearer_of_an_earlier_approval",
-            {"body": ping, "headers": bearer(TOKENS.issue(handle.id, str(uuid.uuid4())))},
-            401,
-        ),
-        ("unknown_auth_req_id", {"body": {"auth_req_id": "no-such-request"}, "headers": bearer(valid)}, 401),
         (
             "bearer_from_another_key",
             {"body": ping, "headers": bearer(token_for(handle, NotificationTokens(b"k" * 32)))},
@@ -139,6 +135,51 @@ async def test_bad_requests_get_4xx_and_touch_nothing(
     assert trailing.status_code == 404  # never a redirect
     assert (await events(handle), await events(other)) == before
     await other.cancel()
+
+
+async def test_a_notice_the_workflow_did_not_ask_for_changes_nothing(
+    callback: str,
+    tls: TlsFiles,
+    temporal_client: Client,
+    ping_worker: WorkerSettings,
+    waiting: tuple[WorkflowHandle, str],
+    op: TestOP,
+) -> None:
+    """The callback signals once without looking anything up (204); the workflow itself checks
+    the run chain the bearer names and the auth_req_id, and ignores what is not its own."""
+    handle, auth_req_id = waiting
+    other = await start_approval(
+        temporal_client, ping_worker.task_queue, ApprovalRequest(login_hint="alice", binding_message="Another approval")
+    )
+    other_auth_req_id = await pending_auth_req_id(other)
+    ping = {"auth_req_id": auth_req_id}
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("bearer_of_another_request", {"body": ping, "headers": bearer(token_for(other))}),
+        # An earlier approval under the same workflow id: another run chain.
+        (
+            "bearer_of_an_earlier_approval",
+            {"body": ping, "headers": bearer(TOKENS.issue(handle.id, str(uuid.uuid4())))},
+        ),
+        ("unknown_auth_req_id", {"body": {"auth_req_id": "no-such-request"}, "headers": bearer(token_for(handle))}),
+    ]
+    for name, request in cases:
+        assert (await post(callback, tls, **request)).status_code == 204, name
+    for approval, signals in ((handle, 2), (other, 1)):
+        await wait_for(lambda a=approval, n=signals: handled_signals(a, n), what="the notices to be handled")
+        state = await approval.query(CibaApprovalWorkflow.status)
+        assert (state.status, state.polls) == ("pending", 0)
+    assert op.token_requests(auth_req_id) == [] and op.token_requests(other_auth_req_id) == []
+    await other.cancel()
+
+
+async def handled_signals(handle: WorkflowHandle, count: int) -> bool | None:
+    """True once `count` signals are in the history and a workflow task completed after them."""
+    events = [event.event_type async for event in handle.fetch_history_events()]
+    signalled = [i for i, kind in enumerate(events) if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED]
+    if len(signalled) < count:
+        return None
+    done = EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in events[signalled[count - 1] :]
+    return True if done else None
 
 
 async def test_ping_is_accepted_once_and_replays_change_nothing(
