@@ -25,6 +25,10 @@
 // With "idTokenBindingClaims" the ID token also carries the claims CIBA push mode requires
 // (urn:openid:params:jwt:claim:auth_req_id, at_hash, rt_hash), so validation of them is proven
 // against a real OP's signature.
+// With the environment variable TEST_OP_STOCK=1 the acknowledgement and the tokens are exactly
+// oidc-provider's, whatever the config says ("idTokenBindingClaims" and "ackInterval" are
+// ignored): what binds a token response to its request is proven against a stock OP. The
+// routes that play the phone and the test faults stay as configured.
 
 import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -51,6 +55,7 @@ const AUTH_REQ_ID_CLAIM = 'urn:openid:params:jwt:claim:auth_req_id';
 // Only the literal true turns a group of unauthenticated routes on (a string "false" does not).
 const adminRoutes = config.adminRoutes === true;
 const testRoutes = config.testRoutes === true;
+const stock = process.env.TEST_OP_STOCK === '1';
 
 const requests = new Map(); // auth_req_id -> what the "phone" shows, and its status
 const tokenRequests = []; // {auth_req_id, at, status}
@@ -203,7 +208,7 @@ const provider = new Provider(issuer, {
 });
 provider.proxy = false;
 
-if (config.idTokenBindingClaims) {
+if (config.idTokenBindingClaims && !stock) {
   // CIBA §10.3.1 binding claims, added the way oidc-provider adds at_hash for hybrid flows.
   const { issue } = provider.IdToken.prototype;
   provider.IdToken.prototype.issue = function issueWithBinding(options) {
@@ -241,7 +246,7 @@ provider.Client.prototype.backchannelPing = async function recordedPing(request)
 // The acknowledgement and token responses, as a test may want them altered.
 provider.use(async (ctx, next) => {
   await next();
-  if (ctx.oidc?.route === 'backchannel_authentication' && ctx.status === 200 && config.ackInterval) {
+  if (ctx.oidc?.route === 'backchannel_authentication' && ctx.status === 200 && config.ackInterval && !stock) {
     const interval = typeof config.ackInterval === 'object'
       ? config.ackInterval[ctx.oidc.client.clientId] : config.ackInterval;
     if (interval) ctx.body.interval = interval;
@@ -374,5 +379,6 @@ if (adminRoutes) {
 if (testRoutes) {
   process.stderr.write(`WARNING: test routes on (testRoutes): ${issuer}/admin/issued hands out every token; tests only\n`);
 }
+if (stock) process.stderr.write('TEST_OP_STOCK=1: acknowledgements and ID tokens exactly as oidc-provider issues them\n');
 process.stdout.write(`${JSON.stringify({ issuer })}\n`);
 for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => { server.close(); process.exit(0); });
