@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from temporalio import activity, workflow
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -35,7 +36,7 @@ from temporal_ciba.models import (
     ValidateTokensResult,
 )
 from temporal_ciba.workflow import CibaApprovalWorkflow, require_approval
-from tests.support.temporal import time_skipping_environment
+from tests.support.temporal import time_skipping_environment, wait_for
 
 KEY = os.urandom(32)
 
@@ -230,6 +231,19 @@ async def test_rejected_tokens_are_revoked(env: WorkflowEnvironment) -> None:
     assert outcome.status == "rejected" and outcome.error == "iss_mismatch" and op.revoked == ["forged"]
 
 
+async def cancellation_seen(handle: WorkflowHandle) -> None:
+    """Until the workflow has run a workflow task after the cancellation request (history)."""
+
+    async def seen() -> bool:
+        events = [event.event_type for event in (await handle.fetch_history()).events]
+        if EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED not in events:
+            return False
+        after = events[events.index(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED) :]
+        return EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in after
+
+    await wait_for(seen, what="the workflow to process the cancellation")
+
+
 async def test_tokens_arriving_after_cancellation_are_revoked(env: WorkflowEnvironment) -> None:
     op = ScriptedOP(env, [GRANTED])
     op.blocking = True
@@ -238,7 +252,7 @@ async def test_tokens_arriving_after_cancellation_are_revoked(env: WorkflowEnvir
         handle = await start(env, op, task_queue)
         await op.poll_started.wait()  # a token request is in flight
         await handle.cancel()
-        await asyncio.sleep(0.5)
+        await cancellation_seen(handle)
         op.block_next_poll.set()  # ...and brings back tokens after the cancellation
         outcome = await handle.result()
     assert outcome.status == "cancelled" and outcome.sealed_access_token is None
