@@ -153,8 +153,38 @@ def test_sub_rule_rejects_a_sub_that_is_not_a_string() -> None:
     assert _rejected_code(sub=42) == "sub_missing"
 
 
+def _named(policy: ValidationPolicy = POLICY, **overrides: object) -> tuple[str, str, str | None]:
+    with pytest.raises(TokenRejected) as caught:
+        _signed(policy, **overrides)
+    return caught.value.code, caught.value.claim, caught.value.expected
+
+
 def test_aud_rule_rejects_a_list_with_a_non_string_audience() -> None:
-    assert _rejected_code(aud=[CLIENT_ID, 42]) == "aud_invalid"
+    assert _named(aud=[CLIENT_ID, 42]) == ("aud_invalid", "aud", CLIENT_ID)
+
+
+def test_acr_rule_rejects_an_acr_that_is_not_a_string() -> None:
+    assert _named(acr=42) == ("acr_invalid", "acr", None)
+
+
+def _jws(header: bytes, payload: bytes) -> str:
+    signing_input = f"{b64url(header)}.{b64url(payload)}"
+    signature = KEYS.rsa.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{signing_input}.{b64url(signature)}"
+
+
+@pytest.mark.parametrize(
+    "header,payload",
+    [
+        (b"[1]", json.dumps(claims()).encode()),
+        (b'{"alg": "RS256", "kid": "rsa-1"}', b"not json"),
+        (b'{"alg": "RS256", "kid": "rsa-1"}', b"[1]"),
+    ],
+    ids=["header_not_an_object", "payload_not_json", "payload_not_an_object"],
+)
+def test_malformed_rule_rejects_a_jws_that_is_not_a_json_object(header: bytes, payload: bytes) -> None:
+    rejected = _rejection(Case(lambda: token_response(_jws(header, payload))))
+    assert (rejected.code, rejected.claim) == ("malformed", "id_token")
 
 
 def test_kid_rule_rejects_a_non_string_kid_as_malformed_not_as_an_unknown_key() -> None:
@@ -194,6 +224,14 @@ def test_scope_rule_names_what_was_not_granted_and_not_requested() -> None:
     with pytest.raises(TokenRejected) as caught:
         validate_token_response(tokens, binding(), KEYS.jwks(), now=NOW, policy=POLICY)
     assert caught.value.reason.endswith("(not granted: payments)")
+    tokens = token_response(KEYS.sign(claims()), scope="openid payments admin")
+    with pytest.raises(TokenRejected) as caught:
+        validate_token_response(tokens, binding(), KEYS.jwks(), now=NOW, policy=POLICY)
+    assert caught.value.reason.endswith("(not requested: admin)")
+    tokens = token_response(KEYS.sign(claims()), scope="openid")
+    with pytest.raises(TokenRejected) as caught:
+        validate_token_response(tokens, binding(scope="openid payments audit"), KEYS.jwks(), now=NOW, policy=POLICY)
+    assert caught.value.reason.endswith("(not granted: payments audit)")
 
 
 def test_authorization_details_rule_ignores_member_order() -> None:
