@@ -20,6 +20,7 @@
 //   - /admin/faults              answers oidc-provider never gives: slow_down, 503 + Retry-After,
 //                                an earlier token response replayed, a dropped ping, a decision
 //                                made at once (racing the acknowledgement)
+//   - /admin/rotate-keys         new signing keys (new kids) replace the old ones in the JWKS
 // With "ackInterval" (seconds, or {client_id: seconds}) the acknowledgement carries that
 // interval (oidc-provider sends none).
 // With "idTokenBindingClaims" the ID token also carries the claims CIBA push mode requires
@@ -38,7 +39,9 @@ import { parse as parseQuery } from 'node:querystring';
 
 import Provider, { errors } from 'oidc-provider';
 import MemoryAdapter from 'oidc-provider/lib/adapters/memory_adapter.js';
+import initializeKeyStore from 'oidc-provider/lib/helpers/initialize_keystore.js';
 import LRU from 'oidc-provider/lib/helpers/lru.js';
+import instance from 'oidc-provider/lib/helpers/weak_cache.js';
 
 // A string "env:NAME" in the config is the value of the environment variable NAME, so
 // secrets stay out of config files (docker-compose passes them in the environment).
@@ -332,6 +335,11 @@ async function admin(req, res, url) {
     const since = Number(url.searchParams.get('since') ?? 0);
     const selected = tokenRequests.filter((t) => (id === null || t.auth_req_id === id) && t.at >= since);
     return json(res, 200, url.searchParams.has('count') ? { count: selected.length } : selected);
+  }
+  if (testRoutes && url.pathname === '/admin/rotate-keys' && req.method === 'POST') {
+    // What the provider does with its configured jwks at start, again with new keys.
+    initializeKeyStore.call(provider, { keys: signingKeys() });
+    return json(res, 200, { kids: [...instance(provider).keystore].map((key) => key.kid) });
   }
   if (testRoutes && url.pathname === '/admin/faults' && req.method === 'POST') {
     faults = (body.faults ?? []).map((f) => ({ remaining: 1, ...f }));
