@@ -40,8 +40,10 @@ run_group() {
   # The working tree as it is (committed or not), without the OP's node_modules, which is linked.
   (cd "$ROOT" && git ls-files -z -co --exclude-standard | grep -zv '^temporal_ciba/example/op/node_modules/' \
     | tar --null -T - -cf -) | tar -C "$work" -xf -
-  [ -d "$ROOT/temporal_ciba/example/op/node_modules" ] \
-    && ln -s "$ROOT/temporal_ciba/example/op/node_modules" "$work/temporal_ciba/example/op/node_modules"
+  local modules_dir="temporal_ciba/example/op/node_modules"
+  if [ -d "$ROOT/$modules_dir" ] && [ ! -e "$work/$modules_dir" ]; then
+    ln -s "$ROOT/$modules_dir" "$work/$modules_dir"
+  fi
   cat >>"$work/pyproject.toml" <<EOF
 
 [tool.mutmut]
