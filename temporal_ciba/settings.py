@@ -68,6 +68,9 @@ class OPSettings(_Settings):
     trusted_audiences: Annotated[list[str], NoDecode] = []
     clock_leeway: int = Field(default=60, ge=0, le=600)
     id_token_max_age: int = Field(default=600, gt=0)
+    # For an OP that puts urn:openid:params:jwt:claim:auth_req_id in every CIBA ID token: then
+    # an ID token without it is refused in poll and ping mode too (push always requires it).
+    require_auth_req_id_claim: bool = False
     # At most 30 s: a token request attempt must end before the activity's 45 s timeout.
     http_timeout: float = Field(default=30.0, gt=0, le=30)
     # login_hint -> the OP's `sub` for that person (JSON object): an approval by anyone else is
@@ -129,6 +132,7 @@ class OPSettings(_Settings):
             trusted_audiences=frozenset(self.trusted_audiences),
             leeway_seconds=self.clock_leeway,
             max_iat_age_seconds=self.id_token_max_age,
+            require_auth_req_id_claim=self.require_auth_req_id_claim,
         )
 
     def ciba_client(self) -> CibaClient:

@@ -3,6 +3,7 @@
     temporal_ciba.agents               the framework-neutral part (this module)
     temporal_ciba.agents.openai        OpenAI Agents SDK on Temporal   (extra: openai-agents)
     temporal_ciba.agents.pydantic_ai   PydanticAI on Temporal          (extra: pydantic-ai)
+    temporal_ciba.agents.both_frameworks  both in one worker: the payload converter (both extras)
 
 The framework modules import their framework; this one does not.
 """

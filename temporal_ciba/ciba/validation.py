@@ -53,6 +53,10 @@ class ValidationPolicy:
     leeway_seconds: int = 60
     # An ID token older than this is stale, whatever its exp says (the OIDF plan's week-old iat).
     max_iat_age_seconds: int = 600
+    # Require the auth_req_id claim in every mode, not only push (CIBA §10.3.1). Only for an OP
+    # that adds it to every CIBA ID token: then it, not just the TLS exchange at the token
+    # endpoint, binds the tokens to our request (README, "Threat model").
+    require_auth_req_id_claim: bool = False
 
     def __post_init__(self) -> None:
         unsafe = [alg for alg in self.allowed_algs if alg not in ASYMMETRIC_ALGS]
@@ -285,6 +289,12 @@ def check_binding(
     if auth_req_id is None and push:
         raise _reject(
             "auth_req_id_missing", AUTH_REQ_ID_CLAIM, "pushed ID token lacks the auth_req_id claim (CIBA §10.3.1)"
+        )
+    if auth_req_id is None and policy.require_auth_req_id_claim:
+        raise _reject(
+            "auth_req_id_missing",
+            AUTH_REQ_ID_CLAIM,
+            "the ID token lacks the auth_req_id claim, which CIBA_REQUIRE_AUTH_REQ_ID_CLAIM requires",
         )
     if auth_req_id is not None and (
         not isinstance(auth_req_id, str) or not hmac.compare_digest(auth_req_id.encode(), binding.auth_req_id.encode())

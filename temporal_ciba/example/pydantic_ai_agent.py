@@ -107,11 +107,13 @@ def scripted_model(messages: list[ModelMessage], info: AgentInfo) -> ModelRespon
     return ModelResponse(parts=[TextPart("I have nothing to pay.")])
 
 
-def build_agent(approvals: CibaToolApprovals, *, name: str = AGENT_NAME) -> Agent[PayerDeps, str]:
-    """The payment agent, its `pay` tool gated by `approvals` (tests give their own capability;
-    `name`, unique per worker, names the agent's activities)."""
+def build_agent(
+    approvals: CibaToolApprovals, *, name: str = AGENT_NAME, model: FunctionModel | None = None
+) -> Agent[PayerDeps, str]:
+    """The payment agent, its `pay` tool gated by `approvals` (tests give their own capability or
+    model; `name`, unique per worker, names the agent's activities)."""
     agent = Agent(
-        FunctionModel(scripted_model),
+        model or FunctionModel(scripted_model),
         name=name,
         deps_type=PayerDeps,
         instructions="Pay the invoice you are given with the pay tool, then say what happened.",

@@ -21,11 +21,14 @@ from temporalio.client import Client, Plugin, WorkflowHandle
 from temporalio.openai_agents import OpenAIAgentsPlugin
 from temporalio.worker import Replayer, Worker
 
+from temporal_ciba.agents import tool_action_digest
+from temporal_ciba.agents.tool_approval import approval_workflow_id
 from temporal_ciba.crypto import TokenSealer
 from temporal_ciba.example.activities import PaymentActivities
 from temporal_ciba.example.pay_with_pydantic_ai import approval_id
 from temporal_ciba.example.payment import PaymentAction
 from temporal_ciba.example.pydantic_ai_agent import (
+    PAY_TOOL,
     PayerDeps,
     PydanticAIPaymentAgentWorkflow,
     PydanticAIPaymentInput,
@@ -46,10 +49,10 @@ from tests.e2e.conftest import (
 )
 from tests.e2e.test_approval_workflow import INVOICE, pending_auth_req_id
 from tests.support.op import TestOP
-from tests.support.pydantic_ai_agents import TAMPERED_AMOUNT, TamperingPaymentAgentWorkflow
+from tests.support.pydantic_ai_agents import TAMPERED_AMOUNT, TamperingPaymentAgentWorkflow, TwicePaymentAgentWorkflow
 from tests.support.temporal import DevServer
 
-Workflow = type[PydanticAIPaymentAgentWorkflow] | type[TamperingPaymentAgentWorkflow]
+Workflow = type[PydanticAIPaymentAgentWorkflow] | type[TamperingPaymentAgentWorkflow] | type[TwicePaymentAgentWorkflow]
 
 
 class Agents:
@@ -70,8 +73,10 @@ class Agents:
             task_queue=self.task_queue,
         )
 
-    def approval(self, agent: WorkflowHandle[Any, Any]) -> WorkflowHandle[Any, ApprovalOutcome]:
-        return self.client.get_workflow_handle(approval_id(agent.id, INVOICE), result_type=ApprovalOutcome)
+    def approval(self, agent: WorkflowHandle[Any, Any], call_id: str = "pay-1") -> WorkflowHandle[Any, ApprovalOutcome]:
+        digest = tool_action_digest(PAY_TOOL, {"payment": INVOICE.model_dump(mode="json")})
+        workflow_id = approval_workflow_id(agent.id, call_id, digest)
+        return self.client.get_workflow_handle(workflow_id, result_type=ApprovalOutcome)
 
 
 def ciba(op: TestOP) -> CibaPlugin:
@@ -91,7 +96,7 @@ async def running_agents(server: DevServer, plugins: Sequence[Plugin], payment_a
         async with Worker(
             client,
             task_queue=task_queue,
-            workflows=[PydanticAIPaymentAgentWorkflow, TamperingPaymentAgentWorkflow],
+            workflows=[PydanticAIPaymentAgentWorkflow, TamperingPaymentAgentWorkflow, TwicePaymentAgentWorkflow],
             activities=[payments.pay_tool_call],
         ):
             yield Agents(client, task_queue)
@@ -155,6 +160,24 @@ async def test_expiry_never_runs_the_tool(agents: Agents, payment_api: str) -> N
         "The payment tool answered: The pay call was not run: nobody approved it before the request expired."
     )
     assert payments(payment_api, agent.id) == []
+
+
+async def test_two_equal_calls_in_one_turn_are_two_approvals(agents: Agents, op: TestOP, payment_api: str) -> None:
+    agent = await agents.start(TwicePaymentAgentWorkflow)
+    first, second = agents.approval(agent, "pay-1"), agents.approval(agent, "pay-2")
+    # Both are asked at once (the second is pending before the first is decided), each its own.
+    first_request, second_request = await pending_auth_req_id(first), await pending_auth_req_id(second)
+    assert first_request != second_request
+    op.approve(first_request)
+    op.deny(second_request)
+
+    result = await agent.result()
+    [payment] = payments(payment_api, agent.id)
+    assert result.answer == (
+        f"paid, payment id {payment['payment_id']} | "
+        "The pay call was not run: alice denied the request on their device."
+    )
+    assert await approval_children(agent) == 2
 
 
 async def test_arguments_changed_after_approval_are_refused(agents: Agents, op: TestOP, payment_api: str) -> None:

@@ -1,40 +1,68 @@
 """The codec server decodes real history payloads for an authenticated operator holding the key,
-for the Temporal UI's origin only, and cannot decode with another key. (Attacks on it, through the
-real process: tests/security/test_codec_server.py.)"""
+for the Temporal UI's origin only, and cannot decode with another key: the real program
+(`temporal-ciba codec-server`) as its own process. (Attacks on it: tests/security/test_codec_server.py.)"""
 
 from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
+import pytest
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 from temporalio.client import Client
 
-from temporal_ciba.crypto.codec import AesGcmCodec
 from temporal_ciba.models import ApprovalRequest
-from temporal_ciba.programs.codec_server import CodecAuth, create_codec_app
 from temporal_ciba.settings import WorkerSettings
 from tests.e2e.conftest import PAYLOAD_KEY
 from tests.e2e.test_approval_workflow import pending_auth_req_id, start_approval
+from tests.security.test_codec_server import start_codec_server, wait_for_port
+from tests.support.temporal import free_port
 
 UI = "http://localhost:8233"
 OPERATOR_TOKEN = base64.urlsafe_b64encode(os.urandom(32)).decode()
 
 
-def client_for(key: bytes, *, allow_encode: bool = True) -> httpx.AsyncClient:
-    app = create_codec_app(
-        AesGcmCodec(key), auth=CodecAuth([OPERATOR_TOKEN]), cors_origins=[UI], allow_encode=allow_encode
+def running_codec_server(directory: Path, payload_key: str) -> Iterator[str]:
+    """`temporal-ciba codec-server` as its own process, /encode on, for the UI's origin."""
+    port = free_port()
+    log = directory / f"codec-server-{port}.log"
+    process = start_codec_server(
+        log,
+        CIBA_PAYLOAD_KEY=payload_key,
+        CIBA_CODEC_PORT=str(port),
+        CIBA_CODEC_OPERATOR_TOKENS=OPERATOR_TOKEN,
+        CIBA_CODEC_CORS_ORIGINS=UI,
+        CIBA_CODEC_ALLOW_ENCODE="true",
     )
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://127.0.0.1:8081",
-        headers={"authorization": f"Bearer {OPERATOR_TOKEN}"},
-    )
+    try:
+        wait_for_port(port, process, log)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
-async def test_decodes_history_payloads(temporal_client: Client, worker: WorkerSettings) -> None:
+@pytest.fixture(scope="module")
+def codec_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from running_codec_server(tmp_path_factory.mktemp("codec"), PAYLOAD_KEY)
+
+
+@pytest.fixture(scope="module")
+def wrong_key_codec_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from running_codec_server(tmp_path_factory.mktemp("codec"), base64.b64encode(os.urandom(32)).decode())
+
+
+def client_for(url: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=url, headers={"authorization": f"Bearer {OPERATOR_TOKEN}"}, timeout=10)
+
+
+async def test_decodes_history_payloads(
+    temporal_client: Client, worker: WorkerSettings, codec_url: str, wrong_key_codec_url: str
+) -> None:
     handle = await start_approval(
         temporal_client, worker.task_queue, ApprovalRequest(login_hint="alice", binding_message="Decode me")
     )
@@ -43,7 +71,7 @@ async def test_decodes_history_payloads(temporal_client: Client, worker: WorkerS
     body = json_format.MessageToJson(started.input)
     assert b"Decode me" not in started.input.SerializeToString()
 
-    async with client_for(base64.b64decode(PAYLOAD_KEY)) as codec:
+    async with client_for(codec_url) as codec:
         response = await codec.post(
             "/decode", content=body, headers={"content-type": "application/json", "x-namespace": "default"}
         )
@@ -55,14 +83,14 @@ async def test_decodes_history_payloads(temporal_client: Client, worker: WorkerS
         again = await codec.post("/decode", content=encoded.content)
         assert json_format.ParseDict(again.json(), Payloads()) == decoded
 
-    async with client_for(os.urandom(32)) as wrong:
+    async with client_for(wrong_key_codec_url) as wrong:
         refused = await wrong.post("/decode", content=body)
         assert refused.status_code == 400 and "key" in refused.json()["error"]
     await handle.cancel()
 
 
-async def test_cors_only_for_the_ui_origin() -> None:
-    async with client_for(os.urandom(32)) as codec:
+async def test_cors_only_for_the_ui_origin(codec_url: str) -> None:
+    async with client_for(codec_url) as codec:
         preflight = {
             "access-control-request-method": "POST",
             "access-control-request-headers": "authorization,content-type,x-namespace",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import signal
 import subprocess
@@ -27,8 +28,9 @@ from tests.e2e.conftest import (
     running_worker,
 )
 from tests.e2e.test_approval_workflow import approval_handle, pending_auth_req_id, start_agent
+from tests.support.holding_proxy import HoldingProxy
 from tests.support.op import TestOP
-from tests.support.temporal import DevServer, wait_for
+from tests.support.temporal import DevServer
 
 
 class WorkerProcess:
@@ -90,7 +92,8 @@ async def test_worker_killed_while_pending(
     worker_process.start()
     result = await agent.result()
     assert result.outcome.status == "approved" and result.receipt is not None
-    assert len(payments(payment_api, agent.id)) == 1
+    # Killed before anything was paid: one payment, made once, by the restarted worker.
+    assert len(payments(payment_api, agent.id)) == 1 and result.receipt.duplicate is False
     if worker_process.env["CIBA_DELIVERY_MODE"] == "ping":
         # The ping was kept by Temporal and acted on once a worker was back, not at the 60 s fallback.
         assert [ping["status"] for ping in op.pings(auth_req_id)] == ["delivered"]
@@ -100,13 +103,23 @@ async def test_worker_killed_while_pending(
 async def test_worker_killed_right_after_paying(
     temporal_client: Client, worker_process: WorkerProcess, op: TestOP, payment_api: str
 ) -> None:
-    agent = await start_agent(temporal_client, settings_of(worker_process))
-    op.approve(await pending_auth_req_id(approval_handle(temporal_client, agent)))
-    await wait_for(lambda: payments(payment_api, agent.id), what="the payment", interval=0.01)
-    worker_process.kill()
-    worker_process.start()
-    result = await agent.result()
+    # The window: the payment API has recorded the payment, the worker has not heard back. A
+    # proxy in front of the API holds back its first answer, so the kill lands there for sure.
+    async with HoldingProxy(payment_api) as proxy:
+        worker_process.stop()
+        worker_process.env["CIBA_PAYMENT_API_URL"] = proxy.url
+        worker_process.start()
+        agent = await start_agent(temporal_client, settings_of(worker_process))
+        op.approve(await pending_auth_req_id(approval_handle(temporal_client, agent)))
+        await asyncio.wait_for(proxy.held.wait(), timeout=60)
+        assert len(payments(payment_api, agent.id)) == 1  # paid, and the worker does not know
+        worker_process.kill()
+        worker_process.start()
+        result = await agent.result()
     assert result.outcome.status == "approved" and result.receipt is not None
+    # The retry after the restart reached the API, which the idempotency key made a duplicate.
+    assert [status for path, status in proxy.posts if path == "/payments"] == [201, 200]
+    assert result.receipt.duplicate is True
     recorded = payments(payment_api, agent.id)
     assert len(recorded) == 1 and recorded[0]["payment_id"] == result.receipt.payment_id
 

@@ -130,6 +130,7 @@ async def test_push_error_is_the_outcome(temporal_client: Client, push_worker: W
     "tamper,code",
     [
         ("auth_req_id_of_another_request", "auth_req_id_mismatch"),
+        ("no_auth_req_id_claim", "auth_req_id_missing"),
         ("bad_at_hash", "at_hash_mismatch"),
         ("bad_rt_hash", "rt_hash_mismatch"),
     ],

@@ -32,6 +32,7 @@ from temporal_ciba.ciba import (
 )
 from tests.e2e.conftest import SECRET, ClientKey
 from tests.support.op import TestOP
+from tests.support.temporal import wait_for
 
 DETAILS = [
     {
@@ -75,8 +76,12 @@ async def start(ciba: CibaClient, request: AuthenticationRequest, expected_subje
     return ack, binding
 
 
-async def decide_later(op: TestOP, auth_req_id: str, approve: bool = True, delay: float = 0.3, **options: Any) -> None:
-    await asyncio.sleep(delay)
+async def decide_later(op: TestOP, auth_req_id: str, approve: bool = True, **options: Any) -> None:
+    """Decide once the client has polled and been told to wait (the OP's record of it)."""
+    await wait_for(
+        lambda: any(entry["status"] == 400 for entry in op.token_requests(auth_req_id)),
+        what="a token request answered authorization_pending",
+    )
     await asyncio.to_thread(op.approve if approve else op.deny, auth_req_id, **options)  # type: ignore[operator]
 
 
@@ -130,7 +135,8 @@ async def test_expired_request_gives_expired_token(op: TestOP) -> None:
         ack, _ = await start(ciba, payment_request(requested_expiry=2))
         assert ack.expires_in == 2 and ack.interval == 1
         assert isinstance(await ciba.request_token(ack.auth_req_id), Pending)
-        await asyncio.sleep(2.5)
+        (entry,) = [entry for entry in op.requests() if entry["auth_req_id"] == ack.auth_req_id]
+        await wait_for(lambda: time.time() > entry["expires_at"], what="the request to expire at the OP")
         with pytest.raises(ExpiredToken):
             await ciba.request_token(ack.auth_req_id)
         # The polling loop stops by itself once expires_in has passed, without another request.

@@ -15,6 +15,7 @@ import asyncio
 import itertools
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from pydantic import BaseModel
@@ -39,6 +40,7 @@ from tests.e2e.conftest import TlsFiles, payments
 from tests.e2e.test_approval_workflow import INVOICE, pending_auth_req_id, start_approval
 from tests.e2e.test_callback import TOKENS, bearer, post
 from tests.support.op import TestOP
+from tests.support.temporal import wait_for
 
 
 class Replay(BaseModel):
@@ -104,6 +106,13 @@ async def test_an_approval_cannot_pay_again_from_another_workflow(
     assert len(paid) == 1  # the agent's own payment, and no other
 
 
+def no_activity_running(handle: WorkflowHandle) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return not (await handle.describe()).raw_description.pending_activities
+
+    return check
+
+
 async def test_a_replayed_ping_cannot_outpace_the_interval(
     callback: str, tls: TlsFiles, temporal_client: Client, ping_worker: WorkerSettings, op: TestOP
 ) -> None:
@@ -119,7 +128,8 @@ async def test_a_replayed_ping_cannot_outpace_the_interval(
             assert (await post(callback, tls, body=ping, headers=headers)).status_code == 204
             await asyncio.sleep(0.1)
         elapsed = time.monotonic() - started
-        await asyncio.sleep(1)  # let the last token request, if any, reach the OP
+        # Every token request started so far has reached the OP once no activity is running.
+        await wait_for(no_activity_running(handle), what="the last token request to finish")
         polls = op.token_requests(auth_req_id)
         times = sorted(float(p["at"]) for p in polls)
         # At most one request at once and one per interval after it, whatever 40 pings asked for.

@@ -78,6 +78,10 @@ class TestOP:
     def set_faults(self, *faults: dict[str, Any]) -> None:
         self._admin("POST", "/admin/faults", {"faults": list(faults)})
 
+    def rotate_keys(self) -> list[str]:
+        """New signing keys replace the OP's; returns their kids."""
+        return self._admin("POST", "/admin/rotate-keys")["kids"]
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()

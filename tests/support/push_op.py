@@ -126,6 +126,8 @@ class PushOP:
             "at_hash": token_hash("another-access-token" if tamper == "bad_at_hash" else access_token, "RS256"),
             "rt_hash": token_hash("another-refresh-token" if tamper == "bad_rt_hash" else refresh_token, "RS256"),
         }
+        if tamper == "no_auth_req_id_claim":  # what a stock poll/ping OP sends
+            del claims[AUTH_REQ_ID_CLAIM]
         return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": self.kid})
 
     async def push(self, auth_req_id: str, *, tamper: str | None = None, deny: bool = False) -> int:

@@ -1,21 +1,27 @@
-"""A PydanticAI payment agent that changes the payment after the human approved it.
+"""PydanticAI payment agents for the tests.
 
-PydanticAI lets whoever resolves a deferred call approve it with other arguments
-(`ToolApproved(override_args=...)`). This capability approves as CibaToolApprovals does, then
-swaps in another amount: the tool's activity must refuse, and nothing may be paid.
+- TamperingPaymentAgentWorkflow: PydanticAI lets whoever resolves a deferred call approve it
+  with other arguments (`ToolApproved(override_args=...)`). Its capability approves as
+  CibaToolApprovals does, then swaps in another amount: the tool's activity must refuse.
+- TwicePaymentAgentWorkflow: the model calls `pay` twice in one turn with equal arguments; each
+  call needs an approval of its own.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
+    from pydantic_ai.models.function import AgentInfo, FunctionModel
     from pydantic_ai.tools import DeferredToolRequests, DeferredToolResults, RunContext, ToolApproved
 
     from temporal_ciba.agents.pydantic_ai import CibaToolApprovals
     from temporal_ciba.example.pydantic_ai_agent import (
+        INVOICE_MARKER,
         PAY_APPROVAL,
         PAY_TOOL,
         PydanticAIPaymentInput,
@@ -50,4 +56,31 @@ class TamperingPaymentAgentWorkflow:
     @workflow.run
     async def run(self, input: PydanticAIPaymentInput) -> PydanticAIPaymentResult:
         result = await tampering_agent.run(prompt_for(input.action), deps=input.deps)
+        return PydanticAIPaymentResult(answer=result.output)
+
+
+def pays_twice(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    last = messages[-1]
+    assert isinstance(last, ModelRequest)
+    returns = [p.model_response_str() for p in last.parts if isinstance(p, ToolReturnPart)]
+    if returns:
+        return ModelResponse(parts=[TextPart(" | ".join(returns))])
+    prompt = str(last.parts[-1].content)
+    invoice = json.loads(prompt.split(INVOICE_MARKER, 1)[1])
+    calls = [ToolCallPart(PAY_TOOL, {"payment": invoice}, tool_call_id=f"pay-{n}") for n in (1, 2)]
+    return ModelResponse(parts=calls)
+
+
+twice_agent = build_agent(
+    CibaToolApprovals({PAY_TOOL: PAY_APPROVAL}), name="twice_payment_agent", model=FunctionModel(pays_twice)
+)
+
+
+@workflow.defn
+class TwicePaymentAgentWorkflow:
+    __pydantic_ai_agents__ = (twice_agent,)
+
+    @workflow.run
+    async def run(self, input: PydanticAIPaymentInput) -> PydanticAIPaymentResult:
+        result = await twice_agent.run(prompt_for(input.action), deps=input.deps)
         return PydanticAIPaymentResult(answer=result.output)

@@ -53,6 +53,13 @@ def test_valid_settings(env) -> None:  # type: ignore[no-untyped-def]
     assert isinstance(load_settings(OPSettings).client_auth(), ClientSecretPost)
 
 
+def test_require_auth_req_id_claim_setting_reaches_the_validation_policy(env) -> None:  # type: ignore[no-untyped-def]
+    env()
+    assert load_settings(OPSettings).validation_policy().require_auth_req_id_claim is False
+    env(CIBA_REQUIRE_AUTH_REQ_ID_CLAIM="true")
+    assert load_settings(OPSettings).validation_policy().require_auth_req_id_claim is True
+
+
 @pytest.mark.parametrize(
     "values,named",
     [

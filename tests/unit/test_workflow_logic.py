@@ -40,7 +40,7 @@ from temporal_ciba.models import (
     ValidateTokensResult,
 )
 from temporal_ciba.workflow import CibaApprovalWorkflow, require_approval
-from tests.support.temporal import time_skipping_environment
+from tests.support.temporal import time_skipping_environment, wait_for
 
 KEY = os.urandom(32)
 
@@ -184,11 +184,12 @@ def worker(env: WorkflowEnvironment, op: ScriptedOP, *workflows: type) -> tuple[
 
 async def wait_for_event(handle: WorkflowHandle, event_type: EventType.ValueType, *, count: int = 1) -> None:
     """Until the history holds `count` events of this type (the server has recorded them)."""
-    while True:
+
+    async def recorded() -> bool:
         events = [event async for event in handle.fetch_history_events() if event.event_type == event_type]
-        if len(events) >= count:
-            return
-        await asyncio.sleep(0.05)
+        return len(events) >= count
+
+    await wait_for(recorded, what=f"{count} {EventType.Name(event_type)}")
 
 
 def gaps(times: list[float]) -> list[float]:

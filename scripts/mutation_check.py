@@ -1,0 +1,156 @@
+"""List the surviving mutants of a mutmut run and fail on any that is not explained.
+
+Run by scripts/mutation.sh in its copy of the tree, after `mutmut run`:
+
+    python scripts/mutation_check.py EQUIVALENT_LIST [--label NAME]
+
+mutmut keeps each mutant as a function `x_<name>__mutmut_<n>` beside the original
+`x_<name>__mutmut_orig` in mutants/<module>.py and its verdict in <module>.py.meta. A mutant's
+number changes whenever its function changes, so a survivor is named here by what it changed:
+`<module>:<function>: <mutated line>` (the first line of the mutated function that differs from
+the original, as `ast.unparse` prints it). The equivalent list holds such names, each followed by
+` # ` and the one-line reason the mutant cannot change behaviour.
+
+One class of survivor is explained by rule rather than one by one: a mutant that changes only
+the human text of an error or log message (the stable error code, the claim and the expected
+value are the contract, and tests assert those).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import json
+import re
+import sys
+from pathlib import Path
+
+KILLED = {1, 3, 37}
+SURVIVED = 0
+NO_TESTS = {5, 33}
+TIMEOUT = {24, -24, 36, 152, 255}
+# Calls that take a human message, and the position of that message: TokenRejected and
+# its helper take (code, claim, message, expected); exceptions take the message first.
+MESSAGE_AT = {"_reject": 2, "TokenRejected": 2, "KeyNotFound": 2}
+# Log calls: every argument is text for a person (the format and its values).
+LOG_METHODS = {"debug", "info", "warning", "error", "exception", "critical"}
+MUTANT_NAME = re.compile(r"^(?P<module>.+?)\.(?P<function>x.+)__mutmut_(?P<number>\d+)$")
+
+
+def _message_positions(call: ast.Call) -> range:
+    """The positional arguments of `call` that are messages for a person."""
+    func = call.func
+    name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+    if name in MESSAGE_AT:
+        return range(MESSAGE_AT[name], MESSAGE_AT[name] + 1)
+    if name.endswith(("Error", "Exception", "Rejected")):
+        return range(1)
+    if isinstance(func, ast.Attribute) and name in LOG_METHODS:
+        return range(len(call.args))
+    return range(0)
+
+
+class _BlankMessages(ast.NodeTransformer):
+    """Replace every message argument, whatever expression builds it, by one placeholder."""
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        self.generic_visit(node)
+        positions = _message_positions(node)
+        node.args = [ast.Constant("<message>") if index in positions else arg for index, arg in enumerate(node.args)]
+        return node
+
+
+def _functions(tree: ast.Module) -> dict[str, ast.FunctionDef | ast.AsyncFunctionDef]:
+    found = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and "__mutmut_" in node.name:
+            found[node.name] = node
+    return found
+
+
+def _body(function: ast.FunctionDef | ast.AsyncFunctionDef) -> ast.Module:
+    return ast.Module(body=function.body, type_ignores=[])
+
+
+def _first_changed_line(original: ast.AST, mutant: ast.AST) -> str:
+    before = ast.unparse(original).splitlines()
+    after = ast.unparse(mutant).splitlines()
+    for old, new in zip(before, after, strict=False):
+        if old != new:
+            return new.strip()
+    return (after[len(before)] if len(after) > len(before) else "<line removed>").strip()
+
+
+def _readable(function: str) -> str:
+    """mutmut's `xǁClassǁmethod` / `x_function` back to `Class.method` / `function`."""
+    if function.startswith("xǁ"):
+        return ".".join(part for part in function[2:].split("ǁ") if part)
+    return function.removeprefix("x_")
+
+
+def classify(root: Path) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Count verdicts in every .meta under mutants/, and name each unexplained survivor."""
+    counts = {"killed": 0, "timeout": 0, "message": 0, "survived": 0, "no tests": 0, "other": 0}
+    survivors: list[tuple[str, str]] = []
+    for meta_path in sorted((root / "mutants").rglob("*.py.meta")):
+        verdicts: dict[str, int | None] = json.loads(meta_path.read_text())["exit_code_by_key"]
+        functions = _functions(ast.parse(meta_path.with_suffix("").read_text()))
+        for key, code in sorted(verdicts.items()):
+            if code in KILLED or code in TIMEOUT:
+                counts["killed" if code in KILLED else "timeout"] += 1
+                continue
+            match = MUTANT_NAME.match(key)
+            assert match, key
+            # Copies: _BlankMessages changes the trees in place.
+            original = _body(copy.deepcopy(functions[f"{match['function']}__mutmut_orig"]))
+            mutant = _body(copy.deepcopy(functions[f"{match['function']}__mutmut_{match['number']}"]))
+            line = _first_changed_line(original, mutant)
+            blank = _BlankMessages()
+            if ast.dump(blank.visit(original)) == ast.dump(blank.visit(mutant)):
+                counts["message"] += 1
+                continue
+            counts["survived" if code == SURVIVED else "no tests" if code in NO_TESTS else "other"] += 1
+            survivors.append((f"{match['module']}:{_readable(match['function'])}: {line}", key))
+    return counts, survivors
+
+
+def load_equivalent(path: Path) -> dict[str, str]:
+    """`name # reason` lines; blank lines and lines starting with # are comments."""
+    explained = {}
+    for raw in path.read_text().splitlines():
+        if not raw.strip() or raw.startswith("#"):
+            continue
+        name, sep, reason = raw.rpartition(" # ")
+        if not sep or not reason.strip():
+            raise SystemExit(f"{path}: an equivalent mutant needs ' # ' and a reason: {raw}")
+        explained[name.strip()] = reason.strip()
+    return explained
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("equivalent", type=Path)
+    parser.add_argument("--label", default="mutants")
+    parser.add_argument("--root", type=Path, default=Path())
+    args = parser.parse_args()
+    counts, survivors = classify(args.root)
+    explained = load_equivalent(args.equivalent)
+    unexplained = [(name, key) for name, key in survivors if name not in explained]
+    equivalent = len(survivors) - len(unexplained)
+    total = sum(counts.values())
+    killed = counts["killed"] + counts["timeout"]
+    score = (killed / (total - counts["message"] - equivalent) * 100) if total else 100.0
+    print(
+        f"{args.label}: {total} mutants: {killed} killed ({counts['timeout']} by timeout), "
+        f"{counts['message']} change only a message, {equivalent} listed as equivalent, "
+        f"{len(unexplained)} unexplained ({counts['no tests']} reached by no test); "
+        f"score {score:.1f}% of the mutants that change behaviour"
+    )
+    for name, key in unexplained:
+        print(f"  SURVIVED {name}    [{key}]")
+    return 1 if unexplained else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
