@@ -109,19 +109,28 @@ class _InlineApprovals:
     """The approvals running inline in one workflow, reached through the handlers it registers."""
 
     def __init__(self) -> None:
-        self.approvals: list[Approval] = []
+        self.waiting: list[Approval] = []
+        self.latest: Approval | None = None
+
+    async def run(self, approval: Approval) -> ApprovalOutcome:
+        self.waiting.append(approval)
+        self.latest = approval
+        try:
+            return await approval.run()
+        finally:
+            self.waiting.remove(approval)
 
     def notify(self, notice: PingNotice) -> None:
-        for approval in self.approvals:
+        for approval in self.waiting:
             approval.notify(notice)
 
     def deliver(self, delivery: PushDelivery) -> None:
-        for approval in self.approvals:
+        for approval in self.waiting:
             approval.deliver(delivery)
 
     def status(self) -> ApprovalState | None:
         """The latest inline approval's state (None before the first)."""
-        return self.approvals[-1].state if self.approvals else None
+        return self.latest.state if self.latest else None
 
     @classmethod
     def of_this_workflow(cls) -> _InlineApprovals:
@@ -156,10 +165,8 @@ async def require_approval(
     """
     info = workflow.info()
     if inline:
-        registry = _InlineApprovals.of_this_workflow()
         approval = Approval(request, holder=Holder(info.workflow_id, info.run_id), path=DecisionPath(redeem=True))
-        registry.approvals.append(approval)
-        return await approval.run()
+        return await _InlineApprovals.of_this_workflow().run(approval)
     suffix = request.action_digest[:16] if request.action_digest else str(workflow.uuid4())[:8]
     return await workflow.execute_child_workflow(
         CibaApprovalWorkflow.run,
