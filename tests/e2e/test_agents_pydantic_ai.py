@@ -18,7 +18,6 @@ import pytest
 from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, Plugin, WorkflowHandle
-from temporalio.openai_agents import OpenAIAgentsPlugin
 from temporalio.worker import Replayer, Worker
 
 from temporal_ciba.agents import tool_action_digest
@@ -201,38 +200,6 @@ async def test_arguments_changed_after_approval_are_refused(agents: Agents, op: 
     ]
     assert [f.application_failure_info.type for f in failed] == ["GrantRefused"]
     assert TAMPERED_AMOUNT != INVOICE.amount
-
-
-# In this order (the only one the OpenAI plugin accepts with CibaPlugin, tests/unit/test_plugin.py)
-# PydanticAIPlugin replaces OpenAIPayloadConverter by its own converter, and says so.
-@pytest.mark.filterwarnings("ignore:A non-Pydantic Temporal payload converter was used")
-async def test_openai_and_pydantic_ai_plugins_with_ciba_in_one_worker(
-    temporal_server: DevServer, op: TestOP, payment_api: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The OpenAI plugin's worker builds an OpenAI client for its model activity; no model is called.
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-unused")
-    plugins = [OpenAIAgentsPlugin(), PydanticAIPlugin(), ciba(op)]
-    async for agents in running_agents(temporal_server, plugins, payment_api):
-        agent = await agents.start()
-        approval = agents.approval(agent)
-        auth_req_id = await pending_auth_req_id(approval)
-        op.approve(auth_req_id)
-        result = await agent.result()
-        assert result.answer.startswith("The payment tool answered: paid, payment id ")
-        assert len(payments(payment_api, agent.id)) == 1
-
-    # A client with no codec reads history as it is stored.
-    issued = op.issued()[auth_req_id]
-    plain = await Client.connect(temporal_server.address)
-    raw = b""
-    for handle in (plain.get_workflow_handle(agent.id), plain.get_workflow_handle(approval.id)):
-        raw += (await handle.fetch_history()).to_json().encode()
-    secrets = [issued["access_token"], issued["id_token"], SECRET, PAYLOAD_KEY, TOKEN_KEY]
-    secrets += [issued["refresh_token"]] if "refresh_token" in issued else []
-    assert all(secret.encode() not in raw for secret in secrets)
-    # The tool's arguments are ciphertext too, not just the tokens.
-    for text in (INVOICE.creditor_name, INVOICE.creditor_iban, INVOICE.reference, "alice"):
-        assert text.encode() not in raw, text
 
 
 # --- The example's command line, as the README runs it --------------------------------------
