@@ -96,6 +96,9 @@ class DecisionPath:
 
 
 class Approval:
+    """One approval, from its request to its outcome, in the workflow that hosts it; the host
+    routes the callback's signals to `notify` and `deliver` and answers its query with `state`."""
+
     def __init__(
         self,
         request: ApprovalRequest,

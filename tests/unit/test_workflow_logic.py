@@ -192,6 +192,16 @@ async def wait_for_event(handle: WorkflowHandle, event_type: EventType.ValueType
     await wait_for(recorded, what=f"{count} {EventType.Name(event_type)}")
 
 
+async def wait_for_event_after(handle: WorkflowHandle, first: EventType.ValueType, then: EventType.ValueType) -> None:
+    """Until the history holds an event of type `then` after one of type `first`."""
+
+    async def recorded() -> bool:
+        kinds = [event.event_type async for event in handle.fetch_history_events()]
+        return first in kinds and then in kinds[kinds.index(first) :]
+
+    await wait_for(recorded, what=f"{EventType.Name(then)} after {EventType.Name(first)}")
+
+
 def gaps(times: list[float]) -> list[float]:
     return [later - earlier for earlier, later in itertools.pairwise(times)]
 
@@ -290,6 +300,27 @@ async def test_a_cancellation_during_the_redeem_never_hands_out_its_access_token
         op.block_next_poll.set()  # ...and brings back tokens after the cancellation
         outcome = await handle.result()
     assert outcome.status == "cancelled" and outcome.sealed_access_token is None
+
+
+async def test_an_access_token_arriving_after_a_delivered_cancellation_is_revoked(env: WorkflowEnvironment) -> None:
+    # A redeem that outlasts its workflow task's heartbeat: the cancellation reaches the workflow
+    # while the token request is still in flight, and the access token it brings back is revoked.
+    op = ScriptedOP(env, [GRANTED])
+    op.blocking = True
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue)
+        await op.poll_started.wait()
+        await handle.cancel()
+        await wait_for_event_after(
+            handle,
+            EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED,
+            EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED,
+        )
+        op.block_next_poll.set()
+        outcome = await handle.result()
+    assert outcome.status == "cancelled" and outcome.sealed_access_token is None
+    assert op.revoked == ["sealed-at"]
 
 
 async def test_a_signal_during_the_redeem_does_not_ask_the_op_twice(env: WorkflowEnvironment) -> None:
