@@ -310,10 +310,13 @@ async def run_demo(directory: Path, ports: Ports) -> int:
         "CIBA_LOG_LEVEL": "INFO",
     }
     services = Services(logs)
-    # `kill` and `docker stop` (SIGTERM) stop the demo as cleanly as Ctrl-C does.
+    # Ctrl-C, `kill` and `docker stop` (SIGTERM) stop the demo cleanly. SIGINT is handled here
+    # too, not left to asyncio.run: a demo started in the background of a non-interactive shell
+    # inherits SIGINT ignored, and asyncio.run then leaves it ignored.
     main_task = asyncio.current_task()
     assert main_task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(signum, main_task.cancel)
     try:
         temporal = str(bin_dir / "temporal") if (bin_dir / "temporal").exists() else "temporal"
         services.start(

@@ -79,7 +79,10 @@ class Demo:
         assert self.process is not None
         self.process.send_signal(signal.SIGINT)
         assert self.process.stdout is not None
-        rest = await asyncio.wait_for(self.process.stdout.read(), 60)
+        try:
+            rest = await asyncio.wait_for(self.process.stdout.read(), 60)
+        except TimeoutError:
+            raise AssertionError("the demo did not stop on Ctrl-C:\n" + "".join(self.output)) from None
         self.output.append(rest.decode())
         return await asyncio.wait_for(self.process.wait(), 30)
 
