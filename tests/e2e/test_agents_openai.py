@@ -32,6 +32,7 @@ from temporal_ciba.example.tool_ledger import ToolLedger
 from temporal_ciba.plugin import CibaPlugin
 from temporal_ciba.settings import TokenKeySettings
 from tests.e2e.conftest import AGENT_CLIENT, PAYLOAD_KEY, SECRET, TOKEN_KEY, agent_settings, clean_env
+from tests.e2e.test_approval_workflow import pending_auth_req_id
 from tests.support.op import TestOP
 from tests.support.openai_agents import MixedToolsWorkflow, SelfApprovedWorkflow, TamperingWorkflow, TamperInput
 from tests.support.temporal import DevServer, raw_history_bytes, wait_for
@@ -367,6 +368,10 @@ async def test_maintenance_bot_survives_sigkill_while_waiting(
     bot = examples(*maintenance_command(system))
     bot.start()
     [request] = await pending(op, f"Change {system} in production")
+    # Killed once the approval has recorded its request: the request is a local activity, and a
+    # worker killed before its workflow task completes sends it again (README, "Known limits").
+    [approval] = await wait_for(lambda: approvals_of(temporal_client, bot.workflow_id), what="the approval")
+    assert await pending_auth_req_id(temporal_client.get_workflow_handle(approval)) == request["auth_req_id"]
     bot.kill()  # the worker dies while the approval waits
     op.approve(request["auth_req_id"])
     bot.start()  # the same command: it resumes the same workflow

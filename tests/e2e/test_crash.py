@@ -95,7 +95,7 @@ async def test_worker_killed_while_pending(
     # Killed before anything was paid: one payment, made once, by the restarted worker.
     assert len(payments(payment_api, agent.id)) == 1 and result.receipt.duplicate is False
     if worker_process.env["CIBA_DELIVERY_MODE"] == "ping":
-        # The ping was kept by Temporal and acted on once a worker was back, not at the 60 s fallback.
+        # The ping was kept by Temporal and acted on once a worker was back, not at the fallback poll.
         assert [ping["status"] for ping in op.pings(auth_req_id)] == ["delivered"]
         assert len(op.token_requests(auth_req_id)) == 1
 
