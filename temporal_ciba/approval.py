@@ -16,10 +16,10 @@ happens: a refusal, an expiry, a forged token and a cancellation are outcomes, n
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
@@ -49,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
     from temporal_ciba.rendering import code, describe_authorization_details
     from temporal_ciba.search_attributes import CIBA_AUTH_REQ_ID, CIBA_DEADLINE, CIBA_STATUS
 
+T = TypeVar("T")
 # Pings are paced by the interval since this change; histories from before it replay without.
 PING_PACING_PATCH = "ping-pacing"
 # The OP may hold a token request open for up to 30 s (long polling); an attempt must end
@@ -356,26 +357,14 @@ class Approval:
             ),
             start_to_close_timeout=TOKEN_REQUEST_TIMEOUT,
             schedule_to_close_timeout=max(remaining, 2 * TOKEN_REQUEST_TIMEOUT),
-            # A retry after a transport failure is a token request too: never sooner than the interval.
-            retry_policy=RetryPolicy(
-                initial_interval=timedelta(seconds=max(1.0, interval)),
-                maximum_interval=timedelta(seconds=max(30.0, interval)),
-            ),
+            retry_policy=_token_request_retry(interval),
         )
-        try:
-            return await asyncio.shield(handle)
-        except asyncio.CancelledError:
-            try:
-                late = await asyncio.wait_for(handle, timeout=LATE_TOKEN_WAIT.total_seconds())
-            except (TimeoutError, ActivityError):
-                raise asyncio.CancelledError() from None
+
+        def keep_late(late: RedeemResult) -> None:
             if late.kind == "approved":
                 self._late_access_token = late.sealed_access_token
-            raise
-        except ActivityError as exc:
-            if is_cancelled_exception(exc):
-                raise asyncio.CancelledError() from exc
-            return None
+
+        return await _shielded(handle, keep_late)
 
     def _redeemed(self, pending: PendingState, result: RedeemResult) -> ApprovalOutcome:
         if result.kind == "rejected" or result.approval is None:
@@ -392,25 +381,14 @@ class Approval:
             TokenRequestInput(auth_req_id=pending.auth_req_id),
             start_to_close_timeout=TOKEN_REQUEST_TIMEOUT,
             schedule_to_close_timeout=max(remaining, 2 * TOKEN_REQUEST_TIMEOUT),
-            retry_policy=RetryPolicy(
-                initial_interval=timedelta(seconds=max(1.0, interval)),
-                maximum_interval=timedelta(seconds=max(30.0, interval)),
-            ),
+            retry_policy=_token_request_retry(interval),
         )
-        try:
-            return await asyncio.shield(handle)
-        except asyncio.CancelledError:
-            try:
-                late = await asyncio.wait_for(handle, timeout=LATE_TOKEN_WAIT.total_seconds())
-            except (TimeoutError, ActivityError):
-                raise asyncio.CancelledError() from None
+
+        def keep_late(late: TokenRequestResult) -> None:
             if late.kind == "granted":
                 self._tokens_to_revoke = late.sealed_tokens
-            raise
-        except ActivityError as exc:
-            if is_cancelled_exception(exc):
-                raise asyncio.CancelledError() from exc
-            return None
+
+        return await _shielded(handle, keep_late)
 
     async def _accept_push(self, pending: PendingState, delivery: PushDelivery) -> ApprovalOutcome:
         """Pushed tokens are validated with the push rules (the binding's mode is push); a
@@ -586,6 +564,33 @@ class Approval:
         self.state.outcome = outcome
         self._show(status, reason)
         return outcome
+
+
+def _token_request_retry(interval: float) -> RetryPolicy:
+    """A retry after a transport failure is a token request too: never sooner than the interval."""
+    return RetryPolicy(
+        initial_interval=timedelta(seconds=max(1.0, interval)),
+        maximum_interval=timedelta(seconds=max(30.0, interval)),
+    )
+
+
+async def _shielded(handle: Awaitable[T], keep_late: Callable[[T], None]) -> T | None:
+    """A token request's result, shielded from cancellation: one that comes back after the
+    approval was cancelled goes to `keep_late` (its tokens are to be revoked, not dropped), then
+    the cancellation goes on. None if the OP stayed unreachable."""
+    try:
+        return await asyncio.shield(handle)
+    except asyncio.CancelledError:
+        try:
+            late = await asyncio.wait_for(handle, timeout=LATE_TOKEN_WAIT.total_seconds())
+        except (TimeoutError, ActivityError):
+            raise asyncio.CancelledError() from None
+        keep_late(late)
+        raise
+    except ActivityError as exc:
+        if is_cancelled_exception(exc):
+            raise asyncio.CancelledError() from exc
+        return None
 
 
 def _cause(error: BaseException) -> str:
