@@ -22,7 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from temporal_ciba.agents.tool_approval import short_code
     from temporal_ciba.crypto import TokenSealer
     from temporal_ciba.example.tool_agent import ToolAgentInput, ToolAgentResult
-    from temporal_ciba.example.tool_ledger import LedgerEntry, ToolLedger, execution_key, open_call
+    from temporal_ciba.example.tool_ledger import ToolLedger, open_call
 
 TOOL = "apply_production_change"
 
@@ -87,15 +87,7 @@ class MaintenanceActivities:
         # The activity asks the same question as the workflow: a production change without a
         # decision for exactly these arguments does not run.
         open_call(self._sealer, call, required=change.environment == "production")
-        _, new = self._ledger.record_once(
-            LedgerEntry(
-                key=execution_key(call),
-                tool=call.tool_name,
-                call_id=call.call_id,
-                arguments=call.arguments,
-                approved_by=call.outcome.sub if call.outcome else None,
-            )
-        )
+        new = self._ledger.record_call(call)
         again = "" if new else " (already applied)"
         return f"Applied to {change.system} ({change.environment}): {change.change}{again}."
 

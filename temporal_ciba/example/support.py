@@ -24,7 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from temporal_ciba.agents.tool_approval import short_code
     from temporal_ciba.crypto import TokenSealer
     from temporal_ciba.example.tool_agent import ToolAgentInput, ToolAgentResult
-    from temporal_ciba.example.tool_ledger import LedgerEntry, ToolLedger, execution_key, open_call
+    from temporal_ciba.example.tool_ledger import ToolLedger, open_call
 
 TOOL = "reset_account"
 
@@ -80,15 +80,7 @@ class SupportActivities:
     async def reset_account(self, call: ApprovedToolCall) -> str:
         reset = AccountReset.model_validate(call.arguments)
         open_call(self._sealer, call, required=True)
-        _, new = self._ledger.record_once(
-            LedgerEntry(
-                key=execution_key(call),
-                tool=call.tool_name,
-                call_id=call.call_id,
-                arguments=call.arguments,
-                approved_by=call.outcome.sub if call.outcome else None,
-            )
-        )
+        new = self._ledger.record_call(call)
         again = "" if new else " (already done)"
         return f"Account {reset.account_id} reset; a link was sent by {reset.send_link_by}{again}."
 

@@ -51,6 +51,18 @@ class ToolLedger:
             ledger.write(json.dumps(entry.model_dump(mode="json")) + "\n")
             return entry, True
 
+    def record_call(self, call: ApprovedToolCall) -> bool:
+        """Record this tool call once (by execution_key, from inside its activity); whether it
+        was new, i.e. whether the action runs now rather than having run before."""
+        entry = LedgerEntry(
+            key=execution_key(call),
+            tool=call.tool_name,
+            call_id=call.call_id,
+            arguments=call.arguments,
+            approved_by=call.outcome.sub if call.outcome else None,
+        )
+        return self.record_once(entry)[1]
+
 
 def open_call(sealer: TokenSealer, call: ApprovedToolCall, *, required: bool) -> str | None:
     """open_tool_call for an activity: a refusal fails the activity for good (retrying cannot
