@@ -229,6 +229,7 @@ class CibaActivities:
 
     async def _redeem(self, input: RedeemInput) -> RedeemResult:
         auth_req_id = input.binding.auth_req_id
+        started = time.monotonic()
         try:
             async with asyncio.timeout(ATTEMPT_SECONDS):
                 result = await self._ciba.request_token(auth_req_id)
@@ -244,7 +245,7 @@ class CibaActivities:
         if isinstance(result, SlowDown):
             return RedeemResult(kind="slow_down")
         if isinstance(result, Pending):
-            return RedeemResult(kind="pending")
+            return RedeemResult(kind="pending", request_seconds=time.monotonic() - started)
         assert isinstance(result, Granted)
         tokens = result.tokens
         try:

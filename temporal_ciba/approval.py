@@ -254,6 +254,7 @@ class Approval:
         assert pending is not None
         schedule = PollSchedule(interval=pending.interval_seconds)
         retry_after = 0.0
+        last_request_seconds = 0.0
         polls_this_run = 0
         push = pending.binding.delivery_mode == "push"
         while True:
@@ -264,13 +265,17 @@ class Approval:
                 return self._finish("expired", reason="no decision before the deadline")
             if not self._notified:
                 # Push mode never polls (CIBA §10.3): the OP delivers, or the deadline passes.
-                delay = remaining if push else max(self._poll_delay(pending, schedule.interval), retry_after)
-                try:
-                    await workflow.wait_condition(
-                        lambda: self._notified or self._pushed is not None, timeout=min(delay, remaining)
-                    )
-                except TimeoutError:
-                    pass
+                # Polls start an interval apart (CIBA §7.3): the timer starts once the last
+                # request has returned, so it is shorter by the time that request took.
+                poll_delay = self._poll_delay(pending, schedule.interval) - last_request_seconds
+                delay = remaining if push else max(poll_delay, retry_after)
+                if delay > 0:
+                    try:
+                        await workflow.wait_condition(
+                            lambda: self._notified or self._pushed is not None, timeout=min(delay, remaining)
+                        )
+                    except TimeoutError:
+                        pass
                 if self._pushed is not None or push:
                     continue
                 if workflow.now() >= pending.deadline:
@@ -288,6 +293,7 @@ class Approval:
             pending.polls += 1
             self.state.polls = pending.polls
             retry_after = 0.0
+            last_request_seconds = (answer.request_seconds if isinstance(answer, RedeemResult) else None) or 0.0
             if answer is None:
                 return self._finish("error", reason="the OP could not be reached before the deadline")
             if isinstance(answer, RedeemResult) and answer.kind in ("approved", "rejected"):

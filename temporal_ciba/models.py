@@ -222,6 +222,9 @@ class RedeemResult(BaseModel):
     approval: ValidatedApproval | None = None
     sealed_access_token: str | None = Field(default=None, repr=False)
     retry_after_seconds: float | None = None
+    # How long a pending answer took (the worker's clock): the next poll's timer is shorter by
+    # as much, so requests start an interval apart rather than an interval plus a round trip.
+    request_seconds: float | None = None
     error: str | None = None
     reason: str | None = None
 

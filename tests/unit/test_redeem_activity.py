@@ -107,6 +107,21 @@ async def test_every_answer_of_the_token_endpoint_is_data(
     assert json.loads(result.model_dump_json())["sealed_access_token"] is None
 
 
+async def test_a_pending_answer_says_how_long_the_request_took() -> None:
+    """The workflow shortens its next timer by this, so polls start an interval apart."""
+
+    class SlowTokenOP(TokenOP):
+        async def __call__(self, request: httpx.Request) -> httpx.Response:
+            if request.url.path == "/token":
+                await asyncio.sleep(0.3)  # the OP's latency: the figure measured, not a path chosen
+            return await super().__call__(request)
+
+    op = SlowTokenOP(400, {"error": "authorization_pending"})
+    result = await env().run(op.redeem_activities(TokenSealer(os.urandom(32))).redeem, REDEEM)
+    assert result.kind == "pending" and result.request_seconds is not None
+    assert 0.3 <= result.request_seconds < 10
+
+
 async def test_a_repeated_redeem_joins_the_one_in_flight_and_gets_its_final_answer() -> None:
     redemptions, calls, release = Redemptions(), [], asyncio.Event()
 

@@ -76,6 +76,7 @@ class ScriptedOP:
         self.release: asyncio.Queue[None] = asyncio.Queue()
         self.validated: list[ValidateTokensInput | RedeemInput] = []
         self.redemptions = Redemptions()
+        self.pending_request_seconds: float | None = None  # what a pending redeem says it took
 
     @activity.defn(name="ciba.send_authentication_request")
     async def send(self, input: SendRequestInput) -> SendRequestResult:
@@ -122,7 +123,10 @@ class ScriptedOP:
     async def _redeem(self, input: RedeemInput) -> RedeemResult:
         answer = await self.request_token(TokenRequestInput(auth_req_id=input.binding.auth_req_id))
         if answer.kind != "granted":
-            return RedeemResult.model_validate(answer.model_dump(exclude={"sealed_tokens"}))
+            result = RedeemResult.model_validate(answer.model_dump(exclude={"sealed_tokens"}))
+            if answer.kind == "pending":
+                result.request_seconds = self.pending_request_seconds
+            return result
         assert answer.sealed_tokens is not None
         self.validated.append(input)
         if answer.sealed_tokens == "forged":
@@ -245,6 +249,19 @@ async def test_polls_respect_interval_slow_down_and_retry_after(env: WorkflowEnv
     assert outcome.status == "approved" and outcome.sealed_access_token == "sealed-at"
     # interval 5; +5 after slow_down for every later poll; Retry-After 40 honoured once.
     assert_spacing(op.poll_times, [5, 10, 10, 40, 10])
+
+
+async def test_polls_start_an_interval_apart_however_long_a_request_takes(env: WorkflowEnvironment) -> None:
+    """The timer starts when the last request has returned: it is shorter by the time that
+    request took, so requests start an interval apart (CIBA §7.3), not an interval plus a round trip."""
+    op = ScriptedOP(env, [TokenRequestResult(kind="pending")] * 2 + [GRANTED], interval=10)
+    op.pending_request_seconds = 6.0
+    running, task_queue = worker(env, op)
+    async with running:
+        assert (await (await start(env, op, task_queue)).result()).status == "approved"
+    # The first poll waits the whole interval; each later one 10 - 6 s after the last returned
+    # (the scripted requests take no time on the test server's clock).
+    assert_spacing(op.poll_times, [4, 4])
 
 
 @pytest.mark.parametrize(
