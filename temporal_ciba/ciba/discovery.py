@@ -32,8 +32,9 @@ def transport_cause(exc: BaseException) -> str:
     detail = messages[0] if messages else ""
     lowered = " ".join(messages).lower()
     for marker, hint in _CAUSES:
+        # A marker is found only in a message, so `detail` (the first message) is never empty here.
         if marker in lowered:
-            detail = f"{hint} ({detail})" if detail else hint
+            detail = f"{hint} ({detail})"
             break
     return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
 

@@ -95,3 +95,51 @@ def test_key_file_errors(tmp_path: Path) -> None:
     two.write_text(json.dumps({"keys": [{}, {}]}))
     with pytest.raises(ValueError, match="exactly one"):
         load_client_signing_key(two)
+
+
+def test_secret_clients_show_their_type_and_id() -> None:
+    assert repr(ClientSecretBasic("agent", "s3cret")) == "ClientSecretBasic(client_id='agent')"
+    assert repr(ClientSecretPost("agent", "s3cret")) == "ClientSecretPost(client_id='agent')"
+
+
+def test_a_jwks_holding_one_key_and_a_jwk_after_blank_lines_load(tmp_path: Path) -> None:
+    key = ec.generate_private_key(ec.SECP384R1())
+    jwk = {**json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key)), "kid": "from-the-set"}
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [jwk]}))
+    loaded = load_client_signing_key(jwks)
+    assert (loaded.algorithms, loaded.kid) == (("ES384",), "from-the-set")
+    assert loaded.key.private_numbers() == key.private_numbers()
+    padded = tmp_path / "padded.json"
+    padded.write_text("\n  " + json.dumps(jwk) + "\n")
+    assert load_client_signing_key(padded).kid == "from-the-set"
+
+
+def test_the_assertion_is_signed_with_an_algorithm_the_op_accepts(tmp_path: Path) -> None:
+    key = rsa.generate_private_key(65537, 2048)
+    client = PrivateKeyJwt("agent", load_client_signing_key(_write_pem(tmp_path / "k.pem", key)))
+    form: dict[str, str] = {}
+    client.apply(form, {}, audience=AUDIENCE, now=NOW, allowed_algs=("RS256", "ES256"))
+    assert jwt.get_unverified_header(form["client_assertion"])["alg"] == "RS256"
+    assertion = client.assertion(audience=AUDIENCE, now=NOW, allowed_algs=("RS256",))
+    assert jwt.get_unverified_header(assertion)["alg"] == "RS256"
+    with pytest.raises(ValueError, match="accepts none"):
+        client.apply({}, {}, audience=AUDIENCE, now=NOW, allowed_algs=("ES256",))
+
+
+def test_a_key_without_kid_puts_no_kid_in_the_header(tmp_path: Path) -> None:
+    signing_key = load_client_signing_key(_write_pem(tmp_path / "k.pem", ec.generate_private_key(ec.SECP256R1())))
+    header = jwt.get_unverified_header(PrivateKeyJwt("agent", signing_key).assertion(audience=AUDIENCE, now=NOW))
+    assert "kid" not in header and header["alg"] == "ES256"
+
+
+def test_the_jti_is_24_random_bytes(tmp_path: Path) -> None:
+    """RFC 7523 §3: a unique jti; 24 bytes (192 bits) from `secrets`, base64url without padding."""
+    signing_key = load_client_signing_key(_write_pem(tmp_path / "k.pem", ec.generate_private_key(ec.SECP256R1())))
+    client = PrivateKeyJwt("agent", signing_key)
+    jtis = {
+        jwt.decode(client.assertion(audience=AUDIENCE, now=NOW), options={"verify_signature": False})["jti"]
+        for _ in range(20)
+    }
+    assert len(jtis) == 20
+    assert all(len(base64.urlsafe_b64decode(jti + "==")) == 24 and len(jti) == 32 for jti in jtis)

@@ -155,3 +155,33 @@ async def test_fifty_concurrent_validations_with_an_unknown_kid_fetch_the_jwks_o
         with pytest.raises(TokenRejected, match="key_not_found"):
             await ciba.validate(forged, binding())
         assert fetches == 2
+
+
+async def test_a_new_cache_fetches_on_first_use_even_when_kept_forever() -> None:
+    fetch = CountingFetcher(Keys().jwks_document())
+    cache = JwksCache(fetch, clock=Clock(), ttl_seconds=float("inf"))
+    assert [key.kid for key in await cache.keys()] == ["rsa-1", "ec-1"]
+    await cache.keys()
+    assert fetch.calls == 1
+
+
+async def test_a_new_cache_refreshes_at_once() -> None:
+    """No fetch has been attempted yet, so no cool-down holds the first refresh back."""
+    fetch = CountingFetcher(Keys().jwks_document())
+    cache = JwksCache(fetch, clock=Clock(), min_refetch_seconds=30.0)
+    await cache.refresh()
+    assert fetch.calls == 1
+    assert [key.kid for key in await cache.keys()] == ["rsa-1", "ec-1"] and fetch.calls == 1
+
+
+async def test_keys_stay_fresh_for_exactly_the_ttl() -> None:
+    fetch = CountingFetcher(Keys().jwks_document())
+    clock = Clock()
+    cache = JwksCache(fetch, clock=clock, ttl_seconds=600.0)
+    await cache.keys()
+    clock.now = 600.0
+    await cache.keys()
+    assert fetch.calls == 1
+    clock.now = 600.5
+    await cache.keys()
+    assert fetch.calls == 2

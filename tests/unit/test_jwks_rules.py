@@ -52,3 +52,20 @@ def test_usable_key_rule_keeps_public_signing_keys_of_every_asymmetric_type_in_o
 )
 def test_key_type_rule_matches_the_algorithm(key: object, declared: str | None, alg: str, fits: bool) -> None:
     assert key_fits_algorithm(PublicKey(kid="k", alg=declared, key=key), alg) is fits
+
+
+@pytest.mark.parametrize(
+    "skipped",
+    [
+        "not a key",
+        {"kty": "oct", "k": "c2VjcmV0"},
+        {**jwk(jwt.algorithms.RSAAlgorithm, RSA.public_key()), "use": "enc"},
+        jwk(jwt.algorithms.RSAAlgorithm, RSA),
+        {"kty": "RSA", "n": "not base64!", "e": "AQAB"},
+        {"kty": "EC", "crv": "P-256", "x": "AAAA", "y": "AAAA"},
+    ],
+    ids=["not_an_object", "symmetric", "encryption", "private", "unparseable_rsa", "point_not_on_curve"],
+)
+def test_a_skipped_key_does_not_hide_the_keys_after_it(skipped: object) -> None:
+    usable = jwk(jwt.algorithms.ECAlgorithm, EC.public_key(), kid="after")
+    assert [key.kid for key in parse_jwks({"keys": [skipped, usable]})] == ["after"]
