@@ -23,7 +23,7 @@ from .backchannel import (
     authentication_request_form,
     process_authentication_response,
 )
-from .client_auth import ClientAuth
+from .client_auth import ClientAuth, ClientSigningKey
 from .discovery import (
     ClientAuthMethod,
     DeliveryMode,
@@ -32,8 +32,16 @@ from .discovery import (
     fetch_provider_metadata,
     transport_cause,
 )
-from .errors import CibaError, ExpiredToken, KeyNotFound, TokenRequestInFlight, TransportError
+from .errors import (
+    CibaError,
+    ExpiredToken,
+    InvalidAuthenticationRequest,
+    KeyNotFound,
+    TokenRequestInFlight,
+    TransportError,
+)
 from .jwks import JwksCache
+from .request_object import signed_request_form
 from .token import (
     Granted,
     Pending,
@@ -64,9 +72,14 @@ class CibaClient:
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        request_signing_key: ClientSigningKey | None = None,
+        sign_requests: bool = False,
     ) -> None:
         self.issuer = issuer
         self.client_auth = client_auth
+        # CIBA §7.1.1: signed authentication requests, when asked for here or by the OP.
+        self._request_signing_key = request_signing_key
+        self._sign_requests = sign_requests
         self.delivery_mode: DeliveryMode = delivery_mode
         self.policy = policy or ValidationPolicy()
         self._timeout = timeout
@@ -131,11 +144,37 @@ class CibaClient:
         """Send the backchannel authentication request (CIBA §7.1) and validate the ack (§7.3)."""
         metadata = await self.metadata()
         form = authentication_request_form(request, metadata, self.delivery_mode)
+        if self._sign_requests or metadata.require_signed_request_object:
+            form = self._signed(form, metadata)
         assert metadata.backchannel_authentication_endpoint is not None
         response = await self._post(
             metadata.backchannel_authentication_endpoint, form, metadata, "backchannel authentication"
         )
         return process_authentication_response(response, now=self._clock())
+
+    def _signed(self, form: dict[str, str], metadata: ProviderMetadata) -> dict[str, str]:
+        """CIBA §7.1.1: the request as a JWT signed with the client's key, aud the OP's issuer."""
+        if self._request_signing_key is None:
+            raise InvalidAuthenticationRequest(
+                "signed authentication requests need the client's private key (CIBA §7.1.1), and none is configured"
+            )
+        allowed = metadata.backchannel_authentication_request_signing_alg_values_supported
+        if not allowed:
+            raise InvalidAuthenticationRequest(
+                "the OP does not support signed authentication requests: its metadata has no "
+                "backchannel_authentication_request_signing_alg_values_supported (CIBA §4)"
+            )
+        try:
+            return signed_request_form(
+                form,
+                client_id=self.client_id,
+                audience=metadata.issuer,
+                signing_key=self._request_signing_key,
+                now=self._clock(),
+                allowed_algs=allowed,
+            )
+        except ValueError as exc:
+            raise InvalidAuthenticationRequest(str(exc)) from None
 
     async def request_token(self, auth_req_id: str) -> Granted | Pending | SlowDown | RetryLater:
         """One token request (CIBA §10.1): Granted, Pending, SlowDown or RetryLater, or a final OAuthError.

@@ -112,7 +112,19 @@ const approverPage = readFileSync(new URL('./public/approver.html', import.meta.
 const storage = new LRU({ maxSize: config.storageSize ?? 1_000_000 });
 const CLOCK_TOLERANCE = 15;
 
-const provider = new Provider(issuer, {
+// A test's "providerOptions" are merged into these options: plain objects key by key (so
+// {"features": {"dPoP": {"enabled": true}}} turns one feature on and keeps the others), anything
+// else (arrays, functions, strings) replaced.
+const isPlainObject = (value) => value !== null && typeof value === 'object' && !Array.isArray(value);
+function deepMerge(base, extra) {
+  const merged = { ...base };
+  for (const [key, value] of Object.entries(extra)) {
+    merged[key] = isPlainObject(value) && isPlainObject(base[key]) ? deepMerge(base[key], value) : value;
+  }
+  return merged;
+}
+
+const provider = new Provider(issuer, deepMerge({
   adapter: (model) => new MemoryAdapter(model, storage, CLOCK_TOLERANCE),
   clockTolerance: CLOCK_TOLERANCE,
   clients: config.clients,
@@ -207,8 +219,7 @@ const provider = new Provider(issuer, {
       return Number.isSafeInteger(requested) && requested > 0 ? Math.min(requested, 7 * 24 * 3600) : 600;
     },
   },
-  ...(config.providerOptions ?? {}),
-});
+}, config.providerOptions ?? {}));
 provider.proxy = false;
 
 if (config.idTokenBindingClaims && !stock) {
