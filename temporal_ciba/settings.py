@@ -84,6 +84,8 @@ class OPSettings(_Settings):
     sign_authentication_requests: bool = False
     # FAPI-CIBA: signed requests, private_key_jwt, PS256/ES256 only, no push (see `_fapi`).
     fapi: bool = False
+    # RFC 9449: sender-constrained tokens; each token request (and revocation) carries a DPoP proof.
+    dpop: bool = False
 
     @field_validator("issuer")
     @classmethod
@@ -196,6 +198,7 @@ class OPSettings(_Settings):
             timeout=httpx.Timeout(self.http_timeout, connect=min(5.0, self.http_timeout)),
             request_signing_key=self.signing_key() if self.client_private_key is not None else None,
             sign_requests=self.signs_requests,
+            dpop=self.dpop,
         )
 
 

@@ -32,11 +32,13 @@ from .discovery import (
     fetch_provider_metadata,
     transport_cause,
 )
+from .dpop import USE_DPOP_NONCE, DPoPKey
 from .errors import (
     CibaError,
     ExpiredToken,
     InvalidAuthenticationRequest,
     KeyNotFound,
+    ProtocolError,
     TokenRequestInFlight,
     TransportError,
 )
@@ -74,12 +76,16 @@ class CibaClient:
         monotonic: Callable[[], float] = time.monotonic,
         request_signing_key: ClientSigningKey | None = None,
         sign_requests: bool = False,
+        dpop: bool = False,
     ) -> None:
         self.issuer = issuer
         self.client_auth = client_auth
         # CIBA §7.1.1: signed authentication requests, when asked for here or by the OP.
         self._request_signing_key = request_signing_key
         self._sign_requests = sign_requests
+        # RFC 9449: token requests carry a DPoP proof (the caller holds the key per approval).
+        self.dpop = dpop
+        self._dpop_nonce: str | None = None
         self.delivery_mode: DeliveryMode = delivery_mode
         self.policy = policy or ValidationPolicy()
         self._timeout = timeout
@@ -122,15 +128,49 @@ class CibaClient:
 
     # Requests -------------------------------------------------------------------------------
 
-    async def _post(self, url: str, form: dict[str, str], metadata: ProviderMetadata, what: str) -> httpx.Response:
+    async def _post(
+        self,
+        url: str,
+        form: dict[str, str],
+        metadata: ProviderMetadata,
+        what: str,
+        *,
+        dpop_key: DPoPKey | None = None,
+    ) -> httpx.Response:
+        """POST as this client; with `dpop_key`, with a DPoP proof (RFC 9449 §5), sent once more
+        with the OP's nonce when it answers use_dpop_nonce (§8)."""
+        response = await self._post_once(url, form, metadata, what, dpop_key)
+        if dpop_key is not None and self._asks_for_nonce(response):
+            response = await self._post_once(url, form, metadata, what, dpop_key)
+        return response
+
+    def _asks_for_nonce(self, response: httpx.Response) -> bool:
+        """RFC 9449 §8: remember the OP's latest DPoP-Nonce; True when it refused for want of one."""
+        nonce = response.headers.get("dpop-nonce")
+        if nonce is None:
+            return False
+        self._dpop_nonce = nonce
+        if response.status_code not in (400, 401):
+            return False
+        try:
+            return json_object(response, "DPoP").get("error") == USE_DPOP_NONCE
+        except ProtocolError:
+            return False
+
+    async def _post_once(
+        self, url: str, form: dict[str, str], metadata: ProviderMetadata, what: str, dpop_key: DPoPKey | None
+    ) -> httpx.Response:
         headers = {"accept": "application/json"}
+        now = self._clock()
         self.client_auth.apply(
             form,
             headers,
             audience=metadata.issuer,
-            now=self._clock(),
+            now=now,
             allowed_algs=metadata.token_endpoint_auth_signing_alg_values_supported,
         )
+        if dpop_key is not None:
+            headers["dpop"] = dpop_key.proof(htm="POST", htu=url, now=now, nonce=self._dpop_nonce)
         try:
             return await self._http.post(url, data=form, headers=headers, timeout=self._timeout)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
@@ -176,10 +216,13 @@ class CibaClient:
         except ValueError as exc:
             raise InvalidAuthenticationRequest(str(exc)) from None
 
-    async def request_token(self, auth_req_id: str) -> Granted | Pending | SlowDown | RetryLater:
+    async def request_token(
+        self, auth_req_id: str, *, dpop_key: DPoPKey | None = None
+    ) -> Granted | Pending | SlowDown | RetryLater:
         """One token request (CIBA §10.1): Granted, Pending, SlowDown or RetryLater, or a final OAuthError.
 
-        CIBA §7.3: never two requests in flight for one auth_req_id.
+        CIBA §7.3: never two requests in flight for one auth_req_id. With `dpop_key` the request
+        carries a DPoP proof and the tokens must come back bound to it (`token_type` DPoP).
         """
         if auth_req_id in self._in_flight:
             raise TokenRequestInFlight("a token request for this auth_req_id is already in flight")
@@ -187,9 +230,10 @@ class CibaClient:
         try:
             metadata = await self.metadata()
             response = await self._post(
-                metadata.token_endpoint, token_request_form(auth_req_id), metadata, "token endpoint"
+                metadata.token_endpoint, token_request_form(auth_req_id), metadata, "token endpoint", dpop_key=dpop_key
             )
-            return process_token_response(response, now=self._clock())
+            token_type = "DPoP" if dpop_key is not None else "Bearer"
+            return process_token_response(response, now=self._clock(), token_type=token_type)
         finally:
             self._in_flight.discard(auth_req_id)
 
@@ -268,13 +312,20 @@ class CibaClient:
         raise_for_error(response, "introspection")
         return json_object(response, "introspection")
 
-    async def revoke(self, token: str, *, token_type_hint: str = "access_token") -> bool:
-        """RFC 7009 §2: revoke a token; False when the OP has no revocation endpoint."""
+    async def revoke(
+        self, token: str, *, token_type_hint: str = "access_token", dpop_key: DPoPKey | None = None
+    ) -> bool:
+        """RFC 7009 §2: revoke a token; False when the OP has no revocation endpoint. With the
+        DPoP key the tokens are bound to, the request carries a proof too (RFC 9449 §5)."""
         metadata = await self.metadata()
         if not metadata.revocation_endpoint:
             return False
         response = await self._post(
-            metadata.revocation_endpoint, {"token": token, "token_type_hint": token_type_hint}, metadata, "revocation"
+            metadata.revocation_endpoint,
+            {"token": token, "token_type_hint": token_type_hint},
+            metadata,
+            "revocation",
+            dpop_key=dpop_key,
         )
         raise_for_error(response, "revocation")
         return True

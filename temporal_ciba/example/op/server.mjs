@@ -21,6 +21,7 @@
 //                                an earlier token response replayed, a dropped ping, a decision
 //                                made at once (racing the acknowledgement)
 //   - /admin/rotate-keys         new signing keys (new kids) replace the old ones in the JWKS
+// With "dpopNonces": true the OP requires a server nonce in every DPoP proof (use_dpop_nonce).
 // With "ackInterval" (seconds, or {client_id: seconds}) the acknowledgement carries that
 // interval (oidc-provider sends none).
 // With "idTokenBindingClaims" the ID token also carries the claims CIBA push mode requires
@@ -138,6 +139,10 @@ const provider = new Provider(issuer, deepMerge({
   fetch: (url, { dispatcher, ...options }) => globalThis.fetch(url, options),
   features: {
     devInteractions: { enabled: false },
+    // With "dpopNonces": true every DPoP proof must carry a nonce from this OP (RFC 9449 §8).
+    ...(config.dpopNonces === true
+      ? { dPoP: { enabled: true, nonceSecret: randomBytes(32), requireNonce: () => true } }
+      : {}),
     introspection: { enabled: true },
     // Access tokens are for the payment API (a resource server); RFC 9396 needs a resource.
     resourceIndicators: {
