@@ -29,6 +29,7 @@ from temporal_ciba.ciba import (
     load_client_signing_key,
     require_secure_url,
 )
+from temporal_ciba.ciba.id_token_encryption import load_id_token_decryption_key
 from temporal_ciba.ciba.validation import ASYMMETRIC_ALGS
 
 ENV_PREFIX = "CIBA_"
@@ -86,6 +87,9 @@ class OPSettings(_Settings):
     fapi: bool = False
     # RFC 9449: sender-constrained tokens; each token request (and revocation) carries a DPoP proof.
     dpop: bool = False
+    # OIDC Core §10.2: the private key (JWK or PEM, RSA or EC) that the OP encrypts ID tokens to;
+    # when set, every ID token must be encrypted (RSA-OAEP-256 / A256GCM and the like).
+    id_token_decryption_key: Path | None = None
 
     @field_validator("issuer")
     @classmethod
@@ -111,6 +115,14 @@ class OPSettings(_Settings):
     @classmethod
     def _readable(cls, path: Path | None) -> Path | None:
         return _existing_file(path)
+
+    @field_validator("id_token_decryption_key")
+    @classmethod
+    def _decryption_key(cls, path: Path | None) -> Path | None:
+        if _existing_file(path) is not None:
+            assert path is not None
+            load_id_token_decryption_key(path)
+        return path
 
     @model_validator(mode="after")
     def _credentials(self) -> OPSettings:
@@ -199,6 +211,9 @@ class OPSettings(_Settings):
             request_signing_key=self.signing_key() if self.client_private_key is not None else None,
             sign_requests=self.signs_requests,
             dpop=self.dpop,
+            id_token_decryption_key=(
+                load_id_token_decryption_key(self.id_token_decryption_key) if self.id_token_decryption_key else None
+            ),
         )
 
 

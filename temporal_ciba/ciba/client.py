@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 
 from ._http import json_object, raise_for_error
 from .backchannel import (
@@ -42,6 +43,7 @@ from .errors import (
     TokenRequestInFlight,
     TransportError,
 )
+from .id_token_encryption import IdTokenDecryptionKey, decrypt_id_token
 from .jwks import JwksCache
 from .request_object import signed_request_form
 from .token import (
@@ -77,6 +79,7 @@ class CibaClient:
         request_signing_key: ClientSigningKey | None = None,
         sign_requests: bool = False,
         dpop: bool = False,
+        id_token_decryption_key: IdTokenDecryptionKey | None = None,
     ) -> None:
         self.issuer = issuer
         self.client_auth = client_auth
@@ -86,6 +89,8 @@ class CibaClient:
         # RFC 9449: token requests carry a DPoP proof (the caller holds the key per approval).
         self.dpop = dpop
         self._dpop_nonce: str | None = None
+        # OIDC Core §10.2: ID tokens arrive encrypted to this key (the client's registration says so).
+        self._id_token_decryption_key = id_token_decryption_key
         self.delivery_mode: DeliveryMode = delivery_mode
         self.policy = policy or ValidationPolicy()
         self._timeout = timeout
@@ -274,6 +279,10 @@ class CibaClient:
         """Validate tokens against the original request; refetch the JWKS once for an unknown kid."""
         if binding.issuer != self.issuer or binding.client_id != self.client_id:
             raise CibaError("the request binding is for another issuer or client")
+        id_token = tokens.id_token.get_secret_value()
+        signed = decrypt_id_token(id_token, self._id_token_decryption_key)
+        if signed != id_token:
+            tokens = tokens.model_copy(update={"id_token": SecretStr(signed)})
         keys = await self._jwks.keys()
         try:
             return validate_token_response(tokens, binding, keys, now=self._clock(), policy=self.policy)
