@@ -129,14 +129,17 @@ class OPSettings(_Settings):
         if self.client_auth_method == "private_key_jwt":
             if self.client_private_key is None:
                 raise ConfigError(f"{ENV_PREFIX}CLIENT_PRIVATE_KEY is required for private_key_jwt")
-            try:
-                load_client_signing_key(self.client_private_key, alg=self.client_signing_alg)
-            except (ValueError, TypeError) as exc:
-                raise ConfigError(f"{ENV_PREFIX}CLIENT_PRIVATE_KEY: {exc}") from None
         elif self.client_secret is None or not self.client_secret.get_secret_value():
             raise ConfigError(f"{ENV_PREFIX}CLIENT_SECRET is required for {self.client_auth_method}")
         if self.signs_requests and self.client_private_key is None:
             raise ConfigError(f"{ENV_PREFIX}CLIENT_PRIVATE_KEY is required to sign authentication requests")
+        if self.client_private_key is not None and (
+            self.client_auth_method == "private_key_jwt" or self.signs_requests
+        ):
+            try:
+                load_client_signing_key(self.client_private_key, alg=self.client_signing_alg)
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"{ENV_PREFIX}CLIENT_PRIVATE_KEY: {exc}") from None
         return self
 
     @model_validator(mode="after")

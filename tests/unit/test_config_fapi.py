@@ -114,3 +114,17 @@ def test_signed_requests_need_the_private_key(env: SetEnv) -> None:
         CIBA_SIGN_AUTHENTICATION_REQUESTS="true",
     )
     assert "CIBA_CLIENT_PRIVATE_KEY is required to sign authentication requests" in message
+
+
+def test_signed_requests_check_the_private_key_at_start(env: SetEnv, tmp_path: Path) -> None:
+    not_a_key = tmp_path / "not-a-key.pem"
+    not_a_key.write_text("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+    message = error_line(
+        env,
+        CIBA_FAPI=None,
+        CIBA_CLIENT_AUTH_METHOD="client_secret_basic",
+        CIBA_CLIENT_SECRET="s3cret-s3cret",
+        CIBA_CLIENT_PRIVATE_KEY=str(not_a_key),
+        CIBA_SIGN_AUTHENTICATION_REQUESTS="true",
+    )
+    assert message.startswith("configuration error: CIBA_CLIENT_PRIVATE_KEY: ")
