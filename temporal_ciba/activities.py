@@ -30,6 +30,7 @@ from temporal_ciba.ciba import (
     TokenResponse,
     TransportError,
 )
+from temporal_ciba.ciba.dpop import DPoPKey
 from temporal_ciba.crypto.sealing import SealError, TokenSealer, access_token_context, tokens_context
 from temporal_ciba.models import (
     RedeemInput,
@@ -161,13 +162,17 @@ class CibaActivities:
             delivery_mode=mode,
         )
 
+    def _dpop_key(self, auth_req_id: str) -> DPoPKey | None:
+        """RFC 9449: the approval's DPoP key, the same on every worker (temporal_ciba.crypto.dpop_keys)."""
+        return self._sealer.dpop_keys.for_approval(auth_req_id) if self._ciba.dpop else None
+
     @activity.defn(name="ciba.request_token")
     async def request_token(self, input: TokenRequestInput) -> TokenRequestResult:
         """CIBA §10.1: one token request; the tokens leave this activity sealed."""
         info = activity.info()
         try:
             async with asyncio.timeout(ATTEMPT_SECONDS):
-                result = await self._ciba.request_token(input.auth_req_id)
+                result = await self._ciba.request_token(input.auth_req_id, dpop_key=self._dpop_key(input.auth_req_id))
         except OAuthError as exc:
             if exc.error == "invalid_grant" and info.attempt > 1:
                 # An earlier attempt may have received the tokens and died before recording
@@ -232,7 +237,7 @@ class CibaActivities:
         started = time.monotonic()
         try:
             async with asyncio.timeout(ATTEMPT_SECONDS):
-                result = await self._ciba.request_token(auth_req_id)
+                result = await self._ciba.request_token(auth_req_id, dpop_key=self._dpop_key(auth_req_id))
         except OAuthError as exc:
             if exc.error == "invalid_grant":
                 activity.logger.warning("auth_req_id=%s: invalid_grant, read as a lost grant", auth_req_id)
@@ -268,9 +273,13 @@ class CibaActivities:
         """RFC 7009, best effort: a failure is logged, the outcome stands (the tokens never leave)."""
         try:
             if not refresh_only:
-                await self._ciba.revoke(tokens.access_token.get_secret_value())
+                await self._ciba.revoke(tokens.access_token.get_secret_value(), dpop_key=self._dpop_key(auth_req_id))
             if tokens.refresh_token is not None:
-                await self._ciba.revoke(tokens.refresh_token.get_secret_value(), token_type_hint="refresh_token")
+                await self._ciba.revoke(
+                    tokens.refresh_token.get_secret_value(),
+                    token_type_hint="refresh_token",
+                    dpop_key=self._dpop_key(auth_req_id),
+                )
         except (OAuthError, TransportError, ProtocolError) as exc:
             activity.logger.warning("revocation failed for auth_req_id=%s: %s", auth_req_id, type(exc).__name__)
 
@@ -285,7 +294,7 @@ class CibaActivities:
         )
         try:
             token = self._sealer.unseal(input.sealed_access_token, context=context)
-            return await self._ciba.revoke(token)
+            return await self._ciba.revoke(token, dpop_key=self._dpop_key(input.auth_req_id))
         except SealError:
             return False
         except OAuthError as exc:
@@ -300,9 +309,12 @@ class CibaActivities:
         except SealError:
             return False
         try:
-            revoked = await self._ciba.revoke(tokens.access_token.get_secret_value())
+            dpop_key = self._dpop_key(input.auth_req_id)
+            revoked = await self._ciba.revoke(tokens.access_token.get_secret_value(), dpop_key=dpop_key)
             if revoked and tokens.refresh_token is not None:
-                await self._ciba.revoke(tokens.refresh_token.get_secret_value(), token_type_hint="refresh_token")
+                await self._ciba.revoke(
+                    tokens.refresh_token.get_secret_value(), token_type_hint="refresh_token", dpop_key=dpop_key
+                )
         except OAuthError as exc:
             activity.logger.warning("revocation refused for auth_req_id=%s: %s", input.auth_req_id, exc.error)
             return False

@@ -270,7 +270,9 @@ async def _worker(args: argparse.Namespace) -> int:
     example = load_settings(PaymentAgentSettings)
     plugins = []
     if example.payment_api_url:
-        plugins.append(PaymentAgentPlugin(api_url=example.payment_api_url, token_key=settings.token_key_bytes))
+        plugins.append(
+            PaymentAgentPlugin(api_url=example.payment_api_url, token_key=settings.token_key_bytes, dpop=op.dpop)
+        )
     await run_worker(op, settings, plugins=plugins)
     return EXIT_OK
 

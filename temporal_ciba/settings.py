@@ -22,15 +22,19 @@ from temporal_ciba.ciba import (
     ClientAuthMethod,
     ClientSecretBasic,
     ClientSecretPost,
+    ClientSigningKey,
     DeliveryMode,
     PrivateKeyJwt,
     ValidationPolicy,
     load_client_signing_key,
     require_secure_url,
 )
+from temporal_ciba.ciba.id_token_encryption import load_id_token_decryption_key
 from temporal_ciba.ciba.validation import ASYMMETRIC_ALGS
 
 ENV_PREFIX = "CIBA_"
+# FAPI 1.0 Advanced §8.6 (and FAPI-CIBA by reference): the only JWS algorithms allowed.
+FAPI_ALGS = frozenset({"PS256", "ES256"})
 
 
 class ConfigError(Exception):
@@ -76,6 +80,16 @@ class OPSettings(_Settings):
     # login_hint -> the OP's `sub` for that person (JSON object): an approval by anyone else is
     # rejected. Without an entry (or ApprovalRequest.expected_subject) the approver is not pinned.
     login_hint_subjects: dict[str, str] = {}
+    # CIBA §7.1.1: send each authentication request as a JWT signed with CIBA_CLIENT_PRIVATE_KEY
+    # (done anyway when the OP's discovery says require_signed_request_object).
+    sign_authentication_requests: bool = False
+    # FAPI-CIBA: signed requests, private_key_jwt, PS256/ES256 only, no push (see `_fapi`).
+    fapi: bool = False
+    # RFC 9449: sender-constrained tokens; each token request (and revocation) carries a DPoP proof.
+    dpop: bool = False
+    # OIDC Core §10.2: the private key (JWK or PEM, RSA or EC) that the OP encrypts ID tokens to;
+    # when set, every ID token must be encrypted (RSA-OAEP-256 / A256GCM and the like).
+    id_token_decryption_key: Path | None = None
 
     @field_validator("issuer")
     @classmethod
@@ -102,24 +116,74 @@ class OPSettings(_Settings):
     def _readable(cls, path: Path | None) -> Path | None:
         return _existing_file(path)
 
+    @field_validator("id_token_decryption_key")
+    @classmethod
+    def _decryption_key(cls, path: Path | None) -> Path | None:
+        if _existing_file(path) is not None:
+            assert path is not None
+            load_id_token_decryption_key(path)
+        return path
+
     @model_validator(mode="after")
     def _credentials(self) -> OPSettings:
         if self.client_auth_method == "private_key_jwt":
             if self.client_private_key is None:
                 raise ConfigError(f"{ENV_PREFIX}CLIENT_PRIVATE_KEY is required for private_key_jwt")
+        elif self.client_secret is None or not self.client_secret.get_secret_value():
+            raise ConfigError(f"{ENV_PREFIX}CLIENT_SECRET is required for {self.client_auth_method}")
+        if self.signs_requests and self.client_private_key is None:
+            raise ConfigError(f"{ENV_PREFIX}CLIENT_PRIVATE_KEY is required to sign authentication requests")
+        if self.client_private_key is not None and (
+            self.client_auth_method == "private_key_jwt" or self.signs_requests
+        ):
             try:
                 load_client_signing_key(self.client_private_key, alg=self.client_signing_alg)
             except (ValueError, TypeError) as exc:
                 raise ConfigError(f"{ENV_PREFIX}CLIENT_PRIVATE_KEY: {exc}") from None
-        elif self.client_secret is None or not self.client_secret.get_secret_value():
-            raise ConfigError(f"{ENV_PREFIX}CLIENT_SECRET is required for {self.client_auth_method}")
         return self
+
+    @model_validator(mode="after")
+    def _fapi(self) -> OPSettings:
+        """FAPI-CIBA §5.2.2 and FAPI 1.0 Advanced §5.2.2 (which it builds on), client side."""
+        if not self.fapi:
+            return self
+        name = f"{ENV_PREFIX}FAPI"
+        if self.delivery_mode == "push":
+            raise ConfigError(f"{ENV_PREFIX}DELIVERY_MODE=push is refused with {name} (FAPI-CIBA §5.2.2: poll or ping)")
+        if self.client_auth_method != "private_key_jwt":
+            raise ConfigError(
+                f"{ENV_PREFIX}CLIENT_AUTH_METHOD must be private_key_jwt with {name} (FAPI 1.0 Advanced §5.2.2-14)"
+            )
+        if self.client_signing_alg is not None and self.client_signing_alg not in FAPI_ALGS:
+            raise ConfigError(f"{ENV_PREFIX}CLIENT_SIGNING_ALG must be PS256 or ES256 with {name}")
+        if "id_token_signing_algs" in self.model_fields_set and set(self.id_token_signing_algs) - FAPI_ALGS:
+            raise ConfigError(f"{ENV_PREFIX}ID_TOKEN_SIGNING_ALGS may list only PS256 and ES256 with {name}")
+        try:
+            self.signing_key()
+        except ValueError as exc:
+            raise ConfigError(f"{ENV_PREFIX}CLIENT_PRIVATE_KEY: {exc} with {name}") from None
+        return self
+
+    @property
+    def signs_requests(self) -> bool:
+        # FAPI-CIBA §5.2.2: the authorization server shall require signed authentication requests.
+        return self.sign_authentication_requests or self.fapi
+
+    def signing_key(self) -> ClientSigningKey:
+        """The client's private key (private_key_jwt, signed requests); PS256/ES256 only under FAPI."""
+        assert self.client_private_key is not None
+        key = load_client_signing_key(self.client_private_key, alg=self.client_signing_alg, kid=self.client_key_id)
+        if not self.fapi:
+            return key
+        # FAPI 1.0 Advanced §8.6: PS256 or ES256, nothing else (an RSA key would offer RS256 too).
+        algorithms = tuple(alg for alg in key.algorithms if alg in FAPI_ALGS)
+        if not algorithms:
+            raise ValueError(f"its algorithms {', '.join(key.algorithms)} are not PS256 or ES256")
+        return ClientSigningKey(key=key.key, algorithms=algorithms, kid=key.kid)
 
     def client_auth(self) -> ClientAuth:
         if self.client_auth_method == "private_key_jwt":
-            assert self.client_private_key is not None
-            key = load_client_signing_key(self.client_private_key, alg=self.client_signing_alg, kid=self.client_key_id)
-            return PrivateKeyJwt(self.client_id, key)
+            return PrivateKeyJwt(self.client_id, self.signing_key())
         assert self.client_secret is not None
         secret = self.client_secret.get_secret_value()
         if self.client_auth_method == "client_secret_post":
@@ -127,8 +191,11 @@ class OPSettings(_Settings):
         return ClientSecretBasic(self.client_id, secret)
 
     def validation_policy(self) -> ValidationPolicy:
+        algs = self.id_token_signing_algs
+        if self.fapi:  # the default list narrowed; an explicit one was checked in _fapi
+            algs = [alg for alg in algs if alg in FAPI_ALGS]
         return ValidationPolicy(
-            allowed_algs=tuple(self.id_token_signing_algs),
+            allowed_algs=tuple(algs),
             trusted_audiences=frozenset(self.trusted_audiences),
             leeway_seconds=self.clock_leeway,
             max_iat_age_seconds=self.id_token_max_age,
@@ -144,6 +211,12 @@ class OPSettings(_Settings):
             delivery_mode=self.delivery_mode,
             policy=self.validation_policy(),
             timeout=httpx.Timeout(self.http_timeout, connect=min(5.0, self.http_timeout)),
+            request_signing_key=self.signing_key() if self.client_private_key is not None else None,
+            sign_requests=self.signs_requests,
+            dpop=self.dpop,
+            id_token_decryption_key=(
+                load_id_token_decryption_key(self.id_token_decryption_key) if self.id_token_decryption_key else None
+            ),
         )
 
 

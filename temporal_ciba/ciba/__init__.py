@@ -17,6 +17,7 @@ from .client_auth import (
     load_client_signing_key,
 )
 from .discovery import CIBA_GRANT_TYPE, ClientAuthMethod, DeliveryMode, ProviderMetadata
+from .dpop import DPoPKey
 from .errors import (
     AccessDenied,
     CibaError,
@@ -61,6 +62,7 @@ __all__ = [
     "ClientSecretBasic",
     "ClientSecretPost",
     "ClientSigningKey",
+    "DPoPKey",
     "DeliveryMode",
     "DiscoveryError",
     "ExpiredLoginHintToken",

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 
 from ._http import json_object, raise_for_error
 from .backchannel import (
@@ -23,7 +24,7 @@ from .backchannel import (
     authentication_request_form,
     process_authentication_response,
 )
-from .client_auth import ClientAuth
+from .client_auth import ClientAuth, ClientSigningKey
 from .discovery import (
     ClientAuthMethod,
     DeliveryMode,
@@ -32,8 +33,19 @@ from .discovery import (
     fetch_provider_metadata,
     transport_cause,
 )
-from .errors import CibaError, ExpiredToken, KeyNotFound, TokenRequestInFlight, TransportError
+from .dpop import USE_DPOP_NONCE, DPoPKey
+from .errors import (
+    CibaError,
+    ExpiredToken,
+    InvalidAuthenticationRequest,
+    KeyNotFound,
+    ProtocolError,
+    TokenRequestInFlight,
+    TransportError,
+)
+from .id_token_encryption import IdTokenDecryptionKey, decrypt_id_token
 from .jwks import JwksCache
+from .request_object import signed_request_form
 from .token import (
     Granted,
     Pending,
@@ -64,9 +76,21 @@ class CibaClient:
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        request_signing_key: ClientSigningKey | None = None,
+        sign_requests: bool = False,
+        dpop: bool = False,
+        id_token_decryption_key: IdTokenDecryptionKey | None = None,
     ) -> None:
         self.issuer = issuer
         self.client_auth = client_auth
+        # CIBA §7.1.1: signed authentication requests, when asked for here or by the OP.
+        self._request_signing_key = request_signing_key
+        self._sign_requests = sign_requests
+        # RFC 9449: token requests carry a DPoP proof (the caller holds the key per approval).
+        self.dpop = dpop
+        self._dpop_nonce: str | None = None
+        # OIDC Core §10.2: ID tokens arrive encrypted to this key (the client's registration says so).
+        self._id_token_decryption_key = id_token_decryption_key
         self.delivery_mode: DeliveryMode = delivery_mode
         self.policy = policy or ValidationPolicy()
         self._timeout = timeout
@@ -109,15 +133,49 @@ class CibaClient:
 
     # Requests -------------------------------------------------------------------------------
 
-    async def _post(self, url: str, form: dict[str, str], metadata: ProviderMetadata, what: str) -> httpx.Response:
+    async def _post(
+        self,
+        url: str,
+        form: dict[str, str],
+        metadata: ProviderMetadata,
+        what: str,
+        *,
+        dpop_key: DPoPKey | None = None,
+    ) -> httpx.Response:
+        """POST as this client; with `dpop_key`, with a DPoP proof (RFC 9449 §5), sent once more
+        with the OP's nonce when it answers use_dpop_nonce (§8)."""
+        response = await self._post_once(url, form, metadata, what, dpop_key)
+        if dpop_key is not None and self._asks_for_nonce(response):
+            response = await self._post_once(url, form, metadata, what, dpop_key)
+        return response
+
+    def _asks_for_nonce(self, response: httpx.Response) -> bool:
+        """RFC 9449 §8: remember the OP's latest DPoP-Nonce; True when it refused for want of one."""
+        nonce = response.headers.get("dpop-nonce")
+        if nonce is None:
+            return False
+        self._dpop_nonce = nonce
+        if response.status_code not in (400, 401):
+            return False
+        try:
+            return json_object(response, "DPoP").get("error") == USE_DPOP_NONCE
+        except ProtocolError:
+            return False
+
+    async def _post_once(
+        self, url: str, form: dict[str, str], metadata: ProviderMetadata, what: str, dpop_key: DPoPKey | None
+    ) -> httpx.Response:
         headers = {"accept": "application/json"}
+        now = self._clock()
         self.client_auth.apply(
             form,
             headers,
             audience=metadata.issuer,
-            now=self._clock(),
+            now=now,
             allowed_algs=metadata.token_endpoint_auth_signing_alg_values_supported,
         )
+        if dpop_key is not None:
+            headers["dpop"] = dpop_key.proof(htm="POST", htu=url, now=now, nonce=self._dpop_nonce)
         try:
             return await self._http.post(url, data=form, headers=headers, timeout=self._timeout)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
@@ -131,16 +189,45 @@ class CibaClient:
         """Send the backchannel authentication request (CIBA §7.1) and validate the ack (§7.3)."""
         metadata = await self.metadata()
         form = authentication_request_form(request, metadata, self.delivery_mode)
+        if self._sign_requests or metadata.require_signed_request_object:
+            form = self._signed(form, metadata)
         assert metadata.backchannel_authentication_endpoint is not None
         response = await self._post(
             metadata.backchannel_authentication_endpoint, form, metadata, "backchannel authentication"
         )
         return process_authentication_response(response, now=self._clock())
 
-    async def request_token(self, auth_req_id: str) -> Granted | Pending | SlowDown | RetryLater:
+    def _signed(self, form: dict[str, str], metadata: ProviderMetadata) -> dict[str, str]:
+        """CIBA §7.1.1: the request as a JWT signed with the client's key, aud the OP's issuer."""
+        if self._request_signing_key is None:
+            raise InvalidAuthenticationRequest(
+                "signed authentication requests need the client's private key (CIBA §7.1.1), and none is configured"
+            )
+        allowed = metadata.backchannel_authentication_request_signing_alg_values_supported
+        if not allowed:
+            raise InvalidAuthenticationRequest(
+                "the OP does not support signed authentication requests: its metadata has no "
+                "backchannel_authentication_request_signing_alg_values_supported (CIBA §4)"
+            )
+        try:
+            return signed_request_form(
+                form,
+                client_id=self.client_id,
+                audience=metadata.issuer,
+                signing_key=self._request_signing_key,
+                now=self._clock(),
+                allowed_algs=allowed,
+            )
+        except ValueError as exc:
+            raise InvalidAuthenticationRequest(str(exc)) from None
+
+    async def request_token(
+        self, auth_req_id: str, *, dpop_key: DPoPKey | None = None
+    ) -> Granted | Pending | SlowDown | RetryLater:
         """One token request (CIBA §10.1): Granted, Pending, SlowDown or RetryLater, or a final OAuthError.
 
-        CIBA §7.3: never two requests in flight for one auth_req_id.
+        CIBA §7.3: never two requests in flight for one auth_req_id. With `dpop_key` the request
+        carries a DPoP proof and the tokens must come back bound to it (`token_type` DPoP).
         """
         if auth_req_id in self._in_flight:
             raise TokenRequestInFlight("a token request for this auth_req_id is already in flight")
@@ -148,9 +235,10 @@ class CibaClient:
         try:
             metadata = await self.metadata()
             response = await self._post(
-                metadata.token_endpoint, token_request_form(auth_req_id), metadata, "token endpoint"
+                metadata.token_endpoint, token_request_form(auth_req_id), metadata, "token endpoint", dpop_key=dpop_key
             )
-            return process_token_response(response, now=self._clock())
+            token_type = "DPoP" if dpop_key is not None else "Bearer"
+            return process_token_response(response, now=self._clock(), token_type=token_type)
         finally:
             self._in_flight.discard(auth_req_id)
 
@@ -191,6 +279,10 @@ class CibaClient:
         """Validate tokens against the original request; refetch the JWKS once for an unknown kid."""
         if binding.issuer != self.issuer or binding.client_id != self.client_id:
             raise CibaError("the request binding is for another issuer or client")
+        id_token = tokens.id_token.get_secret_value()
+        signed = decrypt_id_token(id_token, self._id_token_decryption_key)
+        if signed != id_token:
+            tokens = tokens.model_copy(update={"id_token": SecretStr(signed)})
         keys = await self._jwks.keys()
         try:
             return validate_token_response(tokens, binding, keys, now=self._clock(), policy=self.policy)
@@ -229,13 +321,20 @@ class CibaClient:
         raise_for_error(response, "introspection")
         return json_object(response, "introspection")
 
-    async def revoke(self, token: str, *, token_type_hint: str = "access_token") -> bool:
-        """RFC 7009 §2: revoke a token; False when the OP has no revocation endpoint."""
+    async def revoke(
+        self, token: str, *, token_type_hint: str = "access_token", dpop_key: DPoPKey | None = None
+    ) -> bool:
+        """RFC 7009 §2: revoke a token; False when the OP has no revocation endpoint. With the
+        DPoP key the tokens are bound to, the request carries a proof too (RFC 9449 §5)."""
         metadata = await self.metadata()
         if not metadata.revocation_endpoint:
             return False
         response = await self._post(
-            metadata.revocation_endpoint, {"token": token, "token_type_hint": token_type_hint}, metadata, "revocation"
+            metadata.revocation_endpoint,
+            {"token": token, "token_type_hint": token_type_hint},
+            metadata,
+            "revocation",
+            dpop_key=dpop_key,
         )
         raise_for_error(response, "revocation")
         return True

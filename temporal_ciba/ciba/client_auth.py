@@ -102,16 +102,15 @@ class ClientSigningKey:
     def __repr__(self) -> str:
         return f"ClientSigningKey(algorithms={self.algorithms!r}, kid={self.kid!r})"
 
-    def choose_algorithm(self, allowed: tuple[str, ...] | None) -> str:
-        """The first of our algorithms the OP accepts (its token_endpoint_auth_signing_alg_values_supported)."""
+    def choose_algorithm(self, allowed: tuple[str, ...] | None, *, purpose: str = "private_key_jwt") -> str:
+        """The first of our algorithms the OP accepts (for private_key_jwt its
+        token_endpoint_auth_signing_alg_values_supported)."""
         if allowed is None:
             return self.algorithms[0]
         for alg in self.algorithms:
             if alg in allowed:
                 return alg
-        raise ValueError(
-            f"the OP accepts none of this key's algorithms {', '.join(self.algorithms)} for private_key_jwt"
-        )
+        raise ValueError(f"the OP accepts none of this key's algorithms {', '.join(self.algorithms)} for {purpose}")
 
 
 def _algorithms_for(key: Any) -> tuple[str, ...]:

@@ -72,6 +72,10 @@ class ProviderMetadata(BaseModel):
     # OIDC Discovery §3: when omitted, the default is client_secret_basic.
     token_endpoint_auth_methods_supported: tuple[str, ...] = ("client_secret_basic",)
     token_endpoint_auth_signing_alg_values_supported: tuple[str, ...] | None = None
+    # CIBA §4: "If omitted, signed authentication requests are not supported by the OP."
+    backchannel_authentication_request_signing_alg_values_supported: tuple[str, ...] | None = None
+    # RFC 9101 §10.5: the OP accepts authorization requests only as signed request objects.
+    require_signed_request_object: bool = False
     id_token_signing_alg_values_supported: tuple[str, ...] | None = None
     introspection_endpoint: str | None = None
     revocation_endpoint: str | None = None

@@ -88,13 +88,14 @@ def token_request_form(auth_req_id: str) -> dict[str, str]:
     return {"grant_type": CIBA_GRANT_TYPE, "auth_req_id": auth_req_id}
 
 
-def parse_token_response(body: dict[str, Any]) -> TokenResponse:
+def parse_token_response(body: dict[str, Any], *, token_type: str = "Bearer") -> TokenResponse:
+    """RFC 6749 §5.1; `token_type` is the one we can use: Bearer (RFC 6750), or DPoP when we sent
+    a proof (RFC 9449 §5: a bound token is "DPoP"; a Bearer one then would be a downgrade)."""
     for member in ("access_token", "token_type", "id_token"):
         if not isinstance(body.get(member), str) or not body[member]:
             raise ProtocolError(f"token response has no {member} (RFC 6749 §5.1, CIBA §10.1.1)")
-    # RFC 6750: we present the access token as a bearer token; another type (DPoP, MAC) we cannot use.
-    if body["token_type"].lower() != "bearer":
-        raise ProtocolError(f"token response: unsupported token_type {body['token_type'][:20]!r}")
+    if body["token_type"].lower() != token_type.lower():
+        raise ProtocolError(f"token response: token_type {body['token_type'][:20]!r}, expected {token_type}")
     try:
         return TokenResponse.model_validate(body)
     except ValidationError as exc:
@@ -102,7 +103,9 @@ def parse_token_response(body: dict[str, Any]) -> TokenResponse:
         raise ProtocolError(f"token response: malformed {where}") from None
 
 
-def process_token_response(response: httpx.Response, *, now: float) -> Granted | Pending | SlowDown | RetryLater:
+def process_token_response(
+    response: httpx.Response, *, now: float, token_type: str = "Bearer"
+) -> Granted | Pending | SlowDown | RetryLater:
     """CIBA §10.1.1 on success; §11 for errors; RFC 9110 Retry-After on 503/429."""
     if response.status_code in (429, 503):
         delay = retry_after_seconds(response, now)
@@ -117,4 +120,4 @@ def process_token_response(response: httpx.Response, *, now: float) -> Granted |
     raise_for_error(response, "token endpoint")
     if response.status_code != 200:
         raise ProtocolError(f"token endpoint: expected HTTP 200, got {response.status_code}")
-    return Granted(tokens=parse_token_response(json_object(response, "token endpoint")))
+    return Granted(tokens=parse_token_response(json_object(response, "token endpoint"), token_type=token_type))

@@ -14,6 +14,7 @@ import os
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from temporal_ciba.crypto.dpop_keys import DPoPKeys
 from temporal_ciba.crypto.keys import derive_key
 
 SEALED_PREFIX = "sealed.v1."
@@ -28,6 +29,8 @@ class TokenSealer:
 
     def __init__(self, master_key: bytes) -> None:
         self._aead = AESGCM(derive_key(master_key, "token seal v1"))
+        # Whoever can open an approval's sealed token can also prove possession of its DPoP key.
+        self.dpop_keys = DPoPKeys(master_key)
 
     def __repr__(self) -> str:
         return "TokenSealer()"

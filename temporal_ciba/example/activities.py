@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -22,10 +24,12 @@ from temporal_ciba.models import ApprovalOutcome
 class PaymentActivities:
     """Calls the payment API; the API itself checks the token by introspection at the OP."""
 
-    def __init__(self, http: httpx.AsyncClient, api_url: str, sealer: TokenSealer) -> None:
+    def __init__(self, http: httpx.AsyncClient, api_url: str, sealer: TokenSealer, *, dpop: bool = False) -> None:
         self._http = http
         self._api_url = api_url.rstrip("/")
         self._sealer = sealer
+        # RFC 9449: the tokens are DPoP-bound (CIBA_DPOP); present them with a proof of the key.
+        self._dpop = dpop
 
     @activity.defn(name="payments.execute_payment")
     async def execute_payment(self, input: ExecutePaymentInput) -> PaymentReceipt:
@@ -71,11 +75,17 @@ class PaymentActivities:
         self, action: PaymentAction, digest: str, outcome: ApprovalOutcome, access_token: str
     ) -> PaymentReceipt:
         key = idempotency_key(outcome)
+        url = f"{self._api_url}/payments"
+        headers = {"authorization": f"Bearer {access_token}", "idempotency-key": key}
+        if self._dpop and outcome.auth_req_id is not None:
+            dpop_key = self._sealer.dpop_keys.for_approval(outcome.auth_req_id)
+            headers["authorization"] = f"DPoP {access_token}"
+            headers["dpop"] = dpop_key.proof(htm="POST", htu=url, now=time.time(), access_token=access_token)
         try:
             response = await self._http.post(
-                f"{self._api_url}/payments",
+                url,
                 json={**action.model_dump(), "action_digest": digest},
-                headers={"authorization": f"Bearer {access_token}", "idempotency-key": key},
+                headers=headers,
                 timeout=httpx.Timeout(15.0, connect=5.0),
             )
         except httpx.HTTPError as exc:

@@ -33,6 +33,10 @@ A checklist for your own resource server (this module does each step, in this or
    shown to it; a refused revocation is logged, and step 4 still holds.
 6. Keep no tokens: store only their SHA-256; list payments only to an operator
    (PAYMENT_API_OPERATOR_TOKEN; without it, GET /payments is off).
+7. A sender-constrained token (introspection's `cnf.jkt`, RFC 9449 §6) pays only with
+   `Authorization: DPoP` and a proof of that very key for this request (`htm`, `htu`, fresh
+   `iat`, a `jti` never seen before, `ath` of this token: §4.3, §7.1); a bearer token is refused
+   under the DPoP scheme.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ from starlette.routing import Route
 
 from temporal_ciba.ciba import json_object, require_secure_url
 from temporal_ciba.ciba.discovery import fetch_provider_metadata
+from temporal_ciba.ciba.dpop import PROOF_MAX_AGE_SECONDS, InvalidDPoPProof, verify_proof
 from temporal_ciba.ciba.errors import CibaError
 from temporal_ciba.example.payment import (
     AUTHORIZATION_DETAILS_TYPE,
@@ -302,12 +307,34 @@ def parse_payment(body: bytes) -> tuple[PaymentAction, str]:
     return action, digest
 
 
+class SeenProofs:
+    """RFC 9449 §11.1: the jti of every DPoP proof accepted within its time window, so none is
+    accepted twice (in memory: a proof older than the window is refused by its iat anyway)."""
+
+    def __init__(self, window: float = 2 * PROOF_MAX_AGE_SECONDS + 10) -> None:
+        self._window = window
+        self._seen: dict[str, float] = {}
+
+    def first_use(self, jkt: str, jti: str, now: float) -> bool:
+        self._seen = {key: at for key, at in self._seen.items() if now - at < self._window}
+        key = f"{jkt}:{jti}"
+        if key in self._seen:
+            return False
+        self._seen[key] = now
+        return True
+
+
+def _dpop_error(description: str) -> JSONResponse:
+    return _error(401, "invalid_dpop_proof", description, {"www-authenticate": 'DPoP error="invalid_dpop_proof"'})
+
+
 def _receipt(payment_id: str, duplicate: bool) -> JSONResponse:
     return JSONResponse({"payment_id": payment_id, "duplicate": duplicate}, status_code=200 if duplicate else 201)
 
 
 def create_app(settings: PaymentApiSettings, *, http: httpx.AsyncClient | None = None) -> Starlette:
     store = PaymentStore(settings.db)
+    seen_proofs = SeenProofs()
     client = http or httpx.AsyncClient(timeout=OP_TIMEOUT, follow_redirects=False)
     endpoints: dict[str, str | None] = {}
     credentials = (settings.client_id, settings.client_secret.get_secret_value())
@@ -364,16 +391,44 @@ def create_app(settings: PaymentApiSettings, *, http: httpx.AsyncClient | None =
             keys.append(f"action:{client_id}:{digest}")
         return keys
 
+    def proven_key(request: Request, access_token: str) -> str | JSONResponse:
+        """RFC 9449 §4.3, §7.1: the thumbprint of the key whose proof came with this request."""
+        proofs = request.headers.getlist("dpop")
+        if len(proofs) != 1:
+            return _dpop_error("exactly one DPoP header is required with the DPoP scheme")
+        now = time.time()
+        try:
+            jkt, jti = verify_proof(
+                proofs[0],
+                htm=request.method,
+                htu=str(request.url.replace(query="", fragment="")),
+                access_token=access_token,
+                now=now,
+            )
+        except InvalidDPoPProof as exc:
+            return _dpop_error(str(exc))
+        if not seen_proofs.first_use(jkt, jti, now):
+            return _dpop_error("this DPoP proof was used before (jti)")
+        return jkt
+
     async def pay(request: Request) -> JSONResponse:
         authorization = request.headers.get("authorization", "")
-        access_token = authorization[7:].strip() if authorization[:7].lower() == "bearer " else ""
+        scheme, _, credentials = authorization.partition(" ")
+        scheme = scheme.lower()
+        access_token = credentials.strip() if scheme in ("bearer", "dpop") else ""
         if not access_token or len(access_token) > MAX_TOKEN_CHARS or not _TOKEN.match(access_token):
             return _error(
                 401,
                 "invalid_token",
-                "a bearer access token is required",
-                {"www-authenticate": 'Bearer realm="payments"'},
+                "a bearer or DPoP access token is required",
+                {"www-authenticate": 'Bearer realm="payments", DPoP algs="ES256 PS256"'},
             )
+        proven_jkt: str | None = None
+        if scheme == "dpop":
+            proven = proven_key(request, access_token)
+            if isinstance(proven, JSONResponse):
+                return proven
+            proven_jkt = proven
         key = request.headers.get("idempotency-key", "")
         if not _KEY.match(key):
             return _error(
@@ -409,6 +464,17 @@ def create_app(settings: PaymentApiSettings, *, http: httpx.AsyncClient | None =
         if token.get("active") is not True:
             # A retry racing its first attempt may find the token revoked by that attempt just now.
             return already_paid() or _error(401, "invalid_token", "the access token is not active")
+        cnf = token.get("cnf")
+        bound_jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
+        if bound_jkt is not None or proven_jkt is not None:
+            # RFC 9449 §7.1: a bound token only with a proof of its key; the DPoP scheme only for one.
+            if not (isinstance(bound_jkt, str) and proven_jkt and hmac.compare_digest(bound_jkt, proven_jkt)):
+                return _error(
+                    401,
+                    "invalid_token",
+                    "the access token is bound to another DPoP key, or to none",
+                    {"www-authenticate": 'DPoP error="invalid_token"'},
+                )
         client_id = token.get("client_id")
         if not isinstance(client_id, str) or client_id not in settings.agent_client_ids:
             return _error(403, "insufficient_scope", "the access token was issued to another client")

@@ -34,8 +34,9 @@ class PaymentAgentSettings(TokenKeySettings):
 class PaymentAgentPlugin(SimplePlugin):
     """Registers PaymentAgentWorkflow and its payment activity; closes the HTTP client on stop."""
 
-    def __init__(self, *, api_url: str, token_key: bytes) -> None:
+    def __init__(self, *, api_url: str, token_key: bytes, dpop: bool = False) -> None:
         self._api_url = api_url
+        self._dpop = dpop
         self._sealer = TokenSealer(token_key)
         self._http: httpx.AsyncClient | None = None
         super().__init__(
@@ -48,7 +49,7 @@ class PaymentAgentPlugin(SimplePlugin):
     def _activities(self, existing: Sequence[Callable[..., Any]] | None) -> list[Callable[..., Any]]:
         if self._http is None:
             self._http = httpx.AsyncClient(timeout=PAYMENT_API_TIMEOUT, follow_redirects=False)
-        payments = PaymentActivities(self._http, self._api_url, self._sealer)
+        payments = PaymentActivities(self._http, self._api_url, self._sealer, dpop=self._dpop)
         return [*(existing or []), payments.execute_payment]
 
     @asynccontextmanager

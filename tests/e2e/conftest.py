@@ -303,7 +303,7 @@ async def running_worker(server: DevServer, op_settings: OPSettings, payment_api
         token_key=TOKEN_KEY,
     )  # type: ignore[arg-type]
     stop = asyncio.Event()
-    payments = PaymentAgentPlugin(api_url=payment_api, token_key=settings.token_key_bytes)
+    payments = PaymentAgentPlugin(api_url=payment_api, token_key=settings.token_key_bytes, dpop=op_settings.dpop)
     running = asyncio.create_task(
         run_worker(op_settings, settings, plugins=[payments], stop=stop, target_host=server.address)
     )

@@ -21,6 +21,7 @@
 //                                an earlier token response replayed, a dropped ping, a decision
 //                                made at once (racing the acknowledgement)
 //   - /admin/rotate-keys         new signing keys (new kids) replace the old ones in the JWKS
+// With "dpopNonces": true the OP requires a server nonce in every DPoP proof (use_dpop_nonce).
 // With "ackInterval" (seconds, or {client_id: seconds}) the acknowledgement carries that
 // interval (oidc-provider sends none).
 // With "idTokenBindingClaims" the ID token also carries the claims CIBA push mode requires
@@ -112,7 +113,19 @@ const approverPage = readFileSync(new URL('./public/approver.html', import.meta.
 const storage = new LRU({ maxSize: config.storageSize ?? 1_000_000 });
 const CLOCK_TOLERANCE = 15;
 
-const provider = new Provider(issuer, {
+// A test's "providerOptions" are merged into these options: plain objects key by key (so
+// {"features": {"dPoP": {"enabled": true}}} turns one feature on and keeps the others), anything
+// else (arrays, functions, strings) replaced.
+const isPlainObject = (value) => value !== null && typeof value === 'object' && !Array.isArray(value);
+function deepMerge(base, extra) {
+  const merged = { ...base };
+  for (const [key, value] of Object.entries(extra)) {
+    merged[key] = isPlainObject(value) && isPlainObject(base[key]) ? deepMerge(base[key], value) : value;
+  }
+  return merged;
+}
+
+const provider = new Provider(issuer, deepMerge({
   adapter: (model) => new MemoryAdapter(model, storage, CLOCK_TOLERANCE),
   clockTolerance: CLOCK_TOLERANCE,
   clients: config.clients,
@@ -126,6 +139,10 @@ const provider = new Provider(issuer, {
   fetch: (url, { dispatcher, ...options }) => globalThis.fetch(url, options),
   features: {
     devInteractions: { enabled: false },
+    // With "dpopNonces": true every DPoP proof must carry a nonce from this OP (RFC 9449 §8).
+    ...(config.dpopNonces === true
+      ? { dPoP: { enabled: true, nonceSecret: randomBytes(32), requireNonce: () => true } }
+      : {}),
     introspection: { enabled: true },
     // Access tokens are for the payment API (a resource server); RFC 9396 needs a resource.
     resourceIndicators: {
@@ -207,8 +224,7 @@ const provider = new Provider(issuer, {
       return Number.isSafeInteger(requested) && requested > 0 ? Math.min(requested, 7 * 24 * 3600) : 600;
     },
   },
-  ...(config.providerOptions ?? {}),
-});
+}, config.providerOptions ?? {}));
 provider.proxy = false;
 
 if (config.idTokenBindingClaims && !stock) {

@@ -1,0 +1,132 @@
+"""DPoP (RFC 9449) end to end: oidc-provider with a client registered for DPoP-bound access tokens,
+with and without server nonces, the real worker and workflow, and the payment API checking the
+proof against the token's `cnf.jkt`."""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from temporalio.client import Client
+
+from temporal_ciba.ciba.dpop import DPoPKey
+from temporal_ciba.crypto import DPoPKeys
+from temporal_ciba.example.agent import PaymentAgentWorkflow
+from temporal_ciba.example.payment import PaymentAgentInput, PaymentAgentResult, action_digest
+from temporal_ciba.models import ApprovalRequest, ApprovalWorkflowInput
+from temporal_ciba.settings import OPSettings
+from temporal_ciba.workflow import CibaApprovalWorkflow
+from tests.e2e.conftest import (
+    ACCOUNTS,
+    PAYMENT_API_CLIENT,
+    SECRET,
+    TOKEN_KEY,
+    payments,
+    run_payment_api,
+    running_worker,
+)
+from tests.e2e.test_approval_workflow import INVOICE, approval_handle, pending_auth_req_id
+from tests.support.op import TEST_ROUTES, TestOP, ciba_client, run_test_op
+from tests.support.temporal import DevServer
+
+DPOP_CLIENT = "dpop-agent"
+
+
+@pytest.fixture(scope="module", params=["nonces", "no-nonces"])
+def dpop_op(request: pytest.FixtureRequest) -> Iterator[TestOP]:
+    agent = ciba_client(DPOP_CLIENT, client_secret=SECRET, dpop_bound_access_tokens=True)
+    resource_server = {
+        "client_id": PAYMENT_API_CLIENT,
+        "client_secret": SECRET,
+        "grant_types": [],
+        "response_types": [],
+        "redirect_uris": [],
+    }
+    config = {
+        "clients": [agent, resource_server],
+        "accounts": ACCOUNTS,
+        "ackInterval": 1,
+        "dpopNonces": request.param == "nonces",
+        **TEST_ROUTES,
+    }
+    with run_test_op(config) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def dpop_payment_api(dpop_op: TestOP, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with run_payment_api(
+        dpop_op, tmp_path_factory.mktemp("dpop-payment-api"), PAYMENT_API_AGENT_CLIENT_IDS=DPOP_CLIENT
+    ) as url:
+        yield url
+
+
+def dpop_settings(op: TestOP, **overrides: object) -> OPSettings:
+    fields: dict[str, object] = {"issuer": op.issuer, "client_id": DPOP_CLIENT, "client_secret": SECRET, "dpop": True}
+    return OPSettings(**{**fields, **overrides})  # type: ignore[arg-type]
+
+
+async def test_dpop_bound_tokens_pay_with_a_proof_of_the_key(
+    temporal_client: Client, temporal_server: DevServer, dpop_op: TestOP, dpop_payment_api: str
+) -> None:
+    async with running_worker(temporal_server, dpop_settings(dpop_op), dpop_payment_api) as worker:
+        agent_input = PaymentAgentInput(action=INVOICE, approver="alice", expected_subject="alice")
+        agent = await temporal_client.start_workflow(
+            PaymentAgentWorkflow.run, agent_input, id=f"agent-{uuid.uuid4().hex[:10]}", task_queue=worker.task_queue
+        )
+        auth_req_id = await pending_auth_req_id(approval_handle(temporal_client, agent))
+        dpop_op.approve(auth_req_id)
+        result = await agent.result()
+    assert isinstance(result, PaymentAgentResult)
+    assert result.outcome.status == "approved" and result.outcome.action_digest == action_digest(INVOICE)
+    assert result.receipt is not None
+    (paid,) = payments(dpop_payment_api, agent.id)
+    assert paid["payment_id"] == result.receipt.payment_id
+    assert dpop_op.issued()[auth_req_id]["token_type"] == "DPoP"
+
+
+async def test_the_same_token_without_its_proof_does_not_pay(
+    temporal_client: Client, temporal_server: DevServer, dpop_op: TestOP, dpop_payment_api: str
+) -> None:
+    """What a thief of the access token gets: nothing, as a bearer token or with a proof of another key."""
+    async with running_worker(temporal_server, dpop_settings(dpop_op), dpop_payment_api) as worker:
+        handle = await temporal_client.start_workflow(
+            CibaApprovalWorkflow.run,
+            ApprovalWorkflowInput(request=ApprovalRequest(login_hint="alice", binding_message="Rotate prod keys")),
+            id=f"approval-{uuid.uuid4().hex[:8]}",
+            task_queue=worker.task_queue,
+        )
+        auth_req_id = await pending_auth_req_id(handle)
+        dpop_op.approve(auth_req_id)
+        assert (await handle.result()).status == "approved"
+    token = dpop_op.issued()[auth_req_id]["access_token"]
+    # The OP bound the token to the approval's key, the one every worker derives from the token key.
+    key = DPoPKeys(base64.b64decode(TOKEN_KEY)).for_approval(auth_req_id)
+    assert _introspect(dpop_op, token)["cnf"] == {"jkt": key.thumbprint}
+    body = {**INVOICE.model_dump(), "action_digest": action_digest(INVOICE)}
+    url = dpop_payment_api + "/payments"
+    as_bearer = httpx.post(
+        url, json=body, headers={"authorization": f"Bearer {token}", "idempotency-key": "thief-1-key"}
+    )
+    assert as_bearer.status_code == 401 and as_bearer.json()["error"] == "invalid_token"
+    other_key = DPoPKeys(b"\x01" * 32).for_approval(auth_req_id)
+    with_other_key = _post_with_proof(url, body, token, other_key, "thief-2-key")
+    assert with_other_key.status_code == 401 and with_other_key.json()["error"] == "invalid_token"
+
+
+def _post_with_proof(
+    url: str, body: dict[str, object], token: str, key: DPoPKey, idempotency_key: str
+) -> httpx.Response:
+    proof = key.proof(htm="POST", htu=url, now=time.time(), access_token=token)
+    headers = {"authorization": f"DPoP {token}", "dpop": proof, "idempotency-key": idempotency_key}
+    return httpx.post(url, json=body, headers=headers)
+
+
+def _introspect(op: TestOP, token: str) -> dict[str, object]:
+    response = httpx.post(op.issuer + "/token/introspection", data={"token": token}, auth=(PAYMENT_API_CLIENT, SECRET))
+    response.raise_for_status()
+    return response.json()

@@ -1,0 +1,142 @@
+"""FAPI-CIBA end to end: oidc-provider with its FAPI 1.0 profile and signed CIBA requests on, a
+client registered for PS256 everywhere, the real worker and workflow, and the payment API."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+
+from temporal_ciba.example.agent import PaymentAgentWorkflow
+from temporal_ciba.example.payment import PaymentAgentInput, PaymentAgentResult, action_digest
+from temporal_ciba.models import ApprovalRequest, ApprovalWorkflowInput
+from temporal_ciba.settings import OPSettings
+from temporal_ciba.workflow import CibaApprovalWorkflow
+from tests.e2e.conftest import (
+    ACCOUNTS,
+    PAYMENT_API_CLIENT,
+    SECRET,
+    ClientKey,
+    _public_jwk,
+    payments,
+    run_payment_api,
+    running_worker,
+)
+from tests.e2e.test_approval_workflow import INVOICE, approval_handle, pending_auth_req_id
+from tests.support.op import TEST_ROUTES, TestOP, ciba_client, run_test_op
+from tests.support.temporal import DevServer
+
+FAPI_CLIENT = "fapi-agent"
+FAPI_ALGS = ["PS256", "ES256"]
+# oidc-provider's FAPI 1.0 Final profile and request objects, and only PS256/ES256 anywhere.
+FAPI_PROVIDER_OPTIONS = {
+    "features": {"fapi": {"enabled": True, "profile": "1.0 Final"}, "requestObjects": {"enabled": True}},
+    "enabledJWA": {
+        "requestObjectSigningAlgValues": FAPI_ALGS,
+        "clientAuthSigningAlgValues": FAPI_ALGS,
+        "idTokenSigningAlgValues": FAPI_ALGS,
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def fapi_op(client_keys: dict[str, ClientKey]) -> Iterator[TestOP]:
+    key = client_keys["PS256"]
+    agent = ciba_client(
+        FAPI_CLIENT,
+        token_endpoint_auth_method="private_key_jwt",
+        token_endpoint_auth_signing_alg="PS256",
+        # The registration that makes oidc-provider refuse an unsigned request (CIBA §7.1.1).
+        backchannel_authentication_request_signing_alg="PS256",
+        id_token_signed_response_alg="PS256",
+        jwks={"keys": [_public_jwk(key)]},
+    )
+    payment_api = {
+        "client_id": PAYMENT_API_CLIENT,
+        "client_secret": SECRET,
+        "grant_types": [],
+        "response_types": [],
+        "redirect_uris": [],
+        "id_token_signed_response_alg": "PS256",  # the OP refuses the RS256 default under these JWAs
+    }
+    config = {
+        "clients": [agent, payment_api],
+        "accounts": ACCOUNTS,
+        "ackInterval": 1,
+        "providerOptions": FAPI_PROVIDER_OPTIONS,
+        **TEST_ROUTES,
+    }
+    with run_test_op(config) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def fapi_payment_api(fapi_op: TestOP, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    directory = tmp_path_factory.mktemp("fapi-payment-api")
+    with run_payment_api(fapi_op, directory, PAYMENT_API_AGENT_CLIENT_IDS=FAPI_CLIENT) as url:
+        yield url
+
+
+def fapi_settings(op: TestOP, key: Path, **overrides: object) -> OPSettings:
+    fields: dict[str, object] = {
+        "issuer": op.issuer,
+        "client_id": FAPI_CLIENT,
+        "client_auth_method": "private_key_jwt",
+        "client_private_key": key,
+        "fapi": True,
+        **overrides,
+    }
+    return OPSettings(**fields)  # type: ignore[arg-type]
+
+
+async def test_signed_request_with_fapi_on_is_approved_and_pays(
+    temporal_client: Client,
+    temporal_server: DevServer,
+    fapi_op: TestOP,
+    fapi_payment_api: str,
+    client_keys: dict[str, ClientKey],
+) -> None:
+    settings = fapi_settings(fapi_op, client_keys["PS256"].path)
+    async with running_worker(temporal_server, settings, fapi_payment_api) as worker:
+        agent_input = PaymentAgentInput(action=INVOICE, approver="alice", expected_subject="alice")
+        agent = await temporal_client.start_workflow(
+            PaymentAgentWorkflow.run, agent_input, id=f"agent-{uuid.uuid4().hex[:10]}", task_queue=worker.task_queue
+        )
+        auth_req_id = await pending_auth_req_id(approval_handle(temporal_client, agent))
+        # The OP read every parameter from the signed request object.
+        (seen,) = [r for r in fapi_op.requests() if r["auth_req_id"] == auth_req_id]
+        assert seen["client_id"] == FAPI_CLIENT and seen["account"] == "alice"
+        assert seen["binding_message"].startswith("Pay EUR 120.00 to ACME GmbH")
+        assert seen["authorization_details"][0]["creditorName"] == "ACME GmbH"
+        fapi_op.approve(auth_req_id)
+        result = await agent.result()
+    assert isinstance(result, PaymentAgentResult)
+    assert result.outcome.status == "approved" and result.outcome.sub == "alice"
+    assert result.outcome.action_digest == action_digest(INVOICE)
+    assert result.receipt is not None
+    (paid,) = payments(fapi_payment_api, agent.id)
+    assert paid["payment_id"] == result.receipt.payment_id
+
+
+async def test_unsigned_request_refused_by_the_op_is_a_clear_error(
+    temporal_client: Client,
+    temporal_server: DevServer,
+    fapi_op: TestOP,
+    fapi_payment_api: str,
+    client_keys: dict[str, ClientKey],
+) -> None:
+    settings = fapi_settings(fapi_op, client_keys["PS256"].path, fapi=False)
+    async with running_worker(temporal_server, settings, fapi_payment_api) as worker:
+        handle = await temporal_client.start_workflow(
+            CibaApprovalWorkflow.run,
+            ApprovalWorkflowInput(request=ApprovalRequest(login_hint="alice", binding_message="Rotate prod keys")),
+            id=f"approval-{uuid.uuid4().hex[:8]}",
+            task_queue=worker.task_queue,
+        )
+        outcome = await handle.result()
+    assert outcome.status == "error" and outcome.error == "invalid_request"
+    assert "Request Object must be used by this client" in (outcome.reason or "")
+    assert outcome.auth_req_id is None

@@ -1,0 +1,124 @@
+"""Signed authentication requests (CIBA §7.1.1) over an in-process HTTP transport: what the JWT
+carries, which algorithm signs it, and when the client refuses to send one (end to end against
+oidc-provider with FAPI on: tests/e2e/test_fapi_ciba.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from temporal_ciba.ciba import (
+    AuthenticationRequest,
+    CibaClient,
+    ClientSigningKey,
+    InvalidAuthenticationRequest,
+    PrivateKeyJwt,
+)
+from temporal_ciba.ciba.request_object import REQUEST_OBJECT_LIFETIME_SECONDS
+from tests.support.tokens import CLIENT_ID, ISSUER, METADATA, NOW
+
+RSA_KEY = rsa.generate_private_key(65537, 2048)
+EC_KEY = ec.generate_private_key(ec.SECP256R1())
+DETAILS = [{"type": "payment_initiation", "instructedAmount": {"currency": "EUR", "amount": "1.00"}}]
+REQUEST = AuthenticationRequest(
+    scope="openid payments",
+    login_hint="alice",
+    binding_message="Pay EUR 1",
+    requested_expiry=300,
+    authorization_details=DETAILS,
+)
+# CIBA §4: the OP takes signed authentication requests with these algorithms.
+SIGNS_ES256 = {"backchannel_authentication_request_signing_alg_values_supported": ["ES256"]}
+
+
+class OP:
+    def __init__(self, **metadata: Any) -> None:
+        self.metadata = {**METADATA, "token_endpoint_auth_methods_supported": ["private_key_jwt"], **metadata}
+        self.forms: list[dict[str, str]] = []
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/.well-known/openid-configuration":
+            return httpx.Response(200, json=self.metadata)
+        self.forms.append({name: values[0] for name, values in parse_qs(request.content.decode()).items()})
+        return httpx.Response(200, json={"auth_req_id": "req-1", "expires_in": 120})
+
+
+def client(op: OP, key: ClientSigningKey | None, *, sign: bool = True) -> CibaClient:
+    auth = PrivateKeyJwt(CLIENT_ID, ClientSigningKey(key=EC_KEY, algorithms=("ES256",)))
+    http = httpx.AsyncClient(transport=httpx.MockTransport(op))
+    return CibaClient(
+        issuer=ISSUER, client_auth=auth, http=http, clock=lambda: NOW, request_signing_key=key, sign_requests=sign
+    )
+
+
+async def test_signed_request_carries_every_parameter_and_the_registered_claims_and_nothing_outside() -> None:
+    op = OP(backchannel_authentication_request_signing_alg_values_supported=["ES256", "PS256"])
+    key = ClientSigningKey(key=RSA_KEY, algorithms=("PS256", "RS256"), kid="rsa-1")
+    async with client(op, key) as ciba:
+        await ciba.authenticate(REQUEST)
+    (form,) = op.forms
+    # CIBA §7.1.1: no authentication request parameter outside the JWT, only client authentication.
+    assert set(form) == {"request", "client_id", "client_assertion_type", "client_assertion"}
+    header = jwt.get_unverified_header(form["request"])
+    assert header["alg"] == "PS256" and header["kid"] == "rsa-1"  # the OP's list decides: never RS256
+    at_now = {"verify_exp": False, "verify_nbf": False, "verify_iat": False}  # NOW is a fixed time
+    claims = jwt.decode(form["request"], RSA_KEY.public_key(), algorithms=["PS256"], audience=ISSUER, options=at_now)
+    assert claims["iss"] == CLIENT_ID and claims["aud"] == ISSUER
+    assert claims["iat"] == claims["nbf"] == int(NOW)
+    assert claims["exp"] == int(NOW) + REQUEST_OBJECT_LIFETIME_SECONDS
+    assert isinstance(claims["jti"], str) and len(claims["jti"]) >= 22
+    assert claims["scope"] == "openid payments" and claims["login_hint"] == "alice"
+    assert claims["binding_message"] == "Pay EUR 1"
+    assert claims["requested_expiry"] == 300 and claims["authorization_details"] == DETAILS
+
+
+async def test_each_signed_request_has_its_own_jti() -> None:
+    op = OP(**SIGNS_ES256)
+    async with client(op, ClientSigningKey(key=EC_KEY, algorithms=("ES256",))) as ciba:
+        await ciba.authenticate(REQUEST)
+        await ciba.authenticate(REQUEST)
+    jtis = {jwt.decode(f["request"], options={"verify_signature": False})["jti"] for f in op.forms}
+    assert len(jtis) == 2
+
+
+async def test_op_that_does_not_advertise_signed_requests_is_refused_before_sending() -> None:
+    op = OP()  # CIBA §4: without the alg list, the OP does not support signed requests
+    async with client(op, ClientSigningKey(key=EC_KEY, algorithms=("ES256",))) as ciba:
+        with pytest.raises(InvalidAuthenticationRequest, match="backchannel_authentication_request_signing_alg"):
+            await ciba.authenticate(REQUEST)
+    assert op.forms == []
+
+
+async def test_no_common_algorithm_is_refused_before_sending() -> None:
+    op = OP(**SIGNS_ES256)
+    async with client(op, ClientSigningKey(key=RSA_KEY, algorithms=("PS256",))) as ciba:
+        with pytest.raises(InvalidAuthenticationRequest, match="signed authentication requests"):
+            await ciba.authenticate(REQUEST)
+    assert op.forms == []
+
+
+async def test_op_that_requires_signed_request_objects_gets_them_unasked() -> None:
+    op = OP(**SIGNS_ES256, require_signed_request_object=True)
+    async with client(op, ClientSigningKey(key=EC_KEY, algorithms=("ES256",)), sign=False) as ciba:
+        await ciba.authenticate(REQUEST)
+    assert "request" in op.forms[0] and "login_hint" not in op.forms[0]
+
+
+async def test_op_that_requires_signed_request_objects_without_a_key_is_refused_before_sending() -> None:
+    op = OP(**SIGNS_ES256, require_signed_request_object=True)
+    async with client(op, None, sign=False) as ciba:
+        with pytest.raises(InvalidAuthenticationRequest, match="private key"):
+            await ciba.authenticate(REQUEST)
+    assert op.forms == []
+
+
+async def test_unsigned_by_default() -> None:
+    op = OP(**SIGNS_ES256)
+    async with client(op, ClientSigningKey(key=EC_KEY, algorithms=("ES256",)), sign=False) as ciba:
+        await ciba.authenticate(REQUEST)
+    assert "request" not in op.forms[0] and op.forms[0]["login_hint"] == "alice"
