@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from temporal_ciba.agents.tool_approval import short_code
 from temporal_ciba.models import ApprovalRequest
 from temporal_ciba.policy import (
     ApprovalPolicy,
+    Bounds,
     PolicyAction,
     PolicyError,
     PolicyFileError,
@@ -66,7 +68,9 @@ DIGEST = "ab" * 32
 
 def payment(amount: object, **extra: object) -> PolicyAction:
     details = [{"type": "payment_initiation", "instructedAmount": {"amount": amount, "currency": "EUR"}, **extra}]
-    return PolicyAction(type="payment_initiation", authorization_details=details, parties={"owner": "alice"}, digest=DIGEST)
+    return PolicyAction(
+        type="payment_initiation", authorization_details=details, parties={"owner": "alice"}, digest=DIGEST
+    )
 
 
 @pytest.fixture(scope="module")
@@ -84,14 +88,25 @@ def policy() -> ApprovalPolicy:
         (payment("10000.01"), "large-payment", "quorum", ["alice", "bob"], 2),
         (payment(1e9), "large-payment", "quorum", ["alice", "bob"], 2),
         (PolicyAction(type="service_call", risk=0.7, parties={"oncall": "carol"}), "service-call", "none", [], None),
-        (PolicyAction(type="batch_job", risk=0.71, parties={"oncall": "carol"}), "risky-service-call", "one", ["carol"], None),
+        (
+            PolicyAction(type="batch_job", risk=0.71, parties={"oncall": "carol"}),
+            "risky-service-call",
+            "one",
+            ["carol"],
+            None,
+        ),
     ],
 )
 def test_decisions(
     policy: ApprovalPolicy, action: PolicyAction, rule: str, approval: str, approvers: list[str], quorum: int | None
 ) -> None:
     decision, matched = policy.decide(action)
-    assert (decision.rule, decision.approval, decision.approvers, decision.quorum) == (rule, approval, approvers, quorum)
+    assert (decision.rule, decision.approval, decision.approvers, decision.quorum) == (
+        rule,
+        approval,
+        approvers,
+        quorum,
+    )
     assert matched.name == rule
     assert decision.reason
 
@@ -146,7 +161,7 @@ def test_binding_message_template(policy: ApprovalPolicy) -> None:
     assert rule.render_binding_message(action, "default") == f"Pay 120.00 EUR, code {short_code(DIGEST)}"
     _, small = policy.decide(payment(1))
     assert small.render_binding_message(action, "the caller's") == "the caller's"
-    with pytest.raises(PolicyError, match="needs 'instructedAmount.amount'"):
+    with pytest.raises(PolicyError, match=r"needs 'instructedAmount\.amount'"):
         rule.render_binding_message(PolicyAction(type="payment_initiation", digest=DIGEST), "x")
     with pytest.raises(PolicyError, match="needs the action digest"):
         rule.render_binding_message(payment(1).model_copy(update={"digest": None}), "x")
@@ -247,3 +262,27 @@ def test_the_source_reads_an_edit_and_refuses_a_broken_one(tmp_path: Path) -> No
         source.current()
     with pytest.raises(PolicyFileError):
         PolicySource(path)  # a worker with a broken file does not start
+
+
+def test_a_tool_approval_asks_as_its_policy_says() -> None:
+    from temporal_ciba.agents import ToolApproval, ToolArguments
+
+    policy = ApprovalPolicy(
+        rules=[
+            PolicyRule(name="small", action="pay", match={"risk": Bounds(below=Decimal("0.5"))}, approval="none"),
+            PolicyRule(name="rest", action="pay", approval="quorum", approvers=["approver", "treasury"]),
+        ],
+        roles={"treasury": "bob"},
+    )
+    gate = ToolApproval(login_hint="alice", policy=policy, risk=lambda args: args["risk"])
+
+    def call(risk: object) -> ToolArguments:
+        return ToolArguments({"risk": risk}, tool_name="pay", call_id="c1")
+
+    assert not gate.applies_to(call(0.1))
+    assert gate.applies_to(call(0.9))
+    assert gate.applies_to(call(None))  # undecidable: asked, and require_approval ends it as an error
+    action = gate.action_for(call(0.9))
+    assert (action.type, action.parties, action.risk) == ("pay", {"approver": "alice"}, 0.9)
+    assert policy.decide(action)[0].approvers == ["alice", "bob"]
+    assert not ToolApproval(login_hint="alice", policy=policy, when=lambda args: False).applies_to(call(0.9))

@@ -104,6 +104,4 @@ def test_an_unasked_outcome_cannot_carry_an_approval() -> None:
     ApprovalOutcome(status="approved", workflow_id="w", reason="r", decided_at=NOW, policy=none)
     for field in ("auth_req_id", "sub", "sealed_access_token"):
         with pytest.raises(ValueError, match="carries no approval"):
-            ApprovalOutcome(
-                status="approved", workflow_id="w", reason="r", decided_at=NOW, policy=none, **{field: "x"}
-            )
+            ApprovalOutcome(status="approved", workflow_id="w", reason="r", decided_at=NOW, policy=none, **{field: "x"})
