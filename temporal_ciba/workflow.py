@@ -13,7 +13,7 @@ attributes, status query and current details, on the workflow it runs in.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal, NoReturn
+from typing import Final, Literal, NoReturn
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
@@ -154,7 +154,7 @@ class _InlineApprovals:
 
 
 # require_approval(..., policy=WORKER_POLICY): the worker's policy file (CIBA_POLICY_FILE).
-WORKER_POLICY = "worker"
+WORKER_POLICY: Final = "worker"
 # How long a decision waits for the worker's policy (a policy file broken by an edit is retried
 # until fixed, within this); then the approval ends as an error.
 POLICY_WAIT = timedelta(minutes=10)
