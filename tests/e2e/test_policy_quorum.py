@@ -16,7 +16,18 @@ from temporal_ciba.ciba import CibaClient, ClientSecretBasic
 from temporal_ciba.example.agent import PaymentAgentWorkflow
 from temporal_ciba.example.payment import PaymentAction, PaymentAgentInput, PaymentAgentResult, action_digest
 from temporal_ciba.settings import WorkerSettings
-from tests.e2e.conftest import PAYMENT_API_CLIENT, SECRET, agent_settings, payments, running_worker
+from tests.e2e.conftest import (
+    AGENT_CLIENT,
+    PAYLOAD_KEY,
+    PAYMENT_API_CLIENT,
+    SECRET,
+    TOKEN_KEY,
+    agent_settings,
+    clean_env,
+    payments,
+    running_worker,
+)
+from tests.e2e.test_crash import WorkerProcess
 from tests.support.op import TestOP
 from tests.support.temporal import DevServer, wait_for
 
@@ -232,9 +243,7 @@ async def test_a_denial_ends_the_quorum_and_revokes_the_others_tokens(
     bob_child = f"{agent.id}.approval-{action_digest(action)[:16]}.q-{run_id}.1-bob"
     op.approve(asked["alice"])
     # Alice's approval has come back validated, with her access token, before bob decides.
-    await wait_for(
-        lambda: completed(temporal_client, alice_child), what="alice's approval to complete", timeout=60
-    )
+    await wait_for(lambda: completed(temporal_client, alice_child), what="alice's approval to complete", timeout=60)
     assert await child_status(temporal_client, bob_child) == WorkflowExecutionStatus.RUNNING
     assert await active_at_op(op, access_token(op, asked["alice"]))
     op.deny(asked["bob"])
@@ -244,3 +253,48 @@ async def test_a_denial_ends_the_quorum_and_revokes_the_others_tokens(
     assert outcome.reason == "bob denied the request on their device (quorum 2 of 2 not met)"
     assert result.receipt is None and payments(payment_api, agent.id) == []
     assert not await active_at_op(op, access_token(op, asked["alice"]))
+
+
+async def test_a_worker_killed_mid_quorum_loses_and_duplicates_nothing(
+    temporal_client: Client, temporal_server: DevServer, op: TestOP, payment_api: str, tmp_path: Path
+) -> None:
+    """SIGKILL after alice's approval came back and while bob's is pending; bob approves while no
+    worker runs. The restarted worker finishes the quorum: no one asked twice, no token request
+    repeated, one payment."""
+    env = clean_env(
+        TEMPORAL_ADDRESS=temporal_server.address,
+        CIBA_ISSUER=op.issuer,
+        CIBA_CLIENT_ID=AGENT_CLIENT,
+        CIBA_CLIENT_SECRET=SECRET,
+        CIBA_PAYLOAD_KEY=PAYLOAD_KEY,
+        CIBA_TOKEN_KEY=TOKEN_KEY,
+        CIBA_TASK_QUEUE=f"quorum-crash-{tmp_path.name}",
+        CIBA_PAYMENT_API_URL=payment_api,
+        CIBA_POLICY_FILE=str(write_policy(tmp_path)),
+    )
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    worker.start()
+    try:
+        action = invoice("50000.00")
+        agent = await start(temporal_client, env["CIBA_TASK_QUEUE"], action)
+        asked = await pending_requests(op, action, 2)
+        run_id = agent.first_execution_run_id or agent.result_run_id
+        alice_child = f"{agent.id}.approval-{action_digest(action)[:16]}.q-{run_id}.0-alice"
+        op.approve(asked["alice"])
+        await wait_for(lambda: completed(temporal_client, alice_child), what="alice's approval", timeout=60)
+        # The window: one approver's approval done, the quorum still waiting for the other.
+        assert [r["status"] for r in requests_for(op, action) if r["account"] == "bob"] == ["pending"]
+        worker.kill()
+        op.approve(asked["bob"])
+        worker.start()
+        result: PaymentAgentResult = await agent.result()
+    finally:
+        worker.stop()
+    assert result.outcome.status == "approved", result.outcome.reason
+    assert {a.sub for a in result.outcome.approvers or [] if a.counted} == {"alice", "bob"}
+    # Nothing lost, nothing duplicated: two requests in all, each redeemed once, one payment.
+    assert sorted(r["account"] for r in requests_for(op, action)) == ["alice", "bob"]
+    for auth_req_id in asked.values():
+        assert [t["status"] for t in op.token_requests(auth_req_id)].count(200) == 1
+    recorded = payments(payment_api, agent.id)
+    assert len(recorded) == 1 and result.receipt is not None and recorded[0]["payment_id"] == result.receipt.payment_id
