@@ -135,9 +135,8 @@ class CibaPlugin(SimplePlugin):
         self._token_key = token_key
         self._op = op
         # Read and checked now: a malformed policy file stops the worker at start.
-        policy = PolicySource(policy_file) if policy_file is not None else None
+        self._policy = PolicySource(policy_file)
         self._given_activities = list(activities)
-        self._policy_activities: list[Callable[..., Any]] = [policy.approval_policy] if policy else []
         self._ciba: CibaClient | None = None
         self._built_activities: list[Callable[..., Any]] = []
         self._running_workers = 0
@@ -174,7 +173,7 @@ class CibaPlugin(SimplePlugin):
 
     def _activities(self, existing: Sequence[Callable[..., Any]] | None) -> list[Callable[..., Any]]:
         activities = list(existing or [])
-        ours = (self._given_activities or self._build_activities()) + self._policy_activities
+        ours = [*(self._given_activities or self._build_activities()), self._policy.approval_policy]
         return activities + [activity for activity in ours if activity not in activities]
 
     def _build_activities(self) -> list[Callable[..., Any]]:

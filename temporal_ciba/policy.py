@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from temporal_ciba.ciba import AuthorizationDetails
 from temporal_ciba.models import ApprovalRequest, PolicyDecision
@@ -322,27 +323,38 @@ def load_policy_file(path: Path) -> ApprovalPolicy:
     return parse_policy(text, source=str(path))
 
 
+# The activity's error when the worker has no policy file: the approval ends as an error.
+NO_POLICY = "NoApprovalPolicy"
+
+
 class PolicySource:
     """The worker's policy file: read and checked at start (a malformed file stops the worker),
     read again when it changes. Its activity hands the policy to workflows; a replay reads the
-    recorded result, never the file."""
+    recorded result, never the file. Every worker registers the activity (with `path` None it
+    answers that there is no policy), since workflow code cannot tell whether one is registered."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | None) -> None:
         self._path = path
-        self._stamp = self._stat()
-        self._policy = load_policy_file(path)
+        if path is not None:
+            self._stamp = self._stat(path)
+            self._policy = load_policy_file(path)
 
-    def _stat(self) -> tuple[int, int]:
+    @staticmethod
+    def _stat(path: Path) -> tuple[int, int]:
         try:
-            stat = os.stat(self._path)
+            stat = os.stat(path)
         except OSError as exc:
-            raise PolicyFileError(f"policy file {self._path}: cannot be read: {exc}") from None
+            raise PolicyFileError(f"policy file {path}: cannot be read: {exc}") from None
         return stat.st_mtime_ns, stat.st_size
 
     def current(self) -> ApprovalPolicy:
         """The policy as the file says now. An edit that breaks the file raises (the activity
         retries until it is fixed): a decision is never taken on a policy nobody wrote."""
-        stamp = self._stat()
+        if self._path is None:
+            raise ApplicationError(
+                "the worker has no approval policy (CIBA_POLICY_FILE)", type=NO_POLICY, non_retryable=True
+            )
+        stamp = self._stat(self._path)
         if stamp != self._stamp:
             self._policy = load_policy_file(self._path)
             self._stamp = stamp

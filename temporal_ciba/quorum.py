@@ -207,17 +207,15 @@ async def run_quorum(
             done, _ = await asyncio.wait(list(waiting), return_when=asyncio.FIRST_COMPLETED)
             # In the order the children were started: the same on every replay.
             for future in sorted(done, key=lambda f: waiting[f]):
-                tally.record(waiting.pop(future), future.result())
+                index = waiting.pop(future)
+                tally.record(index, await _ended(future, handles[index].id))
     except asyncio.CancelledError:
         cancelled = True
     # The quorum is decided (or this workflow was cancelled): cancel the rest, collect every end.
     for future in waiting:
         future.cancel()
     for future, index in sorted(waiting.items(), key=lambda item: item[1]):
-        try:
-            tally.record(index, await future)
-        except (asyncio.CancelledError, ChildWorkflowError) as exc:
-            workflow.logger.warning("quorum approver %d ended without an outcome: %s", index, type(exc).__name__)
+        tally.record(index, await _ended(future, handles[index].id))
     outcome = tally.outcome(
         workflow_id=base_id, action_digest=requests[0].action_digest, deadline=deadline, now=workflow.now()
     )
@@ -236,6 +234,22 @@ async def run_quorum(
         if approved.sealed_access_token and approved.sealed_access_token != outcome.sealed_access_token:
             await _revoke(approved, revoke_holder)
     return outcome
+
+
+async def _ended(future: asyncio.Future[ApprovalOutcome], child_id: str) -> ApprovalOutcome:
+    """A child's outcome; an error outcome for a child that ended without one (terminated,
+    timed out, failed), so the quorum still decides instead of failing the caller's workflow."""
+    try:
+        return await future
+    except (asyncio.CancelledError, ChildWorkflowError) as exc:
+        workflow.logger.warning("quorum approval %s ended without an outcome: %s", child_id, type(exc).__name__)
+        return ApprovalOutcome(
+            status="error",
+            workflow_id=child_id,
+            error="approval_failed",
+            reason=f"the approval workflow {child_id} ended without an outcome",
+            decided_at=workflow.now(),
+        )
 
 
 async def _revoke(outcome: ApprovalOutcome, holder: tuple[str, str]) -> None:

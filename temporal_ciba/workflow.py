@@ -17,7 +17,7 @@ from typing import Final, Literal, NoReturn
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -31,7 +31,7 @@ with workflow.unsafe.imports_passed_through():
         PingNotice,
         PushDelivery,
     )
-    from temporal_ciba.policy import ApprovalPolicy, PolicyAction, PolicyError
+    from temporal_ciba.policy import NO_POLICY, ApprovalPolicy, PolicyAction, PolicyError
     from temporal_ciba.quorum import quorum_deadline, run_quorum
     from temporal_ciba.rendering import static_details, static_summary
     from temporal_ciba.search_attributes import CIBA_STATUS
@@ -163,7 +163,8 @@ POLICY_WAIT = timedelta(minutes=10)
 async def worker_approval_policy() -> ApprovalPolicy:
     """The worker's policy file as it is now, through the local activity `ciba.approval_policy`:
     its result is recorded in history, so a replay evaluates the policy the first run saw, and a
-    new decision sees the operator's latest edit. ActivityError if the worker has none."""
+    new decision sees the operator's latest edit. ActivityError if the worker has none (its
+    cause an ApplicationError of type NO_POLICY)."""
     return await workflow.execute_local_activity(
         "ciba.approval_policy",
         result_type=ApprovalPolicy,
@@ -255,8 +256,12 @@ async def _by_policy(
         assert isinstance(policy, ApprovalPolicy)
         decision, rule = policy.decide(action or PolicyAction.of(request))
         binding_message = rule.render_binding_message(action or PolicyAction.of(request), request.binding_message)
-    except ActivityError as exc:
-        return policy_error(f"the worker's approval policy could not be read: {exc.cause or exc}")
+    except FailureError as exc:
+        # A local activity's failure may arrive as its own error (ApplicationError, TimeoutError), unwrapped.
+        cause = exc.cause if isinstance(exc, ActivityError) else exc
+        if isinstance(cause, ApplicationError) and cause.type == NO_POLICY:
+            return policy_error(cause.message)
+        return policy_error(f"the worker's approval policy could not be read: {cause}")
     except PolicyError as exc:
         return policy_error(f"the approval policy cannot decide: {exc}")
     if decision.approval == "none":
@@ -277,17 +282,17 @@ async def _by_policy(
         asked = ApprovalRequest(**{**dict(request), **changes})
     except ValueError as exc:
         return policy_error(f"the approval policy made an invalid request: {str(exc).splitlines()[0]}")
+
+    def of(hint: str, **more: object) -> ApprovalRequest:
+        # The caller's expected_subject pins the person the caller asked for, no one else.
+        pinned = request.expected_subject if hint == request.login_hint else None
+        return ApprovalRequest(**{**dict(asked), "login_hint": hint, "expected_subject": pinned, **more})
+
     if decision.approval == "one":
-        one = ApprovalRequest(**{**dict(asked), "login_hint": decision.approvers[0]})
-        outcome = await require_approval(one, id=id, task_queue=task_queue, inline=inline)
+        outcome = await require_approval(of(decision.approvers[0]), id=id, task_queue=task_queue, inline=inline)
         return outcome.model_copy(update={"policy": decision})
     deadline = quorum_deadline(asked, workflow.now())
-    # Each approver is asked for themselves: a pinned subject belongs to one person only.
-    per_approver = [
-        ApprovalRequest(**{**dict(asked), "login_hint": hint, "policy_deadline": deadline, "expected_subject": None})
-        for hint in decision.approvers
-    ]
-
+    per_approver = [of(hint, policy_deadline=deadline) for hint in decision.approvers]
     assert decision.quorum is not None
     outcome = await run_quorum(
         per_approver,

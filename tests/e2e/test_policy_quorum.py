@@ -4,6 +4,8 @@ the payment API introspecting tokens at the OP."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,9 +26,11 @@ from tests.e2e.conftest import (
     TOKEN_KEY,
     agent_settings,
     clean_env,
+    cli_command,
     payments,
     running_worker,
 )
+from tests.e2e.test_cli_errors import one_line
 from tests.e2e.test_crash import WorkerProcess
 from tests.support.op import TestOP
 from tests.support.temporal import DevServer, wait_for
@@ -298,3 +302,55 @@ async def test_a_worker_killed_mid_quorum_loses_and_duplicates_nothing(
         assert [t["status"] for t in op.token_requests(auth_req_id)].count(200) == 1
     recorded = payments(payment_api, agent.id)
     assert len(recorded) == 1 and result.receipt is not None and recorded[0]["payment_id"] == result.receipt.payment_id
+
+
+async def test_an_operators_edit_applies_to_the_next_decision(
+    temporal_client: Client, temporal_server: DevServer, op: TestOP, payment_api: str, tmp_path: Path
+) -> None:
+    """No restart: the worker reads the file again when it changed; a decision taken before the
+    edit stays as its workflow's history recorded it."""
+    path = write_policy(tmp_path)
+    async with running_worker(temporal_server, agent_settings(op), payment_api, policy_file=path) as settings:
+        before = invoice("150.00")
+        first = await start(temporal_client, settings.task_queue, before)
+        asked = await pending_requests(op, before, 1)
+        path.write_text(POLICY.replace("below = 100 }", "below = 1000 }"))
+        os.utime(path, ns=(1, 1))  # a new stamp even within the file system's clock resolution
+        after = invoice("150.00")
+        second: PaymentAgentResult = await (await start(temporal_client, settings.task_queue, after)).result()
+        op.approve(asked["alice"])
+        first_result: PaymentAgentResult = await first.result()
+    assert second.outcome.policy is not None and second.outcome.policy.rule == "small-payment"
+    assert requests_for(op, after) == []
+    assert first_result.outcome.status == "approved"
+    assert first_result.outcome.policy is not None and first_result.outcome.policy.rule == "medium-payment"
+
+
+async def test_a_worker_without_a_policy_file_asks_nobody(
+    temporal_client: Client, worker: WorkerSettings, op: TestOP, payment_api: str
+) -> None:
+    action = invoice("20.00")
+    result: PaymentAgentResult = await (await start(temporal_client, worker.task_queue, action)).result()
+    assert (result.outcome.status, result.outcome.error) == ("error", "policy_error")
+    assert result.outcome.reason == "the worker has no approval policy (CIBA_POLICY_FILE)"
+    assert requests_for(op, action) == [] and result.receipt is None
+
+
+def test_a_malformed_policy_file_stops_the_worker_at_start(temporal_server: DevServer, tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text(POLICY.replace('approvers = ["owner", "treasury"]', 'approvers = ["owner"]'))
+    env = clean_env(
+        TEMPORAL_ADDRESS=temporal_server.address,
+        CIBA_ISSUER="http://127.0.0.1:9",
+        CIBA_CLIENT_ID="agent",
+        CIBA_CLIENT_SECRET="unused-secret",
+        CIBA_PAYLOAD_KEY=PAYLOAD_KEY,
+        CIBA_TOKEN_KEY=TOKEN_KEY,
+        CIBA_POLICY_FILE=str(path),
+    )
+    done = subprocess.run(cli_command("worker"), env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert one_line(done.stderr) == (
+        f"temporal-ciba worker: policy file {path}: rules[2] (large-payment): "
+        "approval 'quorum' takes at least two different approvers"
+    )

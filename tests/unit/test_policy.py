@@ -286,3 +286,11 @@ def test_a_tool_approval_asks_as_its_policy_says() -> None:
     assert (action.type, action.parties, action.risk) == ("pay", {"approver": "alice"}, 0.9)
     assert policy.decide(action)[0].approvers == ["alice", "bob"]
     assert not ToolApproval(login_hint="alice", policy=policy, when=lambda args: False).applies_to(call(0.9))
+
+
+def test_a_worker_without_a_file_answers_that_it_has_none() -> None:
+    from temporalio.exceptions import ApplicationError
+
+    with pytest.raises(ApplicationError, match="no approval policy") as raised:
+        PolicySource(None).current()
+    assert raised.value.non_retryable and raised.value.type == "NoApprovalPolicy"
