@@ -202,7 +202,13 @@ def _op_config(ports: Ports, state: dict[str, str]) -> dict[str, object]:
         "redirect_uris": [],
         "backchannel_token_delivery_mode": "ping",
         "backchannel_client_notification_endpoint": f"https://127.0.0.1:{ports.callback}/ciba/notify",
-        "authorization_details_types": ["payment_initiation", "account_reset", "production_change", "agent_tool_call"],
+        "authorization_details_types": [
+            "payment_initiation",
+            "account_reset",
+            "production_change",
+            "agent_tool_call",
+            "service_job",
+        ],
         "require_auth_time": True,
     }
     payment_api_client = {
