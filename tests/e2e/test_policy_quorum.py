@@ -4,6 +4,7 @@ the payment API introspecting tokens at the OP."""
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import uuid
@@ -13,10 +14,13 @@ from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.worker import Replayer
 
 from temporal_ciba.ciba import CibaClient, ClientSecretBasic
 from temporal_ciba.example.agent import PaymentAgentWorkflow
 from temporal_ciba.example.payment import PaymentAction, PaymentAgentInput, PaymentAgentResult, action_digest
+from temporal_ciba.models import ApprovalOutcome
+from temporal_ciba.plugin import CibaPlugin
 from temporal_ciba.settings import WorkerSettings
 from tests.e2e.conftest import (
     AGENT_CLIENT,
@@ -209,6 +213,31 @@ async def test_a_large_payment_needs_two_people(
     # One deadline for both.
     deadlines = {r["expires_at"] // 10 for r in requests_for(op, action)}
     assert len(deadlines) == 1
+    # The agent's history (the policy's local activity, both children) replays deterministically.
+    replayer = Replayer(
+        workflows=[PaymentAgentWorkflow], plugins=[CibaPlugin(payload_key=base64.b64decode(PAYLOAD_KEY))]
+    )
+    await replayer.replay_workflow(await agent.fetch_history())
+
+
+async def test_cancelling_the_agent_cancels_every_approver(
+    temporal_client: Client, policy_worker: WorkerSettings, op: TestOP, payment_api: str
+) -> None:
+    action = invoice("60000.00")
+    agent = await start(temporal_client, policy_worker.task_queue, action)
+    await pending_requests(op, action, 2)
+    run_id = agent.first_execution_run_id or agent.result_run_id
+    children = [
+        f"{agent.id}.approval-{action_digest(action)[:16]}.q-{run_id}.{index}-{hint}"
+        for index, hint in enumerate(["alice", "bob"])
+    ]
+    await agent.cancel()
+    result: PaymentAgentResult = await agent.result()
+    assert result.outcome.status == "cancelled" and result.receipt is None
+    assert [a.status for a in result.outcome.approvers or []] == ["cancelled", "cancelled"]
+    for child in children:
+        outcome = await temporal_client.get_workflow_handle(child, result_type=ApprovalOutcome).result()
+        assert outcome.status == "cancelled"
 
 
 async def test_the_same_person_approving_twice_is_not_a_quorum(
