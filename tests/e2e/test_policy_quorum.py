@@ -26,6 +26,7 @@ from tests.e2e.conftest import (
     AGENT_CLIENT,
     PAYLOAD_KEY,
     PAYMENT_API_CLIENT,
+    PING_CLIENT,
     SECRET,
     TOKEN_KEY,
     agent_settings,
@@ -383,3 +384,30 @@ def test_a_malformed_policy_file_stops_the_worker_at_start(temporal_server: DevS
         f"temporal-ciba worker: policy file {path}: rules[2] (large-payment): "
         "approval 'quorum' takes at least two different approvers"
     )
+
+
+async def test_a_quorum_in_ping_mode_pins_only_the_person_the_caller_named(
+    temporal_client: Client, temporal_server: DevServer, op: TestOP, payment_api: str, tmp_path: Path
+) -> None:
+    """Each approver's child is woken by its own ping; the agent's expected_subject (alice) pins
+    alice's approval, not bob's, who is the policy's choice."""
+    ping = agent_settings(op, client_id=PING_CLIENT, delivery_mode="ping")
+    async with running_worker(temporal_server, ping, payment_api, policy_file=write_policy(tmp_path)) as settings:
+        action = invoice("70000.00")
+        agent = await start(temporal_client, settings.task_queue, action, expected_subject="alice")
+        asked = await pending_requests(op, action, 2)
+        op.approve(asked["alice"])
+        op.approve(asked["bob"])
+        result: PaymentAgentResult = await agent.result()
+    assert result.outcome.status == "approved", result.outcome.reason
+    assert result.receipt is not None and len(payments(payment_api, agent.id)) == 1
+    for account, auth_req_id in asked.items():
+        assert [p["status"] for p in op.pings(auth_req_id)] == ["delivered"], account
+    run_id = agent.first_execution_run_id or agent.result_run_id
+    pinned = {}
+    for index, hint in enumerate(["alice", "bob"]):
+        child_id = f"{agent.id}.approval-{action_digest(action)[:16]}.q-{run_id}.{index}-{hint}"
+        child = await temporal_client.get_workflow_handle(child_id, result_type=ApprovalOutcome).result()
+        pinned[hint] = child.subject_pinned
+    assert pinned == {"alice": True, "bob": False}
+    assert result.outcome.subject_pinned is False  # not every counted approver was pinned
