@@ -229,9 +229,11 @@ async def run_quorum(
             decided_at=workflow.now(),
             approvers=tally.claims(),
         )
-    # Every approved token but the one the outcome carries: nobody will use it.
-    for approved in tally.outcomes.values():
-        if approved.sealed_access_token and approved.sealed_access_token != outcome.sealed_access_token:
+    # Every approved token but the one the outcome carries (by its auth_req_id): nobody will use it.
+    kept = outcome.auth_req_id if outcome.sealed_access_token else None
+    for index in sorted(tally.outcomes):
+        approved = tally.outcomes[index]
+        if approved.sealed_access_token and approved.auth_req_id != kept:
             await _revoke(approved, revoke_holder)
     return outcome
 
