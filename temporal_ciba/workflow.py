@@ -163,8 +163,8 @@ POLICY_WAIT = timedelta(minutes=10)
 async def worker_approval_policy() -> ApprovalPolicy:
     """The worker's policy file as it is now, through the local activity `ciba.approval_policy`:
     its result is recorded in history, so a replay evaluates the policy the first run saw, and a
-    new decision sees the operator's latest edit. ActivityError if the worker has none (its
-    cause an ApplicationError of type NO_POLICY)."""
+    new decision sees the operator's latest edit. A FailureError if the worker has none (an
+    ApplicationError of type NO_POLICY, alone or as an ActivityError's cause)."""
     return await workflow.execute_local_activity(
         "ciba.approval_policy",
         result_type=ApprovalPolicy,
