@@ -92,6 +92,36 @@ class ApprovalRequest(BaseModel):
         return AuthenticationRequest(**fields)
 
 
+class PolicyDecision(BaseModel):
+    """What the approval policy decided for an action, and why (issue 13)."""
+
+    model_config = ConfigDict(frozen=True)
+    rule: str  # the name of the policy rule that matched
+    reason: str  # one line: why it applied
+    approval: Literal["none", "one", "quorum"]
+    approvers: list[str] = []  # the login hints asked
+    quorum: int | None = None  # n, for n of m
+    acr_values: str | None = None
+
+
+class ApproverClaims(BaseModel):
+    """One approver of a quorum: how their own approval ended, and their validated claims."""
+
+    model_config = ConfigDict(frozen=True)
+    login_hint: str
+    status: OutcomeStatus
+    workflow_id: str
+    auth_req_id: str | None = None
+    error: str | None = None
+    sub: str | None = None
+    acr: str | None = None
+    amr: list[str] | None = None
+    auth_time: int | None = None
+    # Whether this approval counted towards the quorum (False: another approval by the same sub).
+    counted: bool = False
+    decided_at: datetime
+
+
 class ApprovalOutcome(BaseModel):
     """How an approval ended; also the CLI's `--json` output."""
 
@@ -117,6 +147,20 @@ class ApprovalOutcome(BaseModel):
     decided_at: datetime
     # The access token, sealed for the approved action's activity; never shown by the CLI.
     sealed_access_token: str | None = Field(default=None, repr=False)
+    # What the approval policy decided, where one was used (issue 13).
+    policy: PolicyDecision | None = None
+    # A quorum: every approver's own outcome and claims; the fields above are those of the
+    # approval whose access token this outcome carries.
+    approvers: list[ApproverClaims] | None = None
+
+    @model_validator(mode="after")
+    def _unasked_carries_nothing(self) -> ApprovalOutcome:
+        # An action the policy let through unasked: nothing may pass for a person's approval.
+        if self.policy is not None and self.policy.approval == "none":
+            asked = (self.auth_req_id, self.sub, self.sealed_access_token, self.approvers)
+            if any(value is not None for value in asked):
+                raise ValueError("an outcome the policy let through unasked carries no approval")
+        return self
 
     @property
     def approved(self) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from temporalio.api.common.v1 import Payload
@@ -34,7 +35,8 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 from temporal_ciba.activities import CibaActivities
 from temporal_ciba.ciba import CibaClient
 from temporal_ciba.crypto import AesGcmCodec, NotificationTokens, TokenSealer
-from temporal_ciba.settings import OPSettings, TokenKeySettings, load_settings
+from temporal_ciba.policy import PolicySource
+from temporal_ciba.settings import OPSettings, WorkerSettings, load_settings
 from temporal_ciba.workflow import CibaApprovalWorkflow
 
 PLUGIN_NAME = "temporal_ciba.CibaPlugin"
@@ -108,6 +110,9 @@ class CibaPlugin(SimplePlugin):
       seals tokens and notification tokens, and must differ from the payload key).
     - `activities`: the approval activities, built by the caller instead (tests, custom clients).
     - `interceptors`: e.g. temporalio.contrib.opentelemetry's TracingInterceptor.
+    - `policy_file`: the approval policy (CIBA_POLICY_FILE) that workflows read through the
+      local activity `ciba.approval_policy`; read and checked here, so a malformed one stops
+      the worker at start (PolicyFileError, one line naming the file and the key).
     """
 
     def __init__(
@@ -118,6 +123,7 @@ class CibaPlugin(SimplePlugin):
         op: OPSettings | None = None,
         activities: Sequence[Callable[..., Any]] = (),
         interceptors: Sequence[Any] = (),
+        policy_file: Path | None = None,
     ) -> None:
         if op is not None and token_key is None:
             raise ValueError("CibaPlugin: a worker that builds its activities from `op` needs `token_key`")
@@ -128,6 +134,8 @@ class CibaPlugin(SimplePlugin):
         self._payload_key = payload_key
         self._token_key = token_key
         self._op = op
+        # Read and checked now: a malformed policy file stops the worker at start.
+        self._policy = PolicySource(policy_file)
         self._given_activities = list(activities)
         self._ciba: CibaClient | None = None
         self._built_activities: list[Callable[..., Any]] = []
@@ -147,12 +155,13 @@ class CibaPlugin(SimplePlugin):
     def from_env(cls, *, interceptors: Sequence[Any] = ()) -> CibaPlugin:
         """A worker's plugin from the CIBA_* environment (README, "Configuration"); a missing
         or malformed setting raises ConfigError naming it."""
-        keys = load_settings(TokenKeySettings)
+        keys = load_settings(WorkerSettings)
         return cls(
             payload_key=keys.payload_key_bytes,
             token_key=keys.token_key_bytes,
             op=load_settings(OPSettings),
             interceptors=interceptors,
+            policy_file=keys.policy_file,
         )
 
     def _data_converter(self, existing: DataConverter | None) -> DataConverter:
@@ -164,7 +173,7 @@ class CibaPlugin(SimplePlugin):
 
     def _activities(self, existing: Sequence[Callable[..., Any]] | None) -> list[Callable[..., Any]]:
         activities = list(existing or [])
-        ours = self._given_activities or self._build_activities()
+        ours = [*(self._given_activities or self._build_activities()), self._policy.approval_policy]
         return activities + [activity for activity in ours if activity not in activities]
 
     def _build_activities(self) -> list[Callable[..., Any]]:

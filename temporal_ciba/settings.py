@@ -320,6 +320,14 @@ class WorkerSettings(TokenKeySettings):
     worker_max_concurrent_activities: int = Field(default=100, ge=1, le=10_000)
     worker_max_concurrent_workflow_tasks: int = Field(default=100, ge=2, le=10_000)
     worker_max_cached_workflows: int = Field(default=5000, ge=0, le=100_000)
+    # The approval policy (TOML, temporal_ciba.policy) that require_approval(policy=WORKER_POLICY)
+    # reads; the worker checks it at start and reads it again when it changes.
+    policy_file: Path | None = None
+
+    @field_validator("policy_file")
+    @classmethod
+    def _policy_file_exists(cls, path: Path | None) -> Path | None:
+        return _existing_file(path)
 
 
 class CallbackSettings(TokenKeySettings):

@@ -12,10 +12,12 @@ attributes, status query and current details, on the workflow it runs in.
 
 from __future__ import annotations
 
-from typing import NoReturn
+from datetime import timedelta
+from typing import Final, Literal, NoReturn
 
 from temporalio import workflow
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -29,6 +31,8 @@ with workflow.unsafe.imports_passed_through():
         PingNotice,
         PushDelivery,
     )
+    from temporal_ciba.policy import NO_POLICY, ApprovalPolicy, PolicyAction, PolicyError
+    from temporal_ciba.quorum import quorum_deadline, run_quorum
     from temporal_ciba.rendering import static_details, static_summary
     from temporal_ciba.search_attributes import CIBA_STATUS
 
@@ -38,8 +42,10 @@ __all__ = [
     "PING_PACING_PATCH",
     "REDEEM_PATCH",
     "STATUS_QUERY",
+    "WORKER_POLICY",
     "CibaApprovalWorkflow",
     "require_approval",
+    "worker_approval_policy",
 ]
 
 # New runs of CibaApprovalWorkflow take the redeem path (temporal_ciba.approval.DecisionPath);
@@ -147,12 +153,34 @@ class _InlineApprovals:
         return registry
 
 
+# require_approval(..., policy=WORKER_POLICY): the worker's policy file (CIBA_POLICY_FILE).
+WORKER_POLICY: Final = "worker"
+# How long a decision waits for the worker's policy (a policy file broken by an edit is retried
+# until fixed, within this); then the approval ends as an error.
+POLICY_WAIT = timedelta(minutes=10)
+
+
+async def worker_approval_policy() -> ApprovalPolicy:
+    """The worker's policy file as it is now, through the local activity `ciba.approval_policy`:
+    its result is recorded in history, so a replay evaluates the policy the first run saw, and a
+    new decision sees the operator's latest edit. A FailureError if the worker has none (an
+    ApplicationError of type NO_POLICY, alone or as an ActivityError's cause)."""
+    return await workflow.execute_local_activity(
+        "ciba.approval_policy",
+        result_type=ApprovalPolicy,
+        schedule_to_close_timeout=POLICY_WAIT,
+        retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
+    )
+
+
 async def require_approval(
     request: ApprovalRequest,
     *,
     id: str | None = None,
     task_queue: str | None = None,
     inline: bool = False,
+    policy: ApprovalPolicy | Literal["worker"] | None = None,
+    action: PolicyAction | None = None,
 ) -> ApprovalOutcome:
     """Ask for approval from inside any workflow and wait durably for the outcome.
 
@@ -162,17 +190,35 @@ async def require_approval(
     waits of minutes (this workflow gets the search attributes, the `ciba.status` query and the
     notifications; every poll in poll mode costs this workflow's history about 11 events, and it
     never continues as new). Act only if `outcome.approved`.
+
+    With a `policy` (an ApprovalPolicy, or WORKER_POLICY for the worker's policy file) the
+    policy decides for `action` (default: `PolicyAction.of(request)`): no approval (an
+    `approved` outcome with `policy.approval == "none"`, no approver, no token), one approver
+    (the request with the rule's approver, acr_values, expiry and binding message), or a
+    quorum (temporal_ciba.quorum). The decision is `outcome.policy`.
     """
+    if policy is not None:
+        return await _by_policy(request, policy, action, id=id, task_queue=task_queue, inline=inline)
     info = workflow.info()
     if inline:
         approval = Approval(request, holder=Holder(info.workflow_id, info.run_id), path=DecisionPath(redeem=True))
         return await _InlineApprovals.of_this_workflow().run(approval)
+    return await (await _start_approval(request, id or _approval_id(request), task_queue))
+
+
+def _approval_id(request: ApprovalRequest) -> str:
     suffix = request.action_digest[:16] if request.action_digest else str(workflow.uuid4())[:8]
-    return await workflow.execute_child_workflow(
+    return f"{workflow.info().workflow_id}.approval-{suffix}"
+
+
+async def _start_approval(
+    request: ApprovalRequest, id: str, task_queue: str | None
+) -> workflow.ChildWorkflowHandle[CibaApprovalWorkflow, ApprovalOutcome]:
+    return await workflow.start_child_workflow(
         CibaApprovalWorkflow.run,
         ApprovalWorkflowInput(request=request),
-        id=id or f"{info.workflow_id}.approval-{suffix}",
-        task_queue=task_queue or info.task_queue,
+        id=id,
+        task_queue=task_queue or workflow.info().task_queue,
         parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
         # Listed as requesting from its first event, without an upsert of its own.
         search_attributes=TypedSearchAttributes([SearchAttributePair(CIBA_STATUS, "requesting")]),
@@ -180,3 +226,81 @@ async def require_approval(
         static_summary=static_summary(request),
         static_details=static_details(request),
     )
+
+
+async def _by_policy(
+    request: ApprovalRequest,
+    policy: ApprovalPolicy | Literal["worker"],
+    action: PolicyAction | None,
+    *,
+    id: str | None,
+    task_queue: str | None,
+    inline: bool,
+) -> ApprovalOutcome:
+    """require_approval under a policy: decide, then ask nobody, one approver, or a quorum."""
+    info = workflow.info()
+
+    def policy_error(reason: str) -> ApprovalOutcome:
+        return ApprovalOutcome(
+            status="error",
+            workflow_id=info.workflow_id,
+            error="policy_error",
+            reason=reason,
+            action_digest=request.action_digest,
+            decided_at=workflow.now(),
+        )
+
+    try:
+        if policy == WORKER_POLICY:
+            policy = await worker_approval_policy()
+        assert isinstance(policy, ApprovalPolicy)
+        decision, rule = policy.decide(action or PolicyAction.of(request))
+        binding_message = rule.render_binding_message(action or PolicyAction.of(request), request.binding_message)
+    except FailureError as exc:
+        # A local activity's failure may arrive as its own error (ApplicationError, TimeoutError), unwrapped.
+        cause = exc.cause if isinstance(exc, ActivityError) else exc
+        if isinstance(cause, ApplicationError) and cause.type == NO_POLICY:
+            return policy_error(cause.message)
+        return policy_error(f"the worker's approval policy could not be read: {cause}")
+    except PolicyError as exc:
+        return policy_error(f"the approval policy cannot decide: {exc}")
+    if decision.approval == "none":
+        return ApprovalOutcome(
+            status="approved",
+            workflow_id=info.workflow_id,
+            reason=f"no approval needed: {decision.reason} (policy rule {decision.rule})",
+            action_digest=request.action_digest,
+            decided_at=workflow.now(),
+            policy=decision,
+        )
+    changes: dict[str, object] = {"binding_message": binding_message}
+    if rule.acr_values is not None:
+        changes["acr_values"] = rule.acr_values
+    if rule.requested_expiry is not None:
+        changes["requested_expiry"] = rule.requested_expiry
+    try:
+        asked = ApprovalRequest(**{**dict(request), **changes})
+    except ValueError as exc:
+        return policy_error(f"the approval policy made an invalid request: {str(exc).splitlines()[0]}")
+
+    def of(hint: str, **more: object) -> ApprovalRequest:
+        # The caller's expected_subject pins the person the caller asked for, no one else.
+        pinned = request.expected_subject if hint == request.login_hint else None
+        return ApprovalRequest(**{**dict(asked), "login_hint": hint, "expected_subject": pinned, **more})
+
+    if decision.approval == "one":
+        outcome = await require_approval(of(decision.approvers[0]), id=id, task_queue=task_queue, inline=inline)
+        return outcome.model_copy(update={"policy": decision})
+    deadline = quorum_deadline(asked, workflow.now())
+    per_approver = [of(hint, policy_deadline=deadline) for hint in decision.approvers]
+    assert decision.quorum is not None
+    outcome = await run_quorum(
+        per_approver,
+        needed=decision.quorum,
+        end_on_denial=rule.on_denial == "end",
+        base_id=id or _approval_id(asked),
+        deadline=deadline,
+        start_child=lambda child, child_id: _start_approval(child, child_id, task_queue),
+        revoke_holder=(info.workflow_id, info.run_id),
+    )
+    return outcome.model_copy(update={"policy": decision})

@@ -31,6 +31,7 @@ from temporalio import workflow
 from temporal_ciba.crypto import TokenSealer
 from temporal_ciba.grant import GrantRefused, open_access_token
 from temporal_ciba.models import ApprovalOutcome, ApprovalRequest
+from temporal_ciba.policy import ApprovalPolicy, PolicyAction, PolicyError
 from temporal_ciba.workflow import require_approval
 
 T = TypeVar("T")
@@ -79,9 +80,37 @@ class ToolApproval:
     on_lost_grant: Literal["stop", "ask_again"] = "stop"
     # When to ask at all; default: always. A call it lets through runs with no approval.
     when: Callable[[ToolArguments], bool] | None = None
+    # An approval policy (temporal_ciba.policy) deciding, after `when`, whether to ask, whom
+    # (one approver or a quorum) and how; the action it sees is `action_for(arguments)`. A call
+    # it lets through ("none") runs with no approval, as one `when` lets through.
+    policy: ApprovalPolicy | None = None
+    # The action's type for the policy (default: the tool's name), the caller's risk score, and
+    # who is who (role -> login_hint; `login_hint` fills the role "approver").
+    action_type: Derived[str | None] = None
+    risk: Derived[float | None] = None
+    parties: Derived[dict[str, str] | None] = None
 
     def applies_to(self, arguments: ToolArguments) -> bool:
-        return True if self.when is None else bool(self.when(arguments))
+        if self.when is not None and not self.when(arguments):
+            return False
+        if self.policy is None:
+            return True
+        try:
+            decision, _ = self.policy.decide(self.action_for(arguments))
+        except PolicyError:
+            return True  # asked: require_approval ends it as a policy error, nothing runs
+        return decision.approval != "none"
+
+    def action_for(self, arguments: ToolArguments) -> PolicyAction:
+        """The action the policy decides on: this call, its details, risk and parties."""
+        parties: dict[str, str] | None = _derive(self.parties, arguments)
+        return PolicyAction(
+            type=_derive(self.action_type, arguments) or arguments.tool_name,
+            authorization_details=_derive(self.authorization_details, arguments),
+            risk=_derive(self.risk, arguments),
+            parties={"approver": _derive(self.login_hint, arguments), **(parties or {})},
+            digest=tool_action_digest(arguments.tool_name, arguments),
+        )
 
     def request_for(self, arguments: ToolArguments) -> ApprovalRequest:
         """The approval request for this call, bound to its action digest."""
@@ -147,7 +176,12 @@ async def ask_for_tool_call(approval: ToolApproval, arguments: ToolArguments) ->
     """From the agent's workflow: ask for this call and wait durably for the validated outcome."""
     request = approval.request_for(arguments)
     assert request.action_digest is not None
-    return await require_approval(request, id=tool_approval_id(arguments.call_id, request.action_digest))
+    return await require_approval(
+        request,
+        id=tool_approval_id(arguments.call_id, request.action_digest),
+        policy=approval.policy,
+        action=approval.action_for(arguments) if approval.policy is not None else None,
+    )
 
 
 def refusal_for_model(tool_name: str, outcome: ApprovalOutcome) -> str:

@@ -23,8 +23,9 @@ with workflow.unsafe.imports_passed_through():
         summary,
     )
     from temporal_ciba.models import ApprovalRequest
+    from temporal_ciba.policy import PolicyAction
 
-from temporal_ciba.workflow import require_approval
+from temporal_ciba.workflow import WORKER_POLICY, require_approval
 
 
 @workflow.defn
@@ -33,22 +34,33 @@ class PaymentAgentWorkflow:
     async def run(self, input: PaymentAgentInput) -> PaymentAgentResult:
         action = input.action
         digest = action_digest(action)
-        outcome = await require_approval(
-            ApprovalRequest(
-                login_hint=input.approver,
-                binding_message=binding_message(action, digest),
-                scope=input.scope,
-                acr_values=input.acr_values,
-                authorization_details=authorization_details(action, digest),
-                summary=summary(action),
-                requested_expiry=input.requested_expiry,
-                action_digest=digest,
-                expected_subject=input.expected_subject,
-            ),
-            inline=input.inline,
+        request = ApprovalRequest(
+            login_hint=input.approver,
+            binding_message=binding_message(action, digest),
+            scope=input.scope,
+            acr_values=input.acr_values,
+            authorization_details=authorization_details(action, digest),
+            summary=summary(action),
+            requested_expiry=input.requested_expiry,
+            action_digest=digest,
+            expected_subject=input.expected_subject,
         )
+        if input.use_policy:
+            # The amount policy decides: no approval, the owner at a stronger acr, or a quorum.
+            parties = {"owner": input.approver, **input.parties}
+            outcome = await require_approval(
+                request, inline=input.inline, policy=WORKER_POLICY, action=PolicyAction.of(request, parties=parties)
+            )
+        else:
+            outcome = await require_approval(request, inline=input.inline)
         if not outcome.approved:
             workflow.logger.info("payment not made: approval %s", outcome.status)
+            return PaymentAgentResult(outcome=outcome)
+        if outcome.sealed_access_token is None:
+            # The policy let it through unasked: no person approved, so there is no token, and
+            # the example payment API pays only with one. A real agent pays such amounts with its
+            # own credentials; this one reports the decision and stops.
+            workflow.logger.info("payment below the approval threshold: %s", outcome.reason)
             return PaymentAgentResult(outcome=outcome)
         # The activity opens the approval only in this run, for this action, and derives the
         # idempotency key from the same context: retries, crashes and replays pay once.

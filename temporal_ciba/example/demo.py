@@ -202,7 +202,13 @@ def _op_config(ports: Ports, state: dict[str, str]) -> dict[str, object]:
         "redirect_uris": [],
         "backchannel_token_delivery_mode": "ping",
         "backchannel_client_notification_endpoint": f"https://127.0.0.1:{ports.callback}/ciba/notify",
-        "authorization_details_types": ["payment_initiation", "account_reset", "production_change", "agent_tool_call"],
+        "authorization_details_types": [
+            "payment_initiation",
+            "account_reset",
+            "production_change",
+            "agent_tool_call",
+            "service_job",
+        ],
         "require_auth_time": True,
     }
     payment_api_client = {
@@ -216,7 +222,8 @@ def _op_config(ports: Ports, state: dict[str, str]) -> dict[str, object]:
         "host": "127.0.0.1",
         "port": ports.op,
         "clients": [ciba_client, payment_api_client],
-        "accounts": {APPROVER: {"email": "alice@example.com"}},
+        # bob: the second approver of the two-person rule (the policy examples).
+        "accounts": {APPROVER: {"email": "alice@example.com"}, "bob": {"email": "bob@example.com"}},
         "idTokenBindingClaims": True,
         # This is a demo OP: its approver page plays alice's phone, and whoever reaches the OP
         # (127.0.0.1 only) may approve. Its test-only routes (testRoutes) stay off.

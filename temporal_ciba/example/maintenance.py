@@ -2,7 +2,9 @@
 
 A change to `production` needs a one-time CIBA decision whose RFC 9396 authorization_details
 (type `production_change`) name the system, the change and the window; a `staging` change runs
-without asking (`when`). The tool records the change in the ledger (tool_ledger.py).
+without asking (`when`). With a second approver the two-person rule applies: both are asked at
+once and the change runs only when two different people (two validated `sub`s) said yes
+(TWO_PERSON_RULE, a policy in code). The tool records the change in the ledger (tool_ledger.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from temporal_ciba.crypto import TokenSealer
     from temporal_ciba.example.tool_agent import ToolAgentInput, ToolAgentResult
     from temporal_ciba.example.tool_ledger import ToolLedger, open_call
+    from temporal_ciba.policy import ApprovalPolicy, PolicyRule
 
 TOOL = "apply_production_change"
 
@@ -42,6 +45,22 @@ class ProductionChange(BaseModel):
 class MaintenanceInput(ToolAgentInput):
     approver: str = Field(min_length=1, description="login_hint of the on-call approver")
     requested_expiry: int | None = Field(default=None, gt=0, description="seconds the approver has to decide")
+    # The two-person rule: a production change needs this person too (a different `sub`).
+    second_approver: str | None = Field(default=None, min_length=1)
+
+
+# The two-person rule as a policy in code: both approvers, two distinct people, any denial ends it.
+TWO_PERSON_RULE = ApprovalPolicy(
+    rules=[
+        PolicyRule(
+            name="production-two-person",
+            action=TOOL,
+            approval="quorum",
+            approvers=["approver", "second"],
+            reason="a production change needs two different people",
+        )
+    ]
+)
 
 
 def needs_decision(arguments: ToolArguments) -> bool:
@@ -67,12 +86,15 @@ def binding_message(arguments: ToolArguments) -> str:
 
 
 def approval_for(input: MaintenanceInput) -> ToolApproval:
+    second = input.second_approver
     return ToolApproval(
         login_hint=input.approver,
         requested_expiry=input.requested_expiry,
         binding_message=binding_message,
         authorization_details=authorization_details,
         when=needs_decision,
+        policy=TWO_PERSON_RULE if second else None,
+        parties={"second": second} if second else None,
     )
 
 

@@ -35,12 +35,14 @@ def build_input(options: argparse.Namespace) -> MaintenanceInput:
         request=f"{options.change} on {options.system} ({options.environment})",
         tool_calls=[ScriptedCall(name=TOOL, arguments=arguments)],
         approver=options.approver,
+        second_approver=options.second_approver,
     )
 
 
 def arguments() -> argparse.ArgumentParser:
     options = parser("The maintenance bot: a production change, once, after the approver's decision.")
     options.add_argument("--approver", required=True, help="login_hint of the on-call approver")
+    options.add_argument("--second-approver", help="the two-person rule: this person must approve too")
     options.add_argument("--system", required=True)
     options.add_argument("--change", required=True)
     options.add_argument("--window-start", required=True, help="ISO 8601, e.g. 2026-11-29T02:00:00Z")

@@ -104,6 +104,10 @@ class PaymentAgentInput(BaseModel):
     expected_subject: str | None = None
     # Wait for the approval in the agent's own workflow (ping and push mode) instead of a child.
     inline: bool = False
+    # Ask as the worker's approval policy says (CIBA_POLICY_FILE; the approver is the role
+    # "owner"), with these other parties (role -> login_hint, e.g. {"treasury": "bob"}).
+    use_policy: bool = False
+    parties: dict[str, str] = {}
 
 
 class ExecutePaymentInput(BaseModel):

@@ -71,7 +71,7 @@ async def start_or_attach(
 
 def report(result: ToolAgentResult) -> int:
     for call_id, outcome in result.outcomes.items():
-        who = f" by {outcome.sub}" if outcome.approved else f": {outcome.reason}"
+        who = f" by {outcome.sub}" if outcome.approved and not outcome.approvers else f": {outcome.reason}"
         print(f"Approval of {call_id}: {outcome.status}{who}")
     print(f"The model said: {result.reply}")
     return 0 if all(outcome.approved for outcome in result.outcomes.values()) else 1

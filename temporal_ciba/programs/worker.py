@@ -36,6 +36,7 @@ async def run_worker(
         token_key=settings.token_key_bytes,
         op=op,
         interceptors=tracing_interceptors(),
+        policy_file=settings.policy_file,
     )
     client = await connect(
         settings.payload_key_bytes,

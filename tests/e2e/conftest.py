@@ -295,12 +295,15 @@ def agent_settings(op: TestOP, **overrides: object) -> OPSettings:
 
 
 @asynccontextmanager
-async def running_worker(server: DevServer, op_settings: OPSettings, payment_api: str) -> AsyncIterator[WorkerSettings]:
+async def running_worker(
+    server: DevServer, op_settings: OPSettings, payment_api: str, *, policy_file: Path | None = None
+) -> AsyncIterator[WorkerSettings]:
     """The real worker (run_worker) in this process, on a task queue of its own."""
     settings = WorkerSettings(
         task_queue=f"ciba-test-{uuid.uuid4().hex[:8]}",
         payload_key=PAYLOAD_KEY,
         token_key=TOKEN_KEY,
+        policy_file=policy_file,
     )  # type: ignore[arg-type]
     stop = asyncio.Event()
     payments = PaymentAgentPlugin(api_url=payment_api, token_key=settings.token_key_bytes, dpop=op_settings.dpop)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.openai_agents import OpenAIAgentsPlugin
 from temporalio.openai_agents.testing import TestModelProvider
 from temporalio.worker import Replayer
@@ -141,6 +141,33 @@ async def test_approve_runs_the_tool_once_with_the_approved_arguments(agents: Ag
     ]
     replayer = Replayer(workflows=[MaintenanceBotWorkflow], plugins=plugins)
     await replayer.replay_workflow(await agent.fetch_history())
+
+
+async def test_the_two_person_rule_runs_the_change_once_two_people_approved(agents: Agents, op: TestOP) -> None:
+    """With a second approver the bot's change needs alice and bob (TWO_PERSON_RULE, a quorum)."""
+    change = production_change()
+    agent = await agents.maintenance(change, second_approver="bob")
+    requests = await pending(op, f"Change {change['system']} in production, code ", count=2)
+    assert sorted(r["account"] for r in requests) == ["alice", "bob"]
+    op.approve(requests[0]["auth_req_id"])
+
+    async def one_completed() -> bool:
+        children = [agents.client.get_workflow_handle(i) for i in await approvals_of(agents.client, agent.id)]
+        statuses = [(await child.describe()).status for child in children]
+        return statuses.count(WorkflowExecutionStatus.COMPLETED) == 1 and len(statuses) == 2
+
+    # One approval, validated and complete, is not enough: the tool has not run.
+    await wait_for(one_completed, what="the first approval to complete")
+    assert agents.ledger.entries() == []
+    op.approve(requests[1]["auth_req_id"])
+    result = await agent.result()
+    [outcome] = result.outcomes.values()
+    assert outcome.status == "approved" and outcome.policy is not None
+    assert outcome.policy.rule == "production-two-person" and outcome.policy.approvers == ["alice", "bob"]
+    assert sorted((a.sub, a.counted) for a in outcome.approvers or []) == [("alice", True), ("bob", True)]
+    [entry] = agents.ledger.entries()
+    assert entry.arguments == change
+    assert result.reply == f"Applied to {change['system']} (production): {change['change']}."
 
 
 async def test_deny_never_runs_the_tool_and_the_model_reads_why(agents: Agents, op: TestOP) -> None:

@@ -37,7 +37,13 @@ def ciba_client(client_id: str, *, mode: str = "poll", **metadata: Any) -> dict[
         "response_types": [],
         "redirect_uris": [],
         "backchannel_token_delivery_mode": mode,
-        "authorization_details_types": ["payment_initiation", "account_reset", "production_change", "agent_tool_call"],
+        "authorization_details_types": [
+            "payment_initiation",
+            "account_reset",
+            "production_change",
+            "agent_tool_call",
+            "service_job",
+        ],
         "require_auth_time": True,
         **metadata,
     }

@@ -169,6 +169,7 @@ const provider = new Provider(issuer, deepMerge({
         account_reset: { validate() {} },
         production_change: { validate() {} },
         agent_tool_call: { validate() {} },
+        service_job: { validate() {} },
       },
       authorizationDetailsForGrantSource: (ctx, source) => source.rar,
       authorizationDetailsForAccessToken: (ctx, token, source) => source.rar,

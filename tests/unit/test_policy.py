@@ -1,0 +1,296 @@
+"""The approval policy: evaluation on literal actions, and the TOML file's parsing (issue 13)."""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from temporal_ciba.agents.tool_approval import short_code
+from temporal_ciba.models import ApprovalRequest
+from temporal_ciba.policy import (
+    ApprovalPolicy,
+    Bounds,
+    PolicyAction,
+    PolicyError,
+    PolicyFileError,
+    PolicyRule,
+    PolicySource,
+    load_policy_file,
+    parse_policy,
+)
+
+# The issue's example: under 100 pass, up to 10,000 the owner at acr phone, above: owner and treasury.
+AMOUNT_POLICY = """
+[roles]
+treasury = "bob"
+
+[[rules]]
+name = "small-payment"
+action = "payment_initiation"
+match = { "instructedAmount.amount" = { below = 100 } }
+approval = "none"
+reason = "payments under 100 need no approval"
+
+[[rules]]
+name = "medium-payment"
+action = "payment_initiation"
+match = { "instructedAmount.amount" = { at_most = 10000 } }
+approval = "one"
+approvers = ["owner"]
+acr_values = "urn:example:acr:phone"
+requested_expiry = 300
+binding_message = "Pay {instructedAmount.amount} {instructedAmount.currency}, code {code}"
+
+[[rules]]
+name = "large-payment"
+action = "payment_initiation"
+approval = "quorum"
+approvers = ["owner", "treasury"]
+acr_values = "urn:example:acr:phone"
+
+[[rules]]
+name = "risky-service-call"
+action = ["service_call", "batch_job"]
+match = { risk = { above = 0.7 } }
+approval = "one"
+approvers = ["oncall"]
+
+[[rules]]
+name = "service-call"
+action = ["service_call", "batch_job"]
+approval = "none"
+"""
+DIGEST = "ab" * 32
+
+
+def payment(amount: object, **extra: object) -> PolicyAction:
+    details = [{"type": "payment_initiation", "instructedAmount": {"amount": amount, "currency": "EUR"}, **extra}]
+    return PolicyAction(
+        type="payment_initiation", authorization_details=details, parties={"owner": "alice"}, digest=DIGEST
+    )
+
+
+@pytest.fixture(scope="module")
+def policy() -> ApprovalPolicy:
+    return parse_policy(AMOUNT_POLICY, source="amounts.toml")
+
+
+@pytest.mark.parametrize(
+    ("action", "rule", "approval", "approvers", "quorum"),
+    [
+        (payment("99.99"), "small-payment", "none", [], None),
+        (payment(0), "small-payment", "none", [], None),
+        (payment("100.00"), "medium-payment", "one", ["alice"], None),
+        (payment(10000), "medium-payment", "one", ["alice"], None),
+        (payment("10000.01"), "large-payment", "quorum", ["alice", "bob"], 2),
+        (payment(1e9), "large-payment", "quorum", ["alice", "bob"], 2),
+        (PolicyAction(type="service_call", risk=0.7, parties={"oncall": "carol"}), "service-call", "none", [], None),
+        (
+            PolicyAction(type="batch_job", risk=0.71, parties={"oncall": "carol"}),
+            "risky-service-call",
+            "one",
+            ["carol"],
+            None,
+        ),
+    ],
+)
+def test_decisions(
+    policy: ApprovalPolicy, action: PolicyAction, rule: str, approval: str, approvers: list[str], quorum: int | None
+) -> None:
+    decision, matched = policy.decide(action)
+    assert (decision.rule, decision.approval, decision.approvers, decision.quorum) == (
+        rule,
+        approval,
+        approvers,
+        quorum,
+    )
+    assert matched.name == rule
+    assert decision.reason
+
+
+def test_the_decision_carries_the_rules_acr_and_its_reason(policy: ApprovalPolicy) -> None:
+    decision, rule = policy.decide(payment(500))
+    assert decision.acr_values == "urn:example:acr:phone"
+    assert rule.requested_expiry == 300
+    small, _ = policy.decide(payment(5))
+    assert small.reason == "payments under 100 need no approval"
+    large, _ = policy.decide(payment(50000))
+    assert large.reason == "payment_initiation"  # made from its conditions: none but the type
+
+
+@pytest.mark.parametrize(
+    ("action", "message"),
+    [
+        # A rule that matches the type but cannot be evaluated fails closed, never falls through.
+        (payment(None), "no number at 'instructedAmount.amount'"),
+        (payment("lots"), "not a number"),
+        (payment("NaN"), "not a finite number"),
+        (payment(True), "no number"),
+        (PolicyAction(type="payment_initiation", parties={"owner": "alice"}), "no number"),
+        (PolicyAction(type="service_call", parties={"oncall": "carol"}), "no number at 'risk'"),
+        (PolicyAction(type="account_reset"), "no policy rule matches the action 'account_reset'"),
+        (payment(500).model_copy(update={"parties": {}}), "no approver for the role 'owner'"),
+    ],
+)
+def test_undecidable_actions_are_errors(policy: ApprovalPolicy, action: PolicyAction, message: str) -> None:
+    with pytest.raises(PolicyError, match=message):
+        policy.decide(action)
+
+
+def test_two_entries_of_the_actions_type_are_an_error(policy: ApprovalPolicy) -> None:
+    """A small payment listed first must not carry a large one past the threshold."""
+    action = payment("1.00")
+    assert action.authorization_details is not None
+    two = [*action.authorization_details, {"type": "payment_initiation", "instructedAmount": {"amount": "90000"}}]
+    with pytest.raises(PolicyError, match="2 authorization_details"):
+        policy.decide(action.model_copy(update={"authorization_details": two}))
+
+
+def test_the_actions_parties_fill_roles_before_the_policys(policy: ApprovalPolicy) -> None:
+    action = payment(50000).model_copy(update={"parties": {"owner": "alice", "treasury": "dave"}})
+    assert policy.decide(action)[0].approvers == ["alice", "dave"]
+
+
+def test_binding_message_template(policy: ApprovalPolicy) -> None:
+    action = payment("120.00")
+    _, rule = policy.decide(action)
+    # The same four characters the tool wrappers show (temporal_ciba.agents.short_code).
+    assert rule.render_binding_message(action, "default") == f"Pay 120.00 EUR, code {short_code(DIGEST)}"
+    _, small = policy.decide(payment(1))
+    assert small.render_binding_message(action, "the caller's") == "the caller's"
+    with pytest.raises(PolicyError, match=r"needs 'instructedAmount\.amount'"):
+        rule.render_binding_message(PolicyAction(type="payment_initiation", digest=DIGEST), "x")
+    with pytest.raises(PolicyError, match="needs the action digest"):
+        rule.render_binding_message(payment(1).model_copy(update={"digest": None}), "x")
+
+
+def test_a_predicate_in_code() -> None:
+    weekend = PolicyRule(
+        name="weekend-change",
+        action="production_change",
+        predicate=lambda action: action.field("day") in ("sat", "sun"),
+        approval="quorum",
+        approvers=["owner", "oncall"],
+    )
+    policy = ApprovalPolicy(
+        rules=[weekend, PolicyRule(name="weekday", approval="one", approvers=["owner"])],
+        roles={"oncall": "bob"},
+    )
+    change = PolicyAction(
+        type="production_change",
+        authorization_details=[{"type": "production_change", "day": "sun"}],
+        parties={"owner": "alice"},
+    )
+    assert policy.decide(change)[0].approval == "quorum"
+    weekday = change.model_copy(update={"authorization_details": [{"type": "production_change", "day": "mon"}]})
+    assert policy.decide(weekday)[0].approval == "one"
+    # The predicate never travels: a policy handed through history is data only.
+    assert "predicate" not in policy.model_dump_json()
+
+
+def test_of_request_defaults() -> None:
+    request = ApprovalRequest(
+        login_hint="alice",
+        binding_message="Pay",
+        authorization_details=[{"type": "payment_initiation", "x": 1}],
+        action_digest=DIGEST,
+    )
+    action = PolicyAction.of(request, risk=0.5, parties={"owner": "alice"})
+    assert (action.type, action.risk, action.digest) == ("payment_initiation", 0.5, DIGEST)
+    assert action.parties == {"approver": "alice", "owner": "alice"}
+    assert PolicyAction.of(request.model_copy(update={"authorization_details": None})).type == "approval"
+
+
+# The file ---------------------------------------------------------------------------------------
+
+RULE = '[[rules]]\nname = "r"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("rules = [", "not valid TOML"),
+        ("", "rules: Field required"),
+        ("rules = []", "rules: List should have at least 1 item"),
+        ('[[rules]]\nname = "r"\n', "rules[0] (r).approval: Field required"),
+        (RULE + 'approval = "maybe"', "rules[0] (r).approval: Input should be 'none', 'one' or 'quorum'"),
+        (RULE + 'approval = "none"\napprovers = ["owner"]', "rules[0] (r): approval 'none' takes no approvers"),
+        (RULE + 'approval = "one"', "rules[0] (r): approval 'one' takes exactly one approver"),
+        (RULE + 'approval = "quorum"\napprovers = ["a"]', "at least two different approvers"),
+        (RULE + 'approval = "quorum"\napprovers = ["a", "a"]', "at least two different approvers"),
+        (RULE + 'approval = "quorum"\napprovers = ["a", "b"]\nquorum = 3', "quorum 3 is more than the 2 approvers"),
+        (RULE + 'approval = "quorum"\napprovers = ["a", "b"]\nquorum = 0', "rules[0] (r).quorum: Input should be"),
+        (RULE + 'approval = "none"\nmatch = { risk = { under = 3 } }', "rules[0] (r).match.risk.under: Extra inputs"),
+        (RULE + 'approval = "none"\nmatch = { risk = {} }', "rules[0] (r).match.risk: give at least one of"),
+        (RULE + 'approval = "none"\nmatch = { risk = { above = "x" } }', "rules[0] (r).match.risk.above"),
+        (RULE + 'approval = "none"\npredicate = "x"', "rules[0] (r).predicate: Input should be callable"),
+        (RULE + 'approval = "one"\napprovers = ["a"]\nrequested_expiry = 0', "rules[0] (r).requested_expiry"),
+        (RULE + 'approval = "none"\n' + RULE + 'approval = "none"', "rule names must be unique"),
+        (RULE + 'approval = "none"\n[roles]\nx = 1', "roles.x: Input should be a valid string"),
+        (RULE + 'approval = "none"\nthreshold = 5', "rules[0] (r).threshold: Extra inputs are not permitted"),
+        ('rule = "x"\n' + RULE + 'approval = "none"', "rule: Extra inputs are not permitted"),
+    ],
+)
+def test_malformed_files_name_the_file_and_the_key(text: str, message: str) -> None:
+    with pytest.raises(PolicyFileError) as raised:
+        parse_policy(text, source="/etc/ciba/policy.toml")
+    line = str(raised.value)
+    assert "\n" not in line
+    assert line.startswith("policy file /etc/ciba/policy.toml: ")
+    assert message in line
+
+
+def test_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(PolicyFileError, match=r"policy file .*nope.toml: cannot be read"):
+        load_policy_file(tmp_path / "nope.toml")
+
+
+def test_the_source_reads_an_edit_and_refuses_a_broken_one(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text(AMOUNT_POLICY)
+    source = PolicySource(path)
+    assert source.current().decide(payment(50))[0].approval == "none"
+    path.write_text(AMOUNT_POLICY.replace("below = 100", "below = 10"))
+    os.utime(path, ns=(1, 1))  # a new stamp even within the file system's clock resolution
+    assert source.current().decide(payment(50))[0].approval == "one"
+    path.write_text("rules = [")
+    os.utime(path, ns=(2, 2))
+    with pytest.raises(PolicyFileError, match="not valid TOML"):
+        source.current()
+    with pytest.raises(PolicyFileError):
+        PolicySource(path)  # a worker with a broken file does not start
+
+
+def test_a_tool_approval_asks_as_its_policy_says() -> None:
+    from temporal_ciba.agents import ToolApproval, ToolArguments
+
+    policy = ApprovalPolicy(
+        rules=[
+            PolicyRule(name="small", action="pay", match={"risk": Bounds(below=Decimal("0.5"))}, approval="none"),
+            PolicyRule(name="rest", action="pay", approval="quorum", approvers=["approver", "treasury"]),
+        ],
+        roles={"treasury": "bob"},
+    )
+    gate = ToolApproval(login_hint="alice", policy=policy, risk=lambda args: args["risk"])
+
+    def call(risk: object) -> ToolArguments:
+        return ToolArguments({"risk": risk}, tool_name="pay", call_id="c1")
+
+    assert not gate.applies_to(call(0.1))
+    assert gate.applies_to(call(0.9))
+    assert gate.applies_to(call(None))  # undecidable: asked, and require_approval ends it as an error
+    action = gate.action_for(call(0.9))
+    assert (action.type, action.parties, action.risk) == ("pay", {"approver": "alice"}, 0.9)
+    assert policy.decide(action)[0].approvers == ["alice", "bob"]
+    assert not ToolApproval(login_hint="alice", policy=policy, when=lambda args: False).applies_to(call(0.9))
+
+
+def test_a_worker_without_a_file_answers_that_it_has_none() -> None:
+    from temporalio.exceptions import ApplicationError
+
+    with pytest.raises(ApplicationError, match="no approval policy") as raised:
+        PolicySource(None).current()
+    assert raised.value.non_retryable and raised.value.type == "NoApprovalPolicy"

@@ -1,0 +1,172 @@
+"""The quorum's own decisions in workflow code, on the time-skipping test server with scripted
+activities (one script per approver): denials that end it or only count, a deadline shared by
+all, and which access tokens are revoked. The e2e tests prove it against the real OP."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from pydantic import BaseModel
+from temporalio import activity, workflow
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from temporal_ciba.activities import Redemptions
+from temporal_ciba.ciba import RequestBinding
+from temporal_ciba.models import (
+    ApprovalOutcome,
+    ApprovalRequest,
+    RedeemInput,
+    RedeemResult,
+    RevokeAccessTokenInput,
+    SendRequestInput,
+    SendRequestResult,
+)
+from temporal_ciba.plugin import CibaPlugin
+from temporal_ciba.policy import ApprovalPolicy, PolicyAction, PolicyRule
+from temporal_ciba.workflow import CibaApprovalWorkflow, require_approval
+from tests.support.temporal import time_skipping_environment
+
+KEY = os.urandom(32)
+PENDING = RedeemResult(kind="pending")
+DENIED = RedeemResult(kind="failed", error="access_denied", reason="denied")
+
+
+def approved(sub: str, hint: str | None = None) -> RedeemResult:
+    """An approval by `sub`, asked of `hint` (default: the same name); its token names the hint."""
+    return RedeemResult(
+        kind="approved",
+        approval={"sub": sub, "scope": "openid", "issued_at": 1, "expires_at": 2},  # type: ignore[arg-type]
+        sealed_access_token=f"sealed-{hint or sub}",
+    )
+
+
+class Phones:
+    """The approval activities under their real names; each approver's answers in turn, then
+    pending for ever."""
+
+    def __init__(self, answers: dict[str, list[RedeemResult]]) -> None:
+        self.answers = answers
+        self.revoked: list[str] = []
+        self.redemptions = Redemptions()
+
+    @activity.defn(name="ciba.send_authentication_request")
+    async def send(self, input: SendRequestInput) -> SendRequestResult:
+        hint = input.request.login_hint
+        binding = RequestBinding(
+            issuer="https://op", client_id="c", auth_req_id=f"req-{hint}", requested_at=1, scope="openid"
+        )
+        return SendRequestResult(auth_req_id=f"req-{hint}", expires_in=3600, interval=5, binding=binding)
+
+    @activity.defn(name="ciba.redeem")
+    async def redeem(self, input: RedeemInput) -> RedeemResult:
+        async def answer() -> RedeemResult:
+            script = self.answers.get(input.binding.auth_req_id.removeprefix("req-"), [])
+            return script.pop(0) if script else PENDING
+
+        return await self.redemptions.once(input, answer)
+
+    @activity.defn(name="ciba.revoke_access_token")
+    async def revoke_access_token(self, input: RevokeAccessTokenInput) -> bool:
+        self.revoked.append(input.sealed_access_token)
+        return True
+
+
+class QuorumInput(BaseModel):
+    policy: ApprovalPolicy
+    requested_expiry: int | None = None
+
+
+@workflow.defn
+class QuorumAgent:
+    @workflow.run
+    async def run(self, input: QuorumInput) -> ApprovalOutcome:
+        request = ApprovalRequest(
+            login_hint="alice", binding_message="Change it", requested_expiry=input.requested_expiry
+        )
+        action = PolicyAction(type="change", parties={"approver": "alice"})
+        return await require_approval(request, policy=input.policy, action=action)
+
+
+def quorum(n: int, *, on_denial: str = "end") -> ApprovalPolicy:
+    rule = PolicyRule(
+        name="three-eyes",
+        approval="quorum",
+        approvers=["approver", "b", "c"],
+        quorum=n,
+        on_denial=on_denial,  # type: ignore[arg-type]
+    )
+    return ApprovalPolicy(rules=[rule], roles={"b": "bob", "c": "carol"})
+
+
+@pytest.fixture(scope="module")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    async with time_skipping_environment(KEY) as environment:
+        yield environment
+
+
+async def run(env: WorkflowEnvironment, phones: Phones, agent_input: QuorumInput) -> ApprovalOutcome:
+    task_queue = f"quorum-{uuid.uuid4().hex[:8]}"
+    activities = [phones.send, phones.redeem, phones.revoke_access_token]
+    async with Worker(
+        env.client,
+        task_queue=task_queue,
+        workflows=[QuorumAgent, CibaApprovalWorkflow],
+        activities=activities,
+        plugins=[CibaPlugin(payload_key=KEY)],  # the sandbox passthrough production uses
+    ):
+        return await env.client.execute_workflow(
+            QuorumAgent.run, agent_input, id=f"agent-{uuid.uuid4().hex[:8]}", task_queue=task_queue
+        )
+
+
+def statuses(outcome: ApprovalOutcome) -> dict[str, str]:
+    return {a.login_hint: a.status for a in outcome.approvers or []}
+
+
+async def test_with_on_denial_continue_a_denial_only_counts_as_a_no(env: WorkflowEnvironment) -> None:
+    phones = Phones({"alice": [approved("alice")], "bob": [DENIED], "carol": [PENDING, approved("carol")]})
+    outcome = await run(env, phones, QuorumInput(policy=quorum(2, on_denial="continue")))
+    assert outcome.status == "approved", outcome.reason
+    assert statuses(outcome) == {"alice": "approved", "bob": "denied", "carol": "approved"}
+    assert outcome.sealed_access_token == "sealed-alice" and phones.revoked == ["sealed-carol"]
+
+
+async def test_a_denial_ends_it_and_cancels_the_rest(env: WorkflowEnvironment) -> None:
+    phones = Phones({"alice": [PENDING, PENDING, approved("alice")], "bob": [DENIED]})
+    outcome = await run(env, phones, QuorumInput(policy=quorum(2)))
+    assert (outcome.status, outcome.error) == ("denied", "access_denied")
+    assert statuses(outcome) == {"alice": "cancelled", "bob": "denied", "carol": "cancelled"}
+    assert outcome.sealed_access_token is None
+
+
+async def test_one_deadline_for_all(env: WorkflowEnvironment) -> None:
+    phones = Phones({"alice": [approved("alice")]})
+    outcome = await run(env, phones, QuorumInput(policy=quorum(2), requested_expiry=60))
+    assert outcome.status == "expired", outcome.reason
+    assert statuses(outcome) == {"alice": "approved", "bob": "expired", "carol": "expired"}
+    deadline = outcome.deadline
+    assert deadline is not None
+    # Both ran out at the quorum's deadline (the requested expiry from the start), not their own.
+    for expired in (a for a in outcome.approvers or [] if a.status == "expired"):
+        assert abs((expired.decided_at - deadline).total_seconds()) < 1
+    assert phones.revoked == ["sealed-alice"]  # approved, but the quorum failed: nobody may use it
+
+
+async def test_the_same_person_under_two_hints_and_a_third_who_makes_it(env: WorkflowEnvironment) -> None:
+    phones = Phones(
+        {"alice": [approved("alice")], "bob": [approved("alice", "bob")], "carol": [PENDING, approved("carol")]}
+    )
+    outcome = await run(env, phones, QuorumInput(policy=quorum(2)))
+    assert outcome.status == "approved", outcome.reason
+    assert [(a.login_hint, a.counted) for a in outcome.approvers or []] == [
+        ("alice", True),
+        ("bob", False),
+        ("carol", True),
+    ]
+    # The outcome carries alice's token; bob's (alice again) and carol's were revoked.
+    assert outcome.sealed_access_token == "sealed-alice"
+    assert sorted(phones.revoked) == ["sealed-bob", "sealed-carol"]
