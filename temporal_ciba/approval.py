@@ -23,7 +23,7 @@ from typing import Any, NoReturn, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
-from temporalio.exceptions import ActivityError, is_cancelled_exception
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from temporal_ciba.activities import GRANT_LOST, CibaActivities
@@ -58,6 +58,10 @@ TOKEN_REQUEST_TIMEOUT = timedelta(seconds=45)
 # After a cancellation, how long a token request already in flight may still run for its
 # tokens to be revoked; past that it is cancelled (the OP is probably down: no tokens came).
 LATE_TOKEN_WAIT = 2 * TOKEN_REQUEST_TIMEOUT
+# A regular activity's failure reaches the workflow as an ActivityError; a local activity's last
+# failure as its own error, unwrapped (temporalio 1.35): an OP down for every attempt of the
+# request must end as an `error` outcome, not fail the workflow.
+ACTIVITY_FAILED = (ActivityError, ApplicationError)
 SEND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=5
 )
@@ -221,7 +225,7 @@ class Approval:
                     start_to_close_timeout=TOKEN_REQUEST_TIMEOUT,
                     retry_policy=SEND_RETRY,
                 )
-        except ActivityError as exc:
+        except ACTIVITY_FAILED as exc:
             if is_cancelled_exception(exc):
                 raise asyncio.CancelledError() from exc
             return self._finish("error", reason=f"the OP could not be reached: {_cause(exc)}")
@@ -426,7 +430,7 @@ class Approval:
                 start_to_close_timeout=timedelta(seconds=45),
                 retry_policy=SHORT_RETRY,
             )
-        except ActivityError as exc:
+        except ACTIVITY_FAILED as exc:
             if is_cancelled_exception(exc):
                 raise asyncio.CancelledError() from exc
             await self._revoke(sealed_tokens)
@@ -464,7 +468,7 @@ class Approval:
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=RetryPolicy(maximum_attempts=5),
             )
-        except ActivityError:
+        except ACTIVITY_FAILED:
             workflow.logger.warning("tokens of auth_req_id %s could not be revoked", self._pending.auth_req_id)
         self._tokens_to_revoke = None
 
@@ -483,7 +487,7 @@ class Approval:
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=RetryPolicy(maximum_attempts=5),
             )
-        except ActivityError:
+        except ACTIVITY_FAILED:
             workflow.logger.warning("access token of auth_req_id %s could not be revoked", self._pending.auth_req_id)
         self._late_access_token = None
 
@@ -589,11 +593,11 @@ async def _shielded(handle: Awaitable[T], keep_late: Callable[[T], None]) -> T |
     except asyncio.CancelledError:
         try:
             late = await asyncio.wait_for(handle, timeout=LATE_TOKEN_WAIT.total_seconds())
-        except (TimeoutError, ActivityError):
+        except (TimeoutError, *ACTIVITY_FAILED):
             raise asyncio.CancelledError() from None
         keep_late(late)
         raise
-    except ActivityError as exc:
+    except ACTIVITY_FAILED as exc:
         if is_cancelled_exception(exc):
             raise asyncio.CancelledError() from exc
         return None

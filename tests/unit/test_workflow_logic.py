@@ -21,7 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from temporal_ciba.activities import Redemptions
-from temporal_ciba.ciba import RequestBinding
+from temporal_ciba.ciba import RequestBinding, TransportError
 from temporal_ciba.models import (
     ApprovalRequest,
     ApprovalWorkflowInput,
@@ -84,6 +84,8 @@ class ScriptedOP:
         self.sends += 1
         if self.block_send:
             await asyncio.Event().wait()  # until the workflow's cancellation cancels this activity
+        if self.send_error == "unreachable":
+            raise TransportError("the OP could not be reached: connection refused")
         if self.send_error:
             return SendRequestResult(error=self.send_error, reason=f"{self.send_error}: refused")
         binding = RequestBinding(
@@ -291,6 +293,17 @@ async def test_refused_request_is_an_error_outcome(env: WorkflowEnvironment) -> 
     async with running:
         outcome = await (await start(env, op, task_queue)).result()
     assert (outcome.status, outcome.error, op.poll_times) == ("error", "unknown_user_id", [])
+
+
+async def test_an_op_unreachable_for_every_attempt_is_an_error_outcome(env: WorkflowEnvironment) -> None:
+    """The request's retries spent (a local activity's last failure reaches the workflow as its
+    own error, not wrapped in an ActivityError): an `error` outcome, never a failed workflow."""
+    op = ScriptedOP(env, [], send_error="unreachable")
+    running, task_queue = worker(env, op)
+    async with running:
+        outcome = await (await start(env, op, task_queue)).result()
+    assert (outcome.status, op.sends, op.poll_times) == ("error", 5, [])
+    assert outcome.reason.startswith("the OP could not be reached"), outcome.reason
 
 
 async def test_rejected_tokens_are_revoked(env: WorkflowEnvironment) -> None:
