@@ -92,6 +92,18 @@ class ApprovalRequest(BaseModel):
         return AuthenticationRequest(**fields)
 
 
+class PolicyDecision(BaseModel):
+    """What the approval policy decided for an action, and why (issue 13)."""
+
+    model_config = ConfigDict(frozen=True)
+    rule: str  # the name of the policy rule that matched
+    reason: str  # one line: why it applied
+    approval: Literal["none", "one", "quorum"]
+    approvers: list[str] = []  # the login hints asked
+    quorum: int | None = None  # n, for n of m
+    acr_values: str | None = None
+
+
 class ApprovalOutcome(BaseModel):
     """How an approval ended; also the CLI's `--json` output."""
 
@@ -117,6 +129,7 @@ class ApprovalOutcome(BaseModel):
     decided_at: datetime
     # The access token, sealed for the approved action's activity; never shown by the CLI.
     sealed_access_token: str | None = Field(default=None, repr=False)
+    policy: PolicyDecision | None = None
 
     @property
     def approved(self) -> bool:
@@ -215,12 +228,15 @@ class RedeemInput(BaseModel):
 
 
 class RedeemResult(BaseModel):
-    """The token endpoint's answer, validated: only the claims and the access token (sealed for
-    the holder and the action) leave the activity; the ID token and any refresh token never do."""
+    """The token endpoint's answer, validated: only the claims, the access token (sealed for the
+    holder and the action) and the ID token (sealed, the evidence for the decision record) leave
+    the activity; any refresh token never does."""
 
     kind: Literal["approved", "rejected", "pending", "slow_down", "retry_later", "failed"]
     approval: ValidatedApproval | None = None
     sealed_access_token: str | None = Field(default=None, repr=False)
+    # crypto.sealing.id_token_context: opens only in the approval workflow, to be recorded.
+    sealed_id_token: str | None = Field(default=None, repr=False)
     retry_after_seconds: float | None = None
     error: str | None = None
     reason: str | None = None
@@ -249,6 +265,7 @@ class ValidateTokensInput(BaseModel):
 class ValidateTokensResult(BaseModel):
     approval: ValidatedApproval | None = None
     sealed_access_token: str | None = Field(default=None, repr=False)
+    sealed_id_token: str | None = Field(default=None, repr=False)
     error: str | None = None
     reason: str | None = None
 
