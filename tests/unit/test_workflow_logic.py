@@ -23,6 +23,7 @@ from temporalio.worker import Worker
 from temporal_ciba.activities import Redemptions
 from temporal_ciba.ciba import RequestBinding
 from temporal_ciba.models import (
+    ApprovalOutcome,
     ApprovalRequest,
     ApprovalWorkflowInput,
     PingNotice,
@@ -39,6 +40,7 @@ from temporal_ciba.models import (
     ValidateTokensInput,
     ValidateTokensResult,
 )
+from temporal_ciba.records import RecordDecisionInput
 from temporal_ciba.workflow import CibaApprovalWorkflow, require_approval
 from tests.support.temporal import time_skipping_environment, wait_for
 
@@ -76,6 +78,8 @@ class ScriptedOP:
         self.release: asyncio.Queue[None] = asyncio.Queue()
         self.validated: list[ValidateTokensInput | RedeemInput] = []
         self.redemptions = Redemptions()
+        # The decision records the approval wrote (ciba.record_decision), one per write attempt.
+        self.recorded: list[RecordDecisionInput] = []
 
     @activity.defn(name="ciba.send_authentication_request")
     async def send(self, input: SendRequestInput) -> SendRequestResult:
@@ -133,6 +137,7 @@ class ScriptedOP:
             kind="approved",
             approval={"sub": "alice", "scope": "openid", "issued_at": 1, "expires_at": 2},
             sealed_access_token="sealed-at",
+            sealed_id_token="sealed-id-token",
         )  # type: ignore[arg-type]
 
     @activity.defn(name="ciba.revoke_access_token")
@@ -154,6 +159,11 @@ class ScriptedOP:
     async def revoke(self, input: RevokeTokensInput) -> bool:
         self.revoked.append(input.sealed_tokens)
         return True
+
+    @activity.defn(name="ciba.record_decision")
+    async def record(self, input: RecordDecisionInput) -> str:
+        self.recorded.append(input)
+        return "record-id"
 
 
 @pytest.fixture(scope="module")
@@ -178,8 +188,13 @@ def worker(env: WorkflowEnvironment, op: ScriptedOP, *workflows: type) -> tuple[
         env.client,
         task_queue=task_queue,
         workflows=[CibaApprovalWorkflow, *workflows],
-        activities=[op.send, op.request_token, op.validate, op.revoke, op.redeem, op.revoke_access_token],
+        activities=[op.send, op.request_token, op.validate, op.revoke, op.redeem, op.revoke_access_token, op.record],
     ), task_queue
+
+
+def recorded_once(op: ScriptedOP, outcome: ApprovalOutcome) -> bool:
+    """The approval wrote one decision record, of this outcome (its access token left out)."""
+    return [record.outcome for record in op.recorded] == [outcome.model_copy(update={"sealed_access_token": None})]
 
 
 async def wait_for_event(handle: WorkflowHandle, event_type: EventType.ValueType, *, count: int = 1) -> None:
@@ -264,8 +279,21 @@ async def test_final_token_errors(env: WorkflowEnvironment, error: str | None, s
     async with running:
         outcome = await (await start(env, op, task_queue)).result()
     assert outcome.status == status and outcome.error == error and len(op.poll_times) == 1
+    assert recorded_once(op, outcome)
     # A denial reads as a human line; every other final error keeps the OP's words.
     assert outcome.reason == ("alice denied the request on their device" if status == "denied" else "the OP said so")
+
+
+async def test_an_approval_is_recorded_once_with_its_sealed_id_token(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [GRANTED])
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue)
+        outcome = await handle.result()
+    assert outcome.approved and recorded_once(op, outcome)
+    (record,) = op.recorded
+    assert record.sealed_id_token == "sealed-id-token" and record.first_run_id == handle.result_run_id
+    assert (record.issuer, record.client_id) == ("https://op", "c")
 
 
 async def test_refused_request_is_an_error_outcome(env: WorkflowEnvironment) -> None:
@@ -274,6 +302,7 @@ async def test_refused_request_is_an_error_outcome(env: WorkflowEnvironment) -> 
     async with running:
         outcome = await (await start(env, op, task_queue)).result()
     assert (outcome.status, outcome.error, op.poll_times) == ("error", "unknown_user_id", [])
+    assert recorded_once(op, outcome) and op.recorded[0].sealed_id_token is None
 
 
 async def test_rejected_tokens_are_revoked(env: WorkflowEnvironment) -> None:
@@ -282,6 +311,7 @@ async def test_rejected_tokens_are_revoked(env: WorkflowEnvironment) -> None:
     async with running:
         outcome = await (await start(env, op, task_queue)).result()
     assert outcome.status == "rejected" and outcome.error == "iss_mismatch" and op.revoked == ["forged"]
+    assert recorded_once(op, outcome) and op.recorded[0].sealed_id_token is None
 
 
 async def test_a_cancellation_during_the_redeem_never_hands_out_its_access_token(env: WorkflowEnvironment) -> None:
@@ -300,6 +330,7 @@ async def test_a_cancellation_during_the_redeem_never_hands_out_its_access_token
         op.block_next_poll.set()  # ...and brings back tokens after the cancellation
         outcome = await handle.result()
     assert outcome.status == "cancelled" and outcome.sealed_access_token is None
+    assert recorded_once(op, outcome)
 
 
 async def test_an_access_token_arriving_after_a_delivered_cancellation_is_revoked(env: WorkflowEnvironment) -> None:
@@ -320,6 +351,7 @@ async def test_an_access_token_arriving_after_a_delivered_cancellation_is_revoke
         op.block_next_poll.set()
         outcome = await handle.result()
     assert outcome.status == "cancelled" and outcome.sealed_access_token is None
+    assert recorded_once(op, outcome)
     assert op.revoked == ["sealed-at"]
 
 
@@ -493,6 +525,7 @@ async def test_cancelled_while_the_request_is_being_sent(env: WorkflowEnvironmen
         await handle.cancel()
         outcome = await handle.result()
     assert outcome.status == "cancelled" and op.poll_times == []
+    assert recorded_once(op, outcome)
 
 
 async def test_pings_never_outpace_the_interval(env: WorkflowEnvironment) -> None:
