@@ -280,6 +280,23 @@ class RecordSettings(_Settings):
         return [derive_key(token_key, "decision record key v1")]
 
 
+class AuditSettings(RecordSettings):
+    """`temporal-ciba audit export`: the store and the record key (or the token key it derives from)."""
+
+    token_key: SecretStr | None = None
+
+    @field_validator("token_key")
+    @classmethod
+    def _token_key(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None:
+            decode_payload_key(key.get_secret_value())
+        return key
+
+    def evidence_key_bytes(self) -> list[bytes]:
+        token_key = decode_payload_key(self.token_key.get_secret_value()) if self.token_key else None
+        return self.record_key_bytes(token_key)
+
+
 class WorkerSettings(TokenKeySettings, RecordSettings):
     # Worker tuning, chosen from the benchmark (README): a pending approval wakes every poll, and
     # one evicted from the cache is rebuilt in the sandbox from its history; keeping 5,000 cached
