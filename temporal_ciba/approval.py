@@ -27,7 +27,7 @@ from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from temporal_ciba.activities import GRANT_LOST, CibaActivities
-    from temporal_ciba.ciba import PollSchedule, SlowDown, ValidatedApproval
+    from temporal_ciba.ciba import PollSchedule, RequestBinding, SlowDown, ValidatedApproval
     from temporal_ciba.models import (
         ApprovalOutcome,
         ApprovalPhase,
@@ -506,31 +506,8 @@ class Approval:
         self._late_access_token = None
 
     async def _record(self, outcome: ApprovalOutcome) -> None:
-        """Write the decision record (temporal_ciba.records) as a local activity: one marker
-        event, no task queue round trip. A cancellation that arrives meanwhile waits for it."""
-        info = workflow.info()
         binding = self._pending.binding if self._pending else None
-        handle = workflow.start_local_activity_method(
-            DecisionRecorder.record_decision,
-            RecordDecisionInput(
-                outcome=outcome.model_copy(update={"sealed_access_token": None}),
-                request=self._request,
-                first_run_id=info.first_execution_run_id,
-                run_id=info.run_id,
-                issuer=binding.issuer if binding else None,
-                client_id=binding.client_id if binding else None,
-                sealed_id_token=self._sealed_id_token,
-            ),
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=RECORD_RETRY,
-        )
-        try:
-            await asyncio.shield(handle)
-        except asyncio.CancelledError:
-            await _recorded(handle)
-            raise
-        except ActivityError as exc:
-            workflow.logger.error("decision of auth_req_id %s not recorded: %s", outcome.auth_req_id, _cause(exc))
+        await record_decision(outcome, self._request, binding=binding, sealed_id_token=self._sealed_id_token)
 
     # What operators see -------------------------------------------------------------------------
 
@@ -615,6 +592,42 @@ class Approval:
         self.state.outcome = outcome
         self._show(status, reason)
         return outcome
+
+
+async def record_decision(
+    outcome: ApprovalOutcome,
+    request: ApprovalRequest,
+    *,
+    binding: RequestBinding | None = None,
+    sealed_id_token: str | None = None,
+) -> None:
+    """Write the decision record of `outcome` (temporal_ciba.records), from workflow code: a
+    local activity (one marker event, no task queue round trip) that writes it exactly once
+    however often it runs. Every approval calls it before returning its outcome; a decision
+    taken without asking anyone (a policy that lets the action through) calls it too. A
+    cancellation that arrives meanwhile waits for the write, then goes on."""
+    info = workflow.info()
+    handle = workflow.start_local_activity_method(
+        DecisionRecorder.record_decision,
+        RecordDecisionInput(
+            outcome=outcome.model_copy(update={"sealed_access_token": None}),
+            request=request,
+            first_run_id=info.first_execution_run_id,
+            run_id=info.run_id,
+            issuer=binding.issuer if binding else None,
+            client_id=binding.client_id if binding else None,
+            sealed_id_token=sealed_id_token,
+        ),
+        start_to_close_timeout=timedelta(seconds=30),
+        retry_policy=RECORD_RETRY,
+    )
+    try:
+        await asyncio.shield(handle)
+    except asyncio.CancelledError:
+        await _recorded(handle)
+        raise
+    except ActivityError as exc:
+        workflow.logger.error("decision of auth_req_id %s not recorded: %s", outcome.auth_req_id, _cause(exc))
 
 
 def _token_request_retry(interval: float) -> RetryPolicy:
