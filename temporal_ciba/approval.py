@@ -23,7 +23,7 @@ from typing import Any, NoReturn, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
-from temporalio.exceptions import ActivityError, is_cancelled_exception
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from temporal_ciba.activities import GRANT_LOST, CibaActivities
@@ -68,12 +68,9 @@ SHORT_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=10
 )
 # A decision record is written before the outcome is returned, however long the store is down
-# (an operator's alert, not an outcome); only a conflicting record stops the retries.
-RECORD_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    maximum_interval=timedelta(seconds=60),
-    non_retryable_error_types=["RecordConflict"],
-)
+# (an operator's alert, not an outcome); only a conflicting record (raised non-retryable by the
+# activity) stops the retries.
+RECORD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=60))
 # Token errors that mean the user said no, or the request ran out (CIBA §11).
 DECISION_ERRORS: dict[str, OutcomeStatus] = {"access_denied": "denied", "expired_token": "expired"}
 # A fallback poll in ping or push mode is spread over this fraction more, so thousands of
@@ -626,7 +623,8 @@ async def record_decision(
     except asyncio.CancelledError:
         await _recorded(handle)
         raise
-    except ActivityError as exc:
+    except (ActivityError, ApplicationError) as exc:
+        # A local activity's non-retryable failure arrives as its ApplicationError, unwrapped.
         workflow.logger.error("decision of auth_req_id %s not recorded: %s", outcome.auth_req_id, _cause(exc))
 
 
@@ -660,7 +658,7 @@ async def _shielded(handle: Awaitable[T], keep_late: Callable[[T], None]) -> T |
 async def _recorded(handle: Awaitable[str]) -> None:
     try:
         await handle
-    except ActivityError as exc:
+    except (ActivityError, ApplicationError) as exc:
         workflow.logger.error("decision not recorded: %s", _cause(exc))
 
 

@@ -11,7 +11,6 @@ import pytest
 
 from tests.support.postgres import PostgresServer
 
-
 # Code under test that builds its own worker from the environment (CibaPlugin with `op`, the
 # example programs) writes decision records to CIBA_RECORD_DB, by default in the working
 # directory: here, a temporary file instead.

@@ -17,6 +17,7 @@ import pytest
 from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -41,6 +42,7 @@ from temporal_ciba.models import (
     ValidateTokensResult,
 )
 from temporal_ciba.records import RecordDecisionInput
+from temporal_ciba.records.activity import RECORD_CONFLICT
 from temporal_ciba.workflow import CibaApprovalWorkflow, require_approval
 from tests.support.temporal import time_skipping_environment, wait_for
 
@@ -80,6 +82,8 @@ class ScriptedOP:
         self.redemptions = Redemptions()
         # The decision records the approval wrote (ciba.record_decision), one per write attempt.
         self.recorded: list[RecordDecisionInput] = []
+        # What the next record writes raise, one per attempt (then they succeed).
+        self.record_failures: list[Exception] = []
 
     @activity.defn(name="ciba.send_authentication_request")
     async def send(self, input: SendRequestInput) -> SendRequestResult:
@@ -163,6 +167,8 @@ class ScriptedOP:
     @activity.defn(name="ciba.record_decision")
     async def record(self, input: RecordDecisionInput) -> str:
         self.recorded.append(input)
+        if self.record_failures:
+            raise self.record_failures.pop(0)
         return "record-id"
 
 
@@ -294,6 +300,24 @@ async def test_an_approval_is_recorded_once_with_its_sealed_id_token(env: Workfl
     (record,) = op.recorded
     assert record.sealed_id_token == "sealed-id-token" and record.first_run_id == handle.result_run_id
     assert (record.issuer, record.client_id) == ("https://op", "c")
+
+
+async def test_a_record_write_that_fails_is_retried_before_the_outcome_returns(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [TokenRequestResult(kind="failed", error="access_denied", reason="no")])
+    op.record_failures = [RuntimeError("the store is down")]
+    running, task_queue = worker(env, op)
+    async with running:
+        outcome = await (await start(env, op, task_queue)).result()
+    assert outcome.status == "denied" and [record.outcome.status for record in op.recorded] == ["denied", "denied"]
+
+
+async def test_a_conflicting_record_is_not_retried_and_the_outcome_stands(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [TokenRequestResult(kind="failed", error="access_denied", reason="no")])
+    op.record_failures = [ApplicationError("another decision", type=RECORD_CONFLICT, non_retryable=True)]
+    running, task_queue = worker(env, op)
+    async with running:
+        outcome = await (await start(env, op, task_queue)).result()
+    assert outcome.status == "denied" and len(op.recorded) == 1
 
 
 async def test_refused_request_is_an_error_outcome(env: WorkflowEnvironment) -> None:
