@@ -313,7 +313,12 @@ async def _audit_export(args: argparse.Namespace) -> int:
         since=args.since, until=args.until, sub=args.sub, status=args.status, action_type=args.action_type
     )
     keys = EvidenceKeys(settings.evidence_key_bytes())
-    output = args.output.open("w", encoding="utf-8") if args.output else sys.stdout
+    # Owner-only: the export holds ID tokens, which name people.
+    output = (
+        os.fdopen(os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8")
+        if args.output
+        else sys.stdout
+    )
     count, unopened = 0, 0
     try:
         for exported in await asyncio.to_thread(lambda: list(export(store, keys, query))):

@@ -77,6 +77,7 @@ async def test_records_export_and_verify(
     export = tmp_path / "export.jsonl"
     code, _, stderr = await cli(env, "audit", "export", "--output", str(export))
     assert code == 0, stderr
+    assert export.stat().st_mode & 0o777 == 0o600  # it names people: owner-only
     records = [json.loads(line) for line in export.read_text().splitlines()]
     assert [record["status"] for record in records] == ["approved", "denied"]
     record = records[0]
