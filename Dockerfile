@@ -4,7 +4,8 @@ FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY temporal_ciba temporal_ciba
-RUN pip install --no-cache-dir . \
+# The postgres extra: decision records in PostgreSQL when CIBA_RECORD_DSN is set.
+RUN pip install --no-cache-dir ".[postgres]" \
     && useradd --uid 10001 --no-create-home ciba \
     && mkdir /certs /data && chown ciba /certs /data
 

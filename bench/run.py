@@ -50,6 +50,7 @@ from temporal_ciba.models import ApprovalRequest, ApprovalWorkflowInput, Polling
 from temporal_ciba.plugin import CibaPlugin, with_encryption
 from temporal_ciba.programs.connect import connect
 from temporal_ciba.programs.dev_tls import make_dev_certificates
+from temporal_ciba.records import DecisionRecorder, EvidenceKeys, SqliteStore
 from temporal_ciba.search_attributes import ensure_search_attributes
 from temporal_ciba.settings import OPSettings
 from temporal_ciba.workflow import CibaApprovalWorkflow
@@ -173,6 +174,7 @@ class System:
             "TEMPORAL_ADDRESS": self.server.address,
             "CIBA_PAYLOAD_KEY": base64.b64encode(KEY).decode(),
             "CIBA_TOKEN_KEY": base64.b64encode(TOKEN_KEY).decode(),
+            "CIBA_RECORD_DB": str(self.directory / "records.sqlite3"),
             "CIBA_LOG_LEVEL": "WARNING",
         }
         self.start_process(
@@ -436,9 +438,10 @@ async def long_wait_history(op: TestOP, hours: float = 24.0) -> dict[str, Any]:
         settings = OPSettings(issuer=op.issuer, client_id="bench-poll5", client_secret=SECRET)  # type: ignore[arg-type]
         ciba = settings.ciba_client()
         activities = CibaActivities(ciba, TokenSealer(TOKEN_KEY))
-        async with Worker(
-            env.client, task_queue="long", plugins=[CibaPlugin(payload_key=KEY, activities=activities.all)]
-        ):
+        records = SqliteStore(Path(tempfile.mkdtemp()) / "records.sqlite3")
+        recorder = DecisionRecorder(records, EvidenceKeys([TOKEN_KEY]), TokenSealer(TOKEN_KEY))
+        plugin = CibaPlugin(payload_key=KEY, activities=[*activities.all, recorder.record_decision])
+        async with Worker(env.client, task_queue="long", plugins=[plugin]):
             message = f"Long wait {uuid.uuid4().hex[:6]}"
             started = await env.get_current_time()
             handle = await env.client.start_workflow(

@@ -5,11 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 
-# Debian packages the tests use: Chromium for the approver page's browser test, and
-# docker-compose (which needs no Docker engine) to validate docker-compose.yml.
+# Debian packages the tests use: Chromium for the approver page's browser test,
+# docker-compose (which needs no Docker engine) to validate docker-compose.yml, and PostgreSQL
+# for the decision-record store's tests (they run initdb and postgres themselves; Debian keeps
+# the server's programs off PATH, in /usr/lib/postgresql/<version>/bin).
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

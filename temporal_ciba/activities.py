@@ -31,7 +31,13 @@ from temporal_ciba.ciba import (
     TransportError,
 )
 from temporal_ciba.ciba.dpop import DPoPKey
-from temporal_ciba.crypto.sealing import SealError, TokenSealer, access_token_context, tokens_context
+from temporal_ciba.crypto.sealing import (
+    SealError,
+    TokenSealer,
+    access_token_context,
+    id_token_context,
+    tokens_context,
+)
 from temporal_ciba.models import (
     RedeemInput,
     RedeemResult,
@@ -215,6 +221,7 @@ class CibaActivities:
             sealed_access_token=self._seal_access_token(
                 tokens, auth_req_id, input.action_digest, input.holder_workflow_id, input.holder_run_id
             ),
+            sealed_id_token=self._seal_id_token(tokens, auth_req_id),
         )
 
     def _seal_access_token(
@@ -224,12 +231,19 @@ class CibaActivities:
         context = access_token_context(auth_req_id, action_digest=action_digest, workflow_id=workflow_id, run_id=run_id)
         return self._sealer.seal(tokens.access_token.get_secret_value(), context=context)
 
+    def _seal_id_token(self, tokens: TokenResponse, auth_req_id: str) -> str:
+        """The validated ID token, the OP-signed evidence of the decision (temporal_ciba.records),
+        sealed for the approval workflow that validated it."""
+        context = id_token_context(auth_req_id, activity.info().workflow_id or "")
+        return self._sealer.seal(tokens.id_token.get_secret_value(), context=context)
+
     @activity.defn(name="ciba.redeem")
     async def redeem(self, input: RedeemInput) -> RedeemResult:
         """CIBA §10.1 then §10.3.1 in one step, for the decision path (run as a local activity):
         request the tokens and validate them against the original request. Rejected tokens are
         revoked here; a refresh token is revoked at once (one approval is one use); only the
-        claims and the access token, sealed for the holder and the action, leave."""
+        claims, the access token (sealed for the holder and the action) and the ID token (sealed,
+        the decision record's evidence) leave."""
         return await self._redemptions.once(input, lambda: self._redeem(input))
 
     async def _redeem(self, input: RedeemInput) -> RedeemResult:
@@ -267,6 +281,7 @@ class CibaActivities:
             sealed_access_token=self._seal_access_token(
                 tokens, auth_req_id, input.action_digest, input.holder_workflow_id, input.holder_run_id
             ),
+            sealed_id_token=self._seal_id_token(tokens, auth_req_id),
         )
 
     async def _revoke(self, tokens: TokenResponse, auth_req_id: str, *, refresh_only: bool) -> None:

@@ -27,7 +27,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_
 
 with workflow.unsafe.imports_passed_through():
     from temporal_ciba.activities import GRANT_LOST, CibaActivities
-    from temporal_ciba.ciba import PollSchedule, SlowDown, ValidatedApproval
+    from temporal_ciba.ciba import PollSchedule, RequestBinding, SlowDown, ValidatedApproval
     from temporal_ciba.models import (
         ApprovalOutcome,
         ApprovalPhase,
@@ -46,12 +46,15 @@ with workflow.unsafe.imports_passed_through():
         TokenRequestResult,
         ValidateTokensInput,
     )
+    from temporal_ciba.records import DecisionRecorder, RecordDecisionInput
     from temporal_ciba.rendering import code, describe_authorization_details
     from temporal_ciba.search_attributes import CIBA_AUTH_REQ_ID, CIBA_DEADLINE, CIBA_STATUS
 
 T = TypeVar("T")
 # Pings are paced by the interval since this change; histories from before it replay without.
 PING_PACING_PATCH = "ping-pacing"
+# Every outcome is recorded (temporal_ciba.records) since this change; older histories replay without.
+RECORD_PATCH = "decision-record"
 # The OP may hold a token request open for up to 30 s (long polling); an attempt must end
 # before it is retried, so no two token requests for one auth_req_id are ever in flight.
 TOKEN_REQUEST_TIMEOUT = timedelta(seconds=45)
@@ -68,6 +71,10 @@ SEND_RETRY = RetryPolicy(
 SHORT_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=10
 )
+# A decision record is written before the outcome is returned, however long the store is down
+# (an operator's alert, not an outcome); only a conflicting record (raised non-retryable by the
+# activity) stops the retries.
+RECORD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=60))
 # Token errors that mean the user said no, or the request ran out (CIBA §11).
 DECISION_ERRORS: dict[str, OutcomeStatus] = {"access_denied": "denied", "expired_token": "expired"}
 # A fallback poll in ping or push mode is spread over this fraction more, so thousands of
@@ -125,6 +132,8 @@ class Approval:
         self._pushed: PushDelivery | None = None
         self._tokens_to_revoke: str | None = None
         self._late_access_token: str | None = None
+        # The validated ID token, sealed: the decision record's evidence.
+        self._sealed_id_token: str | None = None
         self.state = ApprovalState(
             status="pending" if resume else "requesting",
             workflow_id=workflow.info().workflow_id,
@@ -179,6 +188,13 @@ class Approval:
     # The process ------------------------------------------------------------------------------------
 
     async def run(self) -> ApprovalOutcome:
+        """The outcome, once its decision record is written (histories from before records: not)."""
+        outcome = await self._decide()
+        if workflow.patched(RECORD_PATCH):
+            await self._record(outcome)
+        return outcome
+
+    async def _decide(self) -> ApprovalOutcome:
         try:
             while True:
                 if self._pending is None:
@@ -379,7 +395,7 @@ class Approval:
     def _redeemed(self, pending: PendingState, result: RedeemResult) -> ApprovalOutcome:
         if result.kind == "rejected" or result.approval is None:
             return self._finish("rejected", error=result.error, reason=result.reason or "the tokens failed validation")
-        return self._approved(pending, result.approval, result.sealed_access_token)
+        return self._approved(pending, result.approval, result.sealed_access_token, result.sealed_id_token)
 
     async def _request_token(self, pending: PendingState, interval: float) -> TokenRequestResult | None:
         """One token request (histories from before the redeem path). It is shielded from
@@ -439,11 +455,16 @@ class Approval:
         if result.approval is None:
             await self._revoke(sealed_tokens)
             return self._finish("rejected", error=result.error, reason=result.reason or "the tokens failed validation")
-        return self._approved(pending, result.approval, result.sealed_access_token)
+        return self._approved(pending, result.approval, result.sealed_access_token, result.sealed_id_token)
 
     def _approved(
-        self, pending: PendingState, approval: ValidatedApproval, sealed_access_token: str | None
+        self,
+        pending: PendingState,
+        approval: ValidatedApproval,
+        sealed_access_token: str | None,
+        sealed_id_token: str | None,
     ) -> ApprovalOutcome:
+        self._sealed_id_token = sealed_id_token
         pinned = pending.binding.expected_subject is not None
         return self._finish(
             "approved",
@@ -490,6 +511,10 @@ class Approval:
         except ACTIVITY_FAILED:
             workflow.logger.warning("access token of auth_req_id %s could not be revoked", self._pending.auth_req_id)
         self._late_access_token = None
+
+    async def _record(self, outcome: ApprovalOutcome) -> None:
+        binding = self._pending.binding if self._pending else None
+        await record_decision(outcome, self._request, binding=binding, sealed_id_token=self._sealed_id_token)
 
     # What operators see -------------------------------------------------------------------------
 
@@ -576,6 +601,43 @@ class Approval:
         return outcome
 
 
+async def record_decision(
+    outcome: ApprovalOutcome,
+    request: ApprovalRequest,
+    *,
+    binding: RequestBinding | None = None,
+    sealed_id_token: str | None = None,
+) -> None:
+    """Write the decision record of `outcome` (temporal_ciba.records), from workflow code: a
+    local activity (one marker event, no task queue round trip) that writes it exactly once
+    however often it runs. Every approval calls it before returning its outcome; a decision
+    taken without asking anyone (a policy that lets the action through) calls it too. A
+    cancellation that arrives meanwhile waits for the write, then goes on."""
+    info = workflow.info()
+    handle = workflow.start_local_activity_method(
+        DecisionRecorder.record_decision,
+        RecordDecisionInput(
+            outcome=outcome.model_copy(update={"sealed_access_token": None}),
+            request=request,
+            first_run_id=info.first_execution_run_id,
+            run_id=info.run_id,
+            issuer=binding.issuer if binding else None,
+            client_id=binding.client_id if binding else None,
+            sealed_id_token=sealed_id_token,
+        ),
+        start_to_close_timeout=timedelta(seconds=30),
+        retry_policy=RECORD_RETRY,
+    )
+    try:
+        await asyncio.shield(handle)
+    except asyncio.CancelledError:
+        await _recorded(handle)
+        raise
+    except (ActivityError, ApplicationError) as exc:
+        # A local activity's non-retryable failure arrives as its ApplicationError, unwrapped.
+        workflow.logger.error("decision of auth_req_id %s not recorded: %s", outcome.auth_req_id, _cause(exc))
+
+
 def _token_request_retry(interval: float) -> RetryPolicy:
     """A retry after a transport failure is a token request too: never sooner than the interval."""
     return RetryPolicy(
@@ -601,6 +663,13 @@ async def _shielded(handle: Awaitable[T], keep_late: Callable[[T], None]) -> T |
         if is_cancelled_exception(exc):
             raise asyncio.CancelledError() from exc
         return None
+
+
+async def _recorded(handle: Awaitable[str]) -> None:
+    try:
+        await handle
+    except (ActivityError, ApplicationError) as exc:
+        workflow.logger.error("decision not recorded: %s", _cause(exc))
 
 
 def _cause(error: BaseException) -> str:

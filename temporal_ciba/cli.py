@@ -3,6 +3,8 @@
     temporal-ciba worker | callback | codec-server | payment-api | demo
     temporal-ciba request --login-hint H --binding-message M [...] [--wait] [--json]
     temporal-ciba status WORKFLOW_ID | list [--status S] | cancel WORKFLOW_ID
+    temporal-ciba audit export [--since T] [--until T] [--sub S] [--action-type T] [--status S]
+    temporal-ciba audit verify FILE [--jwks FILE_OR_URL ...]
 
 Exit status: 0 approved (or success), 1 any other outcome, 2 usage or configuration error.
 """
@@ -25,6 +27,7 @@ from pydantic import ValidationError
 
 from temporal_ciba.programs.observability import configure_logging, telemetry_runtime
 from temporal_ciba.settings import (
+    AuditSettings,
     CallbackSettings,
     CodecServerSettings,
     ConfigError,
@@ -90,7 +93,39 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, default=50)
     cancel = commands.add_parser("cancel", help="cancel a pending approval")
     cancel.add_argument("workflow_id")
+    _add_audit(commands)
     return parser
+
+
+def _add_audit(commands: Any) -> None:
+    audit = commands.add_parser("audit", help="export and verify decision records (README, Decision records)")
+    actions = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+    export = actions.add_parser("export", help="decision records as JSON Lines, ID tokens in clear (CIBA_RECORD_*)")
+    export.add_argument("--since", type=_timestamp, help="decided at or after (ISO 8601; UTC if no offset)")
+    export.add_argument("--until", type=_timestamp, help="decided before (ISO 8601; UTC if no offset)")
+    export.add_argument("--sub", help="approved by this subject (the OP's sub)")
+    export.add_argument("--action-type", help="with an authorization_details entry of this type")
+    export.add_argument("--status", choices=LIST_STATUSES[3:], help="only decisions with this outcome")
+    export.add_argument("--output", type=Path, help="write here instead of standard output")
+    verify = actions.add_parser("verify", help="re-check an export's ID tokens and actions; exit 1 if any fails")
+    verify.add_argument("file", type=Path)
+    verify.add_argument(
+        "--jwks",
+        action="append",
+        default=[],
+        metavar="FILE_OR_URL",
+        help="the OP's keys: a JWKS file or its jwks_uri (repeatable); default: each issuer's, by discovery",
+    )
+
+
+def _timestamp(text: str) -> Any:
+    from datetime import UTC, datetime
+
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date or time: {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _print_json(value: Any) -> None:
@@ -261,6 +296,72 @@ async def _cancel(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _audit(args: argparse.Namespace) -> int:
+    return await (_audit_export(args) if args.audit_command == "export" else _audit_verify(args))
+
+
+async def _audit_export(args: argparse.Namespace) -> int:
+    from temporal_ciba.records import EvidenceKeys, RecordQuery, open_store
+    from temporal_ciba.records.audit import export
+
+    settings = load_settings(AuditSettings)
+    dsn = settings.record_dsn.get_secret_value() if settings.record_dsn else None
+    if dsn is None and not settings.record_db.is_file():
+        raise UsageError(f"no decision records at {settings.record_db}: set CIBA_RECORD_DB or CIBA_RECORD_DSN")
+    store = open_store(path=settings.record_db, dsn=dsn)
+    query = RecordQuery(
+        since=args.since, until=args.until, sub=args.sub, status=args.status, action_type=args.action_type
+    )
+    keys = EvidenceKeys(settings.evidence_key_bytes())
+    # Owner-only: the export holds ID tokens, which name people.
+    output = (
+        os.fdopen(os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8")
+        if args.output
+        else sys.stdout
+    )
+    count, unopened = 0, 0
+    try:
+        for exported in await asyncio.to_thread(lambda: list(export(store, keys, query))):
+            output.write(exported.line + "\n")
+            count += 1
+            if exported.problem is not None:
+                unopened += 1
+                problem = f"record {exported.record.record_id}: {exported.problem}"
+                print(f"temporal-ciba audit export: {problem}", file=sys.stderr)
+    finally:
+        if args.output:
+            output.close()
+    print(f"{count} record(s) exported", file=sys.stderr)
+    return EXIT_NOT_APPROVED if unopened else EXIT_OK
+
+
+async def _audit_verify(args: argparse.Namespace) -> int:
+    import httpx
+
+    from temporal_ciba.ciba import CibaError
+    from temporal_ciba.records.audit import discover_jwks, load_jwks, parse_export, verify
+
+    try:
+        lines = args.file.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+    try:
+        if args.jwks:
+            keys = [key for source in args.jwks for key in load_jwks(source)]
+        else:
+            issuers = {record.issuer for _, record, _ in parse_export(lines) if record and record.issuer}
+            keys = await discover_jwks(issuers)
+    except (OSError, ValueError, httpx.HTTPError, CibaError) as exc:
+        raise UsageError(f"cannot load the OP's keys: {_first_line(str(exc)) or type(exc).__name__}") from None
+    failures = 0
+    for failure in verify(lines, keys):
+        print(failure)
+        failures += 1
+    total = sum(1 for line in lines if line.strip())
+    print(f"{total} record(s), {failures} do not verify", file=sys.stderr)
+    return EXIT_NOT_APPROVED if failures else EXIT_OK
+
+
 async def _worker(args: argparse.Namespace) -> int:
     from temporal_ciba.example.plugin import PaymentAgentPlugin, PaymentAgentSettings
     from temporal_ciba.programs.worker import run_worker
@@ -397,6 +498,7 @@ COMMANDS = {
     "status": _status,
     "list": _list,
     "cancel": _cancel,
+    "audit": _audit,
 }
 
 

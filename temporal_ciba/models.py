@@ -259,12 +259,15 @@ class RedeemInput(BaseModel):
 
 
 class RedeemResult(BaseModel):
-    """The token endpoint's answer, validated: only the claims and the access token (sealed for
-    the holder and the action) leave the activity; the ID token and any refresh token never do."""
+    """The token endpoint's answer, validated: only the claims, the access token (sealed for the
+    holder and the action) and the ID token (sealed, the evidence for the decision record) leave
+    the activity; any refresh token never does."""
 
     kind: Literal["approved", "rejected", "pending", "slow_down", "retry_later", "failed"]
     approval: ValidatedApproval | None = None
     sealed_access_token: str | None = Field(default=None, repr=False)
+    # crypto.sealing.id_token_context: opens only in the approval workflow, to be recorded.
+    sealed_id_token: str | None = Field(default=None, repr=False)
     retry_after_seconds: float | None = None
     # How long a pending answer took (the worker's clock): the next poll's timer is shorter by
     # as much, so requests start an interval apart rather than an interval plus a round trip.
@@ -296,6 +299,7 @@ class ValidateTokensInput(BaseModel):
 class ValidateTokensResult(BaseModel):
     approval: ValidatedApproval | None = None
     sealed_access_token: str | None = Field(default=None, repr=False)
+    sealed_id_token: str | None = Field(default=None, repr=False)
     error: str | None = None
     reason: str | None = None
 

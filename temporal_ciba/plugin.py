@@ -36,7 +36,8 @@ from temporal_ciba.activities import CibaActivities
 from temporal_ciba.ciba import CibaClient
 from temporal_ciba.crypto import AesGcmCodec, NotificationTokens, TokenSealer
 from temporal_ciba.policy import PolicySource
-from temporal_ciba.settings import OPSettings, WorkerSettings, load_settings
+from temporal_ciba.records import DecisionRecorder, EvidenceKeys, open_store
+from temporal_ciba.settings import OPSettings, RecordSettings, WorkerSettings, load_settings
 from temporal_ciba.workflow import CibaApprovalWorkflow
 
 PLUGIN_NAME = "temporal_ciba.CibaPlugin"
@@ -108,7 +109,10 @@ class CibaPlugin(SimplePlugin):
     - `payload_key`: the codec key (CIBA_PAYLOAD_KEY); alone, it configures a client.
     - `op` and `token_key`: a worker builds the approval activities from them (CIBA_TOKEN_KEY
       seals tokens and notification tokens, and must differ from the payload key).
-    - `activities`: the approval activities, built by the caller instead (tests, custom clients).
+    - `records`: where a worker built from `op` writes decision records (CIBA_RECORD_*; default:
+      the SQLite file ciba-records.sqlite3, evidence key derived from `token_key`).
+    - `activities`: the approval activities, built by the caller instead (tests, custom clients);
+      they include a DecisionRecorder's `record_decision`.
     - `interceptors`: e.g. temporalio.contrib.opentelemetry's TracingInterceptor.
     - `policy_file`: the approval policy (CIBA_POLICY_FILE) that workflows read through the
       local activity `ciba.approval_policy`; read and checked here, so a malformed one stops
@@ -121,6 +125,7 @@ class CibaPlugin(SimplePlugin):
         payload_key: bytes,
         token_key: bytes | None = None,
         op: OPSettings | None = None,
+        records: RecordSettings | None = None,
         activities: Sequence[Callable[..., Any]] = (),
         interceptors: Sequence[Any] = (),
         policy_file: Path | None = None,
@@ -136,6 +141,7 @@ class CibaPlugin(SimplePlugin):
         self._op = op
         # Read and checked now: a malformed policy file stops the worker at start.
         self._policy = PolicySource(policy_file)
+        self._records = records or RecordSettings()
         self._given_activities = list(activities)
         self._ciba: CibaClient | None = None
         self._built_activities: list[Callable[..., Any]] = []
@@ -160,6 +166,7 @@ class CibaPlugin(SimplePlugin):
             payload_key=keys.payload_key_bytes,
             token_key=keys.token_key_bytes,
             op=load_settings(OPSettings),
+            records=load_settings(RecordSettings),
             interceptors=interceptors,
             policy_file=keys.policy_file,
         )
@@ -187,7 +194,13 @@ class CibaPlugin(SimplePlugin):
                 notification_token=issue,
                 login_hint_subjects=self._op.login_hint_subjects,
             )
-            self._built_activities = list(handlers.all)
+            dsn = self._records.record_dsn
+            recorder = DecisionRecorder(
+                open_store(path=self._records.record_db, dsn=dsn.get_secret_value() if dsn else None),
+                EvidenceKeys(self._records.record_key_bytes(self._token_key)),
+                TokenSealer(self._token_key),
+            )
+            self._built_activities = [*handlers.all, recorder.record_decision]
         return self._built_activities
 
     @asynccontextmanager

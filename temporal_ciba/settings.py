@@ -31,6 +31,7 @@ from temporal_ciba.ciba import (
 )
 from temporal_ciba.ciba.id_token_encryption import load_id_token_decryption_key
 from temporal_ciba.ciba.validation import ASYMMETRIC_ALGS
+from temporal_ciba.crypto.keys import derive_key
 
 ENV_PREFIX = "CIBA_"
 # FAPI 1.0 Advanced §8.6 (and FAPI-CIBA by reference): the only JWS algorithms allowed.
@@ -313,7 +314,63 @@ class TokenKeySettings(TemporalSettings):
         return decode_payload_key(self.token_key.get_secret_value())
 
 
-class WorkerSettings(TokenKeySettings):
+class RecordSettings(_Settings):
+    """Where decision records are kept (temporal_ciba.records) and the key of their evidence."""
+
+    # SQLite file, used unless RECORD_DSN is set.
+    record_db: Path = Path("ciba-records.sqlite3")
+    # PostgreSQL instead (postgresql://user:password@host/db; needs the `postgres` extra).
+    record_dsn: SecretStr | None = None
+    # Base64 keys, comma-separated: the first encrypts the evidence, each decrypts (rotation).
+    # Unset: derived from CIBA_TOKEN_KEY (README, "Decision records").
+    record_key: Annotated[list[SecretStr], NoDecode] = []
+
+    @field_validator("record_key", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        return _csv(value)
+
+    @field_validator("record_key")
+    @classmethod
+    def _keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        for key in keys:
+            decode_payload_key(key.get_secret_value())
+        return keys
+
+    @field_validator("record_dsn")
+    @classmethod
+    def _dsn(cls, dsn: SecretStr | None) -> SecretStr | None:
+        if dsn is not None and not dsn.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")
+        return dsn
+
+    def record_key_bytes(self, token_key: bytes | None) -> list[bytes]:
+        """The record keys, or the one derived from the token key when none is set."""
+        if self.record_key:
+            return [decode_payload_key(key.get_secret_value()) for key in self.record_key]
+        if token_key is None:
+            raise ConfigError(f"{ENV_PREFIX}RECORD_KEY is required (or {ENV_PREFIX}TOKEN_KEY, its default)")
+        return [derive_key(token_key, "decision record key v1")]
+
+
+class AuditSettings(RecordSettings):
+    """`temporal-ciba audit export`: the store and the record key (or the token key it derives from)."""
+
+    token_key: SecretStr | None = None
+
+    @field_validator("token_key")
+    @classmethod
+    def _token_key(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None:
+            decode_payload_key(key.get_secret_value())
+        return key
+
+    def evidence_key_bytes(self) -> list[bytes]:
+        token_key = decode_payload_key(self.token_key.get_secret_value()) if self.token_key else None
+        return self.record_key_bytes(token_key)
+
+
+class WorkerSettings(TokenKeySettings, RecordSettings):
     # Worker tuning, chosen from the benchmark (README): a pending approval wakes every poll, and
     # one evicted from the cache is rebuilt in the sandbox from its history; keeping 5,000 cached
     # cut the worker's CPU by a third at 2,000 pending, for about 0.13 MiB each.

@@ -60,3 +60,10 @@ def access_token_context(auth_req_id: str, *, action_digest: str | None, workflo
     """The context of an approved access token: one action (its digest) in one workflow run (the
     one that asked for the approval), so it opens nowhere else (temporal_ciba.grant)."""
     return f"access-token v2 {len(auth_req_id)}:{auth_req_id} {action_digest or '-'} {workflow_id} {run_id}"
+
+
+def id_token_context(auth_req_id: str, approval_workflow_id: str) -> str:
+    """The context of a validated ID token kept as evidence (temporal_ciba.records): it leaves
+    the validating activity sealed and opens only in the approval workflow that asked, in the
+    activity that writes the decision record."""
+    return f"id-token v1 {len(auth_req_id)}:{auth_req_id} {approval_workflow_id}"

@@ -259,6 +259,8 @@ def write_worker_env(directory: Path, ports: Ports, state: dict[str, str]) -> Pa
         "CIBA_CLIENT_SECRET": state["agent_secret"],
         "CIBA_DELIVERY_MODE": "ping",
         "CIBA_PAYMENT_API_URL": f"http://127.0.0.1:{ports.payment_api}",
+        # The decision records: `temporal-ciba audit export` reads them with this file sourced.
+        "CIBA_RECORD_DB": str(directory / "records.sqlite3"),
     }
     path = directory / "worker.env"
     exports = "".join(f"export {name}={shlex.quote(value)}\n" for name, value in values.items())
@@ -397,6 +399,7 @@ async def run_demo(directory: Path, ports: Ports) -> int:
                 "CIBA_CLIENT_SECRET": state["agent_secret"],
                 "CIBA_DELIVERY_MODE": "ping",
                 "CIBA_PAYMENT_API_URL": f"http://127.0.0.1:{ports.payment_api}",
+                "CIBA_RECORD_DB": str(directory / "records.sqlite3"),
             },
         )
         for name, port in (

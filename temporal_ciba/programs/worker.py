@@ -35,6 +35,7 @@ async def run_worker(
         payload_key=settings.payload_key_bytes,
         token_key=settings.token_key_bytes,
         op=op,
+        records=settings,
         interceptors=tracing_interceptors(),
         policy_file=settings.policy_file,
     )

@@ -9,6 +9,7 @@ import os
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -27,9 +28,11 @@ from temporalio.client import Client
 from temporal_ciba.example.plugin import PaymentAgentPlugin
 from temporal_ciba.programs.connect import connect
 from temporal_ciba.programs.worker import run_worker
+from temporal_ciba.records import open_store
 from temporal_ciba.search_attributes import ensure_search_attributes
 from temporal_ciba.settings import OPSettings, WorkerSettings
 from tests.support.op import TEST_ROUTES, TestOP, ciba_client, run_test_op
+from tests.support.records import assert_every_outcome_recorded
 from tests.support.temporal import DevServer, free_port
 
 SECRET = "a-client-secret-of-some-length-0123456789"
@@ -200,10 +203,16 @@ async def temporal_client(temporal_server: DevServer) -> Client:
     return client
 
 
+# Decision records of the workers the tests start (README, "Decision records"): never in the
+# working directory.
+RECORDS_DIR = Path(tempfile.mkdtemp(prefix="ciba-test-records-"))
+
+
 def clean_env(**values: str) -> dict[str, str]:
-    """This process's environment without CIBA_* and TEMPORAL_* settings, plus `values`."""
+    """This process's environment without CIBA_* and TEMPORAL_* settings, plus `values` (and a
+    decision-record file of the tests' own, unless `values` names one)."""
     env = {name: value for name, value in os.environ.items() if not name.startswith(("CIBA_", "TEMPORAL_"))}
-    return {**env, **values}
+    return {**env, "CIBA_RECORD_DB": str(RECORDS_DIR / "processes.sqlite3"), **values}
 
 
 @contextmanager
@@ -296,14 +305,25 @@ def agent_settings(op: TestOP, **overrides: object) -> OPSettings:
 
 @asynccontextmanager
 async def running_worker(
-    server: DevServer, op_settings: OPSettings, payment_api: str, *, policy_file: Path | None = None
+    server: DevServer,
+    op_settings: OPSettings,
+    payment_api: str,
+    *,
+    policy_file: Path | None = None,
+    record_dsn: str | None = None,
 ) -> AsyncIterator[WorkerSettings]:
-    """The real worker (run_worker) in this process, on a task queue of its own."""
+    """The real worker (run_worker) in this process, on a task queue of its own, with a
+    decision-record store of its own (SQLite, or the PostgreSQL database `record_dsn`). When the
+    test using it passes, every approval that ended on its task queue must have left exactly one
+    record (tests.support.records)."""
+    task_queue = f"ciba-test-{uuid.uuid4().hex[:8]}"
     settings = WorkerSettings(
-        task_queue=f"ciba-test-{uuid.uuid4().hex[:8]}",
+        task_queue=task_queue,
         payload_key=PAYLOAD_KEY,
         token_key=TOKEN_KEY,
         policy_file=policy_file,
+        record_db=RECORDS_DIR / f"{task_queue}.sqlite3",
+        record_dsn=record_dsn,
     )  # type: ignore[arg-type]
     stop = asyncio.Event()
     payments = PaymentAgentPlugin(api_url=payment_api, token_key=settings.token_key_bytes, dpop=op_settings.dpop)
@@ -312,6 +332,8 @@ async def running_worker(
     )
     try:
         yield settings
+        client = await connect(base64.b64decode(PAYLOAD_KEY), target_host=server.address)
+        await assert_every_outcome_recorded(client, task_queue, open_store(path=settings.record_db, dsn=record_dsn))
     finally:
         stop.set()
         await running

@@ -30,6 +30,7 @@ from tests.e2e.conftest import (
 from tests.e2e.test_approval_workflow import approval_handle, pending_auth_req_id, start_agent
 from tests.support.holding_proxy import HoldingProxy
 from tests.support.op import TestOP
+from tests.support.records import stored_records
 from tests.support.temporal import DevServer
 
 
@@ -71,6 +72,7 @@ def worker_process(
         CIBA_TOKEN_KEY=TOKEN_KEY,
         CIBA_TASK_QUEUE=f"crash-{tmp_path.name}",
         CIBA_PAYMENT_API_URL=payment_api,
+        CIBA_RECORD_DB=str(tmp_path / "records.sqlite3"),
     )
     process = WorkerProcess(env, tmp_path / "worker.log")
     process.start()
@@ -94,6 +96,11 @@ async def test_worker_killed_while_pending(
     assert result.outcome.status == "approved" and result.receipt is not None
     # Killed before anything was paid: one payment, made once, by the restarted worker.
     assert len(payments(payment_api, agent.id)) == 1 and result.receipt.duplicate is False
+    # ...and one decision record, of the approval that was paid.
+    records = stored_records(Path(worker_process.env["CIBA_RECORD_DB"]))
+    assert [(record.workflow_id, record.auth_req_id, record.status) for record in records] == [
+        (approval_handle(temporal_client, agent).id, auth_req_id, "approved")
+    ]
     if worker_process.env["CIBA_DELIVERY_MODE"] == "ping":
         # The ping was kept by Temporal and acted on once a worker was back, not at the fallback poll.
         assert [ping["status"] for ping in op.pings(auth_req_id)] == ["delivered"]

@@ -8,6 +8,7 @@ import base64
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
@@ -20,6 +21,7 @@ from temporal_ciba.plugin import CibaPlugin
 from temporal_ciba.workflow import CibaApprovalWorkflow
 from tests.e2e.conftest import PAYLOAD_KEY, ClientKey, agent_settings, op_config
 from tests.support.op import TestOP, run_test_op
+from tests.support.records import sqlite_recorder
 from tests.support.temporal import history_runs, time_skipping_environment, wait_for
 
 KEY = base64.b64decode(PAYLOAD_KEY)
@@ -43,11 +45,11 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
 
 
 @pytest.fixture
-async def task_queue(env: WorkflowEnvironment, op5: TestOP) -> AsyncIterator[str]:
+async def task_queue(env: WorkflowEnvironment, op5: TestOP, tmp_path: Path) -> AsyncIterator[str]:
     name = f"skip-{uuid.uuid4().hex[:8]}"
     ciba = agent_settings(op5).ciba_client()
-    activities = CibaActivities(ciba, TokenSealer(KEY))
-    async with Worker(env.client, task_queue=name, plugins=[CibaPlugin(payload_key=KEY, activities=activities.all)]):
+    activities = [*CibaActivities(ciba, TokenSealer(KEY)).all, sqlite_recorder(tmp_path / "r.db", KEY).record_decision]
+    async with Worker(env.client, task_queue=name, plugins=[CibaPlugin(payload_key=KEY, activities=activities)]):
         yield name
     await ciba.aclose()
 

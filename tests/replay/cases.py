@@ -62,6 +62,8 @@ KEPT: dict[str, str] = {
         for name, workflow_id in RECORDED.items()
         if name != "payment_agent_inline"
     },
+    # Recorded before decision records (approval.RECORD_PATCH): no ciba.record_decision marker.
+    **{f"{name}.before-decision-record": workflow_id for name, workflow_id in RECORDED.items()},
 }
 
 HISTORIES: dict[str, str] = {**RECORDED, **KEPT}

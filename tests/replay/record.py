@@ -47,6 +47,7 @@ from temporal_ciba.models import (
     ValidateTokensResult,
 )
 from temporal_ciba.plugin import CibaPlugin
+from temporal_ciba.records import RecordDecisionInput
 from temporal_ciba.workflow import NOTIFY_SIGNAL, CibaApprovalWorkflow
 from tests.replay.cases import (
     ACTION,
@@ -158,6 +159,10 @@ class ScriptedOP:
         self.revoked.append(input.sealed_access_token)
         return True
 
+    @activity.defn(name="ciba.record_decision")
+    async def record_decision(self, input: RecordDecisionInput) -> str:
+        return "record-1"
+
     @activity.defn(name="payments.execute_payment")
     async def execute_payment(self, input: ExecutePaymentInput) -> PaymentReceipt:
         return PaymentReceipt(payment_id="pay_1", idempotency_key="recorded-key")
@@ -171,6 +176,7 @@ class ScriptedOP:
             self.revoke,
             self.redeem,
             self.revoke_access_token,
+            self.record_decision,
             self.execute_payment,
         ]
 

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from temporal_ciba.ciba import ClientSecretBasic, ClientSecretPost, PrivateKeyJwt
-from temporal_ciba.settings import ConfigError, OPSettings, decode_payload_key, load_settings
+from temporal_ciba.settings import AuditSettings, ConfigError, OPSettings, decode_payload_key, load_settings
 
 BASE = {"CIBA_ISSUER": "https://op.example.test", "CIBA_CLIENT_ID": "agent", "CIBA_CLIENT_SECRET": "s3cret"}
 
@@ -122,3 +122,34 @@ def test_payload_key_encodings() -> None:
         decode_payload_key(base64.b64encode(b"short").decode())
     with pytest.raises(ValueError, match="base64"):
         decode_payload_key("not base64 at all!")
+
+
+KEY_A, KEY_B = (base64.b64encode(bytes([byte]) * 32).decode() for byte in (1, 2))
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"CIBA_RECORD_KEY": "c2hvcnQ="}, "CIBA_RECORD_KEY: must decode to 32 bytes"),
+        ({"CIBA_RECORD_KEY": f"{KEY_A},%%%%"}, "CIBA_RECORD_KEY: must be base64"),
+        ({"CIBA_RECORD_DSN": "mysql://db/records"}, "CIBA_RECORD_DSN: must be a postgresql:// URL"),
+    ],
+    ids=["short_key", "bad_second_key", "not_postgres"],
+)
+def test_bad_record_setting_named(env, values: dict[str, str], named: str) -> None:  # type: ignore[no-untyped-def]
+    env(**values)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(AuditSettings)
+    message = str(caught.value)
+    assert "\n" not in message and named in message and "mysql://db" not in message
+
+
+def test_record_keys_rotate_and_default_to_the_token_key(env) -> None:  # type: ignore[no-untyped-def]
+    env(CIBA_RECORD_KEY=f"{KEY_B}, {KEY_A}")
+    assert load_settings(AuditSettings).evidence_key_bytes() == [bytes([2]) * 32, bytes([1]) * 32]
+    env(CIBA_RECORD_KEY=None, CIBA_TOKEN_KEY=KEY_A)
+    (derived,) = load_settings(AuditSettings).evidence_key_bytes()
+    assert derived != bytes([1]) * 32 and len(derived) == 32  # its own key, derived from the token key
+    env(CIBA_RECORD_KEY=None, CIBA_TOKEN_KEY=None)
+    with pytest.raises(ConfigError, match="CIBA_RECORD_KEY is required"):
+        load_settings(AuditSettings).evidence_key_bytes()

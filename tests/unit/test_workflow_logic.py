@@ -17,12 +17,14 @@ import pytest
 from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from temporal_ciba.activities import Redemptions
 from temporal_ciba.ciba import RequestBinding, TransportError
 from temporal_ciba.models import (
+    ApprovalOutcome,
     ApprovalRequest,
     ApprovalWorkflowInput,
     PingNotice,
@@ -39,6 +41,8 @@ from temporal_ciba.models import (
     ValidateTokensInput,
     ValidateTokensResult,
 )
+from temporal_ciba.records import RecordDecisionInput
+from temporal_ciba.records.activity import RECORD_CONFLICT
 from temporal_ciba.workflow import CibaApprovalWorkflow, require_approval
 from tests.support.temporal import time_skipping_environment, wait_for
 
@@ -77,6 +81,10 @@ class ScriptedOP:
         self.validated: list[ValidateTokensInput | RedeemInput] = []
         self.redemptions = Redemptions()
         self.pending_request_seconds: float | None = None  # what a pending redeem says it took
+        # The decision records the approval wrote (ciba.record_decision), one per write attempt.
+        self.recorded: list[RecordDecisionInput] = []
+        # What the next record writes raise, one per attempt (then they succeed).
+        self.record_failures: list[Exception] = []
 
     @activity.defn(name="ciba.send_authentication_request")
     async def send(self, input: SendRequestInput) -> SendRequestResult:
@@ -139,6 +147,7 @@ class ScriptedOP:
             kind="approved",
             approval={"sub": "alice", "scope": "openid", "issued_at": 1, "expires_at": 2},
             sealed_access_token="sealed-at",
+            sealed_id_token="sealed-id-token",
         )  # type: ignore[arg-type]
 
     @activity.defn(name="ciba.revoke_access_token")
@@ -160,6 +169,13 @@ class ScriptedOP:
     async def revoke(self, input: RevokeTokensInput) -> bool:
         self.revoked.append(input.sealed_tokens)
         return True
+
+    @activity.defn(name="ciba.record_decision")
+    async def record(self, input: RecordDecisionInput) -> str:
+        self.recorded.append(input)
+        if self.record_failures:
+            raise self.record_failures.pop(0)
+        return "record-id"
 
 
 @pytest.fixture(scope="module")
@@ -184,8 +200,13 @@ def worker(env: WorkflowEnvironment, op: ScriptedOP, *workflows: type) -> tuple[
         env.client,
         task_queue=task_queue,
         workflows=[CibaApprovalWorkflow, *workflows],
-        activities=[op.send, op.request_token, op.validate, op.revoke, op.redeem, op.revoke_access_token],
+        activities=[op.send, op.request_token, op.validate, op.revoke, op.redeem, op.revoke_access_token, op.record],
     ), task_queue
+
+
+def recorded_once(op: ScriptedOP, outcome: ApprovalOutcome) -> bool:
+    """The approval wrote one decision record, of this outcome (its access token left out)."""
+    return [record.outcome for record in op.recorded] == [outcome.model_copy(update={"sealed_access_token": None})]
 
 
 async def wait_for_event(handle: WorkflowHandle, event_type: EventType.ValueType, *, count: int = 1) -> None:
@@ -283,8 +304,39 @@ async def test_final_token_errors(env: WorkflowEnvironment, error: str | None, s
     async with running:
         outcome = await (await start(env, op, task_queue)).result()
     assert outcome.status == status and outcome.error == error and len(op.poll_times) == 1
+    assert recorded_once(op, outcome)
     # A denial reads as a human line; every other final error keeps the OP's words.
     assert outcome.reason == ("alice denied the request on their device" if status == "denied" else "the OP said so")
+
+
+async def test_an_approval_is_recorded_once_with_its_sealed_id_token(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [GRANTED])
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue)
+        outcome = await handle.result()
+    assert outcome.approved and recorded_once(op, outcome)
+    (record,) = op.recorded
+    assert record.sealed_id_token == "sealed-id-token" and record.first_run_id == handle.result_run_id
+    assert (record.issuer, record.client_id) == ("https://op", "c")
+
+
+async def test_a_record_write_that_fails_is_retried_before_the_outcome_returns(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [TokenRequestResult(kind="failed", error="access_denied", reason="no")])
+    op.record_failures = [RuntimeError("the store is down")]
+    running, task_queue = worker(env, op)
+    async with running:
+        outcome = await (await start(env, op, task_queue)).result()
+    assert outcome.status == "denied" and [record.outcome.status for record in op.recorded] == ["denied", "denied"]
+
+
+async def test_a_conflicting_record_is_not_retried_and_the_outcome_stands(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [TokenRequestResult(kind="failed", error="access_denied", reason="no")])
+    op.record_failures = [ApplicationError("another decision", type=RECORD_CONFLICT, non_retryable=True)]
+    running, task_queue = worker(env, op)
+    async with running:
+        outcome = await (await start(env, op, task_queue)).result()
+    assert outcome.status == "denied" and len(op.recorded) == 1
 
 
 async def test_refused_request_is_an_error_outcome(env: WorkflowEnvironment) -> None:
@@ -293,6 +345,7 @@ async def test_refused_request_is_an_error_outcome(env: WorkflowEnvironment) -> 
     async with running:
         outcome = await (await start(env, op, task_queue)).result()
     assert (outcome.status, outcome.error, op.poll_times) == ("error", "unknown_user_id", [])
+    assert recorded_once(op, outcome) and op.recorded[0].sealed_id_token is None
 
 
 async def test_an_op_unreachable_for_every_attempt_is_an_error_outcome(env: WorkflowEnvironment) -> None:
@@ -312,6 +365,7 @@ async def test_rejected_tokens_are_revoked(env: WorkflowEnvironment) -> None:
     async with running:
         outcome = await (await start(env, op, task_queue)).result()
     assert outcome.status == "rejected" and outcome.error == "iss_mismatch" and op.revoked == ["forged"]
+    assert recorded_once(op, outcome) and op.recorded[0].sealed_id_token is None
 
 
 async def test_a_cancellation_during_the_redeem_never_hands_out_its_access_token(env: WorkflowEnvironment) -> None:
@@ -330,6 +384,7 @@ async def test_a_cancellation_during_the_redeem_never_hands_out_its_access_token
         op.block_next_poll.set()  # ...and brings back tokens after the cancellation
         outcome = await handle.result()
     assert outcome.status == "cancelled" and outcome.sealed_access_token is None
+    assert recorded_once(op, outcome)
 
 
 async def test_an_access_token_arriving_after_a_delivered_cancellation_is_revoked(env: WorkflowEnvironment) -> None:
@@ -350,6 +405,7 @@ async def test_an_access_token_arriving_after_a_delivered_cancellation_is_revoke
         op.block_next_poll.set()
         outcome = await handle.result()
     assert outcome.status == "cancelled" and outcome.sealed_access_token is None
+    assert recorded_once(op, outcome)
     assert op.revoked == ["sealed-at"]
 
 
@@ -523,6 +579,7 @@ async def test_cancelled_while_the_request_is_being_sent(env: WorkflowEnvironmen
         await handle.cancel()
         outcome = await handle.result()
     assert outcome.status == "cancelled" and op.poll_times == []
+    assert recorded_once(op, outcome)
 
 
 async def test_pings_never_outpace_the_interval(env: WorkflowEnvironment) -> None:

@@ -1,0 +1,28 @@
+"""Fixtures every tier may use."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.postgres import PostgresServer
+
+# Code under test that builds its own worker from the environment (CibaPlugin with `op`, the
+# example programs) writes decision records to CIBA_RECORD_DB, by default in the working
+# directory: here, a temporary file instead.
+os.environ.setdefault("CIBA_RECORD_DB", str(Path(tempfile.mkdtemp(prefix="ciba-records-")) / "records.sqlite3"))
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server (Debian's package), started once, removed at the end."""
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,137 @@
+"""Decision records end to end, on SQLite and on PostgreSQL: real approvals against the test OP
+leave one record each; `temporal-ciba audit export` writes them with their ID tokens, and
+`temporal-ciba audit verify` accepts them against the OP's published keys and refuses any whose
+token, action, signature or claims were altered."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+
+from temporal_ciba.example.payment import action_digest
+from temporal_ciba.settings import WorkerSettings
+from tests.e2e.conftest import TOKEN_KEY, agent_settings, clean_env, cli_command, running_worker
+from tests.e2e.test_approval_workflow import INVOICE, approval_handle, pending_auth_req_id, start_agent
+from tests.support.op import TestOP
+from tests.support.temporal import DevServer
+
+MFA = "urn:example:acr:mfa"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def recording_worker(
+    request: pytest.FixtureRequest, temporal_server: DevServer, op: TestOP, payment_api: str
+) -> AsyncIterator[tuple[WorkerSettings, dict[str, str]]]:
+    """A worker whose records go to SQLite or to a fresh PostgreSQL database, and the
+    environment `temporal-ciba audit export` needs to read them."""
+    dsn = request.getfixturevalue("postgres").new_database() if request.param == "postgres" else None
+    async with running_worker(temporal_server, agent_settings(op), payment_api, record_dsn=dsn) as settings:
+        store = {"CIBA_RECORD_DSN": dsn} if dsn else {"CIBA_RECORD_DB": str(settings.record_db)}
+        yield settings, clean_env(CIBA_TOKEN_KEY=TOKEN_KEY, **store)
+
+
+async def cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        *cli_command(*args), env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+def jwks_uri(op: TestOP) -> str:
+    import httpx
+
+    return str(httpx.get(op.issuer + "/.well-known/openid-configuration", timeout=10).json()["jwks_uri"])
+
+
+def b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def unb64(part: str) -> dict[str, Any]:
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))  # type: ignore[no-any-return]
+
+
+async def test_records_export_and_verify(
+    temporal_client: Client,
+    recording_worker: tuple[WorkerSettings, dict[str, str]],
+    op: TestOP,
+    tmp_path: Path,
+) -> None:
+    worker, env = recording_worker
+    approved = await start_agent(temporal_client, worker, acr_values=MFA, expected_subject="alice")
+    op.approve(await pending_auth_req_id(approval_handle(temporal_client, approved)))
+    outcome = (await approved.result()).outcome
+    denied = await start_agent(temporal_client, worker)
+    op.deny(await pending_auth_req_id(approval_handle(temporal_client, denied)))
+    assert outcome.approved and (await denied.result()).outcome.status == "denied"
+
+    export = tmp_path / "export.jsonl"
+    code, _, stderr = await cli(env, "audit", "export", "--output", str(export))
+    assert code == 0, stderr
+    assert export.stat().st_mode & 0o777 == 0o600  # it names people: owner-only
+    records = [json.loads(line) for line in export.read_text().splitlines()]
+    assert [record["status"] for record in records] == ["approved", "denied"]
+    record = records[0]
+    # Who, what, when, where, and the evidence: the ID token the OP issued for this request.
+    assert (record["sub"], record["acr"], record["login_hint"]) == ("alice", MFA, "alice")
+    assert record["action_digest"] == action_digest(INVOICE) == outcome.action_digest
+    assert record["authorization_details"][0]["creditorName"] == INVOICE.creditor_name
+    assert record["workflow_id"] == approval_handle(temporal_client, approved).id
+    assert record["auth_req_id"] == outcome.auth_req_id and record["auth_time"] == outcome.auth_time
+    assert record["id_token"] == op.issued()[outcome.auth_req_id]["id_token"]
+    assert records[1]["id_token"] is None and records[1]["error"] == "access_denied"
+
+    # The filters.
+    code, stdout, _ = await cli(env, "audit", "export", "--status", "denied")
+    assert code == 0 and [json.loads(line)["workflow_id"] for line in stdout.splitlines()] == [
+        records[1]["workflow_id"]
+    ]
+    code, stdout, _ = await cli(env, "audit", "export", "--sub", "alice", "--action-type", "payment_initiation")
+    assert code == 0 and [json.loads(line)["status"] for line in stdout.splitlines()] == ["approved"]
+    code, stdout, _ = await cli(
+        env, "audit", "export", "--since", record["decided_at"], "--until", records[1]["decided_at"]
+    )
+    assert code == 0 and [json.loads(line)["status"] for line in stdout.splitlines()] == ["approved"]
+
+    # Verified offline against the OP's keys: fetched from its jwks_uri, or by discovery.
+    verify_env = clean_env()  # no CIBA_* at all: the auditor holds no key of the operator's
+    code, stdout, stderr = await cli(verify_env, "audit", "verify", str(export), "--jwks", jwks_uri(op))
+    assert (code, stdout) == (0, ""), stderr
+    code, stdout, stderr = await cli(verify_env, "audit", "verify", str(export))
+    assert (code, stdout) == (0, ""), stderr
+
+    header, payload, signature = record["id_token"].split(".")
+    claims = unb64(payload)
+    # Each altered record is reported, one line each, for what was altered; the intact one is not.
+    altered = {
+        "the ID token does not verify": {**record, "id_token": f"{header}.{b64({**claims, 'sub': 'x'})}.{signature}"},
+        "the ID token does not verify: the ID token signature": {
+            **record,
+            "id_token": f"{header}.{payload}.{signature[:-6]}{'A' if signature[-6] != 'A' else 'B'}{signature[-5:]}",
+        },
+        "the action": {
+            **record,
+            "authorization_details": [
+                {**record["authorization_details"][0], "instructedAmount": {"currency": "EUR", "amount": "9120.00"}}
+            ],
+        },
+        "the ID token's sub differs": {**record, "sub": "bob"},
+        "another auth_req_id": {**record, "auth_req_id": "another-request"},
+        "without its ID token": {**record, "id_token": None},
+    }
+    tampered = tmp_path / "tampered.jsonl"
+    tampered.write_text("".join(json.dumps(line) + "\n" for line in [*altered.values(), records[1]]))
+    code, stdout, stderr = await cli(verify_env, "audit", "verify", str(tampered), "--jwks", jwks_uri(op))
+    lines = stdout.splitlines()
+    assert code == 1 and len(lines) == len(altered), stdout + stderr
+    for number, (line, reason) in enumerate(zip(lines, altered, strict=True), start=1):
+        assert line.startswith(f"line {number}: record {record['record_id']}:") and reason in line, line

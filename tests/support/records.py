@@ -1,0 +1,69 @@
+"""Decision-record helpers for tests: a recorder on a SQLite file, and its records."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from pathlib import Path
+
+from temporalio.client import Client, WorkflowExecution
+
+from temporal_ciba.crypto.sealing import TokenSealer
+from temporal_ciba.models import OUTCOME_STATUSES
+from temporal_ciba.records import DecisionRecord, DecisionRecorder, DecisionStore, EvidenceKeys, SqliteStore
+from temporal_ciba.search_attributes import CIBA_AUTH_REQ_ID, CIBA_STATUS
+from tests.support.temporal import wait_for
+
+
+def sqlite_recorder(path: Path, token_key: bytes, record_key: bytes | None = None) -> DecisionRecorder:
+    """The recorder a worker builds, on the SQLite file `path` (evidence key: `record_key`, else
+    the token key, as the worker's default derives it: only the key differs, not the format)."""
+    return DecisionRecorder(SqliteStore(path), EvidenceKeys([record_key or token_key]), TokenSealer(token_key))
+
+
+def stored_records(path: Path) -> list[DecisionRecord]:
+    """Every record in the SQLite file (none if it does not exist yet), evidence still encrypted."""
+    if not path.exists():
+        return []
+    return [stored.record for stored in SqliteStore(path).select()]
+
+
+async def assert_every_outcome_recorded(client: Client, task_queue: str, store: DecisionStore) -> None:
+    """Every approval that ended on `task_queue` left exactly one decision record of its outcome,
+    and every record in `store` belongs to one of them.
+
+    An approval workflow holds one decision: one record, of the status its CibaStatus shows. A
+    workflow with inline approvals may hold several: its latest record's status is its CibaStatus.
+    The final CibaStatus is upserted in the workflow task that writes the record, so once
+    visibility lists a workflow as ended its record is there; visibility may lag, so wait.
+    """
+    await asyncio.to_thread(store.create)  # a worker that recorded nothing has no table yet
+    statuses = "', '".join(OUTCOME_STATUSES)
+    query = f"TaskQueue = '{task_queue}' AND CibaStatus IN ('{statuses}')"
+
+    async def snapshot() -> tuple[dict[str, WorkflowExecution], dict[str, list[DecisionRecord]]]:
+        ended = {execution.id: execution async for execution in client.list_workflows(query)}
+        by_workflow: dict[str, list[DecisionRecord]] = defaultdict(list)
+        for stored in await asyncio.to_thread(lambda: list(store.select())):
+            by_workflow[stored.record.workflow_id].append(stored.record)
+        return ended, by_workflow
+
+    async def settled() -> tuple[dict[str, WorkflowExecution], dict[str, list[DecisionRecord]]] | None:
+        ended, by_workflow = await snapshot()
+        return (ended, by_workflow) if set(ended) == set(by_workflow) else None
+
+    try:
+        ended, by_workflow = await wait_for(settled, timeout=20, what="the ended approvals and the records to agree")
+    except TimeoutError:
+        ended, by_workflow = await snapshot()
+        raise AssertionError(
+            f"on {task_queue}, ended without a record: {sorted(set(ended) - set(by_workflow))}; "
+            f"recorded but not ended: {sorted(set(by_workflow) - set(ended))}"
+        ) from None
+    for workflow_id, execution in ended.items():
+        records = sorted(by_workflow[workflow_id], key=lambda record: record.decided_at)
+        status = execution.typed_search_attributes.get(CIBA_STATUS)
+        if execution.workflow_type == "CibaApprovalWorkflow":
+            assert len(records) == 1, f"{workflow_id}: {len(records)} records for one decision"
+            assert records[0].auth_req_id == execution.typed_search_attributes.get(CIBA_AUTH_REQ_ID)
+        assert records[-1].status == status, f"{workflow_id}: recorded {records[-1].status}, ended {status}"
