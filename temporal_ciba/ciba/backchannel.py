@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import secrets
 from typing import Any
@@ -25,6 +26,8 @@ BINDING_MESSAGE_MAX_LENGTH = 128
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # CIBA §7.3: "If no value is provided, clients MUST use 5 as the default value".
 DEFAULT_INTERVAL_SECONDS = 5
+_DIGITS = re.compile(r"[0-9]{1,9}")
+logger = logging.getLogger(__name__)
 
 
 def new_client_notification_token() -> str:
@@ -167,32 +170,45 @@ class Acknowledgement(BaseModel):
         return self.received_at + self.expires_in
 
 
-def _positive_int(value: Any) -> int | None:
+def _whole_number(value: Any, name: str) -> int | None:
+    """A JSON number that is a whole number, or (lenient, with a warning) a string of decimal
+    digits: some OPs send `"expires_in": "120"`. None for anything else: booleans, fractions,
+    other strings, objects. The sign is checked by the caller."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int) and value > 0:
+    if isinstance(value, int):
         return value
-    if isinstance(value, float) and value.is_integer() and value > 0:
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    if isinstance(value, str) and _DIGITS.fullmatch(value):
+        logger.warning("backchannel authentication response: %s is a string (%s), read as a number", name, value[:12])
         return int(value)
     return None
 
 
 def parse_acknowledgement(body: dict[str, Any], *, received_at: float) -> Acknowledgement:
-    """CIBA §7.3: auth_req_id and expires_in are REQUIRED, interval OPTIONAL; other members are ignored."""
+    """CIBA §7.3: auth_req_id and expires_in are REQUIRED, interval OPTIONAL; other members are ignored.
+
+    Lenient where it harms nobody (the user may already be prompted when this runs): a number
+    sent as a string of digits is read with a warning, and an interval of 0 or null is the
+    default 5 s, as if absent ("If no value is provided, clients MUST use 5"). Strict where it
+    matters: a missing, negative, zero, fractional, boolean or non-numeric expires_in, and a
+    negative, fractional, boolean or non-numeric interval, are protocol errors.
+    """
     auth_req_id = body.get("auth_req_id")
     if not isinstance(auth_req_id, str) or not auth_req_id:
         raise ProtocolError("backchannel authentication response has no auth_req_id (CIBA §7.3)")
     if "expires_in" not in body:
         raise ProtocolError("backchannel authentication response has no expires_in (CIBA §7.3)")
-    expires_in = _positive_int(body["expires_in"])
-    if expires_in is None:
+    expires_in = _whole_number(body["expires_in"], "expires_in")
+    if expires_in is None or expires_in <= 0:
         raise ProtocolError("backchannel authentication response: expires_in is not a positive integer (CIBA §7.3)")
     interval = DEFAULT_INTERVAL_SECONDS
     if body.get("interval") is not None:
-        parsed = _positive_int(body["interval"])
-        if parsed is None:
+        parsed = _whole_number(body["interval"], "interval")
+        if parsed is None or parsed < 0:
             raise ProtocolError("backchannel authentication response: interval is not a positive integer (CIBA §7.3)")
-        interval = parsed
+        interval = parsed or DEFAULT_INTERVAL_SECONDS
     return Acknowledgement(auth_req_id=auth_req_id, expires_in=expires_in, interval=interval, received_at=received_at)
 
 
