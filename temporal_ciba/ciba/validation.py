@@ -356,6 +356,22 @@ def check_binding(
         raise _reject("auth_time_before_request", "auth_time", "the user authenticated before this request was sent")
 
 
+def check_id_token_hint(
+    id_token_hint: str, keys: Sequence[PublicKey], *, issuer: str, client_id: str, policy: ValidationPolicy
+) -> str:
+    """CIBA §7.1: an id_token_hint is "an ID Token previously issued to the Client by the OpenID
+    Provider". Before it pins the approver, prove that: signed by the OP with an allowed alg,
+    `iss` the issuer, `aud` this client (OIDC Core §3.1.3.7 steps 2-7). Its exp and iat are
+    not checked: a hint may be old, it names a person and grants nothing. Returns its `sub`."""
+    _, claims = verify_signature(id_token_hint, keys, policy)
+    check_issuer(claims, issuer)
+    check_audience(claims, client_id, policy)
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub:
+        raise _reject("sub_missing", "sub", "the id_token_hint has no sub")
+    return sub
+
+
 # 5. The token response ---------------------------------------------------------------------
 
 
