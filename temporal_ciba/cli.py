@@ -131,7 +131,7 @@ def _token_argument(value: str | None, option: str) -> SecretStr | None:
         raise UsageError(f"{option}: cannot read {value[1:]}: {exc.strerror}") from None
 
 
-def _approval_request(args: argparse.Namespace) -> Any:
+def approval_request_from_args(args: argparse.Namespace) -> Any:
     from temporal_ciba.models import ApprovalRequest
 
     details = _json_argument(args.authorization_details, "--authorization-details")
@@ -170,7 +170,7 @@ async def _request(args: argparse.Namespace) -> int:
     from temporal_ciba.rendering import static_details, static_summary
     from temporal_ciba.workflow import CibaApprovalWorkflow
 
-    approval = _approval_request(args)
+    approval = approval_request_from_args(args)
     settings = load_settings(TemporalSettings)
     client = await connect(settings.payload_key_bytes)
     workflow_id = args.workflow_id or f"ciba-approval-{uuid.uuid4()}"

@@ -177,6 +177,7 @@ class CibaPlugin(SimplePlugin):
                 TokenSealer(self._token_key),
                 notification_token=issue,
                 login_hint_subjects=self._op.login_hint_subjects,
+                dialect=self._op.request_dialect(),
             )
             self._built_activities = list(handlers.all)
         return self._built_activities

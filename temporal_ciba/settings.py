@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import json
+import re
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
@@ -28,6 +30,10 @@ from temporal_ciba.ciba import (
     load_client_signing_key,
     require_secure_url,
 )
+from temporal_ciba.ciba.backchannel import check_resource_indicators
+from temporal_ciba.ciba.binding_message import BINDING_MESSAGE_MAX_LENGTH, BindingMessageRule
+from temporal_ciba.ciba.dialect import LoginHintFormat, RequestDialect, RequiredParameter
+from temporal_ciba.ciba.profiles import PROFILES, OPProfile, ProfileName
 from temporal_ciba.ciba.validation import ASYMMETRIC_ALGS
 
 ENV_PREFIX = "CIBA_"
@@ -76,6 +82,51 @@ class OPSettings(_Settings):
     # login_hint -> the OP's `sub` for that person (JSON object): an approval by anyone else is
     # rejected. Without an entry (or ApprovalRequest.expected_subject) the approver is not pinned.
     login_hint_subjects: dict[str, str] = {}
+    # The OP's dialect (temporal_ciba.ciba.profiles); each rule below, when set, overrides it.
+    op_profile: ProfileName = "generic"
+    binding_message_max_length: int | None = Field(default=None, ge=1, le=BINDING_MESSAGE_MAX_LENGTH)
+    binding_message_pattern: str | None = None
+    login_hint_format: LoginHintFormat | None = None
+    required_parameters: Annotated[list[RequiredParameter] | None, NoDecode] = None
+    # Sent with every request that names none: Auth0's audience, RFC 8707 resource indicators.
+    audience: str | None = Field(default=None, min_length=1)
+    resource: Annotated[list[str], NoDecode] = []
+    # Scopes the OP may grant beyond those requested; empty: none.
+    extra_scopes_allowed: Annotated[list[str] | None, NoDecode] = None
+    # JSON: {authorization_details type: [members the OP may add]} (RFC 9396 §6.1).
+    authorization_details_enrichment: Annotated[dict[str, list[str]], NoDecode] = {}
+    # JSON: {requested acr: [values the OP answers that are at least as strong]}.
+    acr_equivalents: Annotated[dict[str, list[str]] | None, NoDecode] = None
+
+    @field_validator("required_parameters", "resource", "extra_scopes_allowed", mode="before")
+    @classmethod
+    def _split_lists(cls, value: object) -> object:
+        return _csv(value)
+
+    @field_validator("authorization_details_enrichment", "acr_equivalents", mode="before")
+    @classmethod
+    def _json_object(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ValueError("must be a JSON object of lists of strings") from None
+        return value
+
+    @field_validator("binding_message_pattern")
+    @classmethod
+    def _pattern(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from None
+        return pattern
+
+    @field_validator("resource")
+    @classmethod
+    def _resources(cls, resources: list[str]) -> list[str]:
+        return list(check_resource_indicators(tuple(resources)))
 
     @field_validator("issuer")
     @classmethod
@@ -113,7 +164,35 @@ class OPSettings(_Settings):
                 raise ConfigError(f"{ENV_PREFIX}CLIENT_PRIVATE_KEY: {exc}") from None
         elif self.client_secret is None or not self.client_secret.get_secret_value():
             raise ConfigError(f"{ENV_PREFIX}CLIENT_SECRET is required for {self.client_auth_method}")
+        if self.delivery_mode not in self.profile.delivery_modes:
+            raise ConfigError(
+                f"{ENV_PREFIX}DELIVERY_MODE: the {self.op_profile} profile's OP does not offer {self.delivery_mode} "
+                f"(offers {', '.join(self.profile.delivery_modes)})"
+            )
         return self
+
+    @property
+    def profile(self) -> OPProfile:
+        return PROFILES[self.op_profile]
+
+    def request_dialect(self) -> RequestDialect:
+        """The profile's request rules, with each one set in the environment instead."""
+        dialect = self.profile.request
+        rule = dialect.binding_message
+        return RequestDialect(
+            binding_message=BindingMessageRule(
+                max_length=self.binding_message_max_length or rule.max_length,
+                pattern=self.binding_message_pattern if self.binding_message_pattern is not None else rule.pattern,
+            ),
+            login_hint_format=self.login_hint_format or dialect.login_hint_format,
+            required_parameters=(
+                frozenset(self.required_parameters)
+                if self.required_parameters is not None
+                else dialect.required_parameters
+            ),
+            default_audience=self.audience,
+            default_resource=tuple(self.resource),
+        )
 
     def client_auth(self) -> ClientAuth:
         if self.client_auth_method == "private_key_jwt":
@@ -133,6 +212,19 @@ class OPSettings(_Settings):
             leeway_seconds=self.clock_leeway,
             max_iat_age_seconds=self.id_token_max_age,
             require_auth_req_id_claim=self.require_auth_req_id_claim,
+            extra_scopes_allowed=(
+                frozenset(self.extra_scopes_allowed)
+                if self.extra_scopes_allowed is not None
+                else self.profile.extra_scopes_allowed
+            ),
+            authorization_details_enrichment={
+                kind: frozenset(members) for kind, members in self.authorization_details_enrichment.items()
+            },
+            acr_equivalents=(
+                {acr: frozenset(values) for acr, values in self.acr_equivalents.items()}
+                if self.acr_equivalents is not None
+                else self.profile.acr_equivalents
+            ),
         )
 
     def ciba_client(self) -> CibaClient:

@@ -57,6 +57,14 @@ def check_authorization_details(details: AuthorizationDetails | None) -> Authori
     return details
 
 
+def check_resource_indicators(resources: tuple[str, ...]) -> tuple[str, ...]:
+    """RFC 8707 §2: each resource is an absolute URI without a fragment; duplicates dropped."""
+    for resource in resources:
+        if not _ABSOLUTE_URI.match(resource) or "#" in resource:
+            raise ValueError(f"resource must be an absolute URI without a fragment (RFC 8707 §2): {resource[:80]!r}")
+    return tuple(dict.fromkeys(resources))
+
+
 class AuthenticationRequest(BaseModel):
     """The parameters of a backchannel authentication request (CIBA §7.1)."""
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from temporal_ciba.ciba.binding_message import BindingMessageRule, BindingMessageUnfit, fit_binding_message
+from temporal_ciba.ciba.profiles import PROFILES
 
 MESSAGE = "Pay EUR 120.00 to ACME GmbH, code 7Q4K"
 # The rules of the OPs we have profiles for (temporal_ciba/ciba/profiles.py cites their sources).
@@ -81,3 +82,11 @@ def test_generic_rule_is_todays(message: str, allowed: bool) -> None:
 def test_rule_refuses_a_pattern_that_does_not_compile() -> None:
     with pytest.raises(ValueError, match="not a regular expression"):
         BindingMessageRule(pattern="[a-")
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_every_profile_fits_the_example_agents_message(name: str) -> None:
+    """Every profile's rule accepts what fit_binding_message makes of the payment agent's message."""
+    rule = PROFILES[name].request.binding_message
+    fitted = fit_binding_message(MESSAGE, rule, code="7Q4K")
+    assert rule.allows(fitted) and fitted.endswith("7Q4K")

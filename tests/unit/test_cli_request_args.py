@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from temporal_ciba.cli import UsageError, _approval_request, build_parser
+from temporal_ciba.cli import UsageError, approval_request_from_args, build_parser
 
 
 def request(*args: str) -> object:
-    return _approval_request(build_parser().parse_args(["request", "--binding-message", "Pay", *args]))
+    return approval_request_from_args(build_parser().parse_args(["request", "--binding-message", "Pay", *args]))
 
 
 def test_extra_parameters(tmp_path: Path) -> None:
