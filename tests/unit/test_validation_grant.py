@@ -10,8 +10,13 @@ from typing import Any
 import pytest
 
 from temporal_ciba.ciba import TokenRejected
-from temporal_ciba.ciba.validation import IDENTITY_SCOPES, ValidationPolicy, validate_token_response
-from tests.support.tokens import DETAILS, NOW, Keys, binding, claims, token_response
+from temporal_ciba.ciba.validation import (
+    IDENTITY_SCOPES,
+    ValidationPolicy,
+    check_id_token_hint,
+    validate_token_response,
+)
+from tests.support.tokens import CLIENT_ID, DETAILS, ISSUER, NOW, Keys, binding, claims, token_response
 
 KEYS = Keys()
 DEFAULT = ValidationPolicy()
@@ -167,3 +172,51 @@ def test_acr_rejected(acr: str, policy: ValidationPolicy) -> None:
     with pytest.raises(TokenRejected) as caught:
         _validate(policy, id_claims={"acr": acr})
     assert caught.value.code == "acr_not_requested"
+
+
+# id_token_hint (CIBA §7.1): an ID token this OP issued to this client; its sub pins the approver.
+HINT_KEYS = Keys()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"exp": int(NOW) - 7 * 86400, "iat": int(NOW) - 8 * 86400}, {"aud": [CLIENT_ID, "https://api.example"]}],
+    ids=["fresh", "expired_long_ago", "trusted_second_audience_with_azp"],
+)
+def test_id_token_hint_of_this_op_for_this_client(overrides: dict[str, Any]) -> None:
+    policy = ValidationPolicy(trusted_audiences=frozenset({"https://api.example"}))
+    hint = KEYS.sign(claims(**{"azp": CLIENT_ID, **overrides}))
+    assert check_id_token_hint(hint, KEYS.jwks(), issuer=ISSUER, client_id=CLIENT_ID, policy=policy) == "alice"
+
+
+@pytest.mark.parametrize(
+    "hint,code",
+    [
+        (lambda: KEYS.sign(claims(iss="https://evil.example")), "iss_mismatch"),
+        (lambda: KEYS.sign(claims(iss=None)), "iss_missing"),
+        (lambda: KEYS.sign(claims(aud="another-client")), "aud_mismatch"),
+        (lambda: KEYS.sign(claims(aud=[CLIENT_ID, "https://untrusted.example"])), "aud_untrusted"),
+        (lambda: KEYS.sign(claims(sub=None)), "sub_missing"),
+        (lambda: KEYS.sign(claims(sub="")), "sub_missing"),
+        (lambda: KEYS.sign(claims(sub=42)), "sub_missing"),
+        (lambda: KEYS.sign(claims(), alg="RS384"), "alg_not_allowed"),
+        (lambda: HINT_KEYS.sign(claims()), "signature_invalid"),
+        (lambda: "not-a-jwt", "malformed"),
+    ],
+    ids=[
+        "another_issuer",
+        "no_issuer",
+        "another_client",
+        "untrusted_audience",
+        "no_sub",
+        "empty_sub",
+        "sub_not_a_string",
+        "alg_not_allowed",
+        "signed_by_another_key",
+        "malformed",
+    ],
+)
+def test_id_token_hint_refused(hint: Any, code: str) -> None:
+    with pytest.raises(TokenRejected) as caught:
+        check_id_token_hint(hint(), KEYS.jwks(), issuer=ISSUER, client_id=CLIENT_ID, policy=DEFAULT)
+    assert caught.value.code == code
