@@ -407,11 +407,9 @@ def check_scope(tokens: TokenResponse, binding: RequestBinding, policy: Validati
     return " ".join([binding.scope, *extra])
 
 
-def _enriched_detail_matches(requested: dict[str, Any], granted: Any, may_add: frozenset[str]) -> bool:
-    """RFC 9396 §6.1: the granted detail holds every requested member with an equal value, and
-    adds only members the policy names for its type."""
-    if not isinstance(granted, dict) or granted.get("type") != requested["type"]:
-        return False
+def _enriched_detail_matches(requested: dict[str, Any], granted: dict[str, Any], may_add: frozenset[str]) -> bool:
+    """RFC 9396 §6.1: the granted detail holds every requested member (its `type` too) with an
+    equal value, and adds only members the policy names for its type."""
     if any(name not in granted or _canonical(granted[name]) != _canonical(value) for name, value in requested.items()):
         return False
     return all(name in requested or name in may_add for name in granted)
@@ -440,8 +438,10 @@ def check_authorization_details(tokens: TokenResponse, binding: RequestBinding, 
     granted = tokens.authorization_details
     if len(granted) == len(binding.authorization_details) and all(
         requested["type"] in policy.authorization_details_enrichment
-        and _enriched_detail_matches(requested, given, policy.authorization_details_enrichment[requested["type"]])
-        for requested, given in zip(binding.authorization_details, granted, strict=True)
+        and _enriched_detail_matches(
+            requested, granted[index], policy.authorization_details_enrichment[requested["type"]]
+        )
+        for index, requested in enumerate(binding.authorization_details)
     ):
         return
     raise _reject(

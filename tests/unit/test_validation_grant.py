@@ -190,18 +190,18 @@ def test_id_token_hint_of_this_op_for_this_client(overrides: dict[str, Any]) -> 
 
 
 @pytest.mark.parametrize(
-    "hint,code",
+    "hint,code,claim",
     [
-        (lambda: KEYS.sign(claims(iss="https://evil.example")), "iss_mismatch"),
-        (lambda: KEYS.sign(claims(iss=None)), "iss_missing"),
-        (lambda: KEYS.sign(claims(aud="another-client")), "aud_mismatch"),
-        (lambda: KEYS.sign(claims(aud=[CLIENT_ID, "https://untrusted.example"])), "aud_untrusted"),
-        (lambda: KEYS.sign(claims(sub=None)), "sub_missing"),
-        (lambda: KEYS.sign(claims(sub="")), "sub_missing"),
-        (lambda: KEYS.sign(claims(sub=42)), "sub_missing"),
-        (lambda: KEYS.sign(claims(), alg="RS384"), "alg_not_allowed"),
-        (lambda: HINT_KEYS.sign(claims()), "signature_invalid"),
-        (lambda: "not-a-jwt", "malformed"),
+        (lambda: KEYS.sign(claims(iss="https://evil.example")), "iss_mismatch", "iss"),
+        (lambda: KEYS.sign(claims(iss=None)), "iss_missing", "iss"),
+        (lambda: KEYS.sign(claims(aud="another-client")), "aud_mismatch", "aud"),
+        (lambda: KEYS.sign(claims(aud=[CLIENT_ID, "https://untrusted.example"])), "aud_untrusted", "aud"),
+        (lambda: KEYS.sign(claims(sub=None)), "sub_missing", "sub"),
+        (lambda: KEYS.sign(claims(sub="")), "sub_missing", "sub"),
+        (lambda: KEYS.sign(claims(sub=42)), "sub_missing", "sub"),
+        (lambda: KEYS.sign(claims(), alg="RS384"), "alg_not_allowed", "alg"),
+        (lambda: HINT_KEYS.sign(claims()), "signature_invalid", "signature"),
+        (lambda: "not-a-jwt", "malformed", "id_token"),
     ],
     ids=[
         "another_issuer",
@@ -216,7 +216,7 @@ def test_id_token_hint_of_this_op_for_this_client(overrides: dict[str, Any]) -> 
         "malformed",
     ],
 )
-def test_id_token_hint_refused(hint: Any, code: str) -> None:
+def test_id_token_hint_refused(hint: Any, code: str, claim: str) -> None:
     with pytest.raises(TokenRejected) as caught:
         check_id_token_hint(hint(), KEYS.jwks(), issuer=ISSUER, client_id=CLIENT_ID, policy=DEFAULT)
-    assert caught.value.code == code
+    assert (caught.value.code, caught.value.claim) == (code, claim)
