@@ -225,3 +225,19 @@ async def test_unauthorized_client_is_an_error(
     async for worker in _worker(temporal_server, dialect_op, client_id="dialect-unauthorized"):
         outcome = await (await start(temporal_client, worker)).result()
         assert (outcome.status, outcome.error) == ("error", "unauthorized_client")
+
+
+async def test_a_profile_with_one_rule_overridden(
+    temporal_client: Client, temporal_server: DevServer, dialect_op: TestOP
+) -> None:
+    """The keycloak profile (its character set, no push) with this OP's shorter length: the
+    message fits both, and the identity scopes Keycloak adds to a grant are approved."""
+    async for worker in _worker(
+        temporal_server, dialect_op, client_id="dialect-poll", op_profile="keycloak", binding_message_max_length=20
+    ):
+        approval = await start(temporal_client, worker, binding_message=PAYMENT_MESSAGE, action_digest=DIGEST)
+        seen = await pending(dialect_op, approval)
+        assert seen["binding_message"] == "Pay-EUR-120.00-VOV2"
+        dialect_op.approve(seen["auth_req_id"], granted_scope="payments profile email")
+        outcome = await approval.result()
+        assert (outcome.status, outcome.scope) == ("approved", "openid payments profile email")
