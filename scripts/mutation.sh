@@ -18,22 +18,27 @@ EQUIVALENT="$ROOT/scripts/mutation-equivalent.txt"
 CHILDREN="${MUTATION_CHILDREN:-$(nproc)}"
 
 # The tests of the protocol package: every protocol group runs all of them.
-PROTOCOL_TESTS="tests/unit/test_validation.py tests/unit/test_validation_rules.py tests/unit/test_protocol.py \
+PROTOCOL_TESTS="tests/unit/test_validation.py tests/unit/test_validation_rules.py tests/unit/test_validation_grant.py \
+tests/unit/test_binding_message.py tests/unit/test_protocol.py \
 tests/unit/test_client.py tests/unit/test_client_token_management.py tests/unit/test_client_requests.py \
 tests/unit/test_client_auth.py tests/unit/test_discovery_security.py tests/unit/test_discovery_mutants.py \
 tests/unit/test_jwks.py tests/unit/test_jwks_rules.py tests/unit/test_protocol_rules.py \
-tests/unit/test_http_mutants.py tests/unit/test_token_mutants.py tests/unit/test_transport_errors.py"
+tests/unit/test_http_mutants.py tests/unit/test_token_mutants.py tests/unit/test_transport_errors.py \
+tests/unit/test_request_object.py tests/unit/test_dpop.py tests/unit/test_id_token_encryption.py"
 
 # group -> "modules to mutate | tests that exercise them"
 declare -A GROUPS_=(
-  [validation]="temporal_ciba/ciba/validation.py | tests/unit/test_validation.py tests/unit/test_validation_rules.py"
+  [validation]="temporal_ciba/ciba/validation.py | tests/unit/test_validation.py tests/unit/test_validation_rules.py tests/unit/test_validation_grant.py"
   [protocol]="temporal_ciba/ciba/* | $PROTOCOL_TESTS"
   # The protocol group one module at a time (same tests), to measure one module alone; together
   # they mutate what `protocol` does.
   [protocol-http]="temporal_ciba/ciba/_http.py | $PROTOCOL_TESTS"
   [protocol-backchannel]="temporal_ciba/ciba/backchannel.py | $PROTOCOL_TESTS"
+  [protocol-binding-message]="temporal_ciba/ciba/binding_message.py | $PROTOCOL_TESTS"
+  [protocol-dialect]="temporal_ciba/ciba/dialect.py temporal_ciba/ciba/profiles.py | $PROTOCOL_TESTS"
   [protocol-client]="temporal_ciba/ciba/client.py | $PROTOCOL_TESTS"
   [protocol-client-auth]="temporal_ciba/ciba/client_auth.py | $PROTOCOL_TESTS"
+  [protocol-fapi]="temporal_ciba/ciba/request_object.py temporal_ciba/ciba/dpop.py temporal_ciba/ciba/id_token_encryption.py | $PROTOCOL_TESTS"
   [protocol-discovery]="temporal_ciba/ciba/discovery.py | $PROTOCOL_TESTS"
   [protocol-errors]="temporal_ciba/ciba/errors.py | $PROTOCOL_TESTS"
   [protocol-jwks]="temporal_ciba/ciba/jwks.py | $PROTOCOL_TESTS"

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from temporalio import activity
 
 from temporal_ciba.ciba import (
+    AuthenticationRequest,
     CibaClient,
     DiscoveryError,
     Granted,
@@ -30,6 +31,8 @@ from temporal_ciba.ciba import (
     TokenResponse,
     TransportError,
 )
+from temporal_ciba.ciba.binding_message import BindingMessageUnfit
+from temporal_ciba.ciba.dialect import RequestDialect, shape_request
 from temporal_ciba.ciba.dpop import DPoPKey
 from temporal_ciba.crypto.sealing import (
     SealError,
@@ -39,6 +42,7 @@ from temporal_ciba.crypto.sealing import (
     tokens_context,
 )
 from temporal_ciba.models import (
+    ApprovalRequest,
     RedeemInput,
     RedeemResult,
     RevokeAccessTokenInput,
@@ -58,6 +62,10 @@ NotificationTokenFactory = Callable[[str, str], str]
 # (CIBA §7.3), even when the retry lands on another worker.
 ATTEMPT_SECONDS = 40.0
 REQUEST_OUTCOME_UNKNOWN = "request_outcome_unknown"
+# Refused before anything is sent: the id_token_hint is not an ID token the OP issued to us, or
+# the request names two different approvers.
+ID_TOKEN_HINT_INVALID = "id_token_hint_invalid"
+SUBJECT_CONFLICT = "subject_conflict"
 GRANT_LOST = "grant_lost"
 GRANT_LOST_REASON = "tokens were issued but lost before they were recorded"
 # A local activity repeated after a worker crash starts again at attempt 1, so for `redeem` an
@@ -66,6 +74,10 @@ REDEEM_GRANT_LOST_REASON = (
     "the OP no longer accepts this auth_req_id: its tokens were issued and lost (a worker stopped "
     "mid-request), or the OP dropped the request"
 )
+
+
+class SubjectConflict(ValueError):
+    """Two sources name different approvers for one request."""
 
 
 class Redemptions:
@@ -114,12 +126,15 @@ class CibaActivities:
         *,
         notification_token: NotificationTokenFactory | None = None,
         login_hint_subjects: Mapping[str, str] | None = None,
+        dialect: RequestDialect | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._ciba = ciba
         self._sealer = sealer
         self._notification_token = notification_token
         self._login_hint_subjects = dict(login_hint_subjects or {})
+        # The OP's dialect (profile and settings): how requests are shaped before they are sent.
+        self._dialect = dialect or RequestDialect()
         self._clock = clock
         self._redemptions = Redemptions()
 
@@ -133,7 +148,13 @@ class CibaActivities:
                 raise RuntimeError(f"{mode} mode needs a notification token factory")
             token = self._notification_token(input.workflow_id, input.first_run_id)
         try:
-            request = input.request.authentication_request(token)
+            request = shape_request(
+                input.request.authentication_request(token),
+                self._dialect,
+                issuer=self._ciba.issuer,
+                code=input.request.code,
+            )
+            expected_subject = await self._expected_subject(input.request, request)
             requested_at = self._clock()
             async with asyncio.timeout(ATTEMPT_SECONDS):
                 ack = await self._ciba.authenticate(request)
@@ -146,9 +167,18 @@ class CibaActivities:
             # The OP may have prompted the user already; a retry would prompt again.
             activity.logger.warning("backchannel request outcome unknown: %s", exc)
             return SendRequestResult(delivery_mode=mode, error=REQUEST_OUTCOME_UNKNOWN, reason=f"{exc}; not sent again")
+        except TokenRejected as exc:
+            activity.logger.warning("id_token_hint refused, request not sent: %s", exc.code)
+            return SendRequestResult(
+                delivery_mode=mode, error=ID_TOKEN_HINT_INVALID, reason=f"the id_token_hint is refused: {exc}"
+            )
+        except BindingMessageUnfit as exc:
+            activity.logger.warning("backchannel request not sent: %s", exc)
+            return SendRequestResult(delivery_mode=mode, error=exc.error, reason=str(exc))
         except (ValueError, InvalidAuthenticationRequest, ProtocolError, DiscoveryError) as exc:
             activity.logger.warning("backchannel request not sent: %s", exc)
-            return SendRequestResult(delivery_mode=mode, reason=str(exc).splitlines()[0])
+            error = SUBJECT_CONFLICT if isinstance(exc, SubjectConflict) else None
+            return SendRequestResult(delivery_mode=mode, error=error, reason=str(exc).splitlines()[0])
         binding = RequestBinding.for_request(
             request,
             ack,
@@ -156,8 +186,7 @@ class CibaActivities:
             client_id=self._ciba.client_id,
             requested_at=requested_at,
             delivery_mode=mode,
-            # Who may approve: the caller's expected subject, else the configured one for this hint.
-            expected_subject=input.request.expected_subject or self._login_hint_subjects.get(input.request.login_hint),
+            expected_subject=expected_subject,
         )
         activity.logger.info("backchannel request acknowledged: auth_req_id=%s", ack.auth_req_id)
         return SendRequestResult(
@@ -166,11 +195,32 @@ class CibaActivities:
             interval=ack.interval,
             binding=binding,
             delivery_mode=mode,
+            binding_message_sent=request.binding_message,
         )
 
     def _dpop_key(self, auth_req_id: str) -> DPoPKey | None:
         """RFC 9449: the approval's DPoP key, the same on every worker (temporal_ciba.crypto.dpop_keys)."""
         return self._sealer.dpop_keys.for_approval(auth_req_id) if self._ciba.dpop else None
+
+    async def _expected_subject(self, approval: ApprovalRequest, request: AuthenticationRequest) -> str | None:
+        """Who may approve: the caller's expected_subject, an iss_sub login_hint (it is the
+        `sub`) and a verified id_token_hint's `sub` must agree, or the request is refused before
+        it is sent; without any of them, the configured subject of the login_hint."""
+        sources = {
+            "expected_subject": approval.expected_subject,
+            "the iss_sub login_hint": approval.login_hint if self._dialect.login_hint_format == "iss_sub" else None,
+            "the id_token_hint": (
+                await self._ciba.id_token_hint_subject(request.id_token_hint.get_secret_value())
+                if request.id_token_hint is not None
+                else None
+            ),
+        }
+        named = {source: subject for source, subject in sources.items() if subject is not None}
+        if len(set(named.values())) > 1:
+            raise SubjectConflict(f"the approver is named differently by {', '.join(named)}")
+        if not named and approval.login_hint is not None:
+            return self._login_hint_subjects.get(approval.login_hint)
+        return next(iter(named.values()), None)
 
     @activity.defn(name="ciba.request_token")
     async def request_token(self, input: TokenRequestInput) -> TokenRequestResult:

@@ -137,7 +137,7 @@ class Approval:
         self.state = ApprovalState(
             status="pending" if resume else "requesting",
             workflow_id=workflow.info().workflow_id,
-            login_hint=request.login_hint,
+            login_hint=request.approver,
             binding_message=request.binding_message,
             authorization_details=request.authorization_details,
             summary=request.summary,
@@ -247,6 +247,7 @@ class Approval:
             return self._finish("error", reason=f"the OP could not be reached: {_cause(exc)}")
         if sent.auth_req_id is None or sent.binding is None or sent.expires_in is None:
             return self._finish("error", error=sent.error, reason=sent.reason or "the OP refused the request")
+        self.state.binding_message_sent = sent.binding_message_sent
         now = workflow.now()
         deadline = now + timedelta(seconds=sent.expires_in)
         if self._request.policy_deadline is not None:
@@ -428,7 +429,7 @@ class Approval:
 
     def _denial(self) -> str:
         """The human line of a denial (`error` keeps the code, access_denied)."""
-        return f"{self._request.login_hint} denied the request on their device"
+        return f"{self._request.approver} denied the request on their device"
 
     async def _validate(self, pending: PendingState, sealed_tokens: str) -> ApprovalOutcome:
         self._show("validating")

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from temporal_ciba.programs.observability import configure_logging, telemetry_runtime
 from temporal_ciba.settings import (
@@ -74,12 +74,27 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port-base", type=int, help="use six consecutive ports from here instead of the defaults")
 
     request = commands.add_parser("request", help="start an approval and print its workflow id")
-    request.add_argument("--login-hint", required=True, help="who must approve (CIBA login_hint)")
+    approver = request.add_mutually_exclusive_group(required=True)
+    approver.add_argument("--login-hint", help="who must approve (CIBA login_hint)")
+    approver.add_argument(
+        "--login-hint-token", metavar="TOKEN|@FILE", help="who must approve, as a token the OP understands"
+    )
+    approver.add_argument(
+        "--id-token-hint",
+        metavar="TOKEN|@FILE",
+        help="who must approve, as an ID token this OP issued to this client; only its sub may approve",
+    )
     request.add_argument("--binding-message", required=True, help="what the approver sees on the phone")
+    request.add_argument("--binding-code", help="the code the approver compares, kept if the message is shortened")
     request.add_argument("--scope", default="openid", help="space-separated scopes (openid is required)")
     request.add_argument("--acr-values", help="requested authentication context classes, space-separated")
     request.add_argument("--authorization-details", help="RFC 9396 authorization_details as a JSON array")
     request.add_argument("--requested-expiry", type=int, help="seconds the approval may take")
+    request.add_argument("--audience", help="the API the access token is for (Auth0's audience)")
+    request.add_argument(
+        "--resource", action="append", help="an RFC 8707 resource indicator (absolute URI); repeat for several"
+    )
+    request.add_argument("--claims", help="OIDC claims request as a JSON object")
     request.add_argument("--user-code", help="the approver's user code, where the OP uses them")
     request.add_argument("--expected-subject", help="the OP `sub` of the approver; anyone else is rejected")
     request.add_argument("--workflow-id", help="workflow id to use (default: ciba-approval-<uuid>)")
@@ -132,18 +147,38 @@ def _print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, default=str) + "\n")
 
 
-def _approval_request(args: argparse.Namespace) -> Any:
+def _json_argument(value: str | None, option: str) -> Any:
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except ValueError:
+        raise UsageError(f"{option}: not valid JSON") from None
+
+
+def _token_argument(value: str | None, option: str) -> SecretStr | None:
+    """A token given as is, or as @FILE (a command line is visible to other users of the machine)."""
+    if value is None or not value.startswith("@"):
+        return None if value is None else SecretStr(value)
+    try:
+        return SecretStr(Path(value[1:]).read_text().strip())
+    except OSError as exc:
+        raise UsageError(f"{option}: cannot read {value[1:]}: {exc.strerror}") from None
+
+
+def approval_request_from_args(args: argparse.Namespace) -> Any:
     from temporal_ciba.models import ApprovalRequest
 
-    details = None
-    if args.authorization_details is not None:
-        try:
-            details = json.loads(args.authorization_details)
-        except ValueError:
-            raise UsageError("--authorization-details: not valid JSON") from None
+    details = _json_argument(args.authorization_details, "--authorization-details")
     try:
         return ApprovalRequest(
             login_hint=args.login_hint,
+            login_hint_token=_token_argument(args.login_hint_token, "--login-hint-token"),
+            id_token_hint=_token_argument(args.id_token_hint, "--id-token-hint"),
+            binding_code=args.binding_code,
+            audience=args.audience,
+            resource=args.resource,
+            claims=_json_argument(args.claims, "--claims"),
             binding_message=args.binding_message,
             scope=args.scope,
             acr_values=args.acr_values,
@@ -170,7 +205,7 @@ async def _request(args: argparse.Namespace) -> int:
     from temporal_ciba.rendering import static_details, static_summary
     from temporal_ciba.workflow import CibaApprovalWorkflow
 
-    approval = _approval_request(args)
+    approval = approval_request_from_args(args)
     settings = load_settings(TemporalSettings)
     client = await connect(settings.payload_key_bytes)
     workflow_id = args.workflow_id or f"ciba-approval-{uuid.uuid4()}"

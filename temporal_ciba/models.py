@@ -6,6 +6,7 @@ never rename. No model here carries a token in clear: tokens travel sealed (temp
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -49,11 +50,22 @@ class ApprovalRequest(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    login_hint: str = Field(min_length=1)
+    # Who must approve (CIBA §7.1): exactly one of login_hint, login_hint_token, id_token_hint.
+    login_hint: str | None = Field(default=None, min_length=1)
+    login_hint_token: Secret | None = None
+    # An ID token this OP issued to this client; its `sub` is then the only approver accepted.
+    id_token_hint: Secret | None = None
     binding_message: str
+    # What the approver compares between the agent's screen and the phone; kept when the OP's
+    # binding-message rule makes the message shorter. Default: 4 characters of action_digest.
+    binding_code: str | None = Field(default=None, pattern=r"^[A-Za-z0-9]{1,16}$")
     scope: str = "openid"
     acr_values: str | None = None
     authorization_details: AuthorizationDetails | None = None
+    # RFC 8707 resource indicators, Auth0's audience, OIDC Core §5.5 claims (a JSON object).
+    resource: list[str] | None = None
+    audience: str | None = None
+    claims: dict[str, Any] | None = None
     # How the application describes the action to operators (the Temporal UI's current
     # details), one plain-text line each; without it the authorization_details are listed.
     summary: list[Annotated[str, Field(max_length=200)]] | None = Field(default=None, max_length=20)
@@ -77,11 +89,33 @@ class ApprovalRequest(BaseModel):
             raise ValueError("policy_deadline must carry a time zone")
         return self
 
+    @property
+    def approver(self) -> str:
+        """Who was asked, for people (the Temporal UI, a denial's reason): never a token."""
+        if self.login_hint is not None:
+            return self.login_hint
+        return (
+            "the user of the login_hint_token" if self.login_hint_token is not None else "the user of the id_token_hint"
+        )
+
+    @property
+    def code(self) -> str | None:
+        """The binding code: binding_code, else the first 4 base32 characters of action_digest
+        (what the example agents and temporal_ciba.agents print beside the message)."""
+        if self.binding_code is not None or self.action_digest is None:
+            return self.binding_code
+        return base64.b32encode(bytes.fromhex(self.action_digest)[:3]).decode()[:4]
+
     def authentication_request(self, client_notification_token: str | None) -> AuthenticationRequest:
         """The CIBA request to send (raises ValueError when a parameter breaks CIBA §7.1)."""
         fields: dict[str, Any] = {
             "scope": self.scope,
             "login_hint": self.login_hint,
+            "login_hint_token": self.login_hint_token,
+            "id_token_hint": self.id_token_hint,
+            "resource": tuple(self.resource or ()),
+            "audience": self.audience,
+            "claims": self.claims,
             "binding_message": self.binding_message,
             "acr_values": self.acr_values,
             "authorization_details": self.authorization_details,
@@ -198,8 +232,11 @@ class ApprovalState(BaseModel):
 
     status: ApprovalPhase
     workflow_id: str
+    # Who was asked: the login_hint, or which token names them (ApprovalRequest.approver).
     login_hint: str
     binding_message: str
+    # What the approver's device shows, once sent (the OP's rule may shorten the message).
+    binding_message_sent: str | None = None
     authorization_details: AuthorizationDetails | None = None
     summary: list[str] | None = None
     action_digest: str | None = None
@@ -232,6 +269,8 @@ class SendRequestResult(BaseModel):
     delivery_mode: DeliveryMode = "poll"
     error: str | None = None
     reason: str | None = None
+    # The binding message as sent, fitted to the OP's rule (it may be shorter than the one asked).
+    binding_message_sent: str | None = None
 
 
 class TokenRequestInput(BaseModel):

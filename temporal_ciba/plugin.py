@@ -193,6 +193,7 @@ class CibaPlugin(SimplePlugin):
                 TokenSealer(self._token_key),
                 notification_token=issue,
                 login_hint_subjects=self._op.login_hint_subjects,
+                dialect=self._op.request_dialect(),
             )
             dsn = self._records.record_dsn
             recorder = DecisionRecorder(

@@ -85,7 +85,7 @@ class PolicyAction(BaseModel):
             type=kind,
             authorization_details=request.authorization_details,
             risk=risk,
-            parties={"approver": request.login_hint, **(parties or {})},
+            parties={**({"approver": request.login_hint} if request.login_hint is not None else {}), **(parties or {})},
             digest=request.action_digest,
         )
 

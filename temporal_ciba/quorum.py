@@ -190,14 +190,14 @@ async def run_quorum(
     """Ask every approver at once (`start_child` with each request and its child id) and wait
     until the quorum is met or cannot be; then cancel the rest and revoke surplus tokens."""
     info = workflow.info()
-    tally = QuorumTally([r.login_hint for r in requests], needed, end_on_denial)
+    tally = QuorumTally([r.approver for r in requests], needed, end_on_denial)
     waiting: dict[asyncio.Future[ApprovalOutcome], int] = {}
     cancelled = False
     try:
         # Started together (one workflow task), in the policy's order.
         started = await asyncio.gather(
             *(
-                start_child(request, quorum_child_id(base_id, info.run_id, index, request.login_hint))
+                start_child(request, quorum_child_id(base_id, info.run_id, index, request.approver))
                 for index, request in enumerate(requests)
             )
         )

@@ -53,13 +53,13 @@ def describe_authorization_details(details: list[dict[str, Any]]) -> list[str]:
 def static_summary(request: ApprovalRequest) -> str:
     """The one line the Temporal UI's workflow list shows for an approval (its static summary),
     set when the approval starts and readable with no worker running."""
-    return f"CIBA approval: {code(request.binding_message)} for {code(request.login_hint)}"
+    return f"CIBA approval: {code(request.binding_message)} for {code(request.approver)}"
 
 
 def static_details(request: ApprovalRequest) -> str:
     """Markdown for the static details: what was asked of whom, fixed at start (the current
     details, from the workflow, add the live state)."""
-    lines = [f"**CIBA approval** asked of {code(request.login_hint)}:", f"> {code(request.binding_message)}", ""]
+    lines = [f"**CIBA approval** asked of {code(request.approver)}:", f"> {code(request.binding_message)}", ""]
     if request.summary:
         lines += [f"- {code(line)}" for line in request.summary]
     elif request.authorization_details:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import json
+import re
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
@@ -29,7 +31,11 @@ from temporal_ciba.ciba import (
     load_client_signing_key,
     require_secure_url,
 )
+from temporal_ciba.ciba.backchannel import check_resource_indicators
+from temporal_ciba.ciba.binding_message import BINDING_MESSAGE_MAX_LENGTH, BindingMessageRule
+from temporal_ciba.ciba.dialect import LoginHintFormat, RequestDialect, RequiredParameter
 from temporal_ciba.ciba.id_token_encryption import load_id_token_decryption_key
+from temporal_ciba.ciba.profiles import PROFILES, OPProfile, ProfileName
 from temporal_ciba.ciba.validation import ASYMMETRIC_ALGS
 from temporal_ciba.crypto.keys import derive_key
 
@@ -91,6 +97,51 @@ class OPSettings(_Settings):
     # OIDC Core §10.2: the private key (JWK or PEM, RSA or EC) that the OP encrypts ID tokens to;
     # when set, every ID token must be encrypted (RSA-OAEP-256 / A256GCM and the like).
     id_token_decryption_key: Path | None = None
+    # The OP's dialect (temporal_ciba.ciba.profiles); each rule below, when set, overrides it.
+    op_profile: ProfileName = "generic"
+    binding_message_max_length: int | None = Field(default=None, ge=1, le=BINDING_MESSAGE_MAX_LENGTH)
+    binding_message_pattern: str | None = None
+    login_hint_format: LoginHintFormat | None = None
+    required_parameters: Annotated[list[RequiredParameter] | None, NoDecode] = None
+    # Sent with every request that names none: Auth0's audience, RFC 8707 resource indicators.
+    audience: str | None = Field(default=None, min_length=1)
+    resource: Annotated[list[str], NoDecode] = []
+    # Scopes the OP may grant beyond those requested; empty: none.
+    extra_scopes_allowed: Annotated[list[str] | None, NoDecode] = None
+    # JSON: {authorization_details type: [members the OP may add]} (RFC 9396 §6.1).
+    authorization_details_enrichment: Annotated[dict[str, list[str]], NoDecode] = {}
+    # JSON: {requested acr: [values the OP answers that are at least as strong]}.
+    acr_equivalents: Annotated[dict[str, list[str]] | None, NoDecode] = None
+
+    @field_validator("required_parameters", "resource", "extra_scopes_allowed", mode="before")
+    @classmethod
+    def _split_lists(cls, value: object) -> object:
+        return _csv(value)
+
+    @field_validator("authorization_details_enrichment", "acr_equivalents", mode="before")
+    @classmethod
+    def _json_object(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ValueError("must be a JSON object of lists of strings") from None
+        return value
+
+    @field_validator("binding_message_pattern")
+    @classmethod
+    def _pattern(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from None
+        return pattern
+
+    @field_validator("resource")
+    @classmethod
+    def _resources(cls, resources: list[str]) -> list[str]:
+        return list(check_resource_indicators(tuple(resources)))
 
     @field_validator("issuer")
     @classmethod
@@ -141,14 +192,19 @@ class OPSettings(_Settings):
                 load_client_signing_key(self.client_private_key, alg=self.client_signing_alg)
             except (ValueError, TypeError) as exc:
                 raise ConfigError(f"{ENV_PREFIX}CLIENT_PRIVATE_KEY: {exc}") from None
+        if self.delivery_mode not in self.profile.delivery_modes:
+            raise ConfigError(
+                f"{ENV_PREFIX}DELIVERY_MODE: the {self.op_profile} profile's OP does not offer {self.delivery_mode} "
+                f"(offers {', '.join(self.profile.delivery_modes)})"
+            )
         return self
 
     @model_validator(mode="after")
     def _fapi(self) -> OPSettings:
         """FAPI-CIBA §5.2.2 and FAPI 1.0 Advanced §5.2.2 (which it builds on), client side."""
-        if not self.fapi:
+        if not self.fapi_mode:
             return self
-        name = f"{ENV_PREFIX}FAPI"
+        name = f"{ENV_PREFIX}FAPI" if self.fapi else f"{ENV_PREFIX}OP_PROFILE=fapi-ciba"
         if self.delivery_mode == "push":
             raise ConfigError(f"{ENV_PREFIX}DELIVERY_MODE=push is refused with {name} (FAPI-CIBA §5.2.2: poll or ping)")
         if self.client_auth_method != "private_key_jwt":
@@ -166,21 +222,49 @@ class OPSettings(_Settings):
         return self
 
     @property
+    def fapi_mode(self) -> bool:
+        """CIBA_FAPI, or the fapi-ciba profile: the same rules."""
+        return self.fapi or self.op_profile == "fapi-ciba"
+
+    @property
     def signs_requests(self) -> bool:
         # FAPI-CIBA §5.2.2: the authorization server shall require signed authentication requests.
-        return self.sign_authentication_requests or self.fapi
+        return self.sign_authentication_requests or self.fapi_mode
 
     def signing_key(self) -> ClientSigningKey:
         """The client's private key (private_key_jwt, signed requests); PS256/ES256 only under FAPI."""
         assert self.client_private_key is not None
         key = load_client_signing_key(self.client_private_key, alg=self.client_signing_alg, kid=self.client_key_id)
-        if not self.fapi:
+        if not self.fapi_mode:
             return key
         # FAPI 1.0 Advanced §8.6: PS256 or ES256, nothing else (an RSA key would offer RS256 too).
         algorithms = tuple(alg for alg in key.algorithms if alg in FAPI_ALGS)
         if not algorithms:
             raise ValueError(f"its algorithms {', '.join(key.algorithms)} are not PS256 or ES256")
         return ClientSigningKey(key=key.key, algorithms=algorithms, kid=key.kid)
+
+    @property
+    def profile(self) -> OPProfile:
+        return PROFILES[self.op_profile]
+
+    def request_dialect(self) -> RequestDialect:
+        """The profile's request rules, with each one set in the environment instead."""
+        dialect = self.profile.request
+        rule = dialect.binding_message
+        return RequestDialect(
+            binding_message=BindingMessageRule(
+                max_length=self.binding_message_max_length or rule.max_length,
+                pattern=self.binding_message_pattern if self.binding_message_pattern is not None else rule.pattern,
+            ),
+            login_hint_format=self.login_hint_format or dialect.login_hint_format,
+            required_parameters=(
+                frozenset(self.required_parameters)
+                if self.required_parameters is not None
+                else dialect.required_parameters
+            ),
+            default_audience=self.audience,
+            default_resource=tuple(self.resource),
+        )
 
     def client_auth(self) -> ClientAuth:
         if self.client_auth_method == "private_key_jwt":
@@ -193,7 +277,7 @@ class OPSettings(_Settings):
 
     def validation_policy(self) -> ValidationPolicy:
         algs = self.id_token_signing_algs
-        if self.fapi:  # the default list narrowed; an explicit one was checked in _fapi
+        if self.fapi_mode:  # the default list narrowed; an explicit one was checked in _fapi
             algs = [alg for alg in algs if alg in FAPI_ALGS]
         return ValidationPolicy(
             allowed_algs=tuple(algs),
@@ -201,6 +285,19 @@ class OPSettings(_Settings):
             leeway_seconds=self.clock_leeway,
             max_iat_age_seconds=self.id_token_max_age,
             require_auth_req_id_claim=self.require_auth_req_id_claim,
+            extra_scopes_allowed=(
+                frozenset(self.extra_scopes_allowed)
+                if self.extra_scopes_allowed is not None
+                else self.profile.extra_scopes_allowed
+            ),
+            authorization_details_enrichment={
+                kind: frozenset(members) for kind, members in self.authorization_details_enrichment.items()
+            },
+            acr_equivalents=(
+                {acr: frozenset(values) for acr, values in self.acr_equivalents.items()}
+                if self.acr_equivalents is not None
+                else self.profile.acr_equivalents
+            ),
         )
 
     def ciba_client(self) -> CibaClient:

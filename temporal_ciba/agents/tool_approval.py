@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from temporalio import workflow
 
 from temporal_ciba.crypto import TokenSealer
@@ -66,7 +66,11 @@ class ToolApproval:
         )
     """
 
-    login_hint: Derived[str]
+    # Who approves: exactly one of login_hint, login_hint_token, id_token_hint (CIBA §7.1); an
+    # id_token_hint also pins the approver to its `sub`.
+    login_hint: Derived[str | None] = None
+    login_hint_token: Derived[str | None] = None
+    id_token_hint: Derived[str | None] = None
     # Default: "<tool_name> <code>", the code being four characters of the action digest.
     binding_message: Derived[str] | None = None
     # Pins the approver: any other validated `sub` is rejected (ApprovalRequest.expected_subject).
@@ -77,6 +81,10 @@ class ToolApproval:
     scope: Derived[str] = "openid"
     acr_values: Derived[str | None] = None
     requested_expiry: Derived[int | None] = None
+    # RFC 8707 resource indicators, Auth0's audience, an OIDC claims request.
+    resource: Derived[list[str] | None] = None
+    audience: Derived[str | None] = None
+    claims: Derived[dict[str, Any] | None] = None
     on_lost_grant: Literal["stop", "ask_again"] = "stop"
     # When to ask at all; default: always. A call it lets through runs with no approval.
     when: Callable[[ToolArguments], bool] | None = None
@@ -104,11 +112,13 @@ class ToolApproval:
     def action_for(self, arguments: ToolArguments) -> PolicyAction:
         """The action the policy decides on: this call, its details, risk and parties."""
         parties: dict[str, str] | None = _derive(self.parties, arguments)
+        approver: str | None = _derive(self.login_hint, arguments)
         return PolicyAction(
             type=_derive(self.action_type, arguments) or arguments.tool_name,
             authorization_details=_derive(self.authorization_details, arguments),
             risk=_derive(self.risk, arguments),
-            parties={"approver": _derive(self.login_hint, arguments), **(parties or {})},
+            # With a login_hint_token or id_token_hint the approver has no name to match on.
+            parties={**({"approver": approver} if approver is not None else {}), **(parties or {})},
             digest=tool_action_digest(arguments.tool_name, arguments),
         )
 
@@ -116,8 +126,14 @@ class ToolApproval:
         """The approval request for this call, bound to its action digest."""
         digest = tool_action_digest(arguments.tool_name, arguments)
         binding_message = _derive(self.binding_message, arguments)
+        hint_token, id_token_hint = _derive(self.login_hint_token, arguments), _derive(self.id_token_hint, arguments)
         return ApprovalRequest(
             login_hint=_derive(self.login_hint, arguments),
+            login_hint_token=SecretStr(hint_token) if hint_token is not None else None,
+            id_token_hint=SecretStr(id_token_hint) if id_token_hint is not None else None,
+            resource=_derive(self.resource, arguments),
+            audience=_derive(self.audience, arguments),
+            claims=_derive(self.claims, arguments),
             binding_message=binding_message or f"{arguments.tool_name} {short_code(digest)}",
             expected_subject=_derive(self.expected_subject, arguments),
             authorization_details=_derive(self.authorization_details, arguments),

@@ -2,11 +2,13 @@
 
 Organised by the spec, free of Temporal: discovery (§4), client authentication (§7.1),
 the backchannel request and acknowledgement (§7), the token request and polling (§10, §11),
-and validation of the tokens against the original request (OIDC Core §3.1.3.7).
+and validation of the tokens against the original request (OIDC Core §3.1.3.7); and the
+dialects of the OPs people run (binding-message rules, login_hint formats: `profiles`).
 """
 
 from ._http import json_object, require_secure_url
 from .backchannel import Acknowledgement, AuthenticationRequest, new_client_notification_token
+from .binding_message import BindingMessageRule, BindingMessageUnfit, fit_binding_message
 from .client import DEFAULT_TIMEOUT, CibaClient
 from .client_auth import (
     ClientAuth,
@@ -16,6 +18,7 @@ from .client_auth import (
     PrivateKeyJwt,
     load_client_signing_key,
 )
+from .dialect import RequestDialect, shape_request
 from .discovery import CIBA_GRANT_TYPE, ClientAuthMethod, DeliveryMode, ProviderMetadata
 from .dpop import DPoPKey
 from .errors import (
@@ -43,6 +46,7 @@ from .errors import (
     UnknownUserId,
     UnsupportedGrantType,
 )
+from .profiles import PROFILES, OPProfile
 from .token import Granted, Pending, PollSchedule, RetryLater, SlowDown, TokenPollResult, TokenResponse
 from .types import AuthorizationDetails, Secret
 from .validation import AUTH_REQ_ID_CLAIM, RequestBinding, ValidatedApproval, ValidationPolicy
@@ -51,10 +55,13 @@ __all__ = [
     "AUTH_REQ_ID_CLAIM",
     "CIBA_GRANT_TYPE",
     "DEFAULT_TIMEOUT",
+    "PROFILES",
     "AccessDenied",
     "Acknowledgement",
     "AuthenticationRequest",
     "AuthorizationDetails",
+    "BindingMessageRule",
+    "BindingMessageUnfit",
     "CibaClient",
     "CibaError",
     "ClientAuth",
@@ -78,12 +85,14 @@ __all__ = [
     "KeyNotFound",
     "MissingUserCode",
     "OAuthError",
+    "OPProfile",
     "Pending",
     "PollSchedule",
     "PrivateKeyJwt",
     "ProtocolError",
     "ProviderMetadata",
     "RequestBinding",
+    "RequestDialect",
     "RetryLater",
     "Secret",
     "SlowDown",
@@ -98,8 +107,10 @@ __all__ = [
     "UnsupportedGrantType",
     "ValidatedApproval",
     "ValidationPolicy",
+    "fit_binding_message",
     "json_object",
     "load_client_signing_key",
     "new_client_notification_token",
     "require_secure_url",
+    "shape_request",
 ]

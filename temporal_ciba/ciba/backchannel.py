@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import secrets
 from typing import Any
@@ -11,20 +12,22 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ._http import json_object, raise_for_error
+from .binding_message import BINDING_MESSAGE_MAX_LENGTH, BindingMessageRule
 from .discovery import DeliveryMode, ProviderMetadata
 from .errors import InvalidAuthenticationRequest, ProtocolError
 from .types import AuthorizationDetails, Secret
 
+# RFC 3986 §4.3 absolute-URI: a scheme, then anything (RFC 8707 §2 asks for no fragment).
+_ABSOLUTE_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:[^\s]+$")
 # RFC 6750 §2.1 b64token: the syntax of a bearer token.
 BEARER_TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
 # CIBA §7.1: client_notification_token is at most 1024 characters, at least 128 bits of entropy.
 NOTIFICATION_TOKEN_MAX_LENGTH = 1024
 NOTIFICATION_TOKEN_MIN_LENGTH = 22  # 128 bits in base64url
-# CIBA §7.1: binding_message "SHOULD be relatively short and use a limited set of plain text characters".
-BINDING_MESSAGE_MAX_LENGTH = 128
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # CIBA §7.3: "If no value is provided, clients MUST use 5 as the default value".
 DEFAULT_INTERVAL_SECONDS = 5
+_DIGITS = re.compile(r"[0-9]{1,9}")
+logger = logging.getLogger(__name__)
 
 
 def new_client_notification_token() -> str:
@@ -54,6 +57,14 @@ def check_authorization_details(details: AuthorizationDetails | None) -> Authori
     return details
 
 
+def check_resource_indicators(resources: tuple[str, ...]) -> tuple[str, ...]:
+    """RFC 8707 §2: each resource is an absolute URI without a fragment; duplicates dropped."""
+    for resource in resources:
+        if not _ABSOLUTE_URI.match(resource) or "#" in resource:
+            raise ValueError(f"resource must be an absolute URI without a fragment (RFC 8707 §2): {resource[:80]!r}")
+    return tuple(dict.fromkeys(resources))
+
+
 class AuthenticationRequest(BaseModel):
     """The parameters of a backchannel authentication request (CIBA §7.1)."""
 
@@ -69,6 +80,12 @@ class AuthenticationRequest(BaseModel):
     acr_values: str | None = None
     authorization_details: AuthorizationDetails | None = None
     client_notification_token: Secret | None = None
+    # RFC 8707 §2: the resource servers the access token is for (absolute URIs, no fragment).
+    resource: tuple[str, ...] = ()
+    # The API the access token is for, where the OP names it so (Auth0).
+    audience: str | None = Field(default=None, min_length=1)
+    # OIDC Core §5.5: the claims requested, a JSON object.
+    claims: dict[str, Any] | None = None
 
     @field_validator("scope")
     @classmethod
@@ -84,7 +101,8 @@ class AuthenticationRequest(BaseModel):
     def _short_plain_text(cls, message: str | None) -> str | None:
         if message is None:
             return None
-        if not message.strip() or _CONTROL.search(message) or len(message) > BINDING_MESSAGE_MAX_LENGTH:
+        # CIBA §7.1: "relatively short and use a limited set of plain text characters".
+        if not BindingMessageRule().allows(message):
             raise ValueError(
                 f"binding_message must be 1 to {BINDING_MESSAGE_MAX_LENGTH} characters of plain text on one line"
             )
@@ -101,6 +119,16 @@ class AuthenticationRequest(BaseModel):
     @classmethod
     def _authorization_details(cls, details: AuthorizationDetails | None) -> AuthorizationDetails | None:
         return check_authorization_details(details)
+
+    @field_validator("resource")
+    @classmethod
+    def _resource_indicators(cls, resources: tuple[str, ...]) -> tuple[str, ...]:
+        for resource in resources:
+            if not _ABSOLUTE_URI.match(resource) or "#" in resource:
+                raise ValueError(
+                    f"resource must be an absolute URI without a fragment (RFC 8707 §2): {resource[:80]!r}"
+                )
+        return tuple(dict.fromkeys(resources))
 
     @field_validator("client_notification_token")
     @classmethod
@@ -120,7 +148,7 @@ class AuthenticationRequest(BaseModel):
 
 def authentication_request_form(
     request: AuthenticationRequest, metadata: ProviderMetadata, delivery_mode: DeliveryMode
-) -> dict[str, str]:
+) -> dict[str, str | list[str]]:
     """The form body of the request, after the checks that need the OP's metadata."""
     if delivery_mode in ("ping", "push") and request.client_notification_token is None:
         raise InvalidAuthenticationRequest(f"{delivery_mode} mode requires a client_notification_token (CIBA §7.1)")
@@ -136,8 +164,8 @@ def authentication_request_form(
                 raise InvalidAuthenticationRequest(
                     f"the OP does not support authorization_details type {detail['type']!r} (RFC 9396 §10)"
                 )
-    form = {"scope": request.scope}
-    for name in ("login_hint", "binding_message", "acr_values"):
+    form: dict[str, str | list[str]] = {"scope": request.scope}
+    for name in ("login_hint", "binding_message", "acr_values", "audience"):
         value = getattr(request, name)
         if value is not None:
             form[name] = value
@@ -149,6 +177,11 @@ def authentication_request_form(
         form["requested_expiry"] = str(request.requested_expiry)
     if request.authorization_details is not None:
         form["authorization_details"] = json.dumps(request.authorization_details, separators=(",", ":"))
+    if request.claims is not None:
+        form["claims"] = json.dumps(request.claims, separators=(",", ":"))
+    if request.resource:
+        # RFC 8707 §2: one `resource` parameter per resource server.
+        form["resource"] = list(request.resource)
     return form
 
 
@@ -167,32 +200,45 @@ class Acknowledgement(BaseModel):
         return self.received_at + self.expires_in
 
 
-def _positive_int(value: Any) -> int | None:
+def _whole_number(value: Any, name: str) -> int | None:
+    """A JSON number that is a whole number, or (lenient, with a warning) a string of decimal
+    digits: some OPs send `"expires_in": "120"`. None for anything else: booleans, fractions,
+    other strings, objects. The sign is checked by the caller."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int) and value > 0:
+    if isinstance(value, int):
         return value
-    if isinstance(value, float) and value.is_integer() and value > 0:
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    if isinstance(value, str) and _DIGITS.fullmatch(value):
+        logger.warning("backchannel authentication response: %s is a string (%s), read as a number", name, value[:12])
         return int(value)
     return None
 
 
 def parse_acknowledgement(body: dict[str, Any], *, received_at: float) -> Acknowledgement:
-    """CIBA §7.3: auth_req_id and expires_in are REQUIRED, interval OPTIONAL; other members are ignored."""
+    """CIBA §7.3: auth_req_id and expires_in are REQUIRED, interval OPTIONAL; other members are ignored.
+
+    Lenient where it harms nobody (the user may already be prompted when this runs): a number
+    sent as a string of digits is read with a warning, and an interval of 0 or null is the
+    default 5 s, as if absent ("If no value is provided, clients MUST use 5"). Strict where it
+    matters: a missing, negative, zero, fractional, boolean or non-numeric expires_in, and a
+    negative, fractional, boolean or non-numeric interval, are protocol errors.
+    """
     auth_req_id = body.get("auth_req_id")
     if not isinstance(auth_req_id, str) or not auth_req_id:
         raise ProtocolError("backchannel authentication response has no auth_req_id (CIBA §7.3)")
     if "expires_in" not in body:
         raise ProtocolError("backchannel authentication response has no expires_in (CIBA §7.3)")
-    expires_in = _positive_int(body["expires_in"])
-    if expires_in is None:
+    expires_in = _whole_number(body["expires_in"], "expires_in")
+    if expires_in is None or expires_in <= 0:
         raise ProtocolError("backchannel authentication response: expires_in is not a positive integer (CIBA §7.3)")
     interval = DEFAULT_INTERVAL_SECONDS
     if body.get("interval") is not None:
-        parsed = _positive_int(body["interval"])
-        if parsed is None:
+        parsed = _whole_number(body["interval"], "interval")
+        if parsed is None or parsed < 0:
             raise ProtocolError("backchannel authentication response: interval is not a positive integer (CIBA §7.3)")
-        interval = parsed
+        interval = parsed or DEFAULT_INTERVAL_SECONDS
     return Acknowledgement(auth_req_id=auth_req_id, expires_in=expires_in, interval=interval, received_at=received_at)
 
 

@@ -56,7 +56,13 @@ from .token import (
     process_token_response,
     token_request_form,
 )
-from .validation import RequestBinding, ValidatedApproval, ValidationPolicy, validate_token_response
+from .validation import (
+    RequestBinding,
+    ValidatedApproval,
+    ValidationPolicy,
+    check_id_token_hint,
+    validate_token_response,
+)
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 METADATA_TTL_SECONDS = 3600.0
@@ -136,7 +142,7 @@ class CibaClient:
     async def _post(
         self,
         url: str,
-        form: dict[str, str],
+        form: dict[str, Any],
         metadata: ProviderMetadata,
         what: str,
         *,
@@ -163,7 +169,7 @@ class CibaClient:
             return False
 
     async def _post_once(
-        self, url: str, form: dict[str, str], metadata: ProviderMetadata, what: str, dpop_key: DPoPKey | None
+        self, url: str, form: dict[str, Any], metadata: ProviderMetadata, what: str, dpop_key: DPoPKey | None
     ) -> httpx.Response:
         headers = {"accept": "application/json"}
         now = self._clock()
@@ -197,7 +203,7 @@ class CibaClient:
         )
         return process_authentication_response(response, now=self._clock())
 
-    def _signed(self, form: dict[str, str], metadata: ProviderMetadata) -> dict[str, str]:
+    def _signed(self, form: dict[str, Any], metadata: ProviderMetadata) -> dict[str, Any]:
         """CIBA §7.1.1: the request as a JWT signed with the client's key, aud the OP's issuer."""
         if self._request_signing_key is None:
             raise InvalidAuthenticationRequest(
@@ -293,6 +299,23 @@ class CibaClient:
             if fresh is keys:
                 raise
         return validate_token_response(tokens, binding, fresh, now=self._clock(), policy=self.policy)
+
+    async def id_token_hint_subject(self, id_token_hint: str) -> str:
+        """The `sub` of an id_token_hint, once it is proven to be an ID token this OP issued to
+        this client (TokenRejected otherwise); the JWKS is refetched once for an unknown kid."""
+        keys = await self._jwks.keys()
+        try:
+            return check_id_token_hint(
+                id_token_hint, keys, issuer=self.issuer, client_id=self.client_id, policy=self.policy
+            )
+        except KeyNotFound:
+            await self._jwks.refresh()
+            fresh = await self._jwks.keys()
+            if fresh is keys:
+                raise
+        return check_id_token_hint(
+            id_token_hint, fresh, issuer=self.issuer, client_id=self.client_id, policy=self.policy
+        )
 
     async def _fetch_jwks(self) -> dict[str, Any]:
         metadata = await self.metadata()

@@ -32,7 +32,7 @@ class ClientAuth(Protocol):
 
     def apply(
         self,
-        form: dict[str, str],
+        form: dict[str, Any],
         headers: dict[str, str],
         *,
         audience: str,
@@ -62,7 +62,7 @@ class ClientSecretBasic(_ClientSecret):
 
     def apply(
         self,
-        form: dict[str, str],
+        form: dict[str, Any],
         headers: dict[str, str],
         *,
         audience: str,
@@ -80,7 +80,7 @@ class ClientSecretPost(_ClientSecret):
 
     def apply(
         self,
-        form: dict[str, str],
+        form: dict[str, Any],
         headers: dict[str, str],
         *,
         audience: str,
@@ -188,7 +188,7 @@ class PrivateKeyJwt:
 
     def apply(
         self,
-        form: dict[str, str],
+        form: dict[str, Any],
         headers: dict[str, str],
         *,
         audience: str,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Mapping
 from typing import Any
 
 import jwt
@@ -23,15 +24,20 @@ _JSON_MEMBERS = ("authorization_details", "claims")
 _INTEGER_MEMBERS = ("requested_expiry",)
 
 
-def request_object_claims(form: dict[str, str], *, client_id: str, audience: str, now: float) -> dict[str, Any]:
+def request_object_claims(
+    form: Mapping[str, str | list[str]], *, client_id: str, audience: str, now: float
+) -> dict[str, Any]:
     """The JWT claims for a request form: its parameters as JSON values, plus the registered claims.
 
     In a request object, `authorization_details` is the JSON array itself (RFC 9396 §3) and
-    `requested_expiry` a number (CIBA §7.1.1's example), not their form-encoded strings.
+    `requested_expiry` a number (CIBA §7.1.1's example), not their form-encoded strings; a
+    repeated parameter (RFC 8707's `resource`) an array.
     """
     claims: dict[str, Any] = {}
     for name, value in form.items():
-        if name in _JSON_MEMBERS:
+        if isinstance(value, list):
+            claims[name] = value
+        elif name in _JSON_MEMBERS:
             claims[name] = json.loads(value)
         elif name in _INTEGER_MEMBERS:
             claims[name] = int(value)
@@ -50,7 +56,7 @@ def request_object_claims(form: dict[str, str], *, client_id: str, audience: str
 
 
 def signed_request_form(
-    form: dict[str, str],
+    form: Mapping[str, str | list[str]],
     *,
     client_id: str,
     audience: str,

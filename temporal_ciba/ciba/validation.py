@@ -8,7 +8,8 @@ OIDF client test plan's negative cases):
 3. iss, aud (+ azp), exp, iat, nbf;
 4. the binding to our request: auth_req_id claim, at_hash, rt_hash (required in push mode,
    CIBA §10.3.1), sub, acr, auth_time not older than the request;
-5. the token response itself: granted scope and authorization_details equal to the request.
+5. the token response itself: every requested scope granted (extras only from an allow-list),
+   authorization_details equal to the request (or enriched only as configured, RFC 9396 §6.1).
 
 CIBA has no nonce: what ties the tokens to *our* request is the auth_req_id, the time of the
 request, the granted scope and authorization_details, and the subject. Every step is a pure
@@ -21,7 +22,7 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,11 @@ DEFAULT_ALLOWED_ALGS = ("RS256", "PS256", "ES256")
 # public key must never be usable as an HMAC secret.
 ASYMMETRIC_ALGS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"})
 _HASH_FOR_ALG = {"256": hashlib.sha256, "384": hashlib.sha384, "512": hashlib.sha512}
+# OIDC Core §5.4: scopes that only release claims about the approver to this client. An OP may
+# add them to the grant (Keycloak adds the client's default scopes). offline_access (§11) is not
+# one: it asks for a refresh token, a long-lived credential that would outlive the one decision
+# (README, "What an approval grants"), so an OP that adds it is rejected unless configured.
+IDENTITY_SCOPES = frozenset({"profile", "email", "address", "phone"})
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,14 @@ class ValidationPolicy:
     # that adds it to every CIBA ID token: then it, not just the TLS exchange at the token
     # endpoint, binds the tokens to our request (README, "Threat model").
     require_auth_req_id_claim: bool = False
+    # Scopes the OP may grant beyond those requested (never instead of them).
+    extra_scopes_allowed: frozenset[str] = IDENTITY_SCOPES
+    # RFC 9396 §6.1: per authorization_details type, the top-level members the OP may add to
+    # what was requested (an enriched grant). Types not listed must come back exactly as asked.
+    authorization_details_enrichment: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # A requested acr value -> the values an OP answers for it that are at least as strong
+    # (Keycloak answers level-of-assurance values such as "1" or "gold"); list no weaker one.
+    acr_equivalents: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         unsafe = [alg for alg in self.allowed_algs if alg not in ASYMMETRIC_ALGS]
@@ -323,7 +337,8 @@ def check_binding(
             raise _reject(
                 "acr_missing", "acr", "acr_values were requested but the ID token has no acr", binding.acr_values
             )
-        if acr not in requested:
+        accepted = set(requested).union(*(policy.acr_equivalents.get(value, ()) for value in requested))
+        if acr not in accepted:
             raise _reject(
                 "acr_not_requested",
                 "acr",
@@ -341,6 +356,22 @@ def check_binding(
         raise _reject("auth_time_before_request", "auth_time", "the user authenticated before this request was sent")
 
 
+def check_id_token_hint(
+    id_token_hint: str, keys: Sequence[PublicKey], *, issuer: str, client_id: str, policy: ValidationPolicy
+) -> str:
+    """CIBA §7.1: an id_token_hint is "an ID Token previously issued to the Client by the OpenID
+    Provider". Before it pins the approver, prove that: signed by the OP with an allowed alg,
+    `iss` the issuer, `aud` this client (OIDC Core §3.1.3.7 steps 2-7). Its exp and iat are
+    not checked: a hint may be old, it names a person and grants nothing. Returns its `sub`."""
+    _, claims = verify_signature(id_token_hint, keys, policy)
+    check_issuer(claims, issuer)
+    check_audience(claims, client_id, policy)
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub:
+        raise _reject("sub_missing", "sub", "the id_token_hint has no sub")
+    return sub
+
+
 # 5. The token response ---------------------------------------------------------------------
 
 
@@ -348,9 +379,10 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def check_grant(tokens: TokenResponse, binding: RequestBinding) -> str:
-    """The grant must be exactly what was asked: scope (RFC 6749 §5.1) and authorization_details
-    (RFC 9396 §7, which the OP MUST return when it grants them).
+def check_scope(tokens: TokenResponse, binding: RequestBinding, policy: ValidationPolicy) -> str:
+    """Every requested scope must be granted (RFC 6749 §5.1: the OP states the granted scope when
+    it differs); extra ones only from `policy.extra_scopes_allowed`. Returns the scope granted:
+    the requested one, plus the allowed extras.
 
     `openid` asks for the ID token, which we hold and have validated; an OP whose access token
     is for a resource server (RFC 8707) lists only that server's scopes, so `openid` is not
@@ -360,37 +392,72 @@ def check_grant(tokens: TokenResponse, binding: RequestBinding) -> str:
     # RFC 6749 §5.1: scope may be omitted when it is identical to the scope requested.
     granted = [scope for scope in tokens.scope.split() if scope != "openid"] if tokens.scope is not None else requested
     missing = [scope for scope in requested if scope not in granted]
-    extra = [scope for scope in granted if scope not in requested]
-    if missing or extra:
+    extra = [scope for scope in dict.fromkeys(granted) if scope not in requested]
+    refused = [scope for scope in extra if scope not in policy.extra_scopes_allowed]
+    if missing or refused:
         detail = "; ".join(
             part
             for part in (
                 f"not granted: {' '.join(missing)}" if missing else "",
-                f"not requested: {' '.join(extra)}" if extra else "",
+                f"not requested: {' '.join(refused)}" if refused else "",
             )
             if part
         )
         raise _reject("scope_mismatch", "scope", f"granted scope differs from the request ({detail})", binding.scope)
-    if binding.authorization_details is not None:
-        if tokens.authorization_details is None:
-            raise _reject(
-                "authorization_details_missing",
-                "authorization_details",
-                "authorization_details were requested but the grant does not state them (RFC 9396 §7)",
-            )
-        if _canonical(tokens.authorization_details) != _canonical(binding.authorization_details):
+    return " ".join([binding.scope, *extra])
+
+
+def _enriched_detail_matches(requested: dict[str, Any], granted: dict[str, Any], may_add: frozenset[str]) -> bool:
+    """RFC 9396 §6.1: the granted detail holds every requested member (its `type` too) with an
+    equal value, and adds only members the policy names for its type."""
+    if any(name not in granted or _canonical(granted[name]) != _canonical(value) for name, value in requested.items()):
+        return False
+    return all(name in requested or name in may_add for name in granted)
+
+
+def check_authorization_details(tokens: TokenResponse, binding: RequestBinding, policy: ValidationPolicy) -> None:
+    """The granted authorization_details (RFC 9396 §7, which the OP MUST return when it grants
+    them) equal those requested, in the same order; for a type in
+    `policy.authorization_details_enrichment`, each may carry the members named there in addition."""
+    if binding.authorization_details is None:
+        if tokens.authorization_details is not None:
             raise _reject(
                 "authorization_details_mismatch",
                 "authorization_details",
-                "the granted authorization_details differ from those requested",
+                "the grant carries authorization_details that were never requested",
             )
-    elif tokens.authorization_details is not None:
+        return
+    if tokens.authorization_details is None:
         raise _reject(
-            "authorization_details_mismatch",
+            "authorization_details_missing",
             "authorization_details",
-            "the grant carries authorization_details that were never requested",
+            "authorization_details were requested but the grant does not state them (RFC 9396 §7)",
         )
-    return binding.scope
+    if _canonical(tokens.authorization_details) == _canonical(binding.authorization_details):
+        return
+    granted = tokens.authorization_details
+    if len(granted) == len(binding.authorization_details) and all(
+        requested["type"] in policy.authorization_details_enrichment
+        and _enriched_detail_matches(
+            requested, granted[index], policy.authorization_details_enrichment[requested["type"]]
+        )
+        for index, requested in enumerate(binding.authorization_details)
+    ):
+        return
+    raise _reject(
+        "authorization_details_mismatch",
+        "authorization_details",
+        "the granted authorization_details differ from those requested",
+    )
+
+
+def check_grant(tokens: TokenResponse, binding: RequestBinding, policy: ValidationPolicy | None = None) -> str:
+    """The grant is what was asked: the scope (check_scope) and the authorization_details
+    (check_authorization_details). Returns the granted scope."""
+    policy = policy or ValidationPolicy()
+    scope = check_scope(tokens, binding, policy)
+    check_authorization_details(tokens, binding, policy)
+    return scope
 
 
 def validate_token_response(
@@ -407,7 +474,7 @@ def validate_token_response(
     check_audience(claims, binding.client_id, policy)
     iat, exp = check_times(claims, requested_at=binding.requested_at, now=now, policy=policy)
     check_binding(claims, tokens, alg, binding, policy=policy)
-    scope = check_grant(tokens, binding)
+    scope = check_grant(tokens, binding, policy)
     auth_time = claims.get("auth_time")
     return ValidatedApproval(
         sub=claims["sub"],

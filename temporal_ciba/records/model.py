@@ -44,7 +44,7 @@ def record_id(*, workflow_id: str, first_run_id: str, outcome: ApprovalOutcome) 
 
 def request_digest(
     *,
-    login_hint: str,
+    login_hint: str | None,
     binding_message: str,
     scope: str,
     acr_values: str | None,
@@ -78,7 +78,7 @@ class DecisionRecord(BaseModel):
     reason: str
     error: str | None = None
     # Who: the person asked, and the validated claims of who approved.
-    login_hint: str
+    login_hint: str | None
     sub: str | None = None
     acr: str | None = None
     amr: list[str] | None = None

@@ -11,6 +11,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from temporal_ciba.ciba import ClientSecretBasic, ClientSecretPost, PrivateKeyJwt
+from temporal_ciba.ciba.binding_message import BindingMessageRule
+from temporal_ciba.ciba.dialect import RequestDialect
+from temporal_ciba.ciba.validation import IDENTITY_SCOPES
 from temporal_ciba.settings import AuditSettings, ConfigError, OPSettings, decode_payload_key, load_settings
 
 BASE = {"CIBA_ISSUER": "https://op.example.test", "CIBA_CLIENT_ID": "agent", "CIBA_CLIENT_SECRET": "s3cret"}
@@ -153,3 +156,81 @@ def test_record_keys_rotate_and_default_to_the_token_key(env) -> None:  # type: 
     env(CIBA_RECORD_KEY=None, CIBA_TOKEN_KEY=None)
     with pytest.raises(ConfigError, match="CIBA_RECORD_KEY is required"):
         load_settings(AuditSettings).evidence_key_bytes()
+
+
+# OP profiles and their rules, one by one (issue 12, item 1) ------------------------------------
+
+
+def test_generic_profile_is_todays_behaviour(env) -> None:  # type: ignore[no-untyped-def]
+    env()
+    settings = load_settings(OPSettings)
+    assert settings.op_profile == "generic"
+    assert settings.request_dialect() == RequestDialect()
+    assert settings.request_dialect().binding_message == BindingMessageRule(max_length=128, pattern=None)
+    policy = settings.validation_policy()
+    assert policy.acr_equivalents == {} and policy.authorization_details_enrichment == {}
+    assert policy.extra_scopes_allowed == IDENTITY_SCOPES
+
+
+def test_a_profile_bundles_its_rules_and_settings_override_each(env) -> None:  # type: ignore[no-untyped-def]
+    env(CIBA_OP_PROFILE="auth0", CIBA_AUDIENCE="https://api.example")
+    dialect = load_settings(OPSettings).request_dialect()
+    assert dialect.login_hint_format == "iss_sub" and dialect.binding_message.max_length == 64
+    assert dialect.required_parameters == {"audience", "binding_message"}
+    assert dialect.default_audience == "https://api.example"
+    env(
+        CIBA_OP_PROFILE="keycloak",
+        CIBA_BINDING_MESSAGE_MAX_LENGTH="30",
+        CIBA_LOGIN_HINT_FORMAT="iss_sub",
+        CIBA_REQUIRED_PARAMETERS="resource",
+        CIBA_RESOURCE="https://payments.example/ https://ledger.example/",
+        CIBA_EXTRA_SCOPES_ALLOWED="",
+        CIBA_AUTHORIZATION_DETAILS_ENRICHMENT='{"payment_initiation": ["consentId"]}',
+        CIBA_ACR_EQUIVALENTS='{"urn:example:acr:mfa": ["gold", "2"]}',
+    )
+    settings = load_settings(OPSettings)
+    dialect = settings.request_dialect()
+    assert dialect.binding_message == BindingMessageRule(max_length=30, pattern=r"^[a-zA-Z0-9-._+/!?#]{1,50}$")
+    assert (dialect.login_hint_format, dialect.required_parameters) == ("iss_sub", {"resource"})
+    assert dialect.default_resource == ("https://payments.example/", "https://ledger.example/")
+    policy = settings.validation_policy()
+    assert policy.extra_scopes_allowed == frozenset()
+    assert policy.authorization_details_enrichment == {"payment_initiation": frozenset({"consentId"})}
+    assert policy.acr_equivalents == {"urn:example:acr:mfa": frozenset({"gold", "2"})}
+
+
+@pytest.mark.parametrize(
+    "values,named",
+    [
+        ({"CIBA_OP_PROFILE": "okta"}, "CIBA_OP_PROFILE"),
+        ({"CIBA_OP_PROFILE": "auth0", "CIBA_DELIVERY_MODE": "ping"}, "CIBA_DELIVERY_MODE: the auth0 profile"),
+        ({"CIBA_OP_PROFILE": "keycloak", "CIBA_DELIVERY_MODE": "push"}, "CIBA_DELIVERY_MODE: the keycloak profile"),
+        ({"CIBA_BINDING_MESSAGE_MAX_LENGTH": "0"}, "CIBA_BINDING_MESSAGE_MAX_LENGTH"),
+        ({"CIBA_BINDING_MESSAGE_MAX_LENGTH": "500"}, "CIBA_BINDING_MESSAGE_MAX_LENGTH"),
+        ({"CIBA_BINDING_MESSAGE_PATTERN": "[a-"}, "CIBA_BINDING_MESSAGE_PATTERN: not a regular expression"),
+        ({"CIBA_LOGIN_HINT_FORMAT": "email"}, "CIBA_LOGIN_HINT_FORMAT"),
+        ({"CIBA_REQUIRED_PARAMETERS": "audience,password"}, "CIBA_REQUIRED_PARAMETERS"),
+        ({"CIBA_RESOURCE": "payments"}, "CIBA_RESOURCE: resource must be an absolute URI"),
+        ({"CIBA_AUTHORIZATION_DETAILS_ENRICHMENT": "{"}, "CIBA_AUTHORIZATION_DETAILS_ENRICHMENT: must be a JSON"),
+        ({"CIBA_AUTHORIZATION_DETAILS_ENRICHMENT": '{"t": "x"}'}, "CIBA_AUTHORIZATION_DETAILS_ENRICHMENT"),
+        ({"CIBA_ACR_EQUIVALENTS": "[]"}, "CIBA_ACR_EQUIVALENTS"),
+        ({"CIBA_AUDIENCE": ""}, "CIBA_AUDIENCE"),
+    ],
+    ids=[
+        "unknown_profile",
+        "mode_the_profile_lacks",
+        "push_on_keycloak",
+        "zero_length",
+        "length_over_our_ceiling",
+        "pattern_not_a_regex",
+        "unknown_hint_format",
+        "unknown_required_parameter",
+        "relative_resource",
+        "enrichment_not_json",
+        "enrichment_not_lists",
+        "acr_map_not_an_object",
+        "empty_audience",
+    ],
+)
+def test_bad_profile_setting_named(env, values: dict[str, str], named: str) -> None:  # type: ignore[no-untyped-def]
+    assert named in error_line(values, env)

@@ -192,21 +192,80 @@ def test_ack_defaults_interval_and_ignores_unknown_members() -> None:
 
 
 @pytest.mark.parametrize(
+    "members,expected",
+    [
+        ({"expires_in": 120}, (120, 5)),
+        ({"expires_in": 120.0, "interval": 2.0}, (120, 2)),
+        ({"expires_in": "120"}, (120, 5)),
+        ({"expires_in": 120, "interval": "7"}, (120, 7)),
+        ({"expires_in": "0120", "interval": "0"}, (120, 5)),
+        ({"expires_in": 120, "interval": 0}, (120, 5)),
+        ({"expires_in": 120, "interval": None}, (120, 5)),
+    ],
+    ids=[
+        "no_interval",
+        "whole_floats",
+        "string_expires_in",
+        "string_interval",
+        "string_zero_interval",
+        "zero_interval",
+        "null_interval",
+    ],
+)
+def test_ack_lenient_where_harmless(members: dict[str, Any], expected: tuple[int, int]) -> None:
+    """CIBA §7.3: interval 0 or absent means 5 s; digits in a string are read (with a warning)."""
+    ack = process_authentication_response(response(200, {"auth_req_id": "r1", **members}), now=NOW)
+    assert (ack.expires_in, ack.interval) == expected
+
+
+def test_ack_string_number_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="temporal_ciba.ciba.backchannel"):
+        process_authentication_response(response(200, {"auth_req_id": "r1", "expires_in": "120"}), now=NOW)
+    assert "expires_in is a string" in caplog.text
+
+
+@pytest.mark.parametrize(
     "body,message",
     [
         ({"expires_in": 120}, "no auth_req_id"),
         ({"auth_req_id": "r1"}, "no expires_in"),
+        ({"auth_req_id": "r1", "expires_in": None}, "expires_in is not a positive integer"),
         ({"auth_req_id": "r1", "expires_in": -5}, "expires_in is not a positive integer"),
-        ({"auth_req_id": "r1", "expires_in": "120"}, "expires_in is not a positive integer"),
-        ({"auth_req_id": "r1", "expires_in": 120, "interval": 0}, "interval"),
+        ({"auth_req_id": "r1", "expires_in": 0}, "expires_in is not a positive integer"),
+        ({"auth_req_id": "r1", "expires_in": "0"}, "expires_in is not a positive integer"),
+        ({"auth_req_id": "r1", "expires_in": "-5"}, "expires_in is not a positive integer"),
+        ({"auth_req_id": "r1", "expires_in": "12a"}, "expires_in is not a positive integer"),
+        ({"auth_req_id": "r1", "expires_in": " 120"}, "expires_in is not a positive integer"),
+        ({"auth_req_id": "r1", "expires_in": "1e3"}, "expires_in is not a positive integer"),
+        ({"auth_req_id": "r1", "expires_in": 120.5}, "expires_in is not a positive integer"),
+        ({"auth_req_id": "r1", "expires_in": True}, "expires_in is not a positive integer"),
+        ({"auth_req_id": "r1", "expires_in": [120]}, "expires_in is not a positive integer"),
+        ({"auth_req_id": "r1", "expires_in": 120, "interval": -1}, "interval"),
+        ({"auth_req_id": "r1", "expires_in": 120, "interval": "-1"}, "interval"),
+        ({"auth_req_id": "r1", "expires_in": 120, "interval": 2.5}, "interval"),
+        ({"auth_req_id": "r1", "expires_in": 120, "interval": True}, "interval"),
+        ({"auth_req_id": "r1", "expires_in": 120, "interval": "five"}, "interval"),
         ({"auth_req_id": "", "expires_in": 120}, "no auth_req_id"),
     ],
     ids=[
         "ack_without_auth_req_id",
         "ack_without_expires_in",
+        "null_expires_in",
         "negative_expires_in",
-        "string_expires_in",
-        "zero_interval",
+        "zero_expires_in",
+        "string_zero_expires_in",
+        "string_negative_expires_in",
+        "string_non_numeric_expires_in",
+        "string_padded_expires_in",
+        "string_exponent_expires_in",
+        "fractional_expires_in",
+        "boolean_expires_in",
+        "list_expires_in",
+        "negative_interval",
+        "string_negative_interval",
+        "fractional_interval",
+        "boolean_interval",
+        "non_numeric_interval",
         "empty_auth_req_id",
     ],
 )

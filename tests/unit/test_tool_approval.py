@@ -100,6 +100,27 @@ def test_the_request_is_derived_from_the_call_and_bound_to_its_digest() -> None:
     assert 'note = "Grüße"' in request.summary
 
 
+def test_the_extra_parameters_and_other_hints_are_derived_from_the_call() -> None:
+    approval = ToolApproval(
+        id_token_hint=lambda args: f"hint-for-{args['account_id']}",
+        audience="https://accounts.example",
+        resource=lambda args: [f"https://accounts.example/{args['account_id']}"],
+        claims={"id_token": {"acr": {"essential": True}}},
+    )
+    request = approval.request_for(call_args())
+    assert request.login_hint is None and request.login_hint_token is None
+    assert request.id_token_hint is not None and request.id_token_hint.get_secret_value() == "hint-for-acct-42"
+    assert request.audience == "https://accounts.example"
+    assert request.resource == ["https://accounts.example/acct-42"]
+    assert request.claims == {"id_token": {"acr": {"essential": True}}}
+    token_request = ToolApproval(login_hint_token="lht").request_for(call_args())
+    assert token_request.login_hint_token is not None and token_request.login_hint_token.get_secret_value() == "lht"
+    # The code the default binding message ends with is the one kept when the OP's rule shortens it.
+    assert token_request.code is not None and token_request.binding_message.endswith(token_request.code)
+    with pytest.raises(ValueError, match="exactly one of login_hint"):
+        ToolApproval(login_hint="alice", login_hint_token="lht").request_for(call_args())
+
+
 def test_the_default_binding_message_names_the_tool_and_a_code_of_the_digest() -> None:
     one = ToolApproval(login_hint="alice").request_for(call_args())
     other = ToolApproval(login_hint="alice").request_for(call_args({**ARGS, "amount": 5}))

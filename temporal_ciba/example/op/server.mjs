@@ -27,6 +27,14 @@
 // With "idTokenBindingClaims" the ID token also carries the claims CIBA push mode requires
 // (urn:openid:params:jwt:claim:auth_req_id, at_hash, rt_hash), so validation of them is proven
 // against a real OP's signature.
+// With "features" (an object) the provider's features below are deep-merged with it (objects
+// merge, other values replace, null removes this OP's own setting so oidc-provider's default
+// applies): a test turns a feature on or changes one option without restating the others.
+// E.g. {"ciba": {"validateBindingMessage": null}} gives oidc-provider's own binding message
+// rule (^[a-zA-Z0-9-._+/!?#]{1,20}$) instead of this OP's plain line of up to 128 characters.
+// With "unauthorizedClients" (client ids) those clients' backchannel requests get
+// unauthorized_client (CIBA §13; oidc-provider itself answers invalid_request).
+// A login_hint_token "expired" gets expired_login_hint_token; "lht:ACCOUNT" names an account.
 // With the environment variable TEST_OP_STOCK=1 the acknowledgement and the tokens are exactly
 // oidc-provider's, whatever the config says ("idTokenBindingClaims" and "ackInterval" are
 // ignored): what binds a token response to its request is proven against a stock OP. The
@@ -113,17 +121,22 @@ const approverPage = readFileSync(new URL('./public/approver.html', import.meta.
 const storage = new LRU({ maxSize: config.storageSize ?? 1_000_000 });
 const CLOCK_TOLERANCE = 15;
 
-// A test's "providerOptions" are merged into these options: plain objects key by key (so
-// {"features": {"dPoP": {"enabled": true}}} turns one feature on and keeps the others), anything
-// else (arrays, functions, strings) replaced.
-const isPlainObject = (value) => value !== null && typeof value === 'object' && !Array.isArray(value);
-function deepMerge(base, extra) {
+// A test's "providerOptions" are merged into these options, and its "features" into the
+// features below: objects key by key (so {"dPoP": {"enabled": true}} turns one feature on and
+// keeps the others), null deletes a key (oidc-provider's default applies), anything else
+// (arrays, functions, strings) replaces.
+function deepMerge(base, override) {
+  const isObject = (value) => value !== null && typeof value === 'object' && !Array.isArray(value);
+  if (!isObject(base) || !isObject(override)) return override;
   const merged = { ...base };
-  for (const [key, value] of Object.entries(extra)) {
-    merged[key] = isPlainObject(value) && isPlainObject(base[key]) ? deepMerge(base[key], value) : value;
+  for (const [key, value] of Object.entries(override)) {
+    if (value === null) delete merged[key];
+    else merged[key] = deepMerge(base[key], value);
   }
   return merged;
 }
+
+const unauthorizedClients = new Set(config.unauthorizedClients ?? []);
 
 const provider = new Provider(issuer, deepMerge({
   adapter: (model) => new MemoryAdapter(model, storage, CLOCK_TOLERANCE),
@@ -137,7 +150,7 @@ const provider = new Provider(issuer, deepMerge({
   // Pings go to the callback service on loopback. oidc-provider passes an SSRF-guarding
   // dispatcher that refuses special-use addresses such as 127.0.0.1; this test OP drops it.
   fetch: (url, { dispatcher, ...options }) => globalThis.fetch(url, options),
-  features: {
+  features: deepMerge({
     devInteractions: { enabled: false },
     // With "dpopNonces": true every DPoP proof must carry a nonce from this OP (RFC 9449 §8).
     ...(config.dpopNonces === true
@@ -179,8 +192,15 @@ const provider = new Provider(issuer, deepMerge({
       enabled: true,
       deliveryModes: ['poll', 'ping'],
       processLoginHint: (ctx, loginHint) => findAccountId(loginHint),
-      processLoginHintToken: () => undefined,
-      validateRequestContext() {},
+      processLoginHintToken(ctx, token) {
+        if (token === 'expired') throw new errors.ExpiredLoginHintToken('the login_hint_token has expired');
+        return token.startsWith('lht:') ? findAccountId(token.slice(4)) : undefined;
+      },
+      validateRequestContext(ctx) {
+        if (unauthorizedClients.has(ctx.oidc.client.clientId)) {
+          throw new errors.UnauthorizedClient('this client may not use CIBA here');
+        }
+      },
       validateBindingMessage(ctx, message) {
         // Plain text on one line; longer than oidc-provider's default of 20 characters.
         if (message !== undefined && (message.length > 128 || /[\x00-\x1f\x7f]/.test(message))) {
@@ -211,7 +231,7 @@ const provider = new Provider(issuer, deepMerge({
         if (takeFault('approve_at_once', undefined)) setImmediate(() => decide(request.jti, {}, true));
       },
     },
-  },
+  }, config.features ?? {}),
   findAccount(ctx, id) {
     if (!Object.hasOwn(accounts, id)) return undefined;
     return {
@@ -272,6 +292,9 @@ provider.use(async (ctx, next) => {
     if (interval) ctx.body.interval = interval;
   }
   if (ctx.oidc?.route === 'token' && ctx.status === 200 && ctx.oidc.params?.auth_req_id) {
+    // An OP that states another grant than the one asked (adds identity scopes, narrows it).
+    const grantedScope = requests.get(ctx.oidc.params.auth_req_id)?.granted_scope;
+    if (grantedScope !== undefined) ctx.body.scope = grantedScope;
     // Token responses are kept only for the test routes (/admin/issued, the replay fault).
     if (testRoutes) {
       const authReqId = ctx.oidc.params.auth_req_id;
@@ -309,6 +332,8 @@ const decide = async (authReqId, body, approve) => {
   }
   // A forged approval: the OP signs tokens for another account than the one asked about.
   if (body.as_account) request.accountId = body.as_account;
+  // The scope the token response will state, whatever was granted (see the token middleware).
+  if (typeof body.granted_scope === 'string') entry.granted_scope = body.granted_scope;
   const grant = new provider.Grant({ clientId: request.clientId, accountId: request.accountId });
   grant.addOIDCScope(request.scope);
   if (request.resource) grant.addResourceScope(request.resource, request.scope);
