@@ -141,6 +141,9 @@ class CibaActivities:
     @activity.defn(name="ciba.send_authentication_request")
     async def send_authentication_request(self, input: SendRequestInput) -> SendRequestResult:
         """CIBA §7.1: ask the OP to get the user's decision; a refusal is data, not an exception."""
+        return (await self._send(input)).model_copy(update={"records": True})
+
+    async def _send(self, input: SendRequestInput) -> SendRequestResult:
         mode = self._ciba.delivery_mode
         token = None
         if mode != "poll":

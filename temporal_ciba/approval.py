@@ -127,6 +127,8 @@ class Approval:
         self._pending = resume
         self._notified = resume.notified if resume else False
         self._asked_again = resume.asked_again if resume else False
+        # Whether the outcome is recorded: the send activity's answer says (None: not sent).
+        self._records: bool | None = resume.records if resume else None
         self._early_notices: list[str] = []
         self._early_pushes: list[PushDelivery] = []
         self._pushed: PushDelivery | None = None
@@ -188,9 +190,11 @@ class Approval:
     # The process ------------------------------------------------------------------------------------
 
     async def run(self) -> ApprovalOutcome:
-        """The outcome, once its decision record is written (histories from before records: not)."""
+        """The outcome, once its decision record is written (histories from before records: not).
+        Whether to record is in the send activity's result, already in history, so the decision
+        path pays one marker for it; an outcome reached before any answer asks a patch."""
         outcome = await self._decide()
-        if workflow.patched(RECORD_PATCH):
+        if self._records if self._records is not None else workflow.patched(RECORD_PATCH):
             await self._record(outcome)
         return outcome
 
@@ -245,6 +249,7 @@ class Approval:
             if is_cancelled_exception(exc):
                 raise asyncio.CancelledError() from exc
             return self._finish("error", reason=f"the OP could not be reached: {_cause(exc)}")
+        self._records = sent.records
         if sent.auth_req_id is None or sent.binding is None or sent.expires_in is None:
             return self._finish("error", error=sent.error, reason=sent.reason or "the OP refused the request")
         self.state.binding_message_sent = sent.binding_message_sent
@@ -259,6 +264,7 @@ class Approval:
             deadline=deadline,
             interval_seconds=float(sent.interval or 5),
             asked_again=self._asked_again,
+            records=sent.records,
         )
         if sent.auth_req_id in self._early_notices and sent.binding.delivery_mode == "ping":
             self._notified = True

@@ -220,6 +220,8 @@ class PendingState(BaseModel):
     last_token_request_at: datetime | None = None
     # A lost grant was already answered by asking again (ApprovalRequest.on_lost_grant).
     asked_again: bool = False
+    # SendRequestResult.records, carried into the next run.
+    records: bool = False
 
 
 class ApprovalWorkflowInput(BaseModel):
@@ -271,6 +273,10 @@ class SendRequestResult(BaseModel):
     reason: str | None = None
     # The binding message as sent, fitted to the OP's rule (it may be shorter than the one asked).
     binding_message_sent: str | None = None
+    # The approval writes a decision record of its outcome (temporal_ciba.records). True from
+    # every worker since records exist; histories from before them say nothing, so they replay
+    # without the record's step. A result in history, not a patch: no marker, no upsert.
+    records: bool = False
 
 
 class TokenRequestInput(BaseModel):

@@ -92,15 +92,14 @@ async def test_the_approval_runs_in_the_caller_and_the_caller_holds_the_token(en
     assert (holder.holder_workflow_id, holder.holder_run_id) == (agent.id, agent.result_run_id)
     types = [event.event_type for event in events]
     assert EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED not in types
-    # pending, outcome, and the SDK's TemporalChangeVersion for the decision-record patch
-    assert types.count(EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES) == 3
+    assert types.count(EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES) == 2  # pending, outcome
     assert description.typed_search_attributes.get(CIBA_STATUS) == "approved"
     assert description.typed_search_attributes.get(CIBA_AUTH_REQ_ID) == "req-1"
     # The whole history of a workflow that only asks (issue 15's budget, every workflow counted):
     # its start, the request's task (a marker, the pending upsert, the fallback timer), the ping,
-    # the redeem's task (the timer cancelled, a marker, the outcome's upsert, and issue 13's
-    # decision record: the patch's marker and upsert, the record's marker), its end.
-    assert len(events) <= 18, "\n".join(EventType.Name(t) for t in types)
+    # the redeem's task (the timer cancelled, a marker, the outcome's upsert, the decision
+    # record's marker), its end.
+    assert len(events) <= 16, "\n".join(EventType.Name(t) for t in types)
     assert types.count(EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED) == 2
     assert len(op.poll_times) == 1
 

@@ -27,6 +27,7 @@ from temporal_ciba.models import (
 )
 from temporal_ciba.plugin import CibaPlugin
 from temporal_ciba.policy import ApprovalPolicy, PolicyAction, PolicyRule
+from temporal_ciba.records import RecordDecisionInput
 from temporal_ciba.workflow import CibaApprovalWorkflow, require_approval
 from tests.support.temporal import time_skipping_environment
 
@@ -51,6 +52,7 @@ class Phones:
     def __init__(self, answers: dict[str, list[RedeemResult]]) -> None:
         self.answers = answers
         self.revoked: list[str] = []
+        self.recorded: list[RecordDecisionInput] = []  # every approver's own decision record
         self.redemptions = Redemptions()
 
     @activity.defn(name="ciba.send_authentication_request")
@@ -59,7 +61,7 @@ class Phones:
         binding = RequestBinding(
             issuer="https://op", client_id="c", auth_req_id=f"req-{hint}", requested_at=1, scope="openid"
         )
-        return SendRequestResult(auth_req_id=f"req-{hint}", expires_in=3600, interval=5, binding=binding)
+        return SendRequestResult(auth_req_id=f"req-{hint}", expires_in=3600, interval=5, binding=binding, records=True)
 
     @activity.defn(name="ciba.redeem")
     async def redeem(self, input: RedeemInput) -> RedeemResult:
@@ -73,6 +75,11 @@ class Phones:
     async def revoke_access_token(self, input: RevokeAccessTokenInput) -> bool:
         self.revoked.append(input.sealed_access_token)
         return True
+
+    @activity.defn(name="ciba.record_decision")
+    async def record(self, input: RecordDecisionInput) -> str:
+        self.recorded.append(input)
+        return "record-id"
 
 
 class QuorumInput(BaseModel):
@@ -110,7 +117,7 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
 
 async def run(env: WorkflowEnvironment, phones: Phones, agent_input: QuorumInput) -> ApprovalOutcome:
     task_queue = f"quorum-{uuid.uuid4().hex[:8]}"
-    activities = [phones.send, phones.redeem, phones.revoke_access_token]
+    activities = [phones.send, phones.redeem, phones.revoke_access_token, phones.record]
     async with Worker(
         env.client,
         task_queue=task_queue,

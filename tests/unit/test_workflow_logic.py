@@ -95,7 +95,7 @@ class ScriptedOP:
         if self.send_error == "unreachable":
             raise TransportError("the OP could not be reached: connection refused")
         if self.send_error:
-            return SendRequestResult(error=self.send_error, reason=f"{self.send_error}: refused")
+            return SendRequestResult(error=self.send_error, reason=f"{self.send_error}: refused", records=True)
         binding = RequestBinding(
             issuer="https://op",
             client_id="c",
@@ -111,6 +111,7 @@ class ScriptedOP:
             interval=self.interval,
             binding=binding,
             delivery_mode=self.mode,
+            records=True,  # as the real activity says
         )  # type: ignore[arg-type]
 
     @activity.defn(name="ciba.request_token")
