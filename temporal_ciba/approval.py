@@ -601,6 +601,7 @@ class Approval:
             requested_at=pending.requested_at if pending else None,
             deadline=pending.deadline if pending else None,
             decided_at=workflow.now(),
+            policy=self._request.policy,
             **claims,
         )
         self.state.outcome = outcome

@@ -70,6 +70,8 @@ class ApprovalRequest(BaseModel):
     # details), one plain-text line each; without it the authorization_details are listed.
     summary: list[Annotated[str, Field(max_length=200)]] | None = Field(default=None, max_length=20)
     requested_expiry: int | None = Field(default=None, gt=0)
+    # Set by require_approval under a policy: what it decided, carried into the outcome and its record.
+    policy: PolicyDecision | None = None
     user_code: Secret | None = None
     # SHA-256 (hex) of the canonical JSON of the action being approved; the approval is bound to it.
     action_digest: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")

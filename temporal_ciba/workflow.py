@@ -21,7 +21,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from temporal_ciba.approval import PING_PACING_PATCH, Approval, DecisionPath, Holder
+    from temporal_ciba.approval import PING_PACING_PATCH, Approval, DecisionPath, Holder, record_decision
     from temporal_ciba.models import (
         ApprovalOutcome,
         ApprovalRequest,
@@ -265,7 +265,7 @@ async def _by_policy(
     except PolicyError as exc:
         return policy_error(f"the approval policy cannot decide: {exc}")
     if decision.approval == "none":
-        return ApprovalOutcome(
+        unasked = ApprovalOutcome(
             status="approved",
             workflow_id=info.workflow_id,
             reason=f"no approval needed: {decision.reason} (policy rule {decision.rule})",
@@ -273,7 +273,9 @@ async def _by_policy(
             decided_at=workflow.now(),
             policy=decision,
         )
-    changes: dict[str, object] = {"binding_message": binding_message}
+        await record_decision(unasked, request)  # the decision not to ask is a decision too
+        return unasked
+    changes: dict[str, object] = {"binding_message": binding_message, "policy": decision}
     if rule.acr_values is not None:
         changes["acr_values"] = rule.acr_values
     if rule.requested_expiry is not None:

@@ -38,6 +38,7 @@ from tests.e2e.conftest import (
 from tests.e2e.test_cli_errors import one_line
 from tests.e2e.test_crash import WorkerProcess
 from tests.support.op import TestOP
+from tests.support.records import stored_records
 from tests.support.temporal import DevServer, wait_for
 
 MFA = "urn:example:acr:mfa"
@@ -155,6 +156,10 @@ async def test_a_small_payment_passes_without_asking(
     assert requests_for(op, action) == []
     assert (outcome.auth_req_id, outcome.sub, outcome.sealed_access_token, outcome.approvers) == (None,) * 4
     assert result.receipt is None and payments(payment_api, agent.id) == []
+    # The decision not to ask is recorded, once, as what it is.
+    [record] = [record for record in stored_records(policy_worker.record_db) if record.workflow_id == agent.id]
+    assert (record.status, record.sub, record.auth_req_id) == ("approved", None, None)
+    assert record.policy == outcome.policy
 
 
 async def test_a_medium_payment_steps_up_to_a_stronger_acr(
@@ -173,6 +178,9 @@ async def test_a_medium_payment_steps_up_to_a_stronger_acr(
     assert result.outcome.policy is not None and result.outcome.policy.rule == "medium-payment"
     assert result.outcome.policy.acr_values == MFA
     assert result.receipt is not None and len(payments(payment_api, agent.id)) == 1
+    # The approver's decision record says which rule asked, and why.
+    [record] = [r for r in stored_records(policy_worker.record_db) if r.auth_req_id == asked["alice"]]
+    assert record.policy == result.outcome.policy and record.status == "approved"
 
 
 async def test_a_weaker_acr_than_the_policy_asks_is_rejected(
