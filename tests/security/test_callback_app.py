@@ -122,6 +122,13 @@ class Answer:
     def json(self) -> Any:
         return json.loads(self.body)
 
+    @property
+    def error(self) -> str:
+        """The error code of a problem answer (RFC 6749 §5.2's members, both present)."""
+        problem = self.json
+        assert set(problem) == {"error", "error_description"} and isinstance(problem["error_description"], str)
+        return problem["error"]
+
 
 async def call(
     app: ASGIApp,
@@ -200,7 +207,7 @@ async def test_no_bearer_is_401_invalid_request_and_reads_nothing(
     if authorization is not None:
         headers["authorization"] = authorization.format(token=bearer_for(recorder))
     answer = await call(app, headers=headers, chunks=[b'{"auth_req_id":"a"}'])
-    assert (answer.status, answer.json["error"]) == (401, "invalid_request")
+    assert (answer.status, answer.error) == (401, "invalid_request")
     assert answer.headers["www-authenticate"] == "Bearer"
     assert answer.reads == 0
 
@@ -210,7 +217,7 @@ async def test_a_bearer_we_did_not_issue_is_401_invalid_token(
     app: ASGIApp, recorder: WorkflowHandle, token: str
 ) -> None:
     answer = await post(app, token.format(token=bearer_for(recorder)), {"auth_req_id": "a"})
-    assert (answer.status, answer.json["error"]) == (401, "invalid_token")
+    assert (answer.status, answer.error) == (401, "invalid_token")
     assert answer.headers["www-authenticate"] == 'Bearer error="invalid_token"'
     assert answer.reads == 0
 
@@ -236,7 +243,7 @@ async def test_a_body_that_is_not_json_by_its_type_is_415_unread(
     if content_type is not None:
         headers["content-type"] = content_type
     answer = await call(app, headers=headers, chunks=[b'{"auth_req_id":"a"}'])
-    assert (answer.status, answer.json["error"], answer.reads) == (415, "invalid_request", 0)
+    assert (answer.status, answer.error, answer.reads) == (415, "invalid_request", 0)
 
 
 @pytest.mark.parametrize(
@@ -261,7 +268,7 @@ async def test_a_body_of_exactly_the_limit_is_read_one_byte_more_is_413(app: ASG
     token = bearer_for(recorder)
     assert (await post(app, token, padded(LIMIT))).status == 204
     too_big = await post(app, token, padded(LIMIT + 1))
-    assert (too_big.status, too_big.json["error"]) == (413, "invalid_request")
+    assert (too_big.status, too_big.error) == (413, "invalid_request")
 
 
 @pytest.mark.parametrize("declared", [str(LIMIT + 1), "99999999999999999999", "-1", "1e3", "+10", " 10", "1\u00b2"])
@@ -323,7 +330,7 @@ async def test_a_body_that_is_not_an_i_json_object_with_an_auth_req_id_is_400(
     app: ASGIApp, recorder: WorkflowHandle, body: bytes
 ) -> None:
     answer = await post(app, bearer_for(recorder), body)
-    assert (answer.status, answer.json["error"]) == (400, "invalid_request")
+    assert (answer.status, answer.error) == (400, "invalid_request")
 
 
 # I-JSON (RFC 7493) -----------------------------------------------------------------------------
@@ -382,7 +389,7 @@ async def test_absurdly_nested_json_is_400(temporal_client: Client, recorder: Wo
         parse_i_json(nested)
     app = create_callback_app(temporal_client, TOKENS, SEALER)
     answer = await post(app, bearer_for(recorder), nested)
-    assert (answer.status, answer.json["error"]) == (400, "invalid_request")
+    assert (answer.status, answer.error) == (400, "invalid_request")
 
 
 def test_i_json_is_utf_8_only() -> None:
@@ -481,7 +488,7 @@ async def test_a_push_body_that_is_neither_tokens_nor_an_error_is_400_and_signal
 ) -> None:
     token = bearer_for(recorder)
     answer = await post(app, token, {"auth_req_id": "req-5", **pushed})
-    assert (answer.status, answer.json["error"]) == (400, "invalid_request")
+    assert (answer.status, answer.error) == (400, "invalid_request")
     # Then a ping, which must be the first signal the recorder saw.
     assert (await post(app, token, {"auth_req_id": "after"})).status == 204
     assert [s[1]["auth_req_id"] for s in await received(recorder, 1)] == ["after"]
@@ -513,7 +520,7 @@ async def test_temporal_unreachable_is_503_with_retry_after(tmp_path: Path) -> N
     token = TOKENS.issue("any", str(uuid.uuid4()))
     for body in ({"auth_req_id": "a"}, {"auth_req_id": "a", **TOKEN_BODY}):
         answer = await asyncio.wait_for(post(app, token, body), 60)
-        assert (answer.status, answer.json["error"]) == (503, "temporarily_unavailable")
+        assert (answer.status, answer.error) == (503, "temporarily_unavailable")
         assert answer.headers["retry-after"] == "1"
 
 
@@ -543,7 +550,7 @@ async def test_a_body_that_does_not_arrive_in_time_is_408(temporal_client: Clien
     started = time.monotonic()
     answer = await call(app, headers=headers, chunks=[b'{"auth_req_id":'], stall=True)
     took = time.monotonic() - started
-    assert (answer.status, answer.json["error"]) == (408, "invalid_request")
+    assert (answer.status, answer.error) == (408, "invalid_request")
     assert 0.25 <= took < 5
     # The same request whole, at once: answered.
     assert (await call(app, headers=headers, chunks=[b'{"auth_req_id":"a"}'])).status == 204
@@ -780,7 +787,26 @@ async def test_a_client_answered_early_may_finish_its_body_and_send_another_requ
     writer.close()
 
 
-async def test_a_client_answered_early_that_keeps_sending_is_cut_after_linger_bytes(served: Served) -> None:
+async def test_once_the_early_answered_body_is_in_the_next_head_has_the_read_timeout(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client finished the body it was sending: no longer lingering, so the next head has the
+    read timeout (0.5 s), not what was left of the linger (30 s here)."""
+    monkeypatch.setattr(callback_module, "LINGER_SECONDS", 30.0)
+    reader, writer = await open_connection(served)
+    writer.write(head("/early", **{"content-length": "20000"}))
+    assert (await reader.readline()).startswith(b"HTTP/1.1 401")
+    writer.write(b"x" * 20000)
+    await writer.drain()
+    took, _ = await closed_after(reader, time.monotonic(), within=10)
+    assert took < READ + 3 and served.requests == ["/early"]
+    writer.close()
+
+
+async def test_a_client_answered_early_that_keeps_sending_is_cut_after_linger_bytes(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(callback_module, "LINGER_SECONDS", 30.0)  # so only the bytes can cut it
     reader, writer = await open_connection(served)
     writer.write(head("/early", **{"content-length": str(10 * 1024 * 1024)}))
     assert (await reader.readline()).startswith(b"HTTP/1.1 401")
@@ -795,18 +821,22 @@ async def test_a_client_answered_early_that_keeps_sending_is_cut_after_linger_by
             await closed_after(reader, time.monotonic())
     except ConnectionError:
         pass
-    # Cut after LINGER_BYTES (64 KiB here), before the linger's time was up or the body was sent.
+    # Cut after LINGER_BYTES (64 KiB here), long before the body was sent.
+    assert reader.at_eof() or writer.is_closing()
     assert sent < 2 * 1024 * 1024
     writer.close()
 
 
-async def test_a_client_answered_early_that_stops_sending_is_cut_after_linger_seconds(served: Served) -> None:
+async def test_a_client_answered_early_that_stops_sending_is_cut_after_linger_seconds(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(callback_module, "LINGER_SECONDS", 2.0)
     reader, writer = await open_connection(served)
     writer.write(head("/early", **{"content-length": "20000"}) + b"x" * 100)
     assert (await reader.readline()).startswith(b"HTTP/1.1 401")
     answered = time.monotonic()
     writer.write(b"x" * 100)  # some bytes of the body, but not all of it
     took, _ = await closed_after(reader, answered)
-    # LINGER_SECONDS (1 s here), not the head's read timeout (0.5 s).
-    assert 0.8 <= took < 1 + 3
+    # LINGER_SECONDS (2 s here), not the head's read timeout (0.5 s).
+    assert 1.5 <= took < 2 + 3
     writer.close()
