@@ -840,3 +840,48 @@ async def test_a_client_answered_early_that_stops_sending_is_cut_after_linger_se
     # LINGER_SECONDS (2 s here), not the head's read timeout (0.5 s).
     assert 1.5 <= took < 2 + 3
     writer.close()
+
+
+async def test_exactly_linger_bytes_after_an_early_answer_are_dropped_and_the_connection_kept(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rest of the body is exactly LINGER_BYTES: all of it may be dropped (the limit is what
+    goes beyond), so the connection serves the next request; one byte more is cut."""
+    monkeypatch.setattr(callback_module, "LINGER_SECONDS", 30.0)
+    limit = callback_module.LINGER_BYTES
+    reader, writer = await open_connection(served)
+    writer.write(head("/early", **{"content-length": str(limit)}))
+    assert (await reader.readline()).startswith(b"HTTP/1.1 401")
+    writer.write(b"x" * limit)
+    writer.write(head("/next", **{"content-length": "2"}) + b"{}")
+    data = b""
+    async with asyncio.timeout(5):
+        while b"HTTP/1.1 200" not in data and (chunk := await reader.read(65536)):
+            data += chunk
+    assert b"HTTP/1.1 200" in data and served.requests == ["/early", "/next"]
+    writer.close()
+    reader, writer = await open_connection(served)
+    writer.write(head("/early", **{"content-length": str(limit + 1)}))
+    assert (await reader.readline()).startswith(b"HTTP/1.1 401")
+    writer.write(b"x" * (limit + 1))
+    took, data = await closed_after(reader, time.monotonic(), within=10)
+    assert b"HTTP/1.1 200" not in data and took < 5
+    writer.close()
+
+
+async def test_a_pipelined_request_has_no_linger_limit_on_its_body(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second request sent before the first was answered starts as the first's answer ends:
+    its body is the app's to read, whatever its size (here 4 x LINGER_BYTES)."""
+    monkeypatch.setattr(callback_module, "LINGER_SECONDS", 30.0)
+    size = 4 * callback_module.LINGER_BYTES
+    reader, writer = await open_connection(served)
+    writer.write(head("/one", **{"content-length": "2"}) + b"{}" + head("/two", **{"content-length": str(size)}))
+    async with asyncio.timeout(10):
+        first = await reader.readuntil(b"\r\n\r\nok")  # the first answer, whole
+        writer.write(b"x" * size)
+        second = await reader.readline()
+    assert first.startswith(b"HTTP/1.1 200") and second.startswith(b"HTTP/1.1 200")
+    assert served.requests == ["/one", "/two"]
+    writer.close()
