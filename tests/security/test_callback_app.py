@@ -568,7 +568,7 @@ async def test_the_deadline_counts_from_the_head_not_from_each_chunk() -> None:
         await send({"type": "http.response.body", "body": b""})
 
     async def slow_receive() -> Message:
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.05)
         return {"type": "http.request", "body": b"x", "more_body": True}
 
     sent: list[Message] = []
@@ -576,9 +576,9 @@ async def test_the_deadline_counts_from_the_head_not_from_each_chunk() -> None:
     async def send(message: Message) -> None:
         sent.append(message)
 
-    await BodyDeadline(app, 0.5)({"type": "http", "method": "POST"}, slow_receive, send)
+    await BodyDeadline(app, 1.0)({"type": "http", "method": "POST"}, slow_receive, send)
     assert sent[0]["status"] == 408
-    assert 3 <= chunks <= 6
+    assert chunks >= 2  # several chunks, each well within the deadline (about 20 on an idle machine)
 
 
 async def test_the_deadline_leaves_other_scopes_and_started_answers_alone() -> None:
