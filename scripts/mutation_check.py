@@ -31,8 +31,11 @@ SURVIVED = 0
 NO_TESTS = {5, 33}
 TIMEOUT = {24, -24, 36, 152, 255}
 # Calls that take a human message, and the position of that message: TokenRejected and
-# its helper take (code, claim, message, expected); exceptions take the message first.
-MESSAGE_AT = {"_reject": 2, "TokenRejected": 2, "KeyNotFound": 2}
+# its helper take (code, claim, message, expected); exceptions take the message first; the
+# callback's problem answers take (status, error, error_description, headers), its 401 helper
+# the error_description alone (RFC 6749 §5.2: text for a developer; the status and the error
+# code are the contract).
+MESSAGE_AT = {"_reject": 2, "TokenRejected": 2, "KeyNotFound": 2, "_problem": 2, "_unauthorized": 0}
 # Log calls: every argument is text for a person (the format and its values).
 LOG_METHODS = {"debug", "info", "warning", "error", "exception", "critical"}
 MUTANT_NAME = re.compile(r"^(?P<module>.+?)\.(?P<function>x.+)__mutmut_(?P<number>\d+)$")

@@ -120,6 +120,9 @@ class GuardedH11Protocol(H11Protocol):
     its body is cut after LINGER_BYTES or LINGER_SECONDS. Use `with_read_timeout`."""
 
     read_timeout: ClassVar[float] = DEFAULT_READ_TIMEOUT
+    # Bytes dropped since an early answer, while lingering (else None); connection_made sets it
+    # first, through _disarm.
+    _lingered: int | None
 
     @classmethod
     def with_read_timeout(cls, seconds: float) -> type[GuardedH11Protocol]:
@@ -128,7 +131,6 @@ class GuardedH11Protocol(H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
-        self._lingered: int | None = None  # bytes dropped since an early answer, while lingering
 
     def _arm(self, seconds: float) -> None:
         self._disarm()
