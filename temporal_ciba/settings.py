@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from temporal_ciba.ciba import (
     CibaClient,
@@ -345,6 +345,11 @@ def load_settings(settings_cls: type[SettingsT]) -> SettingsT:
         return settings_cls()
     except ConfigError as exc:
         raise ConfigError(f"configuration error: {exc}") from None
+    except SettingsError as exc:
+        # pydantic-settings reads a JSON-valued setting (an object, a list) before validating it.
+        field = re.search(r'field "([^"]+)"', str(exc))
+        name = _env_name(settings_cls, (field.group(1),) if field else ())
+        raise ConfigError(f"configuration error: {name}: not valid JSON") from None
     except ValidationError as exc:
         problems = []
         for error in exc.errors():

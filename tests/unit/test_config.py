@@ -130,6 +130,13 @@ def test_payload_key_encodings() -> None:
 KEY_A, KEY_B = (base64.b64encode(bytes([byte]) * 32).decode() for byte in (1, 2))
 
 
+def test_a_json_setting_that_is_not_json_is_named(env) -> None:  # type: ignore[no-untyped-def]
+    env(CIBA_LOGIN_HINT_SUBJECTS='{"alice": ')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(OPSettings)
+    assert str(caught.value) == "configuration error: CIBA_LOGIN_HINT_SUBJECTS: not valid JSON"
+
+
 @pytest.mark.parametrize(
     ("values", "named"),
     [
