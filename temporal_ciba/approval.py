@@ -53,7 +53,8 @@ with workflow.unsafe.imports_passed_through():
 T = TypeVar("T")
 # Pings are paced by the interval since this change; histories from before it replay without.
 PING_PACING_PATCH = "ping-pacing"
-# Every outcome is recorded (temporal_ciba.records) since this change; older histories replay without.
+# Every outcome is recorded (temporal_ciba.records) since this change. Only an outcome reached
+# before the send activity answered asks it: the answer says so otherwise (SendRequestResult.records).
 RECORD_PATCH = "decision-record"
 # The OP may hold a token request open for up to 30 s (long polling); an attempt must end
 # before it is retried, so no two token requests for one auth_req_id are ever in flight.
