@@ -32,7 +32,7 @@ from temporal_ciba.ciba import (
     require_secure_url,
 )
 from temporal_ciba.ciba.backchannel import check_resource_indicators
-from temporal_ciba.ciba.binding_message import BINDING_MESSAGE_MAX_LENGTH, BindingMessageRule
+from temporal_ciba.ciba.binding_message import BINDING_MESSAGE_MAX_LENGTH, BindingMessageRule, check_pattern
 from temporal_ciba.ciba.dialect import LoginHintFormat, RequestDialect, RequiredParameter
 from temporal_ciba.ciba.id_token_encryption import load_id_token_decryption_key
 from temporal_ciba.ciba.profiles import PROFILES, OPProfile, ProfileName
@@ -131,12 +131,7 @@ class OPSettings(_Settings):
     @field_validator("binding_message_pattern")
     @classmethod
     def _pattern(cls, pattern: str | None) -> str | None:
-        if pattern is not None:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"not a regular expression: {exc}") from None
-        return pattern
+        return check_pattern(pattern)
 
     @field_validator("resource")
     @classmethod

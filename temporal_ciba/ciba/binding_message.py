@@ -41,12 +41,7 @@ class BindingMessageRule(BaseModel):
     @field_validator("pattern")
     @classmethod
     def _compiles(cls, pattern: str | None) -> str | None:
-        if pattern is not None:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"not a regular expression: {exc}") from None
-        return pattern
+        return check_pattern(pattern)
 
     def allows(self, message: str) -> bool:
         if not message.strip() or len(message) > self.max_length or _CONTROL.search(message):
@@ -102,3 +97,13 @@ def fit_binding_message(message: str, rule: BindingMessageRule, *, code: str | N
         + (f" matching {rule.pattern}" if rule.pattern else "")
         + ("), nor does its code" if code is not None else ") and there is no code to send instead")
     )
+
+
+def check_pattern(pattern: str | None) -> str | None:
+    """The pattern, if it is a regular expression; ValueError saying why not otherwise."""
+    if pattern is not None:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+    return pattern
