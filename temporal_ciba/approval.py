@@ -503,21 +503,15 @@ class Approval:
 
     async def _revoke_access_token(self, sealed_access_token: str) -> None:
         assert self._pending is not None
-        try:
-            await workflow.execute_activity_method(
-                CibaActivities.revoke_access_token,
-                RevokeAccessTokenInput(
-                    sealed_access_token=sealed_access_token,
-                    auth_req_id=self._pending.auth_req_id,
-                    action_digest=self._request.action_digest,
-                    holder_workflow_id=self._holder.workflow_id,
-                    holder_run_id=self._holder.run_id,
-                ),
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=RetryPolicy(maximum_attempts=5),
+        await revoke_access_token(
+            RevokeAccessTokenInput(
+                sealed_access_token=sealed_access_token,
+                auth_req_id=self._pending.auth_req_id,
+                action_digest=self._request.action_digest,
+                holder_workflow_id=self._holder.workflow_id,
+                holder_run_id=self._holder.run_id,
             )
-        except ACTIVITY_FAILED:
-            workflow.logger.warning("access token of auth_req_id %s could not be revoked", self._pending.auth_req_id)
+        )
         self._late_access_token = None
 
     async def _record(self, outcome: ApprovalOutcome) -> None:
@@ -608,6 +602,20 @@ class Approval:
         self.state.outcome = outcome
         self._show(status, reason)
         return outcome
+
+
+async def revoke_access_token(revocation: RevokeAccessTokenInput) -> None:
+    """RFC 7009, from workflow code: an approved access token nobody will use. Best effort: a
+    failure is logged; the token expires unused at the OP."""
+    try:
+        await workflow.execute_activity_method(
+            CibaActivities.revoke_access_token,
+            revocation,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_attempts=5),
+        )
+    except ACTIVITY_FAILED:
+        workflow.logger.warning("access token of auth_req_id %s could not be revoked", revocation.auth_req_id)
 
 
 async def record_decision(

@@ -26,11 +26,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ChildWorkflowError
+from temporalio.exceptions import ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
-    from temporal_ciba.activities import CibaActivities
+    from temporal_ciba.approval import revoke_access_token
     from temporal_ciba.models import (
         ApprovalOutcome,
         ApprovalRequest,
@@ -256,18 +255,12 @@ async def _ended(future: asyncio.Future[ApprovalOutcome], child_id: str) -> Appr
 
 async def _revoke(outcome: ApprovalOutcome, holder: tuple[str, str]) -> None:
     assert outcome.sealed_access_token is not None and outcome.auth_req_id is not None
-    try:
-        await workflow.execute_activity_method(
-            CibaActivities.revoke_access_token,
-            RevokeAccessTokenInput(
-                sealed_access_token=outcome.sealed_access_token,
-                auth_req_id=outcome.auth_req_id,
-                action_digest=outcome.action_digest,
-                holder_workflow_id=holder[0],
-                holder_run_id=holder[1],
-            ),
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=RetryPolicy(maximum_attempts=5),
+    await revoke_access_token(
+        RevokeAccessTokenInput(
+            sealed_access_token=outcome.sealed_access_token,
+            auth_req_id=outcome.auth_req_id,
+            action_digest=outcome.action_digest,
+            holder_workflow_id=holder[0],
+            holder_run_id=holder[1],
         )
-    except ActivityError:
-        workflow.logger.warning("access token of auth_req_id %s could not be revoked", outcome.auth_req_id)
+    )
