@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import socket
+import ssl
 import sys
 import uuid
 from collections.abc import Sequence
@@ -407,7 +408,12 @@ async def _worker(args: argparse.Namespace) -> int:
     plugins = []
     if example.payment_api_url:
         plugins.append(
-            PaymentAgentPlugin(api_url=example.payment_api_url, token_key=settings.token_key_bytes, dpop=op.dpop)
+            PaymentAgentPlugin(
+                api_url=example.payment_api_url,
+                token_key=settings.token_key_bytes,
+                dpop=op.dpop,
+                client_certificate=op.client_certificate(),
+            )
         )
     await run_worker(op, settings, plugins=plugins)
     return EXIT_OK
@@ -507,9 +513,18 @@ async def _demo(args: argparse.Namespace) -> int:
 
 
 async def _payment_api(args: argparse.Namespace) -> int:
-    from temporal_ciba.example.payment_api import PaymentApiSettings, create_app
+    from temporal_ciba.example.payment_api import ClientCertificateH11Protocol, PaymentApiSettings, create_app
 
     settings = load_settings(PaymentApiSettings)
+    # RFC 8705: ask for a client certificate (optional: bearer and DPoP tokens need none) from the
+    # CAs named, and hand it to the app, which matches it against certificate-bound tokens.
+    client_certificates: dict[str, Any] = {}
+    if settings.tls_client_ca is not None:
+        client_certificates = {
+            "ssl_ca_certs": str(settings.tls_client_ca),
+            "ssl_cert_reqs": ssl.CERT_OPTIONAL,
+            "http": ClientCertificateH11Protocol,
+        }
     await _serve(
         create_app(settings),
         host=settings.host,
@@ -518,6 +533,7 @@ async def _payment_api(args: argparse.Namespace) -> int:
         tls_cert=settings.tls_cert,
         tls_key=settings.tls_key,
         lifespan="on",
+        **client_certificates,
     )
     return EXIT_OK
 

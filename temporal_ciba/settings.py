@@ -22,17 +22,20 @@ from temporal_ciba.ciba import (
     CibaClient,
     ClientAuth,
     ClientAuthMethod,
+    ClientCertificate,
     ClientSecretBasic,
     ClientSecretPost,
     ClientSigningKey,
     DeliveryMode,
     PrivateKeyJwt,
+    TlsClientAuth,
     ValidationPolicy,
     load_client_signing_key,
     require_secure_url,
 )
 from temporal_ciba.ciba.backchannel import check_resource_indicators
 from temporal_ciba.ciba.binding_message import BINDING_MESSAGE_MAX_LENGTH, BindingMessageRule, check_pattern
+from temporal_ciba.ciba.client_auth import TLS_CLIENT_AUTH_METHODS
 from temporal_ciba.ciba.dialect import LoginHintFormat, RequestDialect, RequiredParameter
 from temporal_ciba.ciba.id_token_encryption import load_id_token_decryption_key
 from temporal_ciba.ciba.profiles import PROFILES, OPProfile, ProfileName
@@ -74,6 +77,11 @@ class OPSettings(_Settings):
     client_private_key: Path | None = None
     client_signing_alg: str | None = None
     client_key_id: str | None = None
+    # RFC 8705: a client certificate and its key (PEM), presented on every call to the OP: for
+    # tls_client_auth / self_signed_tls_client_auth, and so that the OP binds the access tokens
+    # to it (cnf.x5t#S256); the worker presents it to the resource server too.
+    tls_client_cert: Path | None = None
+    tls_client_key: Path | None = None
     delivery_mode: DeliveryMode = "poll"
     id_token_signing_algs: Annotated[list[str], NoDecode] = ["RS256", "PS256", "ES256"]
     trusted_audiences: Annotated[list[str], NoDecode] = []
@@ -158,7 +166,7 @@ class OPSettings(_Settings):
             )
         return algs
 
-    @field_validator("client_private_key")
+    @field_validator("client_private_key", "tls_client_cert", "tls_client_key")
     @classmethod
     def _readable(cls, path: Path | None) -> Path | None:
         return _existing_file(path)
@@ -172,10 +180,25 @@ class OPSettings(_Settings):
         return path
 
     @model_validator(mode="after")
+    def _client_certificate(self) -> OPSettings:
+        if (self.tls_client_cert is None) != (self.tls_client_key is None):
+            given, missing = ("CERT", "KEY") if self.tls_client_key is None else ("KEY", "CERT")
+            raise ConfigError(f"{ENV_PREFIX}TLS_CLIENT_{missing} is required with {ENV_PREFIX}TLS_CLIENT_{given}")
+        if self.tls_client_cert is not None:
+            try:
+                self.client_certificate()
+            except ValueError as exc:
+                raise ConfigError(f"{ENV_PREFIX}TLS_CLIENT_CERT: {exc}") from None
+        return self
+
+    @model_validator(mode="after")
     def _credentials(self) -> OPSettings:
         if self.client_auth_method == "private_key_jwt":
             if self.client_private_key is None:
                 raise ConfigError(f"{ENV_PREFIX}CLIENT_PRIVATE_KEY is required for private_key_jwt")
+        elif self.client_auth_method in TLS_CLIENT_AUTH_METHODS:
+            if self.tls_client_cert is None:
+                raise ConfigError(f"{ENV_PREFIX}TLS_CLIENT_CERT is required for {self.client_auth_method}")
         elif self.client_secret is None or not self.client_secret.get_secret_value():
             raise ConfigError(f"{ENV_PREFIX}CLIENT_SECRET is required for {self.client_auth_method}")
         if self.signs_requests and self.client_private_key is None:
@@ -202,9 +225,15 @@ class OPSettings(_Settings):
         name = f"{ENV_PREFIX}FAPI" if self.fapi else f"{ENV_PREFIX}OP_PROFILE=fapi-ciba"
         if self.delivery_mode == "push":
             raise ConfigError(f"{ENV_PREFIX}DELIVERY_MODE=push is refused with {name} (FAPI-CIBA §5.2.2: poll or ping)")
-        if self.client_auth_method != "private_key_jwt":
+        if self.client_auth_method not in ("private_key_jwt", *TLS_CLIENT_AUTH_METHODS):
             raise ConfigError(
-                f"{ENV_PREFIX}CLIENT_AUTH_METHOD must be private_key_jwt with {name} (FAPI 1.0 Advanced §5.2.2-14)"
+                f"{ENV_PREFIX}CLIENT_AUTH_METHOD must be private_key_jwt, tls_client_auth or "
+                f"self_signed_tls_client_auth with {name} (FAPI 1.0 Advanced §5.2.2-14)"
+            )
+        if self.tls_client_cert is None and not self.dpop:
+            raise ConfigError(
+                f"{name} needs sender-constrained access tokens: set {ENV_PREFIX}TLS_CLIENT_CERT (RFC 8705) "
+                f"or {ENV_PREFIX}DPOP=true (RFC 9449) (FAPI 1.0 Advanced §5.2.2-5, FAPI 2.0 §5.3.2.2)"
             )
         if self.client_signing_alg is not None and self.client_signing_alg not in FAPI_ALGS:
             raise ConfigError(f"{ENV_PREFIX}CLIENT_SIGNING_ALG must be PS256 or ES256 with {name}")
@@ -261,9 +290,16 @@ class OPSettings(_Settings):
             default_resource=tuple(self.resource),
         )
 
+    def client_certificate(self) -> ClientCertificate | None:
+        if self.tls_client_cert is None or self.tls_client_key is None:
+            return None
+        return ClientCertificate(self.tls_client_cert, self.tls_client_key)
+
     def client_auth(self) -> ClientAuth:
         if self.client_auth_method == "private_key_jwt":
             return PrivateKeyJwt(self.client_id, self.signing_key())
+        if self.client_auth_method in TLS_CLIENT_AUTH_METHODS:
+            return TlsClientAuth(self.client_id, self.client_auth_method)
         assert self.client_secret is not None
         secret = self.client_secret.get_secret_value()
         if self.client_auth_method == "client_secret_post":
@@ -310,6 +346,7 @@ class OPSettings(_Settings):
             id_token_decryption_key=(
                 load_id_token_decryption_key(self.id_token_decryption_key) if self.id_token_decryption_key else None
             ),
+            client_certificate=self.client_certificate(),
         )
 
 

@@ -16,6 +16,7 @@ from .client_auth import (
     ClientSecretPost,
     ClientSigningKey,
     PrivateKeyJwt,
+    TlsClientAuth,
     load_client_signing_key,
 )
 from .dialect import RequestDialect, shape_request
@@ -46,6 +47,7 @@ from .errors import (
     UnknownUserId,
     UnsupportedGrantType,
 )
+from .mtls import ClientCertificate, certificate_thumbprint
 from .profiles import PROFILES, OPProfile
 from .token import Granted, Pending, PollSchedule, RetryLater, SlowDown, TokenPollResult, TokenResponse
 from .types import AuthorizationDetails, Secret
@@ -66,8 +68,11 @@ __all__ = [
     "CibaError",
     "ClientAuth",
     "ClientAuthMethod",
+    "certificate_thumbprint",
     "ClientSecretBasic",
     "ClientSecretPost",
+    "ClientCertificate",
+    "TlsClientAuth",
     "ClientSigningKey",
     "DPoPKey",
     "DeliveryMode",

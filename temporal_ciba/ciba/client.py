@@ -24,7 +24,7 @@ from .backchannel import (
     authentication_request_form,
     process_authentication_response,
 )
-from .client_auth import ClientAuth, ClientSigningKey
+from .client_auth import TLS_CLIENT_AUTH_METHODS, ClientAuth, ClientSigningKey
 from .discovery import (
     ClientAuthMethod,
     DeliveryMode,
@@ -45,6 +45,7 @@ from .errors import (
 )
 from .id_token_encryption import IdTokenDecryptionKey, decrypt_id_token
 from .jwks import JwksCache
+from .mtls import ClientCertificate
 from .request_object import signed_request_form
 from .token import (
     Granted,
@@ -86,7 +87,10 @@ class CibaClient:
         sign_requests: bool = False,
         dpop: bool = False,
         id_token_decryption_key: IdTokenDecryptionKey | None = None,
+        client_certificate: ClientCertificate | None = None,
     ) -> None:
+        if client_auth.method in TLS_CLIENT_AUTH_METHODS and client_certificate is None:
+            raise ValueError(f"{client_auth.method} needs a client certificate")
         self.issuer = issuer
         self.client_auth = client_auth
         # CIBA §7.1.1: signed authentication requests, when asked for here or by the OP.
@@ -100,9 +104,15 @@ class CibaClient:
         self.delivery_mode: DeliveryMode = delivery_mode
         self.policy = policy or ValidationPolicy()
         self._timeout = timeout
+        # RFC 8705: the certificate goes with every call (an `http` passed in must present it).
+        self.client_certificate = client_certificate
         self._owns_http = http is None
         # Redirects are never followed: an OP endpoint that redirects is misconfigured or hostile.
-        self._http = http or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+        self._http = http or httpx.AsyncClient(
+            timeout=timeout,
+            follow_redirects=False,
+            verify=client_certificate.ssl_context() if client_certificate is not None else True,
+        )
         self._clock = clock
         self._monotonic = monotonic
         self._metadata: ProviderMetadata | None = None
@@ -134,6 +144,8 @@ class CibaClient:
                 metadata = await fetch_provider_metadata(self._http, self.issuer, timeout=self._timeout)
                 method: ClientAuthMethod = self.client_auth.method  # type: ignore[assignment]
                 check_ciba_support(metadata, delivery_mode=self.delivery_mode, client_auth_method=method)
+                if self.client_certificate is not None:
+                    metadata = metadata.for_mutual_tls()
                 self._metadata, self._metadata_at = metadata, self._monotonic()
             return self._metadata
 

@@ -2,7 +2,8 @@
 
 CIBA Core 1.0 §7.1: the client authenticates to the backchannel authentication endpoint
 exactly as it does to the token endpoint. Methods: OIDC Core 1.0 §9 (client_secret_basic,
-client_secret_post, private_key_jwt with the assertion of RFC 7523 §3).
+client_secret_post, private_key_jwt with the assertion of RFC 7523 §3) and RFC 8705 §2
+(tls_client_auth, self_signed_tls_client_auth: the TLS connection's client certificate).
 
 Nothing here does I/O: `apply` adds the credentials to a form and its headers.
 """
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+TLS_CLIENT_AUTH_METHODS = ("tls_client_auth", "self_signed_tls_client_auth")
 # RFC 7523 §3: a short-lived assertion; the OP remembers its jti until exp to stop replays.
 ASSERTION_LIFETIME_SECONDS = 60
 
@@ -198,3 +200,31 @@ class PrivateKeyJwt:
         form["client_id"] = self.client_id
         form["client_assertion_type"] = CLIENT_ASSERTION_TYPE
         form["client_assertion"] = self.assertion(audience=audience, now=now, allowed_algs=allowed_algs)
+
+
+class TlsClientAuth:
+    """RFC 8705 §2: the client authenticates by the certificate of its TLS connection (PKI-issued
+    for tls_client_auth, §2.1; registered in its JWKS for self_signed_tls_client_auth, §2.2), so
+    the request names only the client: "the client_id parameter ... MUST be included".
+
+    The certificate itself is presented by the HTTP client (`temporal_ciba.ciba.mtls`)."""
+
+    def __init__(self, client_id: str, method: str = "tls_client_auth") -> None:
+        if method not in TLS_CLIENT_AUTH_METHODS:
+            raise ValueError(f"not a mutual-TLS client authentication method: {method}")
+        self.client_id = client_id
+        self.method = method
+
+    def __repr__(self) -> str:
+        return f"TlsClientAuth(client_id={self.client_id!r}, method={self.method!r})"
+
+    def apply(
+        self,
+        form: dict[str, Any],
+        headers: dict[str, str],
+        *,
+        audience: str,
+        now: float,
+        allowed_algs: tuple[str, ...] | None = None,
+    ) -> None:
+        form["client_id"] = self.client_id

@@ -13,7 +13,17 @@ from .errors import DiscoveryError, ProtocolError, TransportError, one_line
 CIBA_GRANT_TYPE = "urn:openid:params:grant-type:ciba"
 
 DeliveryMode = Literal["poll", "ping", "push"]
-ClientAuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt"]
+ClientAuthMethod = Literal[
+    "client_secret_basic", "client_secret_post", "private_key_jwt", "tls_client_auth", "self_signed_tls_client_auth"
+]
+# RFC 8705 §5: the endpoints a client may be sent to at another address when it uses mutual TLS;
+# only those this client calls with its certificate are read.
+MTLS_ALIASED_ENDPOINTS = (
+    "token_endpoint",
+    "backchannel_authentication_endpoint",
+    "revocation_endpoint",
+    "introspection_endpoint",
+)
 
 
 def transport_cause(exc: BaseException) -> str:
@@ -80,6 +90,9 @@ class ProviderMetadata(BaseModel):
     introspection_endpoint: str | None = None
     revocation_endpoint: str | None = None
     authorization_details_types_supported: tuple[str, ...] | None = None
+    # RFC 8705 §3.3, §5.
+    tls_client_certificate_bound_access_tokens: bool = False
+    mtls_endpoint_aliases: dict[str, str] = {}
 
     @field_validator("issuer")
     @classmethod
@@ -109,6 +122,32 @@ class ProviderMetadata(BaseModel):
         return require_endpoint_url(
             url, info.field_name or "endpoint", issuer=issuer if isinstance(issuer, str) else "https:"
         )
+
+    @field_validator("mtls_endpoint_aliases", mode="before")
+    @classmethod
+    def _mtls_aliases(cls, aliases: object, info: ValidationInfo) -> dict[str, str]:
+        """RFC 8705 §5: a JSON object of endpoint URLs, each held to the rules of the endpoint it
+        stands in for; members this client never calls are dropped."""
+        if not isinstance(aliases, dict):
+            raise ValueError("must be a JSON object")
+        issuer = info.data.get("issuer")
+        checked = {}
+        for name in MTLS_ALIASED_ENDPOINTS:
+            url = aliases.get(name)
+            if url is None:
+                continue
+            if not isinstance(url, str):
+                raise ValueError(f"{name} must be a URL")
+            checked[name] = require_endpoint_url(
+                url, f"mtls_endpoint_aliases.{name}", issuer=issuer if isinstance(issuer, str) else "https:"
+            )
+        return checked
+
+    def for_mutual_tls(self) -> ProviderMetadata:
+        """RFC 8705 §5: "a client ... using mutual TLS ... uses the alias URL" where one is given."""
+        if not self.mtls_endpoint_aliases:
+            return self
+        return self.model_copy(update=self.mtls_endpoint_aliases)
 
 
 def parse_provider_metadata(document: dict[str, object], issuer: str) -> ProviderMetadata:

@@ -36,7 +36,10 @@ A checklist for your own resource server (this module does each step, in this or
 7. A sender-constrained token (introspection's `cnf.jkt`, RFC 9449 §6) pays only with
    `Authorization: DPoP` and a proof of that very key for this request (`htm`, `htu`, fresh
    `iat`, a `jti` never seen before, `ath` of this token: §4.3, §7.1); a bearer token is refused
-   under the DPoP scheme.
+   under the DPoP scheme. A certificate-bound token (`cnf.x5t#S256`, RFC 8705 §3) pays only over
+   a TLS connection presenting that very certificate (PAYMENT_API_TLS_CLIENT_CA names the
+   certificates the API asks clients for; `ClientCertificateH11Protocol` hands the presented one
+   to the app).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ import json
 import logging
 import re
 import sqlite3
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -57,14 +61,16 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import httpx
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from temporal_ciba.ciba import json_object, require_secure_url
+from temporal_ciba.ciba import certificate_thumbprint, json_object, require_secure_url
 from temporal_ciba.ciba.discovery import fetch_provider_metadata
 from temporal_ciba.ciba.dpop import PROOF_MAX_AGE_SECONDS, InvalidDPoPProof, verify_proof
 from temporal_ciba.ciba.errors import CibaError
@@ -102,6 +108,9 @@ class PaymentApiSettings(BaseSettings):
     # HTTPS (PEM files); without them the API serves plain HTTP, which the worker accepts only on loopback.
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # RFC 8705: the certificates (PEM) clients may present, so certificate-bound tokens can pay;
+    # list a self-signed client certificate itself. Without it no certificate is asked for.
+    tls_client_ca: Path | None = None
     # A bearer token for operators: GET /payments lists the payments only to its holder; unset, it is off.
     operator_token: SecretStr | None = None
     # One payment per action digest and agent client, across grants: the same payment (creditor,
@@ -113,6 +122,12 @@ class PaymentApiSettings(BaseSettings):
     @classmethod
     def _issuer(cls, issuer: str) -> str:
         return require_secure_url(issuer, "issuer")
+
+    @model_validator(mode="after")
+    def _client_ca_needs_tls(self) -> PaymentApiSettings:
+        if self.tls_client_ca is not None and (self.tls_cert is None or self.tls_key is None):
+            raise ValueError("tls_client_ca needs tls_cert and tls_key: client certificates come only over TLS")
+        return self
 
     @field_validator("agent_client_ids", mode="before")
     @classmethod
@@ -324,6 +339,37 @@ class SeenProofs:
         return True
 
 
+class ClientCertificateH11Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, handing the client certificate of the TLS connection to the
+    app as the ASGI TLS extension does (`scope["extensions"]["tls"]["client_cert_chain"]`, PEM),
+    which uvicorn itself does not. The certificate was verified in the handshake against the CA
+    file uvicorn was given (`ssl_ca_certs`, `ssl_cert_reqs=CERT_OPTIONAL`)."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        ssl_object = transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if der:
+            self.app = _with_client_certificate(self.app, ssl.DER_cert_to_PEM_cert(der))
+
+
+def _with_client_certificate(app: ASGIApp, pem: str) -> ASGIApp:
+    async def with_certificate(scope: Scope, receive: Receive, send: Send) -> None:
+        extensions = dict(scope.get("extensions") or {})
+        extensions["tls"] = {**extensions.get("tls", {}), "client_cert_chain": [pem], "client_cert_error": None}
+        await app({**scope, "extensions": extensions}, receive, send)
+
+    return with_certificate
+
+
+def presented_certificate_thumbprint(request: Request) -> str | None:
+    """RFC 8705 §3.1: x5t#S256 of the client certificate this request's connection presented."""
+    chain = (request.scope.get("extensions") or {}).get("tls", {}).get("client_cert_chain")
+    if not chain:
+        return None
+    return certificate_thumbprint(ssl.PEM_cert_to_DER_cert(chain[0]))
+
+
 def _dpop_error(description: str) -> JSONResponse:
     return _error(401, "invalid_dpop_proof", description, {"www-authenticate": 'DPoP error="invalid_dpop_proof"'})
 
@@ -474,6 +520,17 @@ def create_app(settings: PaymentApiSettings, *, http: httpx.AsyncClient | None =
                     "invalid_token",
                     "the access token is bound to another DPoP key, or to none",
                     {"www-authenticate": 'DPoP error="invalid_token"'},
+                )
+        bound_x5t = cnf.get("x5t#S256") if isinstance(cnf, dict) else None
+        if bound_x5t is not None:
+            # RFC 8705 §3: a certificate-bound token only over a connection presenting that certificate.
+            presented = presented_certificate_thumbprint(request)
+            if not (isinstance(bound_x5t, str) and presented and hmac.compare_digest(bound_x5t, presented)):
+                return _error(
+                    401,
+                    "invalid_token",
+                    "the access token is bound to a client certificate this connection did not present",
+                    {"www-authenticate": 'Bearer error="invalid_token"'},
                 )
         client_id = token.get("client_id")
         if not isinstance(client_id, str) or client_id not in settings.agent_client_ids:

@@ -11,7 +11,7 @@ import httpx
 from pydantic import field_validator
 from temporalio.plugin import SimplePlugin
 
-from temporal_ciba.ciba import require_secure_url
+from temporal_ciba.ciba import ClientCertificate, require_secure_url
 from temporal_ciba.crypto import TokenSealer
 from temporal_ciba.example.activities import PaymentActivities
 from temporal_ciba.example.agent import PaymentAgentWorkflow
@@ -34,9 +34,18 @@ class PaymentAgentSettings(TokenKeySettings):
 class PaymentAgentPlugin(SimplePlugin):
     """Registers PaymentAgentWorkflow and its payment activity; closes the HTTP client on stop."""
 
-    def __init__(self, *, api_url: str, token_key: bytes, dpop: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        api_url: str,
+        token_key: bytes,
+        dpop: bool = False,
+        client_certificate: ClientCertificate | None = None,
+    ) -> None:
         self._api_url = api_url
         self._dpop = dpop
+        # RFC 8705 §3: certificate-bound tokens open the API only over a connection presenting it.
+        self._client_certificate = client_certificate
         self._sealer = TokenSealer(token_key)
         self._http: httpx.AsyncClient | None = None
         super().__init__(
@@ -48,7 +57,11 @@ class PaymentAgentPlugin(SimplePlugin):
 
     def _activities(self, existing: Sequence[Callable[..., Any]] | None) -> list[Callable[..., Any]]:
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=PAYMENT_API_TIMEOUT, follow_redirects=False)
+            self._http = httpx.AsyncClient(
+                timeout=PAYMENT_API_TIMEOUT,
+                follow_redirects=False,
+                verify=self._client_certificate.ssl_context() if self._client_certificate is not None else True,
+            )
         payments = PaymentActivities(self._http, self._api_url, self._sealer, dpop=self._dpop)
         return [*(existing or []), payments.execute_payment]
 

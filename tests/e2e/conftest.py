@@ -271,7 +271,7 @@ def run_payment_api(op: TestOP, directory: Path, **env: str) -> Iterator[str]:
     process = subprocess.Popen(
         cli_command("payment-api"), env=environment, stdout=log.open("wb"), stderr=subprocess.STDOUT
     )
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if 'PAYMENT_API_TLS_CERT' in env else 'http'}://127.0.0.1:{port}"
     try:
         wait_until_serving(url + "/healthz", process, log)
         yield url
@@ -326,7 +326,12 @@ async def running_worker(
         record_dsn=record_dsn,
     )  # type: ignore[arg-type]
     stop = asyncio.Event()
-    payments = PaymentAgentPlugin(api_url=payment_api, token_key=settings.token_key_bytes, dpop=op_settings.dpop)
+    payments = PaymentAgentPlugin(
+        api_url=payment_api,
+        token_key=settings.token_key_bytes,
+        dpop=op_settings.dpop,
+        client_certificate=op_settings.client_certificate(),
+    )
     running = asyncio.create_task(
         run_worker(op_settings, settings, plugins=[payments], stop=stop, target_host=server.address)
     )

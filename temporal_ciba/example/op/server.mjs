@@ -108,11 +108,29 @@ async function readBody(req) {
 }
 
 // With "tls": {"cert", "key"} (PEM paths) the OP serves HTTPS, as it must off loopback.
-const server = config.tls
-  ? createTlsServer({ cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key) })
-  : createServer();
-await new Promise((resolve) => { server.listen(config.port ?? 0, host, resolve); });
+// Mutual TLS (RFC 8705; turn it on with "features": {"mTLS": {...}}): with "clientCa" (a PEM
+// path) in "tls" the OP asks every client for a certificate, and one that chains to clientCa is
+// "authorized" (tls_client_auth); a self-signed one is still read (self_signed_tls_client_auth).
+// With "mtlsAliases": true only a second HTTPS listener asks for certificates, and discovery
+// sends clients using mutual TLS there (mtls_endpoint_aliases, RFC 8705 §5).
+function listening(server, port) {
+  return new Promise((resolve) => { server.listen(port, host, () => resolve(server)); });
+}
+const tlsOptions = config.tls ? { cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key) } : undefined;
+const clientCertificates = config.tls?.clientCa
+  ? { requestCert: true, rejectUnauthorized: false, ca: readFileSync(config.tls.clientCa) }
+  : undefined;
+const server = await listening(
+  tlsOptions
+    ? createTlsServer({ ...tlsOptions, ...(config.mtlsAliases === true ? {} : clientCertificates) })
+    : createServer(),
+  config.port ?? 0,
+);
+const mtlsServer = config.mtlsAliases === true && tlsOptions && clientCertificates
+  ? await listening(createTlsServer({ ...tlsOptions, ...clientCertificates }), 0)
+  : undefined;
 const issuer = config.issuer ?? `${config.tls ? 'https' : 'http'}://${host}:${server.address().port}`;
+const mtlsOrigin = mtlsServer ? `https://${host}:${mtlsServer.address().port}` : undefined;
 const approverPage = readFileSync(new URL('./public/approver.html', import.meta.url));
 
 // oidc-provider's memory adapter keeps at most 1,000 entries; the benchmark holds thousands of
@@ -138,6 +156,30 @@ function deepMerge(base, override) {
 
 const unauthorizedClients = new Set(config.unauthorizedClients ?? []);
 
+// The certificate the client presented on this request's TLS connection (a Node X509Certificate).
+function peerCertificate(ctx) {
+  return ctx.socket.getPeerX509Certificate?.() ?? undefined;
+}
+
+// RFC 8705 §2.1.2: the registered tls_client_auth_subject_dn (RFC 4514, last RDN first) or
+// tls_client_auth_san_dns against the certificate.
+function certificateSubjectMatches(ctx, property, expected) {
+  const cert = peerCertificate(ctx);
+  if (!cert) return false;
+  if (property === 'tls_client_auth_subject_dn') return cert.subject.split('\n').reverse().join(',') === expected;
+  if (property === 'tls_client_auth_san_dns') {
+    return (cert.subjectAltName ?? '').split(', ').includes(`DNS:${expected}`);
+  }
+  return false;
+}
+
+const OIDC_PATHS = {
+  token_endpoint: '/token',
+  backchannel_authentication_endpoint: '/backchannel',
+  revocation_endpoint: '/token/revocation',
+  introspection_endpoint: '/token/introspection',
+};
+
 const provider = new Provider(issuer, deepMerge({
   adapter: (model) => new MemoryAdapter(model, storage, CLOCK_TOLERANCE),
   clockTolerance: CLOCK_TOLERANCE,
@@ -150,8 +192,24 @@ const provider = new Provider(issuer, deepMerge({
   // Pings go to the callback service on loopback. oidc-provider passes an SSRF-guarding
   // dispatcher that refuses special-use addresses such as 127.0.0.1; this test OP drops it.
   fetch: (url, { dispatcher, ...options }) => globalThis.fetch(url, options),
+  ...(mtlsOrigin
+    ? {
+      discovery: {
+        mtls_endpoint_aliases: Object.fromEntries(
+          Object.entries(OIDC_PATHS).map(([name, path]) => [name, mtlsOrigin + path]),
+        ),
+      },
+    }
+    : {}),
   features: deepMerge({
     devInteractions: { enabled: false },
+    // Off unless a test turns it on; what the TLS connection tells is read here when it is.
+    mTLS: {
+      enabled: false,
+      getCertificate: peerCertificate,
+      certificateAuthorized: (ctx) => ctx.socket.authorized === true,
+      certificateSubjectMatches,
+    },
     // With "dpopNonces": true every DPoP proof must carry a nonce from this OP (RFC 9449 §8).
     ...(config.dpopNonces === true
       ? { dPoP: { enabled: true, nonceSecret: randomBytes(32), requireNonce: () => true } }
@@ -393,7 +451,7 @@ async function admin(req, res, url) {
 const callback = provider.callback();
 const tokenPath = new URL(issuer).pathname.replace(/\/$/, '') + '/token';
 
-server.on('request', async (req, res) => {
+async function handle(req, res) {
   const url = new URL(req.url, issuer);
   try {
     if (url.pathname.startsWith('/admin/')) return await admin(req, res, url);
@@ -421,7 +479,9 @@ server.on('request', async (req, res) => {
   } catch (err) {
     return json(res, 500, { error: 'server_error', error_description: String(err.message) });
   }
-});
+}
+server.on('request', handle);
+mtlsServer?.on('request', handle);
 
 if (adminRoutes) {
   process.stderr.write(`WARNING: admin routes on (adminRoutes): anyone who reaches ${issuer} can approve its requests\n`);
@@ -431,4 +491,6 @@ if (testRoutes) {
 }
 if (stock) process.stderr.write('TEST_OP_STOCK=1: acknowledgements and ID tokens exactly as oidc-provider issues them\n');
 process.stdout.write(`${JSON.stringify({ issuer })}\n`);
-for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => { server.close(); process.exit(0); });
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.on(signal, () => { server.close(); mtlsServer?.close(); process.exit(0); });
+}

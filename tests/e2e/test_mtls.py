@@ -1,0 +1,303 @@
+"""Mutual TLS (RFC 8705) end to end: oidc-provider over HTTPS with its mTLS feature on, clients
+registered for tls_client_auth (a certificate from a test CA) and self_signed_tls_client_auth
+(a certificate known by its JWK), certificate-bound access tokens, the real worker and
+workflow, and the payment API (HTTPS, asking for client certificates) checking `cnf.x5t#S256`
+against the certificate each connection presents."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trustme
+from temporalio.client import Client
+
+from temporal_ciba.example.agent import PaymentAgentWorkflow
+from temporal_ciba.example.payment import (
+    PaymentAction,
+    PaymentAgentInput,
+    PaymentAgentResult,
+    action_digest,
+    authorization_details,
+)
+from temporal_ciba.models import ApprovalRequest, ApprovalWorkflowInput
+from temporal_ciba.settings import OPSettings
+from temporal_ciba.workflow import CibaApprovalWorkflow
+from tests.e2e.conftest import (
+    ACCOUNTS,
+    PAYMENT_API_CLIENT,
+    SECRET,
+    TlsFiles,
+    payments,
+    run_payment_api,
+    running_worker,
+)
+from tests.e2e.test_approval_workflow import INVOICE, approval_handle, pending_auth_req_id
+from tests.support.mtls import ClientCertificateFiles, issue_client_certificate, self_signed_client_certificate
+from tests.support.op import TEST_ROUTES, TestOP, ciba_client, run_test_op
+from tests.support.temporal import DevServer
+
+MTLS_CLIENT = "mtls-agent"
+SELF_SIGNED_CLIENT = "self-signed-agent"
+AGENT_DNS_NAME = "ciba-agent.example.test"
+CLIENT_AUTH_METHODS = ["client_secret_basic", "tls_client_auth", "self_signed_tls_client_auth"]
+MTLS_FEATURES = {
+    "mTLS": {
+        "enabled": True,
+        "certificateBoundAccessTokens": True,
+        "tlsClientAuth": True,
+        "selfSignedTlsClientAuth": True,
+    }
+}
+
+
+@dataclass(frozen=True)
+class ClientCertificates:
+    client_ca: Path  # the CA the OP and the payment API trust for tls_client_auth
+    issued: ClientCertificateFiles  # from client_ca, for MTLS_CLIENT
+    self_signed: ClientCertificateFiles  # registered by its JWK, for SELF_SIGNED_CLIENT
+    stranger: ClientCertificateFiles  # self-signed, registered nowhere
+
+
+@pytest.fixture(scope="module", autouse=True)
+def trust_test_ca(tls: TlsFiles) -> Iterator[None]:
+    """The OP and the payment API serve certificates of the test CA: trusted here as a user
+    trusts a private CA (SSL_CERT_FILE, which httpx reads when it builds a TLS context)."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SSL_CERT_FILE", str(tls.ca))
+        yield
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> ClientCertificates:
+    directory = tmp_path_factory.mktemp("client-certificates")
+    ca = trustme.CA()
+    client_ca = directory / "client-ca.pem"
+    ca.cert_pem.write_to_path(str(client_ca))
+    return ClientCertificates(
+        client_ca=client_ca,
+        issued=issue_client_certificate(ca, directory, AGENT_DNS_NAME),
+        self_signed=self_signed_client_certificate(directory, "self-signed-agent"),
+        stranger=self_signed_client_certificate(directory, "stranger"),
+    )
+
+
+def mtls_op_config(tls: TlsFiles, certificates: ClientCertificates, *, aliases: bool) -> dict[str, Any]:
+    agent = ciba_client(
+        MTLS_CLIENT,
+        token_endpoint_auth_method="tls_client_auth",
+        tls_client_auth_san_dns=AGENT_DNS_NAME,
+        tls_client_certificate_bound_access_tokens=True,
+    )
+    self_signed = ciba_client(
+        SELF_SIGNED_CLIENT,
+        token_endpoint_auth_method="self_signed_tls_client_auth",
+        jwks={"keys": [certificates.self_signed.public_jwk()]},
+        tls_client_certificate_bound_access_tokens=True,
+    )
+    resource_server = {
+        "client_id": PAYMENT_API_CLIENT,
+        "client_secret": SECRET,
+        "grant_types": [],
+        "response_types": [],
+        "redirect_uris": [],
+    }
+    return {
+        "clients": [agent, self_signed, resource_server],
+        "accounts": ACCOUNTS,
+        "ackInterval": 1,
+        "tls": {"cert": str(tls.cert), "key": str(tls.key), "clientCa": str(certificates.client_ca)},
+        "mtlsAliases": aliases,
+        "features": MTLS_FEATURES,
+        "providerOptions": {"clientAuthMethods": CLIENT_AUTH_METHODS},
+        **TEST_ROUTES,
+    }
+
+
+@pytest.fixture(scope="module")
+def mtls_op(tls: TlsFiles, certificates: ClientCertificates) -> Iterator[TestOP]:
+    """Every connection to the OP may present a certificate."""
+    with run_test_op(mtls_op_config(tls, certificates, aliases=False)) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def aliased_op(tls: TlsFiles, certificates: ClientCertificates) -> Iterator[TestOP]:
+    """Only the endpoints named in mtls_endpoint_aliases (another port) ask for a certificate."""
+    with run_test_op(mtls_op_config(tls, certificates, aliases=True)) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def mtls_payment_api(
+    mtls_op: TestOP, tls: TlsFiles, certificates: ClientCertificates, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    directory = tmp_path_factory.mktemp("mtls-payment-api")
+    # The certificates it asks clients for: the client CA's, and two self-signed ones by name
+    # (the stranger's too, so that the token binding, not the handshake, is what refuses it).
+    client_cas = directory / "client-cas.pem"
+    client_cas.write_bytes(
+        b"".join(
+            path.read_bytes()
+            for path in (certificates.client_ca, certificates.self_signed.cert, certificates.stranger.cert)
+        )
+    )
+    with run_payment_api(
+        mtls_op,
+        directory,
+        PAYMENT_API_AGENT_CLIENT_IDS=f"{MTLS_CLIENT},{SELF_SIGNED_CLIENT}",
+        PAYMENT_API_TLS_CERT=str(tls.cert),
+        PAYMENT_API_TLS_KEY=str(tls.key),
+        PAYMENT_API_TLS_CLIENT_CA=str(client_cas),
+    ) as url:
+        yield url
+
+
+def mtls_settings(op: TestOP, client_id: str, certificate: ClientCertificateFiles) -> OPSettings:
+    return OPSettings(
+        issuer=op.issuer,
+        client_id=client_id,
+        client_auth_method="tls_client_auth" if client_id == MTLS_CLIENT else "self_signed_tls_client_auth",
+        tls_client_cert=certificate.cert,
+        tls_client_key=certificate.key,
+    )
+
+
+def introspect(op: TestOP, token: str) -> dict[str, Any]:
+    response = httpx.post(
+        op.issuer + "/token/introspection", data={"token": token}, auth=(PAYMENT_API_CLIENT, SECRET), timeout=10
+    )
+    response.raise_for_status()
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def pay(api: str, action: PaymentAction, token: str, certificate: ClientCertificateFiles | None) -> httpx.Response:
+    verify = certificate.certificate.ssl_context() if certificate is not None else True
+    with httpx.Client(verify=verify, timeout=10) as http:
+        return http.post(
+            api + "/payments",
+            json={**action.model_dump(), "action_digest": action_digest(action)},
+            headers={"authorization": f"Bearer {token}", "idempotency-key": f"mtls-{uuid.uuid4().hex}"},
+        )
+
+
+@pytest.mark.parametrize("client_id", [MTLS_CLIENT, SELF_SIGNED_CLIENT])
+async def test_certificate_bound_tokens_pay_through_the_agent(
+    client_id: str,
+    temporal_client: Client,
+    temporal_server: DevServer,
+    mtls_op: TestOP,
+    mtls_payment_api: str,
+    certificates: ClientCertificates,
+) -> None:
+    certificate = certificates.issued if client_id == MTLS_CLIENT else certificates.self_signed
+    async with running_worker(temporal_server, mtls_settings(mtls_op, client_id, certificate), mtls_payment_api) as w:
+        agent_input = PaymentAgentInput(action=INVOICE, approver="alice", expected_subject="alice")
+        agent = await temporal_client.start_workflow(
+            PaymentAgentWorkflow.run, agent_input, id=f"agent-{uuid.uuid4().hex[:10]}", task_queue=w.task_queue
+        )
+        auth_req_id = await pending_auth_req_id(approval_handle(temporal_client, agent))
+        mtls_op.approve(auth_req_id)
+        result = await agent.result()
+    assert isinstance(result, PaymentAgentResult)
+    assert result.outcome.status == "approved" and result.outcome.sub == "alice"
+    assert result.receipt is not None and not result.receipt.duplicate
+    (paid,) = payments(mtls_payment_api, agent.id)
+    assert paid["payment_id"] == result.receipt.payment_id and paid["client_id"] == client_id
+    # The OP authenticated the client by its certificate at both CIBA endpoints.
+    (seen,) = [r for r in mtls_op.requests() if r["auth_req_id"] == auth_req_id]
+    assert seen["client_id"] == client_id
+    assert [r["status"] for r in mtls_op.token_requests(auth_req_id)][-1] == 200
+
+
+async def test_a_bound_token_opens_the_api_only_over_its_certificate(
+    temporal_client: Client,
+    temporal_server: DevServer,
+    mtls_op: TestOP,
+    mtls_payment_api: str,
+    certificates: ClientCertificates,
+) -> None:
+    # Not INVOICE: the API pays each action once per client, and the agent tests paid that one.
+    action = INVOICE.model_copy(update={"reference": f"INV-{uuid.uuid4().hex[:8]}"})
+    digest = action_digest(action)
+    request = ApprovalRequest(
+        login_hint="alice",
+        binding_message="Pay EUR 120.00 to ACME GmbH",
+        scope="openid payments",
+        authorization_details=authorization_details(action, digest),
+        action_digest=digest,
+    )
+    settings = mtls_settings(mtls_op, MTLS_CLIENT, certificates.issued)
+    async with running_worker(temporal_server, settings, mtls_payment_api) as worker:
+        handle = await temporal_client.start_workflow(
+            CibaApprovalWorkflow.run,
+            ApprovalWorkflowInput(request=request),
+            id=f"approval-{uuid.uuid4().hex[:8]}",
+            task_queue=worker.task_queue,
+        )
+        auth_req_id = await pending_auth_req_id(handle)
+        mtls_op.approve(auth_req_id)
+        outcome = await handle.result()
+    assert outcome.status == "approved"
+    access_token = mtls_op.issued()[auth_req_id]["access_token"]
+    # RFC 8705 §3.1: the OP bound it to the certificate the worker presented.
+    assert introspect(mtls_op, access_token)["cnf"] == {"x5t#S256": certificates.issued.certificate.thumbprint}
+    for presented in (None, certificates.stranger):
+        refused = pay(mtls_payment_api, action, access_token, presented)
+        assert refused.status_code == 401, refused.text
+        assert refused.json()["error"] == "invalid_token"
+        assert "client certificate" in refused.json()["error_description"]
+    paid = pay(mtls_payment_api, action, access_token, certificates.issued)
+    assert paid.status_code == 201, paid.text
+
+
+async def test_endpoint_aliases_take_the_certificate_where_the_op_asks_for_it(
+    temporal_client: Client,
+    temporal_server: DevServer,
+    aliased_op: TestOP,
+    certificates: ClientCertificates,
+) -> None:
+    """RFC 8705 §5: the issuer's own port asks for no certificate, so tls_client_auth succeeds
+    only at the aliases."""
+    document = httpx.get(aliased_op.issuer + "/.well-known/openid-configuration", timeout=10).json()
+    aliases = document["mtls_endpoint_aliases"]
+    assert not aliases["token_endpoint"].startswith(aliased_op.issuer)
+    settings = mtls_settings(aliased_op, MTLS_CLIENT, certificates.issued)
+    async with running_worker(temporal_server, settings, "http://127.0.0.1:9") as worker:
+        handle = await temporal_client.start_workflow(
+            CibaApprovalWorkflow.run,
+            ApprovalWorkflowInput(request=ApprovalRequest(login_hint="alice", binding_message="Rotate prod keys")),
+            id=f"approval-{uuid.uuid4().hex[:8]}",
+            task_queue=worker.task_queue,
+        )
+        auth_req_id = await pending_auth_req_id(handle)
+        aliased_op.approve(auth_req_id)
+        outcome = await handle.result()
+    assert outcome.status == "approved" and outcome.sub == "alice"
+    access_token = aliased_op.issued()[auth_req_id]["access_token"]
+    assert introspect(aliased_op, access_token)["cnf"] == {"x5t#S256": certificates.issued.certificate.thumbprint}
+
+
+async def test_a_certificate_the_op_does_not_trust_is_a_clear_error(
+    temporal_client: Client,
+    temporal_server: DevServer,
+    mtls_op: TestOP,
+    certificates: ClientCertificates,
+) -> None:
+    settings = mtls_settings(mtls_op, MTLS_CLIENT, certificates.stranger)
+    async with running_worker(temporal_server, settings, "http://127.0.0.1:9") as worker:
+        handle = await temporal_client.start_workflow(
+            CibaApprovalWorkflow.run,
+            ApprovalWorkflowInput(request=ApprovalRequest(login_hint="alice", binding_message="Rotate prod keys")),
+            id=f"approval-{uuid.uuid4().hex[:8]}",
+            task_queue=worker.task_queue,
+        )
+        outcome = await handle.result()
+    assert outcome.status == "error" and outcome.error == "invalid_client"
+    assert outcome.auth_req_id is None
