@@ -31,6 +31,7 @@ from temporal_ciba.programs.worker import run_worker
 from temporal_ciba.records import open_store
 from temporal_ciba.search_attributes import ensure_search_attributes
 from temporal_ciba.settings import OPSettings, WorkerSettings
+from tests.support.mtls import ClientCertificateFiles, issue_client_certificate, self_signed_client_certificate
 from tests.support.op import TEST_ROUTES, TestOP, ciba_client, run_test_op
 from tests.support.records import assert_every_outcome_recorded
 from tests.support.temporal import DevServer, free_port
@@ -357,3 +358,49 @@ async def ping_worker(temporal_server: DevServer, op: TestOP, payment_api: str) 
     op_settings = agent_settings(op, client_id=PING_CLIENT, delivery_mode="ping")
     async with running_worker(temporal_server, op_settings, payment_api) as settings:
         yield settings
+
+
+# Mutual TLS (RFC 8705) -----------------------------------------------------------------------
+
+AGENT_DNS_NAME = "ciba-agent.example.test"
+MTLS_CLIENT_AUTH_METHODS = ["tls_client_auth", "self_signed_tls_client_auth"]
+# oidc-provider's mTLS feature: certificate-bound access tokens and both client authentications.
+MTLS_FEATURES = {
+    "mTLS": {
+        "enabled": True,
+        "certificateBoundAccessTokens": True,
+        "tlsClientAuth": True,
+        "selfSignedTlsClientAuth": True,
+    }
+}
+
+
+@dataclass(frozen=True)
+class ClientCertificates:
+    client_ca: Path  # the CA the OP and the payment API trust for tls_client_auth
+    issued: ClientCertificateFiles  # from client_ca, for MTLS_CLIENT
+    self_signed: ClientCertificateFiles  # registered by its JWK, for SELF_SIGNED_CLIENT
+    stranger: ClientCertificateFiles  # self-signed, registered nowhere
+
+
+@pytest.fixture(scope="module")
+def trusted_test_ca(tls: TlsFiles) -> Iterator[None]:
+    """The OP and the payment API serve certificates of the test CA: trusted here as a user
+    trusts a private CA (SSL_CERT_FILE, which httpx reads when it builds a TLS context)."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SSL_CERT_FILE", str(tls.ca))
+        yield
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> ClientCertificates:
+    directory = tmp_path_factory.mktemp("client-certificates")
+    ca = trustme.CA()
+    client_ca = directory / "client-ca.pem"
+    ca.cert_pem.write_to_path(str(client_ca))
+    return ClientCertificates(
+        client_ca=client_ca,
+        issued=issue_client_certificate(ca, directory, AGENT_DNS_NAME),
+        self_signed=self_signed_client_certificate(directory, "self-signed-agent"),
+        stranger=self_signed_client_certificate(directory, "stranger"),
+    )

@@ -1,5 +1,6 @@
-"""FAPI-CIBA end to end: oidc-provider with its FAPI 1.0 profile and signed CIBA requests on, a
-client registered for PS256 everywhere, the real worker and workflow, and the payment API."""
+"""FAPI-CIBA end to end: oidc-provider over HTTPS with its FAPI 1.0 profile, signed CIBA requests
+and certificate-bound access tokens (RFC 8705) on, a client registered for PS256 everywhere and
+private_key_jwt, the real worker and workflow, and the payment API checking the binding."""
 
 from __future__ import annotations
 
@@ -17,15 +18,19 @@ from temporal_ciba.settings import OPSettings
 from temporal_ciba.workflow import CibaApprovalWorkflow
 from tests.e2e.conftest import (
     ACCOUNTS,
+    MTLS_FEATURES,
     PAYMENT_API_CLIENT,
     SECRET,
+    ClientCertificates,
     ClientKey,
+    TlsFiles,
     _public_jwk,
     payments,
     run_payment_api,
     running_worker,
 )
 from tests.e2e.test_approval_workflow import INVOICE, approval_handle, pending_auth_req_id
+from tests.support.mtls import ClientCertificateFiles
 from tests.support.op import TEST_ROUTES, TestOP, ciba_client, run_test_op
 from tests.support.temporal import DevServer
 
@@ -42,8 +47,11 @@ FAPI_PROVIDER_OPTIONS = {
 }
 
 
+pytestmark = pytest.mark.usefixtures("trusted_test_ca")
+
+
 @pytest.fixture(scope="module")
-def fapi_op(client_keys: dict[str, ClientKey]) -> Iterator[TestOP]:
+def fapi_op(client_keys: dict[str, ClientKey], tls: TlsFiles, certificates: ClientCertificates) -> Iterator[TestOP]:
     key = client_keys["PS256"]
     agent = ciba_client(
         FAPI_CLIENT,
@@ -53,6 +61,8 @@ def fapi_op(client_keys: dict[str, ClientKey]) -> Iterator[TestOP]:
         backchannel_authentication_request_signing_alg="PS256",
         id_token_signed_response_alg="PS256",
         jwks={"keys": [_public_jwk(key)]},
+        # FAPI 1.0 Advanced §5.2.2-5: sender-constrained access tokens.
+        tls_client_certificate_bound_access_tokens=True,
     )
     payment_api = {
         "client_id": PAYMENT_API_CLIENT,
@@ -67,6 +77,8 @@ def fapi_op(client_keys: dict[str, ClientKey]) -> Iterator[TestOP]:
         "accounts": ACCOUNTS,
         "ackInterval": 1,
         "providerOptions": FAPI_PROVIDER_OPTIONS,
+        "features": MTLS_FEATURES,
+        "tls": {"cert": str(tls.cert), "key": str(tls.key), "clientCa": str(certificates.client_ca)},
         **TEST_ROUTES,
     }
     with run_test_op(config) as running:
@@ -74,18 +86,33 @@ def fapi_op(client_keys: dict[str, ClientKey]) -> Iterator[TestOP]:
 
 
 @pytest.fixture(scope="module")
-def fapi_payment_api(fapi_op: TestOP, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def fapi_payment_api(
+    trusted_test_ca: None,
+    fapi_op: TestOP,
+    tls: TlsFiles,
+    certificates: ClientCertificates,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
     directory = tmp_path_factory.mktemp("fapi-payment-api")
-    with run_payment_api(fapi_op, directory, PAYMENT_API_AGENT_CLIENT_IDS=FAPI_CLIENT) as url:
+    with run_payment_api(
+        fapi_op,
+        directory,
+        PAYMENT_API_AGENT_CLIENT_IDS=FAPI_CLIENT,
+        PAYMENT_API_TLS_CERT=str(tls.cert),
+        PAYMENT_API_TLS_KEY=str(tls.key),
+        PAYMENT_API_TLS_CLIENT_CA=str(certificates.client_ca),
+    ) as url:
         yield url
 
 
-def fapi_settings(op: TestOP, key: Path, **overrides: object) -> OPSettings:
+def fapi_settings(op: TestOP, key: Path, certificate: ClientCertificateFiles, **overrides: object) -> OPSettings:
     fields: dict[str, object] = {
         "issuer": op.issuer,
         "client_id": FAPI_CLIENT,
         "client_auth_method": "private_key_jwt",
         "client_private_key": key,
+        "tls_client_cert": certificate.cert,
+        "tls_client_key": certificate.key,
         "fapi": True,
         **overrides,
     }
@@ -98,8 +125,9 @@ async def test_signed_request_with_fapi_on_is_approved_and_pays(
     fapi_op: TestOP,
     fapi_payment_api: str,
     client_keys: dict[str, ClientKey],
+    certificates: ClientCertificates,
 ) -> None:
-    settings = fapi_settings(fapi_op, client_keys["PS256"].path)
+    settings = fapi_settings(fapi_op, client_keys["PS256"].path, certificates.issued)
     async with running_worker(temporal_server, settings, fapi_payment_api) as worker:
         agent_input = PaymentAgentInput(action=INVOICE, approver="alice", expected_subject="alice")
         agent = await temporal_client.start_workflow(
@@ -127,8 +155,9 @@ async def test_unsigned_request_refused_by_the_op_is_a_clear_error(
     fapi_op: TestOP,
     fapi_payment_api: str,
     client_keys: dict[str, ClientKey],
+    certificates: ClientCertificates,
 ) -> None:
-    settings = fapi_settings(fapi_op, client_keys["PS256"].path, fapi=False)
+    settings = fapi_settings(fapi_op, client_keys["PS256"].path, certificates.issued, fapi=False)
     async with running_worker(temporal_server, settings, fapi_payment_api) as worker:
         handle = await temporal_client.start_workflow(
             CibaApprovalWorkflow.run,

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import trustme
 from temporalio.client import Client
 
 from temporal_ciba.example.agent import PaymentAgentWorkflow
@@ -30,61 +27,26 @@ from temporal_ciba.settings import OPSettings
 from temporal_ciba.workflow import CibaApprovalWorkflow
 from tests.e2e.conftest import (
     ACCOUNTS,
+    AGENT_DNS_NAME,
+    MTLS_CLIENT_AUTH_METHODS,
+    MTLS_FEATURES,
     PAYMENT_API_CLIENT,
     SECRET,
+    ClientCertificates,
     TlsFiles,
     payments,
     run_payment_api,
     running_worker,
 )
 from tests.e2e.test_approval_workflow import INVOICE, approval_handle, pending_auth_req_id
-from tests.support.mtls import ClientCertificateFiles, issue_client_certificate, self_signed_client_certificate
+from tests.support.mtls import ClientCertificateFiles
 from tests.support.op import TEST_ROUTES, TestOP, ciba_client, run_test_op
 from tests.support.temporal import DevServer
 
+pytestmark = pytest.mark.usefixtures("trusted_test_ca")
+
 MTLS_CLIENT = "mtls-agent"
 SELF_SIGNED_CLIENT = "self-signed-agent"
-AGENT_DNS_NAME = "ciba-agent.example.test"
-CLIENT_AUTH_METHODS = ["client_secret_basic", "tls_client_auth", "self_signed_tls_client_auth"]
-MTLS_FEATURES = {
-    "mTLS": {
-        "enabled": True,
-        "certificateBoundAccessTokens": True,
-        "tlsClientAuth": True,
-        "selfSignedTlsClientAuth": True,
-    }
-}
-
-
-@dataclass(frozen=True)
-class ClientCertificates:
-    client_ca: Path  # the CA the OP and the payment API trust for tls_client_auth
-    issued: ClientCertificateFiles  # from client_ca, for MTLS_CLIENT
-    self_signed: ClientCertificateFiles  # registered by its JWK, for SELF_SIGNED_CLIENT
-    stranger: ClientCertificateFiles  # self-signed, registered nowhere
-
-
-@pytest.fixture(scope="module", autouse=True)
-def trust_test_ca(tls: TlsFiles) -> Iterator[None]:
-    """The OP and the payment API serve certificates of the test CA: trusted here as a user
-    trusts a private CA (SSL_CERT_FILE, which httpx reads when it builds a TLS context)."""
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("SSL_CERT_FILE", str(tls.ca))
-        yield
-
-
-@pytest.fixture(scope="module")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> ClientCertificates:
-    directory = tmp_path_factory.mktemp("client-certificates")
-    ca = trustme.CA()
-    client_ca = directory / "client-ca.pem"
-    ca.cert_pem.write_to_path(str(client_ca))
-    return ClientCertificates(
-        client_ca=client_ca,
-        issued=issue_client_certificate(ca, directory, AGENT_DNS_NAME),
-        self_signed=self_signed_client_certificate(directory, "self-signed-agent"),
-        stranger=self_signed_client_certificate(directory, "stranger"),
-    )
 
 
 def mtls_op_config(tls: TlsFiles, certificates: ClientCertificates, *, aliases: bool) -> dict[str, Any]:
@@ -114,7 +76,7 @@ def mtls_op_config(tls: TlsFiles, certificates: ClientCertificates, *, aliases: 
         "tls": {"cert": str(tls.cert), "key": str(tls.key), "clientCa": str(certificates.client_ca)},
         "mtlsAliases": aliases,
         "features": MTLS_FEATURES,
-        "providerOptions": {"clientAuthMethods": CLIENT_AUTH_METHODS},
+        "providerOptions": {"clientAuthMethods": ["client_secret_basic", *MTLS_CLIENT_AUTH_METHODS]},
         **TEST_ROUTES,
     }
 
@@ -135,7 +97,11 @@ def aliased_op(tls: TlsFiles, certificates: ClientCertificates) -> Iterator[Test
 
 @pytest.fixture(scope="module")
 def mtls_payment_api(
-    mtls_op: TestOP, tls: TlsFiles, certificates: ClientCertificates, tmp_path_factory: pytest.TempPathFactory
+    trusted_test_ca: None,
+    mtls_op: TestOP,
+    tls: TlsFiles,
+    certificates: ClientCertificates,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
     directory = tmp_path_factory.mktemp("mtls-payment-api")
     # The certificates it asks clients for: the client CA's, and two self-signed ones by name

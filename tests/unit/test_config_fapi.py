@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from temporal_ciba.settings import ConfigError, OPSettings, load_settings
+from tests.support.mtls import self_signed_client_certificate
 
 SetEnv = Callable[..., None]
 
@@ -29,7 +30,7 @@ def rsa_key(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, rsa_key: Path) -> Iterator[SetEnv]:
-    """A FAPI client with private_key_jwt and an RSA key; each test changes what it checks."""
+    """A FAPI client with private_key_jwt, an RSA key and DPoP; each test changes what it checks."""
     for name in list(os.environ):
         if name.startswith("CIBA_"):
             monkeypatch.delenv(name)
@@ -39,6 +40,7 @@ def env(monkeypatch: pytest.MonkeyPatch, rsa_key: Path) -> Iterator[SetEnv]:
         "CIBA_CLIENT_AUTH_METHOD": "private_key_jwt",
         "CIBA_CLIENT_PRIVATE_KEY": str(rsa_key),
         "CIBA_FAPI": "true",
+        "CIBA_DPOP": "true",
     }
 
     def set_env(**values: str | None) -> None:
@@ -85,7 +87,31 @@ def test_fapi_refuses_push_at_start(env: SetEnv) -> None:
 
 def test_fapi_requires_private_key_jwt(env: SetEnv) -> None:
     message = error_line(env, CIBA_CLIENT_AUTH_METHOD="client_secret_basic", CIBA_CLIENT_SECRET="s3cret-s3cret")
-    assert "CIBA_CLIENT_AUTH_METHOD must be private_key_jwt with CIBA_FAPI" in message
+    assert (
+        "CIBA_CLIENT_AUTH_METHOD must be private_key_jwt, tls_client_auth or self_signed_tls_client_auth with CIBA_FAPI"
+        in message
+    )
+
+
+def test_fapi_requires_sender_constrained_tokens(env: SetEnv) -> None:
+    message = error_line(env, CIBA_DPOP=None)
+    assert "CIBA_FAPI needs sender-constrained access tokens: set CIBA_TLS_CLIENT_CERT" in message
+
+
+@pytest.mark.parametrize("method", ["private_key_jwt", "tls_client_auth", "self_signed_tls_client_auth"])
+def test_fapi_takes_certificate_bound_tokens(env: SetEnv, tmp_path: Path, method: str) -> None:
+    files = self_signed_client_certificate(tmp_path, "agent")
+    env(
+        CIBA_DPOP=None,
+        CIBA_CLIENT_AUTH_METHOD=method,
+        CIBA_TLS_CLIENT_CERT=str(files.cert),
+        CIBA_TLS_CLIENT_KEY=str(files.key),
+    )
+    settings = load_settings(OPSettings)
+    client = settings.ciba_client()
+    assert client.client_certificate == files.certificate
+    assert client.client_auth.method == method
+    assert client._sign_requests  # FAPI-CIBA signs requests whatever the client authentication
 
 
 @pytest.mark.parametrize(
