@@ -90,8 +90,7 @@ class ProviderMetadata(BaseModel):
     introspection_endpoint: str | None = None
     revocation_endpoint: str | None = None
     authorization_details_types_supported: tuple[str, ...] | None = None
-    # RFC 8705 §3.3, §5.
-    tls_client_certificate_bound_access_tokens: bool = False
+    # RFC 8705 §5: where a client using mutual TLS sends what it sends with its certificate.
     mtls_endpoint_aliases: dict[str, str] = {}
 
     @field_validator("issuer")

@@ -83,10 +83,10 @@ PROFILES: dict[str, OPProfile] = {
     "authlete": OPProfile(name="authlete"),
     # Curity Identity Server, client-capabilities/backchannel-authentication (curity.io/docs,
     # configuration reference): binding-message-max-length defaults to 10000 (our 128 rules);
-    # must-sign-request-object may require signed requests (the FAPI-CIBA work).
+    # must-sign-request-object may require signed requests (CIBA_SIGN_AUTHENTICATION_REQUESTS).
     "curity": OPProfile(name="curity"),
     # FAPI-CIBA (OpenID FAPI CIBA Profile §5.2.2): the OP "shall not support CIBA push mode".
-    # Signed requests, mTLS or private_key_jwt, PS256/ES256 and sender-constrained tokens are
-    # being added by the FAPI-CIBA work (issue 12, item 5), which completes this profile.
+    # Its client rules (signed requests, private_key_jwt or mTLS, PS256/ES256, sender-constrained
+    # tokens) are OPSettings' FAPI mode, which this profile turns on.
     "fapi-ciba": OPProfile(name="fapi-ciba", delivery_modes=("poll", "ping")),
 }
