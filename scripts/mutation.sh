@@ -24,7 +24,8 @@ tests/unit/test_client.py tests/unit/test_client_token_management.py tests/unit/
 tests/unit/test_client_auth.py tests/unit/test_discovery_security.py tests/unit/test_discovery_mutants.py \
 tests/unit/test_jwks.py tests/unit/test_jwks_rules.py tests/unit/test_protocol_rules.py \
 tests/unit/test_http_mutants.py tests/unit/test_token_mutants.py tests/unit/test_transport_errors.py \
-tests/unit/test_request_object.py tests/unit/test_dpop.py tests/unit/test_id_token_encryption.py"
+tests/unit/test_request_object.py tests/unit/test_dpop.py tests/unit/test_id_token_encryption.py \
+tests/unit/test_mtls.py"
 
 # group -> "modules to mutate | tests that exercise them"
 declare -A GROUPS_=(
@@ -38,6 +39,7 @@ declare -A GROUPS_=(
   [protocol-dialect]="temporal_ciba/ciba/dialect.py temporal_ciba/ciba/profiles.py | $PROTOCOL_TESTS"
   [protocol-client]="temporal_ciba/ciba/client.py | $PROTOCOL_TESTS"
   [protocol-client-auth]="temporal_ciba/ciba/client_auth.py | $PROTOCOL_TESTS"
+  [protocol-mtls]="temporal_ciba/ciba/mtls.py | $PROTOCOL_TESTS"
   [protocol-fapi]="temporal_ciba/ciba/request_object.py temporal_ciba/ciba/dpop.py temporal_ciba/ciba/id_token_encryption.py | $PROTOCOL_TESTS"
   [protocol-discovery]="temporal_ciba/ciba/discovery.py | $PROTOCOL_TESTS"
   [protocol-errors]="temporal_ciba/ciba/errors.py | $PROTOCOL_TESTS"

@@ -37,9 +37,8 @@ class ClientCertificate:
         # Fail at start, not on the first request: both files readable, the key the certificate's.
         try:
             ssl.create_default_context().load_cert_chain(self.cert, self.key)
-        except (OSError, ssl.SSLError) as exc:
-            reason = getattr(exc, "reason", None) or exc.strerror or type(exc).__name__
-            raise ValueError(f"cannot use {self.cert} with {self.key}: {reason}") from None
+        except OSError as exc:  # ssl.SSLError is one
+            raise ValueError(f"cannot use {self.cert} with {self.key}: {exc}") from None
 
     @property
     def thumbprint(self) -> str:

@@ -55,8 +55,14 @@ def test_thumbprint_is_base64url_sha256_of_the_der_certificate(tmp_path: Path) -
 def test_a_key_that_is_not_the_certificates_is_refused_at_start(tmp_path: Path) -> None:
     one = self_signed_client_certificate(tmp_path, "one")
     other = self_signed_client_certificate(tmp_path, "other")
-    with pytest.raises(ValueError, match=r"cannot use .*one\.pem with .*other\.key"):
+    with pytest.raises(ValueError, match=r"cannot use .*one\.pem with .*other\.key: .*KEY_VALUES_MISMATCH"):
         ClientCertificate(one.cert, other.key)
+
+
+def test_a_missing_file_is_named(tmp_path: Path) -> None:
+    one = self_signed_client_certificate(tmp_path, "one")
+    with pytest.raises(ValueError, match=r"cannot use .*missing\.pem with .*one\.key: .*No such file"):
+        ClientCertificate(tmp_path / "missing.pem", one.key)
 
 
 def test_the_ssl_context_presents_the_certificate(tmp_path: Path) -> None:
