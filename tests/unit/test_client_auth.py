@@ -5,14 +5,24 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
+from urllib.parse import parse_qs
 
+import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from temporal_ciba.ciba import ClientSecretBasic, ClientSecretPost, PrivateKeyJwt, load_client_signing_key
+from temporal_ciba.ciba import (
+    CibaClient,
+    ClientSecretBasic,
+    ClientSecretPost,
+    ClientSigningKey,
+    PrivateKeyJwt,
+    load_client_signing_key,
+)
 from temporal_ciba.ciba.client_auth import CLIENT_ASSERTION_TYPE
+from tests.support.tokens import CLIENT_ID, ISSUER, METADATA
 
 NOW = 1_800_000_000.0
 AUDIENCE = "https://op.example.test"
@@ -143,3 +153,31 @@ def test_the_jti_is_24_random_bytes(tmp_path: Path) -> None:
     }
     assert len(jtis) == 20
     assert all(len(base64.urlsafe_b64decode(jti + "==")) == 24 and len(jti) == 32 for jti in jtis)
+
+
+async def test_the_client_signs_its_assertion_for_the_op_with_an_algorithm_the_op_accepts() -> None:
+    """Through CibaClient: aud is the OP's issuer, and the OP's token_endpoint_auth_signing_alg_values_supported
+    picks the algorithm (RS256 here, though the key prefers PS256)."""
+    key = rsa.generate_private_key(65537, 2048)
+    document = {
+        **METADATA,
+        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": ["RS256"],
+    }
+    forms: list[dict[str, list[str]]] = []
+
+    async def op(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/.well-known/openid-configuration":
+            return httpx.Response(200, json=document)
+        forms.append(parse_qs(request.content.decode()))
+        return httpx.Response(400, json={"error": "authorization_pending"})
+
+    auth = PrivateKeyJwt(CLIENT_ID, ClientSigningKey(key=key, algorithms=("PS256", "RS256")))
+    http = httpx.AsyncClient(transport=httpx.MockTransport(op))
+    async with CibaClient(issuer=ISSUER, client_auth=auth, http=http, clock=lambda: NOW) as ciba:
+        await ciba.request_token("req-1")
+    (assertion,) = forms[0]["client_assertion"]
+    assert jwt.get_unverified_header(assertion)["alg"] == "RS256"
+    at_now = {"verify_exp": False, "verify_iat": False}  # NOW is a fixed time
+    claims = jwt.decode(assertion, key.public_key(), algorithms=["RS256"], audience=ISSUER, options=at_now)
+    assert claims["iss"] == claims["sub"] == CLIENT_ID

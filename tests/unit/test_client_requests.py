@@ -10,7 +10,14 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 
-from temporal_ciba.ciba import AuthenticationRequest, CibaClient, ClientSecretBasic, TransportError
+from temporal_ciba.ciba import (
+    AuthenticationRequest,
+    CibaClient,
+    ClientSecretBasic,
+    InvalidAuthenticationRequest,
+    TransportError,
+    new_client_notification_token,
+)
 from tests.support.tokens import CLIENT_ID, ISSUER, METADATA, NOW
 
 BASIC = "Basic " + base64.b64encode(f"{CLIENT_ID}:secret".encode()).decode()
@@ -60,3 +67,13 @@ async def test_authentication_request_rule_a_timeout_may_have_reached_the_op() -
         with pytest.raises(TransportError) as caught:
             await ciba.authenticate(REQUEST)
     assert caught.value.request_sent is False
+
+
+async def test_authentication_request_rule_a_poll_client_sends_no_notification_token() -> None:
+    """CIBA §7.1: the client's own delivery mode decides; the request is refused before it is sent."""
+    op = OP(httpx.Response(200, json={"auth_req_id": "req-1", "expires_in": 120}))
+    with_token = AuthenticationRequest(login_hint="alice", client_notification_token=new_client_notification_token())  # type: ignore[arg-type]
+    async with client(op) as ciba:
+        with pytest.raises(InvalidAuthenticationRequest, match="poll mode must not"):
+            await ciba.authenticate(with_token)
+    assert op.requests == []

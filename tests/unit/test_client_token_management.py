@@ -8,9 +8,11 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import httpx
+import jwt
 import pytest
 
 from temporal_ciba.ciba import CibaClient, CibaError, ClientSecretBasic, ProtocolError
+from temporal_ciba.crypto import DPoPKeys
 from tests.support.tokens import CLIENT_ID, ISSUER, METADATA, NOW
 
 ENDPOINTS = {"introspection_endpoint": f"{ISSUER}/introspect", "revocation_endpoint": f"{ISSUER}/revoke"}
@@ -75,3 +77,23 @@ async def test_revocation_rule_is_false_without_an_endpoint_and_raises_an_ops_er
     async with client(OP({**METADATA, **ENDPOINTS}, refused)) as ciba:
         with pytest.raises(CibaError, match="unsupported_token_type"):
             await ciba.revoke("at-1")
+
+
+async def test_revocation_rule_a_dpop_bound_token_is_revoked_with_a_proof_for_the_revocation_endpoint() -> None:
+    """RFC 9449 §5: the revocation request carries a DPoP proof of the key the tokens are bound to."""
+    proofs: list[str] = []
+
+    async def op(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/.well-known/openid-configuration":
+            return httpx.Response(200, json={**METADATA, **ENDPOINTS})
+        proofs.append(request.headers["dpop"])
+        return httpx.Response(200)
+
+    key = DPoPKeys(b"k" * 32).for_approval("req-1")
+    http = httpx.AsyncClient(transport=httpx.MockTransport(op))
+    async with CibaClient(issuer=ISSUER, client_auth=ClientSecretBasic(CLIENT_ID, "s"), http=http) as ciba:
+        assert await ciba.revoke("at-1", dpop_key=key) is True
+    (proof,) = proofs
+    claims = jwt.decode(proof, options={"verify_signature": False})
+    assert jwt.get_unverified_header(proof)["jwk"] == key.public_jwk
+    assert (claims["htm"], claims["htu"]) == ("POST", ENDPOINTS["revocation_endpoint"])

@@ -12,7 +12,7 @@ import httpx
 import jwt
 import pytest
 
-from temporal_ciba.ciba import CibaClient, ClientSecretBasic, Granted, ProtocolError
+from temporal_ciba.ciba import CibaClient, ClientSecretBasic, Granted, ProtocolError, TransportError
 from temporal_ciba.ciba.dpop import InvalidDPoPProof, access_token_hash, jwk_thumbprint, verify_proof
 from temporal_ciba.crypto import DPoPKeys, TokenSealer
 from tests.support.tokens import CLIENT_ID, ISSUER, METADATA
@@ -116,7 +116,7 @@ class NonceOP:
         return httpx.Response(200, json={**TOKENS, "token_type": self.token_type})
 
 
-def client(op: NonceOP) -> CibaClient:
+def client(op: NonceOP | ScriptedOP) -> CibaClient:
     http = httpx.AsyncClient(transport=httpx.MockTransport(op))
     return CibaClient(
         issuer=ISSUER, client_auth=ClientSecretBasic(CLIENT_ID, "s"), http=http, clock=lambda: NOW, dpop=True
@@ -138,3 +138,62 @@ async def test_a_bearer_token_in_answer_to_a_proof_is_a_downgrade() -> None:
     async with client(NonceOP(token_type="Bearer")) as ciba:
         with pytest.raises(ProtocolError, match="expected DPoP"):
             await ciba.request_token("req-1", dpop_key=KEY)
+
+
+class ScriptedOP:
+    """A token endpoint that gives its answers in turn and records the DPoP proofs it got."""
+
+    def __init__(self, *answers: httpx.Response | Exception) -> None:
+        self.answers = list(answers)
+        self.proofs: list[dict[str, Any]] = []
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/.well-known/openid-configuration":
+            return httpx.Response(200, json=METADATA)
+        self.proofs.append(claims_of(request.headers["dpop"])[1])
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def use_nonce(status: int = 400) -> httpx.Response:
+    return httpx.Response(status, json={"error": "use_dpop_nonce"}, headers={"dpop-nonce": "server-nonce"})
+
+
+def tokens(**headers: str) -> httpx.Response:
+    return httpx.Response(200, json=TOKENS, headers=headers)
+
+
+async def test_a_401_asking_for_a_nonce_is_sent_again_with_it() -> None:
+    op = ScriptedOP(use_nonce(401), tokens())
+    async with client(op) as ciba:
+        assert isinstance(await ciba.request_token("req-1", dpop_key=KEY), Granted)
+    assert [proof.get("nonce") for proof in op.proofs] == [None, "server-nonce"]
+
+
+async def test_a_nonce_that_comes_with_tokens_is_kept_for_the_next_proof_and_nothing_is_sent_again() -> None:
+    op = ScriptedOP(tokens(**{"dpop-nonce": "server-nonce"}), tokens())
+    async with client(op) as ciba:
+        assert isinstance(await ciba.request_token("req-1", dpop_key=KEY), Granted)
+        assert len(op.proofs) == 1
+        assert isinstance(await ciba.request_token("req-1", dpop_key=KEY), Granted)
+    assert [proof.get("nonce") for proof in op.proofs] == [None, "server-nonce"]
+
+
+async def test_a_refusal_that_is_not_json_is_not_sent_again_even_with_a_nonce() -> None:
+    not_json = httpx.Response(400, content=b"<html>bad request</html>", headers={"dpop-nonce": "server-nonce"})
+    op = ScriptedOP(not_json, tokens())
+    async with client(op) as ciba:
+        with pytest.raises(ProtocolError, match="not JSON"):
+            await ciba.request_token("req-1", dpop_key=KEY)
+    assert len(op.proofs) == 1
+
+
+async def test_a_transport_failure_of_the_request_sent_again_names_the_endpoint() -> None:
+    op = ScriptedOP(use_nonce(), httpx.ConnectError("boom"))
+    async with client(op) as ciba:
+        with pytest.raises(TransportError) as caught:
+            await ciba.request_token("req-1", dpop_key=KEY)
+    assert str(caught.value) == "token endpoint: ConnectError: boom"
+    assert [proof.get("nonce") for proof in op.proofs] == [None, "server-nonce"]

@@ -10,10 +10,11 @@ import os
 import ssl
 from pathlib import Path
 
+import httpx
 import pytest
 from starlette.requests import Request
 
-from temporal_ciba.ciba import ClientCertificate, TlsClientAuth, certificate_thumbprint
+from temporal_ciba.ciba import ClientCertificate, ClientSecretBasic, TlsClientAuth, certificate_thumbprint
 from temporal_ciba.ciba.client import CibaClient
 from temporal_ciba.ciba.discovery import parse_provider_metadata
 from temporal_ciba.ciba.errors import DiscoveryError
@@ -117,6 +118,36 @@ def test_without_aliases_the_endpoints_stay() -> None:
 def test_a_bad_alias_refuses_the_document(aliases: object, message: str) -> None:
     with pytest.raises(DiscoveryError, match=message):
         parse_provider_metadata(metadata(mtls_endpoint_aliases=aliases), ISSUER)
+
+
+@pytest.mark.parametrize("with_certificate", [True, False])
+async def test_the_client_calls_the_alias_only_when_it_presents_a_certificate(
+    tmp_path: Path, with_certificate: bool
+) -> None:
+    """RFC 8705 §5: the aliases are for a client using mutual TLS; any other uses the endpoints."""
+    aliases = {"token_endpoint": "https://mtls.op.example.test/token"}
+    document = metadata(
+        mtls_endpoint_aliases=aliases,
+        backchannel_token_delivery_modes_supported=["poll"],
+        token_endpoint_auth_methods_supported=["tls_client_auth", "client_secret_basic"],
+    )
+    called: list[str] = []
+
+    async def op(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/.well-known/openid-configuration":
+            return httpx.Response(200, json=document)
+        called.append(str(request.url))
+        return httpx.Response(400, json={"error": "authorization_pending"})
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(op))
+    if with_certificate:
+        certificate = self_signed_client_certificate(tmp_path, "agent").certificate
+        ciba = CibaClient(issuer=ISSUER, client_auth=TlsClientAuth("agent"), http=http, client_certificate=certificate)
+    else:
+        ciba = CibaClient(issuer=ISSUER, client_auth=ClientSecretBasic("agent", "s3cret"), http=http)
+    async with ciba:
+        await ciba.request_token("req-1")
+    assert called == [aliases["token_endpoint"] if with_certificate else f"{ISSUER}/token"]
 
 
 # Settings ------------------------------------------------------------------------------------

@@ -122,3 +122,20 @@ async def test_unsigned_by_default() -> None:
     async with client(op, ClientSigningKey(key=EC_KEY, algorithms=("ES256",)), sign=False) as ciba:
         await ciba.authenticate(REQUEST)
     assert "request" not in op.forms[0] and op.forms[0]["login_hint"] == "alice"
+
+
+async def test_each_refusal_before_sending_says_what_is_missing_in_full() -> None:
+    without_algs = OP()
+    async with client(without_algs, ClientSigningKey(key=EC_KEY, algorithms=("ES256",))) as ciba:
+        with pytest.raises(InvalidAuthenticationRequest) as caught:
+            await ciba.authenticate(REQUEST)
+    assert str(caught.value) == (
+        "the OP does not support signed authentication requests: its metadata has no "
+        "backchannel_authentication_request_signing_alg_values_supported (CIBA §4)"
+    )
+    async with client(OP(**SIGNS_ES256), None) as ciba:
+        with pytest.raises(InvalidAuthenticationRequest) as caught:
+            await ciba.authenticate(REQUEST)
+    assert str(caught.value) == (
+        "signed authentication requests need the client's private key (CIBA §7.1.1), and none is configured"
+    )
