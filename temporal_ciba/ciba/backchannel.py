@@ -123,12 +123,7 @@ class AuthenticationRequest(BaseModel):
     @field_validator("resource")
     @classmethod
     def _resource_indicators(cls, resources: tuple[str, ...]) -> tuple[str, ...]:
-        for resource in resources:
-            if not _ABSOLUTE_URI.match(resource) or "#" in resource:
-                raise ValueError(
-                    f"resource must be an absolute URI without a fragment (RFC 8707 §2): {resource[:80]!r}"
-                )
-        return tuple(dict.fromkeys(resources))
+        return check_resource_indicators(resources)
 
     @field_validator("client_notification_token")
     @classmethod

@@ -26,8 +26,12 @@ from temporal_ciba.ciba import (
     UnknownUserId,
     new_client_notification_token,
 )
-from temporal_ciba.ciba.backchannel import authentication_request_form, process_authentication_response
-from temporal_ciba.ciba.discovery import ProviderMetadata, check_ciba_support, parse_provider_metadata
+from temporal_ciba.ciba.backchannel import (
+    authentication_request_form,
+    check_client_notification_token,
+    process_authentication_response,
+)
+from temporal_ciba.ciba.discovery import DeliveryMode, ProviderMetadata, check_ciba_support, parse_provider_metadata
 from temporal_ciba.ciba.errors import OAUTH_ERRORS, DiscoveryError
 from temporal_ciba.ciba.token import process_token_response, token_request_form
 
@@ -129,6 +133,27 @@ def test_generated_notification_token_has_256_bits_and_bearer_syntax() -> None:
     assert len(request.client_notification_token.get_secret_value()) == 43
 
 
+@pytest.mark.parametrize(("length", "accepted"), [(21, False), (22, True), (1024, True), (1025, False)])
+def test_notification_token_length_limits_are_inclusive(length: int, accepted: bool) -> None:
+    """CIBA §7.1: at most 1024 characters; at least 22 (128 bits in base64url)."""
+    token = "x" * length
+    if accepted:
+        assert check_client_notification_token(token) == token
+    else:
+        with pytest.raises(ValueError, match="client_notification_token"):
+            check_client_notification_token(token)
+
+
+@pytest.mark.parametrize(
+    "resource",
+    ["/payments", "rs.example.test/payments", "https://rs.example.test/payments#x", "https://rs.example.test/#"],
+    ids=["relative", "no_scheme", "fragment", "empty_fragment"],
+)
+def test_resource_must_be_an_absolute_uri_without_a_fragment(resource: str) -> None:
+    with pytest.raises(ValidationError, match="resource must be an absolute URI without a fragment"):
+        AuthenticationRequest(login_hint="alice", resource=("https://rs.example.test/accounts", resource))
+
+
 def test_requested_expiry_positive_and_details_typed() -> None:
     with pytest.raises(ValidationError):
         AuthenticationRequest(login_hint="alice", requested_expiry=0)
@@ -179,6 +204,38 @@ def test_request_form_checks_mode_and_op_support() -> None:
         authentication_request_form(detailed, metadata(authorization_details_types_supported=["other"]), "poll")
 
 
+def test_request_form_carries_the_claims_as_json_and_each_resource_once() -> None:
+    """OIDC Core §5.5: claims is a JSON object; RFC 8707 §2: one resource parameter per server."""
+    claims = {"id_token": {"acr": {"essential": True, "values": ["urn:example:acr:mfa"]}, "auth_time": None}}
+    payments, accounts = "https://rs.example.test/payments", "https://rs.example.test/accounts"
+    request = AuthenticationRequest(login_hint="alice", claims=claims, resource=(payments, accounts, payments))
+    form = authentication_request_form(request, metadata(), "poll")
+    assert json.loads(form["claims"]) == claims  # type: ignore[arg-type]
+    assert form["resource"] == [payments, accounts]
+    plain = authentication_request_form(AuthenticationRequest(login_hint="alice"), metadata(), "poll")
+    assert "claims" not in plain and "resource" not in plain
+
+
+@pytest.mark.parametrize("mode", ["ping", "push"])
+def test_request_form_ping_and_push_need_a_notification_token(mode: DeliveryMode) -> None:
+    with pytest.raises(InvalidAuthenticationRequest) as caught:
+        authentication_request_form(AuthenticationRequest(login_hint="alice"), metadata(), mode)
+    assert str(caught.value) == f"{mode} mode requires a client_notification_token (CIBA §7.1)"
+
+
+def test_request_form_refusals_say_why_in_full() -> None:
+    with_token = AuthenticationRequest(login_hint="alice", client_notification_token=new_client_notification_token())  # type: ignore[arg-type]
+    with pytest.raises(InvalidAuthenticationRequest) as caught:
+        authentication_request_form(with_token, metadata(), "poll")
+    assert str(caught.value) == "poll mode must not send a client_notification_token (CIBA §7.1)"
+    with_code = AuthenticationRequest(login_hint="alice", user_code="1234")  # type: ignore[arg-type]
+    with pytest.raises(InvalidAuthenticationRequest) as caught:
+        authentication_request_form(with_code, metadata(), "poll")
+    assert str(caught.value) == (
+        "user_code given but the OP does not advertise backchannel_user_code_parameter_supported (CIBA §4)"
+    )
+
+
 # Acknowledgement (CIBA §7.3) and its errors (§13) -----------------------------------------
 
 
@@ -195,6 +252,7 @@ def test_ack_defaults_interval_and_ignores_unknown_members() -> None:
     "members,expected",
     [
         ({"expires_in": 120}, (120, 5)),
+        ({"expires_in": 1}, (1, 5)),
         ({"expires_in": 120.0, "interval": 2.0}, (120, 2)),
         ({"expires_in": "120"}, (120, 5)),
         ({"expires_in": 120, "interval": "7"}, (120, 7)),
@@ -204,6 +262,7 @@ def test_ack_defaults_interval_and_ignores_unknown_members() -> None:
     ],
     ids=[
         "no_interval",
+        "one_second_expires_in",
         "whole_floats",
         "string_expires_in",
         "string_interval",
@@ -218,10 +277,32 @@ def test_ack_lenient_where_harmless(members: dict[str, Any], expected: tuple[int
     assert (ack.expires_in, ack.interval) == expected
 
 
-def test_ack_string_number_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("member", ["expires_in", "interval"])
+def test_ack_string_number_is_logged(member: str, caplog: pytest.LogCaptureFixture) -> None:
+    body = {"auth_req_id": "r1", "expires_in": 120, member: "7"}
     with caplog.at_level("WARNING", logger="temporal_ciba.ciba.backchannel"):
-        process_authentication_response(response(200, {"auth_req_id": "r1", "expires_in": "120"}), now=NOW)
-    assert "expires_in is a string" in caplog.text
+        process_authentication_response(response(200, body), now=NOW)
+    assert f"{member} is a string (7), read as a number" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("resp", "error", "message"),
+    [
+        (httpx.Response(503), TransportError, "backchannel authentication: HTTP 503"),
+        (
+            httpx.Response(200, content=b"ok"),
+            ProtocolError,
+            "backchannel authentication: response is not JSON (HTTP 200)",
+        ),
+    ],
+    ids=["server_error", "not_json"],
+)
+def test_ack_failures_name_the_backchannel_authentication_endpoint(
+    resp: httpx.Response, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error) as caught:
+        process_authentication_response(resp, now=NOW)
+    assert str(caught.value) == message
 
 
 @pytest.mark.parametrize(
