@@ -25,7 +25,7 @@ tests/unit/test_client_auth.py tests/unit/test_discovery_security.py tests/unit/
 tests/unit/test_jwks.py tests/unit/test_jwks_rules.py tests/unit/test_protocol_rules.py \
 tests/unit/test_http_mutants.py tests/unit/test_token_mutants.py tests/unit/test_transport_errors.py \
 tests/unit/test_request_object.py tests/unit/test_dpop.py tests/unit/test_id_token_encryption.py \
-tests/unit/test_mtls.py"
+tests/unit/test_mtls.py tests/unit/test_dialect.py"
 
 # group -> "modules to mutate | tests that exercise them"
 declare -A GROUPS_=(

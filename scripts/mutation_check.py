@@ -36,6 +36,9 @@ TIMEOUT = {24, -24, 36, 152, 255}
 # the error_description alone (RFC 6749 §5.2: text for a developer; the status and the error
 # code are the contract).
 MESSAGE_AT = {"_reject": 2, "TokenRejected": 2, "KeyNotFound": 2, "_problem": 2, "_unauthorized": 0}
+# Exceptions whose names do not say so (not ...Error, ...Exception, ...Rejected), message first:
+# their stable `error` code or their class is the contract, the message text for a person.
+MESSAGE_FIRST = {"BindingMessageUnfit", "InvalidDPoPProof"}
 # Log calls: every argument is text for a person (the format and its values).
 LOG_METHODS = {"debug", "info", "warning", "error", "exception", "critical"}
 MUTANT_NAME = re.compile(r"^(?P<module>.+?)\.(?P<function>x.+)__mutmut_(?P<number>\d+)$")
@@ -47,7 +50,7 @@ def _message_positions(call: ast.Call) -> range:
     name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
     if name in MESSAGE_AT:
         return range(MESSAGE_AT[name], MESSAGE_AT[name] + 1)
-    if name.endswith(("Error", "Exception", "Rejected")):
+    if name.endswith(("Error", "Exception", "Rejected")) or name in MESSAGE_FIRST:
         return range(1)
     if isinstance(func, ast.Attribute) and name in LOG_METHODS:
         return range(len(call.args))

@@ -38,11 +38,6 @@ class RequestDialect(BaseModel):
     default_resource: tuple[str, ...] = ()
 
 
-def login_hint_subject(request: AuthenticationRequest, dialect: RequestDialect) -> str | None:
-    """With the iss_sub format the login_hint *is* the approver's `sub`: it pins the subject."""
-    return request.login_hint if dialect.login_hint_format == "iss_sub" else None
-
-
 def shape_request(
     request: AuthenticationRequest, dialect: RequestDialect, *, issuer: str, code: str | None
 ) -> AuthenticationRequest:

@@ -88,6 +88,5 @@ def decrypt_id_token(token: str, key: IdTokenDecryptionKey | None) -> str:
         raise TokenRejected(
             "id_token_decryption_failed", "id_token", f"the ID token does not decrypt ({type(exc).__name__})"
         ) from None
-    if plaintext is None:
-        raise TokenRejected("id_token_decryption_failed", "id_token", "the ID token decrypts to nothing")
+    assert plaintext is not None  # joserfc sets it when decryption succeeds; the assert only narrows types
     return plaintext.decode("utf-8", errors="replace")

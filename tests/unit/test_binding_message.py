@@ -32,6 +32,19 @@ GENERIC = BindingMessageRule()
         ("Reset account prod-7", KEYCLOAK, None, "Reset-account-prod-7"),
         ("Reset prod-7", OIDC_PROVIDER, "AB12", "Reset-prod-7-AB12"),
         ("Überweisung 120 €", OIDC_PROVIDER, "AB12", "berweisung-120-AB12"),
+        ("Pay EUR 1 2,50 now", BindingMessageRule(max_length=16), "7Q4K", "Pay EUR 7Q4K"),
+        ("Pay EUR1 200 now", BindingMessageRule(max_length=14), "7Q4K", "Pay 7Q4K"),
+        ("1 200 EUR to ACME", BindingMessageRule(max_length=8), "7Q4K", "7Q4K"),
+        ("Confirm 7Q4K for EUR 120", BindingMessageRule(max_length=20), "7Q4K", "Confirm for EUR 7Q4K"),
+        ("7Q4K is your code", OIDC_PROVIDER, "7Q4K", "is-your-code-7Q4K"),
+        ("Code 7Q4K pay EUR 120", BindingMessageRule(max_length=16), "7Q4K", "pay EUR 120 7Q4K"),
+        ("Code: 7Q4K for EUR 120", BindingMessageRule(max_length=16), "7Q4K", "for EUR 120 7Q4K"),
+        (
+            "Pay EUR 120, code 7Q4K",
+            BindingMessageRule(max_length=20, pattern=r"^[A-Za-z0-9]{1,20}$"),
+            "7Q4K",
+            "PayEUR1207Q4K",
+        ),
     ],
     ids=[
         "fits_generic",
@@ -46,6 +59,18 @@ GENERIC = BindingMessageRule()
         "no_code_sanitized_whole",
         "code_appended",
         "refused_characters_left_out",
+        # A number is never split, whatever follows its first digit or precedes its last one,
+        # nor after the first word.
+        "never_splits_a_number_whose_next_group_has_punctuation",
+        "never_splits_a_number_glued_to_a_currency",
+        "never_splits_a_number_that_starts_the_message",
+        # Only a "code" label right before the code is dropped with it.
+        "word_before_the_code_kept_unless_a_label",
+        "code_first_keeps_a_last_word_named_code",
+        "code_label_first_dropped",
+        "code_label_with_colon_dropped",
+        # With no separator allowed, the words are joined as they are.
+        "no_separator_allowed_words_joined",
     ],
 )
 def test_fitted(message: str, rule: BindingMessageRule, code: str | None, expected: str) -> None:
@@ -60,9 +85,16 @@ def test_fitted(message: str, rule: BindingMessageRule, code: str | None, expect
         (MESSAGE, BindingMessageRule(max_length=3), "7Q4K"),
         (MESSAGE, OIDC_PROVIDER, None),
         ("Reset account prod-7 now", BindingMessageRule(max_length=10), None),
+        ("Reset account prod-7 now", BindingMessageRule(max_length=20), None),
         (MESSAGE, BindingMessageRule(pattern=r"^[0-9]+$"), "7Q4K"),
     ],
-    ids=["code_too_long", "no_code_and_too_long", "no_code_never_truncated", "code_refused_by_pattern"],
+    ids=[
+        "code_too_long",
+        "no_code_and_too_long",
+        "no_code_never_truncated",
+        "no_code_never_drops_even_the_last_word",
+        "code_refused_by_pattern",
+    ],
 )
 def test_unfit_is_refused_before_sending(message: str, rule: BindingMessageRule, code: str | None) -> None:
     with pytest.raises(BindingMessageUnfit) as caught:

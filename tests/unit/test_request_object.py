@@ -4,6 +4,7 @@ oidc-provider with FAPI on: tests/e2e/test_fapi_ciba.py)."""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -19,7 +20,11 @@ from temporal_ciba.ciba import (
     InvalidAuthenticationRequest,
     PrivateKeyJwt,
 )
-from temporal_ciba.ciba.request_object import REQUEST_OBJECT_LIFETIME_SECONDS
+from temporal_ciba.ciba.request_object import (
+    REQUEST_OBJECT_LIFETIME_SECONDS,
+    request_object_claims,
+    signed_request_form,
+)
 from tests.support.tokens import CLIENT_ID, ISSUER, METADATA, NOW
 
 RSA_KEY = rsa.generate_private_key(65537, 2048)
@@ -139,3 +144,54 @@ async def test_each_refusal_before_sending_says_what_is_missing_in_full() -> Non
     assert str(caught.value) == (
         "signed authentication requests need the client's private key (CIBA §7.1.1), and none is configured"
     )
+
+
+# request_object_claims and signed_request_form on their own -------------------------------------
+
+
+def test_a_repeated_parameter_is_an_array_and_claims_a_json_object_in_the_request_object() -> None:
+    form = {
+        "scope": "openid",
+        "resource": ["https://payments.example/", "https://ledger.example/"],
+        "claims": '{"id_token":{"email":{"essential":true}}}',
+        "requested_expiry": "120",
+    }
+    claims = request_object_claims(form, client_id=CLIENT_ID, audience=ISSUER, now=NOW)
+    assert claims["resource"] == ["https://payments.example/", "https://ledger.example/"]
+    assert claims["claims"] == {"id_token": {"email": {"essential": True}}}
+    assert claims["requested_expiry"] == 120 and claims["scope"] == "openid"
+
+
+def test_the_registered_claims_are_whole_seconds_and_override_the_form() -> None:
+    form = {"scope": "openid", "iss": "someone-else", "aud": "https://elsewhere.example"}
+    claims = request_object_claims(form, client_id=CLIENT_ID, audience=ISSUER, now=NOW + 0.75)
+    assert (claims["iss"], claims["aud"]) == (CLIENT_ID, ISSUER)
+    assert claims["iat"] == claims["nbf"] == int(NOW) and isinstance(claims["iat"], int)
+    assert claims["exp"] == int(NOW) + REQUEST_OBJECT_LIFETIME_SECONDS and isinstance(claims["exp"], int)
+
+
+def test_the_jti_is_24_random_bytes_in_base64url() -> None:
+    jtis = {request_object_claims({}, client_id=CLIENT_ID, audience=ISSUER, now=NOW)["jti"] for _ in range(3)}
+    assert len(jtis) == 3
+    assert all(len(jti) == 32 and len(base64.urlsafe_b64decode(jti)) == 24 for jti in jtis)
+
+
+def test_a_key_without_a_kid_signs_a_request_object_without_one() -> None:
+    key = ClientSigningKey(key=EC_KEY, algorithms=("ES256",))
+    form = signed_request_form(
+        {"scope": "openid"}, client_id=CLIENT_ID, audience=ISSUER, signing_key=key, now=NOW, allowed_algs=None
+    )
+    assert set(form) == {"request"}
+    header = jwt.get_unverified_header(form["request"])
+    assert header == {"alg": "ES256", "typ": "JWT"}
+    at_now = {"verify_exp": False, "verify_nbf": False, "verify_iat": False}
+    claims = jwt.decode(form["request"], EC_KEY.public_key(), algorithms=["ES256"], audience=ISSUER, options=at_now)
+    assert claims["scope"] == "openid" and claims["iss"] == CLIENT_ID
+
+
+def test_no_common_algorithm_names_signed_authentication_requests_as_the_purpose() -> None:
+    key = ClientSigningKey(key=RSA_KEY, algorithms=("PS256",))
+    with pytest.raises(ValueError, match=r"algorithms PS256 for signed authentication requests$"):
+        signed_request_form(
+            {"scope": "openid"}, client_id=CLIENT_ID, audience=ISSUER, signing_key=key, now=NOW, allowed_algs=("ES256",)
+        )
