@@ -20,6 +20,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from temporal_ciba.activities import Redemptions
 from temporal_ciba.ciba import RequestBinding, TransportError
@@ -41,6 +42,7 @@ from temporal_ciba.models import (
     ValidateTokensInput,
     ValidateTokensResult,
 )
+from temporal_ciba.plugin import PASSTHROUGH_MODULES
 from temporal_ciba.records import RecordDecisionInput
 from temporal_ciba.records.activity import RECORD_CONFLICT
 from temporal_ciba.workflow import CibaApprovalWorkflow, require_approval
@@ -201,6 +203,14 @@ def worker(env: WorkflowEnvironment, op: ScriptedOP, *workflows: type) -> tuple[
         env.client,
         task_queue=task_queue,
         workflows=[CibaApprovalWorkflow, *workflows],
+        # The sandbox as CibaPlugin sets it up: temporal_ciba passed through, not re-imported. So
+        # the workflow code under test is the module mutmut instruments (scripts/mutation.sh).
+        workflow_runner=SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
+        ),
+        # A bug that raises in workflow code fails the test's workflow at once, instead of a
+        # workflow task retried until the test times out.
+        workflow_failure_exception_types=[Exception],
         activities=[op.send, op.request_token, op.validate, op.revoke, op.redeem, op.revoke_access_token, op.record],
     ), task_queue
 
