@@ -57,6 +57,10 @@ declare -A GROUPS_=(
   [callback]="temporal_ciba/programs/callback.py | tests/security/test_callback_app.py"
 )
 
+# Groups whose tests run Temporal workers: mutmut's default forks each mutant's run from a process
+# that already ran them, and those runs never finished; a fork server keeps them apart.
+declare -A ISOLATION_=([workflow]="forkserver")
+
 toml_list() { printf '['; local sep=""; for item in "$@"; do printf '%s"%s"' "$sep" "$item"; sep=", "; done; printf ']'; }
 
 run_group() {
@@ -81,6 +85,7 @@ source_paths = ["temporal_ciba"]
 only_mutate = $(toml_list "${modules[@]}")
 pytest_add_cli_args_test_selection = $(toml_list "${tests[@]}")
 pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x", "-o", "addopts="]
+process_isolation = "${ISOLATION_[$group]:-fork}"
 EOF
   echo "== mutation: $group (${modules[*]}) against ${tests[*]}"
   # mutmut needs the tests green on the unmutated code; say plainly when they are not.
