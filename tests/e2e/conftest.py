@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jwt
@@ -84,6 +85,28 @@ def _public_jwk(key_file: ClientKey) -> dict[str, object]:
     return {**jwk, "alg": key_file.alg, **({"kid": kid} if kid else {})}
 
 
+def payment_api_client(**metadata: Any) -> dict[str, Any]:
+    """The payment API's registration: a resource server that only introspects (and revokes) tokens."""
+    return {
+        "client_id": PAYMENT_API_CLIENT,
+        "client_secret": SECRET,
+        "grant_types": [],
+        "response_types": [],
+        "redirect_uris": [],
+        **metadata,
+    }
+
+
+def introspect(op: TestOP, token: str) -> dict[str, Any]:
+    """What the OP says of `token` to the payment API (RFC 7662), as the payment API asks it."""
+    response = httpx.post(
+        op.issuer + "/token/introspection", data={"token": token}, auth=(PAYMENT_API_CLIENT, SECRET), timeout=10
+    )
+    response.raise_for_status()
+    body: dict[str, Any] = response.json()
+    return body
+
+
 def op_config(
     client_keys: dict[str, ClientKey], *, ping_endpoint: str | None = None, **options: object
 ) -> dict[str, object]:
@@ -92,13 +115,7 @@ def op_config(
         ciba_client("poll-post", client_secret=SECRET, token_endpoint_auth_method="client_secret_post"),
         ciba_client("poll-user-code", client_secret=SECRET, backchannel_user_code_parameter=True),
         # The payment API: a resource server that only introspects tokens.
-        {
-            "client_id": PAYMENT_API_CLIENT,
-            "client_secret": SECRET,
-            "grant_types": [],
-            "response_types": [],
-            "redirect_uris": [],
-        },
+        payment_api_client(),
     ]
     for alg, key_file in client_keys.items():
         clients.append(

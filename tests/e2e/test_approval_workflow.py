@@ -17,12 +17,12 @@ from temporalio.worker import Replayer
 
 from temporal_ciba.example.agent import PaymentAgentWorkflow
 from temporal_ciba.example.payment import PaymentAction, PaymentAgentInput, PaymentAgentResult, action_digest
-from temporal_ciba.models import ApprovalRequest, ApprovalState, ApprovalWorkflowInput
+from temporal_ciba.models import ApprovalOutcome, ApprovalRequest, ApprovalState, ApprovalWorkflowInput
 from temporal_ciba.plugin import with_encryption
 from temporal_ciba.search_attributes import CIBA_AUTH_REQ_ID, CIBA_DEADLINE, CIBA_STATUS
-from temporal_ciba.settings import WorkerSettings
+from temporal_ciba.settings import OPSettings, WorkerSettings
 from temporal_ciba.workflow import CibaApprovalWorkflow
-from tests.e2e.conftest import PAYLOAD_KEY, SECRET, payments
+from tests.e2e.conftest import PAYLOAD_KEY, SECRET, payments, running_worker
 from tests.support.op import TestOP
 from tests.support.temporal import DevServer, wait_for
 
@@ -67,6 +67,23 @@ async def pending_auth_req_id(approval: WorkflowHandle) -> str:
         return state.auth_req_id if state.status == "pending" else None
 
     return await wait_for(pending, what="the approval to be pending")
+
+
+async def approve_one(
+    client: Client, server: DevServer, op: TestOP, settings: OPSettings
+) -> tuple[str, ApprovalOutcome]:
+    """One approval of a plain request through a worker with `settings`, approved at `op` once
+    pending; its auth_req_id and outcome."""
+    async with running_worker(server, settings, "http://127.0.0.1:9") as worker:
+        handle = await client.start_workflow(
+            CibaApprovalWorkflow.run,
+            ApprovalWorkflowInput(request=ApprovalRequest(login_hint="alice", binding_message="Rotate prod keys")),
+            id=f"approval-{uuid.uuid4().hex[:8]}",
+            task_queue=worker.task_queue,
+        )
+        auth_req_id = await pending_auth_req_id(handle)
+        op.approve(auth_req_id)
+        return auth_req_id, await handle.result()
 
 
 async def test_approve_pays_exactly_once(

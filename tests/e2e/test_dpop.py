@@ -15,8 +15,7 @@ from temporalio.client import Client
 
 from temporal_ciba.ciba.dpop import DPoPKey
 from temporal_ciba.crypto import DPoPKeys
-from temporal_ciba.example.agent import PaymentAgentWorkflow
-from temporal_ciba.example.payment import PaymentAgentInput, PaymentAgentResult, action_digest
+from temporal_ciba.example.payment import PaymentAgentResult, action_digest
 from temporal_ciba.models import ApprovalRequest, ApprovalWorkflowInput
 from temporal_ciba.settings import OPSettings
 from temporal_ciba.workflow import CibaApprovalWorkflow
@@ -25,11 +24,12 @@ from tests.e2e.conftest import (
     PAYMENT_API_CLIENT,
     SECRET,
     TOKEN_KEY,
+    payment_api_client,
     payments,
     run_payment_api,
     running_worker,
 )
-from tests.e2e.test_approval_workflow import INVOICE, approval_handle, pending_auth_req_id
+from tests.e2e.test_approval_workflow import INVOICE, approval_handle, pending_auth_req_id, start_agent
 from tests.support.op import TEST_ROUTES, TestOP, ciba_client, run_test_op
 from tests.support.temporal import DevServer
 
@@ -39,13 +39,7 @@ DPOP_CLIENT = "dpop-agent"
 @pytest.fixture(scope="module", params=["nonces", "no-nonces"])
 def dpop_op(request: pytest.FixtureRequest) -> Iterator[TestOP]:
     agent = ciba_client(DPOP_CLIENT, client_secret=SECRET, dpop_bound_access_tokens=True)
-    resource_server = {
-        "client_id": PAYMENT_API_CLIENT,
-        "client_secret": SECRET,
-        "grant_types": [],
-        "response_types": [],
-        "redirect_uris": [],
-    }
+    resource_server = payment_api_client()
     config = {
         "clients": [agent, resource_server],
         "accounts": ACCOUNTS,
@@ -74,10 +68,7 @@ async def test_dpop_bound_tokens_pay_with_a_proof_of_the_key(
     temporal_client: Client, temporal_server: DevServer, dpop_op: TestOP, dpop_payment_api: str
 ) -> None:
     async with running_worker(temporal_server, dpop_settings(dpop_op), dpop_payment_api) as worker:
-        agent_input = PaymentAgentInput(action=INVOICE, approver="alice", expected_subject="alice")
-        agent = await temporal_client.start_workflow(
-            PaymentAgentWorkflow.run, agent_input, id=f"agent-{uuid.uuid4().hex[:10]}", task_queue=worker.task_queue
-        )
+        agent = await start_agent(temporal_client, worker, expected_subject="alice")
         auth_req_id = await pending_auth_req_id(approval_handle(temporal_client, agent))
         dpop_op.approve(auth_req_id)
         result = await agent.result()

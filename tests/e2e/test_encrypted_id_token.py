@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,11 +14,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc.jwk import RSAKey
 from temporalio.client import Client
 
-from temporal_ciba.models import ApprovalRequest, ApprovalWorkflowInput
 from temporal_ciba.settings import OPSettings
-from temporal_ciba.workflow import CibaApprovalWorkflow
-from tests.e2e.conftest import ACCOUNTS, SECRET, running_worker
-from tests.e2e.test_approval_workflow import pending_auth_req_id
+from tests.e2e.conftest import ACCOUNTS, SECRET
+from tests.e2e.test_approval_workflow import approve_one
 from tests.support.op import TEST_ROUTES, TestOP, ciba_client, run_test_op
 from tests.support.temporal import DevServer
 
@@ -56,19 +53,6 @@ def jwe_op(decryption_key: Path) -> Iterator[TestOP]:
         yield running
 
 
-async def approve_one(client: Client, server: DevServer, op: TestOP, settings: OPSettings) -> tuple[str, object]:
-    async with running_worker(server, settings, "http://127.0.0.1:9") as worker:
-        handle = await client.start_workflow(
-            CibaApprovalWorkflow.run,
-            ApprovalWorkflowInput(request=ApprovalRequest(login_hint="alice", binding_message="Rotate prod keys")),
-            id=f"approval-{uuid.uuid4().hex[:8]}",
-            task_queue=worker.task_queue,
-        )
-        auth_req_id = await pending_auth_req_id(handle)
-        op.approve(auth_req_id)
-        return auth_req_id, await handle.result()
-
-
 async def test_encrypted_id_token_is_decrypted_then_validated(
     temporal_client: Client, temporal_server: DevServer, jwe_op: TestOP, decryption_key: Path
 ) -> None:
@@ -76,7 +60,7 @@ async def test_encrypted_id_token_is_decrypted_then_validated(
         issuer=jwe_op.issuer, client_id=JWE_CLIENT, client_secret=SECRET, id_token_decryption_key=decryption_key
     )  # type: ignore[call-arg]
     auth_req_id, outcome = await approve_one(temporal_client, temporal_server, jwe_op, settings)
-    assert outcome.status == "approved" and outcome.sub == "alice"  # type: ignore[attr-defined]
+    assert outcome.status == "approved" and outcome.sub == "alice"
     # The OP did encrypt it: five parts, RSA-OAEP-256 around A256GCM.
     id_token = jwe_op.issued()[auth_req_id]["id_token"]
     assert id_token.count(".") == 4
@@ -89,4 +73,4 @@ async def test_encrypted_id_token_without_the_key_is_rejected(
 ) -> None:
     settings = OPSettings(issuer=jwe_op.issuer, client_id=JWE_CLIENT, client_secret=SECRET)  # type: ignore[call-arg]
     _, outcome = await approve_one(temporal_client, temporal_server, jwe_op, settings)
-    assert outcome.status == "rejected" and outcome.error == "id_token_encrypted"  # type: ignore[attr-defined]
+    assert outcome.status == "rejected" and outcome.error == "id_token_encrypted"

@@ -11,25 +11,23 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from temporal_ciba.example.agent import PaymentAgentWorkflow
-from temporal_ciba.example.payment import PaymentAgentInput, PaymentAgentResult, action_digest
+from temporal_ciba.example.payment import PaymentAgentResult, action_digest
 from temporal_ciba.models import ApprovalRequest, ApprovalWorkflowInput
 from temporal_ciba.settings import OPSettings
 from temporal_ciba.workflow import CibaApprovalWorkflow
 from tests.e2e.conftest import (
     ACCOUNTS,
     MTLS_FEATURES,
-    PAYMENT_API_CLIENT,
-    SECRET,
     ClientCertificates,
     ClientKey,
     TlsFiles,
     _public_jwk,
+    payment_api_client,
     payments,
     run_payment_api,
     running_worker,
 )
-from tests.e2e.test_approval_workflow import INVOICE, approval_handle, pending_auth_req_id
+from tests.e2e.test_approval_workflow import INVOICE, approval_handle, pending_auth_req_id, start_agent
 from tests.support.mtls import ClientCertificateFiles
 from tests.support.op import TEST_ROUTES, TestOP, ciba_client, run_test_op
 from tests.support.temporal import DevServer
@@ -64,14 +62,9 @@ def fapi_op(client_keys: dict[str, ClientKey], tls: TlsFiles, certificates: Clie
         # FAPI 1.0 Advanced §5.2.2-5: sender-constrained access tokens.
         tls_client_certificate_bound_access_tokens=True,
     )
-    payment_api = {
-        "client_id": PAYMENT_API_CLIENT,
-        "client_secret": SECRET,
-        "grant_types": [],
-        "response_types": [],
-        "redirect_uris": [],
-        "id_token_signed_response_alg": "PS256",  # the OP refuses the RS256 default under these JWAs
-    }
+    payment_api = payment_api_client(
+        id_token_signed_response_alg="PS256"  # the OP refuses the RS256 default under these JWAs
+    )
     config = {
         "clients": [agent, payment_api],
         "accounts": ACCOUNTS,
@@ -129,10 +122,7 @@ async def test_signed_request_with_fapi_on_is_approved_and_pays(
 ) -> None:
     settings = fapi_settings(fapi_op, client_keys["PS256"].path, certificates.issued)
     async with running_worker(temporal_server, settings, fapi_payment_api) as worker:
-        agent_input = PaymentAgentInput(action=INVOICE, approver="alice", expected_subject="alice")
-        agent = await temporal_client.start_workflow(
-            PaymentAgentWorkflow.run, agent_input, id=f"agent-{uuid.uuid4().hex[:10]}", task_queue=worker.task_queue
-        )
+        agent = await start_agent(temporal_client, worker, expected_subject="alice")
         auth_req_id = await pending_auth_req_id(approval_handle(temporal_client, agent))
         # The OP read every parameter from the signed request object.
         (seen,) = [r for r in fapi_op.requests() if r["auth_req_id"] == auth_req_id]

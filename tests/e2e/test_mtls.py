@@ -14,10 +14,8 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from temporal_ciba.example.agent import PaymentAgentWorkflow
 from temporal_ciba.example.payment import (
     PaymentAction,
-    PaymentAgentInput,
     PaymentAgentResult,
     action_digest,
     authorization_details,
@@ -30,15 +28,15 @@ from tests.e2e.conftest import (
     AGENT_DNS_NAME,
     MTLS_CLIENT_AUTH_METHODS,
     MTLS_FEATURES,
-    PAYMENT_API_CLIENT,
-    SECRET,
     ClientCertificates,
     TlsFiles,
+    introspect,
+    payment_api_client,
     payments,
     run_payment_api,
     running_worker,
 )
-from tests.e2e.test_approval_workflow import INVOICE, approval_handle, pending_auth_req_id
+from tests.e2e.test_approval_workflow import INVOICE, approval_handle, approve_one, pending_auth_req_id, start_agent
 from tests.support.mtls import ClientCertificateFiles
 from tests.support.op import TEST_ROUTES, TestOP, ciba_client, run_test_op
 from tests.support.temporal import DevServer
@@ -62,13 +60,7 @@ def mtls_op_config(tls: TlsFiles, certificates: ClientCertificates, *, aliases: 
         jwks={"keys": [certificates.self_signed.public_jwk()]},
         tls_client_certificate_bound_access_tokens=True,
     )
-    resource_server = {
-        "client_id": PAYMENT_API_CLIENT,
-        "client_secret": SECRET,
-        "grant_types": [],
-        "response_types": [],
-        "redirect_uris": [],
-    }
+    resource_server = payment_api_client()
     return {
         "clients": [agent, self_signed, resource_server],
         "accounts": ACCOUNTS,
@@ -134,15 +126,6 @@ def mtls_settings(op: TestOP, client_id: str, certificate: ClientCertificateFile
     )
 
 
-def introspect(op: TestOP, token: str) -> dict[str, Any]:
-    response = httpx.post(
-        op.issuer + "/token/introspection", data={"token": token}, auth=(PAYMENT_API_CLIENT, SECRET), timeout=10
-    )
-    response.raise_for_status()
-    body: dict[str, Any] = response.json()
-    return body
-
-
 def pay(api: str, action: PaymentAction, token: str, certificate: ClientCertificateFiles | None) -> httpx.Response:
     verify = certificate.certificate.ssl_context() if certificate is not None else True
     with httpx.Client(verify=verify, timeout=10) as http:
@@ -164,10 +147,7 @@ async def test_certificate_bound_tokens_pay_through_the_agent(
 ) -> None:
     certificate = certificates.issued if client_id == MTLS_CLIENT else certificates.self_signed
     async with running_worker(temporal_server, mtls_settings(mtls_op, client_id, certificate), mtls_payment_api) as w:
-        agent_input = PaymentAgentInput(action=INVOICE, approver="alice", expected_subject="alice")
-        agent = await temporal_client.start_workflow(
-            PaymentAgentWorkflow.run, agent_input, id=f"agent-{uuid.uuid4().hex[:10]}", task_queue=w.task_queue
-        )
+        agent = await start_agent(temporal_client, w, expected_subject="alice")
         auth_req_id = await pending_auth_req_id(approval_handle(temporal_client, agent))
         mtls_op.approve(auth_req_id)
         result = await agent.result()
@@ -235,16 +215,7 @@ async def test_endpoint_aliases_take_the_certificate_where_the_op_asks_for_it(
     aliases = document["mtls_endpoint_aliases"]
     assert not aliases["token_endpoint"].startswith(aliased_op.issuer)
     settings = mtls_settings(aliased_op, MTLS_CLIENT, certificates.issued)
-    async with running_worker(temporal_server, settings, "http://127.0.0.1:9") as worker:
-        handle = await temporal_client.start_workflow(
-            CibaApprovalWorkflow.run,
-            ApprovalWorkflowInput(request=ApprovalRequest(login_hint="alice", binding_message="Rotate prod keys")),
-            id=f"approval-{uuid.uuid4().hex[:8]}",
-            task_queue=worker.task_queue,
-        )
-        auth_req_id = await pending_auth_req_id(handle)
-        aliased_op.approve(auth_req_id)
-        outcome = await handle.result()
+    auth_req_id, outcome = await approve_one(temporal_client, temporal_server, aliased_op, settings)
     assert outcome.status == "approved" and outcome.sub == "alice"
     access_token = aliased_op.issued()[auth_req_id]["access_token"]
     assert introspect(aliased_op, access_token)["cnf"] == {"x5t#S256": certificates.issued.certificate.thumbprint}

@@ -11,7 +11,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import httpx
 import pytest
 from pydantic import SecretStr
 from temporalio.client import Client, WorkflowHandle
@@ -19,7 +18,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporal_ciba.models import ApprovalOutcome, ApprovalRequest, ApprovalWorkflowInput
 from temporal_ciba.settings import WorkerSettings
 from temporal_ciba.workflow import CibaApprovalWorkflow
-from tests.e2e.conftest import ACCOUNTS, PAYMENT_API_CLIENT, SECRET, agent_settings, running_worker
+from tests.e2e.conftest import ACCOUNTS, SECRET, agent_settings, introspect, payment_api_client, running_worker
 from tests.support.op import TEST_ROUTES, TestOP, ciba_client, run_test_op
 from tests.support.temporal import DevServer, wait_for
 
@@ -38,13 +37,7 @@ def dialect_op() -> Iterator[TestOP]:
         ciba_client("dialect-poll", client_secret=SECRET),
         ciba_client("dialect-scoped", client_secret=SECRET, scope="openid payments"),
         ciba_client("dialect-unauthorized", client_secret=SECRET),
-        {
-            "client_id": PAYMENT_API_CLIENT,
-            "client_secret": SECRET,
-            "grant_types": [],
-            "response_types": [],
-            "redirect_uris": [],
-        },
+        payment_api_client(),
     ]
     config = {
         "clients": clients,
@@ -106,11 +99,7 @@ async def pending(op: TestOP, approval: WorkflowHandle) -> dict[str, Any]:
 
 
 def introspected_active(op: TestOP, auth_req_id: str) -> bool:
-    access_token = op.issued()[auth_req_id]["access_token"]
-    response = httpx.post(
-        op.issuer + "/token/introspection", data={"token": access_token}, auth=(PAYMENT_API_CLIENT, SECRET)
-    )
-    return bool(response.json()["active"])
+    return bool(introspect(op, op.issued()[auth_req_id]["access_token"])["active"])
 
 
 async def test_the_op_default_binding_message_rule_gets_a_fitted_message(

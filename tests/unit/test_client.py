@@ -87,14 +87,19 @@ def make_client(op: FakeOP, monotonic: Monotonic | None = None) -> CibaClient:
     )
 
 
-async def test_unknown_kid_refetches_jwks_once() -> None:
-    keys = Keys()
+def before_a_key_rotation(keys: Keys) -> tuple[CibaClient, FakeOP, Monotonic, dict[str, Any]]:
+    """A client of an OP whose JWKS does not know the key `rsa-2` yet, and the JWKS that does."""
     op = FakeOP(keys)
     monotonic = Monotonic()
-    ciba = make_client(op, monotonic)
     rotated = keys.jwks_document()
     rotated["keys"][0]["kid"] = "rsa-2"
-    op.jwks = {"keys": [rotated["keys"][1]]}  # the first fetch does not know the new key yet
+    op.jwks = {"keys": [rotated["keys"][1]]}
+    return make_client(op, monotonic), op, monotonic, rotated
+
+
+async def test_unknown_kid_refetches_jwks_once() -> None:
+    keys = Keys()
+    ciba, op, monotonic, rotated = before_a_key_rotation(keys)
     tokens = token_response(keys.sign(claims(), kid="rsa-2"))
     await ciba.validate(token_response(keys.sign(claims(), alg="ES256", kid="ec-1")), binding())
     assert op.jwks_fetches == 1
@@ -317,12 +322,7 @@ async def test_id_token_hint_subject_is_the_sub_of_an_id_token_the_op_issued_to_
 
 async def test_id_token_hint_with_an_unknown_kid_refetches_the_jwks_once() -> None:
     keys = Keys()
-    op = FakeOP(keys)
-    monotonic = Monotonic()
-    ciba = make_client(op, monotonic)
-    rotated = keys.jwks_document()
-    rotated["keys"][0]["kid"] = "rsa-2"
-    op.jwks = {"keys": [rotated["keys"][1]]}  # the first fetch does not know the new key yet
+    ciba, op, monotonic, rotated = before_a_key_rotation(keys)
     assert await ciba.id_token_hint_subject(keys.sign(claims(), alg="ES256", kid="ec-1")) == "alice"
     monotonic.now += 60  # past the refetch cool-down
     op.jwks = rotated
