@@ -42,6 +42,10 @@ async def start_agent(client: Client, settings: WorkerSettings, **fields: object
     )
 
 
+# A plain request (no action, no payment) for alice.
+ROTATE_KEYS = ApprovalRequest(login_hint="alice", binding_message="Rotate prod keys")
+
+
 async def start_approval(client: Client, task_queue: str, request: ApprovalRequest) -> WorkflowHandle:
     """A bare approval (no agent), on a workflow id of its own."""
     return await client.start_workflow(
@@ -75,12 +79,7 @@ async def approve_one(
     """One approval of a plain request through a worker with `settings`, approved at `op` once
     pending; its auth_req_id and outcome."""
     async with running_worker(server, settings, "http://127.0.0.1:9") as worker:
-        handle = await client.start_workflow(
-            CibaApprovalWorkflow.run,
-            ApprovalWorkflowInput(request=ApprovalRequest(login_hint="alice", binding_message="Rotate prod keys")),
-            id=f"approval-{uuid.uuid4().hex[:8]}",
-            task_queue=worker.task_queue,
-        )
+        handle = await start_approval(client, worker.task_queue, ROTATE_KEYS)
         auth_req_id = await pending_auth_req_id(handle)
         op.approve(auth_req_id)
         return auth_req_id, await handle.result()
@@ -174,9 +173,7 @@ async def test_unknown_user_is_an_error(temporal_client: Client, worker: WorkerS
 
 
 async def test_cancel_while_pending(temporal_client: Client, worker: WorkerSettings, op: TestOP) -> None:
-    handle = await start_approval(
-        temporal_client, worker.task_queue, ApprovalRequest(login_hint="alice", binding_message="Rotate prod keys")
-    )
+    handle = await start_approval(temporal_client, worker.task_queue, ROTATE_KEYS)
     auth_req_id = await pending_auth_req_id(handle)
     await handle.cancel()
     outcome = await asyncio.wait_for(handle.result(), timeout=10)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import time
-import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -16,20 +15,25 @@ from temporalio.client import Client
 from temporal_ciba.ciba.dpop import DPoPKey
 from temporal_ciba.crypto import DPoPKeys
 from temporal_ciba.example.payment import PaymentAgentResult, action_digest
-from temporal_ciba.models import ApprovalRequest, ApprovalWorkflowInput
 from temporal_ciba.settings import OPSettings
-from temporal_ciba.workflow import CibaApprovalWorkflow
 from tests.e2e.conftest import (
     ACCOUNTS,
-    PAYMENT_API_CLIENT,
     SECRET,
     TOKEN_KEY,
+    introspect,
     payment_api_client,
     payments,
     run_payment_api,
     running_worker,
 )
-from tests.e2e.test_approval_workflow import INVOICE, approval_handle, pending_auth_req_id, start_agent
+from tests.e2e.test_approval_workflow import (
+    INVOICE,
+    ROTATE_KEYS,
+    approval_handle,
+    pending_auth_req_id,
+    start_agent,
+    start_approval,
+)
 from tests.support.op import TEST_ROUTES, TestOP, ciba_client, run_test_op
 from tests.support.temporal import DevServer
 
@@ -85,19 +89,14 @@ async def test_the_same_token_without_its_proof_does_not_pay(
 ) -> None:
     """What a thief of the access token gets: nothing, as a bearer token or with a proof of another key."""
     async with running_worker(temporal_server, dpop_settings(dpop_op), dpop_payment_api) as worker:
-        handle = await temporal_client.start_workflow(
-            CibaApprovalWorkflow.run,
-            ApprovalWorkflowInput(request=ApprovalRequest(login_hint="alice", binding_message="Rotate prod keys")),
-            id=f"approval-{uuid.uuid4().hex[:8]}",
-            task_queue=worker.task_queue,
-        )
+        handle = await start_approval(temporal_client, worker.task_queue, ROTATE_KEYS)
         auth_req_id = await pending_auth_req_id(handle)
         dpop_op.approve(auth_req_id)
         assert (await handle.result()).status == "approved"
     token = dpop_op.issued()[auth_req_id]["access_token"]
     # The OP bound the token to the approval's key, the one every worker derives from the token key.
     key = DPoPKeys(base64.b64decode(TOKEN_KEY)).for_approval(auth_req_id)
-    assert _introspect(dpop_op, token)["cnf"] == {"jkt": key.thumbprint}
+    assert introspect(dpop_op, token)["cnf"] == {"jkt": key.thumbprint}
     body = {**INVOICE.model_dump(), "action_digest": action_digest(INVOICE)}
     url = dpop_payment_api + "/payments"
     as_bearer = httpx.post(
@@ -115,9 +114,3 @@ def _post_with_proof(
     proof = key.proof(htm="POST", htu=url, now=time.time(), access_token=token)
     headers = {"authorization": f"DPoP {token}", "dpop": proof, "idempotency-key": idempotency_key}
     return httpx.post(url, json=body, headers=headers)
-
-
-def _introspect(op: TestOP, token: str) -> dict[str, object]:
-    response = httpx.post(op.issuer + "/token/introspection", data={"token": token}, auth=(PAYMENT_API_CLIENT, SECRET))
-    response.raise_for_status()
-    return response.json()

@@ -4,7 +4,6 @@ private_key_jwt, the real worker and workflow, and the payment API checking the 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,9 +11,7 @@ import pytest
 from temporalio.client import Client
 
 from temporal_ciba.example.payment import PaymentAgentResult, action_digest
-from temporal_ciba.models import ApprovalRequest, ApprovalWorkflowInput
 from temporal_ciba.settings import OPSettings
-from temporal_ciba.workflow import CibaApprovalWorkflow
 from tests.e2e.conftest import (
     ACCOUNTS,
     MTLS_FEATURES,
@@ -27,7 +24,14 @@ from tests.e2e.conftest import (
     run_payment_api,
     running_worker,
 )
-from tests.e2e.test_approval_workflow import INVOICE, approval_handle, pending_auth_req_id, start_agent
+from tests.e2e.test_approval_workflow import (
+    INVOICE,
+    ROTATE_KEYS,
+    approval_handle,
+    pending_auth_req_id,
+    start_agent,
+    start_approval,
+)
 from tests.support.mtls import ClientCertificateFiles
 from tests.support.op import TEST_ROUTES, TestOP, ciba_client, run_test_op
 from tests.support.temporal import DevServer
@@ -149,12 +153,7 @@ async def test_unsigned_request_refused_by_the_op_is_a_clear_error(
 ) -> None:
     settings = fapi_settings(fapi_op, client_keys["PS256"].path, certificates.issued, fapi=False)
     async with running_worker(temporal_server, settings, fapi_payment_api) as worker:
-        handle = await temporal_client.start_workflow(
-            CibaApprovalWorkflow.run,
-            ApprovalWorkflowInput(request=ApprovalRequest(login_hint="alice", binding_message="Rotate prod keys")),
-            id=f"approval-{uuid.uuid4().hex[:8]}",
-            task_queue=worker.task_queue,
-        )
+        handle = await start_approval(temporal_client, worker.task_queue, ROTATE_KEYS)
         outcome = await handle.result()
     assert outcome.status == "error" and outcome.error == "invalid_request"
     assert "Request Object must be used by this client" in (outcome.reason or "")

@@ -36,7 +36,15 @@ from tests.e2e.conftest import (
     run_payment_api,
     running_worker,
 )
-from tests.e2e.test_approval_workflow import INVOICE, approval_handle, approve_one, pending_auth_req_id, start_agent
+from tests.e2e.test_approval_workflow import (
+    INVOICE,
+    ROTATE_KEYS,
+    approval_handle,
+    approve_one,
+    pending_auth_req_id,
+    start_agent,
+    start_approval,
+)
 from tests.support.mtls import ClientCertificateFiles
 from tests.support.op import TEST_ROUTES, TestOP, ciba_client, run_test_op
 from tests.support.temporal import DevServer
@@ -229,12 +237,7 @@ async def test_a_certificate_the_op_does_not_trust_is_a_clear_error(
 ) -> None:
     settings = mtls_settings(mtls_op, MTLS_CLIENT, certificates.stranger)
     async with running_worker(temporal_server, settings, "http://127.0.0.1:9") as worker:
-        handle = await temporal_client.start_workflow(
-            CibaApprovalWorkflow.run,
-            ApprovalWorkflowInput(request=ApprovalRequest(login_hint="alice", binding_message="Rotate prod keys")),
-            id=f"approval-{uuid.uuid4().hex[:8]}",
-            task_queue=worker.task_queue,
-        )
+        handle = await start_approval(temporal_client, worker.task_queue, ROTATE_KEYS)
         outcome = await handle.result()
     assert outcome.status == "error" and outcome.error == "invalid_client"
     assert outcome.auth_req_id is None
