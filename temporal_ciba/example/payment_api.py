@@ -370,6 +370,15 @@ def presented_certificate_thumbprint(request: Request) -> str | None:
     return certificate_thumbprint(ssl.PEM_cert_to_DER_cert(chain[0]))
 
 
+def _confirms(bound: object, presented: str | None) -> bool:
+    """A token's confirmation member (`cnf.jkt`, `cnf.x5t#S256`) names what this request presented.
+    Compared as bytes: hmac.compare_digest raises on a str that is not ASCII, which the OP's
+    answer may hold."""
+    if not isinstance(bound, str) or not presented:
+        return False
+    return hmac.compare_digest(bound.encode(), presented.encode())
+
+
 def _dpop_error(description: str) -> JSONResponse:
     return _error(401, "invalid_dpop_proof", description, {"www-authenticate": 'DPoP error="invalid_dpop_proof"'})
 
@@ -514,7 +523,7 @@ def create_app(settings: PaymentApiSettings, *, http: httpx.AsyncClient | None =
         bound_jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
         if bound_jkt is not None or proven_jkt is not None:
             # RFC 9449 §7.1: a bound token only with a proof of its key; the DPoP scheme only for one.
-            if not (isinstance(bound_jkt, str) and proven_jkt and hmac.compare_digest(bound_jkt, proven_jkt)):
+            if not _confirms(bound_jkt, proven_jkt):
                 return _error(
                     401,
                     "invalid_token",
@@ -525,7 +534,7 @@ def create_app(settings: PaymentApiSettings, *, http: httpx.AsyncClient | None =
         if bound_x5t is not None:
             # RFC 8705 §3: a certificate-bound token only over a connection presenting that certificate.
             presented = presented_certificate_thumbprint(request)
-            if not (isinstance(bound_x5t, str) and presented and hmac.compare_digest(bound_x5t, presented)):
+            if not _confirms(bound_x5t, presented):
                 return _error(
                     401,
                     "invalid_token",

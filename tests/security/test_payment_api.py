@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -20,16 +21,24 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from temporalio.client import Client
 
 from temporal_ciba.ciba import AuthenticationRequest, CibaClient, ClientSecretBasic
+from temporal_ciba.ciba.dpop import DPoPKey
 from temporal_ciba.example.payment import PaymentAction, action_digest, authorization_details, binding_message
-from temporal_ciba.example.payment_api import MAX_BODY_BYTES, PaymentApiSettings, create_app
+from temporal_ciba.example.payment_api import (
+    MAX_BODY_BYTES,
+    PaymentApiSettings,
+    _with_client_certificate,
+    create_app,
+)
 from temporal_ciba.settings import WorkerSettings
 from tests.e2e.conftest import AGENT_CLIENT, OPERATOR_TOKEN, PAYMENT_API_CLIENT, SECRET, payments, run_payment_api
 from tests.e2e.test_approval_workflow import INVOICE, approval_handle, pending_auth_req_id, start_agent
+from tests.support.mtls import self_signed_client_certificate
 from tests.support.op import TestOP
 
 
@@ -466,6 +475,9 @@ class OPDouble:
             ),
             "garbage-client": httpx.Response(200, json={"active": True, "client_id": ["x"], "scope": "payments"}),
             "garbage-scope": httpx.Response(200, json={"active": True, "client_id": AGENT_CLIENT, "scope": 7}),
+            # Confirmation members that are not ASCII (hmac.compare_digest refuses such str).
+            "garbage-jkt": httpx.Response(200, json={"active": True, "cnf": {"jkt": "\u00e9" * 43}}),
+            "garbage-x5t": httpx.Response(200, json={"active": True, "cnf": {"x5t#S256": "\u00e9" * 43}}),
         }
         return broken.get(token, httpx.Response(200, json={"active": False}))
 
@@ -540,6 +552,36 @@ async def test_an_op_answering_garbage_is_no_crash(tmp_path: Path, token: str, s
             "/payments", json=body_of(INVOICE), headers={"authorization": f"Bearer {token}", "idempotency-key": "k" * 8}
         )
     assert response.status_code == status, response.text
+
+
+async def test_a_confirmation_the_op_garbles_is_401_not_a_crash(tmp_path: Path) -> None:
+    """A proof of a key, or a certificate, presented against a `cnf` that is not ASCII."""
+    api_settings = PaymentApiSettings(
+        issuer=ISSUER_DOUBLE,
+        client_id=PAYMENT_API_CLIENT,
+        client_secret=SECRET,  # type: ignore[arg-type]
+        agent_client_ids=[AGENT_CLIENT],
+        db=tmp_path / "payments.sqlite3",
+    )
+    certificate = self_signed_client_certificate(tmp_path, "agent")
+    key = DPoPKey(ec.generate_private_key(ec.SECP256R1()))
+    url = "http://api/payments"
+    async with httpx.AsyncClient(transport=httpx.MockTransport(OPDouble())) as op:
+        app = _with_client_certificate(create_app(api_settings, http=op), certificate.cert.read_text())
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
+            headers = {"idempotency-key": "k" * 8}
+            proof = key.proof(htm="POST", htu=url, now=time.time(), access_token="garbage-jkt")
+            jkt = await client.post(
+                "/payments",
+                json=body_of(INVOICE),
+                headers={**headers, "authorization": "DPoP garbage-jkt", "dpop": proof},
+            )
+            x5t = await client.post(
+                "/payments", json=body_of(INVOICE), headers={**headers, "authorization": "Bearer garbage-x5t"}
+            )
+    for answer in (jkt, x5t):
+        assert answer.status_code == 401, answer.text
+        assert answer.json()["error"] == "invalid_token"
 
 
 async def test_no_input_makes_the_app_answer_5xx_in_volume(tmp_path: Path) -> None:
