@@ -350,10 +350,12 @@ class ClientCertificateH11Protocol(H11Protocol):
         ssl_object = transport.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         if der:
-            self.app = _with_client_certificate(self.app, ssl.DER_cert_to_PEM_cert(der))
+            self.app = with_client_certificate(self.app, ssl.DER_cert_to_PEM_cert(der))
 
 
-def _with_client_certificate(app: ASGIApp, pem: str) -> ASGIApp:
+def with_client_certificate(app: ASGIApp, pem: str) -> ASGIApp:
+    """`app`, told on every request that the connection presented the certificate `pem`."""
+
     async def with_certificate(scope: Scope, receive: Receive, send: Send) -> None:
         extensions = dict(scope.get("extensions") or {})
         extensions["tls"] = {**extensions.get("tls", {}), "client_cert_chain": [pem], "client_cert_error": None}

@@ -32,8 +32,8 @@ from temporal_ciba.example.payment import PaymentAction, action_digest, authoriz
 from temporal_ciba.example.payment_api import (
     MAX_BODY_BYTES,
     PaymentApiSettings,
-    _with_client_certificate,
     create_app,
+    with_client_certificate,
 )
 from temporal_ciba.settings import WorkerSettings
 from tests.e2e.conftest import AGENT_CLIENT, OPERATOR_TOKEN, PAYMENT_API_CLIENT, SECRET, payments, run_payment_api
@@ -567,7 +567,7 @@ async def test_a_confirmation_the_op_garbles_is_401_not_a_crash(tmp_path: Path) 
     key = DPoPKey(ec.generate_private_key(ec.SECP256R1()))
     url = "http://api/payments"
     async with httpx.AsyncClient(transport=httpx.MockTransport(OPDouble())) as op:
-        app = _with_client_certificate(create_app(api_settings, http=op), certificate.cert.read_text())
+        app = with_client_certificate(create_app(api_settings, http=op), certificate.cert.read_text())
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
             headers = {"idempotency-key": "k" * 8}
             proof = key.proof(htm="POST", htu=url, now=time.time(), access_token="garbage-jkt")
