@@ -58,6 +58,19 @@ from tests.support.op import TestOP, ciba_client, run_test_op
 from tests.support.temporal import DevServer, free_port, history_runs, venv_tool
 
 PHASES = ("latency", "throughput", "history", "capacity")
+# The results.json sections each phase writes (a phase run alone replaces only its own).
+SECTIONS = {
+    "latency": ("latency", "latency_samples"),
+    "throughput": ("throughput",),
+    "history": ("history",),
+    "capacity": ("capacity",),
+}
+SECTION_TITLES = {
+    "latency": "Decision-to-resume",
+    "throughput": "Throughput",
+    "history": "History of a long wait",
+    "capacity": "Pending on one worker",
+}
 T = TypeVar("T")
 R = TypeVar("R")
 SECRET = secrets.token_urlsafe(24)
@@ -493,6 +506,30 @@ def machine() -> dict[str, Any]:
     }
 
 
+def measured_on(results: dict[str, Any], phase: str) -> dict[str, Any]:
+    """The run a phase's figures come from: its commit, date and whether the tree was clean."""
+    run: dict[str, Any] = results.get("measured", {}).get(phase, results["machine"])
+    return run
+
+
+def provenance(results: dict[str, Any], phase: str) -> str:
+    """A section's note when its figures come from another run than the table's header."""
+    run, header = measured_on(results, phase), results["machine"]
+    if run["commit"] == header["commit"] and run["date"] == header["date"]:
+        return ""
+    return f" (measured {run['date']}, commit {run['commit'][:12]})"
+
+
+def keep_other_phases(results: dict[str, Any], earlier: dict[str, Any], phases: set[str]) -> None:
+    """A run of some phases only: the others keep their figures from `earlier`, and the run
+    each was measured on."""
+    for phase in set(PHASES) - phases:
+        if any(earlier.get(section) for section in SECTIONS[phase]):
+            results["measured"][phase] = measured_on(earlier, phase)
+            for section in SECTIONS[phase]:
+                results[section] = earlier[section]
+
+
 def _met(rule: Callable[[], bool], *figures: object) -> bool | None:
     """The rule's verdict, or None when a figure it needs was not measured in this run."""
     return rule() if all(figure is not None for figure in figures) else None
@@ -548,7 +585,8 @@ def table(results: dict[str, Any]) -> str:
         base = results["latency"][BARE]
         lines += [
             "",
-            "Decision-to-resume, wall clock (s)   median      p95     n   median / bare   events (every workflow)",
+            "Decision-to-resume, wall clock (s)   median      p95     n   median / bare   events (every workflow)"
+            + provenance(results, "latency"),
             rule,
         ]
         for name, stats in results["latency"].items():
@@ -557,7 +595,7 @@ def table(results: dict[str, Any]) -> str:
                 f"   {stats['median'] / base['median']:10.1f}x   {stats['events']:8.0f}"
             )
     if results["throughput"]:
-        lines += ["", "Throughput, 200 in flight", rule]
+        lines += ["", "Throughput, 200 in flight" + provenance(results, "throughput"), rule]
         base = results["throughput"].get(BARE)
         for name, stats in results["throughput"].items():
             ratio = f"   {stats['per_second'] / base['per_second']:.2f}x bare" if base else ""
@@ -566,7 +604,8 @@ def table(results: dict[str, Any]) -> str:
     if results["capacity"]:
         lines += [
             "",
-            "Pending on one worker: all pending after | worker RSS | worker CPU | server CPU | token req/s | approved",
+            "Pending on one worker: all pending after | worker RSS | worker CPU | server CPU | token req/s | approved"
+            + provenance(results, "capacity"),
             rule,
         ]
         for stats in results["capacity"]:
@@ -578,7 +617,7 @@ def table(results: dict[str, Any]) -> str:
             )
     long = results["history"].get("long_wait")
     if long:
-        lines += ["", "History of a long wait (time-skipping server)", rule]
+        lines += ["", "History of a long wait (time-skipping server)" + provenance(results, "history"), rule]
         lines.append(
             f"poll 5 s, pending {long['hours']:.0f} h        {long['runs']} runs, at most "
             f"{long['max_events_per_run']} events per run, {long['token_requests']} token requests"
@@ -596,14 +635,13 @@ def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = list(results["latency_samples"])
+    run = measured_on(results, "latency")
     figure, axis = plt.subplots(figsize=(8, 4.5))
     axis.boxplot([results["latency_samples"][name] for name in names], orientation="horizontal", showfliers=True)
     axis.set_yticks(range(1, len(names) + 1), names)
     axis.set_xscale("log")
     axis.set_xlabel("decision to resume, wall clock (s, log scale)")
-    axis.set_title(
-        f"temporal-ciba: decision-to-resume latency ({results['machine']['date']}, {results['machine']['cpus']} CPUs)"
-    )
+    axis.set_title(f"temporal-ciba: decision-to-resume latency ({run['date']}, {run['cpus']} CPUs)")
     axis.grid(axis="x", alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -614,15 +652,20 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     worker_env = {f"CIBA_{k.upper()}": str(v) for k, v in (args.worker_setting or [])}
     system = System(directory, worker_env)
     system.start()
+    this_run = {**machine(), "worker_settings": worker_env}
     results: dict[str, Any] = {
-        "machine": machine(),
-        "worker_settings": worker_env,
+        "machine": this_run,
+        "measured": {},
         "latency": {},
         "latency_samples": {},
         "throughput": {},
         "capacity": [],
         "history": {},
     }
+    if args.phases != set(PHASES) and args.out.exists():
+        keep_other_phases(results, json.loads(args.out.read_text()), args.phases)
+    for phase in args.phases:
+        results["measured"][phase] = this_run
 
     def save() -> None:  # after every phase: a failure late in a long run keeps what was measured
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -696,6 +739,7 @@ if __name__ == "__main__":
     arguments = parse(sys.argv[1:])
     figures = asyncio.run(main(arguments))
     print(table(figures))
-    if figures["latency_samples"]:
+    plotted = "latency" in arguments.phases
+    if plotted:
         plot(figures, arguments.plot)
-    print(f"\nwrote {arguments.out}" + (f" and {arguments.plot}" if figures["latency_samples"] else ""))
+    print(f"\nwrote {arguments.out}" + (f" and {arguments.plot}" if plotted else ""))
