@@ -610,7 +610,7 @@ def table(results: dict[str, Any]) -> str:
         ]
         for stats in results["capacity"]:
             lines.append(
-                f"{stats['route']:13} {stats['pending']:6d} {stats['seconds_until_all_pending']:12.0f} s "
+                f"{stats['route']:16} {stats['pending']:6d} {stats['seconds_until_all_pending']:12.0f} s "
                 f"{stats['worker_rss_mib']:9.0f} MiB {stats['worker_cpu_percent']:9.0f} % "
                 f"{stats['temporal_server_cpu_percent']:10.0f} % {stats['token_requests_per_second']:12.1f} "
                 f"      {stats['approved']}/{stats['pending']} in {stats['seconds_to_complete_after_decisions']:.0f} s"
