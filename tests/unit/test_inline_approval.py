@@ -21,11 +21,12 @@ from temporal_ciba.models import (
     ApprovalState,
     PingNotice,
     PollingPolicy,
+    PushDelivery,
     SendRequestInput,
     SendRequestResult,
 )
 from temporal_ciba.search_attributes import CIBA_AUTH_REQ_ID, CIBA_STATUS
-from temporal_ciba.workflow import NOTIFY_SIGNAL, STATUS_QUERY, require_approval
+from temporal_ciba.workflow import DELIVER_SIGNAL, NOTIFY_SIGNAL, STATUS_QUERY, require_approval
 from tests.support.temporal import time_skipping_environment
 from tests.unit.test_workflow_logic import GRANTED, KEY, ScriptedOP, wait_for_event, worker
 
@@ -129,3 +130,85 @@ async def test_a_ping_for_another_run_chain_is_ignored(env: WorkflowEnvironment)
         outcome = await agent.result()
     assert outcome.status == "approved"
     assert op.poll_times[0] - pinged >= FALLBACK - 1  # only the (jittered) fallback poll
+
+
+@workflow.defn(sandboxed=False)
+class TwoApprovalsAgent:
+    """Asks two people at once, both inline: one set of handlers serves both approvals."""
+
+    @workflow.run
+    async def run(self) -> list[ApprovalOutcome]:
+        polling = PollingPolicy(notification_fallback_interval_seconds=FALLBACK)
+        requests = [
+            ApprovalRequest(login_hint=who, binding_message="Approve it", polling=polling) for who in ("a", "b")
+        ]
+        return list(await asyncio.gather(*(require_approval(request, inline=True) for request in requests)))
+
+
+async def test_two_inline_approvals_in_one_workflow_both_hear_the_ping(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [GRANTED, GRANTED], interval=5, mode="ping")  # both requests are req-1
+    running, task_queue = worker(env, op, TwoApprovalsAgent)
+    async with running:
+        started = (await env.get_current_time()).timestamp()
+        agent = await env.client.start_workflow(
+            TwoApprovalsAgent.run, id=f"agent-{uuid.uuid4().hex[:8]}", task_queue=task_queue
+        )
+        await wait_for_event(agent, EventType.EVENT_TYPE_MARKER_RECORDED, count=2)  # both requests sent
+        await ping(agent)
+        outcomes = await agent.result()
+    assert [outcome.status for outcome in outcomes] == ["approved", "approved"]
+    # Both asked at once: the second approval's handlers did not replace the first's.
+    assert len(op.poll_times) == 2 and max(op.poll_times) - started < FALLBACK
+
+
+@workflow.defn(sandboxed=False)
+class PushedAgent:
+    @workflow.run
+    async def run(self) -> ApprovalOutcome:
+        return await require_approval(ApprovalRequest(login_hint="alice", binding_message="Approve it"), inline=True)
+
+
+async def test_a_push_reaches_an_inline_approval(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [], mode="push")
+    running, task_queue = worker(env, op, PushedAgent)
+    async with running:
+        agent = await env.client.start_workflow(
+            PushedAgent.run, id=f"agent-{uuid.uuid4().hex[:8]}", task_queue=task_queue
+        )
+        await wait_pending(agent)
+        chain = (await agent.describe()).raw_description.workflow_execution_info.first_run_id
+        await agent.signal(
+            DELIVER_SIGNAL, PushDelivery(auth_req_id="req-1", sealed_tokens="sealed-tokens", first_run_id=chain)
+        )
+        outcome = await agent.result()
+    assert outcome.status == "approved" and op.poll_times == []
+
+
+@workflow.defn(sandboxed=False)
+class AgentWithItsOwnStatus:
+    @workflow.run
+    async def run(self) -> ApprovalOutcome:
+        return await require_approval(ApprovalRequest(login_hint="alice", binding_message="Approve it"), inline=True)
+
+    @workflow.query
+    def status(self) -> str:
+        return "the agent's own status"
+
+
+async def test_the_status_query_is_the_approvals_unless_the_workflow_has_its_own(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [GRANTED, GRANTED], interval=5, mode="ping")
+    running, task_queue = worker(env, op, InlineAgent, AgentWithItsOwnStatus)
+    async with running:
+        plain = await start_agent(env, task_queue)
+        own = await env.client.start_workflow(
+            AgentWithItsOwnStatus.run, id=f"agent-{uuid.uuid4().hex[:8]}", task_queue=task_queue
+        )
+        for agent in (plain, own):
+            await wait_pending(agent)
+        assert (await plain.query("status", result_type=ApprovalState)).status == "pending"
+        assert await own.query("status", result_type=str) == "the agent's own status"
+        assert (await own.query(STATUS_QUERY, result_type=ApprovalState)).status == "pending"
+        for agent in (plain, own):  # both, before awaiting either (time skips while one awaits)
+            await ping(agent)
+        for agent in (plain, own):
+            assert (await agent.result()).status == "approved"

@@ -87,11 +87,22 @@ class ScriptedOP:
         self.recorded: list[RecordDecisionInput] = []
         # What the next record writes raise, one per attempt (then they succeed).
         self.record_failures: list[Exception] = []
+        self.answer_send: asyncio.Event | None = None  # when set, the send answers once it is set
+        self.validation_error: Exception | None = None  # every validation attempt raises it
+        self.validation_started = asyncio.Event()
+        # When set, validations wait for it. (An activity that never returns would outlive its
+        # test: it does not heartbeat, so no cancellation reaches it, and while the server counts
+        # it as running the time-skipping server stops skipping time for the tests after.)
+        self.answer_validation: asyncio.Event | None = None
+        self.revocation_error: Exception | None = None  # every revocation attempt raises it
+        self.revocation_attempts = 0
 
     @activity.defn(name="ciba.send_authentication_request")
     async def send(self, input: SendRequestInput) -> SendRequestResult:
         self.send_started.set()
         self.sends += 1
+        if self.answer_send is not None:
+            await self.answer_send.wait()
         if self.block_send:
             await asyncio.Event().wait()  # until the workflow's cancellation cancels this activity
         if self.send_error == "unreachable":
@@ -161,15 +172,24 @@ class ScriptedOP:
     @activity.defn(name="ciba.validate_tokens")
     async def validate(self, input: ValidateTokensInput) -> ValidateTokensResult:
         self.validated.append(input)
+        self.validation_started.set()
+        if self.answer_validation is not None:
+            await self.answer_validation.wait()
+        if self.validation_error is not None:
+            raise self.validation_error
         if input.sealed_tokens == "forged":
             return ValidateTokensResult(error="iss_mismatch", reason="the ID token was issued by another issuer")
         return ValidateTokensResult(
             approval={"sub": "alice", "scope": "openid", "issued_at": 1, "expires_at": 2},
             sealed_access_token="sealed-at",
+            sealed_id_token="sealed-id-token",
         )  # type: ignore[arg-type]
 
     @activity.defn(name="ciba.revoke_tokens")
     async def revoke(self, input: RevokeTokensInput) -> bool:
+        self.revocation_attempts += 1
+        if self.revocation_error is not None:
+            raise self.revocation_error
         self.revoked.append(input.sealed_tokens)
         return True
 
@@ -183,6 +203,15 @@ class ScriptedOP:
 
 @pytest.fixture(scope="module")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
+    async with time_skipping_environment(KEY) as environment:
+        yield environment
+
+
+@pytest.fixture
+async def own_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server for one test, for tests that hold an activity while their
+    workflow goes on: after them the shared server was seen to stop skipping time (a held
+    validation left running when its workflow ended; early pushes while the send was held)."""
     async with time_skipping_environment(KEY) as environment:
         yield environment
 
@@ -545,18 +574,35 @@ async def test_a_slowed_interval_survives_continue_as_new(env: WorkflowEnvironme
 
 
 @pytest.mark.parametrize(
-    "delivery,status",
+    "delivery,status,error,reason",
     [
-        (PushDelivery(auth_req_id="req-1", sealed_tokens="sealed-tokens"), "approved"),
-        (PushDelivery(auth_req_id="req-1", sealed_tokens="forged"), "rejected"),
-        (PushDelivery(auth_req_id="req-1", error="access_denied"), "denied"),
-        (PushDelivery(auth_req_id="req-1", error="expired_token"), "expired"),
-        (PushDelivery(auth_req_id="req-1", error="transaction_failed", error_description="device lost"), "error"),
+        (PushDelivery(auth_req_id="req-1", sealed_tokens="sealed-tokens"), "approved", None, "approved by alice"),
+        (
+            PushDelivery(auth_req_id="req-1", sealed_tokens="forged"),
+            "rejected",
+            "iss_mismatch",
+            "the ID token was issued by another issuer",
+        ),
+        (
+            PushDelivery(auth_req_id="req-1", error="access_denied"),
+            "denied",
+            "access_denied",
+            "alice denied the request on their device",
+        ),
+        (PushDelivery(auth_req_id="req-1", error="expired_token"), "expired", "expired_token", "expired_token"),
+        (
+            PushDelivery(auth_req_id="req-1", error="transaction_failed", error_description="device lost"),
+            "error",
+            "transaction_failed",
+            "transaction_failed: device lost",
+        ),
+        # Neither tokens nor an error: the OP failed the transaction (CIBA §12).
+        (PushDelivery(auth_req_id="req-1"), "error", "transaction_failed", "transaction_failed"),
     ],
-    ids=["tokens", "forged_tokens", "access_denied", "expired_token", "transaction_failed"],
+    ids=["tokens", "forged_tokens", "access_denied", "expired_token", "transaction_failed", "nothing"],
 )
 async def test_push_delivery_is_the_outcome_without_polling(
-    env: WorkflowEnvironment, delivery: PushDelivery, status: str
+    env: WorkflowEnvironment, delivery: PushDelivery, status: str, error: str | None, reason: str
 ) -> None:
     op = ScriptedOP(env, [], mode="push")
     running, task_queue = worker(env, op)
@@ -566,7 +612,135 @@ async def test_push_delivery_is_the_outcome_without_polling(
         await handle.signal(CibaApprovalWorkflow.deliver, PushDelivery(auth_req_id="another", error="access_denied"))
         await handle.signal(CibaApprovalWorkflow.deliver, delivery)
         outcome = await handle.result()
-    assert outcome.status == status and op.poll_times == []
+    assert (outcome.status, outcome.error, op.poll_times) == (status, error, [])
+    assert outcome.reason.startswith(reason), outcome.reason
+    # Forged tokens are revoked; approved ones reach the caller sealed, their ID token the record.
+    assert op.revoked == (["forged"] if status == "rejected" else [])
+    assert outcome.sealed_access_token == ("sealed-at" if status == "approved" else None)
+    assert op.recorded[0].sealed_id_token == ("sealed-id-token" if status == "approved" else None)
+
+
+async def push(op: ScriptedOP, *deliveries: PushDelivery, digest: str | None = None) -> ApprovalOutcome:
+    """Start a push-mode approval, deliver once it is pending, and return its outcome."""
+    running, task_queue = worker(op.env, op)
+    async with running:
+        handle = await start(op.env, op, task_queue, action_digest=digest)
+        await wait_pending(handle)
+        for delivery in deliveries:
+            await handle.signal(CibaApprovalWorkflow.ciba_deliver, delivery)
+        return await handle.result()
+
+
+async def test_pushed_tokens_are_validated_for_the_action_and_the_run_that_asked(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [], mode="push")
+    outcome = await push(op, PushDelivery(auth_req_id="req-1", sealed_tokens="sealed-tokens"), digest="ab" * 32)
+    (validated,) = op.validated
+    assert outcome.approved and isinstance(validated, ValidateTokensInput)
+    assert (validated.sealed_tokens, validated.action_digest) == ("sealed-tokens", "ab" * 32)
+    assert validated.holder_workflow_id == outcome.workflow_id
+
+
+async def test_a_push_for_another_run_chain_is_ignored(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [], mode="push", expires_in=60)
+    foreign = PushDelivery(auth_req_id="req-1", sealed_tokens="sealed-tokens", first_run_id="an-earlier-run-chain")
+    outcome = await push(op, foreign)
+    assert outcome.status == "expired" and op.validated == []
+
+
+@pytest.mark.parametrize(
+    "message,cause",
+    # An empty message reaches the workflow as the SDK's "Application error".
+    [("the JWKS could not be fetched\nsecond line", "the JWKS could not be fetched"), ("", "Application error")],
+)
+async def test_pushed_tokens_that_cannot_be_validated_are_an_error_and_revoked(
+    env: WorkflowEnvironment, message: str, cause: str
+) -> None:
+    op = ScriptedOP(env, [], mode="push")
+    op.validation_error = ApplicationError(message)
+    outcome = await push(op, PushDelivery(auth_req_id="req-1", sealed_tokens="sealed-tokens"))
+    assert (outcome.status, outcome.error) == ("error", None)
+    # The first line of the innermost cause.
+    assert outcome.reason == f"the tokens could not be validated: {cause}"
+    assert op.revoked == ["sealed-tokens"]
+    assert len(op.validated) == 10  # SHORT_RETRY's attempts, then the outcome
+
+
+async def test_a_cancellation_while_pushed_tokens_are_validated_revokes_them(own_env: WorkflowEnvironment) -> None:
+    env = own_env
+    op = ScriptedOP(env, [], mode="push")
+    op.answer_validation = asyncio.Event()
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue)
+        await wait_pending(handle)
+        await handle.signal(CibaApprovalWorkflow.ciba_deliver, PushDelivery(auth_req_id="req-1", sealed_tokens="t"))
+        await op.validation_started.wait()
+        assert (await handle.query(CibaApprovalWorkflow.status)).status == "validating"
+        await handle.cancel()
+        outcome = await handle.result()
+        op.answer_validation.set()  # too late: the approval ended cancelled
+    assert outcome.status == "cancelled" and op.revoked == ["t"]
+
+
+async def test_a_revocation_that_keeps_failing_is_logged_and_the_outcome_stands(
+    env: WorkflowEnvironment, caplog: pytest.LogCaptureFixture
+) -> None:
+    op = ScriptedOP(env, [], mode="push")
+    op.revocation_error = ApplicationError("the OP's revocation endpoint is down")
+    with caplog.at_level("WARNING", logger="temporalio.workflow"):
+        outcome = await push(op, PushDelivery(auth_req_id="req-1", sealed_tokens="forged"))
+    assert outcome.status == "rejected" and op.revocation_attempts == 5
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert any(line.startswith("tokens of auth_req_id req-1 could not be revoked (") for line in warnings), warnings
+
+
+async def test_a_push_that_overtakes_the_request_is_kept(own_env: WorkflowEnvironment) -> None:
+    env = own_env
+    op = ScriptedOP(env, [], mode="push", expires_in=60)
+    op.answer_send = asyncio.Event()
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue)
+        await op.send_started.wait()
+        await handle.signal(CibaApprovalWorkflow.ciba_deliver, PushDelivery(auth_req_id="req-1", sealed_tokens="t"))
+        await wait_for_event(handle, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED)
+        op.answer_send.set()
+        outcome = await handle.result()
+    assert outcome.status == "approved"
+
+
+@pytest.mark.parametrize("foreign", [8, 9])
+async def test_at_most_eight_early_pushes_are_kept_and_never_another_chains(
+    own_env: WorkflowEnvironment, foreign: int
+) -> None:
+    """Pushes that arrive before the request's answer are kept (the bearer was verified), but
+    only eight, and none for another run chain. `foreign` pushes come first, one of them
+    another chain's for our auth_req_id (a denial, never kept); then our tokens, the eighth kept
+    or the ninth, dropped."""
+    env = own_env
+    op = ScriptedOP(env, [], mode="push")
+    op.answer_send = asyncio.Event()
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue)
+        await op.send_started.wait()
+        others = [PushDelivery(auth_req_id=f"other-{i}", error="access_denied") for i in range(7)]
+        others += [PushDelivery(auth_req_id="req-1", error="access_denied", first_run_id="another-chain")]
+        others += [PushDelivery(auth_req_id="other-8", error="access_denied")] * (foreign - 8)
+        for delivery in [*others, PushDelivery(auth_req_id="req-1", sealed_tokens="t")]:
+            await handle.signal(CibaApprovalWorkflow.ciba_deliver, delivery)
+        await wait_for_event(handle, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED, count=foreign + 1)
+        op.answer_send.set()
+
+        async def answered() -> bool:
+            return (await handle.query(CibaApprovalWorkflow.status)).status != "requesting"
+
+        await wait_for(answered, what="the request's answer")
+        if foreign > 8:  # ours was dropped: the approval waits on, and a pushed denial ends it
+            denial = PushDelivery(auth_req_id="req-1", error="access_denied")
+            await handle.signal(CibaApprovalWorkflow.ciba_deliver, denial)
+        outcome = await handle.result()
+    assert outcome.status == ("approved" if foreign == 8 else "denied")
 
 
 async def test_push_mode_waits_without_polling_until_the_deadline(env: WorkflowEnvironment) -> None:
