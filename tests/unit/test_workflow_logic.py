@@ -767,9 +767,11 @@ async def test_cancelled_while_the_request_is_being_sent(env: WorkflowEnvironmen
     assert recorded_once(op, outcome)
 
 
-async def test_pings_never_outpace_the_interval(env: WorkflowEnvironment) -> None:
-    """A flood of pings (or one replayed): the first asks at once, later ones wait the interval."""
-    op = ScriptedOP(env, [TokenRequestResult(kind="pending")] * 3 + [GRANTED], interval=5, mode="ping")
+@pytest.mark.parametrize("interval", [5, 1])
+async def test_pings_never_outpace_the_interval(env: WorkflowEnvironment, interval: int) -> None:
+    """A flood of pings (or one replayed): the first asks at once, later ones wait the interval,
+    however short it is."""
+    op = ScriptedOP(env, [TokenRequestResult(kind="pending")] * 3 + [GRANTED], interval=interval, mode="ping")
     op.gated = True
     running, task_queue = worker(env, op)
     async with running:
@@ -785,7 +787,23 @@ async def test_pings_never_outpace_the_interval(env: WorkflowEnvironment) -> Non
             op.release.put_nowait(None)
         outcome = await handle.result()
     assert outcome.status == "approved" and len(op.poll_times) == 4
-    assert_spacing(op.poll_times, [5, 5, 5])  # not the 60 s fallback, and never sooner than 5 s
+    assert_spacing(op.poll_times, [interval] * 3)  # not the 60 s fallback, and never sooner than the interval
+
+
+async def test_a_ping_after_the_interval_asks_at_once(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [TokenRequestResult(kind="pending"), GRANTED], interval=5, mode="ping")
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue, polling=PollingPolicy(notification_fallback_interval_seconds=60))
+        await wait_pending(handle)
+        await handle.signal(CibaApprovalWorkflow.notify, PingNotice(auth_req_id="req-1"))
+        await wait_for_event(handle, EventType.EVENT_TYPE_MARKER_RECORDED, count=2)  # the send's, the redeem's
+        await env.sleep(10)  # twice the interval, well short of the fallback
+        await handle.signal(CibaApprovalWorkflow.notify, PingNotice(auth_req_id="req-1"))
+        outcome = await handle.result()
+    assert outcome.status == "approved"
+    [gap] = gaps(op.poll_times)
+    assert 10 - EARLY_SLACK <= gap < 60, gap
 
 
 @pytest.mark.parametrize(
