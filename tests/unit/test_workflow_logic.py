@@ -179,6 +179,8 @@ class ScriptedOP:
             raise self.validation_error
         if input.sealed_tokens == "forged":
             return ValidateTokensResult(error="iss_mismatch", reason="the ID token was issued by another issuer")
+        if input.sealed_tokens == "refused without a reason":
+            return ValidateTokensResult(error="invalid_token")
         return ValidateTokensResult(
             approval={"sub": "alice", "scope": "openid", "issued_at": 1, "expires_at": 2},
             sealed_access_token="sealed-at",
@@ -589,6 +591,12 @@ async def test_a_slowed_interval_survives_continue_as_new(env: WorkflowEnvironme
             "access_denied",
             "alice denied the request on their device",
         ),
+        (
+            PushDelivery(auth_req_id="req-1", sealed_tokens="refused without a reason"),
+            "rejected",
+            "invalid_token",
+            "the tokens failed validation",
+        ),
         (PushDelivery(auth_req_id="req-1", error="expired_token"), "expired", "expired_token", "expired_token"),
         (
             PushDelivery(auth_req_id="req-1", error="transaction_failed", error_description="device lost"),
@@ -599,7 +607,7 @@ async def test_a_slowed_interval_survives_continue_as_new(env: WorkflowEnvironme
         # Neither tokens nor an error: the OP failed the transaction (CIBA §12).
         (PushDelivery(auth_req_id="req-1"), "error", "transaction_failed", "transaction_failed"),
     ],
-    ids=["tokens", "forged_tokens", "access_denied", "expired_token", "transaction_failed", "nothing"],
+    ids=["tokens", "forged_tokens", "access_denied", "no_reason", "expired_token", "transaction_failed", "nothing"],
 )
 async def test_push_delivery_is_the_outcome_without_polling(
     env: WorkflowEnvironment, delivery: PushDelivery, status: str, error: str | None, reason: str
@@ -616,7 +624,7 @@ async def test_push_delivery_is_the_outcome_without_polling(
     # (An approval's reason goes on to say whether the approver was pinned.)
     assert outcome.reason.startswith(reason) if status == "approved" else outcome.reason == reason, outcome.reason
     # Forged tokens are revoked; approved ones reach the caller sealed, their ID token the record.
-    assert op.revoked == (["forged"] if status == "rejected" else [])
+    assert op.revoked == ([delivery.sealed_tokens] if status == "rejected" else [])
     assert outcome.sealed_access_token == ("sealed-at" if status == "approved" else None)
     assert op.recorded[0].sealed_id_token == ("sealed-id-token" if status == "approved" else None)
 
