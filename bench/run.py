@@ -65,12 +65,6 @@ SECTIONS = {
     "history": ("history",),
     "capacity": ("capacity",),
 }
-SECTION_TITLES = {
-    "latency": "Decision-to-resume",
-    "throughput": "Throughput",
-    "history": "History of a long wait",
-    "capacity": "Pending on one worker",
-}
 T = TypeVar("T")
 R = TypeVar("R")
 SECRET = secrets.token_urlsafe(24)
