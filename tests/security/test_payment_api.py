@@ -482,16 +482,21 @@ class OPDouble:
         return broken.get(token, httpx.Response(200, json={"active": False}))
 
 
-@asynccontextmanager
-async def app_client(tmp_path: Path, op_double: OPDouble | None = None) -> AsyncIterator[httpx.AsyncClient]:
-    """The ASGI app in this process, its OP a double."""
-    api_settings = PaymentApiSettings(
+def settings_with_op_double(tmp_path: Path) -> PaymentApiSettings:
+    """The payment API's settings, its OP the double."""
+    return PaymentApiSettings(
         issuer=ISSUER_DOUBLE,
         client_id=PAYMENT_API_CLIENT,
         client_secret=SECRET,  # type: ignore[arg-type]
         agent_client_ids=[AGENT_CLIENT],
         db=tmp_path / "payments.sqlite3",
     )
+
+
+@asynccontextmanager
+async def app_client(tmp_path: Path, op_double: OPDouble | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    """The ASGI app in this process, its OP a double."""
+    api_settings = settings_with_op_double(tmp_path)
     async with (
         httpx.AsyncClient(transport=httpx.MockTransport(op_double or OPDouble())) as op,
         httpx.AsyncClient(
@@ -556,13 +561,7 @@ async def test_an_op_answering_garbage_is_no_crash(tmp_path: Path, token: str, s
 
 async def test_a_confirmation_the_op_garbles_is_401_not_a_crash(tmp_path: Path) -> None:
     """A proof of a key, or a certificate, presented against a `cnf` that is not ASCII."""
-    api_settings = PaymentApiSettings(
-        issuer=ISSUER_DOUBLE,
-        client_id=PAYMENT_API_CLIENT,
-        client_secret=SECRET,  # type: ignore[arg-type]
-        agent_client_ids=[AGENT_CLIENT],
-        db=tmp_path / "payments.sqlite3",
-    )
+    api_settings = settings_with_op_double(tmp_path)
     certificate = self_signed_client_certificate(tmp_path, "agent")
     key = DPoPKey(ec.generate_private_key(ec.SECP256R1()))
     url = "http://api/payments"
