@@ -24,7 +24,7 @@ from temporal_ciba.settings import OPSettings, WorkerSettings
 from temporal_ciba.workflow import CibaApprovalWorkflow
 from tests.e2e.conftest import PAYLOAD_KEY, SECRET, payments, running_worker
 from tests.support.op import TestOP
-from tests.support.temporal import DevServer, wait_for
+from tests.support.temporal import DevServer, raw_history_bytes, wait_for
 
 INVOICE = PaymentAction(
     amount="120.00",
@@ -139,11 +139,13 @@ async def test_no_secret_in_raw_history(
     plain = await Client.connect(temporal_server.address)
     raw = b""
     for handle in (plain.get_workflow_handle(agent.id), plain.get_workflow_handle(approval.id)):
-        raw += (await handle.fetch_history()).to_json().encode()
+        raw += await raw_history_bytes(handle)
     secrets = [issued["access_token"], issued["id_token"], SECRET, PAYLOAD_KEY]
     secrets += [issued["refresh_token"]] if "refresh_token" in issued else []
     assert all(secret.encode() not in raw for secret in secrets)
     assert b"ACME" not in raw and b"alice" not in raw  # payloads are ciphertext, not just tokens
+    assert raw.count(b'"encrypted": true') >= 10  # the inputs, results and signals, each sealed
+    assert auth_req_id.encode() in raw  # a search attribute: readable by design, so the read decodes
 
 
 async def test_deny_pays_nothing(temporal_client: Client, worker: WorkerSettings, op: TestOP, payment_api: str) -> None:
