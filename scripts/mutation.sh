@@ -71,7 +71,9 @@ run_group() {
   read -r -a tests <<<"${spec#*|}"
   local work
   work="$(mktemp -d "${TMPDIR:-/tmp}/ciba-mutation-$group.XXXXXX")"
-  trap 'rm -rf "$work"' RETURN
+  # MUTATION_KEEP=1 keeps the copy, to run one mutant's tests again by hand:
+  #   cd <copy>/mutants && MUTANT_UNDER_TEST=<mutant> <this tree>/.venv/bin/python -m pytest <tests>
+  if [ -n "${MUTATION_KEEP:-}" ]; then echo "== the copy stays in $work"; else trap 'rm -rf "$work"' RETURN; fi
   # The working tree as it is (committed or not), without the OP's node_modules, which is linked.
   (cd "$ROOT" && git ls-files -z -co --exclude-standard | grep -zv '^temporal_ciba/example/op/node_modules/' \
     | tar --null -T - -cf -) | tar -C "$work" -xf -
