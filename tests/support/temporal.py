@@ -15,12 +15,25 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
+from temporalio.common import RetryPolicy
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import (
+    Interceptor,
+    StartActivityInput,
+    StartLocalActivityInput,
+    WorkflowInboundInterceptor,
+    WorkflowInterceptorClassInput,
+    WorkflowOutboundInterceptor,
+)
+from temporalio.workflow import ActivityHandle
 
 
 def free_port() -> int:
@@ -164,3 +177,57 @@ def _readable(node: Any, encrypted: bytes) -> Any:
         fields = {key: base64.b64decode(value).decode("utf-8", "replace") for key, value in metadata.items()}
         return {"metadata": fields, "data": base64.b64decode(node.get("data", "")).decode("utf-8", "replace")}
     return {key: _readable(value, encrypted) for key, value in node.items()}
+
+
+@dataclass(frozen=True)
+class ActivityStart:
+    """The options a workflow started one activity with: what the call may take, how often it
+    is tried, and whether it runs as a local activity."""
+
+    activity: str
+    local: bool
+    start_to_close: timedelta | None
+    schedule_to_close: timedelta | None
+    retry_policy: RetryPolicy | None
+
+
+class ActivityStarts(Interceptor):
+    """A worker interceptor that keeps the options of every activity its workflows start, in
+    `starts` (the local activities' options reach no history)."""
+
+    def __init__(self) -> None:
+        self.starts: list[ActivityStart] = []
+
+    def workflow_interceptor_class(self, input: WorkflowInterceptorClassInput) -> type[WorkflowInboundInterceptor]:
+        starts = self.starts
+
+        def keep(input: StartActivityInput | StartLocalActivityInput) -> None:
+            local = isinstance(input, StartLocalActivityInput)
+            if not workflow.unsafe.is_replaying():
+                starts.append(
+                    ActivityStart(
+                        input.activity,
+                        local,
+                        input.start_to_close_timeout,
+                        input.schedule_to_close_timeout,
+                        input.retry_policy,
+                    )
+                )
+
+        class Outbound(WorkflowOutboundInterceptor):
+            def start_activity(self, input: StartActivityInput) -> ActivityHandle[Any]:
+                keep(input)
+                return super().start_activity(input)
+
+            def start_local_activity(self, input: StartLocalActivityInput) -> ActivityHandle[Any]:
+                keep(input)
+                return super().start_local_activity(input)
+
+        class Inbound(WorkflowInboundInterceptor):
+            def init(self, outbound: WorkflowOutboundInterceptor) -> None:
+                super().init(Outbound(outbound))
+
+        return Inbound
+
+    def of(self, activity: str) -> list[ActivityStart]:
+        return [start for start in self.starts if start.activity == activity]

@@ -51,12 +51,14 @@ class Phones:
 
     def __init__(self, answers: dict[str, list[RedeemResult]]) -> None:
         self.answers = answers
+        self.asked: list[ApprovalRequest] = []  # every backchannel request, as the workflow sent it
         self.revoked: list[str] = []
         self.recorded: list[RecordDecisionInput] = []  # every approver's own decision record
         self.redemptions = Redemptions()
 
     @activity.defn(name="ciba.send_authentication_request")
     async def send(self, input: SendRequestInput) -> SendRequestResult:
+        self.asked.append(input.request)
         hint = input.request.login_hint
         binding = RequestBinding(
             issuer="https://op", client_id="c", auth_req_id=f"req-{hint}", requested_at=1, scope="openid"

@@ -11,15 +11,17 @@ import asyncio
 import itertools
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
 
 import pytest
 from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.worker import Interceptor, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from temporal_ciba.activities import Redemptions
@@ -46,7 +48,7 @@ from temporal_ciba.plugin import PASSTHROUGH_MODULES
 from temporal_ciba.records import RecordDecisionInput
 from temporal_ciba.records.activity import RECORD_CONFLICT
 from temporal_ciba.workflow import CibaApprovalWorkflow, require_approval
-from tests.support.temporal import time_skipping_environment, wait_for
+from tests.support.temporal import ActivityStarts, time_skipping_environment, wait_for
 
 KEY = os.urandom(32)
 
@@ -228,7 +230,9 @@ async def start(env: WorkflowEnvironment, op: ScriptedOP, task_queue: str, **req
     )
 
 
-def worker(env: WorkflowEnvironment, op: ScriptedOP, *workflows: type) -> tuple[Worker, str]:
+def worker(
+    env: WorkflowEnvironment, op: ScriptedOP, *workflows: type, interceptors: Sequence[Interceptor] = ()
+) -> tuple[Worker, str]:
     task_queue = f"logic-{uuid.uuid4().hex[:8]}"
     return Worker(
         env.client,
@@ -243,6 +247,7 @@ def worker(env: WorkflowEnvironment, op: ScriptedOP, *workflows: type) -> tuple[
         # workflow task retried until the test times out.
         workflow_failure_exception_types=[Exception],
         activities=[op.send, op.request_token, op.validate, op.revoke, op.redeem, op.revoke_access_token, op.record],
+        interceptors=interceptors,
     ), task_queue
 
 
@@ -434,7 +439,8 @@ async def test_an_access_token_arriving_after_a_delivered_cancellation_is_revoke
     # while the token request is still in flight, and the access token it brings back is revoked.
     op = ScriptedOP(env, [GRANTED])
     op.blocking = True
-    running, task_queue = worker(env, op)
+    starts = ActivityStarts()
+    running, task_queue = worker(env, op, interceptors=[starts])
     async with running:
         handle = await start(env, op, task_queue)
         await op.poll_started.wait()
@@ -449,6 +455,9 @@ async def test_an_access_token_arriving_after_a_delivered_cancellation_is_revoke
     assert outcome.status == "cancelled" and outcome.sealed_access_token is None
     assert recorded_once(op, outcome)
     assert op.revoked == ["sealed-at"]
+    (revocation,) = starts.of("ciba.revoke_access_token")  # best effort: 5 tries of 30 s at most
+    assert not revocation.local and revocation.start_to_close == timedelta(seconds=30)
+    assert revocation.retry_policy == RetryPolicy(maximum_attempts=5)
 
 
 async def test_a_signal_during_the_redeem_does_not_ask_the_op_twice(env: WorkflowEnvironment) -> None:

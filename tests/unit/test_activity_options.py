@@ -1,0 +1,103 @@
+"""What each call an approval makes may take, and how often it is tried: the activity options, read
+by a worker interceptor on the time-skipping test server with the scripted activities of
+test_workflow_logic. They decide how an approval behaves when the OP is slow or down (a token
+request attempt ends before the next starts; a retry after a transport failure is a token
+request too, so never sooner than the interval), so they are held here value by value."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from temporalio.common import RetryPolicy
+from temporalio.testing import WorkflowEnvironment
+
+from temporal_ciba.models import PushDelivery
+from temporal_ciba.workflow import CibaApprovalWorkflow
+from tests.support.temporal import ActivityStart, ActivityStarts, time_skipping_environment
+from tests.unit.test_workflow_logic import GRANTED, KEY, ScriptedOP, start, wait_pending, worker
+
+SECONDS = timedelta(seconds=1)
+SEND = ActivityStart(
+    "ciba.send_authentication_request",
+    local=True,
+    start_to_close=45 * SECONDS,
+    schedule_to_close=None,
+    retry_policy=RetryPolicy(initial_interval=SECONDS, maximum_interval=10 * SECONDS, maximum_attempts=5),
+)
+RECORD = ActivityStart(
+    "ciba.record_decision",
+    local=True,
+    start_to_close=30 * SECONDS,
+    schedule_to_close=None,
+    # However long the store is down: the record is written before the outcome returns.
+    retry_policy=RetryPolicy(initial_interval=SECONDS, maximum_interval=60 * SECONDS),
+)
+
+
+@pytest.fixture(scope="module")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    async with time_skipping_environment(KEY) as environment:
+        yield environment
+
+
+async def approve_by_polling(env: WorkflowEnvironment, *, interval: int, expires_in: int) -> ActivityStarts:
+    op = ScriptedOP(env, [GRANTED], interval=interval, expires_in=expires_in)
+    starts = ActivityStarts()
+    running, task_queue = worker(env, op, interceptors=[starts])
+    async with running:
+        outcome = await (await start(env, op, task_queue)).result()
+    assert outcome.approved
+    return starts
+
+
+async def test_a_polled_approval_sends_redeems_and_records_with_its_options(env: WorkflowEnvironment) -> None:
+    starts = await approve_by_polling(env, interval=5, expires_in=600)
+    assert starts.of(SEND.activity) == [SEND] and starts.of(RECORD.activity) == [RECORD]
+    (redeem,) = starts.of("ciba.redeem")
+    assert redeem.local and redeem.start_to_close == 45 * SECONDS
+    # The redeem and its retries may run until the request expires (595 s on after one interval).
+    assert redeem.schedule_to_close is not None
+    assert 590 * SECONDS <= redeem.schedule_to_close <= 595 * SECONDS
+    assert redeem.retry_policy == RetryPolicy(initial_interval=5 * SECONDS, maximum_interval=30 * SECONDS)
+
+
+async def test_a_redeem_near_expiry_still_gets_two_attempts_and_retries_a_long_interval_apart(
+    env: WorkflowEnvironment,
+) -> None:
+    starts = await approve_by_polling(env, interval=40, expires_in=100)
+    (redeem,) = starts.of("ciba.redeem")
+    assert redeem.schedule_to_close == 90 * SECONDS  # 60 s were left: two attempts' worth instead
+    assert redeem.retry_policy == RetryPolicy(initial_interval=40 * SECONDS, maximum_interval=40 * SECONDS)
+
+
+async def test_pushed_tokens_are_validated_and_revoked_with_their_options(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [], mode="push")
+    starts = ActivityStarts()
+    running, task_queue = worker(env, op, interceptors=[starts])
+    async with running:
+        handle = await start(env, op, task_queue)
+        await wait_pending(handle)
+        forged = PushDelivery(auth_req_id="req-1", sealed_tokens="forged")
+        await handle.signal(CibaApprovalWorkflow.ciba_deliver, forged)
+        outcome = await handle.result()
+    assert outcome.status == "rejected" and op.revoked == ["forged"]
+    assert starts.starts == [
+        SEND,
+        ActivityStart(
+            "ciba.validate_tokens",
+            local=False,
+            start_to_close=45 * SECONDS,
+            schedule_to_close=None,
+            retry_policy=RetryPolicy(initial_interval=SECONDS, maximum_interval=10 * SECONDS, maximum_attempts=10),
+        ),
+        ActivityStart(
+            "ciba.revoke_tokens",
+            local=False,
+            start_to_close=30 * SECONDS,
+            schedule_to_close=None,
+            retry_policy=RetryPolicy(maximum_attempts=5),
+        ),
+        RECORD,
+    ]
