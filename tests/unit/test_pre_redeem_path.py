@@ -1,0 +1,191 @@
+"""An approval started before the redeem path (REDEEM_PATCH) keeps its own path after a worker
+upgrade: it decided `DecisionPath(redeem=False)` when its history replayed, and goes on with it
+for the rest of its run. The replay tests prove the recorded part replays; these run the rest:
+the send, the token request and the validation as activities of their own, a search-attribute
+upsert for every phase, the unjittered fallback poll, and no early ping or push kept. On the
+time-skipping test server with the scripted activities of test_workflow_logic."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from temporalio import workflow
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from temporal_ciba.approval import Approval, DecisionPath, Holder
+from temporal_ciba.models import (
+    ApprovalOutcome,
+    ApprovalRequest,
+    ApprovalState,
+    ApprovalWorkflowInput,
+    PingNotice,
+    PollingPolicy,
+    PushDelivery,
+    TokenRequestResult,
+)
+from temporal_ciba.workflow import DELIVER_SIGNAL, NOTIFY_SIGNAL
+from tests.support.temporal import ActivityStarts, time_skipping_environment
+from tests.unit.test_workflow_logic import (
+    EARLY_SLACK,
+    GRANTED,
+    KEY,
+    LATE_SLACK,
+    ScriptedOP,
+    gaps,
+    wait_for_event,
+    wait_pending,
+    worker,
+)
+
+
+@workflow.defn
+class PreRedeemApproval:
+    """CibaApprovalWorkflow as a run from before the redeem path goes on: its approval on
+    DecisionPath(redeem=False)."""
+
+    @workflow.init
+    def __init__(self, input: ApprovalWorkflowInput) -> None:
+        info = workflow.info()
+        holder = Holder(info.workflow_id, info.run_id)
+        self._approval = Approval(input.request, holder=holder, path=DecisionPath(redeem=False))
+
+    @workflow.query
+    def status(self) -> ApprovalState:
+        return self._approval.state
+
+    @workflow.signal(name=NOTIFY_SIGNAL)
+    def ciba_notify(self, notice: PingNotice) -> None:
+        self._approval.notify(notice)
+
+    @workflow.signal(name=DELIVER_SIGNAL)
+    def ciba_deliver(self, delivery: PushDelivery) -> None:
+        self._approval.deliver(delivery)
+
+    @workflow.run
+    async def run(self, input: ApprovalWorkflowInput) -> ApprovalOutcome:
+        return await self._approval.run()
+
+
+@pytest.fixture(scope="module")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    async with time_skipping_environment(KEY) as environment:
+        yield environment
+
+
+async def start(env: WorkflowEnvironment, task_queue: str, **request: object) -> WorkflowHandle:
+    approval = ApprovalRequest(login_hint="alice", binding_message="Approve it", **request)  # type: ignore[arg-type]
+    return await env.client.start_workflow(
+        PreRedeemApproval.run,
+        ApprovalWorkflowInput(request=approval),
+        id=f"pre-redeem-{uuid.uuid4().hex[:8]}",
+        task_queue=task_queue,
+    )
+
+
+async def upserted_statuses(handle: WorkflowHandle) -> int:
+    return len(
+        [
+            event
+            async for event in handle.fetch_history_events()
+            if event.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
+        ]
+    )
+
+
+async def test_it_requests_and_validates_in_activities_of_their_own(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [TokenRequestResult(kind="pending"), GRANTED], interval=5)
+    starts = ActivityStarts()
+    running, task_queue = worker(env, op, PreRedeemApproval, interceptors=[starts])
+    async with running:
+        handle = await start(env, task_queue)
+        outcome = await handle.result()
+        upserts = await upserted_statuses(handle)
+    assert outcome.status == "approved" and outcome.sub == "alice" and outcome.sealed_access_token == "sealed-at"
+    assert [(start.activity, start.local) for start in starts.starts] == [
+        ("ciba.send_authentication_request", False),
+        ("ciba.request_token", False),
+        ("ciba.request_token", False),
+        ("ciba.validate_tokens", False),
+        ("ciba.record_decision", True),
+    ]
+    first_request = starts.of("ciba.request_token")[0]
+    assert first_request.start_to_close == timedelta(seconds=45)
+    assert first_request.schedule_to_close is not None
+    assert timedelta(seconds=590) <= first_request.schedule_to_close <= timedelta(seconds=595)
+    assert first_request.retry_policy is not None
+    assert first_request.retry_policy.initial_interval == timedelta(seconds=5)
+    assert first_request.retry_policy.maximum_interval == timedelta(seconds=30)
+    [gap] = gaps(op.poll_times)
+    assert 5 - EARLY_SLACK <= gap <= 5 + LATE_SLACK
+    assert upserts == 4  # requesting, pending, validating, approved: every phase
+
+
+async def test_refused_tokens_are_revoked(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [TokenRequestResult(kind="granted", sealed_tokens="forged")])
+    running, task_queue = worker(env, op, PreRedeemApproval)
+    async with running:
+        outcome = await (await start(env, task_queue)).result()
+    assert outcome.status == "rejected" and outcome.error == "iss_mismatch" and op.revoked == ["forged"]
+
+
+async def test_tokens_that_arrive_after_a_cancellation_are_revoked(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [GRANTED])
+    op.blocking = True
+    running, task_queue = worker(env, op, PreRedeemApproval)
+    async with running:
+        handle = await start(env, task_queue)
+        await op.poll_started.wait()  # a token request is in flight
+        await handle.cancel()
+        await wait_for_event(handle, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED)
+        op.block_next_poll.set()  # ...and brings back tokens after the cancellation
+        outcome = await handle.result()
+    assert outcome.status == "cancelled" and outcome.sealed_access_token is None
+    assert op.revoked == ["sealed-tokens"] and op.validated == []
+
+
+async def test_an_early_ping_is_dropped_and_the_fallback_poll_is_not_spread(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [GRANTED], interval=5, mode="ping")
+    op.answer_send = asyncio.Event()
+    running, task_queue = worker(env, op, PreRedeemApproval)
+    async with running:
+        handle = await start(env, task_queue, polling=PollingPolicy(notification_fallback_interval_seconds=60))
+        await op.send_started.wait()
+        # The OP's ping overtakes its answer to the request: this path has nowhere to keep it.
+        await handle.signal(PreRedeemApproval.ciba_notify, PingNotice(auth_req_id="req-1"))
+        await wait_for_event(handle, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED)
+        op.answer_send.set()
+        outcome = await handle.result()
+    assert outcome.status == "approved" and len(op.poll_times) == 1
+    # Only the fallback poll asked, 60 s after the request: not at once, and not spread.
+    assert outcome.requested_at is not None
+    waited = op.poll_times[0] - outcome.requested_at.timestamp()
+    assert 60 - EARLY_SLACK <= waited <= 60 + LATE_SLACK, waited
+
+
+async def test_only_the_first_push_of_its_own_request_and_chain_counts(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [], mode="push")
+    op.answer_send = asyncio.Event()
+    running, task_queue = worker(env, op, PreRedeemApproval)
+    async with running:
+        handle = await start(env, task_queue)
+        await op.send_started.wait()
+        early = PushDelivery(auth_req_id="req-1", sealed_tokens="early")  # this path drops it
+        await handle.signal(PreRedeemApproval.ciba_deliver, early)
+        await wait_for_event(handle, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED)
+        op.answer_send.set()
+        await wait_pending(handle)
+        foreign = PushDelivery(auth_req_id="req-1", sealed_tokens="foreign", first_run_id="another-chain")
+        other = PushDelivery(auth_req_id="req-2", sealed_tokens="other")
+        for ignored in (foreign, other):
+            await handle.signal(PreRedeemApproval.ciba_deliver, ignored)
+        own = PushDelivery(auth_req_id="req-1", sealed_tokens="own", first_run_id=handle.first_execution_run_id)
+        await handle.signal(PreRedeemApproval.ciba_deliver, own)
+        outcome = await handle.result()
+    assert outcome.status == "approved"
+    assert [validated.sealed_tokens for validated in op.validated] == ["own"]  # type: ignore[union-attr]
