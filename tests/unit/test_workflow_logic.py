@@ -17,9 +17,9 @@ from datetime import timedelta
 import pytest
 from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Interceptor, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -89,6 +89,8 @@ class ScriptedOP:
         self.recorded: list[RecordDecisionInput] = []
         # What the next record writes raise, one per attempt (then they succeed).
         self.record_failures: list[Exception] = []
+        self.record_started = asyncio.Event()
+        self.answer_record: asyncio.Event | None = None  # when set, record writes wait for it
         self.answer_send: asyncio.Event | None = None  # when set, the send answers once it is set
         self.validation_error: Exception | None = None  # every validation attempt raises it
         self.validation_started = asyncio.Event()
@@ -200,6 +202,9 @@ class ScriptedOP:
     @activity.defn(name="ciba.record_decision")
     async def record(self, input: RecordDecisionInput) -> str:
         self.recorded.append(input)
+        self.record_started.set()
+        if self.answer_record is not None:
+            await self.answer_record.wait()
         if self.record_failures:
             raise self.record_failures.pop(0)
         return "record-id"
@@ -384,6 +389,36 @@ async def test_a_conflicting_record_is_not_retried_and_the_outcome_stands(env: W
     async with running:
         outcome = await (await start(env, op, task_queue)).result()
     assert outcome.status == "denied" and len(op.recorded) == 1
+
+
+@pytest.mark.parametrize("write_fails", [False, True], ids=["written", "conflict"])
+async def test_a_cancellation_during_the_record_write_waits_for_the_write(
+    env: WorkflowEnvironment, write_fails: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The record is the decision's evidence: a cancellation delivered while it is written lets
+    # the write end (neither abandoned nor tried again), then cancels the run.
+    op = ScriptedOP(env, [TokenRequestResult(kind="failed", error="access_denied", reason="no")])
+    op.answer_record = asyncio.Event()
+    if write_fails:
+        op.record_failures = [ApplicationError("another decision", type=RECORD_CONFLICT, non_retryable=True)]
+    running, task_queue = worker(env, op)
+    with caplog.at_level("ERROR", logger="temporalio.workflow"):
+        async with running:
+            handle = await start(env, op, task_queue)
+            await op.record_started.wait()
+            await handle.cancel()
+            await wait_for_event_after(
+                handle,
+                EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED,
+                EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED,
+            )
+            op.answer_record.set()
+            with pytest.raises(WorkflowFailureError) as failure:
+                await handle.result()
+    assert isinstance(failure.value.cause, CancelledError) and len(op.recorded) == 1
+    errors = [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]
+    logged = [line for line in errors if line.startswith("decision not recorded: RecordConflict: another decision (")]
+    assert len(logged) == (1 if write_fails else 0), errors
 
 
 async def test_refused_request_is_an_error_outcome(env: WorkflowEnvironment) -> None:
