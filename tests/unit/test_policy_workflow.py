@@ -231,4 +231,4 @@ async def test_a_policy_that_cannot_decide_is_an_error_and_asks_nobody(
     outcome = await run(env, phones, agent_input, policy_activity=policy_activity)
     assert outcome.status == "error" and outcome.error == "policy_error" and outcome.reason == reason
     assert outcome.action_digest == DIGEST and outcome.workflow_id.startswith("agent-")
-    assert phones.asked == [] and outcome.policy is None
+    assert outcome.decided_at is not None and phones.asked == [] and outcome.policy is None
