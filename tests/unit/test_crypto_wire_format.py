@@ -1,14 +1,16 @@
 """Wire-format rule: what this version wrote opens with the next one. Pending approvals wait
 across deploys, so a notification token, a sealed token and a history payload written under a
-key must keep opening under it after an upgrade (README, "Changing workflow code without
-stranding pending approvals"). The values below were written by this code under a fixed key;
-a change to a key derivation, an associated data, a prefix or a layout fails here."""
+key must keep opening under it after an upgrade, and an approval's DPoP key must stay the same
+(README, "Changing workflow code without stranding pending approvals"). The values below were
+written by this code under a fixed key; a change to a key derivation, an associated data, a
+prefix or a layout fails here."""
 
 from __future__ import annotations
 
 from temporalio.api.common.v1 import Payload
 
 from temporal_ciba.crypto.codec import AesGcmCodec
+from temporal_ciba.crypto.dpop_keys import DPoPKeys
 from temporal_ciba.crypto.keys import derive_key
 from temporal_ciba.crypto.notification import NotificationTokens, NotifiedApproval
 from temporal_ciba.crypto.sealing import TokenSealer, access_token_context, tokens_context
@@ -36,6 +38,13 @@ class _Context:
 
 def test_wire_format_rule_key_derivation_is_hkdf_sha256_per_purpose() -> None:
     assert derive_key(KEY, "token seal v1").hex() == "451965437ce6a8be4bb07dd6e6cbde59422ff4fdce4155ed76ae3365d92706ac"
+
+
+def test_wire_format_rule_an_approval_s_dpop_key_stays_the_same() -> None:
+    # The OP bound the access token to this key (cnf.jkt); an upgraded worker that uses or
+    # revokes the token of a pending approval must prove possession of the same one.
+    key = DPoPKeys(KEY).for_approval("req-1")
+    assert key.thumbprint == "oW8-Imf9e0XSRBX9sygQ7q7Zt2pGSqR6EPX1FJ06BP8"
 
 
 def test_wire_format_rule_a_notification_token_of_this_version_still_opens() -> None:
