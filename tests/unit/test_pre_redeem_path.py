@@ -22,14 +22,14 @@ from temporal_ciba.approval import Approval, DecisionPath, Holder
 from temporal_ciba.models import (
     ApprovalOutcome,
     ApprovalRequest,
-    ApprovalState,
     ApprovalWorkflowInput,
     PingNotice,
     PollingPolicy,
     PushDelivery,
     TokenRequestResult,
 )
-from temporal_ciba.workflow import DELIVER_SIGNAL, NOTIFY_SIGNAL
+from temporal_ciba.search_attributes import CIBA_STATUS
+from temporal_ciba.workflow import CibaApprovalWorkflow
 from tests.support.temporal import ActivityStarts, time_skipping_environment
 from tests.unit.test_workflow_logic import (
     EARLY_SLACK,
@@ -45,27 +45,16 @@ from tests.unit.test_workflow_logic import (
 
 
 @workflow.defn
-class PreRedeemApproval:
-    """CibaApprovalWorkflow as a run from before the redeem path goes on: its approval on
-    DecisionPath(redeem=False)."""
+class PreRedeemApproval(CibaApprovalWorkflow):
+    """CibaApprovalWorkflow (its signals and queries) as a run from before the redeem path goes on:
+    its approval on DecisionPath(redeem=False)."""
 
     @workflow.init
     def __init__(self, input: ApprovalWorkflowInput) -> None:
+        super().__init__(input)
         info = workflow.info()
         holder = Holder(info.workflow_id, info.run_id)
         self._approval = Approval(input.request, holder=holder, path=DecisionPath(redeem=False))
-
-    @workflow.query
-    def status(self) -> ApprovalState:
-        return self._approval.state
-
-    @workflow.signal(name=NOTIFY_SIGNAL)
-    def ciba_notify(self, notice: PingNotice) -> None:
-        self._approval.notify(notice)
-
-    @workflow.signal(name=DELIVER_SIGNAL)
-    def ciba_deliver(self, delivery: PushDelivery) -> None:
-        self._approval.deliver(delivery)
 
     @workflow.run
     async def run(self, input: ApprovalWorkflowInput) -> ApprovalOutcome:
@@ -89,13 +78,13 @@ async def start(env: WorkflowEnvironment, task_queue: str, **request: object) ->
 
 
 async def upserted_statuses(handle: WorkflowHandle) -> int:
-    return len(
-        [
-            event
-            async for event in handle.fetch_history_events()
-            if event.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
-        ]
-    )
+    """How many times the approval set its status search attribute."""
+    upserts = [
+        event.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+        async for event in handle.fetch_history_events()
+        if event.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
+    ]
+    return len([fields for fields in upserts if CIBA_STATUS.name in fields])
 
 
 async def test_it_requests_and_validates_in_activities_of_their_own(env: WorkflowEnvironment) -> None:

@@ -271,14 +271,17 @@ async def wait_for_event(handle: WorkflowHandle, event_type: EventType.ValueType
     await wait_for(recorded, what=f"{count} {EventType.Name(event_type)}")
 
 
-async def wait_for_event_after(handle: WorkflowHandle, first: EventType.ValueType, then: EventType.ValueType) -> None:
-    """Until the history holds an event of type `then` after one of type `first`."""
+async def cancel_delivered(handle: WorkflowHandle) -> None:
+    """Cancel, and wait until a workflow task after the cancellation has started: the workflow
+    has the cancellation while its local activity (which heartbeats the task) still runs."""
+    await handle.cancel()
+    first, then = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED, EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED
 
-    async def recorded() -> bool:
+    async def delivered() -> bool:
         kinds = [event.event_type async for event in handle.fetch_history_events()]
         return first in kinds and then in kinds[kinds.index(first) :]
 
-    await wait_for(recorded, what=f"{EventType.Name(then)} after {EventType.Name(first)}")
+    await wait_for(delivered, what="a workflow task after the cancellation")
 
 
 def gaps(times: list[float]) -> list[float]:
@@ -406,12 +409,7 @@ async def test_a_cancellation_during_the_record_write_waits_for_the_write(
         async with running:
             handle = await start(env, op, task_queue)
             await op.record_started.wait()
-            await handle.cancel()
-            await wait_for_event_after(
-                handle,
-                EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED,
-                EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED,
-            )
+            await cancel_delivered(handle)
             op.answer_record.set()
             with pytest.raises(WorkflowFailureError) as failure:
                 await handle.result()
@@ -479,12 +477,7 @@ async def test_an_access_token_arriving_after_a_delivered_cancellation_is_revoke
     async with running:
         handle = await start(env, op, task_queue)
         await op.poll_started.wait()
-        await handle.cancel()
-        await wait_for_event_after(
-            handle,
-            EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED,
-            EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED,
-        )
+        await cancel_delivered(handle)
         op.block_next_poll.set()
         outcome = await handle.result()
     assert outcome.status == "cancelled" and outcome.sealed_access_token is None
