@@ -15,7 +15,6 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PYTHON="$ROOT/.venv/bin/python"
 EQUIVALENT="$ROOT/scripts/mutation-equivalent.txt"
-CHILDREN="${MUTATION_CHILDREN:-$(nproc)}"
 
 # The tests of the protocol package: every protocol group runs all of them.
 PROTOCOL_TESTS="tests/unit/test_validation.py tests/unit/test_validation_rules.py tests/unit/test_validation_grant.py \
@@ -63,6 +62,12 @@ tests/unit/test_activity_options.py tests/unit/test_pre_redeem_path.py"
 # Groups whose tests run Temporal workers: mutmut's default forks each mutant's run from a process
 # that already ran them, and those runs never finished; a fork server keeps them apart.
 declare -A ISOLATION_=([workflow]="forkserver")
+# Groups whose tests mostly wait (on the test server's history, on real local-activity
+# backoffs) rather than compute: a mutant that makes a test wait for ever fails it after this
+# many seconds instead of pyproject's 300 (its slowest test takes 16 s), and several mutants
+# run per core (MUTATION_CHILDREN overrides).
+declare -A TEST_TIMEOUT_=([workflow]=60)
+declare -A CHILDREN_PER_CORE_=([workflow]=3)
 
 toml_list() { printf '['; local sep=""; for item in "$@"; do printf '%s"%s"' "$sep" "$item"; sep=", "; done; printf ']'; }
 
@@ -89,7 +94,7 @@ run_group() {
 source_paths = ["temporal_ciba"]
 only_mutate = $(toml_list "${modules[@]}")
 pytest_add_cli_args_test_selection = $(toml_list "${tests[@]}")
-pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x", "-o", "addopts="]
+pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x", "-o", "addopts=", "--timeout", "${TEST_TIMEOUT_[$group]:-300}"]
 process_isolation = "${ISOLATION_[$group]:-fork}"
 EOF
   echo "== mutation: $group (${modules[*]}) against ${tests[*]}"
@@ -99,7 +104,8 @@ EOF
     || { echo "the tests of $group fail on the unmutated code:"; tail -n 30 "$work/baseline.log"; return 2; }
   # The tests run in mutants/, so the programs they start with `python -m` (callback, worker)
   # import the mutated copy too: `-m` puts the working directory first on sys.path.
-  (cd "$work" && nice -n 10 "$ROOT/.venv/bin/mutmut" run --max-children "$CHILDREN" >"$work/mutmut.log" 2>&1) \
+  local children="${MUTATION_CHILDREN:-$(($(nproc) * ${CHILDREN_PER_CORE_[$group]:-1}))}"
+  (cd "$work" && nice -n 10 "$ROOT/.venv/bin/mutmut" run --max-children "$children" >"$work/mutmut.log" 2>&1) \
     || { tr '\r' '\n' <"$work/mutmut.log" | tail -n 40; return 2; }
   (cd "$work" && "$PYTHON" "$ROOT/scripts/mutation_check.py" "$EQUIVALENT" --label "$group")
 }
