@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 from temporalio import activity, workflow
+from temporalio.api.enums.v1 import EventType
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
@@ -36,6 +37,10 @@ class PolicyInput(BaseModel):
     action_type: str | None = "change"  # None: no action given, the request's own is decided on
     parties: dict[str, str] = {}
     expected_subject: str | None = None
+    # Where the one approver's approval runs, as require_approval takes it.
+    approval_id: str | None = None
+    approval_task_queue: str | None = None
+    inline: bool = False
 
 
 @workflow.defn
@@ -51,7 +56,14 @@ class PolicyAgent:
         action = None
         if input.action_type is not None:
             action = PolicyAction(type=input.action_type, parties={"approver": "alice", **input.parties}, digest=DIGEST)
-        return await require_approval(request, policy=input.policy or WORKER_POLICY, action=action)
+        return await require_approval(
+            request,
+            policy=input.policy or WORKER_POLICY,
+            action=action,
+            id=input.approval_id,
+            task_queue=input.approval_task_queue,
+            inline=input.inline,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +90,25 @@ async def unreadable_policy() -> ApprovalPolicy:
     raise ApplicationError("the policy store is down", non_retryable=True)
 
 
+def policy_worker(
+    env: WorkflowEnvironment,
+    phones: Phones,
+    task_queue: str,
+    *,
+    policy_activity: Callable[..., Any] | None = None,
+    starts: ActivityStarts | None = None,
+) -> Worker:
+    activities: list[Callable[..., Any]] = [phones.send, phones.redeem, phones.revoke_access_token, phones.record]
+    return Worker(
+        env.client,
+        task_queue=task_queue,
+        workflows=[PolicyAgent, CibaApprovalWorkflow],
+        activities=[*activities, policy_activity or WorkerPolicy(None).approval_policy],
+        plugins=[CibaPlugin(payload_key=KEY)],  # the sandbox passthrough production uses
+        interceptors=[starts] if starts else [],
+    )
+
+
 async def run(
     env: WorkflowEnvironment,
     phones: Phones,
@@ -87,15 +118,7 @@ async def run(
     starts: ActivityStarts | None = None,
 ) -> ApprovalOutcome:
     task_queue = f"policy-{uuid.uuid4().hex[:8]}"
-    activities: list[Callable[..., Any]] = [phones.send, phones.redeem, phones.revoke_access_token, phones.record]
-    async with Worker(
-        env.client,
-        task_queue=task_queue,
-        workflows=[PolicyAgent, CibaApprovalWorkflow],
-        activities=[*activities, policy_activity or WorkerPolicy(None).approval_policy],
-        plugins=[CibaPlugin(payload_key=KEY)],  # the sandbox passthrough production uses
-        interceptors=[starts] if starts else [],
-    ):
+    async with policy_worker(env, phones, task_queue, policy_activity=policy_activity, starts=starts):
         return await env.client.execute_workflow(
             PolicyAgent.run, agent_input, id=f"agent-{uuid.uuid4().hex[:8]}", task_queue=task_queue
         )
@@ -146,6 +169,38 @@ async def test_the_caller_s_approver_keeps_the_caller_s_pinned_subject_and_messa
     (asked,) = phones.asked
     assert asked.login_hint == "alice" and asked.expected_subject == "alice-sub"
     assert asked.binding_message == "Change it" and asked.acr_values is None and asked.requested_expiry is None
+
+
+async def test_the_one_approver_s_approval_runs_inline_when_the_caller_says(env: WorkflowEnvironment) -> None:
+    phones = Phones({"alice": [approved("alice")]})
+    task_queue = f"policy-{uuid.uuid4().hex[:8]}"
+    async with policy_worker(env, phones, task_queue):
+        agent = await env.client.start_workflow(
+            PolicyAgent.run,
+            PolicyInput(policy=one(), inline=True),
+            id=f"agent-{uuid.uuid4().hex[:8]}",
+            task_queue=task_queue,
+        )
+        outcome = await agent.result()
+        kinds = [event.event_type async for event in agent.fetch_history_events()]
+    assert outcome.status == "approved" and outcome.workflow_id == agent.id  # decided in the agent itself
+    assert EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED not in kinds
+
+
+async def test_the_one_approver_s_approval_runs_under_the_id_and_queue_the_caller_gives(
+    env: WorkflowEnvironment,
+) -> None:
+    phones = Phones({"alice": [approved("alice")]})
+    agent_queue, approval_queue = f"policy-{uuid.uuid4().hex[:8]}", f"approvals-{uuid.uuid4().hex[:8]}"
+    approval_id = f"approval-{uuid.uuid4().hex[:8]}"
+    agent_input = PolicyInput(policy=one(), approval_id=approval_id, approval_task_queue=approval_queue)
+    async with policy_worker(env, phones, agent_queue), policy_worker(env, phones, approval_queue):
+        outcome = await env.client.execute_workflow(
+            PolicyAgent.run, agent_input, id=f"agent-{uuid.uuid4().hex[:8]}", task_queue=agent_queue
+        )
+        description = await env.client.get_workflow_handle(approval_id).describe()
+    assert outcome.status == "approved" and outcome.workflow_id == approval_id
+    assert description.task_queue == approval_queue
 
 
 async def test_without_an_action_the_policy_decides_on_the_request(env: WorkflowEnvironment) -> None:
