@@ -291,8 +291,8 @@ async def _by_policy(
         return ApprovalRequest(**{**dict(asked), "login_hint": hint, "expected_subject": pinned, **more})
 
     if decision.approval == "one":
-        outcome = await require_approval(of(decision.approvers[0]), id=id, task_queue=task_queue, inline=inline)
-        return outcome.model_copy(update={"policy": decision})
+        # The request carries the decision, and so does the outcome of every approval.
+        return await require_approval(of(decision.approvers[0]), id=id, task_queue=task_queue, inline=inline)
     deadline = quorum_deadline(asked, workflow.now())
     per_approver = [of(hint, policy_deadline=deadline) for hint in decision.approvers]
     assert decision.quorum is not None
