@@ -111,8 +111,19 @@ async def test_it_requests_and_validates_in_activities_of_their_own(env: Workflo
     assert first_request.retry_policy.initial_interval == timedelta(seconds=5)
     assert first_request.retry_policy.maximum_interval == timedelta(seconds=30)
     [gap] = gaps(op.poll_times)
-    assert 5 - EARLY_SLACK <= gap <= 5 + LATE_SLACK
+    assert 5 - EARLY_SLACK <= gap <= 5 + LATE_SLACK and op.token_requests == ["req-1", "req-1"]
     assert upserts == 4  # requesting, pending, validating, approved: every phase
+
+
+async def test_a_token_request_near_expiry_still_gets_two_attempts(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [GRANTED], interval=40, expires_in=100)
+    starts = ActivityStarts()
+    running, task_queue = worker(env, op, PreRedeemApproval, interceptors=[starts])
+    async with running:
+        outcome = await (await start(env, task_queue)).result()
+    assert outcome.status == "approved"
+    (request,) = starts.of("ciba.request_token")
+    assert request.schedule_to_close == timedelta(seconds=90)  # 60 s were left: two attempts' worth instead
 
 
 async def test_refused_tokens_are_revoked(env: WorkflowEnvironment) -> None:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 from pydantic import BaseModel
 from temporalio import activity, workflow
+from temporalio.api.enums.v1 import EventType
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -87,6 +88,8 @@ class Phones:
 class QuorumInput(BaseModel):
     policy: ApprovalPolicy
     requested_expiry: int | None = None
+    approval_id: str | None = None  # the base of the approvers' workflow ids
+    approval_task_queue: str | None = None
 
 
 @workflow.defn
@@ -97,7 +100,9 @@ class QuorumAgent:
             login_hint="alice", binding_message="Change it", requested_expiry=input.requested_expiry
         )
         action = PolicyAction(type="change", parties={"approver": "alice"})
-        return await require_approval(request, policy=input.policy, action=action)
+        return await require_approval(
+            request, policy=input.policy, action=action, id=input.approval_id, task_queue=input.approval_task_queue
+        )
 
 
 def quorum(n: int, *, on_denial: str = "end") -> ApprovalPolicy:
@@ -117,16 +122,19 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
         yield environment
 
 
-async def run(env: WorkflowEnvironment, phones: Phones, agent_input: QuorumInput) -> ApprovalOutcome:
-    task_queue = f"quorum-{uuid.uuid4().hex[:8]}"
-    activities = [phones.send, phones.redeem, phones.revoke_access_token, phones.record]
-    async with Worker(
+def quorum_worker(env: WorkflowEnvironment, phones: Phones, task_queue: str) -> Worker:
+    return Worker(
         env.client,
         task_queue=task_queue,
         workflows=[QuorumAgent, CibaApprovalWorkflow],
-        activities=activities,
+        activities=[phones.send, phones.redeem, phones.revoke_access_token, phones.record],
         plugins=[CibaPlugin(payload_key=KEY)],  # the sandbox passthrough production uses
-    ):
+    )
+
+
+async def run(env: WorkflowEnvironment, phones: Phones, agent_input: QuorumInput) -> ApprovalOutcome:
+    task_queue = f"quorum-{uuid.uuid4().hex[:8]}"
+    async with quorum_worker(env, phones, task_queue):
         return await env.client.execute_workflow(
             QuorumAgent.run, agent_input, id=f"agent-{uuid.uuid4().hex[:8]}", task_queue=task_queue
         )
@@ -142,6 +150,30 @@ async def test_with_on_denial_continue_a_denial_only_counts_as_a_no(env: Workflo
     assert outcome.status == "approved", outcome.reason
     assert statuses(outcome) == {"alice": "approved", "bob": "denied", "carol": "approved"}
     assert outcome.sealed_access_token == "sealed-alice" and phones.revoked == ["sealed-carol"]
+    # Named under the caller's approval id (its own id and the action's), with the policy's decision.
+    assert outcome.workflow_id.startswith("agent-") and ".approval-" in outcome.workflow_id
+    assert outcome.policy is not None and (outcome.policy.rule, outcome.policy.quorum) == ("three-eyes", 2)
+
+
+async def test_the_approvers_run_under_the_id_and_queue_the_caller_gives(env: WorkflowEnvironment) -> None:
+    phones = Phones({"alice": [approved("alice")], "bob": [approved("bob")]})
+    agent_queue, approval_queue = f"quorum-{uuid.uuid4().hex[:8]}", f"approvals-{uuid.uuid4().hex[:8]}"
+    approval_id = f"approval-{uuid.uuid4().hex[:8]}"
+    agent_input = QuorumInput(policy=quorum(2), approval_id=approval_id, approval_task_queue=approval_queue)
+    async with quorum_worker(env, phones, agent_queue), quorum_worker(env, phones, approval_queue):
+        agent = await env.client.start_workflow(
+            QuorumAgent.run, agent_input, id=f"agent-{uuid.uuid4().hex[:8]}", task_queue=agent_queue
+        )
+        outcome = await agent.result()
+        children = [
+            event.start_child_workflow_execution_initiated_event_attributes
+            async for event in agent.fetch_history_events()
+            if event.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED
+        ]
+    assert outcome.status == "approved" and outcome.workflow_id.startswith(f"{approval_id}.q-")  # alice's
+    assert [child.workflow_id.split(".q-")[0] for child in children] == [approval_id] * 3
+    assert [child.workflow_id.rsplit(".", 1)[1] for child in children] == ["0-alice", "1-bob", "2-carol"]
+    assert {child.task_queue.name for child in children} == {approval_queue}
 
 
 async def test_a_denial_ends_it_and_cancels_the_rest(env: WorkflowEnvironment) -> None:

@@ -73,6 +73,7 @@ class ScriptedOP:
         self.send_error = send_error
         self.mode = mode
         self.poll_times: list[float] = []
+        self.token_requests: list[str] = []  # the auth_req_id of each token request
         self.revoked: list[str] = []
         self.block_next_poll = asyncio.Event()
         self.blocking = False
@@ -133,6 +134,7 @@ class ScriptedOP:
 
     @activity.defn(name="ciba.request_token")
     async def request_token(self, input: TokenRequestInput) -> TokenRequestResult:
+        self.token_requests.append(input.auth_req_id)
         self.poll_times.append((await self.env.get_current_time()).timestamp())
         self.poll_started.set()
         if self.blocking:
