@@ -182,6 +182,7 @@ async def test_a_denial_ends_it_and_cancels_the_rest(env: WorkflowEnvironment) -
     assert (outcome.status, outcome.error) == ("denied", "access_denied")
     assert statuses(outcome) == {"alice": "cancelled", "bob": "denied", "carol": "cancelled"}
     assert outcome.sealed_access_token is None
+    assert outcome.policy is not None and outcome.policy.rule == "three-eyes"
 
 
 async def test_one_deadline_for_all(env: WorkflowEnvironment) -> None:
@@ -195,6 +196,7 @@ async def test_one_deadline_for_all(env: WorkflowEnvironment) -> None:
     for expired in (a for a in outcome.approvers or [] if a.status == "expired"):
         assert abs((expired.decided_at - deadline).total_seconds()) < 1
     assert phones.revoked == ["sealed-alice"]  # approved, but the quorum failed: nobody may use it
+    assert outcome.policy is not None and outcome.policy.rule == "three-eyes"  # a failed quorum's too
 
 
 async def test_the_same_person_under_two_hints_and_a_third_who_makes_it(env: WorkflowEnvironment) -> None:
