@@ -101,6 +101,9 @@ class ScriptedOP:
         self.answer_validation: asyncio.Event | None = None
         self.revocation_error: Exception | None = None  # every revocation attempt raises it
         self.revocation_attempts = 0
+        # What a late access token's revocation names: the real activity opens the sealed token
+        # only with the action digest and the holder it was sealed to.
+        self.access_token_revocations: list[RevokeAccessTokenInput] = []
 
     @activity.defn(name="ciba.send_authentication_request")
     async def send(self, input: SendRequestInput) -> SendRequestResult:
@@ -173,6 +176,7 @@ class ScriptedOP:
     @activity.defn(name="ciba.revoke_access_token")
     async def revoke_access_token(self, input: RevokeAccessTokenInput) -> bool:
         self.revoked.append(input.sealed_access_token)
+        self.access_token_revocations.append(input)
         return True
 
     @activity.defn(name="ciba.validate_tokens")
@@ -477,7 +481,7 @@ async def test_an_access_token_arriving_after_a_delivered_cancellation_is_revoke
     starts = ActivityStarts()
     running, task_queue = worker(env, op, interceptors=[starts])
     async with running:
-        handle = await start(env, op, task_queue)
+        handle = await start(env, op, task_queue, action_digest="ab" * 32)
         await op.poll_started.wait()
         await cancel_delivered(handle)
         op.block_next_poll.set()
@@ -485,6 +489,15 @@ async def test_an_access_token_arriving_after_a_delivered_cancellation_is_revoke
     assert outcome.status == "cancelled" and outcome.sealed_access_token is None
     assert recorded_once(op, outcome)
     assert op.revoked == ["sealed-at"]
+    assert op.access_token_revocations == [
+        RevokeAccessTokenInput(
+            sealed_access_token="sealed-at",
+            auth_req_id="req-1",
+            action_digest="ab" * 32,
+            holder_workflow_id=handle.id,
+            holder_run_id=handle.first_execution_run_id,
+        )
+    ]
     (revocation,) = starts.of("ciba.revoke_access_token")  # best effort: 5 tries of 30 s at most
     assert not revocation.local and revocation.start_to_close == timedelta(seconds=30)
     assert revocation.retry_policy == RetryPolicy(maximum_attempts=5)
