@@ -851,6 +851,27 @@ async def test_pings_never_outpace_the_interval(env: WorkflowEnvironment, interv
     assert_spacing(op.poll_times, [interval] * 3)  # not the 60 s fallback, and never sooner than the interval
 
 
+async def test_a_ping_whose_interval_outlasts_the_request_asks_no_more(env: WorkflowEnvironment) -> None:
+    # The second ping may not ask before the interval has passed, and the request expires first:
+    # the approval ends expired at its deadline without a token request at the deadline.
+    op = ScriptedOP(env, [TokenRequestResult(kind="pending")] * 2, interval=5, expires_in=4, mode="ping")
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue)
+        await wait_pending(handle)
+        await handle.signal(CibaApprovalWorkflow.notify, PingNotice(auth_req_id="req-1"))
+
+        async def answered() -> bool:  # the first request's pending answer is in
+            return (await handle.query(CibaApprovalWorkflow.status)).polls == 1
+
+        await wait_for(answered, what="the first token request's answer")
+        await handle.signal(CibaApprovalWorkflow.notify, PingNotice(auth_req_id="req-1"))
+        outcome = await handle.result()
+    assert outcome.status == "expired" and len(op.poll_times) == 1
+    assert outcome.deadline is not None and outcome.decided_at is not None
+    assert 0 <= (outcome.decided_at - outcome.deadline).total_seconds() < 0.5  # the timer's resolution
+
+
 async def test_a_ping_after_the_interval_asks_at_once(env: WorkflowEnvironment) -> None:
     op = ScriptedOP(env, [TokenRequestResult(kind="pending"), GRANTED], interval=5, mode="ping")
     running, task_queue = worker(env, op)
