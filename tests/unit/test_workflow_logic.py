@@ -175,8 +175,10 @@ class ScriptedOP:
 
     @activity.defn(name="ciba.revoke_access_token")
     async def revoke_access_token(self, input: RevokeAccessTokenInput) -> bool:
-        self.revoked.append(input.sealed_access_token)
         self.access_token_revocations.append(input)
+        if self.revocation_error is not None:
+            raise self.revocation_error
+        self.revoked.append(input.sealed_access_token)
         return True
 
     @activity.defn(name="ciba.validate_tokens")
@@ -473,23 +475,34 @@ async def test_a_cancellation_during_the_redeem_never_hands_out_its_access_token
     assert recorded_once(op, outcome)
 
 
-async def test_an_access_token_arriving_after_a_delivered_cancellation_is_revoked(env: WorkflowEnvironment) -> None:
+@pytest.mark.parametrize("revocation_fails", [False, True], ids=["revoked", "revocation-fails"])
+async def test_an_access_token_arriving_after_a_delivered_cancellation_is_revoked(
+    env: WorkflowEnvironment, revocation_fails: bool, caplog: pytest.LogCaptureFixture
+) -> None:
     # A redeem that outlasts its workflow task's heartbeat: the cancellation reaches the workflow
-    # while the token request is still in flight, and the access token it brings back is revoked.
+    # while the token request is still in flight, and the access token it brings back is revoked
+    # (best effort: a revocation that keeps failing is logged, and the approval ends cancelled).
     op = ScriptedOP(env, [GRANTED])
     op.blocking = True
+    if revocation_fails:
+        op.revocation_error = ApplicationError("the OP's revocation endpoint is down")
     starts = ActivityStarts()
     running, task_queue = worker(env, op, interceptors=[starts])
-    async with running:
-        handle = await start(env, op, task_queue, action_digest="ab" * 32)
-        await op.poll_started.wait()
-        await cancel_delivered(handle)
-        op.block_next_poll.set()
-        outcome = await handle.result()
+    with caplog.at_level("WARNING", logger="temporalio.workflow"):
+        async with running:
+            handle = await start(env, op, task_queue, action_digest="ab" * 32)
+            await op.poll_started.wait()
+            await cancel_delivered(handle)
+            op.block_next_poll.set()
+            outcome = await handle.result()
     assert outcome.status == "cancelled" and outcome.sealed_access_token is None
     assert recorded_once(op, outcome)
-    assert op.revoked == ["sealed-at"]
-    assert op.access_token_revocations == [
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    logged = [line for line in warnings if line.startswith("access token of auth_req_id req-1 could not be revoked (")]
+    assert len(logged) == (1 if revocation_fails else 0), warnings
+    assert op.revoked == ([] if revocation_fails else ["sealed-at"])
+    assert len(op.access_token_revocations) == (5 if revocation_fails else 1)  # tried five times, no more
+    assert op.access_token_revocations[-1:] == [
         RevokeAccessTokenInput(
             sealed_access_token="sealed-at",
             auth_req_id="req-1",
