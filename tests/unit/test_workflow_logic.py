@@ -885,6 +885,30 @@ async def test_a_ping_whose_interval_outlasts_the_request_asks_no_more(env: Work
     assert 0 <= (outcome.decided_at - outcome.deadline).total_seconds() < 0.5  # the timer's resolution
 
 
+@pytest.mark.parametrize("foreign", [0, 8], ids=["own-ping-kept", "ninth-ping-dropped"])
+async def test_at_most_eight_early_pings_are_kept(env: WorkflowEnvironment, foreign: int) -> None:
+    # The OP's ping may overtake its answer to the request: up to eight are kept until the
+    # auth_req_id is known, then the one naming it asks at once; a ninth is dropped.
+    op = ScriptedOP(env, [GRANTED], interval=5, mode="ping")
+    op.answer_send = asyncio.Event()
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue, polling=PollingPolicy(notification_fallback_interval_seconds=60))
+        await op.send_started.wait()
+        for index in range(foreign):
+            await handle.signal(CibaApprovalWorkflow.notify, PingNotice(auth_req_id=f"other-{index}"))
+        await handle.signal(CibaApprovalWorkflow.notify, PingNotice(auth_req_id="req-1"))
+        await wait_for_event(handle, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED, count=foreign + 1)
+        op.answer_send.set()
+        outcome = await handle.result()
+    assert outcome.status == "approved" and outcome.requested_at is not None and len(op.poll_times) == 1
+    waited = op.poll_times[0] - outcome.requested_at.timestamp()
+    if foreign:
+        assert waited >= 60 - EARLY_SLACK, waited  # only the fallback poll asked
+    else:
+        assert waited < 5, waited  # at once, not after the interval
+
+
 async def test_a_ping_after_the_interval_asks_at_once(env: WorkflowEnvironment) -> None:
     op = ScriptedOP(env, [TokenRequestResult(kind="pending"), GRANTED], interval=5, mode="ping")
     running, task_queue = worker(env, op)
