@@ -453,6 +453,7 @@ async def test_rejected_tokens_are_revoked(env: WorkflowEnvironment) -> None:
     async with running:
         outcome = await (await start(env, op, task_queue)).result()
     assert outcome.status == "rejected" and outcome.error == "iss_mismatch" and op.revoked == ["forged"]
+    assert outcome.reason == "the ID token was issued by another issuer"  # the validator's, not a default
     assert recorded_once(op, outcome) and op.recorded[0].sealed_id_token is None
 
 
