@@ -98,12 +98,11 @@ def policy_worker(
     policy_activity: Callable[..., Any] | None = None,
     starts: ActivityStarts | None = None,
 ) -> Worker:
-    activities: list[Callable[..., Any]] = [phones.send, phones.redeem, phones.revoke_access_token, phones.record]
     return Worker(
         env.client,
         task_queue=task_queue,
         workflows=[PolicyAgent, CibaApprovalWorkflow],
-        activities=[*activities, policy_activity or WorkerPolicy(None).approval_policy],
+        activities=[*phones.activities, policy_activity or WorkerPolicy(None).approval_policy],
         plugins=[CibaPlugin(payload_key=KEY)],  # the sandbox passthrough production uses
         interceptors=[starts] if starts else [],
     )

@@ -8,7 +8,6 @@ time-skipping test server with the scripted activities of test_workflow_logic.""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -21,7 +20,6 @@ from temporalio.testing import WorkflowEnvironment
 from temporal_ciba.approval import Approval, DecisionPath, Holder
 from temporal_ciba.models import (
     ApprovalOutcome,
-    ApprovalRequest,
     ApprovalWorkflowInput,
     PingNotice,
     PollingPolicy,
@@ -38,6 +36,7 @@ from tests.unit.test_workflow_logic import (
     LATE_SLACK,
     ScriptedOP,
     gaps,
+    start,
     wait_for_event,
     wait_pending,
     worker,
@@ -67,16 +66,6 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
         yield environment
 
 
-async def start(env: WorkflowEnvironment, task_queue: str, **request: object) -> WorkflowHandle:
-    approval = ApprovalRequest(login_hint="alice", binding_message="Approve it", **request)  # type: ignore[arg-type]
-    return await env.client.start_workflow(
-        PreRedeemApproval.run,
-        ApprovalWorkflowInput(request=approval),
-        id=f"pre-redeem-{uuid.uuid4().hex[:8]}",
-        task_queue=task_queue,
-    )
-
-
 async def upserted_statuses(handle: WorkflowHandle) -> int:
     """How many times the approval set its status search attribute."""
     upserts = [
@@ -92,7 +81,7 @@ async def test_it_requests_and_validates_in_activities_of_their_own(env: Workflo
     starts = ActivityStarts()
     running, task_queue = worker(env, op, PreRedeemApproval, interceptors=[starts])
     async with running:
-        handle = await start(env, task_queue)
+        handle = await start(env, op, task_queue, workflow_type=PreRedeemApproval)
         outcome = await handle.result()
         upserts = await upserted_statuses(handle)
     assert outcome.status == "approved" and outcome.sub == "alice" and outcome.sealed_access_token == "sealed-at"
@@ -120,7 +109,7 @@ async def test_a_token_request_near_expiry_still_gets_two_attempts(env: Workflow
     starts = ActivityStarts()
     running, task_queue = worker(env, op, PreRedeemApproval, interceptors=[starts])
     async with running:
-        outcome = await (await start(env, task_queue)).result()
+        outcome = await (await start(env, op, task_queue, workflow_type=PreRedeemApproval)).result()
     assert outcome.status == "approved"
     (request,) = starts.of("ciba.request_token")
     assert request.schedule_to_close == timedelta(seconds=90)  # 60 s were left: two attempts' worth instead
@@ -130,7 +119,7 @@ async def test_refused_tokens_are_revoked(env: WorkflowEnvironment) -> None:
     op = ScriptedOP(env, [TokenRequestResult(kind="granted", sealed_tokens="forged")])
     running, task_queue = worker(env, op, PreRedeemApproval)
     async with running:
-        outcome = await (await start(env, task_queue)).result()
+        outcome = await (await start(env, op, task_queue, workflow_type=PreRedeemApproval)).result()
     assert outcome.status == "rejected" and outcome.error == "iss_mismatch" and op.revoked == ["forged"]
 
 
@@ -139,7 +128,7 @@ async def test_tokens_that_arrive_after_a_cancellation_are_revoked(env: Workflow
     op.blocking = True
     running, task_queue = worker(env, op, PreRedeemApproval)
     async with running:
-        handle = await start(env, task_queue)
+        handle = await start(env, op, task_queue, workflow_type=PreRedeemApproval)
         await op.poll_started.wait()  # a token request is in flight
         await handle.cancel()
         await wait_for_event(handle, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED)
@@ -154,7 +143,13 @@ async def test_an_early_ping_is_dropped_and_the_fallback_poll_is_not_spread(env:
     op.answer_send = asyncio.Event()
     running, task_queue = worker(env, op, PreRedeemApproval)
     async with running:
-        handle = await start(env, task_queue, polling=PollingPolicy(notification_fallback_interval_seconds=60))
+        handle = await start(
+            env,
+            op,
+            task_queue,
+            workflow_type=PreRedeemApproval,
+            polling=PollingPolicy(notification_fallback_interval_seconds=60),
+        )
         await op.send_started.wait()
         # The OP's ping overtakes its answer to the request: this path has nowhere to keep it.
         await handle.signal(PreRedeemApproval.ciba_notify, PingNotice(auth_req_id="req-1"))
@@ -173,7 +168,7 @@ async def test_only_the_first_push_of_its_own_request_and_chain_counts(env: Work
     op.answer_send = asyncio.Event()
     running, task_queue = worker(env, op, PreRedeemApproval)
     async with running:
-        handle = await start(env, task_queue)
+        handle = await start(env, op, task_queue, workflow_type=PreRedeemApproval)
         await op.send_started.wait()
         early = PushDelivery(auth_req_id="req-1", sealed_tokens="early")  # this path drops it
         await handle.signal(PreRedeemApproval.ciba_deliver, early)

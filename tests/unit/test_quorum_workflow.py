@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -56,6 +57,10 @@ class Phones:
         self.revoked: list[str] = []
         self.recorded: list[RecordDecisionInput] = []  # every approver's own decision record
         self.redemptions = Redemptions()
+
+    @property
+    def activities(self) -> list[Callable[..., Any]]:
+        return [self.send, self.redeem, self.revoke_access_token, self.record]
 
     @activity.defn(name="ciba.send_authentication_request")
     async def send(self, input: SendRequestInput) -> SendRequestResult:
@@ -127,7 +132,7 @@ def quorum_worker(env: WorkflowEnvironment, phones: Phones, task_queue: str) -> 
         env.client,
         task_queue=task_queue,
         workflows=[QuorumAgent, CibaApprovalWorkflow],
-        activities=[phones.send, phones.redeem, phones.revoke_access_token, phones.record],
+        activities=phones.activities,
         plugins=[CibaPlugin(payload_key=KEY)],  # the sandbox passthrough production uses
     )
 

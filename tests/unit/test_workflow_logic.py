@@ -13,6 +13,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from temporalio import activity, workflow
@@ -233,10 +234,17 @@ async def own_env() -> AsyncIterator[WorkflowEnvironment]:
         yield environment
 
 
-async def start(env: WorkflowEnvironment, op: ScriptedOP, task_queue: str, **request: object) -> WorkflowHandle:
+async def start(
+    env: WorkflowEnvironment,
+    op: ScriptedOP,
+    task_queue: str,
+    *,
+    workflow_type: Any = CibaApprovalWorkflow,  # or a stand-in with its `run` (test_pre_redeem_path)
+    **request: object,
+) -> WorkflowHandle:
     approval = ApprovalRequest(login_hint="alice", binding_message="Approve it", **request)  # type: ignore[arg-type]
     return await env.client.start_workflow(
-        CibaApprovalWorkflow.run,
+        workflow_type.run,
         ApprovalWorkflowInput(request=approval),
         id=f"wf-{uuid.uuid4().hex[:8]}",
         task_queue=task_queue,
