@@ -168,7 +168,7 @@ class ScriptedOP:
             reason = "the ID token was issued by another issuer"
             return RedeemResult(kind="rejected", error="iss_mismatch", reason=reason)
         return RedeemResult(
-            kind="approved",
+            kind="rejected" if answer.sealed_tokens == "rejected-with-claims" else "approved",
             approval={"sub": "alice", "scope": "openid", "issued_at": 1, "expires_at": 2},
             sealed_access_token="sealed-at",
             sealed_id_token="sealed-id-token",
@@ -463,6 +463,18 @@ async def test_rejected_tokens_are_revoked(env: WorkflowEnvironment) -> None:
     assert outcome.status == "rejected" and outcome.error == "iss_mismatch" and op.revoked == ["forged"]
     assert outcome.reason == "the ID token was issued by another issuer"  # the validator's, not a default
     assert recorded_once(op, outcome) and op.recorded[0].sealed_id_token is None
+
+
+async def test_a_rejected_redeem_opens_nothing_whatever_it_carries(env: WorkflowEnvironment) -> None:
+    """The verdict decides, not the fields beside it: a `rejected` result that also carries
+    claims and a sealed access token is a rejection, and hands out neither."""
+    op = ScriptedOP(env, [TokenRequestResult(kind="granted", sealed_tokens="rejected-with-claims")])
+    running, task_queue = worker(env, op)
+    async with running:
+        outcome = await (await start(env, op, task_queue)).result()
+    assert (outcome.status, outcome.sub, outcome.sealed_access_token) == ("rejected", None, None)
+    assert outcome.reason == "the tokens failed validation"
+    assert recorded_once(op, outcome)
 
 
 async def test_a_cancellation_during_the_redeem_never_hands_out_its_access_token(env: WorkflowEnvironment) -> None:
