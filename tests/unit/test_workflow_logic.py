@@ -906,6 +906,26 @@ async def test_a_ping_whose_interval_outlasts_the_request_asks_no_more(env: Work
     assert 0 <= (outcome.decided_at - outcome.deadline).total_seconds() < 0.5  # the timer's resolution
 
 
+async def test_a_ping_in_the_last_second_still_expires_at_the_deadline(env: WorkflowEnvironment) -> None:
+    # A ping 0.6 s before the deadline (less the signal's real-time delivery), well inside the
+    # interval: the pacing timer stops at the deadline, not at the interval's end nor a second
+    # later, and no token request is made. Should the signal take longer than 0.6 s, the
+    # deadline's own timer ends the run at the same time.
+    op = ScriptedOP(env, [TokenRequestResult(kind="pending")] * 2, interval=20, expires_in=10, mode="ping")
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue)
+        await wait_pending(handle)
+        await handle.signal(CibaApprovalWorkflow.notify, PingNotice(auth_req_id="req-1"))
+        await wait_for_event(handle, EventType.EVENT_TYPE_MARKER_RECORDED, count=2)  # the send's, the redeem's
+        await env.sleep(9.4)
+        await handle.signal(CibaApprovalWorkflow.notify, PingNotice(auth_req_id="req-1"))
+        outcome = await handle.result()
+    assert outcome.status == "expired" and len(op.poll_times) == 1
+    assert outcome.deadline is not None and outcome.decided_at is not None
+    assert 0 <= (outcome.decided_at - outcome.deadline).total_seconds() < 0.3, outcome.decided_at
+
+
 @pytest.mark.parametrize("foreign", [0, 8], ids=["own-ping-kept", "ninth-ping-dropped"])
 async def test_at_most_eight_early_pings_are_kept(env: WorkflowEnvironment, foreign: int) -> None:
     # The OP's ping may overtake its answer to the request: up to eight are kept until the
