@@ -13,16 +13,15 @@ from __future__ import annotations
 import argparse
 import uuid
 
-import httpx
 from temporalio.client import Client
 
 from temporal_ciba.crypto import TokenSealer
 from temporal_ciba.example.activities import PaymentActivities
 from temporal_ciba.example.agent import PaymentAgentWorkflow
 from temporal_ciba.example.payment import PaymentAction, PaymentAgentInput, PaymentAgentResult
-from temporal_ciba.example.plugin import PAYMENT_API_TIMEOUT, PaymentAgentSettings
+from temporal_ciba.example.plugin import PaymentAgentSettings, payment_http_client
 from temporal_ciba.example.policy_runner import USE_EXISTING, main, parser, run_under_policy
-from temporal_ciba.settings import ConfigError, load_settings
+from temporal_ciba.settings import ConfigError, OPSettings, load_settings
 
 
 def arguments() -> argparse.ArgumentParser:
@@ -61,12 +60,17 @@ async def pay(options: argparse.Namespace) -> int:
         print(f"agent workflow {workflow_id}: paying EUR {action.amount} as the policy says", flush=True)
         return await handle.result()
 
-    async with httpx.AsyncClient(timeout=PAYMENT_API_TIMEOUT, follow_redirects=False) as http:
+    # The payment presents the token as the OP bound it: with a DPoP proof, or over a connection
+    # with the client certificate.
+    op = load_settings(OPSettings)
+    async with payment_http_client(op.client_certificate()) as http:
         result: PaymentAgentResult = await run_under_policy(
             options,
             workflows=[PaymentAgentWorkflow],
             activities=lambda s: [
-                PaymentActivities(http, str(api.payment_api_url), TokenSealer(s.token_key_bytes)).execute_payment
+                PaymentActivities(
+                    http, str(api.payment_api_url), TokenSealer(s.token_key_bytes), dpop=op.dpop
+                ).execute_payment
             ],
             start=start,
         )

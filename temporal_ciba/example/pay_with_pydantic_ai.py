@@ -20,7 +20,6 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
 from pydantic import ValidationError
 from pydantic_ai.durable_exec.temporal import PydanticAIPlugin
 from temporalio.client import Client
@@ -33,7 +32,7 @@ from temporal_ciba.agents.tool_approval import approval_workflow_id
 from temporal_ciba.crypto import TokenSealer
 from temporal_ciba.example.activities import PaymentActivities
 from temporal_ciba.example.payment import PaymentAction
-from temporal_ciba.example.plugin import PAYMENT_API_TIMEOUT, PaymentAgentSettings
+from temporal_ciba.example.plugin import PaymentAgentSettings, payment_http_client
 from temporal_ciba.example.pydantic_ai_agent import (
     PAY_TOOL,
     PayerDeps,
@@ -43,7 +42,7 @@ from temporal_ciba.example.pydantic_ai_agent import (
 from temporal_ciba.models import ApprovalOutcome
 from temporal_ciba.plugin import CibaPlugin
 from temporal_ciba.search_attributes import ensure_search_attributes
-from temporal_ciba.settings import ConfigError, load_settings
+from temporal_ciba.settings import ConfigError, OPSettings, load_settings
 
 DEFAULT_TASK_QUEUE = "temporal-ciba-pydantic-ai"
 # The scripted model's one tool call (pydantic_ai_agent.scripted_model).
@@ -101,6 +100,7 @@ def payment_of(args: argparse.Namespace) -> tuple[PaymentAction, PayerDeps]:
 async def run(args: argparse.Namespace) -> int:
     action, deps = payment_of(args)
     settings = load_settings(PaymentAgentSettings)
+    op = load_settings(OPSettings)
     if settings.payment_api_url is None:
         raise ConfigError("configuration error: CIBA_PAYMENT_API_URL is required")
     # PydanticAIPlugin first: CibaPlugin keeps its payload converter and adds the encryption.
@@ -112,8 +112,12 @@ async def run(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot connect to Temporal at {config['target_host']}: {first}") from None
     await ensure_search_attributes(client)
     workflow_id = args.workflow_id or f"pydantic-ai-payment-{uuid.uuid4().hex[:10]}"
-    async with httpx.AsyncClient(timeout=PAYMENT_API_TIMEOUT, follow_redirects=False) as http:
-        payments = PaymentActivities(http, settings.payment_api_url, TokenSealer(settings.token_key_bytes))
+    # The payment presents the token as the OP bound it: with a DPoP proof, or over a connection
+    # with the client certificate.
+    async with payment_http_client(op.client_certificate()) as http:
+        payments = PaymentActivities(
+            http, settings.payment_api_url, TokenSealer(settings.token_key_bytes), dpop=op.dpop
+        )
         async with Worker(
             client,
             task_queue=args.task_queue,

@@ -31,6 +31,16 @@ class PaymentAgentSettings(TokenKeySettings):
         return require_secure_url(url, "payment_api_url") if url else None
 
 
+def payment_http_client(client_certificate: ClientCertificate | None = None) -> httpx.AsyncClient:
+    """The client the payment activities call the API with. RFC 8705 §3: certificate-bound
+    tokens open the API only over a connection presenting that certificate."""
+    return httpx.AsyncClient(
+        timeout=PAYMENT_API_TIMEOUT,
+        follow_redirects=False,
+        verify=client_certificate.ssl_context() if client_certificate is not None else True,
+    )
+
+
 class PaymentAgentPlugin(SimplePlugin):
     """Registers PaymentAgentWorkflow and its payment activity; closes the HTTP client on stop."""
 
@@ -44,7 +54,6 @@ class PaymentAgentPlugin(SimplePlugin):
     ) -> None:
         self._api_url = api_url
         self._dpop = dpop
-        # RFC 8705 §3: certificate-bound tokens open the API only over a connection presenting it.
         self._client_certificate = client_certificate
         self._sealer = TokenSealer(token_key)
         self._http: httpx.AsyncClient | None = None
@@ -57,11 +66,7 @@ class PaymentAgentPlugin(SimplePlugin):
 
     def _activities(self, existing: Sequence[Callable[..., Any]] | None) -> list[Callable[..., Any]]:
         if self._http is None:
-            self._http = httpx.AsyncClient(
-                timeout=PAYMENT_API_TIMEOUT,
-                follow_redirects=False,
-                verify=self._client_certificate.ssl_context() if self._client_certificate is not None else True,
-            )
+            self._http = payment_http_client(self._client_certificate)
         payments = PaymentActivities(self._http, self._api_url, self._sealer, dpop=self._dpop)
         return [*(existing or []), payments.execute_payment]
 

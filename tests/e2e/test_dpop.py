@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import base64
 import time
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,6 +16,7 @@ from temporalio.client import Client
 
 from temporal_ciba.ciba.dpop import DPoPKey
 from temporal_ciba.crypto import DPoPKeys
+from temporal_ciba.example.pay_with_pydantic_ai import approval_id as pydantic_ai_approval_id
 from temporal_ciba.example.payment import PaymentAgentResult, action_digest
 from temporal_ciba.settings import OPSettings
 from tests.e2e.conftest import (
@@ -26,6 +29,7 @@ from tests.e2e.conftest import (
     run_payment_api,
     running_worker,
 )
+from tests.e2e.test_agents_pydantic_ai import ExampleProcess, example_command, example_env
 from tests.e2e.test_approval_workflow import (
     INVOICE,
     ROTATE_KEYS,
@@ -34,6 +38,7 @@ from tests.e2e.test_approval_workflow import (
     start_agent,
     start_approval,
 )
+from tests.e2e.test_policy_examples import example, pending_with
 from tests.support.op import TEST_ROUTES, TestOP, ciba_client, run_test_op
 from tests.support.temporal import DevServer
 
@@ -114,3 +119,46 @@ def _post_with_proof(
     proof = key.proof(htm="POST", htu=url, now=time.time(), access_token=token)
     headers = {"authorization": f"DPoP {token}", "dpop": proof, "idempotency-key": idempotency_key}
     return httpx.post(url, json=body, headers=headers)
+
+
+async def test_the_policy_example_pays_with_a_proof_of_the_key(
+    temporal_server: DevServer, dpop_op: TestOP, dpop_payment_api: str
+) -> None:
+    # pay_by_policy builds its own payment client: it presents the DPoP-bound token as the
+    # worker's PaymentAgentPlugin does (without the proof the API answers 401 and nothing is paid).
+    reference = f"INV-{uuid.uuid4().hex[:6].upper()}"
+    run = example(
+        "pay_by_policy", "--amount", "500.00", "--reference", reference, "--creditor-name", f"DPoP {reference}",
+        server=temporal_server, op=dpop_op, payment_api=dpop_payment_api, CIBA_CLIENT_ID=DPOP_CLIENT, CIBA_DPOP="true",
+    )  # fmt: skip
+    try:
+        [request] = await pending_with(dpop_op, f"DPoP {reference}", 1)
+        dpop_op.approve(request["auth_req_id"])
+        output, _ = run.communicate(timeout=120)
+    finally:
+        run.kill()
+    assert run.returncode == 0, output
+    workflow_id = output.split("agent workflow ")[1].split(":")[0]
+    assert len(payments(dpop_payment_api, workflow_id)) == 1
+
+
+async def test_the_pydantic_ai_example_pays_with_a_proof_of_the_key(
+    temporal_client: Client, temporal_server: DevServer, dpop_op: TestOP, dpop_payment_api: str, tmp_path: Path
+) -> None:
+    workflow_id = f"pai-dpop-{uuid.uuid4().hex[:8]}"
+    args = example_command("--workflow-id", workflow_id, "--task-queue", f"pai-dpop-{tmp_path.name[-12:]}")
+    env = {
+        **example_env(temporal_server, dpop_op, dpop_payment_api, "poll"),
+        "CIBA_CLIENT_ID": DPOP_CLIENT,
+        "CIBA_DPOP": "true",
+    }
+    process = ExampleProcess(args, env, tmp_path / "example.log")
+    process.start()
+    try:
+        approval = temporal_client.get_workflow_handle(pydantic_ai_approval_id(workflow_id, INVOICE))
+        dpop_op.approve(await pending_auth_req_id(approval))
+        assert process.wait() == 0, process.log.read_text()
+    finally:
+        process.stop()
+    [payment] = payments(dpop_payment_api, workflow_id)
+    assert f"paid, payment id {payment['payment_id']}" in process.log.read_text()

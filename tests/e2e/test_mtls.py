@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from temporalio.client import Client
 
+from temporal_ciba.example.pay_with_pydantic_ai import approval_id as pydantic_ai_approval_id
 from temporal_ciba.example.payment import (
     PaymentAction,
     PaymentAgentResult,
@@ -36,6 +38,7 @@ from tests.e2e.conftest import (
     run_payment_api,
     running_worker,
 )
+from tests.e2e.test_agents_pydantic_ai import ExampleProcess, example_command, example_env
 from tests.e2e.test_approval_workflow import (
     INVOICE,
     ROTATE_KEYS,
@@ -45,6 +48,7 @@ from tests.e2e.test_approval_workflow import (
     start_agent,
     start_approval,
 )
+from tests.e2e.test_policy_examples import example, pending_with
 from tests.support.mtls import ClientCertificateFiles
 from tests.support.op import TEST_ROUTES, TestOP, ciba_client, run_test_op
 from tests.support.temporal import DevServer
@@ -241,3 +245,58 @@ async def test_a_certificate_the_op_does_not_trust_is_a_clear_error(
         outcome = await handle.result()
     assert outcome.status == "error" and outcome.error == "invalid_client"
     assert outcome.auth_req_id is None
+
+
+async def test_the_policy_example_pays_over_its_certificate(
+    temporal_server: DevServer, mtls_op: TestOP, mtls_payment_api: str, certificates: ClientCertificates
+) -> None:
+    # pay_by_policy builds its own payment client: it presents the client certificate the token
+    # is bound to, as the worker's PaymentAgentPlugin does (without it the API answers 401).
+    reference = f"INV-{uuid.uuid4().hex[:6].upper()}"
+    certificate = certificates.issued
+    run = example(
+        "pay_by_policy", "--amount", "500.00", "--reference", reference, "--creditor-name", f"mTLS {reference}",
+        server=temporal_server, op=mtls_op, payment_api=mtls_payment_api,
+        CIBA_CLIENT_ID=MTLS_CLIENT, CIBA_CLIENT_SECRET="", CIBA_CLIENT_AUTH_METHOD="tls_client_auth",
+        CIBA_TLS_CLIENT_CERT=str(certificate.cert), CIBA_TLS_CLIENT_KEY=str(certificate.key),
+    )  # fmt: skip
+    try:
+        [request] = await pending_with(mtls_op, f"mTLS {reference}", 1)
+        mtls_op.approve(request["auth_req_id"])
+        output, _ = run.communicate(timeout=120)
+    finally:
+        run.kill()
+    assert run.returncode == 0, output
+    workflow_id = output.split("agent workflow ")[1].split(":")[0]
+    [paid] = payments(mtls_payment_api, workflow_id)
+    assert paid["client_id"] == MTLS_CLIENT
+
+
+async def test_the_pydantic_ai_example_pays_over_its_certificate(
+    temporal_client: Client,
+    temporal_server: DevServer,
+    mtls_op: TestOP,
+    mtls_payment_api: str,
+    certificates: ClientCertificates,
+    tmp_path: Path,
+) -> None:
+    workflow_id = f"pai-mtls-{uuid.uuid4().hex[:8]}"
+    args = example_command("--workflow-id", workflow_id, "--task-queue", f"pai-mtls-{tmp_path.name[-12:]}")
+    env = {
+        **example_env(temporal_server, mtls_op, mtls_payment_api, "poll"),
+        "CIBA_CLIENT_ID": MTLS_CLIENT,
+        "CIBA_CLIENT_SECRET": "",
+        "CIBA_CLIENT_AUTH_METHOD": "tls_client_auth",
+        "CIBA_TLS_CLIENT_CERT": str(certificates.issued.cert),
+        "CIBA_TLS_CLIENT_KEY": str(certificates.issued.key),
+    }
+    process = ExampleProcess(args, env, tmp_path / "example.log")
+    process.start()
+    try:
+        approval = temporal_client.get_workflow_handle(pydantic_ai_approval_id(workflow_id, INVOICE))
+        mtls_op.approve(await pending_auth_req_id(approval))
+        assert process.wait() == 0, process.log.read_text()
+    finally:
+        process.stop()
+    [paid] = payments(mtls_payment_api, workflow_id)
+    assert paid["client_id"] == MTLS_CLIENT

@@ -15,16 +15,19 @@ from tests.support.op import TestOP
 from tests.support.temporal import DevServer, wait_for
 
 
-def example(module: str, *args: str, server: DevServer, op: TestOP, payment_api: str) -> subprocess.Popen[str]:
-    env = clean_env(
-        TEMPORAL_ADDRESS=server.address,
-        CIBA_ISSUER=op.issuer,
-        CIBA_CLIENT_ID=AGENT_CLIENT,
-        CIBA_CLIENT_SECRET=SECRET,
-        CIBA_PAYLOAD_KEY=PAYLOAD_KEY,
-        CIBA_TOKEN_KEY=TOKEN_KEY,
-        CIBA_PAYMENT_API_URL=payment_api,
-    )
+def example(
+    module: str, *args: str, server: DevServer, op: TestOP, payment_api: str, **settings: str
+) -> subprocess.Popen[str]:
+    defaults = {
+        "TEMPORAL_ADDRESS": server.address,
+        "CIBA_ISSUER": op.issuer,
+        "CIBA_CLIENT_ID": AGENT_CLIENT,
+        "CIBA_CLIENT_SECRET": SECRET,
+        "CIBA_PAYLOAD_KEY": PAYLOAD_KEY,
+        "CIBA_TOKEN_KEY": TOKEN_KEY,
+        "CIBA_PAYMENT_API_URL": payment_api,
+    }
+    env = clean_env(**{**defaults, **settings})
     command = [sys.executable, "-m", f"temporal_ciba.example.{module}", *args, "--task-queue", uuid.uuid4().hex]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
