@@ -145,8 +145,12 @@ async def test_the_policy_example_pays_with_a_proof_of_the_key(
 async def test_the_pydantic_ai_example_pays_with_a_proof_of_the_key(
     temporal_client: Client, temporal_server: DevServer, dpop_op: TestOP, dpop_payment_api: str, tmp_path: Path
 ) -> None:
+    # Not INVOICE: the API pays each action once per client, and the agent tests paid that one.
+    action = INVOICE.model_copy(update={"reference": f"INV-{uuid.uuid4().hex[:8]}"})
     workflow_id = f"pai-dpop-{uuid.uuid4().hex[:8]}"
-    args = example_command("--workflow-id", workflow_id, "--task-queue", f"pai-dpop-{tmp_path.name[-12:]}")
+    args = example_command(
+        "--workflow-id", workflow_id, "--task-queue", f"pai-dpop-{tmp_path.name[-12:]}", "--reference", action.reference
+    )
     env = {
         **example_env(temporal_server, dpop_op, dpop_payment_api, "poll"),
         "CIBA_CLIENT_ID": DPOP_CLIENT,
@@ -155,7 +159,7 @@ async def test_the_pydantic_ai_example_pays_with_a_proof_of_the_key(
     process = ExampleProcess(args, env, tmp_path / "example.log")
     process.start()
     try:
-        approval = temporal_client.get_workflow_handle(pydantic_ai_approval_id(workflow_id, INVOICE))
+        approval = temporal_client.get_workflow_handle(pydantic_ai_approval_id(workflow_id, action))
         dpop_op.approve(await pending_auth_req_id(approval))
         assert process.wait() == 0, process.log.read_text()
     finally:
