@@ -246,6 +246,27 @@ class ExampleProcess:
             self.process.wait()
 
 
+async def pay_with_the_example(
+    client: Client, server: DevServer, op: TestOP, payment_api: str, log: Path, **settings: str
+) -> dict[str, Any]:
+    """Runs the README command (poll mode, `settings` over the defaults) for an invoice of its
+    own, approves, and returns the one payment once it has exited 0."""
+    # Not INVOICE: the API pays each action once per client, and other tests paid that one.
+    action = INVOICE.model_copy(update={"reference": f"INV-{uuid.uuid4().hex[:8]}"})
+    workflow_id = f"pai-{uuid.uuid4().hex[:8]}"
+    args = example_command("--workflow-id", workflow_id, "--task-queue", workflow_id, "--reference", action.reference)
+    process = ExampleProcess(args, {**example_env(server, op, payment_api, "poll"), **settings}, log)
+    process.start()
+    try:
+        op.approve(await pending_auth_req_id(client.get_workflow_handle(approval_id(workflow_id, action))))
+        assert process.wait() == 0, log.read_text()
+    finally:
+        process.stop()
+    [payment] = payments(payment_api, workflow_id)
+    assert f"paid, payment id {payment['payment_id']}" in log.read_text()
+    return payment
+
+
 @pytest.fixture
 def example(temporal_server: DevServer, op: TestOP, payment_api: str, tmp_path: Path) -> Any:
     """Runs the example's command (poll mode, or ping mode through the callback service)."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from temporalio.client import Client
 
 from temporal_ciba.ciba.dpop import DPoPKey
 from temporal_ciba.crypto import DPoPKeys
-from temporal_ciba.example.pay_with_pydantic_ai import approval_id as pydantic_ai_approval_id
 from temporal_ciba.example.payment import PaymentAgentResult, action_digest
 from temporal_ciba.settings import OPSettings
 from tests.e2e.conftest import (
@@ -29,7 +27,7 @@ from tests.e2e.conftest import (
     run_payment_api,
     running_worker,
 )
-from tests.e2e.test_agents_pydantic_ai import ExampleProcess, example_command, example_env
+from tests.e2e.test_agents_pydantic_ai import pay_with_the_example
 from tests.e2e.test_approval_workflow import (
     INVOICE,
     ROTATE_KEYS,
@@ -38,7 +36,7 @@ from tests.e2e.test_approval_workflow import (
     start_agent,
     start_approval,
 )
-from tests.e2e.test_policy_examples import example, pending_with
+from tests.e2e.test_policy_examples import pay_by_policy
 from tests.support.op import TEST_ROUTES, TestOP, ciba_client, run_test_op
 from tests.support.temporal import DevServer
 
@@ -126,43 +124,18 @@ async def test_the_policy_example_pays_with_a_proof_of_the_key(
 ) -> None:
     # pay_by_policy builds its own payment client: it presents the DPoP-bound token as the
     # worker's PaymentAgentPlugin does (without the proof the API answers 401 and nothing is paid).
-    reference = f"INV-{uuid.uuid4().hex[:6].upper()}"
-    run = example(
-        "pay_by_policy", "--amount", "500.00", "--reference", reference, "--creditor-name", f"DPoP {reference}",
-        server=temporal_server, op=dpop_op, payment_api=dpop_payment_api, CIBA_CLIENT_ID=DPOP_CLIENT, CIBA_DPOP="true",
-    )  # fmt: skip
-    try:
-        [request] = await pending_with(dpop_op, f"DPoP {reference}", 1)
-        dpop_op.approve(request["auth_req_id"])
-        output, _ = run.communicate(timeout=120)
-    finally:
-        run.kill()
-    assert run.returncode == 0, output
-    workflow_id = output.split("agent workflow ")[1].split(":")[0]
-    assert len(payments(dpop_payment_api, workflow_id)) == 1
+    settings = {"CIBA_CLIENT_ID": DPOP_CLIENT, "CIBA_DPOP": "true"}
+    paid = await pay_by_policy(
+        "500.00", 1, server=temporal_server, op=dpop_op, payment_api=dpop_payment_api, **settings
+    )
+    [payment] = payments(dpop_payment_api, paid.workflow_id)
+    assert payment["client_id"] == DPOP_CLIENT
 
 
 async def test_the_pydantic_ai_example_pays_with_a_proof_of_the_key(
     temporal_client: Client, temporal_server: DevServer, dpop_op: TestOP, dpop_payment_api: str, tmp_path: Path
 ) -> None:
-    # Not INVOICE: the API pays each action once per client, and the agent tests paid that one.
-    action = INVOICE.model_copy(update={"reference": f"INV-{uuid.uuid4().hex[:8]}"})
-    workflow_id = f"pai-dpop-{uuid.uuid4().hex[:8]}"
-    args = example_command(
-        "--workflow-id", workflow_id, "--task-queue", f"pai-dpop-{tmp_path.name[-12:]}", "--reference", action.reference
-    )
-    env = {
-        **example_env(temporal_server, dpop_op, dpop_payment_api, "poll"),
-        "CIBA_CLIENT_ID": DPOP_CLIENT,
-        "CIBA_DPOP": "true",
-    }
-    process = ExampleProcess(args, env, tmp_path / "example.log")
-    process.start()
-    try:
-        approval = temporal_client.get_workflow_handle(pydantic_ai_approval_id(workflow_id, action))
-        dpop_op.approve(await pending_auth_req_id(approval))
-        assert process.wait() == 0, process.log.read_text()
-    finally:
-        process.stop()
-    [payment] = payments(dpop_payment_api, workflow_id)
-    assert f"paid, payment id {payment['payment_id']}" in process.log.read_text()
+    settings = {"CIBA_CLIENT_ID": DPOP_CLIENT, "CIBA_DPOP": "true"}
+    log = tmp_path / "example.log"
+    payment = await pay_with_the_example(temporal_client, temporal_server, dpop_op, dpop_payment_api, log, **settings)
+    assert payment["client_id"] == DPOP_CLIENT

@@ -15,7 +15,6 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from temporal_ciba.example.pay_with_pydantic_ai import approval_id as pydantic_ai_approval_id
 from temporal_ciba.example.payment import (
     PaymentAction,
     PaymentAgentResult,
@@ -38,7 +37,7 @@ from tests.e2e.conftest import (
     run_payment_api,
     running_worker,
 )
-from tests.e2e.test_agents_pydantic_ai import ExampleProcess, example_command, example_env
+from tests.e2e.test_agents_pydantic_ai import pay_with_the_example
 from tests.e2e.test_approval_workflow import (
     INVOICE,
     ROTATE_KEYS,
@@ -48,7 +47,7 @@ from tests.e2e.test_approval_workflow import (
     start_agent,
     start_approval,
 )
-from tests.e2e.test_policy_examples import example, pending_with
+from tests.e2e.test_policy_examples import pay_by_policy
 from tests.support.mtls import ClientCertificateFiles
 from tests.support.op import TEST_ROUTES, TestOP, ciba_client, run_test_op
 from tests.support.temporal import DevServer
@@ -247,29 +246,27 @@ async def test_a_certificate_the_op_does_not_trust_is_a_clear_error(
     assert outcome.auth_req_id is None
 
 
+def tls_client_auth(certificate: ClientCertificateFiles) -> dict[str, str]:
+    return {
+        "CIBA_CLIENT_ID": MTLS_CLIENT,
+        "CIBA_CLIENT_SECRET": "",
+        "CIBA_CLIENT_AUTH_METHOD": "tls_client_auth",
+        "CIBA_TLS_CLIENT_CERT": str(certificate.cert),
+        "CIBA_TLS_CLIENT_KEY": str(certificate.key),
+    }
+
+
 async def test_the_policy_example_pays_over_its_certificate(
     temporal_server: DevServer, mtls_op: TestOP, mtls_payment_api: str, certificates: ClientCertificates
 ) -> None:
     # pay_by_policy builds its own payment client: it presents the client certificate the token
     # is bound to, as the worker's PaymentAgentPlugin does (without it the API answers 401).
-    reference = f"INV-{uuid.uuid4().hex[:6].upper()}"
-    certificate = certificates.issued
-    run = example(
-        "pay_by_policy", "--amount", "500.00", "--reference", reference, "--creditor-name", f"mTLS {reference}",
-        server=temporal_server, op=mtls_op, payment_api=mtls_payment_api,
-        CIBA_CLIENT_ID=MTLS_CLIENT, CIBA_CLIENT_SECRET="", CIBA_CLIENT_AUTH_METHOD="tls_client_auth",
-        CIBA_TLS_CLIENT_CERT=str(certificate.cert), CIBA_TLS_CLIENT_KEY=str(certificate.key),
-    )  # fmt: skip
-    try:
-        [request] = await pending_with(mtls_op, f"mTLS {reference}", 1)
-        mtls_op.approve(request["auth_req_id"])
-        output, _ = run.communicate(timeout=120)
-    finally:
-        run.kill()
-    assert run.returncode == 0, output
-    workflow_id = output.split("agent workflow ")[1].split(":")[0]
-    [paid] = payments(mtls_payment_api, workflow_id)
-    assert paid["client_id"] == MTLS_CLIENT
+    settings = tls_client_auth(certificates.issued)
+    paid = await pay_by_policy(
+        "500.00", 1, server=temporal_server, op=mtls_op, payment_api=mtls_payment_api, **settings
+    )
+    [payment] = payments(mtls_payment_api, paid.workflow_id)
+    assert payment["client_id"] == MTLS_CLIENT
 
 
 async def test_the_pydantic_ai_example_pays_over_its_certificate(
@@ -280,27 +277,7 @@ async def test_the_pydantic_ai_example_pays_over_its_certificate(
     certificates: ClientCertificates,
     tmp_path: Path,
 ) -> None:
-    # Not INVOICE: the API pays each action once per client, and the agent tests paid that one.
-    action = INVOICE.model_copy(update={"reference": f"INV-{uuid.uuid4().hex[:8]}"})
-    workflow_id = f"pai-mtls-{uuid.uuid4().hex[:8]}"
-    args = example_command(
-        "--workflow-id", workflow_id, "--task-queue", f"pai-mtls-{tmp_path.name[-12:]}", "--reference", action.reference
-    )
-    env = {
-        **example_env(temporal_server, mtls_op, mtls_payment_api, "poll"),
-        "CIBA_CLIENT_ID": MTLS_CLIENT,
-        "CIBA_CLIENT_SECRET": "",
-        "CIBA_CLIENT_AUTH_METHOD": "tls_client_auth",
-        "CIBA_TLS_CLIENT_CERT": str(certificates.issued.cert),
-        "CIBA_TLS_CLIENT_KEY": str(certificates.issued.key),
-    }
-    process = ExampleProcess(args, env, tmp_path / "example.log")
-    process.start()
-    try:
-        approval = temporal_client.get_workflow_handle(pydantic_ai_approval_id(workflow_id, action))
-        mtls_op.approve(await pending_auth_req_id(approval))
-        assert process.wait() == 0, process.log.read_text()
-    finally:
-        process.stop()
-    [paid] = payments(mtls_payment_api, workflow_id)
-    assert paid["client_id"] == MTLS_CLIENT
+    settings = tls_client_auth(certificates.issued)
+    log = tmp_path / "example.log"
+    payment = await pay_with_the_example(temporal_client, temporal_server, mtls_op, mtls_payment_api, log, **settings)
+    assert payment["client_id"] == MTLS_CLIENT

@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,29 +41,44 @@ async def pending_with(op: TestOP, text: str, count: int) -> list[dict[str, Any]
     return await wait_for(found, timeout=60, what=f"{count} pending request(s) with {text!r}")
 
 
-async def test_pay_by_policy_sends_a_large_payment_to_two_people(
-    temporal_server: DevServer, op: TestOP, payment_api: str
-) -> None:
+@dataclass
+class PolicyPayment:
+    output: str
+    workflow_id: str
+    requests: list[dict[str, Any]]  # the approvals the policy asked for
+
+
+async def pay_by_policy(
+    amount: str, approvals: int, *, server: DevServer, op: TestOP, payment_api: str, **settings: str
+) -> PolicyPayment:
+    """Runs the example for a payee of its own, approves the `approvals` requests it makes, and
+    returns once it has exited 0."""
     reference = f"INV-{uuid.uuid4().hex[:6].upper()}"
     run = example(
-        "pay_by_policy", "--amount", "25000.00", "--reference", reference, "--creditor-name", f"Big {reference}",
-        server=temporal_server, op=op, payment_api=payment_api,
+        "pay_by_policy", "--amount", amount, "--reference", reference, "--creditor-name", f"Payee {reference}",
+        server=server, op=op, payment_api=payment_api, **settings,
     )  # fmt: skip
     try:
-        requests = await pending_with(op, f"Big {reference}", 2)
-        assert sorted(r["account"] for r in requests) == ["alice", "bob"]
-        assert {r["acr_values"] for r in requests} == {"urn:example:acr:mfa"}
+        requests = await pending_with(op, f"Payee {reference}", approvals)
         for request in requests:
             op.approve(request["auth_req_id"])
         output, _ = run.communicate(timeout=120)
     finally:
         run.kill()
     assert run.returncode == 0, output
-    assert "policy: rule large-payment (quorum)" in output
-    assert "approver alice: approved, sub alice, counted True" in output
-    assert "approver bob: approved, sub bob, counted True" in output
-    workflow_id = output.split("agent workflow ")[1].split(":")[0]
-    assert len(payments(payment_api, workflow_id)) == 1
+    return PolicyPayment(output, output.split("agent workflow ")[1].split(":")[0], requests)
+
+
+async def test_pay_by_policy_sends_a_large_payment_to_two_people(
+    temporal_server: DevServer, op: TestOP, payment_api: str
+) -> None:
+    paid = await pay_by_policy("25000.00", 2, server=temporal_server, op=op, payment_api=payment_api)
+    assert sorted(r["account"] for r in paid.requests) == ["alice", "bob"]
+    assert {r["acr_values"] for r in paid.requests} == {"urn:example:acr:mfa"}
+    assert "policy: rule large-payment (quorum)" in paid.output
+    assert "approver alice: approved, sub alice, counted True" in paid.output
+    assert "approver bob: approved, sub bob, counted True" in paid.output
+    assert len(payments(payment_api, paid.workflow_id)) == 1
 
 
 async def test_a_service_account_asks_only_above_its_threshold(
