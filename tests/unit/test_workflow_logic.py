@@ -169,7 +169,7 @@ class ScriptedOP:
             return RedeemResult(kind="rejected", error="iss_mismatch", reason=reason)
         return RedeemResult(
             kind="rejected" if answer.sealed_tokens == "rejected-with-claims" else "approved",
-            approval={"sub": "alice", "scope": "openid", "issued_at": 1, "expires_at": 2},
+            approval=APPROVAL,
             sealed_access_token="sealed-at",
             sealed_id_token="sealed-id-token",
         )  # type: ignore[arg-type]
@@ -195,7 +195,7 @@ class ScriptedOP:
         if input.sealed_tokens == "refused without a reason":
             return ValidateTokensResult(error="invalid_token")
         return ValidateTokensResult(
-            approval={"sub": "alice", "scope": "openid", "issued_at": 1, "expires_at": 2},
+            approval=APPROVAL,
             sealed_access_token="sealed-at",
             sealed_id_token="sealed-id-token",
         )  # type: ignore[arg-type]
@@ -320,6 +320,17 @@ def assert_spacing(times: list[float], expected: list[float]) -> None:
 
 
 GRANTED = TokenRequestResult(kind="granted", sealed_tokens="sealed-tokens")
+# What the validation activity vouches for: every claim an outcome carries.
+APPROVAL = {
+    "sub": "alice",
+    "acr": "urn:example:acr:mfa",
+    "amr": ["hwk", "pin"],
+    "auth_time": 1_700_000_000,
+    "scope": "openid payments",
+    "authorization_details": [{"type": "payment_initiation", "creditorName": "ACME GmbH"}],
+    "issued_at": 1_700_000_001,
+    "expires_at": 1_700_000_301,
+}
 LOST = TokenRequestResult(
     kind="failed", error="grant_lost", reason="tokens were issued but lost before they were recorded"
 )
@@ -1017,4 +1028,22 @@ async def test_the_outcome_says_whether_the_approver_was_pinned(
     async with running:
         outcome = await (await start(env, op, task_queue, expected_subject=expected_subject)).result()
     assert outcome.status == "approved" and outcome.subject_pinned is pinned
-    assert ("not pinned" in outcome.reason) is not pinned
+    unpinned = " (not pinned to the person asked: no expected_subject for this login_hint)"
+    assert outcome.reason == "approved by alice" + ("" if pinned else unpinned)
+
+
+@pytest.mark.parametrize("mode", ["poll", "push"])
+async def test_an_approved_outcome_carries_every_validated_claim(env: WorkflowEnvironment, mode: str) -> None:
+    # Redeemed (poll) or validated on its own (push): the outcome is what the validation vouched
+    # for, claim by claim, and the access token sealed for the caller.
+    op = ScriptedOP(env, [GRANTED], mode=mode)
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue)
+        if mode == "push":
+            await wait_pending(handle)
+            await handle.signal(CibaApprovalWorkflow.deliver, PushDelivery(auth_req_id="req-1", sealed_tokens="sealed"))
+        outcome = await handle.result()
+    claims = {name: APPROVAL[name] for name in ("sub", "acr", "amr", "auth_time", "scope", "authorization_details")}
+    assert outcome.model_dump(include=set(claims)) == claims
+    assert (outcome.status, outcome.sealed_access_token) == ("approved", "sealed-at")
