@@ -107,18 +107,6 @@ EOF
   local children="${MUTATION_CHILDREN:-$(($(nproc) * ${CHILDREN_PER_CORE_[$group]:-1}))}"
   (cd "$work" && nice -n 10 "$ROOT/.venv/bin/mutmut" run --max-children "$children" >"$work/mutmut.log" 2>&1) \
     || { tr '\r' '\n' <"$work/mutmut.log" | tail -n 40; return 2; }
-  # Every survivor runs once more, by name, in a fork server of its own. The workflow group's
-  # run, on a loaded machine, reported mutants as surviving that their tests kill every time
-  # they are run again (a token request missing its argument, which fails every pre-redeem
-  # test); a mutant is counted killed when its tests fail on either run.
-  local survivors
-  mapfile -t survivors < <(cd "$work" && "$ROOT/.venv/bin/mutmut" results 2>/dev/null \
-    | awk -F': ' '$2 == "survived" { sub(/^ +/, "", $1); print $1 }')
-  if [ ${#survivors[@]} -gt 0 ]; then
-    echo "== running the ${#survivors[@]} survivor(s) again"
-    (cd "$work" && nice -n 10 "$ROOT/.venv/bin/mutmut" run --max-children "$children" "${survivors[@]}" \
-      >>"$work/mutmut.log" 2>&1) || { tr '\r' '\n' <"$work/mutmut.log" | tail -n 40; return 2; }
-  fi
   (cd "$work" && "$PYTHON" "$ROOT/scripts/mutation_check.py" "$EQUIVALENT" --label "$group")
 }
 
