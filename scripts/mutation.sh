@@ -64,10 +64,10 @@ tests/unit/test_activity_options.py tests/unit/test_pre_redeem_path.py"
 declare -A ISOLATION_=([workflow]="forkserver")
 # Groups whose tests mostly wait (on the test server's history, on real local-activity
 # backoffs) rather than compute: a mutant that makes a test wait for ever fails it after this
-# many seconds instead of pyproject's 300 (its slowest test takes 16 s), and several mutants
+# many seconds instead of pyproject's 300 (its slowest test takes 18 s), and several mutants
 # run per core (MUTATION_CHILDREN overrides).
 declare -A TEST_TIMEOUT_=([workflow]=60)
-declare -A CHILDREN_PER_CORE_=([workflow]=3)
+declare -A CHILDREN_PER_CORE_=([workflow]=6)
 
 toml_list() { printf '['; local sep=""; for item in "$@"; do printf '%s"%s"' "$sep" "$item"; sep=", "; done; printf ']'; }
 
