@@ -896,40 +896,30 @@ async def test_pings_never_outpace_the_interval(env: WorkflowEnvironment, interv
     assert_spacing(op.poll_times, [interval] * 3)  # not the 60 s fallback, and never sooner than the interval
 
 
-async def test_a_ping_whose_interval_outlasts_the_request_asks_no_more(env: WorkflowEnvironment) -> None:
-    # The second ping may not ask before the interval has passed, and the request expires first:
-    # the approval ends expired at its deadline without a token request at the deadline.
-    op = ScriptedOP(env, [TokenRequestResult(kind="pending")] * 2, interval=5, expires_in=4, mode="ping")
-    running, task_queue = worker(env, op)
-    async with running:
-        handle = await start(env, op, task_queue)
-        await wait_pending(handle)
-        await handle.signal(CibaApprovalWorkflow.notify, PingNotice(auth_req_id="req-1"))
-
-        async def answered() -> bool:  # the first request's pending answer is in
-            return (await handle.query(CibaApprovalWorkflow.status)).polls == 1
-
-        await wait_for(answered, what="the first token request's answer")
-        await handle.signal(CibaApprovalWorkflow.notify, PingNotice(auth_req_id="req-1"))
-        outcome = await handle.result()
-    assert outcome.status == "expired" and len(op.poll_times) == 1
-    assert outcome.deadline is not None and outcome.decided_at is not None
-    assert 0 <= (outcome.decided_at - outcome.deadline).total_seconds() < 0.5  # the timer's resolution
-
-
-async def test_a_ping_in_the_last_second_still_expires_at_the_deadline(env: WorkflowEnvironment) -> None:
-    # A ping 0.6 s before the deadline (less the signal's real-time delivery), well inside the
-    # interval: the pacing timer stops at the deadline, not at the interval's end nor a second
-    # later, and no token request is made. Should the signal take longer than 0.6 s, the
+@pytest.mark.parametrize(
+    "interval,expires_in,second_ping_after",
+    [(5, 4, 0.0), (20, 10, 9.4)],
+    ids=["interval-outlasts-the-request", "in-the-last-second"],
+)
+async def test_a_ping_held_back_past_the_deadline_asks_no_more(
+    env: WorkflowEnvironment, interval: int, expires_in: int, second_ping_after: float
+) -> None:
+    # The second ping may not ask before the interval has passed, and the deadline comes first:
+    # the pacing timer stops at the deadline (not at the interval's end, nor a second later) and
+    # the approval ends expired without a token request. In the last second, the ping lands 0.6 s
+    # before the deadline, less the signal's real-time delivery; should that take longer, the
     # deadline's own timer ends the run at the same time.
-    op = ScriptedOP(env, [TokenRequestResult(kind="pending")] * 2, interval=20, expires_in=10, mode="ping")
+    op = ScriptedOP(
+        env, [TokenRequestResult(kind="pending")] * 2, interval=interval, expires_in=expires_in, mode="ping"
+    )
     running, task_queue = worker(env, op)
     async with running:
         handle = await start(env, op, task_queue)
         await wait_pending(handle)
         await handle.signal(CibaApprovalWorkflow.notify, PingNotice(auth_req_id="req-1"))
         await wait_for_event(handle, EventType.EVENT_TYPE_MARKER_RECORDED, count=2)  # the send's, the redeem's
-        await env.sleep(9.4)
+        if second_ping_after:
+            await env.sleep(second_ping_after)
         await handle.signal(CibaApprovalWorkflow.notify, PingNotice(auth_req_id="req-1"))
         outcome = await handle.result()
     assert outcome.status == "expired" and len(op.poll_times) == 1
