@@ -18,6 +18,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from temporal_ciba.approval import Approval, DecisionPath, Holder
+from temporal_ciba.ciba import TransportError
 from temporal_ciba.models import (
     ApprovalOutcome,
     ApprovalWorkflowInput,
@@ -92,6 +93,8 @@ async def test_it_requests_and_validates_in_activities_of_their_own(env: Workflo
         ("ciba.validate_tokens", False),
         ("ciba.record_decision", True),
     ]
+    (send,) = starts.of("ciba.send_authentication_request")
+    assert send.retry_policy is not None and send.retry_policy.maximum_attempts == 5  # then an `error` outcome
     first_request = starts.of("ciba.request_token")[0]
     assert first_request.start_to_close == timedelta(seconds=45)
     assert first_request.schedule_to_close is not None
@@ -113,6 +116,34 @@ async def test_a_token_request_near_expiry_still_gets_two_attempts(env: Workflow
     assert outcome.status == "approved"
     (request,) = starts.of("ciba.request_token")
     assert request.schedule_to_close == timedelta(seconds=90)  # 60 s were left: two attempts' worth instead
+
+
+async def test_an_op_unreachable_for_every_attempt_of_the_request_is_an_error(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [], send_error="unreachable")
+    running, task_queue = worker(env, op, PreRedeemApproval)
+    async with running:
+        outcome = await (await start(env, op, task_queue, workflow_type=PreRedeemApproval)).result()
+    assert (outcome.status, op.sends, op.poll_times) == ("error", 5, [])  # SEND_RETRY's attempts
+    assert outcome.reason.startswith("the OP could not be reached: ") and outcome.reason.endswith("connection refused")
+
+
+async def test_an_op_unreachable_until_the_deadline_is_an_error(env: WorkflowEnvironment) -> None:
+    """A token request that fails in transport is retried, never sooner than the interval (a
+    retry is a token request too, however short the OP's interval), until the request's time is
+    up: then an `error` outcome, not a failed workflow. (On this path the retries are the
+    server's, on timers the test server skips; a local activity's are bounded by the worker's
+    wall clock.)"""
+    op = ScriptedOP(env, [], interval=1, expires_in=60)
+    op.token_request_error = TransportError("the OP could not be reached: connection refused")
+    starts = ActivityStarts()
+    running, task_queue = worker(env, op, PreRedeemApproval, interceptors=[starts])
+    async with running:
+        outcome = await (await start(env, op, task_queue, workflow_type=PreRedeemApproval)).result()
+    assert (outcome.status, outcome.error) == ("error", None)
+    assert outcome.reason == "the OP could not be reached before the deadline"
+    (request,) = starts.of("ciba.request_token")
+    assert request.retry_policy is not None and request.retry_policy.initial_interval == timedelta(seconds=1)
+    assert len(op.poll_times) > 2 and min(gaps(op.poll_times)) >= 1 - EARLY_SLACK
 
 
 async def test_refused_tokens_are_revoked(env: WorkflowEnvironment) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError, CancelledError
@@ -48,6 +49,7 @@ from temporal_ciba.models import (
 from temporal_ciba.plugin import PASSTHROUGH_MODULES
 from temporal_ciba.records import RecordDecisionInput
 from temporal_ciba.records.activity import RECORD_CONFLICT
+from temporal_ciba.rendering import code, describe_authorization_details
 from temporal_ciba.workflow import CibaApprovalWorkflow, require_approval
 from tests.support.temporal import ActivityStarts, time_skipping_environment, wait_for
 
@@ -86,7 +88,9 @@ class ScriptedOP:
         self.release: asyncio.Queue[None] = asyncio.Queue()
         self.validated: list[ValidateTokensInput | RedeemInput] = []
         self.redemptions = Redemptions()
-        self.pending_request_seconds: float | None = None  # what a pending redeem says it took
+        self.pending_request_seconds: float | None = None  # what a redeem that is not final says it took
+        self.token_request_error: Exception | None = None  # every token request raises it
+        self.records = True  # what the send says: the approval records its outcome
         # The decision records the approval wrote (ciba.record_decision), one per write attempt.
         self.recorded: list[RecordDecisionInput] = []
         # What the next record writes raise, one per attempt (then they succeed).
@@ -133,7 +137,7 @@ class ScriptedOP:
             interval=self.interval,
             binding=binding,
             delivery_mode=self.mode,
-            records=True,  # as the real activity says
+            records=self.records,
         )  # type: ignore[arg-type]
 
     @activity.defn(name="ciba.request_token")
@@ -141,6 +145,8 @@ class ScriptedOP:
         self.token_requests.append(input.auth_req_id)
         self.poll_times.append((await self.env.get_current_time()).timestamp())
         self.poll_started.set()
+        if self.token_request_error is not None:
+            raise self.token_request_error
         if self.blocking:
             await self.block_next_poll.wait()
         if self.gated:
@@ -158,7 +164,7 @@ class ScriptedOP:
         answer = await self.request_token(TokenRequestInput(auth_req_id=input.binding.auth_req_id))
         if answer.kind != "granted":
             result = RedeemResult.model_validate(answer.model_dump(exclude={"sealed_tokens"}))
-            if answer.kind == "pending":
+            if answer.kind != "failed":
                 result.request_seconds = self.pending_request_seconds
             return result
         assert answer.sealed_tokens is not None
@@ -356,17 +362,28 @@ async def test_polls_respect_interval_slow_down_and_retry_after(env: WorkflowEnv
     assert_spacing(op.poll_times, [5, 10, 10, 40, 10])
 
 
+async def timers(handle: WorkflowHandle) -> list[float]:
+    """The seconds of every timer the workflow started, from its history."""
+    return [
+        event.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta().total_seconds()
+        async for event in handle.fetch_history_events()
+        if event.event_type == EventType.EVENT_TYPE_TIMER_STARTED
+    ]
+
+
 async def test_polls_start_an_interval_apart_however_long_a_request_takes(env: WorkflowEnvironment) -> None:
     """The timer starts when the last request has returned: it is shorter by the time that
-    request took, so requests start an interval apart (CIBA §7.3), not an interval plus a round trip."""
-    op = ScriptedOP(env, [TokenRequestResult(kind="pending")] * 2 + [GRANTED], interval=10)
-    op.pending_request_seconds = 6.0
+    request took, so requests start an interval apart (CIBA §7.3), not an interval plus a round
+    trip; a 503 without Retry-After adds nothing to it."""
+    answers = [TokenRequestResult(kind="pending"), TokenRequestResult(kind="retry_later"), GRANTED]
+    op = ScriptedOP(env, answers, interval=5)
+    op.pending_request_seconds = 4.6
     running, task_queue = worker(env, op)
     async with running:
-        assert (await (await start(env, op, task_queue)).result()).status == "approved"
-    # The first poll waits the whole interval; each later one 10 - 6 s after the last returned
-    # (the scripted requests take no time on the test server's clock).
-    assert_spacing(op.poll_times, [4, 4])
+        handle = await start(env, op, task_queue)
+        assert (await handle.result()).status == "approved"
+    # The first poll waits the whole interval; each later one 5 - 4.6 s after the last returned.
+    assert await timers(handle) == pytest.approx([5, 0.4, 0.4])
 
 
 @pytest.mark.parametrize(
@@ -389,6 +406,14 @@ async def test_final_token_errors(env: WorkflowEnvironment, error: str | None, s
     assert recorded_once(op, outcome)
     # A denial reads as a human line; every other final error keeps the OP's words.
     assert outcome.reason == ("alice denied the request on their device" if status == "denied" else "the OP said so")
+
+
+async def test_a_final_token_error_without_a_description_still_says_why(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [TokenRequestResult(kind="failed", error="invalid_grant")])
+    running, task_queue = worker(env, op)
+    async with running:
+        outcome = await (await start(env, op, task_queue)).result()
+    assert (outcome.status, outcome.error, outcome.reason) == ("error", "invalid_grant", "the OP ended the request")
 
 
 async def test_an_approval_is_recorded_once_with_its_sealed_id_token(env: WorkflowEnvironment) -> None:
@@ -464,6 +489,17 @@ async def test_an_op_unreachable_for_every_attempt_is_an_error_outcome(env: Work
         outcome = await (await start(env, op, task_queue)).result()
     assert (outcome.status, op.sends, op.poll_times) == ("error", 5, [])
     assert outcome.reason.startswith("the OP could not be reached"), outcome.reason
+
+
+async def test_a_policy_deadline_already_past_asks_no_one(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [GRANTED])
+    passed = await env.get_current_time() - timedelta(seconds=1)
+    running, task_queue = worker(env, op)
+    async with running:
+        outcome = await (await start(env, op, task_queue, policy_deadline=passed)).result()
+    assert (outcome.status, outcome.error, op.sends) == ("expired", None, 0)
+    assert outcome.reason == "the policy deadline passed before the request was sent"
+    assert recorded_once(op, outcome)
 
 
 async def test_rejected_tokens_are_revoked(env: WorkflowEnvironment) -> None:
@@ -569,7 +605,7 @@ async def test_a_signal_during_the_redeem_does_not_ask_the_op_twice(env: Workflo
 
 
 async def test_long_waits_poll_slower_and_continue_as_new(env: WorkflowEnvironment) -> None:
-    op = ScriptedOP(env, [TokenRequestResult(kind="pending")] * 40 + [GRANTED], interval=5, expires_in=86400)
+    op = ScriptedOP(env, [TokenRequestResult(kind="pending")] * 45 + [GRANTED], interval=5, expires_in=86400)
     polling = PollingPolicy(long_wait_after_seconds=60, long_wait_interval_seconds=30, polls_per_run=10)
     running, task_queue = worker(env, op)
     async with running:
@@ -581,7 +617,7 @@ async def test_long_waits_poll_slower_and_continue_as_new(env: WorkflowEnvironme
     steps = op.poll_times
     assert_spacing(steps[:12], [5] * 11)
     assert_spacing(steps[13:], [30] * (len(steps) - 14))
-    assert state.runs == 5 and state.polls == 41  # 41 polls, a new run every 10 carrying the count
+    assert state.runs == 5 and state.polls == 46  # 46 polls, a new run after every 10 carrying the count
 
 
 async def test_notification_fallback_poll_in_ping_mode(env: WorkflowEnvironment) -> None:
@@ -672,6 +708,60 @@ async def test_a_slowed_interval_survives_continue_as_new(env: WorkflowEnvironme
     assert state.interval_seconds == 10
 
 
+async def test_an_approval_that_does_not_record_still_does_not_after_continue_as_new(env: WorkflowEnvironment) -> None:
+    """A send that said no decision record (a history from before records) decides for every run."""
+    op = ScriptedOP(env, [TokenRequestResult(kind="pending")] * 10 + [GRANTED])
+    op.records = False
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue, polling=PollingPolicy(polls_per_run=10))
+        outcome = await handle.result()
+        state = await handle.query(CibaApprovalWorkflow.status)
+    assert (outcome.status, state.runs, op.recorded) == ("approved", 2, [])
+
+
+async def signal_delivered(handle: WorkflowHandle, signal: Any, notice: PingNotice) -> None:
+    """Signal, and wait until a workflow task after the signal has started: the workflow has
+    the signal while its local activity (which heartbeats the task) still runs."""
+    await handle.signal(signal, notice)
+    first, then = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED, EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED
+
+    async def delivered() -> bool:
+        kinds = [event.event_type async for event in handle.fetch_history_events()]
+        signals = [index for index, kind in enumerate(kinds) if kind == first]
+        return bool(signals) and then in kinds[signals[-1] :]
+
+    await wait_for(delivered, what="a workflow task after the signal")
+
+
+async def test_a_ping_during_the_last_request_of_a_run_asks_again_in_the_next(env: WorkflowEnvironment) -> None:
+    """A ping that lands while a run's last token request is on its way is carried into the next
+    run, which asks an interval after that request, not at the fallback poll."""
+    pending = TokenRequestResult(kind="pending")
+    op = ScriptedOP(env, [pending] * 10 + [GRANTED], interval=5, expires_in=86400, mode="ping")
+    op.gated = True
+    for _ in range(9):  # nine fallback polls go through; the tenth, the run's last, is held
+        op.release.put_nowait(None)
+    polling = PollingPolicy(polls_per_run=10, notification_fallback_interval_seconds=300)
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue, polling=polling)
+        result = asyncio.create_task(handle.result())  # time skips while it is awaited
+
+        async def tenth_poll() -> bool:
+            return len(op.poll_times) == 10
+
+        await wait_for(tenth_poll, what="the run's last poll")
+        await signal_delivered(handle, CibaApprovalWorkflow.notify, PingNotice(auth_req_id="req-1"))
+        released = (await env.get_current_time()).timestamp()
+        op.release.put_nowait(None)
+        op.release.put_nowait(None)
+        outcome = await result
+        state = await handle.query(CibaApprovalWorkflow.status)
+    assert (outcome.status, state.runs, len(op.poll_times)) == ("approved", 2, 11)
+    assert_spacing([released, op.poll_times[10]], [5])  # the interval after the held request ended
+
+
 @pytest.mark.parametrize(
     "delivery,status,error,reason",
     [
@@ -750,7 +840,7 @@ async def test_a_push_for_another_run_chain_is_ignored(env: WorkflowEnvironment)
     op = ScriptedOP(env, [], mode="push", expires_in=60)
     foreign = PushDelivery(auth_req_id="req-1", sealed_tokens="sealed-tokens", first_run_id="an-earlier-run-chain")
     outcome = await push(op, foreign)
-    assert outcome.status == "expired" and op.validated == []
+    assert (outcome.status, outcome.reason, op.validated) == ("expired", "no decision before the deadline", [])
 
 
 @pytest.mark.parametrize(
@@ -856,8 +946,20 @@ async def test_push_mode_waits_without_polling_until_the_deadline(env: WorkflowE
         handle = await start(env, op, task_queue)
         outcome = await handle.result()
         history = await handle.fetch_history()
-    assert outcome.status == "expired" and op.poll_times == []
+    assert (outcome.status, outcome.reason, op.poll_times) == ("expired", "no decision before the deadline", [])
     assert len(history.events) < 40  # an hour of waiting costs one timer
+
+
+async def test_poll_mode_ends_expired_at_the_deadline(env: WorkflowEnvironment) -> None:
+    """The last second counts: a poll is due 1 s before the deadline, and the approval ends
+    at the deadline, not sooner."""
+    op = ScriptedOP(env, [], interval=5, expires_in=11)
+    running, task_queue = worker(env, op)
+    async with running:
+        outcome = await (await start(env, op, task_queue)).result()
+    assert (outcome.status, outcome.reason, len(op.poll_times)) == ("expired", "no decision before the deadline", 2)
+    assert outcome.deadline is not None and outcome.decided_at is not None
+    assert 0 <= (outcome.decided_at - outcome.deadline).total_seconds() < 0.3, outcome.decided_at
 
 
 async def test_cancelled_while_the_request_is_being_sent(env: WorkflowEnvironment) -> None:
@@ -869,8 +971,8 @@ async def test_cancelled_while_the_request_is_being_sent(env: WorkflowEnvironmen
         await op.send_started.wait()
         await handle.cancel()
         outcome = await handle.result()
-    assert outcome.status == "cancelled" and op.poll_times == []
-    assert recorded_once(op, outcome)
+    assert (outcome.status, outcome.reason) == ("cancelled", "the approval was cancelled before a decision")
+    assert op.poll_times == [] and recorded_once(op, outcome)
 
 
 @pytest.mark.parametrize("interval", [5, 1])
@@ -922,7 +1024,7 @@ async def test_a_ping_held_back_past_the_deadline_asks_no_more(
             await env.sleep(second_ping_after)
         await handle.signal(CibaApprovalWorkflow.notify, PingNotice(auth_req_id="req-1"))
         outcome = await handle.result()
-    assert outcome.status == "expired" and len(op.poll_times) == 1
+    assert (outcome.status, outcome.reason, len(op.poll_times)) == ("expired", "no decision before the deadline", 1)
     assert outcome.deadline is not None and outcome.decided_at is not None
     assert 0 <= (outcome.decided_at - outcome.deadline).total_seconds() < 0.3, outcome.decided_at
 
@@ -973,15 +1075,19 @@ async def test_a_ping_after_the_interval_asks_at_once(env: WorkflowEnvironment) 
         ("stop", [LOST, GRANTED], 1, "error"),
         ("ask_again", [LOST, GRANTED], 2, "approved"),
         ("ask_again", [LOST, LOST, GRANTED], 2, "error"),  # once only
+        # once only, though the second request's wait went on in a new run
+        ("ask_again", [LOST, *[TokenRequestResult(kind="pending")] * 10, LOST, GRANTED], 2, "error"),
     ],
+    ids=["stop", "ask-again", "once-only", "once-only-across-runs"],
 )
 async def test_a_lost_grant_is_an_outcome_or_one_new_request(
     env: WorkflowEnvironment, policy: str, answers: list[TokenRequestResult], sends: int, status: str
 ) -> None:
     op = ScriptedOP(env, list(answers))
+    polling = PollingPolicy(polls_per_run=10)
     running, task_queue = worker(env, op)
     async with running:
-        outcome = await (await start(env, op, task_queue, on_lost_grant=policy)).result()
+        outcome = await (await start(env, op, task_queue, on_lost_grant=policy, polling=polling)).result()
     assert (outcome.status, op.sends) == (status, sends)
     if status == "error":
         assert (
@@ -1037,3 +1143,43 @@ async def test_an_approved_outcome_carries_every_validated_claim(env: WorkflowEn
     claims = {name: APPROVAL[name] for name in ("sub", "acr", "amr", "auth_time", "scope", "authorization_details")}
     assert outcome.model_dump(include=set(claims)) == claims
     assert (outcome.status, outcome.sealed_access_token) == ("approved", "sealed-at")
+
+
+PAYMENT = [{"type": "payment_initiation", "instructedAmount": {"currency": "EUR", "amount": "12.00"}}]
+
+
+@pytest.mark.parametrize("summary", [["pay `12` EUR", "to ACME"], None], ids=["summary", "authorization-details"])
+async def test_operators_see_what_was_asked_and_what_came_of_it(env: WorkflowEnvironment, summary: list[str]) -> None:
+    """The status query and the current details (the Temporal UI) while the approval waits, then
+    its outcome: who was asked what, the agent's summary or else the authorization details,
+    the OP's answer to the request, the action; and the redeem carries the action's digest."""
+    digest = "0123456789abcdef" * 4
+    op = ScriptedOP(env, [GRANTED], interval=5, expires_in=600)
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue, action_digest=digest, summary=summary, authorization_details=PAYMENT)
+        await wait_pending(handle)
+        state = await handle.query(CibaApprovalWorkflow.status)
+        pending = (await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)).current_details
+        outcome = await handle.result()
+        final = (await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)).current_details
+    assert (state.summary, state.authorization_details, state.action_digest) == (summary, PAYMENT, digest)
+    assert (state.auth_req_id, state.interval_seconds) == ("req-1", 5)
+    assert state.requested_at is not None and state.deadline is not None
+    assert (state.requested_at, state.deadline) == (outcome.requested_at, outcome.deadline)
+    assert state.deadline - state.requested_at == timedelta(seconds=600)
+    asked = ["- `pay '12' EUR`", "- `to ACME`"] if summary else describe_authorization_details(PAYMENT)
+    assert pending.split("\n") == [
+        "**CIBA approval: pending**",
+        "",
+        "Asked `alice` to approve:",
+        "> `Approve it`",
+        "",
+        *asked,
+        f"- until {state.deadline:%Y-%m-%d %H:%M:%S} UTC",
+        "- auth_req_id `req-1`",
+        "- action digest `0123456789abcdef…`",
+    ]
+    assert final == pending.replace("pending", "approved", 1) + f"\n\nOutcome: **approved**: {code(outcome.reason)}"
+    (redeemed,) = op.validated
+    assert isinstance(redeemed, RedeemInput) and redeemed.action_digest == digest
