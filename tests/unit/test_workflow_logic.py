@@ -33,6 +33,7 @@ from temporal_ciba.models import (
     ApprovalRequest,
     ApprovalWorkflowInput,
     PingNotice,
+    PolicyDecision,
     PollingPolicy,
     PushDelivery,
     RedeemInput,
@@ -50,6 +51,7 @@ from temporal_ciba.plugin import PASSTHROUGH_MODULES
 from temporal_ciba.records import RecordDecisionInput
 from temporal_ciba.records.activity import RECORD_CONFLICT
 from temporal_ciba.rendering import code, describe_authorization_details
+from temporal_ciba.search_attributes import CIBA_AUTH_REQ_ID, CIBA_DEADLINE, CIBA_STATUS
 from temporal_ciba.workflow import CibaApprovalWorkflow, require_approval
 from tests.support.temporal import ActivityStarts, time_skipping_environment, wait_for
 
@@ -74,6 +76,7 @@ class ScriptedOP:
         self.interval = interval
         self.expires_in = expires_in
         self.send_error = send_error
+        self.send_error_description: str | None = "refused"
         self.mode = mode
         self.poll_times: list[float] = []
         self.token_requests: list[str] = []  # the auth_req_id of each token request
@@ -121,7 +124,8 @@ class ScriptedOP:
         if self.send_error == "unreachable":
             raise TransportError("the OP could not be reached: connection refused")
         if self.send_error:
-            return SendRequestResult(error=self.send_error, reason=f"{self.send_error}: refused", records=True)
+            reason = f"{self.send_error}: {self.send_error_description}" if self.send_error_description else None
+            return SendRequestResult(error=self.send_error, reason=reason, records=True)
         binding = RequestBinding(
             issuer="https://op",
             client_id="c",
@@ -137,6 +141,7 @@ class ScriptedOP:
             interval=self.interval,
             binding=binding,
             delivery_mode=self.mode,
+            binding_message_sent=f"{input.request.binding_message}, code ABCD",
             records=self.records,
         )  # type: ignore[arg-type]
 
@@ -425,7 +430,8 @@ async def test_an_approval_is_recorded_once_with_its_sealed_id_token(env: Workfl
     assert outcome.approved and recorded_once(op, outcome)
     (record,) = op.recorded
     assert record.sealed_id_token == "sealed-id-token" and record.first_run_id == handle.result_run_id
-    assert (record.issuer, record.client_id) == ("https://op", "c")
+    assert (record.issuer, record.client_id, record.run_id) == ("https://op", "c", handle.result_run_id)
+    assert record.request == ApprovalRequest(login_hint="alice", binding_message="Approve it")
 
 
 async def test_a_record_write_that_fails_is_retried_before_the_outcome_returns(env: WorkflowEnvironment) -> None:
@@ -471,12 +477,20 @@ async def test_a_cancellation_during_the_record_write_waits_for_the_write(
     assert len(logged) == (1 if write_fails else 0), errors
 
 
-async def test_refused_request_is_an_error_outcome(env: WorkflowEnvironment) -> None:
+@pytest.mark.parametrize(
+    "description,reason",
+    [("refused", "unknown_user_id: refused"), (None, "the OP refused the request")],
+    ids=["described", "bare"],
+)
+async def test_refused_request_is_an_error_outcome(
+    env: WorkflowEnvironment, description: str | None, reason: str
+) -> None:
     op = ScriptedOP(env, [], send_error="unknown_user_id")
+    op.send_error_description = description
     running, task_queue = worker(env, op)
     async with running:
         outcome = await (await start(env, op, task_queue)).result()
-    assert (outcome.status, outcome.error, op.poll_times) == ("error", "unknown_user_id", [])
+    assert (outcome.status, outcome.error, outcome.reason, op.poll_times) == ("error", "unknown_user_id", reason, [])
     assert recorded_once(op, outcome) and op.recorded[0].sealed_id_token is None
 
 
@@ -500,6 +514,15 @@ async def test_a_policy_deadline_already_past_asks_no_one(env: WorkflowEnvironme
     assert (outcome.status, outcome.error, op.sends) == ("expired", None, 0)
     assert outcome.reason == "the policy deadline passed before the request was sent"
     assert recorded_once(op, outcome)
+
+
+async def test_a_policy_deadline_sooner_than_the_op_expiry_is_the_deadline(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [], expires_in=600)
+    policy_deadline = await env.get_current_time() + timedelta(seconds=60)
+    running, task_queue = worker(env, op)
+    async with running:
+        outcome = await (await start(env, op, task_queue, policy_deadline=policy_deadline)).result()
+    assert (outcome.status, outcome.deadline) == ("expired", policy_deadline)
 
 
 async def test_rejected_tokens_are_revoked(env: WorkflowEnvironment) -> None:
@@ -706,6 +729,7 @@ async def test_a_slowed_interval_survives_continue_as_new(env: WorkflowEnvironme
     assert state.runs == 2 and state.polls == 14  # the slow_down was the tenth poll: the last of run one
     assert_spacing(op.poll_times, [5] * 9 + [10] * 4)
     assert state.interval_seconds == 10
+    assert recorded_once(op, outcome)  # the send's "records" kept by the second run
 
 
 async def test_an_approval_that_does_not_record_still_does_not_after_continue_as_new(env: WorkflowEnvironment) -> None:
@@ -807,7 +831,14 @@ async def test_push_delivery_is_the_outcome_without_polling(
         await handle.signal(CibaApprovalWorkflow.deliver, PushDelivery(auth_req_id="another", error="access_denied"))
         await handle.signal(CibaApprovalWorkflow.deliver, delivery)
         outcome = await handle.result()
+        statuses = [
+            event.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+            async for event in handle.fetch_history_events()
+            if event.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
+        ]
     assert (outcome.status, outcome.error, op.poll_times) == (status, error, [])
+    # The status search attribute changes twice, pending then the outcome (validating is only shown).
+    assert len([fields for fields in statuses if CIBA_STATUS.name in fields]) == 2
     # (An approval's reason goes on to say whether the approver was pinned.)
     assert outcome.reason.startswith(reason) if status == "approved" else outcome.reason == reason, outcome.reason
     # Forged tokens are revoked; approved ones reach the caller sealed, their ID token the record.
@@ -1145,6 +1176,7 @@ async def test_an_approved_outcome_carries_every_validated_claim(env: WorkflowEn
     assert (outcome.status, outcome.sealed_access_token) == ("approved", "sealed-at")
 
 
+POLICY = PolicyDecision(rule="payments over 100 EUR", reason="the amount is over 100 EUR", approval="one")
 PAYMENT = [{"type": "payment_initiation", "instructedAmount": {"currency": "EUR", "amount": "12.00"}}]
 
 
@@ -1157,13 +1189,18 @@ async def test_operators_see_what_was_asked_and_what_came_of_it(env: WorkflowEnv
     op = ScriptedOP(env, [GRANTED], interval=5, expires_in=600)
     running, task_queue = worker(env, op)
     async with running:
-        handle = await start(env, op, task_queue, action_digest=digest, summary=summary, authorization_details=PAYMENT)
+        handle = await start(
+            env, op, task_queue, action_digest=digest, summary=summary, authorization_details=PAYMENT, policy=POLICY
+        )
         await wait_pending(handle)
         state = await handle.query(CibaApprovalWorkflow.status)
         pending = (await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)).current_details
+        attributes = (await handle.describe()).typed_search_attributes
         outcome = await handle.result()
         final = (await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)).current_details
+        final_attributes = (await handle.describe()).typed_search_attributes
     assert (state.summary, state.authorization_details, state.action_digest) == (summary, PAYMENT, digest)
+    assert state.binding_message_sent == "Approve it, code ABCD"  # as the send answered
     assert (state.auth_req_id, state.interval_seconds) == ("req-1", 5)
     assert state.requested_at is not None and state.deadline is not None
     assert (state.requested_at, state.deadline) == (outcome.requested_at, outcome.deadline)
@@ -1183,3 +1220,26 @@ async def test_operators_see_what_was_asked_and_what_came_of_it(env: WorkflowEnv
     assert final == pending.replace("pending", "approved", 1) + f"\n\nOutcome: **approved**: {code(outcome.reason)}"
     (redeemed,) = op.validated
     assert isinstance(redeemed, RedeemInput) and redeemed.action_digest == digest
+    assert (outcome.workflow_id, outcome.auth_req_id, outcome.action_digest) == (handle.id, "req-1", digest)
+    assert outcome.policy == POLICY and outcome.error is None
+    assert attributes.get(CIBA_STATUS) == "pending" and attributes.get(CIBA_AUTH_REQ_ID) == "req-1"
+    assert attributes.get(CIBA_DEADLINE) == state.deadline
+    assert final_attributes.get(CIBA_STATUS) == "approved"
+
+
+async def test_each_phase_is_logged_with_its_status_and_auth_req_id(
+    env: WorkflowEnvironment, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One log line a phase, its status and auth_req_id as fields a log pipeline can index."""
+    op = ScriptedOP(env, [GRANTED])
+    running, task_queue = worker(env, op)
+    with caplog.at_level("INFO", logger="temporalio.workflow"):
+        async with running:
+            outcome = await (await start(env, op, task_queue)).result()
+    phases = [record for record in caplog.records if hasattr(record, "ciba_status")]
+    assert [(record.ciba_status, record.auth_req_id) for record in phases] == [  # type: ignore[attr-defined]
+        ("requesting", None),
+        ("pending", "req-1"),
+        ("approved", "req-1"),
+    ]
+    assert phases[-1].getMessage().startswith(f"approval approved: {outcome.reason} (")
