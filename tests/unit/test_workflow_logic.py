@@ -990,7 +990,8 @@ async def test_poll_mode_ends_expired_at_the_deadline(env: WorkflowEnvironment) 
         outcome = await (await start(env, op, task_queue)).result()
     assert (outcome.status, outcome.reason, len(op.poll_times)) == ("expired", "no decision before the deadline", 2)
     assert outcome.deadline is not None and outcome.decided_at is not None
-    assert 0 <= (outcome.decided_at - outcome.deadline).total_seconds() < 0.3, outcome.decided_at
+    # Not before the deadline; after it by no more than the timer's firing takes (not an interval).
+    assert 0 <= (outcome.decided_at - outcome.deadline).total_seconds() < 1, outcome.decided_at
 
 
 async def test_cancelled_while_the_request_is_being_sent(env: WorkflowEnvironment) -> None:
