@@ -298,17 +298,21 @@ async def wait_for_event(handle: WorkflowHandle, event_type: EventType.ValueType
     await wait_for(recorded, what=f"{count} {EventType.Name(event_type)}")
 
 
-async def cancel_delivered(handle: WorkflowHandle) -> None:
-    """Cancel, and wait until a workflow task after the cancellation has started: the workflow
-    has the cancellation while its local activity (which heartbeats the task) still runs."""
-    await handle.cancel()
-    first, then = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED, EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED
+async def task_started_after(handle: WorkflowHandle, event_type: EventType.ValueType) -> None:
+    """Until a workflow task has started after the last event of this type: the workflow has
+    it, while its local activity (which heartbeats the task) may still run."""
 
-    async def delivered() -> bool:
+    async def started() -> bool:
         kinds = [event.event_type async for event in handle.fetch_history_events()]
-        return first in kinds and then in kinds[kinds.index(first) :]
+        seen = [index for index, kind in enumerate(kinds) if kind == event_type]
+        return bool(seen) and EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED in kinds[seen[-1] :]
 
-    await wait_for(delivered, what="a workflow task after the cancellation")
+    await wait_for(started, what=f"a workflow task after {EventType.Name(event_type)}")
+
+
+async def cancel_delivered(handle: WorkflowHandle) -> None:
+    await handle.cancel()
+    await task_started_after(handle, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED)
 
 
 def gaps(times: list[float]) -> list[float]:
@@ -744,20 +748,6 @@ async def test_an_approval_that_does_not_record_still_does_not_after_continue_as
     assert (outcome.status, state.runs, op.recorded) == ("approved", 2, [])
 
 
-async def signal_delivered(handle: WorkflowHandle, signal: Any, notice: PingNotice) -> None:
-    """Signal, and wait until a workflow task after the signal has started: the workflow has
-    the signal while its local activity (which heartbeats the task) still runs."""
-    await handle.signal(signal, notice)
-    first, then = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED, EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED
-
-    async def delivered() -> bool:
-        kinds = [event.event_type async for event in handle.fetch_history_events()]
-        signals = [index for index, kind in enumerate(kinds) if kind == first]
-        return bool(signals) and then in kinds[signals[-1] :]
-
-    await wait_for(delivered, what="a workflow task after the signal")
-
-
 async def test_a_ping_during_the_last_request_of_a_run_asks_again_in_the_next(env: WorkflowEnvironment) -> None:
     """A ping that lands while a run's last token request is on its way is carried into the next
     run, which asks an interval after that request, not at the fallback poll."""
@@ -776,7 +766,8 @@ async def test_a_ping_during_the_last_request_of_a_run_asks_again_in_the_next(en
             return len(op.poll_times) == 10
 
         await wait_for(tenth_poll, what="the run's last poll")
-        await signal_delivered(handle, CibaApprovalWorkflow.notify, PingNotice(auth_req_id="req-1"))
+        await handle.signal(CibaApprovalWorkflow.notify, PingNotice(auth_req_id="req-1"))
+        await task_started_after(handle, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED)
         released = (await env.get_current_time()).timestamp()
         op.release.put_nowait(None)
         op.release.put_nowait(None)
