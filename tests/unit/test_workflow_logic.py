@@ -734,6 +734,16 @@ async def test_a_slowed_interval_survives_continue_as_new(env: WorkflowEnvironme
     assert_spacing(op.poll_times, [5] * 9 + [10] * 4)
     assert state.interval_seconds == 10
     assert recorded_once(op, outcome)  # the send's "records" kept by the second run
+    # The second run starts with the first's search attributes (pending, auth_req_id, deadline)
+    # and upserts only the status it ends with.
+    latest = env.client.get_workflow_handle(handle.id)
+    upserts = [
+        set(event.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields)
+        - {"TemporalChangeVersion"}
+        async for event in latest.fetch_history_events()
+        if event.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
+    ]
+    assert [fields for fields in upserts if fields] == [{CIBA_STATUS.name}]
 
 
 async def test_an_approval_that_does_not_record_still_does_not_after_continue_as_new(env: WorkflowEnvironment) -> None:
