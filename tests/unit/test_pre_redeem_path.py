@@ -14,7 +14,6 @@ from datetime import timedelta
 import pytest
 from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from temporal_ciba.approval import Approval, DecisionPath, Holder
@@ -27,7 +26,6 @@ from temporal_ciba.models import (
     PushDelivery,
     TokenRequestResult,
 )
-from temporal_ciba.search_attributes import CIBA_STATUS
 from temporal_ciba.workflow import CibaApprovalWorkflow
 from tests.support.temporal import ActivityStarts, time_skipping_environment
 from tests.unit.test_workflow_logic import (
@@ -38,6 +36,7 @@ from tests.unit.test_workflow_logic import (
     ScriptedOP,
     gaps,
     start,
+    upserted_statuses,
     wait_for_event,
     wait_pending,
     worker,
@@ -65,16 +64,6 @@ class PreRedeemApproval(CibaApprovalWorkflow):
 async def env() -> AsyncIterator[WorkflowEnvironment]:
     async with time_skipping_environment(KEY) as environment:
         yield environment
-
-
-async def upserted_statuses(handle: WorkflowHandle) -> int:
-    """How many times the approval set its status search attribute."""
-    upserts = [
-        event.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
-        async for event in handle.fetch_history_events()
-        if event.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
-    ]
-    return len([fields for fields in upserts if CIBA_STATUS.name in fields])
 
 
 async def test_it_requests_and_validates_in_activities_of_their_own(env: WorkflowEnvironment) -> None:

@@ -315,6 +315,16 @@ async def cancel_delivered(handle: WorkflowHandle) -> None:
     await task_started_after(handle, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED)
 
 
+async def upserted_statuses(handle: WorkflowHandle) -> int:
+    """How many times the approval set its status search attribute."""
+    upserts = [
+        event.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+        async for event in handle.fetch_history_events()
+        if event.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
+    ]
+    return len([fields for fields in upserts if CIBA_STATUS.name in fields])
+
+
 def gaps(times: list[float]) -> list[float]:
     return [later - earlier for earlier, later in itertools.pairwise(times)]
 
@@ -832,14 +842,10 @@ async def test_push_delivery_is_the_outcome_without_polling(
         await handle.signal(CibaApprovalWorkflow.deliver, PushDelivery(auth_req_id="another", error="access_denied"))
         await handle.signal(CibaApprovalWorkflow.deliver, delivery)
         outcome = await handle.result()
-        statuses = [
-            event.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
-            async for event in handle.fetch_history_events()
-            if event.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
-        ]
+        statuses = await upserted_statuses(handle)
     assert (outcome.status, outcome.error, op.poll_times) == (status, error, [])
     # The status search attribute changes twice, pending then the outcome (validating is only shown).
-    assert len([fields for fields in statuses if CIBA_STATUS.name in fields]) == 2
+    assert statuses == 2
     # (An approval's reason goes on to say whether the approver was pinned.)
     assert outcome.reason.startswith(reason) if status == "approved" else outcome.reason == reason, outcome.reason
     # Forged tokens are revoked; approved ones reach the caller sealed, their ID token the record.
