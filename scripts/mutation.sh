@@ -65,7 +65,9 @@ declare -A ISOLATION_=([workflow]="forkserver")
 # Groups whose tests mostly wait (on the test server's history, on real local-activity
 # backoffs) rather than compute: a mutant that makes a test wait for ever fails it after this
 # many seconds instead of pyproject's 300 (its slowest test takes 18 s), and several mutants
-# run per core (MUTATION_CHILDREN overrides).
+# run per core (MUTATION_CHILDREN overrides). Every group times out with pytest-timeout's thread
+# method, which ends the process: the signal method interrupts once, and a mutant whose failed
+# test left a task that ignores cancellation hung in the event loop's teardown for good.
 declare -A TEST_TIMEOUT_=([workflow]=60)
 declare -A CHILDREN_PER_CORE_=([workflow]=6)
 
@@ -94,7 +96,7 @@ run_group() {
 source_paths = ["temporal_ciba"]
 only_mutate = $(toml_list "${modules[@]}")
 pytest_add_cli_args_test_selection = $(toml_list "${tests[@]}")
-pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x", "-o", "addopts=", "--timeout", "${TEST_TIMEOUT_[$group]:-300}"]
+pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x", "-o", "addopts=", "--timeout", "${TEST_TIMEOUT_[$group]:-300}", "--timeout-method", "thread"]
 process_isolation = "${ISOLATION_[$group]:-fork}"
 EOF
   echo "== mutation: $group (${modules[*]}) against ${tests[*]}"
