@@ -295,7 +295,7 @@ async def test_the_readme_command_pays_once_approved(
     op.approve(auth_req_id)
     assert process.wait() == 0
     if mode == "ping":  # the in-process worker's approval woke on the callback service's signal
-        assert [ping["status"] for ping in op.pings(auth_req_id)] == ["delivered"]
+        assert op.ping_answers(auth_req_id) == ["delivered"]
     output = process.log.read_text()
     [payment] = payments(payment_api, workflow_id)
     assert "approval: approved: approved by alice" in output

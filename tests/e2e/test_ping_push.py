@@ -32,7 +32,7 @@ async def test_ping_resumes_without_waiting_for_the_poll(
     result = await agent.result()
     assert result.outcome.status == "approved" and result.receipt is not None
     assert len(payments(payment_api, agent.id)) == 1
-    assert [ping["status"] for ping in op.pings(auth_req_id)] == ["delivered"]
+    assert op.ping_answers(auth_req_id) == ["delivered"]
     # The one token request followed the ping; the fallback poll (60 s) never ran.
     [token_request] = op.token_requests(auth_req_id)
     assert decided_at <= token_request["at"] < decided_at + 5
@@ -48,7 +48,7 @@ async def test_an_inline_approval_resumes_the_agent_in_its_own_workflow(
     result = await agent.result()
     assert result.outcome.status == "approved" and result.outcome.workflow_id == agent.id
     assert result.receipt is not None and len(payments(payment_api, agent.id)) == 1
-    assert [ping["status"] for ping in op.pings(auth_req_id)] == ["delivered"]
+    assert op.ping_answers(auth_req_id) == ["delivered"]
     [token_request] = op.token_requests(auth_req_id)
     assert decided_at <= token_request["at"] < decided_at + 5
     events = [event.event_type async for event in agent.fetch_history_events()]
@@ -79,7 +79,7 @@ async def test_dropped_ping_falls_back_to_polling(
     op.approve(auth_req_id)
     outcome = await handle.result()
     assert outcome.status == "approved"
-    assert [ping["status"] for ping in op.pings(auth_req_id)] == ["dropped"]
+    assert op.ping_answers(auth_req_id) == ["dropped"]
     assert len(op.token_requests(auth_req_id)) >= 1
 
 
@@ -168,4 +168,4 @@ async def test_a_decision_racing_the_acknowledgement_still_pings(
     outcome = await asyncio.wait_for(handle.result(), timeout=20)
     assert outcome.status == "approved"
     assert outcome.auth_req_id is not None
-    assert [ping["status"] for ping in op.pings(outcome.auth_req_id)] == ["delivered"]
+    assert op.ping_answers(outcome.auth_req_id) == ["delivered"]

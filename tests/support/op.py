@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -77,6 +78,16 @@ class TestOP:
 
     def pings(self, auth_req_id: str | None = None) -> list[dict[str, Any]]:
         return [p for p in self._admin("GET", "/admin/pings") if auth_req_id is None or p["auth_req_id"] == auth_req_id]
+
+    def ping_answers(self, auth_req_id: str, timeout: float = 10.0) -> list[str | None]:
+        """What each ping for `auth_req_id` got, once every one has its answer: the OP records it
+        when the ping's HTTP call returns, which can be after the approval it woke completed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            answers = [ping["status"] for ping in self.pings(auth_req_id)]
+            if None not in answers or time.monotonic() > deadline:
+                return answers
+            time.sleep(0.05)
 
     def issued(self) -> dict[str, dict[str, Any]]:
         return self._admin("GET", "/admin/issued")
