@@ -144,8 +144,10 @@ def run_test_op(
     reader.start()
     reader.join(timeout=30)
     if not ready or not ready[0].strip():
+        exit_code = process.poll()
         process.kill()
-        raise RuntimeError(f"the test OP did not start; see {log_path}:\n{log_path.read_text()[-2000:]}")
+        state = "still running after 30 s" if exit_code is None else f"exited with {exit_code}"
+        raise RuntimeError(f"the test OP did not start ({state}); see {log_path}:\n{log_path.read_text()[-2000:]}")
     op = TestOP(issuer=json.loads(ready[0])["issuer"], process=process, log_path=log_path)
     try:
         yield op
