@@ -315,14 +315,20 @@ async def cancel_delivered(handle: WorkflowHandle) -> None:
     await task_started_after(handle, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED)
 
 
-async def upserted_statuses(handle: WorkflowHandle) -> int:
-    """How many times the approval set its status search attribute."""
-    upserts = [
-        event.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+async def upserted_fields(handle: WorkflowHandle) -> list[set[str]]:
+    """The search attributes each upsert in the run's history set, by name (without the SDK's
+    own TemporalChangeVersion, which patches add)."""
+    return [
+        set(event.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields)
+        - {"TemporalChangeVersion"}
         async for event in handle.fetch_history_events()
         if event.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
     ]
-    return len([fields for fields in upserts if CIBA_STATUS.name in fields])
+
+
+async def upserted_statuses(handle: WorkflowHandle) -> int:
+    """How many times the approval set its status search attribute."""
+    return len([fields for fields in await upserted_fields(handle) if CIBA_STATUS.name in fields])
 
 
 def gaps(times: list[float]) -> list[float]:
@@ -746,13 +752,7 @@ async def test_a_slowed_interval_survives_continue_as_new(env: WorkflowEnvironme
     assert recorded_once(op, outcome)  # the send's "records" kept by the second run
     # The second run starts with the first's search attributes (pending, auth_req_id, deadline)
     # and upserts only the status it ends with.
-    latest = env.client.get_workflow_handle(handle.id)
-    upserts = [
-        set(event.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields)
-        - {"TemporalChangeVersion"}
-        async for event in latest.fetch_history_events()
-        if event.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
-    ]
+    upserts = await upserted_fields(env.client.get_workflow_handle(handle.id))
     assert [fields for fields in upserts if fields] == [{CIBA_STATUS.name}]
 
 
