@@ -8,7 +8,8 @@ compose `command`) under `setpriv` with its uid and gid (compose `user:`, else t
 USER), with the environment `docker-compose config` resolves; compose host names become
 loopback addresses and container paths the volume directories. Third-party images (PostgreSQL,
 Temporal, its UI and admin tools) are not run; the files mounted into them must be readable by
-any user. Needs root (setpriv changes uid).
+any user. The services run from an install like the image's, not from the checkout, which may
+sit in a directory other users cannot enter. Needs root (setpriv changes uid).
 """
 
 from __future__ import annotations
@@ -19,9 +20,13 @@ import os
 import re
 import shutil
 import ssl
+import stat
 import subprocess
+import sys
+import sysconfig
 import tempfile
 import time
+import venv
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +37,7 @@ import pytest
 import yaml
 
 from tests.deploy.test_compose import REPO, docker_compose
-from tests.support.temporal import DevServer, free_port, venv_tool
+from tests.support.temporal import DevServer, free_port
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="setpriv needs root")
 
@@ -129,24 +134,58 @@ def temporal() -> Iterator[DevServer]:
     shutil.rmtree(directory)
 
 
+@dataclass
+class Image:
+    """The app image's install: its programs and its package's directory."""
+
+    bin: Path
+    package: Path
+
+    def program(self, argv: list[str]) -> list[str]:
+        if argv[0] == "temporal-ciba":
+            return [str(self.bin / "temporal-ciba"), *argv[1:]]
+        return argv
+
+
+def link_or_copy(source: str, destination: str) -> None:
+    try:
+        os.link(source, destination)
+    except OSError:  # another file system
+        shutil.copy2(source, destination)
+
+
+@pytest.fixture(scope="module")
+def image(volumes: Volumes) -> Image:
+    """What the Dockerfile's `pip install .` makes, under the volumes' root: a virtualenv with
+    the test venv's dependencies and this checkout's package, readable by every user. Run from
+    the checkout, a clone in a `mktemp -d` directory (0700) fails for a reason no image has."""
+    app = volumes.root / "app"
+    venv.create(app, symlinks=True)
+    site = Path(sysconfig.get_path("purelib"))
+    installed = app / site.relative_to(sys.prefix)
+    # The editable install's finder points into the checkout; the package is copied instead.
+    editable = shutil.ignore_patterns("__editable__*", "__pycache__")
+    shutil.copytree(site, installed, ignore=editable, copy_function=link_or_copy, dirs_exist_ok=True)
+    package = installed / "temporal_ciba"
+    shutil.copytree(REPO / "temporal_ciba", package, ignore=editable, copy_function=link_or_copy)
+    # The console script pip writes for `[project.scripts]`.
+    script = app / "bin" / "temporal-ciba"
+    script.write_text(f"#!{app}/bin/python\nimport sys\nfrom temporal_ciba.cli import main\nsys.exit(main())\n")
+    script.chmod(0o755)
+    return Image(app / "bin", package)
+
+
 def as_user(service: Service, argv: list[str]) -> list[str]:
     uid, gid = service.user
     return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", *argv]
 
 
-def program(argv: list[str]) -> list[str]:
-    """The image's programs, as installed here."""
-    if argv[0] == "temporal-ciba":
-        return [venv_tool("temporal-ciba"), *argv[1:]]
-    return argv
-
-
 class Running:
-    def __init__(self, service: Service, log: Path, cwd: Path | None = None) -> None:
+    def __init__(self, service: Service, image: Image, log: Path) -> None:
         self.service, self.log = service, log
         env = {"PATH": os.environ["PATH"], **service.env}
         self.process = subprocess.Popen(
-            as_user(service, program(service.argv)), env=env, cwd=cwd, stdout=log.open("wb"), stderr=subprocess.STDOUT
+            as_user(service, image.program(service.argv)), env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
         )
 
     def wait_until(self, ready: Any, what: str) -> None:
@@ -172,7 +211,7 @@ def serving(url: str, verify: Any = True) -> Any:
 
 
 def test_every_app_service_runs_as_its_images_user(
-    resolved: dict[str, Any], volumes: Volumes, temporal: DevServer
+    resolved: dict[str, Any], volumes: Volumes, image: Image, temporal: DevServer
 ) -> None:
     ports = {name: free_port() for name in ("op", "payment-api", "callback", "codec", "metrics")}
     op_issuer = f"https://127.0.0.1:{ports['op']}"
@@ -191,7 +230,7 @@ def test_every_app_service_runs_as_its_images_user(
         # certs: the one-shot that writes the CA, the certificate and the key into the volume.
         certs = service(resolved, "certs", replace)
         certs.argv = [part.replace("/certs", str(volumes.certs)) for part in certs.argv]
-        made = subprocess.run(as_user(certs, program(certs.argv)), capture_output=True, text=True, check=False)
+        made = subprocess.run(as_user(certs, image.program(certs.argv)), capture_output=True, text=True, check=False)
         assert made.returncode == 0, made.stderr
         ca = ssl.create_default_context(cafile=str(volumes.certs / "ca.pem"))
 
@@ -203,43 +242,59 @@ def test_every_app_service_runs_as_its_images_user(
         config_file.write_text(json.dumps(config))
         config_file.chmod(0o644)
         op = service(resolved, "op", replace)
-        op.argv = ["node", str(REPO / "temporal_ciba" / "example" / "op" / "server.mjs"), str(config_file)]
-        running.append(Running(op, logs / "op.log"))
+        op.argv = ["node", str(image.package / "example" / "op" / "server.mjs"), str(config_file)]
+        running.append(Running(op, image, logs / "op.log"))
         running[-1].wait_until(serving(op_issuer + "/.well-known/openid-configuration", verify=ca), "no HTTPS")
 
         payment_api = service(resolved, "payment-api", replace, PAYMENT_API_PORT=str(ports["payment-api"]))
-        running.append(Running(payment_api, logs / "payment-api.log"))
+        running.append(Running(payment_api, image, logs / "payment-api.log"))
         url = f"https://127.0.0.1:{ports['payment-api']}/healthz"
         running[-1].wait_until(serving(url, verify=ca), "no HTTPS")
 
         callback = service(resolved, "callback", replace, CIBA_CALLBACK_PORT=str(ports["callback"]))
-        running.append(Running(callback, logs / "callback.log"))
+        running.append(Running(callback, image, logs / "callback.log"))
         url = f"https://127.0.0.1:{ports['callback']}/healthz"
         running[-1].wait_until(serving(url, verify=ca), "no HTTPS")
 
         codec = service(resolved, "codec-server", replace, CIBA_CODEC_PORT=str(ports["codec"]))
         codec.env["CIBA_CODEC_ALLOWED_HOSTS"] = "127.0.0.1"
-        running.append(Running(codec, logs / "codec-server.log"))
+        running.append(Running(codec, image, logs / "codec-server.log"))
         running[-1].wait_until(serving(f"http://127.0.0.1:{ports['codec']}/decode"), "not serving")
 
         worker = service(
             resolved, "worker", replace, CIBA_METRICS_BIND=f"127.0.0.1:{ports['metrics']}", CIBA_LOG_LEVEL="INFO"
         )
-        running.append(Running(worker, logs / "worker.log"))
+        running.append(Running(worker, image, logs / "worker.log"))
         running[-1].wait_until(lambda: "worker started" in (logs / "worker.log").read_text(), "did not start")
     finally:
         for process in reversed(running):
             process.stop()
 
 
+def bind_sources(spec: dict[str, Any]) -> list[Path]:
+    """The host paths a service bind-mounts, in either syntax `docker-compose config` prints:
+    `source:target[:mode]` (Debian's docker-compose 1.x) or the long form's mapping."""
+    sources = []
+    for volume in spec.get("volumes", []):
+        if isinstance(volume, dict):
+            source = volume["source"] if volume.get("type") == "bind" else ""
+        else:
+            source = volume.split(":")[0]
+        if source.startswith("/"):  # a named volume's name has no slash
+            sources.append(Path(source))
+    return sources
+
+
 def test_files_mounted_into_other_images_are_readable_by_any_user(resolved: dict[str, Any]) -> None:
-    nobody = Service("nobody", (65534, 65534), [], {})
+    """A bind mount shows the container the file itself, whatever its directory on the host:
+    what decides is the mode of the file and of the directories under the mount, for other
+    users (third-party images run as their own)."""
+    checked = []
     for name, spec in resolved.items():
-        for volume in spec.get("volumes", []):
-            source = Path(volume["source"]) if isinstance(volume, dict) else None
-            if source is None or volume.get("type") != "bind":
-                continue
-            files = [source] if source.is_file() else [p for p in source.rglob("*") if p.is_file()]
-            for file in files:
-                read = subprocess.run(as_user(nobody, ["cat", str(file)]), capture_output=True, check=False)
-                assert read.returncode == 0, f"{name}: {file} is not readable by other users"
+        for source in bind_sources(spec):
+            for path in [source, *source.rglob("*")]:
+                mode = path.stat().st_mode
+                needed = stat.S_IROTH | (stat.S_IXOTH if path.is_dir() else 0)
+                assert mode & needed == needed, f"{name}: {path} is not readable by other users"
+                checked.append(path)
+    assert {REPO / "deploy" / "op.json", REPO / "deploy" / "temporal" / "setup-postgres.sh"} <= set(checked)
