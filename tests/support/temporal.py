@@ -86,16 +86,18 @@ class DevServer:
         command += ["--ui-port", str(self.ui_port)] if self.ui_port else ["--headless"]
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
+        # Serving, not just listening: for a moment after its port opens the frontend answers
+        # "Frontend is not healthy yet", which a client with a short retry policy does not
+        # outlast. GetSystemInfo (what a client calls on connect) passes only once it is healthy.
+        system_info = [temporal_cli(), "operator", "cluster", "system", "--address", self.address]
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"temporal dev server exited; see {self.log_path}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("temporal dev server did not start in 30 s")
+            if subprocess.run(system_info, capture_output=True, timeout=10, check=False).returncode == 0:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"temporal dev server was not serving after 30 s; see {self.log_path}")
 
     def stop(self, *, kill: bool = False) -> None:
         """Stop (SIGTERM, or SIGKILL) and wait until the process and its db lock are gone."""
