@@ -64,6 +64,10 @@ KEPT: dict[str, str] = {
     },
     # Recorded before decision records (approval.RECORD_PATCH): no ciba.record_decision marker.
     **{f"{name}.before-decision-record": workflow_id for name, workflow_id in RECORDED.items()},
+    # Recorded from the workflow code as it stood in single modules (temporal_ciba.approval,
+    # .workflow, .models), before it was split into packages of private modules: a worker on
+    # the package layout must finish every approval that such a worker started.
+    **{f"{name}.before-package-layout": workflow_id for name, workflow_id in RECORDED.items()},
 }
 
 HISTORIES: dict[str, str] = {**RECORDED, **KEPT}
