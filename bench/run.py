@@ -44,16 +44,19 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from bench.workflows import BareSignalWorkflow, BenchAgentInput, BenchAgentWorkflow
-from temporal_ciba.activities import CibaActivities
-from temporal_ciba.crypto.sealing import TokenSealer
-from temporal_ciba.models import ApprovalRequest, ApprovalWorkflowInput, PollingPolicy
-from temporal_ciba.plugin import CibaPlugin, with_encryption
-from temporal_ciba.programs.connect import connect
-from temporal_ciba.programs.dev_tls import make_dev_certificates
+from temporal_ciba import (
+    CibaActivities,
+    CibaApprovalWorkflow,
+    CibaPlugin,
+    OPSettings,
+    ensure_search_attributes,
+    with_encryption,
+)
+from temporal_ciba._models import ApprovalRequest, ApprovalWorkflowInput, PollingPolicy
+from temporal_ciba._programs.connect import connect
+from temporal_ciba._programs.dev_tls import make_dev_certificates
+from temporal_ciba.crypto import TokenSealer
 from temporal_ciba.records import DecisionRecorder, EvidenceKeys, SqliteStore
-from temporal_ciba.search_attributes import ensure_search_attributes
-from temporal_ciba.settings import OPSettings
-from temporal_ciba.workflow import CibaApprovalWorkflow
 from tests.support.op import TestOP, ciba_client, run_test_op
 from tests.support.temporal import DevServer, free_port, history_runs, venv_tool
 
@@ -111,7 +114,7 @@ BARE = "bare signal"
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "temporal_ciba.cli", *args]
+    return [sys.executable, "-m", "temporal_ciba", *args]
 
 
 def summary(values: list[float]) -> dict[str, float]:

@@ -15,9 +15,9 @@ from temporalio import workflow
 from temporalio.plugin import SimplePlugin
 
 with workflow.unsafe.imports_passed_through():
-    from temporal_ciba.models import ApprovalRequest, OutcomeStatus, PollingPolicy
+    from temporal_ciba import ApprovalRequest, OutcomeStatus, PollingPolicy
 
-from temporal_ciba.workflow import require_approval
+from temporal_ciba import require_approval
 
 
 class BenchAgentInput(BaseModel):
@@ -62,8 +62,8 @@ class BenchPlugin(SimplePlugin):
 
 
 def main() -> None:
-    from temporal_ciba.programs.worker import run_worker
-    from temporal_ciba.settings import OPSettings, WorkerSettings, load_settings
+    from temporal_ciba import OPSettings, WorkerSettings, load_settings
+    from temporal_ciba._programs.worker import run_worker
 
     asyncio.run(run_worker(load_settings(OPSettings), load_settings(WorkerSettings), plugins=[BenchPlugin()]))
 

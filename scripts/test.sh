@@ -25,7 +25,7 @@ fi
 .venv/bin/ruff format --check .
 .venv/bin/mypy
 # Mutation testing of the validation rules (about 4 minutes on 2 cores): a rule deleted or
-# loosened in temporal_ciba/ciba/validation.py fails here. On a full run only (CI's); the
+# loosened in temporal_ciba/ciba/_validation.py fails here. On a full run only (CI's); the
 # other modules: `bash scripts/mutation.sh` (README, "Mutation testing").
 if [ $# -eq 0 ]; then
   bash scripts/mutation.sh validation

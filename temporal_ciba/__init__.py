@@ -4,9 +4,9 @@
 
 Layers, each importing only the ones below it:
 
-    temporal_ciba.cli                 the `temporal-ciba` command
+    temporal_ciba._cli                 the `temporal-ciba` command
     temporal_ciba.example             the payment agent, its resource server, the demo
-    temporal_ciba.programs            worker, callback service, codec server, connection, telemetry
+    temporal_ciba._programs            worker, callback service, codec server, connection, telemetry
     temporal_ciba (this module)       models, settings, activities, workflow, plugin, search attributes
     temporal_ciba.crypto              payload codec, token sealing, notification tokens
     temporal_ciba.ciba                the CIBA relying party (no Temporal import)
@@ -18,25 +18,25 @@ from temporalio import workflow
 # (models, the workflow) or used only outside workflows (activities, plugin, httpx), so they
 # pass through instead of being re-imported, and the sandbox never sees their I/O imports.
 with workflow.unsafe.imports_passed_through():
-    from temporal_ciba.activities import CibaActivities
-    from temporal_ciba.crypto import AesGcmCodec, PayloadDecryptionError, SealError, TokenSealer, access_token_context
-    from temporal_ciba.models import (
+    from temporal_ciba._activities import CibaActivities
+    from temporal_ciba._models import (
         ApprovalOutcome,
         ApprovalRequest,
         ApprovalState,
         OutcomeStatus,
         PollingPolicy,
     )
-    from temporal_ciba.plugin import CibaPlugin, with_encryption
-    from temporal_ciba.search_attributes import (
+    from temporal_ciba._plugin import CibaPlugin, with_encryption
+    from temporal_ciba._search_attributes import (
         CIBA_AUTH_REQ_ID,
         CIBA_DEADLINE,
         CIBA_STATUS,
         SearchAttributesMissing,
         ensure_search_attributes,
     )
-    from temporal_ciba.settings import ConfigError, OPSettings, TokenKeySettings, WorkerSettings, load_settings
-    from temporal_ciba.workflow import CibaApprovalWorkflow, require_approval
+    from temporal_ciba._settings import ConfigError, OPSettings, TokenKeySettings, WorkerSettings, load_settings
+    from temporal_ciba._workflow import CibaApprovalWorkflow, require_approval
+    from temporal_ciba.crypto import AesGcmCodec, PayloadDecryptionError, SealError, TokenSealer, access_token_context
 
 __all__ = [
     "CIBA_AUTH_REQ_ID",

@@ -8,13 +8,15 @@
 The framework modules import their framework; this one does not.
 """
 
-from temporal_ciba.agents.tool_approval import (
+from temporal_ciba.agents._tool_approval import (
     ApprovedToolCall,
     ToolApproval,
     ToolArguments,
+    approval_workflow_id,
     ask_for_tool_call,
     open_tool_call,
     refusal_for_model,
+    short_code,
     tool_action_digest,
     tool_approval_id,
 )
@@ -23,9 +25,11 @@ __all__ = [
     "ApprovedToolCall",
     "ToolApproval",
     "ToolArguments",
+    "approval_workflow_id",
     "ask_for_tool_call",
     "open_tool_call",
     "refusal_for_model",
+    "short_code",
     "tool_action_digest",
     "tool_approval_id",
 ]

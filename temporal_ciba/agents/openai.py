@@ -33,7 +33,8 @@ from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
-from temporal_ciba.agents.tool_approval import (
+from temporal_ciba._models import ApprovalOutcome
+from temporal_ciba.agents._tool_approval import (
     ApprovedToolCall,
     ToolApproval,
     ToolArguments,
@@ -41,7 +42,6 @@ from temporal_ciba.agents.tool_approval import (
     refusal_for_model,
     tool_action_digest,
 )
-from temporal_ciba.models import ApprovalOutcome
 
 __all__ = ["GatedTool", "ToolApprovals", "gated_activity_as_tool", "run_with_approvals"]
 

@@ -53,14 +53,14 @@ from pydantic_ai.tools import (
 )
 from pydantic_core import to_jsonable_python
 
-from temporal_ciba.agents.tool_approval import (
+from temporal_ciba._models import ApprovalOutcome
+from temporal_ciba.agents._tool_approval import (
     ApprovedToolCall,
     ToolApproval,
     ToolArguments,
     ask_for_tool_call,
     refusal_for_model,
 )
-from temporal_ciba.models import ApprovalOutcome
 
 # The key under which this module keeps its data in PydanticAI's per-call metadata: the deferred
 # call's arguments (as JSON) on the way out, the validated outcome on the way back.

@@ -6,11 +6,22 @@ and validation of the tokens against the original request (OIDC Core §3.1.3.7);
 dialects of the OPs people run (binding-message rules, login_hint formats: `profiles`).
 """
 
-from ._http import json_object, require_secure_url
-from .backchannel import Acknowledgement, AuthenticationRequest, new_client_notification_token
-from .binding_message import BindingMessageRule, BindingMessageUnfit, fit_binding_message
-from .client import DEFAULT_TIMEOUT, CibaClient
-from .client_auth import (
+from ._backchannel import (
+    Acknowledgement,
+    AuthenticationRequest,
+    check_resource_indicators,
+    new_client_notification_token,
+)
+from ._binding_message import (
+    BINDING_MESSAGE_MAX_LENGTH,
+    BindingMessageRule,
+    BindingMessageUnfit,
+    check_pattern,
+    fit_binding_message,
+)
+from ._client import DEFAULT_TIMEOUT, CibaClient
+from ._client_auth import (
+    TLS_CLIENT_AUTH_METHODS,
     ClientAuth,
     ClientSecretBasic,
     ClientSecretPost,
@@ -19,10 +30,10 @@ from .client_auth import (
     TlsClientAuth,
     load_client_signing_key,
 )
-from .dialect import RequestDialect, shape_request
-from .discovery import CIBA_GRANT_TYPE, ClientAuthMethod, DeliveryMode, ProviderMetadata
-from .dpop import DPoPKey
-from .errors import (
+from ._dialect import LoginHintFormat, RequestDialect, RequiredParameter, shape_request
+from ._discovery import CIBA_GRANT_TYPE, ClientAuthMethod, DeliveryMode, ProviderMetadata, fetch_provider_metadata
+from ._dpop import PROOF_MAX_AGE_SECONDS, DPoPKey, InvalidDPoPProof, verify_proof
+from ._errors import (
     AccessDenied,
     CibaError,
     DiscoveryError,
@@ -47,17 +58,40 @@ from .errors import (
     UnknownUserId,
     UnsupportedGrantType,
 )
-from .mtls import ClientCertificate, certificate_thumbprint
-from .profiles import PROFILES, OPProfile
-from .token import Granted, Pending, PollSchedule, RetryLater, SlowDown, TokenPollResult, TokenResponse
-from .types import AuthorizationDetails, Secret
-from .validation import AUTH_REQ_ID_CLAIM, RequestBinding, ValidatedApproval, ValidationPolicy
+from ._http import json_object, require_secure_url
+from ._id_token_encryption import load_id_token_decryption_key
+from ._jwks import JwksCache, PublicKey, parse_jwks, select_keys
+from ._mtls import ClientCertificate, certificate_thumbprint
+from ._profiles import PROFILES, OPProfile, ProfileName
+from ._token import (
+    Granted,
+    Pending,
+    PollSchedule,
+    RetryLater,
+    SlowDown,
+    TokenPollResult,
+    TokenResponse,
+    parse_token_response,
+)
+from ._types import AuthorizationDetails, Secret
+from ._validation import (
+    ASYMMETRIC_ALGS,
+    AUTH_REQ_ID_CLAIM,
+    RequestBinding,
+    ValidatedApproval,
+    ValidationPolicy,
+    verify_signature,
+)
 
 __all__ = [
+    "ASYMMETRIC_ALGS",
     "AUTH_REQ_ID_CLAIM",
+    "BINDING_MESSAGE_MAX_LENGTH",
     "CIBA_GRANT_TYPE",
     "DEFAULT_TIMEOUT",
     "PROFILES",
+    "PROOF_MAX_AGE_SECONDS",
+    "TLS_CLIENT_AUTH_METHODS",
     "AccessDenied",
     "Acknowledgement",
     "AuthenticationRequest",
@@ -68,11 +102,9 @@ __all__ = [
     "CibaError",
     "ClientAuth",
     "ClientAuthMethod",
-    "certificate_thumbprint",
+    "ClientCertificate",
     "ClientSecretBasic",
     "ClientSecretPost",
-    "ClientCertificate",
-    "TlsClientAuth",
     "ClientSigningKey",
     "DPoPKey",
     "DeliveryMode",
@@ -83,24 +115,31 @@ __all__ = [
     "InvalidAuthenticationRequest",
     "InvalidBindingMessage",
     "InvalidClient",
+    "InvalidDPoPProof",
     "InvalidGrant",
     "InvalidRequest",
     "InvalidScope",
     "InvalidUserCode",
+    "JwksCache",
     "KeyNotFound",
+    "LoginHintFormat",
     "MissingUserCode",
     "OAuthError",
     "OPProfile",
     "Pending",
     "PollSchedule",
     "PrivateKeyJwt",
+    "ProfileName",
     "ProtocolError",
     "ProviderMetadata",
+    "PublicKey",
     "RequestBinding",
     "RequestDialect",
+    "RequiredParameter",
     "RetryLater",
     "Secret",
     "SlowDown",
+    "TlsClientAuth",
     "TokenPollResult",
     "TokenRejected",
     "TokenRequestInFlight",
@@ -112,10 +151,20 @@ __all__ = [
     "UnsupportedGrantType",
     "ValidatedApproval",
     "ValidationPolicy",
+    "certificate_thumbprint",
+    "check_pattern",
+    "check_resource_indicators",
+    "fetch_provider_metadata",
     "fit_binding_message",
     "json_object",
     "load_client_signing_key",
+    "load_id_token_decryption_key",
     "new_client_notification_token",
+    "parse_jwks",
+    "parse_token_response",
     "require_secure_url",
+    "select_keys",
     "shape_request",
+    "verify_proof",
+    "verify_signature",
 ]

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .errors import ProtocolError, TransportError, oauth_error
+from ._errors import ProtocolError, TransportError, oauth_error
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 

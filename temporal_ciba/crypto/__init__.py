@@ -1,11 +1,11 @@
 """The package's cryptography: the payload codec (history), token sealing (tokens inside
 payloads) and notification tokens (ping and push bearers), each under its own derived key."""
 
-from .codec import AesGcmCodec, PayloadDecryptionError
-from .dpop_keys import DPoPKeys
-from .keys import derive_key
-from .notification import NotificationTokens, NotifiedApproval
-from .sealing import SealError, TokenSealer, access_token_context, tokens_context
+from ._codec import AesGcmCodec, PayloadDecryptionError
+from ._dpop_keys import DPoPKeys
+from ._keys import derive_key
+from ._notification import NotificationTokens, NotifiedApproval
+from ._sealing import SealError, TokenSealer, access_token_context, id_token_context, tokens_context
 
 __all__ = [
     "AesGcmCodec",
@@ -17,5 +17,6 @@ __all__ = [
     "TokenSealer",
     "access_token_context",
     "derive_key",
+    "id_token_context",
     "tokens_context",
 ]

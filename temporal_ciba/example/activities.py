@@ -8,8 +8,10 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from temporal_ciba._grant import GrantRefused, idempotency_key, open_access_token
+from temporal_ciba._models import ApprovalOutcome
 from temporal_ciba.agents import ApprovedToolCall, open_tool_call
-from temporal_ciba.crypto.sealing import TokenSealer
+from temporal_ciba.crypto import TokenSealer
 from temporal_ciba.example.payment import (
     ExecutePaymentInput,
     PaymentAction,
@@ -17,8 +19,6 @@ from temporal_ciba.example.payment import (
     action_digest,
     authorization_details,
 )
-from temporal_ciba.grant import GrantRefused, idempotency_key, open_access_token
-from temporal_ciba.models import ApprovalOutcome
 
 
 class PaymentActivities:

@@ -12,6 +12,8 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
+    from temporal_ciba._models import ApprovalRequest
+    from temporal_ciba._policy import PolicyAction
     from temporal_ciba.example.activities import PaymentActivities
     from temporal_ciba.example.payment import (
         ExecutePaymentInput,
@@ -22,10 +24,8 @@ with workflow.unsafe.imports_passed_through():
         binding_message,
         summary,
     )
-    from temporal_ciba.models import ApprovalRequest
-    from temporal_ciba.policy import PolicyAction
 
-from temporal_ciba.workflow import WORKER_POLICY, require_approval
+from temporal_ciba._workflow import WORKER_POLICY, require_approval
 
 
 @workflow.defn

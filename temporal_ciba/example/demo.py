@@ -29,8 +29,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from temporal_ciba._programs.dev_tls import make_dev_certificates
 from temporal_ciba.example.payment import PaymentAction, PaymentAgentInput, action_digest, short_code
-from temporal_ciba.programs.dev_tls import make_dev_certificates
 
 # The demo OP's sources ship in the package; its npm dependencies are installed on first run.
 PACKAGED_OP = Path(__file__).resolve().parent / "op"
@@ -274,9 +274,7 @@ def cli_commands(env_file: Path, ports: Ports, workflow_id: str) -> list[str]:
     bin_dir = Path(sys.executable).parent
     tool = {name: bin_dir / name for name in ("temporal-ciba", "temporal")}
     installed = tool["temporal-ciba"].exists()
-    cli = (
-        shlex.quote(str(tool["temporal-ciba"])) if installed else f"{shlex.quote(sys.executable)} -m temporal_ciba.cli"
-    )
+    cli = shlex.quote(str(tool["temporal-ciba"])) if installed else f"{shlex.quote(sys.executable)} -m temporal_ciba"
     temporal = shlex.quote(str(tool["temporal"])) if tool["temporal"].exists() else "temporal"
     return [
         f"source {shlex.quote(str(env_file))}",
@@ -295,8 +293,8 @@ def write_op_config(directory: Path, ports: Ports, state: dict[str, str]) -> Pat
 
 
 async def run_demo(directory: Path, ports: Ports) -> int:
+    from temporal_ciba._programs.connect import connect
     from temporal_ciba.example.agent import PaymentAgentWorkflow
-    from temporal_ciba.programs.connect import connect
 
     private_directory(directory)
     op_dir = install_op(directory / "op")
@@ -309,7 +307,7 @@ async def run_demo(directory: Path, ports: Ports) -> int:
     tls = make_dev_certificates(directory / "tls", ["127.0.0.1", "localhost"])
     write_op_config(directory, ports, state)
     bin_dir = Path(sys.executable).parent
-    cli = [sys.executable, "-m", "temporal_ciba.cli"]
+    cli = [sys.executable, "-m", "temporal_ciba"]
     issuer = f"http://127.0.0.1:{ports.op}"
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("CIBA_", "TEMPORAL_", "PAYMENT_API_"))}
     env = {

@@ -15,13 +15,13 @@ import uuid
 
 from temporalio.client import Client
 
+from temporal_ciba._settings import ConfigError, OPSettings, load_settings
 from temporal_ciba.crypto import TokenSealer
 from temporal_ciba.example.activities import PaymentActivities
 from temporal_ciba.example.agent import PaymentAgentWorkflow
 from temporal_ciba.example.payment import PaymentAction, PaymentAgentInput, PaymentAgentResult
 from temporal_ciba.example.plugin import PaymentAgentSettings, payment_http_client
 from temporal_ciba.example.policy_runner import USE_EXISTING, main, parser, run_under_policy
-from temporal_ciba.settings import ConfigError, OPSettings, load_settings
 
 
 def arguments() -> argparse.ArgumentParser:

@@ -27,8 +27,11 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.envconfig import ClientConfig
 from temporalio.worker import Worker
 
-from temporal_ciba.agents import tool_action_digest
-from temporal_ciba.agents.tool_approval import approval_workflow_id
+from temporal_ciba._models import ApprovalOutcome
+from temporal_ciba._plugin import CibaPlugin
+from temporal_ciba._search_attributes import ensure_search_attributes
+from temporal_ciba._settings import ConfigError, OPSettings, load_settings
+from temporal_ciba.agents import approval_workflow_id, tool_action_digest
 from temporal_ciba.crypto import TokenSealer
 from temporal_ciba.example.activities import PaymentActivities
 from temporal_ciba.example.payment import PaymentAction
@@ -39,10 +42,6 @@ from temporal_ciba.example.pydantic_ai_agent import (
     PydanticAIPaymentAgentWorkflow,
     PydanticAIPaymentInput,
 )
-from temporal_ciba.models import ApprovalOutcome
-from temporal_ciba.plugin import CibaPlugin
-from temporal_ciba.search_attributes import ensure_search_attributes
-from temporal_ciba.settings import ConfigError, OPSettings, load_settings
 
 DEFAULT_TASK_QUEUE = "temporal-ciba-pydantic-ai"
 # The scripted model's one tool call (pydantic_ai_agent.scripted_model).

@@ -70,10 +70,16 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from temporal_ciba.ciba import certificate_thumbprint, json_object, require_secure_url
-from temporal_ciba.ciba.discovery import fetch_provider_metadata
-from temporal_ciba.ciba.dpop import PROOF_MAX_AGE_SECONDS, InvalidDPoPProof, verify_proof
-from temporal_ciba.ciba.errors import CibaError
+from temporal_ciba.ciba import (
+    PROOF_MAX_AGE_SECONDS,
+    CibaError,
+    InvalidDPoPProof,
+    certificate_thumbprint,
+    fetch_provider_metadata,
+    json_object,
+    require_secure_url,
+    verify_proof,
+)
 from temporal_ciba.example.payment import (
     AUTHORIZATION_DETAILS_TYPE,
     PaymentAction,

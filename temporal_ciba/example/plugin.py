@@ -11,11 +11,11 @@ import httpx
 from pydantic import field_validator
 from temporalio.plugin import SimplePlugin
 
+from temporal_ciba._settings import TokenKeySettings
 from temporal_ciba.ciba import ClientCertificate, require_secure_url
 from temporal_ciba.crypto import TokenSealer
 from temporal_ciba.example.activities import PaymentActivities
 from temporal_ciba.example.agent import PaymentAgentWorkflow
-from temporal_ciba.settings import TokenKeySettings
 
 PAYMENT_API_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 

@@ -22,15 +22,15 @@ from temporalio import activity, workflow
 from temporalio.client import Client
 
 with workflow.unsafe.imports_passed_through():
-    from temporal_ciba.agents.tool_approval import short_code
+    from temporal_ciba._grant import open_access_token
+    from temporal_ciba._models import ApprovalOutcome, ApprovalRequest
+    from temporal_ciba._policy import PolicyAction
+    from temporal_ciba._settings import ConfigError
+    from temporal_ciba.agents import short_code
     from temporal_ciba.crypto import TokenSealer
-    from temporal_ciba.grant import open_access_token
-    from temporal_ciba.models import ApprovalOutcome, ApprovalRequest
-    from temporal_ciba.policy import PolicyAction
-    from temporal_ciba.settings import ConfigError
 
+from temporal_ciba._workflow import WORKER_POLICY, require_approval
 from temporal_ciba.example.policy_runner import USE_EXISTING, main, parser, run_under_policy
-from temporal_ciba.workflow import WORKER_POLICY, require_approval
 
 JOB_TYPE = "service_job"
 

@@ -16,9 +16,9 @@ from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from temporal_ciba._grant import GrantRefused, idempotency_key
 from temporal_ciba.agents import ApprovedToolCall, open_tool_call
 from temporal_ciba.crypto import TokenSealer
-from temporal_ciba.grant import GrantRefused, idempotency_key
 
 
 class LedgerEntry(BaseModel):

@@ -2,10 +2,11 @@
 token as encrypted evidence; exported and verified by `temporal-ciba audit` (README,
 "Decision records")."""
 
-from temporal_ciba.records.activity import DecisionRecorder
-from temporal_ciba.records.evidence import EvidenceError, EvidenceKeys
-from temporal_ciba.records.model import DecisionRecord, RecordDecisionInput, record_id
-from temporal_ciba.records.store import (
+from temporal_ciba.records._activity import DecisionRecorder
+from temporal_ciba.records._audit import discover_jwks, export, load_jwks, parse_export, verify
+from temporal_ciba.records._evidence import EvidenceError, EvidenceKeys
+from temporal_ciba.records._model import DecisionRecord, RecordDecisionInput, record_id
+from temporal_ciba.records._store import (
     DecisionStore,
     PostgresStore,
     RecordConflict,
@@ -27,6 +28,11 @@ __all__ = [
     "RecordQuery",
     "SqliteStore",
     "StoredRecord",
+    "discover_jwks",
+    "export",
+    "load_jwks",
     "open_store",
+    "parse_export",
     "record_id",
+    "verify",
 ]

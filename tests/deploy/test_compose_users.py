@@ -170,7 +170,7 @@ def image(volumes: Volumes) -> Image:
     shutil.copytree(REPO / "temporal_ciba", package, ignore=editable, copy_function=link_or_copy)
     # The console script pip writes for `[project.scripts]`.
     script = app / "bin" / "temporal-ciba"
-    script.write_text(f"#!{app}/bin/python\nimport sys\nfrom temporal_ciba.cli import main\nsys.exit(main())\n")
+    script.write_text(f"#!{app}/bin/python\nimport sys\nfrom temporal_ciba._cli import main\nsys.exit(main())\n")
     script.chmod(0o755)
     return Image(app / "bin", package)
 

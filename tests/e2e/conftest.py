@@ -26,12 +26,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from temporalio.client import Client
 
+from temporal_ciba._programs.connect import connect
+from temporal_ciba._programs.worker import run_worker
+from temporal_ciba._search_attributes import ensure_search_attributes
+from temporal_ciba._settings import OPSettings, WorkerSettings
 from temporal_ciba.example.plugin import PaymentAgentPlugin
-from temporal_ciba.programs.connect import connect
-from temporal_ciba.programs.worker import run_worker
 from temporal_ciba.records import open_store
-from temporal_ciba.search_attributes import ensure_search_attributes
-from temporal_ciba.settings import OPSettings, WorkerSettings
 from tests.support.mtls import ClientCertificateFiles, issue_client_certificate, self_signed_client_certificate
 from tests.support.op import TEST_ROUTES, TestOP, ciba_client, run_test_op
 from tests.support.records import assert_every_outcome_recorded
@@ -203,7 +203,7 @@ def wait_until_serving(url: str, process: subprocess.Popen[bytes], log: Path, *,
 
 def cli_command(*args: str) -> list[str]:
     """The installed console script, as a user runs it."""
-    return [sys.executable, "-m", "temporal_ciba.cli", *args]
+    return [sys.executable, "-m", "temporal_ciba", *args]
 
 
 @pytest.fixture(scope="session")

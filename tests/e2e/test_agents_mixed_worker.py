@@ -23,6 +23,8 @@ from temporalio.openai_agents import OpenAIAgentsPlugin
 from temporalio.openai_agents.testing import TestModelProvider
 from temporalio.worker import Replayer, Worker
 
+from temporal_ciba._plugin import CibaPlugin
+from temporal_ciba._search_attributes import ensure_search_attributes
 from temporal_ciba.agents.both_frameworks import BothFrameworksConverter, BothFrameworksPayloadConverter
 from temporal_ciba.crypto import TokenSealer
 from temporal_ciba.example.activities import PaymentActivities
@@ -30,8 +32,6 @@ from temporal_ciba.example.maintenance import TOOL, MaintenanceActivities, Maint
 from temporal_ciba.example.pydantic_ai_agent import PydanticAIPaymentAgentWorkflow
 from temporal_ciba.example.scripted_model import ScriptedModel
 from temporal_ciba.example.tool_ledger import ToolLedger
-from temporal_ciba.plugin import CibaPlugin
-from temporal_ciba.search_attributes import ensure_search_attributes
 from tests.e2e.conftest import PAYLOAD_KEY, SECRET, TOKEN_KEY, payments
 from tests.e2e.test_agents_openai import Agents, approvals_of, pending, production_change
 from tests.e2e.test_agents_pydantic_ai import Agents as PydanticAIAgents

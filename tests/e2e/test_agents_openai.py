@@ -21,6 +21,8 @@ from temporalio.openai_agents import OpenAIAgentsPlugin
 from temporalio.openai_agents.testing import TestModelProvider
 from temporalio.worker import Replayer
 
+from temporal_ciba._plugin import CibaPlugin
+from temporal_ciba._settings import TokenKeySettings
 from temporal_ciba.agents import refusal_for_model
 from temporal_ciba.crypto import TokenSealer
 from temporal_ciba.example.maintenance import TOOL, MaintenanceActivities, MaintenanceBotWorkflow, MaintenanceInput
@@ -29,8 +31,6 @@ from temporal_ciba.example.support import SupportActivities, SupportAssistantWor
 from temporal_ciba.example.tool_agent import ToolAgentResult
 from temporal_ciba.example.tool_agent_worker import connect_agents, tool_agent_worker
 from temporal_ciba.example.tool_ledger import ToolLedger
-from temporal_ciba.plugin import CibaPlugin
-from temporal_ciba.settings import TokenKeySettings
 from tests.e2e.conftest import AGENT_CLIENT, PAYLOAD_KEY, SECRET, TOKEN_KEY, agent_settings, clean_env
 from tests.e2e.test_approval_workflow import pending_auth_req_id
 from tests.support.op import TestOP

@@ -20,8 +20,11 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, Plugin, WorkflowHandle
 from temporalio.worker import Replayer, Worker
 
+from temporal_ciba._models import ApprovalOutcome
+from temporal_ciba._plugin import CibaPlugin
+from temporal_ciba._search_attributes import ensure_search_attributes
 from temporal_ciba.agents import tool_action_digest
-from temporal_ciba.agents.tool_approval import approval_workflow_id
+from temporal_ciba.agents._tool_approval import approval_workflow_id
 from temporal_ciba.crypto import TokenSealer
 from temporal_ciba.example.activities import PaymentActivities
 from temporal_ciba.example.pay_with_pydantic_ai import approval_id
@@ -33,9 +36,6 @@ from temporal_ciba.example.pydantic_ai_agent import (
     PydanticAIPaymentInput,
     PydanticAIPaymentResult,
 )
-from temporal_ciba.models import ApprovalOutcome
-from temporal_ciba.plugin import CibaPlugin
-from temporal_ciba.search_attributes import ensure_search_attributes
 from tests.e2e.conftest import (
     AGENT_CLIENT,
     PAYLOAD_KEY,

@@ -15,13 +15,13 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 
+from temporal_ciba._models import ApprovalOutcome, ApprovalRequest, ApprovalState, ApprovalWorkflowInput
+from temporal_ciba._plugin import with_encryption
+from temporal_ciba._search_attributes import CIBA_AUTH_REQ_ID, CIBA_DEADLINE, CIBA_STATUS
+from temporal_ciba._settings import OPSettings, WorkerSettings
+from temporal_ciba._workflow import CibaApprovalWorkflow
 from temporal_ciba.example.agent import PaymentAgentWorkflow
 from temporal_ciba.example.payment import PaymentAction, PaymentAgentInput, PaymentAgentResult, action_digest
-from temporal_ciba.models import ApprovalOutcome, ApprovalRequest, ApprovalState, ApprovalWorkflowInput
-from temporal_ciba.plugin import with_encryption
-from temporal_ciba.search_attributes import CIBA_AUTH_REQ_ID, CIBA_DEADLINE, CIBA_STATUS
-from temporal_ciba.settings import OPSettings, WorkerSettings
-from temporal_ciba.workflow import CibaApprovalWorkflow
 from tests.e2e.conftest import PAYLOAD_KEY, SECRET, payments, running_worker
 from tests.support.op import TestOP
 from tests.support.temporal import DevServer, raw_history_bytes, wait_for

@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 
-from temporal_ciba.crypto.notification import NotificationTokens
-from temporal_ciba.models import ApprovalRequest
-from temporal_ciba.settings import WorkerSettings
-from temporal_ciba.workflow import CibaApprovalWorkflow
+from temporal_ciba._models import ApprovalRequest
+from temporal_ciba._settings import WorkerSettings
+from temporal_ciba._workflow import CibaApprovalWorkflow
+from temporal_ciba.crypto._notification import NotificationTokens
 from tests.e2e.conftest import PAYLOAD_KEY, TOKEN_KEY, TlsFiles
 from tests.e2e.test_approval_workflow import pending_auth_req_id, start_approval
 from tests.support.op import TestOP

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from temporal_ciba.settings import WorkerSettings
+from temporal_ciba._settings import WorkerSettings
 from tests.e2e.conftest import PAYLOAD_KEY, cli_command
 from tests.support.op import TestOP
 from tests.support.temporal import DevServer, wait_for

@@ -8,7 +8,7 @@ import json
 import os
 import uuid
 
-from temporal_ciba.settings import WorkerSettings
+from temporal_ciba._settings import WorkerSettings
 from tests.e2e.test_cli import cli_env, run_cli
 from tests.support.op import TestOP
 from tests.support.temporal import DevServer, wait_for

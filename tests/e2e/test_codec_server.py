@@ -15,8 +15,8 @@ from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 from temporalio.client import Client
 
-from temporal_ciba.models import ApprovalRequest
-from temporal_ciba.settings import WorkerSettings
+from temporal_ciba._models import ApprovalRequest
+from temporal_ciba._settings import WorkerSettings
 from tests.e2e.conftest import PAYLOAD_KEY
 from tests.e2e.test_approval_workflow import pending_auth_req_id, start_approval
 from tests.security.test_codec_server import start_codec_server, wait_for_port

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from temporal_ciba.programs.connect import connect
-from temporal_ciba.search_attributes import ensure_search_attributes
-from temporal_ciba.settings import WorkerSettings
+from temporal_ciba._programs.connect import connect
+from temporal_ciba._search_attributes import ensure_search_attributes
+from temporal_ciba._settings import WorkerSettings
 from tests.e2e.conftest import (
     AGENT_CLIENT,
     PAYLOAD_KEY,

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 from playwright.async_api import expect
 
+from temporal_ciba._programs.connect import connect
 from temporal_ciba.example.agent import PaymentAgentWorkflow
-from temporal_ciba.programs.connect import connect
 from tests.support.browser import chromium
 from tests.support.temporal import venv_tool, wait_for
 
@@ -45,7 +45,7 @@ class Demo:
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "temporal_ciba.cli",
+            "temporal_ciba",
             "demo",
             "--dir",
             str(self.directory),

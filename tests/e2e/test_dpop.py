@@ -13,10 +13,10 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from temporal_ciba.ciba.dpop import DPoPKey
+from temporal_ciba._settings import OPSettings
+from temporal_ciba.ciba._dpop import DPoPKey
 from temporal_ciba.crypto import DPoPKeys
 from temporal_ciba.example.payment import PaymentAgentResult, action_digest
-from temporal_ciba.settings import OPSettings
 from tests.e2e.conftest import (
     ACCOUNTS,
     SECRET,

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc.jwk import RSAKey
 from temporalio.client import Client
 
-from temporal_ciba.settings import OPSettings
+from temporal_ciba._settings import OPSettings
 from tests.e2e.conftest import ACCOUNTS, SECRET
 from tests.e2e.test_approval_workflow import approve_one
 from tests.support.op import TEST_ROUTES, TestOP, ciba_client, run_test_op

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
+from temporal_ciba._settings import OPSettings
 from temporal_ciba.example.payment import PaymentAgentResult, action_digest
-from temporal_ciba.settings import OPSettings
 from tests.e2e.conftest import (
     ACCOUNTS,
     MTLS_FEATURES,

@@ -15,15 +15,15 @@ import httpx
 import pytest
 from temporalio.client import Client
 
+from temporal_ciba._models import ApprovalRequest, ApprovalWorkflowInput
+from temporal_ciba._settings import OPSettings
+from temporal_ciba._workflow import CibaApprovalWorkflow
 from temporal_ciba.example.payment import (
     PaymentAction,
     PaymentAgentResult,
     action_digest,
     authorization_details,
 )
-from temporal_ciba.models import ApprovalRequest, ApprovalWorkflowInput
-from temporal_ciba.settings import OPSettings
-from temporal_ciba.workflow import CibaApprovalWorkflow
 from tests.e2e.conftest import (
     ACCOUNTS,
     AGENT_DNS_NAME,

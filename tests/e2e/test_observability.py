@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from temporalio.client import Client
 
-from temporal_ciba.models import ApprovalRequest
+from temporal_ciba._models import ApprovalRequest
 from tests.e2e.conftest import AGENT_CLIENT, PAYLOAD_KEY, SECRET, TOKEN_KEY, clean_env, cli_command
 from tests.e2e.test_approval_workflow import pending_auth_req_id, start_approval
 from tests.support.op import TestOP

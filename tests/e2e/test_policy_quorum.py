@@ -16,12 +16,12 @@ import pytest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.worker import Replayer
 
+from temporal_ciba._models import ApprovalOutcome
+from temporal_ciba._plugin import CibaPlugin
+from temporal_ciba._settings import WorkerSettings
 from temporal_ciba.ciba import CibaClient, ClientSecretBasic
 from temporal_ciba.example.agent import PaymentAgentWorkflow
 from temporal_ciba.example.payment import PaymentAction, PaymentAgentInput, PaymentAgentResult, action_digest
-from temporal_ciba.models import ApprovalOutcome
-from temporal_ciba.plugin import CibaPlugin
-from temporal_ciba.settings import WorkerSettings
 from tests.e2e.conftest import (
     AGENT_CLIENT,
     PAYLOAD_KEY,

@@ -31,7 +31,7 @@ from temporal_ciba.ciba import (
     TokenResponse,
     ValidationPolicy,
 )
-from temporal_ciba.ciba.backchannel import new_client_notification_token
+from temporal_ciba.ciba._backchannel import new_client_notification_token
 from tests.e2e.conftest import PING_CLIENT, SECRET, ClientKey, TlsFiles, op_config
 from tests.e2e.test_protocol_op import DETAILS
 from tests.support.op import TestOP, run_test_op

@@ -8,8 +8,8 @@ import uuid
 
 from temporalio.client import Client
 
-from temporal_ciba.programs.worker import run_worker
-from temporal_ciba.settings import WorkerSettings
+from temporal_ciba._programs.worker import run_worker
+from temporal_ciba._settings import WorkerSettings
 from tests.e2e.conftest import PAYLOAD_KEY, TOKEN_KEY, agent_settings, cli_command
 from tests.e2e.test_cli import cli_env, decide_when_asked, run_cli
 from tests.e2e.test_cli_errors import OTHER_KEY, one_line

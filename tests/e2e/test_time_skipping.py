@@ -14,11 +14,11 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from temporal_ciba.activities import CibaActivities
-from temporal_ciba.crypto.sealing import TokenSealer
-from temporal_ciba.models import ApprovalRequest, ApprovalWorkflowInput
-from temporal_ciba.plugin import CibaPlugin
-from temporal_ciba.workflow import CibaApprovalWorkflow
+from temporal_ciba._activities import CibaActivities
+from temporal_ciba._models import ApprovalRequest, ApprovalWorkflowInput
+from temporal_ciba._plugin import CibaPlugin
+from temporal_ciba._workflow import CibaApprovalWorkflow
+from temporal_ciba.crypto._sealing import TokenSealer
 from tests.e2e.conftest import PAYLOAD_KEY, ClientKey, agent_settings, op_config
 from tests.support.op import TestOP, run_test_op
 from tests.support.records import sqlite_recorder

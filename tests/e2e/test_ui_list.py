@@ -13,9 +13,9 @@ from temporalio.client import Client
 from temporalio.converter import DataConverter
 from temporalio.worker import Worker
 
-from temporal_ciba.crypto.codec import ENCODING, AesGcmCodec
-from temporal_ciba.models import ApprovalRequest
-from temporal_ciba.workflow import require_approval
+from temporal_ciba._models import ApprovalRequest
+from temporal_ciba._workflow import require_approval
+from temporal_ciba.crypto._codec import ENCODING, AesGcmCodec
 from tests.e2e.conftest import PAYLOAD_KEY
 from tests.e2e.test_cli import cli_env, run_cli
 from tests.support.temporal import DevServer, wait_for

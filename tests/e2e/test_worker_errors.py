@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from temporalio.service import OperatorService, RPCError, RPCStatusCode
 
-from temporal_ciba import cli
-from temporal_ciba.programs.connect import connect
-from temporal_ciba.search_attributes import ensure_search_attributes
+from temporal_ciba import _cli as cli
+from temporal_ciba._programs.connect import connect
+from temporal_ciba._search_attributes import ensure_search_attributes
 from tests.e2e.conftest import PAYLOAD_KEY, TOKEN_KEY
 from tests.e2e.test_cli import cli_env, run_cli
 from tests.e2e.test_cli_errors import one_line

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from temporal_ciba._workflow import CibaApprovalWorkflow
 from temporal_ciba.example.agent import PaymentAgentWorkflow
 from temporal_ciba.example.payment import PaymentAction, action_digest
-from temporal_ciba.workflow import CibaApprovalWorkflow
 
 # A TEST-ONLY payload key, committed on purpose so the histories can be decoded on replay. It
 # protects nothing: the histories hold only scripted test values, never a real token or secret.
@@ -64,7 +64,7 @@ KEPT: dict[str, str] = {
     },
     # Recorded before decision records (approval.RECORD_PATCH): no ciba.record_decision marker.
     **{f"{name}.before-decision-record": workflow_id for name, workflow_id in RECORDED.items()},
-    # Recorded from the workflow code as it stood in single modules (temporal_ciba.approval,
+    # Recorded from the workflow code as it stood in single modules (temporal_ciba._approval,
     # .workflow, .models), before it was split into packages of private modules: a worker on
     # the package layout must finish every approval that such a worker started.
     **{f"{name}.before-package-layout": workflow_id for name, workflow_id in RECORDED.items()},

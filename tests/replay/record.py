@@ -25,10 +25,7 @@ from temporalio.service import ServiceClient
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from temporal_ciba.ciba import RequestBinding
-from temporal_ciba.example.agent import PaymentAgentWorkflow
-from temporal_ciba.example.payment import ExecutePaymentInput, PaymentAgentInput, PaymentReceipt
-from temporal_ciba.models import (
+from temporal_ciba._models import (
     ApprovalOutcome,
     ApprovalRequest,
     ApprovalWorkflowInput,
@@ -46,9 +43,12 @@ from temporal_ciba.models import (
     ValidateTokensInput,
     ValidateTokensResult,
 )
-from temporal_ciba.plugin import CibaPlugin
+from temporal_ciba._plugin import CibaPlugin
+from temporal_ciba._workflow import NOTIFY_SIGNAL, CibaApprovalWorkflow
+from temporal_ciba.ciba import RequestBinding
+from temporal_ciba.example.agent import PaymentAgentWorkflow
+from temporal_ciba.example.payment import ExecutePaymentInput, PaymentAgentInput, PaymentReceipt
 from temporal_ciba.records import RecordDecisionInput
-from temporal_ciba.workflow import NOTIFY_SIGNAL, CibaApprovalWorkflow
 from tests.replay.cases import (
     ACTION,
     CONTINUE_AS_NEW_ID,

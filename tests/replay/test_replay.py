@@ -17,7 +17,7 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from temporal_ciba.plugin import CibaPlugin
+from temporal_ciba._plugin import CibaPlugin
 from tests.replay.cases import HISTORIES, HISTORY_DIR, KEY, WORKFLOWS
 
 FILES = sorted(HISTORY_DIR.glob("*.json"))

@@ -19,7 +19,7 @@ import psutil
 import pytest
 from temporalio.client import WorkflowHandle
 
-from temporal_ciba.programs.callback import DEFAULT_READ_TIMEOUT, LINGER_BYTES, LINGER_SECONDS
+from temporal_ciba._programs.callback import DEFAULT_READ_TIMEOUT, LINGER_BYTES, LINGER_SECONDS
 from tests.e2e import test_callback as e2e
 from tests.e2e.conftest import TlsFiles, run_callback
 from tests.e2e.test_callback import TOKENS, bearer, events, token_for

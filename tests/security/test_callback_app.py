@@ -24,19 +24,19 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RetryConfig
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from temporal_ciba.crypto.notification import NotificationTokens
-from temporal_ciba.crypto.sealing import TokenSealer, tokens_context
-from temporal_ciba.models import PingNotice, PushDelivery
-from temporal_ciba.programs import callback as callback_module
-from temporal_ciba.programs.callback import (
+from temporal_ciba._models import PingNotice, PushDelivery
+from temporal_ciba._programs import callback as callback_module
+from temporal_ciba._programs.callback import (
     MAX_SAFE_INTEGER,
     BodyDeadline,
     GuardedH11Protocol,
     create_callback_app,
     parse_i_json,
 )
-from temporal_ciba.programs.connect import connect
-from temporal_ciba.workflow import DELIVER_SIGNAL, NOTIFY_SIGNAL
+from temporal_ciba._programs.connect import connect
+from temporal_ciba._workflow import DELIVER_SIGNAL, NOTIFY_SIGNAL
+from temporal_ciba.crypto._notification import NotificationTokens
+from temporal_ciba.crypto._sealing import TokenSealer, tokens_context
 from tests.support.temporal import DevServer, free_port, wait_for
 
 TOKENS = NotificationTokens(b"t" * 32)

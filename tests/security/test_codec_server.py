@@ -36,7 +36,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from temporalio.api.common.v1 import Payload, Payloads
 
-from temporal_ciba.crypto.codec import ENCODING, KEY_ID_METADATA, AesGcmCodec
+from temporal_ciba.crypto._codec import ENCODING, KEY_ID_METADATA, AesGcmCodec
 from tests.support.temporal import free_port
 
 UI = "http://localhost:8233"
@@ -128,7 +128,7 @@ def codec_env(**values: str) -> dict[str, str]:
 
 
 def start_codec_server(log: Path, **settings: str) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "temporal_ciba.cli", "codec-server"]
+    command = [sys.executable, "-m", "temporal_ciba", "codec-server"]
     return subprocess.Popen(command, env=codec_env(**settings), stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
@@ -188,7 +188,7 @@ SECRET = b'{"amount":"1250.00","iban":"DE89370400440532013000"}'
 
 def test_refuses_to_start_without_an_authentication_method(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "temporal_ciba.cli", "codec-server"],
+        [sys.executable, "-m", "temporal_ciba", "codec-server"],
         env=codec_env(CIBA_PAYLOAD_KEY=_random_key(), CIBA_CODEC_PORT=str(free_port())),
         capture_output=True,
         text=True,
@@ -219,7 +219,7 @@ def test_refuses_to_start_without_an_authentication_method(tmp_path: Path) -> No
 )
 def test_refuses_weak_authentication_settings(settings: dict[str, str], named: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "temporal_ciba.cli", "codec-server"],
+        [sys.executable, "-m", "temporal_ciba", "codec-server"],
         env=codec_env(CIBA_PAYLOAD_KEY=_random_key(), CIBA_CODEC_PORT=str(free_port()), **settings),
         capture_output=True,
         text=True,

@@ -25,6 +25,9 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+from temporal_ciba._models import ApprovalOutcome, ApprovalRequest
+from temporal_ciba._settings import WorkerSettings
+from temporal_ciba._workflow import CibaApprovalWorkflow
 from temporal_ciba.example.agent import PaymentAgentWorkflow
 from temporal_ciba.example.payment import (
     ExecutePaymentInput,
@@ -33,9 +36,6 @@ from temporal_ciba.example.payment import (
     PaymentAgentResult,
     action_digest,
 )
-from temporal_ciba.models import ApprovalOutcome, ApprovalRequest
-from temporal_ciba.settings import WorkerSettings
-from temporal_ciba.workflow import CibaApprovalWorkflow
 from tests.e2e.conftest import TlsFiles, payments
 from tests.e2e.test_approval_workflow import INVOICE, pending_auth_req_id, start_approval
 from tests.e2e.test_callback import TOKENS, bearer, post

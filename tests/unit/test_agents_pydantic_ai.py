@@ -18,11 +18,11 @@ from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, Text
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.tools import DeferredToolRequests, DeferredToolResults, ToolApproved
 
+from temporal_ciba._grant import GrantRefused
+from temporal_ciba._models import ApprovalOutcome
 from temporal_ciba.agents import ApprovedToolCall, ToolApproval, open_tool_call, tool_action_digest
 from temporal_ciba.agents.pydantic_ai import METADATA_KEY, CibaToolApprovals, approved_call
 from temporal_ciba.crypto import TokenSealer
-from temporal_ciba.grant import GrantRefused
-from temporal_ciba.models import ApprovalOutcome
 
 SEALER = TokenSealer(b"k" * 32)
 NOW = datetime(2026, 11, 28, tzinfo=UTC)

@@ -11,11 +11,11 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from temporal_ciba._models import ApprovalOutcome, ApprovalRequest, PolicyDecision
 from temporal_ciba.ciba import AUTH_REQ_ID_CLAIM
-from temporal_ciba.ciba.jwks import parse_jwks
-from temporal_ciba.models import ApprovalOutcome, ApprovalRequest, PolicyDecision
+from temporal_ciba.ciba._jwks import parse_jwks
 from temporal_ciba.records import DecisionRecord, RecordDecisionInput
-from temporal_ciba.records.audit import verify
+from temporal_ciba.records._audit import verify
 
 ISSUER, CLIENT = "https://op.example", "agent"
 DECIDED = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from temporal_ciba.ciba.binding_message import BindingMessageRule, BindingMessageUnfit, fit_binding_message
-from temporal_ciba.ciba.profiles import PROFILES
+from temporal_ciba.ciba._binding_message import BindingMessageRule, BindingMessageUnfit, fit_binding_message
+from temporal_ciba.ciba._profiles import PROFILES
 
 MESSAGE = "Pay EUR 120.00 to ACME GmbH, code 7Q4K"
-# The rules of the OPs we have profiles for (temporal_ciba/ciba/profiles.py cites their sources).
+# The rules of the OPs we have profiles for (temporal_ciba/ciba/_profiles.py cites their sources).
 OIDC_PROVIDER = BindingMessageRule(max_length=20, pattern=r"^[a-zA-Z0-9-._+/!?#]{1,20}$")
 KEYCLOAK = BindingMessageRule(max_length=50, pattern=r"^[a-zA-Z0-9-._+/!?#]{1,50}$")
 AUTH0 = BindingMessageRule(max_length=64, pattern=r"^[a-zA-Z0-9+\-_.,:#]{1,64}$")

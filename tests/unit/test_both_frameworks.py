@@ -21,8 +21,8 @@ from pydantic_ai.messages import ModelRequest, ToolReturnPart
 from temporalio.converter import PayloadConverter
 from temporalio.openai_agents import OpenAIAgentsPlugin, OpenAIPayloadConverter
 
+from temporal_ciba._plugin import CibaPlugin
 from temporal_ciba.agents.both_frameworks import BothFrameworksConverter, BothFrameworksPayloadConverter
-from temporal_ciba.plugin import CibaPlugin
 from tests.unit.test_plugin import KEY, approval_request, assert_sealed_round_trip, configured
 
 

@@ -18,11 +18,11 @@ from temporalio.client import WorkflowHandle
 from temporalio.converter import DataConverter, decode_typed_search_attributes
 from temporalio.testing import WorkflowEnvironment
 
-from temporal_ciba.crypto.codec import AesGcmCodec
-from temporal_ciba.models import ApprovalOutcome, ApprovalRequest
-from temporal_ciba.rendering import static_details, static_summary
-from temporal_ciba.search_attributes import CIBA_STATUS
-from temporal_ciba.workflow import require_approval
+from temporal_ciba._models import ApprovalOutcome, ApprovalRequest
+from temporal_ciba._rendering import static_details, static_summary
+from temporal_ciba._search_attributes import CIBA_STATUS
+from temporal_ciba._workflow import require_approval
+from temporal_ciba.crypto._codec import AesGcmCodec
 from tests.support.temporal import time_skipping_environment
 from tests.unit.test_workflow_logic import GRANTED, KEY, ScriptedOP, worker
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from temporal_ciba.cli import UsageError, approval_request_from_args, build_parser
+from temporal_ciba._cli import UsageError, approval_request_from_args, build_parser
 
 
 def request(*args: str) -> object:

@@ -30,7 +30,7 @@ from temporal_ciba.ciba import (
     TokenRejected,
     TokenRequestInFlight,
 )
-from temporal_ciba.ciba.id_token_encryption import IdTokenDecryptionKey
+from temporal_ciba.ciba._id_token_encryption import IdTokenDecryptionKey
 from tests.support.mtls import self_signed_client_certificate
 from tests.support.tokens import CLIENT_ID, ISSUER, METADATA, NOW, Keys, binding, claims, token_response
 

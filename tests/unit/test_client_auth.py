@@ -21,7 +21,7 @@ from temporal_ciba.ciba import (
     PrivateKeyJwt,
     load_client_signing_key,
 )
-from temporal_ciba.ciba.client_auth import CLIENT_ASSERTION_TYPE
+from temporal_ciba.ciba._client_auth import CLIENT_ASSERTION_TYPE
 from tests.support.tokens import CLIENT_ID, ISSUER, METADATA
 
 NOW = 1_800_000_000.0

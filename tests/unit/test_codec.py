@@ -9,7 +9,7 @@ import pytest
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import WorkflowSerializationContext
 
-from temporal_ciba.crypto.codec import WORKFLOW_ID_METADATA, AesGcmCodec, PayloadDecryptionError
+from temporal_ciba.crypto._codec import WORKFLOW_ID_METADATA, AesGcmCodec, PayloadDecryptionError
 
 KEY = os.urandom(32)
 PLAIN = Payload(metadata={"encoding": b"json/plain"}, data=b'{"amount":"120.00"}')

@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from temporal_ciba.settings import ConfigError, OPSettings, load_settings
+from temporal_ciba._settings import ConfigError, OPSettings, load_settings
 from tests.support.mtls import self_signed_client_certificate
 
 SetEnv = Callable[..., None]

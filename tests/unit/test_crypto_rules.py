@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from temporal_ciba.crypto.codec import AesGcmCodec
-from temporal_ciba.crypto.notification import MAX_WORKFLOW_ID_BYTES, NotificationTokens, NotifiedApproval
-from temporal_ciba.crypto.sealing import TokenSealer
+from temporal_ciba.crypto._codec import AesGcmCodec
+from temporal_ciba.crypto._notification import MAX_WORKFLOW_ID_BYTES, NotificationTokens, NotifiedApproval
+from temporal_ciba.crypto._sealing import TokenSealer
 
 KEY = os.urandom(32)
 TOKENS = NotificationTokens(KEY)

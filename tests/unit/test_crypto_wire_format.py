@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from temporalio.api.common.v1 import Payload
 
-from temporal_ciba.crypto.codec import AesGcmCodec
-from temporal_ciba.crypto.dpop_keys import DPoPKeys
-from temporal_ciba.crypto.keys import derive_key
-from temporal_ciba.crypto.notification import NotificationTokens, NotifiedApproval
-from temporal_ciba.crypto.sealing import TokenSealer, access_token_context, tokens_context
+from temporal_ciba.crypto._codec import AesGcmCodec
+from temporal_ciba.crypto._dpop_keys import DPoPKeys
+from temporal_ciba.crypto._keys import derive_key
+from temporal_ciba.crypto._notification import NotificationTokens, NotifiedApproval
+from temporal_ciba.crypto._sealing import TokenSealer, access_token_context, tokens_context
 
 KEY = bytes(range(32))
 NOTIFICATION_TOKEN = (

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from temporal_ciba.programs.dev_tls import RENEW_WITHIN_DAYS, make_dev_certificates
+from temporal_ciba._programs.dev_tls import RENEW_WITHIN_DAYS, make_dev_certificates
 
 HOSTS = ["callback", "op", "127.0.0.1"]
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from temporal_ciba.ciba.backchannel import AuthenticationRequest
-from temporal_ciba.ciba.binding_message import BindingMessageRule, BindingMessageUnfit
-from temporal_ciba.ciba.dialect import RequestDialect, shape_request
-from temporal_ciba.ciba.errors import InvalidAuthenticationRequest
+from temporal_ciba.ciba._backchannel import AuthenticationRequest
+from temporal_ciba.ciba._binding_message import BindingMessageRule, BindingMessageUnfit
+from temporal_ciba.ciba._dialect import RequestDialect, shape_request
+from temporal_ciba.ciba._errors import InvalidAuthenticationRequest
 
 ISSUER = "https://op.example"
 API = "https://api.example"

@@ -9,13 +9,13 @@ from typing import Any
 import httpx
 import pytest
 
-from temporal_ciba.ciba.discovery import (
+from temporal_ciba.ciba._discovery import (
     check_ciba_support,
     discovery_url,
     fetch_provider_metadata,
     parse_provider_metadata,
 )
-from temporal_ciba.ciba.errors import DiscoveryError, TransportError
+from temporal_ciba.ciba._errors import DiscoveryError, TransportError
 
 ISSUER = "https://op.example.test"
 DOCUMENT = {

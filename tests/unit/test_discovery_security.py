@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from temporal_ciba.ciba import CibaClient, ClientSecretBasic
-from temporal_ciba.ciba.discovery import ProviderMetadata, fetch_provider_metadata, parse_provider_metadata
-from temporal_ciba.ciba.errors import DiscoveryError
+from temporal_ciba.ciba._discovery import ProviderMetadata, fetch_provider_metadata, parse_provider_metadata
+from temporal_ciba.ciba._errors import DiscoveryError
 
 HTTPS_ISSUER = "https://op.example.test"
 LOOPBACK_ISSUER = "http://127.0.0.1:3000"

@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from temporal_ciba.ciba import CibaClient, ClientSecretBasic, Granted, ProtocolError, TransportError
-from temporal_ciba.ciba.dpop import InvalidDPoPProof, access_token_hash, jwk_thumbprint, verify_proof
+from temporal_ciba.ciba._dpop import InvalidDPoPProof, access_token_hash, jwk_thumbprint, verify_proof
 from temporal_ciba.crypto import DPoPKeys, TokenSealer
 from tests.support.tokens import CLIENT_ID, ISSUER, METADATA
 

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 import pytest
 from temporalio.testing import ActivityEnvironment
 
+from temporal_ciba._grant import GrantRefused, idempotency_key, open_access_token
+from temporal_ciba._models import ApprovalOutcome
 from temporal_ciba.crypto import TokenSealer, access_token_context
-from temporal_ciba.grant import GrantRefused, idempotency_key, open_access_token
-from temporal_ciba.models import ApprovalOutcome
 
 SEALER = TokenSealer(os.urandom(32))
 DIGEST = "a" * 64

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from temporal_ciba.ciba._errors import InvalidGrant, OAuthError, ProtocolError
 from temporal_ciba.ciba._http import (
     is_loopback_host,
     raise_for_error,
@@ -17,7 +18,6 @@ from temporal_ciba.ciba._http import (
     require_secure_url,
     retry_after_seconds,
 )
-from temporal_ciba.ciba.errors import InvalidGrant, OAuthError, ProtocolError
 
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 

@@ -14,14 +14,14 @@ from joserfc import jwe
 from joserfc.jwe import JWERegistry
 from joserfc.jwk import ECKey, RSAKey
 
+from temporal_ciba._settings import ConfigError, OPSettings, load_settings
 from temporal_ciba.ciba import TokenRejected
-from temporal_ciba.ciba.id_token_encryption import (
+from temporal_ciba.ciba._id_token_encryption import (
     IdTokenDecryptionKey,
     decrypt_id_token,
     is_encrypted,
     load_id_token_decryption_key,
 )
-from temporal_ciba.settings import ConfigError, OPSettings, load_settings
 
 SIGNED = "eyJhbGciOiJQUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"  # a JWS: three parts
 RSA = RSAKey.generate_key(2048, private=True)

@@ -15,7 +15,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from temporal_ciba.models import (
+from temporal_ciba._models import (
     ApprovalOutcome,
     ApprovalRequest,
     ApprovalState,
@@ -25,8 +25,8 @@ from temporal_ciba.models import (
     SendRequestInput,
     SendRequestResult,
 )
-from temporal_ciba.search_attributes import CIBA_AUTH_REQ_ID, CIBA_STATUS
-from temporal_ciba.workflow import DELIVER_SIGNAL, NOTIFY_SIGNAL, STATUS_QUERY, require_approval
+from temporal_ciba._search_attributes import CIBA_AUTH_REQ_ID, CIBA_STATUS
+from temporal_ciba._workflow import DELIVER_SIGNAL, NOTIFY_SIGNAL, STATUS_QUERY, require_approval
 from tests.support.temporal import time_skipping_environment
 from tests.unit.test_workflow_logic import GRANTED, KEY, ScriptedOP, wait_for_event, worker
 

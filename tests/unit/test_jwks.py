@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from temporal_ciba.ciba import CibaClient, ClientSecretBasic, TokenRejected, TransportError
-from temporal_ciba.ciba.jwks import JwksCache, select_keys
+from temporal_ciba.ciba._jwks import JwksCache, select_keys
 from tests.support.tokens import CLIENT_ID, ISSUER, NOW, Keys, binding, claims, token_response
 
 CALLERS = 50

@@ -9,7 +9,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from temporal_ciba.ciba.jwks import PublicKey, key_fits_algorithm, parse_jwks
+from temporal_ciba.ciba._jwks import PublicKey, key_fits_algorithm, parse_jwks
 
 RSA = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 EC = ec.generate_private_key(ec.SECP256R1())

@@ -14,12 +14,12 @@ import httpx
 import pytest
 from starlette.requests import Request
 
+from temporal_ciba._settings import ConfigError, OPSettings, load_settings
 from temporal_ciba.ciba import ClientCertificate, ClientSecretBasic, TlsClientAuth, certificate_thumbprint
-from temporal_ciba.ciba.client import CibaClient
-from temporal_ciba.ciba.discovery import parse_provider_metadata
-from temporal_ciba.ciba.errors import DiscoveryError
+from temporal_ciba.ciba._client import CibaClient
+from temporal_ciba.ciba._discovery import parse_provider_metadata
+from temporal_ciba.ciba._errors import DiscoveryError
 from temporal_ciba.example.payment_api import presented_certificate_thumbprint
-from temporal_ciba.settings import ConfigError, OPSettings, load_settings
 from tests.support.mtls import self_signed_client_certificate
 
 ISSUER = "https://op.example.test"

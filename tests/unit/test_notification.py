@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from temporal_ciba.ciba.backchannel import check_client_notification_token
-from temporal_ciba.crypto.notification import MAX_WORKFLOW_ID_BYTES, NotificationTokens, NotifiedApproval
+from temporal_ciba.ciba._backchannel import check_client_notification_token
+from temporal_ciba.crypto._notification import MAX_WORKFLOW_ID_BYTES, NotificationTokens, NotifiedApproval
 
 TOKENS = NotificationTokens(os.urandom(32))
 RUN = str(uuid.uuid4())

@@ -46,10 +46,10 @@ from temporalio.service import ServiceClient
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from temporal_ciba._models import ApprovalRequest
+from temporal_ciba._plugin import CibaPlugin, with_encryption
 from temporal_ciba.crypto import AesGcmCodec
-from temporal_ciba.crypto.codec import ENCODING as ENCRYPTED
-from temporal_ciba.models import ApprovalRequest
-from temporal_ciba.plugin import CibaPlugin, with_encryption
+from temporal_ciba.crypto._codec import ENCODING as ENCRYPTED
 from tests.support.temporal import venv_tool
 
 # The workflow below is defined here, so the sandbox re-imports this module: the frameworks are

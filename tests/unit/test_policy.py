@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from temporal_ciba.agents.tool_approval import short_code
-from temporal_ciba.models import ApprovalRequest
-from temporal_ciba.policy import (
+from temporal_ciba._models import ApprovalRequest
+from temporal_ciba._policy import (
     ApprovalPolicy,
     Bounds,
     PolicyAction,
@@ -21,6 +20,7 @@ from temporal_ciba.policy import (
     load_policy_file,
     parse_policy,
 )
+from temporal_ciba.agents._tool_approval import short_code
 
 # The issue's example: under 100 pass, up to 10,000 the owner at acr phone, above: owner and treasury.
 AMOUNT_POLICY = """

@@ -22,10 +22,10 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from temporal_ciba.models import ApprovalOutcome, ApprovalRequest, PolicyDecision
-from temporal_ciba.plugin import CibaPlugin
-from temporal_ciba.policy import ApprovalPolicy, PolicyAction, PolicyRule, PolicySource
-from temporal_ciba.workflow import WORKER_POLICY, CibaApprovalWorkflow, require_approval
+from temporal_ciba._models import ApprovalOutcome, ApprovalRequest, PolicyDecision
+from temporal_ciba._plugin import CibaPlugin
+from temporal_ciba._policy import ApprovalPolicy, PolicyAction, PolicyRule, PolicySource
+from temporal_ciba._workflow import WORKER_POLICY, CibaApprovalWorkflow, require_approval
 from tests.support.temporal import ActivityStart, ActivityStarts, time_skipping_environment, wait_for
 from tests.unit.test_quorum_workflow import KEY, Phones, approved
 

@@ -16,9 +16,8 @@ from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.testing import WorkflowEnvironment
 
-from temporal_ciba.approval import Approval, DecisionPath, Holder
-from temporal_ciba.ciba import TransportError
-from temporal_ciba.models import (
+from temporal_ciba._approval import Approval, DecisionPath, Holder
+from temporal_ciba._models import (
     ApprovalOutcome,
     ApprovalWorkflowInput,
     PingNotice,
@@ -26,7 +25,8 @@ from temporal_ciba.models import (
     PushDelivery,
     TokenRequestResult,
 )
-from temporal_ciba.workflow import CibaApprovalWorkflow
+from temporal_ciba._workflow import CibaApprovalWorkflow
+from temporal_ciba.ciba import TransportError
 from tests.support.temporal import ActivityStarts, time_skipping_environment
 from tests.unit.test_workflow_logic import (
     EARLY_SLACK,

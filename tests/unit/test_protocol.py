@@ -26,14 +26,14 @@ from temporal_ciba.ciba import (
     UnknownUserId,
     new_client_notification_token,
 )
-from temporal_ciba.ciba.backchannel import (
+from temporal_ciba.ciba._backchannel import (
     authentication_request_form,
     check_client_notification_token,
     process_authentication_response,
 )
-from temporal_ciba.ciba.discovery import DeliveryMode, ProviderMetadata, check_ciba_support, parse_provider_metadata
-from temporal_ciba.ciba.errors import OAUTH_ERRORS, DiscoveryError
-from temporal_ciba.ciba.token import process_token_response, token_request_form
+from temporal_ciba.ciba._discovery import DeliveryMode, ProviderMetadata, check_ciba_support, parse_provider_metadata
+from temporal_ciba.ciba._errors import OAUTH_ERRORS, DiscoveryError
+from temporal_ciba.ciba._token import process_token_response, token_request_form
 
 ISSUER = "https://op.example.test"
 NOW = 1_800_000_000.0
@@ -280,7 +280,7 @@ def test_ack_lenient_where_harmless(members: dict[str, Any], expected: tuple[int
 @pytest.mark.parametrize("member", ["expires_in", "interval"])
 def test_ack_string_number_is_logged(member: str, caplog: pytest.LogCaptureFixture) -> None:
     body = {"auth_req_id": "r1", "expires_in": 120, member: "7"}
-    with caplog.at_level("WARNING", logger="temporal_ciba.ciba.backchannel"):
+    with caplog.at_level("WARNING", logger="temporal_ciba.ciba"):
         process_authentication_response(response(200, body), now=NOW)
     assert f"{member} is a string (7), read as a number" in caplog.text
 

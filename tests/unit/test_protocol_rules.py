@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from temporal_ciba.ciba import OAuthError, load_client_signing_key
-from temporal_ciba.ciba.discovery import transport_cause
-from temporal_ciba.ciba.errors import AccessDenied, oauth_error, one_line
+from temporal_ciba.ciba._discovery import transport_cause
+from temporal_ciba.ciba._errors import AccessDenied, oauth_error, one_line
 
 
 def test_one_line_rule_keeps_text_up_to_the_limit_and_cuts_longer_text_to_it() -> None:

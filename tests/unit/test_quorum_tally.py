@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from temporal_ciba.models import ApprovalOutcome, PolicyDecision
-from temporal_ciba.quorum import QUORUM_NOT_MET, QuorumTally, quorum_child_id
+from temporal_ciba._models import ApprovalOutcome, PolicyDecision
+from temporal_ciba._quorum import QUORUM_NOT_MET, QuorumTally, quorum_child_id
 
 NOW = datetime(2026, 11, 29, tzinfo=UTC)
 

@@ -16,9 +16,8 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from temporal_ciba.activities import Redemptions
-from temporal_ciba.ciba import RequestBinding
-from temporal_ciba.models import (
+from temporal_ciba._activities import Redemptions
+from temporal_ciba._models import (
     ApprovalOutcome,
     ApprovalRequest,
     RedeemInput,
@@ -27,10 +26,11 @@ from temporal_ciba.models import (
     SendRequestInput,
     SendRequestResult,
 )
-from temporal_ciba.plugin import CibaPlugin
-from temporal_ciba.policy import ApprovalPolicy, PolicyAction, PolicyRule
+from temporal_ciba._plugin import CibaPlugin
+from temporal_ciba._policy import ApprovalPolicy, PolicyAction, PolicyRule
+from temporal_ciba._workflow import CibaApprovalWorkflow, require_approval
+from temporal_ciba.ciba import RequestBinding
 from temporal_ciba.records import RecordDecisionInput
-from temporal_ciba.workflow import CibaApprovalWorkflow, require_approval
 from tests.support.temporal import time_skipping_environment
 
 KEY = os.urandom(32)

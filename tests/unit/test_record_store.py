@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from temporal_ciba.crypto.sealing import TokenSealer, id_token_context
-from temporal_ciba.models import ApprovalOutcome, ApprovalRequest
+from temporal_ciba._models import ApprovalOutcome, ApprovalRequest
+from temporal_ciba.crypto._sealing import TokenSealer, id_token_context
 from temporal_ciba.records import (
     DecisionRecord,
     DecisionRecorder,
@@ -29,7 +29,7 @@ from temporal_ciba.records import (
     RecordQuery,
     SqliteStore,
 )
-from temporal_ciba.records.store import TABLE
+from temporal_ciba.records._store import TABLE
 from tests.support.postgres import PostgresServer
 
 KEY_A, KEY_B, TOKEN_KEY = os.urandom(32), os.urandom(32), os.urandom(32)

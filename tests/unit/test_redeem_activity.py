@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
-from temporal_ciba.activities import GRANT_LOST, CibaActivities, Redemptions
+from temporal_ciba._activities import GRANT_LOST, CibaActivities, Redemptions
+from temporal_ciba._models import RedeemInput, RedeemResult
 from temporal_ciba.ciba import CibaClient, ClientSecretBasic, TransportError
 from temporal_ciba.crypto import TokenSealer, access_token_context
-from temporal_ciba.models import RedeemInput, RedeemResult
 from tests.support.tokens import ACCESS_TOKEN, AUTH_REQ_ID, CLIENT_ID, ISSUER, NOW, REFRESH_TOKEN, binding, claims
 from tests.unit.test_send_activity import MockOP, env
 

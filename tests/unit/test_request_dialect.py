@@ -14,12 +14,12 @@ import httpx
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from temporal_ciba.activities import ID_TOKEN_HINT_INVALID, SUBJECT_CONFLICT, CibaActivities
+from temporal_ciba._activities import ID_TOKEN_HINT_INVALID, SUBJECT_CONFLICT, CibaActivities
+from temporal_ciba._models import ApprovalRequest, SendRequestInput
 from temporal_ciba.ciba import CibaClient, ClientSecretBasic
-from temporal_ciba.ciba.binding_message import BindingMessageRule
-from temporal_ciba.ciba.dialect import RequestDialect
+from temporal_ciba.ciba._binding_message import BindingMessageRule
+from temporal_ciba.ciba._dialect import RequestDialect
 from temporal_ciba.crypto import TokenSealer
-from temporal_ciba.models import ApprovalRequest, SendRequestInput
 from tests.support.tokens import CLIENT_ID, ISSUER, METADATA, NOW, Keys, claims
 
 DIGEST = "ab" * 32  # its code: the first 4 base32 characters of 0xababab -> "VOV2"

@@ -20,7 +20,7 @@ from temporal_ciba.ciba import (
     InvalidAuthenticationRequest,
     PrivateKeyJwt,
 )
-from temporal_ciba.ciba.request_object import (
+from temporal_ciba.ciba._request_object import (
     REQUEST_OBJECT_LIFETIME_SECONDS,
     request_object_claims,
     signed_request_form,

@@ -10,16 +10,16 @@ import httpx
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from temporal_ciba.activities import GRANT_LOST, REQUEST_OUTCOME_UNKNOWN, CibaActivities
-from temporal_ciba.ciba import CibaClient, ClientSecretBasic, TransportError
-from temporal_ciba.crypto import TokenSealer, tokens_context
-from temporal_ciba.models import (
+from temporal_ciba._activities import GRANT_LOST, REQUEST_OUTCOME_UNKNOWN, CibaActivities
+from temporal_ciba._models import (
     ApprovalRequest,
     RevokeTokensInput,
     SendRequestInput,
     TokenRequestInput,
     ValidateTokensInput,
 )
+from temporal_ciba.ciba import CibaClient, ClientSecretBasic, TransportError
+from temporal_ciba.crypto import TokenSealer, tokens_context
 from tests.support.tokens import (
     ACCESS_TOKEN,
     AUTH_REQ_ID,

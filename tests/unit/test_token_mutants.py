@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from temporal_ciba.ciba.errors import OAuthError, ProtocolError, TransportError
-from temporal_ciba.ciba.token import Granted, parse_token_response, process_token_response
+from temporal_ciba.ciba._errors import OAuthError, ProtocolError, TransportError
+from temporal_ciba.ciba._token import Granted, parse_token_response, process_token_response
 
 TOKENS = {"access_token": "at", "token_type": "Bearer", "id_token": "a.b.c", "expires_in": 60}
 MISSING = object()

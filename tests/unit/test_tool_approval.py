@@ -14,6 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from temporalio.testing import ActivityEnvironment
 
+from temporal_ciba._grant import GrantRefused
+from temporal_ciba._models import ApprovalOutcome
 from temporal_ciba.agents import (
     ApprovedToolCall,
     ToolApproval,
@@ -23,8 +25,6 @@ from temporal_ciba.agents import (
     tool_action_digest,
 )
 from temporal_ciba.crypto import TokenSealer, access_token_context
-from temporal_ciba.grant import GrantRefused
-from temporal_ciba.models import ApprovalOutcome
 
 SEALER = TokenSealer(os.urandom(32))
 AGENT, RUN = "agent-1", "run-1"

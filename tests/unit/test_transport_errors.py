@@ -8,10 +8,10 @@ import typing
 import httpx
 import pytest
 
+from temporal_ciba._cli import LIST_STATUSES, build_parser
+from temporal_ciba._models import ApprovalPhase
 from temporal_ciba.ciba import CibaClient, ClientSecretBasic, TransportError
-from temporal_ciba.ciba.discovery import fetch_provider_metadata
-from temporal_ciba.cli import LIST_STATUSES, build_parser
-from temporal_ciba.models import ApprovalPhase
+from temporal_ciba.ciba._discovery import fetch_provider_metadata
 from tests.support.tokens import CLIENT_ID, ISSUER, METADATA, NOW
 
 CERT_FAILURE = "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"

@@ -12,8 +12,8 @@ import jwt
 import pytest
 
 from temporal_ciba.ciba import TokenRejected, TokenResponse
-from temporal_ciba.ciba.jwks import parse_jwks
-from temporal_ciba.ciba.validation import (
+from temporal_ciba.ciba._jwks import parse_jwks
+from temporal_ciba.ciba._validation import (
     AUTH_REQ_ID_CLAIM,
     RequestBinding,
     ValidationPolicy,

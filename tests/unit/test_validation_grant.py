@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from temporal_ciba.ciba import TokenRejected
-from temporal_ciba.ciba.validation import (
+from temporal_ciba.ciba._validation import (
     IDENTITY_SCOPES,
     ValidationPolicy,
     check_id_token_hint,

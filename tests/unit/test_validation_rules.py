@@ -1,4 +1,4 @@
-"""The rules of temporal_ciba/ciba/validation.py at their edges: each test breaks or grazes one
+"""The rules of temporal_ciba/ciba/_validation.py at their edges: each test breaks or grazes one
 rule and names it, so deleting or loosening the rule fails here (scripts/mutation.sh checks
 that no such change survives). The negative and positive tables live in test_validation.py."""
 
@@ -15,9 +15,9 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from pydantic import SecretStr
 
 from temporal_ciba.ciba import TokenRejected
-from temporal_ciba.ciba.backchannel import Acknowledgement, AuthenticationRequest
-from temporal_ciba.ciba.jwks import parse_jwks
-from temporal_ciba.ciba.validation import (
+from temporal_ciba.ciba._backchannel import Acknowledgement, AuthenticationRequest
+from temporal_ciba.ciba._jwks import parse_jwks
+from temporal_ciba.ciba._validation import (
     AUTH_REQ_ID_CLAIM,
     RequestBinding,
     ValidatedApproval,

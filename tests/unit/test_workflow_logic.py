@@ -26,9 +26,8 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Interceptor, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from temporal_ciba.activities import Redemptions
-from temporal_ciba.ciba import RequestBinding, TransportError
-from temporal_ciba.models import (
+from temporal_ciba._activities import Redemptions
+from temporal_ciba._models import (
     ApprovalOutcome,
     ApprovalRequest,
     ApprovalWorkflowInput,
@@ -47,12 +46,13 @@ from temporal_ciba.models import (
     ValidateTokensInput,
     ValidateTokensResult,
 )
-from temporal_ciba.plugin import PASSTHROUGH_MODULES
+from temporal_ciba._plugin import PASSTHROUGH_MODULES
+from temporal_ciba._rendering import code, describe_authorization_details
+from temporal_ciba._search_attributes import CIBA_AUTH_REQ_ID, CIBA_DEADLINE, CIBA_STATUS
+from temporal_ciba._workflow import CibaApprovalWorkflow, require_approval
+from temporal_ciba.ciba import RequestBinding, TransportError
 from temporal_ciba.records import RecordDecisionInput
-from temporal_ciba.records.activity import RECORD_CONFLICT
-from temporal_ciba.rendering import code, describe_authorization_details
-from temporal_ciba.search_attributes import CIBA_AUTH_REQ_ID, CIBA_DEADLINE, CIBA_STATUS
-from temporal_ciba.workflow import CibaApprovalWorkflow, require_approval
+from temporal_ciba.records._activity import RECORD_CONFLICT
 from tests.support.temporal import ActivityStarts, time_skipping_environment, wait_for
 
 KEY = os.urandom(32)

@@ -1,0 +1,378 @@
+"""The typed inputs and outputs of the approval workflow and its activities (pydantic).
+
+`ApprovalRequest` and `ApprovalOutcome` are public contracts (see the README): extend them,
+never rename. No model here carries a token in clear: tokens travel sealed (temporal_ciba.crypto._sealing).
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from temporal_ciba.ciba import (
+    AuthenticationRequest,
+    AuthorizationDetails,
+    DeliveryMode,
+    RequestBinding,
+    Secret,
+    ValidatedApproval,
+)
+
+OutcomeStatus = Literal["approved", "denied", "expired", "cancelled", "rejected", "error"]
+ApprovalPhase = Literal["requesting", "pending", "validating"] | OutcomeStatus
+OUTCOME_STATUSES: tuple[OutcomeStatus, ...] = ("approved", "denied", "expired", "cancelled", "rejected", "error")
+
+
+class PollingPolicy(BaseModel):
+    """How the workflow waits; chosen so a long wait keeps every run's history small.
+
+    Each poll costs about 11 history events (timer, activity, workflow tasks). The workflow
+    polls at the OP's interval (grown by slow_down) for `long_wait_after_seconds`, then no faster
+    than `long_wait_interval_seconds` (CIBA §7.3 sets a minimum interval, not a maximum), and
+    continues as new every `polls_per_run` polls. With the defaults a 24-hour wait at interval
+    5 s costs 12 runs of at most about 2,300 events each.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    long_wait_after_seconds: float = Field(default=600.0, ge=0)
+    long_wait_interval_seconds: float = Field(default=30.0, gt=0)
+    polls_per_run: int = Field(default=200, ge=10, le=2000)
+    # Ping and push mode: the notification is the normal path; this slow poll catches a lost one.
+    notification_fallback_interval_seconds: float = Field(default=600.0, gt=0)
+
+
+class ApprovalRequest(BaseModel):
+    """What to ask the human, and how (CIBA §7.1 parameters plus our own binding and policy)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    # Who must approve (CIBA §7.1): exactly one of login_hint, login_hint_token, id_token_hint.
+    login_hint: str | None = Field(default=None, min_length=1)
+    login_hint_token: Secret | None = None
+    # An ID token this OP issued to this client; its `sub` is then the only approver accepted.
+    id_token_hint: Secret | None = None
+    binding_message: str
+    # What the approver compares between the agent's screen and the phone; kept when the OP's
+    # binding-message rule makes the message shorter. Default: 4 characters of action_digest.
+    binding_code: str | None = Field(default=None, pattern=r"^[A-Za-z0-9]{1,16}$")
+    scope: str = "openid"
+    acr_values: str | None = None
+    authorization_details: AuthorizationDetails | None = None
+    # RFC 8707 resource indicators, Auth0's audience, OIDC Core §5.5 claims (a JSON object).
+    resource: list[str] | None = None
+    audience: str | None = None
+    claims: dict[str, Any] | None = None
+    # How the application describes the action to operators (the Temporal UI's current
+    # details), one plain-text line each; without it the authorization_details are listed.
+    summary: list[Annotated[str, Field(max_length=200)]] | None = Field(default=None, max_length=20)
+    requested_expiry: int | None = Field(default=None, gt=0)
+    # Set by require_approval under a policy: what it decided, carried into the outcome and its record.
+    policy: PolicyDecision | None = None
+    user_code: Secret | None = None
+    # SHA-256 (hex) of the canonical JSON of the action being approved; the approval is bound to it.
+    action_digest: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    # Our own limit: the approval expires at the OP's expires_in or at this time, whichever is first.
+    policy_deadline: datetime | None = None
+    # The OP's `sub` for the person asked, where known; any other approver is rejected.
+    expected_subject: str | None = None
+    polling: PollingPolicy = PollingPolicy()
+    # Tokens issued but lost before they were recorded (a worker died mid-request; the OP then
+    # answers invalid_grant): stop with error "grant_lost", or send one new request.
+    on_lost_grant: Literal["stop", "ask_again"] = "stop"
+
+    @model_validator(mode="after")
+    def _valid_ciba_request(self) -> ApprovalRequest:
+        self.authentication_request(None)
+        if self.policy_deadline is not None and self.policy_deadline.tzinfo is None:
+            raise ValueError("policy_deadline must carry a time zone")
+        return self
+
+    @property
+    def approver(self) -> str:
+        """Who was asked, for people (the Temporal UI, a denial's reason): never a token."""
+        if self.login_hint is not None:
+            return self.login_hint
+        return (
+            "the user of the login_hint_token" if self.login_hint_token is not None else "the user of the id_token_hint"
+        )
+
+    @property
+    def code(self) -> str | None:
+        """The binding code: binding_code, else the first 4 base32 characters of action_digest
+        (what the example agents and temporal_ciba.agents print beside the message)."""
+        if self.binding_code is not None or self.action_digest is None:
+            return self.binding_code
+        return base64.b32encode(bytes.fromhex(self.action_digest)[:3]).decode()[:4]
+
+    def authentication_request(self, client_notification_token: str | None) -> AuthenticationRequest:
+        """The CIBA request to send (raises ValueError when a parameter breaks CIBA §7.1)."""
+        fields: dict[str, Any] = {
+            "scope": self.scope,
+            "login_hint": self.login_hint,
+            "login_hint_token": self.login_hint_token,
+            "id_token_hint": self.id_token_hint,
+            "resource": tuple(self.resource or ()),
+            "audience": self.audience,
+            "claims": self.claims,
+            "binding_message": self.binding_message,
+            "acr_values": self.acr_values,
+            "authorization_details": self.authorization_details,
+            "requested_expiry": self.requested_expiry,
+            "user_code": self.user_code,
+            "client_notification_token": client_notification_token,
+        }
+        return AuthenticationRequest(**fields)
+
+
+class PolicyDecision(BaseModel):
+    """What the approval policy decided for an action, and why (issue 13)."""
+
+    model_config = ConfigDict(frozen=True)
+    rule: str  # the name of the policy rule that matched
+    reason: str  # one line: why it applied
+    approval: Literal["none", "one", "quorum"]
+    approvers: list[str] = []  # the login hints asked
+    quorum: int | None = None  # n, for n of m
+    acr_values: str | None = None
+
+
+class ApproverClaims(BaseModel):
+    """One approver of a quorum: how their own approval ended, and their validated claims."""
+
+    model_config = ConfigDict(frozen=True)
+    login_hint: str
+    status: OutcomeStatus
+    workflow_id: str
+    auth_req_id: str | None = None
+    error: str | None = None
+    sub: str | None = None
+    acr: str | None = None
+    amr: list[str] | None = None
+    auth_time: int | None = None
+    # Whether this approval counted towards the quorum (False: another approval by the same sub).
+    counted: bool = False
+    decided_at: datetime
+
+
+class ApprovalOutcome(BaseModel):
+    """How an approval ended; also the CLI's `--json` output."""
+
+    status: OutcomeStatus
+    workflow_id: str
+    auth_req_id: str | None = None
+    # The OAuth error code (unknown_user_id, access_denied, ...), or the validation rule that
+    # rejected the tokens (iss_mismatch, sub_mismatch, ...).
+    error: str | None = None
+    reason: str
+    sub: str | None = None
+    acr: str | None = None
+    amr: list[str] | None = None
+    auth_time: int | None = None
+    scope: str | None = None
+    authorization_details: AuthorizationDetails | None = None
+    action_digest: str | None = None
+    # Whether the approver had to be a given person (expected_subject, or the worker's
+    # login_hint mapping); False: anyone the OP authenticated for the login_hint could approve.
+    subject_pinned: bool | None = None
+    requested_at: datetime | None = None
+    deadline: datetime | None = None
+    decided_at: datetime
+    # The access token, sealed for the approved action's activity; never shown by the CLI.
+    sealed_access_token: str | None = Field(default=None, repr=False)
+    # What the approval policy decided, where one was used (issue 13).
+    policy: PolicyDecision | None = None
+    # A quorum: every approver's own outcome and claims; the fields above are those of the
+    # approval whose access token this outcome carries.
+    approvers: list[ApproverClaims] | None = None
+
+    @model_validator(mode="after")
+    def _unasked_carries_nothing(self) -> ApprovalOutcome:
+        # An action the policy let through unasked: nothing may pass for a person's approval.
+        if self.policy is not None and self.policy.approval == "none":
+            asked = (self.auth_req_id, self.sub, self.sealed_access_token, self.approvers)
+            if any(value is not None for value in asked):
+                raise ValueError("an outcome the policy let through unasked carries no approval")
+        return self
+
+    @property
+    def approved(self) -> bool:
+        return self.status == "approved"
+
+    def public_json(self) -> dict[str, Any]:
+        """The outcome as printed and logged: everything but the sealed token."""
+        return self.model_dump(mode="json", exclude={"sealed_access_token"})
+
+
+class PendingState(BaseModel):
+    """What a run hands to the next when it continues as new."""
+
+    auth_req_id: str
+    binding: RequestBinding
+    requested_at: datetime
+    deadline: datetime
+    interval_seconds: float
+    polls: int = 0
+    runs: int = 1
+    notified: bool = False
+    # When the last token request ended: the next one waits the interval, ping or no ping.
+    last_token_request_at: datetime | None = None
+    # A lost grant was already answered by asking again (ApprovalRequest.on_lost_grant).
+    asked_again: bool = False
+    # SendRequestResult.records, carried into the next run.
+    records: bool = False
+
+
+class ApprovalWorkflowInput(BaseModel):
+    request: ApprovalRequest
+    resume: PendingState | None = None
+
+
+class ApprovalState(BaseModel):
+    """The `status` query: the same state the search attributes and current details show."""
+
+    status: ApprovalPhase
+    workflow_id: str
+    # Who was asked: the login_hint, or which token names them (ApprovalRequest.approver).
+    login_hint: str
+    binding_message: str
+    # What the approver's device shows, once sent (the OP's rule may shorten the message).
+    binding_message_sent: str | None = None
+    authorization_details: AuthorizationDetails | None = None
+    summary: list[str] | None = None
+    action_digest: str | None = None
+    auth_req_id: str | None = None
+    requested_at: datetime | None = None
+    deadline: datetime | None = None
+    polls: int = 0
+    interval_seconds: float | None = None
+    runs: int = 1
+    outcome: ApprovalOutcome | None = None
+
+
+# Activity inputs and results -----------------------------------------------------------------
+
+
+class SendRequestInput(BaseModel):
+    request: ApprovalRequest
+    workflow_id: str
+    # The first run of the approval's run chain: the notification token names it.
+    first_run_id: str
+
+
+class SendRequestResult(BaseModel):
+    """The acknowledgement and the request binding, or why the OP refused the request."""
+
+    auth_req_id: str | None = None
+    expires_in: int | None = None
+    interval: int | None = None
+    binding: RequestBinding | None = None
+    delivery_mode: DeliveryMode = "poll"
+    error: str | None = None
+    reason: str | None = None
+    # The binding message as sent, fitted to the OP's rule (it may be shorter than the one asked).
+    binding_message_sent: str | None = None
+    # The approval writes a decision record of its outcome (temporal_ciba.records). True from
+    # every worker since records exist; histories from before them say nothing, so they replay
+    # without the record's step. A result in history, not a patch: no marker, no upsert.
+    records: bool = False
+
+
+class TokenRequestInput(BaseModel):
+    auth_req_id: str
+
+
+class TokenRequestResult(BaseModel):
+    """One answer of the token endpoint (CIBA §10.1, §11), tokens sealed."""
+
+    kind: Literal["granted", "pending", "slow_down", "retry_later", "failed"]
+    sealed_tokens: str | None = Field(default=None, repr=False)
+    retry_after_seconds: float | None = None
+    error: str | None = None
+    reason: str | None = None
+
+
+class RedeemInput(BaseModel):
+    """One token request and, when the tokens come, their validation (CIBA §10.1, §10.3.1)."""
+
+    binding: RequestBinding
+    # Who may use the approved access token (see ValidateTokensInput).
+    holder_workflow_id: str
+    holder_run_id: str
+    action_digest: str | None = None
+
+
+class RedeemResult(BaseModel):
+    """The token endpoint's answer, validated: only the claims, the access token (sealed for the
+    holder and the action) and the ID token (sealed, the evidence for the decision record) leave
+    the activity; any refresh token never does."""
+
+    kind: Literal["approved", "rejected", "pending", "slow_down", "retry_later", "failed"]
+    approval: ValidatedApproval | None = None
+    sealed_access_token: str | None = Field(default=None, repr=False)
+    # crypto.sealing.id_token_context: opens only in the approval workflow, to be recorded.
+    sealed_id_token: str | None = Field(default=None, repr=False)
+    retry_after_seconds: float | None = None
+    # How long a pending answer took (the worker's clock): the next poll's timer is shorter by
+    # as much, so requests start an interval apart rather than an interval plus a round trip.
+    request_seconds: float | None = None
+    error: str | None = None
+    reason: str | None = None
+
+
+class RevokeAccessTokenInput(BaseModel):
+    """An approved access token nobody will use (the approval was cancelled while it came)."""
+
+    sealed_access_token: str = Field(repr=False)
+    auth_req_id: str
+    action_digest: str | None = None
+    holder_workflow_id: str
+    holder_run_id: str
+
+
+class ValidateTokensInput(BaseModel):
+    sealed_tokens: str = Field(repr=False)
+    binding: RequestBinding
+    # Who may use the approved access token: the workflow run that asked for the approval (the
+    # approval workflow's parent, as the server reports it), for this action only.
+    holder_workflow_id: str
+    holder_run_id: str
+    action_digest: str | None = None
+
+
+class ValidateTokensResult(BaseModel):
+    approval: ValidatedApproval | None = None
+    sealed_access_token: str | None = Field(default=None, repr=False)
+    sealed_id_token: str | None = Field(default=None, repr=False)
+    error: str | None = None
+    reason: str | None = None
+
+
+class RevokeTokensInput(BaseModel):
+    sealed_tokens: str = Field(repr=False)
+    auth_req_id: str
+
+
+# Signals from the callback service (CIBA §10.2 ping, §10.3 push) --------------------------------
+
+
+class PingNotice(BaseModel):
+    """A ping whose bearer the callback verified: the OP has a decision for this auth_req_id."""
+
+    auth_req_id: str
+    # The run chain the bearer names; the workflow checks it is its own (None: an older callback
+    # that checked it itself before signalling).
+    first_run_id: str | None = None
+
+
+class PushDelivery(BaseModel):
+    """A verified push: the sealed token response, or the error the OP pushed (CIBA §12)."""
+
+    auth_req_id: str
+    sealed_tokens: str | None = Field(default=None, repr=False)
+    error: str | None = None
+    error_description: str | None = None
+    first_run_id: str | None = None

@@ -1,0 +1,216 @@
+"""CibaPlugin: what a Temporal client and worker need for approvals, added to what they have.
+
+    client = await Client.connect(address, plugins=[CibaPlugin(payload_key=key)])
+    worker = Worker(client, task_queue=..., workflows=[MyAgent], plugins=[CibaPlugin.from_env()])
+
+On a client it adds encryption: the caller's payload converter is kept (the SDK's default one
+is replaced by pydantic's, which our models need) and the AES-GCM codec is chained after the
+caller's own codec, so compression or a KMS codec still runs, inside the encryption. On a
+worker it registers the approval workflow and its activities, built from the OP settings and
+closed when the last worker using them stops, and lets workflow code import `temporal_ciba`
+without `imports_passed_through()`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from temporalio.api.common.v1 import Payload
+from temporalio.contrib.pydantic import PydanticPayloadConverter
+from temporalio.converter import (
+    DataConverter,
+    DefaultPayloadConverter,
+    PayloadCodec,
+    SerializationContext,
+    WithSerializationContext,
+)
+from temporalio.plugin import SimplePlugin
+from temporalio.worker import WorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+
+from temporal_ciba._activities import CibaActivities
+from temporal_ciba._policy import PolicySource
+from temporal_ciba._settings import OPSettings, RecordSettings, WorkerSettings, load_settings
+from temporal_ciba._workflow import CibaApprovalWorkflow
+from temporal_ciba.ciba import CibaClient
+from temporal_ciba.crypto import AesGcmCodec, NotificationTokens, TokenSealer
+from temporal_ciba.records import DecisionRecorder, EvidenceKeys, open_store
+
+PLUGIN_NAME = "temporal_ciba.CibaPlugin"
+# Workflow code of the package (models, the workflow, require_approval) is deterministic; the
+# sandbox need not re-import it (nor httpx, which the models' module pulls in) per workflow run.
+PASSTHROUGH_MODULES = ("temporal_ciba",)
+
+
+class ChainedCodec(PayloadCodec, WithSerializationContext):
+    """Codecs applied in order on encode and in reverse on decode."""
+
+    def __init__(self, codecs: Sequence[PayloadCodec]) -> None:
+        self.codecs = tuple(codecs)
+
+    def with_context(self, context: SerializationContext) -> ChainedCodec:
+        """Each codec that uses the serialization context (ours: the workflow id) gets it."""
+        return ChainedCodec(
+            [
+                codec.with_context(context) if isinstance(codec, WithSerializationContext) else codec
+                for codec in self.codecs
+            ]
+        )
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        result = list(payloads)
+        for codec in self.codecs:
+            result = await codec.encode(result)
+        return result
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        result = list(payloads)
+        for codec in reversed(self.codecs):
+            result = await codec.decode(result)
+        return result
+
+
+def _has_codec(codec: PayloadCodec | None, key_id: str) -> bool:
+    if isinstance(codec, AesGcmCodec):
+        return codec.key_id == key_id
+    if isinstance(codec, ChainedCodec):
+        return any(_has_codec(inner, key_id) for inner in codec.codecs)
+    return False
+
+
+def with_encryption(converter: DataConverter | None, payload_key: bytes) -> DataConverter:
+    """`converter` (the SDK default when None) with the AES-GCM codec as its outermost codec."""
+    converter = converter or DataConverter.default
+    codec = AesGcmCodec(payload_key)
+    if _has_codec(converter.payload_codec, codec.key_id):
+        return converter
+    payload_converter_class = converter.payload_converter_class
+    if payload_converter_class is DefaultPayloadConverter:
+        payload_converter_class = PydanticPayloadConverter
+    chained = codec if converter.payload_codec is None else ChainedCodec([converter.payload_codec, codec])
+    return dataclasses.replace(converter, payload_converter_class=payload_converter_class, payload_codec=chained)
+
+
+def _with_passthrough(runner: WorkflowRunner | None) -> WorkflowRunner:
+    runner = runner or SandboxedWorkflowRunner()
+    if isinstance(runner, SandboxedWorkflowRunner):
+        restrictions = runner.restrictions.with_passthrough_modules(*PASSTHROUGH_MODULES)
+        return dataclasses.replace(runner, restrictions=restrictions)
+    return runner
+
+
+class CibaPlugin(SimplePlugin):
+    """Adds approvals to a Temporal client and worker; composes with other plugins.
+
+    - `payload_key`: the codec key (CIBA_PAYLOAD_KEY); alone, it configures a client.
+    - `op` and `token_key`: a worker builds the approval activities from them (CIBA_TOKEN_KEY
+      seals tokens and notification tokens, and must differ from the payload key).
+    - `records`: where a worker built from `op` writes decision records (CIBA_RECORD_*; default:
+      the SQLite file ciba-records.sqlite3, evidence key derived from `token_key`).
+    - `activities`: the approval activities, built by the caller instead (tests, custom clients);
+      they include a DecisionRecorder's `record_decision`.
+    - `interceptors`: e.g. temporalio.contrib.opentelemetry's TracingInterceptor.
+    - `policy_file`: the approval policy (CIBA_POLICY_FILE) that workflows read through the
+      local activity `ciba.approval_policy`; read and checked here, so a malformed one stops
+      the worker at start (PolicyFileError, one line naming the file and the key).
+    """
+
+    def __init__(
+        self,
+        *,
+        payload_key: bytes,
+        token_key: bytes | None = None,
+        op: OPSettings | None = None,
+        records: RecordSettings | None = None,
+        activities: Sequence[Callable[..., Any]] = (),
+        interceptors: Sequence[Any] = (),
+        policy_file: Path | None = None,
+    ) -> None:
+        if op is not None and token_key is None:
+            raise ValueError("CibaPlugin: a worker that builds its activities from `op` needs `token_key`")
+        if op is not None and activities:
+            raise ValueError("CibaPlugin: pass `op` (activities built from settings) or `activities`, not both")
+        if token_key is not None and token_key == payload_key:
+            raise ValueError("CibaPlugin: token_key must differ from payload_key (operators hold the payload key)")
+        self._payload_key = payload_key
+        self._token_key = token_key
+        self._op = op
+        # Read and checked now: a malformed policy file stops the worker at start.
+        self._policy = PolicySource(policy_file)
+        self._records = records or RecordSettings()
+        self._given_activities = list(activities)
+        self._ciba: CibaClient | None = None
+        self._built_activities: list[Callable[..., Any]] = []
+        self._running_workers = 0
+        registers_workflows = op is not None or bool(activities)
+        super().__init__(
+            PLUGIN_NAME,
+            data_converter=self._data_converter,
+            activities=self._activities if registers_workflows else None,
+            workflows=self._workflows if registers_workflows else None,
+            workflow_runner=_with_passthrough,
+            interceptors=list(interceptors) or None,
+            run_context=self._run_context,
+        )
+
+    @classmethod
+    def from_env(cls, *, interceptors: Sequence[Any] = ()) -> CibaPlugin:
+        """A worker's plugin from the CIBA_* environment (README, "Configuration"); a missing
+        or malformed setting raises ConfigError naming it."""
+        keys = load_settings(WorkerSettings)
+        return cls(
+            payload_key=keys.payload_key_bytes,
+            token_key=keys.token_key_bytes,
+            op=load_settings(OPSettings),
+            records=load_settings(RecordSettings),
+            interceptors=interceptors,
+            policy_file=keys.policy_file,
+        )
+
+    def _data_converter(self, existing: DataConverter | None) -> DataConverter:
+        return with_encryption(existing, self._payload_key)
+
+    def _workflows(self, existing: Sequence[type] | None) -> list[type]:
+        workflows = list(existing or [])
+        return workflows if CibaApprovalWorkflow in workflows else [*workflows, CibaApprovalWorkflow]
+
+    def _activities(self, existing: Sequence[Callable[..., Any]] | None) -> list[Callable[..., Any]]:
+        activities = list(existing or [])
+        ours = [*(self._given_activities or self._build_activities()), self._policy.approval_policy]
+        return activities + [activity for activity in ours if activity not in activities]
+
+    def _build_activities(self) -> list[Callable[..., Any]]:
+        assert self._op is not None and self._token_key is not None
+        if self._ciba is None:
+            self._ciba = self._op.ciba_client()
+            issue = NotificationTokens(self._token_key).issue if self._op.delivery_mode != "poll" else None
+            handlers = CibaActivities(
+                self._ciba,
+                TokenSealer(self._token_key),
+                notification_token=issue,
+                login_hint_subjects=self._op.login_hint_subjects,
+                dialect=self._op.request_dialect(),
+            )
+            dsn = self._records.record_dsn
+            recorder = DecisionRecorder(
+                open_store(path=self._records.record_db, dsn=dsn.get_secret_value() if dsn else None),
+                EvidenceKeys(self._records.record_key_bytes(self._token_key)),
+                TokenSealer(self._token_key),
+            )
+            self._built_activities = [*handlers.all, recorder.record_decision]
+        return self._built_activities
+
+    @asynccontextmanager
+    async def _run_context(self) -> AsyncIterator[None]:
+        self._running_workers += 1
+        try:
+            yield
+        finally:
+            self._running_workers -= 1
+            if self._running_workers == 0 and self._ciba is not None:
+                ciba, self._ciba = self._ciba, None
+                await ciba.aclose()

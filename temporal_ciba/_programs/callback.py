@@ -1,0 +1,347 @@
+"""The callback service: receives the OP's ping (CIBA §10.2) and push (§10.3) notifications
+and wakes the waiting workflow with a signal.
+
+    temporal-ciba callback      (CIBA_CALLBACK_* settings; HTTPS unless told otherwise)
+
+Stateless: the bearer token names the waiting approval (workflow id and first run id),
+encrypted and authenticated (temporal_ciba.crypto._notification), so replicas need no shared database.
+A request is answered:
+
+- 401 (and no workflow is looked up) when the bearer is missing or not one we issued;
+- 4xx for a wrong method, content type, an oversized or malformed body: the body must be
+  I-JSON (RFC 7493: UTF-8, no lone surrogates, no NaN or Infinity, no number beyond 2**53, no
+  duplicate member names). It is read only after the bearer is verified, and only up to the
+  size limit (413 as soon as it is passed, without reading the rest);
+- 408 when the body has not arrived within the read timeout;
+- 204 once the one signal is recorded: a ping (`ciba.notify`) or a push (`ciba.deliver`, tokens
+  sealed for the workflow the bearer names), each carrying the run chain the bearer names. No
+  lookup comes first: the workflow itself ignores a notice for another run chain (an earlier
+  approval under the same workflow id) or another auth_req_id, and keeps one that arrives
+  before it has recorded its own auth_req_id. Temporal keeps the signal while no worker runs,
+  so a notification is never lost; duplicates are harmless (the workflow polls at most once
+  more). A notification for an approval that has already ended is answered 204 and changes
+  nothing.
+
+Never a 3xx, never a 5xx for bad input (503 only when Temporal itself is unreachable, or from
+uvicorn when more connections are open than the configured limit).
+
+Slow clients cannot pin it (`GuardedH11Protocol`, served by `temporal-ciba callback`): a request
+head must arrive within the read timeout of the connection being made (or of the previous
+response), and a body within the read timeout of its head; what a client still sends after an
+early answer (401, 413, 408) is discarded up to LINGER_BYTES for LINGER_SECONDS, then the
+connection is closed. The TLS handshake before that is bounded by asyncio (60 s) and holds no
+request slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+from typing import Any, ClassVar, NoReturn
+
+import h11
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from temporal_ciba._models import PingNotice, PushDelivery
+from temporal_ciba._workflow import DELIVER_SIGNAL, NOTIFY_SIGNAL
+from temporal_ciba.ciba import ProtocolError, parse_token_response
+from temporal_ciba.crypto import NotificationTokens, NotifiedApproval, TokenSealer, tokens_context
+
+logger = logging.getLogger("temporal_ciba.callback")
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+DEFAULT_READ_TIMEOUT = 10.0
+# After an early answer, what the client is still sending is read and dropped, this much and
+# this long at most, so that it reads the answer instead of a reset; then the connection closes.
+LINGER_BYTES = 1024 * 1024
+LINGER_SECONDS = 2.0
+MAX_SAFE_INTEGER = 2**53 - 1  # RFC 7493 §2.2
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class _ReadTimeout(Exception):
+    pass
+
+
+class BodyDeadline:
+    """ASGI middleware: the whole request body must arrive within `seconds` of its head (408)."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        deadline = asyncio.get_running_loop().time() + self.seconds
+        started = False
+
+        async def receive_in_time() -> Message:
+            try:
+                async with asyncio.timeout_at(deadline) as timeout:
+                    return await receive()
+            except TimeoutError:
+                if timeout.expired():
+                    raise _ReadTimeout from None
+                raise
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive_in_time, send_tracked)
+        except _ReadTimeout:
+            if not started:
+                answer = _problem(408, "invalid_request", f"the body did not arrive within {self.seconds:g} s")
+                await answer(scope, receive, send)
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with the read deadlines it lacks (uvicorn has only a keep-alive
+    timeout, which any byte resets): the request head must arrive within `read_timeout` of the
+    connection (or of the previous response), and a client answered before it finished sending
+    its body is cut after LINGER_BYTES or LINGER_SECONDS. Use `with_read_timeout`."""
+
+    read_timeout: ClassVar[float] = DEFAULT_READ_TIMEOUT
+    # Bytes dropped since an early answer, while lingering (else None); connection_made sets it
+    # first, through _disarm.
+    _lingered: int | None
+
+    @classmethod
+    def with_read_timeout(cls, seconds: float) -> type[GuardedH11Protocol]:
+        return type(cls.__name__, (cls,), {"read_timeout": seconds})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline: asyncio.TimerHandle | None = None
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, self._cut)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        self._lingered = None
+
+    def _await_head(self) -> None:
+        self._arm(self.read_timeout)
+
+    def _cut(self) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._await_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingered is not None:
+            self._lingered += len(data)
+            if self._lingered > LINGER_BYTES:
+                self._disarm()
+                self._cut()
+                return
+        cycle = self.cycle
+        super().data_received(data)
+        if self.transport.is_closing():
+            return
+        if self.cycle is not cycle:
+            self._disarm()  # a request head has arrived: the body deadline is BodyDeadline's
+        elif self._lingered is not None and self.conn.their_state is not h11.SEND_BODY:
+            self._await_head()  # the client finished the body it was sending
+
+    def on_response_complete(self) -> None:
+        cycle = self.cycle
+        super().on_response_complete()
+        if self.transport.is_closing() or self.cycle is not cycle:
+            return  # closed, or a pipelined request has started
+        if self.conn.their_state is h11.SEND_BODY:
+            self._arm(LINGER_SECONDS)  # answered before the body was read
+            self._lingered = 0
+        else:
+            self._await_head()
+
+
+def _problem(status: int, error: str, description: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse({"error": error, "error_description": description}, status_code=status, headers=headers)
+
+
+def _unauthorized(description: str) -> Response:
+    return _problem(401, "invalid_token", description, {"www-authenticate": 'Bearer error="invalid_token"'})
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and not (declared.isascii() and declared.isdigit() and int(declared) <= limit):
+        raise BodyTooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge
+    return bytes(body)
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _safe_int(text: str) -> int:
+    if len(text) > 17 or abs(value := int(text)) > MAX_SAFE_INTEGER:
+        raise ValueError("integer out of range")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    members = dict(pairs)
+    if len(members) != len(pairs):
+        raise ValueError("duplicate member name")
+    return members
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def parse_i_json(raw: bytes) -> Any:
+    """The body as I-JSON (RFC 7493); ValueError when it is not (UnicodeError, RecursionError too)."""
+    value = json.loads(
+        raw.decode("utf-8"),  # not json.loads(bytes), which also guesses UTF-16 and UTF-32
+        parse_int=_safe_int,
+        parse_float=_finite_float,
+        parse_constant=_reject_constant,
+        object_pairs_hook=_unique_members,
+    )
+    if _has_lone_surrogate(value):  # "\ud800" is valid JSON, but no Unicode string: nothing can encode it
+        raise ValueError("lone surrogate")
+    return value
+
+
+def _push_delivery(
+    auth_req_id: str, body: dict[str, Any], sealer: TokenSealer, approval: NotifiedApproval
+) -> PushDelivery | None:
+    """CIBA §10.3.1 (tokens) or §12 (error) as a PushDelivery; None when the body is neither."""
+    if "error" in body:
+        error, description = body.get("error"), body.get("error_description")
+        if not isinstance(error, str) or not error or len(error) > 64:
+            return None
+        return PushDelivery(
+            auth_req_id=auth_req_id,
+            error=error,
+            error_description=description[:200] if isinstance(description, str) else None,
+            first_run_id=approval.first_run_id,
+        )
+    try:
+        tokens = parse_token_response({k: v for k, v in body.items() if k != "auth_req_id"})
+    except ProtocolError:
+        return None
+    # Sealed for the approval workflow the notification token names: it opens nowhere else.
+    sealed = sealer.seal(tokens.model_dump_json(), context=tokens_context(auth_req_id, approval.workflow_id))
+    return PushDelivery(auth_req_id=auth_req_id, sealed_tokens=sealed, first_run_id=approval.first_run_id)
+
+
+def create_callback_app(
+    client: Client,
+    notification_tokens: NotificationTokens,
+    sealer: TokenSealer,
+    *,
+    path: str = "/ciba/notify",
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    read_timeout: float = DEFAULT_READ_TIMEOUT,
+) -> Starlette:
+    async def notification(request: Request) -> Response:
+        scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not bearer.strip():
+            return _problem(401, "invalid_request", "a bearer token is required", {"www-authenticate": "Bearer"})
+        approval = notification_tokens.open(bearer.strip())
+        if approval is None:
+            return _unauthorized("unknown bearer token")
+
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type != "application/json":
+            return _problem(415, "invalid_request", "the body must be application/json")
+        try:
+            body = parse_i_json(await _read_body(request, max_body_bytes))
+        except BodyTooLarge:
+            return _problem(413, "invalid_request", f"the body is larger than {max_body_bytes} bytes")
+        except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
+            return _problem(400, "invalid_request", "the body is not I-JSON (RFC 7493)")
+        if not isinstance(body, dict) or not isinstance(body.get("auth_req_id"), str) or not body["auth_req_id"]:
+            return _problem(400, "invalid_request", "the body must be a JSON object with an auth_req_id")
+        auth_req_id: str = body["auth_req_id"]
+
+        # One signal, no lookup first: the workflow checks the run chain and the auth_req_id
+        # itself and ignores a notice for another (it keeps one that overtakes its own request).
+        handle = client.get_workflow_handle(approval.workflow_id)
+        push = "access_token" in body or "error" in body
+        try:
+            if push:
+                delivery = _push_delivery(auth_req_id, body, sealer, approval)
+                if delivery is None:
+                    return _problem(400, "invalid_request", "not a CIBA push body (CIBA §10.3.1, §12)")
+                await handle.signal(DELIVER_SIGNAL, delivery)
+            else:
+                notice = PingNotice(auth_req_id=auth_req_id, first_run_id=approval.first_run_id)
+                await handle.signal(NOTIFY_SIGNAL, notice)
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:  # the approval has ended: nothing to wake
+                return Response(status_code=204)
+            logger.error("Temporal unavailable while signalling %s: %s", approval.workflow_id, exc.message)
+            return _problem(503, "temporarily_unavailable", "try again later", {"retry-after": "1"})
+        logger.info(
+            "%s for auth_req_id=%s delivered to %s", "push" if push else "ping", auth_req_id, approval.workflow_id
+        )
+        return Response(status_code=204)
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    app = Starlette(
+        routes=[Route(path, notification, methods=["POST"]), Route("/healthz", health, methods=["GET"])],
+        middleware=[Middleware(BodyDeadline, seconds=read_timeout)],
+    )
+    # CIBA §10.2: the client must never answer with a redirect, not even for a trailing slash.
+    app.router.redirect_slashes = False
+    return app
