@@ -1,4 +1,4 @@
-"""The approval policy: which actions need no approval, one approver, or a quorum (issue 13).
+"""The approval policy: which actions need no approval, one approver, or a quorum.
 
     ApprovalPolicy (rules, first match wins) ──decide(action)──▶ PolicyDecision + the rule
         none    the action runs unasked (the outcome says so and carries no token)
