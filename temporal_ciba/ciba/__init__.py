@@ -12,6 +12,7 @@ from ._backchannel import (
     check_resource_indicators,
     new_client_notification_token,
 )
+from ._binding import ASYMMETRIC_ALGS, AUTH_REQ_ID_CLAIM, RequestBinding, ValidatedApproval, ValidationPolicy
 from ._binding_message import (
     BINDING_MESSAGE_MAX_LENGTH,
     BindingMessageRule,
@@ -74,14 +75,7 @@ from ._token import (
     parse_token_response,
 )
 from ._types import AuthorizationDetails, Secret
-from ._validation import (
-    ASYMMETRIC_ALGS,
-    AUTH_REQ_ID_CLAIM,
-    RequestBinding,
-    ValidatedApproval,
-    ValidationPolicy,
-    verify_signature,
-)
+from ._validation import verify_signature
 
 __all__ = [
     "ASYMMETRIC_ALGS",

@@ -23,6 +23,7 @@ from ._backchannel import (
     authentication_request_form,
     process_authentication_response,
 )
+from ._binding import RequestBinding, ValidatedApproval, ValidationPolicy
 from ._client_auth import TLS_CLIENT_AUTH_METHODS, ClientAuth, ClientSigningKey
 from ._discovery import (
     ClientAuthMethod,
@@ -57,13 +58,7 @@ from ._token import (
     process_token_response,
     token_request_form,
 )
-from ._validation import (
-    RequestBinding,
-    ValidatedApproval,
-    ValidationPolicy,
-    check_id_token_hint,
-    validate_token_response,
-)
+from ._validation import check_id_token_hint, validate_token_response
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 METADATA_TTL_SECONDS = 3600.0

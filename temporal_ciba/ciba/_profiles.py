@@ -14,10 +14,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ._binding import IDENTITY_SCOPES
 from ._binding_message import BindingMessageRule
 from ._dialect import RequestDialect
 from ._discovery import DeliveryMode
-from ._validation import IDENTITY_SCOPES
 
 ProfileName = Literal["generic", "auth0", "keycloak", "ping", "authlete", "curity", "fapi-ciba"]
 ALL_DELIVERY_MODES: tuple[DeliveryMode, ...] = ("poll", "ping", "push")

@@ -9,7 +9,10 @@ OIDF client test plan's negative cases):
 4. the binding to our request: auth_req_id claim, at_hash, rt_hash (required in push mode,
    CIBA §10.3.1), sub, acr, auth_time not older than the request;
 5. the token response itself: every requested scope granted (extras only from an allow-list),
-   authorization_details equal to the request (or enriched only as configured, RFC 9396 §6.1).
+   authorization_details equal to the request (or enriched only as configured, RFC 9396 §6.1):
+   temporal_ciba.ciba._grant_check.
+
+What the tokens are held against (the request, the local rules) is in temporal_ciba.ciba._binding.
 
 CIBA has no nonce: what ties the tokens to *our* request is the auth_req_id, the time of the
 request, the granted scope and authorization_details, and the subject. Every step is a pure
@@ -22,126 +25,23 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import jwt
-from pydantic import BaseModel, ConfigDict
 
-from ._backchannel import Acknowledgement, AuthenticationRequest
-from ._discovery import DeliveryMode
-from ._errors import KeyNotFound, TokenRejected
+from ._binding import (
+    _HASH_FOR_ALG,
+    AUTH_REQ_ID_CLAIM,
+    RequestBinding,
+    ValidatedApproval,
+    ValidationPolicy,
+    _reject,
+)
+from ._errors import KeyNotFound
+from ._grant_check import check_grant
 from ._jwks import PublicKey, select_keys
 from ._token import TokenResponse
-from ._types import AuthorizationDetails
-
-AUTH_REQ_ID_CLAIM = "urn:openid:params:jwt:claim:auth_req_id"
-DEFAULT_ALLOWED_ALGS = ("RS256", "PS256", "ES256")
-# Algorithms we can verify with a public key. HMAC (HS*) is excluded on purpose: an OP's
-# public key must never be usable as an HMAC secret.
-ASYMMETRIC_ALGS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"})
-_HASH_FOR_ALG = {"256": hashlib.sha256, "384": hashlib.sha384, "512": hashlib.sha512}
-# OIDC Core §5.4: scopes that only release claims about the approver to this client. An OP may
-# add them to the grant (Keycloak adds the client's default scopes). offline_access (§11) is not
-# one: it asks for a refresh token, a long-lived credential that would outlive the one decision
-# (README, "What an approval grants"), so an OP that adds it is rejected unless configured.
-IDENTITY_SCOPES = frozenset({"profile", "email", "address", "phone"})
-
-
-@dataclass(frozen=True)
-class ValidationPolicy:
-    """Local rules: which algorithms we accept and how much clock skew we tolerate."""
-
-    allowed_algs: tuple[str, ...] = DEFAULT_ALLOWED_ALGS
-    # Audiences besides our client_id that we trust to share an ID token with us.
-    trusted_audiences: frozenset[str] = field(default_factory=frozenset)
-    leeway_seconds: int = 60
-    # An ID token older than this is stale, whatever its exp says (the OIDF plan's week-old iat).
-    max_iat_age_seconds: int = 600
-    # Require the auth_req_id claim in every mode, not only push (CIBA §10.3.1). Only for an OP
-    # that adds it to every CIBA ID token: then it, not just the TLS exchange at the token
-    # endpoint, binds the tokens to our request (README, "Threat model").
-    require_auth_req_id_claim: bool = False
-    # Scopes the OP may grant beyond those requested (never instead of them).
-    extra_scopes_allowed: frozenset[str] = IDENTITY_SCOPES
-    # RFC 9396 §6.1: per authorization_details type, the top-level members the OP may add to
-    # what was requested (an enriched grant). Types not listed must come back exactly as asked.
-    authorization_details_enrichment: Mapping[str, frozenset[str]] = field(default_factory=dict)
-    # A requested acr value -> the values an OP answers for it that are at least as strong
-    # (Keycloak answers level-of-assurance values such as "1" or "gold"); list no weaker one.
-    acr_equivalents: Mapping[str, frozenset[str]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        unsafe = [alg for alg in self.allowed_algs if alg not in ASYMMETRIC_ALGS]
-        if unsafe:
-            raise ValueError(f"ID token algorithms must be asymmetric signature algorithms, not {', '.join(unsafe)}")
-
-
-class RequestBinding(BaseModel):
-    """What the tokens must match: the original request, as sent and acknowledged."""
-
-    model_config = ConfigDict(frozen=True)
-
-    issuer: str
-    client_id: str
-    auth_req_id: str
-    # When we sent the request (epoch seconds): nothing issued before it can answer it.
-    requested_at: float
-    scope: str
-    acr_values: str | None = None
-    authorization_details: AuthorizationDetails | None = None
-    # The user we asked about, where known (from an id_token_hint, or given by the caller).
-    expected_subject: str | None = None
-    delivery_mode: DeliveryMode = "poll"
-
-    @classmethod
-    def for_request(
-        cls,
-        request: AuthenticationRequest,
-        ack: Acknowledgement,
-        *,
-        issuer: str,
-        client_id: str,
-        requested_at: float,
-        delivery_mode: DeliveryMode,
-        expected_subject: str | None = None,
-    ) -> RequestBinding:
-        """The binding of a sent request; with an id_token_hint, its subject is the expected one."""
-        if expected_subject is None and request.id_token_hint is not None:
-            hint = jwt.decode(request.id_token_hint.get_secret_value(), options={"verify_signature": False})
-            expected_subject = hint.get("sub") if isinstance(hint.get("sub"), str) else None
-        return cls(
-            issuer=issuer,
-            client_id=client_id,
-            auth_req_id=ack.auth_req_id,
-            requested_at=requested_at,
-            scope=request.scope,
-            acr_values=request.acr_values,
-            authorization_details=request.authorization_details,
-            expected_subject=expected_subject,
-            delivery_mode=delivery_mode,
-        )
-
-
-class ValidatedApproval(BaseModel):
-    """The claims of a validated approval: who approved, how, and what they granted."""
-
-    model_config = ConfigDict(frozen=True)
-
-    sub: str
-    acr: str | None = None
-    amr: list[str] | None = None
-    auth_time: int | None = None
-    scope: str
-    authorization_details: AuthorizationDetails | None = None
-    issued_at: int
-    expires_at: int
-
-
-def _reject(code: str, claim: str, reason: str, expected: str | None = None) -> TokenRejected:
-    return TokenRejected(code, claim, reason, expected)
-
 
 # 1. Header ---------------------------------------------------------------------------------
 
@@ -372,92 +272,7 @@ def check_id_token_hint(
     return sub
 
 
-# 5. The token response ---------------------------------------------------------------------
-
-
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def check_scope(tokens: TokenResponse, binding: RequestBinding, policy: ValidationPolicy) -> str:
-    """Every requested scope must be granted (RFC 6749 §5.1: the OP states the granted scope when
-    it differs); extra ones only from `policy.extra_scopes_allowed`. Returns the scope granted:
-    the requested one, plus the allowed extras.
-
-    `openid` asks for the ID token, which we hold and have validated; an OP whose access token
-    is for a resource server (RFC 8707) lists only that server's scopes, so `openid` is not
-    compared.
-    """
-    requested = [scope for scope in binding.scope.split() if scope != "openid"]
-    # RFC 6749 §5.1: scope may be omitted when it is identical to the scope requested.
-    granted = [scope for scope in tokens.scope.split() if scope != "openid"] if tokens.scope is not None else requested
-    missing = [scope for scope in requested if scope not in granted]
-    extra = [scope for scope in dict.fromkeys(granted) if scope not in requested]
-    refused = [scope for scope in extra if scope not in policy.extra_scopes_allowed]
-    if missing or refused:
-        detail = "; ".join(
-            part
-            for part in (
-                f"not granted: {' '.join(missing)}" if missing else "",
-                f"not requested: {' '.join(refused)}" if refused else "",
-            )
-            if part
-        )
-        raise _reject("scope_mismatch", "scope", f"granted scope differs from the request ({detail})", binding.scope)
-    return " ".join([binding.scope, *extra])
-
-
-def _enriched_detail_matches(requested: dict[str, Any], granted: dict[str, Any], may_add: frozenset[str]) -> bool:
-    """RFC 9396 §6.1: the granted detail holds every requested member (its `type` too) with an
-    equal value, and adds only members the policy names for its type."""
-    if any(name not in granted or _canonical(granted[name]) != _canonical(value) for name, value in requested.items()):
-        return False
-    return all(name in requested or name in may_add for name in granted)
-
-
-def check_authorization_details(tokens: TokenResponse, binding: RequestBinding, policy: ValidationPolicy) -> None:
-    """The granted authorization_details (RFC 9396 §7, which the OP MUST return when it grants
-    them) equal those requested, in the same order; for a type in
-    `policy.authorization_details_enrichment`, each may carry the members named there in addition."""
-    if binding.authorization_details is None:
-        if tokens.authorization_details is not None:
-            raise _reject(
-                "authorization_details_mismatch",
-                "authorization_details",
-                "the grant carries authorization_details that were never requested",
-            )
-        return
-    if tokens.authorization_details is None:
-        raise _reject(
-            "authorization_details_missing",
-            "authorization_details",
-            "authorization_details were requested but the grant does not state them (RFC 9396 §7)",
-        )
-    if _canonical(tokens.authorization_details) == _canonical(binding.authorization_details):
-        return
-    granted = tokens.authorization_details
-    if len(granted) == len(binding.authorization_details) and all(
-        requested["type"] in policy.authorization_details_enrichment
-        and _enriched_detail_matches(
-            requested, granted[index], policy.authorization_details_enrichment[requested["type"]]
-        )
-        for index, requested in enumerate(binding.authorization_details)
-    ):
-        return
-    raise _reject(
-        "authorization_details_mismatch",
-        "authorization_details",
-        "the granted authorization_details differ from those requested",
-    )
-
-
-def check_grant(tokens: TokenResponse, binding: RequestBinding, policy: ValidationPolicy | None = None) -> str:
-    """The grant is what was asked: the scope (check_scope) and the authorization_details
-    (check_authorization_details). Returns the granted scope."""
-    policy = policy or ValidationPolicy()
-    scope = check_scope(tokens, binding, policy)
-    check_authorization_details(tokens, binding, policy)
-    return scope
+# 5. The token response: temporal_ciba.ciba._grant_check -------------------------------------
 
 
 def validate_token_response(

@@ -26,7 +26,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from temporal_ciba.ciba._validation import AUTH_REQ_ID_CLAIM, token_hash
+from temporal_ciba.ciba._binding import AUTH_REQ_ID_CLAIM
+from temporal_ciba.ciba._validation import token_hash
 from tests.support.temporal import free_port
 
 CIBA_GRANT = "urn:openid:params:grant-type:ciba"

@@ -10,9 +10,10 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from temporal_ciba.ciba._binding import AUTH_REQ_ID_CLAIM, RequestBinding
 from temporal_ciba.ciba._jwks import PublicKey, parse_jwks
 from temporal_ciba.ciba._token import TokenResponse
-from temporal_ciba.ciba._validation import AUTH_REQ_ID_CLAIM, RequestBinding, token_hash
+from temporal_ciba.ciba._validation import token_hash
 
 ISSUER = "https://op.example.test"
 # A minimal discovery document of an OP at ISSUER, for in-process HTTP transports.

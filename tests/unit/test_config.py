@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from temporal_ciba._settings import AuditSettings, ConfigError, OPSettings, decode_payload_key, load_settings
 from temporal_ciba.ciba import ClientSecretBasic, ClientSecretPost, PrivateKeyJwt
+from temporal_ciba.ciba._binding import IDENTITY_SCOPES
 from temporal_ciba.ciba._binding_message import BindingMessageRule
 from temporal_ciba.ciba._dialect import RequestDialect
-from temporal_ciba.ciba._validation import IDENTITY_SCOPES
 
 BASE = {"CIBA_ISSUER": "https://op.example.test", "CIBA_CLIENT_ID": "agent", "CIBA_CLIENT_SECRET": "s3cret"}
 

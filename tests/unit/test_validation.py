@@ -12,14 +12,9 @@ import jwt
 import pytest
 
 from temporal_ciba.ciba import TokenRejected, TokenResponse
+from temporal_ciba.ciba._binding import AUTH_REQ_ID_CLAIM, RequestBinding, ValidationPolicy
 from temporal_ciba.ciba._jwks import parse_jwks
-from temporal_ciba.ciba._validation import (
-    AUTH_REQ_ID_CLAIM,
-    RequestBinding,
-    ValidationPolicy,
-    token_hash,
-    validate_token_response,
-)
+from temporal_ciba.ciba._validation import token_hash, validate_token_response
 from tests.support.tokens import (
     CLIENT_ID,
     DETAILS,

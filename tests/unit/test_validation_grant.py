@@ -10,12 +10,8 @@ from typing import Any
 import pytest
 
 from temporal_ciba.ciba import TokenRejected
-from temporal_ciba.ciba._validation import (
-    IDENTITY_SCOPES,
-    ValidationPolicy,
-    check_id_token_hint,
-    validate_token_response,
-)
+from temporal_ciba.ciba._binding import IDENTITY_SCOPES, ValidationPolicy
+from temporal_ciba.ciba._validation import check_id_token_hint, validate_token_response
 from tests.support.tokens import CLIENT_ID, DETAILS, ISSUER, NOW, Keys, binding, claims, token_response
 
 KEYS = Keys()

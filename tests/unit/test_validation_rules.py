@@ -16,15 +16,9 @@ from pydantic import SecretStr
 
 from temporal_ciba.ciba import TokenRejected
 from temporal_ciba.ciba._backchannel import Acknowledgement, AuthenticationRequest
+from temporal_ciba.ciba._binding import AUTH_REQ_ID_CLAIM, RequestBinding, ValidatedApproval, ValidationPolicy
 from temporal_ciba.ciba._jwks import parse_jwks
-from temporal_ciba.ciba._validation import (
-    AUTH_REQ_ID_CLAIM,
-    RequestBinding,
-    ValidatedApproval,
-    ValidationPolicy,
-    token_hash,
-    validate_token_response,
-)
+from temporal_ciba.ciba._validation import token_hash, validate_token_response
 from tests.support.tokens import CLIENT_ID, DETAILS, ISSUER, NOW, b64url, binding, claims, token_response
 from tests.unit.test_validation import KEYS, NEGATIVE, Case, _validate
 
