@@ -1,5 +1,6 @@
-"""The callback service's settings (`CIBA_CALLBACK_*`): where it listens, its TLS, and the bounds
-that keep slow or large requests from pinning it.
+"""The callback service's settings (`CIBA_CALLBACK_*`).
+
+Where it listens, its TLS, and the bounds that keep slow or large requests from pinning it.
 
     temporal-ciba callback
 """

@@ -24,9 +24,11 @@ CODEC_OIDC_ALGS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512
 
 
 class CodecServerSettings(TemporalSettings):
-    """The remote codec server for the Temporal UI and CLI. It decrypts history for whoever calls
-    it, so every call must authenticate: an operator token (CLI `--codec-auth`) or an access
-    token from an OIDC issuer (the UI's "pass access token"); at least one must be configured."""
+    """The remote codec server for the Temporal UI and CLI.
+
+    It decrypts history for whoever calls it, so every call must authenticate: an operator token
+    (CLI `--codec-auth`) or an access token from an OIDC issuer (the UI's "pass access token");
+    at least one must be configured."""
 
     codec_host: str = "127.0.0.1"
     codec_port: int = Field(default=8081, ge=0, le=65535)

@@ -1,7 +1,7 @@
-"""The protocol objects that `OPSettings` describes: the CIBA client, its client authentication,
-the ID token validation policy and the request dialect.
+"""The protocol objects built from `OPSettings`.
 
-Apart from the settings so that `OPSettings` stays a list of variables and the rules between
+The CIBA client, its client authentication, the ID token validation policy and the request
+dialect. Apart from the settings so that `OPSettings` stays a list of variables and the rules between
 them; each `OPSettings` method of the same name calls the function here.
 """
 

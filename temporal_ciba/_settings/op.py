@@ -251,8 +251,9 @@ class OPSettings(_Settings):
 
     @property
     def allowed_id_token_algs(self) -> tuple[str, ...]:
-        """The ID token algorithms to accept: under FAPI the default list narrowed to PS256 and ES256
-        (an explicit list was checked in `_fapi`)."""
+        """The ID token algorithms to accept, PS256 and ES256 only under FAPI.
+
+        Under FAPI the default list is narrowed; an explicit list was checked in `_fapi`."""
         algs = self.id_token_signing_algs
         if self.fapi_mode:
             algs = [alg for alg in algs if alg in FAPI_ALGS]

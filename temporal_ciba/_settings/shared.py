@@ -1,5 +1,7 @@
-"""The settings that the plugin, the worker and every program share: logging, the Temporal
-connection's payload key and task queue, the token key, and where decision records are kept.
+"""The settings that the plugin, the worker and every program share.
+
+Logging, the Temporal connection's payload key and task queue, the token key, and where
+decision records are kept.
 
 A program's own settings (the callback service's, the codec server's, the audit command's) live
 beside that program and derive from these.
@@ -54,10 +56,11 @@ class TemporalSettings(_Settings):
 
 
 class TokenKeySettings(TemporalSettings):
-    """Programs that open tokens: the worker (sealed tokens) and the callback service
-    (notification tokens). CIBA_TOKEN_KEY is a key of its own, so operators who hold only the
-    payload key (to read history through the codec server) can neither open a token nor forge a
-    notification."""
+    """The settings of programs that open tokens, with a key of their own.
+
+    The worker opens sealed tokens and the callback service notification tokens. CIBA_TOKEN_KEY
+    is a key of its own, so operators who hold only the payload key (to read history through the
+    codec server) can neither open a token nor forge a notification."""
 
     token_key: SecretStr
 
