@@ -40,7 +40,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from temporalio.api.common.v1 import Payloads
 from temporalio.converter import PayloadCodec
 
-from temporal_ciba._settings import CodecServerSettings
+from temporal_ciba._programs.codec_server_settings import CodecServerSettings
 from temporal_ciba.ciba import CibaError, JwksCache, TransportError, fetch_provider_metadata, json_object, select_keys
 from temporal_ciba.crypto import AesGcmCodec, PayloadDecryptionError
 

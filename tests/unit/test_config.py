@@ -10,7 +10,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from temporal_ciba._settings import AuditSettings, ConfigError, OPSettings, decode_payload_key, load_settings
+from temporal_ciba._cli.audit import AuditSettings
+from temporal_ciba._settings import ConfigError, OPSettings, decode_payload_key, load_settings
 from temporal_ciba.ciba import ClientSecretBasic, ClientSecretPost, PrivateKeyJwt
 from temporal_ciba.ciba._binding import IDENTITY_SCOPES
 from temporal_ciba.ciba._binding_message import BindingMessageRule
