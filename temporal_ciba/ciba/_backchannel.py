@@ -196,9 +196,11 @@ class Acknowledgement(BaseModel):
 
 
 def _whole_number(value: Any, name: str) -> int | None:
-    """A JSON number that is a whole number, or (lenient, with a warning) a string of decimal
-    digits: some OPs send `"expires_in": "120"`. None for anything else: booleans, fractions,
-    other strings, objects. The sign is checked by the caller."""
+    """A JSON number that is a whole number, or (leniently) a string of decimal digits.
+
+    The string is accepted with a warning: some OPs send `"expires_in": "120"`. None for
+    anything else: booleans, fractions, other strings, objects. The sign is checked by the
+    caller."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):

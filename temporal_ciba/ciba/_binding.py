@@ -1,6 +1,7 @@
-"""What a token response is validated against: the request as sent and acknowledged
-(RequestBinding), the local rules (ValidationPolicy), and what a validation vouches for
-(ValidatedApproval)."""
+"""What a token response is validated against, and what a validation vouches for.
+
+The request as sent and acknowledged (RequestBinding), the local rules (ValidationPolicy), and
+what a validation vouches for (ValidatedApproval)."""
 
 from __future__ import annotations
 

@@ -54,8 +54,10 @@ class BindingMessageRule(BaseModel):
 
 
 def _words(message: str, rule: BindingMessageRule, code: str | None) -> list[str]:
-    """The message's words, each stripped of characters the rule refuses, without the code (and
-    a "code" label before it), which the shortened message puts last."""
+    """The message's words, each stripped of characters the rule refuses, without the code.
+
+    The code (and a "code" label before it) is left out because the shortened message puts it
+    last."""
     words = [word for word in ("".join(c for c in w if rule.allows_character(c)) for w in message.split()) if word]
     if code is not None and code in words:
         at = words.index(code)
@@ -71,9 +73,11 @@ def _splits_a_number(words: list[str], keep: int) -> bool:
 
 
 def fit_binding_message(message: str, rule: BindingMessageRule, *, code: str | None) -> str:
-    """The message to send: the full one if the rule allows it; else the longest run of its
-    leading whole words followed by the code (words are never cut, nor a number split), with
-    refused characters left out and a separator the rule allows; else the code alone.
+    """The binding message to send: the full one, a shortened one with the code, or the code.
+
+    The full one if the rule allows it; else the longest run of its leading whole words followed
+    by the code (words are never cut, nor a number split), with refused characters left out and
+    a separator the rule allows; else the code alone.
 
     Without a code only the full message (its refused characters left out) will do: a shortened
     message without the code would bind nothing. BindingMessageUnfit when nothing fits.

@@ -155,8 +155,10 @@ class CibaClient:
         *,
         dpop_key: DPoPKey | None = None,
     ) -> httpx.Response:
-        """POST as this client; with `dpop_key`, with a DPoP proof (RFC 9449 §5), sent once more
-        with the OP's nonce when it answers use_dpop_nonce (§8)."""
+        """POST as this client, with a DPoP proof when `dpop_key` is given.
+
+        The proof follows RFC 9449 §5; the request is sent once more with the OP's nonce when it
+        answers use_dpop_nonce (§8)."""
         response = await self._post_once(url, form, metadata, what, dpop_key)
         if dpop_key is not None and self._asks_for_nonce(response):
             response = await self._post_once(url, form, metadata, what, dpop_key)
@@ -308,8 +310,10 @@ class CibaClient:
         return validate_token_response(tokens, binding, fresh, now=self._clock(), policy=self.policy)
 
     async def id_token_hint_subject(self, id_token_hint: str) -> str:
-        """The `sub` of an id_token_hint, once it is proven to be an ID token this OP issued to
-        this client (TokenRejected otherwise); the JWKS is refetched once for an unknown kid."""
+        """The `sub` of an id_token_hint, once it is proven to be an ID token this OP issued us.
+
+        It must be an ID token this OP issued to this client (TokenRejected otherwise); the JWKS
+        is refetched once for an unknown kid."""
         keys = await self._jwks.keys()
         try:
             return check_id_token_hint(
@@ -354,8 +358,9 @@ class CibaClient:
     async def revoke(
         self, token: str, *, token_type_hint: str = "access_token", dpop_key: DPoPKey | None = None
     ) -> bool:
-        """RFC 7009 §2: revoke a token; False when the OP has no revocation endpoint. With the
-        DPoP key the tokens are bound to, the request carries a proof too (RFC 9449 §5)."""
+        """RFC 7009 §2: revoke a token; False when the OP has no revocation endpoint.
+
+        With the DPoP key the tokens are bound to, the request carries a proof too (RFC 9449 §5)."""
         metadata = await self.metadata()
         if not metadata.revocation_endpoint:
             return False

@@ -105,8 +105,9 @@ class ClientSigningKey:
         return f"ClientSigningKey(algorithms={self.algorithms!r}, kid={self.kid!r})"
 
     def choose_algorithm(self, allowed: tuple[str, ...] | None, *, purpose: str = "private_key_jwt") -> str:
-        """The first of our algorithms the OP accepts (for private_key_jwt its
-        token_endpoint_auth_signing_alg_values_supported)."""
+        """The first of our algorithms the OP accepts.
+
+        For private_key_jwt, that is its token_endpoint_auth_signing_alg_values_supported."""
         if allowed is None:
             return self.algorithms[0]
         for alg in self.algorithms:
@@ -203,9 +204,11 @@ class PrivateKeyJwt:
 
 
 class TlsClientAuth:
-    """RFC 8705 §2: the client authenticates by the certificate of its TLS connection (PKI-issued
-    for tls_client_auth, §2.1; registered in its JWKS for self_signed_tls_client_auth, §2.2), so
-    the request names only the client: "the client_id parameter ... MUST be included".
+    """RFC 8705 §2: the client authenticates by the certificate of its TLS connection.
+
+    The certificate is PKI-issued for tls_client_auth (§2.1), or registered in its JWKS for
+    self_signed_tls_client_auth (§2.2), so the request names only the client: "the client_id
+    parameter ... MUST be included".
 
     The certificate itself is presented by the HTTP client (`temporal_ciba.ciba._mtls`)."""
 

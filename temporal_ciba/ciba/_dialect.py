@@ -41,10 +41,12 @@ class RequestDialect(BaseModel):
 def shape_request(
     request: AuthenticationRequest, dialect: RequestDialect, *, issuer: str, code: str | None
 ) -> AuthenticationRequest:
-    """The request as this OP wants it: the binding message fitted to its rule (with `code`,
-    the characters the approver compares, kept), the login_hint in its format, the default
-    audience and resource added; InvalidAuthenticationRequest if a parameter it requires is
-    missing or no binding message fits (BindingMessageUnfit)."""
+    """The request as this OP wants it.
+
+    The binding message fitted to its rule (with `code`, the characters the approver compares,
+    kept), the login_hint in its format, the default audience and resource added;
+    InvalidAuthenticationRequest if a parameter it requires is missing or no binding message
+    fits (BindingMessageUnfit)."""
     updates: dict[str, Any] = {}
     if request.binding_message is not None:
         updates["binding_message"] = fit_binding_message(request.binding_message, dialect.binding_message, code=code)

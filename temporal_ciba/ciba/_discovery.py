@@ -27,9 +27,11 @@ MTLS_ALIASED_ENDPOINTS = (
 
 
 def transport_cause(exc: BaseException) -> str:
-    """Why a request failed, in one line: the exception's type and the deepest message of its
-    chain (the certificate that failed verification, the name that did not resolve, the refused
-    connection). httpx and its transports put no headers in these messages, so no secret."""
+    """Why a request failed, in one line.
+
+    The exception's type and the deepest message of its chain (the certificate that failed
+    verification, the name that did not resolve, the refused connection). httpx and its
+    transports put no headers in these messages, so no secret."""
     messages: list[str] = []
     seen: set[int] = set()
     error: BaseException | None = exc
@@ -125,8 +127,10 @@ class ProviderMetadata(BaseModel):
     @field_validator("mtls_endpoint_aliases", mode="before")
     @classmethod
     def _mtls_aliases(cls, aliases: object, info: ValidationInfo) -> dict[str, str]:
-        """RFC 8705 §5: a JSON object of endpoint URLs, each held to the rules of the endpoint it
-        stands in for; members this client never calls are dropped."""
+        """RFC 8705 §5: a JSON object of endpoint URLs.
+
+        Each is held to the rules of the endpoint it stands in for; members this client never
+        calls are dropped."""
         if not isinstance(aliases, dict):
             raise ValueError("must be a JSON object")
         issuer = info.data.get("issuer")

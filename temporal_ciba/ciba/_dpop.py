@@ -66,8 +66,10 @@ class DPoPKey:
     def proof(
         self, *, htm: str, htu: str, now: float, nonce: str | None = None, access_token: str | None = None
     ) -> str:
-        """RFC 9449 §4.2: typ dpop+jwt, the public key in the header; jti, htm, htu, iat; the
-        server's nonce when it gave one (§8); `ath` when the request carries an access token."""
+        """RFC 9449 §4.2: a DPoP proof for one request.
+
+        typ dpop+jwt, the public key in the header; jti, htm, htu, iat; the server's nonce when it
+        gave one (§8); `ath` when the request carries an access token."""
         claims: dict[str, Any] = {"jti": secrets.token_urlsafe(24), "htm": htm, "htu": htu, "iat": int(now)}
         if nonce is not None:
             claims["nonce"] = nonce
@@ -84,9 +86,10 @@ class InvalidDPoPProof(ValueError):
 def verify_proof(
     proof: str, *, htm: str, htu: str, access_token: str, now: float, leeway: float = 5.0
 ) -> tuple[str, str]:
-    """RFC 9449 §4.3 for a resource server: check the proof for this request and token; returns
-    (the key's thumbprint, the proof's jti) so the caller can compare `cnf.jkt` and refuse a
-    replayed jti."""
+    """RFC 9449 §4.3 for a resource server: check the proof for this request and token.
+
+    Returns (the key's thumbprint, the proof's jti) so the caller can compare `cnf.jkt` and
+    refuse a replayed jti."""
     try:
         header = jwt.get_unverified_header(proof)
     except jwt.PyJWTError:

@@ -1,5 +1,7 @@
-"""Step 5 of the validation pipeline (temporal_ciba.ciba._validation): the token response
-grants what was asked, the scope (RFC 6749 §5.1) and the authorization_details (RFC 9396)."""
+"""Step 5 of the validation pipeline: the token response grants what was asked.
+
+The pipeline is temporal_ciba.ciba._validation; what was asked is the scope (RFC 6749 §5.1) and
+the authorization_details (RFC 9396)."""
 
 from __future__ import annotations
 
@@ -15,9 +17,11 @@ def _canonical(value: Any) -> str:
 
 
 def check_scope(tokens: TokenResponse, binding: RequestBinding, policy: ValidationPolicy) -> str:
-    """Every requested scope must be granted (RFC 6749 §5.1: the OP states the granted scope when
-    it differs); extra ones only from `policy.extra_scopes_allowed`. Returns the scope granted:
-    the requested one, plus the allowed extras.
+    """Every requested scope must be granted; returns the scope granted.
+
+    RFC 6749 §5.1: the OP states the granted scope when it differs. Extra ones are accepted only
+    from `policy.extra_scopes_allowed`. The scope returned is the requested one, plus the allowed
+    extras.
 
     `openid` asks for the ID token, which we hold and have validated; an OP whose access token
     is for a resource server (RFC 8707) lists only that server's scopes, so `openid` is not
@@ -43,16 +47,19 @@ def check_scope(tokens: TokenResponse, binding: RequestBinding, policy: Validati
 
 
 def _enriched_detail_matches(requested: dict[str, Any], granted: dict[str, Any], may_add: frozenset[str]) -> bool:
-    """RFC 9396 §6.1: the granted detail holds every requested member (its `type` too) with an
-    equal value, and adds only members the policy names for its type."""
+    """RFC 9396 §6.1: the granted detail holds what was requested, enriched only as allowed.
+
+    It holds every requested member (its `type` too) with an equal value, and adds only members
+    the policy names for its type."""
     if any(name not in granted or _canonical(granted[name]) != _canonical(value) for name, value in requested.items()):
         return False
     return all(name in requested or name in may_add for name in granted)
 
 
 def check_authorization_details(tokens: TokenResponse, binding: RequestBinding, policy: ValidationPolicy) -> None:
-    """The granted authorization_details (RFC 9396 §7, which the OP MUST return when it grants
-    them) equal those requested, in the same order; for a type in
+    """The granted authorization_details equal those requested, in the same order.
+
+    RFC 9396 §7: the OP MUST return them when it grants them. For a type in
     `policy.authorization_details_enrichment`, each may carry the members named there in addition."""
     if binding.authorization_details is None:
         if tokens.authorization_details is not None:
@@ -87,8 +94,9 @@ def check_authorization_details(tokens: TokenResponse, binding: RequestBinding, 
 
 
 def check_grant(tokens: TokenResponse, binding: RequestBinding, policy: ValidationPolicy | None = None) -> str:
-    """The grant is what was asked: the scope (check_scope) and the authorization_details
-    (check_authorization_details). Returns the granted scope."""
+    """The grant is what was asked; returns the granted scope.
+
+    Checks the scope (check_scope) and the authorization_details (check_authorization_details)."""
     policy = policy or ValidationPolicy()
     scope = check_scope(tokens, binding, policy)
     check_authorization_details(tokens, binding, policy)

@@ -1,6 +1,8 @@
-"""Encrypted ID tokens (OIDC Core 1.0 §10.2, FAPI-CIBA deployments that register
-`id_token_encrypted_response_alg`): a JWE around the signed ID token, decrypted with the client's
-key before the usual validation of the inner JWS. Nothing here does I/O.
+"""Encrypted ID tokens (OIDC Core 1.0 §10.2): a JWE around the signed ID token.
+
+FAPI-CIBA deployments that register `id_token_encrypted_response_alg` receive them. The JWE is
+decrypted with the client's key before the usual validation of the inner JWS. Nothing here does
+I/O.
 
 joserfc does the JWE (pyjwt has no JWE): it is typed, built on `cryptography`, and Authlib's
 successor for JOSE.
@@ -70,9 +72,11 @@ def is_encrypted(token: str) -> bool:
 
 
 def decrypt_id_token(token: str, key: IdTokenDecryptionKey | None) -> str:
-    """The signed ID token inside an encrypted one (OIDC Core §10.2: "decrypt, then validate the
-    signature"); a token that is not encrypted is refused when a key is configured, since the
-    registration asked the OP to encrypt every ID token."""
+    """The signed ID token inside an encrypted one.
+
+    OIDC Core §10.2: "decrypt, then validate the signature". A token that is not encrypted is
+    refused when a key is configured, since the registration asked the OP to encrypt every ID
+    token."""
     if key is None:
         if is_encrypted(token):
             raise TokenRejected(

@@ -1,5 +1,7 @@
-"""The OP's signing keys (OIDC Core 1.0 §10.1.1): fetched from jwks_uri, cached, refetched once on
-an unknown kid, at most once per `min_refetch_seconds` so forged kids cannot make us hammer the OP.
+"""The OP's signing keys (OIDC Core 1.0 §10.1.1), fetched from jwks_uri and cached.
+
+They are refetched once on an unknown kid, at most once per `min_refetch_seconds` so forged kids
+cannot make us hammer the OP.
 """
 
 from __future__ import annotations

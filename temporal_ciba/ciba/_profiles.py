@@ -3,8 +3,8 @@
 A profile bundles what differs between OPs: the binding-message rule and the login_hint format
 (`RequestDialect`), the parameters it requires, the extra scopes it adds to a grant, the acr
 values it answers, and the delivery modes it offers. `CIBA_OP_PROFILE` picks one; every rule can
-also be set on its own (temporal_ciba._settings). `generic` is CIBA Core as written, and what this
-client did before profiles existed.
+also be set on its own (temporal_ciba._settings). `generic` is CIBA Core as written, with nothing
+that one OP adds or requires; it is the default.
 """
 
 from __future__ import annotations

@@ -89,8 +89,10 @@ def token_request_form(auth_req_id: str) -> dict[str, str]:
 
 
 def parse_token_response(body: dict[str, Any], *, token_type: str = "Bearer") -> TokenResponse:
-    """RFC 6749 §5.1; `token_type` is the one we can use: Bearer (RFC 6750), or DPoP when we sent
-    a proof (RFC 9449 §5: a bound token is "DPoP"; a Bearer one then would be a downgrade)."""
+    """RFC 6749 §5.1: parse a successful token response.
+
+    `token_type` is the one we can use: Bearer (RFC 6750), or DPoP when we sent a proof (RFC 9449
+    §5: a bound token is "DPoP"; a Bearer one then would be a downgrade)."""
     for member in ("access_token", "token_type", "id_token"):
         if not isinstance(body.get(member), str) or not body[member]:
             raise ProtocolError(f"token response has no {member} (RFC 6749 §5.1, CIBA §10.1.1)")

@@ -259,10 +259,12 @@ def check_binding(
 def check_id_token_hint(
     id_token_hint: str, keys: Sequence[PublicKey], *, issuer: str, client_id: str, policy: ValidationPolicy
 ) -> str:
-    """CIBA §7.1: an id_token_hint is "an ID Token previously issued to the Client by the OpenID
+    """Prove an id_token_hint is an ID token the OP issued to this client; returns its `sub`.
+
+    CIBA §7.1: an id_token_hint is "an ID Token previously issued to the Client by the OpenID
     Provider". Before it pins the approver, prove that: signed by the OP with an allowed alg,
     `iss` the issuer, `aud` this client (OIDC Core §3.1.3.7 steps 2-7). Its exp and iat are
-    not checked: a hint may be old, it names a person and grants nothing. Returns its `sub`."""
+    not checked: a hint may be old, it names a person and grants nothing."""
     _, claims = verify_signature(id_token_hint, keys, policy)
     check_issuer(claims, issuer)
     check_audience(claims, client_id, policy)
