@@ -1,5 +1,7 @@
-"""The package's cryptography: the payload codec (history), token sealing (tokens inside
-payloads) and notification tokens (ping and push bearers), each under its own derived key."""
+"""The package's cryptography, each part under its own derived key.
+
+The payload codec (history), token sealing (tokens inside payloads) and notification tokens
+(ping and push bearers)."""
 
 from ._codec import AesGcmCodec, PayloadDecryptionError
 from ._dpop_keys import DPoPKeys

@@ -43,17 +43,22 @@ class PayloadDecryptionError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class _Binding:
-    """What a codec instance binds to: its workflow (from the serialization context), and
-    whether payloads written before workflow binding existed are still accepted."""
+    """What a codec instance binds to.
+
+    Its workflow (from the serialization context), and whether payloads bound to no workflow
+    are accepted."""
 
     workflow_id: str | None = None
     accept_unbound: bool = True
 
 
 class AesGcmCodec(PayloadCodec, WithSerializationContext):
-    """`require_encryption`: refuse plaintext payloads (the worker and clients); the codec server
-    passes False to show whatever history holds. `accept_unbound`: accept ciphertext written
-    before payloads named their workflow (upgrades); set False once none can be pending."""
+    """AES-GCM payload codec whose ciphertext names the workflow it was written for.
+
+    `require_encryption`: refuse plaintext payloads (the worker and clients); the codec server
+    passes False to show whatever history holds. `accept_unbound`: accept ciphertext that names
+    no workflow, which pending approvals of a deployment upgraded from a codec without workflow
+    binding still hold; set False once none can be pending."""
 
     def __init__(self, payload_key: bytes, *, require_encryption: bool = True, accept_unbound: bool = True) -> None:
         key = derive_key(payload_key, "payload codec v1")

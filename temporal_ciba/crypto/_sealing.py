@@ -51,19 +51,24 @@ class TokenSealer:
 
 
 def tokens_context(auth_req_id: str, approval_workflow_id: str) -> str:
-    """The context of a whole token response, between the token request (or the push) and its
-    validation: it opens only in the approval workflow that asked, for its own auth_req_id."""
+    """The sealing context of a whole token response, between the token request and validation.
+
+    The token response comes from the token request or the push; it opens only in the approval
+    workflow that asked, for its own auth_req_id."""
     return f"token-response v2 {len(auth_req_id)}:{auth_req_id} {approval_workflow_id}"
 
 
 def access_token_context(auth_req_id: str, *, action_digest: str | None, workflow_id: str, run_id: str) -> str:
-    """The context of an approved access token: one action (its digest) in one workflow run (the
-    one that asked for the approval), so it opens nowhere else (temporal_ciba._grant)."""
+    """The sealing context of an approved access token: one action in one workflow run.
+
+    The action is named by its digest, the run is the one that asked for the approval, so the
+    token opens nowhere else (temporal_ciba._grant)."""
     return f"access-token v2 {len(auth_req_id)}:{auth_req_id} {action_digest or '-'} {workflow_id} {run_id}"
 
 
 def id_token_context(auth_req_id: str, approval_workflow_id: str) -> str:
-    """The context of a validated ID token kept as evidence (temporal_ciba.records): it leaves
-    the validating activity sealed and opens only in the approval workflow that asked, in the
-    activity that writes the decision record."""
+    """The sealing context of a validated ID token kept as evidence (temporal_ciba.records).
+
+    It leaves the validating activity sealed and opens only in the approval workflow that asked,
+    in the activity that writes the decision record."""
     return f"id-token v1 {len(auth_req_id)}:{auth_req_id} {approval_workflow_id}"

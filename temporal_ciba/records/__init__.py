@@ -1,6 +1,7 @@
-"""Decision records: one per approval outcome, in SQLite or PostgreSQL, with the OP-signed ID
-token as encrypted evidence; exported and verified by `temporal-ciba audit` (README,
-"Decision records")."""
+"""Decision records: one per approval outcome, in SQLite or PostgreSQL.
+
+Each holds the OP-signed ID token as encrypted evidence; they are exported and verified by
+`temporal-ciba audit` (README, "Decision records")."""
 
 from temporal_ciba.records._activity import DecisionRecorder
 from temporal_ciba.records._audit import discover_jwks, export, load_jwks, parse_export, verify

@@ -21,8 +21,9 @@ RECORD_CONFLICT = "RecordConflict"
 
 
 class DecisionRecorder:
-    """Writes decision records to `store`, their evidence encrypted under `keys`; `sealer` opens
-    the ID token the validating activity sealed (the worker's CIBA_TOKEN_KEY)."""
+    """Writes decision records to `store`, their evidence encrypted under `keys`.
+
+    `sealer` opens the ID token the validating activity sealed (the worker's CIBA_TOKEN_KEY)."""
 
     def __init__(self, store: DecisionStore, keys: EvidenceKeys, sealer: TokenSealer) -> None:
         self._store = store

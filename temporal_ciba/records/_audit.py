@@ -59,9 +59,10 @@ class Exported:
 
 
 def export(store: DecisionStore, keys: EvidenceKeys, query: RecordQuery) -> Iterator[Exported]:
-    """The matching records with their evidence decrypted, oldest decision first. A record whose
-    evidence does not open (altered in the store, or a key not configured) is exported without
-    it, so `audit verify` reports it too."""
+    """The matching records with their evidence decrypted, oldest decision first.
+
+    A record whose evidence does not open (altered in the store, or a key not configured) is
+    exported without it, so `audit verify` reports it too."""
     for stored in store.select(query):
         try:
             record, problem = stored.open(keys), None

@@ -33,9 +33,11 @@ def _sha256(text: str) -> str:
 
 
 def record_id(*, workflow_id: str, first_run_id: str, outcome: ApprovalOutcome) -> str:
-    """One id per decision: the approval's workflow and run chain, and its auth_req_id; an outcome
-    without one (the OP refused the request) is named by its status, time and action instead.
-    The same inputs always give the same id, so a second write is recognised as the same."""
+    """One id per decision, the same for the same inputs.
+
+    It names the approval's workflow and run chain, and its auth_req_id; an outcome without one
+    (the OP refused the request) is named by its status, time and action instead. The same
+    inputs always give the same id, so a second write is recognised as the same."""
     parts = [workflow_id, first_run_id, outcome.auth_req_id or ""]
     if outcome.auth_req_id is None:
         parts += [outcome.status, outcome.decided_at.isoformat(), outcome.action_digest or ""]
@@ -52,6 +54,7 @@ def request_digest(
     action_digest: str | None,
 ) -> str:
     """SHA-256 of what was asked: the action as the approver saw it and as it was bound.
+
     `audit verify` recomputes it from the exported record."""
     return _sha256(
         canonical_json(
@@ -121,8 +124,10 @@ class DecisionRecord(BaseModel):
 
 
 class RecordDecisionInput(BaseModel):
-    """The `ciba.record_decision` activity's input: the outcome and what it answers. The ID token
-    travels sealed (crypto.sealing.id_token_context), never in clear in history."""
+    """The `ciba.record_decision` activity's input: the outcome and what it answers.
+
+    The ID token travels sealed (temporal_ciba.crypto.id_token_context), never in clear in
+    history."""
 
     outcome: ApprovalOutcome
     request: ApprovalRequest

@@ -87,8 +87,10 @@ class DecisionStore(ABC):
                     connection.execute(statement)
 
     def insert(self, record: DecisionRecord, keys: EvidenceKeys) -> bool:
-        """Write `record` once: True if written now, False if this very decision was already
-        recorded (a retried or replayed write); RecordConflict if another decision has its id."""
+        """Write `record` once; True if written now.
+
+        False if this very decision was already recorded (a retried or replayed write);
+        RecordConflict if another decision has its id."""
         digest = record.content_digest()
         evidence = (
             keys.encrypt(record.id_token, body_digest=record.body_digest()) if record.id_token is not None else None
