@@ -40,8 +40,10 @@ _MAX_CALL_ID = 64
 
 
 class ToolArguments(dict[str, Any]):
-    """A tool call's arguments (a dict), with the call around them: `tool_name`, `call_id`
-    and the framework's run `context` (OpenAI's RunContextWrapper, PydanticAI's RunContext)."""
+    """A tool call's arguments (a dict), with the call around them.
+
+    The call is `tool_name`, `call_id` and the framework's run `context` (OpenAI's
+    RunContextWrapper, PydanticAI's RunContext)."""
 
     def __init__(self, arguments: Mapping[str, Any], *, tool_name: str, call_id: str, context: Any = None) -> None:
         super().__init__(arguments)
@@ -55,9 +57,10 @@ Derived: TypeAlias = T | Callable[[ToolArguments], T]
 
 @dataclass(frozen=True, kw_only=True)
 class ToolApproval:
-    """Who must approve a tool call, and what they are shown. Every field is a value or a
-    function of the call's `ToolArguments`; the functions run in workflow code, so they must
-    be deterministic (no I/O, no clock, no randomness).
+    """Who must approve a tool call, and what they are shown.
+
+    Every field is a value or a function of the call's `ToolArguments`; the functions run in
+    workflow code, so they must be deterministic (no I/O, no clock, no randomness).
 
         ToolApproval(
             login_hint=lambda args: args["account_holder"],
@@ -173,15 +176,17 @@ def default_summary(arguments: ToolArguments) -> list[str]:
 
 
 def tool_approval_id(call_id: str, digest: str) -> str:
-    """The approval's workflow id: the agent workflow's, the tool call's id and the digest. A
-    replay finds the same approval; two calls never share one, even with equal arguments (their
+    """The approval's workflow id: the agent workflow's, the tool call's id and the digest.
+
+    A replay finds the same approval; two calls never share one, even with equal arguments (their
     call ids differ), nor two arguments under one call id."""
     return approval_workflow_id(workflow.info().workflow_id, call_id, digest)
 
 
 def approval_workflow_id(agent_workflow_id: str, call_id: str, digest: str) -> str:
-    """`tool_approval_id` for a given agent workflow id, usable outside the workflow (a client
-    looking up a tool call's approval)."""
+    """`tool_approval_id` for a given agent workflow id.
+
+    Usable outside the workflow, e.g. by a client looking up a tool call's approval."""
     safe = _CALL_ID_UNSAFE.sub("_", call_id)
     if safe != call_id or len(safe) > _MAX_CALL_ID:
         safe = safe[:32] + "-" + hashlib.sha256(call_id.encode()).hexdigest()[:16]
@@ -225,10 +230,11 @@ class ApprovedToolCall(BaseModel):
 
 
 def open_tool_call(sealer: TokenSealer, call: ApprovedToolCall, *, required: bool = True) -> str | None:
-    """In the tool's activity, before it acts: the approved access token, if the approval was
-    granted for exactly these arguments to the calling workflow run; GrantRefused otherwise.
-    With `required=False` (a tool whose `when` may skip asking), a call without an approval
-    returns None."""
+    """The approved access token of a tool call; call it in the tool's activity, before it acts.
+
+    The token opens if the approval was granted for exactly these arguments to the calling
+    workflow run; GrantRefused otherwise. With `required=False` (a tool whose `when` may skip
+    asking), a call without an approval returns None."""
     if call.outcome is None:
         if required:
             raise GrantRefused(f"the {call.tool_name} call has no approval")

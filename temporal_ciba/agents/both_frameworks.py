@@ -32,8 +32,9 @@ PLUGIN_NAME = "temporal_ciba.BothFrameworksConverter"
 
 
 class BothFrameworksPayloadConverter(PydanticAIPayloadConverter):
-    """PydanticAIPayloadConverter whose JSON leaves out unset fields (`exclude_unset`, as
-    OpenAIPayloadConverter writes it)."""
+    """PydanticAIPayloadConverter whose JSON leaves out unset fields.
+
+    It writes with `exclude_unset`, as OpenAIPayloadConverter does."""
 
     def __init__(self) -> None:
         super().__init__(ToJsonOptions(exclude_unset=True))

@@ -54,9 +54,10 @@ class GatedTool(FunctionTool):
     parameters: type[BaseModel] = dataclasses.field(kw_only=True)
 
     def arguments(self, raw: str | Mapping[str, Any], *, call_id: str, context: Any = None) -> ToolArguments:
-        """The call's arguments as the tool's parameters model reads them (defaults filled in,
-        JSON types): the one form that is digested, approved and handed to the activity.
-        ValidationError for arguments the model got wrong."""
+        """The call's arguments as the tool's parameters model reads them.
+
+        Defaults are filled in and values are JSON types: the one form that is digested, approved
+        and handed to the activity. ValidationError for arguments the model got wrong."""
         parsed = (
             self.parameters.model_validate_json(raw)
             if isinstance(raw, str)
@@ -72,8 +73,9 @@ _current: contextvars.ContextVar[ToolApprovals] = contextvars.ContextVar("tempor
 
 
 class ToolApprovals:
-    """Runs an agent in workflow code and answers its gated tools' interruptions with CIBA
-    approvals. `outcomes` keeps each call's validated outcome by tool call id.
+    """Runs an agent in workflow code, answering its gated tools' interruptions with CIBA approvals.
+
+    `outcomes` keeps each call's validated outcome by tool call id.
 
     Once only interruptions of other tools (not GatedTools) remain, `run` returns that result:
     decide them on `result.to_state()` (approve or reject), then call `run` again with that state.
@@ -84,8 +86,10 @@ class ToolApprovals:
         self._digests: dict[str, str] = {}
 
     async def run(self, agent: Agent[Any], input: str | list[Any] | RunState[Any], **run_options: Any) -> RunResult:
-        """`Runner.run(agent, input, **run_options)`, then, while the run stops on gated tool
-        calls, ask for each (concurrently), approve or reject it, and resume."""
+        """`Runner.run(agent, input, **run_options)`, asking for approval at each gated tool call.
+
+        While the run stops on gated tool calls, ask for each (concurrently), approve or reject
+        it, and resume."""
         token = _current.set(self)
         try:
             result = await Runner.run(agent, input, **run_options)
@@ -153,10 +157,12 @@ def gated_activity_as_tool(
     task_queue: str | None = None,
     strict_json_schema: bool = True,
 ) -> GatedTool:
-    """A tool the model calls with `parameters`, that runs `activity_fn` (an activity taking
-    one ApprovedToolCall) only after a human approved this very call, where `approval.when`
-    asks for it. Run the agent with `run_with_approvals`; a call approved any other way is
-    refused. The tool's name is the activity's unless given."""
+    """A tool that runs `activity_fn` only after a human approved this very call.
+
+    The model calls it with `parameters`; `activity_fn` is an activity taking one
+    ApprovedToolCall, and approval is asked where `approval.when` asks for it. Run the agent
+    with `run_with_approvals`; a call approved any other way is refused. The tool's name is the
+    activity's unless given."""
     activity_name = activity._Definition.must_from_callable(activity_fn).name
     if not activity_name:
         raise ValueError("gated_activity_as_tool: the activity needs a name (a dynamic activity cannot be a tool)")

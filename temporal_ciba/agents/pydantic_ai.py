@@ -68,14 +68,18 @@ METADATA_KEY = "temporal_ciba"
 
 
 def tool_arguments_json(arguments: Mapping[str, Any]) -> dict[str, Any]:
-    """Validated tool arguments (pydantic models, dates, decimals) as plain JSON values: the
-    form the action digest is computed over, the same in the workflow and in the tool."""
+    """Validated tool arguments (pydantic models, dates, decimals) as plain JSON values.
+
+    This is the form the action digest is computed over, the same in the workflow and in the
+    tool."""
     return dict(to_jsonable_python(dict(arguments)))
 
 
 class CibaToolApprovals(AbstractCapability[Any]):
-    """A PydanticAI capability: the tools named here run only after a human approved the call
-    through CIBA. Put it after `TemporalDurability()` in the agent's capabilities.
+    """A PydanticAI capability: the tools named here run only after a human approved the call.
+
+    Approval is asked through CIBA. Put it after `TemporalDurability()` in the agent's
+    capabilities.
 
     `tools` maps a tool's name to its ToolApproval (who approves, what they see, when to ask);
     its functions receive the call's ToolArguments: the validated arguments as JSON values,
@@ -145,8 +149,10 @@ class CibaToolApprovals(AbstractCapability[Any]):
 
 
 def approval_outcome(ctx: RunContext[Any]) -> ApprovalOutcome | None:
-    """The validated outcome this tool call was approved with, or None (not asked, or approved
-    by something other than CibaToolApprovals)."""
+    """The validated outcome this tool call was approved with, or None.
+
+    None when approval was not asked, or the call was approved by something other than
+    CibaToolApprovals."""
     metadata = ctx.tool_call_metadata if ctx.tool_call_approved else None
     if not isinstance(metadata, dict) or METADATA_KEY not in metadata:
         return None
@@ -154,8 +160,9 @@ def approval_outcome(ctx: RunContext[Any]) -> ApprovalOutcome | None:
 
 
 def approved_call(ctx: RunContext[Any], **arguments: Any) -> ApprovedToolCall:
-    """In the gated tool: the call as it runs now, to hand to the activity that acts. Pass every
-    argument of the tool (defaults included), as the tool received it: the activity's
+    """The call as it runs now, for the gated tool to hand to the activity that acts.
+
+    Pass every argument of the tool (defaults included), as the tool received it: the activity's
     `open_tool_call` recomputes the action digest from them, and any difference from what the
     human approved (a missing argument included) refuses the call."""
     if ctx.tool_name is None or ctx.tool_call_id is None:
