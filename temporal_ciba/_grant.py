@@ -36,8 +36,10 @@ def _caller() -> tuple[str, str]:
 
 
 def open_access_token(sealer: TokenSealer, outcome: ApprovalOutcome, *, action_digest: str | None) -> str:
-    """The access token of `outcome`, if it was approved for `action_digest` in the calling
-    workflow run; GrantRefused otherwise. Call it from inside the activity that acts."""
+    """The access token of `outcome`, opened for the action it was approved for.
+
+    It opens if it was approved for `action_digest` in the calling workflow run; GrantRefused
+    otherwise. Call it from inside the activity that acts."""
     if not outcome.approved or outcome.auth_req_id is None or outcome.sealed_access_token is None:
         raise GrantRefused(f"no approval to use: the outcome is {outcome.status}")
     if action_digest != outcome.action_digest:
@@ -55,9 +57,11 @@ def open_access_token(sealer: TokenSealer, outcome: ApprovalOutcome, *, action_d
 
 
 def idempotency_key(outcome: ApprovalOutcome) -> str:
-    """A key for the resource server, derived from the calling workflow run and the approval:
-    the same for every retry of the action, different for anything else. It starts with the
-    workflow id, so a resource server's records can be traced to the workflow."""
+    """A key for the resource server: the same for every retry of the action.
+
+    Derived from the calling workflow run and the approval: the same for every retry of the
+    action, different for anything else. It starts with the workflow id, so a resource server's
+    records can be traced to the workflow."""
     workflow_id, run_id = _caller()
     material = "\n".join([workflow_id, run_id, outcome.auth_req_id or "", outcome.action_digest or ""])
     return f"{workflow_id}:{hashlib.sha256(material.encode()).hexdigest()[:32]}"

@@ -159,8 +159,9 @@ class CibaPlugin(SimplePlugin):
 
     @classmethod
     def from_env(cls, *, interceptors: Sequence[Any] = ()) -> CibaPlugin:
-        """A worker's plugin from the CIBA_* environment (README, "Configuration"); a missing
-        or malformed setting raises ConfigError naming it."""
+        """A worker's plugin from the CIBA_* environment (README, "Configuration").
+
+        A missing or malformed setting raises ConfigError naming it."""
         keys = load_settings(WorkerSettings)
         return cls(
             payload_key=keys.payload_key_bytes,

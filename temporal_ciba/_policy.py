@@ -45,8 +45,10 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_.]+)\}")
 
 
 class PolicyError(ValueError):
-    """The policy cannot decide for this action (no rule matches, or the matching rule cannot
-    be evaluated on it). The approval ends as an error; nothing runs."""
+    """The policy cannot decide for this action.
+
+    No rule matches, or the matching rule cannot be evaluated on it. The approval ends as an
+    error; nothing runs."""
 
 
 class PolicyFileError(ConfigError):
@@ -76,9 +78,11 @@ class PolicyAction(BaseModel):
         risk: float | None = None,
         parties: Mapping[str, str] | None = None,
     ) -> PolicyAction:
-        """The action a request asks about: its type (default: the type of its first
-        authorization_details entry, else "approval"), its details and digest, the caller's risk
-        score, and the parties, the request's login_hint being the "approver" unless given."""
+        """The action a request asks about.
+
+        Its type (default: the type of its first authorization_details entry, else "approval"),
+        its details and digest, the caller's risk score, and the parties, the request's
+        login_hint being the "approver" unless given."""
         details = request.authorization_details or []
         kind = type or (str(details[0].get("type")) if details else "approval")
         return cls(
@@ -90,8 +94,10 @@ class PolicyAction(BaseModel):
         )
 
     def value(self, path: str) -> Decimal:
-        """The number a condition tests: the risk score, or a field of the action's
-        authorization_details entry of its type. PolicyError when missing or not a number."""
+        """The number a condition tests.
+
+        The risk score, or a field of the action's authorization_details entry of its type.
+        PolicyError when missing or not a number."""
         raw: Any = self.risk if path == RISK else self.field(path)
         if raw is None or isinstance(raw, bool):
             raise PolicyError(f"the action has no number at {path!r}")
@@ -104,8 +110,10 @@ class PolicyAction(BaseModel):
         return number
 
     def field(self, path: str) -> Any:
-        """A dotted path into the action's authorization_details entry of its type. Several
-        entries of that type are a PolicyError: testing one would let another through unseen."""
+        """A dotted path into the action's authorization_details entry of its type.
+
+        Several entries of that type are a PolicyError: testing one would let another through
+        unseen."""
         entries = [d for d in self.authorization_details or [] if d.get("type") == self.type]
         if len(entries) > 1:
             raise PolicyError(f"the action has {len(entries)} authorization_details of type {self.type!r}")
@@ -254,8 +262,9 @@ class ApprovalPolicy(BaseModel):
         raise PolicyError(f"no policy rule matches the action {action.type!r}")
 
     def decide(self, action: PolicyAction) -> tuple[PolicyDecision, PolicyRule]:
-        """The decision for this action and the rule that took it; PolicyError when the policy
-        cannot decide (fail closed)."""
+        """The decision for this action and the rule that took it.
+
+        PolicyError when the policy cannot decide (fail closed)."""
         rule = self.rule_for(action)
         approvers = [self._login_hint(role, action) for role in rule.approvers]
         quorum = (rule.quorum or len(approvers)) if rule.approval == "quorum" else None
@@ -297,8 +306,9 @@ def parse_policy(text: str, *, source: str) -> ApprovalPolicy:
 
 
 def _toml_key(loc: tuple[int | str, ...], document: Mapping[str, Any]) -> str:
-    """A pydantic error location as the TOML key a person finds in the file:
-    rules[2] (its name) .approvers."""
+    """A pydantic error location as the TOML key a person finds in the file.
+
+    For example: rules[2] (its name) .approvers."""
     parts: list[str] = []
     node: Any = document
     for part in loc:
@@ -328,10 +338,12 @@ NO_POLICY = "NoApprovalPolicy"
 
 
 class PolicySource:
-    """The worker's policy file: read and checked at start (a malformed file stops the worker),
-    read again when it changes. Its activity hands the policy to workflows; a replay reads the
-    recorded result, never the file. Every worker registers the activity (with `path` None it
-    answers that there is no policy), since workflow code cannot tell whether one is registered."""
+    """The worker's policy file, and the activity that hands the policy to workflows.
+
+    The file is read and checked at start (a malformed file stops the worker), and read again
+    when it changes. A replay reads the activity's recorded result, never the file. Every worker
+    registers the activity (with `path` None it answers that there is no policy), since workflow
+    code cannot tell whether one is registered."""
 
     def __init__(self, path: Path | None) -> None:
         self._path = path
@@ -348,8 +360,10 @@ class PolicySource:
         return stat.st_mtime_ns, stat.st_size
 
     def current(self) -> ApprovalPolicy:
-        """The policy as the file says now. An edit that breaks the file raises (the activity
-        retries until it is fixed): a decision is never taken on a policy nobody wrote."""
+        """The policy as the file says now.
+
+        An edit that breaks the file raises (the activity retries until it is fixed): a decision
+        is never taken on a policy nobody wrote."""
         if self._path is None:
             raise ApplicationError(
                 "the worker has no approval policy (CIBA_POLICY_FILE)", type=NO_POLICY, non_retryable=True

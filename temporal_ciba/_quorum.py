@@ -45,9 +45,12 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.@-]")
 
 
 def quorum_child_id(base: str, run_id: str, index: int, login_hint: str) -> str:
-    """A child's workflow id: the approval's base id, the asking run (a later run under the same
-    id, after continue-as-new or a retry, starts children of its own while the old ones are still
-    being cancelled), the approver's position and login hint (made safe, hashed when long)."""
+    """A child's workflow id, unique per asking run and approver.
+
+    It holds the approval's base id, the asking run (a later run under the same id, after
+    continue-as-new or a retry, starts children of its own while those of the run before are
+    still being cancelled), the approver's position and login hint (made safe, hashed when
+    long)."""
     safe = _UNSAFE.sub("_", login_hint)
     if safe != login_hint or len(safe) > 40:
         safe = safe[:24] + "-" + hashlib.sha256(login_hint.encode()).hexdigest()[:12]
@@ -55,8 +58,10 @@ def quorum_child_id(base: str, run_id: str, index: int, login_hint: str) -> str:
 
 
 def quorum_deadline(request: ApprovalRequest, now: datetime) -> datetime:
-    """One deadline for every approver: the request's policy_deadline, else its requested
-    expiry (or DEFAULT_QUORUM_SECONDS) from now."""
+    """One deadline for every approver.
+
+    The request's policy_deadline, else its requested expiry (or DEFAULT_QUORUM_SECONDS) from
+    now."""
     if request.policy_deadline is not None:
         return request.policy_deadline
     return now + timedelta(seconds=request.requested_expiry or DEFAULT_QUORUM_SECONDS)
@@ -186,8 +191,10 @@ async def run_quorum(
     start_child: StartChild,
     revoke_holder: tuple[str, str],
 ) -> ApprovalOutcome:
-    """Ask every approver at once (`start_child` with each request and its child id) and wait
-    until the quorum is met or cannot be; then cancel the rest and revoke surplus tokens."""
+    """Ask every approver at once and wait until the quorum is met or cannot be.
+
+    `start_child` is called with each request and its child id. Once the quorum is decided, the
+    rest are cancelled and surplus tokens revoked."""
     info = workflow.info()
     tally = QuorumTally([r.approver for r in requests], needed, end_on_denial)
     waiting: dict[asyncio.Future[ApprovalOutcome], int] = {}
@@ -238,8 +245,10 @@ async def run_quorum(
 
 
 async def _ended(future: asyncio.Future[ApprovalOutcome], child_id: str) -> ApprovalOutcome:
-    """A child's outcome; an error outcome for a child that ended without one (terminated,
-    timed out, failed), so the quorum still decides instead of failing the caller's workflow."""
+    """A child's outcome, or an error outcome for a child that ended without one.
+
+    A child may be terminated, time out or fail; the error outcome lets the quorum still decide
+    instead of failing the caller's workflow."""
     try:
         return await future
     except (asyncio.CancelledError, ChildWorkflowError) as exc:

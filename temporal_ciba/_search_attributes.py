@@ -1,5 +1,6 @@
-"""The search attributes that let operators find approvals in the Temporal UI and CLI, and
-their registration on the namespace before any workflow uses them.
+"""The search attributes that let operators find approvals in the Temporal UI and CLI.
+
+They are registered on the namespace before any workflow uses them.
 
 An unregistered search attribute makes every workflow task that upserts it fail, forever;
 so the worker registers them at start when they are missing.

@@ -1,5 +1,7 @@
-"""The callback service: receives the OP's ping (CIBA §10.2) and push (§10.3) notifications
-and wakes the waiting workflow with a signal.
+"""The callback service: the OP's notifications, delivered to the waiting workflow as signals.
+
+It receives the OP's ping (CIBA §10.2) and push (§10.3) notifications and wakes the waiting
+workflow with a signal.
 
     temporal-ciba callback      (CIBA_CALLBACK_* settings; HTTPS unless told otherwise)
 
@@ -112,10 +114,12 @@ class BodyDeadline:
 
 
 class GuardedH11Protocol(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol with the read deadlines it lacks (uvicorn has only a keep-alive
-    timeout, which any byte resets): the request head must arrive within `read_timeout` of the
-    connection (or of the previous response), and a client answered before it finished sending
-    its body is cut after LINGER_BYTES or LINGER_SECONDS. Use `with_read_timeout`."""
+    """uvicorn's HTTP/1.1 protocol with the read deadlines it lacks.
+
+    uvicorn has only a keep-alive timeout, which any byte resets. Here the request head must
+    arrive within `read_timeout` of the connection (or of the previous response), and a client
+    answered before it finished sending its body is cut after LINGER_BYTES or LINGER_SECONDS.
+    Use `with_read_timeout`."""
 
     read_timeout: ClassVar[float] = DEFAULT_READ_TIMEOUT
     # Bytes dropped since an early answer, while lingering (else None); connection_made sets it

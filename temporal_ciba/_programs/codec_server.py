@@ -1,6 +1,7 @@
-"""A remote codec server, so the Temporal UI and CLI can show payloads to an operator who holds
-the key (Temporal's remote codec protocol: POST /decode, and /encode when enabled, with
-`{"payloads": [...]}`).
+"""A remote codec server, so the Temporal UI and CLI can show payloads to an operator.
+
+It serves an operator who holds the key, over Temporal's remote codec protocol: POST /decode,
+and /encode when enabled, with `{"payloads": [...]}`.
 
     temporal-ciba codec-server     (CIBA_PAYLOAD_KEY, CIBA_CODEC_*; point the UI's codec endpoint here)
 
@@ -97,8 +98,10 @@ class IssuerUnavailable(Exception):
 
 
 class OidcAccessTokens:
-    """Bearer access tokens that are JWTs signed by `issuer` (keys from its discovery document's
-    jwks_uri), for one of `audiences`, unexpired; RSA or EC signatures only."""
+    """Bearer access tokens that are JWTs signed by `issuer`.
+
+    Keys come from its discovery document's jwks_uri; a token must be for one of `audiences`
+    and unexpired; RSA or EC signatures only."""
 
     def __init__(
         self,
@@ -229,8 +232,10 @@ def host_name(host_header: str) -> str:
 
 
 class HostAndOriginGuard:
-    """Refuses a request whose Host is not ours (421: DNS rebinding) or whose Origin is not one
-    of the UI's (403: another site's page), before CORS or anything else looks at it."""
+    """Refuses a request from the wrong Host or Origin, before CORS or anything else looks at it.
+
+    A Host that is not ours is a 421 (DNS rebinding); an Origin that is not one of the UI's is a
+    403 (another site's page)."""
 
     def __init__(self, app: ASGIApp, *, allowed_hosts: Sequence[str], allowed_origins: Sequence[str]) -> None:
         self.app = app

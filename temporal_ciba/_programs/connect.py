@@ -23,8 +23,10 @@ class TemporalUnavailable(Exception):
 async def connect(
     payload_key: bytes, *, plugin: CibaPlugin | None = None, runtime: Runtime | None = None, **overrides: Any
 ) -> Client:
-    """A client with the CibaPlugin: the given one (a worker's, with activities) or a client-only
-    one (with tracing when configured); `runtime` carries metrics when configured."""
+    """A Temporal client with the CibaPlugin.
+
+    The plugin is the given one (a worker's, with activities) or a client-only one (with tracing
+    when configured); `runtime` carries metrics when configured."""
     config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
     config.setdefault("target_host", "localhost:7233")
     config.update(overrides)

@@ -65,8 +65,10 @@ def _is_ip(host: str) -> bool:
 
 
 def make_dev_certificates(directory: Path, hosts: list[str], *, days: int = 365) -> DevCertificates:
-    """Write ca.pem, cert.pem (the server certificate for `hosts`) and key.pem; reuse them while
-    they cover `hosts` and are more than RENEW_WITHIN_DAYS from expiry, else make new ones."""
+    """Write ca.pem, cert.pem (the server certificate for `hosts`) and key.pem.
+
+    Existing files are reused while they cover `hosts` and are more than RENEW_WITHIN_DAYS from
+    expiry; otherwise new ones are made."""
     files = DevCertificates(directory / "ca.pem", directory / "cert.pem", directory / "key.pem")
     now = datetime.datetime.now(datetime.UTC)
     if _still_good(files, hosts, now):

@@ -1,5 +1,7 @@
-"""What `request --wait` watches while it waits: that a worker polls the task queue, and that
-the approval's workflow task does not fail on every attempt.
+"""What `request --wait` watches while it waits, so a stuck approval does not wait in silence.
+
+It watches that a worker polls the task queue, and that the approval's workflow task does not
+fail on every attempt.
 
 Neither shows in the outcome (Temporal retries a failing workflow task forever, and a task
 queue nobody polls just holds the task), so without a look at Temporal's own descriptions the
@@ -64,9 +66,10 @@ async def workflow_task_failure(handle: WorkflowHandle) -> str | None:
 async def watch_progress(
     client: Client, handle: WorkflowHandle, task_queue: str, *, notice: Callable[[str], None]
 ) -> None:
-    """Run until cancelled. Calls `notice` once when no worker polls the task queue (and keeps
-    watching: a worker may come later); raises WorkflowTaskFailing when the workflow task fails
-    on every attempt."""
+    """Watch the task queue and the workflow task until cancelled.
+
+    Calls `notice` once when no worker polls the task queue (and keeps watching: a worker may
+    come later); raises WorkflowTaskFailing when the workflow task fails on every attempt."""
     unpolled_checks = 0
     noticed = False
     while True:

@@ -1,5 +1,7 @@
-"""The worker program: the approval workflow and its activities through CibaPlugin, plus any
-plugins the caller adds (the example agent's), with the search attributes registered first."""
+"""The worker program: the approval workflow and its activities, run through CibaPlugin.
+
+It runs any plugins the caller adds too (the example agent's), with the search attributes
+registered first."""
 
 from __future__ import annotations
 
@@ -29,8 +31,9 @@ async def run_worker(
     stop: asyncio.Event | None = None,
     **connect_overrides: Any,
 ) -> None:
-    """Connect, register the search attributes, and run until `stop` is set (or SIGINT/SIGTERM
-    when none is given), then shut down gracefully."""
+    """Connect, register the search attributes, run the worker, then shut down gracefully.
+
+    It runs until `stop` is set, or until SIGINT/SIGTERM when none is given."""
     plugin = CibaPlugin(
         payload_key=settings.payload_key_bytes,
         token_key=settings.token_key_bytes,
