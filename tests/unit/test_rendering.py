@@ -3,7 +3,7 @@ caller-supplied text able to inject Markdown."""
 
 from __future__ import annotations
 
-from temporal_ciba._rendering import MAX_FIELDS_PER_DETAIL, MAX_VALUE_CHARS, code, describe_authorization_details
+from temporal_ciba._approval import MAX_FIELDS_PER_DETAIL, MAX_VALUE_CHARS, code, describe_authorization_details
 
 
 def test_any_detail_type_is_listed_field_by_field() -> None:
