@@ -96,7 +96,7 @@ class CibaApprovalWorkflow:
         """Push (CIBA §10.3), its bearer verified by the callback service: the tokens or an error."""
         self._approval.deliver(delivery)
 
-    # The names an older callback signals; recorded histories carry them.
+    # The unprefixed names, which recorded histories carry (temporal_ciba._approval.compat).
     @workflow.signal
     def notify(self, notice: PingNotice) -> None:
         self._approval.notify(notice)
@@ -163,8 +163,9 @@ POLICY_WAIT = timedelta(minutes=10)
 
 
 async def worker_approval_policy() -> ApprovalPolicy:
-    """The worker's policy file as it is now, through the local activity `ciba.approval_policy`:
-    its result is recorded in history, so a replay evaluates the policy the first run saw, and a
+    """The worker's policy file as it is now, through the local activity `ciba.approval_policy`.
+
+    Its result is recorded in history, so a replay evaluates the policy the first run saw, and a
     new decision sees the operator's latest edit. A FailureError if the worker has none (an
     ApplicationError of type NO_POLICY, alone or as an ActivityError's cause)."""
     return await workflow.execute_local_activity(

@@ -1,12 +1,11 @@
-"""The approval activities, one job per module; this one only re-exports what the rest of the
-library uses.
+"""The approval activities, one job per module; this one only re-exports.
 
-    activities.py   CibaActivities: the activity names Temporal sees, each handing on its work
-    send.py         the backchannel request (CIBA §7.1)
-    subjects.py     who may approve: the sources that name the approver must agree
-    redeem.py       the token request and the validation of its tokens (CIBA §10.1, §10.3.1)
-    revocation.py   tokens nobody will use (RFC 7009)
-    sealing.py      how tokens leave an activity: sealed; the approval's DPoP key
+activities.py   CibaActivities: the activity names Temporal sees, each handing on its work
+send.py         the backchannel request (CIBA §7.1)
+subjects.py     who may approve: the sources that name the approver must agree
+redeem.py       the token request and the validation of its tokens (CIBA §10.1, §10.3.1)
+revocation.py   tokens nobody will use (RFC 7009)
+sealing.py      how tokens leave an activity: sealed; the approval's DPoP key
 """
 
 from temporal_ciba._activities.activities import CibaActivities

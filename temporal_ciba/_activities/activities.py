@@ -77,8 +77,9 @@ class CibaActivities:
 
     @activity.defn(name="ciba.redeem")
     async def redeem(self, input: RedeemInput) -> RedeemResult:
-        """CIBA §10.1 then §10.3.1 in one step, for the decision path (run as a local activity):
-        request the tokens and validate them against the original request. Rejected tokens are
+        """CIBA §10.1 then §10.3.1 in one step, for the decision path (run as a local activity).
+
+        Request the tokens and validate them against the original request. Rejected tokens are
         revoked here; a refresh token is revoked at once (one approval is one use); only the
         claims, the access token (sealed for the holder and the action) and the ID token (sealed,
         the decision record's evidence) leave."""

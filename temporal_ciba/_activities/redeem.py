@@ -1,6 +1,7 @@
-"""Redeeming an approval: the token request (CIBA §10.1) and the validation of its tokens
-against the original request (CIBA §10.3.1), together (`redeem`, the decision path) or as two
-activities (`request_token` then `validate_tokens`, DecisionPath.redeem False).
+"""Redeeming an approval: the token request (CIBA §10.1) and the validation (CIBA §10.3.1).
+
+Together (`redeem`, the decision path) or as two activities (`request_token` then
+`validate_tokens`, DecisionPath.redeem False); the tokens are checked against the original request.
 
 Final answers of the OP (error codes, malformed responses, rejected tokens) are returned as data
 so the workflow can end with the matching outcome; only failures worth retrying (transport
@@ -54,7 +55,9 @@ REDEEM_GRANT_LOST_REASON = (
 
 
 class Redemptions:
-    """Each redeem once per worker. A local activity runs again when the workflow task that
+    """Each redeem once per worker.
+
+    A local activity runs again when the workflow task that
     would record its result fails: a signal (a duplicate ping) that arrives as the approval
     completes makes the server refuse that completion. The repeat joins the token request still
     in flight, or gets its final answer, instead of asking the OP again: a second request would

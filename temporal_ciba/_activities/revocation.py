@@ -1,5 +1,7 @@
-"""RFC 7009 revocation of an approval's tokens that nobody will use: rejected ones, a refresh
-token (one approval is one use), and tokens that arrived after the approval was cancelled.
+"""RFC 7009 revocation of an approval's tokens that nobody will use.
+
+Rejected ones, a refresh token (one approval is one use), and tokens that arrived after the
+approval was cancelled.
 
 Best effort: a failure is logged and the outcome stands; the tokens expire unused at the OP.
 """
@@ -22,8 +24,7 @@ class Revoker:
         self._seals = seals
 
     async def revoke_issued(self, tokens: TokenResponse, auth_req_id: str, *, refresh_only: bool) -> None:
-        """Tokens still in the activity that received them: a failure is logged, the outcome
-        stands (the tokens never leave)."""
+        """Tokens still in the activity that received them; a failure is logged, the outcome stands."""
         try:
             if not refresh_only:
                 await self._ciba.revoke(
@@ -56,8 +57,7 @@ class Revoker:
             return False
 
     async def revoke_tokens(self, input: RevokeTokensInput) -> bool:
-        """A sealed token response (rejected, or arrived after a cancellation): the access token,
-        then the refresh token."""
+        """A sealed token response nobody will use: the access token, then the refresh token."""
         try:
             tokens = self._seals.unseal_tokens(input.sealed_tokens, input.auth_req_id)
         except SealError:

@@ -1,5 +1,6 @@
-"""An approval's secrets in the activities: its tokens sealed for the one place that may open
-them (temporal_ciba.crypto), and its DPoP key.
+"""An approval's secrets in the activities: its sealed tokens and its DPoP key.
+
+Each token is sealed (temporal_ciba.crypto) for the one place that may open it.
 
 Tokens never leave an activity in clear: the token response is sealed for the approval workflow
 that asked, the access token for the workflow run that may act and its action
@@ -49,7 +50,8 @@ class ApprovalSeals:
         return self._sealer.unseal(sealed, context=context)
 
     def seal_id_token(self, tokens: TokenResponse, auth_req_id: str) -> str:
-        """The validated ID token, the OP-signed evidence of the decision (temporal_ciba.records),
-        sealed for the approval workflow that validated it."""
+        """The validated ID token, sealed for the approval workflow that validated it.
+
+        It is the OP-signed evidence of the decision (temporal_ciba.records)."""
         context = id_token_context(auth_req_id, activity.info().workflow_id or "")
         return self._sealer.seal(tokens.id_token.get_secret_value(), context=context)

@@ -1,5 +1,6 @@
-"""Who may approve a request: the sources that name the approver must agree, or the request is
-refused before it is sent.
+"""Who may approve a request: the sources that name the approver must agree.
+
+Otherwise the request is refused before it is sent.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ class ApproverSubjects:
         self._login_hint_subjects = dict(login_hint_subjects)
 
     async def expected(self, approval: ApprovalRequest, request: AuthenticationRequest) -> str | None:
-        """Who may approve: the caller's expected_subject, an iss_sub login_hint (it is the
-        `sub`) and a verified id_token_hint's `sub` must agree, or the request is refused before
-        it is sent (SubjectConflict); without any of them, the configured subject of the login_hint."""
+        """The approver's `sub`, if known; SubjectConflict if the sources disagree.
+
+        The caller's expected_subject, an iss_sub login_hint (it is the `sub`) and a verified
+        id_token_hint's `sub` must agree; without any of them, the configured subject of the
+        login_hint."""
         sources = {
             "expected_subject": approval.expected_subject,
             "the iss_sub login_hint": approval.login_hint if self._dialect.login_hint_format == "iss_sub" else None,

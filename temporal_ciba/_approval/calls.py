@@ -1,8 +1,8 @@
-"""The approval's activity calls, from workflow code: each activity with its options (local or
-not, timeouts, retry policy), and what its failure or a late answer becomes.
+"""The approval's activity calls from workflow code, each with its options.
 
-The state machine (machine.py) decides what to call and when; here is how each call is made, so
-the options that shape an approval's history are in one place. A call that must not fail the
+Local or not, timeouts, retry policy, and what a failure or a late answer becomes. The state
+machine (machine.py) decides what to call and when; here is how each call is made, so the
+options that shape an approval's history are in one place. A call that must not fail the
 approval (a revocation, the decision record) logs its failure and returns.
 """
 
@@ -60,9 +60,10 @@ RECORD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interv
 
 
 async def send_request(send: SendRequestInput, *, local: bool) -> SendRequestResult:
-    """The backchannel request (CIBA §7.1); raises one of ACTIVITY_FAILED if the OP stayed
-    unreachable. `local` on the redeem path: no task queue round trip, three events fewer. A
-    worker that dies while the request is on its way sends it again either way."""
+    """The backchannel request (CIBA §7.1); one of ACTIVITY_FAILED if the OP stayed unreachable.
+
+    `local` on the redeem path: no task queue round trip, three events fewer. A worker that dies
+    while the request is on its way sends it again either way."""
     if local:
         return await workflow.execute_local_activity_method(
             CibaActivities.send_authentication_request,
@@ -81,9 +82,10 @@ async def send_request(send: SendRequestInput, *, local: bool) -> SendRequestRes
 async def redeem(
     redemption: RedeemInput, *, remaining: timedelta, interval: float, keep_late: Callable[[RedeemResult], None]
 ) -> RedeemResult | None:
-    """One token request and its validation, as a local activity: no task queue round trip, no
-    token response in history. Shielded from cancellation (_shielded); None if the OP stayed
-    unreachable."""
+    """One token request and its validation, as a local activity; None if the OP stayed unreachable.
+
+    A local activity: no task queue round trip, no token response in history. Shielded from
+    cancellation (_shielded)."""
     handle = workflow.start_local_activity_method(
         CibaActivities.redeem,
         redemption,
@@ -101,9 +103,10 @@ async def request_token(
     interval: float,
     keep_late: Callable[[TokenRequestResult], None],
 ) -> TokenRequestResult | None:
-    """One token request, an activity of its own (DecisionPath.redeem False); its sealed tokens
-    go to validate_tokens. Shielded from cancellation (_shielded); None if the OP stayed
-    unreachable."""
+    """One token request as an activity of its own; None if the OP stayed unreachable.
+
+    The generation of DecisionPath.redeem False: its sealed tokens go to validate_tokens.
+    Shielded from cancellation (_shielded)."""
     handle = workflow.start_activity_method(
         CibaActivities.request_token,
         request,
@@ -115,8 +118,7 @@ async def request_token(
 
 
 async def validate_tokens(validation: ValidateTokensInput) -> ValidateTokensResult:
-    """The validation of request_token's tokens (DecisionPath.redeem False); raises one of
-    ACTIVITY_FAILED if it could not run."""
+    """The validation of request_token's tokens; one of ACTIVITY_FAILED if it could not run."""
     return await workflow.execute_activity_method(
         CibaActivities.validate_tokens,
         validation,
@@ -127,6 +129,7 @@ async def validate_tokens(validation: ValidateTokensInput) -> ValidateTokensResu
 
 async def revoke_tokens(revocation: RevokeTokensInput) -> None:
     """RFC 7009: sealed tokens nobody will use (rejected, or brought back after a cancellation).
+
     Best effort: a failure is logged; the tokens expire unused at the OP."""
     try:
         await workflow.execute_activity_method(
@@ -140,8 +143,9 @@ async def revoke_tokens(revocation: RevokeTokensInput) -> None:
 
 
 async def revoke_access_token(revocation: RevokeAccessTokenInput) -> None:
-    """RFC 7009, from workflow code: an approved access token nobody will use. Best effort: a
-    failure is logged; the token expires unused at the OP."""
+    """RFC 7009, from workflow code: an approved access token nobody will use.
+
+    Best effort: a failure is logged; the token expires unused at the OP."""
     try:
         await workflow.execute_activity_method(
             CibaActivities.revoke_access_token,
@@ -160,8 +164,9 @@ async def record_decision(
     binding: RequestBinding | None = None,
     sealed_id_token: str | None = None,
 ) -> None:
-    """Write the decision record of `outcome` (temporal_ciba.records), from workflow code: a
-    local activity (one marker event, no task queue round trip) that writes it exactly once
+    """Write the decision record of `outcome` (temporal_ciba.records), from workflow code.
+
+    A local activity (one marker event, no task queue round trip) that writes it exactly once
     however often it runs. Every approval calls it before returning its outcome; a decision
     taken without asking anyone (a policy that lets the action through) calls it too. A
     cancellation that arrives meanwhile waits for the write, then goes on."""
@@ -206,9 +211,10 @@ def _token_request_retry(interval: float) -> RetryPolicy:
 
 
 async def _shielded(handle: Awaitable[T], keep_late: Callable[[T], None]) -> T | None:
-    """A token request's result, shielded from cancellation: one that comes back after the
-    approval was cancelled goes to `keep_late` (its tokens are to be revoked, not dropped), then
-    the cancellation goes on. None if the OP stayed unreachable."""
+    """A token request's result, shielded from cancellation; None if the OP stayed unreachable.
+
+    One that comes back after the approval was cancelled goes to `keep_late` (its tokens are to
+    be revoked, not dropped), then the cancellation goes on."""
     try:
         return await asyncio.shield(handle)
     except asyncio.CancelledError:

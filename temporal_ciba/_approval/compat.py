@@ -1,5 +1,4 @@
-"""Compatibility with histories recorded by older workflow code: every patch id, what it gates,
-and when it may go.
+"""Compatibility with recorded histories: every patch id, what it gates, and when it may go.
 
 A worker replays the history of every approval it picks up, so a change in the commands the
 workflow makes is gated by `workflow.patched(ID)`: a run recorded without the marker takes the
@@ -36,8 +35,9 @@ RECORD_PATCH = "decision-record"
 
 @dataclass(frozen=True)
 class DecisionPath:
-    """Which generation of the decision an approval runs: False only for a CibaApprovalWorkflow
-    run recorded without REDEEM_PATCH, so that it goes on making the commands it made.
+    """Which generation of the decision an approval runs, so a recorded run keeps its commands.
+
+    redeem is False only for a CibaApprovalWorkflow run recorded without REDEEM_PATCH.
 
     redeem=True: the send and the redeem (one step that requests and validates the tokens) are
     local activities (no sealed token response in history, no task queue round trips); a ping or

@@ -1,6 +1,7 @@
-"""What the callback service tells an approval: pings (CIBA §10.2) and pushes (CIBA §10.3),
-each verified by the callback's bearer check, checked here against the approval's run chain,
-auth_req_id and delivery mode.
+"""An approval's inbox: the pings (CIBA §10.2) and pushes (CIBA §10.3) the callback signals.
+
+Each was verified by the callback's bearer check; here it is checked against the approval's run
+chain, auth_req_id and delivery mode.
 
 A notice can overtake the send activity's result (the OP answers the user before the workflow
 records the auth_req_id): on the redeem path a few such early notices are kept, and the one for
@@ -22,8 +23,9 @@ MAX_EARLY_NOTICES = 8
 
 
 class Inbox:
-    """One approval's notifications: whether a ping asks for the token now (`notified`), and the
-    push that ends the wait (`pushed`, the first that fits wins)."""
+    """One approval's notifications: a ping that asks for the token now, a push that ends the wait.
+
+    `notified` is set by a fitting ping; `pushed` holds the first fitting push."""
 
     def __init__(self, path: DecisionPath, *, notified: bool) -> None:
         self._path = path
@@ -64,8 +66,7 @@ class Inbox:
             self.pushed = delivery
 
     def sent(self, auth_req_id: str, delivery_mode: DeliveryMode) -> None:
-        """The request for `auth_req_id` is pending: an early notice for it counts now, the
-        others are dropped."""
+        """The request for `auth_req_id` is pending: an early notice for it counts now, others go."""
         if auth_req_id in self._early_notices and delivery_mode == "ping":
             self.notified = True
         if delivery_mode == "push":

@@ -1,5 +1,4 @@
-"""One approval's state machine, in workflow code: send the request, wait, redeem, and end with
-an outcome.
+"""One approval's state machine, in workflow code: send, wait, redeem, and end with an outcome.
 
     send the backchannel request ──▶ wait (timer, or a notification) ──▶ redeem: request the
           ▲                                                               token and validate it
@@ -70,8 +69,10 @@ class Holder:
 
 
 class Approval:
-    """One approval, from its request to its outcome, in the workflow that hosts it; the host
-    routes the callback's signals to `notify` and `deliver` and answers its query with `state`."""
+    """One approval, from its request to its outcome, in the workflow that hosts it.
+
+    The host routes the callback's signals to `notify` and `deliver` and answers its query with
+    `state`."""
 
     def __init__(
         self,
@@ -120,9 +121,10 @@ class Approval:
     # The process ------------------------------------------------------------------------------------
 
     async def run(self) -> ApprovalOutcome:
-        """The outcome, once its decision record is written (unless the history says not to:
-        compat.RECORD_PATCH). Whether to record is in the send activity's result, already in
-        history; an outcome reached before any answer asks the patch."""
+        """The outcome, once its decision record is written.
+
+        Whether to record is in the send activity's result, already in history; an outcome
+        reached before any answer asks the patch (compat.RECORD_PATCH)."""
         outcome = await self._decide()
         if self._records if self._records is not None else workflow.patched(RECORD_PATCH):
             await self._record(outcome)
@@ -263,9 +265,10 @@ class Approval:
                 self._continue_as_new(pending)
 
     async def _pace_notified_request(self, pending: PendingState, spacing: float) -> bool:
-        """A ping asks for the token at once, but never sooner than `spacing` after the last
-        request (CIBA §7.3), however many pings (or replayed ones) arrive; False if the
-        deadline passes first."""
+        """Wait until a pinged token request may go; False if the deadline passes first.
+
+        A ping asks for the token at once, but never sooner than `spacing` after the last request
+        (CIBA §7.3), however many pings (or replayed ones) arrive."""
         if pending.last_token_request_at is None:
             return True
         wait = (pending.last_token_request_at + timedelta(seconds=spacing) - workflow.now()).total_seconds()
@@ -289,8 +292,9 @@ class Approval:
         return delay
 
     async def _redeem(self, pending: PendingState, interval: float) -> RedeemResult | None:
-        """One token request and its validation (calls.redeem). An approved access token that
-        comes back after a cancellation is kept to be revoked. None if the OP stayed unreachable."""
+        """One token request and its validation (calls.redeem); None if the OP stayed unreachable.
+
+        An approved access token that comes back after a cancellation is kept to be revoked."""
         remaining = pending.deadline - workflow.now()
         redemption = RedeemInput(
             binding=pending.binding,
@@ -311,9 +315,10 @@ class Approval:
         return self._approved(pending, result.approval, result.sealed_access_token, result.sealed_id_token)
 
     async def _request_token(self, pending: PendingState, interval: float) -> TokenRequestResult | None:
-        """One token request, its validation to follow (DecisionPath.redeem False). Tokens it
-        brings back after a cancellation are kept to be revoked, not dropped. None if the OP
-        stayed unreachable."""
+        """One token request, its validation to follow; None if the OP stayed unreachable.
+
+        The generation of DecisionPath.redeem False. Tokens it brings back after a cancellation
+        are kept to be revoked, not dropped."""
         remaining = pending.deadline - workflow.now()
 
         def keep_late(late: TokenRequestResult) -> None:
@@ -324,8 +329,9 @@ class Approval:
         return await calls.request_token(request, remaining=remaining, interval=interval, keep_late=keep_late)
 
     async def _accept_push(self, pending: PendingState, delivery: PushDelivery) -> ApprovalOutcome:
-        """Pushed tokens are validated with the push rules (the binding's mode is push); a
-        pushed error is the outcome (CIBA §12)."""
+        """The outcome of a push: its tokens validated, or its error (CIBA §12).
+
+        Pushed tokens are validated with the push rules (the binding's mode is push)."""
         if delivery.sealed_tokens is not None:
             return await self._validate(pending, delivery.sealed_tokens)
         error = delivery.error or "transaction_failed"

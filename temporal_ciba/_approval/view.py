@@ -1,6 +1,8 @@
-"""What operators see of an approval: the `status` query's state, the search attributes, the
-current details (Markdown) and a log line per change, and the static summary and details an
-approval carries from its start, readable with no worker running.
+"""What operators see of an approval, live and from its start.
+
+Live: the `status` query's state, the search attributes, the current details (Markdown) and a
+log line per change. From its start: the static summary and details, readable with no worker
+running.
 
 Any RFC 9396 `authorization_details` is shown generically, its type and then its fields (nested
 objects as dotted paths), so the core knows no application's detail types; an application that
@@ -58,14 +60,16 @@ def describe_authorization_details(details: list[dict[str, Any]]) -> list[str]:
 
 
 def static_summary(request: ApprovalRequest) -> str:
-    """The one line the Temporal UI's workflow list shows for an approval (its static summary),
-    set when the approval starts and readable with no worker running."""
+    """The one line the Temporal UI's workflow list shows for an approval (its static summary).
+
+    Set when the approval starts, and readable with no worker running."""
     return f"CIBA approval: {code(request.binding_message)} for {code(request.approver)}"
 
 
 def static_details(request: ApprovalRequest) -> str:
-    """Markdown for the static details: what was asked of whom, fixed at start (the current
-    details, from the workflow, add the live state)."""
+    """Markdown for the static details: what was asked of whom, fixed at start.
+
+    The current details, from the workflow, add the live state."""
     lines = [f"**CIBA approval** asked of {code(request.approver)}:", f"> {code(request.binding_message)}", ""]
     if request.summary:
         lines += [f"- {code(line)}" for line in request.summary]

@@ -1,5 +1,7 @@
-"""What the approval's activities take and return (temporal_ciba._activities): one input and
-one result per activity. Recorded in history: extend, never rename. Tokens travel sealed.
+"""What the approval's activities (temporal_ciba._activities) take and return.
+
+One input and one result per activity. Recorded in history: extend, never rename. Tokens travel
+sealed.
 """
 
 from __future__ import annotations
@@ -62,9 +64,10 @@ class RedeemInput(BaseModel):
 
 
 class RedeemResult(BaseModel):
-    """The token endpoint's answer, validated: only the claims, the access token (sealed for the
-    holder and the action) and the ID token (sealed, the evidence for the decision record) leave
-    the activity; any refresh token never does."""
+    """The token endpoint's answer, validated; no token leaves the activity in clear.
+
+    Only the claims, the access token (sealed for the holder and the action) and the ID token
+    (sealed, the evidence for the decision record) leave the activity; a refresh token never does."""
 
     kind: Literal["approved", "rejected", "pending", "slow_down", "retry_later", "failed"]
     approval: ValidatedApproval | None = None

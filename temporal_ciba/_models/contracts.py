@@ -1,5 +1,7 @@
-"""The public contracts of an approval: what to ask (ApprovalRequest), how it waits
-(PollingPolicy), how it ended (ApprovalOutcome) and where it stands (ApprovalState).
+"""The public contracts of an approval: what to ask, how it waits, how it ended, where it stands.
+
+ApprovalRequest, PollingPolicy, ApprovalOutcome (with PolicyDecision and ApproverClaims) and
+ApprovalState.
 
 They are in every approval's history and in the README: extend them with optional fields,
 never rename a class or a field. No model here carries a token in clear: tokens travel sealed
@@ -97,8 +99,9 @@ class ApprovalRequest(BaseModel):
 
     @property
     def code(self) -> str | None:
-        """The binding code: binding_code, else the first 4 base32 characters of action_digest
-        (what the example agents and temporal_ciba.agents print beside the message)."""
+        """The binding code: binding_code, else the first 4 base32 characters of action_digest.
+
+        What the example agents and temporal_ciba.agents print beside the message."""
         if self.binding_code is not None or self.action_digest is None:
             return self.binding_code
         return base64.b32encode(bytes.fromhex(self.action_digest)[:3]).decode()[:4]

@@ -1,5 +1,6 @@
-"""What the callback service signals to an approval: a verified ping (CIBA §10.2) or push
-(CIBA §10.3). Recorded in history: extend, never rename. Pushed tokens travel sealed.
+"""What the callback service signals: a verified ping (CIBA §10.2) or push (CIBA §10.3).
+
+Recorded in history: extend, never rename. Pushed tokens travel sealed.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""The input of CibaApprovalWorkflow: the request, and what a run hands the next when it
-continues as new (PendingState). Recorded in history: extend, never rename.
+"""The input of CibaApprovalWorkflow: the request, and what a run hands the next.
+
+A run that continues as new hands on its PendingState. Recorded in history: extend, never rename.
 """
 
 from __future__ import annotations
