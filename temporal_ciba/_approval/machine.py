@@ -415,7 +415,15 @@ class Approval:
     # What operators see (view.py) ---------------------------------------------------------------
 
     def _show(self, status: ApprovalPhase, reason: str | None = None) -> None:
-        view.show(self.state, status, pending=self._pending, path=self._path, reason=reason)
+        """One state change: what operators see (view.show), and one log line."""
+        view.show(self.state, status, pending=self._pending, path=self._path)
+        auth_req_id = self._pending.auth_req_id if self._pending else None
+        workflow.logger.info(
+            "approval %s%s",
+            status,
+            f": {reason}" if reason else "",
+            extra={"ciba_status": status, "auth_req_id": auth_req_id},
+        )
 
     def _finish(
         self, status: OutcomeStatus, *, reason: str, error: str | None = None, **claims: Any

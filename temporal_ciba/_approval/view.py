@@ -1,8 +1,7 @@
 """What operators see of an approval, live and from its start.
 
-Live: the `status` query's state, the search attributes, the current details (Markdown) and a
-log line per change. From its start: the static summary and details, readable with no worker
-running.
+Live: the `status` query's state, the search attributes and the current details (Markdown).
+From its start: the static summary and details, readable with no worker running.
 
 Any RFC 9396 `authorization_details` is shown generically, its type and then its fields (nested
 objects as dotted paths), so the core knows no application's detail types; an application that
@@ -100,15 +99,8 @@ def show_pending(state: ApprovalState, pending: PendingState) -> None:
     state.runs = pending.runs
 
 
-def show(
-    state: ApprovalState,
-    status: ApprovalPhase,
-    *,
-    pending: PendingState | None,
-    path: DecisionPath,
-    reason: str | None = None,
-) -> None:
-    """One state change: the status query, the search attributes, the current details, one log line.
+def show(state: ApprovalState, status: ApprovalPhase, *, pending: PendingState | None, path: DecisionPath) -> None:
+    """One state change: the status query, the search attributes and the current details.
 
     On the redeem path the passing phases (requesting, validating) reach only the query and
     the details: the search attributes change twice, when the request is pending and at the end.
@@ -117,13 +109,6 @@ def show(
     if not (path.redeem and status in ("requesting", "validating")):
         _upsert(status, pending)
     workflow.set_current_details(current_details(state))
-    auth_req_id = pending.auth_req_id if pending else None
-    workflow.logger.info(
-        "approval %s%s",
-        status,
-        f": {reason}" if reason else "",
-        extra={"ciba_status": status, "auth_req_id": auth_req_id},
-    )
 
 
 def _upsert(status: ApprovalPhase, pending: PendingState | None) -> None:
