@@ -85,3 +85,14 @@ def test_the_static_details_prefer_the_application_s_summary() -> None:
         "- `reset account ACC-1`",
         "- scope `openid`",
     ]
+
+
+def test_values_and_details_at_the_limit_are_shown_whole() -> None:
+    assert code("a" * MAX_VALUE_CHARS) == f"`{'a' * MAX_VALUE_CHARS}`"
+    detail = {"type": "bulk", **{f"f{i}": i for i in range(MAX_FIELDS_PER_DETAIL)}}
+    lines = describe_authorization_details([detail])
+    assert len(lines) == 1 + MAX_FIELDS_PER_DETAIL and not lines[-1].startswith("  - …")
+
+
+def test_a_detail_without_a_type_is_shown_as_unknown() -> None:
+    assert describe_authorization_details([{"account": "ACC-1"}]) == ["- `?`", "  - `account`: `ACC-1`"]
