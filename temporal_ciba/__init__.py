@@ -19,14 +19,18 @@ from temporalio import workflow
 # pass through instead of being re-imported, and the sandbox never sees their I/O imports.
 with workflow.unsafe.imports_passed_through():
     from temporal_ciba._activities import CibaActivities
+    from temporal_ciba._grant import GrantRefused, idempotency_key, open_access_token
     from temporal_ciba._models import (
         ApprovalOutcome,
         ApprovalRequest,
         ApprovalState,
+        ApproverClaims,
         OutcomeStatus,
+        PolicyDecision,
         PollingPolicy,
     )
     from temporal_ciba._plugin import CibaPlugin, with_encryption
+    from temporal_ciba._policy import ApprovalPolicy, PolicyAction, PolicyRule
     from temporal_ciba._search_attributes import (
         CIBA_AUTH_REQ_ID,
         CIBA_DEADLINE,
@@ -35,24 +39,31 @@ with workflow.unsafe.imports_passed_through():
         ensure_search_attributes,
     )
     from temporal_ciba._settings import ConfigError, OPSettings, TokenKeySettings, WorkerSettings, load_settings
-    from temporal_ciba._workflow import CibaApprovalWorkflow, require_approval
+    from temporal_ciba._workflow import WORKER_POLICY, CibaApprovalWorkflow, require_approval
     from temporal_ciba.crypto import AesGcmCodec, PayloadDecryptionError, SealError, TokenSealer, access_token_context
 
 __all__ = [
     "CIBA_AUTH_REQ_ID",
     "CIBA_DEADLINE",
     "CIBA_STATUS",
+    "WORKER_POLICY",
     "AesGcmCodec",
     "ApprovalOutcome",
+    "ApprovalPolicy",
     "ApprovalRequest",
     "ApprovalState",
+    "ApproverClaims",
     "CibaActivities",
     "CibaApprovalWorkflow",
     "CibaPlugin",
     "ConfigError",
+    "GrantRefused",
     "OPSettings",
     "OutcomeStatus",
     "PayloadDecryptionError",
+    "PolicyAction",
+    "PolicyDecision",
+    "PolicyRule",
     "PollingPolicy",
     "SealError",
     "SearchAttributesMissing",
@@ -61,7 +72,9 @@ __all__ = [
     "WorkerSettings",
     "access_token_context",
     "ensure_search_attributes",
+    "idempotency_key",
     "load_settings",
+    "open_access_token",
     "require_approval",
     "with_encryption",
 ]

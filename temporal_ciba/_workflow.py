@@ -6,8 +6,8 @@
                                                  short waits (about 15 events, one workflow task
                                                  from the ping to the caller's next line)
 
-Either way the same state machine (temporal_ciba._approval) runs, with the same outcome, search
-attributes, status query and current details, on the workflow it runs in.
+Either way the same state machine (temporal_ciba._approval) runs, with the same outcome,
+search attributes, status query and current details, on the workflow it runs in.
 """
 
 from __future__ import annotations
@@ -21,7 +21,15 @@ from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from temporal_ciba._approval import PING_PACING_PATCH, Approval, DecisionPath, Holder, record_decision
+    from temporal_ciba._approval import (
+        REDEEM_PATCH,
+        Approval,
+        DecisionPath,
+        Holder,
+        record_decision,
+        static_details,
+        static_summary,
+    )
     from temporal_ciba._models import (
         ApprovalOutcome,
         ApprovalRequest,
@@ -33,14 +41,11 @@ with workflow.unsafe.imports_passed_through():
     )
     from temporal_ciba._policy import NO_POLICY, ApprovalPolicy, PolicyAction, PolicyError
     from temporal_ciba._quorum import quorum_deadline, run_quorum
-    from temporal_ciba._rendering import static_details, static_summary
     from temporal_ciba._search_attributes import CIBA_STATUS
 
 __all__ = [
     "DELIVER_SIGNAL",
     "NOTIFY_SIGNAL",
-    "PING_PACING_PATCH",
-    "REDEEM_PATCH",
     "STATUS_QUERY",
     "WORKER_POLICY",
     "CibaApprovalWorkflow",
@@ -48,9 +53,6 @@ __all__ = [
     "worker_approval_policy",
 ]
 
-# New runs of CibaApprovalWorkflow take the redeem path (temporal_ciba._approval.DecisionPath);
-# runs recorded before it replay on the old one.
-REDEEM_PATCH = "redeem-decision-path"
 # What the callback service signals, and the query operators read; on CibaApprovalWorkflow and
 # on any workflow with an inline approval (namespaced: the caller's own handlers stay its own).
 NOTIFY_SIGNAL = "ciba.notify"
@@ -94,7 +96,7 @@ class CibaApprovalWorkflow:
         """Push (CIBA §10.3), its bearer verified by the callback service: the tokens or an error."""
         self._approval.deliver(delivery)
 
-    # The names an older callback signals; recorded histories carry them.
+    # The unprefixed names, which recorded histories carry (temporal_ciba._approval.compat).
     @workflow.signal
     def notify(self, notice: PingNotice) -> None:
         self._approval.notify(notice)
@@ -161,8 +163,9 @@ POLICY_WAIT = timedelta(minutes=10)
 
 
 async def worker_approval_policy() -> ApprovalPolicy:
-    """The worker's policy file as it is now, through the local activity `ciba.approval_policy`:
-    its result is recorded in history, so a replay evaluates the policy the first run saw, and a
+    """The worker's policy file as it is now, through the local activity `ciba.approval_policy`.
+
+    Its result is recorded in history, so a replay evaluates the policy the first run saw, and a
     new decision sees the operator's latest edit. A FailureError if the worker has none (an
     ApplicationError of type NO_POLICY, alone or as an ActivityError's cause)."""
     return await workflow.execute_local_activity(

@@ -84,9 +84,9 @@ def _outcome_line(outcome: Any) -> str:
 
 async def request(args: argparse.Namespace) -> int:
     """`temporal-ciba request`: start an approval, print its workflow id, and with --wait its outcome."""
+    from temporal_ciba._approval import static_details, static_summary
     from temporal_ciba._models import ApprovalWorkflowInput
     from temporal_ciba._programs.connect import connect
-    from temporal_ciba._rendering import static_details, static_summary
     from temporal_ciba._workflow import CibaApprovalWorkflow
 
     approval = approval_request_from_args(args)

@@ -18,8 +18,8 @@ from temporalio.client import WorkflowHandle
 from temporalio.converter import DataConverter, decode_typed_search_attributes
 from temporalio.testing import WorkflowEnvironment
 
+from temporal_ciba._approval import static_details, static_summary
 from temporal_ciba._models import ApprovalOutcome, ApprovalRequest
-from temporal_ciba._rendering import static_details, static_summary
 from temporal_ciba._search_attributes import CIBA_STATUS
 from temporal_ciba._workflow import require_approval
 from temporal_ciba.crypto._codec import AesGcmCodec

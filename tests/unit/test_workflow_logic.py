@@ -27,6 +27,7 @@ from temporalio.worker import Interceptor, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from temporal_ciba._activities import Redemptions
+from temporal_ciba._approval import code, describe_authorization_details
 from temporal_ciba._models import (
     ApprovalOutcome,
     ApprovalRequest,
@@ -47,7 +48,6 @@ from temporal_ciba._models import (
     ValidateTokensResult,
 )
 from temporal_ciba._plugin import PASSTHROUGH_MODULES
-from temporal_ciba._rendering import code, describe_authorization_details
 from temporal_ciba._search_attributes import CIBA_AUTH_REQ_ID, CIBA_DEADLINE, CIBA_STATUS
 from temporal_ciba._workflow import CibaApprovalWorkflow, require_approval
 from temporal_ciba.ciba import RequestBinding, TransportError

@@ -1,7 +1,11 @@
-"""The typed inputs and outputs of the approval workflow and its activities (pydantic).
+"""The public contracts of an approval: what to ask, how it waits, how it ended, where it stands.
 
-`ApprovalRequest` and `ApprovalOutcome` are public contracts (see the README): extend them,
-never rename. No model here carries a token in clear: tokens travel sealed (temporal_ciba.crypto._sealing).
+ApprovalRequest, PollingPolicy, ApprovalOutcome (with PolicyDecision and ApproverClaims) and
+ApprovalState.
+
+They are in every approval's history and in the README: extend them with optional fields,
+never rename a class or a field. No model here carries a token in clear: tokens travel sealed
+(temporal_ciba.crypto).
 """
 
 from __future__ import annotations
@@ -12,14 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from temporal_ciba.ciba import (
-    AuthenticationRequest,
-    AuthorizationDetails,
-    DeliveryMode,
-    RequestBinding,
-    Secret,
-    ValidatedApproval,
-)
+from temporal_ciba.ciba import AuthenticationRequest, AuthorizationDetails, Secret
 
 OutcomeStatus = Literal["approved", "denied", "expired", "cancelled", "rejected", "error"]
 ApprovalPhase = Literal["requesting", "pending", "validating"] | OutcomeStatus
@@ -102,8 +99,9 @@ class ApprovalRequest(BaseModel):
 
     @property
     def code(self) -> str | None:
-        """The binding code: binding_code, else the first 4 base32 characters of action_digest
-        (what the example agents and temporal_ciba.agents print beside the message)."""
+        """The binding code: binding_code, else the first 4 base32 characters of action_digest.
+
+        What the example agents and temporal_ciba.agents print beside the message."""
         if self.binding_code is not None or self.action_digest is None:
             return self.binding_code
         return base64.b32encode(bytes.fromhex(self.action_digest)[:3]).decode()[:4]
@@ -129,7 +127,7 @@ class ApprovalRequest(BaseModel):
 
 
 class PolicyDecision(BaseModel):
-    """What the approval policy decided for an action, and why (issue 13)."""
+    """What the approval policy decided for an action, and why."""
 
     model_config = ConfigDict(frozen=True)
     rule: str  # the name of the policy rule that matched
@@ -183,7 +181,7 @@ class ApprovalOutcome(BaseModel):
     decided_at: datetime
     # The access token, sealed for the approved action's activity; never shown by the CLI.
     sealed_access_token: str | None = Field(default=None, repr=False)
-    # What the approval policy decided, where one was used (issue 13).
+    # What the approval policy decided, where one was used.
     policy: PolicyDecision | None = None
     # A quorum: every approver's own outcome and claims; the fields above are those of the
     # approval whose access token this outcome carries.
@@ -207,30 +205,6 @@ class ApprovalOutcome(BaseModel):
         return self.model_dump(mode="json", exclude={"sealed_access_token"})
 
 
-class PendingState(BaseModel):
-    """What a run hands to the next when it continues as new."""
-
-    auth_req_id: str
-    binding: RequestBinding
-    requested_at: datetime
-    deadline: datetime
-    interval_seconds: float
-    polls: int = 0
-    runs: int = 1
-    notified: bool = False
-    # When the last token request ended: the next one waits the interval, ping or no ping.
-    last_token_request_at: datetime | None = None
-    # A lost grant was already answered by asking again (ApprovalRequest.on_lost_grant).
-    asked_again: bool = False
-    # SendRequestResult.records, carried into the next run.
-    records: bool = False
-
-
-class ApprovalWorkflowInput(BaseModel):
-    request: ApprovalRequest
-    resume: PendingState | None = None
-
-
 class ApprovalState(BaseModel):
     """The `status` query: the same state the search attributes and current details show."""
 
@@ -251,128 +225,3 @@ class ApprovalState(BaseModel):
     interval_seconds: float | None = None
     runs: int = 1
     outcome: ApprovalOutcome | None = None
-
-
-# Activity inputs and results -----------------------------------------------------------------
-
-
-class SendRequestInput(BaseModel):
-    request: ApprovalRequest
-    workflow_id: str
-    # The first run of the approval's run chain: the notification token names it.
-    first_run_id: str
-
-
-class SendRequestResult(BaseModel):
-    """The acknowledgement and the request binding, or why the OP refused the request."""
-
-    auth_req_id: str | None = None
-    expires_in: int | None = None
-    interval: int | None = None
-    binding: RequestBinding | None = None
-    delivery_mode: DeliveryMode = "poll"
-    error: str | None = None
-    reason: str | None = None
-    # The binding message as sent, fitted to the OP's rule (it may be shorter than the one asked).
-    binding_message_sent: str | None = None
-    # The approval writes a decision record of its outcome (temporal_ciba.records). True from
-    # every worker since records exist; histories from before them say nothing, so they replay
-    # without the record's step. A result in history, not a patch: no marker, no upsert.
-    records: bool = False
-
-
-class TokenRequestInput(BaseModel):
-    auth_req_id: str
-
-
-class TokenRequestResult(BaseModel):
-    """One answer of the token endpoint (CIBA §10.1, §11), tokens sealed."""
-
-    kind: Literal["granted", "pending", "slow_down", "retry_later", "failed"]
-    sealed_tokens: str | None = Field(default=None, repr=False)
-    retry_after_seconds: float | None = None
-    error: str | None = None
-    reason: str | None = None
-
-
-class RedeemInput(BaseModel):
-    """One token request and, when the tokens come, their validation (CIBA §10.1, §10.3.1)."""
-
-    binding: RequestBinding
-    # Who may use the approved access token (see ValidateTokensInput).
-    holder_workflow_id: str
-    holder_run_id: str
-    action_digest: str | None = None
-
-
-class RedeemResult(BaseModel):
-    """The token endpoint's answer, validated: only the claims, the access token (sealed for the
-    holder and the action) and the ID token (sealed, the evidence for the decision record) leave
-    the activity; any refresh token never does."""
-
-    kind: Literal["approved", "rejected", "pending", "slow_down", "retry_later", "failed"]
-    approval: ValidatedApproval | None = None
-    sealed_access_token: str | None = Field(default=None, repr=False)
-    # crypto.sealing.id_token_context: opens only in the approval workflow, to be recorded.
-    sealed_id_token: str | None = Field(default=None, repr=False)
-    retry_after_seconds: float | None = None
-    # How long a pending answer took (the worker's clock): the next poll's timer is shorter by
-    # as much, so requests start an interval apart rather than an interval plus a round trip.
-    request_seconds: float | None = None
-    error: str | None = None
-    reason: str | None = None
-
-
-class RevokeAccessTokenInput(BaseModel):
-    """An approved access token nobody will use (the approval was cancelled while it came)."""
-
-    sealed_access_token: str = Field(repr=False)
-    auth_req_id: str
-    action_digest: str | None = None
-    holder_workflow_id: str
-    holder_run_id: str
-
-
-class ValidateTokensInput(BaseModel):
-    sealed_tokens: str = Field(repr=False)
-    binding: RequestBinding
-    # Who may use the approved access token: the workflow run that asked for the approval (the
-    # approval workflow's parent, as the server reports it), for this action only.
-    holder_workflow_id: str
-    holder_run_id: str
-    action_digest: str | None = None
-
-
-class ValidateTokensResult(BaseModel):
-    approval: ValidatedApproval | None = None
-    sealed_access_token: str | None = Field(default=None, repr=False)
-    sealed_id_token: str | None = Field(default=None, repr=False)
-    error: str | None = None
-    reason: str | None = None
-
-
-class RevokeTokensInput(BaseModel):
-    sealed_tokens: str = Field(repr=False)
-    auth_req_id: str
-
-
-# Signals from the callback service (CIBA §10.2 ping, §10.3 push) --------------------------------
-
-
-class PingNotice(BaseModel):
-    """A ping whose bearer the callback verified: the OP has a decision for this auth_req_id."""
-
-    auth_req_id: str
-    # The run chain the bearer names; the workflow checks it is its own (None: an older callback
-    # that checked it itself before signalling).
-    first_run_id: str | None = None
-
-
-class PushDelivery(BaseModel):
-    """A verified push: the sealed token response, or the error the OP pushed (CIBA §12)."""
-
-    auth_req_id: str
-    sealed_tokens: str | None = Field(default=None, repr=False)
-    error: str | None = None
-    error_description: str | None = None
-    first_run_id: str | None = None

@@ -1,0 +1,50 @@
+"""Compatibility with recorded histories: every patch id, what it gates, and when it may go.
+
+A worker replays the history of every approval it picks up, so a change in the commands the
+workflow makes is gated by `workflow.patched(ID)`: a run recorded without the marker takes the
+old branch, a new run the new one. tests/replay/cases.py keeps (KEPT) the histories recorded
+before each patch, and tests/replay replays them.
+
+Retiring a patch: once no run that started before it can still be open (an approval ends by
+its deadline; an inline approval lives in its caller's workflow, which may run longer), delete
+its old branch, turn `workflow.patched(ID)` into `workflow.deprecate_patch(ID)`, and remove its
+KEPT histories from tests/replay/cases.py with it; drop the deprecate call once no run that
+recorded the marker can still be open.
+
+Compatibility that needs no patch, because the history itself says which way to go:
+`SendRequestResult.records` (False in a history without decision records), `PingNotice` and
+`PushDelivery` without a `first_run_id` (a callback that checked the run chain itself), and the
+unprefixed `notify` and `deliver` signals of CibaApprovalWorkflow (an older callback's names).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Gates the redeem decision path of CibaApprovalWorkflow (DecisionPath.redeem): checked once, when
+# the run starts. Inline approvals always take it. KEPT: `*.before-redeem-decision-path`.
+REDEEM_PATCH = "redeem-decision-path"
+# Gates the pacing of pings: a ping's token request waits until the interval has passed since the
+# last request (CIBA §7.3), however many pings arrive. KEPT: none of its own.
+PING_PACING_PATCH = "ping-pacing"
+# Gates the decision record for an outcome reached before the send activity answered (an expired
+# policy deadline, a cancellation); once it answered, SendRequestResult.records says whether to
+# record, without a marker. KEPT: `*.before-decision-record`.
+RECORD_PATCH = "decision-record"
+
+
+@dataclass(frozen=True)
+class DecisionPath:
+    """Which generation of the decision an approval runs, so a recorded run keeps its commands.
+
+    redeem is False only for a CibaApprovalWorkflow run recorded without REDEEM_PATCH.
+
+    redeem=True: the send and the redeem (one step that requests and validates the tokens) are
+    local activities (no sealed token response in history, no task queue round trips); a ping or
+    push for an auth_req_id not yet recorded is kept (machine.Approval's inbox); two
+    search-attribute upserts (pending, outcome) instead of one per phase; the fallback poll of
+    ping and push mode is jittered. redeem=False: the send, the token request and the validation
+    are activities of their own.
+    """
+
+    redeem: bool

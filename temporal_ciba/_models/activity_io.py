@@ -1,0 +1,115 @@
+"""What the approval's activities (temporal_ciba._activities) take and return.
+
+One input and one result per activity. Recorded in history: extend, never rename. Tokens travel
+sealed.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from temporal_ciba._models.contracts import ApprovalRequest
+from temporal_ciba.ciba import DeliveryMode, RequestBinding, ValidatedApproval
+
+
+class SendRequestInput(BaseModel):
+    request: ApprovalRequest
+    workflow_id: str
+    # The first run of the approval's run chain: the notification token names it.
+    first_run_id: str
+
+
+class SendRequestResult(BaseModel):
+    """The acknowledgement and the request binding, or why the OP refused the request."""
+
+    auth_req_id: str | None = None
+    expires_in: int | None = None
+    interval: int | None = None
+    binding: RequestBinding | None = None
+    delivery_mode: DeliveryMode = "poll"
+    error: str | None = None
+    reason: str | None = None
+    # The binding message as sent, fitted to the OP's rule (it may be shorter than the one asked).
+    binding_message_sent: str | None = None
+    # Whether the approval writes a decision record of its outcome (temporal_ciba.records): the
+    # send activity always says True; a history without records has False (the default) and
+    # replays without the record's step. A result in history, not a patch: no marker.
+    records: bool = False
+
+
+class TokenRequestInput(BaseModel):
+    auth_req_id: str
+
+
+class TokenRequestResult(BaseModel):
+    """One answer of the token endpoint (CIBA §10.1, §11), tokens sealed."""
+
+    kind: Literal["granted", "pending", "slow_down", "retry_later", "failed"]
+    sealed_tokens: str | None = Field(default=None, repr=False)
+    retry_after_seconds: float | None = None
+    error: str | None = None
+    reason: str | None = None
+
+
+class RedeemInput(BaseModel):
+    """One token request and, when the tokens come, their validation (CIBA §10.1, §10.3.1)."""
+
+    binding: RequestBinding
+    # Who may use the approved access token (see ValidateTokensInput).
+    holder_workflow_id: str
+    holder_run_id: str
+    action_digest: str | None = None
+
+
+class RedeemResult(BaseModel):
+    """The token endpoint's answer, validated; no token leaves the activity in clear.
+
+    Only the claims, the access token (sealed for the holder and the action) and the ID token
+    (sealed, the evidence for the decision record) leave the activity; a refresh token never does."""
+
+    kind: Literal["approved", "rejected", "pending", "slow_down", "retry_later", "failed"]
+    approval: ValidatedApproval | None = None
+    sealed_access_token: str | None = Field(default=None, repr=False)
+    # crypto.sealing.id_token_context: opens only in the approval workflow, to be recorded.
+    sealed_id_token: str | None = Field(default=None, repr=False)
+    retry_after_seconds: float | None = None
+    # How long a pending answer took (the worker's clock): the next poll's timer is shorter by
+    # as much, so requests start an interval apart rather than an interval plus a round trip.
+    request_seconds: float | None = None
+    error: str | None = None
+    reason: str | None = None
+
+
+class RevokeAccessTokenInput(BaseModel):
+    """An approved access token nobody will use (the approval was cancelled while it came)."""
+
+    sealed_access_token: str = Field(repr=False)
+    auth_req_id: str
+    action_digest: str | None = None
+    holder_workflow_id: str
+    holder_run_id: str
+
+
+class ValidateTokensInput(BaseModel):
+    sealed_tokens: str = Field(repr=False)
+    binding: RequestBinding
+    # Who may use the approved access token: the workflow run that asked for the approval (the
+    # approval workflow's parent, as the server reports it), for this action only.
+    holder_workflow_id: str
+    holder_run_id: str
+    action_digest: str | None = None
+
+
+class ValidateTokensResult(BaseModel):
+    approval: ValidatedApproval | None = None
+    sealed_access_token: str | None = Field(default=None, repr=False)
+    sealed_id_token: str | None = Field(default=None, repr=False)
+    error: str | None = None
+    reason: str | None = None
+
+
+class RevokeTokensInput(BaseModel):
+    sealed_tokens: str = Field(repr=False)
+    auth_req_id: str
