@@ -55,18 +55,20 @@ RECORDED: dict[str, str] = {
 # re-recording, and list it here with its workflow id). The recorder never rewrites or deletes
 # these; remove one with its patch, once no run started before the change can still be open.
 KEPT: dict[str, str] = {
-    # Recorded before the redeem decision path (workflow.REDEEM_PATCH): separate token request
-    # and validation activities, four search-attribute upserts, a describing callback.
+    # Recorded before the redeem decision path (temporal_ciba._approval.compat.REDEEM_PATCH):
+    # separate token request and validation activities, four search-attribute upserts, a
+    # describing callback.
     **{
         f"{name}.before-redeem-decision-path": workflow_id
         for name, workflow_id in RECORDED.items()
         if name != "payment_agent_inline"
     },
-    # Recorded before decision records (approval.RECORD_PATCH): no ciba.record_decision marker.
+    # Recorded before decision records (temporal_ciba._approval.compat.RECORD_PATCH): no
+    # ciba.record_decision marker.
     **{f"{name}.before-decision-record": workflow_id for name, workflow_id in RECORDED.items()},
-    # Recorded from the workflow code as it stood in single modules (temporal_ciba._approval,
-    # .workflow, .models), before it was split into packages of private modules: a worker on
-    # the package layout must finish every approval that such a worker started.
+    # Recorded from the workflow code laid out in single modules (approval, workflow, models)
+    # rather than packages: a worker on the package layout finishes every approval that a worker
+    # on the module layout started.
     **{f"{name}.before-package-layout": workflow_id for name, workflow_id in RECORDED.items()},
 }
 
