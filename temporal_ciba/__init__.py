@@ -5,7 +5,6 @@
 Layers, each importing only the ones below it:
 
     temporal_ciba._cli                 the `temporal-ciba` command
-    temporal_ciba.example             the payment agent, its resource server, the demo
     temporal_ciba._programs            worker, callback service, codec server, connection, telemetry
     temporal_ciba (this module)       models, settings, activities, workflow, plugin, search attributes
     temporal_ciba.crypto              payload codec, token sealing, notification tokens
@@ -19,6 +18,7 @@ from temporalio import workflow
 # pass through instead of being re-imported, and the sandbox never sees their I/O imports.
 with workflow.unsafe.imports_passed_through():
     from temporal_ciba._activities import CibaActivities
+    from temporal_ciba._grant import GrantRefused, idempotency_key, open_access_token
     from temporal_ciba._models import (
         ApprovalOutcome,
         ApprovalRequest,
@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
         PollingPolicy,
     )
     from temporal_ciba._plugin import CibaPlugin, with_encryption
+    from temporal_ciba._policy import ApprovalPolicy, PolicyAction, PolicyRule
     from temporal_ciba._search_attributes import (
         CIBA_AUTH_REQ_ID,
         CIBA_DEADLINE,
@@ -35,7 +36,7 @@ with workflow.unsafe.imports_passed_through():
         ensure_search_attributes,
     )
     from temporal_ciba._settings import ConfigError, OPSettings, TokenKeySettings, WorkerSettings, load_settings
-    from temporal_ciba._workflow import CibaApprovalWorkflow, require_approval
+    from temporal_ciba._workflow import WORKER_POLICY, CibaApprovalWorkflow, require_approval
     from temporal_ciba.crypto import AesGcmCodec, PayloadDecryptionError, SealError, TokenSealer, access_token_context
 
 __all__ = [
@@ -64,4 +65,11 @@ __all__ = [
     "load_settings",
     "require_approval",
     "with_encryption",
+    "GrantRefused",
+    "idempotency_key",
+    "open_access_token",
+    "ApprovalPolicy",
+    "PolicyAction",
+    "PolicyRule",
+    "WORKER_POLICY",
 ]

@@ -37,12 +37,6 @@ async def test_list_status_typo(temporal_server: DevServer) -> None:
     assert "invalid choice: 'aproved'" in stderr and "Traceback" not in stderr
 
 
-async def test_demo_port_base_out_of_range(temporal_server: DevServer) -> None:
-    code, stdout, stderr = await run_cli(cli_env(temporal_server, "unused"), "demo", "--port-base", "70000")
-    assert code == 2 and stdout == ""
-    assert "--port-base 70000" in one_line(stderr)
-
-
 async def test_workflow_id_in_use_other_key_and_cancel_of_ended(
     temporal_server: DevServer, worker: WorkerSettings, op: TestOP
 ) -> None:

@@ -15,9 +15,7 @@ from temporalio.openai_agents import OpenAIAgentsPlugin
 from temporalio.openai_agents.testing import TestModelProvider
 from temporalio.worker import Worker
 
-from temporal_ciba._plugin import CibaPlugin
-from temporal_ciba._search_attributes import ensure_search_attributes
-from temporal_ciba._settings import OPSettings, TokenKeySettings
+from temporal_ciba import CibaPlugin, OPSettings, TokenKeySettings, ensure_search_attributes
 
 
 async def connect_agents(keys: TokenKeySettings, op: OPSettings, model: Model, **overrides: Any) -> Client:

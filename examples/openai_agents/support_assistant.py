@@ -1,4 +1,4 @@
-"""python -m temporal_ciba.example.support_assistant --holder alice --account-id acct-1042
+"""python -m temporal_ciba_examples.openai_agents.support_assistant --holder alice --account-id acct-1042
 
 The support assistant resets an account once its holder confirmed it on their own device.
 """
@@ -10,10 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 from temporal_ciba.crypto import TokenSealer
-from temporal_ciba.example.scripted_model import ScriptedCall
-from temporal_ciba.example.support import TOOL, SupportActivities, SupportAssistantWorkflow, SupportInput
-from temporal_ciba.example.tool_agent_cli import ToolAgentProgram, main, parser
-from temporal_ciba.example.tool_ledger import ToolLedger
+from temporal_ciba_examples.openai_agents.support import TOOL, SupportActivities, SupportAssistantWorkflow, SupportInput
+from temporal_ciba_examples.shared.scripted_model import ScriptedCall
+from temporal_ciba_examples.shared.tool_agent_cli import ToolAgentProgram, main, parser
+from temporal_ciba_examples.shared.tool_ledger import ToolLedger
 
 
 def activities(sealer: TokenSealer, ledger: ToolLedger) -> list[Callable[..., Any]]:

@@ -1,6 +1,6 @@
 """The payment agent under the amount policy, against a running `temporal-ciba demo`.
 
-    python -m temporal_ciba.example.pay_by_policy --amount 25000.00 [--owner alice] [--treasury bob]
+    python -m temporal_ciba_examples.policy.pay_by_policy --amount 25000.00 [--owner alice] [--treasury bob]
 
 The example policy (policy.toml): under 100 nobody is asked (the example payment API pays only
 with an approved token, so the agent reports the decision and stops); up to 10,000 the owner
@@ -15,17 +15,17 @@ import uuid
 
 from temporalio.client import Client
 
-from temporal_ciba._settings import ConfigError, OPSettings, load_settings
+from temporal_ciba import ConfigError, OPSettings, load_settings
 from temporal_ciba.crypto import TokenSealer
-from temporal_ciba.example.activities import PaymentActivities
-from temporal_ciba.example.agent import PaymentAgentWorkflow
-from temporal_ciba.example.payment import PaymentAction, PaymentAgentInput, PaymentAgentResult
-from temporal_ciba.example.plugin import PaymentAgentSettings, payment_http_client
-from temporal_ciba.example.policy_runner import USE_EXISTING, main, parser, run_under_policy
+from temporal_ciba_examples.payment_agent.activities import PaymentActivities
+from temporal_ciba_examples.payment_agent.models import PaymentAction, PaymentAgentInput, PaymentAgentResult
+from temporal_ciba_examples.payment_agent.plugin import PaymentAgentSettings, payment_http_client
+from temporal_ciba_examples.payment_agent.workflows import PaymentAgentWorkflow
+from temporal_ciba_examples.policy.policy_runner import USE_EXISTING, main, parser, run_under_policy
 
 
 def arguments() -> argparse.ArgumentParser:
-    options = parser("temporal_ciba.example.pay_by_policy", "Pay an invoice as the amount policy says.")
+    options = parser("temporal_ciba_examples.policy.pay_by_policy", "Pay an invoice as the amount policy says.")
     options.add_argument("--amount", required=True, help="e.g. 50.00, 500.00 or 25000.00")
     options.add_argument("--owner", default="alice", help="login_hint of the account owner")
     options.add_argument("--treasury", help="login_hint of the second approver (default: the policy's)")

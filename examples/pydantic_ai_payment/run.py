@@ -1,6 +1,6 @@
 """Run the PydanticAI payment agent once, against a running `temporal-ciba demo`.
 
-    python -m temporal_ciba.example.pay_with_pydantic_ai --approver alice [--amount 120.00 ...]
+    python -m temporal_ciba_examples.pydantic_ai_payment.run --approver alice [--amount 120.00 ...]
 
 It starts its own worker in this process (PydanticAIPlugin and CibaPlugin, the CIBA_* settings of
 README "Configuration" plus CIBA_PAYMENT_API_URL), runs the agent workflow, and prints the
@@ -27,16 +27,13 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.envconfig import ClientConfig
 from temporalio.worker import Worker
 
-from temporal_ciba._models import ApprovalOutcome
-from temporal_ciba._plugin import CibaPlugin
-from temporal_ciba._search_attributes import ensure_search_attributes
-from temporal_ciba._settings import ConfigError, OPSettings, load_settings
+from temporal_ciba import ApprovalOutcome, CibaPlugin, ConfigError, OPSettings, ensure_search_attributes, load_settings
 from temporal_ciba.agents import approval_workflow_id, tool_action_digest
 from temporal_ciba.crypto import TokenSealer
-from temporal_ciba.example.activities import PaymentActivities
-from temporal_ciba.example.payment import PaymentAction
-from temporal_ciba.example.plugin import PaymentAgentSettings, payment_http_client
-from temporal_ciba.example.pydantic_ai_agent import (
+from temporal_ciba_examples.payment_agent.activities import PaymentActivities
+from temporal_ciba_examples.payment_agent.models import PaymentAction
+from temporal_ciba_examples.payment_agent.plugin import PaymentAgentSettings, payment_http_client
+from temporal_ciba_examples.pydantic_ai_payment.workflows import (
     PAY_TOOL,
     PayerDeps,
     PydanticAIPaymentAgentWorkflow,
@@ -50,7 +47,7 @@ PAY_CALL_ID = "pay-1"
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m temporal_ciba.example.pay_with_pydantic_ai",
+        prog="python -m temporal_ciba_examples.pydantic_ai_payment.run",
         description="Pay an invoice through the PydanticAI payment agent, approved by CIBA.",
     )
     parser.add_argument("--approver", required=True, help="login_hint of the person who approves")

@@ -8,11 +8,10 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from temporal_ciba._grant import GrantRefused, idempotency_key, open_access_token
-from temporal_ciba._models import ApprovalOutcome
+from temporal_ciba import ApprovalOutcome, GrantRefused, idempotency_key, open_access_token
 from temporal_ciba.agents import ApprovedToolCall, open_tool_call
 from temporal_ciba.crypto import TokenSealer
-from temporal_ciba.example.payment import (
+from temporal_ciba_examples.payment_agent.models import (
     ExecutePaymentInput,
     PaymentAction,
     PaymentReceipt,

@@ -11,11 +11,11 @@ import httpx
 from pydantic import field_validator
 from temporalio.plugin import SimplePlugin
 
-from temporal_ciba._settings import TokenKeySettings
+from temporal_ciba import TokenKeySettings
 from temporal_ciba.ciba import ClientCertificate, require_secure_url
 from temporal_ciba.crypto import TokenSealer
-from temporal_ciba.example.activities import PaymentActivities
-from temporal_ciba.example.agent import PaymentAgentWorkflow
+from temporal_ciba_examples.payment_agent.activities import PaymentActivities
+from temporal_ciba_examples.payment_agent.workflows import PaymentAgentWorkflow
 
 PAYMENT_API_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 
@@ -58,7 +58,7 @@ class PaymentAgentPlugin(SimplePlugin):
         self._sealer = TokenSealer(token_key)
         self._http: httpx.AsyncClient | None = None
         super().__init__(
-            "temporal_ciba.example.PaymentAgentPlugin",
+            "temporal_ciba_examples.PaymentAgentPlugin",
             workflows=[PaymentAgentWorkflow],
             activities=self._activities,
             run_context=self._run_context,

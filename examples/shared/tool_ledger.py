@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from temporal_ciba._grant import GrantRefused, idempotency_key
+from temporal_ciba import GrantRefused, idempotency_key
 from temporal_ciba.agents import ApprovedToolCall, open_tool_call
 from temporal_ciba.crypto import TokenSealer
 

@@ -12,10 +12,9 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from temporal_ciba._models import ApprovalRequest
-    from temporal_ciba._policy import PolicyAction
-    from temporal_ciba.example.activities import PaymentActivities
-    from temporal_ciba.example.payment import (
+    from temporal_ciba import ApprovalRequest, PolicyAction
+    from temporal_ciba_examples.payment_agent.activities import PaymentActivities
+    from temporal_ciba_examples.payment_agent.models import (
         ExecutePaymentInput,
         PaymentAgentInput,
         PaymentAgentResult,
@@ -25,7 +24,7 @@ with workflow.unsafe.imports_passed_through():
         summary,
     )
 
-from temporal_ciba._workflow import WORKER_POLICY, require_approval
+from temporal_ciba import WORKER_POLICY, require_approval
 
 
 @workflow.defn

@@ -19,12 +19,12 @@ from temporalio.common import RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from agents import Agent
 
-    from temporal_ciba._policy import ApprovalPolicy, PolicyRule
+    from temporal_ciba import ApprovalPolicy, PolicyRule
     from temporal_ciba.agents import ApprovedToolCall, ToolApproval, ToolArguments, short_code, tool_action_digest
     from temporal_ciba.agents.openai import ToolApprovals, gated_activity_as_tool
     from temporal_ciba.crypto import TokenSealer
-    from temporal_ciba.example.tool_agent import ToolAgentInput, ToolAgentResult
-    from temporal_ciba.example.tool_ledger import ToolLedger, open_call
+    from temporal_ciba_examples.shared.tool_agent import ToolAgentInput, ToolAgentResult
+    from temporal_ciba_examples.shared.tool_ledger import ToolLedger, open_call
 
 TOOL = "apply_production_change"
 

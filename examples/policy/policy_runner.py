@@ -23,9 +23,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.envconfig import ClientConfig
 from temporalio.worker import Worker
 
-from temporal_ciba._plugin import CibaPlugin
-from temporal_ciba._search_attributes import ensure_search_attributes
-from temporal_ciba._settings import ConfigError, OPSettings, WorkerSettings, load_settings
+from temporal_ciba import CibaPlugin, ConfigError, OPSettings, WorkerSettings, ensure_search_attributes, load_settings
 
 EXAMPLE_POLICY = Path(__file__).with_name("policy.toml")
 DEFAULT_TASK_QUEUE = "temporal-ciba-policy-examples"

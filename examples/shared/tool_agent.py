@@ -6,8 +6,8 @@ import json
 
 from pydantic import BaseModel, Field
 
-from temporal_ciba._models import ApprovalOutcome
-from temporal_ciba.example.scripted_model import Script, ScriptedCall
+from temporal_ciba import ApprovalOutcome
+from temporal_ciba_examples.shared.scripted_model import Script, ScriptedCall
 
 
 class ToolAgentInput(BaseModel):

@@ -1,4 +1,4 @@
-"""python -m temporal_ciba.example.maintenance_bot --approver alice --system payments-db ...
+"""python -m temporal_ciba_examples.openai_agents.maintenance_bot --approver alice --system payments-db ...
 
 The maintenance bot asks for one production change; the approver decides on their device.
 """
@@ -10,10 +10,15 @@ from collections.abc import Callable
 from typing import Any
 
 from temporal_ciba.crypto import TokenSealer
-from temporal_ciba.example.maintenance import TOOL, MaintenanceActivities, MaintenanceBotWorkflow, MaintenanceInput
-from temporal_ciba.example.scripted_model import ScriptedCall
-from temporal_ciba.example.tool_agent_cli import ToolAgentProgram, main, parser
-from temporal_ciba.example.tool_ledger import ToolLedger
+from temporal_ciba_examples.openai_agents.maintenance import (
+    TOOL,
+    MaintenanceActivities,
+    MaintenanceBotWorkflow,
+    MaintenanceInput,
+)
+from temporal_ciba_examples.shared.scripted_model import ScriptedCall
+from temporal_ciba_examples.shared.tool_agent_cli import ToolAgentProgram, main, parser
+from temporal_ciba_examples.shared.tool_ledger import ToolLedger
 
 
 def activities(sealer: TokenSealer, ledger: ToolLedger) -> list[Callable[..., Any]]:

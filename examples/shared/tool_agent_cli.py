@@ -26,12 +26,12 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from temporal_ciba._settings import ConfigError, OPSettings, TokenKeySettings, load_settings
+from temporal_ciba import ConfigError, OPSettings, TokenKeySettings, load_settings
 from temporal_ciba.crypto import TokenSealer
-from temporal_ciba.example.scripted_model import ScriptedModel
-from temporal_ciba.example.tool_agent import ToolAgentInput, ToolAgentResult
-from temporal_ciba.example.tool_agent_worker import connect_agents, tool_agent_worker
-from temporal_ciba.example.tool_ledger import ToolLedger
+from temporal_ciba_examples.shared.scripted_model import ScriptedModel
+from temporal_ciba_examples.shared.tool_agent import ToolAgentInput, ToolAgentResult
+from temporal_ciba_examples.shared.tool_agent_worker import connect_agents, tool_agent_worker
+from temporal_ciba_examples.shared.tool_ledger import ToolLedger
 
 DEFAULT_TASK_QUEUE = "ciba-tool-agents"
 
