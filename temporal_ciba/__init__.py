@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         ApprovalOutcome,
         ApprovalRequest,
         ApprovalState,
+        ApprovalWorkflowInput,
         OutcomeStatus,
         PollingPolicy,
     )
@@ -72,4 +73,5 @@ __all__ = [
     "PolicyAction",
     "PolicyRule",
     "WORKER_POLICY",
+    "ApprovalWorkflowInput",
 ]

@@ -18,7 +18,6 @@ import json
 import os
 import secrets
 import shlex
-import shutil
 import signal
 import socket
 import subprocess
@@ -32,11 +31,9 @@ from pathlib import Path
 from temporalio.client import Client
 
 from temporal_ciba import CibaPlugin
+from temporal_ciba_examples.demo.servers import ServerError, install_op, op_command
 from temporal_ciba_examples.payment_agent.models import PaymentAction, PaymentAgentInput, action_digest, short_code
 
-# The demo OP's sources ship in this package; its npm dependencies are installed on first run.
-PACKAGED_OP = Path(__file__).resolve().parent / "op"
-OP_FILES = ("server.mjs", "package.json", "package-lock.json", "public/approver.html")
 APPROVER = "alice"
 TASK_QUEUE = "ciba-approvals"
 
@@ -101,32 +98,6 @@ class Services:
 
 class DemoError(Exception):
     pass
-
-
-def install_op(target: Path) -> Path:
-    """Where the demo OP runs from: the package's own copy when its npm dependencies are there
-    (a checkout after scripts/setup.sh), else a copy in the demo directory, installed once from
-    the pinned lockfile with `npm ci` (Node.js 22 and npm needed)."""
-    if (PACKAGED_OP / "node_modules" / "oidc-provider").is_dir():
-        return PACKAGED_OP
-    lockfile = (PACKAGED_OP / "package-lock.json").read_bytes()
-    installed = (target / "node_modules" / "oidc-provider").is_dir()
-    if installed and (target / "package-lock.json").read_bytes() == lockfile:
-        return target
-    npm = shutil.which("npm")
-    if npm is None or shutil.which("node") is None:
-        raise DemoError("the demo OP needs Node.js (22 LTS) and npm (it is the npm package oidc-provider)")
-    for name in OP_FILES:
-        (target / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(PACKAGED_OP / name, target / name)
-    print(f"installing the demo OP (oidc-provider, pinned) into {target} ...", flush=True)
-    result = subprocess.run(
-        [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=target, capture_output=True, text=True
-    )
-    if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise DemoError(f"npm ci for the demo OP failed in {target}: {last}")
-    return target
 
 
 @dataclass(frozen=True)
@@ -320,7 +291,10 @@ async def run_demo(directory: Path, ports: Ports) -> int:
     from temporal_ciba_examples.payment_agent.workflows import PaymentAgentWorkflow
 
     private_directory(directory)
-    op_dir = install_op(directory / "op")
+    try:
+        op_dir = install_op(directory / "op")
+    except ServerError as exc:
+        raise DemoError(str(exc)) from None
     busy = [f"{name} {port}" for name, port in vars(ports).items() if not _port_free(port)]
     if busy:
         raise DemoError(f"ports in use ({', '.join(busy)}): stop what uses them or pass --port-base")
@@ -371,7 +345,7 @@ async def run_demo(directory: Path, ports: Ports) -> int:
         )
         services.start(
             "op",
-            ["node", str(op_dir / "server.mjs"), str(directory / "op.json")],
+            op_command(op_dir, directory / "op.json"),
             {**base_env, "NODE_EXTRA_CA_CERTS": str(tls.ca)},
         )
         await _wait_for_port(ports.temporal, services, "the Temporal dev server")
