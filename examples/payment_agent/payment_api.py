@@ -6,7 +6,7 @@ granted for exactly this payment (RFC 9396 authorization_details). An approval i
 capability: the API pays once per grant, records the payment once per Idempotency-Key (SQLite),
 and revokes the token at the OP (RFC 7009) as soon as it has paid.
 
-    temporal-ciba payment-api        (settings: PAYMENT_API_* environment variables)
+    temporal-ciba-examples payment-api        (settings: PAYMENT_API_* environment variables)
 
 A checklist for your own resource server (this module does each step, in this order):
 

@@ -1,4 +1,4 @@
-"""The payment agent under the amount policy, against a running `temporal-ciba demo`.
+"""The payment agent under the amount policy, against a running `temporal-ciba-examples demo`.
 
     python -m temporal_ciba_examples.policy.pay_by_policy --amount 25000.00 [--owner alice] [--treasury bob]
 

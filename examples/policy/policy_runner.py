@@ -1,4 +1,4 @@
-"""Run one example workflow under the approval policy, against a running `temporal-ciba demo`:
+"""Run one example workflow under the approval policy, against a running `temporal-ciba-examples demo`:
 a worker in this process (CibaPlugin with the policy file, the example's workflow and
 activities), the workflow, and its result. Shared by pay_by_policy and service_account.
 

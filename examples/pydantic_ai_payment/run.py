@@ -1,4 +1,4 @@
-"""Run the PydanticAI payment agent once, against a running `temporal-ciba demo`.
+"""Run the PydanticAI payment agent once, against a running `temporal-ciba-examples demo`.
 
     python -m temporal_ciba_examples.pydantic_ai_payment.run --approver alice [--amount 120.00 ...]
 
