@@ -171,7 +171,8 @@ def image(volumes: Volumes) -> Image:
     package = installed / "temporal_ciba"
     shutil.copytree(REPO / "temporal_ciba", package, ignore=editable, copy_function=link_or_copy)
     samples = installed / "temporal_ciba_examples"
-    not_installed = shutil.ignore_patterns("__editable__*", "__pycache__", "node_modules", "*.egg-info")
+    # node_modules stays: the op service runs server.mjs from here, as its image runs it after `npm ci`.
+    not_installed = shutil.ignore_patterns("__editable__*", "__pycache__", "*.egg-info")
     shutil.copytree(REPO / "examples", samples, ignore=not_installed, copy_function=link_or_copy)
     # The console scripts pip writes for `[project.scripts]` of the library and of the samples.
     scripts = {"temporal-ciba": "temporal_ciba._cli", "temporal-ciba-examples": "temporal_ciba_examples.cli"}
