@@ -21,7 +21,7 @@ PAYMENT_API_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 
 
 class PaymentAgentSettings(TokenKeySettings):
-    """CIBA_PAYMENT_API_URL: where the example agent pays; the agent runs only when it is set."""
+    """CIBA_PAYMENT_API_URL: where the payment agent pays (its worker and the runners need it)."""
 
     payment_api_url: str | None = None
 
