@@ -1,7 +1,8 @@
 """The package as a library in someone else's project: the wheel built from this checkout,
-installed into a virtual environment of its own, and the example user project (the repository's
-workflows/, activities/ and worker.py, built only on `from temporal_ciba import ...`) run from a
-directory of its own against the real Temporal dev server and the real test OP."""
+installed into a virtual environment of its own, and the quickstart (the repository's
+workflows/, activities/, worker.py and starter.py, built only on `from temporal_ciba import ...`)
+run from a directory of its own against the real Temporal dev server and the real test OP; and
+the samples' wheel installed beside it."""
 
 from __future__ import annotations
 
