@@ -45,20 +45,19 @@ from temporalio.worker import Worker
 
 from bench.workflows import BareSignalWorkflow, BenchAgentInput, BenchAgentWorkflow
 from temporal_ciba import (
+    ApprovalRequest,
+    ApprovalWorkflowInput,
     CibaActivities,
     CibaApprovalWorkflow,
     CibaPlugin,
     OPSettings,
+    PollingPolicy,
     ensure_search_attributes,
     with_encryption,
 )
-from temporal_ciba._models import ApprovalRequest, ApprovalWorkflowInput, PollingPolicy
-from temporal_ciba._programs.connect import connect
-from temporal_ciba._programs.dev_tls import make_dev_certificates
 from temporal_ciba.crypto import TokenSealer
 from temporal_ciba.records import DecisionRecorder, EvidenceKeys, SqliteStore
-from tests.support.op import TestOP, ciba_client, run_test_op
-from tests.support.temporal import DevServer, free_port, history_runs, venv_tool
+from temporal_ciba_examples.demo.servers import DemoOP, DevServer, free_port, installed_tool, run_demo_op
 
 PHASES = ("latency", "throughput", "history", "capacity")
 # The results.json sections each phase writes (a phase run alone replaces only its own).
@@ -117,6 +116,46 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "temporal_ciba", *args]
 
 
+@dataclass(frozen=True)
+class Certificates:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def dev_certificates(directory: Path) -> Certificates:
+    """A local CA and a certificate for 127.0.0.1 and localhost, by `temporal-ciba dev-certs`."""
+    subprocess.run([*cli("dev-certs", str(directory), "127.0.0.1", "localhost")], capture_output=True, check=True)
+    return Certificates(directory / "ca.pem", directory / "cert.pem", directory / "key.pem")
+
+
+def ciba_client(client_id: str, *, mode: str, **metadata: Any) -> dict[str, Any]:
+    """The OP's registration of one benchmark client."""
+    return {
+        "client_id": client_id,
+        "grant_types": ["urn:openid:params:grant-type:ciba"],
+        "response_types": [],
+        "redirect_uris": [],
+        "backchannel_token_delivery_mode": mode,
+        "require_auth_time": True,
+        **metadata,
+    }
+
+
+async def history_runs(client: Client, workflow_id: str, first_run_id: str) -> list[int]:
+    """The number of events in each run of a workflow's continue-as-new chain."""
+    sizes = []
+    run_id: str | None = first_run_id
+    while run_id:
+        history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+        sizes.append(len(history.events))
+        last = history.events[-1]
+        run_id = None
+        if last.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
+            run_id = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+    return sizes
+
+
 def summary(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
     return {
@@ -149,7 +188,7 @@ class System:
         self.stack = ExitStack()
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.server = DevServer(directory)
-        self.op: TestOP
+        self.op: DemoOP
 
     def start_process(self, name: str, command: list[str], env: dict[str, str]) -> None:
         log = (self.directory / f"{name}.log").open("wb")
@@ -157,7 +196,7 @@ class System:
 
     def start(self) -> None:
         self.server.start()
-        tls = make_dev_certificates(self.directory / "tls", ["127.0.0.1", "localhost"])
+        tls = dev_certificates(self.directory / "tls")
         callback_port = free_port()
         clients = [
             ciba_client(
@@ -177,7 +216,7 @@ class System:
             "accounts": {"alice": {"email": "alice@example.com"}},
             "ackInterval": {mode.client_id: mode.interval for mode in MODES},
         }
-        self.op = self.stack.enter_context(run_test_op(config, env={"NODE_EXTRA_CA_CERTS": str(tls.ca)}))
+        self.op = self.stack.enter_context(run_demo_op(config, env={"NODE_EXTRA_CA_CERTS": str(tls.ca)}))
         base = {k: v for k, v in os.environ.items() if not k.startswith(("CIBA_", "TEMPORAL_"))}
         common = {
             **base,
@@ -235,7 +274,7 @@ class System:
 class Approver:
     """Plays the users' phones over the OP's admin API."""
 
-    def __init__(self, op: TestOP) -> None:
+    def __init__(self, op: DemoOP) -> None:
         self.op = op
         self.http = httpx.AsyncClient(base_url=op.issuer, timeout=60)
 
@@ -439,10 +478,10 @@ async def pending_capacity(
     }
 
 
-async def long_wait_history(op: TestOP, hours: float = 24.0) -> dict[str, Any]:
+async def long_wait_history(op: DemoOP, hours: float = 24.0) -> dict[str, Any]:
     """A poll-mode approval pending `hours` at interval 5 s, on the time-skipping test server."""
     async with await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=venv_tool("temporal-test-server"), data_converter=with_encryption(None, KEY)
+        test_server_existing_path=installed_tool("temporal-test-server"), data_converter=with_encryption(None, KEY)
     ) as env:
         await ensure_search_attributes(env.client)
         settings = OPSettings(issuer=op.issuer, client_id="bench-poll5", client_secret=SECRET)  # type: ignore[arg-type]
@@ -669,7 +708,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
 
     try:
-        client = await connect(KEY, target_host=system.server.address)
+        client = await Client.connect(system.server.address, plugins=[CibaPlugin(payload_key=KEY)])
         await ensure_search_attributes(client)
         approver = Approver(system.op)
         if "latency" in args.phases:

@@ -2,13 +2,14 @@
 
 An agent that asks for one approval (inline or as a child) and then goes on; the floor, a bare
 workflow that waits for a plain signal. Both run in the same worker processes as the approvals
-(`python -m bench.workflows`: `temporal-ciba worker` plus these workflows), configured by the
+(`python -m bench.workflows`: the approval worker plus these workflows), configured by the
 same CIBA_* environment.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from pydantic import BaseModel
 from temporalio import workflow
@@ -61,11 +62,37 @@ class BenchPlugin(SimplePlugin):
         super().__init__("bench.BenchPlugin", workflows=[BenchAgentWorkflow, BareSignalWorkflow])
 
 
-def main() -> None:
-    from temporal_ciba import OPSettings, WorkerSettings, load_settings
-    from temporal_ciba._programs.worker import run_worker
+async def run_worker() -> None:
+    """The approval worker (CibaPlugin from the CIBA_* settings, tuned as WorkerSettings say)
+    with the benchmark's workflows, until SIGINT or SIGTERM."""
+    import signal
 
-    asyncio.run(run_worker(load_settings(OPSettings), load_settings(WorkerSettings), plugins=[BenchPlugin()]))
+    from temporalio.client import Client
+    from temporalio.envconfig import ClientConfig
+    from temporalio.worker import Worker
+
+    from temporal_ciba import CibaPlugin, WorkerSettings, ensure_search_attributes, load_settings
+
+    settings = load_settings(WorkerSettings)
+    config: dict[str, Any] = {"target_host": "localhost:7233", **ClientConfig.load_client_connect_config()}
+    client = await Client.connect(**config, plugins=[CibaPlugin.from_env()])
+    await ensure_search_attributes(client)
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+    async with Worker(
+        client,
+        task_queue=settings.task_queue,
+        plugins=[BenchPlugin()],
+        max_concurrent_activities=settings.worker_max_concurrent_activities,
+        max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
+        max_cached_workflows=settings.worker_max_cached_workflows,
+    ):
+        await stop.wait()
+
+
+def main() -> None:
+    asyncio.run(run_worker())
 
 
 if __name__ == "__main__":

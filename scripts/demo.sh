@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
-exec .venv/bin/temporal-ciba demo "$@"
+exec .venv/bin/temporal-ciba-examples demo "$@"

@@ -84,9 +84,9 @@ run_group() {
   #   cd <copy>/mutants && MUTANT_UNDER_TEST=<mutant> <this tree>/.venv/bin/python -m pytest <tests>
   if [ -n "${MUTATION_KEEP:-}" ]; then echo "== the copy stays in $work"; else trap 'rm -rf "$work"' RETURN; fi
   # The working tree as it is (committed or not), without the OP's node_modules, which is linked.
-  (cd "$ROOT" && git ls-files -z -co --exclude-standard | grep -zv '^temporal_ciba/example/op/node_modules/' \
+  (cd "$ROOT" && git ls-files -z -co --exclude-standard | grep -zv '^examples/demo/op/node_modules/' \
     | tar --null -T - -cf -) | tar -C "$work" -xf -
-  local modules_dir="temporal_ciba/example/op/node_modules"
+  local modules_dir="examples/demo/op/node_modules"
   if [ -d "$ROOT/$modules_dir" ] && [ ! -e "$work/$modules_dir" ]; then
     ln -s "$ROOT/$modules_dir" "$work/$modules_dir"
   fi

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates .venv with the project and its test tools, and installs the pinned test OP (npm ci).
+# Creates .venv with the project, its samples and its test tools, and installs the pinned test OP (npm ci).
 # Sourced by scripts/test.sh and scripts/demo.sh; safe to run again.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -19,4 +19,6 @@ fi
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
-(cd temporal_ciba/example/op && npm ci --no-audit --no-fund --loglevel=error)
+# The samples (examples/): their own distribution, installed beside the library.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e "examples[all]"
+(cd examples/demo/op && npm ci --no-audit --no-fund --loglevel=error)

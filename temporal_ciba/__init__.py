@@ -5,7 +5,6 @@
 Layers, each importing only the ones below it:
 
     temporal_ciba._cli                 the `temporal-ciba` command
-    temporal_ciba.example             the payment agent, its resource server, the demo
     temporal_ciba._programs            worker, callback service, codec server, connection, telemetry
     temporal_ciba (this module)       models, settings, activities, workflow, plugin, search attributes
     temporal_ciba.crypto              payload codec, token sealing, notification tokens
@@ -24,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         ApprovalOutcome,
         ApprovalRequest,
         ApprovalState,
+        ApprovalWorkflowInput,
         ApproverClaims,
         OutcomeStatus,
         PolicyDecision,
@@ -52,6 +52,7 @@ __all__ = [
     "ApprovalPolicy",
     "ApprovalRequest",
     "ApprovalState",
+    "ApprovalWorkflowInput",
     "ApproverClaims",
     "CibaActivities",
     "CibaApprovalWorkflow",

@@ -173,7 +173,7 @@ def test_the_compose_op_is_a_demo_op_without_test_routes(services: dict[str, Any
     config = json.loads((REPO / "deploy" / "op.json").read_text())
     assert config["adminRoutes"] is True
     assert config.get("testRoutes", False) is False
-    dockerfile = (REPO / "temporal_ciba" / "example" / "op" / "Dockerfile").read_text()
+    dockerfile = (REPO / "examples" / "demo" / "op" / "Dockerfile").read_text()
     assert '"/config/op.json"' in dockerfile and '"adminRoutes": true' in dockerfile
 
 
@@ -212,6 +212,6 @@ def test_one_shot_services_restart_on_failure(services: dict[str, Any]) -> None:
 
 
 def test_the_op_image_runs_on_node_22() -> None:
-    dockerfile = (REPO / "temporal_ciba" / "example" / "op" / "Dockerfile").read_text()
+    dockerfile = (REPO / "examples" / "demo" / "op" / "Dockerfile").read_text()
     assert re.search(r"^FROM node:22[-.]", dockerfile, re.MULTILINE)
     assert "Node.js 22" in (REPO / "README.md").read_text()

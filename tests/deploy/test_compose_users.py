@@ -100,7 +100,8 @@ def service(resolved: dict[str, Any], name: str, replace: dict[str, str], **env:
         for old, new in replace.items():
             value = value.replace(old, new)
         environment[key] = value
-    return Service(name, user, [*entrypoint(dockerfile), *command], {**environment, **env})
+    program = spec.get("entrypoint") or entrypoint(dockerfile)
+    return Service(name, user, [*program, *command], {**environment, **env})
 
 
 @dataclass
@@ -136,14 +137,15 @@ def temporal() -> Iterator[DevServer]:
 
 @dataclass
 class Image:
-    """The app image's install: its programs and its package's directory."""
+    """The app image's install: its programs and its packages' directories."""
 
     bin: Path
     package: Path
+    samples: Path
 
     def program(self, argv: list[str]) -> list[str]:
-        if argv[0] == "temporal-ciba":
-            return [str(self.bin / "temporal-ciba"), *argv[1:]]
+        if argv[0] in ("temporal-ciba", "temporal-ciba-examples"):
+            return [str(self.bin / argv[0]), *argv[1:]]
         return argv
 
 
@@ -168,11 +170,17 @@ def image(volumes: Volumes) -> Image:
     shutil.copytree(site, installed, ignore=editable, copy_function=link_or_copy, dirs_exist_ok=True)
     package = installed / "temporal_ciba"
     shutil.copytree(REPO / "temporal_ciba", package, ignore=editable, copy_function=link_or_copy)
-    # The console script pip writes for `[project.scripts]`.
-    script = app / "bin" / "temporal-ciba"
-    script.write_text(f"#!{app}/bin/python\nimport sys\nfrom temporal_ciba._cli import main\nsys.exit(main())\n")
-    script.chmod(0o755)
-    return Image(app / "bin", package)
+    samples = installed / "temporal_ciba_examples"
+    # node_modules stays: the op service runs server.mjs from here, as its image runs it after `npm ci`.
+    not_installed = shutil.ignore_patterns("__editable__*", "__pycache__", "*.egg-info")
+    shutil.copytree(REPO / "examples", samples, ignore=not_installed, copy_function=link_or_copy)
+    # The console scripts pip writes for `[project.scripts]` of the library and of the samples.
+    scripts = {"temporal-ciba": "temporal_ciba._cli", "temporal-ciba-examples": "temporal_ciba_examples.cli"}
+    for name, module in scripts.items():
+        script = app / "bin" / name
+        script.write_text(f"#!{app}/bin/python\nimport sys\nfrom {module} import main\nsys.exit(main())\n")
+        script.chmod(0o755)
+    return Image(app / "bin", package, samples)
 
 
 def as_user(service: Service, argv: list[str]) -> list[str]:
@@ -242,7 +250,7 @@ def test_every_app_service_runs_as_its_images_user(
         config_file.write_text(json.dumps(config))
         config_file.chmod(0o644)
         op = service(resolved, "op", replace)
-        op.argv = ["node", str(image.package / "example" / "op" / "server.mjs"), str(config_file)]
+        op.argv = ["node", str(image.samples / "demo" / "op" / "server.mjs"), str(config_file)]
         running.append(Running(op, image, logs / "op.log"))
         running[-1].wait_until(serving(op_issuer + "/.well-known/openid-configuration", verify=ca), "no HTTPS")
 

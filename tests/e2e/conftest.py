@@ -30,8 +30,8 @@ from temporal_ciba._programs.connect import connect
 from temporal_ciba._programs.worker import run_worker
 from temporal_ciba._search_attributes import ensure_search_attributes
 from temporal_ciba._settings import OPSettings, WorkerSettings
-from temporal_ciba.example.plugin import PaymentAgentPlugin
 from temporal_ciba.records import open_store
+from temporal_ciba_examples.payment_agent.plugin import PaymentAgentPlugin
 from tests.support.mtls import ClientCertificateFiles, issue_client_certificate, self_signed_client_certificate
 from tests.support.op import TEST_ROUTES, TestOP, ciba_client, run_test_op
 from tests.support.records import assert_every_outcome_recorded
@@ -206,6 +206,11 @@ def cli_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "temporal_ciba", *args]
 
 
+def examples_command(*args: str) -> list[str]:
+    """The samples' console script (temporal-ciba-examples), as a user runs it."""
+    return [sys.executable, "-m", "temporal_ciba_examples", *args]
+
+
 @pytest.fixture(scope="session")
 def temporal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
     server = DevServer(tmp_path_factory.mktemp("temporal"))
@@ -272,7 +277,7 @@ OPERATOR_TOKEN = "operator-" + base64.urlsafe_b64encode(os.urandom(24)).decode()
 
 @contextmanager
 def run_payment_api(op: TestOP, directory: Path, **env: str) -> Iterator[str]:
-    """`temporal-ciba payment-api` as a separate process, introspecting tokens at `op`; yields its URL."""
+    """`temporal-ciba-examples payment-api` as a separate process, introspecting tokens at `op`; yields its URL."""
     port = free_port()
     environment = {
         **clean_env(),
@@ -287,7 +292,7 @@ def run_payment_api(op: TestOP, directory: Path, **env: str) -> Iterator[str]:
     }
     log = directory / "payment-api.log"
     process = subprocess.Popen(
-        cli_command("payment-api"), env=environment, stdout=log.open("wb"), stderr=subprocess.STDOUT
+        examples_command("payment-api"), env=environment, stdout=log.open("wb"), stderr=subprocess.STDOUT
     )
     url = f"{'https' if 'PAYMENT_API_TLS_CERT' in env else 'http'}://127.0.0.1:{port}"
     try:

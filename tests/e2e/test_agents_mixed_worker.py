@@ -27,11 +27,11 @@ from temporal_ciba._plugin import CibaPlugin
 from temporal_ciba._search_attributes import ensure_search_attributes
 from temporal_ciba.agents.both_frameworks import BothFrameworksConverter, BothFrameworksPayloadConverter
 from temporal_ciba.crypto import TokenSealer
-from temporal_ciba.example.activities import PaymentActivities
-from temporal_ciba.example.maintenance import TOOL, MaintenanceActivities, MaintenanceBotWorkflow
-from temporal_ciba.example.pydantic_ai_agent import PydanticAIPaymentAgentWorkflow
-from temporal_ciba.example.scripted_model import ScriptedModel
-from temporal_ciba.example.tool_ledger import ToolLedger
+from temporal_ciba_examples.openai_agents.maintenance import TOOL, MaintenanceActivities, MaintenanceBotWorkflow
+from temporal_ciba_examples.payment_agent.activities import PaymentActivities
+from temporal_ciba_examples.pydantic_ai_payment.workflows import PydanticAIPaymentAgentWorkflow
+from temporal_ciba_examples.shared.scripted_model import ScriptedModel
+from temporal_ciba_examples.shared.tool_ledger import ToolLedger
 from tests.e2e.conftest import PAYLOAD_KEY, SECRET, TOKEN_KEY, payments
 from tests.e2e.test_agents_openai import Agents, approvals_of, pending, production_change
 from tests.e2e.test_agents_pydantic_ai import Agents as PydanticAIAgents

@@ -25,12 +25,17 @@ from temporal_ciba._plugin import CibaPlugin
 from temporal_ciba._settings import TokenKeySettings
 from temporal_ciba.agents import refusal_for_model
 from temporal_ciba.crypto import TokenSealer
-from temporal_ciba.example.maintenance import TOOL, MaintenanceActivities, MaintenanceBotWorkflow, MaintenanceInput
-from temporal_ciba.example.scripted_model import ScriptedCall, ScriptedModel
-from temporal_ciba.example.support import SupportActivities, SupportAssistantWorkflow, SupportInput
-from temporal_ciba.example.tool_agent import ToolAgentResult
-from temporal_ciba.example.tool_agent_worker import connect_agents, tool_agent_worker
-from temporal_ciba.example.tool_ledger import ToolLedger
+from temporal_ciba_examples.openai_agents.maintenance import (
+    TOOL,
+    MaintenanceActivities,
+    MaintenanceBotWorkflow,
+    MaintenanceInput,
+)
+from temporal_ciba_examples.openai_agents.support import SupportActivities, SupportAssistantWorkflow, SupportInput
+from temporal_ciba_examples.shared.scripted_model import ScriptedCall, ScriptedModel
+from temporal_ciba_examples.shared.tool_agent import ToolAgentResult
+from temporal_ciba_examples.shared.tool_agent_worker import connect_agents, tool_agent_worker
+from temporal_ciba_examples.shared.tool_ledger import ToolLedger
 from tests.e2e.conftest import AGENT_CLIENT, PAYLOAD_KEY, SECRET, TOKEN_KEY, agent_settings, clean_env
 from tests.e2e.test_approval_workflow import pending_auth_req_id
 from tests.support.op import TestOP
@@ -307,7 +312,7 @@ async def test_a_gated_call_approved_without_ciba_is_refused(agents: Agents, op:
 
 
 class Example:
-    """`python -m temporal_ciba.example.<module> ...` against the fixtures' servers."""
+    """`python -m temporal_ciba_examples.openai_agents.<module> ...` against the fixtures' servers."""
 
     def __init__(self, temporal_server: DevServer, op: TestOP, tmp_path: Path, module: str, *args: str) -> None:
         self.env = clean_env(
@@ -323,7 +328,7 @@ class Example:
         self.command = [
             sys.executable,
             "-m",
-            f"temporal_ciba.example.{module}",
+            f"temporal_ciba_examples.openai_agents.{module}",
             *args,
             "--workflow-id",
             self.workflow_id,

@@ -26,10 +26,10 @@ from temporal_ciba._search_attributes import ensure_search_attributes
 from temporal_ciba.agents import tool_action_digest
 from temporal_ciba.agents._tool_approval import approval_workflow_id
 from temporal_ciba.crypto import TokenSealer
-from temporal_ciba.example.activities import PaymentActivities
-from temporal_ciba.example.pay_with_pydantic_ai import approval_id
-from temporal_ciba.example.payment import PaymentAction
-from temporal_ciba.example.pydantic_ai_agent import (
+from temporal_ciba_examples.payment_agent.activities import PaymentActivities
+from temporal_ciba_examples.payment_agent.models import PaymentAction
+from temporal_ciba_examples.pydantic_ai_payment.run import approval_id
+from temporal_ciba_examples.pydantic_ai_payment.workflows import (
     PAY_TOOL,
     PayerDeps,
     PydanticAIPaymentAgentWorkflow,
@@ -206,7 +206,7 @@ async def test_arguments_changed_after_approval_are_refused(agents: Agents, op: 
 
 
 def example_command(*args: str) -> list[str]:
-    module = "temporal_ciba.example.pay_with_pydantic_ai"
+    module = "temporal_ciba_examples.pydantic_ai_payment.run"
     return [sys.executable, "-m", module, "--approver", "alice", "--reference", INVOICE.reference, *args]
 
 

@@ -20,8 +20,13 @@ from temporal_ciba._plugin import with_encryption
 from temporal_ciba._search_attributes import CIBA_AUTH_REQ_ID, CIBA_DEADLINE, CIBA_STATUS
 from temporal_ciba._settings import OPSettings, WorkerSettings
 from temporal_ciba._workflow import CibaApprovalWorkflow
-from temporal_ciba.example.agent import PaymentAgentWorkflow
-from temporal_ciba.example.payment import PaymentAction, PaymentAgentInput, PaymentAgentResult, action_digest
+from temporal_ciba_examples.payment_agent.models import (
+    PaymentAction,
+    PaymentAgentInput,
+    PaymentAgentResult,
+    action_digest,
+)
+from temporal_ciba_examples.payment_agent.workflows import PaymentAgentWorkflow
 from tests.e2e.conftest import PAYLOAD_KEY, SECRET, payments, running_worker
 from tests.support.op import TestOP
 from tests.support.temporal import DevServer, raw_history_bytes, wait_for

@@ -23,7 +23,7 @@ from tests.e2e.conftest import (
     TOKEN_KEY,
     agent_settings,
     clean_env,
-    cli_command,
+    examples_command,
     payments,
     running_worker,
 )
@@ -35,7 +35,8 @@ from tests.support.temporal import DevServer
 
 
 class WorkerProcess:
-    """`temporal-ciba worker` as a separate process that a test can SIGKILL and start again."""
+    """The payment agent's worker (`temporal-ciba-examples payment-worker`) as a separate process that a
+    test can SIGKILL and start again."""
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.env = env
@@ -44,7 +45,7 @@ class WorkerProcess:
 
     def start(self) -> None:
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen(cli_command("worker"), env=self.env, stdout=log, stderr=log)
+        self.process = subprocess.Popen(examples_command("payment-worker"), env=self.env, stdout=log, stderr=log)
 
     def kill(self) -> None:
         assert self.process is not None
@@ -61,7 +62,7 @@ class WorkerProcess:
 def worker_process(
     request: pytest.FixtureRequest, temporal_server: DevServer, op: TestOP, payment_api: str, tmp_path: Path
 ) -> Iterator[WorkerProcess]:
-    """`temporal-ciba worker` in poll mode, or in ping mode (its pings go through the callback service)."""
+    """The payment agent's worker in poll mode, or in ping mode (its pings go through the callback service)."""
     env = clean_env(
         TEMPORAL_ADDRESS=temporal_server.address,
         CIBA_ISSUER=op.issuer,

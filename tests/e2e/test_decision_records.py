@@ -16,7 +16,7 @@ import pytest
 from temporalio.client import Client
 
 from temporal_ciba._settings import WorkerSettings
-from temporal_ciba.example.payment import action_digest
+from temporal_ciba_examples.payment_agent.models import action_digest
 from tests.e2e.conftest import TOKEN_KEY, agent_settings, clean_env, cli_command, running_worker
 from tests.e2e.test_approval_workflow import INVOICE, approval_handle, pending_auth_req_id, start_agent
 from tests.support.op import TestOP

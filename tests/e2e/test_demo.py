@@ -17,7 +17,7 @@ import httpx
 from playwright.async_api import expect
 
 from temporal_ciba._programs.connect import connect
-from temporal_ciba.example.agent import PaymentAgentWorkflow
+from temporal_ciba_examples.payment_agent.workflows import PaymentAgentWorkflow
 from tests.support.browser import chromium
 from tests.support.temporal import venv_tool, wait_for
 
@@ -45,7 +45,7 @@ class Demo:
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "temporal_ciba",
+            "temporal_ciba_examples",
             "demo",
             "--dir",
             str(self.directory),
@@ -179,3 +179,15 @@ async def run_and_approve(demo: Demo, again: Demo, tmp_path: Path, base: int) ->
     await again.start()
     assert (await again.line_with("Agent workflow id")).split()[-1] != workflow_id
     assert await again.interrupt() == 0
+
+
+def test_demo_port_base_out_of_range() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "temporal_ciba_examples", "demo", "--port-base", "70000"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    assert "--port-base 70000" in result.stderr and "Traceback" not in result.stderr

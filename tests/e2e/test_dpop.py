@@ -16,7 +16,7 @@ from temporalio.client import Client
 from temporal_ciba._settings import OPSettings
 from temporal_ciba.ciba._dpop import DPoPKey
 from temporal_ciba.crypto import DPoPKeys
-from temporal_ciba.example.payment import PaymentAgentResult, action_digest
+from temporal_ciba_examples.payment_agent.models import PaymentAgentResult, action_digest
 from tests.e2e.conftest import (
     ACCOUNTS,
     SECRET,

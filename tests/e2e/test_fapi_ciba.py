@@ -11,7 +11,7 @@ import pytest
 from temporalio.client import Client
 
 from temporal_ciba._settings import OPSettings
-from temporal_ciba.example.payment import PaymentAgentResult, action_digest
+from temporal_ciba_examples.payment_agent.models import PaymentAgentResult, action_digest
 from tests.e2e.conftest import (
     ACCOUNTS,
     MTLS_FEATURES,

@@ -18,7 +18,7 @@ from temporalio.client import Client
 from temporal_ciba._models import ApprovalRequest, ApprovalWorkflowInput
 from temporal_ciba._settings import OPSettings
 from temporal_ciba._workflow import CibaApprovalWorkflow
-from temporal_ciba.example.payment import (
+from temporal_ciba_examples.payment_agent.models import (
     PaymentAction,
     PaymentAgentResult,
     action_digest,

@@ -29,7 +29,7 @@ def example(
         "CIBA_PAYMENT_API_URL": payment_api,
     }
     env = clean_env(**{**defaults, **settings})
-    command = [sys.executable, "-m", f"temporal_ciba.example.{module}", *args, "--task-queue", uuid.uuid4().hex]
+    command = [sys.executable, "-m", f"temporal_ciba_examples.policy.{module}", *args, "--task-queue", uuid.uuid4().hex]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

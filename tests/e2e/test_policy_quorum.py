@@ -20,8 +20,13 @@ from temporal_ciba._models import ApprovalOutcome
 from temporal_ciba._plugin import CibaPlugin
 from temporal_ciba._settings import WorkerSettings
 from temporal_ciba.ciba import CibaClient, ClientSecretBasic
-from temporal_ciba.example.agent import PaymentAgentWorkflow
-from temporal_ciba.example.payment import PaymentAction, PaymentAgentInput, PaymentAgentResult, action_digest
+from temporal_ciba_examples.payment_agent.models import (
+    PaymentAction,
+    PaymentAgentInput,
+    PaymentAgentResult,
+    action_digest,
+)
+from temporal_ciba_examples.payment_agent.workflows import PaymentAgentWorkflow
 from tests.e2e.conftest import (
     AGENT_CLIENT,
     PAYLOAD_KEY,

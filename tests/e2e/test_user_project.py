@@ -1,7 +1,8 @@
 """The package as a library in someone else's project: the wheel built from this checkout,
-installed into a virtual environment of its own, and the example user project (the repository's
-workflows/, activities/ and worker.py, built only on `from temporal_ciba import ...`) run from a
-directory of its own against the real Temporal dev server and the real test OP."""
+installed into a virtual environment of its own, and the quickstart (the repository's
+workflows/, activities/, worker.py and starter.py, built only on `from temporal_ciba import ...`)
+run from a directory of its own against the real Temporal dev server and the real test OP; and
+the samples' wheel installed beside it."""
 
 from __future__ import annotations
 
@@ -28,46 +29,13 @@ from tests.support.op import TestOP
 from tests.support.temporal import DevServer, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-USER_FILES = ("workflows", "activities", "worker.py")
+USER_FILES = ("workflows", "activities", "worker.py", "starter.py")
 APPROVER = "alice"  # an account of the test OP (tests/e2e/conftest.py ACCOUNTS)
 
 # What the source tree holds besides the package's sources: never copied into the build.
 NOT_SOURCES = shutil.ignore_patterns(
     ".git", ".venv", "node_modules", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"
 )
-
-# The user's own starter: a client with the plugin (encryption only), the user's workflow and input.
-STARTER = """\
-import asyncio
-import base64
-import os
-import sys
-
-from temporalio.client import Client
-
-from temporal_ciba import CibaPlugin
-from workflows.reset_account import ResetAccountRequest, ResetAccountWorkflow
-
-
-async def main() -> None:
-    account_id, approver, workflow_id = sys.argv[1:]
-    key = base64.b64decode(os.environ["CIBA_PAYLOAD_KEY"])
-    client = await Client.connect(os.environ["TEMPORAL_ADDRESS"], plugins=[CibaPlugin(payload_key=key)])
-    handle = await client.start_workflow(
-        ResetAccountWorkflow.run,
-        ResetAccountRequest(account_id=account_id, approver=approver),
-        id=workflow_id,
-        task_queue=os.environ["CIBA_TASK_QUEUE"],
-    )
-    print(await handle.result())
-
-
-asyncio.run(main())
-# A short-lived Temporal client can crash at interpreter exit (sdk-python issue 300), as the
-# package's own CLI knows: leave without the interpreter's teardown.
-sys.stdout.flush()
-os._exit(0)
-"""
 
 # What a user checks after installing: the public names import, and from where.
 IMPORTS = """\
@@ -160,23 +128,15 @@ def user_project(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> UserP
             shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(ROOT / name, project / name)
-    (project / "start_reset.py").write_text(STARTER)
     return UserProject(python=python, venv=venv, site_packages=site_packages, directory=project)
 
 
-def test_wheel_holds_the_package_and_the_demo_op(wheel: Path) -> None:
+def test_wheel_holds_the_package_only(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert {name.split("/")[0] for name in names} == {"temporal_ciba", "temporal_ciba-0.1.0.dist-info"}
-    for required in (
-        "temporal_ciba/__init__.py",
-        "temporal_ciba/py.typed",
-        "temporal_ciba/example/op/server.mjs",
-        "temporal_ciba/example/op/package.json",
-        "temporal_ciba/example/op/package-lock.json",
-        "temporal_ciba/example/op/public/approver.html",
-    ):
+    for required in ("temporal_ciba/__init__.py", "temporal_ciba/py.typed"):
         assert required in names, required
-    assert not [name for name in names if "node_modules" in name]
+    assert not [name for name in names if name.endswith((".mjs", ".html", "package.json"))]
     assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")]
 
 
@@ -193,8 +153,49 @@ def test_installed_package_is_the_wheel_beside_the_users_modules(user_project: U
     ):
         assert Path(found[module]) == user_project.directory / path, module
     assert str(ROOT) not in found["sys_path"]
-    assert (user_project.site_packages / "temporal_ciba/example/op/public/approver.html").is_file()
+    assert not (user_project.site_packages / "temporal_ciba" / "example").exists()
     assert (user_project.venv / "bin" / "temporal-ciba").is_file()
+
+
+# The samples' distribution installed from its wheel: its modules and data come from site-packages.
+SAMPLES = """\
+import json
+from pathlib import Path
+
+import temporal_ciba_examples.demo.supervisor
+import temporal_ciba_examples.payment_agent.workflows
+from temporal_ciba_examples.demo.servers import PACKAGED_OP
+from temporal_ciba_examples.policy.policy_runner import EXAMPLE_POLICY
+
+print(json.dumps({
+    "workflows": temporal_ciba_examples.payment_agent.workflows.__file__,
+    "op": [str(PACKAGED_OP / name) for name in ("server.mjs", "package-lock.json", "public/approver.html")],
+    "policy": str(EXAMPLE_POLICY),
+}))
+"""
+
+
+def test_the_samples_install_from_their_wheel_beside_the_library(user_project: UserProject, wheel: Path) -> None:
+    directory = wheel.parent.parent
+    command: list[str | Path] = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check"]
+    if _builds_without_isolation():
+        command.append("--no-build-isolation")
+    run([*command, "-w", directory / "samples", directory / "source" / "examples"], cwd=directory, timeout=300)
+    (built,) = (directory / "samples").glob("temporal_ciba_examples-*.whl")
+    names = zipfile.ZipFile(built).namelist()
+    assert {name.split("/")[0] for name in names} == {
+        "temporal_ciba_examples",
+        "temporal_ciba_examples-0.1.0.dist-info",
+    }
+    install = [sys.executable, "-m", "pip", "--python", user_project.python, "install", "--no-deps", "--no-index"]
+    run([*install, "--disable-pip-version-check", built], cwd=directory)
+    found = json.loads(run([user_project.python, "-c", SAMPLES], cwd=user_project.directory).stdout)
+    installed = user_project.site_packages / "temporal_ciba_examples"
+    assert Path(found["workflows"]) == installed / "payment_agent" / "workflows.py"
+    assert all(Path(path).is_file() and Path(path).is_relative_to(installed) for path in found["op"]), found["op"]
+    assert Path(found["policy"]) == installed / "policy" / "policy.toml" and Path(found["policy"]).is_file()
+    script = user_project.venv / "bin" / "temporal-ciba-examples"
+    assert "payment-worker" in run([script, "--help"], cwd=user_project.directory).stdout
 
 
 @dataclass
@@ -259,7 +260,7 @@ async def test_users_worker_runs_the_users_workflow(
     with worker_log_on_failure(user_worker):
         starter = await asyncio.create_subprocess_exec(
             str(user_project.python),
-            "start_reset.py",
+            "starter.py",
             account_id,
             APPROVER,
             f"reset-{account_id}",

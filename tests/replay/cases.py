@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from temporal_ciba._workflow import CibaApprovalWorkflow
-from temporal_ciba.example.agent import PaymentAgentWorkflow
-from temporal_ciba.example.payment import PaymentAction, action_digest
+from temporal_ciba_examples.payment_agent.models import PaymentAction, action_digest
+from temporal_ciba_examples.payment_agent.workflows import PaymentAgentWorkflow
 
 # A TEST-ONLY payload key, committed on purpose so the histories can be decoded on replay. It
 # protects nothing: the histories hold only scripted test values, never a real token or secret.

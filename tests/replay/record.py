@@ -46,9 +46,9 @@ from temporal_ciba._models import (
 from temporal_ciba._plugin import CibaPlugin
 from temporal_ciba._workflow import NOTIFY_SIGNAL, CibaApprovalWorkflow
 from temporal_ciba.ciba import RequestBinding
-from temporal_ciba.example.agent import PaymentAgentWorkflow
-from temporal_ciba.example.payment import ExecutePaymentInput, PaymentAgentInput, PaymentReceipt
 from temporal_ciba.records import RecordDecisionInput
+from temporal_ciba_examples.payment_agent.models import ExecutePaymentInput, PaymentAgentInput, PaymentReceipt
+from temporal_ciba_examples.payment_agent.workflows import PaymentAgentWorkflow
 from tests.replay.cases import (
     ACTION,
     CONTINUE_AS_NEW_ID,

@@ -28,14 +28,14 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporal_ciba._models import ApprovalOutcome, ApprovalRequest
 from temporal_ciba._settings import WorkerSettings
 from temporal_ciba._workflow import CibaApprovalWorkflow
-from temporal_ciba.example.agent import PaymentAgentWorkflow
-from temporal_ciba.example.payment import (
+from temporal_ciba_examples.payment_agent.models import (
     ExecutePaymentInput,
     PaymentAction,
     PaymentAgentInput,
     PaymentAgentResult,
     action_digest,
 )
+from temporal_ciba_examples.payment_agent.workflows import PaymentAgentWorkflow
 from tests.e2e.conftest import TlsFiles, payments
 from tests.e2e.test_approval_workflow import INVOICE, pending_auth_req_id, start_approval
 from tests.e2e.test_callback import TOKENS, bearer, post

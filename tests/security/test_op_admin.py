@@ -2,7 +2,7 @@
 listed every access token it issued, for anyone who reached it (docker-compose published it on
 every interface; tests/deploy/test_compose.py checks the publishing).
 
-The real OP (temporal_ciba/example/op/server.mjs), started as configured: without
+The real OP (examples/demo/op/server.mjs), started as configured: without
 "adminRoutes" its approver page and admin routes answer 404 and a request stays pending; with
 it (the demo, docker-compose) they approve and deny, but the routes that hand out tokens and
 plan faults stay off unless "testRoutes" (tests only) turns them on too.

@@ -1,5 +1,5 @@
 """Issue 10, findings 1, 9 and the payment API's part of 7, as attacks on the real processes:
-the oidc-provider test OP, the payment API (`temporal-ciba payment-api`), and for finding 1 the
+the oidc-provider test OP, the payment API (`temporal-ciba-examples payment-api`), and for finding 1 the
 real worker running the payment agent on a Temporal dev server.
 
 1. One approval's token posted again with fresh Idempotency-Keys paid again: now 409, once per grant.
@@ -29,8 +29,13 @@ from temporalio.client import Client
 from temporal_ciba._settings import WorkerSettings
 from temporal_ciba.ciba import AuthenticationRequest, CibaClient, ClientSecretBasic
 from temporal_ciba.ciba._dpop import DPoPKey
-from temporal_ciba.example.payment import PaymentAction, action_digest, authorization_details, binding_message
-from temporal_ciba.example.payment_api import (
+from temporal_ciba_examples.payment_agent.models import (
+    PaymentAction,
+    action_digest,
+    authorization_details,
+    binding_message,
+)
+from temporal_ciba_examples.payment_agent.payment_api import (
     MAX_BODY_BYTES,
     PaymentApiSettings,
     create_app,

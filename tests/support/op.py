@@ -1,4 +1,4 @@
-"""Start and drive the oidc-provider test OP (temporal_ciba/example/op/server.mjs) from Python."""
+"""Start and drive the oidc-provider test OP (examples/demo/op/server.mjs) from Python."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-OP_DIR = Path(__file__).resolve().parents[2] / "temporal_ciba" / "example" / "op"
+OP_DIR = Path(__file__).resolve().parents[2] / "examples" / "demo" / "op"
 CIBA_GRANT = "urn:openid:params:grant-type:ciba"
 
 

@@ -17,7 +17,7 @@ with workflow.unsafe.imports_passed_through():
 
     from temporal_ciba.agents import ApprovedToolCall, ToolArguments, ask_for_tool_call
     from temporal_ciba.agents.openai import ToolApprovals, gated_activity_as_tool
-    from temporal_ciba.example.maintenance import (
+    from temporal_ciba_examples.openai_agents.maintenance import (
         TOOL,
         MaintenanceActivities,
         MaintenanceInput,

@@ -20,7 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic_ai.tools import DeferredToolRequests, DeferredToolResults, RunContext, ToolApproved
 
     from temporal_ciba.agents.pydantic_ai import CibaToolApprovals
-    from temporal_ciba.example.pydantic_ai_agent import (
+    from temporal_ciba_examples.pydantic_ai_payment.workflows import (
         INVOICE_MARKER,
         PAY_APPROVAL,
         PAY_TOOL,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from temporal_ciba.example import demo
-from temporal_ciba.example.demo import (
+from temporal_ciba_examples.demo import supervisor as demo
+from temporal_ciba_examples.demo.supervisor import (
     Ports,
     cli_commands,
     load_state,

@@ -13,12 +13,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_layers_import_only_downward() -> None:
-    """import-linter's contracts in pyproject.toml: the layer order, and no Temporal in the protocol."""
+    """import-linter's contracts in pyproject.toml: the layer order, no Temporal in the protocol, and
+    no import of the samples."""
     lint_imports = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
     assert lint_imports is not None, "import-linter is missing from the test environment"
     result = subprocess.run([lint_imports, "--no-cache"], cwd=REPO, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert "2 kept, 0 broken" in result.stdout
+    assert "3 kept, 0 broken" in result.stdout
 
 
 def _imported_modules(path: Path) -> set[str]:
@@ -50,4 +51,15 @@ def test_private_modules_are_reached_only_from_their_own_package() -> None:
             owner = ".".join(parts[: private[0]])
             if own_package != owner and not own_package.startswith(f"{owner}."):
                 offenders.append(f"{relative}: {module}")
+    assert offenders == []
+
+
+def test_only_tests_import_the_tests() -> None:
+    """The samples, the quickstart and the benchmark run without the test suite's helpers."""
+    offenders = []
+    for path in REPO.rglob("*.py"):
+        relative = path.relative_to(REPO)
+        if any(part in {".venv", "node_modules", "build", "tests"} for part in relative.parts):
+            continue
+        offenders += [f"{relative}: {module}" for module in _imported_modules(path) if module.split(".")[0] == "tests"]
     assert offenders == []

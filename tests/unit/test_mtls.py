@@ -19,7 +19,7 @@ from temporal_ciba.ciba import ClientCertificate, ClientSecretBasic, TlsClientAu
 from temporal_ciba.ciba._client import CibaClient
 from temporal_ciba.ciba._discovery import parse_provider_metadata
 from temporal_ciba.ciba._errors import DiscoveryError
-from temporal_ciba.example.payment_api import presented_certificate_thumbprint
+from temporal_ciba_examples.payment_agent.payment_api import presented_certificate_thumbprint
 from tests.support.mtls import self_signed_client_certificate
 
 ISSUER = "https://op.example.test"

@@ -1,11 +1,13 @@
 """Building the package prints no setuptools deprecation (the demo builds it on every start in
-an editable install) and its metadata names the license as an SPDX expression."""
+an editable install), its metadata names the license as an SPDX expression, and its wheel holds
+only the library."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,3 +35,30 @@ def test_the_build_does_not_warn_and_declares_the_license(tmp_path: Path) -> Non
     assert "deprecated" not in output.lower(), output
     dist_info = metadata / result.stdout.strip().splitlines()[-1]
     assert "License-Expression: MIT" in (dist_info / "METADATA").read_text().splitlines()
+
+
+# What the checkout holds besides sources: never copied into the build.
+NOT_SOURCES = shutil.ignore_patterns(
+    ".git", ".venv", "node_modules", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis", ".demo"
+)
+
+
+def test_the_wheel_holds_only_the_library(tmp_path: Path) -> None:
+    """Built from a copy of the whole checkout (the samples, the quickstart and the benchmark
+    beside the package): only temporal_ciba/ and the wheel's metadata; no Node or HTML files."""
+    source = tmp_path / "src"
+    shutil.copytree(REPO, source, ignore=NOT_SOURCES)
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    build = "import sys, setuptools.build_meta as b; print(b.build_wheel(sys.argv[1]))"
+    result = subprocess.run(
+        [sys.executable, "-c", build, str(dist)], cwd=source, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    wheel = dist / result.stdout.strip().splitlines()[-1]
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "temporal_ciba/__init__.py" in names and "temporal_ciba/py.typed" in names
+    outside = [name for name in names if not name.startswith(("temporal_ciba/", "temporal_ciba-0.1.0.dist-info/"))]
+    assert outside == []
+    assert [name for name in names if name.endswith((".mjs", ".html", "package.json", ".toml"))] == []
+    assert [name for name in names if "example" in name] == []

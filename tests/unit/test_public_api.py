@@ -32,6 +32,7 @@ PUBLIC_API: dict[str, list[str]] = {
         "ApprovalPolicy",
         "ApprovalRequest",
         "ApprovalState",
+        "ApprovalWorkflowInput",
         "ApproverClaims",
         "CibaActivities",
         "CibaApprovalWorkflow",

@@ -1,0 +1,1 @@
+"""The OpenAI Agents SDK tool agents: a maintenance bot and a support assistant."""

@@ -1,0 +1,1 @@
+"""The payment agent on PydanticAI: the payment tool gated by a CIBA approval."""

@@ -1,0 +1,1 @@
+"""What several samples share: the offline scripted model, the tool ledger and the tool agents' runner."""
