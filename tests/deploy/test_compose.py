@@ -5,51 +5,20 @@ it publishes only what a person must reach, on 127.0.0.1 unless CIBA_BIND says o
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-COMPOSE = REPO / "docker-compose.yml"
-REQUIRED = {
-    "CIBA_PAYLOAD_KEY": "k",
-    "CIBA_TOKEN_KEY": "t",
-    "CIBA_CLIENT_SECRET": "s",
-    "PAYMENT_API_CLIENT_SECRET": "p",
-    "POSTGRES_PASSWORD": "w",
-    "CIBA_CODEC_OPERATOR_TOKENS": "o",
-}
+from tests.support.compose import COMPOSE, REPO, REQUIRED, docker_compose
+
 # What a person opens in a browser: the Temporal UI and the demo OP's approver page. Nothing
 # else is published: the frontend, PostgreSQL, the callback, the codec server and the payment
 # API are on the compose network only.
 PUBLISHED = {"temporal-ui": {8080}, "op": {3000}}
 BIND = "${CIBA_BIND:-127.0.0.1}"
-
-
-def docker_compose(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    binary = shutil.which("docker-compose")
-    if binary is None:
-        raise RuntimeError("docker-compose is missing: scripts/setup.sh installs Debian's docker-compose")
-    # Neither the caller's environment nor a .env beside the file may decide what is checked.
-    base = {k: v for k, v in os.environ.items() if k not in REQUIRED and k != "CIBA_BIND"}
-    with tempfile.TemporaryDirectory() as empty:
-        env_file = Path(empty) / "empty.env"
-        env_file.write_text("")
-        return subprocess.run(
-            [binary, "--env-file", str(env_file), "-f", str(COMPOSE), *args],
-            env={**base, **env},
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            check=False,
-        )
 
 
 def published(env: dict[str, str]) -> dict[str, list[tuple[str | None, int | None, int]]]:

@@ -36,7 +36,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.deploy.test_compose import REPO, docker_compose
+from tests.support.compose import REPO, docker_compose
 from tests.support.temporal import DevServer, free_port
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="setpriv needs root")

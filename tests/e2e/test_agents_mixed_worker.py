@@ -32,12 +32,12 @@ from temporal_ciba.example.maintenance import TOOL, MaintenanceActivities, Maint
 from temporal_ciba.example.pydantic_ai_agent import PydanticAIPaymentAgentWorkflow
 from temporal_ciba.example.scripted_model import ScriptedModel
 from temporal_ciba.example.tool_ledger import ToolLedger
-from tests.e2e.conftest import PAYLOAD_KEY, SECRET, TOKEN_KEY, payments
-from tests.e2e.test_agents_openai import Agents, approvals_of, pending, production_change
-from tests.e2e.test_agents_pydantic_ai import Agents as PydanticAIAgents
-from tests.e2e.test_agents_pydantic_ai import ciba
-from tests.e2e.test_approval_workflow import INVOICE, pending_auth_req_id
+from tests.support.flows import INVOICE, pending_auth_req_id
 from tests.support.op import TestOP
+from tests.support.openai_agent_flows import Agents, approvals_of, pending, production_change
+from tests.support.pydantic_ai_agent_flows import Agents as PydanticAIAgents
+from tests.support.pydantic_ai_agent_flows import ciba
+from tests.support.stack import PAYLOAD_KEY, SECRET, TOKEN_KEY, payments
 from tests.support.temporal import DevServer, raw_history_bytes
 
 

@@ -14,8 +14,8 @@ from temporalio.client import Client
 from temporal_ciba._models import ApprovalRequest
 from temporal_ciba._settings import WorkerSettings
 from temporal_ciba.example.payment import action_digest, short_code
-from tests.e2e.test_approval_workflow import INVOICE, approval_handle, pending_auth_req_id, start_agent, start_approval
 from tests.support.browser import chromium
+from tests.support.flows import INVOICE, approval_handle, pending_auth_req_id, start_agent, start_approval
 from tests.support.op import TestOP
 
 

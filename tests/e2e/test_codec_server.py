@@ -17,9 +17,9 @@ from temporalio.client import Client
 
 from temporal_ciba._models import ApprovalRequest
 from temporal_ciba._settings import WorkerSettings
-from tests.e2e.conftest import PAYLOAD_KEY
-from tests.e2e.test_approval_workflow import pending_auth_req_id, start_approval
-from tests.security.test_codec_server import start_codec_server, wait_for_port
+from tests.support.codec_server import start_codec_server, wait_for_port
+from tests.support.flows import pending_auth_req_id, start_approval
+from tests.support.stack import PAYLOAD_KEY
 from tests.support.temporal import free_port
 
 UI = "http://localhost:8233"

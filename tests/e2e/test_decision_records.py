@@ -17,9 +17,9 @@ from temporalio.client import Client
 
 from temporal_ciba._settings import WorkerSettings
 from temporal_ciba.example.payment import action_digest
-from tests.e2e.conftest import TOKEN_KEY, agent_settings, clean_env, cli_command, running_worker
-from tests.e2e.test_approval_workflow import INVOICE, approval_handle, pending_auth_req_id, start_agent
+from tests.support.flows import INVOICE, approval_handle, pending_auth_req_id, start_agent
 from tests.support.op import TestOP
+from tests.support.stack import TOKEN_KEY, agent_settings, clean_env, cli_command, running_worker
 from tests.support.temporal import DevServer
 
 MFA = "urn:example:acr:mfa"

@@ -15,9 +15,9 @@ from joserfc.jwk import RSAKey
 from temporalio.client import Client
 
 from temporal_ciba._settings import OPSettings
-from tests.e2e.conftest import ACCOUNTS, SECRET
-from tests.e2e.test_approval_workflow import approve_one
+from tests.support.flows import approve_one
 from tests.support.op import TEST_ROUTES, TestOP, ciba_client, run_test_op
+from tests.support.stack import ACCOUNTS, SECRET
 from tests.support.temporal import DevServer
 
 JWE_CLIENT = "jwe-agent"

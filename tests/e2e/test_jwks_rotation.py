@@ -13,9 +13,9 @@ import jwt
 import pytest
 
 from temporal_ciba.ciba import CibaClient, ClientSecretBasic, Granted, KeyNotFound
-from tests.e2e.conftest import SECRET, ClientKey, op_config
-from tests.e2e.test_replay_stock_op import approved
 from tests.support.op import TestOP, run_test_op
+from tests.support.protocol import approved
+from tests.support.stack import SECRET, ClientKey, op_config
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,20 @@ from temporal_ciba.example.payment import (
     action_digest,
     authorization_details,
 )
-from tests.e2e.conftest import (
+from tests.support.flows import (
+    INVOICE,
+    ROTATE_KEYS,
+    approval_handle,
+    approve_one,
+    pending_auth_req_id,
+    start_agent,
+    start_approval,
+)
+from tests.support.mtls import ClientCertificateFiles
+from tests.support.op import TEST_ROUTES, TestOP, ciba_client, run_test_op
+from tests.support.policy_examples import pay_by_policy
+from tests.support.pydantic_ai_agent_flows import pay_with_the_example
+from tests.support.stack import (
     ACCOUNTS,
     AGENT_DNS_NAME,
     MTLS_CLIENT_AUTH_METHODS,
@@ -37,19 +50,6 @@ from tests.e2e.conftest import (
     run_payment_api,
     running_worker,
 )
-from tests.e2e.test_agents_pydantic_ai import pay_with_the_example
-from tests.e2e.test_approval_workflow import (
-    INVOICE,
-    ROTATE_KEYS,
-    approval_handle,
-    approve_one,
-    pending_auth_req_id,
-    start_agent,
-    start_approval,
-)
-from tests.e2e.test_policy_examples import pay_by_policy
-from tests.support.mtls import ClientCertificateFiles
-from tests.support.op import TEST_ROUTES, TestOP, ciba_client, run_test_op
 from tests.support.temporal import DevServer
 
 pytestmark = pytest.mark.usefixtures("trusted_test_ca")

@@ -18,8 +18,8 @@ from temporalio.client import Client, WorkflowHandle
 from temporal_ciba._models import ApprovalOutcome, ApprovalRequest, ApprovalWorkflowInput
 from temporal_ciba._settings import WorkerSettings
 from temporal_ciba._workflow import CibaApprovalWorkflow
-from tests.e2e.conftest import ACCOUNTS, SECRET, agent_settings, introspect, payment_api_client, running_worker
 from tests.support.op import TEST_ROUTES, TestOP, ciba_client, run_test_op
+from tests.support.stack import ACCOUNTS, SECRET, agent_settings, introspect, payment_api_client, running_worker
 from tests.support.temporal import DevServer, wait_for
 
 OIDC_PROVIDER_DEFAULT_RULE = r"^[a-zA-Z0-9-._+/!?#]{1,20}$"

@@ -22,7 +22,10 @@ from temporal_ciba._settings import WorkerSettings
 from temporal_ciba.ciba import CibaClient, ClientSecretBasic
 from temporal_ciba.example.agent import PaymentAgentWorkflow
 from temporal_ciba.example.payment import PaymentAction, PaymentAgentInput, PaymentAgentResult, action_digest
-from tests.e2e.conftest import (
+from tests.support.cli import one_line
+from tests.support.op import TestOP
+from tests.support.records import stored_records
+from tests.support.stack import (
     AGENT_CLIENT,
     PAYLOAD_KEY,
     PAYMENT_API_CLIENT,
@@ -35,11 +38,8 @@ from tests.e2e.conftest import (
     payments,
     running_worker,
 )
-from tests.e2e.test_cli_errors import one_line
-from tests.e2e.test_crash import WorkerProcess
-from tests.support.op import TestOP
-from tests.support.records import stored_records
 from tests.support.temporal import DevServer, wait_for
+from tests.support.worker_process import WorkerProcess
 
 MFA = "urn:example:acr:mfa"
 POLICY = f"""

@@ -10,10 +10,9 @@ from temporalio.client import Client
 
 from temporal_ciba._programs.worker import run_worker
 from temporal_ciba._settings import WorkerSettings
-from tests.e2e.conftest import PAYLOAD_KEY, TOKEN_KEY, agent_settings, cli_command
-from tests.e2e.test_cli import cli_env, decide_when_asked, run_cli
-from tests.e2e.test_cli_errors import OTHER_KEY, one_line
+from tests.support.cli import OTHER_KEY, cli_env, decide_when_asked, one_line, run_cli
 from tests.support.op import TestOP
+from tests.support.stack import PAYLOAD_KEY, TOKEN_KEY, agent_settings, cli_command
 from tests.support.temporal import DevServer
 
 NO_WORKER = "no worker polls task queue"

@@ -19,9 +19,9 @@ from temporal_ciba._models import ApprovalRequest, ApprovalWorkflowInput
 from temporal_ciba._plugin import CibaPlugin
 from temporal_ciba._workflow import CibaApprovalWorkflow
 from temporal_ciba.crypto._sealing import TokenSealer
-from tests.e2e.conftest import PAYLOAD_KEY, ClientKey, agent_settings, op_config
 from tests.support.op import TestOP, run_test_op
 from tests.support.records import sqlite_recorder
+from tests.support.stack import PAYLOAD_KEY, ClientKey, agent_settings, op_config
 from tests.support.temporal import history_runs, time_skipping_environment, wait_for
 
 KEY = base64.b64decode(PAYLOAD_KEY)

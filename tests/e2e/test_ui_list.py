@@ -16,8 +16,8 @@ from temporalio.worker import Worker
 from temporal_ciba._models import ApprovalRequest
 from temporal_ciba._workflow import require_approval
 from temporal_ciba.crypto._codec import ENCODING, AesGcmCodec
-from tests.e2e.conftest import PAYLOAD_KEY
-from tests.e2e.test_cli import cli_env, run_cli
+from tests.support.cli import cli_env, run_cli
+from tests.support.stack import PAYLOAD_KEY
 from tests.support.temporal import DevServer, wait_for
 
 HOSTILE = "Pay `x` **now** [click](https://evil.example) <img src=x>"

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import AGENT_CLIENT, PAYLOAD_KEY, SECRET, TOKEN_KEY, clean_env
 from tests.support.op import TestOP
+from tests.support.stack import AGENT_CLIENT, PAYLOAD_KEY, SECRET, TOKEN_KEY, clean_env
 from tests.support.temporal import DevServer, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

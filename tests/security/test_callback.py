@@ -20,13 +20,11 @@ import pytest
 from temporalio.client import WorkflowHandle
 
 from temporal_ciba._programs.callback import DEFAULT_READ_TIMEOUT, LINGER_BYTES, LINGER_SECONDS
-from tests.e2e import test_callback as e2e
-from tests.e2e.conftest import TlsFiles, run_callback
-from tests.e2e.test_callback import TOKENS, bearer, events, token_for
+from tests.support.callback import TOKENS, bearer, events, token_for
+from tests.support.stack import TlsFiles, run_callback
 from tests.support.temporal import DevServer
 
 MiB = 1024 * 1024
-waiting = e2e.waiting  # the fixture: a ping-mode approval waiting for its ping, and its auth_req_id
 
 
 def tls_context(tls: TlsFiles) -> ssl.SSLContext:

@@ -37,6 +37,7 @@ from hypothesis import strategies as st
 from temporalio.api.common.v1 import Payload, Payloads
 
 from temporal_ciba.crypto._codec import ENCODING, KEY_ID_METADATA, AesGcmCodec
+from tests.support.codec_server import codec_env, start_codec_server, wait_for_port
 from tests.support.temporal import free_port
 
 UI = "http://localhost:8233"
@@ -120,29 +121,6 @@ class CodecProcess:
     @property
     def auth(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self.token}"}
-
-
-def codec_env(**values: str) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith(("CIBA_", "TEMPORAL_"))}
-    return {**env, **values}
-
-
-def start_codec_server(log: Path, **settings: str) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "temporal_ciba", "codec-server"]
-    return subprocess.Popen(command, env=codec_env(**settings), stdout=log.open("wb"), stderr=subprocess.STDOUT)
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the codec server did not come up: {log.read_text()[-2000:]}")
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

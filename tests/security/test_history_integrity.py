@@ -14,7 +14,7 @@ from temporalio.common import RawValue
 
 from temporal_ciba._settings import WorkerSettings
 from temporal_ciba.example.payment import PaymentAgentInput
-from tests.e2e.test_approval_workflow import INVOICE, approval_handle, pending_auth_req_id, start_agent
+from tests.support.flows import INVOICE, approval_handle, pending_auth_req_id, start_agent
 from tests.support.op import TestOP
 from tests.support.temporal import DevServer, wait_for
 

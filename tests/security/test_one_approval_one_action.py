@@ -36,10 +36,10 @@ from temporal_ciba.example.payment import (
     PaymentAgentResult,
     action_digest,
 )
-from tests.e2e.conftest import TlsFiles, payments
-from tests.e2e.test_approval_workflow import INVOICE, pending_auth_req_id, start_approval
-from tests.e2e.test_callback import TOKENS, bearer, post
+from tests.support.callback import TOKENS, bearer, post
+from tests.support.flows import INVOICE, pending_auth_req_id, start_approval
 from tests.support.op import TestOP
+from tests.support.stack import TlsFiles, payments
 from tests.support.temporal import wait_for
 
 

@@ -36,10 +36,10 @@ from temporal_ciba.example.payment_api import (
     create_app,
     with_client_certificate,
 )
-from tests.e2e.conftest import AGENT_CLIENT, OPERATOR_TOKEN, PAYMENT_API_CLIENT, SECRET, payments, run_payment_api
-from tests.e2e.test_approval_workflow import INVOICE, approval_handle, pending_auth_req_id, start_agent
+from tests.support.flows import INVOICE, approval_handle, pending_auth_req_id, start_agent
 from tests.support.mtls import self_signed_client_certificate
 from tests.support.op import TestOP
+from tests.support.stack import AGENT_CLIENT, OPERATOR_TOKEN, PAYMENT_API_CLIENT, SECRET, payments, run_payment_api
 
 
 def fresh_action(amount: str = "42.00") -> PaymentAction:

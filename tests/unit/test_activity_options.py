@@ -15,8 +15,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from temporal_ciba._models import PushDelivery
 from temporal_ciba._workflow import CibaApprovalWorkflow
+from tests.support.scripted_op import GRANTED, KEY, ScriptedOP, start, wait_pending, worker
 from tests.support.temporal import ActivityStart, ActivityStarts, time_skipping_environment
-from tests.unit.test_workflow_logic import GRANTED, KEY, ScriptedOP, start, wait_pending, worker
 
 SECONDS = timedelta(seconds=1)
 SEND = ActivityStart(

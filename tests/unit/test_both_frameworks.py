@@ -23,7 +23,7 @@ from temporalio.openai_agents import OpenAIAgentsPlugin, OpenAIPayloadConverter
 
 from temporal_ciba._plugin import CibaPlugin
 from temporal_ciba.agents.both_frameworks import BothFrameworksConverter, BothFrameworksPayloadConverter
-from tests.unit.test_plugin import KEY, approval_request, assert_sealed_round_trip, configured
+from tests.support.converters import KEY, approval_request, assert_sealed_round_trip, configured
 
 
 def next_turn_input(converter: PayloadConverter) -> list[TResponseInputItem]:

@@ -23,8 +23,8 @@ from temporal_ciba._rendering import static_details, static_summary
 from temporal_ciba._search_attributes import CIBA_STATUS
 from temporal_ciba._workflow import require_approval
 from temporal_ciba.crypto._codec import AesGcmCodec
+from tests.support.scripted_op import GRANTED, KEY, ScriptedOP, worker
 from tests.support.temporal import time_skipping_environment
-from tests.unit.test_workflow_logic import GRANTED, KEY, ScriptedOP, worker
 
 DIGEST = "ab" * 32
 

@@ -27,8 +27,8 @@ from temporal_ciba._models import (
 )
 from temporal_ciba._search_attributes import CIBA_AUTH_REQ_ID, CIBA_STATUS
 from temporal_ciba._workflow import DELIVER_SIGNAL, NOTIFY_SIGNAL, STATUS_QUERY, require_approval
+from tests.support.scripted_op import GRANTED, KEY, ScriptedOP, wait_for_event, worker
 from tests.support.temporal import time_skipping_environment
-from tests.unit.test_workflow_logic import GRANTED, KEY, ScriptedOP, wait_for_event, worker
 
 FALLBACK = 60.0
 

@@ -26,8 +26,8 @@ from temporal_ciba._models import ApprovalOutcome, ApprovalRequest, PolicyDecisi
 from temporal_ciba._plugin import CibaPlugin
 from temporal_ciba._policy import ApprovalPolicy, PolicyAction, PolicyRule, PolicySource
 from temporal_ciba._workflow import WORKER_POLICY, CibaApprovalWorkflow, require_approval
+from tests.support.phones import KEY, Phones, approved
 from tests.support.temporal import ActivityStart, ActivityStarts, time_skipping_environment, wait_for
-from tests.unit.test_quorum_workflow import KEY, Phones, approved
 
 DIGEST = "ab" * 32
 

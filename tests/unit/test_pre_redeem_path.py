@@ -27,8 +27,7 @@ from temporal_ciba._models import (
 )
 from temporal_ciba._workflow import CibaApprovalWorkflow
 from temporal_ciba.ciba import TransportError
-from tests.support.temporal import ActivityStarts, time_skipping_environment
-from tests.unit.test_workflow_logic import (
+from tests.support.scripted_op import (
     EARLY_SLACK,
     GRANTED,
     KEY,
@@ -41,6 +40,7 @@ from tests.unit.test_workflow_logic import (
     wait_pending,
     worker,
 )
+from tests.support.temporal import ActivityStarts, time_skipping_environment
 
 
 @workflow.defn

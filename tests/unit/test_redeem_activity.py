@@ -16,8 +16,8 @@ from temporal_ciba._activities import GRANT_LOST, CibaActivities, Redemptions
 from temporal_ciba._models import RedeemInput, RedeemResult
 from temporal_ciba.ciba import CibaClient, ClientSecretBasic, TransportError
 from temporal_ciba.crypto import TokenSealer, access_token_context
+from tests.support.mock_op import MockOP, env
 from tests.support.tokens import ACCESS_TOKEN, AUTH_REQ_ID, CLIENT_ID, ISSUER, NOW, REFRESH_TOKEN, binding, claims
-from tests.unit.test_send_activity import MockOP, env
 
 DIGEST = "d" * 64
 

@@ -26,7 +26,7 @@ from temporal_ciba.ciba._validation import (
     validate_token_response,
 )
 from tests.support.tokens import CLIENT_ID, DETAILS, ISSUER, NOW, b64url, binding, claims, token_response
-from tests.unit.test_validation import KEYS, NEGATIVE, Case, _validate
+from tests.support.validation_cases import KEYS, NEGATIVE, Case, _validate
 
 POLICY = ValidationPolicy()
 LEEWAY = POLICY.leeway_seconds
