@@ -1,5 +1,6 @@
-"""The example PydanticAI payment agent as the e2e tests drive it: in a worker of the test's
-own, or through the example's command line as its README runs it."""
+"""The example PydanticAI payment agent as the e2e tests drive it.
+
+In a worker of the test's own, or through the example's command line as its README runs it."""
 
 from __future__ import annotations
 
@@ -108,12 +109,12 @@ class ExampleProcess:
     def kill(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
+        self.process.wait(timeout=10)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
-            self.process.wait()
+            self.process.wait(timeout=10)
 
 
 async def pay_with_the_example(

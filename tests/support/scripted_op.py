@@ -1,13 +1,15 @@
-"""The approval activities under their real names, answering from a script, and the worker,
-starts and history readers the workflow tests on the time-skipping test server use."""
+"""The one fake of the approval activities, and the helpers of the workflow tests.
+
+The fake is every `ciba.*` activity under its real name, answering from a script; the helpers
+start workers and approvals on the time-skipping test server, wait for them, and read their
+histories."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from temporalio import activity
@@ -20,6 +22,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from temporal_ciba._activities import Redemptions
 from temporal_ciba._models import (
     ApprovalRequest,
+    ApprovalState,
     ApprovalWorkflowInput,
     RedeemInput,
     RedeemResult,
@@ -34,21 +37,28 @@ from temporal_ciba._models import (
 )
 from temporal_ciba._plugin import PASSTHROUGH_MODULES
 from temporal_ciba._search_attributes import CIBA_STATUS
-from temporal_ciba._workflow import CibaApprovalWorkflow
+from temporal_ciba._workflow import STATUS_QUERY, CibaApprovalWorkflow
 from temporal_ciba.ciba import RequestBinding, TransportError
 from temporal_ciba.records import RecordDecisionInput
 from tests.support.temporal import wait_for
 
-KEY = os.urandom(32)
+# A scripted answer to a token request: what the OP's token endpoint says, which the redeem
+# then validates; or, for the redeem only, its whole verdict (a quorum's approver's, say).
+Answer = TokenRequestResult | RedeemResult
 
 
 class ScriptedOP:
-    """Activities under the real names, answering from a script and recording workflow time."""
+    """The approval activities under their real names, answering from a script.
+
+    They record what they were asked and when (in workflow time). `answers` is one script for
+    every request (each gets auth_req_id `req-1`), or one script per login_hint (each request
+    then gets auth_req_id `req-<login_hint>`); a token request takes the next answer of its
+    script, and `pending` once the script is spent."""
 
     def __init__(
         self,
         env: WorkflowEnvironment,
-        answers: list[TokenRequestResult],
+        answers: list[Answer] | dict[str, list[Answer]],
         *,
         interval: int = 5,
         expires_in: int = 600,
@@ -62,6 +72,7 @@ class ScriptedOP:
         self.send_error = send_error
         self.send_error_description: str | None = "refused"
         self.mode = mode
+        self.asked: list[ApprovalRequest] = []  # every backchannel request, as the workflow sent it
         self.poll_times: list[float] = []
         self.token_requests: list[str] = []  # the auth_req_id of each token request
         self.revoked: list[str] = []
@@ -97,8 +108,31 @@ class ScriptedOP:
         # only with the action digest and the holder it was sealed to.
         self.access_token_revocations: list[RevokeAccessTokenInput] = []
 
+    @property
+    def activities(self) -> list[Callable[..., Any]]:
+        return [
+            self.send,
+            self.request_token,
+            self.validate,
+            self.revoke,
+            self.redeem,
+            self.revoke_access_token,
+            self.record,
+        ]
+
+    def auth_req_id_for(self, login_hint: str | None) -> str:
+        return f"req-{login_hint}" if isinstance(self.answers, dict) else "req-1"
+
+    def _next_answer(self, auth_req_id: str) -> Answer:
+        if isinstance(self.answers, dict):
+            script = self.answers.get(auth_req_id.removeprefix("req-"), [])
+        else:
+            script = self.answers
+        return script.pop(0) if script else TokenRequestResult(kind="pending")
+
     @activity.defn(name="ciba.send_authentication_request")
     async def send(self, input: SendRequestInput) -> SendRequestResult:
+        self.asked.append(input.request)
         self.send_started.set()
         self.sends += 1
         if self.answer_send is not None:
@@ -109,18 +143,19 @@ class ScriptedOP:
             raise TransportError("the OP could not be reached: connection refused")
         if self.send_error:
             reason = f"{self.send_error}: {self.send_error_description}" if self.send_error_description else None
-            return SendRequestResult(error=self.send_error, reason=reason, records=True)
+            return SendRequestResult(error=self.send_error, reason=reason, records=self.records)
+        auth_req_id = self.auth_req_id_for(input.request.login_hint)
         binding = RequestBinding(
             issuer="https://op",
             client_id="c",
-            auth_req_id="req-1",
+            auth_req_id=auth_req_id,
             requested_at=self.sends,  # each request its own binding, as the real clock makes it
             scope="openid",
             delivery_mode=self.mode,
             expected_subject=input.request.expected_subject,
         )  # type: ignore[arg-type]
         return SendRequestResult(
-            auth_req_id="req-1",
+            auth_req_id=auth_req_id,
             expires_in=self.expires_in,
             interval=self.interval,
             binding=binding,
@@ -131,7 +166,12 @@ class ScriptedOP:
 
     @activity.defn(name="ciba.request_token")
     async def request_token(self, input: TokenRequestInput) -> TokenRequestResult:
-        self.token_requests.append(input.auth_req_id)
+        answer = await self._token_request(input.auth_req_id)
+        assert isinstance(answer, TokenRequestResult), "a redeem's verdict answers only the redeem"
+        return answer
+
+    async def _token_request(self, auth_req_id: str) -> Answer:
+        self.token_requests.append(auth_req_id)
         self.poll_times.append((await self.env.get_current_time()).timestamp())
         self.poll_started.set()
         if self.token_request_error is not None:
@@ -140,17 +180,20 @@ class ScriptedOP:
             await self.block_next_poll.wait()
         if self.gated:
             await self.release.get()
-        return self.answers.pop(0) if self.answers else TokenRequestResult(kind="pending")
+        return self._next_answer(auth_req_id)
 
     @activity.defn(name="ciba.redeem")
     async def redeem(self, input: RedeemInput) -> RedeemResult:
-        """The token request answers from the script; granted tokens are validated as `validate`
-        does, and rejected ones revoked on the spot; a repeat joins the first (Redemptions), as
-        the real activity does."""
+        """The token request answers from the script.
+
+        Granted tokens are validated as `validate` does, and rejected ones revoked on the spot; a
+        repeat joins the first (Redemptions), as the real activity does."""
         return await self.redemptions.once(input, lambda: self._redeem(input))
 
     async def _redeem(self, input: RedeemInput) -> RedeemResult:
-        answer = await self.request_token(TokenRequestInput(auth_req_id=input.binding.auth_req_id))
+        answer = await self._token_request(input.binding.auth_req_id)
+        if isinstance(answer, RedeemResult):
+            return answer
         if answer.kind != "granted":
             result = RedeemResult.model_validate(answer.model_dump(exclude={"sealed_tokens"}))
             if answer.kind != "failed":
@@ -219,7 +262,7 @@ async def start(
     op: ScriptedOP,
     task_queue: str,
     *,
-    workflow_type: Any = CibaApprovalWorkflow,  # or a stand-in with its `run` (test_pre_redeem_path)
+    workflow_type: Any = CibaApprovalWorkflow,  # or a stand-in with its `run` (test_decision_path_without_redeem)
     **request: object,
 ) -> WorkflowHandle:
     approval = ApprovalRequest(login_hint="alice", binding_message="Approve it", **request)  # type: ignore[arg-type]
@@ -247,7 +290,7 @@ def worker(
         # A bug that raises in workflow code fails the test's workflow at once, instead of a
         # workflow task retried until the test times out.
         workflow_failure_exception_types=[Exception],
-        activities=[op.send, op.request_token, op.validate, op.revoke, op.redeem, op.revoke_access_token, op.record],
+        activities=op.activities,
         interceptors=interceptors,
     ), task_queue
 
@@ -287,10 +330,7 @@ def gaps(times: list[float]) -> list[float]:
 # The rule is "never sooner than the interval"; the upper slack only has to tell apart the
 # intervals the rules produce (5, 10, 30, 40, 60 s).
 EARLY_SLACK = 0.5
-
-
 LATE_SLACK = 3.0
-
 
 GRANTED = TokenRequestResult(kind="granted", sealed_tokens="sealed-tokens")
 
@@ -308,9 +348,23 @@ APPROVAL = {
 }
 
 
-async def wait_pending(handle: WorkflowHandle) -> None:
-    for _ in range(200):
-        if (await handle.query(CibaApprovalWorkflow.status)).status == "pending":
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("never pending")
+async def wait_pending(handle: WorkflowHandle, *, timeout: float = 30.0) -> None:
+    """Until the approval's status query (on its own workflow, or on the caller of an inline one) says pending.
+
+    It has sent its request and knows its auth_req_id."""
+
+    async def pending() -> bool:
+        return (await handle.query(STATUS_QUERY, result_type=ApprovalState)).status == "pending"
+
+    await wait_for(pending, timeout=timeout, interval=0.02, what=f"{handle.id} to be pending")
+
+
+def approved(sub: str, hint: str | None = None) -> RedeemResult:
+    """A redeem's verdict.
+
+    Approved by `sub`, asked of `hint` (default: the same name); its token names the hint."""
+    return RedeemResult(
+        kind="approved",
+        approval={"sub": sub, "scope": "openid", "issued_at": 1, "expires_at": 2},  # type: ignore[arg-type]
+        sealed_access_token=f"sealed-{hint or sub}",
+    )

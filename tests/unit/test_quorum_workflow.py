@@ -1,13 +1,13 @@
-"""The quorum's own decisions in workflow code, on the time-skipping test server with scripted
-activities (one script per approver): denials that end it or only count, a deadline shared by
-all, and which access tokens are revoked. The e2e tests prove it against the real OP."""
+"""The quorum's own decisions in workflow code.
+
+On the time-skipping test server with scripted activities (one script per approver): denials
+that end it or only count, a deadline shared by all, and which access tokens are revoked. The
+e2e tests prove it against the real OP."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
-import pytest
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
@@ -22,9 +22,10 @@ from temporal_ciba._models import (
 from temporal_ciba._plugin import CibaPlugin
 from temporal_ciba._policy import ApprovalPolicy, PolicyAction, PolicyRule
 from temporal_ciba._workflow import CibaApprovalWorkflow, require_approval
-from tests.support.phones import KEY, PENDING, Phones, approved
-from tests.support.temporal import time_skipping_environment
+from tests.support.scripted_op import ScriptedOP, approved
+from tests.support.workflow_environment import KEY
 
+PENDING = RedeemResult(kind="pending")
 DENIED = RedeemResult(kind="failed", error="access_denied", reason="denied")
 
 
@@ -59,13 +60,7 @@ def quorum(n: int, *, on_denial: str = "end") -> ApprovalPolicy:
     return ApprovalPolicy(rules=[rule], roles={"b": "bob", "c": "carol"})
 
 
-@pytest.fixture(scope="module")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    async with time_skipping_environment(KEY) as environment:
-        yield environment
-
-
-def quorum_worker(env: WorkflowEnvironment, phones: Phones, task_queue: str) -> Worker:
+def quorum_worker(env: WorkflowEnvironment, phones: ScriptedOP, task_queue: str) -> Worker:
     return Worker(
         env.client,
         task_queue=task_queue,
@@ -75,7 +70,7 @@ def quorum_worker(env: WorkflowEnvironment, phones: Phones, task_queue: str) -> 
     )
 
 
-async def run(env: WorkflowEnvironment, phones: Phones, agent_input: QuorumInput) -> ApprovalOutcome:
+async def run(env: WorkflowEnvironment, phones: ScriptedOP, agent_input: QuorumInput) -> ApprovalOutcome:
     task_queue = f"quorum-{uuid.uuid4().hex[:8]}"
     async with quorum_worker(env, phones, task_queue):
         return await env.client.execute_workflow(
@@ -88,7 +83,7 @@ def statuses(outcome: ApprovalOutcome) -> dict[str, str]:
 
 
 async def test_with_on_denial_continue_a_denial_only_counts_as_a_no(env: WorkflowEnvironment) -> None:
-    phones = Phones({"alice": [approved("alice")], "bob": [DENIED], "carol": [PENDING, approved("carol")]})
+    phones = ScriptedOP(env, {"alice": [approved("alice")], "bob": [DENIED], "carol": [PENDING, approved("carol")]})
     outcome = await run(env, phones, QuorumInput(policy=quorum(2, on_denial="continue")))
     assert outcome.status == "approved", outcome.reason
     assert statuses(outcome) == {"alice": "approved", "bob": "denied", "carol": "approved"}
@@ -99,7 +94,7 @@ async def test_with_on_denial_continue_a_denial_only_counts_as_a_no(env: Workflo
 
 
 async def test_the_approvers_run_under_the_id_and_queue_the_caller_gives(env: WorkflowEnvironment) -> None:
-    phones = Phones({"alice": [approved("alice")], "bob": [approved("bob")]})
+    phones = ScriptedOP(env, {"alice": [approved("alice")], "bob": [approved("bob")]})
     agent_queue, approval_queue = f"quorum-{uuid.uuid4().hex[:8]}", f"approvals-{uuid.uuid4().hex[:8]}"
     approval_id = f"approval-{uuid.uuid4().hex[:8]}"
     agent_input = QuorumInput(policy=quorum(2), approval_id=approval_id, approval_task_queue=approval_queue)
@@ -120,7 +115,7 @@ async def test_the_approvers_run_under_the_id_and_queue_the_caller_gives(env: Wo
 
 
 async def test_a_denial_ends_it_and_cancels_the_rest(env: WorkflowEnvironment) -> None:
-    phones = Phones({"alice": [PENDING, PENDING, approved("alice")], "bob": [DENIED]})
+    phones = ScriptedOP(env, {"alice": [PENDING, PENDING, approved("alice")], "bob": [DENIED]})
     outcome = await run(env, phones, QuorumInput(policy=quorum(2)))
     assert (outcome.status, outcome.error) == ("denied", "access_denied")
     assert statuses(outcome) == {"alice": "cancelled", "bob": "denied", "carol": "cancelled"}
@@ -129,7 +124,7 @@ async def test_a_denial_ends_it_and_cancels_the_rest(env: WorkflowEnvironment) -
 
 
 async def test_one_deadline_for_all(env: WorkflowEnvironment) -> None:
-    phones = Phones({"alice": [approved("alice")]})
+    phones = ScriptedOP(env, {"alice": [approved("alice")]})
     outcome = await run(env, phones, QuorumInput(policy=quorum(2), requested_expiry=60))
     assert outcome.status == "expired", outcome.reason
     assert statuses(outcome) == {"alice": "approved", "bob": "expired", "carol": "expired"}
@@ -143,8 +138,8 @@ async def test_one_deadline_for_all(env: WorkflowEnvironment) -> None:
 
 
 async def test_the_same_person_under_two_hints_and_a_third_who_makes_it(env: WorkflowEnvironment) -> None:
-    phones = Phones(
-        {"alice": [approved("alice")], "bob": [approved("alice", "bob")], "carol": [PENDING, approved("carol")]}
+    phones = ScriptedOP(
+        env, {"alice": [approved("alice")], "bob": [approved("alice", "bob")], "carol": [PENDING, approved("carol")]}
     )
     outcome = await run(env, phones, QuorumInput(policy=quorum(2)))
     assert outcome.status == "approved", outcome.reason

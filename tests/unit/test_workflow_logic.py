@@ -41,7 +41,6 @@ from tests.support.scripted_op import (
     APPROVAL,
     EARLY_SLACK,
     GRANTED,
-    KEY,
     LATE_SLACK,
     ScriptedOP,
     gaps,
@@ -53,19 +52,15 @@ from tests.support.scripted_op import (
     worker,
 )
 from tests.support.temporal import ActivityStarts, time_skipping_environment, wait_for
-
-
-@pytest.fixture(scope="module")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    async with time_skipping_environment(KEY) as environment:
-        yield environment
+from tests.support.workflow_environment import KEY
 
 
 @pytest.fixture
 async def own_env() -> AsyncIterator[WorkflowEnvironment]:
-    """A time-skipping server for one test, for tests that hold an activity while their
-    workflow goes on: after them the shared server was seen to stop skipping time (a held
-    validation left running when its workflow ended; early pushes while the send was held)."""
+    """A time-skipping server for one test, for tests that hold an activity while their workflow goes on.
+
+    After them the shared server was seen to stop skipping time (a held validation left running when
+    its workflow ended; early pushes while the send was held)."""
     async with time_skipping_environment(KEY) as environment:
         yield environment
 
@@ -76,8 +71,9 @@ def recorded_once(op: ScriptedOP, outcome: ApprovalOutcome) -> bool:
 
 
 async def task_started_after(handle: WorkflowHandle, event_type: EventType.ValueType) -> None:
-    """Until a workflow task has started after the last event of this type: the workflow has
-    it, while its local activity (which heartbeats the task) may still run."""
+    """Until a workflow task has started after the last event of this type.
+
+    The workflow has it, while its local activity (which heartbeats the task) may still run."""
 
     async def started() -> bool:
         kinds = [event.event_type async for event in handle.fetch_history_events()]
@@ -134,9 +130,10 @@ async def timers(handle: WorkflowHandle) -> list[float]:
 
 
 async def test_polls_start_an_interval_apart_however_long_a_request_takes(env: WorkflowEnvironment) -> None:
-    """The timer starts when the last request has returned: it is shorter by the time that
-    request took, so requests start an interval apart (CIBA §7.3), not an interval plus a round
-    trip; a 503 without Retry-After adds nothing to it."""
+    """The timer starts when the last request has returned.
+
+    It is shorter by the time that request took, so requests start an interval apart (CIBA §7.3),
+    not an interval plus a round trip; a 503 without Retry-After adds nothing to it."""
     answers = [TokenRequestResult(kind="pending"), TokenRequestResult(kind="retry_later"), GRANTED]
     op = ScriptedOP(env, answers, interval=5)
     op.pending_request_seconds = 4.6
@@ -252,8 +249,11 @@ async def test_refused_request_is_an_error_outcome(
 
 
 async def test_an_op_unreachable_for_every_attempt_is_an_error_outcome(env: WorkflowEnvironment) -> None:
-    """The request's retries spent (a local activity's last failure reaches the workflow as its
-    own error, not wrapped in an ActivityError): an `error` outcome, never a failed workflow."""
+    """An OP unreachable for every attempt of the request is an `error` outcome.
+
+    Once the request's retries are spent (a local activity's last failure reaches the workflow as
+    its own error, not wrapped in an ActivityError), the outcome is `error`, never a failed
+    workflow."""
     op = ScriptedOP(env, [], send_error="unreachable")
     running, task_queue = worker(env, op)
     async with running:
@@ -293,8 +293,10 @@ async def test_rejected_tokens_are_revoked(env: WorkflowEnvironment) -> None:
 
 
 async def test_a_rejected_redeem_opens_nothing_whatever_it_carries(env: WorkflowEnvironment) -> None:
-    """The verdict decides, not the fields beside it: a `rejected` result that also carries
-    claims and a sealed access token is a rejection, and hands out neither."""
+    """The verdict decides, not the fields beside it.
+
+    A `rejected` result that also carries claims and a sealed access token is a rejection, and hands
+    out neither."""
     op = ScriptedOP(env, [TokenRequestResult(kind="granted", sealed_tokens="rejected-with-claims")])
     running, task_queue = worker(env, op)
     async with running:
@@ -486,7 +488,7 @@ async def test_a_slowed_interval_survives_continue_as_new(env: WorkflowEnvironme
 
 
 async def test_an_approval_that_does_not_record_still_does_not_after_continue_as_new(env: WorkflowEnvironment) -> None:
-    """A send that said no decision record (a history from before records) decides for every run."""
+    """A send that said the approval writes no decision record decides so for every run of it."""
     op = ScriptedOP(env, [TokenRequestResult(kind="pending")] * 10 + [GRANTED])
     op.records = False
     running, task_queue = worker(env, op)
@@ -498,8 +500,9 @@ async def test_an_approval_that_does_not_record_still_does_not_after_continue_as
 
 
 async def test_a_ping_during_the_last_request_of_a_run_asks_again_in_the_next(env: WorkflowEnvironment) -> None:
-    """A ping that lands while a run's last token request is on its way is carried into the next
-    run, which asks an interval after that request, not at the fallback poll."""
+    """A ping during a run's last token request is carried into the next run.
+
+    The next run asks an interval after that request, not at the fallback poll."""
     pending = TokenRequestResult(kind="pending")
     op = ScriptedOP(env, [pending] * 10 + [GRANTED], interval=5, expires_in=86400, mode="ping")
     op.gated = True
@@ -676,8 +679,9 @@ async def test_a_push_that_overtakes_the_request_is_kept(own_env: WorkflowEnviro
 async def test_at_most_eight_early_pushes_are_kept_and_never_another_chains(
     own_env: WorkflowEnvironment, foreign: int
 ) -> None:
-    """Pushes that arrive before the request's answer are kept (the bearer was verified), but
-    only eight, and none for another run chain. `foreign` pushes come first, one of them
+    """At most eight pushes that arrive before the request's answer are kept, none of another chain.
+
+    They are kept because the bearer was verified. `foreign` pushes come first, one of them
     another chain's for our auth_req_id (a denial, never kept); then our tokens, the eighth kept
     or the ninth, dropped."""
     env = own_env
@@ -718,8 +722,9 @@ async def test_push_mode_waits_without_polling_until_the_deadline(env: WorkflowE
 
 
 async def test_poll_mode_ends_expired_at_the_deadline(env: WorkflowEnvironment) -> None:
-    """The last second counts: a poll is due 1 s before the deadline, and the approval ends
-    at the deadline, not sooner."""
+    """The last second counts.
+
+    A poll is due 1 s before the deadline, and the approval ends at the deadline, not sooner."""
     op = ScriptedOP(env, [], interval=5, expires_in=11)
     running, task_queue = worker(env, op)
     async with running:
@@ -745,8 +750,9 @@ async def test_cancelled_while_the_request_is_being_sent(env: WorkflowEnvironmen
 
 @pytest.mark.parametrize("interval", [5, 1])
 async def test_pings_never_outpace_the_interval(env: WorkflowEnvironment, interval: int) -> None:
-    """A flood of pings (or one replayed): the first asks at once, later ones wait the interval,
-    however short it is."""
+    """A flood of pings (or one replayed).
+
+    The first asks at once, later ones wait the interval, however short it is."""
     op = ScriptedOP(env, [TokenRequestResult(kind="pending")] * 3 + [GRANTED], interval=interval, mode="ping")
     op.gated = True
     running, task_queue = worker(env, op)
@@ -919,9 +925,10 @@ PAYMENT = [{"type": "payment_initiation", "instructedAmount": {"currency": "EUR"
 
 @pytest.mark.parametrize("summary", [["pay `12` EUR", "to ACME"], None], ids=["summary", "authorization-details"])
 async def test_operators_see_what_was_asked_and_what_came_of_it(env: WorkflowEnvironment, summary: list[str]) -> None:
-    """The status query and the current details (the Temporal UI) while the approval waits, then
-    its outcome: who was asked what, the agent's summary or else the authorization details,
-    the OP's answer to the request, the action; and the redeem carries the action's digest."""
+    """The status query and the current details (the Temporal UI) while the approval waits, then its outcome.
+
+    Who was asked what, the agent's summary or else the authorization details, the OP's answer to
+    the request, the action; and the redeem carries the action's digest."""
     digest = "0123456789abcdef" * 4
     op = ScriptedOP(env, [GRANTED], interval=5, expires_in=600)
     running, task_queue = worker(env, op)

@@ -1,17 +1,16 @@
-"""An approval started before the redeem path (REDEEM_PATCH) keeps its own path after a worker
-upgrade: it decided `DecisionPath(redeem=False)` when its history replayed, and goes on with it
-for the rest of its run. The replay tests prove the recorded part replays; these run the rest:
-the send, the token request and the validation as activities of their own, a search-attribute
+"""An approval on `DecisionPath(redeem=False)` keeps that path for the rest of its run.
+
+A run whose history has no REDEEM_PATCH marker decides that path when it replays on a worker
+that knows the patch. The replay tests prove the recorded part replays; these run the rest: the
+send, the token request and the validation as activities of their own, a search-attribute
 upsert for every phase, the unjittered fallback poll, and no early ping or push kept. On the
-time-skipping test server with the scripted activities of test_workflow_logic."""
+time-skipping test server with the scripted activities of tests.support.scripted_op."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import pytest
 from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.testing import WorkflowEnvironment
@@ -30,7 +29,6 @@ from temporal_ciba.ciba import TransportError
 from tests.support.scripted_op import (
     EARLY_SLACK,
     GRANTED,
-    KEY,
     LATE_SLACK,
     ScriptedOP,
     gaps,
@@ -40,13 +38,15 @@ from tests.support.scripted_op import (
     wait_pending,
     worker,
 )
-from tests.support.temporal import ActivityStarts, time_skipping_environment
+from tests.support.temporal import ActivityStarts
 
 
 @workflow.defn
-class PreRedeemApproval(CibaApprovalWorkflow):
-    """CibaApprovalWorkflow (its signals and queries) as a run from before the redeem path goes on:
-    its approval on DecisionPath(redeem=False)."""
+class NoRedeemPathApproval(CibaApprovalWorkflow):
+    """CibaApprovalWorkflow with its approval on DecisionPath(redeem=False).
+
+    Its signals and queries are CibaApprovalWorkflow's; its approval goes on as a run without the
+    REDEEM_PATCH marker does."""
 
     @workflow.init
     def __init__(self, input: ApprovalWorkflowInput) -> None:
@@ -60,18 +60,12 @@ class PreRedeemApproval(CibaApprovalWorkflow):
         return await self._approval.run()
 
 
-@pytest.fixture(scope="module")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    async with time_skipping_environment(KEY) as environment:
-        yield environment
-
-
 async def test_it_requests_and_validates_in_activities_of_their_own(env: WorkflowEnvironment) -> None:
     op = ScriptedOP(env, [TokenRequestResult(kind="pending"), GRANTED], interval=5)
     starts = ActivityStarts()
-    running, task_queue = worker(env, op, PreRedeemApproval, interceptors=[starts])
+    running, task_queue = worker(env, op, NoRedeemPathApproval, interceptors=[starts])
     async with running:
-        handle = await start(env, op, task_queue, workflow_type=PreRedeemApproval)
+        handle = await start(env, op, task_queue, workflow_type=NoRedeemPathApproval)
         outcome = await handle.result()
         upserts = await upserted_statuses(handle)
     assert outcome.status == "approved" and outcome.sub == "alice" and outcome.sealed_access_token == "sealed-at"
@@ -99,9 +93,9 @@ async def test_it_requests_and_validates_in_activities_of_their_own(env: Workflo
 async def test_a_token_request_near_expiry_still_gets_two_attempts(env: WorkflowEnvironment) -> None:
     op = ScriptedOP(env, [GRANTED], interval=40, expires_in=100)
     starts = ActivityStarts()
-    running, task_queue = worker(env, op, PreRedeemApproval, interceptors=[starts])
+    running, task_queue = worker(env, op, NoRedeemPathApproval, interceptors=[starts])
     async with running:
-        outcome = await (await start(env, op, task_queue, workflow_type=PreRedeemApproval)).result()
+        outcome = await (await start(env, op, task_queue, workflow_type=NoRedeemPathApproval)).result()
     assert outcome.status == "approved"
     (request,) = starts.of("ciba.request_token")
     assert request.schedule_to_close == timedelta(seconds=90)  # 60 s were left: two attempts' worth instead
@@ -109,25 +103,26 @@ async def test_a_token_request_near_expiry_still_gets_two_attempts(env: Workflow
 
 async def test_an_op_unreachable_for_every_attempt_of_the_request_is_an_error(env: WorkflowEnvironment) -> None:
     op = ScriptedOP(env, [], send_error="unreachable")
-    running, task_queue = worker(env, op, PreRedeemApproval)
+    running, task_queue = worker(env, op, NoRedeemPathApproval)
     async with running:
-        outcome = await (await start(env, op, task_queue, workflow_type=PreRedeemApproval)).result()
+        outcome = await (await start(env, op, task_queue, workflow_type=NoRedeemPathApproval)).result()
     assert (outcome.status, op.sends, op.poll_times) == ("error", 5, [])  # SEND_RETRY's attempts
     assert outcome.reason.startswith("the OP could not be reached: ") and outcome.reason.endswith("connection refused")
 
 
 async def test_an_op_unreachable_until_the_deadline_is_an_error(env: WorkflowEnvironment) -> None:
-    """A token request that fails in transport is retried, never sooner than the interval (a
-    retry is a token request too, however short the OP's interval), until the request's time is
-    up: then an `error` outcome, not a failed workflow. (On this path the retries are the
-    server's, on timers the test server skips; a local activity's are bounded by the worker's
-    wall clock.)"""
+    """A token request failing in transport until the deadline ends as an `error` outcome.
+
+    It is retried, never sooner than the interval (a retry is a token request too, however short
+    the OP's interval), until the request's time is up: then an `error` outcome, not a failed
+    workflow. (On this path the retries are the server's, on timers the test server skips; a
+    local activity's are bounded by the worker's wall clock.)"""
     op = ScriptedOP(env, [], interval=1, expires_in=60)
     op.token_request_error = TransportError("the OP could not be reached: connection refused")
     starts = ActivityStarts()
-    running, task_queue = worker(env, op, PreRedeemApproval, interceptors=[starts])
+    running, task_queue = worker(env, op, NoRedeemPathApproval, interceptors=[starts])
     async with running:
-        outcome = await (await start(env, op, task_queue, workflow_type=PreRedeemApproval)).result()
+        outcome = await (await start(env, op, task_queue, workflow_type=NoRedeemPathApproval)).result()
     assert (outcome.status, outcome.error) == ("error", None)
     assert outcome.reason == "the OP could not be reached before the deadline"
     (request,) = starts.of("ciba.request_token")
@@ -137,18 +132,18 @@ async def test_an_op_unreachable_until_the_deadline_is_an_error(env: WorkflowEnv
 
 async def test_refused_tokens_are_revoked(env: WorkflowEnvironment) -> None:
     op = ScriptedOP(env, [TokenRequestResult(kind="granted", sealed_tokens="forged")])
-    running, task_queue = worker(env, op, PreRedeemApproval)
+    running, task_queue = worker(env, op, NoRedeemPathApproval)
     async with running:
-        outcome = await (await start(env, op, task_queue, workflow_type=PreRedeemApproval)).result()
+        outcome = await (await start(env, op, task_queue, workflow_type=NoRedeemPathApproval)).result()
     assert outcome.status == "rejected" and outcome.error == "iss_mismatch" and op.revoked == ["forged"]
 
 
 async def test_tokens_that_arrive_after_a_cancellation_are_revoked(env: WorkflowEnvironment) -> None:
     op = ScriptedOP(env, [GRANTED])
     op.blocking = True
-    running, task_queue = worker(env, op, PreRedeemApproval)
+    running, task_queue = worker(env, op, NoRedeemPathApproval)
     async with running:
-        handle = await start(env, op, task_queue, workflow_type=PreRedeemApproval)
+        handle = await start(env, op, task_queue, workflow_type=NoRedeemPathApproval)
         await op.poll_started.wait()  # a token request is in flight
         await handle.cancel()
         await wait_for_event(handle, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED)
@@ -161,18 +156,18 @@ async def test_tokens_that_arrive_after_a_cancellation_are_revoked(env: Workflow
 async def test_an_early_ping_is_dropped_and_the_fallback_poll_is_not_spread(env: WorkflowEnvironment) -> None:
     op = ScriptedOP(env, [GRANTED], interval=5, mode="ping")
     op.answer_send = asyncio.Event()
-    running, task_queue = worker(env, op, PreRedeemApproval)
+    running, task_queue = worker(env, op, NoRedeemPathApproval)
     async with running:
         handle = await start(
             env,
             op,
             task_queue,
-            workflow_type=PreRedeemApproval,
+            workflow_type=NoRedeemPathApproval,
             polling=PollingPolicy(notification_fallback_interval_seconds=60),
         )
         await op.send_started.wait()
         # The OP's ping overtakes its answer to the request: this path has nowhere to keep it.
-        await handle.signal(PreRedeemApproval.ciba_notify, PingNotice(auth_req_id="req-1"))
+        await handle.signal(NoRedeemPathApproval.ciba_notify, PingNotice(auth_req_id="req-1"))
         await wait_for_event(handle, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED)
         op.answer_send.set()
         outcome = await handle.result()
@@ -186,21 +181,21 @@ async def test_an_early_ping_is_dropped_and_the_fallback_poll_is_not_spread(env:
 async def test_only_the_first_push_of_its_own_request_and_chain_counts(env: WorkflowEnvironment) -> None:
     op = ScriptedOP(env, [], mode="push")
     op.answer_send = asyncio.Event()
-    running, task_queue = worker(env, op, PreRedeemApproval)
+    running, task_queue = worker(env, op, NoRedeemPathApproval)
     async with running:
-        handle = await start(env, op, task_queue, workflow_type=PreRedeemApproval)
+        handle = await start(env, op, task_queue, workflow_type=NoRedeemPathApproval)
         await op.send_started.wait()
         early = PushDelivery(auth_req_id="req-1", sealed_tokens="early")  # this path drops it
-        await handle.signal(PreRedeemApproval.ciba_deliver, early)
+        await handle.signal(NoRedeemPathApproval.ciba_deliver, early)
         await wait_for_event(handle, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED)
         op.answer_send.set()
         await wait_pending(handle)
         foreign = PushDelivery(auth_req_id="req-1", sealed_tokens="foreign", first_run_id="another-chain")
         other = PushDelivery(auth_req_id="req-2", sealed_tokens="other")
         for ignored in (foreign, other):
-            await handle.signal(PreRedeemApproval.ciba_deliver, ignored)
+            await handle.signal(NoRedeemPathApproval.ciba_deliver, ignored)
         own = PushDelivery(auth_req_id="req-1", sealed_tokens="own", first_run_id=handle.first_execution_run_id)
-        await handle.signal(PreRedeemApproval.ciba_deliver, own)
+        await handle.signal(NoRedeemPathApproval.ciba_deliver, own)
         outcome = await handle.result()
     assert outcome.status == "approved"
     assert [validated.sealed_tokens for validated in op.validated] == ["own"]  # type: ignore[union-attr]
