@@ -1,6 +1,8 @@
-"""docker-compose.yml is valid (checked by Debian's docker-compose, which needs no engine) and
-coherent with the repository: what it builds, mounts and configures exists and is documented;
-it publishes only what a person must reach, on 127.0.0.1 unless CIBA_BIND says otherwise."""
+"""docker-compose.yml is valid and coherent with the repository.
+
+Debian's docker-compose checks it (it needs no engine); what it builds, mounts and configures
+exists and is documented; it publishes only what a person must reach, on 127.0.0.1 unless
+CIBA_BIND says otherwise."""
 
 from __future__ import annotations
 
@@ -22,8 +24,9 @@ BIND = "${CIBA_BIND:-127.0.0.1}"
 
 
 def published(env: dict[str, str]) -> dict[str, list[tuple[str | None, int | None, int]]]:
-    """Per service, the ports the resolved file publishes as (host IP, host port, container
-    port); None for a host IP means every interface."""
+    """Per service, the ports the resolved file publishes as (host IP, host port, container port).
+
+    None for a host IP means every interface."""
     result = docker_compose("config", env=env)
     assert result.returncode == 0, result.stderr
     found: dict[str, list[tuple[str | None, int | None, int]]] = {}
@@ -135,8 +138,9 @@ def test_ciba_bind_moves_what_is_published_and_is_documented() -> None:
 
 
 def test_the_compose_op_is_a_demo_op_without_test_routes(services: dict[str, Any]) -> None:
-    """The OP's approver page is the demo's phone (adminRoutes on); the routes that hand out
-    tokens and plan faults (testRoutes) are for tests only."""
+    """The OP's approver page is the demo's phone (adminRoutes on).
+
+    The routes that hand out tokens and plan faults (testRoutes) are for tests only."""
     mounts = services["op"]["volumes"]
     assert "./deploy/op.json:/config/op.json:ro" in mounts
     config = json.loads((REPO / "deploy" / "op.json").read_text())

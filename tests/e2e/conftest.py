@@ -1,3 +1,4 @@
-"""The end-to-end tests run against real processes: the oidc-provider test OP, the payment API,
-the callback, a Temporal dev server and the worker (their fixtures come from
-tests.support.stack, a plugin of tests/conftest.py)."""
+"""The end-to-end tests run against real processes.
+
+The oidc-provider test OP, the payment API, the callback, a Temporal dev server and the worker
+(their fixtures come from tests.support.stack, a plugin of tests/conftest.py)."""

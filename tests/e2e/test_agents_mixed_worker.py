@@ -1,7 +1,8 @@
-"""Both frameworks' Temporal plugins and CibaPlugin in one worker (issue 11): a gated OpenAI
-Agents SDK agent (the example maintenance bot, offline scripted model) and a gated PydanticAI
-agent (the example payment agent), both waiting at once, approved on the real test OP, on the
-real dev server. The worker's plugins: `OpenAIAgentsPlugin`, `BothFrameworksConverter`,
+"""Both frameworks' Temporal plugins and CibaPlugin in one worker.
+
+A gated OpenAI Agents SDK agent (the example maintenance bot, offline scripted model) and a gated
+PydanticAI agent (the example payment agent), both waiting at once, approved on the real test OP, on
+the real dev server. The worker's plugins: `OpenAIAgentsPlugin`, `BothFrameworksConverter`,
 `PydanticAIPlugin`, `CibaPlugin` (README, "Gate a tool in your agent"; without
 BothFrameworksConverter, PydanticAI's converter breaks the OpenAI agent's second model turn,
 tests/unit/test_both_frameworks.py)."""
@@ -55,8 +56,10 @@ class MixedWorker:
 
 @pytest.fixture
 async def mixed(temporal_server: DevServer, op: TestOP, payment_api: str, tmp_path: Path) -> AsyncIterator[MixedWorker]:
-    """One worker, one task queue: both agents, their tools' activities and (CibaPlugin) the
-    approval workflow. The OpenAI plugin is given the offline model: no key, no network."""
+    """One worker, one task queue.
+
+    Both agents, their tools' activities and (CibaPlugin) the approval workflow. The OpenAI plugin
+    is given the offline model: no key, no network."""
     model = ScriptedModel()
     plugins = both_frameworks(model, ciba(op))
     with warnings.catch_warnings():

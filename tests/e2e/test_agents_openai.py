@@ -1,7 +1,9 @@
-"""OpenAI Agents SDK tools gated by CIBA, end to end: the example maintenance bot and support
-assistant on the real dev server, the real test OP playing the approver's phone, and the offline
-scripted model (built on temporalio.openai_agents.testing) calling the tools. Tool executions
-are counted in the examples' ledger file, approvals in Temporal's visibility."""
+"""OpenAI Agents SDK tools gated by CIBA, end to end.
+
+The example maintenance bot and support assistant on the real dev server, the real test OP playing
+the approver's phone, and the offline scripted model (built on temporalio.openai_agents.testing)
+calling the tools. Tool executions are counted in the examples' ledger file, approvals in Temporal's
+visibility."""
 
 from __future__ import annotations
 

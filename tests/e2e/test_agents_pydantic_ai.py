@@ -1,6 +1,8 @@
-"""PydanticAI tools gated by CIBA, end to end: the example payment agent (its scripted, offline
-FunctionModel calls `pay`) on the real dev server, the real test OP playing the approver's phone,
-and the example payment API, which introspects the token and records each payment."""
+"""PydanticAI tools gated by CIBA, end to end.
+
+The example payment agent (its scripted, offline FunctionModel calls `pay`) on the real dev server,
+the real test OP playing the approver's phone, and the example payment API, which introspects the
+token and records each payment."""
 
 from __future__ import annotations
 

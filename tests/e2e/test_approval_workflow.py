@@ -1,5 +1,7 @@
-"""The approval workflow end to end: a real Temporal dev server, the real worker, the oidc-provider
-OP, and the payment API that introspects tokens at the OP."""
+"""The approval workflow end to end.
+
+A real Temporal dev server, the real worker, the oidc-provider OP, and the payment API that
+introspects tokens at the OP."""
 
 from __future__ import annotations
 

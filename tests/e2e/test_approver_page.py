@@ -1,5 +1,6 @@
-"""The approver page in a real browser (Debian's Chromium): the person sees what is asked and
-decides, and the agent's workflow follows."""
+"""The approver page in a real browser (Debian's Chromium).
+
+The person sees what is asked and decides, and the agent's workflow follows."""
 
 from __future__ import annotations
 
@@ -87,8 +88,9 @@ async def test_markup_in_a_binding_message_is_shown_as_text(
 
 
 async def test_the_page_loads_without_a_missing_resource(browser: Browser, op: TestOP) -> None:
-    """No 404 in the browser's console: the page declares its (empty) icon inline, so no
-    /favicon.ico is requested."""
+    """No 404 in the browser's console.
+
+    The page declares its (empty) icon inline, so no /favicon.ico is requested."""
     page = await browser.new_page()
     failed: list[str] = []
     page.on("response", lambda response: failed.append(response.url) if response.status >= 400 else None)

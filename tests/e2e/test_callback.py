@@ -1,6 +1,8 @@
-"""The callback service facing bad input: every request gets the right status, nothing is a 3xx
-or a 5xx, nothing but a notification with our bearer reaches a workflow (its history is
-unchanged), and one that is not the workflow's own changes nothing there."""
+"""The callback service facing bad input.
+
+Every request gets the right status, nothing is a 3xx or a 5xx, nothing but a notification with our
+bearer reaches a workflow (its history is unchanged), and one that is not the workflow's own changes
+nothing there."""
 
 from __future__ import annotations
 
@@ -107,8 +109,10 @@ async def test_a_notice_the_workflow_did_not_ask_for_changes_nothing(
     waiting: tuple[WorkflowHandle, str],
     op: TestOP,
 ) -> None:
-    """The callback signals once without looking anything up (204); the workflow itself checks
-    the run chain the bearer names and the auth_req_id, and ignores what is not its own."""
+    """The callback signals once without looking anything up (204).
+
+    The workflow itself checks the run chain the bearer names and the auth_req_id, and ignores what
+    is not its own."""
     handle, auth_req_id = waiting
     other = await start_approval(
         temporal_client, ping_worker.task_queue, ApprovalRequest(login_hint="alice", binding_message="Another approval")
@@ -250,8 +254,10 @@ def is_notice(authorization: str | None, content_type: str, content: bytes, vali
 async def test_random_input_never_gets_3xx_or_5xx(
     callback: str, tls: TlsFiles, op: TestOP, waiting: tuple[WorkflowHandle, str]
 ) -> None:
-    """Only a well-formed notice with our bearer gets a 2xx, and none of them (never the
-    waiting approval's own auth_req_id) moves the approval: it still waits, and never polled."""
+    """No input gets a 3xx or a 5xx, and none moves the waiting approval.
+
+    Only a well-formed notice with our bearer gets a 2xx, and none of them (never the waiting
+    approval's own auth_req_id) moves the approval: it still waits, and never polled."""
     handle, auth_req_id = waiting
     valid = token_for(handle)
     authorization = st.one_of(

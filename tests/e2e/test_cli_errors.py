@@ -1,5 +1,7 @@
-"""Mistakes a user makes with the CLI: each ends in one line on stderr naming the problem and
-what to do, exit 2 (or 1 for an approval that already ended), never a traceback."""
+"""Mistakes a user makes with the CLI.
+
+Each ends in one line on stderr naming the problem and what to do, exit 2 (or 1 for an approval that
+already ended), never a traceback."""
 
 from __future__ import annotations
 

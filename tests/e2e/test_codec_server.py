@@ -1,6 +1,8 @@
-"""The codec server decodes real history payloads for an authenticated operator holding the key,
-for the Temporal UI's origin only, and cannot decode with another key: the real program
-(`temporal-ciba codec-server`) as its own process. (Attacks on it: tests/security/test_codec_server.py.)"""
+"""The codec server decodes real history payloads for an authenticated operator holding the key.
+
+Only for the Temporal UI's origin, and never with another key: the real program
+(`temporal-ciba codec-server`) as its own process. (Attacks on it:
+tests/security/test_codec_server.py.)"""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
-"""Decision records end to end, on SQLite and on PostgreSQL: real approvals against the test OP
-leave one record each; `temporal-ciba audit export` writes them with their ID tokens, and
-`temporal-ciba audit verify` accepts them against the OP's published keys and refuses any whose
-token, action, signature or claims were altered."""
+"""Decision records end to end, on SQLite and on PostgreSQL.
+
+Real approvals against the test OP leave one record each; `temporal-ciba audit export` writes them
+with their ID tokens, and `temporal-ciba audit verify` accepts them against the OP's published keys
+and refuses any whose token, action, signature or claims were altered."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""DPoP (RFC 9449) end to end: oidc-provider with a client registered for DPoP-bound access tokens,
-with and without server nonces, the real worker and workflow, and the payment API checking the
-proof against the token's `cnf.jkt`."""
+"""DPoP (RFC 9449) end to end.
+
+oidc-provider with a client registered for DPoP-bound access tokens, with and without server nonces,
+the real worker and workflow, and the payment API checking the proof against the token's `cnf.jkt`."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""Encrypted ID tokens end to end: oidc-provider with features.encryption, a client registered for
-RSA-OAEP-256 / A256GCM ID tokens, the real worker and approval workflow."""
+"""Encrypted ID tokens end to end.
+
+oidc-provider with features.encryption, a client registered for RSA-OAEP-256 / A256GCM ID tokens,
+the real worker and approval workflow."""
 
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
-"""FAPI-CIBA end to end: oidc-provider over HTTPS with its FAPI 1.0 profile, signed CIBA requests
-and certificate-bound access tokens (RFC 8705) on, a client registered for PS256 everywhere and
-private_key_jwt, the real worker and workflow, and the payment API checking the binding."""
+"""FAPI-CIBA end to end.
+
+oidc-provider over HTTPS with its FAPI 1.0 profile, signed CIBA requests and certificate-bound
+access tokens (RFC 8705) on, a client registered for PS256 everywhere and private_key_jwt, the real
+worker and workflow, and the payment API checking the binding."""
 
 from __future__ import annotations
 

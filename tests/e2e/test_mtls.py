@@ -1,8 +1,9 @@
-"""Mutual TLS (RFC 8705) end to end: oidc-provider over HTTPS with its mTLS feature on, clients
-registered for tls_client_auth (a certificate from a test CA) and self_signed_tls_client_auth
-(a certificate known by its JWK), certificate-bound access tokens, the real worker and
-workflow, and the payment API (HTTPS, asking for client certificates) checking `cnf.x5t#S256`
-against the certificate each connection presents."""
+"""Mutual TLS (RFC 8705) end to end.
+
+oidc-provider over HTTPS with its mTLS feature on, clients registered for tls_client_auth (a
+certificate from a test CA) and self_signed_tls_client_auth (a certificate known by its JWK),
+certificate-bound access tokens, the real worker and workflow, and the payment API (HTTPS, asking
+for client certificates) checking `cnf.x5t#S256` against the certificate each connection presents."""
 
 from __future__ import annotations
 
@@ -220,8 +221,9 @@ async def test_endpoint_aliases_take_the_certificate_where_the_op_asks_for_it(
     aliased_op: TestOP,
     certificates: ClientCertificates,
 ) -> None:
-    """RFC 8705 §5: the issuer's own port asks for no certificate, so tls_client_auth succeeds
-    only at the aliases."""
+    """tls_client_auth succeeds only at the OP's mTLS endpoint aliases (RFC 8705 §5).
+
+    The issuer's own port asks for no certificate."""
     document = httpx.get(aliased_op.issuer + "/.well-known/openid-configuration", timeout=10).json()
     aliases = document["mtls_endpoint_aliases"]
     assert not aliases["token_endpoint"].startswith(aliased_op.issuer)

@@ -1,5 +1,7 @@
-"""Observability of a real worker process: JSON logs with one line per state change and no
-secret, SDK metrics for Prometheus, and OpenTelemetry traces exported over OTLP."""
+"""Observability of a real worker process.
+
+JSON logs with one line per state change and no secret, SDK metrics for Prometheus, and
+OpenTelemetry traces exported over OTLP."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""Ping and push delivery end to end: the OP notifies the callback service over HTTPS, the
-callback signals the waiting workflow, and the approval resumes at once."""
+"""Ping and push delivery end to end.
+
+The OP notifies the callback service over HTTPS, the callback signals the waiting workflow, and the
+approval resumes at once."""
 
 from __future__ import annotations
 

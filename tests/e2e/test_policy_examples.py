@@ -1,6 +1,7 @@
-"""The policy examples as a user runs them against the demo's servers: the payment agent under
-the amount policy and the service account that asks only above its risk threshold, each its
-own process with an in-process worker reading the example policy file."""
+"""The policy examples as a user runs them against the demo's servers.
+
+The payment agent under the amount policy and the service account that asks only above its risk
+threshold, each its own process with an in-process worker reading the example policy file."""
 
 from __future__ import annotations
 

@@ -37,9 +37,11 @@ from tests.support.temporal import wait_for
 
 @pytest.fixture(scope="module")
 def stock_op(client_keys: dict[str, ClientKey], callback: str, tls: TlsFiles) -> Iterator[TestOP]:
-    """oidc-provider as shipped (TEST_OP_STOCK=1), with a poll and a ping client. The ping goes to
-    the callback service, which refuses it (these requests belong to no workflow): the decision
-    stands and the token endpoint answers as in poll mode, which is what ping mode relies on."""
+    """oidc-provider as shipped (TEST_OP_STOCK=1), with a poll and a ping client.
+
+    The ping goes to the callback service, which refuses it (these requests belong to no workflow):
+    the decision stands and the token endpoint answers as in poll mode, which is what ping mode
+    relies on."""
     config = op_config(client_keys, ping_endpoint=callback, idTokenBindingClaims=True)
     env = {"NODE_EXTRA_CA_CERTS": str(tls.ca), "TEST_OP_STOCK": "1"}
     with run_test_op(config, env=env) as running:

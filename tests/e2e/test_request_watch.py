@@ -1,5 +1,7 @@
-"""`request --wait` does not wait silently: it says once when no worker polls its task queue
-(and goes on when one comes), and stops with one line when the worker cannot run the approval."""
+"""`request --wait` does not wait silently.
+
+It says once when no worker polls its task queue (and goes on when one comes), and stops with one
+line when the worker cannot run the approval."""
 
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
-"""The package as a library in someone else's project: the wheel built from this checkout,
-installed into a virtual environment of its own, and the example user project (the repository's
-workflows/, activities/ and worker.py, built only on `from temporal_ciba import ...`) run from a
-directory of its own against the real Temporal dev server and the real test OP."""
+"""The package as a library in someone else's project.
+
+The wheel built from this checkout, installed into a virtual environment of its own, and the example
+user project (the repository's workflows/, activities/ and worker.py, built only on `from
+temporal_ciba import ...`) run from a directory of its own against the real Temporal dev server and
+the real test OP."""
 
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from tests.support.temporal import DevServer, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 USER_FILES = ("workflows", "activities", "worker.py")
-APPROVER = "alice"  # an account of the test OP (tests/e2e/conftest.py ACCOUNTS)
+APPROVER = "alice"  # an account of the test OP (tests.support.stack ACCOUNTS)
 
 # What the source tree holds besides the package's sources: never copied into the build.
 NOT_SOURCES = shutil.ignore_patterns(
@@ -63,7 +65,7 @@ async def main() -> None:
 
 
 asyncio.run(main())
-# A short-lived Temporal client can crash at interpreter exit (sdk-python issue 300), as the
+# A short-lived Temporal client can crash at interpreter exit (a known sdk-python bug), as the
 # package's own CLI knows: leave without the interpreter's teardown.
 sys.stdout.flush()
 os._exit(0)
@@ -140,8 +142,9 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def user_project(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> UserProject:
-    """A fresh venv with only the wheel installed; the dependencies are the test venv's, seen
-    through a .pth file, so nothing is downloaded."""
+    """A fresh venv with only the wheel installed.
+
+    The dependencies are the test venv's, seen through a .pth file, so nothing is downloaded."""
     base = tmp_path_factory.mktemp("user")
     venv = base / "venv"
     run([sys.executable, "-m", "venv", "--without-pip", venv], cwd=base)

@@ -1,6 +1,7 @@
-"""Mistakes made when starting `temporal-ciba worker`, each one line on stderr and exit 2: a
-namespace it may not add search attributes to, an unknown namespace, a port already in use
-(for the services that listen)."""
+"""Mistakes made when starting `temporal-ciba worker`, each one line on stderr and exit 2.
+
+A namespace it may not add search attributes to, an unknown namespace, a port already in use (for
+the services that listen)."""
 
 from __future__ import annotations
 

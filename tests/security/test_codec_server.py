@@ -1,4 +1,4 @@
-"""Issue 10, findings 3 and 7: the codec server is no oracle, and bad input never gets a 5xx.
+"""The codec server is no oracle, and bad input never gets a 5xx.
 
 Every attack goes through the real `temporal-ciba codec-server` process over HTTP: without a
 token, with a wrong or forged one, from another site's page, through a DNS-rebound host name,
@@ -324,8 +324,9 @@ def test_refuses_another_sites_origin_even_with_a_token(codec: CodecProcess, htt
 
 
 def test_refuses_a_dns_rebound_host_even_with_a_token(codec: CodecProcess, http: httpx.Client) -> None:
-    """A page at attacker.example whose name now resolves to 127.0.0.1 is same-origin to itself:
-    no CORS, no Origin check helps; its requests still say Host: attacker.example."""
+    """A page at attacker.example whose name now resolves to 127.0.0.1 is same-origin to itself.
+
+    No CORS, no Origin check helps; its requests still say Host: attacker.example."""
     for host in (f"attacker.example:{codec.port}", "attacker.example", f"127.0.0.1.attacker.example:{codec.port}"):
         response = http.post(
             "/decode", content=sealed_body(codec.payload_key, SECRET), headers={**codec.auth, "host": host}
@@ -362,7 +363,7 @@ def test_the_ui_can_read_its_answers(codec: CodecProcess, http: httpx.Client) ->
 
 
 def test_encode_is_off_by_default(codec: CodecProcess, http: httpx.Client) -> None:
-    """/encode would make ciphertext the worker accepts as its own (finding 2)."""
+    """/encode would make ciphertext the worker accepts as its own (and so forge history)."""
     plain = json_format.MessageToJson(Payloads(payloads=[Payload(metadata={"encoding": b"json/plain"}, data=b"1")]))
     response = http.post("/encode", content=plain, headers=codec.auth)
     assert response.status_code == 403 and "CIBA_CODEC_ALLOW_ENCODE" in response.json()["error"]
@@ -546,8 +547,10 @@ def _dump_escaped(value: Any) -> bytes:
 
 @st.composite
 def payload_dicts(draw: st.DrawFn) -> dict[str, Any]:
-    """Payloads as history holds them, or nearly: encrypted ones under this server's key id or
-    another (any bytes), with data of any length; and anything else in their fields."""
+    """Payloads as history holds them, or nearly.
+
+    Encrypted ones under this server's key id or another (any bytes), with data of any length; and
+    anything else in their fields."""
     if draw(st.booleans()):
         key_id = draw(st.one_of(st.just(AesGcmCodec(PAYLOAD_KEY).key_id.encode()), st.binary(max_size=20)))
         metadata: dict[str, Any] = {"encoding": _b64(ENCODING), KEY_ID_METADATA: _b64(key_id)}

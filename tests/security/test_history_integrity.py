@@ -1,7 +1,8 @@
-"""History is confidential and authentic (finding 4): the real worker refuses payloads that are
-not encrypted under its key, and ciphertext copied from one workflow into another. In each
-attack the workflow task fails with the codec's error and nothing runs: no CIBA request
-reaches the OP."""
+"""History is confidential and authentic.
+
+The real worker refuses payloads that are not encrypted under its key, and ciphertext copied from
+one workflow into another. In each attack the workflow task fails with the codec's error and nothing
+runs: no CIBA request reaches the OP."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Notifications to the callback service as the OP would send them, with the bearer tokens
-the tests issue."""
+"""Notifications to the callback service as the OP sends them, with bearer tokens the tests issue."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Running docker-compose on the repository's docker-compose.yml, with nothing of the
-caller's environment deciding what is checked."""
+"""docker-compose run on the repository's docker-compose.yml.
+
+Nothing of the caller's environment decides what is checked."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The caller's own codec, and a check that a value is sealed under our key with the caller's
-converter beneath."""
+"""The caller's own codec, and a check that a value is sealed under our key.
+
+Beneath the encryption lies the caller's converter (and codec) untouched."""
 
 from __future__ import annotations
 
@@ -66,8 +67,10 @@ async def assert_sealed_round_trip(
     converter_class: type[PayloadConverter],
     inner_codec: ZlibCodec | None = None,
 ) -> None:
-    """`value` encodes to ciphertext that only our key opens; beneath it (and beneath the
-    caller's codec, if any) lie exactly the bytes `converter_class` writes; and it decodes back."""
+    """`value` encodes to ciphertext that only our key opens.
+
+    Beneath it (and beneath the caller's codec, if any) lie exactly the bytes `converter_class`
+    writes; and it decodes back."""
     payloads = await converter.encode([value])
     assert [p.metadata["encoding"] for p in payloads] == [ENCRYPTED]
     assert SECRET_TEXT.encode() not in payloads[0].data

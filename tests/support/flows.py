@@ -1,5 +1,7 @@
-"""The approval flows the e2e and security tests share: the invoice the example agent pays,
-starting an agent or a bare approval, and waiting for an approval to be pending at the OP."""
+"""The approval flows the e2e and security tests share.
+
+The invoice the example agent pays, starting an agent or a bare approval, and waiting for an
+approval to be pending at the OP."""
 
 from __future__ import annotations
 
@@ -67,8 +69,9 @@ async def pending_auth_req_id(approval: WorkflowHandle) -> str:
 async def approve_one(
     client: Client, server: DevServer, op: TestOP, settings: OPSettings
 ) -> tuple[str, ApprovalOutcome]:
-    """One approval of a plain request through a worker with `settings`, approved at `op` once
-    pending; its auth_req_id and outcome."""
+    """One approval of a plain request through a worker with `settings`, approved at `op` once pending.
+
+    Its auth_req_id and outcome."""
     async with running_worker(server, settings, "http://127.0.0.1:9") as worker:
         handle = await start_approval(client, worker.task_queue, ROTATE_KEYS)
         auth_req_id = await pending_auth_req_id(handle)

@@ -1,5 +1,4 @@
-"""An OP behind httpx.MockTransport for the activity tests, and the activity environment they
-run in."""
+"""An OP behind httpx.MockTransport for the activity tests, and their activity environment."""
 
 from __future__ import annotations
 

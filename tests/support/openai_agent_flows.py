@@ -1,5 +1,4 @@
-"""The example OpenAI Agents SDK tool agents as the e2e tests drive them, and what they asked
-the OP."""
+"""The example OpenAI Agents SDK tool agents as the e2e tests drive them, and what they asked."""
 
 from __future__ import annotations
 

@@ -235,8 +235,9 @@ def clean_env(**values: str) -> dict[str, str]:
 
 @contextmanager
 def run_callback(server: DevServer, tls: TlsFiles, directory: Path, **env: str) -> Iterator[str]:
-    """`temporal-ciba callback` over HTTPS as a separate process (more CIBA_* in `env`); yields its
-    notification URL."""
+    """`temporal-ciba callback` over HTTPS as a separate process (more CIBA_* in `env`).
+
+    Yields its notification URL."""
     port = free_port()
     log = directory / "callback.log"
     process_env = clean_env(
@@ -402,8 +403,10 @@ class ClientCertificates:
 
 @pytest.fixture(scope="module")
 def trusted_test_ca(tls: TlsFiles) -> Iterator[None]:
-    """The OP and the payment API serve certificates of the test CA: trusted here as a user
-    trusts a private CA (SSL_CERT_FILE, which httpx reads when it builds a TLS context)."""
+    """The OP and the payment API serve certificates of the test CA.
+
+    Trusted here as a user trusts a private CA (SSL_CERT_FILE, which httpx reads when it builds a
+    TLS context)."""
     with pytest.MonkeyPatch.context() as env:
         env.setenv("SSL_CERT_FILE", str(tls.ca))
         yield

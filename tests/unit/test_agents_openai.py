@@ -1,6 +1,8 @@
-"""The gated tool's arguments: the SDK hands them over in two forms (a parsed dict to
-`needs_approval`, the raw JSON to the approval and the invocation), and all three must digest the
-same, or an approved call would find no token. The end-to-end tests cover the rest."""
+"""The gated tool's arguments.
+
+The SDK hands them over in two forms (a parsed dict to `needs_approval`, the raw JSON to the
+approval and the invocation), and all three must digest the same, or an approved call would find no
+token. The end-to-end tests cover the rest."""
 
 from __future__ import annotations
 

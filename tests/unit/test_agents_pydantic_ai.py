@@ -1,8 +1,9 @@
-"""CibaToolApprovals in a plain PydanticAI run (no Temporal): what the end-to-end tests cannot
-vary cheaply. The arguments the gate defers with (and the approval's digest is computed over)
-and the arguments the tool hands its activity (`approved_call`) must give the same digest for
-any argument types, defaults included; and `when` lets a call through unasked, with nothing to
-open."""
+"""CibaToolApprovals in a plain PydanticAI run (no Temporal).
+
+What the end-to-end tests cannot vary cheaply. The arguments the gate defers with (and the
+approval's digest is computed over) and the arguments the tool hands its activity (`approved_call`)
+must give the same digest for any argument types, defaults included; and `when` lets a call through
+unasked, with nothing to open."""
 
 from __future__ import annotations
 
@@ -124,8 +125,10 @@ async def test_approved_call_outside_a_tool_is_a_one_line_error() -> None:
 
 
 async def test_a_gated_tool_declared_requires_approval_is_a_configuration_error() -> None:
-    """PydanticAI defers such a call before the gate sees its validated arguments: asking a
-    human for the model's raw ones would bind the approval to a digest the tool never matches."""
+    """PydanticAI defers such a call before the gate sees its validated arguments.
+
+    Asking a human for the model's raw ones would bind the approval to a digest the tool never
+    matches."""
     approvals = CibaToolApprovals({"settle": ToolApproval(login_hint="alice")})
     agent = Agent(model_calling({"invoice": {"amount": "1.00", "due": "2026-12-01"}}), capabilities=[approvals])
 

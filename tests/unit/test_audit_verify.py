@@ -1,5 +1,6 @@
-"""`audit verify`'s rules on literal records and tokens signed here (no OP, no store): each
-rule fails the record it should, and a record that keeps every rule passes."""
+"""`audit verify`'s rules on literal records and tokens signed here (no OP, no store).
+
+Each rule fails the record it should, and a record that keeps every rule passes."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""Binding messages fitted to the OP's rule (issue 12, item 3): the full message where the rule
-allows it, else a shortened one that keeps the code, else the code alone, never one the rule
-refuses. Table-driven on literal data."""
+"""Binding messages fitted to the OP's rule.
+
+The full message where the rule allows it, else a shortened one that keeps the code, else the code
+alone, never one the rule refuses. Table-driven on literal data."""
 
 from __future__ import annotations
 

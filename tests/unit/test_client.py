@@ -1,6 +1,8 @@
-"""CibaClient's own rules over an in-process HTTP transport: JWKS refetch once on an unknown kid,
-never two token requests in flight, transport failures retried with backoff, the polling deadline,
-the metadata's lifetime, the HTTP client it makes for itself, and what each failure is named."""
+"""CibaClient's own rules over an in-process HTTP transport.
+
+JWKS refetch once on an unknown kid, never two token requests in flight, transport failures retried
+with backoff, the polling deadline, the metadata's lifetime, the HTTP client it makes for itself,
+and what each failure is named."""
 
 from __future__ import annotations
 
@@ -346,8 +348,9 @@ REAL_ASYNC_CLIENT = httpx.AsyncClient
 
 
 class OwnHttp:
-    """Stands in for httpx.AsyncClient while CibaClient makes its own: keeps the arguments, and
-    the client it makes answers from `handler` in process."""
+    """Stands in for httpx.AsyncClient while CibaClient makes its own.
+
+    Keeps the arguments, and the client it makes answers from `handler` in process."""
 
     def __init__(self, handler: Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]) -> None:
         self.handler = handler

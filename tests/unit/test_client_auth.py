@@ -156,8 +156,10 @@ def test_the_jti_is_24_random_bytes(tmp_path: Path) -> None:
 
 
 async def test_the_client_signs_its_assertion_for_the_op_with_an_algorithm_the_op_accepts() -> None:
-    """Through CibaClient: aud is the OP's issuer, and the OP's token_endpoint_auth_signing_alg_values_supported
-    picks the algorithm (RS256 here, though the key prefers PS256)."""
+    """Through CibaClient, the assertion's aud is the OP's issuer and the OP picks its algorithm.
+
+    The OP's token_endpoint_auth_signing_alg_values_supported decides (RS256 here, though the key
+    prefers PS256)."""
     key = rsa.generate_private_key(65537, 2048)
     document = {
         **METADATA,

@@ -1,6 +1,7 @@
-"""CibaClient's backchannel authentication request (CIBA §7.1-7.3) over an in-process HTTP
-transport: what it sends, to where, as whom, and what a failure says (end to end against the
-real OP: tests/e2e/test_protocol_op.py)."""
+"""CibaClient's backchannel authentication request (CIBA §7.1-7.3) over an in-process HTTP transport.
+
+What it sends, to where, as whom, and what a failure says (end to end against the real OP:
+tests/e2e/test_protocol_op.py)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Introspection (RFC 7662) and revocation (RFC 7009) by CibaClient, over an in-process HTTP
-transport: each rule named in its test (end to end against the real OP: tests/e2e/test_protocol_op.py)."""
+"""Introspection (RFC 7662) and revocation (RFC 7009) by CibaClient, over an in-process HTTP transport.
+
+Each rule named in its test (end to end against the real OP: tests/e2e/test_protocol_op.py)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""The payload codec: ciphertext bound to its workflow, plaintext refused, malformed input an
-error. Temporal hands the codec a serialization context naming the workflow."""
+"""The payload codec.
+
+Ciphertext bound to its workflow, plaintext refused, malformed input an error. Temporal hands the
+codec a serialization context naming the workflow."""
 
 from __future__ import annotations
 

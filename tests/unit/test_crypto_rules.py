@@ -1,5 +1,6 @@
-"""The rules of temporal_ciba/crypto at their edges, each named in its test, so that
-scripts/mutation.sh finds no change to them that the suite lets through."""
+"""The rules of temporal_ciba/crypto at their edges, each named in its test.
+
+So scripts/mutation.sh finds no change to them that the suite lets through."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""shape_request: an OP's dialect applied to a backchannel request before it is sent (issue 12,
-items 3 and 4), on the request alone (tests/unit/test_request_dialect.py drives it through the
-send activity)."""
+"""shape_request applies an OP's dialect to a backchannel request before it is sent.
+
+On the request alone (tests/unit/test_request_dialect.py drives it through the send activity)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""DPoP (RFC 9449): the client's proofs, the key each approval derives, the token request's nonce
-retry and token type, and the resource server's proof check (end to end: tests/e2e/test_dpop.py)."""
+"""DPoP (RFC 9449).
+
+The client's proofs, the key each approval derives, the token request's nonce retry and token type,
+and the resource server's proof check (end to end: tests/e2e/test_dpop.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""Encrypted ID tokens (OIDC Core §10.2): decrypted before validation, only with the algorithms
-we allow, and refused when the key and the token disagree (end to end:
-tests/e2e/test_encrypted_id_token.py)."""
+"""Encrypted ID tokens (OIDC Core §10.2).
+
+Decrypted before validation, only with the algorithms we allow, and refused when the key and the
+token disagree (end to end: tests/e2e/test_encrypted_id_token.py)."""
 
 from __future__ import annotations
 

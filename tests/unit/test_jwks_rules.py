@@ -1,5 +1,7 @@
-"""Which JWKS keys are usable, and for which algorithm (RFC 7517 §4, RFC 7518 §3.1): each rule
-named in its test (the refetch rule: test_jwks.py, and against the real OP test_jwks_rotation.py)."""
+"""Which JWKS keys are usable, and for which algorithm (RFC 7517 §4, RFC 7518 §3.1).
+
+Each rule named in its test (the refetch rule: test_jwks.py, and against the real OP
+test_jwks_rotation.py)."""
 
 from __future__ import annotations
 

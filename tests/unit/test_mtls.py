@@ -1,6 +1,7 @@
-"""Mutual TLS pieces (RFC 8705) without a network: client authentication by certificate, the
-certificate and its thumbprint, mtls_endpoint_aliases in discovery, the settings that turn it
-on, and the payment API's reading of the presented certificate."""
+"""Mutual TLS pieces (RFC 8705) without a network.
+
+Client authentication by certificate, the certificate and its thumbprint, mtls_endpoint_aliases in
+discovery, the settings that turn it on, and the payment API's reading of the presented certificate."""
 
 from __future__ import annotations
 
@@ -203,8 +204,10 @@ def test_a_certificate_with_the_wrong_key_stops_the_program(clean_env: pytest.Mo
 def test_a_certificate_binds_tokens_whatever_the_client_authentication(
     clean_env: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """RFC 8705 §3 needs no tls_client_auth: a secret-authenticated client presenting a
-    certificate gets certificate-bound tokens, and the OP is still asked through the aliases."""
+    """RFC 8705 §3 needs no tls_client_auth.
+
+    A secret-authenticated client presenting a certificate gets certificate-bound tokens, and the OP
+    is still asked through the aliases."""
     files = self_signed_client_certificate(tmp_path, "agent")
     clean_env.setenv("CIBA_CLIENT_SECRET", "s3cret")
     clean_env.setenv("CIBA_TLS_CLIENT_CERT", str(files.cert))

@@ -1,5 +1,7 @@
-"""CibaPlugin composes: the caller's payload converter and codec, and other frameworks' Temporal
-plugins (OpenAI Agents, PydanticAI), keep working, and every payload is sealed by our codec.
+"""CibaPlugin composes.
+
+The caller's payload converter and codec, and other frameworks' Temporal plugins (OpenAI Agents,
+PydanticAI), keep working, and every payload is sealed by our codec.
 
 Plugins are applied the way `temporalio.client.Client` applies them: each plugin's
 `configure_client`, in list order, on the config the caller gave. The last tests connect real
@@ -11,8 +13,7 @@ One order cannot work: `[CibaPlugin, OpenAIAgentsPlugin]`. CibaPlugin replaces t
 that is an `OpenAIPayloadConverter` instance, and raises ValueError otherwise. Under temporalio
 1.35 even a client given `OpenAIPayloadConverter` is refused: `DataConverter.payload_converter`
 is the SDK's transfer-type wrapper, never an `OpenAIPayloadConverter`. So CibaPlugin goes after
-OpenAIAgentsPlugin.
-"""
+OpenAIAgentsPlugin."""
 
 from __future__ import annotations
 
@@ -193,8 +194,9 @@ async def test_composes_with_framework_plugins(case: str, with_codec: bool) -> N
 
 
 async def test_ciba_before_openai_is_refused_by_the_openai_plugin() -> None:
-    """CibaPlugin must swap the SDK default converter (it cannot serialize our pydantic models);
-    the OpenAI plugin then finds neither that default nor its own converter, and refuses."""
+    """CibaPlugin must swap the SDK default converter (it cannot serialize our pydantic models).
+
+    The OpenAI plugin then finds neither that default nor its own converter, and refuses."""
     with pytest.raises(ValueError, match="must be of type OpenAIPayloadConverter"):
         configured(plugins(CIBA_THEN_OPENAI))
 

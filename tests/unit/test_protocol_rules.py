@@ -1,6 +1,7 @@
-"""Small rules of the protocol package, each named in its test: one-line error text from
-untrusted input, the typed OAuth errors, transport failures named in one line, and the
-algorithms a client key signs with."""
+"""Small rules of the protocol package, each named in its test.
+
+one-line error text from untrusted input, the typed OAuth errors, transport failures named in one
+line, and the algorithms a client key signs with."""
 
 from __future__ import annotations
 

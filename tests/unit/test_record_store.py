@@ -1,5 +1,6 @@
-"""The decision-record store, the same tests on SQLite and on a real PostgreSQL server: insert
-once, a conflicting write refused, evidence encrypted at rest under rotating keys, filters."""
+"""The decision-record store, the same tests on SQLite and on a real PostgreSQL server.
+
+Insert once, a conflicting write refused, evidence encrypted at rest under rotating keys, filters."""
 
 from __future__ import annotations
 

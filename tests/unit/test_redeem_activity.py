@@ -1,6 +1,7 @@
-"""The redeem activity (token request and validation in one step, the decision path's local
-activity): only the claims and the sealed access token leave it, rejected and unneeded tokens
-are revoked inside it, and invalid_grant for our own auth_req_id is a lost grant."""
+"""The redeem activity (token request and validation in one step, the decision path's local activity).
+
+Only the claims and the sealed access token leave it, rejected and unneeded tokens are revoked
+inside it, and invalid_grant for our own auth_req_id is a lost grant."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""Signed authentication requests (CIBA §7.1.1) over an in-process HTTP transport: what the JWT
-carries, which algorithm signs it, and when the client refuses to send one (end to end against
-oidc-provider with FAPI on: tests/e2e/test_fapi_ciba.py)."""
+"""Signed authentication requests (CIBA §7.1.1) over an in-process HTTP transport.
+
+What the JWT carries, which algorithm signs it, and when the client refuses to send one (end to end
+against oidc-provider with FAPI on: tests/e2e/test_fapi_ciba.py)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The approval activities' own rules, in an activity context over an in-process HTTP
-transport: whom an approval is pinned to, never asking the user twice, and naming a lost grant."""
+"""The approval activities' own rules, in an activity context over an in-process HTTP transport.
+
+Whom an approval is pinned to, never asking the user twice, and naming a lost grant."""
 
 from __future__ import annotations
 
@@ -87,8 +88,10 @@ async def test_a_request_that_never_reached_the_op_is_retried(failure: httpx.Res
 
 @pytest.mark.parametrize("attempt,error", [(1, "invalid_grant"), (2, GRANT_LOST)])
 async def test_invalid_grant_on_a_retry_is_a_lost_grant(attempt: int, error: str) -> None:
-    """A retried token request meets invalid_grant when the attempt before it got the tokens and
-    died before recording them (the OP then refuses the auth_req_id)."""
+    """invalid_grant on a retried token request is a lost grant, on a first attempt an error.
+
+    A retry meets invalid_grant when the attempt before it got the tokens and died before
+    recording them (the OP then refuses the auth_req_id)."""
     acts = activities(httpx.Response(400, json={"error": "invalid_grant"}))
     result = await env(attempt).run(acts.request_token, TokenRequestInput(auth_req_id="req-1"))
     assert (result.kind, result.error) == ("failed", error)
@@ -120,8 +123,10 @@ async def test_the_binding_records_when_the_request_was_sent() -> None:
     ],
 )
 async def test_tokens_issued_before_the_request_are_rejected(issued: float, error: str | None) -> None:
-    """End to end through the activities: the binding that send_authentication_request makes
-    carries the time it sent the request, and validate_tokens rejects tokens older than that."""
+    """End to end through the activities.
+
+    The binding that send_authentication_request makes carries the time it sent the request, and
+    validate_tokens rejects tokens older than that."""
     op, sealer = MockOP(), TokenSealer(os.urandom(32))
     acts = op.activities(sealer, requested_at=NOW - 30)
     sent = await env().run(

@@ -1,6 +1,7 @@
-"""No test module imports another test module or a conftest: what tests share lives in
-tests/support (shared fixtures reach a level through tests/conftest.py's pytest_plugins), so a
-test file can be read, moved or deleted without breaking another one."""
+"""No test module imports another test module or a conftest.
+
+What tests share lives in tests/support (shared fixtures reach a level through tests/conftest.py's
+pytest_plugins), so a test file can be read, moved or deleted without breaking another one."""
 
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ def python_files() -> list[Path]:
 
 
 def imported_modules(source: str, package: str) -> list[tuple[int, str]]:
-    """Every module `source` (a module of `package`) imports, by its absolute name (a relative
-    import resolved against the package), with the line it is imported on."""
+    """Every module `source` (a module of `package`) imports, with the line it is imported on.
+
+    Each by its absolute name: a relative import is resolved against the package."""
     found: list[tuple[int, str]] = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):

@@ -1,6 +1,7 @@
-"""The framework-neutral tool gate: the digest binds the tool's name and exact arguments, the
-request is derived from the call, and the tool's activity opens the approval only for the
-arguments that were approved."""
+"""The framework-neutral tool gate.
+
+The digest binds the tool's name and exact arguments, the request is derived from the call, and the
+tool's activity opens the approval only for the arguments that were approved."""
 
 from __future__ import annotations
 

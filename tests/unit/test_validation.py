@@ -1,6 +1,7 @@
-"""Validation of token responses: every negative case of the OIDF client test plan, and our
-own additions, rejected with a reason naming the rule; the positive cases accepted. Keys and
-tokens are made here; the clock is fixed."""
+"""Validation of token responses.
+
+Every negative case of the OIDF client test plan, and our own additions, rejected with a reason
+naming the rule; the positive cases accepted. Keys and tokens are made here; the clock is fixed."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
-"""The grant against the request (issue 12, item 2): every requested scope granted, extra scopes
-only from the allow-list; authorization_details exact, or enriched only as configured (RFC 9396
-§6.1) and never less than requested; acr equivalents (Keycloak's level-of-assurance values).
-Table-driven on literal data with a fixed clock."""
+"""The grant against the request.
+
+Every requested scope granted, extra scopes only from the allow-list; authorization_details exact,
+or enriched only as configured (RFC 9396 §6.1) and never less than requested; acr equivalents
+(Keycloak's level-of-assurance values). Table-driven on literal data with a fixed clock."""
 
 from __future__ import annotations
 

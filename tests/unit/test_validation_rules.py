@@ -1,6 +1,8 @@
-"""The rules of temporal_ciba/ciba/_validation.py at their edges: each test breaks or grazes one
-rule and names it, so deleting or loosening the rule fails here (scripts/mutation.sh checks
-that no such change survives). The negative and positive tables live in test_validation.py."""
+"""The rules of temporal_ciba/ciba/_validation.py at their edges.
+
+Each test breaks or grazes one rule and names it, so deleting or loosening the rule fails here
+(scripts/mutation.sh checks that no such change survives). The negative table lives in
+tests.support.validation_cases, the positive one in test_validation.py."""
 
 from __future__ import annotations
 
