@@ -1,4 +1,8 @@
-"""The real oidc-provider test OP, started once for the protocol tests."""
+"""The system the e2e and security tests run against, and its fixtures.
+
+The oidc-provider test OP, the callback service, the example payment API, a Temporal dev server
+and the worker, with the keys, clients and accounts they share; a plugin of tests/conftest.py, so
+both levels have the fixtures."""
 
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ from temporal_ciba._search_attributes import ensure_search_attributes
 from temporal_ciba._settings import OPSettings, WorkerSettings
 from temporal_ciba.example.plugin import PaymentAgentPlugin
 from temporal_ciba.records import open_store
-from tests.support.mtls import ClientCertificateFiles, issue_client_certificate, self_signed_client_certificate
+from tests.support.mtls import ClientCertificateFiles
 from tests.support.op import TEST_ROUTES, TestOP, ciba_client, run_test_op
 from tests.support.records import assert_every_outcome_recorded
 from tests.support.temporal import DevServer, free_port
@@ -142,13 +146,6 @@ def op(client_keys: dict[str, ClientKey], callback: str, tls: TlsFiles) -> Itera
     and a ping client whose notification endpoint is our callback service (HTTPS, test CA)."""
     config = op_config(client_keys, ping_endpoint=callback, idTokenBindingClaims=True)
     with run_test_op(config, env={"NODE_EXTRA_CA_CERTS": str(tls.ca)}) as running:
-        yield running
-
-
-@pytest.fixture(scope="session")
-def plain_op(client_keys: dict[str, ClientKey]) -> Iterator[TestOP]:
-    """The OP as oidc-provider ships it: no binding claims in the ID token."""
-    with run_test_op(op_config(client_keys)) as running:
         yield running
 
 
@@ -399,28 +396,3 @@ class ClientCertificates:
     issued: ClientCertificateFiles  # from client_ca, for MTLS_CLIENT
     self_signed: ClientCertificateFiles  # registered by its JWK, for SELF_SIGNED_CLIENT
     stranger: ClientCertificateFiles  # self-signed, registered nowhere
-
-
-@pytest.fixture(scope="module")
-def trusted_test_ca(tls: TlsFiles) -> Iterator[None]:
-    """The OP and the payment API serve certificates of the test CA.
-
-    Trusted here as a user trusts a private CA (SSL_CERT_FILE, which httpx reads when it builds a
-    TLS context)."""
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("SSL_CERT_FILE", str(tls.ca))
-        yield
-
-
-@pytest.fixture(scope="module")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> ClientCertificates:
-    directory = tmp_path_factory.mktemp("client-certificates")
-    ca = trustme.CA()
-    client_ca = directory / "client-ca.pem"
-    ca.cert_pem.write_to_path(str(client_ca))
-    return ClientCertificates(
-        client_ca=client_ca,
-        issued=issue_client_certificate(ca, directory, AGENT_DNS_NAME),
-        self_signed=self_signed_client_certificate(directory, "self-signed-agent"),
-        stranger=self_signed_client_certificate(directory, "stranger"),
-    )
