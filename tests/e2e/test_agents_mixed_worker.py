@@ -5,7 +5,7 @@ PydanticAI agent (the example payment agent), both waiting at once, approved on 
 the real dev server. The worker's plugins: `OpenAIAgentsPlugin`, `BothFrameworksConverter`,
 `PydanticAIPlugin`, `CibaPlugin` (README, "Gate a tool in your agent"; without
 BothFrameworksConverter, PydanticAI's converter breaks the OpenAI agent's second model turn,
-tests/unit/test_both_frameworks.py)."""
+tests/unit/agents/test_both_frameworks.py)."""
 
 from __future__ import annotations
 
@@ -138,7 +138,7 @@ async def test_gated_openai_and_pydantic_ai_agents_in_one_worker(
 
     # The model's second turn holds its tool call as it made it: no field it left unset comes
     # back as null (PydanticAI's converter alone writes them, and the model activity then fails
-    # to decode its input, tests/unit/test_both_frameworks.py).
+    # to decode its input, tests/unit/agents/test_both_frameworks.py).
     first, second = mixed.openai.model.inputs
     assert second[: len(first)] == first
     [call] = [item for item in second if item.get("type") == "function_call"]

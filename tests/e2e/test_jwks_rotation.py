@@ -2,7 +2,7 @@
 
 After the OP rotates its signing keys, an ID token signed with a kid the client has not seen makes
 it fetch the JWKS once more, and validates; within the cool-down it does not fetch again, whatever
-kid a token names. (The concurrency of the rule is pinned in tests/unit/test_jwks.py.)"""
+kid a token names. (The concurrency of the rule is pinned in tests/unit/ciba/test_jwks.py.)"""
 
 from __future__ import annotations
 
