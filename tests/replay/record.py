@@ -1,10 +1,10 @@
 """Record the histories the replay tests replay: `.venv/bin/python -m tests.replay.record`.
 
 Each path runs on the time-skipping test server with scripted activities registered under the
-real activity names (tests.support.scripted_op, as the workflow tests use them), so recording takes seconds and
-needs no OP. Payloads are encrypted with the codec under the committed test-only KEY. Every
-history named in cases.RECORDED is rewritten (those in cases.KEPT are left alone), and files
-named in neither are deleted; re-record only on purpose (see test_replay.py).
+real activity names (tests.support.scripted_op, as the workflow tests use them), so recording
+takes seconds and needs no OP. Payloads are encrypted with the codec under the committed
+test-only KEY. Every history named in cases.RECORDED is rewritten (those in cases.KEPT are left
+alone), and files named in neither are deleted; re-record only on purpose (see test_replay.py).
 """
 
 from __future__ import annotations
