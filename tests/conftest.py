@@ -11,6 +11,11 @@ import pytest
 
 from tests.support.postgres import PostgresServer
 
+# Fixtures more than one level uses, each module loaded once for the whole run: the e2e and
+# security tests' servers, the callback tests' waiting approval, the workflow tests'
+# time-skipping environment.
+pytest_plugins = ["tests.support.stack", "tests.support.callback", "tests.support.workflow_environment"]
+
 # Code under test that builds its own worker from the environment (CibaPlugin with `op`, the
 # example programs) writes decision records to CIBA_RECORD_DB, by default in the working
 # directory: here, a temporary file instead.

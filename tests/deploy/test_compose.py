@@ -1,31 +1,21 @@
-"""docker-compose.yml is valid (checked by Debian's docker-compose, which needs no engine) and
-coherent with the repository: what it builds, mounts and configures exists and is documented;
-it publishes only what a person must reach, on 127.0.0.1 unless CIBA_BIND says otherwise."""
+"""docker-compose.yml is valid and coherent with the repository.
+
+Debian's docker-compose checks it (it needs no engine); what it builds, mounts and configures
+exists and is documented; it publishes only what a person must reach, on 127.0.0.1 unless
+CIBA_BIND says otherwise."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-COMPOSE = REPO / "docker-compose.yml"
-REQUIRED = {
-    "CIBA_PAYLOAD_KEY": "k",
-    "CIBA_TOKEN_KEY": "t",
-    "CIBA_CLIENT_SECRET": "s",
-    "PAYMENT_API_CLIENT_SECRET": "p",
-    "POSTGRES_PASSWORD": "w",
-    "CIBA_CODEC_OPERATOR_TOKENS": "o",
-}
+from tests.support.compose import COMPOSE, REPO, REQUIRED, docker_compose
+
 # What a person opens in a browser: the Temporal UI and the demo OP's approver page. Nothing
 # else is published: the frontend, PostgreSQL, the callback, the codec server and the payment
 # API are on the compose network only.
@@ -33,28 +23,10 @@ PUBLISHED = {"temporal-ui": {8080}, "op": {3000}}
 BIND = "${CIBA_BIND:-127.0.0.1}"
 
 
-def docker_compose(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    binary = shutil.which("docker-compose")
-    if binary is None:
-        raise RuntimeError("docker-compose is missing: scripts/setup.sh installs Debian's docker-compose")
-    # Neither the caller's environment nor a .env beside the file may decide what is checked.
-    base = {k: v for k, v in os.environ.items() if k not in REQUIRED and k != "CIBA_BIND"}
-    with tempfile.TemporaryDirectory() as empty:
-        env_file = Path(empty) / "empty.env"
-        env_file.write_text("")
-        return subprocess.run(
-            [binary, "--env-file", str(env_file), "-f", str(COMPOSE), *args],
-            env={**base, **env},
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            check=False,
-        )
-
-
 def published(env: dict[str, str]) -> dict[str, list[tuple[str | None, int | None, int]]]:
-    """Per service, the ports the resolved file publishes as (host IP, host port, container
-    port); None for a host IP means every interface."""
+    """Per service, the ports the resolved file publishes as (host IP, host port, container port).
+
+    None for a host IP means every interface."""
     result = docker_compose("config", env=env)
     assert result.returncode == 0, result.stderr
     found: dict[str, list[tuple[str | None, int | None, int]]] = {}
@@ -166,8 +138,9 @@ def test_ciba_bind_moves_what_is_published_and_is_documented() -> None:
 
 
 def test_the_compose_op_is_a_demo_op_without_test_routes(services: dict[str, Any]) -> None:
-    """The OP's approver page is the demo's phone (adminRoutes on); the routes that hand out
-    tokens and plan faults (testRoutes) are for tests only."""
+    """The OP's approver page is the demo's phone (adminRoutes on).
+
+    The routes that hand out tokens and plan faults (testRoutes) are for tests only."""
     mounts = services["op"]["volumes"]
     assert "./deploy/op.json:/config/op.json:ro" in mounts
     config = json.loads((REPO / "deploy" / "op.json").read_text())

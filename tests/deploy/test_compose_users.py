@@ -1,6 +1,7 @@
-"""docker-compose's services, each run here as the user its image runs as, on the same shared
-volume contents: there is no Docker engine on these machines, so this is how a permission
-mistake (a key one service writes and another cannot read) fails before anyone deploys.
+"""docker-compose's services, each run here as the user its image runs as, on the same shared volume contents.
+
+There is no Docker engine on these machines, so this is how a permission mistake (a key one service
+writes and another cannot read) fails before anyone deploys.
 
 What is modelled: the `certs` and `payments` volumes start as the app image makes /certs and
 /data (owned by its user, ciba, 10001); each service runs its image's command (ENTRYPOINT and
@@ -9,8 +10,7 @@ USER), with the environment `docker-compose config` resolves; compose host names
 loopback addresses and container paths the volume directories. Third-party images (PostgreSQL,
 Temporal, its UI and admin tools) are not run; the files mounted into them must be readable by
 any user. The services run from an install like the image's, not from the checkout, which may
-sit in a directory other users cannot enter. Needs root (setpriv changes uid).
-"""
+sit in a directory other users cannot enter. Needs root (setpriv changes uid)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.deploy.test_compose import REPO, docker_compose
+from tests.support.compose import REPO, docker_compose
 from tests.support.temporal import DevServer, free_port
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="setpriv needs root")
@@ -83,8 +83,10 @@ def resolved() -> dict[str, Any]:
 
 
 def service(resolved: dict[str, Any], name: str, replace: dict[str, str], **env: str) -> Service:
-    """The service `name` as it would run: its user, its command, its environment with compose
-    names and container paths replaced, plus `env`."""
+    """The service `name` as it would run.
+
+    Its user, its command, its environment with compose names and container paths replaced, plus
+    `env`."""
     spec = resolved[name]
     dockerfile = REPO / spec["build"]["context"] / "Dockerfile" if "build" in spec else None
     assert dockerfile is not None and dockerfile.is_file(), f"{name}: not built here"
@@ -158,9 +160,11 @@ def link_or_copy(source: str, destination: str) -> None:
 
 @pytest.fixture(scope="module")
 def image(volumes: Volumes) -> Image:
-    """What the Dockerfile's `pip install .` makes, under the volumes' root: a virtualenv with
-    the test venv's dependencies and this checkout's package, readable by every user. Run from
-    the checkout, a clone in a `mktemp -d` directory (0700) fails for a reason no image has."""
+    """What the Dockerfile's `pip install .` makes, under the volumes' root.
+
+    A virtualenv with the test venv's dependencies and this checkout's package, readable by every
+    user. Run from the checkout, a clone in a `mktemp -d` directory (0700) fails for a reason no
+    image has."""
     app = volumes.root / "app"
     venv.create(app, symlinks=True)
     site = Path(sysconfig.get_path("purelib"))
@@ -280,7 +284,8 @@ def test_every_app_service_runs_as_its_images_user(
 
 
 def bind_sources(spec: dict[str, Any]) -> list[Path]:
-    """The host paths a service bind-mounts, in either syntax `docker-compose config` prints:
+    """The host paths a service bind-mounts, in either syntax `docker-compose config` prints.
+
     `source:target[:mode]` (Debian's docker-compose 1.x) or the long form's mapping."""
     sources = []
     for volume in spec.get("volumes", []):
@@ -294,9 +299,10 @@ def bind_sources(spec: dict[str, Any]) -> list[Path]:
 
 
 def test_files_mounted_into_other_images_are_readable_by_any_user(resolved: dict[str, Any]) -> None:
-    """A bind mount shows the container the file itself, whatever its directory on the host:
-    what decides is the mode of the file and of the directories under the mount, for other
-    users (third-party images run as their own)."""
+    """A bind mount shows the container the file itself, whatever its directory on the host.
+
+    What decides is the mode of the file and of the directories under the mount, for other users
+    (third-party images run as their own)."""
     checked = []
     for name, spec in resolved.items():
         for source in bind_sources(spec):

@@ -1,10 +1,11 @@
-"""Both frameworks' Temporal plugins and CibaPlugin in one worker (issue 11): a gated OpenAI
-Agents SDK agent (the example maintenance bot, offline scripted model) and a gated PydanticAI
-agent (the example payment agent), both waiting at once, approved on the real test OP, on the
-real dev server. The worker's plugins: `OpenAIAgentsPlugin`, `BothFrameworksConverter`,
+"""Both frameworks' Temporal plugins and CibaPlugin in one worker.
+
+A gated OpenAI Agents SDK agent (the example maintenance bot, offline scripted model) and a gated
+PydanticAI agent (the example payment agent), both waiting at once, approved on the real test OP, on
+the real dev server. The worker's plugins: `OpenAIAgentsPlugin`, `BothFrameworksConverter`,
 `PydanticAIPlugin`, `CibaPlugin` (README, "Gate a tool in your agent"; without
 BothFrameworksConverter, PydanticAI's converter breaks the OpenAI agent's second model turn,
-tests/unit/test_both_frameworks.py)."""
+tests/unit/agents/test_both_frameworks.py)."""
 
 from __future__ import annotations
 
@@ -32,12 +33,12 @@ from temporal_ciba_examples.payment_agent.activities import PaymentActivities
 from temporal_ciba_examples.pydantic_ai_payment.workflows import PydanticAIPaymentAgentWorkflow
 from temporal_ciba_examples.shared.scripted_model import ScriptedModel
 from temporal_ciba_examples.shared.tool_ledger import ToolLedger
-from tests.e2e.conftest import PAYLOAD_KEY, SECRET, TOKEN_KEY, payments
-from tests.e2e.test_agents_openai import Agents, approvals_of, pending, production_change
-from tests.e2e.test_agents_pydantic_ai import Agents as PydanticAIAgents
-from tests.e2e.test_agents_pydantic_ai import ciba
-from tests.e2e.test_approval_workflow import INVOICE, pending_auth_req_id
+from tests.support.flows import INVOICE, pending_auth_req_id
 from tests.support.op import TestOP
+from tests.support.openai_agent_flows import Agents, approvals_of, pending, production_change
+from tests.support.pydantic_ai_agent_flows import Agents as PydanticAIAgents
+from tests.support.pydantic_ai_agent_flows import ciba
+from tests.support.stack import PAYLOAD_KEY, SECRET, TOKEN_KEY, payments
 from tests.support.temporal import DevServer, raw_history_bytes
 
 
@@ -55,8 +56,10 @@ class MixedWorker:
 
 @pytest.fixture
 async def mixed(temporal_server: DevServer, op: TestOP, payment_api: str, tmp_path: Path) -> AsyncIterator[MixedWorker]:
-    """One worker, one task queue: both agents, their tools' activities and (CibaPlugin) the
-    approval workflow. The OpenAI plugin is given the offline model: no key, no network."""
+    """One worker, one task queue.
+
+    Both agents, their tools' activities and (CibaPlugin) the approval workflow. The OpenAI plugin
+    is given the offline model: no key, no network."""
     model = ScriptedModel()
     plugins = both_frameworks(model, ciba(op))
     with warnings.catch_warnings():
@@ -135,7 +138,7 @@ async def test_gated_openai_and_pydantic_ai_agents_in_one_worker(
 
     # The model's second turn holds its tool call as it made it: no field it left unset comes
     # back as null (PydanticAI's converter alone writes them, and the model activity then fails
-    # to decode its input, tests/unit/test_both_frameworks.py).
+    # to decode its input, tests/unit/agents/test_both_frameworks.py).
     first, second = mixed.openai.model.inputs
     assert second[: len(first)] == first
     [call] = [item for item in second if item.get("type") == "function_call"]

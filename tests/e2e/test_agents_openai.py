@@ -1,7 +1,9 @@
-"""OpenAI Agents SDK tools gated by CIBA, end to end: the example maintenance bot and support
-assistant on the real dev server, the real test OP playing the approver's phone, and the offline
-scripted model (built on temporalio.openai_agents.testing) calling the tools. Tool executions
-are counted in the examples' ledger file, approvals in Temporal's visibility."""
+"""OpenAI Agents SDK tools gated by CIBA, end to end.
+
+The example maintenance bot and support assistant on the real dev server, the real test OP playing
+the approver's phone, and the offline scripted model (built on temporalio.openai_agents.testing)
+calling the tools. Tool executions are counted in the examples' ledger file, approvals in Temporal's
+visibility."""
 
 from __future__ import annotations
 
@@ -11,12 +13,11 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.openai_agents import OpenAIAgentsPlugin
 from temporalio.openai_agents.testing import TestModelProvider
 from temporalio.worker import Replayer
@@ -33,50 +34,16 @@ from temporal_ciba_examples.openai_agents.maintenance import (
 )
 from temporal_ciba_examples.openai_agents.support import SupportActivities, SupportAssistantWorkflow, SupportInput
 from temporal_ciba_examples.shared.scripted_model import ScriptedCall, ScriptedModel
-from temporal_ciba_examples.shared.tool_agent import ToolAgentResult
 from temporal_ciba_examples.shared.tool_agent_worker import connect_agents, tool_agent_worker
 from temporal_ciba_examples.shared.tool_ledger import ToolLedger
-from tests.e2e.conftest import AGENT_CLIENT, PAYLOAD_KEY, SECRET, TOKEN_KEY, agent_settings, clean_env
-from tests.e2e.test_approval_workflow import pending_auth_req_id
+from tests.support.flows import pending_auth_req_id
 from tests.support.op import TestOP
+from tests.support.openai_agent_flows import Agents, approvals_of, pending, production_change
 from tests.support.openai_agents import MixedToolsWorkflow, SelfApprovedWorkflow, TamperingWorkflow, TamperInput
+from tests.support.stack import AGENT_CLIENT, PAYLOAD_KEY, SECRET, TOKEN_KEY, agent_settings, clean_env
 from tests.support.temporal import DevServer, raw_history_bytes, wait_for
 
 KEYS = TokenKeySettings(payload_key=PAYLOAD_KEY, token_key=TOKEN_KEY)  # type: ignore[arg-type]
-
-
-def production_change(**fields: str) -> dict[str, str]:
-    """A change to a system of its own name, so its requests at the shared OP are told apart."""
-    return {
-        "system": f"db-{uuid.uuid4().hex[:8]}",
-        "environment": "production",
-        "change": "raise max_connections to 400",
-        "window_start": "2026-11-29T02:00:00Z",
-        "window_end": "2026-11-29T03:00:00Z",
-        **fields,
-    }
-
-
-@dataclass
-class Agents:
-    client: Client
-    task_queue: str
-    model: ScriptedModel
-    ledger: ToolLedger
-
-    async def start(self, workflow_run: Any, agent_input: Any, prefix: str) -> WorkflowHandle[Any, ToolAgentResult]:
-        return await self.client.start_workflow(
-            workflow_run, agent_input, id=f"{prefix}-{uuid.uuid4().hex[:10]}", task_queue=self.task_queue
-        )
-
-    async def maintenance(self, *calls: dict[str, Any], **fields: Any) -> WorkflowHandle[Any, ToolAgentResult]:
-        agent_input = MaintenanceInput(
-            request="apply the change",
-            tool_calls=[ScriptedCall(name=TOOL, arguments=arguments) for arguments in calls],
-            approver="alice",
-            **fields,
-        )
-        return await self.start(MaintenanceBotWorkflow.run, agent_input, "bot")
 
 
 @pytest.fixture
@@ -100,20 +67,6 @@ async def agents(temporal_server: DevServer, op: TestOP, tmp_path: Path) -> Asyn
     ]
     async with tool_agent_worker(client, task_queue, workflows, tools):
         yield Agents(client, task_queue, model, ledger)
-
-
-async def approvals_of(client: Client, workflow_id: str) -> list[str]:
-    """The approval child workflows an agent started (their ids), from Temporal's visibility."""
-    query = f"WorkflowId STARTS_WITH '{workflow_id}.tool-' AND WorkflowType = 'CibaApprovalWorkflow'"
-    return sorted([execution.id async for execution in client.list_workflows(query)])
-
-
-async def pending(op: TestOP, binding_prefix: str, count: int = 1) -> list[dict[str, Any]]:
-    async def found() -> list[dict[str, Any]] | None:
-        requests = [r for r in op.requests("pending") if (r["binding_message"] or "").startswith(binding_prefix)]
-        return requests if len(requests) >= count else None
-
-    return await wait_for(found, what=f"{count} pending request(s) {binding_prefix!r}")
 
 
 def tool_outputs(model_input: list[dict[str, Any]]) -> list[str]:

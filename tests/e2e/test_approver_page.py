@@ -1,5 +1,6 @@
-"""The approver page in a real browser (Debian's Chromium): the person sees what is asked and
-decides, and the agent's workflow follows."""
+"""The approver page in a real browser (Debian's Chromium).
+
+The person sees what is asked and decides, and the agent's workflow follows."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from temporalio.client import Client
 from temporal_ciba._models import ApprovalRequest
 from temporal_ciba._settings import WorkerSettings
 from temporal_ciba_examples.payment_agent.models import action_digest, short_code
-from tests.e2e.test_approval_workflow import INVOICE, approval_handle, pending_auth_req_id, start_agent, start_approval
 from tests.support.browser import chromium
+from tests.support.flows import INVOICE, approval_handle, pending_auth_req_id, start_agent, start_approval
 from tests.support.op import TestOP
 
 
@@ -87,8 +88,9 @@ async def test_markup_in_a_binding_message_is_shown_as_text(
 
 
 async def test_the_page_loads_without_a_missing_resource(browser: Browser, op: TestOP) -> None:
-    """No 404 in the browser's console: the page declares its (empty) icon inline, so no
-    /favicon.ico is requested."""
+    """No 404 in the browser's console.
+
+    The page declares its (empty) icon inline, so no /favicon.ico is requested."""
     page = await browser.new_page()
     failed: list[str] = []
     page.on("response", lambda response: failed.append(response.url) if response.status >= 400 else None)

@@ -1,6 +1,8 @@
-"""The callback service facing bad input: every request gets the right status, nothing is a 3xx
-or a 5xx, nothing but a notification with our bearer reaches a workflow (its history is
-unchanged), and one that is not the workflow's own changes nothing there."""
+"""The callback service facing bad input.
+
+Every request gets the right status, nothing is a 3xx or a 5xx, nothing but a notification with our
+bearer reaches a workflow (its history is unchanged), and one that is not the workflow's own changes
+nothing there."""
 
 from __future__ import annotations
 
@@ -9,11 +11,9 @@ import base64
 import json
 import ssl
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from temporalio.api.enums.v1 import EventType
@@ -23,54 +23,17 @@ from temporal_ciba._models import ApprovalRequest
 from temporal_ciba._settings import WorkerSettings
 from temporal_ciba._workflow import CibaApprovalWorkflow
 from temporal_ciba.crypto._notification import NotificationTokens
-from tests.e2e.conftest import PAYLOAD_KEY, TOKEN_KEY, TlsFiles
-from tests.e2e.test_approval_workflow import pending_auth_req_id, start_approval
+from tests.support.callback import TOKENS, bearer, events, post, token_for
+from tests.support.flows import pending_auth_req_id, start_approval
 from tests.support.op import TestOP
+from tests.support.stack import PAYLOAD_KEY, TlsFiles
 from tests.support.temporal import wait_for
 
-TOKENS = NotificationTokens(base64.b64decode(TOKEN_KEY))
 JSON_TYPE = "application/json"
-
-
-def token_for(handle: WorkflowHandle, tokens: NotificationTokens = TOKENS) -> str:
-    """A valid notification token for this approval (tokens are not stored: any we issue works)."""
-    assert handle.first_execution_run_id is not None
-    return tokens.issue(handle.id, handle.first_execution_run_id)
-
-
-@pytest.fixture
-async def waiting(temporal_client: Client, ping_worker: WorkerSettings) -> AsyncIterator[tuple[WorkflowHandle, str]]:
-    """A ping-mode approval waiting for its ping, and its auth_req_id."""
-    request = ApprovalRequest(login_hint="bob", binding_message="Grant admin rights to bob")
-    handle = await start_approval(temporal_client, ping_worker.task_queue, request)
-    auth_req_id = await pending_auth_req_id(handle)
-    yield handle, auth_req_id
-    await handle.cancel()
-
-
-async def post(
-    url: str,
-    tls: TlsFiles,
-    *,
-    body: Any = None,
-    content: bytes | None = None,
-    headers: dict[str, str] | None = None,
-    method: str = "POST",
-) -> httpx.Response:
-    async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=str(tls.ca)), timeout=10) as http:
-        return await http.request(method, url, json=body, content=content, headers=headers)
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {token}"}
 
 
 def altered(token: str) -> str:
     return token[:10] + ("A" if token[10] != "A" else "B") + token[11:]
-
-
-async def events(handle: WorkflowHandle) -> int:
-    return len((await handle.fetch_history()).events)
 
 
 async def test_bad_requests_get_4xx_and_touch_nothing(
@@ -146,8 +109,10 @@ async def test_a_notice_the_workflow_did_not_ask_for_changes_nothing(
     waiting: tuple[WorkflowHandle, str],
     op: TestOP,
 ) -> None:
-    """The callback signals once without looking anything up (204); the workflow itself checks
-    the run chain the bearer names and the auth_req_id, and ignores what is not its own."""
+    """The callback signals once without looking anything up (204).
+
+    The workflow itself checks the run chain the bearer names and the auth_req_id, and ignores what
+    is not its own."""
     handle, auth_req_id = waiting
     other = await start_approval(
         temporal_client, ping_worker.task_queue, ApprovalRequest(login_hint="alice", binding_message="Another approval")
@@ -289,8 +254,10 @@ def is_notice(authorization: str | None, content_type: str, content: bytes, vali
 async def test_random_input_never_gets_3xx_or_5xx(
     callback: str, tls: TlsFiles, op: TestOP, waiting: tuple[WorkflowHandle, str]
 ) -> None:
-    """Only a well-formed notice with our bearer gets a 2xx, and none of them (never the
-    waiting approval's own auth_req_id) moves the approval: it still waits, and never polled."""
+    """No input gets a 3xx or a 5xx, and none moves the waiting approval.
+
+    Only a well-formed notice with our bearer gets a 2xx, and none of them (never the waiting
+    approval's own auth_req_id) moves the approval: it still waits, and never polled."""
     handle, auth_req_id = waiting
     valid = token_for(handle)
     authorization = st.one_of(

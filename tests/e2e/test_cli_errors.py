@@ -1,25 +1,17 @@
-"""Mistakes a user makes with the CLI: each ends in one line on stderr naming the problem and
-what to do, exit 2 (or 1 for an approval that already ended), never a traceback."""
+"""Mistakes a user makes with the CLI.
+
+Each ends in one line on stderr naming the problem and what to do, exit 2 (or 1 for an approval that
+already ended), never a traceback."""
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import uuid
 
 from temporal_ciba._settings import WorkerSettings
-from tests.e2e.test_cli import cli_env, run_cli
+from tests.support.cli import OTHER_KEY, cli_env, one_line, run_cli
 from tests.support.op import TestOP
 from tests.support.temporal import DevServer, wait_for
-
-OTHER_KEY = base64.b64encode(os.urandom(32)).decode()
-
-
-def one_line(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in stderr, stderr
-    return lines[0]
 
 
 async def test_unknown_namespace(temporal_server: DevServer) -> None:

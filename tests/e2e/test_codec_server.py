@@ -1,6 +1,8 @@
-"""The codec server decodes real history payloads for an authenticated operator holding the key,
-for the Temporal UI's origin only, and cannot decode with another key: the real program
-(`temporal-ciba codec-server`) as its own process. (Attacks on it: tests/security/test_codec_server.py.)"""
+"""The codec server decodes real history payloads for an authenticated operator holding the key.
+
+Only for the Temporal UI's origin, and never with another key: the real program
+(`temporal-ciba codec-server`) as its own process. (Attacks on it:
+tests/security/test_codec_server.py.)"""
 
 from __future__ import annotations
 
@@ -17,9 +19,9 @@ from temporalio.client import Client
 
 from temporal_ciba._models import ApprovalRequest
 from temporal_ciba._settings import WorkerSettings
-from tests.e2e.conftest import PAYLOAD_KEY
-from tests.e2e.test_approval_workflow import pending_auth_req_id, start_approval
-from tests.security.test_codec_server import start_codec_server, wait_for_port
+from tests.support.codec_server import start_codec_server, wait_for_port
+from tests.support.flows import pending_auth_req_id, start_approval
+from tests.support.stack import PAYLOAD_KEY
 from tests.support.temporal import free_port
 
 UI = "http://localhost:8233"

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +13,11 @@ from temporalio.client import Client
 from temporal_ciba._programs.connect import connect
 from temporal_ciba._search_attributes import ensure_search_attributes
 from temporal_ciba._settings import WorkerSettings
-from tests.e2e.conftest import (
+from tests.support.flows import approval_handle, pending_auth_req_id, start_agent
+from tests.support.holding_proxy import HoldingProxy
+from tests.support.op import TestOP
+from tests.support.records import stored_records
+from tests.support.stack import (
     AGENT_CLIENT,
     PAYLOAD_KEY,
     PING_CLIENT,
@@ -23,39 +25,11 @@ from tests.e2e.conftest import (
     TOKEN_KEY,
     agent_settings,
     clean_env,
-    examples_command,
     payments,
     running_worker,
 )
-from tests.e2e.test_approval_workflow import approval_handle, pending_auth_req_id, start_agent
-from tests.support.holding_proxy import HoldingProxy
-from tests.support.op import TestOP
-from tests.support.records import stored_records
 from tests.support.temporal import DevServer
-
-
-class WorkerProcess:
-    """The payment agent's worker (`temporal-ciba-examples payment-worker`) as a separate process that a
-    test can SIGKILL and start again."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.env = env
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(examples_command("payment-worker"), env=self.env, stdout=log, stderr=log)
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
+from tests.support.worker_process import WorkerProcess
 
 
 @pytest.fixture(params=["poll", "ping"])

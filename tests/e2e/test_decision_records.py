@@ -1,7 +1,8 @@
-"""Decision records end to end, on SQLite and on PostgreSQL: real approvals against the test OP
-leave one record each; `temporal-ciba audit export` writes them with their ID tokens, and
-`temporal-ciba audit verify` accepts them against the OP's published keys and refuses any whose
-token, action, signature or claims were altered."""
+"""Decision records end to end, on SQLite and on PostgreSQL.
+
+Real approvals against the test OP leave one record each; `temporal-ciba audit export` writes them
+with their ID tokens, and `temporal-ciba audit verify` accepts them against the OP's published keys
+and refuses any whose token, action, signature or claims were altered."""
 
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ from temporalio.client import Client
 
 from temporal_ciba._settings import WorkerSettings
 from temporal_ciba_examples.payment_agent.models import action_digest
-from tests.e2e.conftest import TOKEN_KEY, agent_settings, clean_env, cli_command, running_worker
-from tests.e2e.test_approval_workflow import INVOICE, approval_handle, pending_auth_req_id, start_agent
+from tests.support.flows import INVOICE, approval_handle, pending_auth_req_id, start_agent
 from tests.support.op import TestOP
+from tests.support.stack import TOKEN_KEY, agent_settings, clean_env, cli_command, running_worker
 from tests.support.temporal import DevServer
 
 MFA = "urn:example:acr:mfa"

@@ -1,6 +1,7 @@
-"""DPoP (RFC 9449) end to end: oidc-provider with a client registered for DPoP-bound access tokens,
-with and without server nonces, the real worker and workflow, and the payment API checking the
-proof against the token's `cnf.jkt`."""
+"""DPoP (RFC 9449) end to end.
+
+oidc-provider with a client registered for DPoP-bound access tokens, with and without server nonces,
+the real worker and workflow, and the payment API checking the proof against the token's `cnf.jkt`."""
 
 from __future__ import annotations
 
@@ -17,7 +18,11 @@ from temporal_ciba._settings import OPSettings
 from temporal_ciba.ciba._dpop import DPoPKey
 from temporal_ciba.crypto import DPoPKeys
 from temporal_ciba_examples.payment_agent.models import PaymentAgentResult, action_digest
-from tests.e2e.conftest import (
+from tests.support.flows import INVOICE, ROTATE_KEYS, approval_handle, pending_auth_req_id, start_agent, start_approval
+from tests.support.op import TEST_ROUTES, TestOP, ciba_client, run_test_op
+from tests.support.policy_examples import pay_by_policy
+from tests.support.pydantic_ai_agent_flows import pay_with_the_example
+from tests.support.stack import (
     ACCOUNTS,
     SECRET,
     TOKEN_KEY,
@@ -27,17 +32,6 @@ from tests.e2e.conftest import (
     run_payment_api,
     running_worker,
 )
-from tests.e2e.test_agents_pydantic_ai import pay_with_the_example
-from tests.e2e.test_approval_workflow import (
-    INVOICE,
-    ROTATE_KEYS,
-    approval_handle,
-    pending_auth_req_id,
-    start_agent,
-    start_approval,
-)
-from tests.e2e.test_policy_examples import pay_by_policy
-from tests.support.op import TEST_ROUTES, TestOP, ciba_client, run_test_op
 from tests.support.temporal import DevServer
 
 DPOP_CLIENT = "dpop-agent"

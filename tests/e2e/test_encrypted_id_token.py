@@ -1,5 +1,7 @@
-"""Encrypted ID tokens end to end: oidc-provider with features.encryption, a client registered for
-RSA-OAEP-256 / A256GCM ID tokens, the real worker and approval workflow."""
+"""Encrypted ID tokens end to end.
+
+oidc-provider with features.encryption, a client registered for RSA-OAEP-256 / A256GCM ID tokens,
+the real worker and approval workflow."""
 
 from __future__ import annotations
 
@@ -15,9 +17,9 @@ from joserfc.jwk import RSAKey
 from temporalio.client import Client
 
 from temporal_ciba._settings import OPSettings
-from tests.e2e.conftest import ACCOUNTS, SECRET
-from tests.e2e.test_approval_workflow import approve_one
+from tests.support.flows import approve_one
 from tests.support.op import TEST_ROUTES, TestOP, ciba_client, run_test_op
+from tests.support.stack import ACCOUNTS, SECRET
 from tests.support.temporal import DevServer
 
 JWE_CLIENT = "jwe-agent"

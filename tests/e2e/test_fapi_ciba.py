@@ -1,6 +1,8 @@
-"""FAPI-CIBA end to end: oidc-provider over HTTPS with its FAPI 1.0 profile, signed CIBA requests
-and certificate-bound access tokens (RFC 8705) on, a client registered for PS256 everywhere and
-private_key_jwt, the real worker and workflow, and the payment API checking the binding."""
+"""FAPI-CIBA end to end.
+
+oidc-provider over HTTPS with its FAPI 1.0 profile, signed CIBA requests and certificate-bound
+access tokens (RFC 8705) on, a client registered for PS256 everywhere and private_key_jwt, the real
+worker and workflow, and the payment API checking the binding."""
 
 from __future__ import annotations
 
@@ -12,7 +14,10 @@ from temporalio.client import Client
 
 from temporal_ciba._settings import OPSettings
 from temporal_ciba_examples.payment_agent.models import PaymentAgentResult, action_digest
-from tests.e2e.conftest import (
+from tests.support.flows import INVOICE, ROTATE_KEYS, approval_handle, pending_auth_req_id, start_agent, start_approval
+from tests.support.mtls import ClientCertificateFiles
+from tests.support.op import TEST_ROUTES, TestOP, ciba_client, run_test_op
+from tests.support.stack import (
     ACCOUNTS,
     MTLS_FEATURES,
     ClientCertificates,
@@ -24,16 +29,6 @@ from tests.e2e.conftest import (
     run_payment_api,
     running_worker,
 )
-from tests.e2e.test_approval_workflow import (
-    INVOICE,
-    ROTATE_KEYS,
-    approval_handle,
-    pending_auth_req_id,
-    start_agent,
-    start_approval,
-)
-from tests.support.mtls import ClientCertificateFiles
-from tests.support.op import TEST_ROUTES, TestOP, ciba_client, run_test_op
 from tests.support.temporal import DevServer
 
 FAPI_CLIENT = "fapi-agent"

@@ -1,7 +1,8 @@
-"""The JWKS refetch rule against the real test OP: after the OP rotates its signing keys, an ID
-token signed with a kid the client has not seen makes it fetch the JWKS once more, and validates;
-within the cool-down it does not fetch again, whatever kid a token names. (The concurrency of
-the rule is pinned in tests/unit/test_jwks.py.)"""
+"""The JWKS refetch rule against the real test OP.
+
+After the OP rotates its signing keys, an ID token signed with a kid the client has not seen makes
+it fetch the JWKS once more, and validates; within the cool-down it does not fetch again, whatever
+kid a token names. (The concurrency of the rule is pinned in tests/unit/ciba/test_jwks.py.)"""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ import jwt
 import pytest
 
 from temporal_ciba.ciba import CibaClient, ClientSecretBasic, Granted, KeyNotFound
-from tests.e2e.conftest import SECRET, ClientKey, op_config
-from tests.e2e.test_replay_stock_op import approved
 from tests.support.op import TestOP, run_test_op
+from tests.support.protocol import approved
+from tests.support.stack import SECRET, ClientKey, op_config
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,9 @@
-"""Mutual TLS (RFC 8705) end to end: oidc-provider over HTTPS with its mTLS feature on, clients
-registered for tls_client_auth (a certificate from a test CA) and self_signed_tls_client_auth
-(a certificate known by its JWK), certificate-bound access tokens, the real worker and
-workflow, and the payment API (HTTPS, asking for client certificates) checking `cnf.x5t#S256`
-against the certificate each connection presents."""
+"""Mutual TLS (RFC 8705) end to end.
+
+oidc-provider over HTTPS with its mTLS feature on, clients registered for tls_client_auth (a
+certificate from a test CA) and self_signed_tls_client_auth (a certificate known by its JWK),
+certificate-bound access tokens, the real worker and workflow, and the payment API (HTTPS, asking
+for client certificates) checking `cnf.x5t#S256` against the certificate each connection presents."""
 
 from __future__ import annotations
 
@@ -24,7 +25,20 @@ from temporal_ciba_examples.payment_agent.models import (
     action_digest,
     authorization_details,
 )
-from tests.e2e.conftest import (
+from tests.support.flows import (
+    INVOICE,
+    ROTATE_KEYS,
+    approval_handle,
+    approve_one,
+    pending_auth_req_id,
+    start_agent,
+    start_approval,
+)
+from tests.support.mtls import ClientCertificateFiles
+from tests.support.op import TEST_ROUTES, TestOP, ciba_client, run_test_op
+from tests.support.policy_examples import pay_by_policy
+from tests.support.pydantic_ai_agent_flows import pay_with_the_example
+from tests.support.stack import (
     ACCOUNTS,
     AGENT_DNS_NAME,
     MTLS_CLIENT_AUTH_METHODS,
@@ -37,19 +51,6 @@ from tests.e2e.conftest import (
     run_payment_api,
     running_worker,
 )
-from tests.e2e.test_agents_pydantic_ai import pay_with_the_example
-from tests.e2e.test_approval_workflow import (
-    INVOICE,
-    ROTATE_KEYS,
-    approval_handle,
-    approve_one,
-    pending_auth_req_id,
-    start_agent,
-    start_approval,
-)
-from tests.e2e.test_policy_examples import pay_by_policy
-from tests.support.mtls import ClientCertificateFiles
-from tests.support.op import TEST_ROUTES, TestOP, ciba_client, run_test_op
 from tests.support.temporal import DevServer
 
 pytestmark = pytest.mark.usefixtures("trusted_test_ca")
@@ -220,8 +221,9 @@ async def test_endpoint_aliases_take_the_certificate_where_the_op_asks_for_it(
     aliased_op: TestOP,
     certificates: ClientCertificates,
 ) -> None:
-    """RFC 8705 §5: the issuer's own port asks for no certificate, so tls_client_auth succeeds
-    only at the aliases."""
+    """tls_client_auth succeeds only at the OP's mTLS endpoint aliases (RFC 8705 §5).
+
+    The issuer's own port asks for no certificate."""
     document = httpx.get(aliased_op.issuer + "/.well-known/openid-configuration", timeout=10).json()
     aliases = document["mtls_endpoint_aliases"]
     assert not aliases["token_endpoint"].startswith(aliased_op.issuer)

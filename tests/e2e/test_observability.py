@@ -1,5 +1,7 @@
-"""Observability of a real worker process: JSON logs with one line per state change and no
-secret, SDK metrics for Prometheus, and OpenTelemetry traces exported over OTLP."""
+"""Observability of a real worker process.
+
+JSON logs with one line per state change and no secret, SDK metrics for Prometheus, and
+OpenTelemetry traces exported over OTLP."""
 
 from __future__ import annotations
 
@@ -21,9 +23,9 @@ from starlette.routing import Route
 from temporalio.client import Client
 
 from temporal_ciba._models import ApprovalRequest
-from tests.e2e.conftest import AGENT_CLIENT, PAYLOAD_KEY, SECRET, TOKEN_KEY, clean_env, cli_command
-from tests.e2e.test_approval_workflow import pending_auth_req_id, start_approval
+from tests.support.flows import pending_auth_req_id, start_approval
 from tests.support.op import TestOP
+from tests.support.stack import AGENT_CLIENT, PAYLOAD_KEY, SECRET, TOKEN_KEY, clean_env, cli_command
 from tests.support.temporal import DevServer, free_port, wait_for
 
 

@@ -1,9 +1,10 @@
-"""OP dialects end to end (issue 12): a real Temporal dev server, the real worker, and the
-oidc-provider test OP configured as the OPs people run are: oidc-provider's own binding message
-rule, a grant that adds identity scopes (approved) or narrows or widens the scope otherwise
-(rejected, tokens revoked), login_hint_token and id_token_hint through the workflow, and the
-OP error codes invalid_binding_message, expired_login_hint_token, invalid_scope and
-unauthorized_client, each pinned to its outcome."""
+"""OP dialects end to end.
+
+A real Temporal dev server, the real worker, and the oidc-provider test OP configured as the OPs
+people run are: oidc-provider's own binding message rule, a grant that adds identity scopes
+(approved) or narrows or widens the scope otherwise (rejected, tokens revoked), login_hint_token and
+id_token_hint through the workflow, and the OP error codes invalid_binding_message,
+expired_login_hint_token, invalid_scope and unauthorized_client, each pinned to its outcome."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from temporalio.client import Client, WorkflowHandle
 from temporal_ciba._models import ApprovalOutcome, ApprovalRequest, ApprovalWorkflowInput
 from temporal_ciba._settings import WorkerSettings
 from temporal_ciba._workflow import CibaApprovalWorkflow
-from tests.e2e.conftest import ACCOUNTS, SECRET, agent_settings, introspect, payment_api_client, running_worker
 from tests.support.op import TEST_ROUTES, TestOP, ciba_client, run_test_op
+from tests.support.stack import ACCOUNTS, SECRET, agent_settings, introspect, payment_api_client, running_worker
 from tests.support.temporal import DevServer, wait_for
 
 OIDC_PROVIDER_DEFAULT_RULE = r"^[a-zA-Z0-9-._+/!?#]{1,20}$"
@@ -219,8 +220,9 @@ async def test_unauthorized_client_is_an_error(
 async def test_a_profile_with_one_rule_overridden(
     temporal_client: Client, temporal_server: DevServer, dialect_op: TestOP
 ) -> None:
-    """The keycloak profile (its character set, no push) with this OP's shorter length: the
-    message fits both, and the identity scopes Keycloak adds to a grant are approved."""
+    """The keycloak profile (its character set, no push) with this OP's shorter length.
+
+    The message fits both, and the identity scopes Keycloak adds to a grant are approved."""
     async for worker in _worker(
         temporal_server, dialect_op, client_id="dialect-poll", op_profile="keycloak", binding_message_max_length=20
     ):

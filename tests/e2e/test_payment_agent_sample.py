@@ -1,6 +1,8 @@
-"""The payment agent sample run as its README says: its own worker (`temporal-ciba-examples
-payment-worker`) and its starter, against the real Temporal dev server, the test OP and the
-payment API; the approver approves or denies, and the starter says what came of it."""
+"""The payment agent sample run as its README says: its own worker and its starter.
+
+The worker (`temporal-ciba-examples payment-worker`) and the starter run against the real
+Temporal dev server, the test OP and the payment API; the approver approves or denies, and the
+starter says what came of it."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import (
+from tests.support.op import TestOP
+from tests.support.stack import (
     AGENT_CLIENT,
     PAYLOAD_KEY,
     SECRET,
@@ -22,7 +25,6 @@ from tests.e2e.conftest import (
     examples_command,
     payments,
 )
-from tests.support.op import TestOP
 from tests.support.temporal import DevServer, wait_for
 
 

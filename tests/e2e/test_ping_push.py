@@ -1,5 +1,7 @@
-"""Ping and push delivery end to end: the OP notifies the callback service over HTTPS, the
-callback signals the waiting workflow, and the approval resumes at once."""
+"""Ping and push delivery end to end.
+
+The OP notifies the callback service over HTTPS, the callback signals the waiting workflow, and the
+approval resumes at once."""
 
 from __future__ import annotations
 
@@ -15,10 +17,10 @@ from temporal_ciba._models import ApprovalRequest, PollingPolicy
 from temporal_ciba._search_attributes import CIBA_STATUS
 from temporal_ciba._settings import WorkerSettings
 from temporal_ciba._workflow import CibaApprovalWorkflow
-from tests.e2e.conftest import SECRET, TlsFiles, agent_settings, payments, running_worker
-from tests.e2e.test_approval_workflow import approval_handle, pending_auth_req_id, start_agent, start_approval
+from tests.support.flows import approval_handle, pending_auth_req_id, start_agent, start_approval
 from tests.support.op import TestOP
 from tests.support.push_op import PushOP
+from tests.support.stack import SECRET, TlsFiles, agent_settings, payments, running_worker
 from tests.support.temporal import DevServer
 
 

@@ -1,6 +1,7 @@
-"""The approval policy and the two-person rule end to end (issue 13): the real worker reading a
-policy file, the Temporal dev server, the oidc-provider OP playing alice's and bob's phones, and
-the payment API introspecting tokens at the OP."""
+"""The approval policy and the two-person rule end to end.
+
+The real worker reading a policy file, the Temporal dev server, the oidc-provider OP playing alice's
+and bob's phones, and the payment API introspecting tokens at the OP."""
 
 from __future__ import annotations
 
@@ -27,7 +28,10 @@ from temporal_ciba_examples.payment_agent.models import (
     action_digest,
 )
 from temporal_ciba_examples.payment_agent.workflows import PaymentAgentWorkflow
-from tests.e2e.conftest import (
+from tests.support.cli import one_line
+from tests.support.op import TestOP
+from tests.support.records import stored_records
+from tests.support.stack import (
     AGENT_CLIENT,
     PAYLOAD_KEY,
     PAYMENT_API_CLIENT,
@@ -40,11 +44,8 @@ from tests.e2e.conftest import (
     payments,
     running_worker,
 )
-from tests.e2e.test_cli_errors import one_line
-from tests.e2e.test_crash import WorkerProcess
-from tests.support.op import TestOP
-from tests.support.records import stored_records
 from tests.support.temporal import DevServer, wait_for
+from tests.support.worker_process import WorkerProcess
 
 MFA = "urn:example:acr:mfa"
 POLICY = f"""
@@ -305,9 +306,10 @@ async def test_a_denial_ends_the_quorum_and_revokes_the_others_tokens(
 async def test_a_worker_killed_mid_quorum_loses_and_duplicates_nothing(
     temporal_client: Client, temporal_server: DevServer, op: TestOP, payment_api: str, tmp_path: Path
 ) -> None:
-    """SIGKILL after alice's approval came back and while bob's is pending; bob approves while no
-    worker runs. The restarted worker finishes the quorum: no one asked twice, no token request
-    repeated, one payment."""
+    """SIGKILL after alice's approval came back and while bob's is pending.
+
+    Bob approves while no worker runs. The restarted worker finishes the quorum: no one asked twice,
+    no token request repeated, one payment."""
     env = clean_env(
         TEMPORAL_ADDRESS=temporal_server.address,
         CIBA_ISSUER=op.issuer,
@@ -350,8 +352,9 @@ async def test_a_worker_killed_mid_quorum_loses_and_duplicates_nothing(
 async def test_an_operators_edit_applies_to_the_next_decision(
     temporal_client: Client, temporal_server: DevServer, op: TestOP, payment_api: str, tmp_path: Path
 ) -> None:
-    """No restart: the worker reads the file again when it changed; a decision taken before the
-    edit stays as its workflow's history recorded it."""
+    """The worker reads the policy file again when it changed, without a restart.
+
+    A decision taken before the edit stays as its workflow's history recorded it."""
     path = write_policy(tmp_path)
     async with running_worker(temporal_server, agent_settings(op), payment_api, policy_file=path) as settings:
         before = invoice("150.00")
@@ -402,8 +405,10 @@ def test_a_malformed_policy_file_stops_the_worker_at_start(temporal_server: DevS
 async def test_a_quorum_in_ping_mode_pins_only_the_person_the_caller_named(
     temporal_client: Client, temporal_server: DevServer, op: TestOP, payment_api: str, tmp_path: Path
 ) -> None:
-    """Each approver's child is woken by its own ping; the agent's expected_subject (alice) pins
-    alice's approval, not bob's, who is the policy's choice."""
+    """Each approver's child is woken by its own ping.
+
+    The agent's expected_subject (alice) pins alice's approval, not bob's, who is the policy's
+    choice."""
     ping = agent_settings(op, client_id=PING_CLIENT, delivery_mode="ping")
     async with running_worker(temporal_server, ping, payment_api, policy_file=write_policy(tmp_path)) as settings:
         action = invoice("70000.00")

@@ -30,19 +30,10 @@ from temporal_ciba.ciba import (
     UnknownUserId,
     load_client_signing_key,
 )
-from tests.e2e.conftest import SECRET, ClientKey
 from tests.support.op import TestOP
+from tests.support.protocol import DETAILS
+from tests.support.stack import SECRET, ClientKey
 from tests.support.temporal import wait_for
-
-DETAILS = [
-    {
-        "type": "payment_initiation",
-        "instructedAmount": {"currency": "EUR", "amount": "120.00"},
-        "creditorName": "ACME GmbH",
-        "creditorAccount": {"iban": "DE02100100109307118603"},
-        "remittanceInformationUnstructured": "Invoice 2026-118",
-    }
-]
 
 
 def client(op: TestOP, auth: ClientAuth | None = None) -> CibaClient:

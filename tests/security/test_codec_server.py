@@ -1,4 +1,4 @@
-"""Issue 10, findings 3 and 7: the codec server is no oracle, and bad input never gets a 5xx.
+"""The codec server is no oracle, and bad input never gets a 5xx.
 
 Every attack goes through the real `temporal-ciba codec-server` process over HTTP: without a
 token, with a wrong or forged one, from another site's page, through a DNS-rebound host name,
@@ -37,6 +37,7 @@ from hypothesis import strategies as st
 from temporalio.api.common.v1 import Payload, Payloads
 
 from temporal_ciba.crypto._codec import ENCODING, KEY_ID_METADATA, AesGcmCodec
+from tests.support.codec_server import codec_env, start_codec_server, wait_for_port
 from tests.support.temporal import free_port
 
 UI = "http://localhost:8233"
@@ -120,29 +121,6 @@ class CodecProcess:
     @property
     def auth(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self.token}"}
-
-
-def codec_env(**values: str) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith(("CIBA_", "TEMPORAL_"))}
-    return {**env, **values}
-
-
-def start_codec_server(log: Path, **settings: str) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "temporal_ciba", "codec-server"]
-    return subprocess.Popen(command, env=codec_env(**settings), stdout=log.open("wb"), stderr=subprocess.STDOUT)
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the codec server did not come up: {log.read_text()[-2000:]}")
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -346,8 +324,9 @@ def test_refuses_another_sites_origin_even_with_a_token(codec: CodecProcess, htt
 
 
 def test_refuses_a_dns_rebound_host_even_with_a_token(codec: CodecProcess, http: httpx.Client) -> None:
-    """A page at attacker.example whose name now resolves to 127.0.0.1 is same-origin to itself:
-    no CORS, no Origin check helps; its requests still say Host: attacker.example."""
+    """A page at attacker.example whose name now resolves to 127.0.0.1 is same-origin to itself.
+
+    No CORS, no Origin check helps; its requests still say Host: attacker.example."""
     for host in (f"attacker.example:{codec.port}", "attacker.example", f"127.0.0.1.attacker.example:{codec.port}"):
         response = http.post(
             "/decode", content=sealed_body(codec.payload_key, SECRET), headers={**codec.auth, "host": host}
@@ -384,7 +363,7 @@ def test_the_ui_can_read_its_answers(codec: CodecProcess, http: httpx.Client) ->
 
 
 def test_encode_is_off_by_default(codec: CodecProcess, http: httpx.Client) -> None:
-    """/encode would make ciphertext the worker accepts as its own (finding 2)."""
+    """/encode would make ciphertext the worker accepts as its own (and so forge history)."""
     plain = json_format.MessageToJson(Payloads(payloads=[Payload(metadata={"encoding": b"json/plain"}, data=b"1")]))
     response = http.post("/encode", content=plain, headers=codec.auth)
     assert response.status_code == 403 and "CIBA_CODEC_ALLOW_ENCODE" in response.json()["error"]
@@ -568,8 +547,10 @@ def _dump_escaped(value: Any) -> bytes:
 
 @st.composite
 def payload_dicts(draw: st.DrawFn) -> dict[str, Any]:
-    """Payloads as history holds them, or nearly: encrypted ones under this server's key id or
-    another (any bytes), with data of any length; and anything else in their fields."""
+    """Payloads as history holds them, or nearly.
+
+    Encrypted ones under this server's key id or another (any bytes), with data of any length; and
+    anything else in their fields."""
     if draw(st.booleans()):
         key_id = draw(st.one_of(st.just(AesGcmCodec(PAYLOAD_KEY).key_id.encode()), st.binary(max_size=20)))
         metadata: dict[str, Any] = {"encoding": _b64(ENCODING), KEY_ID_METADATA: _b64(key_id)}

@@ -1,7 +1,8 @@
-"""History is confidential and authentic (finding 4): the real worker refuses payloads that are
-not encrypted under its key, and ciphertext copied from one workflow into another. In each
-attack the workflow task fails with the codec's error and nothing runs: no CIBA request
-reaches the OP."""
+"""History is confidential and authentic.
+
+The real worker refuses payloads that are not encrypted under its key, and ciphertext copied from
+one workflow into another. In each attack the workflow task fails with the codec's error and nothing
+runs: no CIBA request reaches the OP."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from temporalio.common import RawValue
 
 from temporal_ciba._settings import WorkerSettings
 from temporal_ciba_examples.payment_agent.models import PaymentAgentInput
-from tests.e2e.test_approval_workflow import INVOICE, approval_handle, pending_auth_req_id, start_agent
+from tests.support.flows import INVOICE, approval_handle, pending_auth_req_id, start_agent
 from tests.support.op import TestOP
 from tests.support.temporal import DevServer, wait_for
 

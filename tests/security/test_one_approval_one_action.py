@@ -1,12 +1,13 @@
-"""One approval opens one action, once (findings 2 and 6), through the real worker, dev server,
-OP, callback and payment API.
+"""One approval opens one action, once.
 
-- Finding 2: an operator who can read a finished agent's history (the payload key) schedules
-  the payment activity on the worker's task queue from a workflow of their own, with the
-  approved outcome and any idempotency key they like. The worker refuses: the token is sealed
-  to the agent's run and action, and the key is derived from the caller's own context.
-- Finding 6: a captured ping replayed 40 times (about 6 a second) makes the workflow ask the
-  token endpoint no faster than the OP's interval (1 s in the test OP's acknowledgement).
+Through the real worker, dev server, OP, callback and payment API:
+
+- An operator who can read a finished agent's history (the payload key) schedules the payment
+  activity on the worker's task queue from a workflow of their own, with the approved outcome
+  and any idempotency key they like. The worker refuses: the token is sealed to the agent's run
+  and action, and the key is derived from the caller's own context.
+- A captured ping replayed 40 times (about 6 a second) makes the workflow ask the token
+  endpoint no faster than the OP's interval (1 s in the test OP's acknowledgement).
 """
 
 from __future__ import annotations
@@ -36,10 +37,10 @@ from temporal_ciba_examples.payment_agent.models import (
     action_digest,
 )
 from temporal_ciba_examples.payment_agent.workflows import PaymentAgentWorkflow
-from tests.e2e.conftest import TlsFiles, payments
-from tests.e2e.test_approval_workflow import INVOICE, pending_auth_req_id, start_approval
-from tests.e2e.test_callback import TOKENS, bearer, post
+from tests.support.callback import TOKENS, bearer, post
+from tests.support.flows import INVOICE, pending_auth_req_id, start_approval
 from tests.support.op import TestOP
+from tests.support.stack import TlsFiles, payments
 from tests.support.temporal import wait_for
 
 

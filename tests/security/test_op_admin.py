@@ -1,12 +1,12 @@
-"""Issue 10, finding 5 (the OP's part): the demo OP's admin routes approved any request and
-listed every access token it issued, for anyone who reached it (docker-compose published it on
-every interface; tests/deploy/test_compose.py checks the publishing).
+"""The demo OP's admin routes approve requests and its test routes list every access token it issued.
+
+None of them may answer anyone who reaches an OP not configured for them (what docker-compose
+publishes, and where, tests/deploy/test_compose.py checks).
 
 The real OP (examples/demo/op/server.mjs), started as configured: without
 "adminRoutes" its approver page and admin routes answer 404 and a request stays pending; with
 it (the demo, docker-compose) they approve and deny, but the routes that hand out tokens and
-plan faults stay off unless "testRoutes" (tests only) turns them on too.
-"""
+plan faults stay off unless "testRoutes" (tests only) turns them on too."""
 
 from __future__ import annotations
 

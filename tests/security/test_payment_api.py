@@ -1,11 +1,12 @@
-"""Issue 10, findings 1, 9 and the payment API's part of 7, as attacks on the real processes:
-the oidc-provider test OP, the payment API (`temporal-ciba-examples payment-api`), and for finding 1 the
+"""Attacks on the payment API through the real processes.
+
+The oidc-provider test OP, the payment API (`temporal-ciba payment-api`), and for the first one the
 real worker running the payment agent on a Temporal dev server.
 
-1. One approval's token posted again with fresh Idempotency-Keys paid again: now 409, once per grant.
-9. A retry of a recorded payment after its token was revoked got 401: now the recorded receipt.
-7. Bad input gave 500, the body was read whole before the size check, GET /payments was open.
-"""
+- One approval's token posted again with fresh Idempotency-Keys pays once: 409, once per grant.
+- A retry of a recorded payment after its token was revoked gets the recorded receipt, not 401.
+- Bad input gets a 4xx, never a 500; a body is refused at the size limit before it is read whole;
+  GET /payments needs the operator token."""
 
 from __future__ import annotations
 
@@ -41,10 +42,10 @@ from temporal_ciba_examples.payment_agent.payment_api import (
     create_app,
     with_client_certificate,
 )
-from tests.e2e.conftest import AGENT_CLIENT, OPERATOR_TOKEN, PAYMENT_API_CLIENT, SECRET, payments, run_payment_api
-from tests.e2e.test_approval_workflow import INVOICE, approval_handle, pending_auth_req_id, start_agent
+from tests.support.flows import INVOICE, approval_handle, pending_auth_req_id, start_agent
 from tests.support.mtls import self_signed_client_certificate
 from tests.support.op import TestOP
+from tests.support.stack import AGENT_CLIENT, OPERATOR_TOKEN, PAYMENT_API_CLIENT, SECRET, payments, run_payment_api
 
 
 def fresh_action(amount: str = "42.00") -> PaymentAction:
@@ -105,14 +106,16 @@ def strict_payment_api(op: TestOP, tmp_path_factory: pytest.TempPathFactory) -> 
         yield url
 
 
-# Finding 1: one approval, one payment ------------------------------------------------------------
+# One approval, one payment -----------------------------------------------------------------------
 
 
 async def test_replaying_a_paid_agents_token_with_new_keys_is_refused(
     temporal_client: Client, worker: WorkerSettings, op: TestOP, payment_api: str
 ) -> None:
-    """The attack as reported: the real agent pays; its token, taken from the OP, is posted again
-    with Idempotency-Key replay-key-0001, then -0002. Before: 201 twice, three payments."""
+    """A paid agent's token posted again under new Idempotency-Keys pays nothing more.
+
+    The real agent pays; its token, taken from the OP, is posted again with Idempotency-Key
+    replay-key-0001, then -0002: neither pays (a second 201 would be a second payment)."""
     agent = await start_agent(temporal_client, worker)
     auth_req_id = await pending_auth_req_id(approval_handle(temporal_client, agent))
     op.approve(auth_req_id)
@@ -150,8 +153,10 @@ async def test_concurrent_replays_of_one_token_pay_once(op: TestOP, payment_api:
 
 
 async def test_concurrent_retries_of_one_payment_get_one_receipt(op: TestOP, payment_api: str) -> None:
-    """The agent's retries racing its first attempt (same key, token and body): one payment, one
-    receipt for all, even when a retry reaches the OP after the first attempt revoked the token."""
+    """The agent's retries racing its first attempt (same key, token and body).
+
+    One payment, one receipt for all, even when a retry reaches the OP after the first attempt
+    revoked the token."""
     action = fresh_action()
     token = await approved_token(op, action)
     key = f"racing-retry-{uuid.uuid4().hex}"
@@ -163,9 +168,11 @@ async def test_concurrent_retries_of_one_payment_get_one_receipt(op: TestOP, pay
 async def test_the_same_action_approved_again_is_refused_by_default(
     op: TestOP, strict_payment_api: str, payment_api: str
 ) -> None:
-    """A second approval of the very same payment (creditor, amount, reference) pays nothing
-    where the API pays once per action (the default); the e2e suite's API, which pays once per
-    grant only (PAYMENT_API_ONE_PAYMENT_PER_ACTION=false), pays it."""
+    """A second approval of the very same payment pays nothing where the API pays once per action.
+
+    The same payment is the same creditor, amount and reference; paying once per action is the
+    default. The e2e suite's API, which pays once per grant only
+    (PAYMENT_API_ONE_PAYMENT_PER_ACTION=false), pays it."""
     action = fresh_action()
     first, second = await approved_token(op, action), await approved_token(op, action)
     assert (await pay(strict_payment_api, first, f"a-{uuid.uuid4().hex}", body_of(action))).status_code == 201
@@ -185,12 +192,14 @@ async def test_the_token_is_revoked_at_the_op_after_paying(op: TestOP, payment_a
     assert not await active_at_op(op, token)
 
 
-# Finding 9: a paid approval never turns into a 401 -----------------------------------------------
+# A paid approval never turns into a 401 ----------------------------------------------------------
 
 
 async def test_a_retry_after_the_token_was_revoked_gets_the_receipt(op: TestOP, payment_api: str) -> None:
-    """The agent's retry (same key, same token, same body) after the token stopped being active:
-    before, introspection came first and answered 401; the payment was made, the receipt lost."""
+    """The agent's retry (same key, same token, same body) after the token stopped being active.
+
+    The recorded receipt answers it: were introspection asked first, it would answer 401 for a
+    payment that was made, and the receipt would be lost."""
     action = fresh_action()
     token = await approved_token(op, action)
     key = f"agent-retry-{uuid.uuid4().hex}"
@@ -229,7 +238,7 @@ async def test_the_receipt_is_only_for_the_same_grant_and_body(op: TestOP, payme
     assert len(payments(payment_api, key)) == 1
 
 
-# Finding 7: bad input is a 4xx, the body is limited while it streams, the listing is closed -------
+# Bad input is a 4xx, the body is limited while it streams, the listing is closed ----------------
 
 VALID = json.dumps(body_of(INVOICE))
 BAD_BODIES: dict[str, bytes] = {
@@ -320,8 +329,10 @@ def _head(extra: str) -> bytes:
 
 
 async def test_the_body_limit_holds_while_streaming(payment_api: str) -> None:
-    """A chunked body with no length: the API answers 413 once it has read past the limit,
-    while the body is still open (before, it read the whole body first: 300 MB took 570 MB)."""
+    """A chunked body with no length is refused at the size limit while it streams.
+
+    The API answers 413 once it has read past the limit, while the body is still open, so its
+    memory does not grow with the body (a 300 MB body read whole took 570 MB)."""
 
     async def chunks() -> AsyncIterator[bytes]:
         for _ in range(4 * MAX_BODY_BYTES // 4096):
@@ -440,8 +451,9 @@ VALID_TOKEN = "the-one-valid-token"
 
 
 class OPDouble:
-    """An OP that knows one token, granted for INVOICE, and honours its revocation; "garbage-*"
-    tokens get broken answers. `down` makes introspection fail; `hold` keeps the next
+    """An OP that knows one token, granted for INVOICE, and honours its revocation.
+
+    "garbage-*" tokens get broken answers. `down` makes introspection fail; `hold` keeps the next
     introspection waiting until it is set (it then answers as the token is by that time)."""
 
     def __init__(self) -> None:
@@ -530,8 +542,9 @@ async def test_a_retry_gets_its_receipt_without_the_op(tmp_path: Path) -> None:
 
 
 async def test_a_retry_racing_its_first_attempt_gets_the_receipt(tmp_path: Path) -> None:
-    """The retry asks the OP while the first attempt pays and revokes the token: the OP then says
-    "not active", and the API looks the key up again instead of answering 401."""
+    """The retry asks the OP while the first attempt pays and revokes the token.
+
+    The OP then says "not active", and the API looks the key up again instead of answering 401."""
     op_double = OPDouble()
     async with app_client(tmp_path, op_double) as client:
         op_double.hold = release = asyncio.Event()

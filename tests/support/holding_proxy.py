@@ -1,10 +1,11 @@
-"""A loopback HTTP proxy that can hold an answer back: the way a crash test puts a worker in the
-window between "the resource server did it" and "the worker heard so".
+"""A loopback HTTP proxy that can hold an answer back.
+
+The way a crash test puts a worker in the window between "the resource server did it" and "the
+worker heard so".
 
 Every request is forwarded to the upstream server; the first `hold` POST answers are recorded
 and never delivered (the connection stays open until the proxy stops), and `held` is set once
-one has been recorded upstream.
-"""
+one has been recorded upstream."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.support.temporal import free_port
+from tests.support.temporal import free_port, wait_for
 
 FORWARDED_HEADERS = ("authorization", "content-type", "idempotency-key")
 
@@ -53,8 +54,8 @@ class HoldingProxy:
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
         self._server = uvicorn.Server(config)
         self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:
-            await asyncio.sleep(0.01)
+        server = self._server
+        await wait_for(lambda: server.started, timeout=10, interval=0.01, what="the holding proxy to serve")
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -1,5 +1,7 @@
-"""Client certificates for mutual TLS tests (RFC 8705): one issued by a test CA
-(tls_client_auth) and self-signed ones (self_signed_tls_client_auth), with their JWKs."""
+"""Client certificates for mutual TLS tests (RFC 8705).
+
+One issued by a test CA (tls_client_auth) and self-signed ones (self_signed_tls_client_auth), with
+their JWKs."""
 
 from __future__ import annotations
 
@@ -32,8 +34,9 @@ class ClientCertificateFiles:
         return x509.load_pem_x509_certificate(self.cert.read_bytes()).public_bytes(serialization.Encoding.DER)
 
     def public_jwk(self) -> dict[str, object]:
-        """The certificate's key as a JWK with its x5c: what a self_signed_tls_client_auth client
-        registers (RFC 8705 §2.2)."""
+        """The certificate's key as a JWK with its x5c.
+
+        What a self_signed_tls_client_auth client registers (RFC 8705 §2.2)."""
         key = serialization.load_pem_private_key(self.key.read_bytes(), password=None)
         jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))  # type: ignore[arg-type]
         return {**jwk, "x5c": [base64.b64encode(self.der()).decode("ascii")]}

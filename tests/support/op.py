@@ -80,8 +80,10 @@ class TestOP:
         return [p for p in self._admin("GET", "/admin/pings") if auth_req_id is None or p["auth_req_id"] == auth_req_id]
 
     def ping_answers(self, auth_req_id: str, timeout: float = 10.0) -> list[str | None]:
-        """What each ping for `auth_req_id` got, once every one has its answer: the OP records it
-        when the ping's HTTP call returns, which can be after the approval it woke completed."""
+        """What each ping for `auth_req_id` got, once every one has its answer.
+
+        The OP records it when the ping's HTTP call returns, which can be after the approval it woke
+        completed."""
         deadline = time.monotonic() + timeout
         while True:
             answers = [ping["status"] for ping in self.pings(auth_req_id)]
@@ -106,7 +108,7 @@ class TestOP:
                 self.process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-                self.process.wait()
+                self.process.wait(timeout=10)
 
 
 # The OP's unauthenticated routes, off unless its config turns them on (server.mjs): the
@@ -119,9 +121,10 @@ TEST_ROUTES = {"adminRoutes": True, "testRoutes": True}
 def run_test_op(
     config: dict[str, Any], *, env: dict[str, str] | None = None, test_routes: bool = True
 ) -> Iterator[TestOP]:
-    """Start the OP with `config` on a free loopback port; stop it on exit. With `test_routes`
-    (the default for tests) its admin and test-only routes are on unless `config` says otherwise;
-    without, the OP runs exactly as configured."""
+    """Start the OP with `config` on a free loopback port.
+
+    Stop it on exit. With `test_routes` (the default for tests) its admin and test-only routes are
+    on unless `config` says otherwise; without, the OP runs exactly as configured."""
     ensure_node_modules()
     if test_routes:
         config = {**TEST_ROUTES, **config}

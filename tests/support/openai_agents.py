@@ -1,6 +1,7 @@
-"""Workflows that try what an agent through the SDK does not: run a gated tool's activity with
-arguments other than those approved, approve a gated call without CIBA, mix a gated tool with
-one the application approves itself."""
+"""Workflows that try what an agent through the SDK does not.
+
+Run a gated tool's activity with arguments other than those approved, approve a gated call without
+CIBA, mix a gated tool with one the application approves itself."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""A real PostgreSQL server for the decision-record tests, from Debian's `postgresql` package
-(scripts/test.sh installs it): initdb into a temporary directory, postgres on a free loopback
+"""A real PostgreSQL server for the decision-record tests, from Debian's `postgresql` package.
+
+scripts/test.sh installs it: initdb into a temporary directory, postgres on a free loopback
 port, one fresh database per test that asks. PostgreSQL refuses to run as root, so under root
 it runs as `nobody`."""
 
@@ -104,5 +105,5 @@ class PostgresServer:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-                self.process.wait()
+                self.process.wait(timeout=10)
         shutil.rmtree(self.root, ignore_errors=True)

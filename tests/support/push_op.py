@@ -28,7 +28,7 @@ from starlette.routing import Route
 
 from temporal_ciba.ciba._binding import AUTH_REQ_ID_CLAIM
 from temporal_ciba.ciba._validation import token_hash
-from tests.support.temporal import free_port
+from tests.support.temporal import free_port, wait_for
 
 CIBA_GRANT = "urn:openid:params:grant-type:ciba"
 
@@ -104,8 +104,8 @@ class PushOP:
         config = uvicorn.Config(self.app(), host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
         self._server = uvicorn.Server(config)
         self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:
-            await asyncio.sleep(0.05)
+        server = self._server
+        await wait_for(lambda: server.started, timeout=10, interval=0.05, what="the push OP to serve")
 
     async def stop(self) -> None:
         assert self._server is not None and self._task is not None

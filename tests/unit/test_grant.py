@@ -1,5 +1,7 @@
-"""One approval opens one action in one workflow run: the access token is sealed to them, and
-the activity that acts opens it with its own activity.info(), never with what its input says."""
+"""One approval opens one action in one workflow run.
+
+The access token is sealed to them, and the activity that acts opens it with its own
+activity.info(), never with what its input says."""
 
 from __future__ import annotations
 

@@ -1,16 +1,15 @@
-"""An approval inline in the caller's workflow (`require_approval(..., inline=True)`), on the
-time-skipping test server with the scripted activities of test_workflow_logic: the same
-outcome, no child workflow, notices taken by the caller (its run chain checked, an early one
-kept), the search attributes and the status query on the caller, and a short history."""
+"""An approval inline in the caller's workflow (`require_approval(..., inline=True)`).
+
+On the time-skipping test server with the scripted activities of tests.support.scripted_op: the
+same outcome, no child workflow, notices taken by the caller (its run chain checked, an early
+one kept), the search attributes and the status query on the caller, and a short history."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
-import pytest
-from temporalio import activity, workflow
+from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
@@ -22,13 +21,10 @@ from temporal_ciba._models import (
     PingNotice,
     PollingPolicy,
     PushDelivery,
-    SendRequestInput,
-    SendRequestResult,
 )
 from temporal_ciba._search_attributes import CIBA_AUTH_REQ_ID, CIBA_STATUS
 from temporal_ciba._workflow import DELIVER_SIGNAL, NOTIFY_SIGNAL, STATUS_QUERY, require_approval
-from tests.support.temporal import time_skipping_environment
-from tests.unit.test_workflow_logic import GRANTED, KEY, ScriptedOP, wait_for_event, worker
+from tests.support.scripted_op import GRANTED, ScriptedOP, wait_for_event, wait_pending, worker
 
 FALLBACK = 60.0
 
@@ -42,33 +38,8 @@ class InlineAgent:
         return await require_approval(request, inline=True)
 
 
-class GatedSendOP(ScriptedOP):
-    """Holds the backchannel request's answer until `answer_send` is set."""
-
-    def __init__(self, env: WorkflowEnvironment) -> None:
-        super().__init__(env, [GRANTED], interval=5, mode="ping")
-        self.answer_send = asyncio.Event()
-
-    @activity.defn(name="ciba.send_authentication_request")
-    async def send(self, input: SendRequestInput) -> SendRequestResult:
-        self.send_started.set()
-        await self.answer_send.wait()
-        return await super().send(input)
-
-
-@pytest.fixture(scope="module")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    async with time_skipping_environment(KEY) as environment:
-        yield environment
-
-
 async def start_agent(env: WorkflowEnvironment, task_queue: str) -> WorkflowHandle:
     return await env.client.start_workflow(InlineAgent.run, id=f"agent-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
-
-
-async def wait_pending(handle: WorkflowHandle) -> None:
-    while (await handle.query(STATUS_QUERY, result_type=ApprovalState)).status != "pending":
-        await asyncio.sleep(0.02)
 
 
 async def ping(handle: WorkflowHandle, *, first_run_id: str | None = None) -> None:
@@ -96,8 +67,8 @@ async def test_the_approval_runs_in_the_caller_and_the_caller_holds_the_token(en
     assert types.count(EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES) == 2  # pending, outcome
     assert description.typed_search_attributes.get(CIBA_STATUS) == "approved"
     assert description.typed_search_attributes.get(CIBA_AUTH_REQ_ID) == "req-1"
-    # The whole history of a workflow that only asks (issue 15's budget, every workflow counted):
-    # its start, the request's task (a marker, the pending upsert, the fallback timer), the ping,
+    # The whole history of a workflow that only asks, within its budget of 16 events (every event
+    # counted): its start, the request's task (a marker, the pending upsert, the fallback timer), the ping,
     # the redeem's task (the timer cancelled, a marker, the outcome's upsert, the decision
     # record's marker), its end.
     assert len(events) <= 16, "\n".join(EventType.Name(t) for t in types)
@@ -106,7 +77,8 @@ async def test_the_approval_runs_in_the_caller_and_the_caller_holds_the_token(en
 
 
 async def test_a_ping_that_overtakes_the_request_is_kept(env: WorkflowEnvironment) -> None:
-    op = GatedSendOP(env)
+    op = ScriptedOP(env, [GRANTED], interval=5, mode="ping")
+    op.answer_send = asyncio.Event()  # the backchannel request's answer waits for it
     running, task_queue = worker(env, op, InlineAgent)
     async with running:
         started = (await env.get_current_time()).timestamp()

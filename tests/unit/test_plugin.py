@@ -1,5 +1,7 @@
-"""CibaPlugin composes: the caller's payload converter and codec, and other frameworks' Temporal
-plugins (OpenAI Agents, PydanticAI), keep working, and every payload is sealed by our codec.
+"""CibaPlugin composes.
+
+The caller's payload converter and codec, and other frameworks' Temporal plugins (OpenAI Agents,
+PydanticAI), keep working, and every payload is sealed by our codec.
 
 Plugins are applied the way `temporalio.client.Client` applies them: each plugin's
 `configure_client`, in list order, on the config the caller gave. The last tests connect real
@@ -11,20 +13,17 @@ One order cannot work: `[CibaPlugin, OpenAIAgentsPlugin]`. CibaPlugin replaces t
 that is an `OpenAIPayloadConverter` instance, and raises ValueError otherwise. Under temporalio
 1.35 even a client given `OpenAIPayloadConverter` is refused: `DataConverter.payload_converter`
 is the SDK's transfer-type wrapper, never an `OpenAIPayloadConverter`. So CibaPlugin goes after
-OpenAIAgentsPlugin.
-"""
+OpenAIAgentsPlugin."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import uuid
 import warnings
-import zlib
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from datetime import timedelta
+from typing import Any
 
 import pytest
 from temporalio import activity, workflow
@@ -39,10 +38,8 @@ from temporalio.converter import (
     DefaultPayloadConverter,
     EncodingPayloadConverter,
     JSONPlainPayloadConverter,
-    PayloadCodec,
     PayloadConverter,
 )
-from temporalio.service import ServiceClient
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -50,6 +47,15 @@ from temporal_ciba._models import ApprovalRequest
 from temporal_ciba._plugin import CibaPlugin, with_encryption
 from temporal_ciba.crypto import AesGcmCodec
 from temporal_ciba.crypto._codec import ENCODING as ENCRYPTED
+from tests.support.converters import (
+    KEY,
+    SECRET_TEXT,
+    ZLIB,
+    ZlibCodec,
+    approval_request,
+    assert_sealed_round_trip,
+    configured,
+)
 from tests.support.temporal import venv_tool
 
 # The workflow below is defined here, so the sandbox re-imports this module: the frameworks are
@@ -58,24 +64,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic_ai.durable_exec.temporal import PydanticAIPayloadConverter, PydanticAIPlugin
     from temporalio.openai_agents import OpenAIAgentsPlugin, OpenAIPayloadConverter
 
-KEY = os.urandom(32)
-ZLIB = b"binary/zlib"
 USER_JSON = b"json/user"
-SECRET_TEXT = "Pay 1,250.00 EUR to ACME Ltd"
-
-
-class ZlibCodec(PayloadCodec):
-    """The caller's own codec: compresses each payload, and counts what it encoded."""
-
-    def __init__(self) -> None:
-        self.encoded = 0
-
-    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
-        self.encoded += len(payloads)
-        return [Payload(metadata={"encoding": ZLIB}, data=zlib.compress(p.SerializeToString())) for p in payloads]
-
-    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
-        return [Payload.FromString(zlib.decompress(p.data)) if p.metadata["encoding"] == ZLIB else p for p in payloads]
 
 
 def user_encoding_converters() -> list[EncodingPayloadConverter]:
@@ -102,40 +91,6 @@ class UserCompositeConverter(CompositePayloadConverter):
 
 class UserFailureConverter(DefaultFailureConverter):
     """The caller's own failure converter class."""
-
-
-def configured(plugins: Sequence[Plugin], data_converter: DataConverter = DataConverter.default) -> DataConverter:
-    """The data converter of a client built with `plugins`, through Client's own code path
-    (Client.connect ends in Client.__init__, which applies configure_client in list order)."""
-    client = Client(cast(ServiceClient, object()), data_converter=data_converter, plugins=plugins)
-    return client.data_converter
-
-
-def approval_request() -> ApprovalRequest:
-    return ApprovalRequest(
-        login_hint="alice@example.com",
-        binding_message=SECRET_TEXT,
-        policy_deadline=datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC),
-    )
-
-
-async def assert_sealed_round_trip(
-    converter: DataConverter,
-    value: Any,
-    converter_class: type[PayloadConverter],
-    inner_codec: ZlibCodec | None = None,
-) -> None:
-    """`value` encodes to ciphertext that only our key opens; beneath it (and beneath the
-    caller's codec, if any) lie exactly the bytes `converter_class` writes; and it decodes back."""
-    payloads = await converter.encode([value])
-    assert [p.metadata["encoding"] for p in payloads] == [ENCRYPTED]
-    assert SECRET_TEXT.encode() not in payloads[0].data
-    inner = await AesGcmCodec(KEY).decode(payloads)
-    if inner_codec is not None:
-        assert inner[0].metadata["encoding"] == ZLIB
-        inner = await inner_codec.decode(inner)
-    assert inner == converter_class().to_payloads([value])
-    assert await converter.decode(payloads, [type(value)]) == [value]
 
 
 # --- The caller's converter and codec ---
@@ -239,8 +194,9 @@ async def test_composes_with_framework_plugins(case: str, with_codec: bool) -> N
 
 
 async def test_ciba_before_openai_is_refused_by_the_openai_plugin() -> None:
-    """CibaPlugin must swap the SDK default converter (it cannot serialize our pydantic models);
-    the OpenAI plugin then finds neither that default nor its own converter, and refuses."""
+    """CibaPlugin must swap the SDK default converter (it cannot serialize our pydantic models).
+
+    The OpenAI plugin then finds neither that default nor its own converter, and refuses."""
     with pytest.raises(ValueError, match="must be of type OpenAIPayloadConverter"):
         configured(plugins(CIBA_THEN_OPENAI))
 

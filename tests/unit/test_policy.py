@@ -1,4 +1,4 @@
-"""The approval policy: evaluation on literal actions, and the TOML file's parsing (issue 13)."""
+"""The approval policy: evaluation on literal actions, and the TOML file's parsing."""
 
 from __future__ import annotations
 

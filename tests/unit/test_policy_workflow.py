@@ -1,14 +1,16 @@
-"""require_approval under a policy, in workflow code, on the time-skipping test server with the
-scripted approvers of test_quorum_workflow: what the policy lets through unasked, the one
-approver it names and how they are asked, the worker's policy file read through its local
-activity, and every way a policy that cannot decide ends as an error (never as an approval).
-The quorum has its own tests; the e2e tests prove the policy file against the real OP."""
+"""require_approval under a policy, in workflow code.
+
+On the time-skipping test server with the scripted approvers of tests.support.scripted_op: what
+the policy lets through unasked, the one approver it names and how they are asked, the worker's
+policy file read through its local activity, and every way a policy that cannot decide ends as
+an error (never as an approval). The quorum has its own tests; the e2e tests prove the policy
+file against the real OP."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -26,8 +28,9 @@ from temporal_ciba._models import ApprovalOutcome, ApprovalRequest, PolicyDecisi
 from temporal_ciba._plugin import CibaPlugin
 from temporal_ciba._policy import ApprovalPolicy, PolicyAction, PolicyRule, PolicySource
 from temporal_ciba._workflow import WORKER_POLICY, CibaApprovalWorkflow, require_approval
-from tests.support.temporal import ActivityStart, ActivityStarts, time_skipping_environment, wait_for
-from tests.unit.test_quorum_workflow import KEY, Phones, approved
+from tests.support.scripted_op import ScriptedOP, approved
+from tests.support.temporal import ActivityStart, ActivityStarts, wait_for
+from tests.support.workflow_environment import KEY
 
 DIGEST = "ab" * 32
 
@@ -66,12 +69,6 @@ class PolicyAgent:
         )
 
 
-@pytest.fixture(scope="module")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    async with time_skipping_environment(KEY) as environment:
-        yield environment
-
-
 class WorkerPolicy:
     """The worker's `ciba.approval_policy` activity over a policy file, counting its attempts."""
 
@@ -92,7 +89,7 @@ async def unreadable_policy() -> ApprovalPolicy:
 
 def policy_worker(
     env: WorkflowEnvironment,
-    phones: Phones,
+    phones: ScriptedOP,
     task_queue: str,
     *,
     policy_activity: Callable[..., Any] | None = None,
@@ -110,7 +107,7 @@ def policy_worker(
 
 async def run(
     env: WorkflowEnvironment,
-    phones: Phones,
+    phones: ScriptedOP,
     agent_input: PolicyInput,
     *,
     policy_activity: Callable[..., Any] | None = None,
@@ -135,7 +132,7 @@ LET_THROUGH_FILE = '[[rules]]\nname = "from-file"\napproval = "none"\nreason = "
 
 
 async def test_an_action_the_policy_lets_through_is_approved_unasked_and_recorded(env: WorkflowEnvironment) -> None:
-    phones = Phones({})
+    phones = ScriptedOP(env, {})
     outcome = await run(env, phones, PolicyInput(policy=LET_THROUGH))
     assert outcome.status == "approved" and outcome.reason == "no approval needed: a small change (policy rule small)"
     assert outcome.policy == PolicyDecision(rule="small", reason="a small change", approval="none")
@@ -147,7 +144,7 @@ async def test_an_action_the_policy_lets_through_is_approved_unasked_and_recorde
 
 
 async def test_one_approver_is_asked_with_the_rule_s_message_acr_and_expiry(env: WorkflowEnvironment) -> None:
-    phones = Phones({"carol": [approved("carol")]})
+    phones = ScriptedOP(env, {"carol": [approved("carol")]})
     policy = one("treasury", acr_values="urn:example:acr:mfa", requested_expiry=120, binding_message="{code} {type}")
     outcome = await run(env, phones, PolicyInput(policy=policy, expected_subject="alice-sub"))
     assert outcome.status == "approved" and outcome.sub == "carol"
@@ -162,7 +159,7 @@ async def test_one_approver_is_asked_with_the_rule_s_message_acr_and_expiry(env:
 
 
 async def test_the_caller_s_approver_keeps_the_caller_s_pinned_subject_and_message(env: WorkflowEnvironment) -> None:
-    phones = Phones({"alice": [approved("alice")]})
+    phones = ScriptedOP(env, {"alice": [approved("alice")]})
     outcome = await run(env, phones, PolicyInput(policy=one(), expected_subject="alice-sub"))
     assert outcome.status == "approved" and outcome.policy is not None and outcome.policy.approvers == ["alice"]
     (asked,) = phones.asked
@@ -171,7 +168,7 @@ async def test_the_caller_s_approver_keeps_the_caller_s_pinned_subject_and_messa
 
 
 async def test_the_one_approver_s_approval_runs_inline_when_the_caller_says(env: WorkflowEnvironment) -> None:
-    phones = Phones({"alice": [approved("alice")]})
+    phones = ScriptedOP(env, {"alice": [approved("alice")]})
     task_queue = f"policy-{uuid.uuid4().hex[:8]}"
     async with policy_worker(env, phones, task_queue):
         agent = await env.client.start_workflow(
@@ -189,7 +186,7 @@ async def test_the_one_approver_s_approval_runs_inline_when_the_caller_says(env:
 async def test_the_one_approver_s_approval_runs_under_the_id_and_queue_the_caller_gives(
     env: WorkflowEnvironment,
 ) -> None:
-    phones = Phones({"alice": [approved("alice")]})
+    phones = ScriptedOP(env, {"alice": [approved("alice")]})
     agent_queue, approval_queue = f"policy-{uuid.uuid4().hex[:8]}", f"approvals-{uuid.uuid4().hex[:8]}"
     approval_id = f"approval-{uuid.uuid4().hex[:8]}"
     agent_input = PolicyInput(policy=one(), approval_id=approval_id, approval_task_queue=approval_queue)
@@ -209,7 +206,7 @@ async def test_without_an_action_the_policy_decides_on_the_request(env: Workflow
             PolicyRule(name="approvals", action="approval", approval="one", approvers=["approver"]),
         ]
     )
-    phones = Phones({"alice": [approved("alice")]})
+    phones = ScriptedOP(env, {"alice": [approved("alice")]})
     outcome = await run(env, phones, PolicyInput(policy=policy, action_type=None))
     assert outcome.policy is not None and outcome.policy.rule == "approvals" and outcome.policy.approvers == ["alice"]
     assert outcome.status == "approved" and [asked.login_hint for asked in phones.asked] == ["alice"]
@@ -222,7 +219,7 @@ async def test_the_worker_s_policy_file_decides_through_its_local_activity(
     path.write_text(LET_THROUGH_FILE)
     starts = ActivityStarts()
     outcome = await run(
-        env, Phones({}), PolicyInput(), policy_activity=WorkerPolicy(path).approval_policy, starts=starts
+        env, ScriptedOP(env, {}), PolicyInput(), policy_activity=WorkerPolicy(path).approval_policy, starts=starts
     )
     assert outcome.status == "approved" and outcome.policy is not None and outcome.policy.rule == "from-file"
     # A policy file broken by an edit is read again, 30 s apart at most, for up to ten minutes.
@@ -250,7 +247,7 @@ async def test_a_policy_file_broken_by_an_edit_is_read_again_until_fixed(
         path.write_text(LET_THROUGH_FILE.replace("from-file", "fixed"))
 
     fixing = asyncio.create_task(fix_once_read_twice())
-    outcome = await run(env, Phones({}), PolicyInput(), policy_activity=policy.approval_policy)
+    outcome = await run(env, ScriptedOP(env, {}), PolicyInput(), policy_activity=policy.approval_policy)
     await fixing
     assert outcome.status == "approved" and outcome.policy is not None and outcome.policy.rule == "fixed"
 
@@ -281,7 +278,7 @@ async def test_a_policy_file_broken_by_an_edit_is_read_again_until_fixed(
 async def test_a_policy_that_cannot_decide_is_an_error_and_asks_nobody(
     env: WorkflowEnvironment, agent_input: PolicyInput, policy_activity: Callable[..., Any] | None, reason: str
 ) -> None:
-    phones = Phones({})
+    phones = ScriptedOP(env, {})
     outcome = await run(env, phones, agent_input, policy_activity=policy_activity)
     assert outcome.status == "error" and outcome.error == "policy_error" and outcome.reason == reason
     assert outcome.action_digest == DIGEST and outcome.workflow_id.startswith("agent-")

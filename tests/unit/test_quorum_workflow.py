@@ -1,93 +1,32 @@
-"""The quorum's own decisions in workflow code, on the time-skipping test server with scripted
-activities (one script per approver): denials that end it or only count, a deadline shared by
-all, and which access tokens are revoked. The e2e tests prove it against the real OP."""
+"""The quorum's own decisions in workflow code.
+
+On the time-skipping test server with scripted activities (one script per approver): denials
+that end it or only count, a deadline shared by all, and which access tokens are revoked. The
+e2e tests prove it against the real OP."""
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import AsyncIterator, Callable
-from typing import Any
 
-import pytest
 from pydantic import BaseModel
-from temporalio import activity, workflow
+from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from temporal_ciba._activities import Redemptions
 from temporal_ciba._models import (
     ApprovalOutcome,
     ApprovalRequest,
-    RedeemInput,
     RedeemResult,
-    RevokeAccessTokenInput,
-    SendRequestInput,
-    SendRequestResult,
 )
 from temporal_ciba._plugin import CibaPlugin
 from temporal_ciba._policy import ApprovalPolicy, PolicyAction, PolicyRule
 from temporal_ciba._workflow import CibaApprovalWorkflow, require_approval
-from temporal_ciba.ciba import RequestBinding
-from temporal_ciba.records import RecordDecisionInput
-from tests.support.temporal import time_skipping_environment
+from tests.support.scripted_op import ScriptedOP, approved
+from tests.support.workflow_environment import KEY
 
-KEY = os.urandom(32)
 PENDING = RedeemResult(kind="pending")
 DENIED = RedeemResult(kind="failed", error="access_denied", reason="denied")
-
-
-def approved(sub: str, hint: str | None = None) -> RedeemResult:
-    """An approval by `sub`, asked of `hint` (default: the same name); its token names the hint."""
-    return RedeemResult(
-        kind="approved",
-        approval={"sub": sub, "scope": "openid", "issued_at": 1, "expires_at": 2},  # type: ignore[arg-type]
-        sealed_access_token=f"sealed-{hint or sub}",
-    )
-
-
-class Phones:
-    """The approval activities under their real names; each approver's answers in turn, then
-    pending for ever."""
-
-    def __init__(self, answers: dict[str, list[RedeemResult]]) -> None:
-        self.answers = answers
-        self.asked: list[ApprovalRequest] = []  # every backchannel request, as the workflow sent it
-        self.revoked: list[str] = []
-        self.recorded: list[RecordDecisionInput] = []  # every approver's own decision record
-        self.redemptions = Redemptions()
-
-    @property
-    def activities(self) -> list[Callable[..., Any]]:
-        return [self.send, self.redeem, self.revoke_access_token, self.record]
-
-    @activity.defn(name="ciba.send_authentication_request")
-    async def send(self, input: SendRequestInput) -> SendRequestResult:
-        self.asked.append(input.request)
-        hint = input.request.login_hint
-        binding = RequestBinding(
-            issuer="https://op", client_id="c", auth_req_id=f"req-{hint}", requested_at=1, scope="openid"
-        )
-        return SendRequestResult(auth_req_id=f"req-{hint}", expires_in=3600, interval=5, binding=binding, records=True)
-
-    @activity.defn(name="ciba.redeem")
-    async def redeem(self, input: RedeemInput) -> RedeemResult:
-        async def answer() -> RedeemResult:
-            script = self.answers.get(input.binding.auth_req_id.removeprefix("req-"), [])
-            return script.pop(0) if script else PENDING
-
-        return await self.redemptions.once(input, answer)
-
-    @activity.defn(name="ciba.revoke_access_token")
-    async def revoke_access_token(self, input: RevokeAccessTokenInput) -> bool:
-        self.revoked.append(input.sealed_access_token)
-        return True
-
-    @activity.defn(name="ciba.record_decision")
-    async def record(self, input: RecordDecisionInput) -> str:
-        self.recorded.append(input)
-        return "record-id"
 
 
 class QuorumInput(BaseModel):
@@ -121,13 +60,7 @@ def quorum(n: int, *, on_denial: str = "end") -> ApprovalPolicy:
     return ApprovalPolicy(rules=[rule], roles={"b": "bob", "c": "carol"})
 
 
-@pytest.fixture(scope="module")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    async with time_skipping_environment(KEY) as environment:
-        yield environment
-
-
-def quorum_worker(env: WorkflowEnvironment, phones: Phones, task_queue: str) -> Worker:
+def quorum_worker(env: WorkflowEnvironment, phones: ScriptedOP, task_queue: str) -> Worker:
     return Worker(
         env.client,
         task_queue=task_queue,
@@ -137,7 +70,7 @@ def quorum_worker(env: WorkflowEnvironment, phones: Phones, task_queue: str) -> 
     )
 
 
-async def run(env: WorkflowEnvironment, phones: Phones, agent_input: QuorumInput) -> ApprovalOutcome:
+async def run(env: WorkflowEnvironment, phones: ScriptedOP, agent_input: QuorumInput) -> ApprovalOutcome:
     task_queue = f"quorum-{uuid.uuid4().hex[:8]}"
     async with quorum_worker(env, phones, task_queue):
         return await env.client.execute_workflow(
@@ -150,7 +83,7 @@ def statuses(outcome: ApprovalOutcome) -> dict[str, str]:
 
 
 async def test_with_on_denial_continue_a_denial_only_counts_as_a_no(env: WorkflowEnvironment) -> None:
-    phones = Phones({"alice": [approved("alice")], "bob": [DENIED], "carol": [PENDING, approved("carol")]})
+    phones = ScriptedOP(env, {"alice": [approved("alice")], "bob": [DENIED], "carol": [PENDING, approved("carol")]})
     outcome = await run(env, phones, QuorumInput(policy=quorum(2, on_denial="continue")))
     assert outcome.status == "approved", outcome.reason
     assert statuses(outcome) == {"alice": "approved", "bob": "denied", "carol": "approved"}
@@ -161,7 +94,7 @@ async def test_with_on_denial_continue_a_denial_only_counts_as_a_no(env: Workflo
 
 
 async def test_the_approvers_run_under_the_id_and_queue_the_caller_gives(env: WorkflowEnvironment) -> None:
-    phones = Phones({"alice": [approved("alice")], "bob": [approved("bob")]})
+    phones = ScriptedOP(env, {"alice": [approved("alice")], "bob": [approved("bob")]})
     agent_queue, approval_queue = f"quorum-{uuid.uuid4().hex[:8]}", f"approvals-{uuid.uuid4().hex[:8]}"
     approval_id = f"approval-{uuid.uuid4().hex[:8]}"
     agent_input = QuorumInput(policy=quorum(2), approval_id=approval_id, approval_task_queue=approval_queue)
@@ -182,7 +115,7 @@ async def test_the_approvers_run_under_the_id_and_queue_the_caller_gives(env: Wo
 
 
 async def test_a_denial_ends_it_and_cancels_the_rest(env: WorkflowEnvironment) -> None:
-    phones = Phones({"alice": [PENDING, PENDING, approved("alice")], "bob": [DENIED]})
+    phones = ScriptedOP(env, {"alice": [PENDING, PENDING, approved("alice")], "bob": [DENIED]})
     outcome = await run(env, phones, QuorumInput(policy=quorum(2)))
     assert (outcome.status, outcome.error) == ("denied", "access_denied")
     assert statuses(outcome) == {"alice": "cancelled", "bob": "denied", "carol": "cancelled"}
@@ -191,7 +124,7 @@ async def test_a_denial_ends_it_and_cancels_the_rest(env: WorkflowEnvironment) -
 
 
 async def test_one_deadline_for_all(env: WorkflowEnvironment) -> None:
-    phones = Phones({"alice": [approved("alice")]})
+    phones = ScriptedOP(env, {"alice": [approved("alice")]})
     outcome = await run(env, phones, QuorumInput(policy=quorum(2), requested_expiry=60))
     assert outcome.status == "expired", outcome.reason
     assert statuses(outcome) == {"alice": "approved", "bob": "expired", "carol": "expired"}
@@ -205,8 +138,8 @@ async def test_one_deadline_for_all(env: WorkflowEnvironment) -> None:
 
 
 async def test_the_same_person_under_two_hints_and_a_third_who_makes_it(env: WorkflowEnvironment) -> None:
-    phones = Phones(
-        {"alice": [approved("alice")], "bob": [approved("alice", "bob")], "carol": [PENDING, approved("carol")]}
+    phones = ScriptedOP(
+        env, {"alice": [approved("alice")], "bob": [approved("alice", "bob")], "carol": [PENDING, approved("carol")]}
     )
     outcome = await run(env, phones, QuorumInput(policy=quorum(2)))
     assert outcome.status == "approved", outcome.reason

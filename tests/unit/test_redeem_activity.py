@@ -1,6 +1,7 @@
-"""The redeem activity (token request and validation in one step, the decision path's local
-activity): only the claims and the sealed access token leave it, rejected and unneeded tokens
-are revoked inside it, and invalid_grant for our own auth_req_id is a lost grant."""
+"""The redeem activity (token request and validation in one step, the decision path's local activity).
+
+Only the claims and the sealed access token leave it, rejected and unneeded tokens are revoked
+inside it, and invalid_grant for our own auth_req_id is a lost grant."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from temporal_ciba._activities import GRANT_LOST, CibaActivities, Redemptions
 from temporal_ciba._models import RedeemInput, RedeemResult
 from temporal_ciba.ciba import CibaClient, ClientSecretBasic, TransportError
 from temporal_ciba.crypto import TokenSealer, access_token_context
+from tests.support.mock_op import MockOP, env
 from tests.support.tokens import ACCESS_TOKEN, AUTH_REQ_ID, CLIENT_ID, ISSUER, NOW, REFRESH_TOKEN, binding, claims
-from tests.unit.test_send_activity import MockOP, env
 
 DIGEST = "d" * 64
 

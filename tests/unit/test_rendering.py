@@ -1,5 +1,6 @@
-"""What the Temporal UI shows of an approval: any authorization_details shown generically, and no
-caller-supplied text able to inject Markdown."""
+"""The Temporal UI's current details.
+
+Any authorization_details shown generically, and no caller-supplied text able to inject Markdown."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
-"""The OP's dialect applied by the send activity before anything is sent (issue 12, items 3 and
-4): the binding message fitted to the OP's rule (or a clear error, nothing sent), the login_hint
-in the OP's format, required and default parameters, RFC 8707 resources, claims, and the
-approver pinned by an id_token_hint proven to be this OP's ID token for this client."""
+"""The OP's dialect, applied by the send activity before anything is sent.
+
+The binding message fitted to the OP's rule (or a clear error, nothing sent), the login_hint in
+the OP's format, required and default parameters, RFC 8707 resources, claims, and the approver
+pinned by an id_token_hint proven to be this OP's ID token for this client."""
 
 from __future__ import annotations
 

@@ -1,14 +1,13 @@
-"""The approval activities' own rules, in an activity context over an in-process HTTP
-transport: whom an approval is pinned to, never asking the user twice, and naming a lost grant."""
+"""The approval activities' own rules, in an activity context over an in-process HTTP transport.
+
+Whom an approval is pinned to, never asking the user twice, and naming a lost grant."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import httpx
 import pytest
-from temporalio.testing import ActivityEnvironment
 
 from temporal_ciba._activities import GRANT_LOST, REQUEST_OUTCOME_UNKNOWN, CibaActivities
 from temporal_ciba._models import (
@@ -20,6 +19,7 @@ from temporal_ciba._models import (
 )
 from temporal_ciba.ciba import CibaClient, ClientSecretBasic, TransportError
 from temporal_ciba.crypto import TokenSealer, tokens_context
+from tests.support.mock_op import MockOP, env
 from tests.support.tokens import (
     ACCESS_TOKEN,
     AUTH_REQ_ID,
@@ -29,7 +29,6 @@ from tests.support.tokens import (
     METADATA,
     NOW,
     REFRESH_TOKEN,
-    Keys,
     claims,
     token_response,
 )
@@ -51,12 +50,6 @@ def activities(bc_answer: httpx.Response | Exception, **options: object) -> Ciba
 def send_input(**request: object) -> SendRequestInput:
     approval = ApprovalRequest(login_hint="alice@example.com", binding_message="Approve it", **request)  # type: ignore[arg-type]
     return SendRequestInput(request=approval, workflow_id="wf", first_run_id="run")
-
-
-def env(attempt: int = 1) -> ActivityEnvironment:
-    environment = ActivityEnvironment()
-    environment.info = dataclasses.replace(environment.info, workflow_id="wf", workflow_run_id="run", attempt=attempt)
-    return environment
 
 
 ACK = httpx.Response(200, json={"auth_req_id": "req-1", "expires_in": 120})
@@ -95,39 +88,13 @@ async def test_a_request_that_never_reached_the_op_is_retried(failure: httpx.Res
 
 @pytest.mark.parametrize("attempt,error", [(1, "invalid_grant"), (2, GRANT_LOST)])
 async def test_invalid_grant_on_a_retry_is_a_lost_grant(attempt: int, error: str) -> None:
-    """A retried token request meets invalid_grant when the attempt before it got the tokens and
-    died before recording them (the OP then refuses the auth_req_id)."""
+    """invalid_grant on a retried token request is a lost grant, on a first attempt an error.
+
+    A retry meets invalid_grant when the attempt before it got the tokens and died before
+    recording them (the OP then refuses the auth_req_id)."""
     acts = activities(httpx.Response(400, json={"error": "invalid_grant"}))
     result = await env(attempt).run(acts.request_token, TokenRequestInput(auth_req_id="req-1"))
     assert (result.kind, result.error) == ("failed", error)
-
-
-class MockOP:
-    """An OP at ISSUER with a revocation endpoint and keys, recording the forms POSTed to it."""
-
-    def __init__(self) -> None:
-        self.keys = Keys()
-        self.revoked: list[dict[str, str]] = []
-
-    async def __call__(self, request: httpx.Request) -> httpx.Response:
-        path = request.url.path
-        if path == "/.well-known/openid-configuration":
-            return httpx.Response(200, json={**METADATA, "revocation_endpoint": f"{ISSUER}/revoke"})
-        if path == "/jwks":
-            return httpx.Response(200, json=self.keys.jwks_document())
-        if path == "/bc":
-            return httpx.Response(200, json={"auth_req_id": AUTH_REQ_ID, "expires_in": 120})
-        if path == "/revoke":
-            self.revoked.append(dict(httpx.QueryParams(request.content.decode())))
-            return httpx.Response(200)
-        return httpx.Response(404)
-
-    def activities(self, sealer: TokenSealer, *, requested_at: float) -> CibaActivities:
-        """The request is sent at `requested_at`; the tokens are validated at NOW."""
-        http = httpx.AsyncClient(transport=httpx.MockTransport(self))
-        auth = ClientSecretBasic(CLIENT_ID, "secret")
-        ciba = CibaClient(issuer=ISSUER, client_auth=auth, http=http, clock=lambda: NOW)
-        return CibaActivities(ciba, sealer, clock=lambda: requested_at)
 
 
 async def test_a_rejected_grant_has_its_refresh_token_revoked_too() -> None:
@@ -156,8 +123,10 @@ async def test_the_binding_records_when_the_request_was_sent() -> None:
     ],
 )
 async def test_tokens_issued_before_the_request_are_rejected(issued: float, error: str | None) -> None:
-    """End to end through the activities: the binding that send_authentication_request makes
-    carries the time it sent the request, and validate_tokens rejects tokens older than that."""
+    """End to end through the activities.
+
+    The binding that send_authentication_request makes carries the time it sent the request, and
+    validate_tokens rejects tokens older than that."""
     op, sealer = MockOP(), TokenSealer(os.urandom(32))
     acts = op.activities(sealer, requested_at=NOW - 30)
     sent = await env().run(

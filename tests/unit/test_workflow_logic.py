@@ -8,279 +8,61 @@ error, cancellation with tokens in flight, and what survives continue-as-new.
 from __future__ import annotations
 
 import asyncio
-import itertools
-import os
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
 
 import pytest
-from temporalio import activity, workflow
+from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Interceptor, Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from temporal_ciba._activities import Redemptions
 from temporal_ciba._approval import code, describe_authorization_details
 from temporal_ciba._models import (
     ApprovalOutcome,
     ApprovalRequest,
-    ApprovalWorkflowInput,
     PingNotice,
     PolicyDecision,
     PollingPolicy,
     PushDelivery,
     RedeemInput,
-    RedeemResult,
     RevokeAccessTokenInput,
-    RevokeTokensInput,
-    SendRequestInput,
-    SendRequestResult,
-    TokenRequestInput,
     TokenRequestResult,
     ValidateTokensInput,
-    ValidateTokensResult,
 )
-from temporal_ciba._plugin import PASSTHROUGH_MODULES
 from temporal_ciba._search_attributes import CIBA_AUTH_REQ_ID, CIBA_DEADLINE, CIBA_STATUS
 from temporal_ciba._workflow import CibaApprovalWorkflow, require_approval
-from temporal_ciba.ciba import RequestBinding, TransportError
-from temporal_ciba.records import RecordDecisionInput
 from temporal_ciba.records._activity import RECORD_CONFLICT
+from tests.support.scripted_op import (
+    APPROVAL,
+    EARLY_SLACK,
+    GRANTED,
+    LATE_SLACK,
+    ScriptedOP,
+    gaps,
+    start,
+    upserted_fields,
+    upserted_statuses,
+    wait_for_event,
+    wait_pending,
+    worker,
+)
 from tests.support.temporal import ActivityStarts, time_skipping_environment, wait_for
-
-KEY = os.urandom(32)
-
-
-class ScriptedOP:
-    """Activities under the real names, answering from a script and recording workflow time."""
-
-    def __init__(
-        self,
-        env: WorkflowEnvironment,
-        answers: list[TokenRequestResult],
-        *,
-        interval: int = 5,
-        expires_in: int = 600,
-        send_error: str | None = None,
-        mode: str = "poll",
-    ) -> None:
-        self.env = env
-        self.answers = answers
-        self.interval = interval
-        self.expires_in = expires_in
-        self.send_error = send_error
-        self.send_error_description: str | None = "refused"
-        self.mode = mode
-        self.poll_times: list[float] = []
-        self.token_requests: list[str] = []  # the auth_req_id of each token request
-        self.revoked: list[str] = []
-        self.block_next_poll = asyncio.Event()
-        self.blocking = False
-        self.poll_started = asyncio.Event()
-        self.block_send = False
-        self.send_started = asyncio.Event()
-        self.sends = 0
-        self.gated = False
-        self.release: asyncio.Queue[None] = asyncio.Queue()
-        self.validated: list[ValidateTokensInput | RedeemInput] = []
-        self.redemptions = Redemptions()
-        self.pending_request_seconds: float | None = None  # what a redeem that is not final says it took
-        self.token_request_error: Exception | None = None  # every token request raises it
-        self.records = True  # what the send says: the approval records its outcome
-        # The decision records the approval wrote (ciba.record_decision), one per write attempt.
-        self.recorded: list[RecordDecisionInput] = []
-        # What the next record writes raise, one per attempt (then they succeed).
-        self.record_failures: list[Exception] = []
-        self.record_started = asyncio.Event()
-        self.answer_record: asyncio.Event | None = None  # when set, record writes wait for it
-        self.answer_send: asyncio.Event | None = None  # when set, the send answers once it is set
-        self.validation_error: Exception | None = None  # every validation attempt raises it
-        self.validation_started = asyncio.Event()
-        # When set, validations wait for it. (An activity that never returns would outlive its
-        # test: it does not heartbeat, so no cancellation reaches it, and while the server counts
-        # it as running the time-skipping server stops skipping time for the tests after.)
-        self.answer_validation: asyncio.Event | None = None
-        self.revocation_error: Exception | None = None  # every revocation attempt raises it
-        self.revocation_attempts = 0
-        # What a late access token's revocation names: the real activity opens the sealed token
-        # only with the action digest and the holder it was sealed to.
-        self.access_token_revocations: list[RevokeAccessTokenInput] = []
-
-    @activity.defn(name="ciba.send_authentication_request")
-    async def send(self, input: SendRequestInput) -> SendRequestResult:
-        self.send_started.set()
-        self.sends += 1
-        if self.answer_send is not None:
-            await self.answer_send.wait()
-        if self.block_send:
-            await asyncio.Event().wait()  # until the workflow's cancellation cancels this activity
-        if self.send_error == "unreachable":
-            raise TransportError("the OP could not be reached: connection refused")
-        if self.send_error:
-            reason = f"{self.send_error}: {self.send_error_description}" if self.send_error_description else None
-            return SendRequestResult(error=self.send_error, reason=reason, records=True)
-        binding = RequestBinding(
-            issuer="https://op",
-            client_id="c",
-            auth_req_id="req-1",
-            requested_at=self.sends,  # each request its own binding, as the real clock makes it
-            scope="openid",
-            delivery_mode=self.mode,
-            expected_subject=input.request.expected_subject,
-        )  # type: ignore[arg-type]
-        return SendRequestResult(
-            auth_req_id="req-1",
-            expires_in=self.expires_in,
-            interval=self.interval,
-            binding=binding,
-            delivery_mode=self.mode,
-            binding_message_sent=f"{input.request.binding_message}, code ABCD",
-            records=self.records,
-        )  # type: ignore[arg-type]
-
-    @activity.defn(name="ciba.request_token")
-    async def request_token(self, input: TokenRequestInput) -> TokenRequestResult:
-        self.token_requests.append(input.auth_req_id)
-        self.poll_times.append((await self.env.get_current_time()).timestamp())
-        self.poll_started.set()
-        if self.token_request_error is not None:
-            raise self.token_request_error
-        if self.blocking:
-            await self.block_next_poll.wait()
-        if self.gated:
-            await self.release.get()
-        return self.answers.pop(0) if self.answers else TokenRequestResult(kind="pending")
-
-    @activity.defn(name="ciba.redeem")
-    async def redeem(self, input: RedeemInput) -> RedeemResult:
-        """The token request answers from the script; granted tokens are validated as `validate`
-        does, and rejected ones revoked on the spot; a repeat joins the first (Redemptions), as
-        the real activity does."""
-        return await self.redemptions.once(input, lambda: self._redeem(input))
-
-    async def _redeem(self, input: RedeemInput) -> RedeemResult:
-        answer = await self.request_token(TokenRequestInput(auth_req_id=input.binding.auth_req_id))
-        if answer.kind != "granted":
-            result = RedeemResult.model_validate(answer.model_dump(exclude={"sealed_tokens"}))
-            if answer.kind != "failed":
-                result.request_seconds = self.pending_request_seconds
-            return result
-        assert answer.sealed_tokens is not None
-        self.validated.append(input)
-        if answer.sealed_tokens == "forged":
-            self.revoked.append(answer.sealed_tokens)
-            reason = "the ID token was issued by another issuer"
-            return RedeemResult(kind="rejected", error="iss_mismatch", reason=reason)
-        return RedeemResult(
-            kind="rejected" if answer.sealed_tokens == "rejected-with-claims" else "approved",
-            approval=APPROVAL,
-            sealed_access_token="sealed-at",
-            sealed_id_token="sealed-id-token",
-        )  # type: ignore[arg-type]
-
-    @activity.defn(name="ciba.revoke_access_token")
-    async def revoke_access_token(self, input: RevokeAccessTokenInput) -> bool:
-        self.access_token_revocations.append(input)
-        if self.revocation_error is not None:
-            raise self.revocation_error
-        self.revoked.append(input.sealed_access_token)
-        return True
-
-    @activity.defn(name="ciba.validate_tokens")
-    async def validate(self, input: ValidateTokensInput) -> ValidateTokensResult:
-        self.validated.append(input)
-        self.validation_started.set()
-        if self.answer_validation is not None:
-            await self.answer_validation.wait()
-        if self.validation_error is not None:
-            raise self.validation_error
-        if input.sealed_tokens == "forged":
-            return ValidateTokensResult(error="iss_mismatch", reason="the ID token was issued by another issuer")
-        if input.sealed_tokens == "refused without a reason":
-            return ValidateTokensResult(error="invalid_token")
-        return ValidateTokensResult(
-            approval=APPROVAL,
-            sealed_access_token="sealed-at",
-            sealed_id_token="sealed-id-token",
-        )  # type: ignore[arg-type]
-
-    @activity.defn(name="ciba.revoke_tokens")
-    async def revoke(self, input: RevokeTokensInput) -> bool:
-        self.revocation_attempts += 1
-        if self.revocation_error is not None:
-            raise self.revocation_error
-        self.revoked.append(input.sealed_tokens)
-        return True
-
-    @activity.defn(name="ciba.record_decision")
-    async def record(self, input: RecordDecisionInput) -> str:
-        self.recorded.append(input)
-        self.record_started.set()
-        if self.answer_record is not None:
-            await self.answer_record.wait()
-        if self.record_failures:
-            raise self.record_failures.pop(0)
-        return "record-id"
-
-
-@pytest.fixture(scope="module")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    async with time_skipping_environment(KEY) as environment:
-        yield environment
+from tests.support.workflow_environment import KEY
 
 
 @pytest.fixture
 async def own_env() -> AsyncIterator[WorkflowEnvironment]:
-    """A time-skipping server for one test, for tests that hold an activity while their
-    workflow goes on: after them the shared server was seen to stop skipping time (a held
-    validation left running when its workflow ended; early pushes while the send was held)."""
+    """A time-skipping server for one test, for tests that hold an activity while their workflow goes on.
+
+    After them the shared server was seen to stop skipping time (a held validation left running when
+    its workflow ended; early pushes while the send was held)."""
     async with time_skipping_environment(KEY) as environment:
         yield environment
-
-
-async def start(
-    env: WorkflowEnvironment,
-    op: ScriptedOP,
-    task_queue: str,
-    *,
-    workflow_type: Any = CibaApprovalWorkflow,  # or a stand-in with its `run` (test_pre_redeem_path)
-    **request: object,
-) -> WorkflowHandle:
-    approval = ApprovalRequest(login_hint="alice", binding_message="Approve it", **request)  # type: ignore[arg-type]
-    return await env.client.start_workflow(
-        workflow_type.run,
-        ApprovalWorkflowInput(request=approval),
-        id=f"wf-{uuid.uuid4().hex[:8]}",
-        task_queue=task_queue,
-    )
-
-
-def worker(
-    env: WorkflowEnvironment, op: ScriptedOP, *workflows: type, interceptors: Sequence[Interceptor] = ()
-) -> tuple[Worker, str]:
-    task_queue = f"logic-{uuid.uuid4().hex[:8]}"
-    return Worker(
-        env.client,
-        task_queue=task_queue,
-        workflows=[CibaApprovalWorkflow, *workflows],
-        # The sandbox as CibaPlugin sets it up: temporal_ciba passed through, not re-imported. So
-        # the workflow code under test is the module mutmut instruments (scripts/mutation.sh).
-        workflow_runner=SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
-        ),
-        # A bug that raises in workflow code fails the test's workflow at once, instead of a
-        # workflow task retried until the test times out.
-        workflow_failure_exception_types=[Exception],
-        activities=[op.send, op.request_token, op.validate, op.revoke, op.redeem, op.revoke_access_token, op.record],
-        interceptors=interceptors,
-    ), task_queue
 
 
 def recorded_once(op: ScriptedOP, outcome: ApprovalOutcome) -> bool:
@@ -288,19 +70,10 @@ def recorded_once(op: ScriptedOP, outcome: ApprovalOutcome) -> bool:
     return [record.outcome for record in op.recorded] == [outcome.model_copy(update={"sealed_access_token": None})]
 
 
-async def wait_for_event(handle: WorkflowHandle, event_type: EventType.ValueType, *, count: int = 1) -> None:
-    """Until the history holds `count` events of this type (the server has recorded them)."""
-
-    async def recorded() -> bool:
-        events = [event async for event in handle.fetch_history_events() if event.event_type == event_type]
-        return len(events) >= count
-
-    await wait_for(recorded, what=f"{count} {EventType.Name(event_type)}")
-
-
 async def task_started_after(handle: WorkflowHandle, event_type: EventType.ValueType) -> None:
-    """Until a workflow task has started after the last event of this type: the workflow has
-    it, while its local activity (which heartbeats the task) may still run."""
+    """Until a workflow task has started after the last event of this type.
+
+    The workflow has it, while its local activity (which heartbeats the task) may still run."""
 
     async def started() -> bool:
         kinds = [event.event_type async for event in handle.fetch_history_events()]
@@ -315,34 +88,6 @@ async def cancel_delivered(handle: WorkflowHandle) -> None:
     await task_started_after(handle, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED)
 
 
-async def upserted_fields(handle: WorkflowHandle) -> list[set[str]]:
-    """The search attributes each upsert in the run's history set, by name (without the SDK's
-    own TemporalChangeVersion, which patches add)."""
-    return [
-        set(event.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields)
-        - {"TemporalChangeVersion"}
-        async for event in handle.fetch_history_events()
-        if event.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
-    ]
-
-
-async def upserted_statuses(handle: WorkflowHandle) -> int:
-    """How many times the approval set its status search attribute."""
-    return len([fields for fields in await upserted_fields(handle) if CIBA_STATUS.name in fields])
-
-
-def gaps(times: list[float]) -> list[float]:
-    return [later - earlier for earlier, later in itertools.pairwise(times)]
-
-
-# The activity reads the test server's clock when it runs, after the timer fired and the task was
-# dispatched: on a loaded machine that adds real seconds to a gap (5.2 s seen for a 5 s interval).
-# The rule is "never sooner than the interval"; the upper slack only has to tell apart the
-# intervals the rules produce (5, 10, 30, 40, 60 s).
-EARLY_SLACK = 0.5
-LATE_SLACK = 3.0
-
-
 def assert_spacing(times: list[float], expected: list[float]) -> None:
     actual = gaps(times)
     assert len(actual) == len(expected), f"{len(actual) + 1} polls, expected {len(expected) + 1}: gaps {actual}"
@@ -350,18 +95,6 @@ def assert_spacing(times: list[float], expected: list[float]) -> None:
         assert wanted - EARLY_SLACK <= gap <= wanted + LATE_SLACK, f"gaps {actual}, expected about {expected}"
 
 
-GRANTED = TokenRequestResult(kind="granted", sealed_tokens="sealed-tokens")
-# What the validation activity vouches for: every claim an outcome carries.
-APPROVAL = {
-    "sub": "alice",
-    "acr": "urn:example:acr:mfa",
-    "amr": ["hwk", "pin"],
-    "auth_time": 1_700_000_000,
-    "scope": "openid payments",
-    "authorization_details": [{"type": "payment_initiation", "creditorName": "ACME GmbH"}],
-    "issued_at": 1_700_000_001,
-    "expires_at": 1_700_000_301,
-}
 LOST = TokenRequestResult(
     kind="failed", error="grant_lost", reason="tokens were issued but lost before they were recorded"
 )
@@ -397,9 +130,10 @@ async def timers(handle: WorkflowHandle) -> list[float]:
 
 
 async def test_polls_start_an_interval_apart_however_long_a_request_takes(env: WorkflowEnvironment) -> None:
-    """The timer starts when the last request has returned: it is shorter by the time that
-    request took, so requests start an interval apart (CIBA §7.3), not an interval plus a round
-    trip; a 503 without Retry-After adds nothing to it."""
+    """The timer starts when the last request has returned.
+
+    It is shorter by the time that request took, so requests start an interval apart (CIBA §7.3),
+    not an interval plus a round trip; a 503 without Retry-After adds nothing to it."""
     answers = [TokenRequestResult(kind="pending"), TokenRequestResult(kind="retry_later"), GRANTED]
     op = ScriptedOP(env, answers, interval=5)
     op.pending_request_seconds = 4.6
@@ -515,8 +249,11 @@ async def test_refused_request_is_an_error_outcome(
 
 
 async def test_an_op_unreachable_for_every_attempt_is_an_error_outcome(env: WorkflowEnvironment) -> None:
-    """The request's retries spent (a local activity's last failure reaches the workflow as its
-    own error, not wrapped in an ActivityError): an `error` outcome, never a failed workflow."""
+    """An OP unreachable for every attempt of the request is an `error` outcome.
+
+    Once the request's retries are spent (a local activity's last failure reaches the workflow as
+    its own error, not wrapped in an ActivityError), the outcome is `error`, never a failed
+    workflow."""
     op = ScriptedOP(env, [], send_error="unreachable")
     running, task_queue = worker(env, op)
     async with running:
@@ -556,8 +293,10 @@ async def test_rejected_tokens_are_revoked(env: WorkflowEnvironment) -> None:
 
 
 async def test_a_rejected_redeem_opens_nothing_whatever_it_carries(env: WorkflowEnvironment) -> None:
-    """The verdict decides, not the fields beside it: a `rejected` result that also carries
-    claims and a sealed access token is a rejection, and hands out neither."""
+    """The verdict decides, not the fields beside it.
+
+    A `rejected` result that also carries claims and a sealed access token is a rejection, and hands
+    out neither."""
     op = ScriptedOP(env, [TokenRequestResult(kind="granted", sealed_tokens="rejected-with-claims")])
     running, task_queue = worker(env, op)
     async with running:
@@ -675,14 +414,6 @@ async def test_notification_fallback_poll_in_ping_mode(env: WorkflowEnvironment)
     assert 60 - EARLY_SLACK <= gap <= 60 * 1.25 + LATE_SLACK, gap
 
 
-async def wait_pending(handle: WorkflowHandle) -> None:
-    for _ in range(200):
-        if (await handle.query(CibaApprovalWorkflow.status)).status == "pending":
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("never pending")
-
-
 async def test_ping_polls_at_once_and_foreign_pings_are_ignored(env: WorkflowEnvironment) -> None:
     op = ScriptedOP(env, [GRANTED], interval=5, mode="ping")
     running, task_queue = worker(env, op)
@@ -757,7 +488,7 @@ async def test_a_slowed_interval_survives_continue_as_new(env: WorkflowEnvironme
 
 
 async def test_an_approval_that_does_not_record_still_does_not_after_continue_as_new(env: WorkflowEnvironment) -> None:
-    """A send that said no decision record (a history from before records) decides for every run."""
+    """A send that said the approval writes no decision record decides so for every run of it."""
     op = ScriptedOP(env, [TokenRequestResult(kind="pending")] * 10 + [GRANTED])
     op.records = False
     running, task_queue = worker(env, op)
@@ -769,8 +500,9 @@ async def test_an_approval_that_does_not_record_still_does_not_after_continue_as
 
 
 async def test_a_ping_during_the_last_request_of_a_run_asks_again_in_the_next(env: WorkflowEnvironment) -> None:
-    """A ping that lands while a run's last token request is on its way is carried into the next
-    run, which asks an interval after that request, not at the fallback poll."""
+    """A ping during a run's last token request is carried into the next run.
+
+    The next run asks an interval after that request, not at the fallback poll."""
     pending = TokenRequestResult(kind="pending")
     op = ScriptedOP(env, [pending] * 10 + [GRANTED], interval=5, expires_in=86400, mode="ping")
     op.gated = True
@@ -947,8 +679,9 @@ async def test_a_push_that_overtakes_the_request_is_kept(own_env: WorkflowEnviro
 async def test_at_most_eight_early_pushes_are_kept_and_never_another_chains(
     own_env: WorkflowEnvironment, foreign: int
 ) -> None:
-    """Pushes that arrive before the request's answer are kept (the bearer was verified), but
-    only eight, and none for another run chain. `foreign` pushes come first, one of them
+    """At most eight pushes that arrive before the request's answer are kept, none of another chain.
+
+    They are kept because the bearer was verified. `foreign` pushes come first, one of them
     another chain's for our auth_req_id (a denial, never kept); then our tokens, the eighth kept
     or the ninth, dropped."""
     env = own_env
@@ -989,8 +722,9 @@ async def test_push_mode_waits_without_polling_until_the_deadline(env: WorkflowE
 
 
 async def test_poll_mode_ends_expired_at_the_deadline(env: WorkflowEnvironment) -> None:
-    """The last second counts: a poll is due 1 s before the deadline, and the approval ends
-    at the deadline, not sooner."""
+    """The last second counts.
+
+    A poll is due 1 s before the deadline, and the approval ends at the deadline, not sooner."""
     op = ScriptedOP(env, [], interval=5, expires_in=11)
     running, task_queue = worker(env, op)
     async with running:
@@ -1016,8 +750,9 @@ async def test_cancelled_while_the_request_is_being_sent(env: WorkflowEnvironmen
 
 @pytest.mark.parametrize("interval", [5, 1])
 async def test_pings_never_outpace_the_interval(env: WorkflowEnvironment, interval: int) -> None:
-    """A flood of pings (or one replayed): the first asks at once, later ones wait the interval,
-    however short it is."""
+    """A flood of pings (or one replayed).
+
+    The first asks at once, later ones wait the interval, however short it is."""
     op = ScriptedOP(env, [TokenRequestResult(kind="pending")] * 3 + [GRANTED], interval=interval, mode="ping")
     op.gated = True
     running, task_queue = worker(env, op)
@@ -1190,9 +925,10 @@ PAYMENT = [{"type": "payment_initiation", "instructedAmount": {"currency": "EUR"
 
 @pytest.mark.parametrize("summary", [["pay `12` EUR", "to ACME"], None], ids=["summary", "authorization-details"])
 async def test_operators_see_what_was_asked_and_what_came_of_it(env: WorkflowEnvironment, summary: list[str]) -> None:
-    """The status query and the current details (the Temporal UI) while the approval waits, then
-    its outcome: who was asked what, the agent's summary or else the authorization details,
-    the OP's answer to the request, the action; and the redeem carries the action's digest."""
+    """The status query and the current details (the Temporal UI) while the approval waits, then its outcome.
+
+    Who was asked what, the agent's summary or else the authorization details, the OP's answer to
+    the request, the action; and the redeem carries the action's digest."""
     digest = "0123456789abcdef" * 4
     op = ScriptedOP(env, [GRANTED], interval=5, expires_in=600)
     running, task_queue = worker(env, op)

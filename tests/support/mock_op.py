@@ -1,0 +1,54 @@
+"""An OP behind httpx.MockTransport for the activity tests, and their activity environment."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import httpx
+from temporalio.testing import ActivityEnvironment
+
+from temporal_ciba._activities import CibaActivities
+from temporal_ciba.ciba import CibaClient, ClientSecretBasic
+from temporal_ciba.crypto import TokenSealer
+from tests.support.tokens import (
+    AUTH_REQ_ID,
+    CLIENT_ID,
+    ISSUER,
+    METADATA,
+    NOW,
+    Keys,
+)
+
+
+def env(attempt: int = 1) -> ActivityEnvironment:
+    environment = ActivityEnvironment()
+    environment.info = dataclasses.replace(environment.info, workflow_id="wf", workflow_run_id="run", attempt=attempt)
+    return environment
+
+
+class MockOP:
+    """An OP at ISSUER with a revocation endpoint and keys, recording the forms POSTed to it."""
+
+    def __init__(self) -> None:
+        self.keys = Keys()
+        self.revoked: list[dict[str, str]] = []
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/.well-known/openid-configuration":
+            return httpx.Response(200, json={**METADATA, "revocation_endpoint": f"{ISSUER}/revoke"})
+        if path == "/jwks":
+            return httpx.Response(200, json=self.keys.jwks_document())
+        if path == "/bc":
+            return httpx.Response(200, json={"auth_req_id": AUTH_REQ_ID, "expires_in": 120})
+        if path == "/revoke":
+            self.revoked.append(dict(httpx.QueryParams(request.content.decode())))
+            return httpx.Response(200)
+        return httpx.Response(404)
+
+    def activities(self, sealer: TokenSealer, *, requested_at: float) -> CibaActivities:
+        """The request is sent at `requested_at`; the tokens are validated at NOW."""
+        http = httpx.AsyncClient(transport=httpx.MockTransport(self))
+        auth = ClientSecretBasic(CLIENT_ID, "secret")
+        ciba = CibaClient(issuer=ISSUER, client_auth=auth, http=http, clock=lambda: NOW)
+        return CibaActivities(ciba, sealer, clock=lambda: requested_at)

@@ -1,0 +1,129 @@
+"""`audit verify`'s rules on literal records and tokens signed here (no OP, no store).
+
+Each rule fails the record it should, and a record that keeps every rule passes."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from temporal_ciba._models import ApprovalOutcome, ApprovalRequest, PolicyDecision
+from temporal_ciba.ciba import AUTH_REQ_ID_CLAIM
+from temporal_ciba.ciba._jwks import parse_jwks
+from temporal_ciba.records import DecisionRecord, RecordDecisionInput
+from temporal_ciba.records._audit import verify
+
+ISSUER, CLIENT = "https://op.example", "agent"
+DECIDED = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+DIGEST = "ab" * 32
+KEY = rsa.generate_private_key(65537, 2048)
+OTHER_KEY = rsa.generate_private_key(65537, 2048)
+JWKS = parse_jwks({"keys": [{**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(KEY.public_key())), "kid": "k1"}]})
+
+
+def id_token(key: Any = KEY, **claims: Any) -> str:
+    payload = {
+        "iss": ISSUER,
+        "aud": CLIENT,
+        "sub": "alice",
+        "acr": "mfa",
+        "amr": ["pwd", "otp"],
+        "auth_time": int(DECIDED.timestamp()) - 20,
+        "iat": int(DECIDED.timestamp()) - 5,
+        "exp": int(DECIDED.timestamp()) + 600,
+        AUTH_REQ_ID_CLAIM: "req-1",
+        **claims,
+    }
+    return jwt.encode(
+        {k: v for k, v in payload.items() if v is not None}, key, algorithm="RS256", headers={"kid": "k1"}
+    )
+
+
+def record(token: str | None = None, **fields: Any) -> DecisionRecord:
+    outcome = ApprovalOutcome(
+        status="approved",
+        workflow_id="wf",
+        auth_req_id="req-1",
+        reason="approved by alice",
+        sub="alice",
+        acr="mfa",
+        amr=["pwd", "otp"],
+        auth_time=int(DECIDED.timestamp()) - 20,
+        action_digest=DIGEST,
+        requested_at=DECIDED - timedelta(seconds=60),
+        decided_at=DECIDED,
+    )
+    request = ApprovalRequest(
+        login_hint="alice",
+        binding_message="Pay EUR 120.00",
+        action_digest=DIGEST,
+        authorization_details=[{"type": "payment_initiation", "actionDigest": DIGEST}],
+    )
+    made = RecordDecisionInput(
+        outcome=outcome, request=request, first_run_id="r1", run_id="r1", issuer=ISSUER, client_id=CLIENT
+    ).record(token if token is not None else id_token())
+    return made.model_copy(update=fields)
+
+
+def failures(*records: DecisionRecord | str) -> list[str]:
+    lines = [r if isinstance(r, str) else r.model_dump_json() for r in records]
+    return [failure.reason for failure in verify(lines, JWKS)]
+
+
+def test_an_intact_record_verifies() -> None:
+    assert failures(record()) == []
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        (id_token(OTHER_KEY), "signature does not verify"),
+        (id_token(sub="bob"), "sub differs"),
+        (id_token(acr="pwd"), "acr differs"),
+        (id_token(amr=["pwd"]), "amr differs"),
+        (id_token(auth_time=1), "auth_time differs"),
+        (id_token(iss="https://evil.example"), "iss differs"),
+        (id_token(aud="another-client"), "not for the recorded client"),
+        (id_token(**{AUTH_REQ_ID_CLAIM: "req-2"}), "another auth_req_id"),
+        (id_token(iat=int(DECIDED.timestamp()) - 3600), "issued before the request"),
+        (id_token(iat=int(DECIDED.timestamp()) + 3600), "issued after the decision"),
+    ],
+)
+def test_evidence_that_does_not_match_the_record_fails(token: str, reason: str) -> None:
+    (found,) = failures(record(token))
+    assert reason in found
+
+
+def test_a_token_without_the_auth_req_id_claim_still_verifies() -> None:
+    """oidc-provider as shipped adds no auth_req_id claim; the other claims still bind it."""
+    assert failures(record(id_token(**{AUTH_REQ_ID_CLAIM: None}))) == []
+
+
+def test_an_action_altered_or_inconsistent_fails() -> None:
+    altered = record(binding_message="Pay EUR 9120.00")
+    other_digest = record(authorization_details=[{"type": "payment_initiation", "actionDigest": "cd" * 32}])
+    assert ["altered" in failure for failure in failures(altered)] == [True]
+    # Both the digest check and the actionDigest check catch this one; the digest is checked first.
+    assert len(failures(other_digest)) == 1
+
+
+def test_an_approval_without_evidence_a_duplicate_and_a_malformed_line_fail() -> None:
+    found = failures(record().model_copy(update={"id_token": None, "record_id": "r0"}), record(), record(), "{}")
+    assert len(found) == 3
+    assert "without its ID token" in found[0] and "twice" in found[1] and "not a decision record" in found[2]
+
+
+def test_a_key_the_auditor_does_not_have_is_named() -> None:
+    token = jwt.encode({"sub": "alice"}, KEY, algorithm="RS256", headers={"kid": "rotated-away"})
+    (found,) = failures(record(token))
+    assert "no key of the OP verifies it" in found
+
+
+def test_an_action_the_policy_let_through_needs_no_evidence() -> None:
+    policy = PolicyDecision(rule="small amounts", reason="under 100", approval="none")
+    assert failures(record().model_copy(update={"id_token": None, "policy": policy, "sub": None})) == []
