@@ -6,12 +6,14 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh
 
 # Debian packages the tests use: Chromium for the approver page's browser test,
-# docker-compose (which needs no Docker engine) to validate docker-compose.yml, and PostgreSQL
+# docker-compose (which needs no Docker engine) to validate docker-compose.yml, Graphviz to
+# check that docs/flow.svg is what docs/flow.dot renders, and PostgreSQL
 # for the decision-record store's tests (they run initdb and postgres themselves; Debian keeps
 # the server's programs off PATH, in /usr/lib/postgresql/<version>/bin).
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
+command -v dot >/dev/null || missing+=(graphviz)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
@@ -24,9 +26,12 @@ fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
+# The documentation site: a broken link, a page left out of the nav or an API reference that
+# does not resolve fails here (mkdocs.yml sets strict).
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
 # Mutation testing of the validation rules (about 4 minutes on 2 cores): a rule deleted or
 # loosened in temporal_ciba/ciba/_validation.py fails here. On a full run only (CI's); the
-# other modules: `bash scripts/mutation.sh` (README, "Mutation testing").
+# other modules: `bash scripts/mutation.sh` (docs/contributing/mutation-testing.md).
 if [ $# -eq 0 ]; then
   bash scripts/mutation.sh validation
 fi
