@@ -104,12 +104,12 @@ def test_mounted_files_exist(services: dict[str, Any]) -> None:
 
 
 def test_every_setting_it_uses_is_documented(services: dict[str, Any]) -> None:
-    readme = (REPO / "README.md").read_text()
+    reference = (REPO / "docs" / "operations" / "configuration.md").read_text()
     used = set()
     for service in services.values():
         environment = service.get("environment", {})
         used |= {name for name in environment if name.startswith(("CIBA_", "PAYMENT_API_"))}
-    assert used and all(name in readme for name in used), sorted(name for name in used if name not in readme)
+    assert used and all(name in reference for name in used), sorted(name for name in used if name not in reference)
 
 
 def test_only_the_ui_and_the_approver_page_are_published_on_loopback() -> None:
@@ -133,7 +133,7 @@ def test_nothing_publishes_on_every_interface(services: dict[str, Any]) -> None:
 def test_ciba_bind_moves_what_is_published_and_is_documented() -> None:
     ports = published({**REQUIRED, "CIBA_BIND": "192.0.2.7"})
     assert {ip for entries in ports.values() for ip, _, _ in entries} == {"192.0.2.7"}
-    assert "CIBA_BIND" in (REPO / "README.md").read_text()
+    assert "CIBA_BIND" in (REPO / "docs" / "operations" / "deployment.md").read_text()
     assert "CIBA_BIND" in (REPO / "deploy" / "example.env").read_text()
 
 
@@ -188,3 +188,4 @@ def test_the_op_image_runs_on_node_22() -> None:
     dockerfile = (REPO / "examples" / "demo" / "op" / "Dockerfile").read_text()
     assert re.search(r"^FROM node:22[-.]", dockerfile, re.MULTILINE)
     assert "Node.js 22" in (REPO / "README.md").read_text()
+    assert "Node.js 22" in (REPO / "docs" / "getting-started.md").read_text()

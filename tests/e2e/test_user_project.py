@@ -310,8 +310,10 @@ def _normalised(text: str) -> str:
     return "\n".join(line.rstrip() for line in text.strip().splitlines()) + "\n"
 
 
-@pytest.mark.parametrize("path", ["workflows/reset_account.py", "worker.py"])
+@pytest.mark.parametrize("path", ["workflows/reset_account.py", "activities/accounts.py", "worker.py", "starter.py"])
 def test_readme_shows_the_user_project_as_it_is(path: str) -> None:
     readme = _normalised((ROOT / "README.md").read_text())
     code = _normalised((ROOT / path).read_text())
     assert f"```python\n{code}```" in readme, f"README.md has no ```python block with the text of {path}"
+    # The getting-started page includes the file itself (pymdownx.snippets).
+    assert f'--8<-- "{path}"' in (ROOT / "docs" / "getting-started.md").read_text(), path

@@ -1,4 +1,5 @@
-"""The README prints the benchmark's figures exactly as `bench/results.json` holds them.
+"""The docs print the benchmark's figures exactly as `bench/results.json` holds them
+(docs/contributing/benchmarks.md).
 
 And they were measured on a commit of this repository's history (bench/run.py records it)."""
 
@@ -15,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS = json.loads((ROOT / "bench" / "results.json").read_text())
 
 
-def test_the_readme_table_is_the_one_results_json_makes() -> None:
-    assert table(RESULTS) in (ROOT / "README.md").read_text()
+def test_the_docs_table_is_the_one_results_json_makes() -> None:
+    assert table(RESULTS) in (ROOT / "docs" / "contributing" / "benchmarks.md").read_text()
 
 
 def test_the_figures_were_measured_on_a_commit_of_this_history() -> None:
