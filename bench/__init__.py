@@ -1,1 +1,1 @@
-"""The benchmark: `bash scripts/bench.sh` (see the README)."""
+"""The benchmark: `bash scripts/bench.sh` (see docs/contributing/benchmarks.md)."""

@@ -532,7 +532,7 @@ def git(*args: str) -> str:
 def machine() -> dict[str, Any]:
     return {
         "date": datetime.date.today().isoformat(),
-        # What was measured: README figures are regenerated from the commit that prints them.
+        # What was measured: the docs' figures are regenerated from the commit that prints them.
         "commit": git("rev-parse", "HEAD"),
         "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")),
         "cpus": os.cpu_count(),

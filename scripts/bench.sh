@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the benchmark on this machine after the README's set-up: prints a table, writes
+# Runs the benchmark on this machine after scripts/setup.sh: prints a table, writes
 # bench/results.json and bench/latency.png. Arguments go to bench/run.py (--help).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -442,8 +442,8 @@ another shell, paste these lines: the CLI's environment, the approvals, what is 
 workflow's history decoded through the codec server with its operator token:
 {commands}
 
-To run a worker of your own against the demo (the example tool agents, README "Gate a tool in
-your agent"): source {worker_env}
+To run a worker of your own against the demo (the quickstart, the example tool agents: docs/getting-started.md,
+docs/guides/): source {worker_env}
 """,
             flush=True,
         )

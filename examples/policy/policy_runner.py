@@ -2,7 +2,7 @@
 a worker in this process (CibaPlugin with the policy file, the example's workflow and
 activities), the workflow, and its result. Shared by pay_by_policy and service_account.
 
-Configuration as for `temporal-ciba worker` (README, "Configuration"); the policy file is
+Configuration as for `temporal-ciba worker` (docs/operations/configuration.md); the policy file is
 `--policy` (default: the example's policy.toml). Exit status: 0 when the action ran, 1 when
 it did not, 2 for a configuration error.
 """

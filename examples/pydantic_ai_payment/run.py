@@ -3,7 +3,7 @@
     python -m temporal_ciba_examples.pydantic_ai_payment.run --approver alice [--amount 120.00 ...]
 
 It starts its own worker in this process (PydanticAIPlugin and CibaPlugin, the CIBA_* settings of
-README "Configuration" plus CIBA_PAYMENT_API_URL), runs the agent workflow, and prints the
+docs/operations/configuration.md plus CIBA_PAYMENT_API_URL), runs the agent workflow, and prints the
 approval's outcome and the model's final answer. Given an existing --workflow-id it attaches to
 that run instead of starting another one (after a crash, say). Exit status: 0 approved, 1 any
 other outcome, 2 a configuration error.

@@ -1,7 +1,7 @@
 """Run an example tool agent from the command line: a worker in this process (the agent, its
 tool, the approvals, the offline model), the agent's workflow, and what came of it.
 
-Configuration as for `temporal-ciba worker` (README, "Configuration"): the CIBA_* settings of
+Configuration as for `temporal-ciba worker` (docs/operations/configuration.md): the CIBA_* settings of
 the OP and the keys, and TEMPORAL_ADDRESS. Exit status: 0 when every approval asked for was
 granted, 1 otherwise, 2 for a configuration error. Run it again with the same --workflow-id to
 resume an agent whose worker died (or to print the result of one that finished).

@@ -3,7 +3,7 @@
 A gated OpenAI Agents SDK agent (the example maintenance bot, offline scripted model) and a gated
 PydanticAI agent (the example payment agent), both waiting at once, approved on the real test OP, on
 the real dev server. The worker's plugins: `OpenAIAgentsPlugin`, `BothFrameworksConverter`,
-`PydanticAIPlugin`, `CibaPlugin` (README, "Gate a tool in your agent"; without
+`PydanticAIPlugin`, `CibaPlugin` (docs/guides/pydantic-ai.md; without
 BothFrameworksConverter, PydanticAI's converter breaks the OpenAI agent's second model turn,
 tests/unit/agents/test_both_frameworks.py)."""
 
@@ -43,7 +43,7 @@ from tests.support.temporal import DevServer, raw_history_bytes
 
 
 def both_frameworks(model: ScriptedModel, ciba_plugin: CibaPlugin) -> list[Plugin]:
-    """The plugins in the one order that works (README, "Gate a tool in your agent")."""
+    """The plugins in the one order that works (docs/guides/pydantic-ai.md)."""
     openai = OpenAIAgentsPlugin(model_provider=TestModelProvider(model))
     return [openai, BothFrameworksConverter(), PydanticAIPlugin(), ciba_plugin]
 

@@ -261,7 +261,7 @@ async def test_a_gated_call_approved_without_ciba_is_refused(agents: Agents, op:
     assert agents.ledger.entries() == []
 
 
-# The examples' command lines, as the README gives them ------------------------------------------
+# The examples' command lines, as docs/guides/openai-agents.md gives them ------------------------------------------
 
 
 class Example:
@@ -354,7 +354,7 @@ async def test_maintenance_bot_survives_sigkill_while_waiting(
     bot.start()
     [request] = await pending(op, f"Change {system} in production")
     # Killed once the approval has recorded its request: the request is a local activity, and a
-    # worker killed before its workflow task completes sends it again (README, "Known limits").
+    # worker killed before its workflow task completes sends it again (docs/security/threat-model.md, "Known limits").
     [approval] = await wait_for(lambda: approvals_of(temporal_client, bot.workflow_id), what="the approval")
     assert await pending_auth_req_id(temporal_client.get_workflow_handle(approval)) == request["auth_req_id"]
     bot.kill()  # the worker dies while the approval waits

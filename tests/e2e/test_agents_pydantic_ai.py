@@ -162,7 +162,7 @@ async def test_arguments_changed_after_approval_are_refused(agents: Agents, op: 
     assert TAMPERED_AMOUNT != INVOICE.amount
 
 
-# --- The example's command line, as the README runs it --------------------------------------
+# --- The example's command line, as docs/guides/pydantic-ai.md runs it --------------------------------------
 
 
 @pytest.fixture

@@ -85,7 +85,7 @@ async def test_logs_metrics_and_traces(
 
         async with httpx.AsyncClient(timeout=5) as http:
             metrics = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
-        # The request and the redeem are local activities (README, "Use it from a workflow").
+        # The request and the redeem are local activities (docs/guides/asking-for-an-approval.md).
         assert "temporal_workflow_completed" in metrics and "temporal_local_activity_execution_latency" in metrics
 
         await wait_for(

@@ -4,7 +4,7 @@ The test OP (server.mjs) runs with TEST_OP_STOCK=1: acknowledgements and ID toke
 oidc-provider issues them, so no `urn:openid:params:jwt:claim:auth_req_id` claim in poll or ping
 mode. The OP's `replay_tokens` fault plays whoever can substitute the token endpoint's answer:
 it returns the token response of an earlier request instead of ours. Each test states, in its
-name, one line of the README's "Threat model" (what binds tokens to their request, per mode).
+name, one line of docs/security/token-binding.md (what binds tokens to their request, per mode).
 Push mode, which oidc-provider does not implement, is covered by tests/e2e/test_ping_push.py
 (the claim is required there: CIBA §10.3.1).
 """
@@ -92,7 +92,7 @@ async def test_stock_op_binds_tokens_only_through_the_token_endpoint_exchange(st
 
 @pytest.mark.parametrize("mode", list(MODES))
 async def test_stock_op_replay_of_an_identical_fresh_request_is_not_detectable(stock_op: TestOP, mode: str) -> None:
-    # The limit the README states: without the claim, a response to another identical request,
+    # The limit docs/security/token-binding.md states: without the claim, a response to another identical request,
     # issued within the clock leeway, validates. Only the TLS exchange with the OP's token
     # endpoint (our auth_req_id in, its answer out) excludes it.
     async with ciba_client(stock_op, mode) as ciba:

@@ -120,7 +120,7 @@ class ExampleProcess:
 async def pay_with_the_example(
     client: Client, server: DevServer, op: TestOP, payment_api: str, log: Path, **settings: str
 ) -> dict[str, Any]:
-    """Runs the README command (poll mode, `settings` over the defaults) for an invoice of its
+    """Runs the command of docs/guides/pydantic-ai.md (poll mode, `settings` over the defaults) for an invoice of its
     own, approves, and returns the one payment once it has exited 0."""
     # Not INVOICE: the API pays each action once per client, and other tests paid that one.
     action = INVOICE.model_copy(update={"reference": f"INV-{uuid.uuid4().hex[:8]}"})

@@ -223,7 +223,7 @@ async def temporal_client(temporal_server: DevServer) -> Client:
     return client
 
 
-# Decision records of the workers the tests start (README, "Decision records"): never in the
+# Decision records of the workers the tests start (docs/operations/decision-records.md): never in the
 # working directory.
 RECORDS_DIR = Path(tempfile.mkdtemp(prefix="ciba-test-records-"))
 

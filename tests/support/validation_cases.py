@@ -103,7 +103,7 @@ NEGATIVE = {
         "authorization_details_mismatch",
     ),
     "stale_tokens_replayed_into_new_request": (Case(_stale_replay), "iat_before_request"),
-    # Further rules of our own (README, "Validation").
+    # Further rules of our own (docs/security/validated.md).
     "hmac_alg_with_public_key": (Case(_hmac_with_public_key), "alg_not_allowed"),
     "alg_not_on_allow_list": (Case(lambda: token_response(KEYS.sign(claims(), alg="RS384"))), "alg_not_allowed"),
     "unknown_kid": (Case(lambda: token_response(KEYS.sign(claims(), kid="rotated-away"))), "key_not_found"),

@@ -1,5 +1,5 @@
 """The `temporal-ciba` commands are the library's own: its programs, the approval commands and
-the audit (README, "Command line"); the samples bring a command of their own."""
+the audit (docs/operations/cli.md); the samples bring a command of their own."""
 
 from __future__ import annotations
 

@@ -310,7 +310,7 @@ async def test_a_cancellation_during_the_redeem_never_hands_out_its_access_token
     # The cancellation reaches the server while the redeem (a local activity) runs: the workflow
     # task that would record its result fails, and the run is replayed with the cancellation
     # first. The approval ends cancelled; the access token the OP issued reaches no history and
-    # no one (README: the crash window).
+    # no one (docs/security/threat-model.md: the crash window).
     op = ScriptedOP(env, [GRANTED])
     op.blocking = True
     running, task_queue = worker(env, op)

@@ -2,7 +2,7 @@
 
 Pending approvals wait across deploys, so a notification token, a sealed token and a history
 payload written under a key must keep opening under it after an upgrade, and an approval's DPoP
-key must stay the same (README, "Changing workflow code without stranding pending approvals").
+key must stay the same (docs/guides/changing-workflow-code.md).
 The values below were written by this code under a fixed key; a change to a key derivation, an
 associated data, a prefix or a layout fails here."""
 
