@@ -1,5 +1,5 @@
 """This project's worker: its own workflow and activity, and the approval workflow that
-CibaPlugin brings. Settings come from the environment (CIBA_*, TEMPORAL_*; see the README)."""
+CibaPlugin brings. Settings come from the environment (CIBA_*, TEMPORAL_*: docs/operations/configuration.md)."""
 
 import asyncio
 import os

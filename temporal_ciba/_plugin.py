@@ -159,7 +159,7 @@ class CibaPlugin(SimplePlugin):
 
     @classmethod
     def from_env(cls, *, interceptors: Sequence[Any] = ()) -> CibaPlugin:
-        """A worker's plugin from the CIBA_* environment (README, "Configuration").
+        """A worker's plugin from the CIBA_* environment (docs/operations/configuration.md).
 
         A missing or malformed setting raises ConfigError naming it."""
         keys = load_settings(WorkerSettings)

@@ -15,7 +15,7 @@ LIST_STATUSES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Every command of the README's "Command line", with its options and help."""
+    """Every command of docs/operations/cli.md, with its options and help."""
     parser = argparse.ArgumentParser(
         prog="temporal-ciba",
         description="Durable human approval for Temporal workflows through OpenID Connect CIBA.",

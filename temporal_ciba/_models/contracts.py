@@ -3,7 +3,7 @@
 ApprovalRequest, PollingPolicy, ApprovalOutcome (with PolicyDecision and ApproverClaims) and
 ApprovalState.
 
-They are in every approval's history and in the README: extend them with optional fields,
+They are in every approval's history and in the docs: extend them with optional fields,
 never rename a class or a field. No model here carries a token in clear: tokens travel sealed
 (temporal_ciba.crypto).
 """

@@ -1,7 +1,7 @@
 """Decision records: one per approval outcome, in SQLite or PostgreSQL.
 
 Each holds the OP-signed ID token as encrypted evidence; they are exported and verified by
-`temporal-ciba audit` (README, "Decision records")."""
+`temporal-ciba audit` (docs/operations/decision-records.md)."""
 
 from temporal_ciba.records._activity import DecisionRecorder
 from temporal_ciba.records._audit import discover_jwks, export, load_jwks, parse_export, verify

@@ -2,7 +2,7 @@
 
 Export opens each record's evidence with the record key and writes the ID token in clear: the
 auditor then needs no secret of the operator's, only the OP's public keys, which they fetch
-themselves (README, "Decision records"). Verify re-checks each record on its own:
+themselves (docs/operations/decision-records.md). Verify re-checks each record on its own:
 
 1. the ID token's signature, against the OP's keys (a JWKS file, or fetched from jwks_uri);
 2. its claims against the record: iss, aud (our client), sub, acr, amr, auth_time, the

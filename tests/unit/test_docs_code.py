@@ -114,8 +114,8 @@ def test_the_block_runs_somewhere(page: str, line: int, code: str) -> None:
         return  # a quickstart file verbatim: tests/e2e/test_user_project.py runs it and checks the copy
     missing = unresolved(code)
     assert not missing, f"{page}:{line}: undefined names {sorted(missing)}"
-    module = types.ModuleType("docs_block")
-    exec(compile(code, f"{page}:{line}", "exec"), module.__dict__)  # noqa: S102 - the docs' own code, the point of the test
+    namespace = types.ModuleType("docs_block")
+    exec(compile(code, f"{page}:{line}", "exec"), namespace.__dict__)  # noqa: S102 - the docs' own code, the point of the test
 
 
 def test_the_readme_shows_the_whole_quickstart() -> None:
