@@ -1,7 +1,7 @@
-"""The getting-started page's path, followed as a newcomer follows it.
+"""The getting-started path, followed as a newcomer follows it.
 
-The commands come from the page itself (docs/getting-started.md, "Run it against the demo"), so
-the test follows the page when it changes. The package is the wheel built from this checkout,
+The commands come from the pages themselves (docs/getting-started.md and the README, "Run it
+against the demo"), so the test follows a page when it changes. The package is the wheel built from this checkout,
 installed into a fresh virtual environment; the project is the quickstart's files, copied as
 the page says; the demo runs beside it. The shell has that environment's bin first on PATH (the
 page's "your virtual environment active") and nothing of this checkout."""
@@ -21,12 +21,12 @@ import sysconfig
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support.stack import clean_env
 from tests.support.temporal import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGE = ROOT / "docs" / "getting-started.md"
 PROJECT_FILES = ("workflows", "activities", "worker.py", "starter.py")
 DEMO_DIR_ON_PAGE = "/path/to/temporal-ciba/.demo"
 NOT_SOURCES = shutil.ignore_patterns(
@@ -34,12 +34,19 @@ NOT_SOURCES = shutil.ignore_patterns(
 )
 
 
-def page_commands() -> str:
-    """The shell block under the page's "Run it against the demo" heading."""
-    text = PAGE.read_text()
-    section = text.split("### Run it against the demo", 1)[1]
+# Where each page tells the reader to run the quickstart against the demo: the first ```sh
+# block after this text.
+PATHS = {
+    "docs/getting-started.md": "### Run it against the demo",
+    "README.md": "Run it against the demo",
+}
+
+
+def page_commands(page: str) -> str:
+    """The shell block that follows the page's "Run it against the demo"."""
+    section = (ROOT / page).read_text().split(PATHS[page], 1)[1]
     block = re.search(r"```sh\n(.*?)```", section, re.DOTALL)
-    assert block, "docs/getting-started.md: no ```sh block under 'Run it against the demo'"
+    assert block, f"{page}: no ```sh block after {PATHS[page]!r}"
     return block.group(1)
 
 
@@ -100,9 +107,9 @@ async def read_until(stream: asyncio.StreamReader, text: str, output: list[str],
     await asyncio.wait_for(read(), timeout)
 
 
-async def test_the_getting_started_path_runs_as_the_page_says(tmp_path: Path) -> None:
-    commands = page_commands()
-    assert DEMO_DIR_ON_PAGE in commands
+@pytest.mark.parametrize("page", sorted(PATHS))
+async def test_the_quickstart_runs_against_the_demo_as_the_page_says(page: str, tmp_path: Path) -> None:
+    commands = page_commands(page)
     bin_dir = fresh_environment(tmp_path)
     project = tmp_path / "project"
     project.mkdir()
@@ -113,6 +120,9 @@ async def test_the_getting_started_path_runs_as_the_page_says(tmp_path: Path) ->
             shutil.copy2(ROOT / name, project / name)
 
     demo_dir, base = tmp_path / "demo", free_port_run()
+    # The README's lines run in the checkout: its .venv and the demo's .demo/ beside the files.
+    (project / ".venv").symlink_to(bin_dir.parent)
+    (project / ".demo").symlink_to(demo_dir, target_is_directory=True)
     demo = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "temporal_ciba_examples", "demo", "--dir", str(demo_dir), "--port-base", str(base)),
         stdout=asyncio.subprocess.PIPE,
