@@ -134,3 +134,13 @@ def test_the_tested_versions_the_docs_state_are_installed() -> None:
     assert claims, "no page states a tested version"
     wrong = [(page, name, stated, version(name)) for page, name, stated in claims if version(name) != stated]
     assert not wrong, f"the docs state versions CI does not install (page, name, stated, installed): {wrong}"
+
+
+def test_the_supported_ranges_the_docs_state_are_the_extras() -> None:
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    stated = []
+    for page in PAGES:
+        stated += re.findall(r"Supported:\s+`([\w\[\].-]+)`\s+(>=[\d.]+,<[\d.]+)", page.read_text())
+    assert stated, "no page states a supported range"
+    wrong = [(name, spec) for name, spec in stated if f'"{name}{spec}"' not in pyproject]
+    assert not wrong, f"the docs state ranges pyproject.toml's extras do not pin: {wrong}"
