@@ -105,7 +105,8 @@ async def request_token(
 ) -> TokenRequestResult | None:
     """One token request as an activity of its own; None if the OP stayed unreachable.
 
-    The generation of DecisionPath.redeem False: its sealed tokens go to validate_tokens.
+    The path of runs recorded without REDEEM_PATCH (DecisionPath.redeem False): its sealed
+    tokens go to validate_tokens.
     Shielded from cancellation (_shielded)."""
     handle = workflow.start_activity_method(
         CibaActivities.request_token,

@@ -317,8 +317,8 @@ class Approval:
     async def _request_token(self, pending: PendingState, interval: float) -> TokenRequestResult | None:
         """One token request, its validation to follow; None if the OP stayed unreachable.
 
-        The generation of DecisionPath.redeem False. Tokens it brings back after a cancellation
-        are kept to be revoked, not dropped."""
+        The path of runs recorded without REDEEM_PATCH (DecisionPath.redeem False). Tokens it
+        brings back after a cancellation are kept to be revoked, not dropped."""
         remaining = pending.deadline - workflow.now()
 
         def keep_late(late: TokenRequestResult) -> None:
