@@ -94,7 +94,7 @@ def check_dsn(dsn: str) -> None:
         raise ValueError("needs psycopg: install temporal-ciba[postgres]") from None
     try:
         conninfo_to_dict(dsn)
-    except Exception:  # noqa: BLE001 (psycopg.ProgrammingError, whose text quotes the DSN)
+    except Exception:
         raise ValueError(
             "libpq cannot parse this URL (a reserved character such as % @ : / in the user name or "
             "password must be percent-encoded, % as %25)"

@@ -32,7 +32,7 @@ from temporal_ciba.records import (
     SqliteStore,
 )
 from tests.support.postgres import PostgresServer
-from tests.support.stack import PAYLOAD_KEY, TOKEN_KEY, cli_command, clean_env
+from tests.support.stack import PAYLOAD_KEY, TOKEN_KEY, clean_env, cli_command
 from tests.support.temporal import free_port
 
 PASSWORD = "Hunter2%zzSecret"  # "%zz" is no percent-encoding: libpq cannot parse the URL
