@@ -41,7 +41,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from temporalio.api.common.v1 import Payloads
 from temporalio.converter import PayloadCodec
 
-from temporal_ciba._programs.codec_server_settings import CodecServerSettings
+from temporal_ciba._programs.codec_server_settings import ACCESS_TOKEN_TYPE, CodecServerSettings, normal_token_type
 from temporal_ciba.ciba import CibaError, JwksCache, TransportError, fetch_provider_metadata, json_object, select_keys
 from temporal_ciba.crypto import AesGcmCodec, PayloadDecryptionError
 
@@ -101,7 +101,10 @@ class OidcAccessTokens:
     """Bearer access tokens that are JWTs signed by `issuer`.
 
     Keys come from its discovery document's jwks_uri; a token must be for one of `audiences`
-    and unexpired; RSA or EC signatures only."""
+    and unexpired; RSA or EC signatures only. It must be an access token: its `typ` header one of
+    `token_types` (RFC 9068's at+jwt by default), and, where configured, holding `required_claim`.
+    An ID token of the issuer for the same audience (a client id, as with Keycloak) is refused:
+    ID tokens travel further than access tokens (decision-record exports hold them)."""
 
     def __init__(
         self,
@@ -110,6 +113,8 @@ class OidcAccessTokens:
         *,
         algorithms: Sequence[str] = ("RS256", "PS256", "ES256"),
         required_scope: str | None = None,
+        token_types: Sequence[str] = (ACCESS_TOKEN_TYPE,),
+        required_claim: tuple[str, str] | None = None,
         leeway_seconds: int = 60,
         timeout: httpx.Timeout = httpx.Timeout(10.0, connect=5.0),  # noqa: B008 (immutable)
     ) -> None:
@@ -119,6 +124,8 @@ class OidcAccessTokens:
         self.audiences = list(audiences)
         self.algorithms = tuple(algorithms)
         self.required_scope = required_scope
+        self.token_types = frozenset(normal_token_type(kind) for kind in token_types)
+        self.required_claim = required_claim
         self.leeway_seconds = leeway_seconds
         self._timeout = timeout
         self._jwks_uri: str | None = None
@@ -155,7 +162,10 @@ class OidcAccessTokens:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
             raise _unauthorized("the bearer token is not a valid JWT") from None
-        alg, kid = header.get("alg"), header.get("kid")
+        alg, kid, typ = header.get("alg"), header.get("kid"), header.get("typ")
+        if not isinstance(typ, str) or normal_token_type(typ) not in self.token_types:
+            # An ID token (typ JWT, or none) for our audience is not an access token (RFC 9068 §4).
+            raise _unauthorized(f"the token is not an access token (typ {' or '.join(sorted(self.token_types))})")
         if alg not in self.algorithms:
             raise _unauthorized(f"the token's algorithm is not one of {', '.join(self.algorithms)}")
         if kid is not None and not isinstance(kid, str):
@@ -180,8 +190,16 @@ class OidcAccessTokens:
             except jwt.PyJWTError as exc:
                 raise _unauthorized(f"the token was refused: {exc}") from None
             self._check_scope(claims)
+            self._check_claim(claims)
             return claims
         raise _unauthorized("the token's signature does not verify with the issuer's keys")
+
+    def _check_claim(self, claims: dict[str, Any]) -> None:
+        if self.required_claim is None:
+            return
+        name, value = self.required_claim
+        if claims.get(name) != value:
+            raise _unauthorized(f"the token is not an access token (its {name} claim is not {value!r})")
 
     def _check_scope(self, claims: dict[str, Any]) -> None:
         if self.required_scope is None:
@@ -351,6 +369,8 @@ def codec_app_from_settings(settings: CodecServerSettings) -> Starlette:
             settings.codec_oidc_audience,
             algorithms=settings.codec_oidc_algs,
             required_scope=settings.codec_oidc_required_scope,
+            token_types=settings.codec_oidc_token_types,
+            required_claim=settings.token_claim(),
             leeway_seconds=settings.codec_clock_leeway,
             timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)),
         )

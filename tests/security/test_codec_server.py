@@ -59,12 +59,43 @@ class Issuer:
     key: rsa.RSAPrivateKey
     jwks_fetches: list[float]
 
-    def token(self, *, key: Any = None, alg: str = "RS256", kid: str | None = "k1", **claims: Any) -> str:
+    def token(
+        self,
+        *,
+        key: Any = None,
+        alg: str = "RS256",
+        kid: str | None = "k1",
+        typ: str | None = "at+jwt",
+        claims: dict[str, Any] | None = None,
+        **more_claims: Any,
+    ) -> str:
+        """A JWT of this issuer for AUDIENCE: an RFC 9068 access token unless `typ` (its header) says otherwise."""
         now = int(time.time())
-        body = {"iss": self.url, "aud": AUDIENCE, "sub": "operator-1", "iat": now, "exp": now + 300, **claims}
+        body = {
+            "iss": self.url,
+            "aud": AUDIENCE,
+            "sub": "operator-1",
+            "iat": now,
+            "exp": now + 300,
+            **(claims or {}),
+            **more_claims,
+        }
         body = {name: value for name, value in body.items() if value is not None}
         headers = {"kid": kid} if kid is not None else {}
+        # PyJWT writes typ "JWT" unless told; None leaves the header without one.
+        headers["typ"] = typ  # type: ignore[assignment]
         return jwt.encode(body, key if key is not None else self.key, algorithm=alg, headers=headers)
+
+    def id_token(self, **claims: Any) -> str:
+        """What the OP issues a CIBA client whose id is AUDIENCE: an ID token (typ JWT), aud the client."""
+        now = int(time.time())
+        return self.token(
+            typ="JWT",
+            auth_time=now - 5,
+            acr="urn:example:acr:mfa",
+            at_hash="x" * 22,
+            claims={"urn:openid:params:jwt:claim:auth_req_id": "req-1", **claims},
+        )
 
 
 @pytest.fixture(scope="module")
@@ -255,12 +286,112 @@ def test_decodes_for_an_access_token_of_the_issuer(codec: CodecProcess, http: ht
     assert json_format.ParseDict(response.json(), Payloads()).payloads[0].data == SECRET
 
 
+@pytest.mark.parametrize("typ", ["at+jwt", "application/at+jwt", "AT+JWT"])
+def test_decodes_for_an_rfc_9068_access_token(
+    codec: CodecProcess, http: httpx.Client, issuer: Issuer, typ: str
+) -> None:
+    response = http.post(
+        "/decode",
+        content=sealed_body(codec.payload_key, SECRET),
+        headers={"authorization": f"Bearer {issuer.token(typ=typ)}"},
+    )
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        lambda issuer: issuer.id_token(),
+        lambda issuer: issuer.token(typ="JWT"),
+        lambda issuer: issuer.token(typ=None),
+        lambda issuer: issuer.token(typ="id_token+jwt"),
+        lambda issuer: issuer.token(typ="at+jwt\n"),
+        lambda issuer: issuer.token(typ="dpop+jwt"),
+    ],
+    ids=[
+        "CIBA ID token for the audience",
+        "typ JWT",
+        "no typ",
+        "another typ",
+        "typ with a newline",
+        "a DPoP proof's typ",
+    ],
+)
+def test_an_id_token_for_the_audience_is_no_access_token(
+    codec: CodecProcess, http: httpx.Client, issuer: Issuer, token: Any
+) -> None:
+    """An ID token signed by the issuer, for a client whose id is the configured audience: 401."""
+    response = http.post(
+        "/decode",
+        content=sealed_body(codec.payload_key, SECRET),
+        headers={"authorization": f"Bearer {token(issuer)}"},
+    )
+    assert response.status_code == 401, response.text
+    assert b"DE89" not in response.content and "not an access token" in response.json()["error"]
+
+
+@pytest.fixture(scope="module")
+def keycloak_style_codec(issuer: Issuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A codec server for an OP whose access tokens say typ JWT, told them apart by a claim (typ=Bearer)."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("codec-server-typ") / "codec-server.log"
+    process = start_codec_server(
+        log,
+        CIBA_PAYLOAD_KEY=base64.b64encode(PAYLOAD_KEY).decode(),
+        CIBA_CODEC_PORT=str(port),
+        CIBA_CODEC_OIDC_ISSUER=issuer.url,
+        CIBA_CODEC_OIDC_AUDIENCE=AUDIENCE,
+        CIBA_CODEC_OIDC_TOKEN_TYPES="JWT",
+        CIBA_CODEC_OIDC_TOKEN_CLAIM="typ=Bearer",
+    )
+    wait_for_port(port, process, log)
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def test_a_configured_rule_admits_another_typ_but_still_no_id_token(keycloak_style_codec: str, issuer: Issuer) -> None:
+    body = sealed_body(PAYLOAD_KEY, SECRET)
+    answers = {
+        name: httpx.post(
+            keycloak_style_codec + "/decode", content=body, headers={"authorization": f"Bearer {token}"}, timeout=30
+        ).status_code
+        for name, token in {
+            "access token": issuer.token(typ="JWT", claims={"typ": "Bearer"}),
+            "ID token": issuer.token(typ="JWT", claims={"typ": "ID"}),
+            "no typ claim": issuer.token(typ="JWT"),
+            "at+jwt without the claim": issuer.token(typ="at+jwt"),
+        }.items()
+    }
+    assert answers == {"access token": 200, "ID token": 401, "no typ claim": 401, "at+jwt without the claim": 401}
+
+
+def test_another_typ_without_a_rule_that_id_tokens_fail_is_refused_at_start(issuer: Issuer) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "temporal_ciba", "codec-server"],
+        env=codec_env(
+            CIBA_PAYLOAD_KEY=_random_key(),
+            CIBA_CODEC_PORT=str(free_port()),
+            CIBA_CODEC_OIDC_ISSUER=issuer.url,
+            CIBA_CODEC_OIDC_AUDIENCE=AUDIENCE,
+            CIBA_CODEC_OIDC_TOKEN_TYPES="at+jwt,JWT",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "CIBA_CODEC_OIDC_TOKEN_TYPES accepts jwt" in line and "CIBA_CODEC_OIDC_TOKEN_CLAIM" in line
+
+
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def _hs256(claims: dict[str, Any], secret: bytes) -> str:
-    signing_input = _b64url(b'{"alg":"HS256","kid":"k1","typ":"JWT"}') + "." + _b64url(json.dumps(claims).encode())
+    signing_input = _b64url(b'{"alg":"HS256","kid":"k1","typ":"at+jwt"}') + "." + _b64url(json.dumps(claims).encode())
     signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{_b64url(signature)}"
 
@@ -271,7 +402,7 @@ def _forged_tokens(issuer: Issuer) -> dict[str, str]:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     now = int(time.time())
-    header = _b64url(b'{"alg":"none","kid":"k1"}')
+    header = _b64url(b'{"alg":"none","kid":"k1","typ":"at+jwt"}')
     claims = {"iss": issuer.url, "aud": AUDIENCE, "exp": now + 300}
     unsigned = _b64url(json.dumps(claims).encode())
     return {
