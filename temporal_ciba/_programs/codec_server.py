@@ -13,7 +13,11 @@ It decrypts history for whoever calls it, so it is not an oracle for anyone who 
 - the Host header must name this server (a DNS-rebinding page has its own host name), and a
   browser's Origin must be one of the UI's origins (CORS preflights need no token);
 - /encode, which makes ciphertext the worker accepts, is off unless CIBA_CODEC_ALLOW_ENCODE;
-- bodies are cut off at the limit while they stream in; bad input gets a one-line JSON 4xx.
+- bodies are cut off at the limit while they stream in; bad input gets a one-line JSON 4xx;
+- slow clients cannot pin it, as they cannot pin the callback service (http_guard, served by
+  `temporal-ciba codec-server`): a request head must arrive within CIBA_CODEC_READ_TIMEOUT of
+  the connection (or of the previous response), a body within it of its head (408), and at most
+  CIBA_CODEC_MAX_CONNECTIONS connections are open (503 beyond).
 
 It listens on loopback by default. Tokens stay sealed even in decoded payloads
 (temporal_ciba.crypto._sealing); only the activities open them.
@@ -42,6 +46,7 @@ from temporalio.api.common.v1 import Payloads
 from temporalio.converter import PayloadCodec
 
 from temporal_ciba._programs.codec_server_settings import ACCESS_TOKEN_TYPE, CodecServerSettings, normal_token_type
+from temporal_ciba._programs.http_guard import DEFAULT_READ_TIMEOUT, BodyDeadline
 from temporal_ciba.ciba import CibaError, JwksCache, TransportError, fetch_provider_metadata, json_object, select_keys
 from temporal_ciba.crypto import AesGcmCodec, PayloadDecryptionError
 
@@ -64,6 +69,10 @@ class Refused(Exception):
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _late_body(seconds: float) -> Response:
+    return _error(408, f"the body did not arrive within {seconds:g} s")
 
 
 def _unauthorized(reason: str) -> Refused:
@@ -312,6 +321,7 @@ def create_codec_app(
     allowed_hosts: Sequence[str] = ("localhost", "127.0.0.1", "::1"),
     allow_encode: bool = False,
     max_body_bytes: int = MAX_BODY_BYTES,
+    read_timeout: float = DEFAULT_READ_TIMEOUT,
 ) -> Starlette:
     async def convert(request: Request, decode: bool) -> Response:
         try:
@@ -347,6 +357,8 @@ def create_codec_app(
         routes=[Route("/decode", decode, methods=["POST"]), Route("/encode", encode, methods=["POST"])],
         exception_handlers={HTTPException: http_error},
         middleware=[
+            # The body within `read_timeout` of its head (the head's own deadline is GuardedH11Protocol's).
+            Middleware(BodyDeadline, seconds=read_timeout, answer=_late_body),
             Middleware(HostAndOriginGuard, allowed_hosts=allowed_hosts, allowed_origins=cors_origins),
             Middleware(
                 CORSMiddleware,
@@ -382,4 +394,5 @@ def codec_app_from_settings(settings: CodecServerSettings) -> Starlette:
         allowed_hosts=settings.allowed_hosts(),
         allow_encode=settings.codec_allow_encode,
         max_body_bytes=settings.codec_max_body_bytes,
+        read_timeout=settings.codec_read_timeout,
     )

@@ -64,6 +64,11 @@ class CodecServerSettings(TemporalSettings):
     # /encode makes ciphertext the worker will accept: off unless asked for.
     codec_allow_encode: bool = False
     codec_max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    # Seconds for a request head to arrive (after the connection or the previous response), and
+    # again for its body; slower clients are cut (408 for a late body).
+    codec_read_timeout: float = Field(default=10.0, gt=0, le=300)
+    # Open connections at most (idle and slow ones count); requests beyond get 503 at once.
+    codec_max_connections: int = Field(default=256, ge=1, le=100_000)
     # HTTPS (the Temporal UI passes the access token only to an https codec endpoint).
     codec_tls_cert: Path | None = None
     codec_tls_key: Path | None = None

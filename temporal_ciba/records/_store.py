@@ -82,6 +82,9 @@ class DecisionStore(ABC):
     def _connect(self) -> Any: ...
 
     @abstractmethod
+    def _schema(self) -> str: ...
+
+    @abstractmethod
     def _driver_errors(self) -> tuple[type[BaseException], ...]: ...
 
     def _describe(self, exc: BaseException) -> str:
