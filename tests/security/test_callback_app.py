@@ -28,8 +28,8 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporal_ciba._models import PingNotice, PushDelivery
 from temporal_ciba._programs import http_guard
 from temporal_ciba._programs.callback import MAX_SAFE_INTEGER, create_callback_app, parse_i_json
-from temporal_ciba._programs.http_guard import BodyDeadline, GuardedH11Protocol
 from temporal_ciba._programs.connect import connect
+from temporal_ciba._programs.http_guard import BodyDeadline, GuardedH11Protocol
 from temporal_ciba._workflow import DELIVER_SIGNAL, NOTIFY_SIGNAL
 from temporal_ciba.crypto._notification import NotificationTokens
 from temporal_ciba.crypto._sealing import TokenSealer, tokens_context
