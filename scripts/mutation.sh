@@ -56,7 +56,7 @@ tests/unit/test_activity_options.py tests/unit/test_decision_path_without_redeem
   # they drive the `temporal-ciba callback` process, and mutmut learns which tests reach a
   # mutant only from calls in the test process itself, so every mutant would count as reached
   # by no test (and each mutant would start the OP, the dev server and the process again).
-  [callback]="temporal_ciba/_programs/callback.py | tests/security/test_callback_app.py"
+  [callback]="temporal_ciba/_programs/callback.py temporal_ciba/_programs/http_guard.py | tests/security/test_callback_app.py"
 )
 
 # Groups whose tests run Temporal workers: mutmut's default forks each mutant's run from a process

@@ -34,7 +34,8 @@ A checklist for your own resource server (this module does each step, in this or
 6. Keep no tokens: store only their SHA-256; list payments only to an operator
    (PAYMENT_API_OPERATOR_TOKEN; without it, GET /payments is off).
 7. A sender-constrained token (introspection's `cnf.jkt`, RFC 9449 §6) pays only with
-   `Authorization: DPoP` and a proof of that very key for this request (`htm`, `htu`, fresh
+   `Authorization: DPoP` and a proof of that very key for this request (`htm`; `htu`, this API's
+   configured PAYMENT_API_PUBLIC_URL and the path, never the caller's Host header; fresh
    `iat`, a `jti` never seen before, `ath` of this token: §4.3, §7.1); a bearer token is refused
    under the DPoP scheme. A certificate-bound token (`cnf.x5t#S256`, RFC 8705 §3) pays only over
    a TLS connection presenting that very certificate (PAYMENT_API_TLS_CLIENT_CA names the
@@ -59,6 +60,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -111,6 +113,10 @@ class PaymentApiSettings(BaseSettings):
     db: Path = Path("payments.sqlite3")
     host: str = "127.0.0.1"
     port: int = Field(default=8700, ge=0, le=65535)
+    # The URL clients reach the API at (scheme, host, port, no path): DPoP proofs must name it
+    # (`htu`, RFC 9449 §4.3), never the Host header a caller sends. Unset: http(s)://HOST:PORT,
+    # which a wildcard HOST cannot be (set it then, as docker-compose.yml does).
+    public_url: str | None = None
     # HTTPS (PEM files); without them the API serves plain HTTP, which the worker accepts only on loopback.
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -134,6 +140,32 @@ class PaymentApiSettings(BaseSettings):
         if self.tls_client_ca is not None and (self.tls_cert is None or self.tls_key is None):
             raise ValueError("tls_client_ca needs tls_cert and tls_key: client certificates come only over TLS")
         return self
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+            raise ValueError("must be http(s)://HOST[:PORT], without a path")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError("must be http(s)://HOST[:PORT], without a query, a fragment or credentials")
+        return url.rstrip("/")
+
+    @model_validator(mode="after")
+    def _public_url_known(self) -> PaymentApiSettings:
+        if self.public_url is None and self.host.strip("[]") in ("0.0.0.0", "::", ""):  # noqa: S104
+            raise ValueError("public_url is required when host is a wildcard address: DPoP proofs name it")
+        return self
+
+    def base_url(self) -> str:
+        """The URL clients reach the API at: PUBLIC_URL, or the address it listens on."""
+        if self.public_url is not None:
+            return self.public_url
+        scheme = "https" if self.tls_cert is not None else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
 
     @field_validator("agent_client_ids", mode="before")
     @classmethod
@@ -398,6 +430,7 @@ def _receipt(payment_id: str, duplicate: bool) -> JSONResponse:
 def create_app(settings: PaymentApiSettings, *, http: httpx.AsyncClient | None = None) -> Starlette:
     store = PaymentStore(settings.db)
     seen_proofs = SeenProofs()
+    public_base = settings.base_url()
     client = http or httpx.AsyncClient(timeout=OP_TIMEOUT, follow_redirects=False)
     endpoints: dict[str, str | None] = {}
     credentials = (settings.client_id, settings.client_secret.get_secret_value())
@@ -464,7 +497,9 @@ def create_app(settings: PaymentApiSettings, *, http: httpx.AsyncClient | None =
             jkt, jti = verify_proof(
                 proofs[0],
                 htm=request.method,
-                htu=str(request.url.replace(query="", fragment="")),
+                # The configured URL, never one built from the caller's Host or X-Forwarded-Proto:
+                # a proof made for another server is refused here (RFC 9449 §4.3).
+                htu=public_base + request.url.path,
                 access_token=access_token,
                 now=now,
             )

@@ -13,6 +13,8 @@ import argparse
 import asyncio
 import os
 import sys
+import tempfile
+from pathlib import Path
 
 from pydantic import SecretStr, field_validator
 
@@ -45,7 +47,7 @@ async def audit(args: argparse.Namespace) -> int:
 
 async def _export(args: argparse.Namespace) -> int:
     """Write the selected decision records as JSON Lines with their evidence opened; exit 1 if any did not open."""
-    from temporal_ciba.records import EvidenceKeys, RecordQuery, export, open_store
+    from temporal_ciba.records import EvidenceKeys, RecordQuery, RecordStoreError, export, open_store
 
     settings = load_settings(AuditSettings)
     dsn = settings.record_dsn.get_secret_value() if settings.record_dsn else None
@@ -56,26 +58,50 @@ async def _export(args: argparse.Namespace) -> int:
         since=args.since, until=args.until, sub=args.sub, status=args.status, action_type=args.action_type
     )
     keys = EvidenceKeys(settings.evidence_key_bytes())
-    # Owner-only: the export holds ID tokens, which name people.
-    output = (
-        os.fdopen(os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8")
-        if args.output
-        else sys.stdout
-    )
-    count, unopened = 0, 0
     try:
-        for exported in await asyncio.to_thread(lambda: list(export(store, keys, query))):
-            output.write(exported.line + "\n")
-            count += 1
-            if exported.problem is not None:
-                unopened += 1
-                problem = f"record {exported.record.record_id}: {exported.problem}"
-                print(f"temporal-ciba audit export: {problem}", file=sys.stderr)
-    finally:
-        if args.output:
-            output.close()
-    print(f"{count} record(s) exported", file=sys.stderr)
+        exported = await asyncio.to_thread(lambda: list(export(store, keys, query)))
+    except RecordStoreError as exc:  # it names the setting, never the DSN
+        raise UsageError(str(exc)) from None
+    lines = [item.line + "\n" for item in exported]
+    if args.output:
+        write_owner_only(args.output, "".join(lines))
+    else:
+        sys.stdout.writelines(lines)
+    unopened = 0
+    for item in exported:
+        if item.problem is not None:
+            unopened += 1
+            print(f"temporal-ciba audit export: record {item.record.record_id}: {item.problem}", file=sys.stderr)
+    print(f"{len(exported)} record(s) exported", file=sys.stderr)
     return EXIT_NOT_APPROVED if unopened else EXIT_OK
+
+
+def write_owner_only(path: Path, text: str) -> None:
+    """Write `text` to `path` as a new file only its owner can read (0600).
+
+    An export holds ID tokens, which name people. It is written to a temporary file created
+    beside `path` (O_CREAT|O_EXCL, mode 0600), then renamed over `path`: a file already there is
+    replaced, not rewritten, so its mode and its other hard links keep nothing of the export. A
+    symbolic link at `path` is refused (UsageError): the export never lands where a link points."""
+    if path.is_symlink():
+        raise UsageError(f"--output {path} is a symbolic link: give the path of the file itself")
+    try:
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as output:
+            os.fchmod(output.fileno(), 0o600)
+            output.write(text)
+            output.flush()
+            os.fsync(output.fileno())
+        # rename(2) replaces whatever is at `path`, a link included, without following it.
+        os.replace(temporary, path)
+    except BaseException as exc:
+        Path(temporary).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise
 
 
 async def _verify(args: argparse.Namespace) -> int:

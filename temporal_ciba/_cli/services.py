@@ -58,9 +58,24 @@ async def serve(
     await uvicorn.Server(config).serve(sockets=[listening])
 
 
+def guarded(read_timeout: float, max_connections: int) -> dict[str, Any]:
+    """uvicorn options that keep slow clients from pinning a service (temporal_ciba._programs.http_guard).
+
+    Read deadlines for the head (here) and the body (BodyDeadline, in the app), a bound on open
+    connections (503 beyond it), on a head's size, and on the wait for open requests at shutdown."""
+    from temporal_ciba._programs.http_guard import GuardedH11Protocol
+
+    return {
+        "http": GuardedH11Protocol.with_read_timeout(read_timeout),
+        "limit_concurrency": max_connections,
+        "h11_max_incomplete_event_size": 16 * 1024,
+        "timeout_graceful_shutdown": 10,
+    }
+
+
 async def callback(args: argparse.Namespace) -> int:
     """`temporal-ciba callback`: the ping/push receiver, which signals the waiting approvals."""
-    from temporal_ciba._programs.callback import GuardedH11Protocol, create_callback_app
+    from temporal_ciba._programs.callback import create_callback_app
     from temporal_ciba._programs.connect import connect
     from temporal_ciba.crypto import NotificationTokens, TokenSealer
 
@@ -81,12 +96,7 @@ async def callback(args: argparse.Namespace) -> int:
         port_setting="CIBA_CALLBACK_PORT",
         tls_cert=settings.callback_tls_cert,
         tls_key=settings.callback_tls_key,
-        # Slow clients cannot pin it: read deadlines for the head (here) and the body (in the app),
-        # a bound on open connections, and a bounded wait for open requests on shutdown.
-        http=GuardedH11Protocol.with_read_timeout(settings.callback_read_timeout),
-        limit_concurrency=settings.callback_max_connections,
-        h11_max_incomplete_event_size=16 * 1024,
-        timeout_graceful_shutdown=10,
+        **guarded(settings.callback_read_timeout, settings.callback_max_connections),
     )
     return EXIT_OK
 
@@ -103,6 +113,7 @@ async def codec_server(args: argparse.Namespace) -> int:
         port_setting="CIBA_CODEC_PORT",
         tls_cert=settings.codec_tls_cert,
         tls_key=settings.codec_tls_key,
+        **guarded(settings.codec_read_timeout, settings.codec_max_connections),
     )
     return EXIT_OK
 

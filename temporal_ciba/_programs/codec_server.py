@@ -13,7 +13,11 @@ It decrypts history for whoever calls it, so it is not an oracle for anyone who 
 - the Host header must name this server (a DNS-rebinding page has its own host name), and a
   browser's Origin must be one of the UI's origins (CORS preflights need no token);
 - /encode, which makes ciphertext the worker accepts, is off unless CIBA_CODEC_ALLOW_ENCODE;
-- bodies are cut off at the limit while they stream in; bad input gets a one-line JSON 4xx.
+- bodies are cut off at the limit while they stream in; bad input gets a one-line JSON 4xx;
+- slow clients cannot pin it, as they cannot pin the callback service (http_guard, served by
+  `temporal-ciba codec-server`): a request head must arrive within CIBA_CODEC_READ_TIMEOUT of
+  the connection (or of the previous response), a body within it of its head (408), and at most
+  CIBA_CODEC_MAX_CONNECTIONS connections are open (503 beyond).
 
 It listens on loopback by default. Tokens stay sealed even in decoded payloads
 (temporal_ciba.crypto._sealing); only the activities open them.
@@ -41,7 +45,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from temporalio.api.common.v1 import Payloads
 from temporalio.converter import PayloadCodec
 
-from temporal_ciba._programs.codec_server_settings import CodecServerSettings
+from temporal_ciba._programs.codec_server_settings import ACCESS_TOKEN_TYPE, CodecServerSettings, normal_token_type
+from temporal_ciba._programs.http_guard import DEFAULT_READ_TIMEOUT, BodyDeadline
 from temporal_ciba.ciba import CibaError, JwksCache, TransportError, fetch_provider_metadata, json_object, select_keys
 from temporal_ciba.crypto import AesGcmCodec, PayloadDecryptionError
 
@@ -64,6 +69,10 @@ class Refused(Exception):
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _late_body(seconds: float) -> Response:
+    return _error(408, f"the body did not arrive within {seconds:g} s")
 
 
 def _unauthorized(reason: str) -> Refused:
@@ -101,7 +110,10 @@ class OidcAccessTokens:
     """Bearer access tokens that are JWTs signed by `issuer`.
 
     Keys come from its discovery document's jwks_uri; a token must be for one of `audiences`
-    and unexpired; RSA or EC signatures only."""
+    and unexpired; RSA or EC signatures only. It must be an access token: its `typ` header one of
+    `token_types` (RFC 9068's at+jwt by default), and, where configured, holding `required_claim`.
+    An ID token of the issuer for the same audience (a client id, as with Keycloak) is refused:
+    ID tokens travel further than access tokens (decision-record exports hold them)."""
 
     def __init__(
         self,
@@ -110,6 +122,8 @@ class OidcAccessTokens:
         *,
         algorithms: Sequence[str] = ("RS256", "PS256", "ES256"),
         required_scope: str | None = None,
+        token_types: Sequence[str] = (ACCESS_TOKEN_TYPE,),
+        required_claim: tuple[str, str] | None = None,
         leeway_seconds: int = 60,
         timeout: httpx.Timeout = httpx.Timeout(10.0, connect=5.0),  # noqa: B008 (immutable)
     ) -> None:
@@ -119,6 +133,8 @@ class OidcAccessTokens:
         self.audiences = list(audiences)
         self.algorithms = tuple(algorithms)
         self.required_scope = required_scope
+        self.token_types = frozenset(normal_token_type(kind) for kind in token_types)
+        self.required_claim = required_claim
         self.leeway_seconds = leeway_seconds
         self._timeout = timeout
         self._jwks_uri: str | None = None
@@ -155,7 +171,10 @@ class OidcAccessTokens:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
             raise _unauthorized("the bearer token is not a valid JWT") from None
-        alg, kid = header.get("alg"), header.get("kid")
+        alg, kid, typ = header.get("alg"), header.get("kid"), header.get("typ")
+        if not isinstance(typ, str) or normal_token_type(typ) not in self.token_types:
+            # An ID token (typ JWT, or none) for our audience is not an access token (RFC 9068 §4).
+            raise _unauthorized(f"the token is not an access token (typ {' or '.join(sorted(self.token_types))})")
         if alg not in self.algorithms:
             raise _unauthorized(f"the token's algorithm is not one of {', '.join(self.algorithms)}")
         if kid is not None and not isinstance(kid, str):
@@ -180,8 +199,16 @@ class OidcAccessTokens:
             except jwt.PyJWTError as exc:
                 raise _unauthorized(f"the token was refused: {exc}") from None
             self._check_scope(claims)
+            self._check_claim(claims)
             return claims
         raise _unauthorized("the token's signature does not verify with the issuer's keys")
+
+    def _check_claim(self, claims: dict[str, Any]) -> None:
+        if self.required_claim is None:
+            return
+        name, value = self.required_claim
+        if claims.get(name) != value:
+            raise _unauthorized(f"the token is not an access token (its {name} claim is not {value!r})")
 
     def _check_scope(self, claims: dict[str, Any]) -> None:
         if self.required_scope is None:
@@ -294,6 +321,7 @@ def create_codec_app(
     allowed_hosts: Sequence[str] = ("localhost", "127.0.0.1", "::1"),
     allow_encode: bool = False,
     max_body_bytes: int = MAX_BODY_BYTES,
+    read_timeout: float = DEFAULT_READ_TIMEOUT,
 ) -> Starlette:
     async def convert(request: Request, decode: bool) -> Response:
         try:
@@ -329,6 +357,8 @@ def create_codec_app(
         routes=[Route("/decode", decode, methods=["POST"]), Route("/encode", encode, methods=["POST"])],
         exception_handlers={HTTPException: http_error},
         middleware=[
+            # The body within `read_timeout` of its head (the head's own deadline is GuardedH11Protocol's).
+            Middleware(BodyDeadline, seconds=read_timeout, answer=_late_body),
             Middleware(HostAndOriginGuard, allowed_hosts=allowed_hosts, allowed_origins=cors_origins),
             Middleware(
                 CORSMiddleware,
@@ -351,6 +381,8 @@ def codec_app_from_settings(settings: CodecServerSettings) -> Starlette:
             settings.codec_oidc_audience,
             algorithms=settings.codec_oidc_algs,
             required_scope=settings.codec_oidc_required_scope,
+            token_types=settings.codec_oidc_token_types,
+            required_claim=settings.token_claim(),
             leeway_seconds=settings.codec_clock_leeway,
             timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)),
         )
@@ -362,4 +394,5 @@ def codec_app_from_settings(settings: CodecServerSettings) -> Starlette:
         allowed_hosts=settings.allowed_hosts(),
         allow_encode=settings.codec_allow_encode,
         max_body_bytes=settings.codec_max_body_bytes,
+        read_timeout=settings.codec_read_timeout,
     )

@@ -23,6 +23,15 @@ CODEC_OPERATOR_TOKEN_MIN_LENGTH = 32
 CODEC_OIDC_ALGS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"})
 
 
+# RFC 9068 §2.1: a JWT access token's `typ` header.
+ACCESS_TOKEN_TYPE = "at+jwt"
+
+
+def normal_token_type(kind: str) -> str:
+    """A JOSE `typ` value as compared: lowercase, without the "application/" prefix (RFC 7515 §4.1.9)."""
+    return kind.lower().removeprefix("application/")
+
+
 class CodecServerSettings(TemporalSettings):
     """The remote codec server for the Temporal UI and CLI.
 
@@ -44,17 +53,33 @@ class CodecServerSettings(TemporalSettings):
     codec_oidc_algs: Annotated[list[str], NoDecode] = ["RS256", "PS256", "ES256"]
     # When set, the access token's `scope` (or `scp`) must include it.
     codec_oidc_required_scope: str | None = Field(default=None, pattern=r"^[\x21\x23-\x5b\x5d-\x7e]+$")
+    # The JOSE `typ` header values accepted: RFC 9068 access tokens (at+jwt) by default, so an ID
+    # token for the same audience is refused. Another type (Keycloak's JWT) needs a rule that ID
+    # tokens fail: CODEC_OIDC_REQUIRED_SCOPE or CODEC_OIDC_TOKEN_CLAIM.
+    codec_oidc_token_types: Annotated[list[str], NoDecode] = ["at+jwt"]
+    # A claim the access token must hold, NAME=VALUE (Keycloak: typ=Bearer; its ID tokens say typ=ID).
+    codec_oidc_token_claim: str | None = Field(default=None, pattern=r"^[\x21-\x3c\x3e-\x7e]+=[\x20-\x7e]+$")
     codec_oidc_http_timeout: float = Field(default=10.0, gt=0, le=30)
     codec_clock_leeway: int = Field(default=60, ge=0, le=600)
     # /encode makes ciphertext the worker will accept: off unless asked for.
     codec_allow_encode: bool = False
     codec_max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    # Seconds for a request head to arrive (after the connection or the previous response), and
+    # again for its body; slower clients are cut (408 for a late body).
+    codec_read_timeout: float = Field(default=10.0, gt=0, le=300)
+    # Open connections at most (idle and slow ones count); requests beyond get 503 at once.
+    codec_max_connections: int = Field(default=256, ge=1, le=100_000)
     # HTTPS (the Temporal UI passes the access token only to an https codec endpoint).
     codec_tls_cert: Path | None = None
     codec_tls_key: Path | None = None
 
     @field_validator(
-        "codec_cors_origins", "codec_allowed_hosts", "codec_oidc_audience", "codec_oidc_algs", mode="before"
+        "codec_cors_origins",
+        "codec_allowed_hosts",
+        "codec_oidc_audience",
+        "codec_oidc_algs",
+        "codec_oidc_token_types",
+        mode="before",
     )
     @classmethod
     def _split(cls, value: object) -> object:
@@ -106,6 +131,14 @@ class CodecServerSettings(TemporalSettings):
             raise ValueError(f"must list RS*, PS* or ES* algorithms, got {', '.join(bad) or 'none'}")
         return algs
 
+    @field_validator("codec_oidc_token_types")
+    @classmethod
+    def _token_types(cls, types: list[str]) -> list[str]:
+        bad = [kind for kind in types if not kind.isascii() or not kind.isprintable()]
+        if bad or not types:
+            raise ValueError("must list JOSE typ values, like at+jwt")
+        return [normal_token_type(kind) for kind in types]
+
     @field_validator("codec_tls_cert", "codec_tls_key")
     @classmethod
     def _readable(cls, path: Path | None) -> Path | None:
@@ -120,6 +153,12 @@ class CodecServerSettings(TemporalSettings):
             )
         if self.codec_oidc_issuer is not None and not self.codec_oidc_audience:
             raise ConfigError(f"{ENV_PREFIX}CODEC_OIDC_AUDIENCE is required with {ENV_PREFIX}CODEC_OIDC_ISSUER")
+        others = [kind for kind in self.codec_oidc_token_types if kind != ACCESS_TOKEN_TYPE]
+        if others and self.codec_oidc_required_scope is None and self.codec_oidc_token_claim is None:
+            raise ConfigError(
+                f"{ENV_PREFIX}CODEC_OIDC_TOKEN_TYPES accepts {', '.join(others)}, which ID tokens carry too: "
+                f"set {ENV_PREFIX}CODEC_OIDC_REQUIRED_SCOPE or {ENV_PREFIX}CODEC_OIDC_TOKEN_CLAIM as well"
+            )
         if (self.codec_tls_cert is None) != (self.codec_tls_key is None):
             missing = "CODEC_TLS_KEY" if self.codec_tls_key is None else "CODEC_TLS_CERT"
             raise ConfigError(f"{ENV_PREFIX}{missing} is required with the other TLS setting")
@@ -131,6 +170,13 @@ class CodecServerSettings(TemporalSettings):
         values = split_list(self.codec_operator_tokens.get_secret_value())
         assert isinstance(values, list)
         return values
+
+    def token_claim(self) -> tuple[str, str] | None:
+        """CODEC_OIDC_TOKEN_CLAIM as (name, value)."""
+        if self.codec_oidc_token_claim is None:
+            return None
+        name, _, value = self.codec_oidc_token_claim.partition("=")
+        return name, value
 
     def allowed_hosts(self) -> list[str]:
         """The Host names to answer; by default loopback names and the bind address (unless a wildcard)."""

@@ -25,7 +25,8 @@ class ConfigError(Exception):
 
 
 class _Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+    # Settings hold secrets (keys, client secrets, the record DSN): a validation error never quotes its input.
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True, hide_input_in_errors=True)
 
 
 def existing_file(path: Path | None) -> Path | None:

@@ -81,6 +81,26 @@ class TokenKeySettings(TemporalSettings):
         return decode_payload_key(self.token_key.get_secret_value())
 
 
+def check_dsn(dsn: str) -> None:
+    """ValueError, saying what is wrong without quoting `dsn`, unless libpq can parse it.
+
+    Settings call it at start: a connection string libpq cannot parse would otherwise fail every
+    write, and libpq's message quotes the offending token (the password, often)."""
+    if not dsn.startswith(("postgresql://", "postgres://")):
+        raise ValueError("must be a postgresql:// URL")
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+    except ImportError:
+        raise ValueError("needs psycopg: install temporal-ciba[postgres]") from None
+    try:
+        conninfo_to_dict(dsn)
+    except Exception:
+        raise ValueError(
+            "libpq cannot parse this URL (a reserved character such as % @ : / in the user name or "
+            "password must be percent-encoded, % as %25)"
+        ) from None
+
+
 class RecordSettings(_Settings):
     """Where decision records are kept (temporal_ciba.records) and the key of their evidence."""
 
@@ -107,8 +127,8 @@ class RecordSettings(_Settings):
     @field_validator("record_dsn")
     @classmethod
     def _dsn(cls, dsn: SecretStr | None) -> SecretStr | None:
-        if dsn is not None and not dsn.get_secret_value().startswith(("postgresql://", "postgres://")):
-            raise ValueError("must be a postgresql:// URL")
+        if dsn is not None:
+            check_dsn(dsn.get_secret_value())
         return dsn
 
     def record_key_bytes(self, token_key: bytes | None) -> list[bytes]:

@@ -20,8 +20,18 @@ from temporal_ciba._settings import WorkerSettings
 from temporal_ciba_examples.payment_agent.models import action_digest
 from tests.support.flows import INVOICE, approval_handle, pending_auth_req_id, start_agent
 from tests.support.op import TestOP
-from tests.support.stack import TOKEN_KEY, agent_settings, clean_env, cli_command, running_worker
-from tests.support.temporal import DevServer
+from tests.support.stack import (
+    AGENT_CLIENT,
+    PAYLOAD_KEY,
+    SECRET,
+    TOKEN_KEY,
+    agent_settings,
+    clean_env,
+    cli_command,
+    running_worker,
+)
+from tests.support.temporal import DevServer, free_port, wait_for
+from tests.support.worker_process import WorkerProcess
 
 MFA = "urn:example:acr:mfa"
 
@@ -136,3 +146,59 @@ async def test_records_export_and_verify(
     assert code == 1 and len(lines) == len(altered), stdout + stderr
     for number, (line, reason) in enumerate(zip(lines, altered, strict=True), start=1):
         assert line.startswith(f"line {number}: record {record['record_id']}:") and reason in line, line
+
+
+async def test_a_record_store_that_cannot_be_reached_never_shows_its_password(
+    temporal_client: Client, temporal_server: DevServer, op: TestOP, payment_api: str, tmp_path: Path
+) -> None:
+    """A worker process whose CIBA_RECORD_DSN names a server nobody listens on, with a password.
+
+    The decision's write fails and is retried; neither the worker's log (every retry), nor the
+    activity's failure Temporal keeps, nor the workflows' histories hold the password."""
+    password = "Hunter2Secret-4c1e"
+    dsn = f"postgresql://auditor:{password}@127.0.0.1:{free_port()}/records"
+    task_queue = f"records-down-{tmp_path.name}"
+    process = WorkerProcess(
+        clean_env(
+            TEMPORAL_ADDRESS=temporal_server.address,
+            CIBA_ISSUER=op.issuer,
+            CIBA_CLIENT_ID=AGENT_CLIENT,
+            CIBA_CLIENT_SECRET=SECRET,
+            CIBA_PAYLOAD_KEY=PAYLOAD_KEY,
+            CIBA_TOKEN_KEY=TOKEN_KEY,
+            CIBA_TASK_QUEUE=task_queue,
+            CIBA_PAYMENT_API_URL=payment_api,
+            CIBA_RECORD_DSN=dsn,
+            CIBA_LOG_LEVEL="DEBUG",
+        ),
+        tmp_path / "worker.log",
+    )
+    process.start()
+    settings = WorkerSettings(task_queue=task_queue, payload_key=PAYLOAD_KEY, token_key=TOKEN_KEY)  # type: ignore[arg-type]
+    agent = await start_agent(temporal_client, settings)
+    approval = approval_handle(temporal_client, agent)
+    try:
+        op.deny(await pending_auth_req_id(approval))
+
+        log = tmp_path / "worker.log"
+
+        def retried() -> bool:
+            # A local activity: its attempts are retried in the worker, each failure logged.
+            failures = [line for line in log.read_text().splitlines() if line.startswith("temporal_ciba.records.")]
+            return len(failures) >= 3
+
+        await wait_for(retried, what="the decision record's write to fail three times", timeout=60)
+        histories = [(await handle.fetch_history()).to_json() for handle in (agent, approval)]
+        description = str((await approval.describe()).raw_description)
+        text = log.read_text()
+        failures = [line for line in text.splitlines() if line.startswith("temporal_ciba.records.")]
+        assert all(
+            line.endswith("(CIBA_RECORD_DSN) failed while creating its table: OperationalError: Connection refused")
+            for line in failures
+        )
+        for shown in (text, description, *histories):
+            assert password not in shown and dsn not in shown
+    finally:
+        for handle in (agent, approval):
+            await handle.terminate()
+        process.stop()

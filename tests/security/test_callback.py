@@ -20,7 +20,7 @@ import psutil
 import pytest
 from temporalio.client import WorkflowHandle
 
-from temporal_ciba._programs.callback import DEFAULT_READ_TIMEOUT, LINGER_BYTES, LINGER_SECONDS
+from temporal_ciba._programs.http_guard import DEFAULT_READ_TIMEOUT, LINGER_BYTES, LINGER_SECONDS
 from tests.support.callback import TOKENS, bearer, events, token_for
 from tests.support.stack import TlsFiles, run_callback
 from tests.support.temporal import DevServer

@@ -26,15 +26,10 @@ from temporalio.service import RetryConfig
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from temporal_ciba._models import PingNotice, PushDelivery
-from temporal_ciba._programs import callback as callback_module
-from temporal_ciba._programs.callback import (
-    MAX_SAFE_INTEGER,
-    BodyDeadline,
-    GuardedH11Protocol,
-    create_callback_app,
-    parse_i_json,
-)
+from temporal_ciba._programs import http_guard
+from temporal_ciba._programs.callback import MAX_SAFE_INTEGER, create_callback_app, parse_i_json
 from temporal_ciba._programs.connect import connect
+from temporal_ciba._programs.http_guard import BodyDeadline, GuardedH11Protocol
 from temporal_ciba._workflow import DELIVER_SIGNAL, NOTIFY_SIGNAL
 from temporal_ciba.crypto._notification import NotificationTokens
 from temporal_ciba.crypto._sealing import TokenSealer, tokens_context
@@ -661,8 +656,8 @@ READ = 0.5  # the protocol's read timeout in these tests
 
 @pytest.fixture
 async def served(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Served]:
-    monkeypatch.setattr(callback_module, "LINGER_SECONDS", 1.0)
-    monkeypatch.setattr(callback_module, "LINGER_BYTES", 64 * 1024)
+    monkeypatch.setattr(http_guard, "LINGER_SECONDS", 1.0)
+    monkeypatch.setattr(http_guard, "LINGER_BYTES", 64 * 1024)
     served = Served(free_port())
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -797,7 +792,7 @@ async def test_once_the_early_answered_body_is_in_the_next_head_has_the_read_tim
 
     No longer lingering, so the next head has the read timeout (0.5 s), not what was left of the
     linger (30 s here)."""
-    monkeypatch.setattr(callback_module, "LINGER_SECONDS", 30.0)
+    monkeypatch.setattr(http_guard, "LINGER_SECONDS", 30.0)
     reader, writer = await open_connection(served)
     writer.write(head("/early", **{"content-length": "20000"}))
     assert (await reader.readline()).startswith(b"HTTP/1.1 401")
@@ -811,7 +806,7 @@ async def test_once_the_early_answered_body_is_in_the_next_head_has_the_read_tim
 async def test_a_client_answered_early_that_keeps_sending_is_cut_after_linger_bytes(
     served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(callback_module, "LINGER_SECONDS", 30.0)  # so only the bytes can cut it
+    monkeypatch.setattr(http_guard, "LINGER_SECONDS", 30.0)  # so only the bytes can cut it
     reader, writer = await open_connection(served)
     writer.write(head("/early", **{"content-length": str(10 * 1024 * 1024)}))
     assert (await reader.readline()).startswith(b"HTTP/1.1 401")
@@ -835,7 +830,7 @@ async def test_a_client_answered_early_that_keeps_sending_is_cut_after_linger_by
 async def test_a_client_answered_early_that_stops_sending_is_cut_after_linger_seconds(
     served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(callback_module, "LINGER_SECONDS", 2.0)
+    monkeypatch.setattr(http_guard, "LINGER_SECONDS", 2.0)
     reader, writer = await open_connection(served)
     writer.write(head("/early", **{"content-length": "20000"}) + b"x" * 100)
     assert (await reader.readline()).startswith(b"HTTP/1.1 401")
@@ -854,8 +849,8 @@ async def test_exactly_linger_bytes_after_an_early_answer_are_dropped_and_the_co
 
     All of it may be dropped (the limit is what goes beyond), so the connection serves the next
     request; one byte more is cut."""
-    monkeypatch.setattr(callback_module, "LINGER_SECONDS", 30.0)
-    limit = callback_module.LINGER_BYTES
+    monkeypatch.setattr(http_guard, "LINGER_SECONDS", 30.0)
+    limit = http_guard.LINGER_BYTES
     reader, writer = await open_connection(served)
     writer.write(head("/early", **{"content-length": str(limit)}))
     assert (await reader.readline()).startswith(b"HTTP/1.1 401")
@@ -882,8 +877,8 @@ async def test_a_pipelined_request_has_no_linger_limit_on_its_body(
     """A second request sent before the first was answered starts as the first's answer ends.
 
     Its body is the app's to read, whatever its size (here 4 x LINGER_BYTES)."""
-    monkeypatch.setattr(callback_module, "LINGER_SECONDS", 30.0)
-    size = 4 * callback_module.LINGER_BYTES
+    monkeypatch.setattr(http_guard, "LINGER_SECONDS", 30.0)
+    size = 4 * http_guard.LINGER_BYTES
     reader, writer = await open_connection(served)
     writer.write(head("/one", **{"content-length": "2"}) + b"{}" + head("/two", **{"content-length": str(size)}))
     async with asyncio.timeout(10):

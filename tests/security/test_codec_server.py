@@ -59,12 +59,43 @@ class Issuer:
     key: rsa.RSAPrivateKey
     jwks_fetches: list[float]
 
-    def token(self, *, key: Any = None, alg: str = "RS256", kid: str | None = "k1", **claims: Any) -> str:
+    def token(
+        self,
+        *,
+        key: Any = None,
+        alg: str = "RS256",
+        kid: str | None = "k1",
+        typ: str | None = "at+jwt",
+        claims: dict[str, Any] | None = None,
+        **more_claims: Any,
+    ) -> str:
+        """A JWT of this issuer for AUDIENCE: an RFC 9068 access token unless `typ` (its header) says otherwise."""
         now = int(time.time())
-        body = {"iss": self.url, "aud": AUDIENCE, "sub": "operator-1", "iat": now, "exp": now + 300, **claims}
+        body = {
+            "iss": self.url,
+            "aud": AUDIENCE,
+            "sub": "operator-1",
+            "iat": now,
+            "exp": now + 300,
+            **(claims or {}),
+            **more_claims,
+        }
         body = {name: value for name, value in body.items() if value is not None}
         headers = {"kid": kid} if kid is not None else {}
+        # PyJWT writes typ "JWT" unless told; None leaves the header without one.
+        headers["typ"] = typ  # type: ignore[assignment]
         return jwt.encode(body, key if key is not None else self.key, algorithm=alg, headers=headers)
+
+    def id_token(self, **claims: Any) -> str:
+        """What the OP issues a CIBA client whose id is AUDIENCE: an ID token (typ JWT), aud the client."""
+        now = int(time.time())
+        return self.token(
+            typ="JWT",
+            auth_time=now - 5,
+            acr="urn:example:acr:mfa",
+            at_hash="x" * 22,
+            claims={"urn:openid:params:jwt:claim:auth_req_id": "req-1", **claims},
+        )
 
 
 @pytest.fixture(scope="module")
@@ -255,12 +286,112 @@ def test_decodes_for_an_access_token_of_the_issuer(codec: CodecProcess, http: ht
     assert json_format.ParseDict(response.json(), Payloads()).payloads[0].data == SECRET
 
 
+@pytest.mark.parametrize("typ", ["at+jwt", "application/at+jwt", "AT+JWT"])
+def test_decodes_for_an_rfc_9068_access_token(
+    codec: CodecProcess, http: httpx.Client, issuer: Issuer, typ: str
+) -> None:
+    response = http.post(
+        "/decode",
+        content=sealed_body(codec.payload_key, SECRET),
+        headers={"authorization": f"Bearer {issuer.token(typ=typ)}"},
+    )
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        lambda issuer: issuer.id_token(),
+        lambda issuer: issuer.token(typ="JWT"),
+        lambda issuer: issuer.token(typ=None),
+        lambda issuer: issuer.token(typ="id_token+jwt"),
+        lambda issuer: issuer.token(typ="at+jwt\n"),
+        lambda issuer: issuer.token(typ="dpop+jwt"),
+    ],
+    ids=[
+        "CIBA ID token for the audience",
+        "typ JWT",
+        "no typ",
+        "another typ",
+        "typ with a newline",
+        "a DPoP proof's typ",
+    ],
+)
+def test_an_id_token_for_the_audience_is_no_access_token(
+    codec: CodecProcess, http: httpx.Client, issuer: Issuer, token: Any
+) -> None:
+    """An ID token signed by the issuer, for a client whose id is the configured audience: 401."""
+    response = http.post(
+        "/decode",
+        content=sealed_body(codec.payload_key, SECRET),
+        headers={"authorization": f"Bearer {token(issuer)}"},
+    )
+    assert response.status_code == 401, response.text
+    assert b"DE89" not in response.content and "not an access token" in response.json()["error"]
+
+
+@pytest.fixture(scope="module")
+def keycloak_style_codec(issuer: Issuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A codec server for an OP whose access tokens say typ JWT, told them apart by a claim (typ=Bearer)."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("codec-server-typ") / "codec-server.log"
+    process = start_codec_server(
+        log,
+        CIBA_PAYLOAD_KEY=base64.b64encode(PAYLOAD_KEY).decode(),
+        CIBA_CODEC_PORT=str(port),
+        CIBA_CODEC_OIDC_ISSUER=issuer.url,
+        CIBA_CODEC_OIDC_AUDIENCE=AUDIENCE,
+        CIBA_CODEC_OIDC_TOKEN_TYPES="JWT",
+        CIBA_CODEC_OIDC_TOKEN_CLAIM="typ=Bearer",
+    )
+    wait_for_port(port, process, log)
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def test_a_configured_rule_admits_another_typ_but_still_no_id_token(keycloak_style_codec: str, issuer: Issuer) -> None:
+    body = sealed_body(PAYLOAD_KEY, SECRET)
+    answers = {
+        name: httpx.post(
+            keycloak_style_codec + "/decode", content=body, headers={"authorization": f"Bearer {token}"}, timeout=30
+        ).status_code
+        for name, token in {
+            "access token": issuer.token(typ="JWT", claims={"typ": "Bearer"}),
+            "ID token": issuer.token(typ="JWT", claims={"typ": "ID"}),
+            "no typ claim": issuer.token(typ="JWT"),
+            "at+jwt without the claim": issuer.token(typ="at+jwt"),
+        }.items()
+    }
+    assert answers == {"access token": 200, "ID token": 401, "no typ claim": 401, "at+jwt without the claim": 401}
+
+
+def test_another_typ_without_a_rule_that_id_tokens_fail_is_refused_at_start(issuer: Issuer) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "temporal_ciba", "codec-server"],
+        env=codec_env(
+            CIBA_PAYLOAD_KEY=_random_key(),
+            CIBA_CODEC_PORT=str(free_port()),
+            CIBA_CODEC_OIDC_ISSUER=issuer.url,
+            CIBA_CODEC_OIDC_AUDIENCE=AUDIENCE,
+            CIBA_CODEC_OIDC_TOKEN_TYPES="at+jwt,JWT",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "CIBA_CODEC_OIDC_TOKEN_TYPES accepts jwt" in line and "CIBA_CODEC_OIDC_TOKEN_CLAIM" in line
+
+
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def _hs256(claims: dict[str, Any], secret: bytes) -> str:
-    signing_input = _b64url(b'{"alg":"HS256","kid":"k1","typ":"JWT"}') + "." + _b64url(json.dumps(claims).encode())
+    signing_input = _b64url(b'{"alg":"HS256","kid":"k1","typ":"at+jwt"}') + "." + _b64url(json.dumps(claims).encode())
     signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{_b64url(signature)}"
 
@@ -271,7 +402,7 @@ def _forged_tokens(issuer: Issuer) -> dict[str, str]:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     now = int(time.time())
-    header = _b64url(b'{"alg":"none","kid":"k1"}')
+    header = _b64url(b'{"alg":"none","kid":"k1","typ":"at+jwt"}')
     claims = {"iss": issuer.url, "aud": AUDIENCE, "exp": now + 300}
     unsigned = _b64url(json.dumps(claims).encode())
     return {
@@ -630,3 +761,142 @@ def test_no_request_gets_a_5xx(
             assert response.status_code in (400, 401, 403, 413, 421), response.status_code
         if response.status_code >= 400 and method != "OPTIONS":
             assert list(response.json()) == ["error"]
+
+
+# Slow clients: read deadlines and a connection cap (a codec server with small ones) ------------
+
+GUARD_LIMIT, GUARD_READ_TIMEOUT = 20, 2.0
+
+
+@dataclass
+class Dribbler:
+    """A connection that sends `first`, then one byte every 0.25 s, until the server closes it."""
+
+    opened: float = 0.0
+    cut: float | None = None
+    received: bytes = b""
+
+    @property
+    def lasted(self) -> float:
+        return (self.cut or float("inf")) - self.opened
+
+    @property
+    def status(self) -> int | None:
+        parts = self.received.split(b" ", 2)
+        return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+
+
+async def dribble(port: int, client: Dribbler, first: bytes, stop: asyncio.Event) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    client.opened = time.monotonic()
+
+    async def read_until_closed() -> None:
+        try:
+            while chunk := await reader.read(4096):
+                client.received += chunk
+        except ConnectionError:
+            pass
+        client.cut = time.monotonic()
+
+    reading = asyncio.create_task(read_until_closed())
+    try:
+        writer.write(first)
+        while not reading.done() and not stop.is_set():
+            await asyncio.wait([reading], timeout=0.25)
+            if not reading.done():
+                writer.write(b"a")
+                await writer.drain()
+    except ConnectionError:
+        pass
+    await asyncio.wait([reading], timeout=5)
+    reading.cancel()
+    writer.transport.abort()
+
+
+@pytest.fixture(scope="module")
+def guarded_codec(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CodecProcess]:
+    """`temporal-ciba codec-server` with CIBA_CODEC_MAX_CONNECTIONS=20 and CIBA_CODEC_READ_TIMEOUT=2."""
+    port = free_port()
+    token = base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
+    log = tmp_path_factory.mktemp("guarded-codec-server") / "codec-server.log"
+    process = start_codec_server(
+        log,
+        CIBA_PAYLOAD_KEY=base64.b64encode(PAYLOAD_KEY).decode(),
+        CIBA_CODEC_PORT=str(port),
+        CIBA_CODEC_OPERATOR_TOKENS=token,
+        CIBA_CODEC_MAX_CONNECTIONS=str(GUARD_LIMIT),
+        CIBA_CODEC_READ_TIMEOUT=str(GUARD_READ_TIMEOUT),
+    )
+    wait_for_port(port, process, log)
+    yield CodecProcess(f"http://127.0.0.1:{port}", port, process, PAYLOAD_KEY, token)
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def _head(codec: CodecProcess, length: int | None = None) -> bytes:
+    lines = [
+        "POST /decode HTTP/1.1",
+        f"host: 127.0.0.1:{codec.port}",
+        f"authorization: Bearer {codec.token}",
+        "content-type: application/json",
+    ]
+    if length is not None:
+        lines.append(f"content-length: {length}")
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+async def test_slow_heads_and_bodies_are_cut_and_connections_beyond_the_cap_refused(
+    guarded_codec: CodecProcess,
+) -> None:
+    """A header byte every 0.25 s (which resets uvicorn's keep-alive timer) no longer holds a
+    connection: heads are cut at the read timeout, bodies get 408; while 20 are open the next
+    request gets 503 at once; once they are cut, the normal path answers again."""
+    stop = asyncio.Event()
+    heads = [Dribbler() for _ in range(GUARD_LIMIT - 4)]
+    bodies = [Dribbler() for _ in range(4)]
+    # The bodies first: their heads get in while they are within the cap.
+    tasks = [
+        asyncio.create_task(dribble(guarded_codec.port, c, _head(guarded_codec, 60_000) + b'\r\n{"payloads":[', stop))
+        for c in bodies
+    ]
+    body = await asyncio.to_thread(sealed_body, guarded_codec.payload_key, SECRET)
+    try:
+        await wait_for_opened(bodies, guarded_codec)
+        tasks += [
+            asyncio.create_task(dribble(guarded_codec.port, c, _head(guarded_codec) + b"x-slow: ", stop)) for c in heads
+        ]
+        await wait_for_opened([*bodies, *heads], guarded_codec)
+        async with httpx.AsyncClient(base_url=guarded_codec.url, timeout=10) as http:
+            started = time.monotonic()
+            beyond = await http.post("/decode", content=body, headers=guarded_codec.auth)
+            refused_after = time.monotonic() - started
+            deadline = time.monotonic() + GUARD_READ_TIMEOUT + 5
+            while any(c.cut is None for c in [*heads, *bodies]) and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            after = await http.post("/decode", content=body, headers=guarded_codec.auth)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    head_times = sorted(c.lasted for c in heads)
+    body_times = sorted(c.lasted for c in bodies)
+    print(f"beyond the cap {beyond.status_code} in {refused_after:.2f} s; heads cut after {head_times[0]:.1f}..")
+    assert beyond.status_code == 503 and refused_after < 2  # at once, not queued
+    assert GUARD_READ_TIMEOUT / 2 <= head_times[0] and head_times[-1] <= GUARD_READ_TIMEOUT + 2
+    assert {c.status for c in bodies} == {408} and body_times[-1] <= GUARD_READ_TIMEOUT + 4
+    assert all(c.status is None for c in heads)  # cut, never answered: no head arrived
+    assert after.status_code == 200
+    assert json_format.ParseDict(after.json(), Payloads()).payloads[0].data == SECRET
+
+
+async def wait_for_opened(clients: list[Dribbler], codec: CodecProcess) -> None:
+    """Until each client is connected and the server process holds that many connections more."""
+    deadline = time.monotonic() + 10
+    while any(c.opened == 0.0 for c in clients) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+
+    def established() -> int:
+        connections = psutil.Process(codec.process.pid).net_connections("tcp")
+        return sum(c.status == psutil.CONN_ESTABLISHED and c.laddr.port == codec.port for c in connections)
+
+    while established() < sum(c.cut is None for c in clients) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)

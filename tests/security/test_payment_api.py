@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -507,6 +508,7 @@ def settings_with_op_double(tmp_path: Path) -> PaymentApiSettings:
         client_secret=SECRET,  # type: ignore[arg-type]
         agent_client_ids=[AGENT_CLIENT],
         db=tmp_path / "payments.sqlite3",
+        public_url="http://api",  # where app_client reaches it
     )
 
 
@@ -617,3 +619,127 @@ async def test_no_input_makes_the_app_answer_5xx_in_volume(tmp_path: Path) -> No
 
         await asyncio.to_thread(check)
     assert {200, 201, 400, 401, 409, 413} <= seen
+
+
+# DPoP htu: the API's configured URL, not the caller's headers -----------------------------------
+
+
+async def dpop_payment(url: str, proof_url: str, headers: dict[str, str]) -> httpx.Response:
+    """A payment under the DPoP scheme, its proof made for `proof_url`, with an unknown token.
+
+    A proof the API accepts gets as far as introspection (401 invalid_token: the OP does not know
+    the token); one it refuses is answered 401 invalid_dpop_proof before that."""
+    token = "unknown-dpop-bound-token-" + uuid.uuid4().hex
+    proof = DPoPKey(ec.generate_private_key(ec.SECP256R1())).proof(
+        htm="POST", htu=proof_url, now=time.time(), access_token=token
+    )
+    async with httpx.AsyncClient(timeout=30) as http:
+        return await http.post(
+            url + "/payments",
+            json=body_of(fresh_action()),
+            headers={
+                "authorization": f"DPoP {token}",
+                "dpop": proof,
+                "idempotency-key": uuid.uuid4().hex,
+                **headers,
+            },
+        )
+
+
+async def test_a_dpop_proof_for_another_server_is_refused_whatever_the_host_header(payment_api: str) -> None:
+    """RFC 9449 §4.3: htu is checked against PAYMENT_API_PUBLIC_URL (here its default, the
+    address it listens on), so a proof captured at another resource server does not pass here by
+    naming that server in the Host header, or https in X-Forwarded-Proto (from loopback, which
+    uvicorn trusts)."""
+    own = urlsplit(payment_api)
+    answers = {
+        name: (await dpop_payment(payment_api, proof_url, headers)).json()["error"]
+        for name, (proof_url, headers) in {
+            "this server": (payment_api + "/payments", {}),
+            "another server, its Host": ("https://other-rs.example/payments", {"host": "other-rs.example"}),
+            "another server, its Host and scheme": (
+                "https://other-rs.example/payments",
+                {"host": "other-rs.example", "x-forwarded-proto": "https"},
+            ),
+            "this host, another scheme forwarded": (
+                f"https://{own.netloc}/payments",
+                {"x-forwarded-proto": "https"},
+            ),
+            "this server, another path": (payment_api + "/payments/other", {}),
+        }.items()
+    }
+    assert answers == {
+        "this server": "invalid_token",  # the proof passed; the token is unknown to the OP
+        "another server, its Host": "invalid_dpop_proof",
+        "another server, its Host and scheme": "invalid_dpop_proof",
+        "this host, another scheme forwarded": "invalid_dpop_proof",
+        "this server, another path": "invalid_dpop_proof",
+    }
+
+
+async def test_a_configured_public_url_is_what_proofs_must_name(op: TestOP, tmp_path: Path) -> None:
+    """Behind a proxy the API is reached at its public URL: proofs name that, and nothing else."""
+    public = "https://payments.example.test"
+    with run_payment_api(op, tmp_path, PAYMENT_API_PUBLIC_URL=public) as url:
+        listening = await dpop_payment(url, url + "/payments", {})
+        configured = await dpop_payment(url, public + "/payments", {"host": "other-rs.example"})
+    assert listening.json()["error"] == "invalid_dpop_proof"
+    assert configured.json()["error"] == "invalid_token"
+
+
+@pytest.mark.parametrize(
+    ("settings", "problem"),
+    [
+        ({"host": "0.0.0.0"}, "public_url is required when host is a wildcard"),  # noqa: S104
+        ({"public_url": "https://api.example/payments"}, "without a path"),
+        ({"public_url": "ftp://api.example"}, "http(s)://HOST"),
+        ({"public_url": "https://user:pw@api.example"}, "credentials"),
+    ],
+)
+def test_a_public_url_that_cannot_be_what_proofs_name_is_refused(
+    tmp_path: Path, settings: dict[str, str], problem: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        PaymentApiSettings(
+            issuer=ISSUER_DOUBLE,
+            client_id=PAYMENT_API_CLIENT,
+            client_secret=SECRET,  # type: ignore[arg-type]
+            agent_client_ids=[AGENT_CLIENT],
+            db=tmp_path / "payments.sqlite3",
+            **settings,  # type: ignore[arg-type]
+        )
+
+
+HOST_NAMES = st.one_of(
+    st.from_regex(r"[a-z0-9-]{1,20}(\.[a-z0-9-]{1,20}){0,3}(:[0-9]{1,5})?", fullmatch=True),
+    st.text(st.characters(codec="latin-1", exclude_characters="\r\n\x00"), min_size=1, max_size=40),
+)
+
+
+async def test_no_host_or_forwarded_header_makes_a_foreign_proof_pass(tmp_path: Path) -> None:
+    """Property: whatever Host, X-Forwarded-Host and X-Forwarded-Proto a caller sends (names,
+    ports, latin-1 junk), a proof for any URL but http://api/payments is refused."""
+    loop = asyncio.get_running_loop()
+    async with app_client(tmp_path) as client:
+
+        @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(host=HOST_NAMES, scheme=st.sampled_from(["http", "https"]), path_suffix=st.sampled_from(["", "/", "/x"]))
+        def check(host: str, scheme: str, path_suffix: str) -> None:
+            proof_url = f"{scheme}://{host}/payments{path_suffix}"
+            if proof_url == "http://api/payments":
+                return
+            key = DPoPKey(ec.generate_private_key(ec.SECP256R1()))
+            proof = key.proof(htm="POST", htu=proof_url, now=time.time(), access_token=VALID_TOKEN)
+            headers = {
+                "authorization": f"DPoP {VALID_TOKEN}",
+                "dpop": proof,
+                "idempotency-key": uuid.uuid4().hex,
+                "host": host.encode("latin-1"),
+                "x-forwarded-host": host.encode("latin-1"),
+                "x-forwarded-proto": scheme,
+            }
+            post = client.post("/payments", json=body_of(INVOICE), headers=headers)
+            response = asyncio.run_coroutine_threadsafe(post, loop).result()
+            assert response.status_code == 401 and response.json()["error"] == "invalid_dpop_proof", response.text
+
+        await asyncio.to_thread(check)

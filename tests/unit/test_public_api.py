@@ -167,6 +167,7 @@ PUBLIC_API: dict[str, list[str]] = {
         "RecordConflict",
         "RecordDecisionInput",
         "RecordQuery",
+        "RecordStoreError",
         "SqliteStore",
         "StoredRecord",
         "discover_jwks",
