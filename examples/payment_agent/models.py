@@ -31,7 +31,7 @@ _REFUSED_CATEGORIES = ("C", "Zl", "Zp")
 
 
 def normalize_text(text: str, field: str) -> str:
-    """A text as it is bound and digested: NFKC (fullwidth "ＡＣＭＥ" is "ACME"), whitespace runs
+    """A text as it is bound and digested: NFKC (a fullwidth letter is its ASCII letter), whitespace runs
     collapsed to one space, stripped; ValueError for a control or format character."""
     text = unicodedata.normalize("NFKC", text)
     if any(unicodedata.category(c).startswith(_REFUSED_CATEGORIES) for c in text):
