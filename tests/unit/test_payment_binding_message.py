@@ -42,6 +42,12 @@ def message(payment: PaymentAction) -> str:
     return binding_message(payment, action_digest(payment))
 
 
+def text(payment: PaymentAction) -> str:
+    """The message without its code: what an approver reads, not what they compare character by
+    character (two payments' codes differ anyway, as their digests do)."""
+    return message(payment).removesuffix(short_code(action_digest(payment)))
+
+
 @settings(max_examples=300, deadline=None)
 @given(names, ibans, amounts)
 def test_the_message_fits_and_shows_the_amount_the_whole_iban_and_the_code(name: str, iban: str, amount: str) -> None:
@@ -69,11 +75,11 @@ def test_two_payments_to_other_accounts_or_creditors_never_read_alike(
     assume(first is not None and second is not None)
     assert first is not None and second is not None
     if first.creditor_iban != second.creditor_iban:
-        assert message(first) != message(second)
+        assert text(first) != text(second)
     if first.creditor_name != second.creditor_name and max(len(first.creditor_name), len(second.creditor_name)) <= (
         ALWAYS_WHOLE
     ):
-        assert message(first) != message(second)
+        assert text(first) != text(second)
 
 
 @given(names, ibans)
@@ -82,8 +88,7 @@ def test_a_padded_name_with_another_iban_does_not_read_like_the_genuine_payment(
     forged = action("ACME GmbH" + " " * 31 + suffix, iban)
     assume(forged is not None and forged.creditor_iban != "DE02100100109307118603")
     assert genuine is not None and forged is not None
-    code = short_code(action_digest(genuine))
-    assert message(genuine).removesuffix(code) != message(forged).removesuffix(short_code(action_digest(forged)))
+    assert text(genuine) != text(forged)
 
 
 RULES = [
