@@ -5,7 +5,8 @@
                                                                deadline for all
         n distinct validated subs approved         ──▶ approved (the rest cancelled)
         a denial (on_denial "end")                 ──▶ denied   (the rest cancelled), whatever
-                                                        came with it, before it or after it
+                                                        came before it or with it, and also
+                                                        while the rest are being cancelled
         no longer reachable (expiry, error, the same person twice)  ──▶ that status
 
 The tally counts validated `sub`s, not login hints or children: two login hints that reach the
@@ -98,9 +99,9 @@ class QuorumTally:
         return counted
 
     def vetoed(self) -> bool:
-        """Whether a denial ends the quorum: under end_on_denial, any denial recorded, whenever
-        and however batched it came (before, with or after the approvals that meet n, or while
-        the rest were being cancelled)."""
+        """Whether a denial ends the quorum: under end_on_denial, any denial recorded, however
+        it was ordered or batched with the approvals that meet n (before them, in the same
+        workflow task, or while the rest were being cancelled)."""
         return self.end_on_denial and any(o.status == "denied" for o in self.outcomes.values())
 
     def met(self) -> bool:
