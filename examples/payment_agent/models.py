@@ -28,6 +28,7 @@ _AMOUNT = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,2})?")
 # format characters (Unicode categories C*: newlines, tabs, bidi overrides, zero-width
 # characters) and line or paragraph separators; they would hide or reorder text on the phone.
 _REFUSED_CATEGORIES = ("C", "Zl", "Zp")
+_TEXT_MAX_LENGTH = {"creditor_name": 70, "reference": 35}
 
 
 def normalize_text(text: str, field: str) -> str:
@@ -59,9 +60,9 @@ class PaymentAction(BaseModel):
     amount: str = Field(description="decimal amount with two places, e.g. '120.00'")
     # pydantic-core's regex engine: `$` is the end of the text, never before a final newline.
     currency: str = Field(pattern=r"^[A-Z]{3}$")
-    creditor_name: str = Field(min_length=1, max_length=70)
+    creditor_name: str = Field(min_length=1, max_length=_TEXT_MAX_LENGTH["creditor_name"])
     creditor_iban: str
-    reference: str = Field(min_length=1, max_length=35)
+    reference: str = Field(min_length=1, max_length=_TEXT_MAX_LENGTH["reference"])
 
     @field_validator("amount")
     @classmethod
@@ -79,6 +80,9 @@ class PaymentAction(BaseModel):
         normalized = normalize_text(text, str(info.field_name))
         if not normalized:
             raise ValueError(f"{info.field_name} must not be blank")
+        longest = _TEXT_MAX_LENGTH[str(info.field_name)]
+        if len(normalized) > longest:  # NFKC may lengthen a text ("ﬃ" is "ffi")
+            raise ValueError(f"{info.field_name} must be at most {longest} characters")
         return normalized
 
     @field_validator("creditor_iban")

@@ -209,3 +209,13 @@ def test_two_spellings_of_one_payment_are_one_action() -> None:
         }
     )
     assert spelled == plain
+
+
+@pytest.mark.parametrize(("name", "longest"), [("creditor_name", 70), ("reference", 35)])
+def test_a_bound_text_is_as_long_as_allowed_after_normalizing(name: str, longest: int) -> None:
+    """NFKC may lengthen a text: the ligature "\ufb03" is "ffi"."""
+    assert PaymentAction.model_validate({**PAYMENT, name: "\ufb03" * (longest // 3)}).model_dump()[name] == "ffi" * (
+        longest // 3
+    )
+    with pytest.raises(ValidationError, match=f"at most {longest} characters"):
+        PaymentAction.model_validate({**PAYMENT, name: "\ufb03" * (longest // 3 + 1)})
