@@ -13,7 +13,9 @@ A checklist for your own resource server (this module does each step, in this or
 1. Limit the request before you trust any of it: the body while it streams in (413 at the
    limit, never after reading it all); every malformed input (bad JSON, NaN or Infinity, numbers
    out of range, lone surrogates, invalid UTF-8, deep nesting, odd headers) is a 4xx, never a
-   5xx; and the body's action_digest must be the digest of the body's action.
+   5xx; every field is matched whole (re.fullmatch: `$` lets a final newline through) and the
+   action made canonical (`PaymentAction`), and the body's action_digest must be the digest of
+   that canonical action: two spellings of one payment are one action, never two.
 2. Look up the Idempotency-Key *before* introspecting. A retry of the same payment (same key,
    the same access token, compared by its SHA-256 with `hmac.compare_digest`, and the same
    action digest) gets the recorded receipt, even after the token expired or was revoked: a
