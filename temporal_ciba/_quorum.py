@@ -4,7 +4,9 @@
                                                                per approver, all at once, one
                                                                deadline for all
         n distinct validated subs approved         ──▶ approved (the rest cancelled)
-        a denial (on_denial "end")                 ──▶ denied   (the rest cancelled)
+        a denial (on_denial "end")                 ──▶ denied   (the rest cancelled), whatever
+                                                        came before it or with it, and also
+                                                        while the rest are being cancelled
         no longer reachable (expiry, error, the same person twice)  ──▶ that status
 
 The tally counts validated `sub`s, not login hints or children: two login hints that reach the
@@ -29,7 +31,7 @@ from temporalio import workflow
 from temporalio.exceptions import ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
-    from temporal_ciba._approval import revoke_access_token
+    from temporal_ciba._approval import QUORUM_VETO_PATCH, revoke_access_token
     from temporal_ciba._models import (
         ApprovalOutcome,
         ApprovalRequest,
@@ -74,6 +76,8 @@ class QuorumTally:
     login_hints: Sequence[str]
     needed: int
     end_on_denial: bool = True
+    # False only for a run recorded before a denial vetoed a met quorum (compat.QUORUM_VETO_PATCH).
+    veto_overrides_met: bool = True
     outcomes: dict[int, ApprovalOutcome] = field(default_factory=dict)
     # The order the outcomes came in (the first non-approval that makes the quorum fail names it).
     order: list[int] = field(default_factory=list)
@@ -94,11 +98,24 @@ class QuorumTally:
                 counted.append(index)
         return counted
 
+    def vetoed(self) -> bool:
+        """Whether a denial ends the quorum: under end_on_denial, any denial recorded, however
+        it was ordered or batched with the approvals that meet n (before them, in the same
+        workflow task, or while the rest were being cancelled)."""
+        return self.end_on_denial and any(o.status == "denied" for o in self.outcomes.values())
+
     def met(self) -> bool:
+        """Whether n distinct subs approved and no veto holds."""
+        if self.veto_overrides_met and self.vetoed():
+            return False
         return len(self.counted()) >= self.needed
 
+    def veto_overrode_met(self) -> bool:
+        """Whether a veto turned what n distinct approvals met into a denial."""
+        return self.vetoed() and len(self.counted()) >= self.needed
+
     def failed(self) -> bool:
-        if self.end_on_denial and any(o.status == "denied" for o in self.outcomes.values()):
+        if self.vetoed():
             return True
         still_open = len(self.login_hints) - len(self.outcomes)
         return not self.met() and len(self.counted()) + still_open < self.needed
@@ -222,6 +239,8 @@ async def run_quorum(
         future.cancel()
     for future, index in sorted(waiting.items(), key=lambda item: item[1]):
         tally.record(index, await _ended(future, handles[index].id))
+    if tally.veto_overrode_met() and not workflow.patched(QUORUM_VETO_PATCH):
+        tally.veto_overrides_met = False  # recorded before the veto held: that run's outcome and revocations
     outcome = tally.outcome(
         workflow_id=base_id, action_digest=requests[0].action_digest, deadline=deadline, now=workflow.now()
     )

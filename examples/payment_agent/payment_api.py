@@ -13,7 +13,9 @@ A checklist for your own resource server (this module does each step, in this or
 1. Limit the request before you trust any of it: the body while it streams in (413 at the
    limit, never after reading it all); every malformed input (bad JSON, NaN or Infinity, numbers
    out of range, lone surrogates, invalid UTF-8, deep nesting, odd headers) is a 4xx, never a
-   5xx; and the body's action_digest must be the digest of the body's action.
+   5xx; every field is matched whole (re.fullmatch: `$` lets a final newline through) and the
+   action made canonical (`PaymentAction`), and the body's action_digest must be the digest of
+   that canonical action: two spellings of one payment are one action, never two.
 2. Look up the Idempotency-Key *before* introspecting. A retry of the same payment (same key,
    the same access token, compared by its SHA-256 with `hmac.compare_digest`, and the same
    action digest) gets the recorded receipt, even after the token expired or was revoked: a
@@ -59,7 +61,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeGuard
 from urllib.parse import urlsplit
 
 import httpx
@@ -95,9 +97,10 @@ OP_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 REVOCATION_TIMEOUT = httpx.Timeout(5.0, connect=3.0)
 # CIBA Core §10.3.1 names the claim carrying auth_req_id; an OP may also return it plainly.
 AUTH_REQ_ID_CLAIMS = ("auth_req_id", "urn:openid:params:jwt:claim:auth_req_id")
-_KEY = re.compile(r"^[\x20-\x7e]{8,2048}$")  # visible ASCII and spaces
-_TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")  # RFC 6750 §2.1 b64token
-_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+# Matched against the whole string (re.fullmatch): `$` also matches before a final newline.
+_KEY = re.compile(r"[\x20-\x7e]{8,2048}")  # visible ASCII and spaces
+_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 §2.1 b64token
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +184,21 @@ class PaymentApiSettings(BaseSettings):
         if isinstance(text, str) and len(text) < 16:
             raise ValueError("operator_token must be at least 16 characters")
         return token
+
+
+def valid_idempotency_key(key: str) -> bool:
+    """An Idempotency-Key: 8 to 2048 visible ASCII characters and spaces, nothing else."""
+    return _KEY.fullmatch(key) is not None
+
+
+def valid_access_token(token: str) -> bool:
+    """An access token in RFC 6750 §2.1 b64token syntax, at most MAX_TOKEN_CHARS long."""
+    return len(token) <= MAX_TOKEN_CHARS and _TOKEN.fullmatch(token) is not None
+
+
+def valid_action_digest(digest: object) -> TypeGuard[str]:
+    """An action digest: SHA-256 in lower-case hex, 64 characters."""
+    return isinstance(digest, str) and _DIGEST.fullmatch(digest) is not None
 
 
 def token_fingerprint(token: str) -> str:
@@ -327,7 +345,7 @@ def _no_constants(name: str) -> None:
 async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
     """The body, read chunk by chunk and refused (413) the moment it passes `limit`."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise BadRequest(413, "invalid_request", "body too large")
     body = bytearray()
     try:
@@ -349,7 +367,7 @@ def parse_payment(body: bytes) -> tuple[PaymentAction, str]:
         if not isinstance(document, dict):
             raise ValueError("not an object")
         digest = document.pop("action_digest")
-        if not isinstance(digest, str) or not _DIGEST.match(digest):
+        if not valid_action_digest(digest):
             raise ValueError("action_digest is not a SHA-256 hex digest")
         action = PaymentAction.model_validate(document)
         expected = action_digest(action)  # UnicodeEncodeError for a lone surrogate
@@ -514,7 +532,7 @@ def create_app(settings: PaymentApiSettings, *, http: httpx.AsyncClient | None =
         scheme, _, credentials = authorization.partition(" ")
         scheme = scheme.lower()
         access_token = credentials.strip() if scheme in ("bearer", "dpop") else ""
-        if not access_token or len(access_token) > MAX_TOKEN_CHARS or not _TOKEN.match(access_token):
+        if not access_token or not valid_access_token(access_token):
             return _error(
                 401,
                 "invalid_token",
@@ -528,7 +546,7 @@ def create_app(settings: PaymentApiSettings, *, http: httpx.AsyncClient | None =
                 return proven
             proven_jkt = proven
         key = request.headers.get("idempotency-key", "")
-        if not _KEY.match(key):
+        if not valid_idempotency_key(key):
             return _error(
                 400, "invalid_request", "an Idempotency-Key header of 8 to 2048 printable ASCII characters is required"
             )

@@ -13,7 +13,13 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from temporal_ciba._approval.calls import record_decision, revoke_access_token
-    from temporal_ciba._approval.compat import PING_PACING_PATCH, RECORD_PATCH, REDEEM_PATCH, DecisionPath
+    from temporal_ciba._approval.compat import (
+        PING_PACING_PATCH,
+        QUORUM_VETO_PATCH,
+        RECORD_PATCH,
+        REDEEM_PATCH,
+        DecisionPath,
+    )
     from temporal_ciba._approval.machine import Approval, Holder
     from temporal_ciba._approval.view import (
         MAX_FIELDS_PER_DETAIL,
@@ -28,6 +34,7 @@ __all__ = [
     "MAX_FIELDS_PER_DETAIL",
     "MAX_VALUE_CHARS",
     "PING_PACING_PATCH",
+    "QUORUM_VETO_PATCH",
     "RECORD_PATCH",
     "REDEEM_PATCH",
     "Approval",

@@ -31,6 +31,11 @@ PING_PACING_PATCH = "ping-pacing"
 # policy deadline, a cancellation); once it answered, SendRequestResult.records says whether to
 # record, without a marker. KEPT: `*.before-decision-record`.
 RECORD_PATCH = "decision-record"
+# Gates the quorum's veto over a met quorum (temporal_ciba._quorum): a denial under on_denial
+# "end" recorded together with, or after, the approvals that meet n ends the quorum denied, which
+# revokes every approved token. Marked only in a run where it changes the outcome. KEPT: none of
+# its own (a run without the marker takes the approval that n distinct subs met).
+QUORUM_VETO_PATCH = "quorum-veto"
 
 
 @dataclass(frozen=True)

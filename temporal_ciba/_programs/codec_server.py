@@ -292,7 +292,7 @@ async def read_limited(request: Request, max_bytes: int) -> bytes:
     """The body, refused with 413 as soon as it is longer than `max_bytes`: never read whole first."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):
             raise Refused(400, "bad Content-Length")
         if int(declared) > max_bytes:
             raise Refused(413, f"the body is larger than {max_bytes} bytes")

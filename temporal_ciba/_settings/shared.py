@@ -42,7 +42,7 @@ class TemporalSettings(_Settings):
     task_queue: str = Field(default="ciba-approvals", min_length=1)
     payload_key: SecretStr
     # HOST:PORT where the Temporal SDK's metrics are served for Prometheus; off when unset.
-    metrics_bind: str | None = Field(default=None, pattern=r"^[^:\s]+:[0-9]{1,5}$")
+    metrics_bind: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]+:[0-9]{1,5}$")
 
     @field_validator("payload_key")
     @classmethod

@@ -17,10 +17,13 @@ from ._errors import InvalidAuthenticationRequest, ProtocolError
 from ._http import json_object, raise_for_error
 from ._types import AuthorizationDetails, Secret
 
-# RFC 3986 §4.3 absolute-URI: a scheme, then anything (RFC 8707 §2 asks for no fragment).
-_ABSOLUTE_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:[^\s]+$")
+# Patterns that validate are matched against the whole string (re.fullmatch): `$` also matches
+# before a final newline.
+# RFC 3986 §4.3 absolute-URI: a scheme, then visible ASCII (a URI is ASCII; RFC 8707 §2 asks for
+# no fragment).
+_ABSOLUTE_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[\x21-\x7e]+")
 # RFC 6750 §2.1 b64token: the syntax of a bearer token.
-BEARER_TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
+BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 # CIBA §7.1: client_notification_token is at most 1024 characters, at least 128 bits of entropy.
 NOTIFICATION_TOKEN_MAX_LENGTH = 1024
 NOTIFICATION_TOKEN_MIN_LENGTH = 22  # 128 bits in base64url
@@ -36,7 +39,7 @@ def new_client_notification_token() -> str:
 
 
 def check_client_notification_token(token: str) -> str:
-    if not BEARER_TOKEN.match(token):
+    if not BEARER_TOKEN.fullmatch(token):
         raise ValueError("client_notification_token must have bearer token syntax (RFC 6750 §2.1)")
     if len(token) > NOTIFICATION_TOKEN_MAX_LENGTH:
         raise ValueError(f"client_notification_token is longer than {NOTIFICATION_TOKEN_MAX_LENGTH} characters")
@@ -60,7 +63,7 @@ def check_authorization_details(details: AuthorizationDetails | None) -> Authori
 def check_resource_indicators(resources: tuple[str, ...]) -> tuple[str, ...]:
     """RFC 8707 §2: each resource is an absolute URI without a fragment; duplicates dropped."""
     for resource in resources:
-        if not _ABSOLUTE_URI.match(resource) or "#" in resource:
+        if not _ABSOLUTE_URI.fullmatch(resource) or "#" in resource:
             raise ValueError(f"resource must be an absolute URI without a fragment (RFC 8707 §2): {resource[:80]!r}")
     return tuple(dict.fromkeys(resources))
 

@@ -106,7 +106,7 @@ def retry_after_seconds(response: httpx.Response, now: float) -> float | None:
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit alone takes "²" and "١٢"
         return float(int(value))
     try:
         when = email.utils.parsedate_to_datetime(value)

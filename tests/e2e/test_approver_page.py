@@ -43,7 +43,7 @@ async def test_approve_in_the_browser(
     await expect(card).to_be_visible(timeout=10_000)
     # What a person needs to judge: the message, the code, the amount and who gets paid.
     await expect(card.locator(".message")).to_have_text(
-        f"Pay EUR 120.00 to ACME GmbH, code {short_code(action_digest(INVOICE))}"
+        f"Pay EUR 120.00 to IBAN DE02100100109307118603 of ACME GmbH, code {short_code(action_digest(INVOICE))}"
     )
     await expect(card.locator(".code")).to_have_text(short_code(action_digest(INVOICE)))
     # Shown generically, field by field: the page knows no payment fields.

@@ -132,7 +132,9 @@ async def run_and_approve(demo: Demo, again: Demo, tmp_path: Path, base: int) ->
     async with chromium() as browser:
         page = await browser.new_page()
         await page.goto(approver_url)
-        card = page.locator(".request").filter(has_text="Pay EUR 120.00 to ACME GmbH")
+        card = (
+            page.locator(".request").filter(has_text="Pay EUR 120.00 to IBAN ").filter(has_text=" of ACME GmbH, code ")
+        )
         await expect(card).to_be_visible(timeout=30_000)
         await card.locator("button.approve").click()
         await expect(card.locator(".decided")).to_have_text("Approved")

@@ -11,6 +11,7 @@ real worker running the payment agent on a Temporal dev server.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 import time
@@ -36,6 +37,7 @@ from temporal_ciba_examples.payment_agent.models import (
     action_digest,
     authorization_details,
     binding_message,
+    canonical_json,
 )
 from temporal_ciba_examples.payment_agent.payment_api import (
     MAX_BODY_BYTES,
@@ -67,11 +69,13 @@ def body_of(action: PaymentAction) -> dict[str, Any]:
 async def approved_token(op: TestOP, action: PaymentAction) -> str:
     """An access token for `action`, approved by alice, through the protocol client and the real OP."""
     digest = action_digest(action)
+    return await approved_details(op, authorization_details(action, digest), binding_message(action, digest))
+
+
+async def approved_details(op: TestOP, details: list[dict[str, Any]], message: str) -> str:
+    """An access token for these authorization_details, whatever an agent's model would refuse."""
     request = AuthenticationRequest(
-        scope="openid payments",
-        login_hint="alice",
-        binding_message=binding_message(action, digest),
-        authorization_details=authorization_details(action, digest),
+        scope="openid payments", login_hint="alice", binding_message=message, authorization_details=details
     )
     async with CibaClient(issuer=op.issuer, client_auth=ClientSecretBasic(AGENT_CLIENT, SECRET)) as agent:
         ack = await agent.authenticate(request)
@@ -183,6 +187,37 @@ async def test_the_same_action_approved_again_is_refused_by_default(
     first, second = await approved_token(op, other), await approved_token(op, other)
     assert (await pay(payment_api, first, f"a-{uuid.uuid4().hex}", body_of(other))).status_code == 201
     assert (await pay(payment_api, second, f"b-{uuid.uuid4().hex}", body_of(other))).status_code == 201
+
+
+async def test_an_iban_spelled_otherwise_is_the_same_payment_not_a_second_one(
+    op: TestOP, strict_payment_api: str
+) -> None:
+    """A second approval of the same creditor, amount and reference pays nothing, however the IBAN
+    is spelled: with a newline after it the action is refused (400: `$` no longer lets it through,
+    so it is no other action digest), in lower case with spaces it is the same action (409)."""
+    action = fresh_action()
+    paid = await pay(strict_payment_api, await approved_token(op, action), f"a-{uuid.uuid4().hex}", body_of(action))
+    assert paid.status_code == 201, paid.text
+    # An agent's own model refuses the newline: this one sends the JSON it wants, granted as it is.
+    newline = {**action.model_dump(), "creditor_iban": action.creditor_iban + "\n"}
+    digest = hashlib.sha256(canonical_json(newline).encode()).hexdigest()
+    details = [
+        {
+            **authorization_details(action, action_digest(action))[0],
+            "creditorAccount": {"iban": newline["creditor_iban"]},
+            "actionDigest": digest,
+        }
+    ]
+    token = await approved_details(op, details, "Pay EUR 42.00 to ACME GmbH")
+    refused = await pay(strict_payment_api, token, f"b-{uuid.uuid4().hex}", {**newline, "action_digest": digest})
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_request", refused.text
+    spelled = {**action.model_dump(), "creditor_iban": "de02 1001 0010 9307 1186 03"}
+    assert PaymentAction.model_validate(spelled) == action
+    token = await approved_token(op, PaymentAction.model_validate(spelled))
+    again = await pay(
+        strict_payment_api, token, f"c-{uuid.uuid4().hex}", {**spelled, "action_digest": action_digest(action)}
+    )
+    assert again.status_code == 409 and again.json()["error"] == "grant_already_used", again.text
 
 
 async def test_the_token_is_revoked_at_the_op_after_paying(op: TestOP, payment_api: str) -> None:

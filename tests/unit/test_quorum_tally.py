@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from temporal_ciba._models import ApprovalOutcome, PolicyDecision
 from temporal_ciba._quorum import QUORUM_NOT_MET, QuorumTally, quorum_child_id
@@ -105,3 +107,114 @@ def test_an_unasked_outcome_cannot_carry_an_approval() -> None:
     for field in ("auth_req_id", "sub", "sealed_access_token"):
         with pytest.raises(ValueError, match="carries no approval"):
             ApprovalOutcome(status="approved", workflow_id="w", reason="r", decided_at=NOW, policy=none, **{field: "x"})
+
+
+def test_a_denial_before_the_approvals_that_meet_n_in_one_activation_ends_it_denied() -> None:
+    """alice denies, then bob and carol approve, all three recorded before the tally is asked."""
+    t = QuorumTally(["alice", "bob", "carol"], 2, end_on_denial=True)
+    t.record(0, ended("denied", None, 0))
+    t.record(1, ended("approved", "bob", 1))
+    t.record(2, ended("approved", "carol", 2))
+    assert t.decided() and not t.met()
+    outcome = t.outcome(workflow_id="parent", action_digest=None, deadline=NOW, now=NOW)
+    assert (outcome.status, outcome.error, outcome.workflow_id) == ("denied", "access_denied", "child-0")
+    assert outcome.sealed_access_token is None and outcome.sub is None
+    assert "(quorum 2 of 3 not met)" in outcome.reason
+
+
+def test_a_denial_while_the_rest_are_cancelled_still_vetoes_a_met_quorum() -> None:
+    t = QuorumTally(["alice", "bob", "carol"], 2, end_on_denial=True)
+    t.record(1, ended("approved", "bob", 1))
+    t.record(2, ended("approved", "carol", 2))
+    assert t.met()  # decided: alice is being cancelled, and her denial lands first
+    t.record(0, ended("denied", None, 0))
+    assert t.outcome(workflow_id="p", action_digest=None, deadline=NOW, now=NOW).status == "denied"
+
+
+def test_a_run_recorded_before_the_veto_keeps_its_approval() -> None:
+    t = QuorumTally(["alice", "bob", "carol"], 2, end_on_denial=True, veto_overrides_met=False)
+    for index, outcome in enumerate(
+        [ended("denied", None, 0), ended("approved", "bob", 1), ended("approved", "carol", 2)]
+    ):
+        t.record(index, outcome)
+    assert t.veto_overrode_met()
+    assert t.outcome(workflow_id="p", action_digest=None, deadline=NOW, now=NOW).status == "approved"
+
+
+# One approver's own result: approved by one of a few people (so the same person can come twice
+# under two login hints), denied, or another end.
+RESULTS = st.one_of(
+    st.sampled_from(["alice", "bob", "carol", "dave"]).map(lambda sub: ("approved", sub)),
+    st.sampled_from([("denied", None), ("expired", None), ("error", None)]),
+)
+
+
+@st.composite
+def quorums(draw: st.DrawFn) -> tuple[int, int, bool, list[tuple[str, str | None]], list[list[int]], list[bool]]:
+    """n of m, on_denial, each approver's result, the batches their results arrive in (every order
+    and grouping), and for each approver whether its own result beats its cancellation."""
+    m = draw(st.integers(2, 5))
+    n = draw(st.integers(1, m))
+    end_on_denial = draw(st.booleans())
+    results = draw(st.lists(RESULTS, min_size=m, max_size=m))
+    order = draw(st.permutations(range(m)))
+    cuts = sorted(draw(st.sets(st.integers(1, m - 1))))
+    batches = [list(order[a:b]) for a, b in zip([0, *cuts], [*cuts, m], strict=True)]
+    raced = draw(st.lists(st.booleans(), min_size=m, max_size=m))
+    return m, n, end_on_denial, results, batches, raced
+
+
+@settings(max_examples=500, deadline=None)
+@given(quorums())
+def test_the_outcome_under_every_order_and_batching(
+    quorum: tuple[int, int, bool, list[tuple[str, str | None]], list[list[int]], list[bool]],
+) -> None:
+    """Fed as run_quorum feeds it: a batch at a time (in index order within a batch, as one
+    workflow task delivers them) until decided, then every approver not yet in, ending with its own
+    result when it beat the cancellation, else cancelled."""
+    m, n, end_on_denial, results, batches, raced = quorum
+    t = QuorumTally([f"hint{i}" for i in range(m)], n, end_on_denial)
+
+    def own(index: int) -> ApprovalOutcome:
+        status, sub = results[index]
+        return ended(status, sub, index)
+
+    first_met = first_denied = None  # the batch in which n distinct subs approved, a denial came
+    subs: set[str] = set()
+    for number, batch in enumerate(batches):
+        for index in batch:
+            status, sub = results[index]
+            if status == "approved" and sub is not None:
+                subs.add(sub)
+            if status == "denied" and first_denied is None:
+                first_denied = number
+        if len(subs) >= n and first_met is None:
+            first_met = number
+    for batch in batches:
+        if t.decided():
+            break
+        for index in sorted(batch):
+            t.record(index, own(index))
+    for index in range(m):
+        t.record(index, own(index) if raced[index] else ended("cancelled", None, index))
+    outcome = t.outcome(workflow_id="parent", action_digest=None, deadline=NOW, now=NOW)
+
+    recorded = [t.outcomes[i] for i in range(m)]
+    denied = [o for o in recorded if o.status == "denied"]
+    distinct = {o.sub for o in recorded if o.approved}
+    if end_on_denial and denied:
+        assert outcome.status == "denied" and outcome.sealed_access_token is None
+    elif len(distinct) >= n:
+        assert outcome.approved
+        first = min(i for i in range(m) if recorded[i].approved)
+        assert (outcome.sub, outcome.sealed_access_token) == (recorded[first].sub, f"sealed-{first}")
+    else:
+        assert not outcome.approved and outcome.sealed_access_token is None
+        assert outcome.status == ("denied" if denied else outcome.status)
+    # The veto, stated on the arrivals alone: a denial in the batch whose approvals meet n, or in
+    # one before it, ends the quorum denied, whatever is batched with it. (Before that batch the
+    # quorum cannot have failed otherwise: n distinct approvals were still to come.)
+    if end_on_denial and first_denied is not None and first_met is not None and first_denied <= first_met:
+        assert outcome.status == "denied"
+    # Nothing but approvals by n distinct people approves: never a token otherwise.
+    assert outcome.approved == (len(distinct) >= n and not (end_on_denial and denied))

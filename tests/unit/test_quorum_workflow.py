@@ -6,11 +6,14 @@ e2e tests prove it against the real OP."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from typing import Any
 
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -60,13 +63,14 @@ def quorum(n: int, *, on_denial: str = "end") -> ApprovalPolicy:
     return ApprovalPolicy(rules=[rule], roles={"b": "bob", "c": "carol"})
 
 
-def quorum_worker(env: WorkflowEnvironment, phones: ScriptedOP, task_queue: str) -> Worker:
+def quorum_worker(env: WorkflowEnvironment, phones: ScriptedOP, task_queue: str, **options: Any) -> Worker:
     return Worker(
         env.client,
         task_queue=task_queue,
         workflows=[QuorumAgent, CibaApprovalWorkflow],
         activities=phones.activities,
         plugins=[CibaPlugin(payload_key=KEY)],  # the sandbox passthrough production uses
+        **options,
     )
 
 
@@ -151,3 +155,52 @@ async def test_the_same_person_under_two_hints_and_a_third_who_makes_it(env: Wor
     # The outcome carries alice's token; bob's (alice again) and carol's were revoked.
     assert outcome.sealed_access_token == "sealed-alice"
     assert sorted(phones.revoked) == ["sealed-bob", "sealed-carol"]
+
+
+async def test_a_denial_landing_in_one_task_with_the_approvals_that_meet_n_vetoes_it(env: WorkflowEnvironment) -> None:
+    """The agent's worker is away while alice denies and bob and carol approve: the three ends
+    reach the agent in one workflow task, the denial first, and the quorum ends denied."""
+    phones = ScriptedOP(env, {"alice": [DENIED], "bob": [approved("bob")], "carol": [approved("carol")]})
+    agent_queue, approval_queue = f"quorum-{uuid.uuid4().hex[:8]}", f"approvals-{uuid.uuid4().hex[:8]}"
+    agent_input = QuorumInput(policy=quorum(2), approval_task_queue=approval_queue)
+    # No sticky queue: the agent's next task goes to its task queue, where the next worker polls.
+    async with quorum_worker(env, phones, agent_queue, max_cached_workflows=0):
+        agent = await env.client.start_workflow(
+            QuorumAgent.run, agent_input, id=f"agent-{uuid.uuid4().hex[:8]}", task_queue=agent_queue
+        )
+        children = await started_children(agent, 3)
+    async with quorum_worker(env, phones, approval_queue):  # the approvers decide; nobody reads it yet
+        ends = [await env.client.get_workflow_handle(c, result_type=ApprovalOutcome).result() for c in children]
+    assert [end.status for end in ends] == ["denied", "approved", "approved"]
+    async with quorum_worker(env, phones, agent_queue):
+        outcome = await agent.result()
+    events = [event.event_type async for event in agent.fetch_history_events()]
+    completed = [i for i, kind in enumerate(events) if kind == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED]
+    tasks = [i for i, kind in enumerate(events) if kind == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED]
+    assert len(completed) == 3 and not any(completed[0] < task < completed[-1] for task in tasks)  # one task
+    assert (outcome.status, outcome.error) == ("denied", "access_denied"), outcome.reason
+    assert outcome.sealed_access_token is None
+    assert sorted(phones.revoked) == ["sealed-bob", "sealed-carol"]
+    # The veto changed this run's commands (both tokens revoked): a patch marker (its payload is
+    # encrypted), so a run recorded without it replays the way it went. The one patch this agent
+    # can mark.
+    patches = [
+        event
+        async for event in agent.fetch_history_events()
+        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+        and event.marker_recorded_event_attributes.marker_name == "core_patch"
+    ]
+    assert len(patches) == 1
+
+
+async def started_children(agent: WorkflowHandle[Any, Any], count: int) -> list[str]:
+    """The ids of the agent's children, once the server has started `count` of them."""
+    while True:
+        started = [
+            event.child_workflow_execution_started_event_attributes.workflow_execution.workflow_id
+            async for event in agent.fetch_history_events()
+            if event.event_type == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED
+        ]
+        if len(started) >= count:
+            return started
+        await asyncio.sleep(0.05)  # waits for the server; decides nothing
