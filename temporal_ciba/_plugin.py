@@ -34,7 +34,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from temporal_ciba._activities import CibaActivities
 from temporal_ciba._policy import PolicySource
-from temporal_ciba._settings import OPSettings, RecordSettings, WorkerSettings, load_settings
+from temporal_ciba._settings import OPSettings, RecordSettings, WorkerSettings, decode_payload_key, load_settings
 from temporal_ciba._workflow import CibaApprovalWorkflow
 from temporal_ciba.ciba import CibaClient
 from temporal_ciba.crypto import AesGcmCodec, NotificationTokens, TokenSealer
@@ -103,10 +103,28 @@ def _with_passthrough(runner: WorkflowRunner | None) -> WorkflowRunner:
     return runner
 
 
+def _key_argument(value: object, name: str) -> bytes:
+    """A key given as bytes, or as the base64 text CIBA_PAYLOAD_KEY holds (standard or URL-safe,
+    padding optional); ValueError (TypeError for another type) with one line naming the argument."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        key = bytes(value)
+        if not key:
+            raise ValueError(f"CibaPlugin: {name} is empty")
+        return key
+    if isinstance(value, str):
+        try:
+            return decode_payload_key(value)
+        except ValueError as exc:
+            raise ValueError(f"CibaPlugin: {name} {exc} (32 random bytes, as in CIBA_PAYLOAD_KEY)") from None
+    raise TypeError(f"CibaPlugin: {name} must be bytes or base64 text, not {type(value).__name__}")
+
+
 class CibaPlugin(SimplePlugin):
     """Adds approvals to a Temporal client and worker; composes with other plugins.
 
-    - `payload_key`: the codec key (CIBA_PAYLOAD_KEY); alone, it configures a client.
+    - `payload_key`: the codec key (CIBA_PAYLOAD_KEY); alone, it configures a client. Bytes, or
+      the base64 text the environment holds (standard or URL-safe, padding optional); so is
+      `token_key`. A bad key raises ValueError naming the argument.
     - `op` and `token_key`: a worker builds the approval activities from them (CIBA_TOKEN_KEY
       seals tokens and notification tokens, and must differ from the payload key).
     - `records`: where a worker built from `op` writes decision records (CIBA_RECORD_*; default:
@@ -122,14 +140,16 @@ class CibaPlugin(SimplePlugin):
     def __init__(
         self,
         *,
-        payload_key: bytes,
-        token_key: bytes | None = None,
+        payload_key: bytes | str,
+        token_key: bytes | str | None = None,
         op: OPSettings | None = None,
         records: RecordSettings | None = None,
         activities: Sequence[Callable[..., Any]] = (),
         interceptors: Sequence[Any] = (),
         policy_file: Path | None = None,
     ) -> None:
+        payload_key = _key_argument(payload_key, "payload_key")
+        token_key = None if token_key is None else _key_argument(token_key, "token_key")
         if op is not None and token_key is None:
             raise ValueError("CibaPlugin: a worker that builds its activities from `op` needs `token_key`")
         if op is not None and activities:
