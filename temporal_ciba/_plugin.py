@@ -13,7 +13,9 @@ without `imports_passed_through()`.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -34,13 +36,25 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from temporal_ciba._activities import CibaActivities
 from temporal_ciba._policy import PolicySource
-from temporal_ciba._settings import OPSettings, RecordSettings, WorkerSettings, decode_payload_key, load_settings
+from temporal_ciba._settings import (
+    ConfigError,
+    OPSettings,
+    RecordSettings,
+    WorkerSettings,
+    decode_payload_key,
+    load_settings,
+)
 from temporal_ciba._workflow import CibaApprovalWorkflow
-from temporal_ciba.ciba import CibaClient
+from temporal_ciba.ciba import CibaClient, CibaError, DiscoveryError, TransportError
 from temporal_ciba.crypto import AesGcmCodec, NotificationTokens, TokenSealer
 from temporal_ciba.records import DecisionRecorder, EvidenceKeys, open_store
 
+logger = logging.getLogger("temporal_ciba.worker")
+
 PLUGIN_NAME = "temporal_ciba.CibaPlugin"
+# How long a starting worker waits for the OP's discovery document before it says the OP is
+# unreachable and starts anyway (the approvals retry until the OP answers).
+START_CHECK_SECONDS = 5.0
 # Workflow code of the package (models, the workflow, require_approval) is deterministic; the
 # sandbox need not re-import it (nor httpx, which the models' module pulls in) per workflow run.
 PASSTHROUGH_MODULES = ("temporal_ciba",)
@@ -166,6 +180,7 @@ class CibaPlugin(SimplePlugin):
         self._ciba: CibaClient | None = None
         self._built_activities: list[Callable[..., Any]] = []
         self._running_workers = 0
+        self._checked = False
         registers_workflows = op is not None or bool(activities)
         super().__init__(
             PLUGIN_NAME,
@@ -225,8 +240,54 @@ class CibaPlugin(SimplePlugin):
             self._built_activities = [*handlers.all, recorder.record_decision]
         return self._built_activities
 
+    async def check_op(self) -> None:
+        """The OP's discovery, checked once as a worker starts; ConfigError when CIBA_ISSUER is not the OP's.
+
+        A worker whose CIBA_ISSUER is not the OP's issuer exactly (OIDC Discovery §4.3: the
+        document's issuer must be identical to the configured one) could never run an approval:
+        ConfigError, one line naming the value to set. The issuer is not normalized: both forms
+        are real issuers (Auth0's end in a slash, most do not), and only the OP's own document
+        says which one it is. An OP that does not answer (or answers 5xx) is said once, in one
+        line naming CIBA_ISSUER; the worker starts anyway and the approvals retry until it
+        answers. Any other discovery problem is said once too (the approvals report it).
+
+        `temporal-ciba worker` calls it before the worker starts; a worker built otherwise checks
+        as it starts and logs an issuer mismatch as an error instead of raising (the SDK's
+        `async with worker` would wait for ever on a worker whose plugin failed to start)."""
+        if self._op is None or self._checked:
+            return
+        self._checked = True
+        self._build_activities()
+        assert self._ciba is not None
+        issuer = self._op.issuer
+        try:
+            async with asyncio.timeout(START_CHECK_SECONDS):
+                await self._ciba.metadata()
+        except DiscoveryError as exc:
+            if exc.document_issuer is not None:
+                raise ConfigError(
+                    f"CIBA_ISSUER={issuer} is not the issuer the OP names in its discovery document "
+                    f"({exc.document_issuer}; OIDC Discovery §4.3 requires them identical): "
+                    f"set CIBA_ISSUER={exc.document_issuer}"
+                ) from None
+            logger.warning("the OP at CIBA_ISSUER=%s cannot be used as configured: %s", issuer, exc)
+        except (TransportError, TimeoutError) as exc:
+            cause = str(exc) if isinstance(exc, TransportError) else f"no answer within {START_CHECK_SECONDS:g} s"
+            logger.warning(
+                "the OP at CIBA_ISSUER=%s is unreachable (%s): the worker starts, and approvals wait and retry "
+                "until it answers",
+                issuer,
+                cause,
+            )
+        except CibaError as exc:
+            logger.warning("the OP at CIBA_ISSUER=%s: %s", issuer, exc)
+
     @asynccontextmanager
     async def _run_context(self) -> AsyncIterator[None]:
+        try:
+            await self.check_op()
+        except ConfigError as exc:
+            logger.error("%s", exc)
         self._running_workers += 1
         try:
             yield
