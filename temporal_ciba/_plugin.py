@@ -31,7 +31,7 @@ from temporalio.converter import (
     WithSerializationContext,
 )
 from temporalio.plugin import SimplePlugin
-from temporalio.worker import WorkflowRunner
+from temporalio.worker import Interceptor, WorkflowInboundInterceptor, WorkflowInterceptorClassInput, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from temporal_ciba._activities import CibaActivities
@@ -44,7 +44,7 @@ from temporal_ciba._settings import (
     decode_payload_key,
     load_settings,
 )
-from temporal_ciba._workflow import CibaApprovalWorkflow
+from temporal_ciba._workflow import PLUGIN_MARKER, CibaApprovalWorkflow
 from temporal_ciba.ciba import CibaClient, CibaError, DiscoveryError, TransportError
 from temporal_ciba.crypto import AesGcmCodec, NotificationTokens, TokenSealer
 from temporal_ciba.records import DecisionRecorder, EvidenceKeys, open_store
@@ -133,6 +133,22 @@ def _key_argument(value: object, name: str) -> bytes:
     raise TypeError(f"CibaPlugin: {name} must be bytes or base64 text, not {type(value).__name__}")
 
 
+def _plugin_present() -> bool:
+    return True
+
+
+class PluginMarker(Interceptor):
+    """A worker interceptor that tells workflow code the worker has CibaPlugin.
+
+    It offers the extern function PLUGIN_MARKER, which require_approval looks for."""
+
+    def workflow_interceptor_class(
+        self, input: WorkflowInterceptorClassInput
+    ) -> type[WorkflowInboundInterceptor] | None:
+        input.unsafe_extern_functions[PLUGIN_MARKER] = _plugin_present
+        return None
+
+
 class CibaPlugin(SimplePlugin):
     """Adds approvals to a Temporal client and worker; composes with other plugins.
 
@@ -188,7 +204,7 @@ class CibaPlugin(SimplePlugin):
             activities=self._activities if registers_workflows else None,
             workflows=self._workflows if registers_workflows else None,
             workflow_runner=_with_passthrough,
-            interceptors=list(interceptors) or None,
+            interceptors=[*interceptors, PluginMarker()],
             run_context=self._run_context,
         )
 
