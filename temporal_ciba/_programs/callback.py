@@ -44,6 +44,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar, NoReturn
 
 import h11
@@ -95,7 +96,7 @@ class RefusalLog:
 
     A line says how many refusals of that cause were not logged since the previous one."""
 
-    def __init__(self, interval: float = REFUSAL_LOG_INTERVAL, clock: Any = time.monotonic) -> None:
+    def __init__(self, interval: float = REFUSAL_LOG_INTERVAL, clock: Callable[[], float] = time.monotonic) -> None:
         self.interval = interval
         self._clock = clock
         self._last: dict[str, float] = {}
