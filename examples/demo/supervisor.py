@@ -282,6 +282,7 @@ async def run_demo(directory: Path, ports: Ports) -> int:
         **base_env,
         "TEMPORAL_ADDRESS": f"127.0.0.1:{ports.temporal}",
         "CIBA_PAYLOAD_KEY": state["payload_key"],
+        "CIBA_TASK_QUEUE": TASK_QUEUE,
         "CIBA_LOG_LEVEL": "INFO",
     }
     services = Services(logs)
