@@ -186,8 +186,11 @@ def _require_plugin() -> None:
 
     Without it the approval workflow is not registered and the payloads are not encrypted: the
     child would wait for ever for a worker that knows CibaApprovalWorkflow. Deterministic: the
-    marker is part of the worker's configuration, not of the outside world."""
-    if PLUGIN_MARKER not in workflow.extern_functions():
+    marker is part of the worker's configuration, not of the outside world. Not checked while
+    replaying: history recorded with the plugin replays as it ran, also in a Replayer built
+    without it (a history that failed here on a worker without the plugin is the one that does
+    not replay there)."""
+    if PLUGIN_MARKER not in workflow.extern_functions() and not workflow.unsafe.is_replaying():
         raise ApplicationError(
             "require_approval needs CibaPlugin on the worker that runs this workflow: "
             "Worker(..., plugins=[CibaPlugin.from_env()]) or a client connected with CibaPlugin",
