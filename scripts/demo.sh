@@ -4,5 +4,7 @@
 # callback service, the worker, the payment API and the codec server. Ctrl-C stops it all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The demo's ports first (standard library only): a port in use is said now, not after the set-up.
+"${PYTHON:-python3}" examples/demo/ports.py "$@"
 source scripts/setup.sh
 exec .venv/bin/temporal-ciba-examples demo "$@"

@@ -16,6 +16,10 @@ elif [ "$node_major" -lt 22 ]; then
   # 20 still runs it; oidc-provider logs "Unsupported runtime" and 20 is past its end of life.
   echo "warning: Node.js $(node --version): the test OP supports Node.js 22 LTS; upgrade when you can" >&2
 fi
+# setuptools announces every editable install with a notice ("Editable installation ... Please
+# be careful with folders in your working directory"), dozens of lines each time, whatever the
+# layout: this filter drops that one informational warning, by its message, and nothing else.
+export PYTHONWARNINGS="${PYTHONWARNINGS:+$PYTHONWARNINGS,}ignore:Editable installation:UserWarning"
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"

@@ -13,7 +13,9 @@ without `imports_passed_through()`.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -29,18 +31,30 @@ from temporalio.converter import (
     WithSerializationContext,
 )
 from temporalio.plugin import SimplePlugin
-from temporalio.worker import WorkflowRunner
+from temporalio.worker import Interceptor, WorkflowInboundInterceptor, WorkflowInterceptorClassInput, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from temporal_ciba._activities import CibaActivities
 from temporal_ciba._policy import PolicySource
-from temporal_ciba._settings import OPSettings, RecordSettings, WorkerSettings, load_settings
-from temporal_ciba._workflow import CibaApprovalWorkflow
-from temporal_ciba.ciba import CibaClient
+from temporal_ciba._settings import (
+    ConfigError,
+    OPSettings,
+    RecordSettings,
+    WorkerSettings,
+    decode_payload_key,
+    load_settings,
+)
+from temporal_ciba._workflow import PLUGIN_MARKER, CibaApprovalWorkflow
+from temporal_ciba.ciba import CibaClient, CibaError, DiscoveryError, TransportError
 from temporal_ciba.crypto import AesGcmCodec, NotificationTokens, TokenSealer
 from temporal_ciba.records import DecisionRecorder, EvidenceKeys, open_store
 
+logger = logging.getLogger("temporal_ciba.worker")
+
 PLUGIN_NAME = "temporal_ciba.CibaPlugin"
+# How long a starting worker waits for the OP's discovery document before it says the OP is
+# unreachable and starts anyway (the approvals retry until the OP answers).
+START_CHECK_SECONDS = 5.0
 # Workflow code of the package (models, the workflow, require_approval) is deterministic; the
 # sandbox need not re-import it (nor httpx, which the models' module pulls in) per workflow run.
 PASSTHROUGH_MODULES = ("temporal_ciba",)
@@ -103,10 +117,44 @@ def _with_passthrough(runner: WorkflowRunner | None) -> WorkflowRunner:
     return runner
 
 
+def _key_argument(value: object, name: str) -> bytes:
+    """A key given as bytes, or as the base64 text CIBA_PAYLOAD_KEY holds (standard or URL-safe,
+    padding optional); ValueError (TypeError for another type) with one line naming the argument."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        key = bytes(value)
+        if not key:
+            raise ValueError(f"CibaPlugin: {name} is empty")
+        return key
+    if isinstance(value, str):
+        try:
+            return decode_payload_key(value)
+        except ValueError as exc:
+            raise ValueError(f"CibaPlugin: {name} {exc} (32 random bytes, as in CIBA_PAYLOAD_KEY)") from None
+    raise TypeError(f"CibaPlugin: {name} must be bytes or base64 text, not {type(value).__name__}")
+
+
+def _plugin_present() -> bool:
+    return True
+
+
+class PluginMarker(Interceptor):
+    """A worker interceptor that tells workflow code the worker has CibaPlugin.
+
+    It offers the extern function PLUGIN_MARKER, which require_approval looks for."""
+
+    def workflow_interceptor_class(
+        self, input: WorkflowInterceptorClassInput
+    ) -> type[WorkflowInboundInterceptor] | None:
+        input.unsafe_extern_functions[PLUGIN_MARKER] = _plugin_present
+        return None
+
+
 class CibaPlugin(SimplePlugin):
     """Adds approvals to a Temporal client and worker; composes with other plugins.
 
-    - `payload_key`: the codec key (CIBA_PAYLOAD_KEY); alone, it configures a client.
+    - `payload_key`: the codec key (CIBA_PAYLOAD_KEY); alone, it configures a client. Bytes, or
+      the base64 text the environment holds (standard or URL-safe, padding optional); so is
+      `token_key`. A bad key raises ValueError naming the argument.
     - `op` and `token_key`: a worker builds the approval activities from them (CIBA_TOKEN_KEY
       seals tokens and notification tokens, and must differ from the payload key).
     - `records`: where a worker built from `op` writes decision records (CIBA_RECORD_*; default:
@@ -122,14 +170,16 @@ class CibaPlugin(SimplePlugin):
     def __init__(
         self,
         *,
-        payload_key: bytes,
-        token_key: bytes | None = None,
+        payload_key: bytes | str,
+        token_key: bytes | str | None = None,
         op: OPSettings | None = None,
         records: RecordSettings | None = None,
         activities: Sequence[Callable[..., Any]] = (),
         interceptors: Sequence[Any] = (),
         policy_file: Path | None = None,
     ) -> None:
+        payload_key = _key_argument(payload_key, "payload_key")
+        token_key = None if token_key is None else _key_argument(token_key, "token_key")
         if op is not None and token_key is None:
             raise ValueError("CibaPlugin: a worker that builds its activities from `op` needs `token_key`")
         if op is not None and activities:
@@ -146,6 +196,7 @@ class CibaPlugin(SimplePlugin):
         self._ciba: CibaClient | None = None
         self._built_activities: list[Callable[..., Any]] = []
         self._running_workers = 0
+        self._checked = False
         registers_workflows = op is not None or bool(activities)
         super().__init__(
             PLUGIN_NAME,
@@ -153,7 +204,7 @@ class CibaPlugin(SimplePlugin):
             activities=self._activities if registers_workflows else None,
             workflows=self._workflows if registers_workflows else None,
             workflow_runner=_with_passthrough,
-            interceptors=list(interceptors) or None,
+            interceptors=[*interceptors, PluginMarker()],
             run_context=self._run_context,
         )
 
@@ -205,8 +256,54 @@ class CibaPlugin(SimplePlugin):
             self._built_activities = [*handlers.all, recorder.record_decision]
         return self._built_activities
 
+    async def check_op(self) -> None:
+        """The OP's discovery, checked once as a worker starts; ConfigError when CIBA_ISSUER is not the OP's.
+
+        A worker whose CIBA_ISSUER is not the OP's issuer exactly (OIDC Discovery §4.3: the
+        document's issuer must be identical to the configured one) could never run an approval:
+        ConfigError, one line naming the value to set. The issuer is not normalized: both forms
+        are real issuers (Auth0's end in a slash, most do not), and only the OP's own document
+        says which one it is. An OP that does not answer (or answers 5xx) is said once, in one
+        line naming CIBA_ISSUER; the worker starts anyway and the approvals retry until it
+        answers. Any other discovery problem is said once too (the approvals report it).
+
+        `temporal-ciba worker` calls it before the worker starts; a worker built otherwise checks
+        as it starts and logs an issuer mismatch as an error instead of raising (the SDK's
+        `async with worker` would wait for ever on a worker whose plugin failed to start)."""
+        if self._op is None or self._checked:
+            return
+        self._checked = True
+        self._build_activities()
+        assert self._ciba is not None
+        issuer = self._op.issuer
+        try:
+            async with asyncio.timeout(START_CHECK_SECONDS):
+                await self._ciba.metadata()
+        except DiscoveryError as exc:
+            if exc.document_issuer is not None:
+                raise ConfigError(
+                    f"CIBA_ISSUER={issuer} is not the issuer the OP names in its discovery document "
+                    f"({exc.document_issuer}; OIDC Discovery §4.3 requires them identical): "
+                    f"set CIBA_ISSUER={exc.document_issuer}"
+                ) from None
+            logger.warning("the OP at CIBA_ISSUER=%s cannot be used as configured: %s", issuer, exc)
+        except (TransportError, TimeoutError) as exc:
+            cause = str(exc) if isinstance(exc, TransportError) else f"no answer within {START_CHECK_SECONDS:g} s"
+            logger.warning(
+                "the OP at CIBA_ISSUER=%s is unreachable (%s): the worker starts, and approvals wait and retry "
+                "until it answers",
+                issuer,
+                cause,
+            )
+        except CibaError as exc:
+            logger.warning("the OP at CIBA_ISSUER=%s: %s", issuer, exc)
+
     @asynccontextmanager
     async def _run_context(self) -> AsyncIterator[None]:
+        try:
+            await self.check_op()
+        except ConfigError as exc:
+            logger.error("%s", exc)
         self._running_workers += 1
         try:
             yield

@@ -176,6 +176,29 @@ async def worker_approval_policy() -> ApprovalPolicy:
     )
 
 
+# The name under which CibaPlugin's worker interceptor offers an extern function to workflow code:
+# its presence is how require_approval knows that the worker running it has the plugin.
+PLUGIN_MARKER: Final = "temporal_ciba.CibaPlugin"
+
+
+def _require_plugin() -> None:
+    """Fail the workflow (not retried) when the worker running it lacks CibaPlugin.
+
+    Without it the approval workflow is not registered and the payloads are not encrypted: the
+    child would wait for ever for a worker that knows CibaApprovalWorkflow. Deterministic: the
+    marker is part of the worker's configuration, not of the outside world. Not checked while
+    replaying: history recorded with the plugin replays as it ran, also in a Replayer built
+    without it (a history that failed here on a worker without the plugin is the one that does
+    not replay there)."""
+    if PLUGIN_MARKER not in workflow.extern_functions() and not workflow.unsafe.is_replaying():
+        raise ApplicationError(
+            "require_approval needs CibaPlugin on the worker that runs this workflow: "
+            "Worker(..., plugins=[CibaPlugin.from_env()]) or a client connected with CibaPlugin",
+            type="CibaPluginMissing",
+            non_retryable=True,
+        )
+
+
 async def require_approval(
     request: ApprovalRequest,
     *,
@@ -199,7 +222,11 @@ async def require_approval(
     `approved` outcome with `policy.approval == "none"`, no approver, no token), one approver
     (the request with the rule's approver, acr_values, expiry and binding message), or a
     quorum (temporal_ciba._quorum). The decision is `outcome.policy`.
+
+    On a worker without CibaPlugin it fails the workflow at once with ApplicationError
+    `CibaPluginMissing` (not retried), naming CibaPlugin.
     """
+    _require_plugin()
     if policy is not None:
         return await _by_policy(request, policy, action, id=id, task_queue=task_queue, inline=inline)
     info = workflow.info()

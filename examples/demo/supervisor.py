@@ -19,7 +19,6 @@ import os
 import secrets
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,28 +30,15 @@ from pathlib import Path
 from temporalio.client import Client
 
 from temporal_ciba import CibaPlugin
+from temporal_ciba_examples.demo.ports import DemoError, Ports, check_ports
 from temporal_ciba_examples.demo.servers import ServerError, install_op, op_command
 from temporal_ciba_examples.payment_agent.models import PaymentAction, PaymentAgentInput, action_digest, short_code
 
 APPROVER = "alice"
-TASK_QUEUE = "ciba-approvals"
-
-
-@dataclass(frozen=True)
-class Ports:
-    temporal: int = 7233
-    ui: int = 8233
-    op: int = 3000
-    callback: int = 8443
-    payment_api: int = 8700
-    codec: int = 8081
-
-    @classmethod
-    def from_base(cls, base: int) -> Ports:
-        """Six consecutive ports from `base`; DemoError (one line, exit 2) when they do not fit."""
-        if not 1024 <= base <= 65535 - 5:
-            raise DemoError(f"--port-base {base}: choose a port from 1024 to {65535 - 5} (the demo uses six in a row)")
-        return cls(base, base + 1, base + 2, base + 3, base + 4, base + 5)
+# The demo's own task queue: a worker of your own against the demo (the quickstart's worker.py,
+# default ciba-approvals, the library's default) never picks up the demo's approvals, nor the
+# demo's worker yours.
+TASK_QUEUE = "ciba-demo"
 
 
 @dataclass
@@ -96,10 +82,6 @@ class Services:
                 process.wait()
 
 
-class DemoError(Exception):
-    pass
-
-
 @dataclass(frozen=True)
 class Certificates:
     ca: Path
@@ -120,16 +102,6 @@ def dev_certificates(directory: Path, hosts: list[str]) -> Certificates:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise DemoError(f"temporal-ciba dev-certs failed: {last}")
     return Certificates(directory / "ca.pem", directory / "cert.pem", directory / "key.pem")
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 async def _wait_for_port(port: int, services: Services, what: str, timeout: float = 60.0) -> None:
@@ -290,14 +262,12 @@ def write_op_config(directory: Path, ports: Ports, state: dict[str, str]) -> Pat
 async def run_demo(directory: Path, ports: Ports) -> int:
     from temporal_ciba_examples.payment_agent.workflows import PaymentAgentWorkflow
 
+    check_ports(ports)  # before the OP's installation, which takes a while on a first run
     private_directory(directory)
     try:
         op_dir = install_op(directory / "op")
     except ServerError as exc:
         raise DemoError(str(exc)) from None
-    busy = [f"{name} {port}" for name, port in vars(ports).items() if not _port_free(port)]
-    if busy:
-        raise DemoError(f"ports in use ({', '.join(busy)}): stop what uses them or pass --port-base")
     logs = directory / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     state = load_state(directory)
@@ -312,6 +282,7 @@ async def run_demo(directory: Path, ports: Ports) -> int:
         **base_env,
         "TEMPORAL_ADDRESS": f"127.0.0.1:{ports.temporal}",
         "CIBA_PAYLOAD_KEY": state["payload_key"],
+        "CIBA_TASK_QUEUE": TASK_QUEUE,
         "CIBA_LOG_LEVEL": "INFO",
     }
     services = Services(logs)

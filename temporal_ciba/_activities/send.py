@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Callable
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from temporal_ciba._activities.redeem import ATTEMPT_SECONDS
 from temporal_ciba._activities.subjects import SUBJECT_CONFLICT, ApproverSubjects, SubjectConflict
@@ -78,7 +79,18 @@ class Sender:
             return SendRequestResult(delivery_mode=mode, error=exc.error, reason=str(exc))
         except TransportError as exc:
             if not exc.request_sent:
-                raise  # it never reached the OP: Temporal retries it
+                # It never reached the OP: Temporal retries it. One line per attempt, no traceback
+                # (BENIGN): an OP that is down is a state to report, not a bug. The failure keeps
+                # the type name TransportError.
+                activity.logger.warning(
+                    "the OP at %s is unreachable (%s): attempt %d, retrying",
+                    self._ciba.issuer,
+                    exc,
+                    activity.info().attempt,
+                )
+                raise ApplicationError(
+                    str(exc), type="TransportError", category=ApplicationErrorCategory.BENIGN
+                ) from None
             # The OP may have prompted the user already; a retry would prompt again.
             activity.logger.warning("backchannel request outcome unknown: %s", exc)
             return SendRequestResult(delivery_mode=mode, error=REQUEST_OUTCOME_UNKNOWN, reason=f"{exc}; not sent again")

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import SecretStr, ValidationError
 
-from temporal_ciba._cli.errors import EXIT_NOT_APPROVED, EXIT_OK, UsageError, first_line
+from temporal_ciba._cli.errors import EXIT_NOT_APPROVED, EXIT_OK, UsageError, WaitInterrupted, first_line
 from temporal_ciba._settings import TemporalSettings, load_settings
 
 APPROVAL_WORKFLOW = "CibaApprovalWorkflow"
@@ -105,7 +105,11 @@ async def request(args: argparse.Namespace) -> int:
     print(workflow_id, file=sys.stderr if args.json else sys.stdout, flush=True)
     if not args.wait:
         return EXIT_OK
-    outcome = await _wait_watching(client, handle, settings.task_queue, args.command)
+    try:
+        outcome = await _wait_watching(client, handle, settings.task_queue, args.command)
+    except asyncio.CancelledError:
+        # Ctrl-C: asyncio.run cancels this task; the workflow itself runs on.
+        raise WaitInterrupted(workflow_id) from None
     if args.json:
         print_json(outcome.public_json())
     else:

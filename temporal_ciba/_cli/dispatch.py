@@ -14,7 +14,14 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from temporal_ciba._cli import approvals, audit, services
-from temporal_ciba._cli.errors import EXIT_NOT_APPROVED, EXIT_OK, EXIT_USAGE, UsageError, temporal_problem
+from temporal_ciba._cli.errors import (
+    EXIT_NOT_APPROVED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    WaitInterrupted,
+    temporal_problem,
+)
 from temporal_ciba._cli.parser import build_parser
 from temporal_ciba._programs.observability import configure_logging
 from temporal_ciba._settings import ConfigError, LoggingSettings, load_settings
@@ -57,6 +64,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         logging_settings = load_settings(LoggingSettings)
         configure_logging(logging_settings.log_level, logging_settings.log_format)
         return asyncio.run(COMMANDS[args.command](args))
+    except WaitInterrupted as exc:
+        print(f"temporal-ciba {args.command}: {exc}", file=sys.stderr)
+        return EXIT_NOT_APPROVED
     except configuration_errors as exc:
         print(f"temporal-ciba {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE

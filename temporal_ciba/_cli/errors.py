@@ -18,6 +18,18 @@ class UsageError(Exception):
     """Bad arguments or configuration: one line, exit status 2."""
 
 
+class WaitInterrupted(Exception):
+    """Ctrl-C (or SIGTERM) on `request --wait`: the approval goes on; one line, exit status 1.
+
+    An interrupted wait saw no approval, so it exits as any outcome but approved does."""
+
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(
+            f"interrupted: approval {workflow_id} goes on without this command; follow it with "
+            f"`temporal-ciba status {workflow_id}` or cancel it with `temporal-ciba cancel {workflow_id}`"
+        )
+
+
 def first_line(text: str) -> str:
     """The first line of an error's text, which is all a one-line message has room for."""
     return text.strip().splitlines()[0] if text.strip() else "no detail"

@@ -9,7 +9,9 @@ Stateless: the bearer token names the waiting approval (workflow id and first ru
 encrypted and authenticated (temporal_ciba.crypto._notification), so replicas need no shared database.
 A request is answered:
 
-- 401 (and no workflow is looked up) when the bearer is missing or not one we issued;
+- 401 (and no workflow is looked up) when the bearer is missing or not one we issued; each such
+  refusal is logged (a warning naming the likely cause and the fix, never the token), at most
+  one line per cause per REFUSAL_LOG_INTERVAL seconds;
 - 4xx for a wrong method, content type, an oversized or malformed body: the body must be
   I-JSON (RFC 7493: UTF-8, no lone surrogates, no NaN or Infinity, no number beyond 2**53, no
   duplicate member names). It is read only after the bearer is verified, and only up to the
@@ -40,6 +42,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from starlette.applications import Starlette
@@ -59,6 +63,47 @@ from temporal_ciba.crypto import NotificationTokens, NotifiedApproval, TokenSeal
 logger = logging.getLogger("temporal_ciba.callback")
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 MAX_SAFE_INTEGER = 2**53 - 1  # RFC 7493 §2.2
+
+
+# A refused notification is logged at most once per cause in this many seconds, so that an OP
+# retrying (or someone probing) cannot fill the log.
+REFUSAL_LOG_INTERVAL = 60.0
+
+# Why a notification was refused, the likely cause and the fix: what an operator reads in this
+# service's log when pings are answered 401 (the OP itself usually logs nothing).
+REFUSALS = {
+    "no_bearer": (
+        "a notification without a bearer token was refused (401): the OP must send the "
+        "client_notification_token as Authorization: Bearer (does a proxy strip the header?)"
+    ),
+    "bearer_does_not_open": (
+        "a notification was refused (401): the bearer does not open: "
+        "do CIBA_TOKEN_KEY of the callback and the worker match?"
+    ),
+}
+
+
+class RefusalLog:
+    """Logs refused notifications, at most one line per cause per `interval` seconds, never the token.
+
+    A line says how many refusals of that cause were not logged since the previous one."""
+
+    def __init__(self, interval: float = REFUSAL_LOG_INTERVAL, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._unlogged: dict[str, int] = {}
+
+    def refused(self, cause: str) -> None:
+        now = self._clock()
+        last = self._last.get(cause)
+        if last is not None and now - last < self.interval:
+            self._unlogged[cause] = self._unlogged.get(cause, 0) + 1
+            return
+        self._last[cause] = now
+        unlogged = self._unlogged.pop(cause, 0)
+        more = f" ({unlogged} more since the last such line)" if unlogged else ""
+        logger.warning("%s%s", REFUSALS[cause], more)
 
 
 class BodyTooLarge(Exception):
@@ -171,13 +216,18 @@ def create_callback_app(
     path: str = "/ciba/notify",
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     read_timeout: float = DEFAULT_READ_TIMEOUT,
+    refusal_log_interval: float = REFUSAL_LOG_INTERVAL,
 ) -> Starlette:
+    refusals = RefusalLog(refusal_log_interval)
+
     async def notification(request: Request) -> Response:
         scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not bearer.strip():
+            refusals.refused("no_bearer")
             return _problem(401, "invalid_request", "a bearer token is required", {"www-authenticate": "Bearer"})
         approval = notification_tokens.open(bearer.strip())
         if approval is None:
+            refusals.refused("bearer_does_not_open")
             return _unauthorized("unknown bearer token")
 
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()

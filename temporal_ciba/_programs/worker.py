@@ -49,6 +49,7 @@ async def run_worker(
         **connect_overrides,
     )
     await ensure_search_attributes(client)
+    await plugin.check_op()  # an issuer that is not the OP's stops here, in one line
     worker = Worker(
         client,
         task_queue=settings.task_queue,

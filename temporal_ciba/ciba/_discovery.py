@@ -167,7 +167,10 @@ def parse_provider_metadata(document: dict[str, object], issuer: str) -> Provide
         message = str(first["msg"]).removeprefix("Value error, ")
         raise DiscoveryError(f"discovery document: {where}: {message}") from None
     if metadata.issuer != issuer:
-        raise DiscoveryError(f"discovery document issuer {metadata.issuer!r} is not the configured issuer {issuer!r}")
+        raise DiscoveryError(
+            f"discovery document issuer {metadata.issuer!r} is not the configured issuer {issuer!r}",
+            document_issuer=metadata.issuer,
+        )
     return metadata
 
 

@@ -40,7 +40,14 @@ class CibaError(Exception):
 
 
 class DiscoveryError(CibaError):
-    """The OP's discovery document is missing, malformed, or does not offer what we need."""
+    """The OP's discovery document is missing, malformed, or does not offer what we need.
+
+    `document_issuer` is the issuer the document names when that is what differs from the
+    configured one (OIDC Discovery §4.3), else None."""
+
+    def __init__(self, message: str, *, document_issuer: str | None = None) -> None:
+        super().__init__(message)
+        self.document_issuer = document_issuer
 
 
 class ProtocolError(CibaError):

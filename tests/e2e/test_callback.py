@@ -11,6 +11,7 @@ import base64
 import json
 import ssl
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,8 +27,8 @@ from temporal_ciba.crypto._notification import NotificationTokens
 from tests.support.callback import TOKENS, bearer, events, post, token_for
 from tests.support.flows import pending_auth_req_id, start_approval
 from tests.support.op import TestOP
-from tests.support.stack import PAYLOAD_KEY, TlsFiles
-from tests.support.temporal import wait_for
+from tests.support.stack import PAYLOAD_KEY, TlsFiles, run_callback
+from tests.support.temporal import DevServer, wait_for
 
 JSON_TYPE = "application/json"
 
@@ -313,3 +314,31 @@ async def test_random_input_never_gets_3xx_or_5xx(
     state = await handle.query(CibaApprovalWorkflow.status)
     assert (state.status, state.polls) == ("pending", 0)
     assert op.token_requests(auth_req_id) == []
+
+
+async def test_a_refused_notification_is_logged_once_per_cause_with_its_fix_and_never_its_token(
+    temporal_server: DevServer, tls: TlsFiles, tmp_path: Path
+) -> None:
+    """A ping whose bearer does not open (the worker issued it under another CIBA_TOKEN_KEY) is answered 401.
+
+    The OP logs nothing, so the callback's log is where the operator looks: one warning naming
+    the setting to compare, at most one per cause per interval however many pings arrive, and
+    never the token."""
+    foreign = NotificationTokens(b"k" * 32).issue("approval-" + uuid.uuid4().hex, uuid.uuid4().hex)
+    log = tmp_path / "callback.log"
+    with run_callback(temporal_server, tls, tmp_path) as url:
+        for _ in range(3):
+            response = await post(url, tls, body={"auth_req_id": "ar-1"}, headers=bearer(foreign))
+            assert response.status_code == 401
+        assert (await post(url, tls, body={"auth_req_id": "ar-1"})).status_code == 401
+
+        def lines() -> list[str]:
+            return [line for line in log.read_text().splitlines() if "refused (401)" in line]
+
+        await wait_for(lambda: len(lines()) >= 2, what="the refusals in the callback's log")
+    refused = lines()
+    bad_bearer = [line for line in refused if "CIBA_TOKEN_KEY" in line]
+    assert len(bad_bearer) == 1, refused
+    assert "do CIBA_TOKEN_KEY of the callback and the worker match?" in bad_bearer[0]
+    assert len([line for line in refused if "without a bearer token" in line]) == 1, refused
+    assert foreign not in log.read_text()

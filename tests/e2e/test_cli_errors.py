@@ -75,3 +75,16 @@ async def test_status_of_a_workflow_whose_task_fails(temporal_server: DevServer,
     stderr = await wait_for(refused, what="`status` to see the failing workflow task", timeout=60)
     line = one_line(stderr)
     assert workflow_id in line and "worker" in line
+
+
+async def test_a_misspelled_setting_is_named_with_the_closest_known_name(temporal_server: DevServer) -> None:
+    """`CIBA_TASKQUEUE` is ignored (the request goes to the default queue), but the user is told, once.
+
+    The codec server's own settings, which this command does not load, are not reported."""
+    env = cli_env(temporal_server, "unused", CIBA_TASKQUEUE="mine", CIBA_CODEC_PORT="8081")
+    del env["CIBA_TASK_QUEUE"]
+    code, _, stderr = await run_cli(env, "list")
+    assert code == 0, stderr
+    warnings = [line for line in stderr.splitlines() if "CIBA_TASKQUEUE" in line]
+    assert warnings == ["CIBA_TASKQUEUE is not a setting and is ignored: did you mean CIBA_TASK_QUEUE?"], stderr
+    assert "CIBA_CODEC_PORT" not in stderr and "Traceback" not in stderr

@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import random
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +23,8 @@ from temporal_ciba._programs.connect import connect
 from temporal_ciba_examples.payment_agent.workflows import PaymentAgentWorkflow
 from tests.support.browser import chromium
 from tests.support.temporal import venv_tool, wait_for
+
+REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 def free_port_run(count: int = 6) -> int:
@@ -193,3 +198,49 @@ def test_demo_port_base_out_of_range() -> None:
     )
     assert result.returncode == 2 and result.stdout == ""
     assert "--port-base 70000" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_demo_sh_checks_the_ports_before_the_set_up(tmp_path: Path) -> None:
+    """A port in use is said at once, before the set-up (which needs Node.js: absent here, so a
+    set-up that ran first would stop on that instead)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").symlink_to(sys.executable)
+    (bin_dir / "dirname").symlink_to(shutil.which("dirname") or "/usr/bin/dirname")
+    base = free_port_run()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", base + 2))
+        busy.listen()
+        result = subprocess.run(
+            ["/bin/bash", str(REPOSITORY / "scripts" / "demo.sh"), "--port-base", str(base)],
+            env={"PATH": str(bin_dir), "HOME": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        f"temporal-ciba-examples demo: ports in use (op {base + 2}): stop what uses them or pass --port-base\n"
+    )
+
+
+def test_the_set_up_installs_the_samples_without_setuptools_notices() -> None:
+    """The editable install as scripts/setup.sh runs it prints no warning (setuptools' "Editable
+    installation" notice is dozens of lines)."""
+    exports = [
+        line for line in (REPOSITORY / "scripts" / "setup.sh").read_text().splitlines() if "PYTHONWARNINGS" in line
+    ]
+    assert exports, "scripts/setup.sh sets no warnings filter"
+    script = "\n".join(
+        [
+            *exports,
+            f"{shlex.quote(sys.executable)} -m pip install --quiet --disable-pip-version-check --no-deps -e examples",
+        ]
+    )
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONWARNINGS"}
+    result = subprocess.run(
+        ["/bin/bash", "-c", script], cwd=REPOSITORY, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Editable installation" not in result.stderr and "BuildBackendWarning" not in result.stderr, result.stderr

@@ -6,6 +6,7 @@ line when the worker cannot run the approval."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import uuid
 
 from temporalio.client import Client
@@ -67,3 +68,32 @@ async def test_a_worker_that_cannot_decrypt_is_named(
     assert line.startswith(f"temporal-ciba request: the worker cannot run {workflow_id}: its workflow task fails (")
     assert "payload" in line and "CIBA_PAYLOAD_KEY" in line
     await temporal_client.get_workflow_handle(workflow_id).terminate("test done")
+
+
+async def test_ctrl_c_says_the_approval_goes_on_and_how_to_cancel_it(temporal_server: DevServer) -> None:
+    """An interrupted wait is not an approval (exit 1); the line it prints names the command that cancels it."""
+    task_queue = f"nobody-{uuid.uuid4().hex[:8]}"
+    env = cli_env(temporal_server, task_queue)
+    process = await asyncio.create_subprocess_exec(
+        *cli_command("request", "--login-hint", "alice", "--binding-message", "Close the account", "--wait"),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None and process.stdout is not None
+    try:
+        workflow_id = (await asyncio.wait_for(process.stdout.readline(), 60)).decode().strip()
+        # The no-worker notice comes from inside the wait: Ctrl-C now interrupts the wait itself.
+        assert NO_WORKER in (await asyncio.wait_for(process.stderr.readline(), 60)).decode()
+        process.send_signal(signal.SIGINT)
+        _, rest = await asyncio.wait_for(process.communicate(), 60)
+    finally:
+        if process.returncode is None:
+            process.kill()
+    assert process.returncode == 1
+    line = one_line(rest.decode())
+    assert line.startswith(f"temporal-ciba request: interrupted: approval {workflow_id} goes on"), line
+    command = line.rsplit("`", 2)[-2]
+    assert command == f"temporal-ciba cancel {workflow_id}"
+    code, _, stderr = await run_cli(env, *command.split()[1:])
+    assert code == 0, stderr

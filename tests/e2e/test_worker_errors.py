@@ -20,7 +20,8 @@ from temporal_ciba import _cli as cli
 from temporal_ciba._programs.connect import connect
 from temporal_ciba._search_attributes import ensure_search_attributes
 from tests.support.cli import cli_env, one_line, run_cli
-from tests.support.stack import PAYLOAD_KEY, TOKEN_KEY
+from tests.support.op import TestOP
+from tests.support.stack import AGENT_CLIENT, PAYLOAD_KEY, SECRET, TOKEN_KEY, cli_command
 from tests.support.temporal import DevServer, temporal_cli
 
 
@@ -93,3 +94,66 @@ async def test_a_service_port_already_in_use(temporal_server: DevServer) -> None
     assert code == 2 and stdout == ""
     line = one_line(stderr)
     assert f"127.0.0.1:{port}" in line and "in use" in line and "CIBA_CODEC_PORT" in line
+
+
+def worker_process_env(server: DevServer, issuer: str) -> dict[str, str]:
+    return cli_env(
+        server,
+        f"start-check-{uuid.uuid4().hex[:8]}",
+        CIBA_TOKEN_KEY=TOKEN_KEY,
+        CIBA_ISSUER=issuer,
+        CIBA_CLIENT_ID=AGENT_CLIENT,
+        CIBA_CLIENT_SECRET=SECRET,
+    )
+
+
+async def test_an_issuer_that_is_not_the_ops_exactly_stops_the_worker_naming_the_value_to_set(
+    temporal_server: DevServer, op: TestOP
+) -> None:
+    """`CIBA_ISSUER=http://op/` for an OP whose issuer is `http://op`: said at start, not at the first request.
+
+    The issuer is compared with the OP's own discovery document (OIDC Discovery §4.3), not
+    normalized: an issuer may end in a slash (Auth0's do)."""
+    code, _, stderr = await run_cli(worker_process_env(temporal_server, op.issuer + "/"), "worker")
+    assert code == 2, stderr
+    line = one_line(stderr)
+    assert line.startswith(f"temporal-ciba worker: CIBA_ISSUER={op.issuer}/ is not the issuer the OP names"), line
+    assert line.endswith(f"set CIBA_ISSUER={op.issuer}")
+
+
+async def test_an_op_down_at_start_is_said_once_and_requests_retry_without_a_traceback(
+    temporal_server: DevServer,
+) -> None:
+    with socket.socket() as sock:  # a port nothing listens on: connection refused
+        sock.bind(("127.0.0.1", 0))
+        issuer = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    env = worker_process_env(temporal_server, issuer)
+    process = await asyncio.create_subprocess_exec(
+        *cli_command("worker"), env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    assert process.stderr is not None
+    seen: list[str] = []
+
+    async def line_with(text: str) -> str:
+        assert process.stderr is not None
+        while True:
+            line = (await process.stderr.readline()).decode()
+            assert line, "".join(seen)
+            seen.append(line)
+            if text in line:
+                return line
+
+    try:
+        unreachable = await asyncio.wait_for(line_with("is unreachable"), 60)
+        assert f"the OP at CIBA_ISSUER={issuer} is unreachable" in unreachable
+        # It starts anyway: the approval it is asked for is sent, and sent again.
+        code, _, stderr = await run_cli(env, "request", "--login-hint", "alice", "--binding-message", "Reset bob")
+        assert code == 0, stderr
+        await asyncio.wait_for(line_with("attempt 2, retrying"), 60)  # the request is retried
+    finally:
+        process.terminate()
+        rest = (await asyncio.wait_for(process.stderr.read(), 30)).decode()
+        await process.wait()
+    output = "".join(seen) + rest
+    assert "Traceback" not in output, output
+    assert sum("CIBA_ISSUER" in line for line in output.splitlines()) == 1, output

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
@@ -19,6 +20,8 @@ from typing import Any
 
 import pytest
 import uvicorn
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio import workflow
 from temporalio.client import Client, WorkflowHandle
@@ -26,6 +29,7 @@ from temporalio.service import RetryConfig
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from temporal_ciba._models import PingNotice, PushDelivery
+from temporal_ciba._programs import callback as callback_module
 from temporal_ciba._programs import http_guard
 from temporal_ciba._programs.callback import MAX_SAFE_INTEGER, create_callback_app, parse_i_json
 from temporal_ciba._programs.connect import connect
@@ -888,3 +892,45 @@ async def test_a_pipelined_request_has_no_linger_limit_on_its_body(
     assert first.startswith(b"HTTP/1.1 200") and second.startswith(b"HTTP/1.1 200")
     assert served.requests == ["/one", "/two"]
     writer.close()
+
+
+# Refusals in the log ---------------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(token=st.text(st.characters(min_codepoint=0x21, max_codepoint=0xFF), max_size=5000).map("tok-".__add__))
+async def test_a_refused_bearer_is_logged_once_per_interval_and_never_itself(
+    temporal_client: Client, token: str
+) -> None:
+    """Any bearer that does not open, of any length and any latin-1 text: 401, and a warning
+    naming CIBA_TOKEN_KEY once per interval, which never holds the token."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("temporal_ciba.callback")
+    logger.addHandler(handler)
+    try:
+        fresh = create_callback_app(temporal_client, TOKENS, SEALER, max_body_bytes=LIMIT, refusal_log_interval=3600)
+        for _ in range(2):
+            answer = await post(fresh, token, {"auth_req_id": "a"})
+            assert answer.status == 401
+    finally:
+        logger.removeHandler(handler)
+    lines = [record.getMessage() for record in records]
+    assert len(lines) == 1 and "CIBA_TOKEN_KEY" in lines[0], lines
+    assert token.strip() not in lines[0]
+
+
+def test_the_refusal_log_says_how_many_it_did_not_log(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    refusals = callback_module.RefusalLog(interval=60, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="temporal_ciba.callback"):
+        for at in (0.0, 1.0, 59.0, 60.0, 61.0, 130.0):
+            now[0] = at
+            refusals.refused("bearer_does_not_open")
+        refusals.refused("no_bearer")  # another cause has its own interval
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 4, lines
+    assert lines[1].endswith("(2 more since the last such line)")  # at 60: those at 1 and 59
+    assert lines[2].endswith("(1 more since the last such line)")  # at 130: the one at 61
+    assert "without a bearer token" in lines[3]

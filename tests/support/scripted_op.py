@@ -35,7 +35,7 @@ from temporal_ciba._models import (
     ValidateTokensInput,
     ValidateTokensResult,
 )
-from temporal_ciba._plugin import PASSTHROUGH_MODULES
+from temporal_ciba._plugin import PASSTHROUGH_MODULES, PluginMarker
 from temporal_ciba._search_attributes import CIBA_STATUS
 from temporal_ciba._workflow import STATUS_QUERY, CibaApprovalWorkflow
 from temporal_ciba.ciba import RequestBinding, TransportError
@@ -291,7 +291,8 @@ def worker(
         # workflow task retried until the test times out.
         workflow_failure_exception_types=[Exception],
         activities=op.activities,
-        interceptors=interceptors,
+        # What CibaPlugin adds to a worker for require_approval to find.
+        interceptors=[*interceptors, PluginMarker()],
     ), task_queue
 
 

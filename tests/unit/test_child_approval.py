@@ -7,18 +7,24 @@ cancelled with its caller."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from dataclasses import dataclass
 
+import pytest
 from temporalio import workflow
 from temporalio.api.enums.v1 import EventType, ParentClosePolicy
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.converter import DataConverter, decode_typed_search_attributes
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from temporal_ciba._approval import static_details, static_summary
 from temporal_ciba._models import ApprovalOutcome, ApprovalRequest
+from temporal_ciba._plugin import PASSTHROUGH_MODULES
 from temporal_ciba._search_attributes import CIBA_STATUS
 from temporal_ciba._workflow import require_approval
 from temporal_ciba.crypto._codec import AesGcmCodec
@@ -119,3 +125,29 @@ async def test_an_id_and_a_task_queue_given_are_the_childs(env: WorkflowEnvironm
     assert outcome.status == "approved" and outcome.workflow_id == child_id
     assert started[:2] == (child_id, approval_queue)
     assert description.task_queue == approval_queue
+
+
+async def test_on_a_worker_without_ciba_plugin_the_caller_fails_at_once_naming_it(env: WorkflowEnvironment) -> None:
+    """A worker that registers only the agent (no CibaPlugin, so no CibaApprovalWorkflow, no codec).
+
+    The agent fails, not retried, with a message naming CibaPlugin, instead of a child that no
+    worker can run waiting for ever."""
+    task_queue = f"no-plugin-{uuid.uuid4().hex[:8]}"
+    runner = SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
+    )
+    async with Worker(env.client, task_queue=task_queue, workflows=[ChildAgent], workflow_runner=runner):
+        agent = await env.client.start_workflow(
+            ChildAgent.run, Ask(DIGEST), id=f"agent-{uuid.uuid4().hex[:8]}", task_queue=task_queue
+        )
+        with pytest.raises(WorkflowFailureError) as failed:
+            await asyncio.wait_for(agent.result(), 30)
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "CibaPluginMissing" and cause.non_retryable
+    assert "CibaPlugin" in cause.message
+    started = [
+        e
+        async for e in agent.fetch_history_events()
+        if e.HasField("start_child_workflow_execution_initiated_event_attributes")
+    ]
+    assert started == []  # no child left waiting

@@ -110,3 +110,24 @@ def test_the_printed_commands_name_the_venvs_tools_by_absolute_path(tmp_path: Pa
         program = shlex.split(command)[0]
         assert Path(program).is_absolute() and os.access(program, os.X_OK), command
     assert "-w demo-payment-inv-1" in commands[-1] and '"Bearer $DEMO_CODEC_TOKEN"' in commands[-1]
+
+
+def sourced(path: Path) -> dict[str, str]:
+    """The variables a shell has after `source path`."""
+    script = f"set -a; source {shlex.quote(str(path))}; env -0"
+    output = subprocess.run(["/bin/bash", "-c", script], env={}, capture_output=True, check=True).stdout
+    return dict(item.split("=", 1) for item in output.decode().split("\0") if "=" in item)
+
+
+def test_the_demo_runs_on_a_task_queue_of_its_own(tmp_path: Path) -> None:
+    """A worker of your own beside the demo (the quickstart's, on the library's default queue) never
+    takes the demo's approvals, nor the demo's worker yours: the demo's queue is not the default."""
+    from temporal_ciba._settings import TemporalSettings
+
+    default = TemporalSettings.model_fields["task_queue"].default
+    quickstart = (Path(__file__).resolve().parents[2] / "worker.py").read_text()
+    assert f'os.environ.get("CIBA_TASK_QUEUE", "{default}")' in quickstart
+    state = load_state(tmp_path)
+    assert sourced(write_cli_env(tmp_path, Ports(), state))["CIBA_TASK_QUEUE"] == demo.TASK_QUEUE != default
+    # worker.env (sourced before running your own worker) leaves the queue to that worker.
+    assert "CIBA_TASK_QUEUE" not in sourced(demo.write_worker_env(tmp_path, Ports(), state))

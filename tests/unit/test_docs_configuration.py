@@ -48,3 +48,13 @@ def test_every_variable_in_the_reference_is_a_setting() -> None:
     known = set().union(*(variables(cls) for cls in CLASSES))
     listed = set(re.findall(r"`((?:CIBA|PAYMENT_API)_[A-Z0-9_]+)`", REFERENCE))
     assert not listed - known, f"the reference lists variables no settings class reads: {sorted(listed - known)}"
+
+
+def test_the_misspelling_warning_shown_is_the_one_programs_print() -> None:
+    """The reference's example line is what load_settings logs for that name."""
+    from temporal_ciba._settings.loading import misspelled_names
+
+    shown = re.search(r"^(CIBA_\w+) is not a setting and is ignored: did you mean (CIBA_\w+)\?$", REFERENCE, re.M)
+    assert shown is not None, "docs/operations/configuration.md shows no misspelling warning"
+    assert misspelled_names({shown.group(1): "x"}) == [(shown.group(1), shown.group(2))]
+    assert "A warning, not an error" in REFERENCE

@@ -17,6 +17,7 @@ OpenAIAgentsPlugin."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import uuid
@@ -268,3 +269,43 @@ async def test_worker_with_framework_plugins_runs_and_history_is_sealed(
 async def test_client_with_ciba_before_openai_fails_at_connect(server: str) -> None:
     with pytest.raises(ValueError, match="must be of type OpenAIPayloadConverter"):
         await Client.connect(server, plugins=plugins(CIBA_THEN_OPENAI))
+
+
+# --- The keys as the environment holds them ---
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        base64.b64encode(KEY).decode(),
+        base64.urlsafe_b64encode(KEY).decode().rstrip("="),
+        " " + base64.b64encode(KEY).decode() + "\n",
+    ],
+    ids=["standard", "url_safe_unpadded", "surrounding_whitespace"],
+)
+def test_keys_given_as_the_environments_base64_text_are_the_same_keys(text: str) -> None:
+    """`CibaPlugin(payload_key=os.environ["CIBA_PAYLOAD_KEY"])` encrypts as with the decoded bytes."""
+    as_text, as_bytes = configured([CibaPlugin(payload_key=text)]), configured([CibaPlugin(payload_key=KEY)])
+    assert isinstance(as_text.payload_codec, AesGcmCodec) and isinstance(as_bytes.payload_codec, AesGcmCodec)
+    assert as_text.payload_codec.key_id == as_bytes.payload_codec.key_id
+    # The token key too: the same text as the payload key is the same key, refused as such.
+    with pytest.raises(ValueError, match="token_key must differ from payload_key"):
+        CibaPlugin(payload_key=KEY, token_key=text)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [
+        ({"payload_key": "not base64!"}, "payload_key"),
+        ({"payload_key": base64.b64encode(b"short").decode()}, "payload_key"),
+        ({"payload_key": KEY, "token_key": "%%%"}, "token_key"),
+        ({"payload_key": b""}, "payload_key"),
+        ({"payload_key": 42}, "payload_key"),
+    ],
+    ids=["not_base64", "not_32_bytes", "bad_token_key", "empty", "not_a_key"],
+)
+def test_a_bad_key_fails_at_construction_in_one_line_naming_the_argument(arguments: dict[str, Any], named: str) -> None:
+    with pytest.raises((ValueError, TypeError)) as raised:
+        CibaPlugin(**arguments)
+    message = str(raised.value)
+    assert message.startswith(f"CibaPlugin: {named}") and "\n" not in message, message

@@ -4,10 +4,12 @@ Whom an approval is pinned to, never asking the user twice, and naming a lost gr
 
 from __future__ import annotations
 
+import logging
 import os
 
 import httpx
 import pytest
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from temporal_ciba._activities import GRANT_LOST, REQUEST_OUTCOME_UNKNOWN, CibaActivities
 from temporal_ciba._models import (
@@ -17,7 +19,7 @@ from temporal_ciba._models import (
     TokenRequestInput,
     ValidateTokensInput,
 )
-from temporal_ciba.ciba import CibaClient, ClientSecretBasic, TransportError
+from temporal_ciba.ciba import CibaClient, ClientSecretBasic
 from temporal_ciba.crypto import TokenSealer, tokens_context
 from tests.support.mock_op import MockOP, env
 from tests.support.tokens import (
@@ -80,10 +82,20 @@ async def test_a_request_that_may_have_reached_the_op_is_not_sent_again() -> Non
 
 
 @pytest.mark.parametrize("failure", [httpx.ConnectError("refused"), httpx.Response(503)])
-async def test_a_request_that_never_reached_the_op_is_retried(failure: httpx.Response | Exception) -> None:
+async def test_a_request_that_never_reached_the_op_is_retried(
+    failure: httpx.Response | Exception, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Raised, so that Temporal's retry policy sends it again; logged in one line, no traceback.
+
+    BENIGN: the SDK logs the failure at DEBUG instead of a warning with the traceback, per attempt."""
     acts = activities(failure)
-    with pytest.raises(TransportError):  # raised: Temporal's retry policy sends it again
+    with caplog.at_level(logging.DEBUG), pytest.raises(ApplicationError) as raised:
         await env().run(acts.send_authentication_request, send_input())
+    assert raised.value.type == "TransportError" and not raised.value.non_retryable
+    assert raised.value.category == ApplicationErrorCategory.BENIGN
+    said = [record for record in caplog.records if record.levelno >= logging.WARNING]
+    assert len(said) == 1 and said[0].exc_info is None
+    assert "is unreachable" in said[0].getMessage() and "retrying" in said[0].getMessage()
 
 
 @pytest.mark.parametrize("attempt,error", [(1, "invalid_grant"), (2, GRANT_LOST)])
