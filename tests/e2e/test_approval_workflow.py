@@ -45,14 +45,18 @@ async def test_approve_pays_exactly_once(
 
     # What operators see while it waits: the query, the search attributes, the current details.
     state = await approval.query(CibaApprovalWorkflow.status)
-    assert state.binding_message.startswith("Pay EUR 120.00 to ACME GmbH, code ")
+    assert state.binding_message.startswith("Pay EUR 120.00 to IBAN DE02100100109307118603 of ACME GmbH, code ")
     attributes = (await approval.describe()).typed_search_attributes
     assert attributes.get(CIBA_STATUS) == "pending"
     assert attributes.get(CIBA_AUTH_REQ_ID) == auth_req_id
     assert attributes.get(CIBA_DEADLINE) == state.deadline
     metadata = await approval.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
     details = metadata.current_details
-    assert "pending" in details and "Pay EUR 120.00 to ACME GmbH" in details and auth_req_id in details
+    assert (
+        "pending" in details
+        and "Pay EUR 120.00 to IBAN DE02100100109307118603 of ACME GmbH" in details
+        and auth_req_id in details
+    )
     assert f"`IBAN {INVOICE.creditor_iban}`" in details  # the agent's own summary, not a generic listing
 
     op.approve(auth_req_id)

@@ -126,7 +126,7 @@ async def test_signed_request_with_fapi_on_is_approved_and_pays(
         # The OP read every parameter from the signed request object.
         (seen,) = [r for r in fapi_op.requests() if r["auth_req_id"] == auth_req_id]
         assert seen["client_id"] == FAPI_CLIENT and seen["account"] == "alice"
-        assert seen["binding_message"].startswith("Pay EUR 120.00 to ACME GmbH")
+        assert seen["binding_message"].startswith("Pay EUR 120.00 to IBAN DE02100100109307118603 of ACME GmbH")
         assert seen["authorization_details"][0]["creditorName"] == "ACME GmbH"
         fapi_op.approve(auth_req_id)
         result = await agent.result()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import uuid
@@ -31,8 +32,16 @@ def example(
 
 
 async def pending_with(op: TestOP, text: str, count: int) -> list[dict[str, Any]]:
+    """The `count` pending requests whose binding message or authorization_details hold `text`.
+
+    A policy's message template may leave a field out (the medium payment names the IBAN, not
+    the creditor); the approver page shows the authorization_details too."""
+
+    def shown(request: dict[str, Any]) -> str:
+        return (request["binding_message"] or "") + json.dumps(request.get("authorization_details"))
+
     def found() -> list[dict[str, Any]] | None:
-        requests = [r for r in op.requests("pending") if text in (r["binding_message"] or "")]
+        requests = [r for r in op.requests("pending") if text in shown(r)]
         return requests if len(requests) == count else None
 
     return await wait_for(found, timeout=60, what=f"{count} pending request(s) with {text!r}")
