@@ -52,6 +52,8 @@ def test_the_run_that_asked_opens_it_for_the_approved_action() -> None:
         (AGENT, "run-2", DIGEST, "another workflow run"),  # a later run under a reused id
         (AGENT, RUN, "b" * 64, "action differs"),  # another action
         (None, None, DIGEST, "that a workflow scheduled"),  # not a workflow's activity
+        (AGENT, None, DIGEST, "that a workflow scheduled"),  # a run id is needed as well as an id
+        (None, RUN, DIGEST, "that a workflow scheduled"),
     ],
 )
 def test_anywhere_else_it_stays_shut(workflow_id: str | None, run_id: str | None, digest: str, message: str) -> None:
@@ -70,6 +72,14 @@ def test_only_an_approval_opens() -> None:
     denied = approved().model_copy(update={"status": "denied"})
     with pytest.raises(GrantRefused, match="denied"):
         in_activity().run(open_access_token, SEALER, denied, action_digest=DIGEST)
+
+
+@pytest.mark.parametrize("missing", ["auth_req_id", "sealed_access_token"])
+def test_an_approval_without_its_request_or_token_opens_nothing(missing: str) -> None:
+    # Each is needed on its own: an approved outcome lacking either is no approval to use.
+    incomplete = approved().model_copy(update={missing: None})
+    with pytest.raises(GrantRefused, match="no approval to use"):
+        in_activity().run(open_access_token, SEALER, incomplete, action_digest=DIGEST)
 
 
 def test_idempotency_key_comes_from_the_calling_run() -> None:
