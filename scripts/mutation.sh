@@ -51,6 +51,16 @@ tests/unit/crypto/test_notification.py tests/unit/test_grant.py tests/unit/ciba/
   [workflow]="temporal_ciba/_workflow.py temporal_ciba/_approval/* | tests/unit/test_workflow_logic.py tests/unit/test_inline_approval.py \
 tests/unit/test_child_approval.py tests/unit/test_quorum_workflow.py tests/unit/test_policy_workflow.py \
 tests/unit/test_activity_options.py tests/unit/test_decision_path_without_redeem.py tests/unit/test_rendering.py"
+  # What an approval opens, and where: the sealed access token and the idempotency key.
+  [grant]="temporal_ciba/_grant.py | tests/unit/test_grant.py tests/unit/test_identifier_vectors.py"
+  # The quorum's tally (the veto among it) and its children, on the time-skipping test server.
+  [quorum]="temporal_ciba/_quorum.py | tests/unit/test_quorum_tally.py tests/unit/test_quorum_workflow.py"
+  # Who is asked, how many, and when nobody is: the policy's decisions, and in a workflow.
+  [policy]="temporal_ciba/_policy.py | tests/unit/test_policy.py tests/unit/test_policy_workflow.py"
+  # What a tool call's approval is bound to: the digest, the binding code, the workflow id.
+  [tool-approval]="temporal_ciba/agents/_tool_approval.py | tests/unit/agents/test_tool_approval.py \
+tests/unit/agents/test_agents_openai.py tests/unit/agents/test_agents_pydantic_ai.py tests/unit/agents/test_both_frameworks.py \
+tests/unit/test_identifier_vectors.py"
   # The app over ASGI and GuardedH11Protocol under uvicorn, in the test process (a dev server
   # receives the signals). Not tests/security/test_callback.py nor tests/e2e/test_callback.py:
   # they drive the `temporal-ciba callback` process, and mutmut learns which tests reach a
@@ -61,14 +71,14 @@ tests/unit/test_activity_options.py tests/unit/test_decision_path_without_redeem
 
 # Groups whose tests run Temporal workers: mutmut's default forks each mutant's run from a process
 # that already ran them, and those runs never finished; a fork server keeps them apart.
-declare -A ISOLATION_=([workflow]="forkserver")
+declare -A ISOLATION_=([workflow]="forkserver" [quorum]="forkserver" [policy]="forkserver" [tool-approval]="forkserver")
 # Groups whose tests mostly wait (on the test server's history, on real local-activity
 # backoffs) rather than compute: a mutant that makes a test wait for ever fails it after this
 # many seconds instead of pyproject's 300 (its slowest test takes 18 s), and several mutants
 # run per core (MUTATION_CHILDREN overrides). Every group times out with pytest-timeout's thread
 # method, which ends the process: the signal method interrupts once, and a mutant whose failed
 # test left a task that ignores cancellation hung in the event loop's teardown for good.
-declare -A TEST_TIMEOUT_=([workflow]=60)
+declare -A TEST_TIMEOUT_=([workflow]=60 [quorum]=60 [policy]=60 [tool-approval]=60)
 declare -A CHILDREN_PER_CORE_=([workflow]=6)
 
 toml_list() { printf '['; local sep=""; for item in "$@"; do printf '%s"%s"' "$sep" "$item"; sep=", "; done; printf ']'; }

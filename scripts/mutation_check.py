@@ -38,7 +38,7 @@ TIMEOUT = {24, -24, 36, 152, 255}
 MESSAGE_AT = {"_reject": 2, "TokenRejected": 2, "KeyNotFound": 2, "_problem": 2, "_unauthorized": 0}
 # Exceptions whose names do not say so (not ...Error, ...Exception, ...Rejected), message first:
 # their stable `error` code or their class is the contract, the message text for a person.
-MESSAGE_FIRST = {"BindingMessageUnfit", "InvalidDPoPProof"}
+MESSAGE_FIRST = {"BindingMessageUnfit", "InvalidDPoPProof", "GrantRefused"}
 # Log calls: every argument is text for a person (the format and its values).
 LOG_METHODS = {"debug", "info", "warning", "error", "exception", "critical"}
 MUTANT_NAME = re.compile(r"^(?P<module>.+?)\.(?P<function>x.+)__mutmut_(?P<number>\d+)$")

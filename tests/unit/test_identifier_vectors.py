@@ -81,6 +81,9 @@ def test_idempotency_key() -> None:
     env = ActivityEnvironment()
     env.info = dataclasses.replace(env.info, workflow_id="agent-1", workflow_run_id="run-1")
     assert env.run(idempotency_key, outcome()) == "agent-1:a2911f8a133754bcab11fe3aefe96717"
+    # An approval that asked nobody (a policy's) has no auth_req_id; one not bound to an action no digest.
+    assert env.run(idempotency_key, outcome(auth_req_id=None)) == "agent-1:4f53ff02cc559e637f705e894e317ad5"
+    assert env.run(idempotency_key, outcome(action_digest=None)) == "agent-1:9aea14b9d756a4cd775e6b14c7a8b6a1"
 
 
 def test_record_ids() -> None:
