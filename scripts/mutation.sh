@@ -60,7 +60,7 @@ tests/unit/test_activity_options.py tests/unit/test_decision_path_without_redeem
   # What a tool call's approval is bound to: the digest, the binding code, the workflow id.
   [tool-approval]="temporal_ciba/agents/_tool_approval.py | tests/unit/agents/test_tool_approval.py \
 tests/unit/agents/test_agents_openai.py tests/unit/agents/test_agents_pydantic_ai.py tests/unit/agents/test_both_frameworks.py \
-tests/unit/test_identifier_vectors.py"
+tests/unit/test_identifier_vectors.py tests/unit/agents/test_tool_approval_rules.py"
   # The app over ASGI and GuardedH11Protocol under uvicorn, in the test process (a dev server
   # receives the signals). Not tests/security/test_callback.py nor tests/e2e/test_callback.py:
   # they drive the `temporal-ciba callback` process, and mutmut learns which tests reach a

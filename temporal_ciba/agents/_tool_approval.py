@@ -207,8 +207,8 @@ async def ask_for_tool_call(approval: ToolApproval, arguments: ToolArguments) ->
 
 def refusal_for_model(tool_name: str, outcome: ApprovalOutcome) -> str:
     """One line for the model to relay to the user: the tool did not run, and why."""
+    # A denial is told in its own reason, which names who denied (a person, or a quorum's rule).
     why = {
-        "denied": outcome.reason,
         "expired": "nobody approved it before the request expired",
         "cancelled": "the approval was cancelled",
         "rejected": f"the approval failed validation ({outcome.error or 'rejected'}) and was discarded",
