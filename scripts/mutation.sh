@@ -96,6 +96,10 @@ run_group() {
   # The working tree as it is (committed or not), without the OP's node_modules, which is linked.
   (cd "$ROOT" && git ls-files -z -co --exclude-standard | grep -zv '^examples/demo/op/node_modules/' \
     | tar --null -T - -cf -) | tar -C "$work" -xf -
+  # The figures go to scripts/mutation-results.json and its table (the docs include it), named
+  # by the commit the copy was made from ("+" when the tree had uncommitted changes).
+  local commit
+  commit="$(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- temporal_ciba tests scripts || echo +)"
   local modules_dir="examples/demo/op/node_modules"
   if [ -d "$ROOT/$modules_dir" ] && [ ! -e "$work/$modules_dir" ]; then
     ln -s "$ROOT/$modules_dir" "$work/$modules_dir"
@@ -119,7 +123,8 @@ EOF
   local children="${MUTATION_CHILDREN:-$(($(nproc) * ${CHILDREN_PER_CORE_[$group]:-1}))}"
   (cd "$work" && nice -n 10 "$ROOT/.venv/bin/mutmut" run --max-children "$children" >"$work/mutmut.log" 2>&1) \
     || { tr '\r' '\n' <"$work/mutmut.log" | tail -n 40; return 2; }
-  (cd "$work" && "$PYTHON" "$ROOT/scripts/mutation_check.py" "$EQUIVALENT" --label "$group")
+  (cd "$work" && "$PYTHON" "$ROOT/scripts/mutation_check.py" "$EQUIVALENT" --label "$group" \
+    --results "$ROOT/scripts/mutation-results.json" --modules "${modules[*]}" --commit "$commit")
 }
 
 groups=("$@")

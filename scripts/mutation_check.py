@@ -142,6 +142,9 @@ def main() -> int:
     parser.add_argument("equivalent", type=Path)
     parser.add_argument("--label", default="mutants")
     parser.add_argument("--root", type=Path, default=Path())
+    parser.add_argument("--results", type=Path, help="JSON of every group's last figures, updated with this one's")
+    parser.add_argument("--modules", default="", help="what the group mutates, for the results")
+    parser.add_argument("--commit", default="", help="the commit the group ran at, for the results")
     args = parser.parse_args()
     counts, survivors = classify(args.root)
     explained = load_equivalent(args.equivalent)
@@ -158,7 +161,41 @@ def main() -> int:
     )
     for name, key in unexplained:
         print(f"  SURVIVED {name}    [{key}]")
+    if args.results is not None:
+        figures = {
+            "modules": args.modules,
+            "commit": args.commit,
+            "mutants": total,
+            "killed": killed,
+            "message_only": counts["message"],
+            "equivalent": equivalent,
+            "unexplained": len(unexplained),
+            "score": round(score, 1),
+        }
+        record_results(args.results, args.label, figures)
     return 1 if unexplained else 0
+
+
+def record_results(path: Path, group: str, figures: dict[str, object]) -> None:
+    """Keep `group`'s figures in the JSON at `path` and write its table beside it (`.md`)."""
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results[group] = figures
+    path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    path.with_suffix(".md").write_text(render_table(results))
+
+
+def render_table(results: dict[str, dict[str, object]]) -> str:
+    """The docs' table of every group: what `scripts/mutation.sh` measured, never typed."""
+    rows = [
+        "| group | mutated | mutants | killed | message only | equivalent (listed) | unexplained | score | at |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for group, f in sorted(results.items()):
+        rows.append(
+            f"| `{group}` | {f['modules']} | {f['mutants']} | {f['killed']} | {f['message_only']} | "
+            f"{f['equivalent']} | {f['unexplained']} | {f['score']}% | `{f['commit']}` |"
+        )
+    return "\n".join(rows) + "\n"
 
 
 if __name__ == "__main__":
