@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Mutation testing (mutmut 3): every rule must have a test that fails without it.
 #
-#   bash scripts/mutation.sh                  # protocol, crypto, workflow, callback
+#   bash scripts/mutation.sh                  # every group (hours)
 #   bash scripts/mutation.sh validation       # one group (CI runs this one, in scripts/test.sh)
 #   bash scripts/mutation.sh protocol-jwks    # one module of the protocol package (protocol-<module>)
+#   bash scripts/mutation.sh --changed [REF]  # the groups whose modules differ from REF (default main)
 #
 # Each group mutates its module(s) and runs only the tests that exercise them. mutmut works on
 # a copy of the tree in a temporary directory, so no mutated file ever appears in this one
@@ -127,8 +128,35 @@ EOF
     --results "$ROOT/scripts/mutation-results.json" --modules "${modules[*]}" --commit "$commit")
 }
 
-groups=("$@")
-[ ${#groups[@]} -gt 0 ] || groups=(protocol crypto workflow callback)
+# Every group, once: the protocol-<module> groups only split `protocol`, and `validation` is in it.
+ALL_GROUPS=(protocol crypto workflow callback grant quorum policy tool-approval)
+
+# The groups that mutate a file changed since REF (committed or not).
+changed_groups() {
+  local ref="$1" base changed group spec module
+  base="$(git -C "$ROOT" merge-base "$ref" HEAD)"
+  changed="$(git -C "$ROOT" diff --name-only "$base" -- temporal_ciba)"
+  for group in "${ALL_GROUPS[@]}"; do
+    spec="${GROUPS_[$group]}"
+    for module in ${spec%%|*}; do
+      # A module pattern (temporal_ciba/crypto/*) or a file; the pattern is matched, not expanded.
+      # shellcheck disable=SC2053
+      if grep -qx -- "$(printf '%s' "$module" | sed 's/[.]/[.]/g; s/[*]/[^\/]*/g')" <<<"$changed"; then
+        echo "$group"
+        break
+      fi
+    done
+  done
+}
+
+if [ "${1:-}" = "--changed" ]; then
+  mapfile -t groups < <(changed_groups "${2:-main}")
+  [ ${#groups[@]} -gt 0 ] || { echo "no group's modules changed since ${2:-main}"; exit 0; }
+  echo "== groups whose modules changed since ${2:-main}: ${groups[*]}"
+else
+  groups=("$@")
+  [ ${#groups[@]} -gt 0 ] || groups=("${ALL_GROUPS[@]}")
+fi
 status=0
 for group in "${groups[@]}"; do
   [ -n "${GROUPS_[$group]:-}" ] || { echo "unknown group $group (one of: ${!GROUPS_[*]})" >&2; exit 2; }
