@@ -62,6 +62,12 @@ tests/unit/test_activity_options.py tests/unit/test_decision_path_without_redeem
   [tool-approval]="temporal_ciba/agents/_tool_approval.py | tests/unit/agents/test_tool_approval.py \
 tests/unit/agents/test_agents_openai.py tests/unit/agents/test_agents_pydantic_ai.py tests/unit/agents/test_both_frameworks.py \
 tests/unit/test_identifier_vectors.py tests/unit/agents/test_tool_approval_rules.py"
+  # The send, the redeem (token request, validation, sealing, revocation), whom an approval is
+  # pinned to: over an in-process transport to a crafted OP, in an activity context.
+  [activities]="temporal_ciba/_activities/* | tests/unit/test_send_activity.py tests/unit/test_redeem_activity.py \
+tests/unit/test_request_dialect.py"
+  # The worker's plugin: the codec on every payload, the keys it takes, the check for itself.
+  [plugin]="temporal_ciba/_plugin.py | tests/unit/test_plugin.py"
   # The app over ASGI and GuardedH11Protocol under uvicorn, in the test process (a dev server
   # receives the signals). Not tests/security/test_callback.py nor tests/e2e/test_callback.py:
   # they drive the `temporal-ciba callback` process, and mutmut learns which tests reach a
@@ -72,7 +78,7 @@ tests/unit/test_identifier_vectors.py tests/unit/agents/test_tool_approval_rules
 
 # Groups whose tests run Temporal workers: mutmut's default forks each mutant's run from a process
 # that already ran them, and those runs never finished; a fork server keeps them apart.
-declare -A ISOLATION_=([workflow]="forkserver" [quorum]="forkserver" [policy]="forkserver" [tool-approval]="forkserver")
+declare -A ISOLATION_=([workflow]="forkserver" [quorum]="forkserver" [policy]="forkserver" [tool-approval]="forkserver" [plugin]="forkserver")
 # Groups whose tests mostly wait (on the test server's history, on real local-activity
 # backoffs) rather than compute: a mutant that makes a test wait for ever fails it after this
 # many seconds instead of pyproject's 300 (its slowest test takes 18 s), and several mutants
@@ -97,7 +103,8 @@ run_group() {
   # The working tree as it is (committed or not), without the OP's node_modules, which is linked.
   (cd "$ROOT" && git ls-files -z -co --exclude-standard | grep -zv '^examples/demo/op/node_modules/' \
     | tar --null -T - -cf -) | tar -C "$work" -xf -
-  # The figures go to scripts/mutation-results.json and its table (the docs include it), named
+  # The figures go to scripts/mutation-results.json (MUTATION_RESULTS elsewhere) and its table
+  # (the docs include it), named
   # by the commit the copy was made from ("+" when the tree had uncommitted changes).
   local commit
   commit="$(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- temporal_ciba tests scripts || echo +)"
@@ -125,11 +132,11 @@ EOF
   (cd "$work" && nice -n 10 "$ROOT/.venv/bin/mutmut" run --max-children "$children" >"$work/mutmut.log" 2>&1) \
     || { tr '\r' '\n' <"$work/mutmut.log" | tail -n 40; return 2; }
   (cd "$work" && "$PYTHON" "$ROOT/scripts/mutation_check.py" "$EQUIVALENT" --label "$group" \
-    --results "$ROOT/scripts/mutation-results.json" --modules "${modules[*]}" --commit "$commit")
+    --results "${MUTATION_RESULTS:-$ROOT/scripts/mutation-results.json}" --modules "${modules[*]}" --commit "$commit")
 }
 
 # Every group, once: the protocol-<module> groups only split `protocol`, and `validation` is in it.
-ALL_GROUPS=(protocol crypto workflow callback grant quorum policy tool-approval)
+ALL_GROUPS=(protocol crypto workflow callback grant quorum policy tool-approval activities plugin)
 
 # The groups that mutate a file changed since REF (committed or not).
 changed_groups() {
