@@ -168,6 +168,7 @@ class BrowserSignIn:
         leeway_seconds: int = 60,
         timeout: httpx.Timeout = httpx.Timeout(10.0, connect=5.0),  # noqa: B008 (immutable)
         clock: Callable[[], float] = time.time,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.issuer = issuer
         self.client_id = client_id
@@ -184,6 +185,7 @@ class BrowserSignIn:
         self.leeway_seconds = leeway_seconds
         self._timeout = timeout
         self._clock = clock
+        self._transport = transport
         self._sealer = Sealer(session_key)
         self.secure = self.public_url.startswith("https://")
         # __Host-: the browser keeps it only from a secure origin, for this host, path /.
@@ -209,7 +211,7 @@ class BrowserSignIn:
 
     def _client(self) -> httpx.AsyncClient:
         # Redirects are never followed; every request has explicit timeouts.
-        return httpx.AsyncClient(timeout=self._timeout, follow_redirects=False)
+        return httpx.AsyncClient(timeout=self._timeout, follow_redirects=False, transport=self._transport)
 
     async def _fetch_jwks(self) -> dict[str, Any]:
         async with self._client() as http:
