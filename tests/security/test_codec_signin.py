@@ -285,6 +285,9 @@ def _answered(response: httpx.Response) -> None:
 def test_login_answers_any_query_without_a_5xx(codec: SignInCodec, next_value: str, extra: str) -> None:
     with httpx.Client(timeout=30) as http:
         response = http.get(f"{codec.url}/login?next={next_value}&{extra}={extra}")
+        home = http.get(f"{codec.url}/?{extra}={next_value}", headers={"cookie": f"ciba-codec-session={extra}"})
+    _answered(home)
+    assert home.status_code in (200, 414) and "Signed in" not in home.text
     _answered(response)
     if response.status_code == 302:
         assert response.headers["location"].startswith("http://127.0.0.1:")
