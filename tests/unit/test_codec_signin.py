@@ -257,3 +257,24 @@ def test_malformed_sign_in_settings_are_refused(
 ) -> None:
     with pytest.raises((ConfigError, ValueError)):
         environment(**{name: value})
+
+
+async def test_an_op_that_cannot_be_reached_is_a_503_in_one_line() -> None:
+    async def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    signin = BrowserSignIn(
+        issuer=ISSUER,
+        client_id=CLIENT_ID,
+        client_secret=None,
+        public_url=PUBLIC_URL,
+        operators=ALICE,
+        return_origins=[UI],
+        transport=httpx.MockTransport(down),
+    )
+    app = create_codec_app(
+        AesGcmCodec(PAYLOAD_KEY), auth=CodecAuth(signin=signin, browser_origins=[UI]), cors_origins=[UI]
+    )
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=PUBLIC_URL) as browser:
+        response = await browser.get("/login")
+    assert response.status_code == 503 and list(response.json()) == ["error"]
