@@ -244,7 +244,10 @@ async def nothing_decoded(page: Page, workflow_page: str) -> None:
     await page.goto(workflow_page)
     await expect(refused).to_be_visible(timeout=30_000)
     await user_metadata(page)
-    await expect(refused).to_be_visible(timeout=30_000)
+    # What the tab shows once the UI has tried to decode them and could not.
+    current_details = page.frame_locator("#user-metadata-current-details").locator("body")
+    await expect(current_details).to_contain_text("No Current Details", timeout=30_000)
+    await expect(page.locator("#content").get_by_text("No summary available")).to_be_visible()
     shown = await everything_shown(page)
     assert not [text for text in PLAINTEXT if text in shown]
 
