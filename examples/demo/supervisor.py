@@ -442,12 +442,12 @@ The agent wants to pay {action.currency} {action.amount} to {action.creditor_nam
 code {short_code(action_digest(action))}. It waits for the approval: open the approver page and click
 Approve or Deny.
 
-The UI decodes payloads through the codec server for a signed-in operator: open the sign-in link
-(pick {APPROVER}), then in the UI's Codec Server settings (the "Codec Server" button) check "Use my
-browser setting", keep the endpoint {codec_url(ports)} and check "Include cross-origin
-credentials" (the dev server has no flag for it; the UI keeps it in this browser). From another
-shell, paste these lines: the CLI's environment, the approvals, what is pending, and one
-workflow's history decoded through the codec server with its operator token:
+The UI decodes payloads through the codec server for a signed-in operator: open the sign-in
+link (pick {APPROVER}), then once in the UI's Codec Server dialog (the glasses icon at the top)
+choose "Use my browser setting", enter the endpoint {codec_url(ports)}, check "Include
+cross-origin credentials" and Apply (the dev server has no flag for it; the UI keeps it in this
+browser). From another shell, paste these lines: the CLI's environment, the approvals, what is
+pending, and one workflow's history decoded through the codec server with its operator token:
 {commands}
 
 To run a worker of your own against the demo (the quickstart, the example tool agents: docs/getting-started.md,

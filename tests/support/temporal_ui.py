@@ -2,9 +2,8 @@
 everything a page shows, frames included.
 
 The dev server's UI takes its codec endpoint from `--ui-codec-endpoint` but has no flag for
-"include cross-origin credentials": the UI keeps that choice in the browser's local storage, as
-its Codec Server dialog does when the operator checks "Use my browser setting and ignore
-Cluster-level setting", enters the endpoint and checks "Include cross-origin credentials".
+"include cross-origin credentials": the operator sets it in the UI's Codec Server dialog, which
+keeps it in the browser's local storage.
 """
 
 from __future__ import annotations
@@ -14,18 +13,21 @@ from urllib.parse import unquote
 
 from playwright.async_api import Page
 
-# The UI's local storage keys (its persisted stores): the dialog's three fields.
-CODEC_SETTINGS = ("overrideRemoteCodecConfiguration", "endpoint", "includeCredentials")
-
 
 async def use_codec_with_credentials(page: Page, ui_url: str, codec_url: str) -> None:
-    """What the UI's Codec Server dialog saves: this endpoint, with cross-origin credentials."""
-    await page.goto(ui_url + "/")
-    values = {"overrideRemoteCodecConfiguration": True, "endpoint": codec_url, "includeCredentials": True}
-    await page.evaluate(
-        "(values) => { for (const [name, value] of Object.entries(values)) localStorage.setItem(name, value); }",
-        {name: json.dumps(value) for name, value in values.items()},
-    )
+    """What an operator does once in the UI's Codec Server dialog (the glasses icon at the top):
+    "Use my browser setting and ignore Cluster-level setting", the endpoint, "Include
+    cross-origin credentials", Apply. The UI keeps the three in the browser's local storage."""
+    await page.goto(ui_url + "/namespaces/default/workflows")
+    await page.locator('[data-testid^="data-encoder-status"]').first.click()
+    await page.get_by_text("Use my browser setting and ignore Cluster-level setting.").click()
+    await page.locator("#data-encoder-endpoint-input").fill(codec_url)
+    # The checkbox itself is styled away; its label takes the click, as a person's would.
+    await page.get_by_text("Include cross-origin credentials", exact=True).click()
+    await page.get_by_role("button", name="Apply").click()
+    keys = ["overrideRemoteCodecConfiguration", "endpoint", "includeCredentials"]
+    kept = await page.evaluate("(keys) => keys.map((key) => localStorage.getItem(key))", keys)
+    assert kept == ["true", json.dumps(codec_url), "true"], kept
 
 
 async def everything_shown(page: Page) -> str:
