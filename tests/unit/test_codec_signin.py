@@ -81,12 +81,12 @@ def id_token(expected_nonce: str, *, key: Any = KEY, alg: str = "RS256", kid: st
     return jwt.encode({k: v for k, v in body.items() if v is not None}, key, algorithm=alg, headers={"kid": kid})
 
 
-def app_with(op: MockOP, operators: OperatorRule) -> Any:
+def app_with(op: MockOP, operators: OperatorRule, public_url: str = PUBLIC_URL) -> Any:
     signin = BrowserSignIn(
         issuer=ISSUER,
         client_id=CLIENT_ID,
         client_secret=CLIENT_SECRET,
-        public_url=PUBLIC_URL,
+        public_url=public_url,
         operators=operators,
         return_origins=[UI],
         transport=httpx.MockTransport(op),
@@ -99,10 +99,10 @@ def app_with(op: MockOP, operators: OperatorRule) -> Any:
 ALICE = OperatorRule(frozenset({"alice"}))
 
 
-async def sign_in_with(op: MockOP, operators: OperatorRule = ALICE) -> httpx.Response:
+async def sign_in_with(op: MockOP, operators: OperatorRule = ALICE, public_url: str = PUBLIC_URL) -> httpx.Response:
     """/login then /callback in one browser; the callback's answer (a session cookie if it worked)."""
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app_with(op, operators)), base_url=PUBLIC_URL
+        transport=httpx.ASGITransport(app=app_with(op, operators, public_url)), base_url=public_url
     ) as browser:
         login = await browser.get("/login")
         query = parse_qs(urlsplit(login.headers["location"]).query)
@@ -128,6 +128,16 @@ async def test_a_valid_id_token_of_an_operator_opens_a_session() -> None:
     assert callback.status_code == 200 and has_session(callback)
     [form] = op.forms
     assert form["grant_type"] == ["authorization_code"] and form["redirect_uri"] == [PUBLIC_URL + "/callback"]
+
+
+async def test_on_https_the_cookies_are_secure_and_host_bound() -> None:
+    """`__Host-`: the browser keeps it only if Secure, for this host alone, Path=/ (no Domain)."""
+    callback = await sign_in_with(MockOP(lambda nonce: id_token(nonce)), public_url="https://localhost:8081")
+    assert callback.status_code == 200
+    [session] = [c for c in callback.headers.get_list("set-cookie") if c.startswith("__Host-ciba-codec-session=")]
+    attributes = [part.strip().lower() for part in session.split(";")]
+    assert {"secure", "httponly", "path=/", "samesite=lax"} <= set(attributes)
+    assert not any(part.startswith("domain=") for part in attributes)
 
 
 REFUSED: dict[str, Callable[[str], str]] = {
