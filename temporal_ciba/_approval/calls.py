@@ -57,6 +57,12 @@ SHORT_RETRY = RetryPolicy(
 # (an operator's alert, not an outcome); only a conflicting record (raised non-retryable by the
 # activity) stops the retries.
 RECORD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=60))
+# A local activity's retry waits on a server timer, never inside the workflow task: a backoff
+# longer than this ends the task (a marker and a timer in history) and the next attempt runs in
+# a new one. With the SDK's default (a minute) an OP that is down would hold the task open
+# through every backoff, and the SDK warns of each task over 5 s. Zero means "the default" to
+# the SDK, hence a millisecond.
+LOCAL_RETRY_THRESHOLD = timedelta(milliseconds=1)
 
 
 async def send_request(send: SendRequestInput, *, local: bool) -> SendRequestResult:
@@ -70,6 +76,7 @@ async def send_request(send: SendRequestInput, *, local: bool) -> SendRequestRes
             send,
             start_to_close_timeout=TOKEN_REQUEST_TIMEOUT,
             retry_policy=SEND_RETRY,
+            local_retry_threshold=LOCAL_RETRY_THRESHOLD,
         )
     return await workflow.execute_activity_method(
         CibaActivities.send_authentication_request,
@@ -92,6 +99,7 @@ async def redeem(
         start_to_close_timeout=TOKEN_REQUEST_TIMEOUT,
         schedule_to_close_timeout=max(remaining, 2 * TOKEN_REQUEST_TIMEOUT),
         retry_policy=_token_request_retry(interval),
+        local_retry_threshold=LOCAL_RETRY_THRESHOLD,
     )
     return await _shielded(handle, keep_late)
 
@@ -185,6 +193,7 @@ async def record_decision(
         ),
         start_to_close_timeout=timedelta(seconds=30),
         retry_policy=RECORD_RETRY,
+        local_retry_threshold=LOCAL_RETRY_THRESHOLD,
     )
     try:
         await asyncio.shield(handle)

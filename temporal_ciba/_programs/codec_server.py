@@ -10,9 +10,12 @@ It decrypts history for whoever calls it, so it is not an oracle for anyone who 
 - every call carries `Authorization: Bearer ...`: an operator token (CIBA_CODEC_OPERATOR_TOKENS;
   `temporal --codec-auth "Bearer TOKEN"`) or an access token (JWT) of the configured OIDC issuer
   and audience (the Temporal UI's "pass access token", which it sends only to an https endpoint);
+  or, from one of the UI's origins, the session cookie of an operator who signed in through the
+  browser (codec_signin: OpenID Connect code flow with PKCE; the UI's "include credentials");
 - the Host header must name this server (a DNS-rebinding page has its own host name), and a
   browser's Origin must be one of the UI's origins (CORS preflights need no token);
-- /encode, which makes ciphertext the worker accepts, is off unless CIBA_CODEC_ALLOW_ENCODE;
+- /encode, which makes ciphertext the worker accepts, is off unless CIBA_CODEC_ALLOW_ENCODE
+  (an empty list is answered, empty: nothing to forge, and the CLI encodes even no input);
 - bodies are cut off at the limit while they stream in; bad input gets a one-line JSON 4xx;
 - slow clients cannot pin it, as they cannot pin the callback service (http_guard, served by
   `temporal-ciba codec-server`): a request head must arrive within CIBA_CODEC_READ_TIMEOUT of
@@ -28,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import httpx
@@ -46,6 +49,7 @@ from temporalio.api.common.v1 import Payloads
 from temporalio.converter import PayloadCodec
 
 from temporal_ciba._programs.codec_server_settings import ACCESS_TOKEN_TYPE, CodecServerSettings, normal_token_type
+from temporal_ciba._programs.codec_signin import MAX_QUERY_CHARS, BrowserSignIn, OperatorRule, SignInRefused
 from temporal_ciba._programs.http_guard import DEFAULT_READ_TIMEOUT, BodyDeadline
 from temporal_ciba.ciba import CibaError, JwksCache, TransportError, fetch_provider_metadata, json_object, select_keys
 from temporal_ciba.crypto import AesGcmCodec, PayloadDecryptionError
@@ -220,18 +224,29 @@ class OidcAccessTokens:
 
 
 class CodecAuth:
-    """Who may call the codec server: operator tokens, OIDC access tokens, or both."""
+    """Who may call the codec server: operator tokens, OIDC access tokens, signed-in browsers."""
 
-    def __init__(self, operator_tokens: Iterable[str] = (), oidc: OidcAccessTokens | None = None) -> None:
+    def __init__(
+        self,
+        operator_tokens: Iterable[str] = (),
+        oidc: OidcAccessTokens | None = None,
+        signin: BrowserSignIn | None = None,
+        *,
+        browser_origins: Sequence[str] = (),
+    ) -> None:
         self.operator_tokens = OperatorTokens(operator_tokens)
         self.oidc = oidc
-        if not self.operator_tokens and oidc is None:
-            raise ValueError("the codec server needs operator tokens or an OIDC issuer to authenticate calls")
+        self.signin = signin
+        self.browser_origins = frozenset(browser_origins)
+        if not self.operator_tokens and oidc is None and signin is None:
+            raise ValueError("the codec server needs operator tokens, an OIDC issuer or a sign-in to authenticate")
 
     async def authenticate(self, request: Request) -> str:
         """Who called (for the log), or Refused(401/403)."""
         authorization = request.headers.get("authorization")
         if authorization is None:
+            if self.signin is not None:
+                return self._session(request)
             raise _unauthorized("an Authorization: Bearer token is required")
         scheme, _, token = authorization.strip().partition(" ")
         token = token.strip()
@@ -245,6 +260,17 @@ class CodecAuth:
             claims = await self.oidc.validate(token)
             return f"sub={claims.get('sub')!r}"
         raise _unauthorized("the bearer token is not valid here")
+
+    def _session(self, request: Request) -> str:
+        """A signed-in browser's session; only from one of the UI's origins (a cookie is sent by
+        the browser whoever made the page, so a request without the UI's Origin is not the UI's)."""
+        assert self.signin is not None
+        session = self.signin.session(request)
+        if session is None:
+            raise _unauthorized("an Authorization: Bearer token or a sign-in (GET /login) is required")
+        if request.headers.get("origin") not in self.browser_origins:
+            raise _unauthorized("a session is accepted only from the Temporal UI's origin")
+        return f"session of sub={session.sub!r}"
 
 
 # Host and Origin --------------------------------------------------------------------------------
@@ -326,12 +352,14 @@ def create_codec_app(
     async def convert(request: Request, decode: bool) -> Response:
         try:
             caller = await auth.authenticate(request)
-            if not decode and not allow_encode:
-                raise Refused(403, "encoding is off on this server (CIBA_CODEC_ALLOW_ENCODE)")
             payloads = parse_payloads(await read_limited(request, max_body_bytes))
+            # An empty list makes no ciphertext: answered even with encoding off (the CLI's
+            # `workflow query` and `workflow metadata` encode their empty input).
+            if not decode and not allow_encode and payloads.payloads:
+                raise Refused(403, "encoding is off on this server (CIBA_CODEC_ALLOW_ENCODE)")
             try:
                 converted = await (codec.decode if decode else codec.encode)(payloads.payloads)
-                answer = json_format.MessageToDict(Payloads(payloads=converted))
+                answer = {"payloads": [], **json_format.MessageToDict(Payloads(payloads=converted))}
             except PayloadDecryptionError as exc:
                 raise Refused(400, str(exc)) from None
         except IssuerUnavailable:
@@ -353,13 +381,25 @@ def create_codec_app(
         assert isinstance(exc, HTTPException)
         return _error(exc.status_code, str(exc.detail), dict(exc.headers or {}))
 
+    routes = [Route("/decode", decode, methods=["POST"]), Route("/encode", encode, methods=["POST"])]
+    guarded_origins = list(cors_origins)
+    signin = auth.signin
+    if signin is not None:
+        routes += [
+            Route("/", _signin_step(signin.home), methods=["GET"]),
+            Route("/login", _signin_step(signin.login), methods=["GET"]),
+            Route("/callback", _signin_step(signin.callback), methods=["GET"]),
+            Route("/logout", _signin_step(signin.logout), methods=["POST"]),
+        ]
+        # Its own page posts /logout; it is not a CORS origin (it never reads a decoded payload).
+        guarded_origins.append(signin.origin)
     return Starlette(
-        routes=[Route("/decode", decode, methods=["POST"]), Route("/encode", encode, methods=["POST"])],
+        routes=routes,
         exception_handlers={HTTPException: http_error},
         middleware=[
             # The body within `read_timeout` of its head (the head's own deadline is GuardedH11Protocol's).
             Middleware(BodyDeadline, seconds=read_timeout, answer=_late_body),
-            Middleware(HostAndOriginGuard, allowed_hosts=allowed_hosts, allowed_origins=cors_origins),
+            Middleware(HostAndOriginGuard, allowed_hosts=allowed_hosts, allowed_origins=guarded_origins),
             Middleware(
                 CORSMiddleware,
                 allow_origins=list(cors_origins),
@@ -372,9 +412,24 @@ def create_codec_app(
     )
 
 
+def _signin_step(step: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """A sign-in route: an overlong query string is 414 before it is parsed; a refusal is one JSON line."""
+
+    async def route(request: Request) -> Response:
+        if len(request.scope.get("query_string", b"")) > MAX_QUERY_CHARS:
+            return _error(414, f"the query string is longer than {MAX_QUERY_CHARS} characters")
+        try:
+            return await step(request)
+        except SignInRefused as refused:
+            log.info("codec server refused %s %s: %s", request.method, request.url.path, refused)
+            return _error(refused.status, str(refused), {"cache-control": "no-store"})
+
+    return route
+
+
 def codec_app_from_settings(settings: CodecServerSettings) -> Starlette:
     oidc = None
-    if settings.codec_oidc_issuer is not None:
+    if settings.codec_oidc_issuer is not None and settings.codec_oidc_audience:
         timeout = settings.codec_oidc_http_timeout
         oidc = OidcAccessTokens(
             settings.codec_oidc_issuer,
@@ -386,10 +441,30 @@ def codec_app_from_settings(settings: CodecServerSettings) -> Starlette:
             leeway_seconds=settings.codec_clock_leeway,
             timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)),
         )
+    signin = None
+    if settings.codec_signin_client_id is not None:
+        assert settings.codec_oidc_issuer is not None and settings.codec_public_url is not None
+        secret = settings.codec_signin_client_secret
+        timeout = settings.codec_oidc_http_timeout
+        signin = BrowserSignIn(
+            issuer=settings.codec_oidc_issuer,
+            client_id=settings.codec_signin_client_id,
+            client_secret=secret.get_secret_value() if secret is not None else None,
+            public_url=settings.codec_public_url,
+            operators=OperatorRule(frozenset(settings.codec_operators), settings.operator_claim()),
+            return_origins=settings.codec_cors_origins,
+            scope=settings.codec_signin_scope,
+            session_seconds=settings.codec_session_seconds,
+            session_key=settings.session_key_bytes(),
+            same_site=settings.codec_session_same_site,
+            algorithms=settings.codec_oidc_algs,
+            leeway_seconds=settings.codec_clock_leeway,
+            timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)),
+        )
     return create_codec_app(
         # Shows whatever history holds, plaintext included; the worker is the one that refuses it.
         AesGcmCodec(settings.payload_key_bytes, require_encryption=False),
-        auth=CodecAuth(settings.operator_tokens(), oidc),
+        auth=CodecAuth(settings.operator_tokens(), oidc, signin, browser_origins=settings.codec_cors_origins),
         cors_origins=settings.codec_cors_origins,
         allowed_hosts=settings.allowed_hosts(),
         allow_encode=settings.codec_allow_encode,

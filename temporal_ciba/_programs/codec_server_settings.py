@@ -8,9 +8,12 @@ call it: at least one way to authenticate must be set.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
@@ -32,12 +35,25 @@ def normal_token_type(kind: str) -> str:
     return kind.lower().removeprefix("application/")
 
 
+def session_key_bytes(key: SecretStr) -> bytes:
+    """A session key: 32 bytes in base64 (standard or URL-safe, padding optional)."""
+    text = key.get_secret_value().strip().replace("-", "+").replace("_", "/")
+    try:
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("must be 32 bytes in base64") from None
+    if len(raw) != 32:
+        raise ValueError("must be 32 bytes in base64")
+    return raw
+
+
 class CodecServerSettings(TemporalSettings):
     """The remote codec server for the Temporal UI and CLI.
 
     It decrypts history for whoever calls it, so every call must authenticate: an operator token
-    (CLI `--codec-auth`) or an access token from an OIDC issuer (the UI's "pass access token");
-    at least one must be configured."""
+    (CLI `--codec-auth`), an access token from an OIDC issuer (the UI's "pass access token"), or
+    the session cookie of an operator signed in through the browser (the UI's "include
+    credentials"); at least one must be configured."""
 
     codec_host: str = "127.0.0.1"
     codec_port: int = Field(default=8081, ge=0, le=65535)
@@ -72,6 +88,26 @@ class CodecServerSettings(TemporalSettings):
     # HTTPS (the Temporal UI passes the access token only to an https codec endpoint).
     codec_tls_cert: Path | None = None
     codec_tls_key: Path | None = None
+    # Browser sign-in (OpenID Connect authorization code with PKCE at CODEC_OIDC_ISSUER): the
+    # Temporal UI sends the session cookie it leaves, with "include credentials" on.
+    # The codec server's URL as the browser reaches it; /callback under it is the redirect URI.
+    codec_public_url: str | None = None
+    codec_signin_client_id: str | None = Field(default=None, pattern=r"^[\x21-\x7e]{1,255}$")
+    # None: a public client (PKCE only); else client_secret_basic.
+    codec_signin_client_secret: SecretStr | None = None
+    codec_signin_scope: str = Field(default="openid", pattern=r"^[\x21\x23-\x5b\x5d-\x7e ]+$")
+    # Who may decode once signed in: these subjects, or whoever holds CODEC_OPERATOR_CLAIM.
+    codec_operators: Annotated[list[str], NoDecode] = []
+    # NAME=VALUE: the ID token's claim NAME equals VALUE or is a list holding it (groups=operators).
+    codec_operator_claim: str | None = Field(default=None, pattern=r"^[\x21-\x3c\x3e-\x7e]+=[\x20-\x7e]+$")
+    # How long a session lasts (seconds); the browser signs in again after.
+    codec_session_seconds: int = Field(default=1800, ge=60, le=12 * 3600)
+    # 32 bytes, base64: seals the session cookie. None: a key made at start (sessions end with the
+    # process; replicas behind one name need the same key).
+    codec_session_key: SecretStr | None = None
+    # The session cookie's SameSite: lax suits a UI on the same site (same host name, another
+    # port); none (HTTPS only) a UI on another site.
+    codec_session_same_site: Literal["lax", "strict", "none"] = "lax"
 
     @field_validator(
         "codec_cors_origins",
@@ -79,6 +115,7 @@ class CodecServerSettings(TemporalSettings):
         "codec_oidc_audience",
         "codec_oidc_algs",
         "codec_oidc_token_types",
+        "codec_operators",
         mode="before",
     )
     @classmethod
@@ -123,6 +160,31 @@ class CodecServerSettings(TemporalSettings):
     def _issuer(cls, issuer: str | None) -> str | None:
         return require_secure_url(issuer, "issuer") if issuer else None
 
+    @field_validator("codec_public_url")
+    @classmethod
+    def _public_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        url = require_secure_url(url.rstrip("/"), "URL")
+        parts = urlsplit(url)
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError("must be a plain URL like https://codec.example.com")
+        return url
+
+    @field_validator("codec_operators")
+    @classmethod
+    def _operators(cls, operators: list[str]) -> list[str]:
+        if any(not operator.isprintable() for operator in operators):
+            raise ValueError("must list subjects (printable text)")
+        return operators
+
+    @field_validator("codec_session_key")
+    @classmethod
+    def _session_key(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None:
+            session_key_bytes(key)
+        return key
+
     @field_validator("codec_oidc_algs")
     @classmethod
     def _algs(cls, algs: list[str]) -> list[str]:
@@ -146,13 +208,18 @@ class CodecServerSettings(TemporalSettings):
 
     @model_validator(mode="after")
     def _authenticated(self) -> CodecServerSettings:
-        if self.codec_operator_tokens is None and self.codec_oidc_issuer is None:
+        if self.codec_operator_tokens is None and self.codec_oidc_issuer is None and not self.signin:
             raise ConfigError(
-                f"{ENV_PREFIX}CODEC_OPERATOR_TOKENS or {ENV_PREFIX}CODEC_OIDC_ISSUER is required: "
+                f"{ENV_PREFIX}CODEC_OPERATOR_TOKENS, {ENV_PREFIX}CODEC_OIDC_ISSUER or "
+                f"{ENV_PREFIX}CODEC_SIGNIN_CLIENT_ID is required: "
                 "the codec server decrypts history and must authenticate its callers"
             )
-        if self.codec_oidc_issuer is not None and not self.codec_oidc_audience:
-            raise ConfigError(f"{ENV_PREFIX}CODEC_OIDC_AUDIENCE is required with {ENV_PREFIX}CODEC_OIDC_ISSUER")
+        self._check_signin()
+        if self.codec_oidc_issuer is not None and not self.codec_oidc_audience and not self.signin:
+            raise ConfigError(
+                f"{ENV_PREFIX}CODEC_OIDC_AUDIENCE (bearer access tokens) or {ENV_PREFIX}CODEC_SIGNIN_CLIENT_ID "
+                f"(browser sign-in) is required with {ENV_PREFIX}CODEC_OIDC_ISSUER"
+            )
         others = [kind for kind in self.codec_oidc_token_types if kind != ACCESS_TOKEN_TYPE]
         if others and self.codec_oidc_required_scope is None and self.codec_oidc_token_claim is None:
             raise ConfigError(
@@ -163,6 +230,40 @@ class CodecServerSettings(TemporalSettings):
             missing = "CODEC_TLS_KEY" if self.codec_tls_key is None else "CODEC_TLS_CERT"
             raise ConfigError(f"{ENV_PREFIX}{missing} is required with the other TLS setting")
         return self
+
+    def _check_signin(self) -> None:
+        if not self.signin:
+            return
+        if self.codec_oidc_issuer is None:
+            raise ConfigError(f"{ENV_PREFIX}CODEC_OIDC_ISSUER is required with {ENV_PREFIX}CODEC_SIGNIN_CLIENT_ID")
+        if self.codec_public_url is None:
+            raise ConfigError(
+                f"{ENV_PREFIX}CODEC_PUBLIC_URL is required with {ENV_PREFIX}CODEC_SIGNIN_CLIENT_ID: the URL the "
+                "browser reaches this server at (its /callback is the redirect URI registered at the OP)"
+            )
+        if not self.codec_operators and self.codec_operator_claim is None:
+            raise ConfigError(
+                f"{ENV_PREFIX}CODEC_OPERATORS or {ENV_PREFIX}CODEC_OPERATOR_CLAIM is required with "
+                f"{ENV_PREFIX}CODEC_SIGNIN_CLIENT_ID: not everyone with an account at the OP may read history"
+            )
+        if self.codec_session_same_site == "none" and not self.codec_public_url.startswith("https://"):
+            raise ConfigError(f"{ENV_PREFIX}CODEC_SESSION_SAME_SITE=none needs an https {ENV_PREFIX}CODEC_PUBLIC_URL")
+
+    @property
+    def signin(self) -> bool:
+        """Whether browser sign-in is configured (CODEC_SIGNIN_CLIENT_ID)."""
+        return self.codec_signin_client_id is not None
+
+    def operator_claim(self) -> tuple[str, str] | None:
+        """CODEC_OPERATOR_CLAIM as (name, value)."""
+        if self.codec_operator_claim is None:
+            return None
+        name, _, value = self.codec_operator_claim.partition("=")
+        return name, value
+
+    def session_key_bytes(self) -> bytes | None:
+        """CODEC_SESSION_KEY decoded, or None (a key is made at start)."""
+        return None if self.codec_session_key is None else session_key_bytes(self.codec_session_key)
 
     def operator_tokens(self) -> list[str]:
         if self.codec_operator_tokens is None:

@@ -94,6 +94,8 @@ class ProviderMetadata(BaseModel):
     authorization_details_types_supported: tuple[str, ...] | None = None
     # RFC 8705 §5: where a client using mutual TLS sends what it sends with its certificate.
     mtls_endpoint_aliases: dict[str, str] = {}
+    # Where a browser signs in (authorization code flow): the codec server's sign-in uses it.
+    authorization_endpoint: str | None = None
 
     @field_validator("issuer")
     @classmethod
@@ -109,6 +111,7 @@ class ProviderMetadata(BaseModel):
         "backchannel_authentication_endpoint",
         "introspection_endpoint",
         "revocation_endpoint",
+        "authorization_endpoint",
     )
     @classmethod
     def _secure_endpoint(cls, url: str | None, info: ValidationInfo) -> str | None:

@@ -15,14 +15,17 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
-from playwright.async_api import expect
+from playwright.async_api import Browser, Page, expect
+from temporalio.client import Client
 
 from temporal_ciba._programs.connect import connect
 from temporal_ciba_examples.payment_agent.workflows import PaymentAgentWorkflow
 from tests.support.browser import chromium
 from tests.support.temporal import venv_tool, wait_for
+from tests.support.temporal_ui import everything_shown, use_codec_with_credentials
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 
@@ -131,10 +134,41 @@ async def run_and_approve(demo: Demo, again: Demo, tmp_path: Path, base: int) ->
     await demo.start()
     approver_url = (await demo.line_with("Approver page")).split()[-1]
     ui_url = (await demo.line_with("Temporal UI")).split()[-1]
+    signin_url = (await demo.line_with("Sign in to decode")).split()[-1]
     workflow_id = (await demo.line_with("Agent workflow id")).split()[-1]
     assert approver_url == f"http://127.0.0.1:{base + 2}/approver" and workflow_id in ui_url
+    assert signin_url == f"http://localhost:{base + 5}/login?{urlencode({'next': ui_url})}"
+
+    state = json.loads((tmp_path / "demo" / "state.json").read_text())
+    client = await connect(base64.b64decode(state["payload_key"]), target_host=f"127.0.0.1:{base}")
+    approval_id = await wait_for(lambda: pending_child(client, workflow_id), what="the approval to start")
+    # `temporal workflow metadata` through the codec server (it encodes its empty input first).
+    through_codec = [
+        "--codec-endpoint",
+        f"http://127.0.0.1:{base + 5}",
+        "--codec-auth",
+        f"Bearer {state['codec_token']}",
+    ]
+    metadata = subprocess.run(
+        [
+            venv_tool("temporal"),
+            "workflow",
+            "metadata",
+            "--address",
+            f"127.0.0.1:{base}",
+            "-w",
+            approval_id,
+            *through_codec,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert metadata.returncode == 0 and "CIBA approval: pending" in metadata.stdout, metadata.stderr
 
     async with chromium() as browser:
+        screenshot = Path(os.environ.get("CIBA_TEST_SCREENSHOTS") or tmp_path) / "temporal-ui-decoded.png"
+        await the_ui_decodes_only_for_a_signed_in_operator(browser, base, approval_id, screenshot)
         page = await browser.new_page()
         await page.goto(approver_url)
         card = (
@@ -147,8 +181,6 @@ async def run_and_approve(demo: Demo, again: Demo, tmp_path: Path, base: int) ->
     assert "approved by alice" in resumed and "payment pay_" in resumed
 
     # The agent's workflow, read back from the demo's Temporal with the demo's key.
-    state = json.loads((tmp_path / "demo" / "state.json").read_text())
-    client = await connect(base64.b64decode(state["payload_key"]), target_host=f"127.0.0.1:{base}")
     result = await client.get_workflow_handle_for(PaymentAgentWorkflow.run, workflow_id).result()
     assert result.outcome.status == "approved" and result.receipt is not None
     # The Temporal UI is up; the CLI decodes history through the codec server with the demo's
@@ -186,6 +218,72 @@ async def run_and_approve(demo: Demo, again: Demo, tmp_path: Path, base: int) ->
     await again.start()
     assert (await again.line_with("Agent workflow id")).split()[-1] != workflow_id
     assert await again.interrupt() == 0
+
+
+async def pending_child(client: Client, workflow_id: str) -> str | None:
+    """The id of the approval child `workflow_id` waits on, once it has started."""
+    children = (await client.get_workflow_handle(workflow_id).describe()).raw_description.pending_children
+    return children[0].workflow_id if children else None
+
+
+# What the binding message and the current details hold, and none of it may show signed out.
+PLAINTEXT = ("Pay EUR 120.00 to IBAN DE02100100109307118603 of ACME GmbH", "ACME GmbH", "DE02100100109307118603")
+
+
+async def user_metadata(page: Page) -> None:
+    """The workflow page's User Metadata tab: the summary, the details and the current details."""
+    await (
+        page.get_by_role("link", name="User Metadata").or_(page.get_by_role("tab", name="User Metadata")).first.click()
+    )
+    await page.wait_for_url("**/user-metadata")
+
+
+async def nothing_decoded(page: Page, workflow_page: str) -> None:
+    """The workflow page, as the UI shows it when the codec server refuses: ciphertext only."""
+    refused = page.locator("#content").get_by_text("Codec Server could not connect")
+    await page.goto(workflow_page)
+    await expect(refused).to_be_visible(timeout=30_000)
+    await user_metadata(page)
+    # What the tab shows once the UI has tried to decode them and could not.
+    current_details = page.frame_locator("#user-metadata-current-details").locator("body")
+    await expect(current_details).to_contain_text("No Current Details", timeout=30_000)
+    await expect(page.locator("#content").get_by_text("No summary available")).to_be_visible()
+    shown = await everything_shown(page)
+    assert not [text for text in PLAINTEXT if text in shown]
+
+
+async def the_ui_decodes_only_for_a_signed_in_operator(
+    browser: Browser, base: int, approval_id: str, screenshot: Path
+) -> None:
+    """The demo's Temporal UI with its codec endpoint and credentials: signed out it shows no
+    plaintext anywhere; after the sign-in (as alice, at the demo OP) the binding message in the
+    input and the current details are decoded; signed out again, nothing."""
+    ui, codec = f"http://localhost:{base + 1}", f"http://localhost:{base + 5}"
+    workflow_page = f"{ui}/namespaces/default/workflows/{approval_id}"
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = await context.new_page()
+        await use_codec_with_credentials(page, ui, codec)
+        await nothing_decoded(page, workflow_page)
+
+        await page.goto(f"{codec}/login?{urlencode({'next': workflow_page})}")
+        await page.locator('button[value="alice"]').click()  # the demo OP's sign-in page
+        await page.wait_for_url(f"{workflow_page}/**", timeout=30_000)
+        await expect(page.locator("main")).to_contain_text(PLAINTEXT[0], timeout=30_000)  # the input
+        await user_metadata(page)
+        details = page.frame_locator("#user-metadata-current-details").locator("body")
+        await expect(details).to_contain_text("CIBA approval: pending", timeout=30_000)
+        await expect(details).to_contain_text(PLAINTEXT[0])
+        # docs/getting-started.md shows it (docs/temporal-ui-decoded.png): the page without the UI's menu.
+        await page.screenshot(path=str(screenshot), clip={"x": 256, "y": 48, "width": 1024, "height": 852})
+        assert screenshot.stat().st_size > 0
+
+        await page.goto(codec + "/")
+        await page.locator("#signout").click()
+        await expect(page.locator("#status")).to_have_text("Signed out.")
+        await nothing_decoded(page, workflow_page)
+    finally:
+        await context.close()
 
 
 def test_demo_port_base_out_of_range() -> None:

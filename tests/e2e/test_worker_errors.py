@@ -147,9 +147,15 @@ async def test_an_op_down_at_start_is_said_once_and_requests_retry_without_a_tra
         unreachable = await asyncio.wait_for(line_with("is unreachable"), 60)
         assert f"the OP at CIBA_ISSUER={issuer} is unreachable" in unreachable
         # It starts anyway: the approval it is asked for is sent, and sent again.
-        code, _, stderr = await run_cli(env, "request", "--login-hint", "alice", "--binding-message", "Reset bob")
+        code, stdout, stderr = await run_cli(env, "request", "--login-hint", "alice", "--binding-message", "Reset bob")
         assert code == 0, stderr
         await asyncio.wait_for(line_with("attempt 2, retrying"), 60)  # the request is retried
+        await asyncio.wait_for(line_with("attempt 3, retrying"), 60)
+        # Each retry waits on a timer between workflow tasks, not inside the task that sent the
+        # request: held there, the backoffs made it last past the SDK's 5 s warning.
+        client = await connect(base64.b64decode(PAYLOAD_KEY), target_host=temporal_server.address)
+        history = await client.get_workflow_handle(stdout.split()[0]).fetch_history()
+        assert any(event.HasField("timer_started_event_attributes") for event in history.events)
     finally:
         process.terminate()
         rest = (await asyncio.wait_for(process.stderr.read(), 30)).decode()

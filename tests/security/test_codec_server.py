@@ -501,6 +501,13 @@ def test_encode_is_off_by_default(codec: CodecProcess, http: httpx.Client) -> No
     assert "binary/encrypted" not in response.text
 
 
+def test_encoding_nothing_is_answered_with_encode_off(codec: CodecProcess, http: httpx.Client) -> None:
+    """An empty list makes no ciphertext; `temporal workflow query` and `metadata` encode their empty input first."""
+    response = http.post("/encode", content=b'{"payloads": []}', headers=codec.auth)
+    assert response.status_code == 200 and response.json() == {"payloads": []}
+    assert http.post("/encode", content=b'{"payloads": []}').status_code == 401  # still authenticated
+
+
 # Bodies ---------------------------------------------------------------------------------------
 
 

@@ -111,6 +111,16 @@ def introspect(op: TestOP, token: str) -> dict[str, Any]:
     return body
 
 
+CODEC_SIGNIN_CLIENT = {
+    "client_id": "codec-signin",
+    "client_secret": SECRET,
+    "application_type": "native",
+    "grant_types": ["authorization_code"],
+    "response_types": ["code"],
+    "redirect_uris": ["http://127.0.0.1/callback"],
+}
+
+
 def op_config(
     client_keys: dict[str, ClientKey], *, ping_endpoint: str | None = None, **options: object
 ) -> dict[str, object]:
@@ -136,6 +146,9 @@ def op_config(
                 PING_CLIENT, mode="ping", client_secret=SECRET, backchannel_client_notification_endpoint=ping_endpoint
             )
         )
+    # The codec server's browser sign-in (authorization code with PKCE): a native client, so its
+    # loopback redirect URI matches whatever port a test's codec server listens on (RFC 8252 §7.3).
+    clients.append(CODEC_SIGNIN_CLIENT)
     # The OP's admin routes play the user's phone; the test-only routes hand out its tokens.
     return {"clients": clients, "accounts": ACCOUNTS, "ackInterval": 1, **TEST_ROUTES, **options}
 

@@ -48,7 +48,7 @@ def test_demo_directory_and_secret_files_are_owner_only(tmp_path: Path) -> None:
     config = write_op_config(directory, Ports(), state)
     assert config == directory / "op.json" and mode(config) == 0o600
     secrets = {client["client_secret"] for client in json.loads(config.read_text())["clients"]}
-    assert secrets == {state["agent_secret"], state["payment_api_secret"]}
+    assert secrets == {state["agent_secret"], state["payment_api_secret"], state["codec_signin_secret"]}
     assert sorted(p.name for p in directory.iterdir()) == ["op.json", "state.json"]  # no temporary left
 
 

@@ -14,6 +14,8 @@
 //   - /admin/requests/ID/deny    the user denies
 //   - /admin/token-requests      every token request received (time, auth_req_id, status)
 //   - /admin/pings               every ping the OP sent to a client's notification endpoint
+//   - /interaction/UID           the sign-in page of the authorization code flow (the codec
+//                                server's operator sign-in): pick an account, signed in as it
 // "testRoutes": true (tests only, never the demo or docker-compose): hands out tokens.
 //   - /admin/issued              every token response given, by auth_req_id (to prove none leaks);
 //                                without the flag the OP does not even keep them
@@ -409,6 +411,38 @@ const decide = async (authReqId, body, approve) => {
 
 const notFound = (res) => json(res, 404, { error: 'not found' });
 
+const escapeHtml = (text) => String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+// The authorization code flow's sign-in (oidc-provider's interaction): this OP plays the user,
+// so the page offers its accounts and signs in as the one picked, granting the scopes asked.
+async function signIn(req, res, submitted) {
+  const details = await provider.interactionDetails(req, res);
+  if (!submitted) {
+    const buttons = Object.keys(accounts)
+      .map((id) => `<button type="submit" name="account" value="${escapeHtml(id)}">${escapeHtml(id)}</button>`)
+      .join(' ');
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
+    return res.end(`<!doctype html><html><head><meta charset="utf-8"><title>Sign in</title>
+<link rel="icon" href="data:,"></head><body><h1>Sign in to ${escapeHtml(details.params.client_id)}</h1>
+<p>This demo OP signs you in as the account you pick.</p>
+<form method="post" action="/interaction/${escapeHtml(details.uid)}/login">${buttons}</form></body></html>`);
+  }
+  if (req.method !== 'POST') return notFound(res);
+  const picked = parseQuery((await readBody(req)).toString()).account;
+  const accountId = details.prompt.name === 'login' ? picked : details.session?.accountId;
+  if (typeof accountId !== 'string' || !Object.hasOwn(accounts, accountId)) {
+    return json(res, 400, { error: 'unknown account' });
+  }
+  const grant = details.grantId
+    ? await provider.Grant.find(details.grantId)
+    : new provider.Grant({ accountId, clientId: details.params.client_id });
+  grant.addOIDCScope(details.params.scope);
+  const grantId = await grant.save();
+  return provider.interactionFinished(req, res, { login: { accountId }, consent: { grantId } }, {
+    mergeWithLastSubmission: false,
+  });
+}
+
 async function admin(req, res, url) {
   // Off: the same 404 as any unknown path, before the body is read.
   if (!adminRoutes && !testRoutes) return notFound(res);
@@ -455,6 +489,8 @@ async function handle(req, res) {
   const url = new URL(req.url, issuer);
   try {
     if (url.pathname.startsWith('/admin/')) return await admin(req, res, url);
+    const interaction = url.pathname.match(/^\/interaction\/([^/]+)(\/login)?$/);
+    if (adminRoutes && interaction) return await signIn(req, res, interaction[2] !== undefined);
     if (adminRoutes && req.method === 'GET' && url.pathname === '/approver') {
       res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
       return res.end(approverPage);

@@ -38,6 +38,7 @@ ENDPOINTS = (
     "backchannel_authentication_endpoint",
     "introspection_endpoint",
     "revocation_endpoint",
+    "authorization_endpoint",
 )
 
 
