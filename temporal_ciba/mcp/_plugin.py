@@ -27,9 +27,9 @@ class McpGatewayPlugin(SimplePlugin):
         activities: Sequence[Callable[..., Any]] = (),
     ) -> None:
         sealer = TokenSealer(token_key) if token_key is not None else None
-        self.activities = McpGatewayActivities(upstream, sealer=sealer)
+        self.gateway_activities = McpGatewayActivities(upstream, sealer=sealer)
         super().__init__(
             "temporal_ciba.McpGatewayPlugin",
             workflows=[McpToolCallWorkflow],
-            activities=[self.activities.call_upstream, *activities],
+            activities=[self.gateway_activities.call_upstream, *activities],
         )
