@@ -212,6 +212,7 @@ class McpGateway:
             outcome = await self._wait(ctx, handle, progress, digest)
         except BaseException:
             # The client cancelled its request (or went away): end the approval with it.
+            log.info("MCP gateway: the call %s ended before its result; cancelling it", workflow_id)
             with anyio.CancelScope(shield=True):
                 try:
                     await handle.cancel()

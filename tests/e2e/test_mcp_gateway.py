@@ -20,8 +20,9 @@ import mcp_types as types
 import pytest
 from temporalio.client import Client
 
-from temporal_ciba.agents import short_code, tool_action_digest
-from temporal_ciba.mcp import CALL_ID_META, McpClient, mcp_call_workflow_id
+from temporal_ciba._models import ApprovalOutcome
+from temporal_ciba.agents import refusal_for_model, short_code, tool_action_digest
+from temporal_ciba.mcp import CALL_ID_META, McpClient, McpToolCallResult, mcp_call_workflow_id
 from tests.support.mcp_gateway import (
     AccessTokenIssuer,
     HttpGateway,
@@ -188,6 +189,34 @@ async def test_a_refused_call_never_reaches_the_upstream_and_the_client_reads_wh
         assert text_of(result).startswith(f"The {TOOL} call was not run: ")
         assert (status == "denied") == ("denied" in text_of(result) or "end-user" in text_of(result))
         assert line not in ledger_lines(stack.ledger)
+
+
+async def test_a_client_that_cancels_ends_the_approval_as_cancelled(
+    stack: Stack, op: TestOP, temporal_client: Client
+) -> None:
+    line = a_line()
+    async with alice_session(stack) as session:
+        call = asyncio.ensure_future(session.call_tool(TOOL, {"line": line}, meta=call_meta(line)))
+        await pending_request(op, line)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+    workflow_id = mcp_call_workflow_id(
+        McpClient(subject="alice", client_id="agent-app", issuer=stack.issuer.url),
+        call_id_of(line),
+        tool_action_digest(TOOL, {"line": line}),
+    )
+    approval = temporal_client.get_workflow_handle(workflow_id + ".approval", result_type=ApprovalOutcome)
+    try:
+        outcome = await asyncio.wait_for(approval.result(), timeout=30)
+    except TimeoutError:
+        pytest.fail("the approval was not cancelled: " + stack.replicas[0].log.read_text()[-3000:])
+    assert outcome.status == "cancelled"
+    call_handle = temporal_client.get_workflow_handle(workflow_id, result_type=McpToolCallResult)
+    ended = await call_handle.result()
+    assert ended.result is None and ended.outcome is not None and ended.outcome.status == "cancelled"
+    assert ended.refusal == refusal_for_model(TOOL, ended.outcome)
+    assert line not in ledger_lines(stack.ledger)
 
 
 async def test_a_replica_killed_while_waiting_loses_nothing_and_a_retry_elsewhere_gets_the_one_result(

@@ -109,6 +109,7 @@ def gateway_env(server: DevServer, op: TestOP, task_queue: str) -> dict[str, str
         CIBA_TOKEN_KEY=TOKEN_KEY,
         CIBA_TASK_QUEUE=task_queue,
         PYTHONPATH=str(REPO),
+        CIBA_LOG_LEVEL="INFO",
     )
 
 
