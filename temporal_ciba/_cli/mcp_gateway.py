@@ -64,7 +64,6 @@ async def mcp_gateway(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise UsageError(f"the MCP gateway needs the extra: pip install 'temporal-ciba[mcp]' ({exc})") from None
     from temporal_ciba._cli.services import serve
-    from temporal_ciba._programs.codec_server import OidcAccessTokens
     from temporal_ciba._programs.connect import connect
     from temporal_ciba._programs.worker import run_worker
 
@@ -105,9 +104,8 @@ async def mcp_gateway(args: argparse.Namespace) -> int:
             host, _, port = args.http.rpartition(":")
             if not host or not port.isdigit():
                 raise UsageError(f"--http {args.http!r}: give HOST:PORT")
-            tokens = OidcAccessTokens(args.issuer, args.audience)
             app = gateway.http_app(
-                token_verifier=OidcTokenVerifier(tokens),
+                token_verifier=OidcTokenVerifier.for_issuer(args.issuer, args.audience),
                 issuer=args.issuer,
                 resource_url=args.resource_url or f"http://{host}:{port}/mcp",
             )

@@ -26,6 +26,11 @@ class OidcTokenVerifier:
     def __init__(self, tokens: OidcAccessTokens) -> None:
         self.tokens = tokens
 
+    @classmethod
+    def for_issuer(cls, issuer: str, audiences: list[str], *, required_scope: str | None = None) -> OidcTokenVerifier:
+        """Access tokens of `issuer` (its discovery document's keys) for one of `audiences`."""
+        return cls(OidcAccessTokens(issuer, audiences, required_scope=required_scope))
+
     async def verify_token(self, token: str) -> AccessToken | None:
         if len(token) > MAX_TOKEN_CHARS or token.count(".") != 2:
             return None

@@ -141,7 +141,11 @@ class McpGateway:
         own = [tool.tool() for tool in self.own_tools]
         if self._session is None:
             return types.ListToolsResult(tools=own)
-        listed: types.ListToolsResult = await self._session.list_tools(params=params)
+        # Only the cursor goes on: the client's own envelope (_meta, its protocol era) is not the
+        # gateway's connection's.
+        cursor = params.cursor if params is not None else None
+        forwarded = types.PaginatedRequestParams(cursor=cursor) if cursor is not None else None
+        listed: types.ListToolsResult = await self._session.list_tools(params=forwarded)
         if own and listed.next_cursor is None:
             listed = listed.model_copy(update={"tools": [*listed.tools, *own]})
         return listed

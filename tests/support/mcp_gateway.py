@@ -29,7 +29,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 from tests.support.op import TestOP
-from tests.support.stack import AGENT_CLIENT, PAYLOAD_KEY, SECRET, TOKEN_KEY, clean_env, cli_command
+from tests.support.stack import AGENT_CLIENT, PAYLOAD_KEY, SECRET, TOKEN_KEY, clean_env, cli_command, examples_command
 from tests.support.temporal import DevServer, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -223,3 +223,16 @@ async def stdio_session(
 
 def new_task_queue() -> str:
     return f"mcp-test-{uuid.uuid4().hex[:8]}"
+
+
+@asynccontextmanager
+async def maintenance_sample_session(
+    server: DevServer, op: TestOP, ledger: Path, task_queue: str, approver: str
+) -> AsyncIterator[ClientSession]:
+    """The sample examples/mcp_gateway over stdio, as a desktop MCP client starts it."""
+    command = examples_command("mcp-maintenance", "--approver", approver)
+    env = {**gateway_env(server, op, task_queue), "CIBA_TOOL_LEDGER": str(ledger)}
+    parameters = StdioServerParameters(command=command[0], args=command[1:], env=env, cwd=str(REPO))
+    async with stdio_client(parameters) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        yield session
