@@ -44,7 +44,7 @@ from temporalio.worker import Worker
 from bench.run import ciba_client
 from temporal_ciba import CibaPlugin, OPSettings, ensure_search_attributes
 from temporal_ciba.agents import ToolApproval
-from temporal_ciba.mcp import McpGateway, McpGatewayPlugin, UpstreamServer
+from temporal_ciba.mcp import CALL_ID_META, McpGateway, McpGatewayPlugin, UpstreamServer
 from temporal_ciba_examples.demo.servers import DevServer, free_port, run_demo_op
 
 SECRET = "a-client-secret-of-some-length-0123456789"
@@ -210,9 +210,8 @@ async def gated_calls(client: Client, issuer: str, url: str, count: int) -> list
             await admin.post("/admin/faults", json={"faults": [{"type": "approve_at_once"}]})
             call_id = f"bench-{uuid.uuid4().hex[:8]}"
             started = time.perf_counter()
-            result = await session.call_tool(
-                "append_line", {"line": call_id}, meta={"io.github.temporal-ciba/call-id": call_id}
-            )
+            meta: Any = {CALL_ID_META: call_id}  # RequestParamsMeta: an open map
+            result = await session.call_tool("append_line", {"line": call_id}, meta=meta)
             total = (time.perf_counter() - started) * 1000
             assert not result.is_error, result
             approval = None
