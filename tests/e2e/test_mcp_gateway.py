@@ -19,6 +19,7 @@ from typing import Any
 import mcp_types as types
 import pytest
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 from temporal_ciba._models import ApprovalOutcome
 from temporal_ciba.agents import refusal_for_model, short_code, tool_action_digest
@@ -128,10 +129,15 @@ async def test_lists_the_upstream_tools_and_passes_through_an_ungated_call_witho
         assert listed.tools[0].input_schema["properties"]["line"]["type"] == "string"
         query = f"TaskQueue = '{stack.task_queue}'"
         before = (await temporal_client.count_workflows(query)).count
-        result = await session.call_tool("read_ledger", {})
+        result = await session.call_tool("read_ledger", {}, meta=call_meta("read"))
         assert not result.is_error
-        await asyncio.sleep(0)  # nothing to wait for: no workflow was started
         assert (await temporal_client.count_workflows(query)).count == before
+        # The id a gated call would have had names no workflow (read by id: no visibility lag).
+        alice = McpClient(subject="alice", client_id="agent-app", issuer=stack.issuer.url)
+        would_be = mcp_call_workflow_id(alice, call_id_of("read"), tool_action_digest("read_ledger", {}))
+        with pytest.raises(RPCError) as missing:
+            await temporal_client.get_workflow_handle(would_be).describe()
+        assert missing.value.status == RPCStatusCode.NOT_FOUND
 
 
 async def test_an_approved_call_reaches_the_upstream_once_with_the_approved_arguments(
