@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 from typing import Any
+from urllib.parse import urlsplit
 
 from temporal_ciba._cli.errors import EXIT_OK, UsageError
 from temporal_ciba._settings import OPSettings, WorkerSettings, load_settings
@@ -104,10 +105,13 @@ async def mcp_gateway(args: argparse.Namespace) -> int:
             host, _, port = args.http.rpartition(":")
             if not host or not port.isdigit():
                 raise UsageError(f"--http {args.http!r}: give HOST:PORT")
+            resource_url = args.resource_url or f"http://{host}:{port}/mcp"
             app = gateway.http_app(
                 token_verifier=OidcTokenVerifier.for_issuer(args.issuer, args.audience),
                 issuer=args.issuer,
-                resource_url=args.resource_url or f"http://{host}:{port}/mcp",
+                resource_url=resource_url,
+                # The Host of the public URL and of loopback; any other is a DNS-rebinding page's.
+                allowed_hosts=[urlsplit(resource_url).netloc, "127.0.0.1:*", "localhost:*", "[::1]:*"],
             )
             await serve(app, host=host, port=int(port), port_setting="--http", lifespan="on")
     finally:

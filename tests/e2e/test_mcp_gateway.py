@@ -265,6 +265,9 @@ async def test_a_client_without_a_valid_access_token_is_refused(stack: Stack) ->
     for token in (stack.issuer.token("alice", typ="JWT"), stack.issuer.token("alice", aud="another"), "x.y.z"):
         response = httpx.post(url, json=body, headers={"authorization": f"Bearer {token}"})
         assert response.status_code == 401, token
+    # A valid token from a page whose name resolves here (DNS rebinding): not this gateway's Host.
+    good = {"authorization": f"Bearer {stack.issuer.token('alice')}", "host": "evil.example"}
+    assert 400 <= httpx.post(url, json=body, headers=good).status_code < 500
 
 
 async def test_over_stdio_an_expired_approval_never_reaches_the_upstream(
