@@ -328,3 +328,23 @@ async def test_the_samples_openai_agents_configuration_reaches_the_gateway(stack
         ledger = await server.call_tool("read_ledger", {})
     assert [tool.name for tool in tools] == ["append_line", "read_ledger"]
     assert not ledger.is_error
+
+
+async def test_over_stdio_a_client_that_cancels_ends_the_approval_as_cancelled(
+    temporal_server: DevServer, op: TestOP, stack: Stack, temporal_client: Client
+) -> None:
+    """Over stdio the client's notifications/cancelled reaches the gateway, which cancels the call."""
+    line = a_line()
+    async with stdio_session(temporal_server, op, stack.ledger, new_task_queue(), "--approver", "bob") as session:
+        call = asyncio.ensure_future(session.call_tool(TOOL, {"line": line}, meta=call_meta(line)))
+        await pending_request(op, line, account="bob")
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        workflow_id = mcp_call_workflow_id(
+            McpClient(transport="stdio"), call_id_of(line), tool_action_digest(TOOL, {"line": line})
+        )
+        approval = temporal_client.get_workflow_handle(workflow_id + ".approval", result_type=ApprovalOutcome)
+        outcome = await asyncio.wait_for(approval.result(), timeout=30)
+    assert outcome.status == "cancelled"
+    assert line not in ledger_lines(stack.ledger)
