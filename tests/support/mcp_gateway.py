@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -133,7 +133,6 @@ class HttpGateway:
     url: str
     process: subprocess.Popen[bytes]
     log: Path
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def kill(self) -> None:
         self.process.kill()
