@@ -3,6 +3,7 @@
     temporal-ciba-examples demo [--dir DIR] [--port-base N]   the whole system on this machine
     temporal-ciba-examples payment-api                        the example payment API (PAYMENT_API_*)
     temporal-ciba-examples payment-worker                     the payment agent's worker (CIBA_*)
+    temporal-ciba-examples mcp-maintenance [--http HOST:PORT]  the maintenance tool over MCP, gated
 
 Exit status: 0 on a clean stop, 2 a usage or configuration error.
 """
@@ -44,7 +45,24 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "payment-worker", help="run the payment agent's worker (CIBA_* settings and CIBA_PAYMENT_API_URL)"
     )
+    maintenance = commands.add_parser(
+        "mcp-maintenance", help="serve the maintenance bot's tool over MCP, gated by CIBA (CIBA_* settings)"
+    )
+    maintenance.add_argument("--approver", help="who approves (stdio); over HTTP, the caller's own subject")
+    maintenance.add_argument("--requested-expiry", type=int, help="seconds the approver has to decide")
+    maintenance.add_argument("--http", metavar="HOST:PORT", help="serve streamable HTTP here instead of stdio")
+    maintenance.add_argument("--issuer", help="the OAuth issuer of the HTTP clients' access tokens")
+    maintenance.add_argument("--audience", action="append", help="the audience those tokens must carry")
     return parser
+
+
+async def _mcp_maintenance(args: argparse.Namespace) -> int:
+    from temporal_ciba_examples.mcp_gateway.maintenance_gateway import run_maintenance_gateway
+
+    try:
+        return await run_maintenance_gateway(args)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 async def _demo(args: argparse.Namespace) -> int:
@@ -102,7 +120,12 @@ async def _payment_api(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"demo": _demo, "payment-api": _payment_api, "payment-worker": _payment_worker}
+COMMANDS = {
+    "demo": _demo,
+    "payment-api": _payment_api,
+    "payment-worker": _payment_worker,
+    "mcp-maintenance": _mcp_maintenance,
+}
 
 
 def run(argv: Sequence[str] | None = None) -> int:

@@ -5,6 +5,7 @@
 Layers, each importing only the ones below it:
 
     temporal_ciba._cli                 the `temporal-ciba` command
+    temporal_ciba.mcp                 the MCP gateway (extra: mcp)
     temporal_ciba._programs            worker, callback service, codec server, connection, telemetry
     temporal_ciba (this module)       models, settings, activities, workflow, plugin, search attributes
     temporal_ciba.crypto              payload codec, token sealing, notification tokens

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from temporal_ciba._cli import approvals, audit, services
+from temporal_ciba._cli import approvals, audit, mcp_gateway, services
 from temporal_ciba._cli.errors import (
     EXIT_NOT_APPROVED,
     EXIT_OK,
@@ -36,10 +36,11 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = 
     "list": approvals.list_approvals,
     "cancel": approvals.cancel,
     "audit": audit.audit,
+    "mcp-gateway": mcp_gateway.mcp_gateway,
 }
 
 # Commands that run until stopped: Ctrl-C is how they end, not a failure.
-SERVICES = frozenset({"worker", "callback", "codec-server"})
+SERVICES = frozenset({"worker", "callback", "codec-server", "mcp-gateway"})
 
 
 def run(argv: Sequence[str] | None = None) -> int:

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from temporal_ciba._cli import mcp_gateway
+
 # The values of the CibaStatus search attribute: the phases of a running approval, then the
 # outcome statuses (models.ApprovalPhase; a unit test keeps the two equal).
 LIST_STATUSES = (
@@ -24,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("worker", help="run a worker for the approval workflow")
     commands.add_parser("callback", help="run the ping/push receiver (CIBA_CALLBACK_* settings)")
     commands.add_parser("codec-server", help="run the remote codec server for the Temporal UI (CIBA_CODEC_*)")
+    mcp_gateway.add_parser(commands)
     certs = commands.add_parser(
         "dev-certs", help="make a local CA and a server certificate for HTTPS on one machine (samples, compose)"
     )

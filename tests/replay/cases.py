@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from temporal_ciba._workflow import CibaApprovalWorkflow
+from temporal_ciba.mcp import McpToolCallWorkflow
 from temporal_ciba_examples.payment_agent.models import PaymentAction, action_digest
 from temporal_ciba_examples.payment_agent.workflows import PaymentAgentWorkflow
 
@@ -73,3 +74,11 @@ KEPT: dict[str, str] = {
 }
 
 HISTORIES: dict[str, str] = {**RECORDED, **KEPT}
+
+
+# The MCP gateway's gated tool call (temporal_ciba.mcp): its workflow and its child approval.
+WORKFLOWS.append(McpToolCallWorkflow)
+MCP_TOOL_CALL_ID = "replay-mcp_tool_call"
+RECORDED["mcp_tool_call"] = MCP_TOOL_CALL_ID  # approved, then the upstream tool's activity once
+RECORDED["mcp_tool_call.approval"] = f"{MCP_TOOL_CALL_ID}.approval"  # its child CibaApprovalWorkflow
+HISTORIES.update({name: RECORDED[name] for name in ("mcp_tool_call", "mcp_tool_call.approval")})

@@ -7,7 +7,10 @@ import argparse
 
 from temporal_ciba._cli import COMMANDS, SERVICES, build_parser
 
-LIBRARY_COMMANDS = {"worker", "callback", "codec-server", "dev-certs", "request", "status", "list", "cancel", "audit"}
+LIBRARY_COMMANDS = {
+    *("worker", "callback", "codec-server", "dev-certs", "request", "status", "list", "cancel", "audit"),
+    "mcp-gateway",
+}
 
 
 def test_the_commands_are_the_librarys() -> None:
@@ -15,7 +18,7 @@ def test_the_commands_are_the_librarys() -> None:
     (commands,) = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
     assert set(commands.choices) == LIBRARY_COMMANDS
     assert set(COMMANDS) == LIBRARY_COMMANDS
-    assert SERVICES == {"worker", "callback", "codec-server"}
+    assert SERVICES == {"worker", "callback", "codec-server", "mcp-gateway"}
 
 
 def test_help_lists_every_command() -> None:

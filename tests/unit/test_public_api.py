@@ -207,6 +207,26 @@ PUBLIC_API: dict[str, list[str]] = {
         "BothFrameworksConverter",
         "BothFrameworksPayloadConverter",
     ],
+    "temporal_ciba.mcp": [
+        "CALL_ID_META",
+        "CALL_UPSTREAM",
+        "McpCallState",
+        "McpClient",
+        "McpGateway",
+        "McpGatewayActivities",
+        "McpGatewayPlugin",
+        "McpToolCallInput",
+        "McpToolCallResult",
+        "McpToolCallWorkflow",
+        "OidcTokenVerifier",
+        "OwnTool",
+        "UpstreamServer",
+        "approver_is_client",
+        "as_call_tool_result",
+        "check_approved",
+        "mcp_call_workflow_id",
+        "open_upstream",
+    ],
 }
 PACKAGES = [
     "temporal_ciba",
@@ -214,6 +234,7 @@ PACKAGES = [
     "temporal_ciba.crypto",
     "temporal_ciba.records",
     "temporal_ciba.agents",
+    "temporal_ciba.mcp",
 ]
 FRAMEWORK_MODULES = sorted(set(PUBLIC_API) - set(PACKAGES))
 
