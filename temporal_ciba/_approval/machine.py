@@ -110,13 +110,25 @@ class Approval:
 
     # Notifications (verified by the callback service; inbox.py) ----------------------------------
 
-    def notify(self, notice: PingNotice) -> None:
+    def notify(self, notice: PingNotice, *, signal: str = "ciba.notify") -> None:
         """Ping (CIBA §10.2): request the token now."""
-        self._inbox.notify(notice, self._pending)
+        if notice.undecodable_reason is not None:
+            self.drop(signal, notice.undecodable_reason)
+        else:
+            self._inbox.notify(notice, self._pending)
 
-    def deliver(self, delivery: PushDelivery) -> None:
+    def deliver(self, delivery: PushDelivery, *, signal: str = "ciba.deliver") -> None:
         """Push (CIBA §10.3): the tokens or an error; the first wins."""
-        self._inbox.deliver(delivery, self._pending)
+        if delivery.undecodable_reason is not None:
+            self.drop(signal, delivery.undecodable_reason)
+        else:
+            self._inbox.deliver(delivery, self._pending)
+
+    def drop(self, signal: str, reason: str) -> None:
+        """A notification dropped unread: logged with its signal name and why, and counted
+        where operators see it (the status query's dropped_notifications, the current details)."""
+        workflow.logger.warning("dropped a %s signal: %s", signal, reason, extra={"ciba_dropped_signal": signal})
+        view.show_dropped(self.state)
 
     # The process ------------------------------------------------------------------------------------
 

@@ -72,4 +72,8 @@ KEPT: dict[str, str] = {
     **{f"{name}.before-package-layout": workflow_id for name, workflow_id in RECORDED.items()},
 }
 
+# Recorded from later workflow code only (no older recording of them is kept): a plaintext
+# ciba.notify dropped (the codec refuses it; no workflow task fails), then the ping.
+RECORDED["undecodable_ping_dropped"] = "replay-undecodable_ping_dropped"
+
 HISTORIES: dict[str, str] = {**RECORDED, **KEPT}
