@@ -53,7 +53,7 @@ from temporal_ciba._settings import (
 )
 from temporal_ciba._workflow import PLUGIN_MARKER, CibaApprovalWorkflow
 from temporal_ciba.ciba import CibaClient, CibaError, DiscoveryError, TransportError
-from temporal_ciba.crypto import AesGcmCodec, NotificationTokens, TokenSealer
+from temporal_ciba.crypto import AesGcmCodec, NotificationProofs, NotificationTokens, TokenSealer
 from temporal_ciba.crypto._codec import refusal
 from temporal_ciba.records import DecisionRecorder, EvidenceKeys, open_store
 
@@ -299,6 +299,7 @@ class CibaPlugin(SimplePlugin):
                 notification_token=issue,
                 login_hint_subjects=self._op.login_hint_subjects,
                 dialect=self._op.request_dialect(),
+                notification_proofs=NotificationProofs(self._token_key),
             )
             dsn = self._records.record_dsn
             recorder = DecisionRecorder(

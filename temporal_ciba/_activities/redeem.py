@@ -21,6 +21,8 @@ from temporalio import activity
 from temporal_ciba._activities.revocation import Revoker
 from temporal_ciba._activities.sealing import ApprovalSeals
 from temporal_ciba._models import (
+    PingNotice,
+    PushDelivery,
     RedeemInput,
     RedeemResult,
     TokenRequestInput,
@@ -38,7 +40,14 @@ from temporal_ciba.ciba import (
     SlowDown,
     TokenRejected,
 )
-from temporal_ciba.crypto import SealError
+from temporal_ciba.crypto import NotificationProofs, SealError
+from temporal_ciba.crypto._notification import PING_SIGNAL, PUSH_SIGNAL
+
+
+def push_content(delivery: PushDelivery) -> tuple[str | None, ...]:
+    """What a push's proof covers besides its auth_req_id: its sealed tokens, or its error."""
+    return (delivery.sealed_tokens, delivery.error, delivery.error_description)
+
 
 # Every attempt ends within this, below the workflow's 45 s start-to-close timeout: an attempt
 # is over before Temporal retries it, so two token requests for one auth_req_id never overlap
@@ -95,11 +104,48 @@ class Redemptions:
 class Redeemer:
     """Requests an approval's tokens and validates them; only sealed tokens and claims leave."""
 
-    def __init__(self, ciba: CibaClient, seals: ApprovalSeals, revoker: Revoker) -> None:
+    def __init__(
+        self, ciba: CibaClient, seals: ApprovalSeals, revoker: Revoker, proofs: NotificationProofs | None = None
+    ) -> None:
         self._ciba = ciba
         self._seals = seals
         self._revoker = revoker
         self._redemptions = Redemptions()
+        # Without them no notification is proven: a pinged redeem answers "unproven".
+        self._proofs = proofs
+
+    def proven_ping(self, notice: PingNotice, first_run_id: str | None) -> bool:
+        """Whether the callback made this ping, for the calling workflow's run chain."""
+        workflow_id = activity.info().workflow_id or ""
+        proven = self._proofs is not None and self._proofs.check(
+            notice.proof,
+            workflow_id=workflow_id,
+            first_run_id=notice.first_run_id if notice.first_run_id == first_run_id else None,
+            signal=PING_SIGNAL,
+            auth_req_id=notice.auth_req_id,
+        )
+        if not proven:
+            activity.logger.warning(
+                "a ping for auth_req_id=%s without the callback's proof: dropped", notice.auth_req_id
+            )
+        return proven
+
+    def proven_push(self, delivery: PushDelivery, first_run_id: str) -> bool:
+        """Whether the callback made this push (its tokens or its error), for the calling workflow's run chain."""
+        workflow_id = activity.info().workflow_id or ""
+        proven = self._proofs is not None and self._proofs.check(
+            delivery.proof,
+            workflow_id=workflow_id,
+            first_run_id=delivery.first_run_id if delivery.first_run_id == first_run_id else None,
+            signal=PUSH_SIGNAL,
+            auth_req_id=delivery.auth_req_id,
+            content=push_content(delivery),
+        )
+        if not proven:
+            activity.logger.warning(
+                "a push for auth_req_id=%s without the callback's proof: dropped", delivery.auth_req_id
+            )
+        return proven
 
     async def request_token(self, input: TokenRequestInput) -> TokenRequestResult:
         """One token request; granted tokens leave sealed, for validate_tokens."""
@@ -148,7 +194,14 @@ class Redeemer:
         )
 
     async def redeem(self, input: RedeemInput) -> RedeemResult:
-        """The token request and the validation in one step, once per worker (Redemptions)."""
+        """The token request and the validation in one step, once per worker (Redemptions).
+
+        A pinged one (`input.notice`) first checks the ping's proof: "unproven", and no token
+        request, when the callback did not make it."""
+        if input.notice is not None:
+            if not self.proven_ping(input.notice, input.first_run_id):
+                return RedeemResult(kind="unproven", reason="the ping carries no valid proof from the callback")
+            input = input.model_copy(update={"notice": None})
         return await self._redemptions.once(input, lambda: self._redeem(input))
 
     async def _redeem(self, input: RedeemInput) -> RedeemResult:

@@ -53,3 +53,11 @@ class DecisionPath:
     """
 
     redeem: bool
+
+
+# Gates the check of a push's proof (temporal_ciba.crypto.NotificationProofs) before the approval
+# acts on it: a local activity `ciba.verify_notification` per push, and an unproven push dropped
+# (the next one waiting is checked in its turn). Marked when the first push arrives, on the
+# redeem path only. A ping's proof is checked inside the redeem activity and needs no patch
+# (its input grew a field; its answer "unproven" is new). KEPT: `push_delivered.before-notification-proof`.
+NOTIFICATION_PROOF_PATCH = "notification-proof"

@@ -31,7 +31,12 @@ with workflow.unsafe.imports_passed_through():
     from temporal_ciba._activities import GRANT_LOST
     from temporal_ciba._approval import calls, view
     from temporal_ciba._approval.calls import ACTIVITY_FAILED, root_cause
-    from temporal_ciba._approval.compat import PING_PACING_PATCH, RECORD_PATCH, DecisionPath
+    from temporal_ciba._approval.compat import (
+        NOTIFICATION_PROOF_PATCH,
+        PING_PACING_PATCH,
+        RECORD_PATCH,
+        DecisionPath,
+    )
     from temporal_ciba._approval.inbox import Inbox
     from temporal_ciba._models import (
         ApprovalOutcome,
@@ -50,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
         TokenRequestInput,
         TokenRequestResult,
         ValidateTokensInput,
+        VerifyNotificationInput,
     )
     from temporal_ciba.ciba import PollSchedule, SlowDown, ValidatedApproval
 
@@ -211,7 +217,12 @@ class Approval:
         while True:
             remaining = (pending.deadline - workflow.now()).total_seconds()
             if self._inbox.pushed is not None:
-                return await self._accept_push(pending, self._inbox.pushed)
+                delivery = self._inbox.pushed
+                if not await self._push_proven(delivery):
+                    self._inbox.drop_pushed()
+                    self.drop("ciba.deliver", "the push carries no valid proof from the callback")
+                    continue
+                return await self._accept_push(pending, delivery)
             if remaining <= 0:
                 return self._finish("expired", reason="no decision before the deadline")
             if not self._inbox.notified:
@@ -237,9 +248,14 @@ class Approval:
             ):
                 return self._finish("expired", reason="no decision before the deadline")
             self._inbox.notified = False
+            notice = self._inbox.take_notice()
             answer: RedeemResult | TokenRequestResult | None
             if self._path.redeem:
-                answer = await self._redeem(pending, schedule.interval)
+                answer = await self._redeem(pending, schedule.interval, notice)
+                if answer is not None and answer.kind == "unproven":
+                    # No token request was made: the ping is dropped, the wait goes on.
+                    self.drop("ciba.notify", answer.reason or "the ping carries no valid proof from the callback")
+                    continue
             else:
                 answer = await self._request_token(pending, schedule.interval)
             pending.last_token_request_at = workflow.now()
@@ -303,16 +319,29 @@ class Approval:
             delay = max(delay, fallback)
         return delay
 
-    async def _redeem(self, pending: PendingState, interval: float) -> RedeemResult | None:
+    async def _push_proven(self, delivery: PushDelivery) -> bool:
+        """Whether the callback made this push (calls.verify_notification checks its proof).
+
+        Runs recorded before the check (compat.NOTIFICATION_PROOF_PATCH), or on the path without
+        the redeem, take the push as it came."""
+        if not self._path.redeem or not workflow.patched(NOTIFICATION_PROOF_PATCH):
+            return True
+        first_run_id = workflow.info().first_execution_run_id
+        return await calls.verify_notification(VerifyNotificationInput(delivery=delivery, first_run_id=first_run_id))
+
+    async def _redeem(self, pending: PendingState, interval: float, notice: PingNotice | None) -> RedeemResult | None:
         """One token request and its validation (calls.redeem); None if the OP stayed unreachable.
 
-        An approved access token that comes back after a cancellation is kept to be revoked."""
+        After a ping (`notice`) the activity checks its proof first ("unproven": no request). An
+        approved access token that comes back after a cancellation is kept to be revoked."""
         remaining = pending.deadline - workflow.now()
         redemption = RedeemInput(
             binding=pending.binding,
             holder_workflow_id=self._holder.workflow_id,
             holder_run_id=self._holder.run_id,
             action_digest=self._request.action_digest,
+            notice=notice,
+            first_run_id=workflow.info().first_execution_run_id if notice is not None else None,
         )
 
         def keep_late(late: RedeemResult) -> None:

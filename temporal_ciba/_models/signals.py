@@ -1,6 +1,8 @@
 """What the callback service signals: a verified ping (CIBA §10.2) or push (CIBA §10.3).
 
-Recorded in history: extend, never rename. Pushed tokens travel sealed.
+Recorded in history: extend, never rename. Pushed tokens travel sealed. Each carries the
+callback's proof (crypto.NotificationProofs), which only a holder of CIBA_TOKEN_KEY makes; the
+approval acts on a notification only once an activity has checked it.
 
 A signal whose payload the worker's codec refused (plaintext, another key, altered) reaches the
 handler as `Notification.undecodable(reason)`: a notice that names no request, whose
@@ -40,6 +42,9 @@ class PingNotice(Notification):
     # The run chain the bearer names; the workflow checks it is its own (None: a callback that
     # checked it itself before signalling, in a recorded history).
     first_run_id: str | None = None
+    # The callback's proof (crypto.NotificationProofs), checked by the redeem activity before
+    # the token request; None in a recorded history from a callback that made none.
+    proof: str | None = Field(default=None, repr=False)
 
 
 class PushDelivery(Notification):
@@ -49,3 +54,6 @@ class PushDelivery(Notification):
     error: str | None = None
     error_description: str | None = None
     first_run_id: str | None = None
+    # The callback's proof (crypto.NotificationProofs) over the auth_req_id and this content,
+    # checked by an activity before the approval acts on it.
+    proof: str | None = Field(default=None, repr=False)

@@ -6,12 +6,13 @@ The payload codec (history), token sealing (tokens inside payloads) and notifica
 from ._codec import AesGcmCodec, PayloadDecryptionError
 from ._dpop_keys import DPoPKeys
 from ._keys import derive_key
-from ._notification import NotificationTokens, NotifiedApproval
+from ._notification import NotificationProofs, NotificationTokens, NotifiedApproval
 from ._sealing import SealError, TokenSealer, access_token_context, id_token_context, tokens_context
 
 __all__ = [
     "AesGcmCodec",
     "DPoPKeys",
+    "NotificationProofs",
     "NotificationTokens",
     "NotifiedApproval",
     "PayloadDecryptionError",

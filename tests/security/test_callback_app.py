@@ -35,12 +35,13 @@ from temporal_ciba._programs.callback import MAX_SAFE_INTEGER, create_callback_a
 from temporal_ciba._programs.connect import connect
 from temporal_ciba._programs.http_guard import BodyDeadline, GuardedH11Protocol
 from temporal_ciba._workflow import DELIVER_SIGNAL, NOTIFY_SIGNAL
-from temporal_ciba.crypto._notification import NotificationTokens
+from temporal_ciba.crypto._notification import NotificationProofs, NotificationTokens
 from temporal_ciba.crypto._sealing import TokenSealer, tokens_context
 from tests.support.temporal import DevServer, free_port, wait_for
 
 TOKENS = NotificationTokens(b"t" * 32)
 SEALER = TokenSealer(b"s" * 32)
+PROOFS = NotificationProofs(b"t" * 32)
 LIMIT = 1000  # the app's body limit in these tests
 PATH = "/ciba/notify"
 
@@ -182,7 +183,7 @@ async def call(
 
 @pytest.fixture(scope="module")
 def app(temporal_client: Client) -> ASGIApp:
-    return create_callback_app(temporal_client, TOKENS, SEALER, max_body_bytes=LIMIT, read_timeout=5)
+    return create_callback_app(temporal_client, TOKENS, SEALER, proofs=PROOFS, max_body_bytes=LIMIT, read_timeout=5)
 
 
 def post(app: ASGIApp, token: str | None, body: Any, **headers: str) -> Awaitable[Answer]:
@@ -387,7 +388,7 @@ async def test_absurdly_nested_json_is_400(temporal_client: Client, recorder: Wo
     nested = b"[" * 30000 + b"]" * 30000  # within the default size limit, beyond the recursion limit
     with pytest.raises(RecursionError):
         parse_i_json(nested)
-    app = create_callback_app(temporal_client, TOKENS, SEALER)
+    app = create_callback_app(temporal_client, TOKENS, SEALER, proofs=PROOFS)
     answer = await post(app, bearer_for(recorder), nested)
     assert (answer.status, answer.error) == (400, "invalid_request")
 
@@ -516,7 +517,7 @@ async def test_temporal_unreachable_is_503_with_retry_after(tmp_path: Path) -> N
         gone = await connect(b"p" * 32, target_host=server.address, retry_config=retry)
     finally:
         server.stop(kill=True)
-    app = create_callback_app(gone, TOKENS, SEALER)
+    app = create_callback_app(gone, TOKENS, SEALER, proofs=PROOFS)
     token = TOKENS.issue("any", str(uuid.uuid4()))
     for body in ({"auth_req_id": "a"}, {"auth_req_id": "a", **TOKEN_BODY}):
         answer = await asyncio.wait_for(post(app, token, body), 60)
@@ -535,7 +536,7 @@ async def test_routes_health_and_no_redirect(app: ASGIApp, temporal_client: Clie
     assert (await call(app, method="POST", path="/healthz")).status == 405
     slash = await call(app, path=PATH + "/", headers={"authorization": f"Bearer {token}"})
     assert slash.status == 404  # CIBA §10.2: never a redirect
-    other = create_callback_app(temporal_client, TOKENS, SEALER, path="/elsewhere")
+    other = create_callback_app(temporal_client, TOKENS, SEALER, proofs=PROOFS, path="/elsewhere")
     headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
     assert (await call(other, path="/elsewhere", headers=headers, chunks=[b'{"auth_req_id":"m"}'])).status == 204
     assert (await call(other, path=PATH, headers=headers, chunks=[b'{"auth_req_id":"m"}'])).status == 404
@@ -545,7 +546,7 @@ async def test_routes_health_and_no_redirect(app: ASGIApp, temporal_client: Clie
 
 
 async def test_a_body_that_does_not_arrive_in_time_is_408(temporal_client: Client, recorder: WorkflowHandle) -> None:
-    app = create_callback_app(temporal_client, TOKENS, SEALER, read_timeout=0.3)
+    app = create_callback_app(temporal_client, TOKENS, SEALER, proofs=PROOFS, read_timeout=0.3)
     headers = {"authorization": f"Bearer {bearer_for(recorder)}", "content-type": "application/json"}
     started = time.monotonic()
     answer = await call(app, headers=headers, chunks=[b'{"auth_req_id":'], stall=True)
@@ -910,7 +911,9 @@ async def test_a_refused_bearer_is_logged_once_per_interval_and_never_itself(
     logger = logging.getLogger("temporal_ciba.callback")
     logger.addHandler(handler)
     try:
-        fresh = create_callback_app(temporal_client, TOKENS, SEALER, max_body_bytes=LIMIT, refusal_log_interval=3600)
+        fresh = create_callback_app(
+            temporal_client, TOKENS, SEALER, proofs=PROOFS, max_body_bytes=LIMIT, refusal_log_interval=3600
+        )
         for _ in range(2):
             answer = await post(fresh, token, {"auth_req_id": "a"})
             assert answer.status == 401

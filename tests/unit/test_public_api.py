@@ -147,6 +147,7 @@ PUBLIC_API: dict[str, list[str]] = {
     "temporal_ciba.crypto": [
         "AesGcmCodec",
         "DPoPKeys",
+        "NotificationProofs",
         "NotificationTokens",
         "NotifiedApproval",
         "PayloadDecryptionError",
