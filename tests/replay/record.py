@@ -51,7 +51,7 @@ from tests.replay.cases import (
     RECORDED,
     WORKFLOWS,
 )
-from tests.support.scripted_op import ScriptedOP, wait_for_event, wait_pending
+from tests.support.scripted_op import FORGED_PROOF, ScriptedOP, wait_for_event, wait_pending
 from tests.support.temporal import time_skipping_environment
 
 IDENTITY = "replay-recorder"
@@ -200,6 +200,20 @@ async def undecodable_ping_dropped(client: Client, op: ScriptedOP, task_queue: s
     return [("undecodable_ping_dropped", handle)]
 
 
+async def push_unproven_dropped(client: Client, op: ScriptedOP, task_queue: str) -> list[tuple[str, Any]]:
+    """A denial without the callback's proof (what the payload key alone can signal), dropped; then the push."""
+    op.mode = "push"
+    handle = await start(client, "push_unproven_dropped", task_queue)
+    await wait_pending(handle)
+    forged = PushDelivery(auth_req_id=AUTH_REQ_ID, error="access_denied", proof=FORGED_PROOF)
+    await handle.signal(CibaApprovalWorkflow.ciba_deliver, forged)
+    await handle.signal(
+        CibaApprovalWorkflow.ciba_deliver, PushDelivery(auth_req_id=AUTH_REQ_ID, sealed_tokens="pushed")
+    )
+    expect(await handle.result(), "approved")
+    return [("push_unproven_dropped", handle)]
+
+
 async def payment_agent(client: Client, op: ScriptedOP, task_queue: str) -> list[tuple[str, Any]]:
     op.answers = [PENDING, GRANTED]
     handle = await client.start_workflow(
@@ -255,6 +269,7 @@ async def record_all(only: set[str] | None = None) -> dict[str, int]:
             payment_agent,
             payment_agent_inline,
             undecodable_ping_dropped,
+            push_unproven_dropped,
         ]
         for index, scenario in enumerate(scenarios):
             op = ScriptedOP(env, [])

@@ -301,9 +301,10 @@ async def test_an_undeclared_body_is_cut_while_it_streams(app: ASGIApp, recorder
     # In pieces, under the limit: read whole.
     small = [b'{"auth_req_id":', b'"a"', b"}"]
     assert (await call(app, headers=headers, chunks=small)).status == 204
+    run = recorder.first_execution_run_id
     assert (await received(recorder, 1))[0] == (
         NOTIFY_SIGNAL,
-        {"auth_req_id": "a", "first_run_id": recorder.first_execution_run_id},
+        {"auth_req_id": "a", "first_run_id": run, "proof": ping_proof(recorder.id, run, "a")},
     )
 
 
@@ -409,7 +410,18 @@ async def test_a_ping_signals_the_workflow_the_bearer_names_with_its_run_chain(
     answer = await post(app, bearer_for(recorder), {"auth_req_id": "req-1", "extra": [1, {"x": None}]})
     assert (answer.status, answer.body) == (204, b"")
     signals = await received(recorder, 1)
-    assert signals == [(NOTIFY_SIGNAL, {"auth_req_id": "req-1", "first_run_id": recorder.first_execution_run_id})]
+    run = recorder.first_execution_run_id
+    assert signals == [
+        (NOTIFY_SIGNAL, {"auth_req_id": "req-1", "first_run_id": run, "proof": ping_proof(recorder.id, run)})
+    ]
+
+
+def ping_proof(workflow_id: str, first_run_id: str | None, auth_req_id: str = "req-1") -> str:
+    """The proof the callback puts on a ping for this approval (only the token key makes it)."""
+    assert first_run_id is not None
+    return PROOFS.prove(
+        workflow_id=workflow_id, first_run_id=first_run_id, signal=NOTIFY_SIGNAL, auth_req_id=auth_req_id
+    )
 
 
 async def test_the_run_chain_is_the_bearers_not_the_workflows(app: ASGIApp, recorder: WorkflowHandle) -> None:
@@ -417,7 +429,10 @@ async def test_the_run_chain_is_the_bearers_not_the_workflows(app: ASGIApp, reco
     earlier = str(uuid.uuid4())
     answer = await post(app, TOKENS.issue(recorder.id, earlier), {"auth_req_id": "req-1"})
     assert answer.status == 204
-    assert (await received(recorder, 1)) == [(NOTIFY_SIGNAL, {"auth_req_id": "req-1", "first_run_id": earlier})]
+    proof = ping_proof(recorder.id, earlier)
+    assert (await received(recorder, 1)) == [
+        (NOTIFY_SIGNAL, {"auth_req_id": "req-1", "first_run_id": earlier, "proof": proof})
+    ]
 
 
 TOKEN_BODY = {"access_token": "at-1", "token_type": "Bearer", "id_token": "a.b.c", "expires_in": 120}
@@ -433,6 +448,11 @@ async def test_a_push_delivers_the_tokens_sealed_for_the_workflow_the_bearer_nam
     assert delivery["auth_req_id"] == "req-2"
     assert delivery["first_run_id"] == recorder.first_execution_run_id
     assert (delivery["error"], delivery["error_description"]) == (None, None)
+    # Proven by the callback for this approval, these sealed tokens and this auth_req_id.
+    proven = {"workflow_id": recorder.id, "first_run_id": recorder.first_execution_run_id, "signal": DELIVER_SIGNAL}
+    content = (delivery["sealed_tokens"], None, None)
+    assert PROOFS.check(delivery["proof"], **proven, auth_req_id="req-2", content=content)
+    assert not PROOFS.check(delivery["proof"], **proven, auth_req_id="req-3", content=content)
     opened = json.loads(SEALER.unseal(delivery["sealed_tokens"], context=tokens_context("req-2", recorder.id)))
     assert opened["access_token"] == "at-1" and opened["id_token"] == "a.b.c" and opened["expires_in"] == 120
     assert opened["refresh_token"] == "rt"
@@ -459,6 +479,15 @@ async def test_a_pushed_error_is_delivered_with_a_short_description(
 ) -> None:
     assert (await post(app, bearer_for(recorder), {"auth_req_id": "req-4", **pushed})).status == 204
     [(name, delivery)] = await received(recorder, 1)
+    run = recorder.first_execution_run_id
+    assert run is not None
+    proof = PROOFS.prove(
+        workflow_id=recorder.id,
+        first_run_id=run,
+        signal=DELIVER_SIGNAL,
+        auth_req_id="req-4",
+        content=(None, error, description),
+    )
     assert (name, delivery) == (
         DELIVER_SIGNAL,
         {
@@ -466,7 +495,8 @@ async def test_a_pushed_error_is_delivered_with_a_short_description(
             "sealed_tokens": None,
             "error": error,
             "error_description": description,
-            "first_run_id": recorder.first_execution_run_id,
+            "first_run_id": run,
+            "proof": proof,
         },
     )
 
