@@ -13,8 +13,12 @@ recorded the marker can still be open.
 
 Compatibility that needs no patch, because the history itself says which way to go:
 `SendRequestResult.records` (False in a history without decision records), `PingNotice` and
-`PushDelivery` without a `first_run_id` (a callback that checked the run chain itself), and the
-unprefixed `notify` and `deliver` signals of CibaApprovalWorkflow (an older callback's names).
+`PushDelivery` without a `first_run_id` or a `proof` in a recorded history (what an older
+callback signalled; a new ping without them is refused by the redeem activity, a new push by
+NOTIFICATION_PROOF_PATCH's check), the redeem's `notice` (an input field: a replayed redeem reads
+its recorded answer), and the unprefixed `notify` and `deliver` signals of CibaApprovalWorkflow
+(an older callback's names). A signal whose payload the codec refuses is dropped without a patch:
+a history holding one was never past it before.
 """
 
 from __future__ import annotations
