@@ -53,8 +53,7 @@ from temporal_ciba._settings import (
 )
 from temporal_ciba._workflow import PLUGIN_MARKER, CibaApprovalWorkflow
 from temporal_ciba.ciba import CibaClient, CibaError, DiscoveryError, TransportError
-from temporal_ciba.crypto import AesGcmCodec, NotificationProofs, NotificationTokens, TokenSealer
-from temporal_ciba.crypto._codec import refusal
+from temporal_ciba.crypto import AesGcmCodec, NotificationProofs, NotificationTokens, TokenSealer, refusal
 from temporal_ciba.records import DecisionRecorder, EvidenceKeys, open_store
 
 logger = logging.getLogger("temporal_ciba.worker")

@@ -41,7 +41,6 @@ from temporal_ciba.ciba import (
     TokenRejected,
 )
 from temporal_ciba.crypto import NotificationProofs, SealError
-from temporal_ciba.crypto._notification import PING_SIGNAL, PUSH_SIGNAL
 
 
 def push_content(delivery: PushDelivery) -> tuple[str | None, ...]:
@@ -121,7 +120,7 @@ class Redeemer:
             notice.proof,
             workflow_id=workflow_id,
             first_run_id=notice.first_run_id if notice.first_run_id == first_run_id else None,
-            signal=PING_SIGNAL,
+            signal=NotificationProofs.PING,
             auth_req_id=notice.auth_req_id,
         )
         if not proven:
@@ -137,7 +136,7 @@ class Redeemer:
             delivery.proof,
             workflow_id=workflow_id,
             first_run_id=delivery.first_run_id if delivery.first_run_id == first_run_id else None,
-            signal=PUSH_SIGNAL,
+            signal=NotificationProofs.PUSH,
             auth_req_id=delivery.auth_req_id,
             content=push_content(delivery),
         )
@@ -196,13 +195,16 @@ class Redeemer:
     async def redeem(self, input: RedeemInput) -> RedeemResult:
         """The token request and the validation in one step, once per worker (Redemptions).
 
-        A pinged one (`input.notice`) first checks the ping's proof: "unproven", and no token
-        request, when the callback did not make it."""
-        if input.notice is not None:
-            if not self.proven_ping(input.notice, input.first_run_id):
-                return RedeemResult(kind="unproven", reason="the ping carries no valid proof from the callback")
-            input = input.model_copy(update={"notice": None})
-        return await self._redemptions.once(input, lambda: self._redeem(input))
+        A pinged one (`input.notices`) first checks the pings' proofs: "unproven", and no token
+        request, when the callback made none of them."""
+        unproven = sum(not self.proven_ping(notice, input.first_run_id) for notice in input.notices)
+        if input.notices and unproven == len(input.notices):
+            reason = "the ping carries no valid proof from the callback"
+            return RedeemResult(kind="unproven", reason=reason, unproven_notices=unproven)
+        # One request per approval whatever pinged it: a repeat joins it (Redemptions).
+        plain = input.model_copy(update={"notices": [], "first_run_id": None})
+        result = await self._redemptions.once(plain, lambda: self._redeem(plain))
+        return result.model_copy(update={"unproven_notices": unproven}) if unproven else result
 
     async def _redeem(self, input: RedeemInput) -> RedeemResult:
         auth_req_id = input.binding.auth_req_id

@@ -31,13 +31,13 @@ MAX_WAITING_PUSHES = 64
 class Inbox:
     """One approval's notifications: a ping that asks for the token now, a push that ends the wait.
 
-    `notified` is set by a fitting ping (`notice`, the latest, for the redeem to check);
+    `notified` is set by a fitting ping (`notices`: a few distinct ones, for the redeem to check);
     `pushed` is the first fitting push not yet dropped."""
 
     def __init__(self, path: DecisionPath, *, notified: bool) -> None:
         self._path = path
         self.notified = notified
-        self.notice: PingNotice | None = None
+        self.notices: list[PingNotice] = []
         self._pushes: list[PushDelivery] = []
         self._early_notices: list[PingNotice] = []
         self._early_pushes: list[PushDelivery] = []
@@ -50,10 +50,15 @@ class Inbox:
         """The first push failed its proof: the next in line is `pushed`."""
         self._pushes.pop(0)
 
-    def take_notice(self) -> PingNotice | None:
-        """The ping that set `notified`, for the redeem to check (None: a poll, or a resumed run)."""
-        notice, self.notice = self.notice, None
-        return notice
+    def take_notices(self) -> list[PingNotice]:
+        """The pings that set `notified`, for the redeem to check (none: a poll, or a resumed run)."""
+        notices, self.notices = self.notices, []
+        return notices
+
+    def _keep(self, notice: PingNotice) -> None:
+        # Distinct ones only, and a few: a forged ping beside the real one cannot push it out.
+        if notice not in self.notices and len(self.notices) < MAX_EARLY_NOTICES:
+            self.notices.append(notice)
 
     def notify(self, notice: PingNotice, pending: PendingState | None) -> None:
         """Ping (CIBA §10.2): request the token now."""
@@ -68,7 +73,7 @@ class Inbox:
             and pending.binding.delivery_mode == "ping"
         ):
             self.notified = True
-            self.notice = notice
+            self._keep(notice)
         else:
             workflow.logger.warning("ignored a ping for another auth_req_id or mode")
 
@@ -95,7 +100,8 @@ class Inbox:
         early = [notice for notice in self._early_notices if notice.auth_req_id == auth_req_id]
         if early and delivery_mode == "ping":
             self.notified = True
-            self.notice = early[-1]
+            for notice in early:
+                self._keep(notice)
         if delivery_mode == "push":
             self._pushes = [d for d in self._early_pushes if d.auth_req_id == auth_req_id]
         self._early_notices.clear()

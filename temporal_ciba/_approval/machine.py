@@ -248,14 +248,14 @@ class Approval:
             ):
                 return self._finish("expired", reason="no decision before the deadline")
             self._inbox.notified = False
-            notice = self._inbox.take_notice()
+            notices = self._inbox.take_notices()
             answer: RedeemResult | TokenRequestResult | None
             if self._path.redeem:
-                answer = await self._redeem(pending, schedule.interval, notice)
+                answer = await self._redeem(pending, schedule.interval, notices)
+                for _ in range(answer.unproven_notices if answer is not None else 0):
+                    self.drop("ciba.notify", "the ping carries no valid proof from the callback")
                 if answer is not None and answer.kind == "unproven":
-                    # No token request was made: the ping is dropped, the wait goes on.
-                    self.drop("ciba.notify", answer.reason or "the ping carries no valid proof from the callback")
-                    continue
+                    continue  # no token request was made: the wait goes on
             else:
                 answer = await self._request_token(pending, schedule.interval)
             pending.last_token_request_at = workflow.now()
@@ -329,19 +329,20 @@ class Approval:
         first_run_id = workflow.info().first_execution_run_id
         return await calls.verify_notification(VerifyNotificationInput(delivery=delivery, first_run_id=first_run_id))
 
-    async def _redeem(self, pending: PendingState, interval: float, notice: PingNotice | None) -> RedeemResult | None:
+    async def _redeem(self, pending: PendingState, interval: float, notices: list[PingNotice]) -> RedeemResult | None:
         """One token request and its validation (calls.redeem); None if the OP stayed unreachable.
 
-        After a ping (`notice`) the activity checks its proof first ("unproven": no request). An
-        approved access token that comes back after a cancellation is kept to be revoked."""
+        After pings (`notices`) the activity checks their proofs first ("unproven" when none
+        holds: no request). An approved access token that comes back after a cancellation is kept
+        to be revoked."""
         remaining = pending.deadline - workflow.now()
         redemption = RedeemInput(
             binding=pending.binding,
             holder_workflow_id=self._holder.workflow_id,
             holder_run_id=self._holder.run_id,
             action_digest=self._request.action_digest,
-            notice=notice,
-            first_run_id=workflow.info().first_execution_run_id if notice is not None else None,
+            notices=notices,
+            first_run_id=workflow.info().first_execution_run_id if notices else None,
         )
 
         def keep_late(late: RedeemResult) -> None:

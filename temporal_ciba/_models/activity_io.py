@@ -62,9 +62,10 @@ class RedeemInput(BaseModel):
     holder_workflow_id: str
     holder_run_id: str
     action_digest: str | None = None
-    # The ping that asked for this request, and the approval's run chain: the activity checks the
-    # ping's proof first, and answers "unproven" (no token request) when it fails. None for a poll.
-    notice: PingNotice | None = None
+    # The pings that asked for this request (a few distinct ones), and the approval's run chain:
+    # the activity checks their proofs first, and answers "unproven" (no token request) when none
+    # holds. Empty for a poll.
+    notices: list[PingNotice] = Field(default_factory=list)
     first_run_id: str | None = None
 
 
@@ -93,6 +94,8 @@ class RedeemResult(BaseModel):
     request_seconds: float | None = None
     error: str | None = None
     reason: str | None = None
+    # How many of the input's pings had no valid proof (dropped, whatever the answer).
+    unproven_notices: int = 0
 
 
 class RevokeAccessTokenInput(BaseModel):

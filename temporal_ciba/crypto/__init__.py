@@ -3,7 +3,7 @@
 The payload codec (history), token sealing (tokens inside payloads) and notification tokens
 (ping and push bearers)."""
 
-from ._codec import AesGcmCodec, PayloadDecryptionError
+from ._codec import AesGcmCodec, PayloadDecryptionError, refusal
 from ._dpop_keys import DPoPKeys
 from ._keys import derive_key
 from ._notification import NotificationProofs, NotificationTokens, NotifiedApproval
@@ -21,5 +21,6 @@ __all__ = [
     "access_token_context",
     "derive_key",
     "id_token_context",
+    "refusal",
     "tokens_context",
 ]

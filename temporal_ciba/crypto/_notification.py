@@ -77,12 +77,6 @@ class NotificationTokens:
             return None
 
 
-# The signal names a proof binds (the callback's, temporal_ciba._workflow's NOTIFY_SIGNAL and
-# DELIVER_SIGNAL): a ping's proof is no push's.
-PING_SIGNAL = "ciba.notify"
-PUSH_SIGNAL = "ciba.deliver"
-
-
 class NotificationProofs:
     """Proof that the callback made a notification: an HMAC only holders of CIBA_TOKEN_KEY make.
 
@@ -92,6 +86,11 @@ class NotificationProofs:
     (sealed tokens, error, error description). The payload key, which operators and the codec
     server hold, makes none: whoever can only signal or read history cannot write a notification
     that passes, nor move one to another approval, request, signal or content."""
+
+    # The signal names a proof binds (the callback's, temporal_ciba._workflow's NOTIFY_SIGNAL and
+    # DELIVER_SIGNAL): a ping's proof is no push's.
+    PING = "ciba.notify"
+    PUSH = "ciba.deliver"
 
     def __init__(self, token_key: bytes) -> None:
         self._key = derive_key(token_key, "notification proof v1")

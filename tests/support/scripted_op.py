@@ -201,9 +201,12 @@ class ScriptedOP:
 
         Granted tokens are validated as `validate` does, and rejected ones revoked on the spot; a
         repeat joins the first (Redemptions), as the real activity does."""
-        if input.notice is not None and input.notice.proof == FORGED_PROOF:
-            return RedeemResult(kind="unproven", reason="the ping carries no valid proof from the callback")
-        return await self.redemptions.once(input, lambda: self._redeem(input))
+        unproven = sum(notice.proof == FORGED_PROOF for notice in input.notices)
+        if input.notices and unproven == len(input.notices):
+            return RedeemResult(kind="unproven", unproven_notices=unproven)
+        plain = input.model_copy(update={"notices": [], "first_run_id": None})
+        result = await self.redemptions.once(plain, lambda: self._redeem(plain))
+        return result.model_copy(update={"unproven_notices": unproven})
 
     async def _redeem(self, input: RedeemInput) -> RedeemResult:
         answer = await self._token_request(input.binding.auth_req_id)

@@ -63,16 +63,19 @@ async def test_a_flood_of_forged_pushes_does_not_crowd_out_the_real_one(env: Wor
     assert outcome.status == "approved", outcome.reason
 
 
+FORGED_PING = PingNotice(auth_req_id="req-1", proof=FORGED_PROOF)
+REAL_PING = PingNotice(auth_req_id="req-1", proof="from-the-callback")
+
+
 async def test_an_unproven_ping_asks_the_op_nothing_and_the_real_one_does(env: WorkflowEnvironment) -> None:
+    """Whether one workflow task takes both (one redeem checks both proofs) or each its own."""
     op = ScriptedOP(env, [GRANTED], interval=5, mode="ping")
     running, task_queue = worker(env, op)
     async with running:
         handle = await start(env, op, task_queue)
         await wait_pending(handle)
-        await handle.signal(CibaApprovalWorkflow.ciba_notify, PingNotice(auth_req_id="req-1", proof=FORGED_PROOF))
-        await handle.signal(
-            CibaApprovalWorkflow.ciba_notify, PingNotice(auth_req_id="req-1", proof="from-the-callback")
-        )
+        for ping in (FORGED_PING, REAL_PING):
+            await handle.signal(CibaApprovalWorkflow.ciba_notify, ping)
         outcome = await handle.result()
         state = await handle.query(STATUS_QUERY, result_type=ApprovalState)
     assert outcome.status == "approved"

@@ -122,7 +122,7 @@ async def test_the_verify_activity_proves_only_the_callbacks_push_for_this_run_c
 async def test_a_pinged_redeem_without_the_callbacks_proof_asks_the_op_nothing() -> None:
     notice = PingNotice(auth_req_id="req-1", first_run_id="run-1", proof="forged")
     redeem = RedeemInput(
-        binding=BINDING, holder_workflow_id="test", holder_run_id="r", notice=notice, first_run_id="run-1"
+        binding=BINDING, holder_workflow_id="test", holder_run_id="r", notices=[notice], first_run_id="run-1"
     )
     result = await ActivityEnvironment().run(activities().redeem, redeem)
     assert result.kind == "unproven"  # the OP (None here) was never called
