@@ -5,7 +5,11 @@
 
 On a client it adds encryption: the caller's payload converter is kept (the SDK's default one
 is replaced by pydantic's, which our models need) and the AES-GCM codec is chained after the
-caller's own codec, so compression or a KMS codec still runs, inside the encryption. On a
+caller's own codec, so compression or a KMS codec still runs, inside the encryption. A payload
+the codec refuses (plaintext, another key, altered, another workflow's) decodes to a refusal
+marker, which the payload converter refuses for the one value it stood for (`RefusesMarked`):
+a signal is dropped, an update rejected, and a workflow task never fails because someone sent
+what the key did not seal. On a
 worker it registers the approval workflow and its activities, built from the OP settings and
 closed when the last worker using them stops, and lets workflow code import `temporal_ciba`
 without `imports_passed_through()`.
@@ -27,14 +31,17 @@ from temporalio.converter import (
     DataConverter,
     DefaultPayloadConverter,
     PayloadCodec,
+    PayloadConverter,
     SerializationContext,
     WithSerializationContext,
 )
+from temporalio.exceptions import ApplicationError
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import Interceptor, WorkflowInboundInterceptor, WorkflowInterceptorClassInput, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from temporal_ciba._activities import CibaActivities
+from temporal_ciba._models.signals import Notification
 from temporal_ciba._policy import PolicySource
 from temporal_ciba._settings import (
     ConfigError,
@@ -46,7 +53,7 @@ from temporal_ciba._settings import (
 )
 from temporal_ciba._workflow import PLUGIN_MARKER, CibaApprovalWorkflow
 from temporal_ciba.ciba import CibaClient, CibaError, DiscoveryError, TransportError
-from temporal_ciba.crypto import AesGcmCodec, NotificationTokens, TokenSealer
+from temporal_ciba.crypto import AesGcmCodec, NotificationProofs, NotificationTokens, TokenSealer, refusal
 from temporal_ciba.records import DecisionRecorder, EvidenceKeys, open_store
 
 logger = logging.getLogger("temporal_ciba.worker")
@@ -96,15 +103,60 @@ def _has_codec(codec: PayloadCodec | None, key_id: str) -> bool:
     return False
 
 
+# The ApplicationError type a refused payload raises where a workflow would otherwise fail its task.
+PAYLOAD_REFUSED = "CibaPayloadRefused"
+
+
+class RefusesMarked(PayloadConverter):
+    """A payload converter that refuses the codec's refusal markers (temporal_ciba.crypto._codec).
+
+    Mixed into the converter a client or worker has (`refusing_converter_class`). For a value of
+    a Notification type (the ping and push signals) a marker becomes `Notification.undecodable`,
+    which the approval drops and counts. For any other value it raises: an ApplicationError
+    (non-retryable, type CibaPayloadRefused, its cause the PayloadDecryptionError) for a payload
+    nobody's key sealed, so the SDK drops a signal, rejects an update, and fails a workflow whose
+    start input it is rather than its task; the PayloadDecryptionError itself for a payload
+    sealed under another key id, which a worker with the wrong CIBA_PAYLOAD_KEY would see on
+    every payload (its tasks fail and retry until the key is right, and no run ends for it)."""
+
+    def from_payloads(self, payloads: Sequence[Payload], type_hints: list[type] | None = None) -> list[Any]:
+        hints = list(type_hints or [])
+        refused = [(index, error) for index, payload in enumerate(payloads) if (error := refusal(payload)) is not None]
+        if not refused:
+            return super().from_payloads(payloads, type_hints)  # type: ignore[safe-super]
+        index, error = refused[0]
+        hint = hints[index] if index < len(hints) else None
+        if len(payloads) == 1 and isinstance(hint, type) and issubclass(hint, Notification):
+            return [hint.undecodable(str(error))]
+        if error.kind == "other_key":
+            raise error
+        raise ApplicationError(str(error), type=PAYLOAD_REFUSED, non_retryable=True) from error
+
+
+_REFUSING: dict[type[PayloadConverter], type[PayloadConverter]] = {}
+
+
+def refusing_converter_class(base: type[PayloadConverter]) -> type[PayloadConverter]:
+    """`base` with RefusesMarked mixed in (itself if it has it already); one class per base."""
+    if issubclass(base, RefusesMarked):
+        return base
+    if base not in _REFUSING:
+        _REFUSING[base] = type(f"Refusing{base.__name__}", (RefusesMarked, base), {"__module__": __name__})
+    return _REFUSING[base]
+
+
 def with_encryption(converter: DataConverter | None, payload_key: bytes) -> DataConverter:
-    """`converter` (the SDK default when None) with the AES-GCM codec as its outermost codec."""
+    """`converter` (the SDK default when None) with the AES-GCM codec as its outermost codec.
+
+    Its payload converter refuses the codec's refusal markers (RefusesMarked)."""
     converter = converter or DataConverter.default
-    codec = AesGcmCodec(payload_key)
+    codec = AesGcmCodec(payload_key, mark_refused=True)
     if _has_codec(converter.payload_codec, codec.key_id):
         return converter
     payload_converter_class = converter.payload_converter_class
     if payload_converter_class is DefaultPayloadConverter:
         payload_converter_class = PydanticPayloadConverter
+    payload_converter_class = refusing_converter_class(payload_converter_class)
     chained = codec if converter.payload_codec is None else ChainedCodec([converter.payload_codec, codec])
     return dataclasses.replace(converter, payload_converter_class=payload_converter_class, payload_codec=chained)
 
@@ -246,6 +298,7 @@ class CibaPlugin(SimplePlugin):
                 notification_token=issue,
                 login_hint_subjects=self._op.login_hint_subjects,
                 dialect=self._op.request_dialect(),
+                notification_proofs=NotificationProofs(self._token_key),
             )
             dsn = self._records.record_dsn
             recorder = DecisionRecorder(

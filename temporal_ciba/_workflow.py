@@ -89,21 +89,21 @@ class CibaApprovalWorkflow:
     @workflow.signal(name=NOTIFY_SIGNAL)
     def ciba_notify(self, notice: PingNotice) -> None:
         """Ping (CIBA §10.2), its bearer verified by the callback service: request the token now."""
-        self._approval.notify(notice)
+        self._approval.notify(notice, signal=NOTIFY_SIGNAL)
 
     @workflow.signal(name=DELIVER_SIGNAL)
     def ciba_deliver(self, delivery: PushDelivery) -> None:
         """Push (CIBA §10.3), its bearer verified by the callback service: the tokens or an error."""
-        self._approval.deliver(delivery)
+        self._approval.deliver(delivery, signal=DELIVER_SIGNAL)
 
     # The unprefixed names, which recorded histories carry (temporal_ciba._approval.compat).
     @workflow.signal
     def notify(self, notice: PingNotice) -> None:
-        self._approval.notify(notice)
+        self._approval.notify(notice, signal="notify")
 
     @workflow.signal
     def deliver(self, delivery: PushDelivery) -> None:
-        self._approval.deliver(delivery)
+        self._approval.deliver(delivery, signal="deliver")
 
     @workflow.run
     async def run(self, input: ApprovalWorkflowInput) -> ApprovalOutcome:
@@ -129,12 +129,16 @@ class _InlineApprovals:
             self.waiting.remove(approval)
 
     def notify(self, notice: PingNotice) -> None:
+        if notice.undecodable_reason is not None and not self.waiting:
+            workflow.logger.warning("dropped a %s signal: %s", NOTIFY_SIGNAL, notice.undecodable_reason)
         for approval in self.waiting:
-            approval.notify(notice)
+            approval.notify(notice, signal=NOTIFY_SIGNAL)
 
     def deliver(self, delivery: PushDelivery) -> None:
+        if delivery.undecodable_reason is not None and not self.waiting:
+            workflow.logger.warning("dropped a %s signal: %s", DELIVER_SIGNAL, delivery.undecodable_reason)
         for approval in self.waiting:
-            approval.deliver(delivery)
+            approval.deliver(delivery, signal=DELIVER_SIGNAL)
 
     def status(self) -> ApprovalState | None:
         """The latest inline approval's state (None before the first)."""

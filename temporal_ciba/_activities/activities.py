@@ -29,9 +29,10 @@ from temporal_ciba._models import (
     TokenRequestResult,
     ValidateTokensInput,
     ValidateTokensResult,
+    VerifyNotificationInput,
 )
 from temporal_ciba.ciba import CibaClient, RequestDialect
-from temporal_ciba.crypto import TokenSealer
+from temporal_ciba.crypto import NotificationProofs, TokenSealer
 
 
 class CibaActivities:
@@ -46,6 +47,7 @@ class CibaActivities:
         login_hint_subjects: Mapping[str, str] | None = None,
         dialect: RequestDialect | None = None,
         clock: Callable[[], float] = time.time,
+        notification_proofs: NotificationProofs | None = None,
     ) -> None:
         # The OP's dialect (profile and settings): how requests are shaped before they are sent.
         dialect = dialect or RequestDialect()
@@ -58,7 +60,8 @@ class CibaActivities:
             clock=clock,
         )
         self._revoker = Revoker(ciba, seals)
-        self._redeemer = Redeemer(ciba, seals, self._revoker)
+        # The callback's proofs on pings and pushes (CIBA_TOKEN_KEY); without them none is proven.
+        self._redeemer = Redeemer(ciba, seals, self._revoker, notification_proofs)
 
     @activity.defn(name="ciba.send_authentication_request")
     async def send_authentication_request(self, input: SendRequestInput) -> SendRequestResult:
@@ -85,6 +88,13 @@ class CibaActivities:
         the decision record's evidence) leave."""
         return await self._redeemer.redeem(input)
 
+    @activity.defn(name="ciba.verify_notification")
+    async def verify_notification(self, input: VerifyNotificationInput) -> bool:
+        """Whether the callback made this push (its proof, for this workflow's run chain); run as a local activity.
+
+        The approval acts on a push, tokens or error, only when it is proven."""
+        return self._redeemer.proven_push(input.delivery, input.first_run_id)
+
     @activity.defn(name="ciba.revoke_access_token")
     async def revoke_access_token(self, input: RevokeAccessTokenInput) -> bool:
         """RFC 7009: an approved access token that arrived after the approval was cancelled."""
@@ -104,4 +114,5 @@ class CibaActivities:
             self.revoke_tokens,
             self.redeem,
             self.revoke_access_token,
+            self.verify_notification,
         ]

@@ -21,6 +21,8 @@ from temporalio import activity
 from temporal_ciba._activities.revocation import Revoker
 from temporal_ciba._activities.sealing import ApprovalSeals
 from temporal_ciba._models import (
+    PingNotice,
+    PushDelivery,
     RedeemInput,
     RedeemResult,
     TokenRequestInput,
@@ -38,7 +40,13 @@ from temporal_ciba.ciba import (
     SlowDown,
     TokenRejected,
 )
-from temporal_ciba.crypto import SealError
+from temporal_ciba.crypto import NotificationProofs, SealError
+
+
+def push_content(delivery: PushDelivery) -> tuple[str | None, ...]:
+    """What a push's proof covers besides its auth_req_id: its sealed tokens, or its error."""
+    return (delivery.sealed_tokens, delivery.error, delivery.error_description)
+
 
 # Every attempt ends within this, below the workflow's 45 s start-to-close timeout: an attempt
 # is over before Temporal retries it, so two token requests for one auth_req_id never overlap
@@ -95,11 +103,48 @@ class Redemptions:
 class Redeemer:
     """Requests an approval's tokens and validates them; only sealed tokens and claims leave."""
 
-    def __init__(self, ciba: CibaClient, seals: ApprovalSeals, revoker: Revoker) -> None:
+    def __init__(
+        self, ciba: CibaClient, seals: ApprovalSeals, revoker: Revoker, proofs: NotificationProofs | None = None
+    ) -> None:
         self._ciba = ciba
         self._seals = seals
         self._revoker = revoker
         self._redemptions = Redemptions()
+        # Without them no notification is proven: a pinged redeem answers "unproven".
+        self._proofs = proofs
+
+    def proven_ping(self, notice: PingNotice, first_run_id: str | None) -> bool:
+        """Whether the callback made this ping, for the calling workflow's run chain."""
+        workflow_id = activity.info().workflow_id or ""
+        proven = self._proofs is not None and self._proofs.check(
+            notice.proof,
+            workflow_id=workflow_id,
+            first_run_id=notice.first_run_id if notice.first_run_id == first_run_id else None,
+            signal=NotificationProofs.PING,
+            auth_req_id=notice.auth_req_id,
+        )
+        if not proven:
+            activity.logger.warning(
+                "a ping for auth_req_id=%s without the callback's proof: dropped", notice.auth_req_id
+            )
+        return proven
+
+    def proven_push(self, delivery: PushDelivery, first_run_id: str) -> bool:
+        """Whether the callback made this push (its tokens or its error), for the calling workflow's run chain."""
+        workflow_id = activity.info().workflow_id or ""
+        proven = self._proofs is not None and self._proofs.check(
+            delivery.proof,
+            workflow_id=workflow_id,
+            first_run_id=delivery.first_run_id if delivery.first_run_id == first_run_id else None,
+            signal=NotificationProofs.PUSH,
+            auth_req_id=delivery.auth_req_id,
+            content=push_content(delivery),
+        )
+        if not proven:
+            activity.logger.warning(
+                "a push for auth_req_id=%s without the callback's proof: dropped", delivery.auth_req_id
+            )
+        return proven
 
     async def request_token(self, input: TokenRequestInput) -> TokenRequestResult:
         """One token request; granted tokens leave sealed, for validate_tokens."""
@@ -148,8 +193,18 @@ class Redeemer:
         )
 
     async def redeem(self, input: RedeemInput) -> RedeemResult:
-        """The token request and the validation in one step, once per worker (Redemptions)."""
-        return await self._redemptions.once(input, lambda: self._redeem(input))
+        """The token request and the validation in one step, once per worker (Redemptions).
+
+        A pinged one (`input.notices`) first checks the pings' proofs: "unproven", and no token
+        request, when the callback made none of them."""
+        unproven = sum(not self.proven_ping(notice, input.first_run_id) for notice in input.notices)
+        if input.notices and unproven == len(input.notices):
+            reason = "the ping carries no valid proof from the callback"
+            return RedeemResult(kind="unproven", reason=reason, unproven_notices=unproven)
+        # One request per approval whatever pinged it: a repeat joins it (Redemptions).
+        plain = input.model_copy(update={"notices": [], "first_run_id": None})
+        result = await self._redemptions.once(plain, lambda: self._redeem(plain))
+        return result.model_copy(update={"unproven_notices": unproven}) if unproven else result
 
     async def _redeem(self, input: RedeemInput) -> RedeemResult:
         auth_req_id = input.binding.auth_req_id

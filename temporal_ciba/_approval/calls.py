@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         TokenRequestResult,
         ValidateTokensInput,
         ValidateTokensResult,
+        VerifyNotificationInput,
     )
     from temporal_ciba.ciba import RequestBinding
     from temporal_ciba.records import DecisionRecorder, RecordDecisionInput
@@ -102,6 +103,25 @@ async def redeem(
         local_retry_threshold=LOCAL_RETRY_THRESHOLD,
     )
     return await _shielded(handle, keep_late)
+
+
+async def verify_notification(check: VerifyNotificationInput) -> bool:
+    """Whether the callback made this push (its proof), as a local activity; False if it cannot say.
+
+    No network: a failure is a bug or a worker without the activity, retried briefly, then read
+    as unproven (the push is dropped and logged, the wait goes on)."""
+    try:
+        return await workflow.execute_local_activity_method(
+            CibaActivities.verify_notification,
+            check,
+            start_to_close_timeout=timedelta(seconds=10),
+            retry_policy=RetryPolicy(maximum_attempts=3),
+        )
+    except ACTIVITY_FAILED as exc:
+        if is_cancelled_exception(exc):
+            raise asyncio.CancelledError() from exc
+        workflow.logger.error("the push's proof could not be checked: %s", root_cause(exc))
+        return False
 
 
 async def request_token(

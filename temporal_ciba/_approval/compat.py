@@ -13,8 +13,12 @@ recorded the marker can still be open.
 
 Compatibility that needs no patch, because the history itself says which way to go:
 `SendRequestResult.records` (False in a history without decision records), `PingNotice` and
-`PushDelivery` without a `first_run_id` (a callback that checked the run chain itself), and the
-unprefixed `notify` and `deliver` signals of CibaApprovalWorkflow (an older callback's names).
+`PushDelivery` without a `first_run_id` or a `proof` in a recorded history (what an older
+callback signalled; a new ping without them is refused by the redeem activity, a new push by
+NOTIFICATION_PROOF_PATCH's check), the redeem's `notice` (an input field: a replayed redeem reads
+its recorded answer), and the unprefixed `notify` and `deliver` signals of CibaApprovalWorkflow
+(an older callback's names). A signal whose payload the codec refuses is dropped without a patch:
+a history holding one was never past it before.
 """
 
 from __future__ import annotations
@@ -53,3 +57,11 @@ class DecisionPath:
     """
 
     redeem: bool
+
+
+# Gates the check of a push's proof (temporal_ciba.crypto.NotificationProofs) before the approval
+# acts on it: a local activity `ciba.verify_notification` per push, and an unproven push dropped
+# (the next one waiting is checked in its turn). Marked when the first push arrives, on the
+# redeem path only. A ping's proof is checked inside the redeem activity and needs no patch
+# (its input grew a field; its answer "unproven" is new). KEPT: `push_delivered.before-notification-proof`.
+NOTIFICATION_PROOF_PATCH = "notification-proof"

@@ -31,7 +31,12 @@ with workflow.unsafe.imports_passed_through():
     from temporal_ciba._activities import GRANT_LOST
     from temporal_ciba._approval import calls, view
     from temporal_ciba._approval.calls import ACTIVITY_FAILED, root_cause
-    from temporal_ciba._approval.compat import PING_PACING_PATCH, RECORD_PATCH, DecisionPath
+    from temporal_ciba._approval.compat import (
+        NOTIFICATION_PROOF_PATCH,
+        PING_PACING_PATCH,
+        RECORD_PATCH,
+        DecisionPath,
+    )
     from temporal_ciba._approval.inbox import Inbox
     from temporal_ciba._models import (
         ApprovalOutcome,
@@ -50,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
         TokenRequestInput,
         TokenRequestResult,
         ValidateTokensInput,
+        VerifyNotificationInput,
     )
     from temporal_ciba.ciba import PollSchedule, SlowDown, ValidatedApproval
 
@@ -110,13 +116,25 @@ class Approval:
 
     # Notifications (verified by the callback service; inbox.py) ----------------------------------
 
-    def notify(self, notice: PingNotice) -> None:
+    def notify(self, notice: PingNotice, *, signal: str = "ciba.notify") -> None:
         """Ping (CIBA §10.2): request the token now."""
-        self._inbox.notify(notice, self._pending)
+        if notice.undecodable_reason is not None:
+            self.drop(signal, notice.undecodable_reason)
+        else:
+            self._inbox.notify(notice, self._pending)
 
-    def deliver(self, delivery: PushDelivery) -> None:
+    def deliver(self, delivery: PushDelivery, *, signal: str = "ciba.deliver") -> None:
         """Push (CIBA §10.3): the tokens or an error; the first wins."""
-        self._inbox.deliver(delivery, self._pending)
+        if delivery.undecodable_reason is not None:
+            self.drop(signal, delivery.undecodable_reason)
+        else:
+            self._inbox.deliver(delivery, self._pending)
+
+    def drop(self, signal: str, reason: str) -> None:
+        """A notification dropped unread: logged with its signal name and why, and counted
+        where operators see it (the status query's dropped_notifications, the current details)."""
+        workflow.logger.warning("dropped a %s signal: %s", signal, reason, extra={"ciba_dropped_signal": signal})
+        view.show_dropped(self.state)
 
     # The process ------------------------------------------------------------------------------------
 
@@ -199,7 +217,12 @@ class Approval:
         while True:
             remaining = (pending.deadline - workflow.now()).total_seconds()
             if self._inbox.pushed is not None:
-                return await self._accept_push(pending, self._inbox.pushed)
+                delivery = self._inbox.pushed
+                if not await self._push_proven(delivery):
+                    self._inbox.drop_pushed()
+                    self.drop("ciba.deliver", "the push carries no valid proof from the callback")
+                    continue
+                return await self._accept_push(pending, delivery)
             if remaining <= 0:
                 return self._finish("expired", reason="no decision before the deadline")
             if not self._inbox.notified:
@@ -225,9 +248,14 @@ class Approval:
             ):
                 return self._finish("expired", reason="no decision before the deadline")
             self._inbox.notified = False
+            notices = self._inbox.take_notices()
             answer: RedeemResult | TokenRequestResult | None
             if self._path.redeem:
-                answer = await self._redeem(pending, schedule.interval)
+                answer = await self._redeem(pending, schedule.interval, notices)
+                for _ in range(answer.unproven_notices if answer is not None else 0):
+                    self.drop("ciba.notify", "the ping carries no valid proof from the callback")
+                if answer is not None and answer.kind == "unproven":
+                    continue  # no token request was made: the wait goes on
             else:
                 answer = await self._request_token(pending, schedule.interval)
             pending.last_token_request_at = workflow.now()
@@ -291,16 +319,30 @@ class Approval:
             delay = max(delay, fallback)
         return delay
 
-    async def _redeem(self, pending: PendingState, interval: float) -> RedeemResult | None:
+    async def _push_proven(self, delivery: PushDelivery) -> bool:
+        """Whether the callback made this push (calls.verify_notification checks its proof).
+
+        Runs recorded before the check (compat.NOTIFICATION_PROOF_PATCH), or on the path without
+        the redeem, take the push as it came."""
+        if not self._path.redeem or not workflow.patched(NOTIFICATION_PROOF_PATCH):
+            return True
+        first_run_id = workflow.info().first_execution_run_id
+        return await calls.verify_notification(VerifyNotificationInput(delivery=delivery, first_run_id=first_run_id))
+
+    async def _redeem(self, pending: PendingState, interval: float, notices: list[PingNotice]) -> RedeemResult | None:
         """One token request and its validation (calls.redeem); None if the OP stayed unreachable.
 
-        An approved access token that comes back after a cancellation is kept to be revoked."""
+        After pings (`notices`) the activity checks their proofs first ("unproven" when none
+        holds: no request). An approved access token that comes back after a cancellation is kept
+        to be revoked."""
         remaining = pending.deadline - workflow.now()
         redemption = RedeemInput(
             binding=pending.binding,
             holder_workflow_id=self._holder.workflow_id,
             holder_run_id=self._holder.run_id,
             action_digest=self._request.action_digest,
+            notices=notices,
+            first_run_id=workflow.info().first_execution_run_id if notices else None,
         )
 
         def keep_late(late: RedeemResult) -> None:

@@ -125,6 +125,12 @@ def _upsert(status: ApprovalPhase, pending: PendingState | None) -> None:
         workflow.upsert_search_attributes(updates)
 
 
+def show_dropped(state: ApprovalState) -> None:
+    """One more notification dropped unread: the status query and the current details."""
+    state.dropped_notifications += 1
+    workflow.set_current_details(current_details(state))
+
+
 def current_details(state: ApprovalState) -> str:
     """Markdown for `workflow.set_current_details`: what was asked of whom, and where it stands."""
     lines = [
@@ -144,6 +150,8 @@ def current_details(state: ApprovalState) -> str:
         lines.append(f"- auth_req_id `{state.auth_req_id}`")
     if state.action_digest is not None:
         lines.append(f"- action digest `{state.action_digest[:16]}…`")
+    if state.dropped_notifications:
+        lines.append(f"- {state.dropped_notifications} notification(s) dropped: undecodable or unproven (see the log)")
     if state.outcome is not None:
         lines += ["", f"Outcome: **{state.outcome.status}**: {code(state.outcome.reason)}"]
     return "\n".join(lines)

@@ -77,7 +77,7 @@ async def callback(args: argparse.Namespace) -> int:
     """`temporal-ciba callback`: the ping/push receiver, which signals the waiting approvals."""
     from temporal_ciba._programs.callback import create_callback_app
     from temporal_ciba._programs.connect import connect
-    from temporal_ciba.crypto import NotificationTokens, TokenSealer
+    from temporal_ciba.crypto import NotificationProofs, NotificationTokens, TokenSealer
 
     settings = load_settings(CallbackSettings)
     client = await connect(settings.payload_key_bytes, runtime=telemetry_runtime(settings.metrics_bind))
@@ -85,6 +85,7 @@ async def callback(args: argparse.Namespace) -> int:
         client,
         NotificationTokens(settings.token_key_bytes),
         TokenSealer(settings.token_key_bytes),
+        proofs=NotificationProofs(settings.token_key_bytes),
         path=settings.callback_path,
         max_body_bytes=settings.callback_max_body_bytes,
         read_timeout=settings.callback_read_timeout,

@@ -19,6 +19,7 @@ from temporal_ciba._models.activity_io import (
     TokenRequestResult,
     ValidateTokensInput,
     ValidateTokensResult,
+    VerifyNotificationInput,
 )
 from temporal_ciba._models.contracts import (
     OUTCOME_STATUSES,
@@ -58,4 +59,5 @@ __all__ = [
     "TokenRequestResult",
     "ValidateTokensInput",
     "ValidateTokensResult",
+    "VerifyNotificationInput",
 ]

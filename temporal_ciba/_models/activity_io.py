@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from temporal_ciba._models.contracts import ApprovalRequest
+from temporal_ciba._models.signals import PingNotice, PushDelivery
 from temporal_ciba.ciba import DeliveryMode, RequestBinding, ValidatedApproval
 
 
@@ -61,6 +62,18 @@ class RedeemInput(BaseModel):
     holder_workflow_id: str
     holder_run_id: str
     action_digest: str | None = None
+    # The pings that asked for this request (a few distinct ones), and the approval's run chain:
+    # the activity checks their proofs first, and answers "unproven" (no token request) when none
+    # holds. Empty for a poll.
+    notices: list[PingNotice] = Field(default_factory=list)
+    first_run_id: str | None = None
+
+
+class VerifyNotificationInput(BaseModel):
+    """A push to check before the approval acts on it: its proof for this approval's run chain."""
+
+    delivery: PushDelivery
+    first_run_id: str
 
 
 class RedeemResult(BaseModel):
@@ -69,7 +82,8 @@ class RedeemResult(BaseModel):
     Only the claims, the access token (sealed for the holder and the action) and the ID token
     (sealed, the evidence for the decision record) leave the activity; a refresh token never does."""
 
-    kind: Literal["approved", "rejected", "pending", "slow_down", "retry_later", "failed"]
+    # "unproven": the ping's proof failed; no token request was made.
+    kind: Literal["approved", "rejected", "pending", "slow_down", "retry_later", "failed", "unproven"]
     approval: ValidatedApproval | None = None
     sealed_access_token: str | None = Field(default=None, repr=False)
     # crypto.sealing.id_token_context: opens only in the approval workflow, to be recorded.
@@ -80,6 +94,8 @@ class RedeemResult(BaseModel):
     request_seconds: float | None = None
     error: str | None = None
     reason: str | None = None
+    # How many of the input's pings had no valid proof (dropped, whatever the answer).
+    unproven_notices: int = 0
 
 
 class RevokeAccessTokenInput(BaseModel):

@@ -225,3 +225,6 @@ class ApprovalState(BaseModel):
     interval_seconds: float | None = None
     runs: int = 1
     outcome: ApprovalOutcome | None = None
+    # Notifications dropped unread: a signal the codec refused (plaintext, another key, altered)
+    # or one without the callback's proof; each is also logged with its signal name.
+    dropped_notifications: int = 0

@@ -18,7 +18,11 @@ A request is answered:
   size limit (413 as soon as it is passed, without reading the rest);
 - 408 when the body has not arrived within the read timeout;
 - 204 once the one signal is recorded: a ping (`ciba.notify`) or a push (`ciba.deliver`, tokens
-  sealed for the workflow the bearer names), each carrying the run chain the bearer names. No
+  sealed for the workflow the bearer names), each carrying the run chain the bearer names and
+  the callback's proof (crypto.NotificationProofs, under CIBA_TOKEN_KEY) over that workflow and
+  run chain, the signal, the auth_req_id and the push's content; the workflow acts on neither
+  before an activity has checked the proof, so whoever holds only the payload key (and may
+  signal) cannot write one. No
   lookup comes first: the workflow itself ignores a notice for another run chain (an earlier
   approval under the same workflow id) or another auth_req_id, and keeps one that arrives
   before it has recorded its own auth_req_id. Temporal keeps the signal while no worker runs,
@@ -54,11 +58,12 @@ from starlette.routing import Route
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from temporal_ciba._activities.redeem import push_content
 from temporal_ciba._models import PingNotice, PushDelivery
 from temporal_ciba._programs.http_guard import DEFAULT_READ_TIMEOUT, BodyDeadline
 from temporal_ciba._workflow import DELIVER_SIGNAL, NOTIFY_SIGNAL
 from temporal_ciba.ciba import ProtocolError, parse_token_response
-from temporal_ciba.crypto import NotificationTokens, NotifiedApproval, TokenSealer, tokens_context
+from temporal_ciba.crypto import NotificationProofs, NotificationTokens, NotifiedApproval, TokenSealer, tokens_context
 
 logger = logging.getLogger("temporal_ciba.callback")
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
@@ -188,7 +193,7 @@ def parse_i_json(raw: bytes) -> Any:
 def _push_delivery(
     auth_req_id: str, body: dict[str, Any], sealer: TokenSealer, approval: NotifiedApproval
 ) -> PushDelivery | None:
-    """CIBA §10.3.1 (tokens) or §12 (error) as a PushDelivery; None when the body is neither."""
+    """CIBA §10.3.1 (tokens) or §12 (error) as a PushDelivery, not yet proven; None when the body is neither."""
     if "error" in body:
         error, description = body.get("error"), body.get("error_description")
         if not isinstance(error, str) or not error or len(error) > 64:
@@ -208,11 +213,35 @@ def _push_delivery(
     return PushDelivery(auth_req_id=auth_req_id, sealed_tokens=sealed, first_run_id=approval.first_run_id)
 
 
+def proven_push(delivery: PushDelivery, proofs: NotificationProofs, approval: NotifiedApproval) -> PushDelivery:
+    """The push with the callback's proof over its approval, auth_req_id and content."""
+    proof = proofs.prove(
+        workflow_id=approval.workflow_id,
+        first_run_id=approval.first_run_id,
+        signal=DELIVER_SIGNAL,
+        auth_req_id=delivery.auth_req_id,
+        content=push_content(delivery),
+    )
+    return delivery.model_copy(update={"proof": proof})
+
+
+def proven_ping(auth_req_id: str, proofs: NotificationProofs, approval: NotifiedApproval) -> PingNotice:
+    """A ping with the callback's proof over its approval and auth_req_id."""
+    proof = proofs.prove(
+        workflow_id=approval.workflow_id,
+        first_run_id=approval.first_run_id,
+        signal=NOTIFY_SIGNAL,
+        auth_req_id=auth_req_id,
+    )
+    return PingNotice(auth_req_id=auth_req_id, first_run_id=approval.first_run_id, proof=proof)
+
+
 def create_callback_app(
     client: Client,
     notification_tokens: NotificationTokens,
     sealer: TokenSealer,
     *,
+    proofs: NotificationProofs,
     path: str = "/ciba/notify",
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     read_timeout: float = DEFAULT_READ_TIMEOUT,
@@ -252,10 +281,9 @@ def create_callback_app(
                 delivery = _push_delivery(auth_req_id, body, sealer, approval)
                 if delivery is None:
                     return _problem(400, "invalid_request", "not a CIBA push body (CIBA §10.3.1, §12)")
-                await handle.signal(DELIVER_SIGNAL, delivery)
+                await handle.signal(DELIVER_SIGNAL, proven_push(delivery, proofs, approval))
             else:
-                notice = PingNotice(auth_req_id=auth_req_id, first_run_id=approval.first_run_id)
-                await handle.signal(NOTIFY_SIGNAL, notice)
+                await handle.signal(NOTIFY_SIGNAL, proven_ping(auth_req_id, proofs, approval))
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:  # the approval has ended: nothing to wake
                 return Response(status_code=204)

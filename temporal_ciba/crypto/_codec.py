@@ -10,8 +10,13 @@ that workflow: a ciphertext copied into another workflow's history does not decr
 a context (the codec server decoding for the UI) the id in the metadata is used as written.
 
 A codec that requires encryption (the worker's and the client's) refuses payloads that are not
-encrypted under its key: the workflow task fails with that error, and nothing runs on input
-anyone without the key could write (`temporal workflow signal` with plain JSON, say).
+encrypted under its key, so nothing runs on input anyone without the key could write
+(`temporal workflow signal` with plain JSON, say). Refused, the codec either raises
+PayloadDecryptionError, or (`mark_refused`, what CibaPlugin's data converter uses) puts a
+refusal marker in the payload's place: decoding a workflow activation then goes on, and the
+payload converter refuses the marker for the one value it stood for (temporal_ciba._plugin): an
+undecodable signal is dropped, an update rejected, a start input fails its workflow, and the
+workflow task never fails for input someone else wrote.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import copy
 import dataclasses
 import hashlib
 import os
+import re
 from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
@@ -35,10 +41,44 @@ KEY_ID_METADATA = "encryption-key-id"
 WORKFLOW_ID_METADATA = "encryption-workflow-id"
 NONCE_BYTES = 12
 TAG_BYTES = 16
+# A refused payload's stand-in (mark_refused): its encoding, and why it was refused.
+REFUSED_ENCODING = b"binary/ciba-refused"
+REFUSED_REASON_METADATA = "ciba-refused-reason"
+REFUSED_KIND_METADATA = "ciba-refused-kind"
+MAX_REASON_CHARS = 200
+_KEY_ID = re.compile(rb"[0-9a-f]{16}")
 
 
 class PayloadDecryptionError(Exception):
-    """A payload was sealed with another key, for another workflow, altered, or not encrypted."""
+    """A payload was sealed with another key, for another workflow, altered, or not encrypted.
+
+    `kind`: "other_key" (sealed under another key id: a worker with the wrong CIBA_PAYLOAD_KEY
+    looks the same), or "refused" (plaintext, another workflow's, unbound, altered, malformed)."""
+
+    def __init__(self, message: str, *, kind: str = "refused") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def refusal_marker(error: PayloadDecryptionError) -> Payload:
+    """The stand-in for a refused payload: no data, only why it was refused."""
+    reason = str(error)[:MAX_REASON_CHARS].encode("ascii", errors="backslashreplace")
+    return Payload(
+        metadata={
+            "encoding": REFUSED_ENCODING,
+            REFUSED_REASON_METADATA: reason,
+            REFUSED_KIND_METADATA: error.kind.encode("ascii"),
+        }
+    )
+
+
+def refusal(payload: Payload) -> PayloadDecryptionError | None:
+    """The refusal a marker stands for; None for any other payload."""
+    if payload.metadata.get("encoding") != REFUSED_ENCODING:
+        return None
+    reason = payload.metadata.get(REFUSED_REASON_METADATA, b"refused").decode("ascii", errors="backslashreplace")
+    kind = payload.metadata.get(REFUSED_KIND_METADATA, b"refused").decode("ascii", errors="backslashreplace")
+    return PayloadDecryptionError(reason, kind="other_key" if kind == "other_key" else "refused")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,13 +98,23 @@ class AesGcmCodec(PayloadCodec, WithSerializationContext):
     `require_encryption`: refuse plaintext payloads (the worker and clients); the codec server
     passes False to show whatever history holds. `accept_unbound`: accept ciphertext that names
     no workflow, which pending approvals of a deployment upgraded from a codec without workflow
-    binding still hold; set False once none can be pending."""
+    binding still hold; set False once none can be pending. `mark_refused`: decode a refused
+    payload to a refusal marker (refusal_marker) instead of raising PayloadDecryptionError, for a
+    payload converter that refuses the marker (CibaPlugin's)."""
 
-    def __init__(self, payload_key: bytes, *, require_encryption: bool = True, accept_unbound: bool = True) -> None:
+    def __init__(
+        self,
+        payload_key: bytes,
+        *,
+        require_encryption: bool = True,
+        accept_unbound: bool = True,
+        mark_refused: bool = False,
+    ) -> None:
         key = derive_key(payload_key, "payload codec v1")
         self._aead = AESGCM(key)
         self.key_id = hashlib.sha256(key).hexdigest()[:16]
         self.require_encryption = require_encryption
+        self.mark_refused = mark_refused
         self._binding = _Binding(accept_unbound=accept_unbound)
 
     def __repr__(self) -> str:
@@ -86,7 +136,15 @@ class AesGcmCodec(PayloadCodec, WithSerializationContext):
         return [self._encrypt(payload) for payload in payloads]
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
-        return [self._decrypt(payload) for payload in payloads]
+        return [self._decrypt_or_mark(payload) for payload in payloads]
+
+    def _decrypt_or_mark(self, payload: Payload) -> Payload:
+        if not self.mark_refused:
+            return self._decrypt(payload)
+        try:
+            return self._decrypt(payload)
+        except PayloadDecryptionError as error:
+            return refusal_marker(error)
 
     def _associated_data(self, key_id: bytes, workflow_id: bytes | None) -> bytes:
         # Authenticated, not secret: the key id, and the workflow the payload belongs to.
@@ -111,7 +169,11 @@ class AesGcmCodec(PayloadCodec, WithSerializationContext):
         key_id_bytes = payload.metadata.get(KEY_ID_METADATA, b"")
         if key_id_bytes != self.key_id.encode():
             shown = key_id_bytes.decode("ascii", errors="backslashreplace")[:64]
-            raise PayloadDecryptionError(f"payload encrypted with key {shown!r}, this codec holds {self.key_id!r}")
+            # A well-formed key id of another key is what a worker with the wrong key sees.
+            kind = "other_key" if _KEY_ID.fullmatch(key_id_bytes) else "refused"
+            raise PayloadDecryptionError(
+                f"payload encrypted with key {shown!r}, this codec holds {self.key_id!r}", kind=kind
+            )
         written_for = payload.metadata.get(WORKFLOW_ID_METADATA)
         expected = self._binding.workflow_id
         if expected is not None:

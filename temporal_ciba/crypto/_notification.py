@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
+import json
 import os
 from dataclasses import dataclass
 
@@ -72,3 +75,61 @@ class NotificationTokens:
             )
         except (InvalidTag, ValueError, IndexError, binascii.Error, UnicodeDecodeError):
             return None
+
+
+class NotificationProofs:
+    """Proof that the callback made a notification: an HMAC only holders of CIBA_TOKEN_KEY make.
+
+    The callback proves what it signals (a ping, a push with its tokens or its error) under a key
+    derived from the token key for this purpose alone (HKDF, "notification proof v1"), over the
+    workflow and run chain the bearer named, the signal's name, the auth_req_id and the content
+    (sealed tokens, error, error description). The payload key, which operators and the codec
+    server hold, makes none: whoever can only signal or read history cannot write a notification
+    that passes, nor move one to another approval, request, signal or content."""
+
+    # The signal names a proof binds (the callback's, temporal_ciba._workflow's NOTIFY_SIGNAL and
+    # DELIVER_SIGNAL): a ping's proof is no push's.
+    PING = "ciba.notify"
+    PUSH = "ciba.deliver"
+
+    def __init__(self, token_key: bytes) -> None:
+        self._key = derive_key(token_key, "notification proof v1")
+
+    def __repr__(self) -> str:
+        return "NotificationProofs()"
+
+    def prove(
+        self,
+        *,
+        workflow_id: str,
+        first_run_id: str,
+        signal: str,
+        auth_req_id: str,
+        content: tuple[str | None, ...] = (),
+    ) -> str:
+        """The proof for one notification (base64url, no padding)."""
+        message = json.dumps(
+            ["temporal-ciba notification v1", workflow_id, first_run_id, signal, auth_req_id, *content],
+            ensure_ascii=True,
+            separators=(",", ":"),
+        ).encode("ascii")
+        digest = hmac.new(self._key, message, hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+    def check(
+        self,
+        proof: str | None,
+        *,
+        workflow_id: str,
+        first_run_id: str | None,
+        signal: str,
+        auth_req_id: str,
+        content: tuple[str | None, ...] = (),
+    ) -> bool:
+        """Whether `proof` is the one for this notification; False without a proof or a run chain."""
+        if not proof or not first_run_id or len(proof) > 64:
+            return False
+        expected = self.prove(
+            workflow_id=workflow_id, first_run_id=first_run_id, signal=signal, auth_req_id=auth_req_id, content=content
+        )
+        return hmac.compare_digest(expected.encode("ascii"), proof.encode("utf-8", errors="replace"))

@@ -65,7 +65,7 @@ async def mixed(temporal_server: DevServer, op: TestOP, payment_api: str, tmp_pa
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # PydanticAIPlugin keeps the converter: no warning
         client = await Client.connect(temporal_server.address, plugins=plugins)
-    assert client.data_converter.payload_converter_class is BothFrameworksPayloadConverter
+    assert issubclass(client.data_converter.payload_converter_class, BothFrameworksPayloadConverter)
     await ensure_search_attributes(client)
     task_queue = f"mixed-{uuid.uuid4().hex[:8]}"
     ledger = ToolLedger(tmp_path / "ledger.jsonl")

@@ -13,7 +13,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from temporal_ciba._models import ApprovalRequest, PollingPolicy
+from temporal_ciba._models import ApprovalRequest, PingNotice, PollingPolicy, PushDelivery
 from temporal_ciba._search_attributes import CIBA_STATUS
 from temporal_ciba._settings import WorkerSettings
 from temporal_ciba._workflow import CibaApprovalWorkflow
@@ -21,7 +21,7 @@ from tests.support.flows import approval_handle, pending_auth_req_id, start_agen
 from tests.support.op import TestOP
 from tests.support.push_op import PushOP
 from tests.support.stack import SECRET, TlsFiles, agent_settings, payments, running_worker
-from tests.support.temporal import DevServer
+from tests.support.temporal import DevServer, wait_for
 
 
 async def test_ping_resumes_without_waiting_for_the_poll(
@@ -171,3 +171,53 @@ async def test_a_decision_racing_the_acknowledgement_still_pings(
     assert outcome.status == "approved"
     assert outcome.auth_req_id is not None
     assert op.ping_answers(outcome.auth_req_id) == ["delivered"]
+
+
+async def test_a_denial_forged_with_only_the_payload_key_is_dropped_and_the_op_decides(
+    temporal_client: Client, push_worker: WorkerSettings, push_op: PushOP
+) -> None:
+    """Whoever holds CIBA_PAYLOAD_KEY and may signal writes a PushDelivery that names the pending
+    request, with or without a run chain or a made-up proof: each is dropped unproven, and the
+    OP's real push decides."""
+    handle, auth_req_id = await start_push_approval(temporal_client, push_worker)
+    forged = [
+        PushDelivery(auth_req_id=auth_req_id, error="access_denied"),  # as from an older callback
+        PushDelivery(auth_req_id=auth_req_id, error="access_denied", first_run_id=handle.first_execution_run_id),
+        PushDelivery(
+            auth_req_id=auth_req_id,
+            error="access_denied",
+            first_run_id=handle.first_execution_run_id,
+            proof="A" * 43,
+        ),
+    ]
+    for delivery in forged:
+        await handle.signal(CibaApprovalWorkflow.ciba_deliver, delivery)
+
+    async def all_dropped() -> bool:
+        return (await handle.query(CibaApprovalWorkflow.status)).dropped_notifications == len(forged)
+
+    await wait_for(all_dropped, timeout=30, what="the forged pushes to be dropped")
+    assert (await handle.query(CibaApprovalWorkflow.status)).status == "pending"
+    assert await push_op.push(auth_req_id) == 204
+    outcome = await handle.result()
+    assert outcome.status == "approved" and outcome.sub == "alice", outcome.reason
+
+
+async def test_a_ping_forged_with_only_the_payload_key_asks_the_op_nothing(
+    temporal_client: Client, ping_worker: WorkerSettings, op: TestOP
+) -> None:
+    handle = await start_approval(
+        temporal_client, ping_worker.task_queue, ApprovalRequest(login_hint="alice", binding_message="Forged ping")
+    )
+    auth_req_id = await pending_auth_req_id(handle)
+    notice = PingNotice(auth_req_id=auth_req_id, first_run_id=handle.first_execution_run_id, proof="A" * 43)
+    await handle.signal(CibaApprovalWorkflow.ciba_notify, notice)
+
+    async def dropped() -> bool:
+        return (await handle.query(CibaApprovalWorkflow.status)).dropped_notifications == 1
+
+    await wait_for(dropped, timeout=30, what="the forged ping to be dropped")
+    assert op.token_requests(auth_req_id) == []  # the forged ping made no token request
+    op.approve(auth_req_id)
+    assert (await handle.result()).status == "approved"
+    assert len(op.token_requests(auth_req_id)) == 1  # the real ping's

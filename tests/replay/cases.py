@@ -73,6 +73,16 @@ KEPT: dict[str, str] = {
     **{f"{name}.before-package-layout": workflow_id for name, workflow_id in RECORDED.items()},
 }
 
+# Recorded from later workflow code only (no older recording of them is kept): a plaintext
+# ciba.notify dropped (the codec refuses it; no workflow task fails), then the ping.
+RECORDED["undecodable_ping_dropped"] = "replay-undecodable_ping_dropped"
+
+# Recorded before pushes were checked for the callback's proof (compat.NOTIFICATION_PROOF_PATCH):
+# the first push taken as it came.
+KEPT["push_delivered.before-notification-proof"] = RECORDED["push_delivered"]
+# A push without the callback's proof dropped (its check a local activity), then the real one.
+RECORDED["push_unproven_dropped"] = "replay-push_unproven_dropped"
+
 HISTORIES: dict[str, str] = {**RECORDED, **KEPT}
 
 

@@ -5,6 +5,7 @@ real activity names (tests.support.scripted_op, as the workflow tests use them),
 takes seconds and needs no OP. Payloads are encrypted with the codec under the committed
 test-only KEY. Every history named in cases.RECORDED is rewritten (those in cases.KEPT are left
 alone), and files named in neither are deleted; re-record only on purpose (see test_replay.py).
+Names given as arguments (`python -m tests.replay.record NAME ...`) rewrite only those histories.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
+from temporalio.converter import DataConverter
 from temporalio.service import ServiceClient
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -52,7 +54,7 @@ from tests.replay.cases import (
     RECORDED,
     WORKFLOWS,
 )
-from tests.support.scripted_op import ScriptedOP, wait_for_event, wait_pending
+from tests.support.scripted_op import FORGED_PROOF, ScriptedOP, wait_for_event, wait_pending
 from tests.support.temporal import time_skipping_environment
 
 IDENTITY = "replay-recorder"
@@ -189,6 +191,32 @@ async def continue_as_new(client: Client, op: ScriptedOP, task_queue: str) -> li
     return runs
 
 
+async def undecodable_ping_dropped(client: Client, op: ScriptedOP, task_queue: str) -> list[tuple[str, Any]]:
+    """A plaintext ciba.notify (what `temporal workflow signal` sends without the key), dropped; then the ping."""
+    op.mode, op.answers = "ping", [GRANTED]
+    handle = await start(client, "undecodable_ping_dropped", task_queue)
+    await wait_pending(handle)
+    plain = Client(**{**client.config(), "data_converter": DataConverter.default})
+    await plain.get_workflow_handle(handle.id).signal(NOTIFY_SIGNAL, {"auth_req_id": AUTH_REQ_ID})
+    await handle.signal(CibaApprovalWorkflow.notify, PingNotice(auth_req_id=AUTH_REQ_ID))
+    expect(await handle.result(), "approved")
+    return [("undecodable_ping_dropped", handle)]
+
+
+async def push_unproven_dropped(client: Client, op: ScriptedOP, task_queue: str) -> list[tuple[str, Any]]:
+    """A denial without the callback's proof (what the payload key alone can signal), dropped; then the push."""
+    op.mode = "push"
+    handle = await start(client, "push_unproven_dropped", task_queue)
+    await wait_pending(handle)
+    forged = PushDelivery(auth_req_id=AUTH_REQ_ID, error="access_denied", proof=FORGED_PROOF)
+    await handle.signal(CibaApprovalWorkflow.ciba_deliver, forged)
+    await handle.signal(
+        CibaApprovalWorkflow.ciba_deliver, PushDelivery(auth_req_id=AUTH_REQ_ID, sealed_tokens="pushed")
+    )
+    expect(await handle.result(), "approved")
+    return [("push_unproven_dropped", handle)]
+
+
 async def payment_agent(client: Client, op: ScriptedOP, task_queue: str) -> list[tuple[str, Any]]:
     op.answers = [PENDING, GRANTED]
     handle = await client.start_workflow(
@@ -249,7 +277,7 @@ async def mcp_tool_call(client: Client, op: ScriptedOP, task_queue: str) -> list
     ]
 
 
-async def record_all(only: frozenset[str] = frozenset()) -> dict[str, int]:
+async def record_all(only: set[str] | None = None) -> dict[str, int]:
     written: dict[str, int] = {}
     async with time_skipping_environment(KEY) as env:
         # The time-skipping client under a fixed identity, so no host name or pid is committed.
@@ -271,10 +299,10 @@ async def record_all(only: frozenset[str] = frozenset()) -> dict[str, int]:
             payment_agent,
             payment_agent_inline,
             mcp_tool_call,
+            undecodable_ping_dropped,
+            push_unproven_dropped,
         ]
         for index, scenario in enumerate(scenarios):
-            if only and getattr(scenario, "__name__", "") not in only:
-                continue
             op = ScriptedOP(env, [])
             # The sends say nothing of decision records (SendRequestResult.records' default), as
             # in every committed history.
@@ -290,24 +318,28 @@ async def record_all(only: frozenset[str] = frozenset()) -> dict[str, int]:
             )
             async with worker:
                 for name, handle in await scenario(client, op, task_queue):
+                    if only is not None and name not in only:
+                        continue
                     history = await handle.fetch_history()
                     # Compact JSON: the same content as to_json(), a third of the size.
                     text = json.dumps(json.loads(history.to_json()), separators=(",", ":")) + "\n"
                     (HISTORY_DIR / f"{name}.json").write_text(text)
                     written[name] = len(history.events)
-    missing = set(RECORDED) - set(written)
-    if missing and not only:
+    missing = (only if only is not None else set(RECORDED)) - set(written)
+    if missing:
         raise AssertionError(f"not recorded: {sorted(missing)}")
     return written
 
 
 def main() -> None:
+    only = set(sys.argv[1:]) or None
+    if only is not None and not only <= set(RECORDED):
+        raise SystemExit(f"not in cases.RECORDED: {sorted(only - set(RECORDED))}")
     HISTORY_DIR.mkdir(parents=True, exist_ok=True)
     for stale in HISTORY_DIR.glob("*.json"):
         if stale.stem not in HISTORIES:
             stale.unlink()
-    # Names of scenarios (e.g. `mcp_tool_call`) record only those; the others' files stay as they are.
-    written = asyncio.run(record_all(frozenset(sys.argv[1:])))
+    written = asyncio.run(record_all(only))
     for name, events in written.items():
         size = (HISTORY_DIR / f"{name}.json").stat().st_size
         print(f"{name:28} {events:4} events {size:8,} bytes", file=sys.stderr)

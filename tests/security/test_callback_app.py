@@ -35,12 +35,13 @@ from temporal_ciba._programs.callback import MAX_SAFE_INTEGER, create_callback_a
 from temporal_ciba._programs.connect import connect
 from temporal_ciba._programs.http_guard import BodyDeadline, GuardedH11Protocol
 from temporal_ciba._workflow import DELIVER_SIGNAL, NOTIFY_SIGNAL
-from temporal_ciba.crypto._notification import NotificationTokens
+from temporal_ciba.crypto._notification import NotificationProofs, NotificationTokens
 from temporal_ciba.crypto._sealing import TokenSealer, tokens_context
 from tests.support.temporal import DevServer, free_port, wait_for
 
 TOKENS = NotificationTokens(b"t" * 32)
 SEALER = TokenSealer(b"s" * 32)
+PROOFS = NotificationProofs(b"t" * 32)
 LIMIT = 1000  # the app's body limit in these tests
 PATH = "/ciba/notify"
 
@@ -182,7 +183,7 @@ async def call(
 
 @pytest.fixture(scope="module")
 def app(temporal_client: Client) -> ASGIApp:
-    return create_callback_app(temporal_client, TOKENS, SEALER, max_body_bytes=LIMIT, read_timeout=5)
+    return create_callback_app(temporal_client, TOKENS, SEALER, proofs=PROOFS, max_body_bytes=LIMIT, read_timeout=5)
 
 
 def post(app: ASGIApp, token: str | None, body: Any, **headers: str) -> Awaitable[Answer]:
@@ -300,9 +301,10 @@ async def test_an_undeclared_body_is_cut_while_it_streams(app: ASGIApp, recorder
     # In pieces, under the limit: read whole.
     small = [b'{"auth_req_id":', b'"a"', b"}"]
     assert (await call(app, headers=headers, chunks=small)).status == 204
+    run = recorder.first_execution_run_id
     assert (await received(recorder, 1))[0] == (
         NOTIFY_SIGNAL,
-        {"auth_req_id": "a", "first_run_id": recorder.first_execution_run_id},
+        {"auth_req_id": "a", "first_run_id": run, "proof": ping_proof(recorder.id, run, "a")},
     )
 
 
@@ -387,7 +389,7 @@ async def test_absurdly_nested_json_is_400(temporal_client: Client, recorder: Wo
     nested = b"[" * 30000 + b"]" * 30000  # within the default size limit, beyond the recursion limit
     with pytest.raises(RecursionError):
         parse_i_json(nested)
-    app = create_callback_app(temporal_client, TOKENS, SEALER)
+    app = create_callback_app(temporal_client, TOKENS, SEALER, proofs=PROOFS)
     answer = await post(app, bearer_for(recorder), nested)
     assert (answer.status, answer.error) == (400, "invalid_request")
 
@@ -408,7 +410,18 @@ async def test_a_ping_signals_the_workflow_the_bearer_names_with_its_run_chain(
     answer = await post(app, bearer_for(recorder), {"auth_req_id": "req-1", "extra": [1, {"x": None}]})
     assert (answer.status, answer.body) == (204, b"")
     signals = await received(recorder, 1)
-    assert signals == [(NOTIFY_SIGNAL, {"auth_req_id": "req-1", "first_run_id": recorder.first_execution_run_id})]
+    run = recorder.first_execution_run_id
+    assert signals == [
+        (NOTIFY_SIGNAL, {"auth_req_id": "req-1", "first_run_id": run, "proof": ping_proof(recorder.id, run)})
+    ]
+
+
+def ping_proof(workflow_id: str, first_run_id: str | None, auth_req_id: str = "req-1") -> str:
+    """The proof the callback puts on a ping for this approval (only the token key makes it)."""
+    assert first_run_id is not None
+    return PROOFS.prove(
+        workflow_id=workflow_id, first_run_id=first_run_id, signal=NOTIFY_SIGNAL, auth_req_id=auth_req_id
+    )
 
 
 async def test_the_run_chain_is_the_bearers_not_the_workflows(app: ASGIApp, recorder: WorkflowHandle) -> None:
@@ -416,7 +429,10 @@ async def test_the_run_chain_is_the_bearers_not_the_workflows(app: ASGIApp, reco
     earlier = str(uuid.uuid4())
     answer = await post(app, TOKENS.issue(recorder.id, earlier), {"auth_req_id": "req-1"})
     assert answer.status == 204
-    assert (await received(recorder, 1)) == [(NOTIFY_SIGNAL, {"auth_req_id": "req-1", "first_run_id": earlier})]
+    proof = ping_proof(recorder.id, earlier)
+    assert (await received(recorder, 1)) == [
+        (NOTIFY_SIGNAL, {"auth_req_id": "req-1", "first_run_id": earlier, "proof": proof})
+    ]
 
 
 TOKEN_BODY = {"access_token": "at-1", "token_type": "Bearer", "id_token": "a.b.c", "expires_in": 120}
@@ -432,6 +448,11 @@ async def test_a_push_delivers_the_tokens_sealed_for_the_workflow_the_bearer_nam
     assert delivery["auth_req_id"] == "req-2"
     assert delivery["first_run_id"] == recorder.first_execution_run_id
     assert (delivery["error"], delivery["error_description"]) == (None, None)
+    # Proven by the callback for this approval, these sealed tokens and this auth_req_id.
+    proven = {"workflow_id": recorder.id, "first_run_id": recorder.first_execution_run_id, "signal": DELIVER_SIGNAL}
+    content = (delivery["sealed_tokens"], None, None)
+    assert PROOFS.check(delivery["proof"], **proven, auth_req_id="req-2", content=content)
+    assert not PROOFS.check(delivery["proof"], **proven, auth_req_id="req-3", content=content)
     opened = json.loads(SEALER.unseal(delivery["sealed_tokens"], context=tokens_context("req-2", recorder.id)))
     assert opened["access_token"] == "at-1" and opened["id_token"] == "a.b.c" and opened["expires_in"] == 120
     assert opened["refresh_token"] == "rt"
@@ -458,6 +479,15 @@ async def test_a_pushed_error_is_delivered_with_a_short_description(
 ) -> None:
     assert (await post(app, bearer_for(recorder), {"auth_req_id": "req-4", **pushed})).status == 204
     [(name, delivery)] = await received(recorder, 1)
+    run = recorder.first_execution_run_id
+    assert run is not None
+    proof = PROOFS.prove(
+        workflow_id=recorder.id,
+        first_run_id=run,
+        signal=DELIVER_SIGNAL,
+        auth_req_id="req-4",
+        content=(None, error, description),
+    )
     assert (name, delivery) == (
         DELIVER_SIGNAL,
         {
@@ -465,7 +495,8 @@ async def test_a_pushed_error_is_delivered_with_a_short_description(
             "sealed_tokens": None,
             "error": error,
             "error_description": description,
-            "first_run_id": recorder.first_execution_run_id,
+            "first_run_id": run,
+            "proof": proof,
         },
     )
 
@@ -516,7 +547,7 @@ async def test_temporal_unreachable_is_503_with_retry_after(tmp_path: Path) -> N
         gone = await connect(b"p" * 32, target_host=server.address, retry_config=retry)
     finally:
         server.stop(kill=True)
-    app = create_callback_app(gone, TOKENS, SEALER)
+    app = create_callback_app(gone, TOKENS, SEALER, proofs=PROOFS)
     token = TOKENS.issue("any", str(uuid.uuid4()))
     for body in ({"auth_req_id": "a"}, {"auth_req_id": "a", **TOKEN_BODY}):
         answer = await asyncio.wait_for(post(app, token, body), 60)
@@ -535,7 +566,7 @@ async def test_routes_health_and_no_redirect(app: ASGIApp, temporal_client: Clie
     assert (await call(app, method="POST", path="/healthz")).status == 405
     slash = await call(app, path=PATH + "/", headers={"authorization": f"Bearer {token}"})
     assert slash.status == 404  # CIBA §10.2: never a redirect
-    other = create_callback_app(temporal_client, TOKENS, SEALER, path="/elsewhere")
+    other = create_callback_app(temporal_client, TOKENS, SEALER, proofs=PROOFS, path="/elsewhere")
     headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
     assert (await call(other, path="/elsewhere", headers=headers, chunks=[b'{"auth_req_id":"m"}'])).status == 204
     assert (await call(other, path=PATH, headers=headers, chunks=[b'{"auth_req_id":"m"}'])).status == 404
@@ -545,7 +576,7 @@ async def test_routes_health_and_no_redirect(app: ASGIApp, temporal_client: Clie
 
 
 async def test_a_body_that_does_not_arrive_in_time_is_408(temporal_client: Client, recorder: WorkflowHandle) -> None:
-    app = create_callback_app(temporal_client, TOKENS, SEALER, read_timeout=0.3)
+    app = create_callback_app(temporal_client, TOKENS, SEALER, proofs=PROOFS, read_timeout=0.3)
     headers = {"authorization": f"Bearer {bearer_for(recorder)}", "content-type": "application/json"}
     started = time.monotonic()
     answer = await call(app, headers=headers, chunks=[b'{"auth_req_id":'], stall=True)
@@ -910,7 +941,9 @@ async def test_a_refused_bearer_is_logged_once_per_interval_and_never_itself(
     logger = logging.getLogger("temporal_ciba.callback")
     logger.addHandler(handler)
     try:
-        fresh = create_callback_app(temporal_client, TOKENS, SEALER, max_body_bytes=LIMIT, refusal_log_interval=3600)
+        fresh = create_callback_app(
+            temporal_client, TOKENS, SEALER, proofs=PROOFS, max_body_bytes=LIMIT, refusal_log_interval=3600
+        )
         for _ in range(2):
             answer = await post(fresh, token, {"auth_req_id": "a"})
             assert answer.status == 401

@@ -1,37 +1,60 @@
 """History is confidential and authentic.
 
 The real worker refuses payloads that are not encrypted under its key, and ciphertext copied from
-one workflow into another. In each attack the workflow task fails with the codec's error and nothing
-runs: no CIBA request reaches the OP."""
+one workflow into another, and no workflow task fails for them: a workflow started with such
+input fails with the codec's reason before anything runs (no CIBA request reaches the OP), and
+such a signal is dropped while the approval goes on to its outcome."""
 
 from __future__ import annotations
 
 import json
 import uuid
 
+import pytest
 from temporalio.api.common.v1 import Payload
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import RawValue
+from temporalio.exceptions import ApplicationError
 
+from temporal_ciba._plugin import PAYLOAD_REFUSED
 from temporal_ciba._settings import WorkerSettings
+from temporal_ciba._workflow import DELIVER_SIGNAL, NOTIFY_SIGNAL, CibaApprovalWorkflow
 from temporal_ciba_examples.payment_agent.models import PaymentAgentInput
-from tests.support.flows import INVOICE, approval_handle, pending_auth_req_id, start_agent
+from tests.support.flows import (
+    INVOICE,
+    ROTATE_KEYS,
+    approval_handle,
+    pending_auth_req_id,
+    start_agent,
+    start_approval,
+)
 from tests.support.op import TestOP
 from tests.support.temporal import DevServer, wait_for
 
 
-async def failed_task_message(handle: WorkflowHandle) -> str | None:
+async def failed_tasks(handle: WorkflowHandle) -> list[str]:
     history = await handle.fetch_history()
-    for event in history.events:
-        if event.HasField("workflow_task_failed_event_attributes"):
-            return event.workflow_task_failed_event_attributes.failure.message
-    return None
+    return [
+        event.workflow_task_failed_event_attributes.failure.message
+        for event in history.events
+        if event.HasField("workflow_task_failed_event_attributes")
+    ]
 
 
 async def refused(handle: WorkflowHandle, words: str) -> str:
-    found = await wait_for(lambda: failed_task_message(handle), timeout=30, what="a failed workflow task")
-    assert words in found, found
-    return found
+    """The workflow failed (not its task) with the codec's reason, which has `words` in it."""
+    with pytest.raises(WorkflowFailureError) as failed:
+        await handle.result()
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == PAYLOAD_REFUSED, cause
+    assert words in cause.message, cause.message
+    assert await failed_tasks(handle) == []
+    return cause.message
+
+
+async def dropped(approval: WorkflowHandle, count: int) -> bool:
+    state = await approval.query(CibaApprovalWorkflow.status)
+    return state.dropped_notifications >= count
 
 
 def requests_for(op: TestOP, text: str) -> list[dict[str, object]]:
@@ -53,25 +76,26 @@ async def test_an_agent_started_with_plaintext_input_does_nothing(
         id=f"plain-agent-{uuid.uuid4().hex[:8]}",
         task_queue=worker.task_queue,
     )
-    try:
-        await refused(handle, "not encrypted")
-        assert requests_for(op, reference) == []  # no prompt on anyone's phone
-    finally:
-        await handle.terminate()
+    await refused(handle, "not encrypted")
+    assert requests_for(op, reference) == []  # no prompt on anyone's phone
 
 
-async def test_a_plaintext_signal_does_not_reach_the_approval(
+async def test_a_plaintext_signal_is_dropped_and_the_approval_is_approved(
     temporal_client: Client, temporal_server: DevServer, worker: WorkerSettings, op: TestOP
 ) -> None:
-    agent = await start_agent(temporal_client, worker)
-    approval = approval_handle(temporal_client, agent)
+    """`temporal workflow signal --name ciba.notify --input '{"auth_req_id":"x"}'`, then the approver says yes."""
+    approval = await start_approval(temporal_client, worker.task_queue, ROTATE_KEYS)
     auth_req_id = await pending_auth_req_id(approval)
     plain = (await plain_client(temporal_server)).get_workflow_handle(approval.id)
-    await plain.signal("notify", {"auth_req_id": auth_req_id})
-    try:
-        await refused(plain, "not encrypted")
-    finally:
-        await agent.terminate()
+    await plain.signal(NOTIFY_SIGNAL, {"auth_req_id": "x"})
+    await plain.signal(DELIVER_SIGNAL, {"auth_req_id": auth_req_id, "error": "access_denied"})
+    await wait_for(
+        lambda: dropped(approval, 2), timeout=30, what="the worker to drop both signals"
+    )  # both reached the worker before the decision
+    op.approve(auth_req_id)
+    outcome = await approval.result()
+    assert outcome.status == "approved", outcome.reason
+    assert await failed_tasks(approval) == []
 
 
 async def test_ciphertext_moved_into_another_workflow_is_refused(
@@ -92,5 +116,4 @@ async def test_ciphertext_moved_into_another_workflow_is_refused(
         await refused(copy, "another workflow")
         assert len(op.requests()) == before  # the copy sent no request of its own
     finally:
-        await copy.terminate()
         await agent.terminate()

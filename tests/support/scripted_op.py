@@ -34,6 +34,7 @@ from temporal_ciba._models import (
     TokenRequestResult,
     ValidateTokensInput,
     ValidateTokensResult,
+    VerifyNotificationInput,
 )
 from temporal_ciba._plugin import PASSTHROUGH_MODULES, PluginMarker
 from temporal_ciba._search_attributes import CIBA_STATUS
@@ -45,6 +46,10 @@ from tests.support.temporal import wait_for
 # A scripted answer to a token request: what the OP's token endpoint says, which the redeem
 # then validates; or, for the redeem only, its whole verdict (a quorum's approver's, say).
 Answer = TokenRequestResult | RedeemResult
+
+
+# The one proof the scripted activities refuse (a notification someone other than the callback wrote).
+FORGED_PROOF = "forged"
 
 
 class ScriptedOP:
@@ -107,6 +112,7 @@ class ScriptedOP:
         # What a late access token's revocation names: the real activity opens the sealed token
         # only with the action digest and the holder it was sealed to.
         self.access_token_revocations: list[RevokeAccessTokenInput] = []
+        self.verified: list[VerifyNotificationInput] = []  # every push whose proof was checked
 
     @property
     def activities(self) -> list[Callable[..., Any]]:
@@ -118,6 +124,7 @@ class ScriptedOP:
             self.redeem,
             self.revoke_access_token,
             self.record,
+            self.verify_notification,
         ]
 
     def auth_req_id_for(self, login_hint: str | None) -> str:
@@ -182,13 +189,24 @@ class ScriptedOP:
             await self.release.get()
         return self._next_answer(auth_req_id)
 
+    @activity.defn(name="ciba.verify_notification")
+    async def verify_notification(self, input: VerifyNotificationInput) -> bool:
+        """A push's proof, as scripted: every proof holds but FORGED_PROOF (the real check is unit-tested)."""
+        self.verified.append(input)
+        return input.delivery.proof != FORGED_PROOF
+
     @activity.defn(name="ciba.redeem")
     async def redeem(self, input: RedeemInput) -> RedeemResult:
         """The token request answers from the script.
 
         Granted tokens are validated as `validate` does, and rejected ones revoked on the spot; a
         repeat joins the first (Redemptions), as the real activity does."""
-        return await self.redemptions.once(input, lambda: self._redeem(input))
+        unproven = sum(notice.proof == FORGED_PROOF for notice in input.notices)
+        if input.notices and unproven == len(input.notices):
+            return RedeemResult(kind="unproven", unproven_notices=unproven)
+        plain = input.model_copy(update={"notices": [], "first_run_id": None})
+        result = await self.redemptions.once(plain, lambda: self._redeem(plain))
+        return result.model_copy(update={"unproven_notices": unproven})
 
     async def _redeem(self, input: RedeemInput) -> RedeemResult:
         answer = await self._token_request(input.binding.auth_req_id)

@@ -78,6 +78,14 @@ async def test_pushed_tokens_are_validated_and_revoked_with_their_options(env: W
     assert outcome.status == "rejected" and op.revoked == ["forged"]
     assert starts.starts == [
         SEND,
+        # The push's proof, checked before anything acts on it: no network, a few quick tries.
+        ActivityStart(
+            "ciba.verify_notification",
+            local=True,
+            start_to_close=10 * SECONDS,
+            schedule_to_close=None,
+            retry_policy=RetryPolicy(maximum_attempts=3),
+        ),
         ActivityStart(
             "ciba.validate_tokens",
             local=False,

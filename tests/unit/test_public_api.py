@@ -147,6 +147,7 @@ PUBLIC_API: dict[str, list[str]] = {
     "temporal_ciba.crypto": [
         "AesGcmCodec",
         "DPoPKeys",
+        "NotificationProofs",
         "NotificationTokens",
         "NotifiedApproval",
         "PayloadDecryptionError",
@@ -155,6 +156,7 @@ PUBLIC_API: dict[str, list[str]] = {
         "access_token_context",
         "derive_key",
         "id_token_context",
+        "refusal",
         "tokens_context",
     ],
     "temporal_ciba.records": [

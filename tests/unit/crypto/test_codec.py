@@ -11,7 +11,14 @@ import pytest
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import WorkflowSerializationContext
 
-from temporal_ciba.crypto._codec import WORKFLOW_ID_METADATA, AesGcmCodec, PayloadDecryptionError
+from temporal_ciba.crypto._codec import (
+    REFUSED_ENCODING,
+    WORKFLOW_ID_METADATA,
+    AesGcmCodec,
+    PayloadDecryptionError,
+    refusal,
+    refusal_marker,
+)
 
 KEY = os.urandom(32)
 PLAIN = Payload(metadata={"encoding": b"json/plain"}, data=b'{"amount":"120.00"}')
@@ -70,3 +77,35 @@ async def test_malformed_ciphertext_is_an_error_not_a_crash(metadata: dict[str, 
     payload = Payload(metadata={k: v for k, v in metadata.items() if v is not None}, data=data)
     with pytest.raises(PayloadDecryptionError):
         await codec.decode([payload])
+
+
+async def test_marking_codec_puts_a_refusal_marker_in_place_of_each_refused_payload() -> None:
+    """What CibaPlugin's codec does: decoding goes on, the marker says why, and holds nothing sent."""
+    [sealed] = await bound("wf-a").encode([PLAIN])
+    [other_key] = (
+        await AesGcmCodec(os.urandom(32))
+        .with_context(WorkflowSerializationContext(namespace="default", workflow_id="wf-a"))
+        .encode([PLAIN])
+    )
+    truncated = Payload(metadata=dict(sealed.metadata), data=sealed.data[:-1])
+    garbage = Payload(metadata={"encoding": b"binary/encrypted", "encryption-key-id": b"\xff`*"}, data=sealed.data)
+    codec = bound("wf-a", mark_refused=True)
+    decoded = await codec.decode([PLAIN, sealed, other_key, truncated, garbage])
+    assert decoded[1] == PLAIN
+    refusals = [refusal(payload) for payload in decoded]
+    assert refusals[1] is None
+    reasons = [(str(error), error.kind) for error in refusals if error is not None]
+    assert [kind for _, kind in reasons] == ["refused", "other_key", "refused", "refused"]
+    assert "not encrypted" in reasons[0][0] and "failed authentication" in reasons[2][0]
+    for index in (0, 2, 3, 4):
+        assert decoded[index].metadata["encoding"] == REFUSED_ENCODING and decoded[index].data == b""
+    # Without mark_refused the same payloads raise, as before.
+    with pytest.raises(PayloadDecryptionError, match="failed authentication"):
+        await bound("wf-a").decode([truncated])
+
+
+def test_only_a_marker_is_a_refusal() -> None:
+    lookalike = Payload(metadata={"encoding": b"json/plain", "ciba-refused-reason": b"x"}, data=b"{}")
+    assert refusal(lookalike) is None and refusal(PLAIN) is None
+    error = refusal(refusal_marker(PayloadDecryptionError("why\n" * 100, kind="other_key")))
+    assert error is not None and error.kind == "other_key" and len(str(error)) <= 200

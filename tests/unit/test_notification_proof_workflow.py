@@ -1,0 +1,83 @@
+"""The approval acts on a notification only once an activity has proven the callback made it.
+
+On the time-skipping server with the scripted activities (tests.support.scripted_op: every proof
+holds but FORGED_PROOF; the real check is tests/unit/crypto/test_notification_proofs.py). An
+unproven push (tokens or error) or ping is dropped, logged and counted; the approval goes on to
+the real one."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from temporal_ciba._approval.inbox import MAX_WAITING_PUSHES
+from temporal_ciba._models import ApprovalState, PingNotice, PushDelivery
+from temporal_ciba._workflow import STATUS_QUERY, CibaApprovalWorkflow
+from tests.support.scripted_op import FORGED_PROOF, GRANTED, ScriptedOP, start, wait_pending, worker
+
+REAL_PUSH = PushDelivery(auth_req_id="req-1", sealed_tokens="sealed-tokens", proof="from-the-callback")
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        PushDelivery(auth_req_id="req-1", error="access_denied", proof=FORGED_PROOF),
+        PushDelivery(auth_req_id="req-1", sealed_tokens="sealed-by-someone", proof=FORGED_PROOF),
+    ],
+    ids=["forged_denial", "forged_tokens"],
+)
+async def test_an_unproven_push_is_dropped_and_the_real_one_decides(
+    env: WorkflowEnvironment, forged: PushDelivery, caplog: pytest.LogCaptureFixture
+) -> None:
+    op = ScriptedOP(env, [], mode="push")
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue)
+        await wait_pending(handle)
+        with caplog.at_level(logging.WARNING):
+            await handle.signal(CibaApprovalWorkflow.ciba_deliver, forged)
+            await handle.signal(CibaApprovalWorkflow.ciba_deliver, REAL_PUSH)
+            outcome = await handle.result()
+        state = await handle.query(STATUS_QUERY, result_type=ApprovalState)
+    assert outcome.status == "approved", outcome.reason
+    assert [check.delivery.proof for check in op.verified] == [FORGED_PROOF, REAL_PUSH.proof]
+    assert [check.first_run_id for check in op.verified] == [handle.first_execution_run_id] * 2
+    assert op.revoked == []  # the forged tokens were never validated, so never revoked
+    assert state.dropped_notifications == 1
+    assert any(r.getMessage().startswith("dropped a ciba.deliver signal") for r in caplog.records)
+
+
+async def test_a_flood_of_forged_pushes_does_not_crowd_out_the_real_one(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [], mode="push")
+    running, task_queue = worker(env, op)
+    forged = PushDelivery(auth_req_id="req-1", error="access_denied", proof=FORGED_PROOF)
+    async with running:
+        handle = await start(env, op, task_queue)
+        await wait_pending(handle)
+        for _ in range(MAX_WAITING_PUSHES + 5):
+            await handle.signal(CibaApprovalWorkflow.ciba_deliver, forged)
+        await handle.signal(CibaApprovalWorkflow.ciba_deliver, REAL_PUSH)
+        outcome = await handle.result()
+    assert outcome.status == "approved", outcome.reason
+
+
+FORGED_PING = PingNotice(auth_req_id="req-1", proof=FORGED_PROOF)
+REAL_PING = PingNotice(auth_req_id="req-1", proof="from-the-callback")
+
+
+async def test_an_unproven_ping_asks_the_op_nothing_and_the_real_one_does(env: WorkflowEnvironment) -> None:
+    """Whether one workflow task takes both (one redeem checks both proofs) or each its own."""
+    op = ScriptedOP(env, [GRANTED], interval=5, mode="ping")
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue)
+        await wait_pending(handle)
+        for ping in (FORGED_PING, REAL_PING):
+            await handle.signal(CibaApprovalWorkflow.ciba_notify, ping)
+        outcome = await handle.result()
+        state = await handle.query(STATUS_QUERY, result_type=ApprovalState)
+    assert outcome.status == "approved"
+    assert len(op.poll_times) == 1  # one token request: the real ping's
+    assert state.dropped_notifications == 1
