@@ -51,7 +51,7 @@ from temporalio.converter import PayloadCodec
 from temporal_ciba._programs.codec_server_settings import ACCESS_TOKEN_TYPE, CodecServerSettings, normal_token_type
 from temporal_ciba._programs.codec_signin import MAX_QUERY_CHARS, BrowserSignIn, OperatorRule, SignInRefused
 from temporal_ciba._programs.http_guard import DEFAULT_READ_TIMEOUT, BodyDeadline
-from temporal_ciba.ciba import CibaError, JwksCache, TransportError, fetch_provider_metadata, json_object, select_keys
+from temporal_ciba.ciba import CibaError, JwksCache, fetch_jwks, fetch_provider_metadata, select_keys
 from temporal_ciba.crypto import AesGcmCodec, PayloadDecryptionError
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -152,13 +152,7 @@ class OidcAccessTokens:
         async with httpx.AsyncClient(timeout=self._timeout, follow_redirects=False) as http:
             if self._jwks_uri is None:
                 self._jwks_uri = (await fetch_provider_metadata(http, self.issuer, timeout=self._timeout)).jwks_uri
-            try:
-                response = await http.get(self._jwks_uri, headers={"accept": "application/json"})
-            except httpx.HTTPError as exc:
-                raise TransportError(f"jwks_uri: {type(exc).__name__}") from None
-            if response.status_code != 200:
-                raise TransportError(f"jwks_uri: HTTP {response.status_code}")
-            return json_object(response, "jwks_uri")
+            return await fetch_jwks(http, self._jwks_uri, timeout=self._timeout)
 
     async def _keys(self, *, refresh: bool) -> list[Any]:
         try:

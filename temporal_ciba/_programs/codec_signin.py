@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from temporal_ciba.ciba import CibaError, JwksCache, TransportError, fetch_provider_metadata, json_object, select_keys
+from temporal_ciba.ciba import CibaError, JwksCache, fetch_jwks, fetch_provider_metadata, select_keys
 
 log = logging.getLogger("temporal_ciba.codec_server")
 SameSite = Literal["lax", "strict", "none"]
@@ -216,13 +216,7 @@ class BrowserSignIn:
     async def _fetch_jwks(self) -> dict[str, Any]:
         async with self._client() as http:
             metadata = await self._provider(http)
-            try:
-                response = await http.get(metadata.jwks_uri, headers={"accept": "application/json"})
-            except httpx.HTTPError as exc:
-                raise TransportError(f"jwks_uri: {type(exc).__name__}") from None
-            if response.status_code != 200:
-                raise TransportError(f"jwks_uri: HTTP {response.status_code}")
-            return json_object(response, "jwks_uri")
+            return await fetch_jwks(http, metadata.jwks_uri, timeout=self._timeout)
 
     async def _keys(self, *, refresh: bool) -> list[Any]:
         try:

@@ -32,7 +32,14 @@ from ._client_auth import (
     load_client_signing_key,
 )
 from ._dialect import LoginHintFormat, RequestDialect, RequiredParameter, shape_request
-from ._discovery import CIBA_GRANT_TYPE, ClientAuthMethod, DeliveryMode, ProviderMetadata, fetch_provider_metadata
+from ._discovery import (
+    CIBA_GRANT_TYPE,
+    ClientAuthMethod,
+    DeliveryMode,
+    ProviderMetadata,
+    fetch_jwks,
+    fetch_provider_metadata,
+)
 from ._dpop import PROOF_MAX_AGE_SECONDS, DPoPKey, InvalidDPoPProof, verify_proof
 from ._errors import (
     AccessDenied,
@@ -148,6 +155,7 @@ __all__ = [
     "certificate_thumbprint",
     "check_pattern",
     "check_resource_indicators",
+    "fetch_jwks",
     "fetch_provider_metadata",
     "fit_binding_message",
     "json_object",

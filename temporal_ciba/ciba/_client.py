@@ -30,6 +30,7 @@ from ._discovery import (
     DeliveryMode,
     ProviderMetadata,
     check_ciba_support,
+    fetch_jwks,
     fetch_provider_metadata,
     transport_cause,
 )
@@ -330,14 +331,7 @@ class CibaClient:
 
     async def _fetch_jwks(self) -> dict[str, Any]:
         metadata = await self.metadata()
-        try:
-            response = await self._http.get(
-                metadata.jwks_uri, headers={"accept": "application/json"}, timeout=self._timeout
-            )
-        except httpx.HTTPError as exc:
-            raise TransportError(f"jwks_uri: {transport_cause(exc)}") from None
-        raise_for_error(response, "jwks_uri")
-        return json_object(response, "jwks_uri")
+        return await fetch_jwks(self._http, metadata.jwks_uri, timeout=self._timeout)
 
     # Token management (RFC 7662, RFC 7009) ---------------------------------------------------
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from ._errors import DiscoveryError, ProtocolError, TransportError, one_line
-from ._http import json_object, require_endpoint_url, require_secure_url
+from ._http import json_object, raise_for_error, require_endpoint_url, require_secure_url
 
 CIBA_GRANT_TYPE = "urn:openid:params:grant-type:ciba"
 
@@ -214,3 +214,13 @@ async def fetch_provider_metadata(http: httpx.AsyncClient, issuer: str, *, timeo
     except ProtocolError as exc:
         raise DiscoveryError(str(exc)) from None
     return parse_provider_metadata(document, issuer)
+
+
+async def fetch_jwks(http: httpx.AsyncClient, jwks_uri: str, *, timeout: httpx.Timeout) -> dict[str, Any]:
+    """GET the OP's JWK Set document (OIDC Discovery §3 `jwks_uri`, RFC 7517 §5), unparsed."""
+    try:
+        response = await http.get(jwks_uri, headers={"accept": "application/json"}, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise TransportError(f"jwks_uri: {transport_cause(exc)}") from None
+    raise_for_error(response, "jwks_uri")
+    return json_object(response, "jwks_uri")

@@ -130,6 +130,7 @@ PUBLIC_API: dict[str, list[str]] = {
         "certificate_thumbprint",
         "check_pattern",
         "check_resource_indicators",
+        "fetch_jwks",
         "fetch_provider_metadata",
         "fit_binding_message",
         "json_object",
