@@ -24,6 +24,7 @@ from temporal_ciba.records import (
     DecisionStore,
     EvidenceError,
     EvidenceKeys,
+    LogSigner,
     PostgresStore,
     RecordConflict,
     RecordDecisionInput,
@@ -163,7 +164,7 @@ def test_outcomes_without_an_auth_req_id_get_distinct_ids() -> None:
 
 def test_the_activity_retried_writes_one_record(store: DecisionStore) -> None:
     sealer = TokenSealer(TOKEN_KEY)
-    recorder = DecisionRecorder(store, EvidenceKeys([KEY_A]), sealer)
+    recorder = DecisionRecorder(store, EvidenceKeys([KEY_A]), sealer, LogSigner(TOKEN_KEY))
     env = ActivityEnvironment()
     env.info = dataclasses.replace(env.info, workflow_id=WORKFLOW)
     input = decision().model_copy(
