@@ -338,10 +338,10 @@ def _check_place(
         return f"sequence {place.seq} appears twice (a record inserted?)"
     if place.seq < last_seq:
         return f"out of order: sequence {place.seq} after {last_seq} (reordered?)"
+    if root is None:
+        return None  # the checkpoint failed, reported once for the whole export
     if place.seq >= size or place.inclusion is None:
         return f"sequence {place.seq} is after the checkpoint (size {size}): not covered by a signed checkpoint"
-    if root is None:
-        return "no signed checkpoint to place it in"
     proof = _hashes(place.inclusion)
     if place.tree_size != size or proof is None:
         return "its inclusion proof is not for the export's checkpoint"
