@@ -10,9 +10,12 @@ row, stores the record's leaf hash and MAC, and moves the head (size and compact
 The head row is locked for the transaction (PostgreSQL: SELECT ... FOR UPDATE; SQLite: BEGIN
 IMMEDIATE, its single writer), so concurrent writers from any number of workers take
 consecutive numbers, with no gap and no fork; a writer killed mid-append rolls back, its
-retried write appends once. A unique index on the sequence number holds it even against a bug. Each call opens
-its own connection: the worker writes a record per decision, seldom enough that a pool is not
-worth its failure modes, and a restarted database server is simply reconnected to.
+retried write appends once. A unique index on the sequence number holds it even against a bug.
+
+SQLite opens the file for each call. PostgreSQL keeps one connection per thread and reuses it
+(opening one costs more than the append itself: bench/log_append.py); a reused connection
+that fails (a restarted server, an idle one dropped) is closed and the call made once more on
+a new one, which is safe as every operation is idempotent (the insert keyed by record id).
 
 Every error of the database driver is turned into RecordStoreError at this boundary, naming the
 setting (CIBA_RECORD_DSN, CIBA_RECORD_DB) and never its value: libpq quotes the connection
@@ -26,6 +29,7 @@ import logging
 import os
 import sqlite3
 import stat
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -148,12 +152,22 @@ class DecisionStore(ABC):
         """`operation()`, a driver error turned into RecordStoreError naming the setting and what failed.
 
         Raised outside the handler, so the driver's error (whose text may quote the DSN) is neither
-        its cause nor its context: no traceback, log or workflow history shows it."""
-        try:
-            return operation()
-        except self._driver_errors() as exc:
-            message = f"the decision-record store ({self.setting}) failed while {doing}: {self._describe(exc)}"
+        its cause nor its context: no traceback, log or workflow history shows it. A failure on a
+        reused connection is tried once more, on a new one (`_discard_stale`)."""
+        message = ""
+        for attempt in range(2):
+            try:
+                return operation()
+            except self._driver_errors() as exc:
+                if attempt == 0 and self._discard_stale(exc):
+                    continue
+                message = f"the decision-record store ({self.setting}) failed while {doing}: {self._describe(exc)}"
+            break
         raise RecordStoreError(message)
+
+    def _discard_stale(self, exc: BaseException) -> bool:
+        """Whether `exc` came from a reused connection, now discarded, so the call is worth repeating."""
+        return False
 
     def _decided_at(self, value: datetime) -> Any:
         return value
@@ -443,15 +457,40 @@ class PostgresStore(DecisionStore):
     def __init__(self, dsn: str, *, connect_timeout: int = 10) -> None:
         self._dsn = dsn
         self._connect_timeout = connect_timeout
+        self._local = threading.local()
 
     def __repr__(self) -> str:
         return "PostgresStore()"  # the DSN may hold a password
 
     def _connect(self) -> Any:
+        return _Reused(self)
+
+    def _connection(self) -> tuple[Any, bool]:
+        """This thread's connection, and whether it is reused (opened by an earlier call)."""
         import psycopg
 
-        # psycopg's connection context manager commits on success, rolls back on error, closes.
-        return psycopg.connect(self._dsn, connect_timeout=self._connect_timeout)
+        connection = getattr(self._local, "connection", None)
+        if connection is not None and not connection.closed and not connection.broken:
+            self._local.reused = True
+            return connection, True
+        self._local.connection = None
+        connection = psycopg.connect(self._dsn, connect_timeout=self._connect_timeout)
+        self._local.connection, self._local.reused = connection, False
+        return connection, False
+
+    def _drop(self) -> None:
+        connection, self._local.connection = getattr(self._local, "connection", None), None
+        if connection is not None:
+            connection.close()
+
+    def _discard_stale(self, exc: BaseException) -> bool:
+        import psycopg
+
+        reused = getattr(self._local, "reused", False)
+        if isinstance(exc, psycopg.OperationalError):
+            self._drop()
+            return bool(reused)
+        return False
 
     def _driver_errors(self) -> tuple[type[BaseException], ...]:
         import psycopg
@@ -518,6 +557,27 @@ class PostgresStore(DecisionStore):
     def _add_log_columns(self, connection: Any) -> None:
         for name, kind in LOG_COLUMNS:
             connection.execute(f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS {name} {kind}")
+
+
+class _Reused:
+    """A PostgreSQL store's connection for one transaction: committed on success, rolled back on error, kept."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self._store = store
+        self._connection: Any = None
+
+    def __enter__(self) -> Any:
+        self._connection, _ = self._store._connection()
+        return self._connection
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None:
+            self._connection.commit()
+            return
+        try:
+            self._connection.rollback()
+        except Exception:
+            self._store._drop()  # broken: the next call opens another
 
 
 class _Closing:

@@ -183,3 +183,21 @@ def test_the_sqlite_file_is_plain_sqlite(tmp_path: Path) -> None:
     store.insert(record(), EvidenceKeys([KEY_A]))
     with sqlite3.connect(tmp_path / "records.sqlite3") as connection:
         assert connection.execute(f"SELECT status, sub FROM {TABLE}").fetchall() == [("approved", "alice")]  # noqa: S608
+
+
+def test_a_postgres_connection_dropped_by_the_server_is_replaced(postgres: PostgresServer) -> None:
+    """The store reuses a connection per thread; one the server dropped fails once, unseen, and is replaced."""
+    import psycopg
+
+    dsn = postgres.new_database()
+    store = PostgresStore(dsn)
+    store.create()
+    keys = EvidenceKeys([KEY_A])
+    assert store.insert(record("req-1"), keys) is True
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()"
+        )
+    assert store.insert(record("req-2"), keys) is True
+    assert [stored.seq for stored in store.select()] == [0, 1]
