@@ -6,11 +6,12 @@ tampered store can cause. The ID token is stored encrypted (records.evidence).
 
 Append-only: the insert that writes a record also appends it to the decision log
 (records.log) in the same transaction: it takes the next sequence number from the log's head
-row, stores the record's leaf hash and MAC, and moves the head (size and compact range) on.
-The head row is locked for the transaction (PostgreSQL: SELECT ... FOR UPDATE; SQLite: BEGIN
-IMMEDIATE, its single writer), so concurrent writers from any number of workers take
-consecutive numbers, with no gap and no fork; a writer killed mid-append rolls back, its
-retried write appends once. A unique index on the sequence number holds it even against a bug.
+row (UPDATE ... RETURNING, which locks that row until the commit; SQLite: BEGIN IMMEDIATE,
+its single writer) and stores the record's leaf hash and MAC, so concurrent writers from any
+number of workers take consecutive numbers, with no gap and no fork; a writer killed
+mid-append rolls back, its retried write appends once. A unique index on the sequence number
+holds it even against a bug. Checkpoints keep the tree's compact range, so the next one extends
+it by the leaves appended since.
 
 SQLite opens the file for each call. PostgreSQL keeps one connection per thread and reuses it
 (opening one costs more than the append itself: bench/log_append.py); a reused connection
@@ -138,9 +139,15 @@ class DecisionStore(ABC):
     @abstractmethod
     def _driver_errors(self) -> tuple[type[BaseException], ...]: ...
 
-    @abstractmethod
-    def _lock_head(self, connection: Any) -> tuple[int, str]:
-        """Begin the append: lock the log's head row for this transaction; its (size, compact range)."""
+    def _begin_append(self, connection: Any) -> None:  # noqa: B027 (PostgreSQL's transaction begins by itself)
+        """Begin the append's transaction (SQLite takes its write lock here)."""
+
+    def _next_seq(self, connection: Any) -> int:
+        """Take the next sequence number: the head row moved on, and locked until this transaction ends."""
+        (size,) = connection.execute(
+            f"UPDATE {HEAD_TABLE} SET size = size + 1 WHERE id = 1 RETURNING size"  # noqa: S608
+        ).fetchone()
+        return int(size) - 1
 
     @abstractmethod
     def _add_log_columns(self, connection: Any) -> None: ...
@@ -210,39 +217,41 @@ class DecisionStore(ABC):
         p = self.placeholder
 
         def write() -> tuple[bool, Any]:
-            with self._connect() as connection:
-                size, compact = self._lock_head(connection)
-                existing = connection.execute(
-                    f"SELECT content_digest FROM {TABLE} WHERE record_id = {p}",  # noqa: S608
-                    (record.record_id,),
-                ).fetchone()
-                if existing is not None:
-                    return False, existing
-                frontier = _frontier(size, compact)
-                connection.execute(
-                    f"INSERT INTO {TABLE} (record_id, decided_at, status, sub, body, evidence, content_digest, "  # noqa: S608
-                    f"recorded_at, seq, leaf_hash, body_mac) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, "
-                    f"{p}, {p})",
-                    (
-                        record.record_id,
-                        self._decided_at(record.decided_at),
-                        record.status,
-                        record.sub,
-                        body,
-                        evidence,
-                        digest,
-                        self._decided_at(datetime.now(UTC)),
-                        size,
-                        leaf.hex(),
-                        keys.mac(record.record_id, size, leaf),
-                    ),
-                )
-                frontier.append(leaf)
-                connection.execute(
-                    f"UPDATE {HEAD_TABLE} SET size = {p}, frontier = {p} WHERE id = 1",  # noqa: S608
-                    (frontier.size, ",".join(node.hex() for node in frontier.hashes)),
-                )
+            try:
+                with self._connect() as connection:
+                    self._begin_append(connection)
+                    found = self._stored_digest(connection, record.record_id)
+                    if found is not None:
+                        return False, found
+                    # From here to the commit the head row is locked: as few round trips as can be.
+                    seq = self._next_seq(connection)
+                    if not append(connection, seq):
+                        raise _Raced  # the same record, written meanwhile: roll the head back
+            except _Raced:
+                with self._connect() as connection:
+                    return False, self._stored_digest(connection, record.record_id)
             return True, None
+
+        def append(connection: Any, seq: int) -> bool:
+            cursor = connection.execute(
+                f"INSERT INTO {TABLE} (record_id, decided_at, status, sub, body, evidence, content_digest, "  # noqa: S608
+                f"recorded_at, seq, leaf_hash, body_mac) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, "
+                f"{p}, {p}) ON CONFLICT (record_id) DO NOTHING",
+                (
+                    record.record_id,
+                    self._decided_at(record.decided_at),
+                    record.status,
+                    record.sub,
+                    body,
+                    evidence,
+                    digest,
+                    self._decided_at(datetime.now(UTC)),
+                    seq,
+                    leaf.hex(),
+                    keys.mac(record.record_id, seq, leaf),
+                ),
+            )
+            return bool(cursor.rowcount == 1)
 
         written, existing = self._call("writing a record", write)
         if written:
@@ -250,6 +259,13 @@ class DecisionStore(ABC):
         if existing is None or existing[0] != digest:
             raise RecordConflict(f"record {record.record_id} already holds another decision")
         return False
+
+    def _stored_digest(self, connection: Any, record_id: str) -> Any:
+        """The content digest of the record stored under `record_id` (a row), or None."""
+        return connection.execute(
+            f"SELECT content_digest FROM {TABLE} WHERE record_id = {self.placeholder}",  # noqa: S608
+            (record_id,),
+        ).fetchone()
 
     def select(self, query: RecordQuery = RecordQuery()) -> Iterator[StoredRecord]:
         """The records that match, in log order (records outside the log last, oldest decision first)."""
@@ -310,33 +326,52 @@ class DecisionStore(ABC):
     def checkpoint(self, signer: LogSigner) -> Checkpoint:
         """Sign a checkpoint of the log as it is now, unless the latest one already has its size; that checkpoint.
 
-        Several writers may sign the same size at once: the first stored wins, and as the head
-        moves under a lock, every one of them signs the same root."""
+        The root comes from the previous checkpoint's compact range, extended by the leaves
+        appended since (the head and its records commit together, so every sequence number below
+        the head's size is there). Several writers may sign the same size at once: the first
+        stored wins, and every one of them computes the same root."""
         p = self.placeholder
 
         def sign() -> Any:
             with self._connect() as connection:
-                size, compact = connection.execute(
-                    f"SELECT size, frontier FROM {HEAD_TABLE} WHERE id = 1"  # noqa: S608
-                ).fetchone()
+                (size,) = connection.execute(f"SELECT size FROM {HEAD_TABLE} WHERE id = 1").fetchone()  # noqa: S608
+                size = int(size)
                 latest = connection.execute(
                     f"SELECT checkpoint FROM {CHECKPOINT_TABLE} WHERE size = {p}",  # noqa: S608
                     (size,),
                 ).fetchone()
                 if latest is not None:
                     return latest[0]
-                signed = signer.sign(int(size), _frontier(int(size), compact).root)
+                before = connection.execute(
+                    f"SELECT size, frontier FROM {CHECKPOINT_TABLE} WHERE size < {p} ORDER BY size DESC LIMIT 1",  # noqa: S608
+                    (size,),
+                ).fetchone()
+                frontier = _frontier(before[0], before[1]) if before else Frontier()
+                leaves = connection.execute(
+                    f"SELECT seq, leaf_hash FROM {TABLE} WHERE seq >= {p} AND seq < {p} ORDER BY seq",  # noqa: S608
+                    (frontier.size, size),
+                ).fetchall()
+                for seq, leaf in leaves:
+                    if int(seq) != frontier.size:
+                        break
+                    frontier.append(bytes.fromhex(leaf))
+                if frontier.size != size:
+                    return None
+                signed = signer.sign(size, frontier.root)
                 connection.execute(
-                    f"INSERT INTO {CHECKPOINT_TABLE} (size, checkpoint) VALUES ({p}, {p}) "  # noqa: S608
+                    f"INSERT INTO {CHECKPOINT_TABLE} (size, checkpoint, frontier) VALUES ({p}, {p}, {p}) "  # noqa: S608
                     "ON CONFLICT (size) DO NOTHING",
-                    (signed.size, signed.model_dump_json()),
+                    (signed.size, signed.model_dump_json(), ",".join(node.hex() for node in frontier.hashes)),
                 )
                 return connection.execute(
                     f"SELECT checkpoint FROM {CHECKPOINT_TABLE} WHERE size = {p}",  # noqa: S608
                     (size,),
                 ).fetchone()[0]
 
-        return Checkpoint.model_validate_json(self._call("signing a checkpoint", sign))
+        signed = self._call("signing a checkpoint", sign)
+        if signed is None:
+            raise RecordStoreError(f"the decision log ({self.setting}) has a gap below its head: not signed")
+        return Checkpoint.model_validate_json(signed)
 
 
 def _frontier(size: Any, compact: str) -> Frontier:
@@ -349,13 +384,13 @@ def _log_schema(bigint: str) -> str:
         CREATE UNIQUE INDEX IF NOT EXISTS {TABLE}_seq ON {TABLE} (seq);
         CREATE TABLE IF NOT EXISTS {HEAD_TABLE} (
             id INTEGER PRIMARY KEY CHECK (id = 1),
-            size {bigint} NOT NULL,
-            frontier TEXT NOT NULL
+            size {bigint} NOT NULL
         );
-        INSERT INTO {HEAD_TABLE} (id, size, frontier) VALUES (1, 0, '') ON CONFLICT (id) DO NOTHING;
+        INSERT INTO {HEAD_TABLE} (id, size) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
         CREATE TABLE IF NOT EXISTS {CHECKPOINT_TABLE} (
             size {bigint} PRIMARY KEY,
-            checkpoint TEXT NOT NULL
+            checkpoint TEXT NOT NULL,
+            frontier TEXT NOT NULL
         )
     """  # noqa: S608
 
@@ -409,10 +444,8 @@ class SqliteStore(DecisionStore):
                 file_mode & 0o777,
             )
 
-    def _lock_head(self, connection: Any) -> tuple[int, str]:
-        connection.execute("BEGIN IMMEDIATE")  # the write lock, before the head is read
-        size, compact = connection.execute(f"SELECT size, frontier FROM {HEAD_TABLE} WHERE id = 1").fetchone()  # noqa: S608
-        return int(size), compact
+    def _begin_append(self, connection: Any) -> None:
+        connection.execute("BEGIN IMMEDIATE")  # the single writer's lock, before anything is read
 
     def _add_log_columns(self, connection: Any) -> None:
         present = {row[1] for row in connection.execute(f"PRAGMA table_info({TABLE})").fetchall()}
@@ -547,16 +580,13 @@ class PostgresStore(DecisionStore):
             CREATE INDEX IF NOT EXISTS {TABLE}_decided_at ON {TABLE} (decided_at);
         """ + _log_schema("BIGINT")
 
-    def _lock_head(self, connection: Any) -> tuple[int, str]:
-        # Row lock until commit: every other append waits here, so sequence numbers follow one another.
-        size, compact = connection.execute(
-            f"SELECT size, frontier FROM {HEAD_TABLE} WHERE id = 1 FOR UPDATE"  # noqa: S608
-        ).fetchone()
-        return int(size), compact
-
     def _add_log_columns(self, connection: Any) -> None:
         for name, kind in LOG_COLUMNS:
             connection.execute(f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS {name} {kind}")
+
+
+class _Raced(Exception):
+    """The record was written by another writer between the check and the insert."""
 
 
 class _Reused:

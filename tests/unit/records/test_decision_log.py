@@ -356,16 +356,15 @@ from pathlib import Path
 
 kind, where, record_file = sys.argv[1:4]
 store = SqliteStore(Path(where)) if kind == "sqlite" else PostgresStore(where)
-lock_head = store._lock_head
+next_seq = store._next_seq
 
 def locked_then_wait(connection):
-    head = lock_head(connection)
-    connection.execute("SELECT 1")
+    seq = next_seq(connection)
     print("locked", flush=True)
     sys.stdin.read()  # blocks: the parent kills this process inside the transaction
-    return head
+    return seq
 
-store._lock_head = locked_then_wait
+store._next_seq = locked_then_wait
 store.insert(DecisionRecord.model_validate_json(Path(record_file).read_text()), EvidenceKeys([b"\\x01" * 32]))
 """
 

@@ -108,6 +108,29 @@ def test_concurrent_writes_of_one_decision_leave_one_record(store: DecisionStore
     with ThreadPoolExecutor(4) as pool:
         written = list(pool.map(lambda _: store.insert(record(), keys), range(4)))
     assert sorted(written) == [False, False, False, True] and len(list(store.select())) == 1
+    assert [leaf.seq for leaf in store.log_leaves()] == [0]
+
+
+def test_a_write_that_loses_the_race_leaves_no_gap(store: DecisionStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another writer stores the record between this one's check and its insert: nothing is appended."""
+    keys = EvidenceKeys([KEY_A])
+    store.insert(record("req-1"), keys)
+    checked = store._stored_digest
+    calls: list[str] = []
+
+    def not_yet_there(connection: object, record_id: str) -> object:
+        calls.append(record_id)
+        return None if len(calls) == 1 else checked(connection, record_id)
+
+    monkeypatch.setattr(store, "_stored_digest", not_yet_there)
+    assert store.insert(record("req-1"), keys) is False
+    monkeypatch.undo()
+    with pytest.raises(RecordConflict):
+        monkeypatch.setattr(store, "_stored_digest", lambda connection, record_id: None)
+        store.insert(record("req-1").model_copy(update={"sub": "mallory"}), keys)
+    monkeypatch.undo()
+    assert store.insert(record("req-2"), keys) is True
+    assert [leaf.seq for leaf in store.log_leaves()] == [0, 1]
 
 
 def test_the_id_token_is_encrypted_at_rest_and_keys_rotate(store: DecisionStore) -> None:
