@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from temporal_ciba._models import ApprovalOutcome, ApprovalRequest
+from temporal_ciba import ApprovalOutcome, ApprovalRequest
 from temporal_ciba.records import (
     DecisionRecord,
     DecisionStore,
@@ -45,9 +45,9 @@ from temporal_ciba.records import (
     SqliteStore,
     export,
 )
-from temporal_ciba.records._store import TABLE
 
 KEYS = EvidenceKeys([b"\x01" * 32])
+TABLE = "ciba_decision_records"  # the store's table, copied without the log for the bare insert
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 TOKEN = "eyJhbGciOiJSUzI1NiJ9." + "x" * 600 + ".signature"  # an ID token's size, encrypted as evidence
 
