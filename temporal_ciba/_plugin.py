@@ -47,7 +47,7 @@ from temporal_ciba._settings import (
 from temporal_ciba._workflow import PLUGIN_MARKER, CibaApprovalWorkflow
 from temporal_ciba.ciba import CibaClient, CibaError, DiscoveryError, TransportError
 from temporal_ciba.crypto import AesGcmCodec, NotificationTokens, TokenSealer
-from temporal_ciba.records import DecisionRecorder, EvidenceKeys, LogSigner, open_store
+from temporal_ciba.records import DecisionRecorder, EvidenceKeys, LogSigner, RecordStoreError, open_store
 
 logger = logging.getLogger("temporal_ciba.worker")
 
@@ -250,7 +250,10 @@ class CibaPlugin(SimplePlugin):
             )
             dsn = self._records.record_dsn
             store = open_store(path=self._records.record_db, dsn=dsn.get_secret_value() if dsn else None)
-            store.check_at_rest()
+            try:
+                store.check_at_rest()
+            except RecordStoreError as exc:  # one line naming CIBA_RECORD_DB: the worker does not start
+                raise ConfigError(str(exc)) from None
             recorder = DecisionRecorder(
                 store,
                 EvidenceKeys(self._records.record_key_bytes(self._token_key)),
