@@ -57,6 +57,12 @@ class DecisionRecorder:
         async with self._lock:
             if not self._created:
                 await asyncio.to_thread(self._store.create)
+                left_out = await asyncio.to_thread(self._store.append_unlogged, self._keys)
+                for record_id in left_out:
+                    activity.logger.warning(
+                        "decision record %s, written before the log, stays outside it: its evidence does not open",
+                        record_id,
+                    )
                 self._created = True
         try:
             written = await asyncio.to_thread(self._store.insert, record, self._keys)

@@ -260,6 +260,41 @@ class DecisionStore(ABC):
             raise RecordConflict(f"record {record.record_id} already holds another decision")
         return False
 
+    def append_unlogged(self, keys: EvidenceKeys) -> list[str]:
+        """Append the records stored before the log (no sequence number), oldest write first; the ids left out.
+
+        From then on the log attests them as they are now: what happened to them before is not
+        covered. One whose evidence does not open under `keys` is left out (its leaf would not
+        hold its ID token) and stays outside the log, as export and verify report."""
+        p = self.placeholder
+
+        def adopt() -> list[str]:
+            left_out = []
+            with self._connect() as connection:
+                self._begin_append(connection)
+                rows = connection.execute(
+                    f"SELECT {COLUMNS} FROM {TABLE} WHERE seq IS NULL ORDER BY recorded_at, record_id"  # noqa: S608
+                ).fetchall()
+                for row in rows:
+                    stored = self._row(tuple(row))
+                    try:
+                        record = stored.record
+                        if stored.evidence is not None:
+                            id_token = keys.decrypt(stored.evidence, body_digest=record.body_digest())
+                            record = record.model_copy(update={"id_token": id_token})
+                    except EvidenceError:
+                        left_out.append(record.record_id)
+                        continue
+                    leaf = record_leaf_hash(record)
+                    seq = self._next_seq(connection)
+                    connection.execute(
+                        f"UPDATE {TABLE} SET seq = {p}, leaf_hash = {p}, body_mac = {p} WHERE record_id = {p}",  # noqa: S608
+                        (seq, leaf.hex(), keys.mac(record.record_id, seq, leaf), record.record_id),
+                    )
+            return left_out
+
+        return self._call("appending the records written before the log", adopt)
+
     def _stored_digest(self, connection: Any, record_id: str) -> Any:
         """The content digest of the record stored under `record_id` (a row), or None."""
         return connection.execute(

@@ -105,3 +105,17 @@ def test_a_worker_refuses_a_store_in_a_directory_every_user_can_write(tmp_path: 
         ConfigError, match=r"^the decision-record store \(CIBA_RECORD_DB\) is in .*every user can write"
     ):
         plugin._build_activities()
+
+
+async def test_the_first_write_appends_the_records_written_before_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store's adoption (tests/unit/records/test_decision_log.py) runs once, on the recorder's first write."""
+    store = SqliteStore(tmp_path / "records.sqlite3")
+    calls = []
+    adopt = store.append_unlogged
+    monkeypatch.setattr(store, "append_unlogged", lambda keys: calls.append(keys) or adopt(keys))
+    recorder = DecisionRecorder(store, EvidenceKeys([TOKEN_KEY]), TokenSealer(TOKEN_KEY), LogSigner(os.urandom(32)))
+    await record(recorder, 0)
+    await record(recorder, 1)
+    assert len(calls) == 1

@@ -481,3 +481,50 @@ def test_a_random_single_alteration_of_a_random_log_always_fails(kinds: list[str
     edited = data.draw(alteration(lines))
     if edited != lines:
         assert report(edited).failures != []
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_records_written_before_the_log_join_it(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """A table created before the log, its rows as they were written then: the first write adopts them."""
+    store: DecisionStore = (
+        SqliteStore(tmp_path / "records.sqlite3")
+        if kind == "sqlite"
+        else PostgresStore(request.getfixturevalue("postgres").new_database())
+    )
+    older, newer = demo_log()[:2], demo_log()[2:]
+    p = store.placeholder
+    with store._connect() as connection:
+        connection.execute(
+            f"CREATE TABLE {TABLE} (record_id TEXT PRIMARY KEY, decided_at TEXT NOT NULL, status TEXT NOT NULL, "
+            "sub TEXT, body TEXT NOT NULL, evidence TEXT, content_digest TEXT NOT NULL, recorded_at TEXT NOT NULL)"
+        )
+        for n, record in enumerate(older):
+            evidence = (
+                RECORD_KEY.encrypt(record.id_token, body_digest=record.body_digest()) if record.id_token else None
+            )
+            connection.execute(
+                f"INSERT INTO {TABLE} VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p})",  # noqa: S608
+                (
+                    record.record_id,
+                    record.decided_at.isoformat(),
+                    record.status,
+                    record.sub,
+                    record.model_dump_json(exclude={"id_token"}),
+                    evidence,
+                    record.content_digest(),
+                    f"2026-03-01T00:00:0{n}+00:00",
+                ),
+            )
+    store.create()
+    (outside,) = [item.problem for item in export(store, RECORD_KEY, RecordQuery(), signer=LOG).records[:1]]
+    assert outside == "the record is not in the decision log (written before the log)"
+    assert store.append_unlogged(RECORD_KEY) == []
+    for record in newer:
+        store.insert(record, RECORD_KEY)
+    exported = export(store, RECORD_KEY, RecordQuery(), signer=LOG)
+    assert [item.problem for item in exported.records] == [None] * 4
+    lines = [json.loads(line) for line in exported.lines]
+    assert [(line["record_id"], line["log"]["seq"]) for line in lines[1:]] == [
+        (record.record_id, seq) for seq, record in enumerate([*older, *newer])
+    ]
+    assert report(lines).failures == []
