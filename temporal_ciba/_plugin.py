@@ -323,6 +323,8 @@ class CibaPlugin(SimplePlugin):
                 signing.cancel()
             if recorder is not None:
                 await _final_checkpoint(recorder)
+                if self._running_workers == 0:
+                    await asyncio.to_thread(recorder.store.close)
             if self._running_workers == 0 and self._ciba is not None:
                 ciba, self._ciba = self._ciba, None
                 await ciba.aclose()

@@ -16,7 +16,8 @@ it by the leaves appended since.
 SQLite opens the file for each call. PostgreSQL keeps one connection per thread and reuses it
 (opening one costs more than the append itself: bench/log_append.py); a reused connection
 that fails (a restarted server, an idle one dropped) is closed and the call made once more on
-a new one, which is safe as every operation is idempotent (the insert keyed by record id).
+a new one, which is safe as every operation is idempotent (the insert keyed by record id). A
+stopping worker closes them all (`close`).
 
 Every error of the database driver is turned into RecordStoreError at this boundary, naming the
 setting (CIBA_RECORD_DSN, CIBA_RECORD_DB) and never its value: libpq quotes the connection
@@ -187,6 +188,9 @@ class DecisionStore(ABC):
         if record.record_id != record_id:
             raise RecordConflict(f"record {record_id}: its body names another record id")
         return StoredRecord(record, evidence, content_digest, recorded_at, seq, leaf_hash, mac)
+
+    def close(self) -> None:  # noqa: B027 (SQLite closes the file after each call)
+        """Close the connections the store keeps (the next call opens another)."""
 
     def check_at_rest(self) -> None:  # noqa: B027 (a PostgreSQL server keeps its own files)
         """Refuse a store whose files others could read or replace (RecordStoreError naming the setting)."""
@@ -526,6 +530,9 @@ class PostgresStore(DecisionStore):
         self._dsn = dsn
         self._connect_timeout = connect_timeout
         self._local = threading.local()
+        # Every connection opened, so that close() reaches those of every thread.
+        self._opened: list[Any] = []
+        self._opened_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return "PostgresStore()"  # the DSN may hold a password
@@ -544,7 +551,16 @@ class PostgresStore(DecisionStore):
         self._local.connection = None
         connection = psycopg.connect(self._dsn, connect_timeout=self._connect_timeout)
         self._local.connection, self._local.reused = connection, False
+        with self._opened_lock:
+            self._opened = [kept for kept in self._opened if not kept.closed] + [connection]
         return connection, False
+
+    def close(self) -> None:
+        """Close every connection the store keeps, in every thread (a worker stopping)."""
+        with self._opened_lock:
+            opened, self._opened = self._opened, []
+        for connection in opened:
+            connection.close()
 
     def _drop(self) -> None:
         connection, self._local.connection = getattr(self._local, "connection", None), None

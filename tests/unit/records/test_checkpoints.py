@@ -79,7 +79,10 @@ async def test_a_checkpoint_once_the_oldest_unsigned_record_is_t_seconds_old(
     assert signed_size(store) == 1
 
 
-async def test_the_worker_signs_a_checkpoint_when_it_stops(tmp_path: Path) -> None:
+async def test_the_worker_signs_a_checkpoint_when_it_stops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """And closes the store's connections after it."""
+    closed: list[SqliteStore] = []
+    monkeypatch.setattr(SqliteStore, "close", lambda self: closed.append(self))
     records = RecordSettings(record_db=tmp_path / "records.sqlite3")
     op = OPSettings(issuer=f"http://127.0.0.1:{free_port()}", client_id="agent", client_secret="s")  # type: ignore[arg-type]
     plugin = CibaPlugin(payload_key=os.urandom(32), token_key=TOKEN_KEY, op=op, records=records)
@@ -92,6 +95,7 @@ async def test_the_worker_signs_a_checkpoint_when_it_stops(tmp_path: Path) -> No
     checkpoint = store.latest_checkpoint()
     assert checkpoint is not None and checkpoint.size == 1
     assert checkpoint.verifies(LogSigner(records.log_key_bytes(TOKEN_KEY)).public_key)
+    assert closed == [recorder.store]
 
 
 def test_a_worker_refuses_a_store_in_a_directory_every_user_can_write(tmp_path: Path) -> None:

@@ -10,11 +10,13 @@ verifies, its retried write appending once."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -42,6 +44,7 @@ from temporal_ciba.records import (
     RecordStoreError,
     SqliteStore,
     export,
+    load_log_key,
     verify_export,
 )
 from temporal_ciba.records._audit import Report
@@ -73,14 +76,16 @@ def id_token(auth_req_id: str, decided_at: datetime, sub: str = "alice") -> str:
     return jwt.encode(claims, OP_KEY, algorithm="RS256", headers={"kid": "k1"})
 
 
-def decision(n: int, status: str, amount: str = "120.00", *, policy_none: bool = False) -> DecisionRecord:
-    """The n-th decision of the log: `status`, for a payment of EUR `amount`."""
+def decision(
+    n: int, status: str, amount: str = "120.00", *, policy_none: bool = False, tag: str = ""
+) -> DecisionRecord:
+    """The n-th decision of the log: `status`, for a payment of EUR `amount` (`tag` makes its ids unique)."""
     decided_at = T0 + timedelta(minutes=n)
-    auth_req_id = f"req-{n}"
+    auth_req_id = f"{tag}req-{n}"
     approved_by_op = status == "approved" and not policy_none
     outcome = ApprovalOutcome(
         status=status,  # type: ignore[arg-type]
-        workflow_id=f"agent-{n}.approval",
+        workflow_id=f"{tag}agent-{n}.approval",
         auth_req_id=None if policy_none else auth_req_id,
         reason=f"{status} (decision {n})",
         error="access_denied" if status == "denied" else None,
@@ -417,9 +422,9 @@ def test_the_sqlite_store_is_owner_only_and_refuses_a_world_writable_directory(t
 STATUSES = ["approved", "denied", "expired", "error", "cancelled", "policy"]
 
 
-def random_log(kinds: list[str]) -> list[DecisionRecord]:
+def random_log(kinds: list[str], tag: str = "") -> list[DecisionRecord]:
     return [
-        decision(n, "approved" if kind == "policy" else kind, f"{n + 1}.00", policy_none=kind == "policy")
+        decision(n, "approved" if kind == "policy" else kind, f"{n + 1}.00", policy_none=kind == "policy", tag=tag)
         for n, kind in enumerate(kinds)
     ]
 
@@ -528,3 +533,35 @@ def test_records_written_before_the_log_join_it(kind: str, request: pytest.Fixtu
         (record.record_id, seq) for seq, record in enumerate([*older, *newer])
     ]
     assert report(lines).failures == []
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@given(kinds=st.lists(st.sampled_from(STATUSES), min_size=1, max_size=4), data=st.data())
+def test_a_random_single_alteration_of_a_log_written_through_the_store_always_fails(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, kinds: list[str], data: st.DataObject
+) -> None:
+    """The same property on what each store exports, a fresh store for each example."""
+    store: DecisionStore = (
+        SqliteStore(tmp_path / f"{uuid.uuid4().hex}.sqlite3")
+        if kind == "sqlite"
+        else PostgresStore(request.getfixturevalue("postgres").new_database())
+    )
+    store.create()
+    for record in random_log(kinds):
+        store.insert(record, RECORD_KEY)
+    lines = [json.loads(line) for line in export(store, RECORD_KEY, RecordQuery(), signer=LOG).lines]
+    assert report(lines).failures == []
+    edited = data.draw(alteration(lines))
+    if edited != lines:
+        assert report(edited).failures != []
+
+
+def test_the_log_key_is_read_from_its_text_or_a_file(tmp_path: Path) -> None:
+    key_file = tmp_path / "log-key.txt"
+    key_file.write_text(LOG.public_key_text + "\n")
+    for source in (LOG.public_key_text, str(key_file)):
+        assert load_log_key(source).public_bytes_raw() == LOG.public_key.public_bytes_raw()
+    for wrong in ("not a key", str(tmp_path / "missing.txt"), base64.b64encode(b"x" * 31).decode()):
+        with pytest.raises(ValueError, match="--log-key"):
+            load_log_key(wrong)

@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -224,3 +225,29 @@ def test_a_postgres_connection_dropped_by_the_server_is_replaced(postgres: Postg
         )
     assert store.insert(record("req-2"), keys) is True
     assert [stored.seq for stored in store.select()] == [0, 1]
+
+
+def test_closing_a_postgres_store_ends_the_sessions_of_every_thread(postgres: PostgresServer) -> None:
+    """A worker that stops leaves no session open (the server's smart shutdown would wait for them)."""
+    import psycopg
+
+    dsn = postgres.new_database()
+    store = PostgresStore(dsn)
+    store.create()
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda n: store.insert(record(f"req-{n}"), EvidenceKeys([KEY_A])), range(4)))
+
+    def sessions() -> int:
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            row = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()
+            return int(row[0]) if row else -1
+
+    assert sessions() >= 1
+    store.close()
+    deadline = time.monotonic() + 10  # a closed session's backend exits a moment later
+    while sessions() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sessions() == 0
+    assert store.insert(record("req-9"), EvidenceKeys([KEY_A])) is True  # a new session
