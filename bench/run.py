@@ -56,7 +56,7 @@ from temporal_ciba import (
     with_encryption,
 )
 from temporal_ciba.crypto import TokenSealer
-from temporal_ciba.records import DecisionRecorder, EvidenceKeys, SqliteStore
+from temporal_ciba.records import DecisionRecorder, EvidenceKeys, LogSigner, SqliteStore
 from temporal_ciba_examples.demo.servers import DemoOP, DevServer, free_port, installed_tool, run_demo_op
 
 PHASES = ("latency", "throughput", "history", "capacity")
@@ -488,7 +488,7 @@ async def long_wait_history(op: DemoOP, hours: float = 24.0) -> dict[str, Any]:
         ciba = settings.ciba_client()
         activities = CibaActivities(ciba, TokenSealer(TOKEN_KEY))
         records = SqliteStore(Path(tempfile.mkdtemp()) / "records.sqlite3")
-        recorder = DecisionRecorder(records, EvidenceKeys([TOKEN_KEY]), TokenSealer(TOKEN_KEY))
+        recorder = DecisionRecorder(records, EvidenceKeys([TOKEN_KEY]), TokenSealer(TOKEN_KEY), LogSigner(TOKEN_KEY))
         plugin = CibaPlugin(payload_key=KEY, activities=[*activities.all, recorder.record_decision])
         async with Worker(env.client, task_queue="long", plugins=[plugin]):
             message = f"Long wait {uuid.uuid4().hex[:6]}"

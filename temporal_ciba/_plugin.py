@@ -54,7 +54,7 @@ from temporal_ciba._settings import (
 from temporal_ciba._workflow import PLUGIN_MARKER, CibaApprovalWorkflow
 from temporal_ciba.ciba import CibaClient, CibaError, DiscoveryError, TransportError
 from temporal_ciba.crypto import AesGcmCodec, NotificationProofs, NotificationTokens, TokenSealer, refusal
-from temporal_ciba.records import DecisionRecorder, EvidenceKeys, open_store
+from temporal_ciba.records import DecisionRecorder, EvidenceKeys, LogSigner, RecordStoreError, open_store
 
 logger = logging.getLogger("temporal_ciba.worker")
 
@@ -247,6 +247,7 @@ class CibaPlugin(SimplePlugin):
         self._given_activities = list(activities)
         self._ciba: CibaClient | None = None
         self._built_activities: list[Callable[..., Any]] = []
+        self._recorder: DecisionRecorder | None = None
         self._running_workers = 0
         self._checked = False
         registers_workflows = op is not None or bool(activities)
@@ -301,11 +302,18 @@ class CibaPlugin(SimplePlugin):
                 notification_proofs=NotificationProofs(self._token_key),
             )
             dsn = self._records.record_dsn
+            store = open_store(path=self._records.record_db, dsn=dsn.get_secret_value() if dsn else None)
+            try:
+                store.check_at_rest()
+            except RecordStoreError as exc:  # one line naming CIBA_RECORD_DB: the worker does not start
+                raise ConfigError(str(exc)) from None
             recorder = DecisionRecorder(
-                open_store(path=self._records.record_db, dsn=dsn.get_secret_value() if dsn else None),
+                store,
                 EvidenceKeys(self._records.record_key_bytes(self._token_key)),
                 TokenSealer(self._token_key),
+                LogSigner(self._records.log_key_bytes(self._token_key)),
             )
+            self._recorder = recorder
             self._built_activities = [*handlers.all, recorder.record_decision]
         return self._built_activities
 
@@ -358,10 +366,26 @@ class CibaPlugin(SimplePlugin):
         except ConfigError as exc:
             logger.error("%s", exc)
         self._running_workers += 1
+        recorder = self._recorder
+        signing = asyncio.create_task(recorder.checkpoint_every()) if recorder is not None else None
         try:
             yield
         finally:
             self._running_workers -= 1
+            if signing is not None:
+                signing.cancel()
+            if recorder is not None:
+                await _final_checkpoint(recorder)
+                if self._running_workers == 0:
+                    await asyncio.to_thread(recorder.store.close)
             if self._running_workers == 0 and self._ciba is not None:
                 ciba, self._ciba = self._ciba, None
                 await ciba.aclose()
+
+
+async def _final_checkpoint(recorder: DecisionRecorder) -> None:
+    """Sign the decision log's checkpoint as the worker stops; a store that is down is logged, not raised."""
+    try:
+        await recorder.checkpoint_now()
+    except Exception as exc:
+        logger.warning("the decision log's checkpoint was not signed as the worker stopped: %s", exc)

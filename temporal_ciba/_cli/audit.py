@@ -1,10 +1,15 @@
-"""`temporal-ciba audit`: export decision records, and verify an export.
+"""`temporal-ciba audit`: export decision records, verify an export, and the log's key and checkpoints.
 
     temporal-ciba audit export [--since T] [--until T] [--sub S] [--action-type T] [--status S]
-    temporal-ciba audit verify FILE [--jwks FILE_OR_URL ...]
+                               [--since-checkpoint FILE] [--output FILE]
+    temporal-ciba audit verify FILE --log-key KEY [--jwks FILE_OR_URL ...] [--since-checkpoint FILE]
+    temporal-ciba audit log-key
+    temporal-ciba audit checkpoint [--log-key KEY] [--output FILE]
 
-Export opens the evidence, so it needs the record key (or the token key it derives from);
-verify needs only the export and the OP's public keys, so an auditor can run it elsewhere.
+Export opens the evidence, so it needs the record key (or the token key it derives from), and
+signs a checkpoint of the log as it is when it holds the log key; verify needs only the export,
+the OP's public keys and the log's public key (`log-key`), so an auditor can run it elsewhere.
+`checkpoint` fetches the latest signed checkpoint for an auditor to keep.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from pydantic import SecretStr, field_validator
+from pydantic import SecretStr, ValidationError, field_validator
 
 from temporal_ciba._cli.errors import EXIT_NOT_APPROVED, EXIT_OK, UsageError, first_line
 from temporal_ciba._settings import RecordSettings, decode_payload_key, load_settings
@@ -26,6 +32,15 @@ class AuditSettings(RecordSettings):
     """`temporal-ciba audit export`: the store and the record key (or the token key it derives from)."""
 
     token_key: SecretStr | None = None
+
+    def log_signer(self) -> Any:
+        """The log signer from CIBA_LOG_SIGNING_KEY (or CIBA_TOKEN_KEY), or None when neither is set."""
+        from temporal_ciba.records import LogSigner
+
+        token_key = decode_payload_key(self.token_key.get_secret_value()) if self.token_key else None
+        if self.log_signing_key is None and token_key is None:
+            return None
+        return LogSigner(self.log_key_bytes(token_key))
 
     @field_validator("token_key")
     @classmethod
@@ -41,39 +56,103 @@ class AuditSettings(RecordSettings):
 
 
 async def audit(args: argparse.Namespace) -> int:
-    """`temporal-ciba audit export|verify`."""
-    return await (_export(args) if args.audit_command == "export" else _verify(args))
+    """`temporal-ciba audit export|verify|log-key|checkpoint`."""
+    command = {"export": _export, "verify": _verify, "log-key": _log_key, "checkpoint": _checkpoint}
+    return await command[args.audit_command](args)
+
+
+def _store(settings: AuditSettings) -> Any:
+    from temporal_ciba.records import open_store
+
+    dsn = settings.record_dsn.get_secret_value() if settings.record_dsn else None
+    if dsn is None and not settings.record_db.is_file():
+        raise UsageError(f"no decision records at {settings.record_db}: set CIBA_RECORD_DB or CIBA_RECORD_DSN")
+    return open_store(path=settings.record_db, dsn=dsn)
+
+
+def read_checkpoint(path: Path) -> Any:
+    """A checkpoint kept in a file (`audit checkpoint --output`); UsageError naming the file otherwise."""
+    from temporal_ciba.records import Checkpoint
+
+    try:
+        return Checkpoint.model_validate_json(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValidationError as exc:
+        raise UsageError(f"{path} is not a checkpoint: {exc.errors()[0]['msg']}") from None
+
+
+def _public_log_key(source: str) -> Any:
+    from temporal_ciba.records import load_log_key
+
+    try:
+        return load_log_key(source)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+async def _log_key(args: argparse.Namespace) -> int:
+    """Print the log's public key (base64), what an auditor passes to `verify --log-key`."""
+    signer = load_settings(AuditSettings).log_signer()
+    if signer is None:
+        raise UsageError("no log signing key: set CIBA_LOG_SIGNING_KEY (or CIBA_TOKEN_KEY, its default)")
+    print(signer.public_key_text)
+    return EXIT_OK
+
+
+async def _checkpoint(args: argparse.Namespace) -> int:
+    """Print (or write) the log's latest signed checkpoint, for an auditor to keep; checked with --log-key."""
+    from temporal_ciba.records import RecordStoreError
+
+    store = _store(load_settings(AuditSettings))
+    try:
+        checkpoint = await asyncio.to_thread(store.latest_checkpoint)
+    except RecordStoreError as exc:
+        raise UsageError(str(exc)) from None
+    if checkpoint is None:
+        raise UsageError("the decision log has no signed checkpoint yet")
+    if args.log_key and not checkpoint.verifies(_public_log_key(args.log_key)):
+        print(f"checkpoint {checkpoint.size}: not signed by the log key given", file=sys.stderr)
+        return EXIT_NOT_APPROVED
+    text = checkpoint.model_dump_json() + "\n"
+    if args.output:
+        write_owner_only(args.output, text)
+    else:
+        sys.stdout.write(text)
+    print(f"checkpoint of {checkpoint.size} record(s), signed {checkpoint.timestamp.isoformat()}", file=sys.stderr)
+    return EXIT_OK
 
 
 async def _export(args: argparse.Namespace) -> int:
     """Write the selected decision records as JSON Lines with their evidence opened; exit 1 if any did not open."""
-    from temporal_ciba.records import EvidenceKeys, RecordQuery, RecordStoreError, export, open_store
+    from temporal_ciba.records import EvidenceKeys, RecordQuery, RecordStoreError, export
 
     settings = load_settings(AuditSettings)
-    dsn = settings.record_dsn.get_secret_value() if settings.record_dsn else None
-    if dsn is None and not settings.record_db.is_file():
-        raise UsageError(f"no decision records at {settings.record_db}: set CIBA_RECORD_DB or CIBA_RECORD_DSN")
-    store = open_store(path=settings.record_db, dsn=dsn)
+    store = _store(settings)
     query = RecordQuery(
         since=args.since, until=args.until, sub=args.sub, status=args.status, action_type=args.action_type
     )
     keys = EvidenceKeys(settings.evidence_key_bytes())
+    since = read_checkpoint(args.since_checkpoint) if args.since_checkpoint else None
+    signer = settings.log_signer()
     try:
-        exported = await asyncio.to_thread(lambda: list(export(store, keys, query)))
+        exported = await asyncio.to_thread(lambda: export(store, keys, query, signer=signer, since=since))
     except RecordStoreError as exc:  # it names the setting, never the DSN
         raise UsageError(str(exc)) from None
-    lines = [item.line + "\n" for item in exported]
+    lines = [line + "\n" for line in exported.lines]
     if args.output:
         write_owner_only(args.output, "".join(lines))
     else:
         sys.stdout.writelines(lines)
-    unopened = 0
-    for item in exported:
+    problems = list(exported.log_problems)
+    for problem in problems:
+        print(f"temporal-ciba audit export: {problem}", file=sys.stderr)
+    for item in exported.records:
         if item.problem is not None:
-            unopened += 1
+            problems.append(item.problem)
             print(f"temporal-ciba audit export: record {item.record.record_id}: {item.problem}", file=sys.stderr)
-    print(f"{len(exported)} record(s) exported", file=sys.stderr)
-    return EXIT_NOT_APPROVED if unopened else EXIT_OK
+    print(f"{len(exported.records)} record(s) exported", file=sys.stderr)
+    return EXIT_NOT_APPROVED if problems else EXIT_OK
 
 
 def write_owner_only(path: Path, text: str) -> None:
@@ -105,12 +184,14 @@ def write_owner_only(path: Path, text: str) -> None:
 
 
 async def _verify(args: argparse.Namespace) -> int:
-    """Re-check an export's ID tokens against the OP's keys and its actions; print each failure, exit 1 if any."""
+    """Check an export's checkpoint, each record's place, evidence and action; print each failure, exit 1 if any."""
     import httpx
 
     from temporal_ciba.ciba import CibaError
-    from temporal_ciba.records import discover_jwks, load_jwks, parse_export, verify
+    from temporal_ciba.records import discover_jwks, load_jwks, parse_export, verify_export
 
+    log_key = _public_log_key(args.log_key)
+    since = read_checkpoint(args.since_checkpoint) if args.since_checkpoint else None
     try:
         lines = args.file.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
@@ -123,10 +204,9 @@ async def _verify(args: argparse.Namespace) -> int:
             keys = await discover_jwks(issuers)
     except (OSError, ValueError, httpx.HTTPError, CibaError) as exc:
         raise UsageError(f"cannot load the OP's keys: {first_line(str(exc)) or type(exc).__name__}") from None
-    failures = 0
-    for failure in verify(lines, keys):
+    report = verify_export(lines, keys, log_key, since=since, allow_filtered=args.allow_filtered)
+    for failure in report.failures:
         print(failure)
-        failures += 1
-    total = sum(1 for line in lines if line.strip())
-    print(f"{total} record(s), {failures} do not verify", file=sys.stderr)
-    return EXIT_NOT_APPROVED if failures else EXIT_OK
+    for line in report.summary():
+        print(line, file=sys.stderr)
+    return EXIT_NOT_APPROVED if report.failures else EXIT_OK

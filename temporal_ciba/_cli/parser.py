@@ -82,8 +82,22 @@ def _add_audit(commands: Any) -> None:
     export.add_argument("--action-type", help="with an authorization_details entry of this type")
     export.add_argument("--status", choices=LIST_STATUSES[3:], help="only decisions with this outcome")
     export.add_argument("--output", type=Path, help="write here instead of standard output")
-    verify = actions.add_parser("verify", help="re-check an export's ID tokens and actions; exit 1 if any fails")
+    export.add_argument(
+        "--since-checkpoint", type=Path, metavar="FILE", help="add a consistency proof from this kept checkpoint"
+    )
+    verify = actions.add_parser(
+        "verify", help="check an export's log, ID tokens and actions against the log's and the OP's keys"
+    )
     verify.add_argument("file", type=Path)
+    verify.add_argument(
+        "--log-key", required=True, metavar="KEY_OR_FILE", help="the log's public key, as `audit log-key` prints it"
+    )
+    verify.add_argument(
+        "--since-checkpoint", type=Path, metavar="FILE", help="a checkpoint kept earlier: the log must extend it"
+    )
+    verify.add_argument(
+        "--allow-filtered", action="store_true", help="verify a filtered export (positions not in it are not checked)"
+    )
     verify.add_argument(
         "--jwks",
         action="append",
@@ -91,6 +105,10 @@ def _add_audit(commands: Any) -> None:
         metavar="FILE_OR_URL",
         help="the OP's keys: a JWKS file or its jwks_uri (repeatable); default: each issuer's, by discovery",
     )
+    actions.add_parser("log-key", help="print the decision log's public key (CIBA_LOG_SIGNING_KEY)")
+    checkpoint = actions.add_parser("checkpoint", help="the log's latest signed checkpoint, for an auditor to keep")
+    checkpoint.add_argument("--log-key", metavar="KEY_OR_FILE", help="check its signature with this public key")
+    checkpoint.add_argument("--output", type=Path, help="write here (owner-only) instead of standard output")
 
 
 def _timestamp(text: str) -> Any:

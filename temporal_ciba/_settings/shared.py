@@ -111,6 +111,24 @@ class RecordSettings(_Settings):
     # Base64 keys, comma-separated: the first encrypts the evidence, each decrypts (rotation).
     # Unset: derived from CIBA_TOKEN_KEY (README, "Decision records").
     record_key: Annotated[list[SecretStr], NoDecode] = []
+    # Base64 Ed25519 seed (32 bytes) that signs the decision log's checkpoints. Unset: derived
+    # from CIBA_TOKEN_KEY (docs/operations/decision-records.md, "The log").
+    log_signing_key: SecretStr | None = None
+
+    @field_validator("log_signing_key")
+    @classmethod
+    def _log_key(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None:
+            decode_payload_key(key.get_secret_value())
+        return key
+
+    def log_key_bytes(self, token_key: bytes | None) -> bytes:
+        """The log signing key's seed, or the one derived from the token key when none is set."""
+        if self.log_signing_key is not None:
+            return decode_payload_key(self.log_signing_key.get_secret_value())
+        if token_key is None:
+            raise ConfigError(f"{ENV_PREFIX}LOG_SIGNING_KEY is required (or {ENV_PREFIX}TOKEN_KEY, its default)")
+        return derive_key(token_key, "decision log signing key v1")
 
     @field_validator("record_key", mode="before")
     @classmethod

@@ -2,35 +2,52 @@
 
 The approval state machine (temporal_ciba._approval) runs it once its outcome is final, before it
 returns the outcome: the record is written before anyone acts on the decision. A retry, or a
-replay after a worker crash, writes the same record id with the same content: a no-op.
+replay after a worker crash, writes the same record id with the same content: a no-op. The
+write appends the record to the decision log in the same transaction (records.store); the
+recorder signs a checkpoint of the log every CHECKPOINT_EVERY_RECORDS records it writes or
+CHECKPOINT_EVERY_SECONDS after the first one not yet signed, and when the worker stops
+(`checkpoint_now`, from CibaPlugin).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from temporal_ciba.crypto import SealError, TokenSealer, id_token_context
 from temporal_ciba.records._evidence import EvidenceKeys
+from temporal_ciba.records._log import CHECKPOINT_EVERY_RECORDS, CHECKPOINT_EVERY_SECONDS, LogSigner
 from temporal_ciba.records._model import RecordDecisionInput
-from temporal_ciba.records._store import DecisionStore, RecordConflict
+from temporal_ciba.records._store import DecisionStore, RecordConflict, RecordStoreError
 
 RECORD_CONFLICT = "RecordConflict"
+logger = logging.getLogger(__name__)
 
 
 class DecisionRecorder:
-    """Writes decision records to `store`, their evidence encrypted under `keys`.
+    """Writes decision records to `store`, their evidence encrypted under `keys`, and signs the log's checkpoints.
 
-    `sealer` opens the ID token the validating activity sealed (the worker's CIBA_TOKEN_KEY)."""
+    `sealer` opens the ID token the validating activity sealed (the worker's CIBA_TOKEN_KEY);
+    `signer` holds the log signing key (CIBA_LOG_SIGNING_KEY)."""
 
-    def __init__(self, store: DecisionStore, keys: EvidenceKeys, sealer: TokenSealer) -> None:
+    def __init__(self, store: DecisionStore, keys: EvidenceKeys, sealer: TokenSealer, signer: LogSigner) -> None:
         self._store = store
         self._keys = keys
         self._sealer = sealer
+        self._signer = signer
         self._created = False
         self._lock = asyncio.Lock()
+        # Records written since this recorder's last checkpoint, and when the first of them was.
+        self._unsigned = 0
+        self._unsigned_since = 0.0
+
+    @property
+    def store(self) -> DecisionStore:
+        return self._store
 
     @activity.defn(name="ciba.record_decision")
     async def record_decision(self, input: RecordDecisionInput) -> str:
@@ -40,6 +57,12 @@ class DecisionRecorder:
         async with self._lock:
             if not self._created:
                 await asyncio.to_thread(self._store.create)
+                left_out = await asyncio.to_thread(self._store.append_unlogged, self._keys)
+                for record_id in left_out:
+                    activity.logger.warning(
+                        "decision record %s, written before the log, stays outside it: its evidence does not open",
+                        record_id,
+                    )
                 self._created = True
         try:
             written = await asyncio.to_thread(self._store.insert, record, self._keys)
@@ -49,7 +72,42 @@ class DecisionRecorder:
         activity.logger.info(
             "decision record %s %s (%s)", record.record_id, "written" if written else "already written", record.status
         )
+        if written:
+            if self._unsigned == 0:
+                self._unsigned_since = time.monotonic()
+            self._unsigned += 1
+        if self._checkpoint_due():
+            try:
+                await self.checkpoint_now()
+            except RecordStoreError as exc:  # recorded all the same; the next record or tick signs it
+                activity.logger.warning("the decision log's checkpoint was not signed: %s", exc)
         return record.record_id
+
+    def _checkpoint_due(self) -> bool:
+        if self._unsigned == 0:
+            return False
+        waited = time.monotonic() - self._unsigned_since
+        return self._unsigned >= CHECKPOINT_EVERY_RECORDS or waited >= CHECKPOINT_EVERY_SECONDS
+
+    async def checkpoint_now(self) -> None:
+        """Sign a checkpoint of the log if this recorder wrote records since its last one."""
+        if self._unsigned == 0:
+            return
+        unsigned, self._unsigned = self._unsigned, 0
+        try:
+            await asyncio.to_thread(self._store.checkpoint, self._signer)
+        except BaseException:
+            self._unsigned += unsigned
+            raise
+
+    async def checkpoint_every(self, seconds: float = CHECKPOINT_EVERY_SECONDS) -> None:
+        """Sign a checkpoint every `seconds` while records are written (runs until cancelled)."""
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await self.checkpoint_now()
+            except Exception as exc:  # the store down: the next record or tick signs it
+                logger.warning("the decision log's checkpoint was not signed: %s", exc)
 
     def _open_id_token(self, input: RecordDecisionInput) -> str | None:
         auth_req_id = input.outcome.auth_req_id

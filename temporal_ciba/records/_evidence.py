@@ -4,12 +4,17 @@ AES-256-GCM with a key derived from CIBA_RECORD_KEY; the stored value names its 
 key can rotate (the first key encrypts, every configured key decrypts). The associated data is
 the digest of the rest of the record (DecisionRecord.body_digest): evidence cannot be moved to
 another record, and a record changed in the store no longer opens its evidence.
+
+Every record, with or without evidence, also carries a MAC (HMAC-SHA256 under another key
+derived from the same record key) of its id, its sequence number in the log and its leaf hash,
+which covers every field: an edit in the store fails at export even where there is no evidence.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import os
 from collections.abc import Sequence
 
@@ -19,6 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporal_ciba.crypto import derive_key
 
 EVIDENCE_PREFIX = "evidence.v1"
+MAC_PREFIX = "mac.v1"
 
 
 class EvidenceError(Exception):
@@ -30,6 +36,7 @@ class _Key:
         key = derive_key(master_key, "decision record evidence v1")
         self.key_id = hashlib.sha256(key).hexdigest()[:16]
         self.aead = AESGCM(key)
+        self.mac_key = derive_key(master_key, "decision record body mac v1")
 
 
 class EvidenceKeys:
@@ -69,6 +76,29 @@ class EvidenceKeys:
         except (InvalidTag, ValueError):
             raise EvidenceError("the evidence does not open for this record (altered, or another record's)") from None
         return plaintext.decode()
+
+    def mac(self, record_id: str, seq: int, leaf_hash: bytes) -> str:
+        """The record's MAC under the current key: `mac.v1.<key id>.<hex>`."""
+        key = self._keys[0]
+        return f"{MAC_PREFIX}.{key.key_id}.{_mac(key, record_id, seq, leaf_hash)}"
+
+    def check_mac(self, mac: str | None, record_id: str, seq: int, leaf_hash: bytes) -> None:
+        """EvidenceError unless `mac` authenticates this record id, sequence number and leaf hash."""
+        prefix, _, rest = (mac or "").partition(".")
+        version, _, rest = rest.partition(".")
+        key_id, _, value = rest.partition(".")
+        if f"{prefix}.{version}" != MAC_PREFIX or not value:
+            raise EvidenceError("the record carries no MAC of the record key")
+        key = self._by_id.get(key_id)
+        if key is None:
+            raise EvidenceError(f"authenticated under record key {key_id[:16]!r}, which is not configured")
+        if not hmac.compare_digest(value, _mac(key, record_id, seq, leaf_hash)):
+            raise EvidenceError("the record was altered in the store (its MAC under the record key does not match)")
+
+
+def _mac(key: _Key, record_id: str, seq: int, leaf_hash: bytes) -> str:
+    message = f"{MAC_PREFIX} {record_id} {seq} {leaf_hash.hex()}".encode()
+    return hmac.new(key.mac_key, message, hashlib.sha256).hexdigest()
 
 
 def _associated_data(key_id: str, body_digest: str) -> bytes:

@@ -38,9 +38,28 @@ def record_id(*, workflow_id: str, first_run_id: str, outcome: ApprovalOutcome) 
     It names the approval's workflow and run chain, and its auth_req_id; an outcome without one
     (the OP refused the request) is named by its status, time and action instead. The same
     inputs always give the same id, so a second write is recognised as the same."""
-    parts = [workflow_id, first_run_id, outcome.auth_req_id or ""]
-    if outcome.auth_req_id is None:
-        parts += [outcome.status, outcome.decided_at.isoformat(), outcome.action_digest or ""]
+    return _record_id(
+        workflow_id=workflow_id,
+        first_run_id=first_run_id,
+        auth_req_id=outcome.auth_req_id,
+        status=outcome.status,
+        decided_at=outcome.decided_at,
+        action_digest=outcome.action_digest,
+    )
+
+
+def _record_id(
+    *,
+    workflow_id: str,
+    first_run_id: str,
+    auth_req_id: str | None,
+    status: str,
+    decided_at: datetime,
+    action_digest: str | None,
+) -> str:
+    parts = [workflow_id, first_run_id, auth_req_id or ""]
+    if auth_req_id is None:
+        parts += [status, decided_at.isoformat(), action_digest or ""]
     return _sha256("\n".join(f"{len(part)}:{part}" for part in parts))
 
 
@@ -73,7 +92,8 @@ def request_digest(
 class DecisionRecord(BaseModel):
     """One decision, as stored (the ID token encrypted) and as exported (`audit export`)."""
 
-    model_config = ConfigDict(frozen=True)
+    # Forbid unknown fields: an export's record states nothing its leaf hash does not cover.
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     format: Literal["temporal-ciba.decision-record.v1"] = RECORD_FORMAT
     record_id: str
@@ -113,6 +133,17 @@ class DecisionRecord(BaseModel):
     def action_types(self) -> list[str]:
         """The authorization_details types (RFC 9396 §2), what `audit export --action-type` filters on."""
         return [str(entry.get("type")) for entry in self.authorization_details or []]
+
+    def expected_record_id(self) -> str:
+        """The record id recomputed from the fields that name the decision (`record_id`)."""
+        return _record_id(
+            workflow_id=self.workflow_id,
+            first_run_id=self.first_run_id,
+            auth_req_id=self.auth_req_id,
+            status=self.status,
+            decided_at=self.decided_at,
+            action_digest=self.action_digest,
+        )
 
     def body_digest(self) -> str:
         """SHA-256 of the record but its evidence: the evidence's associated data (records.evidence)."""

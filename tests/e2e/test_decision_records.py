@@ -1,8 +1,9 @@
 """Decision records end to end, on SQLite and on PostgreSQL.
 
-Real approvals against the test OP leave one record each; `temporal-ciba audit export` writes them
-with their ID tokens, and `temporal-ciba audit verify` accepts them against the OP's published keys
-and refuses any whose token, action, signature or claims were altered."""
+Real approvals against the test OP leave one record each in the decision log; `temporal-ciba
+audit export` writes them with their ID tokens, proofs and a signed checkpoint, and `temporal-ciba
+audit verify` accepts them against the OP's published keys, the log's key and a checkpoint kept
+earlier, and refuses the edits of an attack review's table and a deleted record, one line each."""
 
 from __future__ import annotations
 
@@ -85,12 +86,27 @@ async def test_records_export_and_verify(
     op.deny(await pending_auth_req_id(approval_handle(temporal_client, denied)))
     assert outcome.approved and (await denied.result()).outcome.status == "denied"
 
+    # The auditor keeps a checkpoint of the log as it is now, and the log's public key.
+    code, log_key, stderr = await cli(env, "audit", "log-key")
+    assert code == 0 and len(log_key.strip()) == 44, stderr
+    log_key = log_key.strip()
+    kept = tmp_path / "checkpoint.json"
+    await cli(env, "audit", "export", "--output", str(tmp_path / "first.jsonl"))  # signs a checkpoint of the two
+    code, _, stderr = await cli(env, "audit", "checkpoint", "--log-key", log_key, "--output", str(kept))
+    assert code == 0 and json.loads(kept.read_text())["size"] == 2, stderr
+
+    later = await start_agent(temporal_client, worker)
+    op.deny(await pending_auth_req_id(approval_handle(temporal_client, later)))
+    assert (await later.result()).outcome.status == "denied"
+
     export = tmp_path / "export.jsonl"
-    code, _, stderr = await cli(env, "audit", "export", "--output", str(export))
+    code, _, stderr = await cli(env, "audit", "export", "--since-checkpoint", str(kept), "--output", str(export))
     assert code == 0, stderr
     assert export.stat().st_mode & 0o777 == 0o600  # it names people: owner-only
-    records = [json.loads(line) for line in export.read_text().splitlines()]
-    assert [record["status"] for record in records] == ["approved", "denied"]
+    header, *records = [json.loads(line) for line in export.read_text().splitlines()]
+    assert header["checkpoint"]["size"] == 3 and header["consistency"]["old_size"] == 2 and header["complete"]
+    assert [record["status"] for record in records] == ["approved", "denied", "denied"]
+    assert [record["log"]["seq"] for record in records] == [0, 1, 2]
     record = records[0]
     # Who, what, when, where, and the evidence: the ID token the OP issued for this request.
     assert (record["sub"], record["acr"], record["login_hint"]) == ("alice", MFA, "alice")
@@ -103,49 +119,64 @@ async def test_records_export_and_verify(
 
     # The filters.
     code, stdout, _ = await cli(env, "audit", "export", "--status", "denied")
-    assert code == 0 and [json.loads(line)["workflow_id"] for line in stdout.splitlines()] == [
-        records[1]["workflow_id"]
+    assert code == 0 and [json.loads(line).get("workflow_id") for line in stdout.splitlines()[1:]] == [
+        records[1]["workflow_id"],
+        records[2]["workflow_id"],
     ]
     code, stdout, _ = await cli(env, "audit", "export", "--sub", "alice", "--action-type", "payment_initiation")
-    assert code == 0 and [json.loads(line)["status"] for line in stdout.splitlines()] == ["approved"]
+    assert code == 0 and [json.loads(line)["status"] for line in stdout.splitlines()[1:]] == ["approved"]
     code, stdout, _ = await cli(
         env, "audit", "export", "--since", record["decided_at"], "--until", records[1]["decided_at"]
     )
-    assert code == 0 and [json.loads(line)["status"] for line in stdout.splitlines()] == ["approved"]
+    assert code == 0 and [json.loads(line)["status"] for line in stdout.splitlines()[1:]] == ["approved"]
 
-    # Verified offline against the OP's keys: fetched from its jwks_uri, or by discovery.
+    # Verified offline against the OP's keys (from its jwks_uri, or by discovery) and the log's key,
+    # and against the checkpoint kept before the last decision.
     verify_env = clean_env()  # no CIBA_* at all: the auditor holds no key of the operator's
-    code, stdout, stderr = await cli(verify_env, "audit", "verify", str(export), "--jwks", jwks_uri(op))
+    verify = ("audit", "verify", str(export), "--log-key", log_key)
+    code, stdout, stderr = await cli(verify_env, *verify, "--jwks", jwks_uri(op), "--since-checkpoint", str(kept))
     assert (code, stdout) == (0, ""), stderr
-    code, stdout, stderr = await cli(verify_env, "audit", "verify", str(export))
+    assert "approved, signed by the OP (an ID token verified against its keys): 1" in stderr
+    assert "other outcomes (only the log attests them): denied 2" in stderr
+    code, stdout, stderr = await cli(verify_env, *verify)
     assert (code, stdout) == (0, ""), stderr
 
-    header, payload, signature = record["id_token"].split(".")
-    claims = unb64(payload)
-    # Each altered record is reported, one line each, for what was altered; the intact one is not.
-    altered = {
-        "the ID token does not verify": {**record, "id_token": f"{header}.{b64({**claims, 'sub': 'x'})}.{signature}"},
-        "the ID token does not verify: the ID token signature": {
-            **record,
-            "id_token": f"{header}.{payload}.{signature[:-6]}{'A' if signature[-6] != 'A' else 'B'}{signature[-5:]}",
-        },
-        "the action": {
-            **record,
-            "authorization_details": [
-                {**record["authorization_details"][0], "instructedAmount": {"currency": "EUR", "amount": "9120.00"}}
-            ],
-        },
-        "the ID token's sub differs": {**record, "sub": "bob"},
-        "another auth_req_id": {**record, "auth_req_id": "another-request"},
-        "without its ID token": {**record, "id_token": None},
+    # Each edit of the attack review's table, and the evidence forged, fails with one line naming the record.
+    header_line = export.read_text().splitlines()[0]
+    approval, denial = records[0], records[1]
+    claims = unb64(approval["id_token"].split(".")[1])
+    copied = ("sub", "auth_time", "requested_at", "decided_at", "auth_req_id", "id_token", "acr", "amr")
+    edits = {
+        "denial approved by a policy": [
+            approval,
+            {**denial, "status": "approved", "error": None, "policy": {"rule": "r", "reason": "r", "approval": "none"}},
+            records[2],
+        ],
+        "denial approved with the approval's evidence": [
+            approval,
+            {**denial, "status": "approved", "error": None, **{name: approval[name] for name in copied}},
+            records[2],
+        ],
+        "approval turned into a denial": [
+            {**approval, "status": "denied", "id_token": None, "sub": None, "error": "access_denied"},
+            *records[1:],
+        ],
+        "an ID token re-signed": [
+            {**approval, "id_token": ".".join([approval["id_token"].split(".")[0], b64({**claims, "sub": "x"}), "AA"])},
+            *records[1:],
+        ],
     }
-    tampered = tmp_path / "tampered.jsonl"
-    tampered.write_text("".join(json.dumps(line) + "\n" for line in [*altered.values(), records[1]]))
-    code, stdout, stderr = await cli(verify_env, "audit", "verify", str(tampered), "--jwks", jwks_uri(op))
-    lines = stdout.splitlines()
-    assert code == 1 and len(lines) == len(altered), stdout + stderr
-    for number, (line, reason) in enumerate(zip(lines, altered, strict=True), start=1):
-        assert line.startswith(f"line {number}: record {record['record_id']}:") and reason in line, line
+    for name, edited in edits.items():
+        tampered = tmp_path / "tampered.jsonl"
+        tampered.write_text("".join(line + "\n" for line in [header_line, *map(json.dumps, edited)]))
+        code, stdout, stderr = await cli(verify_env, "audit", "verify", str(tampered), "--log-key", log_key)
+        (changed,) = [after for before, after in zip(records, edited, strict=True) if before != after]
+        assert code == 1 and len(stdout.splitlines()) == 1, (name, stdout, stderr)
+        assert f"record {changed['record_id']} (sequence {changed['log']['seq']})" in stdout, (name, stdout)
+    deleted = tmp_path / "deleted.jsonl"
+    deleted.write_text("".join(line + "\n" for line in [header_line, json.dumps(approval), json.dumps(records[2])]))
+    code, stdout, _ = await cli(verify_env, "audit", "verify", str(deleted), "--log-key", log_key)
+    assert (code, stdout) == (1, "sequence 1: missing from the export (deleted?)\n")
 
 
 async def test_a_record_store_that_cannot_be_reached_never_shows_its_password(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -100,7 +101,8 @@ class PostgresServer:
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.terminate()  # SIGTERM: postgres's smart shutdown
+            # SIGINT: postgres's fast shutdown, which ends the sessions a test process still keeps.
+            self.process.send_signal(signal.SIGINT)
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:

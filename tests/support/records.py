@@ -3,22 +3,38 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 from temporalio.client import Client, WorkflowExecution
 
 from temporal_ciba._models import OUTCOME_STATUSES
 from temporal_ciba._search_attributes import CIBA_AUTH_REQ_ID, CIBA_STATUS
+from temporal_ciba.crypto import derive_key
 from temporal_ciba.crypto._sealing import TokenSealer
-from temporal_ciba.records import DecisionRecord, DecisionRecorder, DecisionStore, EvidenceKeys, SqliteStore
+from temporal_ciba.records import DecisionRecord, DecisionRecorder, DecisionStore, EvidenceKeys, LogSigner, SqliteStore
+from temporal_ciba.records._log import ExportHeader, record_leaf_hash
+from temporal_ciba.records._merkle import Tree
 from tests.support.temporal import wait_for
 
 
 def sqlite_recorder(path: Path, token_key: bytes, record_key: bytes | None = None) -> DecisionRecorder:
     """The recorder a worker builds, on the SQLite file `path` (evidence key: `record_key`, else
-    the token key, as the worker's default derives it: only the key differs, not the format)."""
-    return DecisionRecorder(SqliteStore(path), EvidenceKeys([record_key or token_key]), TokenSealer(token_key))
+    the token key, as the worker's default derives it: only the key differs, not the format); its
+    log signed with `log_seed(token_key)`."""
+    return DecisionRecorder(
+        SqliteStore(path),
+        EvidenceKeys([record_key or token_key]),
+        TokenSealer(token_key),
+        LogSigner(log_seed(token_key)),
+    )
+
+
+def log_seed(token_key: bytes) -> bytes:
+    """The log signing key's seed a worker derives from `token_key` when CIBA_LOG_SIGNING_KEY is unset."""
+    return derive_key(token_key, "decision log signing key v1")
 
 
 def stored_records(path: Path) -> list[DecisionRecord]:
@@ -69,3 +85,17 @@ async def assert_every_outcome_recorded(client: Client, task_queue: str, store: 
             assert len(records) == 1, f"{workflow_id}: {len(records)} records for one decision"
             assert records[0].auth_req_id == execution.typed_search_attributes.get(CIBA_AUTH_REQ_ID)
         assert records[-1].status == status, f"{workflow_id}: recorded {records[-1].status}, ended {status}"
+
+
+def logged_export(records: Sequence[DecisionRecord], signer: LogSigner, *, complete: bool = True) -> list[str]:
+    """The lines of an export of a log that holds `records` in this order, as `audit export` writes it.
+
+    The header carries a checkpoint of all of them signed by `signer`; each record its sequence
+    number and inclusion proof."""
+    tree = Tree([record_leaf_hash(record) for record in records])
+    header = ExportHeader(checkpoint=signer.sign(len(records), tree.root), complete=complete)
+    lines = [header.model_dump_json()]
+    for seq, record in enumerate(records):
+        place = {"seq": seq, "tree_size": tree.size, "inclusion": [node.hex() for node in tree.inclusion_proof(seq)]}
+        lines.append(json.dumps({**record.model_dump(mode="json"), "log": place}))
+    return lines

@@ -1,6 +1,8 @@
-"""`audit verify`'s rules on literal records and tokens signed here (no OP, no store).
+"""`audit verify`'s rules on the evidence, on literal records and tokens signed here (no OP, no store).
 
-Each rule fails the record it should, and a record that keeps every rule passes."""
+Each record sits at its place in a log signed here (tests.support.records.logged_export), so
+only the rule under test can fail it; each rule fails the record it should, and a record that
+keeps every rule passes. The log's own rules: test_decision_log.py."""
 
 from __future__ import annotations
 
@@ -15,14 +17,16 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from temporal_ciba._models import ApprovalOutcome, ApprovalRequest, PolicyDecision
 from temporal_ciba.ciba import AUTH_REQ_ID_CLAIM
 from temporal_ciba.ciba._jwks import parse_jwks
-from temporal_ciba.records import DecisionRecord, RecordDecisionInput
+from temporal_ciba.records import DecisionRecord, LogSigner, RecordDecisionInput
 from temporal_ciba.records._audit import verify
+from tests.support.records import logged_export
 
 ISSUER, CLIENT = "https://op.example", "agent"
 DECIDED = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 DIGEST = "ab" * 32
 KEY = rsa.generate_private_key(65537, 2048)
 OTHER_KEY = rsa.generate_private_key(65537, 2048)
+LOG = LogSigner(b"\x07" * 32)
 JWKS = parse_jwks({"keys": [{**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(KEY.public_key())), "kid": "k1"}]})
 
 
@@ -71,8 +75,10 @@ def record(token: str | None = None, **fields: Any) -> DecisionRecord:
 
 
 def failures(*records: DecisionRecord | str) -> list[str]:
-    lines = [r if isinstance(r, str) else r.model_dump_json() for r in records]
-    return [failure.reason for failure in verify(lines, JWKS)]
+    """The reasons verify gives for a log of the records, in order; a string is a line added as is."""
+    logged = logged_export([r for r in records if not isinstance(r, str)], LOG)
+    lines = logged + [r for r in records if isinstance(r, str)]
+    return [failure.reason for failure in verify(lines, JWKS, LOG.public_key)]
 
 
 def test_an_intact_record_verifies() -> None:
@@ -113,9 +119,30 @@ def test_an_action_altered_or_inconsistent_fails() -> None:
 
 
 def test_an_approval_without_evidence_a_duplicate_and_a_malformed_line_fail() -> None:
-    found = failures(record().model_copy(update={"id_token": None, "record_id": "r0"}), record(), record(), "{}")
-    assert len(found) == 3
-    assert "without its ID token" in found[0] and "twice" in found[1] and "not a decision record" in found[2]
+    assert ["without its ID token" in found for found in failures(record().model_copy(update={"id_token": None}))] == [
+        True
+    ]
+    duplicate, malformed = failures(record(), record(), "{}")
+    assert "its record id is also" in duplicate and "two records of one decision" in duplicate
+    assert "not a decision record" in malformed
+
+
+def test_a_record_id_that_its_fields_do_not_give_fails() -> None:
+    (found,) = failures(record().model_copy(update={"record_id": "ab" * 32}))
+    assert "record id is not the one its workflow, run and auth_req_id give" in found
+
+
+def test_two_records_may_not_share_an_auth_req_id_or_an_id_token() -> None:
+    other_workflow = record().model_copy(update={"workflow_id": "wf-2"})
+    other_workflow = other_workflow.model_copy(update={"record_id": other_workflow.expected_record_id()})
+    (same_request,) = failures(record(), other_workflow)
+    assert "its auth_req_id is also" in same_request
+    # oidc-provider adds no auth_req_id claim: the same ID token then fits another request's record.
+    token = id_token(**{AUTH_REQ_ID_CLAIM: None})
+    other_request = record(token, auth_req_id="req-2")
+    other_request = other_request.model_copy(update={"record_id": other_request.expected_record_id()})
+    (same_token,) = failures(record(token), other_request)
+    assert "its ID token is also" in same_token
 
 
 def test_a_key_the_auditor_does_not_have_is_named() -> None:
@@ -124,6 +151,9 @@ def test_a_key_the_auditor_does_not_have_is_named() -> None:
     assert "no key of the OP verifies it" in found
 
 
-def test_an_action_the_policy_let_through_needs_no_evidence() -> None:
+def test_an_action_the_policy_let_through_needs_no_evidence_and_names_no_approver() -> None:
     policy = PolicyDecision(rule="small amounts", reason="under 100", approval="none")
     assert failures(record().model_copy(update={"id_token": None, "policy": policy, "sub": None})) == []
+    (with_token,) = failures(record().model_copy(update={"policy": policy}))
+    (with_sub,) = failures(record().model_copy(update={"id_token": None, "policy": policy}))
+    assert "yet it names an approver" in with_token and "yet it names an approver" in with_sub

@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -24,6 +25,7 @@ from temporal_ciba.records import (
     DecisionStore,
     EvidenceError,
     EvidenceKeys,
+    LogSigner,
     PostgresStore,
     RecordConflict,
     RecordDecisionInput,
@@ -107,6 +109,29 @@ def test_concurrent_writes_of_one_decision_leave_one_record(store: DecisionStore
     with ThreadPoolExecutor(4) as pool:
         written = list(pool.map(lambda _: store.insert(record(), keys), range(4)))
     assert sorted(written) == [False, False, False, True] and len(list(store.select())) == 1
+    assert [leaf.seq for leaf in store.log_leaves()] == [0]
+
+
+def test_a_write_that_loses_the_race_leaves_no_gap(store: DecisionStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another writer stores the record between this one's check and its insert: nothing is appended."""
+    keys = EvidenceKeys([KEY_A])
+    store.insert(record("req-1"), keys)
+    checked = store._stored_digest
+    calls: list[str] = []
+
+    def not_yet_there(connection: object, record_id: str) -> object:
+        calls.append(record_id)
+        return None if len(calls) == 1 else checked(connection, record_id)
+
+    monkeypatch.setattr(store, "_stored_digest", not_yet_there)
+    assert store.insert(record("req-1"), keys) is False
+    monkeypatch.undo()
+    with pytest.raises(RecordConflict):
+        monkeypatch.setattr(store, "_stored_digest", lambda connection, record_id: None)
+        store.insert(record("req-1").model_copy(update={"sub": "mallory"}), keys)
+    monkeypatch.undo()
+    assert store.insert(record("req-2"), keys) is True
+    assert [leaf.seq for leaf in store.log_leaves()] == [0, 1]
 
 
 def test_the_id_token_is_encrypted_at_rest_and_keys_rotate(store: DecisionStore) -> None:
@@ -163,7 +188,7 @@ def test_outcomes_without_an_auth_req_id_get_distinct_ids() -> None:
 
 def test_the_activity_retried_writes_one_record(store: DecisionStore) -> None:
     sealer = TokenSealer(TOKEN_KEY)
-    recorder = DecisionRecorder(store, EvidenceKeys([KEY_A]), sealer)
+    recorder = DecisionRecorder(store, EvidenceKeys([KEY_A]), sealer, LogSigner(TOKEN_KEY))
     env = ActivityEnvironment()
     env.info = dataclasses.replace(env.info, workflow_id=WORKFLOW)
     input = decision().model_copy(
@@ -182,3 +207,47 @@ def test_the_sqlite_file_is_plain_sqlite(tmp_path: Path) -> None:
     store.insert(record(), EvidenceKeys([KEY_A]))
     with sqlite3.connect(tmp_path / "records.sqlite3") as connection:
         assert connection.execute(f"SELECT status, sub FROM {TABLE}").fetchall() == [("approved", "alice")]  # noqa: S608
+
+
+def test_a_postgres_connection_dropped_by_the_server_is_replaced(postgres: PostgresServer) -> None:
+    """The store reuses a connection per thread; one the server dropped fails once, unseen, and is replaced."""
+    import psycopg
+
+    dsn = postgres.new_database()
+    store = PostgresStore(dsn)
+    store.create()
+    keys = EvidenceKeys([KEY_A])
+    assert store.insert(record("req-1"), keys) is True
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()"
+        )
+    assert store.insert(record("req-2"), keys) is True
+    assert [stored.seq for stored in store.select()] == [0, 1]
+
+
+def test_closing_a_postgres_store_ends_the_sessions_of_every_thread(postgres: PostgresServer) -> None:
+    """A worker that stops leaves no session open (the server's smart shutdown would wait for them)."""
+    import psycopg
+
+    dsn = postgres.new_database()
+    store = PostgresStore(dsn)
+    store.create()
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda n: store.insert(record(f"req-{n}"), EvidenceKeys([KEY_A])), range(4)))
+
+    def sessions() -> int:
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            row = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()
+            return int(row[0]) if row else -1
+
+    assert sessions() >= 1
+    store.close()
+    deadline = time.monotonic() + 10  # a closed session's backend exits a moment later
+    while sessions() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sessions() == 0
+    assert store.insert(record("req-9"), EvidenceKeys([KEY_A])) is True  # a new session

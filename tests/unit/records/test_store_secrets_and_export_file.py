@@ -26,6 +26,7 @@ from temporal_ciba.records import (
     DecisionRecord,
     DecisionRecorder,
     EvidenceKeys,
+    LogSigner,
     PostgresStore,
     RecordDecisionInput,
     RecordStoreError,
@@ -118,7 +119,7 @@ def test_audit_export_with_an_unreachable_store_is_one_line_exit_2() -> None:
     assert result.returncode == 2, result.stderr
     [line] = result.stderr.strip().splitlines()
     assert line == (
-        "temporal-ciba audit: the decision-record store (CIBA_RECORD_DSN) failed while reading records: "
+        "temporal-ciba audit: the decision-record store (CIBA_RECORD_DSN) failed while signing a checkpoint: "
         "OperationalError: Connection refused"
     )
     assert_nowhere(VALID_PASSWORD, result.stdout, result.stderr)
@@ -165,6 +166,7 @@ async def test_the_recording_activity_fails_without_the_dsn() -> None:
         PostgresStore(unreachable_dsn(), connect_timeout=5),
         EvidenceKeys([os.urandom(32)]),
         TokenSealer(os.urandom(32)),
+        LogSigner(os.urandom(32)),
     )
     with pytest.raises(RecordStoreError) as raised:
         await ActivityEnvironment().run(recorder.record_decision, a_decision())
@@ -213,7 +215,7 @@ def test_an_existing_world_readable_file_becomes_owner_only(records: Path, tmp_p
     result = export_to(records, output)
     assert result.returncode == 0, result.stderr
     assert output.stat().st_mode & 0o777 == 0o600
-    assert output.read_text().count("\n") == 1 and "agent-1.approval" in output.read_text()
+    assert output.read_text().count("\n") == 2 and "agent-1.approval" in output.read_text()
     assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".export")] == []
 
 
