@@ -218,3 +218,94 @@ def test_the_outcome_under_every_order_and_batching(
         assert outcome.status == "denied"
     # Nothing but approvals by n distinct people approves: never a token otherwise.
     assert outcome.approved == (len(distinct) >= n and not (end_on_denial and denied))
+
+
+LATER = datetime(2026, 11, 29, 0, 5, tzinfo=UTC)
+DIGEST = "ab" * 32
+
+
+def test_each_approver_s_claims_are_carried_whole() -> None:
+    alice = ended("approved", "alice", 0).model_copy(update={"acr": "mfa", "amr": ["pwd", "otp"], "auth_time": 7})
+    bob = ended("denied", None, 1)
+    (a, b) = tally(alice, bob, m=2, n=1, end_on_denial=False).claims()
+    assert a.model_dump() == {
+        "login_hint": "hint0",
+        "status": "approved",
+        "workflow_id": "child-0",
+        "auth_req_id": "req-0",
+        "error": None,
+        "sub": "alice",
+        "acr": "mfa",
+        "amr": ["pwd", "otp"],
+        "auth_time": 7,
+        "counted": True,
+        "decided_at": NOW,
+    }
+    assert (b.status, b.workflow_id, b.auth_req_id, b.error, b.sub, b.counted) == (
+        "denied",
+        "child-1",
+        "req-1",
+        "access_denied",
+        None,
+        False,
+    )
+
+
+def test_a_met_quorum_s_outcome_is_stamped_with_the_quorum_s_deadline_time_and_pinning() -> None:
+    unpinned = ended("approved", "bob", 1).model_copy(update={"subject_pinned": False})
+    outcome = tally(ended("approved", "alice", 0), unpinned).outcome(
+        workflow_id="parent", action_digest=DIGEST, deadline=LATER, now=LATER
+    )
+    assert outcome.deadline == LATER and outcome.decided_at == LATER
+    assert outcome.subject_pinned is False  # pinned only when every counted approver was
+
+
+def test_a_quorum_not_met_states_the_whole_outcome() -> None:
+    outcome = tally(ended("approved", "alice", 0), ended("approved", "alice", 1)).outcome(
+        workflow_id="parent", action_digest=DIGEST, deadline=LATER, now=LATER
+    )
+    assert (outcome.status, outcome.workflow_id, outcome.auth_req_id, outcome.error) == (
+        "rejected",
+        "parent",
+        None,
+        QUORUM_NOT_MET,
+    )
+    assert (outcome.action_digest, outcome.deadline, outcome.decided_at) == (DIGEST, LATER, LATER)
+    assert outcome.reason == "quorum 2 of 2 not met: only 1 distinct approver(s) (alice)"
+    none = tally(ended("expired", None, 0), ended("cancelled", None, 1), m=2, n=1)
+    none.order.reverse()  # the cancellation first: it names nobody, the expiry does
+    assert none.outcome(workflow_id="p", action_digest=None, deadline=NOW, now=NOW).status == "expired"
+
+
+def test_a_failed_quorum_names_the_decisive_approval_and_keeps_the_action() -> None:
+    outcome = tally(ended("approved", "alice", 0), ended("denied", None, 1)).outcome(
+        workflow_id="parent", action_digest=DIGEST, deadline=LATER, now=LATER
+    )
+    assert (outcome.workflow_id, outcome.auth_req_id, outcome.action_digest) == ("child-1", "req-1", DIGEST)
+    assert outcome.reason == "denied None (quorum 2 of 2 not met)"
+
+
+def test_only_cancellations_and_approvals_fall_short_without_naming_anyone() -> None:
+    outcome = tally(ended("cancelled", None, 0), ended("cancelled", None, 1), m=2, n=2).outcome(
+        workflow_id="parent", action_digest=None, deadline=NOW, now=NOW
+    )
+    assert outcome.reason == "quorum 2 of 2 not met: only 0 distinct approver(s) (none)"
+
+
+def test_a_veto_overrides_only_a_quorum_that_was_met() -> None:
+    denied_alone = tally(ended("denied", None, 0), m=3, n=2)
+    assert denied_alone.vetoed() and not denied_alone.veto_overrode_met()
+    overridden = tally(ended("denied", None, 0), ended("approved", "bob", 1), ended("approved", "carol", 2), m=3, n=2)
+    assert overridden.veto_overrode_met()
+
+
+@pytest.mark.parametrize(
+    ("hint", "expected"),
+    [
+        ("a" * 40, "b.q-r.0-" + "a" * 40),  # safe and at most 40 characters: kept whole
+        ("a" * 41, "b.q-r.0-" + "a" * 24 + "-c0f8bd4dbc2b"),
+        ("bob smith", "b.q-r.0-bob_smith-7e50351d7a4c"),  # made safe: hashed, short as it is
+    ],
+)
+def test_child_ids_keep_a_safe_short_hint_and_hash_the_rest(hint: str, expected: str) -> None:
+    assert quorum_child_id("b", "r", 0, hint) == expected
