@@ -37,6 +37,7 @@ class QuorumInput(BaseModel):
     requested_expiry: int | None = None
     approval_id: str | None = None  # the base of the approvers' workflow ids
     approval_task_queue: str | None = None
+    action_digest: str | None = None
 
 
 @workflow.defn
@@ -44,7 +45,10 @@ class QuorumAgent:
     @workflow.run
     async def run(self, input: QuorumInput) -> ApprovalOutcome:
         request = ApprovalRequest(
-            login_hint="alice", binding_message="Change it", requested_expiry=input.requested_expiry
+            login_hint="alice",
+            binding_message="Change it",
+            requested_expiry=input.requested_expiry,
+            action_digest=input.action_digest,
         )
         action = PolicyAction(type="change", parties={"approver": "alice"})
         return await require_approval(
@@ -204,3 +208,32 @@ async def started_children(agent: WorkflowHandle[Any, Any], count: int) -> list[
         if len(started) >= count:
             return started
         await asyncio.sleep(0.05)  # waits for the server; decides nothing
+
+
+DIGEST = "cd" * 32
+
+
+async def test_a_quorum_cancelled_while_waiting_ends_cancelled_with_every_claim(env: WorkflowEnvironment) -> None:
+    phones = ScriptedOP(env, {"alice": [approved("alice")], "bob": [PENDING] * 50, "carol": [PENDING] * 50})
+    task_queue = f"quorum-{uuid.uuid4().hex[:8]}"
+    approval_id = f"approval-{uuid.uuid4().hex[:8]}"
+    agent_input = QuorumInput(policy=quorum(3), approval_id=approval_id, action_digest=DIGEST)
+    async with quorum_worker(env, phones, task_queue):
+        agent = await env.client.start_workflow(
+            QuorumAgent.run, agent_input, id=f"agent-{uuid.uuid4().hex[:8]}", task_queue=task_queue
+        )
+        children = await started_children(agent, 3)
+        alice = next(child for child in children if child.endswith("-alice"))
+        await env.client.get_workflow_handle(alice).result()  # approved before the cancellation
+        await agent.cancel()
+        outcome = await agent.result()
+    assert (outcome.status, outcome.workflow_id) == ("cancelled", approval_id)
+    assert outcome.reason == "the approval was cancelled before the quorum was reached"
+    assert outcome.action_digest == DIGEST and outcome.deadline is not None and outcome.decided_at is not None
+    assert set(statuses(outcome)) == {"alice", "bob", "carol"}
+    assert outcome.sealed_access_token is None
+    # alice's approval counts for nothing now: revoked, for the action, by the run that held it.
+    (revocation,) = phones.access_token_revocations
+    assert revocation.sealed_access_token == "sealed-alice" and revocation.auth_req_id == "req-alice"
+    assert revocation.action_digest == DIGEST
+    assert (revocation.holder_workflow_id, revocation.holder_run_id) == (agent.id, agent.result_run_id)
