@@ -107,7 +107,7 @@ run_group() {
   # (the docs include it), named
   # by the commit the copy was made from ("+" when the tree had uncommitted changes).
   local commit
-  commit="$(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- temporal_ciba tests scripts || echo +)"
+  commit="$(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- temporal_ciba tests scripts ':!scripts/mutation-results.*' || echo +)"
   local modules_dir="examples/demo/op/node_modules"
   if [ -d "$ROOT/$modules_dir" ] && [ ! -e "$work/$modules_dir" ]; then
     ln -s "$ROOT/$modules_dir" "$work/$modules_dir"
