@@ -3,7 +3,7 @@
 Real approvals against the test OP leave one record each in the decision log; `temporal-ciba
 audit export` writes them with their ID tokens, proofs and a signed checkpoint, and `temporal-ciba
 audit verify` accepts them against the OP's published keys, the log's key and a checkpoint kept
-earlier, and refuses the edits of an attack review's table and a deleted record, one line each."""
+earlier, and refuses forged outcomes, a forged ID token and a deleted record, one line each."""
 
 from __future__ import annotations
 
@@ -141,7 +141,7 @@ async def test_records_export_and_verify(
     code, stdout, stderr = await cli(verify_env, *verify)
     assert (code, stdout) == (0, ""), stderr
 
-    # Each edit of the attack review's table, and the evidence forged, fails with one line naming the record.
+    # Each edit of an outcome, and the evidence forged, fails with one line naming the record.
     header_line = export.read_text().splitlines()[0]
     approval, denial = records[0], records[1]
     claims = unb64(approval["id_token"].split(".")[1])

@@ -171,7 +171,7 @@ def copied_approval(lines: list[dict[str, Any]]) -> dict[str, Any]:
     return {**denial, "status": "approved", "error": None, **{name: approval[name] for name in fields}}
 
 
-# The edits of an export that an attack review found verified before the log, and the others.
+# Edits of an export: forged outcomes, copied evidence, duplicates, deletions and reorderings.
 EDITS = {
     "denial approved by a policy": lambda lines: [
         *lines[:2],
