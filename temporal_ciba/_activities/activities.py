@@ -13,12 +13,15 @@ from collections.abc import Callable, Mapping
 
 from temporalio import activity
 
+from temporal_ciba._activities.polling import PollLoop
 from temporal_ciba._activities.redeem import Redeemer
 from temporal_ciba._activities.revocation import Revoker
 from temporal_ciba._activities.sealing import ApprovalSeals
 from temporal_ciba._activities.send import NotificationTokenFactory, Sender
 from temporal_ciba._activities.subjects import ApproverSubjects
 from temporal_ciba._models import (
+    PollInput,
+    PollProgress,
     RedeemInput,
     RedeemResult,
     RevokeAccessTokenInput,
@@ -59,11 +62,12 @@ class CibaActivities:
         )
         self._revoker = Revoker(ciba, seals)
         self._redeemer = Redeemer(ciba, seals, self._revoker)
+        self._clock = clock
 
     @activity.defn(name="ciba.send_authentication_request")
     async def send_authentication_request(self, input: SendRequestInput) -> SendRequestResult:
         """CIBA §7.1: ask the OP to get the user's decision; a refusal is data, not an exception."""
-        return (await self._sender.send(input)).model_copy(update={"records": True})
+        return (await self._sender.send(input)).model_copy(update={"records": True, "poll_activity": True})
 
     @activity.defn(name="ciba.request_token")
     async def request_token(self, input: TokenRequestInput) -> TokenRequestResult:
@@ -85,6 +89,17 @@ class CibaActivities:
         the decision record's evidence) leave."""
         return await self._redeemer.redeem(input)
 
+    @activity.defn(name="ciba.poll")
+    async def poll(self, input: PollInput) -> RedeemResult:
+        """Poll mode: redeem at the OP's interval until a final answer (polling.py), heartbeating.
+
+        Returns what `redeem` returns for its final answer (approved, rejected, failed), or
+        `pending` once the deadline passes; in between only the pacing leaves, in heartbeat
+        details, never a token."""
+        info = activity.info()
+        loop = PollLoop(self._redeemer.redeem_once, clock=self._clock, heartbeat=_heartbeat)
+        return await loop.run(input, details=info.heartbeat_details, attempt=info.attempt)
+
     @activity.defn(name="ciba.revoke_access_token")
     async def revoke_access_token(self, input: RevokeAccessTokenInput) -> bool:
         """RFC 7009: an approved access token that arrived after the approval was cancelled."""
@@ -104,4 +119,9 @@ class CibaActivities:
             self.revoke_tokens,
             self.redeem,
             self.revoke_access_token,
+            self.poll,
         ]
+
+
+def _heartbeat(progress: PollProgress) -> None:
+    activity.heartbeat(progress.model_dump(mode="json"))

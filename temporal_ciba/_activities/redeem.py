@@ -151,6 +151,10 @@ class Redeemer:
         """The token request and the validation in one step, once per worker (Redemptions)."""
         return await self._redemptions.once(input, lambda: self._redeem(input))
 
+    async def redeem_once(self, input: RedeemInput) -> RedeemResult:
+        """One token request and, when tokens come, their validation (the poll loop's step)."""
+        return await self._redeem(input)
+
     async def _redeem(self, input: RedeemInput) -> RedeemResult:
         auth_req_id = input.binding.auth_req_id
         started = time.monotonic()

@@ -16,12 +16,14 @@ from typing import TypeVar
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from temporal_ciba._activities import CibaActivities
     from temporal_ciba._models import (
         ApprovalOutcome,
         ApprovalRequest,
+        PollInput,
         RedeemInput,
         RedeemResult,
         RevokeAccessTokenInput,
@@ -47,6 +49,11 @@ LATE_TOKEN_WAIT = 2 * TOKEN_REQUEST_TIMEOUT
 # failure as its own error, unwrapped (temporalio 1.35): an OP down for every attempt of the
 # request must end as an `error` outcome, not fail the workflow.
 ACTIVITY_FAILED = (ActivityError, ApplicationError)
+# The poll activity heartbeats at least this often while it waits, so a crashed worker's
+# approvals are picked up by another within it (and their next token request comes within it
+# plus one interval). Each heartbeat is one call to the Temporal server (a pending approval in
+# poll mode costs it one every 0.8 of this), and none is history.
+POLL_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
 SEND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=5
 )
@@ -92,6 +99,28 @@ async def redeem(
         start_to_close_timeout=TOKEN_REQUEST_TIMEOUT,
         schedule_to_close_timeout=max(remaining, 2 * TOKEN_REQUEST_TIMEOUT),
         retry_policy=_token_request_retry(interval),
+    )
+    return await _shielded(handle, keep_late)
+
+
+async def poll(
+    polling: PollInput, *, remaining: timedelta, keep_late: Callable[[RedeemResult], None]
+) -> RedeemResult | None:
+    """Poll mode's token requests, all in one heartbeating activity (ciba.poll); None if the OP
+    stayed unreachable until after the deadline.
+
+    A regular activity, for its heartbeats: the wait costs the history its three events however
+    long it lasts. A cancellation waits for the activity to end (its token request in flight is
+    let finish, never overlapped), as _shielded does for a redeem."""
+    bound = max(remaining, timedelta(0)) + 2 * TOKEN_REQUEST_TIMEOUT
+    handle = workflow.start_activity_method(
+        CibaActivities.poll,
+        polling,
+        start_to_close_timeout=bound,
+        schedule_to_close_timeout=bound,
+        heartbeat_timeout=POLL_HEARTBEAT_TIMEOUT,
+        retry_policy=_token_request_retry(polling.interval_seconds),
+        cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
     )
     return await _shielded(handle, keep_late)
 

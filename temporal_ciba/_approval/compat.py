@@ -12,7 +12,11 @@ KEPT histories from tests/replay/cases.py with it; drop the deprecate call once 
 recorded the marker can still be open.
 
 Compatibility that needs no patch, because the history itself says which way to go:
-`SendRequestResult.records` (False in a history without decision records), `PingNotice` and
+`SendRequestResult.records` (False in a history without decision records),
+`SendRequestResult.poll_activity` (False in a history whose poll mode polled from workflow code,
+with a timer and a redeem per poll: it replays so; True, the poll loop runs in one activity,
+ciba.poll; retire the old loop with the KEPT `*.before-poll-activity` histories once no
+poll-mode approval sent before it can be open), `PingNotice` and
 `PushDelivery` without a `first_run_id` (a callback that checked the run chain itself), and the
 unprefixed `notify` and `deliver` signals of CibaApprovalWorkflow (an older callback's names).
 """

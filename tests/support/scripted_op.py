@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 from temporalio import activity
@@ -20,10 +21,13 @@ from temporalio.worker import Interceptor, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from temporal_ciba._activities import Redemptions
+from temporal_ciba._activities.polling import PollLoop
 from temporal_ciba._models import (
     ApprovalRequest,
     ApprovalState,
     ApprovalWorkflowInput,
+    PollInput,
+    PollProgress,
     RedeemInput,
     RedeemResult,
     RevokeAccessTokenInput,
@@ -107,6 +111,9 @@ class ScriptedOP:
         # What a late access token's revocation names: the real activity opens the sealed token
         # only with the action digest and the holder it was sealed to.
         self.access_token_revocations: list[RevokeAccessTokenInput] = []
+        # The poll activity's heartbeats (its pacing), and how many attempts it made.
+        self.heartbeats: list[PollProgress] = []
+        self.poll_attempts = 0
 
     @property
     def activities(self) -> list[Callable[..., Any]]:
@@ -118,6 +125,7 @@ class ScriptedOP:
             self.redeem,
             self.revoke_access_token,
             self.record,
+            self.poll,
         ]
 
     def auth_req_id_for(self, login_hint: str | None) -> str:
@@ -212,6 +220,28 @@ class ScriptedOP:
             sealed_id_token="sealed-id-token",
         )  # type: ignore[arg-type]
 
+    @activity.defn(name="ciba.poll")
+    async def poll(self, input: PollInput) -> RedeemResult:
+        """The real poll loop (temporal_ciba._activities.polling) on the test server's clock.
+
+        It sleeps in server time (the time-skipping server skips it) and redeems from the script
+        as `redeem` does; every heartbeat it makes is kept in `heartbeats`."""
+        now = (await self.env.get_current_time()).timestamp()
+
+        async def sleep(seconds: float) -> None:
+            nonlocal now
+            await self.env.sleep(seconds)
+            now = (await self.env.get_current_time()).timestamp()
+
+        def heartbeat(progress: PollProgress) -> None:
+            self.heartbeats.append(progress.model_copy())
+            activity.heartbeat(progress.model_dump(mode="json"))
+
+        info = activity.info()
+        self.poll_attempts += 1
+        loop = PollLoop(self._redeem, clock=lambda: now, sleep=sleep, heartbeat=heartbeat)
+        return await loop.run(input, details=info.heartbeat_details, attempt=info.attempt)
+
     @activity.defn(name="ciba.revoke_access_token")
     async def revoke_access_token(self, input: RevokeAccessTokenInput) -> bool:
         self.access_token_revocations.append(input)
@@ -293,6 +323,8 @@ def worker(
         activities=op.activities,
         # What CibaPlugin adds to a worker for require_approval to find.
         interceptors=[*interceptors, PluginMarker()],
+        # The poll activity sleeps in skipped time: each heartbeat reaches the server at once.
+        max_heartbeat_throttle_interval=timedelta(0),
     ), task_queue
 
 

@@ -196,6 +196,9 @@ class ActivityStart:
     start_to_close: timedelta | None
     schedule_to_close: timedelta | None
     retry_policy: RetryPolicy | None
+    # A regular activity's heartbeat timeout and cancellation type (None for a local one).
+    heartbeat_timeout: timedelta | None = None
+    cancellation_type: workflow.ActivityCancellationType | None = None
 
 
 class ActivityStarts(Interceptor):
@@ -218,6 +221,8 @@ class ActivityStarts(Interceptor):
                         input.start_to_close_timeout,
                         input.schedule_to_close_timeout,
                         input.retry_policy,
+                        None if local else input.heartbeat_timeout,
+                        None if local else input.cancellation_type,
                     )
                 )
 
