@@ -93,6 +93,7 @@ class ScriptedOP:
         self.pending_request_seconds: float | None = None  # what a redeem that is not final says it took
         self.token_request_error: Exception | None = None  # every token request raises it
         self.records = True  # what the send says: the approval records its outcome
+        self.poll_activity = True  # what the send says: poll mode polls in one activity (ciba.poll)
         # The decision records the approval wrote (ciba.record_decision), one per write attempt.
         self.recorded: list[RecordDecisionInput] = []
         # What the next record writes raise, one per attempt (then they succeed).
@@ -170,6 +171,7 @@ class ScriptedOP:
             delivery_mode=self.mode,
             binding_message_sent=f"{input.request.binding_message}, code ABCD",
             records=self.records,
+            poll_activity=self.poll_activity,
         )  # type: ignore[arg-type]
 
     @activity.defn(name="ciba.request_token")
