@@ -115,6 +115,9 @@ class ScriptedOP:
         # The poll activity's heartbeats (its pacing), and how many attempts it made.
         self.heartbeats: list[PollProgress] = []
         self.poll_attempts = 0
+        self.poll_cancelled = False  # a cancellation reached the poll activity
+        # The token requests (by number, from 1) that raise, once each.
+        self.token_request_failures: dict[int, Exception] = {}
 
     @property
     def activities(self) -> list[Callable[..., Any]]:
@@ -186,6 +189,8 @@ class ScriptedOP:
         self.poll_started.set()
         if self.token_request_error is not None:
             raise self.token_request_error
+        if (failure := self.token_request_failures.pop(len(self.poll_times), None)) is not None:
+            raise failure
         if self.blocking:
             await self.block_next_poll.wait()
         if self.gated:
@@ -242,7 +247,11 @@ class ScriptedOP:
         info = activity.info()
         self.poll_attempts += 1
         loop = PollLoop(self._redeem, clock=lambda: now, sleep=sleep, heartbeat=heartbeat)
-        return await loop.run(input, details=info.heartbeat_details, attempt=info.attempt)
+        try:
+            return await loop.run(input, details=info.heartbeat_details, attempt=info.attempt)
+        except asyncio.CancelledError:
+            self.poll_cancelled = True
+            raise
 
     @activity.defn(name="ciba.revoke_access_token")
     async def revoke_access_token(self, input: RevokeAccessTokenInput) -> bool:
