@@ -110,8 +110,8 @@ async def poll(
     stayed unreachable until after the deadline.
 
     A regular activity, for its heartbeats: the wait costs the history its three events however
-    long it lasts. A cancellation waits for the activity to end (its token request in flight is
-    let finish, never overlapped), as _shielded does for a redeem."""
+    long it lasts. A cancellation of the approval cancels it and waits for it to end (a token
+    request in flight is let finish, never overlapped; an approval it brings is kept to be revoked)."""
     bound = max(remaining, timedelta(0)) + 2 * TOKEN_REQUEST_TIMEOUT
     handle = workflow.start_activity_method(
         CibaActivities.poll,
@@ -122,7 +122,22 @@ async def poll(
         retry_policy=_token_request_retry(polling.interval_seconds),
         cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
     )
-    return await _shielded(handle, keep_late)
+    try:
+        return await asyncio.shield(handle)
+    except asyncio.CancelledError:
+        # Ask the loop to stop (it hears it at its next heartbeat) and wait for it to end: with
+        # an approval its request brought back meanwhile, to be revoked, or cancelled.
+        handle.cancel()
+        try:
+            late = await asyncio.wait_for(asyncio.shield(handle), timeout=LATE_TOKEN_WAIT.total_seconds())
+        except (TimeoutError, asyncio.CancelledError, *ACTIVITY_FAILED):
+            raise asyncio.CancelledError() from None
+        keep_late(late)
+        raise
+    except ACTIVITY_FAILED as exc:
+        if is_cancelled_exception(exc):
+            raise asyncio.CancelledError() from exc
+        return None
 
 
 async def request_token(

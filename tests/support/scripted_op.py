@@ -115,7 +115,8 @@ class ScriptedOP:
         # The poll activity's heartbeats (its pacing), and how many attempts it made.
         self.heartbeats: list[PollProgress] = []
         self.poll_attempts = 0
-        self.poll_cancelled = False  # a cancellation reached the poll activity
+        self.poll_cancelled = False  # the poll activity ended cancelled
+        self.poll_cancel_requested = asyncio.Event()  # a cancellation reached the poll activity
         # The token requests (by number, from 1) that raise, once each.
         self.token_request_failures: dict[int, Exception] = {}
 
@@ -247,11 +248,19 @@ class ScriptedOP:
         info = activity.info()
         self.poll_attempts += 1
         loop = PollLoop(self._redeem, clock=lambda: now, sleep=sleep, heartbeat=heartbeat)
+
+        async def watch() -> None:
+            await activity.wait_for_cancelled()
+            self.poll_cancel_requested.set()
+
+        watcher = asyncio.create_task(watch())
         try:
             return await loop.run(input, details=info.heartbeat_details, attempt=info.attempt)
         except asyncio.CancelledError:
             self.poll_cancelled = True
             raise
+        finally:
+            watcher.cancel()
 
     @activity.defn(name="ciba.revoke_access_token")
     async def revoke_access_token(self, input: RevokeAccessTokenInput) -> bool:
