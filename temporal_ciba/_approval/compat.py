@@ -40,6 +40,13 @@ RECORD_PATCH = "decision-record"
 # revokes every approved token. Marked only in a run where it changes the outcome. KEPT: none of
 # its own (a run without the marker takes the approval that n distinct subs met).
 QUORUM_VETO_PATCH = "quorum-veto"
+# Gates require_approval's default place (temporal_ciba._workflow._inline_by_default): without
+# `inline`, a request expected to wait at most INLINE_WAIT_LIMIT runs inline, where the default
+# was a child. Marked only where it runs inline. Retire once no caller's run that called
+# require_approval without `inline` before it can still be open (callers may run long). KEPT:
+# `payment_agent*.before-*` record explicit places; a caller of the default replays its child
+# from any history recorded without the marker.
+INLINE_DEFAULT_PATCH = "inline-by-default"
 
 
 @dataclass(frozen=True)
