@@ -8,8 +8,9 @@ the tokens nobody will use, sealing.py how tokens leave an activity.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from temporalio import activity
 
@@ -49,6 +50,7 @@ class CibaActivities:
         login_hint_subjects: Mapping[str, str] | None = None,
         dialect: RequestDialect | None = None,
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         # The OP's dialect (profile and settings): how requests are shaped before they are sent.
         dialect = dialect or RequestDialect()
@@ -63,6 +65,8 @@ class CibaActivities:
         self._revoker = Revoker(ciba, seals)
         self._redeemer = Redeemer(ciba, seals, self._revoker)
         self._clock = clock
+        # The poll loop's clock and sleep: the wall clock, or a test server's skipped time.
+        self._sleep = sleep
 
     @activity.defn(name="ciba.send_authentication_request")
     async def send_authentication_request(self, input: SendRequestInput) -> SendRequestResult:
@@ -97,7 +101,7 @@ class CibaActivities:
         `pending` once the deadline passes; in between only the pacing leaves, in heartbeat
         details, never a token."""
         info = activity.info()
-        loop = PollLoop(self._redeemer.redeem_once, clock=self._clock, heartbeat=_heartbeat)
+        loop = PollLoop(self._redeemer.redeem_once, clock=self._clock, sleep=self._sleep, heartbeat=_heartbeat)
         return await loop.run(input, details=info.heartbeat_details, attempt=info.attempt)
 
     @activity.defn(name="ciba.revoke_access_token")
