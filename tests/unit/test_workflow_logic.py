@@ -315,7 +315,7 @@ async def test_a_cancellation_during_the_redeem_never_hands_out_its_access_token
     op.blocking = True
     running, task_queue = worker(env, op)
     async with running:
-        handle = await start(env, op, task_queue)
+        handle = await start(env, op, task_queue, polling=PollingPolicy(poll_in="workflow"))  # the redeem's path
         await op.poll_started.wait()  # a token request is in flight
         await handle.cancel()
         await wait_for_event(handle, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED)
@@ -340,7 +340,9 @@ async def test_an_access_token_arriving_after_a_delivered_cancellation_is_revoke
     running, task_queue = worker(env, op, interceptors=[starts])
     with caplog.at_level("WARNING", logger="temporalio.workflow"):
         async with running:
-            handle = await start(env, op, task_queue, action_digest="ab" * 32)
+            # The redeem's path (the poll activity's: tests/unit/test_poll_activity.py).
+            polling = PollingPolicy(poll_in="workflow")
+            handle = await start(env, op, task_queue, action_digest="ab" * 32, polling=polling)
             await op.poll_started.wait()
             await cancel_delivered(handle)
             op.block_next_poll.set()
