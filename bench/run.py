@@ -486,11 +486,22 @@ async def long_wait_history(op: DemoOP, hours: float = 24.0) -> dict[str, Any]:
         await ensure_search_attributes(env.client)
         settings = OPSettings(issuer=op.issuer, client_id="bench-poll5", client_secret=SECRET)  # type: ignore[arg-type]
         ciba = settings.ciba_client()
-        activities = CibaActivities(ciba, TokenSealer(TOKEN_KEY))
+        # The poll activity waits in the test server's time (skipped), reading its clock.
+        now = (await env.get_current_time()).timestamp()
+
+        async def sleep(seconds: float) -> None:
+            nonlocal now
+            await env.sleep(seconds)
+            now = (await env.get_current_time()).timestamp()
+
+        activities = CibaActivities(ciba, TokenSealer(TOKEN_KEY), clock=lambda: now, sleep=sleep)
         records = SqliteStore(Path(tempfile.mkdtemp()) / "records.sqlite3")
         recorder = DecisionRecorder(records, EvidenceKeys([TOKEN_KEY]), TokenSealer(TOKEN_KEY), LogSigner(TOKEN_KEY))
         plugin = CibaPlugin(payload_key=KEY, activities=[*activities.all, recorder.record_decision])
-        async with Worker(env.client, task_queue="long", plugins=[plugin]):
+        # Each heartbeat reaches the server at once: the poll loop moves its clock in 5 s steps.
+        async with Worker(
+            env.client, task_queue="long", plugins=[plugin], max_heartbeat_throttle_interval=datetime.timedelta(0)
+        ):
             message = f"Long wait {uuid.uuid4().hex[:6]}"
             started = await env.get_current_time()
             handle = await env.client.start_workflow(

@@ -1,10 +1,12 @@
-"""Where an approval waits: its own child workflow, or inline in the workflow that asked.
+"""Where an approval waits: inline in the workflow that asked, or its own child workflow.
 
-    require_approval(request)               ──▶ CibaApprovalWorkflow, a child: poll mode and
-                                                 long waits (continue-as-new keeps its history small)
-    require_approval(request, inline=True)  ──▶ the caller's own workflow: ping and push with
-                                                 short waits (about 15 events, one workflow task
-                                                 from the ping to the caller's next line)
+    require_approval(request, inline=True)   ──▶ the caller's own workflow: the fastest path (one
+                                                  workflow task from the ping to the caller's next
+                                                  line; poll mode's wait is one activity)
+    require_approval(request, inline=False)  ──▶ CibaApprovalWorkflow, a child: long waits
+                                                  (continue-as-new keeps every history small)
+    require_approval(request)                ──▶ inline unless the request may wait longer than
+                                                  INLINE_WAIT_LIMIT (then a child)
 
 Either way the same state machine (temporal_ciba._approval) runs, with the same outcome,
 search attributes, status query and current details, on the workflow it runs in.
@@ -22,6 +24,7 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from temporal_ciba._approval import (
+        INLINE_DEFAULT_PATCH,
         REDEEM_PATCH,
         Approval,
         DecisionPath,
@@ -45,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
 
 __all__ = [
     "DELIVER_SIGNAL",
+    "INLINE_WAIT_LIMIT",
     "NOTIFY_SIGNAL",
     "STATUS_QUERY",
     "WORKER_POLICY",
@@ -180,6 +184,13 @@ async def worker_approval_policy() -> ApprovalPolicy:
     )
 
 
+# The longest expected wait (requested_expiry, or the policy deadline) that require_approval runs
+# inline by default. Inline, the caller's history grows with the wait only in ping and push mode's
+# fallback polls (one each notification_fallback_interval_seconds, 600 s by default: about 5
+# events); within an hour that is at most 6 of them. A longer wait runs as a child, whose
+# history continues as new; an unknown one (the OP's expires_in, minutes with the OPs we know)
+# runs inline.
+INLINE_WAIT_LIMIT = timedelta(hours=1)
 # The name under which CibaPlugin's worker interceptor offers an extern function to workflow code:
 # its presence is how require_approval knows that the worker running it has the plugin.
 PLUGIN_MARKER: Final = "temporal_ciba.CibaPlugin"
@@ -208,18 +219,19 @@ async def require_approval(
     *,
     id: str | None = None,
     task_queue: str | None = None,
-    inline: bool = False,
+    inline: bool | None = None,
     policy: ApprovalPolicy | Literal["worker"] | None = None,
     action: PolicyAction | None = None,
 ) -> ApprovalOutcome:
     """Ask for approval from inside any workflow and wait durably for the outcome.
 
-    By default it runs CibaApprovalWorkflow as a child with an id derived from the parent's (and
-    the action digest, when there is one), so a replay or a retry finds the same approval. With
-    `inline=True` it runs in this workflow instead: the fastest path for ping and push mode and
-    waits of minutes (this workflow gets the search attributes, the `ciba.status` query and the
-    notifications; every poll in poll mode costs this workflow's history about 11 events, and it
-    never continues as new). Act only if `outcome.approved`.
+    Where it waits, unless `inline` says: in this workflow (the fastest path in every delivery
+    mode), or, when the request may wait longer than INLINE_WAIT_LIMIT (its requested_expiry or
+    policy_deadline), as the child CibaApprovalWorkflow, whose history continues as new however
+    long the wait (docs: guides/asking-for-an-approval.md, where the approval waits). Inline,
+    this workflow gets the search attributes, the `ciba.status` query and the notifications; a
+    child has an id derived from the parent's (and the action digest, when there is one), so a
+    replay or a retry finds the same approval. Act only if `outcome.approved`.
 
     With a `policy` (an ApprovalPolicy, or WORKER_POLICY for the worker's policy file) the
     policy decides for `action` (default: `PolicyAction.of(request)`): no approval (an
@@ -234,10 +246,25 @@ async def require_approval(
     if policy is not None:
         return await _by_policy(request, policy, action, id=id, task_queue=task_queue, inline=inline)
     info = workflow.info()
+    if inline is None:
+        inline = _inline_by_default(request)
     if inline:
         approval = Approval(request, holder=Holder(info.workflow_id, info.run_id), path=DecisionPath(redeem=True))
         return await _InlineApprovals.of_this_workflow().run(approval)
     return await (await _start_approval(request, id or _approval_id(request), task_queue))
+
+
+def _inline_by_default(request: ApprovalRequest) -> bool:
+    """Inline, unless the request may wait longer than INLINE_WAIT_LIMIT.
+
+    Runs recorded when the default was a child keep it (compat.INLINE_DEFAULT_PATCH)."""
+    expected = timedelta(seconds=request.requested_expiry) if request.requested_expiry is not None else None
+    if request.policy_deadline is not None:
+        until_deadline = request.policy_deadline - workflow.now()
+        expected = until_deadline if expected is None else min(expected, until_deadline)
+    if expected is not None and expected > INLINE_WAIT_LIMIT:
+        return False
+    return workflow.patched(INLINE_DEFAULT_PATCH)
 
 
 def _approval_id(request: ApprovalRequest) -> str:
@@ -269,7 +296,7 @@ async def _by_policy(
     *,
     id: str | None,
     task_queue: str | None,
-    inline: bool,
+    inline: bool | None,
 ) -> ApprovalOutcome:
     """require_approval under a policy: decide, then ask nobody, one approver, or a quorum."""
     info = workflow.info()

@@ -8,17 +8,21 @@ the tokens nobody will use, sealing.py how tokens leave an activity.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from temporalio import activity
 
+from temporal_ciba._activities.polling import PollLoop
 from temporal_ciba._activities.redeem import Redeemer
 from temporal_ciba._activities.revocation import Revoker
 from temporal_ciba._activities.sealing import ApprovalSeals
 from temporal_ciba._activities.send import NotificationTokenFactory, Sender
 from temporal_ciba._activities.subjects import ApproverSubjects
 from temporal_ciba._models import (
+    PollInput,
+    PollProgress,
     RedeemInput,
     RedeemResult,
     RevokeAccessTokenInput,
@@ -48,6 +52,7 @@ class CibaActivities:
         dialect: RequestDialect | None = None,
         clock: Callable[[], float] = time.time,
         notification_proofs: NotificationProofs | None = None,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         # The OP's dialect (profile and settings): how requests are shaped before they are sent.
         dialect = dialect or RequestDialect()
@@ -62,11 +67,14 @@ class CibaActivities:
         self._revoker = Revoker(ciba, seals)
         # The callback's proofs on pings and pushes (CIBA_TOKEN_KEY); without them none is proven.
         self._redeemer = Redeemer(ciba, seals, self._revoker, notification_proofs)
+        self._clock = clock
+        # The poll loop's clock and sleep: the wall clock, or a test server's skipped time.
+        self._sleep = sleep
 
     @activity.defn(name="ciba.send_authentication_request")
     async def send_authentication_request(self, input: SendRequestInput) -> SendRequestResult:
         """CIBA §7.1: ask the OP to get the user's decision; a refusal is data, not an exception."""
-        return (await self._sender.send(input)).model_copy(update={"records": True})
+        return (await self._sender.send(input)).model_copy(update={"records": True, "poll_activity": True})
 
     @activity.defn(name="ciba.request_token")
     async def request_token(self, input: TokenRequestInput) -> TokenRequestResult:
@@ -95,6 +103,17 @@ class CibaActivities:
         The approval acts on a push, tokens or error, only when it is proven."""
         return self._redeemer.proven_push(input.delivery, input.first_run_id)
 
+    @activity.defn(name="ciba.poll")
+    async def poll(self, input: PollInput) -> RedeemResult:
+        """Poll mode: redeem at the OP's interval until a final answer (polling.py), heartbeating.
+
+        Returns what `redeem` returns for its final answer (approved, rejected, failed), or
+        `pending` once the deadline passes; in between only the pacing leaves, in heartbeat
+        details, never a token."""
+        info = activity.info()
+        loop = PollLoop(self._redeemer.redeem_once, clock=self._clock, sleep=self._sleep, heartbeat=_heartbeat)
+        return await loop.run(input, details=info.heartbeat_details, attempt=info.attempt)
+
     @activity.defn(name="ciba.revoke_access_token")
     async def revoke_access_token(self, input: RevokeAccessTokenInput) -> bool:
         """RFC 7009: an approved access token that arrived after the approval was cancelled."""
@@ -115,4 +134,9 @@ class CibaActivities:
             self.redeem,
             self.revoke_access_token,
             self.verify_notification,
+            self.poll,
         ]
+
+
+def _heartbeat(progress: PollProgress) -> None:
+    activity.heartbeat(progress.model_dump(mode="json"))

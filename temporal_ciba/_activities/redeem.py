@@ -206,6 +206,10 @@ class Redeemer:
         result = await self._redemptions.once(plain, lambda: self._redeem(plain))
         return result.model_copy(update={"unproven_notices": unproven}) if unproven else result
 
+    async def redeem_once(self, input: RedeemInput) -> RedeemResult:
+        """One token request and, when tokens come, their validation (the poll loop's step)."""
+        return await self._redeem(input)
+
     async def _redeem(self, input: RedeemInput) -> RedeemResult:
         auth_req_id = input.binding.auth_req_id
         started = time.monotonic()

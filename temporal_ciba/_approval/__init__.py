@@ -14,6 +14,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from temporal_ciba._approval.calls import record_decision, revoke_access_token
     from temporal_ciba._approval.compat import (
+        INLINE_DEFAULT_PATCH,
         PING_PACING_PATCH,
         QUORUM_VETO_PATCH,
         RECORD_PATCH,
@@ -31,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 __all__ = [
+    "INLINE_DEFAULT_PATCH",
     "MAX_FIELDS_PER_DETAIL",
     "MAX_VALUE_CHARS",
     "PING_PACING_PATCH",

@@ -16,12 +16,14 @@ from typing import TypeVar
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from temporal_ciba._activities import CibaActivities
     from temporal_ciba._models import (
         ApprovalOutcome,
         ApprovalRequest,
+        PollInput,
         RedeemInput,
         RedeemResult,
         RevokeAccessTokenInput,
@@ -48,6 +50,11 @@ LATE_TOKEN_WAIT = 2 * TOKEN_REQUEST_TIMEOUT
 # failure as its own error, unwrapped (temporalio 1.35): an OP down for every attempt of the
 # request must end as an `error` outcome, not fail the workflow.
 ACTIVITY_FAILED = (ActivityError, ApplicationError)
+# The poll activity heartbeats at least this often while it waits, so a crashed worker's
+# approvals are picked up by another within it (and their next token request comes within it
+# plus one interval). Each heartbeat is one call to the Temporal server (a pending approval in
+# poll mode costs it one every 0.8 of this), and none is history.
+POLL_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
 SEND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=5
 )
@@ -122,6 +129,43 @@ async def verify_notification(check: VerifyNotificationInput) -> bool:
             raise asyncio.CancelledError() from exc
         workflow.logger.error("the push's proof could not be checked: %s", root_cause(exc))
         return False
+
+
+async def poll(
+    polling: PollInput, *, remaining: timedelta, keep_late: Callable[[RedeemResult], None]
+) -> RedeemResult | None:
+    """Poll mode's token requests, all in one heartbeating activity (ciba.poll); None if the OP
+    stayed unreachable until after the deadline.
+
+    A regular activity, for its heartbeats: the wait costs the history its three events however
+    long it lasts. A cancellation of the approval cancels it and waits for it to end (a token
+    request in flight is let finish, never overlapped; an approval it brings is kept to be revoked)."""
+    bound = max(remaining, timedelta(0)) + 2 * TOKEN_REQUEST_TIMEOUT
+    handle = workflow.start_activity_method(
+        CibaActivities.poll,
+        polling,
+        start_to_close_timeout=bound,
+        schedule_to_close_timeout=bound,
+        heartbeat_timeout=POLL_HEARTBEAT_TIMEOUT,
+        retry_policy=_token_request_retry(polling.interval_seconds),
+        cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+    )
+    try:
+        return await asyncio.shield(handle)
+    except asyncio.CancelledError:
+        # Ask the loop to stop (it hears it at its next heartbeat) and wait for it to end: with
+        # an approval its request brought back meanwhile, to be revoked, or cancelled.
+        handle.cancel()
+        try:
+            late = await asyncio.wait_for(asyncio.shield(handle), timeout=LATE_TOKEN_WAIT.total_seconds())
+        except (TimeoutError, asyncio.CancelledError, *ACTIVITY_FAILED):
+            raise asyncio.CancelledError() from None
+        keep_late(late)
+        raise
+    except ACTIVITY_FAILED as exc:
+        if is_cancelled_exception(exc):
+            raise asyncio.CancelledError() from exc
+        return None
 
 
 async def request_token(

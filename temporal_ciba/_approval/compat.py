@@ -12,7 +12,11 @@ KEPT histories from tests/replay/cases.py with it; drop the deprecate call once 
 recorded the marker can still be open.
 
 Compatibility that needs no patch, because the history itself says which way to go:
-`SendRequestResult.records` (False in a history without decision records), `PingNotice` and
+`SendRequestResult.records` (False in a history without decision records),
+`SendRequestResult.poll_activity` (False in a history whose poll mode polled from workflow code,
+with a timer and a redeem per poll: it replays so; True, the poll loop runs in one activity,
+ciba.poll; the old loop stays for PollingPolicy(poll_in="workflow"), and the recorded
+poll-mode histories that use it replay it), `PingNotice` and
 `PushDelivery` without a `first_run_id` or a `proof` in a recorded history (what an older
 callback signalled; a new ping without them is refused by the redeem activity, a new push by
 NOTIFICATION_PROOF_PATCH's check), the redeem's `notice` (an input field: a replayed redeem reads
@@ -40,6 +44,13 @@ RECORD_PATCH = "decision-record"
 # revokes every approved token. Marked only in a run where it changes the outcome. KEPT: none of
 # its own (a run without the marker takes the approval that n distinct subs met).
 QUORUM_VETO_PATCH = "quorum-veto"
+# Gates require_approval's default place (temporal_ciba._workflow._inline_by_default): without
+# `inline`, a request expected to wait at most INLINE_WAIT_LIMIT runs inline, where the default
+# was a child. Marked only where it runs inline. Retire once no caller's run that called
+# require_approval without `inline` before it can still be open (callers may run long). KEPT:
+# `payment_agent*.before-*` record explicit places; a caller of the default replays its child
+# from any history recorded without the marker.
+INLINE_DEFAULT_PATCH = "inline-by-default"
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
         OutcomeStatus,
         PendingState,
         PingNotice,
+        PollInput,
         PushDelivery,
         RedeemInput,
         RedeemResult,
@@ -200,6 +201,7 @@ class Approval:
             interval_seconds=float(sent.interval or 5),
             asked_again=self._asked_again,
             records=sent.records,
+            poll_activity=sent.poll_activity,
         )
         self._inbox.sent(sent.auth_req_id, sent.binding.delivery_mode)
         view.show_pending(self.state, self._pending)
@@ -214,6 +216,8 @@ class Approval:
         last_request_seconds = 0.0
         polls_this_run = 0
         push = pending.binding.delivery_mode == "push"
+        if self._polls_in_activity(pending):
+            return await self._poll_in_activity(pending)
         while True:
             remaining = (pending.deadline - workflow.now()).total_seconds()
             if self._inbox.pushed is not None:
@@ -272,12 +276,7 @@ class Approval:
                 assert isinstance(answer, TokenRequestResult) and answer.sealed_tokens is not None
                 return await self._validate(pending, answer.sealed_tokens)
             if answer.kind == "failed":
-                if answer.error == GRANT_LOST and self._request.on_lost_grant == "ask_again" and not self._asked_again:
-                    workflow.logger.warning("grant of auth_req_id %s lost: asking again", pending.auth_req_id)
-                    return None
-                status = DECISION_ERRORS.get(answer.error or "", "error")
-                reason = self._denial() if status == "denied" else answer.reason or "the OP ended the request"
-                return self._finish(status, error=answer.error, reason=reason)
+                return self._failed(pending, answer)
             if answer.kind == "slow_down":
                 schedule, _ = schedule.after(SlowDown())
             elif answer.kind == "retry_later":
@@ -291,6 +290,65 @@ class Approval:
                 pending.notified = self._inbox.notified
                 pending.runs += 1
                 self._continue_as_new(pending)
+
+    def _failed(self, pending: PendingState, answer: RedeemResult | TokenRequestResult) -> ApprovalOutcome | None:
+        """The outcome of the OP's final error; None when a lost grant is answered by asking again."""
+        if answer.error == GRANT_LOST and self._request.on_lost_grant == "ask_again" and not self._asked_again:
+            workflow.logger.warning("grant of auth_req_id %s lost: asking again", pending.auth_req_id)
+            return None
+        status = DECISION_ERRORS.get(answer.error or "", "error")
+        reason = self._denial() if status == "denied" else answer.reason or "the OP ended the request"
+        return self._finish(status, error=answer.error, reason=reason)
+
+    def _polls_in_activity(self, pending: PendingState) -> bool:
+        """Poll mode polls in one activity, where the send activity's result says it may.
+
+        (SendRequestResult.poll_activity, already in history: no patch marker.)
+
+        No ping or push can reach a poll-mode request (it was sent without a notification token,
+        and the inbox takes none for it), so the activity is the only way the decision arrives."""
+        return (
+            pending.binding.delivery_mode == "poll"
+            and self._path.redeem
+            and pending.poll_activity
+            and self._request.polling.poll_in == "activity"
+        )
+
+    async def _poll_in_activity(self, pending: PendingState) -> ApprovalOutcome | None:
+        """The outcome of poll mode's token requests, made by one activity (calls.poll).
+
+        The history holds the activity's three events, not one timer and one redeem per poll."""
+        polling = PollInput(
+            redemption=RedeemInput(
+                binding=pending.binding,
+                holder_workflow_id=self._holder.workflow_id,
+                holder_run_id=self._holder.run_id,
+                action_digest=self._request.action_digest,
+            ),
+            interval_seconds=pending.interval_seconds,
+            requested_at=pending.requested_at,
+            last_request_at=pending.last_token_request_at,
+            deadline=pending.deadline,
+            polling=self._request.polling,
+        )
+
+        def keep_late(late: RedeemResult) -> None:
+            if late.kind == "approved":
+                self._late_access_token = late.sealed_access_token
+
+        answer = await calls.poll(polling, remaining=pending.deadline - workflow.now(), keep_late=keep_late)
+        if answer is None:
+            return self._finish("error", reason="the OP could not be reached before the deadline")
+        pending.polls += answer.polls or 0
+        pending.interval_seconds = answer.interval_seconds or pending.interval_seconds
+        pending.last_token_request_at = workflow.now()
+        self.state.polls = pending.polls
+        self.state.interval_seconds = pending.interval_seconds
+        if answer.kind in ("approved", "rejected"):
+            return self._redeemed(pending, answer)
+        if answer.kind == "failed":
+            return self._failed(pending, answer)
+        return self._finish("expired", reason="no decision before the deadline")
 
     async def _pace_notified_request(self, pending: PendingState, spacing: float) -> bool:
         """Wait until a pinged token request may go; False if the deadline passes first.

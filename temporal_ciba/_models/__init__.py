@@ -9,6 +9,8 @@ Every one of them is in recorded histories: extend with optional fields, never r
 """
 
 from temporal_ciba._models.activity_io import (
+    PollInput,
+    PollProgress,
     RedeemInput,
     RedeemResult,
     RevokeAccessTokenInput,
@@ -47,6 +49,8 @@ __all__ = [
     "PendingState",
     "PingNotice",
     "PolicyDecision",
+    "PollInput",
+    "PollProgress",
     "PollingPolicy",
     "PushDelivery",
     "RedeemInput",

@@ -6,11 +6,12 @@ sealed.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from temporal_ciba._models.contracts import ApprovalRequest
+from temporal_ciba._models.contracts import ApprovalRequest, PollingPolicy
 from temporal_ciba._models.signals import PingNotice, PushDelivery
 from temporal_ciba.ciba import DeliveryMode, RequestBinding, ValidatedApproval
 
@@ -38,6 +39,12 @@ class SendRequestResult(BaseModel):
     # send activity always says True; a history without records has False (the default) and
     # replays without the record's step. A result in history, not a patch: no marker.
     records: bool = False
+    # Whether poll mode's token requests run in one activity (ciba.poll) rather than a timer and
+    # a redeem per poll: the send activity always says True; a history recorded before the poll
+    # activity has False (the default) and replays polling from workflow code. No marker: a
+    # patch marker just after this local activity does not replay when the activity's result
+    # arrived in a later workflow task than it started in.
+    poll_activity: bool = False
 
 
 class TokenRequestInput(BaseModel):
@@ -96,6 +103,40 @@ class RedeemResult(BaseModel):
     reason: str | None = None
     # How many of the input's pings had no valid proof (dropped, whatever the answer).
     unproven_notices: int = 0
+    # The poll activity's (ciba.poll): how many token requests it made, and the interval it
+    # ended with (grown by slow_down).
+    polls: int | None = None
+    interval_seconds: float | None = None
+
+
+class PollInput(BaseModel):
+    """Poll mode's token-request loop (ciba.poll): redeem every interval until a final answer.
+
+    Times are the worker's wall clock and the workflow's, both UTC."""
+
+    redemption: RedeemInput
+    # The OP's interval (CIBA §7.3), grown by every slow_down so far.
+    interval_seconds: float
+    # When the backchannel request was acknowledged: the first token request waits an interval
+    # after it, and the polling policy's long wait counts from it.
+    requested_at: datetime
+    # When the last token request before this activity was made, if any.
+    last_request_at: datetime | None = None
+    # No token request after this: the activity answers `pending` and the approval expires.
+    deadline: datetime
+    polling: PollingPolicy = PollingPolicy()
+
+
+class PollProgress(BaseModel):
+    """The poll loop's pacing, in its heartbeat details: a retried attempt resumes from it.
+
+    Epoch seconds of the worker's wall clock."""
+
+    interval_seconds: float
+    last_request_started: float | None = None
+    # An OP's Retry-After (RFC 9110 §10.2.3): no request before this.
+    not_before: float | None = None
+    polls: int = 0
 
 
 class RevokeAccessTokenInput(BaseModel):

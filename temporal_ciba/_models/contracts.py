@@ -24,13 +24,17 @@ OUTCOME_STATUSES: tuple[OutcomeStatus, ...] = ("approved", "denied", "expired", 
 
 
 class PollingPolicy(BaseModel):
-    """How the workflow waits; chosen so a long wait keeps every run's history small.
+    """How the approval waits for its decision; chosen so a long wait keeps history small.
 
-    Each poll costs about 11 history events (timer, activity, workflow tasks). The workflow
-    polls at the OP's interval (grown by slow_down) for `long_wait_after_seconds`, then no faster
-    than `long_wait_interval_seconds` (CIBA §7.3 sets a minimum interval, not a maximum), and
-    continues as new every `polls_per_run` polls. With the defaults a 24-hour wait at interval
-    5 s costs 12 runs of at most about 2,300 events each.
+    In poll mode one heartbeating activity (`ciba.poll`) makes every token request, an interval
+    apart: the wait costs the history a handful of events however long it lasts, and the OP sees
+    its requests on time. With `poll_in="workflow"`, and for the fallback poll of ping and push
+    mode, each poll is a timer and a workflow task instead (about 11 history events), and the
+    run continues as new every `polls_per_run` polls.
+
+    Either way the approval polls at the OP's interval (grown by slow_down) for
+    `long_wait_after_seconds`, then no faster than `long_wait_interval_seconds` (CIBA §7.3 sets
+    a minimum interval, not a maximum).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -40,6 +44,10 @@ class PollingPolicy(BaseModel):
     polls_per_run: int = Field(default=200, ge=10, le=2000)
     # Ping and push mode: the notification is the normal path; this slow poll catches a lost one.
     notification_fallback_interval_seconds: float = Field(default=600.0, gt=0)
+    # Poll mode: where the token-request loop runs. "activity": one heartbeating activity per
+    # approval (a worker runs as many at once as its max_concurrent_activities allows);
+    # "workflow": a timer and a workflow task per poll.
+    poll_in: Literal["activity", "workflow"] = "activity"
 
 
 class ApprovalRequest(BaseModel):

@@ -30,6 +30,8 @@ class PendingState(BaseModel):
     asked_again: bool = False
     # SendRequestResult.records, carried into the next run.
     records: bool = False
+    # SendRequestResult.poll_activity, carried into the next run.
+    poll_activity: bool = False
 
 
 class ApprovalWorkflowInput(BaseModel):

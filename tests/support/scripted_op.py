@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 from temporalio import activity
@@ -20,10 +21,13 @@ from temporalio.worker import Interceptor, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from temporal_ciba._activities import Redemptions
+from temporal_ciba._activities.polling import PollLoop
 from temporal_ciba._models import (
     ApprovalRequest,
     ApprovalState,
     ApprovalWorkflowInput,
+    PollInput,
+    PollProgress,
     RedeemInput,
     RedeemResult,
     RevokeAccessTokenInput,
@@ -94,6 +98,7 @@ class ScriptedOP:
         self.pending_request_seconds: float | None = None  # what a redeem that is not final says it took
         self.token_request_error: Exception | None = None  # every token request raises it
         self.records = True  # what the send says: the approval records its outcome
+        self.poll_activity = True  # what the send says: poll mode polls in one activity (ciba.poll)
         # The decision records the approval wrote (ciba.record_decision), one per write attempt.
         self.recorded: list[RecordDecisionInput] = []
         # What the next record writes raise, one per attempt (then they succeed).
@@ -113,6 +118,13 @@ class ScriptedOP:
         # only with the action digest and the holder it was sealed to.
         self.access_token_revocations: list[RevokeAccessTokenInput] = []
         self.verified: list[VerifyNotificationInput] = []  # every push whose proof was checked
+        # The poll activity's heartbeats (its pacing), and how many attempts it made.
+        self.heartbeats: list[PollProgress] = []
+        self.poll_attempts = 0
+        self.poll_cancelled = False  # the poll activity ended cancelled
+        self.poll_cancel_requested = asyncio.Event()  # a cancellation reached the poll activity
+        # The token requests (by number, from 1) that raise, once each.
+        self.token_request_failures: dict[int, Exception] = {}
 
     @property
     def activities(self) -> list[Callable[..., Any]]:
@@ -125,6 +137,7 @@ class ScriptedOP:
             self.revoke_access_token,
             self.record,
             self.verify_notification,
+            self.poll,
         ]
 
     def auth_req_id_for(self, login_hint: str | None) -> str:
@@ -169,6 +182,7 @@ class ScriptedOP:
             delivery_mode=self.mode,
             binding_message_sent=f"{input.request.binding_message}, code ABCD",
             records=self.records,
+            poll_activity=self.poll_activity,
         )  # type: ignore[arg-type]
 
     @activity.defn(name="ciba.request_token")
@@ -183,6 +197,8 @@ class ScriptedOP:
         self.poll_started.set()
         if self.token_request_error is not None:
             raise self.token_request_error
+        if (failure := self.token_request_failures.pop(len(self.poll_times), None)) is not None:
+            raise failure
         if self.blocking:
             await self.block_next_poll.wait()
         if self.gated:
@@ -229,6 +245,40 @@ class ScriptedOP:
             sealed_access_token="sealed-at",
             sealed_id_token="sealed-id-token",
         )  # type: ignore[arg-type]
+
+    @activity.defn(name="ciba.poll")
+    async def poll(self, input: PollInput) -> RedeemResult:
+        """The real poll loop (temporal_ciba._activities.polling) on the test server's clock.
+
+        It sleeps in server time (the time-skipping server skips it) and redeems from the script
+        as `redeem` does; every heartbeat it makes is kept in `heartbeats`."""
+        now = (await self.env.get_current_time()).timestamp()
+
+        async def sleep(seconds: float) -> None:
+            nonlocal now
+            await self.env.sleep(seconds)
+            now = (await self.env.get_current_time()).timestamp()
+
+        def heartbeat(progress: PollProgress) -> None:
+            self.heartbeats.append(progress.model_copy())
+            activity.heartbeat(progress.model_dump(mode="json"))
+
+        info = activity.info()
+        self.poll_attempts += 1
+        loop = PollLoop(self._redeem, clock=lambda: now, sleep=sleep, heartbeat=heartbeat)
+
+        async def watch() -> None:
+            await activity.wait_for_cancelled()
+            self.poll_cancel_requested.set()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            return await loop.run(input, details=info.heartbeat_details, attempt=info.attempt)
+        except asyncio.CancelledError:
+            self.poll_cancelled = True
+            raise
+        finally:
+            watcher.cancel()
 
     @activity.defn(name="ciba.revoke_access_token")
     async def revoke_access_token(self, input: RevokeAccessTokenInput) -> bool:
@@ -311,6 +361,8 @@ def worker(
         activities=op.activities,
         # What CibaPlugin adds to a worker for require_approval to find.
         interceptors=[*interceptors, PluginMarker()],
+        # The poll activity sleeps in skipped time: each heartbeat reaches the server at once.
+        max_heartbeat_throttle_interval=timedelta(0),
     ), task_queue
 
 

@@ -196,6 +196,13 @@ class ActivityStart:
     start_to_close: timedelta | None
     schedule_to_close: timedelta | None
     retry_policy: RetryPolicy | None
+    # A regular activity's heartbeat timeout, and its cancellation type unless the default
+    # (None for a local one).
+    heartbeat_timeout: timedelta | None = None
+    cancellation_type: workflow.ActivityCancellationType | None = None
+
+
+TRY_CANCEL = workflow.ActivityCancellationType.TRY_CANCEL
 
 
 class ActivityStarts(Interceptor):
@@ -218,6 +225,8 @@ class ActivityStarts(Interceptor):
                         input.start_to_close_timeout,
                         input.schedule_to_close_timeout,
                         input.retry_policy,
+                        None if local else input.heartbeat_timeout,
+                        None if local or input.cancellation_type == TRY_CANCEL else input.cancellation_type,
                     )
                 )
 

@@ -11,8 +11,9 @@ from datetime import timedelta
 
 from temporalio.common import RetryPolicy
 from temporalio.testing import WorkflowEnvironment
+from temporalio.workflow import ActivityCancellationType
 
-from temporal_ciba._models import PushDelivery
+from temporal_ciba._models import PollingPolicy, PushDelivery
 from temporal_ciba._workflow import CibaApprovalWorkflow
 from tests.support.scripted_op import GRANTED, ScriptedOP, start, wait_pending, worker
 from tests.support.temporal import ActivityStart, ActivityStarts
@@ -35,12 +36,14 @@ RECORD = ActivityStart(
 )
 
 
-async def approve_by_polling(env: WorkflowEnvironment, *, interval: int, expires_in: int) -> ActivityStarts:
+async def approve_by_polling(
+    env: WorkflowEnvironment, *, interval: int, expires_in: int, poll_in: str = "workflow"
+) -> ActivityStarts:
     op = ScriptedOP(env, [GRANTED], interval=interval, expires_in=expires_in)
     starts = ActivityStarts()
     running, task_queue = worker(env, op, interceptors=[starts])
     async with running:
-        outcome = await (await start(env, op, task_queue)).result()
+        outcome = await (await start(env, op, task_queue, polling=PollingPolicy(poll_in=poll_in))).result()
     assert outcome.approved
     return starts
 
@@ -54,6 +57,21 @@ async def test_a_polled_approval_sends_redeems_and_records_with_its_options(env:
     assert redeem.schedule_to_close is not None
     assert 590 * SECONDS <= redeem.schedule_to_close <= 595 * SECONDS
     assert redeem.retry_policy == RetryPolicy(initial_interval=5 * SECONDS, maximum_interval=30 * SECONDS)
+
+
+async def test_poll_mode_polls_in_one_activity_that_heartbeats_and_is_waited_for_when_cancelled(
+    env: WorkflowEnvironment,
+) -> None:
+    """Poll mode's token requests are one activity's: a crash is noticed within its heartbeat
+    timeout, a cancellation waits for its request in flight, and a retry is a token request too."""
+    starts = await approve_by_polling(env, interval=5, expires_in=600, poll_in="activity")
+    assert starts.of("ciba.redeem") == []
+    (poll,) = starts.of("ciba.poll")
+    assert not poll.local and poll.heartbeat_timeout == 20 * SECONDS
+    assert poll.cancellation_type == ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+    # Until the request expires (600 s after it was sent), plus two token requests' worth.
+    assert poll.start_to_close == poll.schedule_to_close == 690 * SECONDS
+    assert poll.retry_policy == RetryPolicy(initial_interval=5 * SECONDS, maximum_interval=30 * SECONDS)
 
 
 async def test_a_redeem_near_expiry_still_gets_two_attempts_and_retries_a_long_interval_apart(

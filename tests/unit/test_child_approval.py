@@ -1,4 +1,5 @@
-"""An approval in its own child workflow (`require_approval(request)`, the default).
+"""An approval in its own child workflow: `require_approval(request)` for a request that may wait
+longer than INLINE_WAIT_LIMIT (here requested_expiry two hours), where that is the default.
 
 On the time-skipping test server with the scripted activities of tests.support.scripted_op: the
 child's id is derived from the caller's (and the action digest), it runs on the caller's task
@@ -42,7 +43,9 @@ class Ask:
 
 
 def asked(action_digest: str | None) -> ApprovalRequest:
-    return ApprovalRequest(login_hint="alice", binding_message="Approve it", action_digest=action_digest)
+    return ApprovalRequest(
+        login_hint="alice", binding_message="Approve it", action_digest=action_digest, requested_expiry=7200
+    )
 
 
 @workflow.defn(sandboxed=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import pytest
 from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
@@ -184,3 +185,42 @@ async def test_the_status_query_is_the_approvals_unless_the_workflow_has_its_own
             await ping(agent)
         for agent in (plain, own):
             assert (await agent.result()).status == "approved"
+
+
+@workflow.defn(sandboxed=False)
+class DefaultPlaceAgent:
+    @workflow.run
+    async def run(self, requested_expiry: int | None) -> ApprovalOutcome:
+        polling = PollingPolicy(notification_fallback_interval_seconds=FALLBACK)
+        request = ApprovalRequest(
+            login_hint="alice", binding_message="Approve it", polling=polling, requested_expiry=requested_expiry
+        )
+        return await require_approval(request)
+
+
+@pytest.mark.parametrize(("requested_expiry", "inline"), [(None, True), (3600, True), (3601, False)])
+async def test_by_default_an_approval_waits_inline_unless_it_may_wait_longer_than_an_hour(
+    env: WorkflowEnvironment, requested_expiry: int | None, inline: bool
+) -> None:
+    """The default place (INLINE_WAIT_LIMIT): inline, the fastest in every mode; a child, whose
+    history continues as new, for a request that may wait longer. The inline default is marked
+    (compat.INLINE_DEFAULT_PATCH): a run recorded before it replays its child."""
+    op = ScriptedOP(env, [GRANTED], interval=5)
+    running, task_queue = worker(env, op, DefaultPlaceAgent)
+    async with running:
+        agent = await env.client.start_workflow(
+            DefaultPlaceAgent.run, requested_expiry, id=f"agent-{uuid.uuid4().hex[:8]}", task_queue=task_queue
+        )
+        outcome = await agent.result()
+        events = [event async for event in agent.fetch_history_events()]
+    assert outcome.status == "approved"
+    assert (outcome.workflow_id == agent.id) is inline
+    types = [event.event_type for event in events]
+    assert (EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED not in types) is inline
+    patches = [
+        event.SerializeToString()
+        for event in events
+        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+        and event.marker_recorded_event_attributes.marker_name == "core_patch"
+    ]
+    assert any(b"inline-by-default" in patch for patch in patches) is inline

@@ -139,7 +139,7 @@ async def test_polls_start_an_interval_apart_however_long_a_request_takes(env: W
     op.pending_request_seconds = 4.6
     running, task_queue = worker(env, op)
     async with running:
-        handle = await start(env, op, task_queue)
+        handle = await start(env, op, task_queue, polling=PollingPolicy(poll_in="workflow"))
         assert (await handle.result()).status == "approved"
     # The first poll waits the whole interval; each later one 5 - 4.6 s after the last returned.
     assert await timers(handle) == pytest.approx([5, 0.4, 0.4])
@@ -315,7 +315,7 @@ async def test_a_cancellation_during_the_redeem_never_hands_out_its_access_token
     op.blocking = True
     running, task_queue = worker(env, op)
     async with running:
-        handle = await start(env, op, task_queue)
+        handle = await start(env, op, task_queue, polling=PollingPolicy(poll_in="workflow"))  # the redeem's path
         await op.poll_started.wait()  # a token request is in flight
         await handle.cancel()
         await wait_for_event(handle, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED)
@@ -340,7 +340,9 @@ async def test_an_access_token_arriving_after_a_delivered_cancellation_is_revoke
     running, task_queue = worker(env, op, interceptors=[starts])
     with caplog.at_level("WARNING", logger="temporalio.workflow"):
         async with running:
-            handle = await start(env, op, task_queue, action_digest="ab" * 32)
+            # The redeem's path (the poll activity's: tests/unit/test_poll_activity.py).
+            polling = PollingPolicy(poll_in="workflow")
+            handle = await start(env, op, task_queue, action_digest="ab" * 32, polling=polling)
             await op.poll_started.wait()
             await cancel_delivered(handle)
             op.block_next_poll.set()
@@ -388,7 +390,9 @@ async def test_a_signal_during_the_redeem_does_not_ask_the_op_twice(env: Workflo
 
 async def test_long_waits_poll_slower_and_continue_as_new(env: WorkflowEnvironment) -> None:
     op = ScriptedOP(env, [TokenRequestResult(kind="pending")] * 45 + [GRANTED], interval=5, expires_in=86400)
-    polling = PollingPolicy(long_wait_after_seconds=60, long_wait_interval_seconds=30, polls_per_run=10)
+    polling = PollingPolicy(
+        long_wait_after_seconds=60, long_wait_interval_seconds=30, polls_per_run=10, poll_in="workflow"
+    )
     running, task_queue = worker(env, op)
     async with running:
         handle = await start(env, op, task_queue, polling=polling)
@@ -470,7 +474,7 @@ async def test_a_slowed_interval_survives_continue_as_new(env: WorkflowEnvironme
     pending = TokenRequestResult(kind="pending")
     answers = [pending] * 9 + [TokenRequestResult(kind="slow_down")] + [pending] * 3 + [GRANTED]
     op = ScriptedOP(env, answers, interval=5, expires_in=3600)
-    polling = PollingPolicy(polls_per_run=10)
+    polling = PollingPolicy(polls_per_run=10, poll_in="workflow")
     running, task_queue = worker(env, op)
     async with running:
         handle = await start(env, op, task_queue, polling=polling)
@@ -493,7 +497,7 @@ async def test_an_approval_that_does_not_record_still_does_not_after_continue_as
     op.records = False
     running, task_queue = worker(env, op)
     async with running:
-        handle = await start(env, op, task_queue, polling=PollingPolicy(polls_per_run=10))
+        handle = await start(env, op, task_queue, polling=PollingPolicy(polls_per_run=10, poll_in="workflow"))
         outcome = await handle.result()
         state = await handle.query(CibaApprovalWorkflow.status)
     assert (outcome.status, state.runs, op.recorded) == ("approved", 2, [])

@@ -1,0 +1,210 @@
+"""Poll mode's token requests in one heartbeating activity (ciba.poll, temporal_ciba._activities.polling).
+
+The real poll loop runs on the time-skipping server's clock (ScriptedOP.poll sleeps in server time)
+or on a controlled clock: its pacing (an interval between request starts, slow_down, Retry-After),
+its resumption from heartbeat details, its cancellation, and what a long wait costs the history."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from temporal_ciba._activities.polling import PollLoop, next_request_at, resume
+from temporal_ciba._models import (
+    PollingPolicy,
+    PollInput,
+    PollProgress,
+    RedeemInput,
+    RedeemResult,
+    TokenRequestResult,
+)
+from temporal_ciba._workflow import CibaApprovalWorkflow
+from temporal_ciba.ciba import RequestBinding, TransportError
+from tests.support.scripted_op import GRANTED, ScriptedOP, gaps, start, worker
+from tests.support.temporal import wait_for
+
+PENDING = TokenRequestResult(kind="pending")
+SLOW_DOWN = TokenRequestResult(kind="slow_down")
+SCHEDULED = EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+
+
+async def event_types(handle: WorkflowHandle) -> list[int]:
+    return [event.event_type async for event in handle.fetch_history_events()]
+
+
+async def poll_activities(handle: WorkflowHandle) -> list[str]:
+    return [
+        event.activity_task_scheduled_event_attributes.activity_type.name
+        async for event in handle.fetch_history_events()
+        if event.event_type == SCHEDULED
+    ]
+
+
+async def test_requests_start_an_interval_apart_slowed_by_slow_down_and_held_by_retry_after(
+    env: WorkflowEnvironment,
+) -> None:
+    """CIBA §7.3 and §11 in one activity: no timer, no workflow task per poll."""
+    answers = [PENDING, SLOW_DOWN, PENDING, TokenRequestResult(kind="retry_later", retry_after_seconds=12), PENDING]
+    op = ScriptedOP(env, [*answers, GRANTED], interval=5)
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue)
+        outcome = await handle.result()
+        state = await handle.query(CibaApprovalWorkflow.status)
+    assert outcome.status == "approved" and outcome.sealed_access_token == "sealed-at"
+    # 5 s; +5 s after slow_down for every later request; Retry-After 12 s once (the requests
+    # answer at once in server time; the clock is read a moment after each sleep).
+    spacing = gaps(op.poll_times)
+    assert min(gap - wanted for gap, wanted in zip(spacing, [5, 10, 10, 12, 10], strict=True)) >= 0, spacing
+    assert spacing == pytest.approx([5, 10, 10, 12, 10], abs=0.2)
+    assert (state.polls, state.interval_seconds) == (6, 10)
+    assert await poll_activities(handle) == ["ciba.poll"]
+    assert EventType.EVENT_TYPE_TIMER_STARTED not in await event_types(handle)
+
+
+async def test_a_retried_attempt_keeps_the_slowed_interval_from_its_heartbeat_details(
+    env: WorkflowEnvironment,
+) -> None:
+    """The OP unreachable on the third request: the attempt fails and Temporal retries it (5 s
+    later); the new attempt polls at the interval two slow_downs made (15 s), from the details
+    the first attempt heartbeat, and no sooner than that interval after its own start."""
+    op = ScriptedOP(env, [SLOW_DOWN, SLOW_DOWN, PENDING, GRANTED], interval=5)
+    op.token_request_failures[3] = TransportError("the OP could not be reached: connection refused")
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue)
+        outcome = await handle.result()
+        state = await handle.query(CibaApprovalWorkflow.status)
+    assert outcome.status == "approved"
+    assert op.poll_attempts == 2
+    spacing = gaps(op.poll_times)
+    assert spacing[:2] == pytest.approx([10, 15], abs=0.2)
+    # The failed request, then the retry's: the 5 s retry backoff plus the whole 15 s interval.
+    assert spacing[2] >= 15, spacing
+    assert state.interval_seconds == 15
+
+
+async def _at_least(op: ScriptedOP, count: int) -> bool:
+    return len(op.poll_times) >= count
+
+
+async def test_a_long_wait_is_one_run_of_a_few_events(env: WorkflowEnvironment) -> None:
+    """Two hours pending at 5 s: one run, at most 50 events, as for any length of wait.
+
+    After the first ten minutes every 300 s (the policy's long wait; 30 s by default). The
+    benchmark counts a 24-hour wait with the defaults; here the loop moves the test server's
+    clock in its 5 s heartbeat steps, so a shorter wait keeps the test short."""
+    op = ScriptedOP(env, [], interval=5, expires_in=7_200)
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue, polling=PollingPolicy(long_wait_interval_seconds=300))
+        outcome = await handle.result()
+        state = await handle.query(CibaApprovalWorkflow.status)
+    assert outcome.status == "expired"
+    events = await event_types(handle)
+    assert len(events) <= 50, len(events)
+    assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW not in events
+    assert state.runs == 1
+    # 5 s apart until 600 s after the acknowledgement, then 300 s apart until the deadline.
+    spacing = [round(gap) for gap in gaps(op.poll_times)]
+    assert spacing == [5] * 119 + [300] * ((7_200 - 600) // 300 - 1)
+    assert state.polls == len(op.poll_times)
+
+
+async def test_a_cancellation_reaches_the_loop_and_no_request_follows(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [], interval=5)
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue)
+        await wait_for(lambda: _at_least(op, 3), what="three requests")
+        await handle.cancel()
+        outcome = await handle.result()
+    # The workflow waited for the activity to end (cancelled): no request can follow.
+    assert outcome.status == "cancelled"
+    assert op.poll_cancelled and op.poll_attempts == 1
+
+
+async def test_an_approval_in_flight_at_the_cancellation_is_revoked(env: WorkflowEnvironment) -> None:
+    """The token request on its way is let finish (never two at once); its access token is revoked."""
+    op = ScriptedOP(env, [GRANTED], interval=5)
+    op.blocking = True
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue)
+        await asyncio.wait_for(op.poll_started.wait(), timeout=30)
+        await handle.cancel()
+        # The loop heartbeats while the request runs: one of them brings the cancellation.
+        await asyncio.wait_for(op.poll_cancel_requested.wait(), timeout=30)
+        op.block_next_poll.set()
+        outcome = await handle.result()
+    assert outcome.status == "cancelled"
+    assert op.poll_attempts == 1
+    assert op.revoked == ["sealed-at"]
+    assert len(op.poll_times) == 1
+
+
+# The loop on a controlled clock ------------------------------------------------------------------
+
+SENT = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def poll_input(**changes: object) -> PollInput:
+    binding = RequestBinding(issuer="https://op", client_id="c", auth_req_id="r", requested_at=0, scope="openid")  # type: ignore[arg-type]
+    fields: dict[str, object] = {
+        "redemption": RedeemInput(binding=binding, holder_workflow_id="w", holder_run_id="r"),
+        "interval_seconds": 5.0,
+        "requested_at": SENT,
+        "deadline": SENT + timedelta(hours=1),
+        **changes,
+    }
+    return PollInput(**fields)  # type: ignore[arg-type]
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self.requests: list[float] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    async def redeem(self, _: RedeemInput) -> RedeemResult:
+        self.requests.append(self.now)
+        return RedeemResult(kind="approved")
+
+
+async def test_a_restarted_attempt_waits_the_interval_in_its_details_after_its_own_start() -> None:
+    """After a crash the server has the last heartbeat's details, maybe older than the last request:
+    the next request waits the kept interval (15 s, not the 5 s the workflow knew) after both the
+    kept request's start and the new attempt's own start."""
+    last = SENT.timestamp() + 100
+    clock = Clock(now=last + 3)
+    kept = PollProgress(interval_seconds=15, last_request_started=last, polls=7)
+    loop = PollLoop(clock.redeem, clock=lambda: clock.now, sleep=clock.sleep, heartbeat=lambda _: None)
+    result = await loop.run(poll_input(), details=[kept.model_dump(mode="json")], attempt=2)
+    assert clock.requests == [last + 3 + 15]
+    assert (result.polls, result.interval_seconds) == (8, 15)
+
+
+def test_a_first_attempt_polls_an_interval_after_the_acknowledgement_or_the_last_request() -> None:
+    start = SENT.timestamp()
+    assert next_request_at(poll_input(), resume(poll_input(), (), attempt=1, now=start)) == start + 5
+    later = poll_input(last_request_at=SENT + timedelta(seconds=40))
+    assert next_request_at(later, resume(later, (), attempt=1, now=start + 41)) == start + 45
+    # Past the long-wait threshold, no faster than its interval.
+    slow = poll_input(polling=PollingPolicy(long_wait_after_seconds=60, long_wait_interval_seconds=30))
+    progress = PollProgress(interval_seconds=5, last_request_started=start + 61)
+    assert next_request_at(slow, progress) == start + 91
+
+
+async def test_no_request_that_could_not_start_before_the_deadline() -> None:
+    clock = Clock(now=SENT.timestamp())
+    loop = PollLoop(clock.redeem, clock=lambda: clock.now, sleep=clock.sleep, heartbeat=lambda _: None)
+    result = await loop.run(poll_input(deadline=SENT + timedelta(seconds=4)))
+    assert (result.kind, clock.requests) == ("pending", [])
+    assert clock.now >= SENT.timestamp() + 4  # answered at the deadline, not before
