@@ -226,12 +226,13 @@ async def require_approval(
     """Ask for approval from inside any workflow and wait durably for the outcome.
 
     Where it waits, unless `inline` says: in this workflow (the fastest path in every delivery
-    mode), or, when the request may wait longer than INLINE_WAIT_LIMIT (its requested_expiry or
-    policy_deadline), as the child CibaApprovalWorkflow, whose history continues as new however
-    long the wait (docs: guides/asking-for-an-approval.md, where the approval waits). Inline,
-    this workflow gets the search attributes, the `ciba.status` query and the notifications; a
-    child has an id derived from the parent's (and the action digest, when there is one), so a
-    replay or a retry finds the same approval. Act only if `outcome.approved`.
+    mode), or as the child CibaApprovalWorkflow, whose history continues as new however long the
+    wait, when the request may wait longer than INLINE_WAIT_LIMIT (its requested_expiry or
+    policy_deadline) or an `id` names the child (docs: guides/asking-for-an-approval.md, where
+    the approval waits). Inline, this workflow gets the search attributes, the `ciba.status`
+    query and the notifications; a child has the given id or one derived from the parent's (and
+    the action digest, when there is one), so a replay or a retry finds the same approval. Act
+    only if `outcome.approved`.
 
     With a `policy` (an ApprovalPolicy, or WORKER_POLICY for the worker's policy file) the
     policy decides for `action` (default: `PolicyAction.of(request)`): no approval (an
@@ -247,7 +248,8 @@ async def require_approval(
         return await _by_policy(request, policy, action, id=id, task_queue=task_queue, inline=inline)
     info = workflow.info()
     if inline is None:
-        inline = _inline_by_default(request)
+        # A given id is the child's: the caller (a tool call's gate) looks the approval up by it.
+        inline = id is None and _inline_by_default(request)
     if inline:
         approval = Approval(request, holder=Holder(info.workflow_id, info.run_id), path=DecisionPath(redeem=True))
         return await _InlineApprovals.of_this_workflow().run(approval)

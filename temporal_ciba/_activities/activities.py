@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 from temporalio import activity
 
-from temporal_ciba._activities.polling import PollLoop
+from temporal_ciba._activities.polling import PollLoop, PollRuns
 from temporal_ciba._activities.redeem import Redeemer
 from temporal_ciba._activities.revocation import Revoker
 from temporal_ciba._activities.sealing import ApprovalSeals
@@ -70,6 +71,7 @@ class CibaActivities:
         self._clock = clock
         # The poll loop's clock and sleep: the wall clock, or a test server's skipped time.
         self._sleep = sleep
+        self._polls = PollRuns()
 
     @activity.defn(name="ciba.send_authentication_request")
     async def send_authentication_request(self, input: SendRequestInput) -> SendRequestResult:
@@ -111,8 +113,18 @@ class CibaActivities:
         `pending` once the deadline passes; in between only the pacing leaves, in heartbeat
         details, never a token."""
         info = activity.info()
-        loop = PollLoop(self._redeemer.redeem_once, clock=self._clock, sleep=self._sleep, heartbeat=_heartbeat)
-        return await loop.run(input, details=info.heartbeat_details, attempt=info.attempt)
+
+        def start(details: Sequence[Any], report: Callable[[PollProgress], None]) -> Awaitable[RedeemResult]:
+            loop = PollLoop(self._redeemer.redeem_once, clock=self._clock, sleep=self._sleep, heartbeat=report)
+            return loop.run(input, details=details, attempt=info.attempt)
+
+        return await self._polls.attempt(
+            (info.workflow_run_id or "", info.activity_id),
+            start,
+            attempt=info.attempt,
+            details=info.heartbeat_details,
+            heartbeat=_heartbeat,
+        )
 
     @activity.defn(name="ciba.revoke_access_token")
     async def revoke_access_token(self, input: RevokeAccessTokenInput) -> bool:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
 from temporalio import workflow
@@ -317,38 +317,49 @@ class Approval:
     async def _poll_in_activity(self, pending: PendingState) -> ApprovalOutcome | None:
         """The outcome of poll mode's token requests, made by one activity (calls.poll).
 
-        The history holds the activity's three events, not one timer and one redeem per poll."""
-        polling = PollInput(
-            redemption=RedeemInput(
-                binding=pending.binding,
-                holder_workflow_id=self._holder.workflow_id,
-                holder_run_id=self._holder.run_id,
-                action_digest=self._request.action_digest,
-            ),
-            interval_seconds=pending.interval_seconds,
-            requested_at=pending.requested_at,
-            last_request_at=pending.last_token_request_at,
-            deadline=pending.deadline,
-            polling=self._request.polling,
-        )
+        The history holds the activity's three events, not one timer and one redeem per poll.
+        A slow_down or a Retry-After ends the activity: the next one starts from the pacing it
+        brought, recorded here rather than only in a heartbeat the server may have missed."""
+        not_before: datetime | None = None
 
         def keep_late(late: RedeemResult) -> None:
             if late.kind == "approved":
                 self._late_access_token = late.sealed_access_token
 
-        answer = await calls.poll(polling, remaining=pending.deadline - workflow.now(), keep_late=keep_late)
-        if answer is None:
-            return self._finish("error", reason="the OP could not be reached before the deadline")
-        pending.polls += answer.polls or 0
-        pending.interval_seconds = answer.interval_seconds or pending.interval_seconds
-        pending.last_token_request_at = workflow.now()
-        self.state.polls = pending.polls
-        self.state.interval_seconds = pending.interval_seconds
-        if answer.kind in ("approved", "rejected"):
-            return self._redeemed(pending, answer)
-        if answer.kind == "failed":
-            return self._failed(pending, answer)
-        return self._finish("expired", reason="no decision before the deadline")
+        while True:
+            polling = PollInput(
+                redemption=RedeemInput(
+                    binding=pending.binding,
+                    holder_workflow_id=self._holder.workflow_id,
+                    holder_run_id=self._holder.run_id,
+                    action_digest=self._request.action_digest,
+                ),
+                interval_seconds=pending.interval_seconds,
+                requested_at=pending.requested_at,
+                last_request_at=pending.last_token_request_at,
+                not_before=not_before,
+                deadline=pending.deadline,
+                polling=self._request.polling,
+            )
+            answer = await calls.poll(polling, remaining=pending.deadline - workflow.now(), keep_late=keep_late)
+            if answer is None:
+                return self._finish("error", reason="the OP could not be reached before the deadline")
+            pending.polls += answer.polls or 0
+            pending.interval_seconds = answer.interval_seconds or pending.interval_seconds
+            pending.last_token_request_at = workflow.now()
+            self.state.polls = pending.polls
+            self.state.interval_seconds = pending.interval_seconds
+            if answer.kind in ("approved", "rejected"):
+                return self._redeemed(pending, answer)
+            if answer.kind == "failed":
+                return self._failed(pending, answer)
+            if answer.kind == "slow_down":
+                not_before = None
+                continue
+            if answer.kind == "retry_later":
+                not_before = workflow.now() + timedelta(seconds=answer.retry_after_seconds or 0.0)
+                continue
+            return self._finish("expired", reason="no decision before the deadline")
 
     async def _pace_notified_request(self, pending: PendingState, spacing: float) -> bool:
         """Wait until a pinged token request may go; False if the deadline passes first.

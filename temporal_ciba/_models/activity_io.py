@@ -104,7 +104,7 @@ class RedeemResult(BaseModel):
     # How many of the input's pings had no valid proof (dropped, whatever the answer).
     unproven_notices: int = 0
     # The poll activity's (ciba.poll): how many token requests it made, and the interval it
-    # ended with (grown by slow_down).
+    # ended with (grown by the slow_down that ended it).
     polls: int | None = None
     interval_seconds: float | None = None
 
@@ -122,6 +122,8 @@ class PollInput(BaseModel):
     requested_at: datetime
     # When the last token request before this activity was made, if any.
     last_request_at: datetime | None = None
+    # An OP's Retry-After (RFC 9110 §10.2.3) that ended the last activity: no request before it.
+    not_before: datetime | None = None
     # No token request after this: the activity answers `pending` and the approval expires.
     deadline: datetime
     polling: PollingPolicy = PollingPolicy()

@@ -83,8 +83,9 @@ KEPT["push_delivered.before-notification-proof"] = RECORDED["push_delivered"]
 # A push without the callback's proof dropped (its check a local activity), then the real one.
 RECORDED["push_unproven_dropped"] = "replay-push_unproven_dropped"
 
-# Poll mode in one activity (SendRequestResult.poll_activity): pending, slow_down, pending,
-# granted. The other poll-mode histories poll from workflow code (PollingPolicy(poll_in="workflow")).
+# Poll mode in one activity (SendRequestResult.poll_activity): pending, slow_down (it ends the
+# activity; the next starts at the grown interval), pending, granted. The other poll-mode
+# histories poll from workflow code (PollingPolicy(poll_in="workflow")).
 RECORDED["poll_activity_approved"] = "replay-poll_activity_approved"
 
 HISTORIES: dict[str, str] = {**RECORDED, **KEPT}

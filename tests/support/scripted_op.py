@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -21,7 +21,7 @@ from temporalio.worker import Interceptor, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from temporal_ciba._activities import Redemptions
-from temporal_ciba._activities.polling import PollLoop
+from temporal_ciba._activities.polling import PollLoop, PollRuns
 from temporal_ciba._models import (
     ApprovalRequest,
     ApprovalState,
@@ -121,6 +121,7 @@ class ScriptedOP:
         # The poll activity's heartbeats (its pacing), and how many attempts it made.
         self.heartbeats: list[PollProgress] = []
         self.poll_attempts = 0
+        self.poll_runs = PollRuns()  # the poll loops, as CibaActivities keeps them
         self.poll_cancelled = False  # the poll activity ended cancelled
         self.poll_cancel_requested = asyncio.Event()  # a cancellation reached the poll activity
         # The token requests (by number, from 1) that raise, once each.
@@ -265,7 +266,10 @@ class ScriptedOP:
 
         info = activity.info()
         self.poll_attempts += 1
-        loop = PollLoop(self._redeem, clock=lambda: now, sleep=sleep, heartbeat=heartbeat)
+
+        def start(details: Sequence[Any], report: Callable[[PollProgress], None]) -> Awaitable[RedeemResult]:
+            loop = PollLoop(self._redeem, clock=lambda: now, sleep=sleep, heartbeat=report)
+            return loop.run(input, details=details, attempt=info.attempt)
 
         async def watch() -> None:
             await activity.wait_for_cancelled()
@@ -273,7 +277,13 @@ class ScriptedOP:
 
         watcher = asyncio.create_task(watch())
         try:
-            return await loop.run(input, details=info.heartbeat_details, attempt=info.attempt)
+            return await self.poll_runs.attempt(
+                (info.workflow_run_id or "", info.activity_id),
+                start,
+                attempt=info.attempt,
+                details=info.heartbeat_details,
+                heartbeat=heartbeat,
+            )
         except asyncio.CancelledError:
             self.poll_cancelled = True
             raise

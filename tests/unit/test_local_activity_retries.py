@@ -24,6 +24,7 @@ from temporalio.worker import (
 )
 
 from temporal_ciba._approval.calls import LOCAL_RETRY_THRESHOLD, SEND_RETRY
+from temporal_ciba._models import PollingPolicy
 from tests.support.scripted_op import GRANTED, ScriptedOP, start, worker
 
 STARTED: list[tuple[str, timedelta | None]] = []
@@ -52,7 +53,9 @@ async def test_every_local_activity_of_an_approval_retries_on_a_timer(env: Workf
     op = ScriptedOP(env, [GRANTED])
     running, task_queue = worker(env, op, interceptors=[RecordLocalActivities()])
     async with running:
-        assert (await (await start(env, op, task_queue)).result()).approved
+        # The redeem is a local activity where the workflow itself polls (or is pinged).
+        handle = await start(env, op, task_queue, polling=PollingPolicy(poll_in="workflow"))
+        assert (await handle.result()).approved
     names = {name for name, _ in STARTED}
     assert {"ciba.send_authentication_request", "ciba.redeem", "ciba.record_decision"} <= names, names
     assert all(threshold == LOCAL_RETRY_THRESHOLD for _, threshold in STARTED), STARTED

@@ -7,6 +7,7 @@ its resumption from heartbeat details, its cancellation, and what a long wait co
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,7 +15,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from temporal_ciba._activities.polling import PollLoop, next_request_at, resume
+from temporal_ciba._activities.polling import PollLoop, PollRuns, next_request_at, resume
 from temporal_ciba._models import (
     PollingPolicy,
     PollInput,
@@ -48,7 +49,9 @@ async def poll_activities(handle: WorkflowHandle) -> list[str]:
 async def test_requests_start_an_interval_apart_slowed_by_slow_down_and_held_by_retry_after(
     env: WorkflowEnvironment,
 ) -> None:
-    """CIBA §7.3 and §11 in one activity: no timer, no workflow task per poll."""
+    """CIBA §7.3 and §11 without a timer or a workflow task per poll: a pending answer keeps the
+    activity polling; a slow_down or a Retry-After ends it, and the workflow starts the next at
+    the pace it brought (in history, never only in a heartbeat the server may have missed)."""
     answers = [PENDING, SLOW_DOWN, PENDING, TokenRequestResult(kind="retry_later", retry_after_seconds=12), PENDING]
     op = ScriptedOP(env, [*answers, GRANTED], interval=5)
     running, task_queue = worker(env, op)
@@ -63,16 +66,16 @@ async def test_requests_start_an_interval_apart_slowed_by_slow_down_and_held_by_
     assert min(gap - wanted for gap, wanted in zip(spacing, [5, 10, 10, 12, 10], strict=True)) >= 0, spacing
     assert spacing == pytest.approx([5, 10, 10, 12, 10], abs=0.2)
     assert (state.polls, state.interval_seconds) == (6, 10)
-    assert await poll_activities(handle) == ["ciba.poll"]
+    assert await poll_activities(handle) == ["ciba.poll"] * 3
     assert EventType.EVENT_TYPE_TIMER_STARTED not in await event_types(handle)
 
 
-async def test_a_retried_attempt_keeps_the_slowed_interval_from_its_heartbeat_details(
+async def test_a_retried_attempt_keeps_the_slowed_interval_and_waits_it_from_its_own_start(
     env: WorkflowEnvironment,
 ) -> None:
     """The OP unreachable on the third request: the attempt fails and Temporal retries it (5 s
-    later); the new attempt polls at the interval two slow_downs made (15 s), from the details
-    the first attempt heartbeat, and no sooner than that interval after its own start."""
+    later); the new attempt polls at the interval two slow_downs made (15 s, recorded by the
+    workflow), and no sooner than that interval after its own start."""
     op = ScriptedOP(env, [SLOW_DOWN, SLOW_DOWN, PENDING, GRANTED], interval=5)
     op.token_request_failures[3] = TransportError("the OP could not be reached: connection refused")
     running, task_queue = worker(env, op)
@@ -81,7 +84,8 @@ async def test_a_retried_attempt_keeps_the_slowed_interval_from_its_heartbeat_de
         outcome = await handle.result()
         state = await handle.query(CibaApprovalWorkflow.status)
     assert outcome.status == "approved"
-    assert op.poll_attempts == 2
+    # Three activities (each slow_down ends one), the third's failed attempt retried once.
+    assert op.poll_attempts == 4
     spacing = gaps(op.poll_times)
     assert spacing[:2] == pytest.approx([10, 15], abs=0.2)
     # The failed request, then the retry's: the 5 s retry backoff plus the whole 15 s interval.
@@ -208,3 +212,130 @@ async def test_no_request_that_could_not_start_before_the_deadline() -> None:
     result = await loop.run(poll_input(deadline=SENT + timedelta(seconds=4)))
     assert (result.kind, clock.requests) == ("pending", [])
     assert clock.now >= SENT.timestamp() + 4  # answered at the deadline, not before
+
+
+# Attempts of one poll activity on one worker (PollRuns) ----------------------------------------
+
+
+class HeldOP:
+    """A token endpoint that answers each request when the test says so."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.answers: asyncio.Queue[RedeemResult] = asyncio.Queue()
+        self.asked = asyncio.Event()
+
+    async def redeem(self, _: RedeemInput) -> RedeemResult:
+        self.requests += 1
+        self.asked.set()
+        return await self.answers.get()
+
+
+class Loops:
+    """PollRuns' `start`: a real PollLoop on a clock that never waits, counted."""
+
+    def __init__(self, op: HeldOP) -> None:
+        self.op = op
+        self.started = 0
+        self.clock = Clock(now=SENT.timestamp())
+
+    def __call__(self, details: object, report: Callable[[PollProgress], None]) -> Awaitable[RedeemResult]:
+        self.started += 1
+        loop = PollLoop(self.op.redeem, clock=lambda: self.clock.now, sleep=self.clock.sleep, heartbeat=report)
+        return loop.run(poll_input(), details=details, attempt=1)  # type: ignore[arg-type]
+
+
+KEY = ("run", "1")
+APPROVED = RedeemResult(kind="approved", sealed_access_token="sealed-at")
+
+
+async def test_a_later_attempt_joins_the_running_loop_and_takes_its_approval() -> None:
+    """Temporal retried an attempt that stalled past its heartbeat timeout while it still polls:
+    the retry must not poll too (a second token request would meet invalid_grant once the first
+    redeemed the grant, and the approval would be lost). It joins, heartbeats, and takes the
+    loop's approval; the stalled attempt, cancelled when it hears of the timeout, leaves the loop
+    running for the later one."""
+    op, runs = HeldOP(), PollRuns()
+    loops = Loops(op)
+    beats: dict[int, list[PollProgress]] = {1: [], 2: []}
+    first = asyncio.ensure_future(runs.attempt(KEY, loops, attempt=1, details=(), heartbeat=beats[1].append))
+    await asyncio.wait_for(op.asked.wait(), timeout=5)
+    second = asyncio.ensure_future(runs.attempt(KEY, loops, attempt=2, details=(), heartbeat=beats[2].append))
+    await asyncio.sleep(0)
+    first.cancel()
+    op.answers.put_nowait(RedeemResult(kind="pending"))
+    await asyncio.wait_for(_requests(op, 2), timeout=5)
+    op.answers.put_nowait(APPROVED)
+    assert (await asyncio.wait_for(second, timeout=5)).kind == "approved"
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert (loops.started, op.requests) == (1, 2)
+    assert beats[2] and beats[2][-1].polls == 1  # the later attempt heartbeat the loop's pacing
+
+
+async def test_an_answer_is_kept_for_the_attempt_after_the_one_it_reached() -> None:
+    """The attempt that got the approval had already timed out (its completion is refused): the
+    next attempt takes the same answer, with no token request."""
+    op, runs = HeldOP(), PollRuns()
+    loops = Loops(op)
+    op.answers.put_nowait(APPROVED)
+    assert (await runs.attempt(KEY, loops, attempt=1, details=(), heartbeat=lambda _: None)).kind == "approved"
+    again = await runs.attempt(KEY, loops, attempt=2, details=(), heartbeat=lambda _: None)
+    assert again.sealed_access_token == "sealed-at"
+    assert (loops.started, op.requests) == (1, 1)
+    # Another activity (another key) polls for itself.
+    op.answers.put_nowait(RedeemResult(kind="rejected"))
+    assert (await runs.attempt(("run", "2"), loops, attempt=1, details=(), heartbeat=lambda _: None)).kind == "rejected"
+    assert loops.started == 2
+
+
+async def test_kept_answers_are_let_go_after_their_time() -> None:
+    op, runs = HeldOP(), PollRuns(keep_seconds=0)
+    op.answers.put_nowait(APPROVED)
+    await runs.attempt(KEY, Loops(op), attempt=1, details=(), heartbeat=lambda _: None)
+    op.answers.put_nowait(RedeemResult(kind="rejected"))
+    await runs.attempt(("run", "2"), Loops(op), attempt=1, details=(), heartbeat=lambda _: None)
+    assert len(runs) == 1  # the first was swept when the second began
+
+
+async def test_the_latest_attempt_cancelled_stops_the_loop_after_its_request() -> None:
+    """A cancellation of the current attempt stops the loop; the request on its way is let
+    finish, and an approval it brings is returned (the workflow revokes it)."""
+    op, runs = HeldOP(), PollRuns()
+    loops = Loops(op)
+    attempt = asyncio.ensure_future(runs.attempt(KEY, loops, attempt=1, details=(), heartbeat=lambda _: None))
+    await asyncio.wait_for(op.asked.wait(), timeout=5)
+    attempt.cancel()
+    await asyncio.sleep(0)
+    assert not attempt.done()  # the request is still on its way
+    op.answers.put_nowait(APPROVED)
+    assert (await asyncio.wait_for(attempt, timeout=5)).kind == "approved"
+    assert op.requests == 1
+
+
+async def test_a_stopped_loop_is_resumed_from_its_last_pacing() -> None:
+    """The loop stopped without an answer (its only attempt cancelled): the next attempt starts a
+    new loop from the progress the old one reported, fresher than any heartbeat the server kept."""
+    op, runs = HeldOP(), PollRuns()
+    resumed: list[object] = []
+
+    def start(details: object, report: Callable[[PollProgress], None]) -> Awaitable[RedeemResult]:
+        resumed.append(details)
+        return Loops(op)(details, report)
+
+    attempt = asyncio.ensure_future(runs.attempt(KEY, start, attempt=1, details=(), heartbeat=lambda _: None))
+    await asyncio.wait_for(op.asked.wait(), timeout=5)
+    attempt.cancel()
+    op.answers.put_nowait(RedeemResult(kind="pending"))
+    with pytest.raises(asyncio.CancelledError):
+        await attempt
+    op.answers.put_nowait(APPROVED)
+    assert (await runs.attempt(KEY, start, attempt=2, details=(), heartbeat=lambda _: None)).kind == "approved"
+    assert resumed[0] == ()
+    kept = PollProgress.model_validate(resumed[1][0])  # type: ignore[index]
+    assert kept.last_request_started == SENT.timestamp() + 5  # the stopped loop's request
+
+
+async def _requests(op: HeldOP, count: int) -> None:
+    while op.requests < count:
+        await asyncio.sleep(0.01)
