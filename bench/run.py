@@ -24,6 +24,7 @@ import os
 import platform
 import random
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -783,6 +784,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
+    # A run stopped from outside (timeout, kill) still stops the servers it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     arguments = parse(sys.argv[1:])
     figures = asyncio.run(main(arguments))
     print(table(figures))

@@ -10,8 +10,9 @@ timeout is 30 s.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -62,6 +63,11 @@ from ._token import (
 from ._validation import check_id_token_hint, validate_token_response
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+# Requests to the OP in flight at once, each sure of a connection of its own: none ever waits
+# inside httpx's connection pool, where a pool timeout or a cancellation can leave a slot taken
+# for good (encode/httpcore#1093) until every request fails with PoolTimeout. Others wait here,
+# as long as the pool timeout allows.
+MAX_CONNECTIONS = 100
 METADATA_TTL_SECONDS = 3600.0
 
 
@@ -84,6 +90,7 @@ class CibaClient:
         dpop: bool = False,
         id_token_decryption_key: IdTokenDecryptionKey | None = None,
         client_certificate: ClientCertificate | None = None,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         if client_auth.method in TLS_CLIENT_AUTH_METHODS and client_certificate is None:
             raise ValueError(f"{client_auth.method} needs a client certificate")
@@ -103,12 +110,10 @@ class CibaClient:
         # RFC 8705: the certificate goes with every call (an `http` passed in must present it).
         self.client_certificate = client_certificate
         self._owns_http = http is None
-        # Redirects are never followed: an OP endpoint that redirects is misconfigured or hostile.
-        self._http = http or httpx.AsyncClient(
-            timeout=timeout,
-            follow_redirects=False,
-            verify=client_certificate.ssl_context() if client_certificate is not None else True,
-        )
+        self._max_connections = max_connections
+        self._slots = asyncio.Semaphore(max_connections)
+        self._http = http or self._new_http()
+        self._closing: set[asyncio.Future[None]] = set()
         self._clock = clock
         self._monotonic = monotonic
         self._metadata: ProviderMetadata | None = None
@@ -125,6 +130,44 @@ class CibaClient:
         if self._owns_http:
             await self._http.aclose()
 
+    def _new_http(self) -> httpx.AsyncClient:
+        # Redirects are never followed: an OP endpoint that redirects is misconfigured or hostile.
+        certificate = self.client_certificate
+        return httpx.AsyncClient(
+            timeout=self._timeout,
+            follow_redirects=False,
+            verify=certificate.ssl_context() if certificate is not None else True,
+            limits=httpx.Limits(max_connections=self._max_connections, max_keepalive_connections=20),
+        )
+
+    @contextlib.asynccontextmanager
+    async def _connection(self, what: str) -> AsyncIterator[httpx.AsyncClient]:
+        """The HTTP client, once one of MAX_CONNECTIONS slots is free (within the pool timeout).
+
+        A PoolTimeout all the same means the pool lost slots: an owned pool is replaced."""
+        try:
+            async with asyncio.timeout(self._timeout.pool):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise TransportError(f"{what}: every connection to the OP stayed busy") from None
+        try:
+            yield self._http
+        except Exception as exc:
+            # The fetches turn httpx's errors into TransportError (the original is its context).
+            if isinstance(exc, httpx.PoolTimeout) or isinstance(exc.__context__, httpx.PoolTimeout):
+                self._renew_pool()
+            raise
+        finally:
+            self._slots.release()
+
+    def _renew_pool(self) -> None:
+        if not self._owns_http:
+            return
+        stale, self._http = self._http, self._new_http()
+        closing = asyncio.ensure_future(stale.aclose())
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
+
     async def __aenter__(self) -> CibaClient:
         return self
 
@@ -137,7 +180,8 @@ class CibaClient:
         """The OP's metadata, fetched once an hour and checked for the CIBA support we need."""
         async with self._metadata_lock:
             if self._metadata is None or self._monotonic() - self._metadata_at > METADATA_TTL_SECONDS:
-                metadata = await fetch_provider_metadata(self._http, self.issuer, timeout=self._timeout)
+                async with self._connection("discovery") as http:
+                    metadata = await fetch_provider_metadata(http, self.issuer, timeout=self._timeout)
                 method: ClientAuthMethod = self.client_auth.method  # type: ignore[assignment]
                 check_ciba_support(metadata, delivery_mode=self.delivery_mode, client_auth_method=method)
                 if self.client_certificate is not None:
@@ -193,7 +237,8 @@ class CibaClient:
         if dpop_key is not None:
             headers["dpop"] = dpop_key.proof(htm="POST", htu=url, now=now, nonce=self._dpop_nonce)
         try:
-            return await self._http.post(url, data=form, headers=headers, timeout=self._timeout)
+            async with self._connection(what) as http:
+                return await http.post(url, data=form, headers=headers, timeout=self._timeout)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise TransportError(f"{what}: {transport_cause(exc)}") from None
         except httpx.TimeoutException:
@@ -331,7 +376,8 @@ class CibaClient:
 
     async def _fetch_jwks(self) -> dict[str, Any]:
         metadata = await self.metadata()
-        return await fetch_jwks(self._http, metadata.jwks_uri, timeout=self._timeout)
+        async with self._connection("JWK Set") as http:
+            return await fetch_jwks(http, metadata.jwks_uri, timeout=self._timeout)
 
     # Token management (RFC 7662, RFC 7009) ---------------------------------------------------
 
