@@ -12,7 +12,8 @@
 //   - /admin/requests            the backchannel requests seen, with their parameters and status
 //   - /admin/requests/ID/approve the user approves (optionally as another account: a forged sub)
 //   - /admin/requests/ID/deny    the user denies
-//   - /admin/token-requests      every token request received (time, auth_req_id, status)
+//   - /admin/token-requests      every token request received (time, auth_req_id, status, error,
+//                                retry_after)
 //   - /admin/pings               every ping the OP sent to a client's notification endpoint
 //   - /interaction/UID           the sign-in page of the authorization code flow (the codec
 //                                server's operator sign-in): pick an account, signed in as it
@@ -502,6 +503,13 @@ async function handle(req, res) {
       const record = { auth_req_id: authReqId ?? null, at: Date.now() / 1000, status: null };
       tokenRequests.push(record);
       res.on('finish', () => { record.status = res.statusCode; });
+      // The answer's OAuth error code and Retry-After too: a client's pacing is judged by them.
+      const end = res.end.bind(res);
+      res.end = (chunk, ...rest) => {
+        try { record.error = JSON.parse(String(chunk)).error ?? null; } catch { record.error = null; }
+        record.retry_after = res.getHeader('retry-after') === undefined ? null : Number(res.getHeader('retry-after'));
+        return end(chunk, ...rest);
+      };
       if (takeFault('slow_down', authReqId)) {
         return json(res, 400, { error: 'slow_down', error_description: 'polling too fast' });
       }
