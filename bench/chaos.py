@@ -153,7 +153,7 @@ class Proxy:
             return
         up_reader, up_writer = upstream
         pair = [writer.transport, up_writer.transport]
-        self.open.update(pair)  # type: ignore[arg-type]
+        self.open.update(pair)
         with contextlib.suppress(asyncio.CancelledError):  # the run ending with connections open
             await asyncio.gather(self._pipe(reader, up_writer, pair), self._pipe(up_reader, writer, pair))
 
@@ -337,7 +337,7 @@ async def run_agent(run: Run, index: int, start_at: float, until: float) -> None
     except (RPCError, httpx.HTTPError, OSError) as error:
         log(f"{agent.workflow_id}: no result: {error}")
         return
-    agent.status = outcome.outcome.status
+    agent.status, agent.error = outcome.outcome.status, outcome.outcome.error
     agent.payment_id = outcome.receipt.payment_id if outcome.receipt else None
     agent.closed = True
 
@@ -627,8 +627,19 @@ async def main(args: argparse.Namespace) -> int:
         client = await connect(base64.b64decode(PAYLOAD_KEY), target_host=server.address)
         await ensure_search_attributes(client)
         run = Run(
-            args, directory, server, op, op_proxy, ping_proxy, temporal_proxy, postgres, dsn, workers, callbacks,
-            payment_api, client,
+            args,
+            directory,
+            server,
+            op,
+            op_proxy,
+            ping_proxy,
+            temporal_proxy,
+            postgres,
+            dsn,
+            workers,
+            callbacks,
+            payment_api,
+            client,
         )
         tag = format(args.seed, "x")
         for index in range(args.approvals):
@@ -652,12 +663,20 @@ async def main(args: argparse.Namespace) -> int:
         await approving
 
         checks = await collect(run, last_fault_end)
+        # For a post-mortem: what the OP saw and what each agent decided and got.
+        seen = {"requests": op.requests(), "token_requests": op.token_requests(), "pings": op.pings()}
+        (directory / "op.json").write_text(json.dumps(seen, indent=1))
+        (directory / "agents.json").write_text(json.dumps([a.__dict__ for a in run.agents.values()], indent=1))
+        (directory / "decided.json").write_text(json.dumps(run.decided, indent=1))
         for proxy in (op_proxy, ping_proxy, temporal_proxy):
             await proxy.down()
         load = os.getloadavg()
         figures = {
             "approvals": args.approvals,
-            "faults": [fault.__dict__ | {"started": fault.started - begin, "ended": (fault.ended or 0) - begin} for fault in run.faults],
+            "faults": [
+                fault.__dict__ | {"started": fault.started - begin, "ended": (fault.ended or 0) - begin}
+                for fault in run.faults
+            ],
             "seed": args.seed,
             "duration_s": round(time.monotonic() - began, 1),
             "loadavg": load,
@@ -670,9 +689,11 @@ async def main(args: argparse.Namespace) -> int:
         for fault in run.faults:
             fault_counts[fault.kind] = fault_counts.get(fault.kind, 0) + 1
         failed_faults = [fault for fault in run.faults if fault.error]
-        print(f"\n{args.approvals} approvals, {len(run.faults)} faults {fault_counts}"
-              f"{f', {len(failed_faults)} not mended' if failed_faults else ''}; "
-              f"{figures['duration_s']} s in all; load average {load[0]:.1f} on {os.cpu_count()} cores")
+        print(
+            f"\n{args.approvals} approvals, {len(run.faults)} faults {fault_counts}"
+            f"{f', {len(failed_faults)} not mended' if failed_faults else ''}; "
+            f"{figures['duration_s']} s in all; load average {load[0]:.1f} on {os.cpu_count()} cores"
+        )
         results = as_json(checks, **figures)
         (directory / "results.json").write_text(results)
         if args.json:
@@ -688,10 +709,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="scripts/chaos.sh", description=__doc__.split("\n\n")[0])
     parser.add_argument("--approvals", type=int, default=1000, help="how many approvals (default 1000)")
     parser.add_argument("--faults", type=int, default=50, help="how many faults (default 50)")
-    parser.add_argument("--duration", type=float, default=600, help="seconds over which approvals start and faults happen")
+    parser.add_argument(
+        "--duration", type=float, default=600, help="seconds over which approvals start and faults happen"
+    )
     parser.add_argument("--expiry", type=int, default=30, help="requested_expiry of every approval, seconds")
     parser.add_argument("--window", type=float, default=8, help="longest outage of an OP or link fault, seconds")
-    parser.add_argument("--settle-limit", type=float, default=120, help="seconds after the last fault by which all must settle")
+    parser.add_argument(
+        "--settle-limit", type=float, default=120, help="seconds after the last fault by which all must settle"
+    )
     parser.add_argument(
         "--unbound-id-tokens",
         action="store_true",

@@ -9,6 +9,7 @@ that broke it. Nothing here talks to a server, so every rule is unit-tested on i
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,6 +18,8 @@ from typing import Any
 
 # What the runner's simulated approver did, and the outcome each decision must end in.
 EXPECTED_OUTCOME = {"approve": "approved", "deny": "denied", "wrong_person": "rejected", "no_answer": "expired"}
+# The outcome error of a redeem whose answer died with its worker (temporal_ciba._activities.GRANT_LOST).
+GRANT_LOST = "grant_lost"
 # How many broken cases a check lists (the count is always whole).
 SHOWN = 10
 
@@ -34,6 +37,7 @@ class Agent:
     status: str | None = None
     payment_id: str | None = None
     closed: bool = False
+    error: str | None = None
 
 
 @dataclass
@@ -45,7 +49,12 @@ class Check:
 
 
 def _check(name: str, figure: str, violations: list[str]) -> Check:
-    return Check(name, not violations, figure, violations[:SHOWN] + ([f"... {len(violations)} in all"] * (len(violations) > SHOWN)))
+    return Check(
+        name,
+        not violations,
+        figure,
+        violations[:SHOWN] + ([f"... {len(violations)} in all"] * (len(violations) > SHOWN)),
+    )
 
 
 def agent_of(workflow_id: str, agents: Mapping[str, Agent]) -> str | None:
@@ -75,25 +84,39 @@ def check_ledger(agents: Mapping[str, Agent], ledger: Sequence[Mapping[str, Any]
             if len(payments) != 1:
                 violations.append(f"{agent.workflow_id}: approved, paid {len(payments)} times")
             elif agent.payment_id is not None and payments[0].get("payment_id") != agent.payment_id:
-                violations.append(f"{agent.workflow_id}: receipt {agent.payment_id}, ledger {payments[0].get('payment_id')}")
+                violations.append(
+                    f"{agent.workflow_id}: receipt {agent.payment_id}, ledger {payments[0].get('payment_id')}"
+                )
         elif payments:
             violations.append(f"{agent.workflow_id}: {agent.status}, paid {len(payments)} times")
     approved = sum(agent.status == "approved" for agent in agents.values())
-    return _check("approved actions ran exactly once, no other ran", f"{len(ledger)} payments, {approved} approved", violations)
+    return _check(
+        "approved actions ran exactly once, no other ran", f"{len(ledger)} payments, {approved} approved", violations
+    )
 
 
 def check_outcomes(agents: Mapping[str, Agent]) -> Check:
     """Each approval ended as its approver decided: approved, denied, rejected (someone else
-    answered) or expired (nobody did)."""
-    violations = [
-        f"{agent.workflow_id} ({agent.kind}): {agent.decision}, ended {agent.status}"
-        for agent in agents.values()
-        if agent.status != EXPECTED_OUTCOME[agent.decision]
-    ]
+    answered) or expired (nobody did).
+
+    One exception, the documented one (docs/security/threat-model.md): a worker killed after the
+    OP answered a redeem and before its workflow task completed loses that answer; the repeat
+    meets invalid_grant and the approval ends `error` with error `grant_lost`, having run nothing.
+    Those are counted in the figure, not as violations."""
+    violations = []
+    lost = 0
+    for agent in agents.values():
+        if agent.status == EXPECTED_OUTCOME[agent.decision]:
+            continue
+        if agent.status == "error" and agent.error == GRANT_LOST and agent.decision != "no_answer":
+            lost += 1
+            continue
+        violations.append(f"{agent.workflow_id} ({agent.kind}): {agent.decision}, ended {agent.status} ({agent.error})")
     counts: dict[str, int] = defaultdict(int)
     for agent in agents.values():
         counts[str(agent.status)] += 1
     figure = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
+    figure += f" ({lost} grant_lost: a worker killed mid-redeem)" if lost else ""
     return _check("every approval ended as decided", figure, violations)
 
 
@@ -102,10 +125,14 @@ def check_ended(agents: Mapping[str, Agent], running: Iterable[str]) -> Check:
     still = sorted(running)
     violations = [f"{workflow_id}: still running" for workflow_id in still]
     violations += [f"{agent.workflow_id}: no result" for agent in agents.values() if not agent.closed]
-    return _check("every approval ended", f"{sum(a.closed for a in agents.values())} of {len(agents)} ended", violations)
+    return _check(
+        "every approval ended", f"{sum(a.closed for a in agents.values())} of {len(agents)} ended", violations
+    )
 
 
-def check_records(agents: Mapping[str, Agent], records: Sequence[Mapping[str, Any]], verify_exit: int, verify_output: str) -> Check:
+def check_records(
+    agents: Mapping[str, Agent], records: Sequence[Mapping[str, Any]], verify_exit: int, verify_output: str
+) -> Check:
     """Exactly one decision record per approval, of its outcome; none of another workflow; the
     export passes `temporal-ciba audit verify` (exit status 0)."""
     by_agent: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
@@ -125,7 +152,11 @@ def check_records(agents: Mapping[str, Agent], records: Sequence[Mapping[str, An
     if verify_exit != 0:
         violations.append(f"audit verify exited {verify_exit}")
         violations += [line for line in verify_output.splitlines() if line.startswith(("line ", "sequence "))]
-    return _check("one decision record per outcome; audit verify passes", f"{len(records)} records, verify exit {verify_exit}", violations)
+    return _check(
+        "one decision record per outcome; audit verify passes",
+        f"{len(records)} records, verify exit {verify_exit}",
+        violations,
+    )
 
 
 def check_token_requests(token_requests: Sequence[Mapping[str, Any]], interval: float) -> Check:
@@ -141,7 +172,7 @@ def check_token_requests(token_requests: Sequence[Mapping[str, Any]], interval: 
     shortest = None
     for auth_req_id, requests in by_id.items():
         requests = sorted(requests, key=lambda r: float(r["at"]))
-        for before, after in zip(requests, requests[1:], strict=False):
+        for before, after in itertools.pairwise(requests):
             gap = float(after["at"]) - float(before["at"])
             wait = max(interval, float(before.get("retry_after") or 0)) if before.get("status") == 503 else interval
             shortest = gap if shortest is None else min(shortest, gap)
@@ -178,4 +209,6 @@ def table(checks: Sequence[Check]) -> str:
 
 
 def as_json(checks: Sequence[Check], **figures: Any) -> str:
-    return json.dumps({"ok": all(check.ok for check in checks), "checks": [asdict(c) for c in checks], **figures}, indent=2)
+    return json.dumps(
+        {"ok": all(check.ok for check in checks), "checks": [asdict(c) for c in checks], **figures}, indent=2
+    )
