@@ -1,4 +1,4 @@
-"""The chaos run's invariants (bench/chaos_check.py): each rule fails on the violation it names.
+"""The chaos run's invariants (tests/support/chaos_check.py): each rule fails on the violation it names.
 
 The run itself (scripts/chaos.sh) passes when nothing broke; these feed each check a ledger, a
 set of records or a token-request log with one violation planted, so a check that stopped
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bench.chaos_check import (
+from tests.support.chaos_check import (
     Agent,
     as_json,
     check_ended,

@@ -1,6 +1,6 @@
 """The chaos run's invariants, as pure functions over what the run collected.
 
-`bench.chaos` gathers the facts (each agent's decision and outcome, the payment API's ledger,
+`tests.support.chaos` gathers the facts (each agent's decision and outcome, the payment API's ledger,
 the decision records, the OP's token-request log, what a scan for secrets found, times); each
 function here turns them into one `Check`: its name, whether it held, a figure and the cases
 that broke it. Nothing here talks to a server, so every rule is unit-tested on its own

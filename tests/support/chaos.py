@@ -21,7 +21,7 @@ file), of PostgreSQL (restarted on its data); the OP unreachable for a while; th
 its token endpoint with 503 and Retry-After for a while; delays and dropped connections between
 the callbacks and Temporal.
 
-At the end it checks (bench.chaos_check) and exits 1 if any invariant broke: every approved
+At the end it checks (tests.support.chaos_check) and exits 1 if any invariant broke: every approved
 payment made exactly once per the payment API's ledger and no other made; every approval
 ended, as decided; one decision record per outcome, and `temporal-ciba audit verify` passes on
 `audit export`; the OP never answered slow_down nor saw a token request sooner than the
@@ -29,8 +29,8 @@ interval (or Retry-After) for its auth_req_id; no secret in any log or raw histo
 after the last fault everything had settled. The run's directory (logs, export, results.json)
 is kept and named at the end.
 
-It reuses the test suite's launchers (tests/support): run it from the repository's root with
-the test extras installed, as scripts/chaos.sh does.
+It lives beside the test suite's launchers, which it reuses: run it from the repository's root
+with the test extras installed, as scripts/chaos.sh does (`python -m tests.support.chaos`).
 """
 
 from __future__ import annotations
@@ -61,7 +61,11 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from bench.chaos_check import (
+from temporal_ciba._programs.connect import connect
+from temporal_ciba._search_attributes import ensure_search_attributes
+from temporal_ciba_examples.payment_agent.models import PaymentAction, PaymentAgentInput
+from temporal_ciba_examples.payment_agent.workflows import PaymentAgentWorkflow
+from tests.support.chaos_check import (
     Agent,
     as_json,
     check_ended,
@@ -73,10 +77,6 @@ from bench.chaos_check import (
     check_token_requests,
     table,
 )
-from temporal_ciba._programs.connect import connect
-from temporal_ciba._search_attributes import ensure_search_attributes
-from temporal_ciba_examples.payment_agent.models import PaymentAction, PaymentAgentInput
-from temporal_ciba_examples.payment_agent.workflows import PaymentAgentWorkflow
 from tests.support.op import TestOP, run_test_op
 from tests.support.postgres import PostgresServer
 from tests.support.stack import (
