@@ -251,7 +251,8 @@ class Approval:
                 pending, max(schedule.interval, retry_after)
             ):
                 return self._finish("expired", reason="no decision before the deadline")
-            pinged = self._inbox.notified and pending.binding.delivery_mode == "ping"
+            # A ping's request, or a retry of one the OP told to come back: the OP will not ping again.
+            pinged = ping_retry or (self._inbox.notified and pending.binding.delivery_mode == "ping")
             self._inbox.notified = False
             notices = self._inbox.take_notices()
             answer: RedeemResult | TokenRequestResult | None

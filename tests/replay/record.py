@@ -136,7 +136,8 @@ async def ping_approved(client: Client, op: ScriptedOP, task_queue: str) -> list
 
 
 async def ping_retry_after(client: Client, op: ScriptedOP, task_queue: str) -> list[tuple[str, Any]]:
-    op.mode, op.answers = "ping", [TokenRequestResult(kind="retry_later", retry_after_seconds=8), GRANTED]
+    come_back = TokenRequestResult(kind="retry_later", retry_after_seconds=8)
+    op.mode, op.answers = "ping", [come_back, come_back, GRANTED]
     handle = await start(client, "ping_retry_after", task_queue)
     await wait_pending(handle)
     await handle.signal(CibaApprovalWorkflow.notify, PingNotice(auth_req_id=AUTH_REQ_ID))
