@@ -40,4 +40,4 @@ fi
 .venv/bin/pytest
 # A small chaos run (docs/operations/chaos.md): the whole system, 100 approvals through one fault
 # of each kind; a broken invariant fails here. About 2 minutes on 2 cores.
-.venv/bin/python -m tests.support.chaos --approvals 100 --faults 7 --duration 60 --expiry 20
+.venv/bin/python -m tests.support.chaos --approvals 100 --faults 7 --duration 60 --expiry 40

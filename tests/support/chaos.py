@@ -445,7 +445,8 @@ async def fault_schedule(run: Run, begin: float) -> None:
     a = run.args
     kinds = [FAULTS[i % len(FAULTS)] for i in range(a.faults)]
     random.shuffle(kinds)
-    times = sorted(random.uniform(0.05 * a.duration, 0.85 * a.duration) for _ in kinds)
+    # Over the same span as the approvals' starts, so approvals are in flight at the last fault.
+    times = sorted(random.uniform(0.05 * a.duration, 0.7 * a.duration) for _ in kinds)
 
     async def one(kind: str, at: float) -> None:
         await asyncio.sleep(max(0.0, begin + at - time.monotonic()))
@@ -712,7 +713,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--duration", type=float, default=600, help="seconds over which approvals start and faults happen"
     )
-    parser.add_argument("--expiry", type=int, default=30, help="requested_expiry of every approval, seconds")
+    parser.add_argument("--expiry", type=int, default=60, help="requested_expiry of every approval, seconds")
     parser.add_argument("--window", type=float, default=8, help="longest outage of an OP or link fault, seconds")
     parser.add_argument(
         "--settle-limit", type=float, default=120, help="seconds after the last fault by which all must settle"
