@@ -500,14 +500,13 @@ async function handle(req, res) {
       // Record the request, then answer a planned fault or hand the body on to oidc-provider.
       const raw = await readBody(req);
       const authReqId = parseQuery(raw.toString()).auth_req_id;
-      const record = { auth_req_id: authReqId ?? null, at: Date.now() / 1000, status: null };
+      const record = { auth_req_id: authReqId ?? null, at: Date.now() / 1000, status: null, error: null, retry_after: null };
       tokenRequests.push(record);
       res.on('finish', () => { record.status = res.statusCode; });
       // The answer's OAuth error code and Retry-After too: a client's pacing is judged by them.
       const end = res.end.bind(res);
       res.end = (chunk, ...rest) => {
         try { record.error = JSON.parse(String(chunk)).error ?? null; } catch { record.error = null; }
-        record.retry_after = res.getHeader('retry-after') === undefined ? null : Number(res.getHeader('retry-after'));
         return end(chunk, ...rest);
       };
       if (takeFault('slow_down', authReqId)) {
@@ -515,6 +514,7 @@ async function handle(req, res) {
       }
       const unavailable = takeFault('unavailable', authReqId);
       if (unavailable) {
+        record.retry_after = unavailable.retry_after ?? 1;
         return json(res, 503, { error: 'temporarily_unavailable' }, { 'retry-after': String(unavailable.retry_after ?? 1) });
       }
       req.body = raw;
