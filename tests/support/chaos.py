@@ -190,11 +190,23 @@ class Service:
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            self.argv, env=self.env, stdout=self.log_path.open("ab"), stderr=subprocess.STDOUT
-        )
-        if self.health:
-            wait_until_serving(self.health, self.process, self.log_path, verify=self.verify)
+        """Start it and wait until it serves; again, as a supervisor would, when it exits first
+        (the callback exits when it cannot reach Temporal as it starts, as through a cut link)."""
+        deadline = time.monotonic() + 60
+        while True:
+            self.process = subprocess.Popen(
+                self.argv, env=self.env, stdout=self.log_path.open("ab"), stderr=subprocess.STDOUT
+            )
+            if not self.health:
+                return
+            try:
+                wait_until_serving(self.health, self.process, self.log_path, verify=self.verify)
+                return
+            except RuntimeError:
+                self.kill()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -18,8 +18,11 @@ from typing import Any
 
 # What the runner's simulated approver did, and the outcome each decision must end in.
 EXPECTED_OUTCOME = {"approve": "approved", "deny": "denied", "wrong_person": "rejected", "no_answer": "expired"}
-# The outcome error of a redeem whose answer died with its worker (temporal_ciba._activities.GRANT_LOST).
+# Documented outcomes of a fault (docs/security/threat-model.md), counted apart: a redeem whose
+# answer died with its worker (temporal_ciba._activities.GRANT_LOST), and a backchannel request
+# that timed out after it may have reached the OP, not sent again so the user is not asked twice.
 GRANT_LOST = "grant_lost"
+DOCUMENTED_ERRORS = (GRANT_LOST, "request_outcome_unknown")
 # How many broken cases a check lists (the count is always whole).
 SHOWN = 10
 
@@ -99,16 +102,17 @@ def check_outcomes(agents: Mapping[str, Agent]) -> Check:
     """Each approval ended as its approver decided: approved, denied, rejected (someone else
     answered) or expired (nobody did).
 
-    One exception, the documented one (docs/security/threat-model.md): a worker killed after the
-    OP answered a redeem and before its workflow task completed loses that answer; the repeat
-    meets invalid_grant and the approval ends `error` with error `grant_lost`, having run nothing.
-    Those are counted in the figure, not as violations."""
+    The documented exceptions (docs/security/threat-model.md) are counted in the figure, not as
+    violations: a worker killed after the OP answered a redeem and before its workflow task
+    completed loses that answer, the repeat meets invalid_grant, and the approval ends `error` /
+    `grant_lost`; a backchannel request that timed out after it may have reached the OP ends
+    `error` / `request_outcome_unknown`. Either has run nothing."""
     violations = []
     lost = 0
     for agent in agents.values():
         if agent.status == EXPECTED_OUTCOME[agent.decision]:
             continue
-        if agent.status == "error" and agent.error == GRANT_LOST and agent.decision != "no_answer":
+        if agent.status == "error" and agent.error in DOCUMENTED_ERRORS and agent.decision != "no_answer":
             lost += 1
             continue
         violations.append(f"{agent.workflow_id} ({agent.kind}): {agent.decision}, ended {agent.status} ({agent.error})")
@@ -116,7 +120,7 @@ def check_outcomes(agents: Mapping[str, Agent]) -> Check:
     for agent in agents.values():
         counts[str(agent.status)] += 1
     figure = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
-    figure += f" ({lost} grant_lost: a worker killed mid-redeem)" if lost else ""
+    figure += f" ({lost} of them grant_lost or request_outcome_unknown, as documented)" if lost else ""
     return _check("every approval ended as decided", figure, violations)
 
 

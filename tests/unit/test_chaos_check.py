@@ -74,10 +74,13 @@ def test_a_grant_lost_to_a_killed_worker_is_counted_not_a_violation() -> None:
     lost = agents(("a-1", "approve", "error"), ("a-2", "deny", "error"), ("a-3", "no_answer", "error"))
     for agent in lost.values():
         agent.error = "grant_lost"
+    lost["a-2"].error = "request_outcome_unknown"
     check = check_outcomes(lost)
     # Approved or denied, then lost: documented. Nobody answered, yet the grant was lost: a violation.
     assert check.violations == ["a-3 (poll-child): no_answer, ended error (grant_lost)"]
-    assert "(2 grant_lost: a worker killed mid-redeem)" in check.figure
+    assert "(2 of them grant_lost or request_outcome_unknown, as documented)" in check.figure
+    lost["a-1"].error = "invalid_grant"
+    assert "a-1 (poll-child): approve, ended error (invalid_grant)" in check_outcomes(lost).violations
 
 
 def test_an_approval_still_running_or_without_result_fails() -> None:
