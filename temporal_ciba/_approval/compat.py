@@ -76,3 +76,10 @@ class DecisionPath:
 # redeem path only. A ping's proof is checked inside the redeem activity and needs no patch
 # (its input grew a field; its answer "unproven" is new). KEPT: `push_delivered.before-notification-proof`.
 NOTIFICATION_PROOF_PATCH = "notification-proof"
+
+# Gates the retry of a ping's token request that the OP told to come back (503 with Retry-After,
+# or slow_down): at the interval (or the Retry-After, if longer), as a poll would be, instead of at
+# the slow fallback poll, which an approval whose deadline comes sooner never reaches (the OP
+# pings once). Marked only in a run where such an answer came after a ping. KEPT: none of its own
+# (a run without the marker waits for the fallback poll, as it did).
+PING_RETRY_PATCH = "ping-retry-after"

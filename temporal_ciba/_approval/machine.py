@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
     from temporal_ciba._approval.compat import (
         NOTIFICATION_PROOF_PATCH,
         PING_PACING_PATCH,
+        PING_RETRY_PATCH,
         RECORD_PATCH,
         DecisionPath,
     )
@@ -213,6 +214,7 @@ class Approval:
         assert pending is not None
         schedule = PollSchedule(interval=pending.interval_seconds)
         retry_after = 0.0
+        ping_retry = False  # the last token request answered a ping, and the OP said come back
         last_request_seconds = 0.0
         polls_this_run = 0
         push = pending.binding.delivery_mode == "push"
@@ -234,6 +236,8 @@ class Approval:
                 # Polls start an interval apart (CIBA §7.3): the timer starts once the last
                 # request has returned, so it is shorter by the time that request took.
                 poll_delay = self._poll_delay(pending, schedule.interval) - last_request_seconds
+                if ping_retry and workflow.patched(PING_RETRY_PATCH):
+                    poll_delay = schedule.interval - last_request_seconds  # the OP will not ping again
                 delay = remaining if push else max(poll_delay, retry_after)
                 if delay > 0:
                     try:
@@ -251,6 +255,8 @@ class Approval:
                 pending, max(schedule.interval, retry_after)
             ):
                 return self._finish("expired", reason="no decision before the deadline")
+            # A ping's request, or a retry of one the OP told to come back: the OP will not ping again.
+            pinged = ping_retry or (self._inbox.notified and pending.binding.delivery_mode == "ping")
             self._inbox.notified = False
             notices = self._inbox.take_notices()
             answer: RedeemResult | TokenRequestResult | None
@@ -267,6 +273,7 @@ class Approval:
             pending.polls += 1
             self.state.polls = pending.polls
             retry_after = 0.0
+            ping_retry = False
             last_request_seconds = (answer.request_seconds if isinstance(answer, RedeemResult) else None) or 0.0
             if answer is None:
                 return self._finish("error", reason="the OP could not be reached before the deadline")
@@ -279,8 +286,10 @@ class Approval:
                 return self._failed(pending, answer)
             if answer.kind == "slow_down":
                 schedule, _ = schedule.after(SlowDown())
+                ping_retry = pinged
             elif answer.kind == "retry_later":
                 retry_after = answer.retry_after_seconds or 0.0
+                ping_retry = pinged
             pending.interval_seconds = schedule.interval
             self.state.interval_seconds = schedule.interval
             if self._continue_as_new is not None and (

@@ -178,6 +178,12 @@ async def test_slow_down_grows_the_interval_for_every_later_request(op: TestOP) 
     times = [entry["at"] for entry in op.token_requests(ack.auth_req_id)]
     statuses = [entry["status"] for entry in op.token_requests(ack.auth_req_id)]
     assert statuses == [400, 400, 200]  # slow_down, authorization_pending, the tokens
+    # The OP's log names each answer's error (the chaos run judges pacing by it).
+    assert [entry["error"] for entry in op.token_requests(ack.auth_req_id)] == [
+        "slow_down",
+        "authorization_pending",
+        None,
+    ]
     gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
     # interval 1 s from the acknowledgement, +5 s after slow_down, kept for the request after.
     assert all(gap >= 6.0 - 0.01 for gap in gaps), gaps
@@ -191,6 +197,8 @@ async def test_retry_after_is_honoured(op: TestOP) -> None:
         await ciba.poll(ack)
     first, second = (entry["at"] for entry in op.token_requests(ack.auth_req_id))
     assert second - first >= 3.0 - 0.01
+    answers = [(entry["status"], entry["error"], entry["retry_after"]) for entry in op.token_requests(ack.auth_req_id)]
+    assert answers == [(503, "temporarily_unavailable", 3), (200, None, None)]
 
 
 async def test_tokens_are_single_use(op: TestOP) -> None:

@@ -97,3 +97,8 @@ MCP_TOOL_CALL_ID = "replay-mcp_tool_call"
 RECORDED["mcp_tool_call"] = MCP_TOOL_CALL_ID  # approved, then the upstream tool's activity once
 RECORDED["mcp_tool_call.approval"] = f"{MCP_TOOL_CALL_ID}.approval"  # its child CibaApprovalWorkflow
 HISTORIES.update({name: RECORDED[name] for name in ("mcp_tool_call", "mcp_tool_call.approval")})
+
+# The ping's token request answered 503 with Retry-After twice, each time retried after it
+# (compat.PING_RETRY_PATCH) rather than at the fallback poll, then granted.
+RECORDED["ping_retry_after"] = "replay-ping_retry_after"
+HISTORIES["ping_retry_after"] = RECORDED["ping_retry_after"]

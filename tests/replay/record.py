@@ -141,6 +141,16 @@ async def ping_approved(client: Client, op: ScriptedOP, task_queue: str) -> list
     return [("ping_approved", handle)]
 
 
+async def ping_retry_after(client: Client, op: ScriptedOP, task_queue: str) -> list[tuple[str, Any]]:
+    come_back = TokenRequestResult(kind="retry_later", retry_after_seconds=8)
+    op.mode, op.answers = "ping", [come_back, come_back, GRANTED]
+    handle = await start(client, "ping_retry_after", task_queue)
+    await wait_pending(handle)
+    await handle.signal(CibaApprovalWorkflow.notify, PingNotice(auth_req_id=AUTH_REQ_ID))
+    expect(await handle.result(), "approved")
+    return [("ping_retry_after", handle)]
+
+
 async def push_delivered(client: Client, op: ScriptedOP, task_queue: str) -> list[tuple[str, Any]]:
     op.mode = "push"
     handle = await start(client, "push_delivered", task_queue)
@@ -308,6 +318,7 @@ async def record_all(only: set[str] | None = None) -> dict[str, int]:
             mcp_tool_call,
             undecodable_ping_dropped,
             push_unproven_dropped,
+            ping_retry_after,
         ]
         for index, scenario in enumerate(scenarios):
             op = ScriptedOP(env, [])

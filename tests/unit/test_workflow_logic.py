@@ -991,3 +991,27 @@ async def test_each_phase_is_logged_with_its_status_and_auth_req_id(
         ("approved", "req-1"),
     ]
     assert phases[-1].getMessage().startswith(f"approval approved: {outcome.reason} (")
+
+
+@pytest.mark.parametrize(
+    ("answer", "gap"),
+    [(TokenRequestResult(kind="retry_later", retry_after_seconds=8), 8), (TokenRequestResult(kind="slow_down"), 15)],
+    ids=["503-retry-after", "slow_down"],
+)
+async def test_a_pinged_token_request_told_to_come_back_is_retried_not_left_to_the_fallback(
+    env: WorkflowEnvironment, answer: TokenRequestResult, gap: float
+) -> None:
+    """The OP pings once: a 503 with Retry-After (or slow_down) answering the ping's token request
+    is retried at the interval or the Retry-After, as a poll would be, and so is a retry told the
+    same, not left to the fallback poll (60 s here), which an approval expiring sooner (40 s)
+    never reaches."""
+    op = ScriptedOP(env, [answer, answer, GRANTED], interval=5, mode="ping", expires_in=40)
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue, polling=PollingPolicy(notification_fallback_interval_seconds=60))
+        await wait_pending(handle)
+        await handle.signal(CibaApprovalWorkflow.notify, PingNotice(auth_req_id="req-1"))
+        outcome = await handle.result()
+    assert outcome.status == "approved"
+    # Told twice: Retry-After 8 s each time; after each slow_down the interval grows by 5 s (10, 15).
+    assert_spacing(op.poll_times, [gap if gap == 8 else 10, gap])

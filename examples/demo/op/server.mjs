@@ -12,7 +12,8 @@
 //   - /admin/requests            the backchannel requests seen, with their parameters and status
 //   - /admin/requests/ID/approve the user approves (optionally as another account: a forged sub)
 //   - /admin/requests/ID/deny    the user denies
-//   - /admin/token-requests      every token request received (time, auth_req_id, status)
+//   - /admin/token-requests      every token request received (time, auth_req_id, status, error,
+//                                retry_after)
 //   - /admin/pings               every ping the OP sent to a client's notification endpoint
 //   - /interaction/UID           the sign-in page of the authorization code flow (the codec
 //                                server's operator sign-in): pick an account, signed in as it
@@ -499,14 +500,21 @@ async function handle(req, res) {
       // Record the request, then answer a planned fault or hand the body on to oidc-provider.
       const raw = await readBody(req);
       const authReqId = parseQuery(raw.toString()).auth_req_id;
-      const record = { auth_req_id: authReqId ?? null, at: Date.now() / 1000, status: null };
+      const record = { auth_req_id: authReqId ?? null, at: Date.now() / 1000, status: null, error: null, retry_after: null };
       tokenRequests.push(record);
       res.on('finish', () => { record.status = res.statusCode; });
+      // The answer's OAuth error code and Retry-After too: a client's pacing is judged by them.
+      const end = res.end.bind(res);
+      res.end = (chunk, ...rest) => {
+        try { record.error = JSON.parse(String(chunk)).error ?? null; } catch { record.error = null; }
+        return end(chunk, ...rest);
+      };
       if (takeFault('slow_down', authReqId)) {
         return json(res, 400, { error: 'slow_down', error_description: 'polling too fast' });
       }
       const unavailable = takeFault('unavailable', authReqId);
       if (unavailable) {
+        record.retry_after = unavailable.retry_after ?? 1;
         return json(res, 503, { error: 'temporarily_unavailable' }, { 'retry-after': String(unavailable.retry_after ?? 1) });
       }
       req.body = raw;

@@ -1,0 +1,173 @@
+"""The chaos run's invariants (tests/support/chaos_check.py): each rule fails on the violation it names.
+
+The run itself (scripts/chaos.sh) passes when nothing broke; these feed each check a ledger, a
+set of records or a token-request log with one violation planted, so a check that stopped
+looking would fail here, not pass silently in CI."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.support.chaos_check import (
+    Agent,
+    as_json,
+    check_ended,
+    check_ledger,
+    check_outcomes,
+    check_records,
+    check_secrets,
+    check_settled,
+    check_token_requests,
+    table,
+)
+
+
+def agents(*specs: tuple[str, str, str | None]) -> dict[str, Agent]:
+    """Agents by id from (id, decision, status); an approved one has the receipt pay-ID."""
+    made = {}
+    for workflow_id, decision, status in specs:
+        payment_id = f"pay-{workflow_id}" if status == "approved" else None
+        made[workflow_id] = Agent(workflow_id, "poll-child", decision, status, payment_id, closed=status is not None)
+    return made
+
+
+def payment(workflow_id: str, payment_id: str | None = None) -> dict[str, Any]:
+    return {"idempotency_key": f"{workflow_id}:{'ab' * 16}", "payment_id": payment_id or f"pay-{workflow_id}"}
+
+
+RUN = agents(("a-1", "approve", "approved"), ("a-2", "deny", "denied"), ("a-3", "no_answer", "expired"))
+
+
+def test_a_clean_ledger_passes() -> None:
+    assert check_ledger(RUN, [payment("a-1")]).ok
+
+
+@pytest.mark.parametrize(
+    ("ledger", "named"),
+    [
+        ([payment("a-1"), payment("a-1", "pay-again")], "a-1: approved, paid 2 times"),
+        ([], "a-1: approved, paid 0 times"),
+        ([payment("a-1"), payment("a-2")], "a-2: denied, paid 1 times"),
+        ([payment("a-1"), payment("a-3.approval-0123")], "a-3: expired, paid 1 times"),
+        ([payment("a-1", "pay-other")], "receipt pay-a-1, ledger pay-other"),
+        ([payment("a-1"), payment("stranger")], "belongs to no approval of the run"),
+    ],
+    ids=["doubled", "approved-not-paid", "denied-paid", "expired-paid-by-child", "receipt-mismatch", "stranger"],
+)
+def test_a_ledger_with_a_wrong_payment_fails(ledger: list[dict[str, Any]], named: str) -> None:
+    check = check_ledger(RUN, ledger)
+    assert not check.ok and any(named in violation for violation in check.violations), check.violations
+
+
+def test_an_outcome_other_than_the_decision_fails() -> None:
+    assert check_outcomes(RUN).ok
+    wrong = agents(("a-1", "wrong_person", "approved"), ("a-2", "approve", "error"), ("a-3", "deny", None))
+    check = check_outcomes(wrong)
+    assert len(check.violations) == 3 and not check.ok
+    assert "a-1 (poll-child): wrong_person, ended approved (None)" in check.violations
+
+
+def test_a_grant_lost_to_a_killed_worker_is_counted_not_a_violation() -> None:
+    lost = agents(("a-1", "approve", "error"), ("a-2", "deny", "error"), ("a-3", "no_answer", "error"))
+    for agent in lost.values():
+        agent.error = "grant_lost"
+    lost["a-2"].error = "request_outcome_unknown"
+    check = check_outcomes(lost)
+    # Approved or denied, then lost: documented. Nobody answered, yet the grant was lost: a violation.
+    assert check.violations == ["a-3 (poll-child): no_answer, ended error (grant_lost)"]
+    assert "(2 of them grant_lost or request_outcome_unknown, as documented)" in check.figure
+    lost["a-1"].error = "invalid_grant"
+    assert "a-1 (poll-child): approve, ended error (invalid_grant)" in check_outcomes(lost).violations
+
+
+def test_an_approval_still_running_or_without_result_fails() -> None:
+    assert check_ended(RUN, []).ok
+    assert check_ended(RUN, ["a-1.approval-0123"]).violations == ["a-1.approval-0123: still running"]
+    unfinished = agents(("a-1", "approve", None))
+    assert check_ended(unfinished, []).violations == ["a-1: no result"]
+
+
+def record(workflow_id: str, status: str, record_id: str = "r") -> dict[str, Any]:
+    return {"workflow_id": workflow_id, "status": status, "record_id": record_id}
+
+
+CLEAN_RECORDS = [record("a-1.approval-0123", "approved"), record("a-2", "denied"), record("a-3", "expired")]
+
+
+def test_one_record_per_outcome_passes() -> None:
+    assert check_records(RUN, CLEAN_RECORDS, 0, "").ok
+
+
+@pytest.mark.parametrize(
+    ("records", "verify_exit", "named"),
+    [
+        ([*CLEAN_RECORDS, record("a-2", "denied", "again")], 0, "a-2: 2 records"),
+        (CLEAN_RECORDS[1:], 0, "a-1: 0 records"),
+        ([record("a-1", "denied"), *CLEAN_RECORDS[1:]], 0, "a-1: recorded denied, ended approved"),
+        ([*CLEAN_RECORDS, record("stranger", "approved")], 0, "no approval of the run"),
+        (CLEAN_RECORDS, 1, "audit verify exited 1"),
+    ],
+    ids=["two-records", "none", "wrong-status", "stranger", "verify-fails"],
+)
+def test_records_that_do_not_match_the_outcomes_fail(
+    records: list[dict[str, Any]], verify_exit: int, named: str
+) -> None:
+    check = check_records(RUN, records, verify_exit, "line 3: record r (sequence 2): two records of one decision")
+    assert not check.ok and any(named in violation for violation in check.violations), check.violations
+    if verify_exit:
+        assert "line 3: record r (sequence 2): two records of one decision" in check.violations
+
+
+def requests(*answers: tuple[float, int, str | None, float | None]) -> list[dict[str, Any]]:
+    return [{"auth_req_id": "req", "at": at, "status": s, "error": e, "retry_after": r} for at, s, e, r in answers]
+
+
+def test_token_requests_at_the_interval_pass() -> None:
+    log = requests(
+        (0, 400, "authorization_pending", None), (1.01, 503, "temporarily_unavailable", 2), (3.1, 200, None, None)
+    )
+    check = check_token_requests(log, 1)
+    assert check.ok and "shortest gap 1.01 s" in check.figure
+
+
+@pytest.mark.parametrize(
+    ("log", "named"),
+    [
+        (requests((0, 400, "authorization_pending", None), (0.9, 200, None, None)), "req: 0.900 s after"),
+        (requests((0, 503, "temporarily_unavailable", 2), (1.5, 200, None, None)), "(at least 2 s)"),
+        (requests((0, 400, "slow_down", None)), "req: slow_down at 0.000"),
+    ],
+    ids=["too-soon", "before-retry-after", "slow-down"],
+)
+def test_a_token_request_too_soon_or_slow_down_fails(log: list[dict[str, Any]], named: str) -> None:
+    check = check_token_requests(log, 1)
+    assert not check.ok and any(named in violation for violation in check.violations), check.violations
+
+
+def test_a_secret_found_anywhere_fails() -> None:
+    assert check_secrets({"worker.log": [], "history a-1": []}, "2 places").ok
+    check = check_secrets({"worker.log": ["client secret"], "history a-1": []}, "2 places")
+    assert check.violations == ["worker.log: client secret"]
+
+
+def test_settling_later_than_the_limit_fails() -> None:
+    assert check_settled(100.0, 150.0, 120).ok
+    assert check_settled(100.0, 90.0, 120).figure.startswith("0.0 s")
+    assert not check_settled(100.0, 221.0, 120).ok
+
+
+def test_the_table_and_json_show_a_failure() -> None:
+    checks = [check_ledger(RUN, [payment("a-1"), payment("a-1", "pay-again")]), check_outcomes(RUN)]
+    shown = table(checks)
+    assert "FAIL" in shown and "    a-1: approved, paid 2 times" in shown
+    copy = json.loads(as_json(checks, approvals=3))
+    assert copy["ok"] is False and copy["approvals"] == 3 and [c["ok"] for c in copy["checks"]] == [False, True]
+
+
+def test_a_long_list_of_violations_is_cut_but_counted() -> None:
+    many = agents(*((f"a-{i}", "approve", "approved") for i in range(25)))
+    check = check_ledger(many, [])
+    assert len(check.violations) == 11 and check.violations[-1] == "... 25 in all"
