@@ -134,8 +134,8 @@ async def test_cancel_while_pending(temporal_client: Client, worker: WorkerSetti
     auth_req_id = await pending_auth_req_id(handle)
     await handle.cancel()
     # Poll mode's token requests are one activity's, which hears the cancellation with a
-    # heartbeat's answer (every 24 s at most) and ends before the approval does.
-    outcome = await asyncio.wait_for(handle.result(), timeout=50)
+    # heartbeat's answer (every 16 s at most) and ends before the approval does.
+    outcome = await asyncio.wait_for(handle.result(), timeout=40)
     assert outcome.status == "cancelled" and outcome.auth_req_id == auth_req_id
     assert (await handle.describe()).typed_search_attributes.get(CIBA_STATUS) == "cancelled"
     # Approving now changes nothing: nobody asks for the tokens any more. The workflow is
