@@ -127,7 +127,7 @@ class PollRuns:
 
     def __init__(self, *, keep_seconds: float = KEEP_ANSWER_SECONDS) -> None:
         self._runs: dict[tuple[str, str], _Run] = {}
-        self._ended: deque[tuple[float, tuple[str, str]]] = deque()
+        self._ended: deque[tuple[float, tuple[str, str], _Run]] = deque()
         self._keep = keep_seconds
 
     def __len__(self) -> int:
@@ -175,16 +175,15 @@ class PollRuns:
     def _start(self, key: tuple[str, str], start: StartLoop, details: Sequence[Any]) -> _Run:
         run = _Run()
         run.task = asyncio.ensure_future(start(details, run.report))
-        run.task.add_done_callback(lambda _: self._ended.append((time.monotonic(), key)))
+        run.task.add_done_callback(lambda _: self._ended.append((time.monotonic(), key, run)))
         self._runs[key] = run
         return run
 
     def _sweep(self) -> None:
         cutoff = time.monotonic() - self._keep
         while self._ended and self._ended[0][0] < cutoff:
-            _, key = self._ended.popleft()
-            run = self._runs.get(key)
-            if run is not None and run.task.done():
+            _, key, run = self._ended.popleft()
+            if self._runs.get(key) is run:  # not a later loop for the same activity
                 del self._runs[key]
 
 
