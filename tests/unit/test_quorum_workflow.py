@@ -24,6 +24,7 @@ from temporal_ciba._models import (
 )
 from temporal_ciba._plugin import CibaPlugin
 from temporal_ciba._policy import ApprovalPolicy, PolicyAction, PolicyRule
+from temporal_ciba._quorum import run_quorum
 from temporal_ciba._workflow import CibaApprovalWorkflow, require_approval
 from tests.support.scripted_op import ScriptedOP, approved
 from tests.support.workflow_environment import KEY
@@ -237,3 +238,52 @@ async def test_a_quorum_cancelled_while_waiting_ends_cancelled_with_every_claim(
     assert revocation.sealed_access_token == "sealed-alice" and revocation.auth_req_id == "req-alice"
     assert revocation.action_digest == DIGEST
     assert (revocation.holder_workflow_id, revocation.holder_run_id) == (agent.id, agent.result_run_id)
+
+
+@workflow.defn
+class QuorumWhoseStartsHang:
+    """Runs a quorum whose children never finish starting: the caller is cancelled meanwhile."""
+
+    @workflow.run
+    async def run(self) -> ApprovalOutcome:
+        async def never_started(request: ApprovalRequest, child_id: str) -> Any:
+            await workflow.wait_condition(lambda: False)
+
+        requests = [ApprovalRequest(login_hint=hint, binding_message="Change it") for hint in ("alice", "bob")]
+        return await run_quorum(
+            requests,
+            needed=2,
+            end_on_denial=True,
+            base_id="approval-hung",
+            deadline=workflow.now(),
+            start_child=never_started,
+            revoke_holder=(workflow.info().workflow_id, workflow.info().run_id),
+        )
+
+
+async def test_a_quorum_cancelled_while_its_approvers_are_being_started_ends_cancelled(
+    env: WorkflowEnvironment,
+) -> None:
+    """Nobody was asked yet: the outcome is a cancellation naming no approver, not a failed task."""
+    task_queue = f"quorum-{uuid.uuid4().hex[:8]}"
+    # Any exception out of the workflow code fails the run at once, rather than its task forever.
+    async with Worker(
+        env.client,
+        task_queue=task_queue,
+        workflows=[QuorumWhoseStartsHang],
+        plugins=[CibaPlugin(payload_key=KEY)],
+        workflow_failure_exception_types=[Exception],
+    ):
+        agent = await env.client.start_workflow(
+            QuorumWhoseStartsHang.run, id=f"agent-{uuid.uuid4().hex[:8]}", task_queue=task_queue
+        )
+        while not [
+            event
+            async for event in agent.fetch_history_events()
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+        ]:
+            await asyncio.sleep(0.05)  # waits for the server; decides nothing
+        await agent.cancel()
+        outcome = await agent.result()
+    assert (outcome.status, outcome.workflow_id) == ("cancelled", "approval-hung")
+    assert outcome.approvers == [] and outcome.sealed_access_token is None
