@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -11,15 +12,21 @@ import mcp_types as types
 import pytest
 from mcp.server.auth.provider import AccessToken
 from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
 from temporal_ciba import ApprovalOutcome
+from temporal_ciba._programs.codec_server import MAX_TOKEN_CHARS, IssuerUnavailable, Refused
 from temporal_ciba.agents import ApprovedToolCall, ToolApproval, tool_action_digest
+from temporal_ciba.crypto import TokenSealer, access_token_context
 from temporal_ciba.mcp import (
     CALL_ID_META,
     McpClient,
     McpGateway,
+    McpGatewayActivities,
+    McpGatewayPlugin,
     McpToolCallInput,
     McpToolCallResult,
+    McpToolCallWorkflow,
     OidcTokenVerifier,
     UpstreamServer,
     approver_is_client,
@@ -187,3 +194,172 @@ async def test_a_bearer_that_is_not_a_jwt_or_is_too_long_is_refused_before_any_k
     verifier = OidcTokenVerifier.for_issuer("http://127.0.0.1:1", ["mcp-gateway"])
     assert await verifier.verify_token("opaque-token") is None
     assert await verifier.verify_token("a." + "b" * 20000 + ".c") is None
+
+
+SEALER = TokenSealer(bytes(range(32)))
+AGENT, RUN = "mcp-gw.call-c", "run-1"
+
+
+def sealed(arguments: dict[str, Any], *, run_id: str = RUN) -> ApprovedToolCall:
+    """An approved call whose access token is sealed for the digest of `arguments` in run `run_id`."""
+    digest = tool_action_digest("append_line", arguments)
+    context = access_token_context("req-1", action_digest=digest, workflow_id=AGENT, run_id=run_id)
+    outcome = ApprovalOutcome(
+        status="approved",
+        workflow_id=f"{AGENT}.approval",
+        auth_req_id="req-1",
+        reason="approved",
+        action_digest=digest,
+        decided_at=NOW,
+        sealed_access_token=SEALER.seal("the-access-token", context=context),
+    )
+    return ApprovedToolCall(tool_name="append_line", call_id="c", arguments=arguments, outcome=outcome)
+
+
+def in_the_call_s_run() -> ActivityEnvironment:
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, workflow_id=AGENT, workflow_run_id=RUN)
+    return env
+
+
+def test_a_refused_tool_call_is_a_non_retryable_tool_call_not_approved() -> None:
+    """Whether the approval is missing or for other arguments, or its token opens only elsewhere."""
+    arguments = {"line": "x"}
+    unapproved = ApprovedToolCall(tool_name="append_line", call_id="c", arguments=arguments)
+    for call_, sealer in ((unapproved, None), (sealed(arguments, run_id="run-2"), SEALER)):
+        with pytest.raises(ApplicationError) as raised:
+            in_the_call_s_run().run(check_approved, call_, sealer)
+        assert (raised.value.type, raised.value.non_retryable) == ("ToolCallNotApproved", True)
+    assert "another workflow run" in str(raised.value)
+
+
+def test_with_a_sealer_the_token_must_open_for_this_run_and_these_arguments() -> None:
+    arguments = {"line": "x"}
+    in_the_call_s_run().run(check_approved, sealed(arguments), SEALER)  # opens: no error
+    # Without a sealer only the digest is compared: a token sealed for another run is not opened.
+    in_the_call_s_run().run(check_approved, sealed(arguments, run_id="run-2"), None)
+    # Another sealer's key cannot open it.
+    with pytest.raises(ApplicationError):
+        in_the_call_s_run().run(check_approved, sealed(arguments), TokenSealer(bytes(32)))
+    # An approval without a sealed token (a policy let it through) has nothing to open.
+    unsealed = sealed(arguments)
+    assert unsealed.outcome is not None
+    bare = unsealed.model_copy(update={"outcome": unsealed.outcome.model_copy(update={"sealed_access_token": None})})
+    in_the_call_s_run().run(check_approved, bare, SEALER)
+
+
+def test_the_activities_keep_their_upstream_and_sealer() -> None:
+    upstream = UpstreamServer(url="http://127.0.0.1:1/mcp")
+    activities = McpGatewayActivities(upstream, sealer=SEALER)
+    assert (activities.upstream, activities.sealer) == (upstream, SEALER)
+
+
+def test_an_upstream_url_is_http_or_https_and_a_command_keeps_its_environment() -> None:
+    assert UpstreamServer.parse("http://127.0.0.1:9/mcp").url == "http://127.0.0.1:9/mcp"
+    command = UpstreamServer.parse("server --x", env={"TOKEN": "t"})
+    assert (command.command, command.env) == (["server", "--x"], {"TOKEN": "t"})
+    assert UpstreamServer.parse("server").env is None  # the gateway's own environment
+
+
+def test_each_kind_of_activity_result_is_a_whole_tool_result() -> None:
+    assert as_call_tool_result("done") == {"content": [{"type": "text", "text": "done"}], "isError": False}
+    assert as_call_tool_result({"b": 1, "a": 2}) == {
+        "content": [{"type": "text", "text": '{"a": 2, "b": 1}'}],
+        "structuredContent": {"b": 1, "a": 2},
+        "isError": False,
+    }
+    assert as_call_tool_result([3, NOW]) == {
+        "content": [{"type": "text", "text": f'[3, "{NOW}"]'}],
+        "structuredContent": {"result": [3, NOW]},
+        "isError": False,
+    }
+
+
+def test_the_mcp_gateway_plugin_registers_the_call_workflow_and_the_upstream_activity() -> None:
+    upstream = UpstreamServer(url="http://127.0.0.1:1/mcp")
+
+    async def own_tool() -> None: ...
+
+    plugin = McpGatewayPlugin(upstream=upstream, token_key=bytes(range(32)), activities=[own_tool])
+    assert plugin.name() == "temporal_ciba.McpGatewayPlugin"
+    activities = plugin.gateway_activities
+    assert activities.upstream == upstream and activities.sealer is not None
+    # The worker's token key opens what the approval sealed: the same sealer as CibaPlugin's.
+    assert activities.sealer.unseal(SEALER.seal("t", context="c"), context="c") == "t"
+    config = plugin.configure_worker({"task_queue": "q"})  # type: ignore[typeddict-item]
+    assert list(config.get("workflows") or []) == [McpToolCallWorkflow]
+    assert list(config.get("activities") or []) == [activities.call_upstream, own_tool]
+    assert McpGatewayPlugin(upstream=upstream).gateway_activities.sealer is None
+
+
+def test_the_approver_is_the_client_only_for_a_client() -> None:
+    assert approver_is_client(SimpleNamespace(context=ALICE)) == "alice"  # type: ignore[arg-type]
+    assert approver_is_client(SimpleNamespace(context="alice")) is None  # type: ignore[arg-type]
+
+
+class FixedTokens:
+    """Stands in for OidcAccessTokens: the claims a validated token carries, or the refusal."""
+
+    def __init__(self, claims: dict[str, Any] | None = None, error: Exception | None = None) -> None:
+        self.claims, self.error, self.seen = claims, error, []
+
+    async def validate(self, token: str) -> dict[str, Any]:
+        self.seen.append(token)
+        if self.error is not None:
+            raise self.error
+        assert self.claims is not None
+        return self.claims
+
+
+JWT_SHAPED = "h.p.s"
+VALIDATED = {"iss": "https://login.example", "sub": "alice", "exp": 1700000000.0, "aud": "mcp-gateway"}
+
+
+@pytest.mark.parametrize(
+    ("claims", "client_id", "scopes"),
+    [
+        (
+            {"scope": "tools:call tools:list", "client_id": "agent-app", "azp": "other"},
+            "agent-app",
+            ["tools:call", "tools:list"],
+        ),
+        ({"scope": ["tools:call", 7], "azp": "agent-app"}, "agent-app", ["tools:call", "7"]),
+        ({}, "", []),
+    ],
+)
+async def test_a_validated_token_names_its_client_subject_issuer_scopes_and_expiry(
+    claims: dict[str, Any], client_id: str, scopes: list[str]
+) -> None:
+    """RFC 9068: client_id names the client (azp where an OP gives only that); scope is a
+    space-separated string (some OPs give a list)."""
+    tokens = FixedTokens({**VALIDATED, **claims})
+    token = await OidcTokenVerifier(tokens).verify_token(JWT_SHAPED)  # type: ignore[arg-type]
+    assert token is not None and tokens.seen == [JWT_SHAPED]
+    assert (token.token, token.client_id, token.scopes) == (JWT_SHAPED, client_id, scopes)
+    assert (token.subject, token.expires_at, token.claims) == ("alice", 1700000000, {"iss": "https://login.example"})
+    assert type(token.expires_at) is int
+
+
+@pytest.mark.parametrize("error", [Refused(401, "expired"), IssuerUnavailable("the issuer is down")])
+async def test_a_refused_token_or_an_unreachable_issuer_is_a_401(error: Exception) -> None:
+    assert await OidcTokenVerifier(FixedTokens(error=error)).verify_token(JWT_SHAPED) is None  # type: ignore[arg-type]
+
+
+async def test_only_three_dot_separated_parts_within_the_limit_reach_validation() -> None:
+    tokens = FixedTokens(VALIDATED)
+    verifier = OidcTokenVerifier(tokens)  # type: ignore[arg-type]
+    longest = "a." + "b" * (MAX_TOKEN_CHARS - 4) + ".c"
+    assert len(longest) == MAX_TOKEN_CHARS and await verifier.verify_token(longest) is not None
+    for refused in (longest + "c", "a.b", "a.b.c.d"):
+        assert await verifier.verify_token(refused) is None
+    assert tokens.seen == [longest]
+
+
+def test_a_verifier_for_an_issuer_checks_its_tokens_for_the_audience_and_scope() -> None:
+    verifier = OidcTokenVerifier.for_issuer("https://login.example", ["mcp-gateway"], required_scope="tools:call")
+    tokens = verifier.tokens
+    assert (tokens.issuer, tokens.audiences, tokens.required_scope) == (
+        "https://login.example",
+        ["mcp-gateway"],
+        "tools:call",
+    )

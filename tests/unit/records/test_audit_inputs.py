@@ -129,7 +129,12 @@ async def test_each_issuer_s_keys_come_from_its_discovery_document_once(local_op
     local_op.routes["/b/jwks"] = (200, jwks(jwk(OTHER_KEY, "b1")), {})
     keys = await discover_jwks([second, first, second])
     assert kids(keys) == ["a1", "b1"]  # every issuer, each once, in a fixed order
-    assert local_op.requests == ["/a/.well-known/openid-configuration", "/a/jwks", "/b/.well-known/openid-configuration", "/b/jwks"]
+    assert local_op.requests == [
+        "/a/.well-known/openid-configuration",
+        "/a/jwks",
+        "/b/.well-known/openid-configuration",
+        "/b/jwks",
+    ]
 
 
 async def test_an_issuer_whose_jwks_uri_fails_or_redirects_is_refused(local_op: LoopbackOP) -> None:
