@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -11,7 +12,9 @@ from typing import Any
 import mcp_types as types
 import pytest
 from mcp.server.auth.provider import AccessToken
-from temporalio.exceptions import ApplicationError
+from pydantic import BaseModel
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.testing import ActivityEnvironment
 
 from temporal_ciba import ApprovalOutcome
@@ -20,6 +23,7 @@ from temporal_ciba.agents import ApprovedToolCall, ToolApproval, tool_action_dig
 from temporal_ciba.crypto import TokenSealer, access_token_context
 from temporal_ciba.mcp import (
     CALL_ID_META,
+    CALL_UPSTREAM,
     McpClient,
     McpGateway,
     McpGatewayActivities,
@@ -28,6 +32,7 @@ from temporal_ciba.mcp import (
     McpToolCallResult,
     McpToolCallWorkflow,
     OidcTokenVerifier,
+    OwnTool,
     UpstreamServer,
     approver_is_client,
     as_call_tool_result,
@@ -363,3 +368,173 @@ def test_a_verifier_for_an_issuer_checks_its_tokens_for_the_audience_and_scope()
         ["mcp-gateway"],
         "tools:call",
     )
+
+
+class RecordingTemporal:
+    """Starts nothing: records each start's input and options; a handle answers `answer`."""
+
+    def __init__(self, answer: McpToolCallResult, *, already_started: bool = False) -> None:
+        self.answer, self.already_started = answer, already_started
+        self.starts: list[tuple[McpToolCallInput, dict[str, Any]]] = []
+        self.looked_up: list[tuple[str, Any]] = []
+        self.cancelled: list[str] = []
+
+    def handle(self, workflow_id: str) -> Any:
+        temporal = self
+
+        class Handle:
+            id = workflow_id
+
+            async def result(self) -> McpToolCallResult:
+                return temporal.answer
+
+            async def cancel(self) -> None:
+                temporal.cancelled.append(workflow_id)
+
+        return Handle()
+
+    async def start_workflow(self, run: Any, call: McpToolCallInput, **options: Any) -> Any:
+        self.starts.append((call, options))
+        if self.already_started:
+            raise WorkflowAlreadyStartedError(options["id"], "McpToolCallWorkflow")
+        return self.handle(options["id"])
+
+    def get_workflow_handle(self, workflow_id: str, *, result_type: Any = None) -> Any:
+        self.looked_up.append((workflow_id, result_type))
+        return self.handle(workflow_id)
+
+
+RUN_RESULT = McpToolCallResult(result={"content": [{"type": "text", "text": "ran"}]})
+
+
+def recording_gateway(temporal: RecordingTemporal, **options: Any) -> tuple[McpGateway, FakeUpstream]:
+    upstream = FakeUpstream()
+    gw = McpGateway(temporal, task_queue="q", upstream=UpstreamServer(url="http://127.0.0.1:1/mcp"), **options)  # type: ignore[arg-type]
+    gw._session = upstream
+    return gw, upstream
+
+
+async def test_a_gated_call_starts_one_workflow_per_call_and_a_retry_finds_it() -> None:
+    temporal = RecordingTemporal(RUN_RESULT)
+    gw, _ = recording_gateway(temporal, gates={"transfer": CLIENT_APPROVES})
+    result = await gw.call_tool(context(call_id=7), call("transfer", amount=500))  # type: ignore[arg-type]
+    [(started, options)] = temporal.starts
+    digest = tool_action_digest("transfer", {"amount": 500})
+    assert options["id"] == mcp_call_workflow_id(ALICE, "7", digest) and options["task_queue"] == "q"
+    assert options["id_conflict_policy"] == WorkflowIDConflictPolicy.USE_EXISTING  # a retry attaches to it
+    assert options["id_reuse_policy"] == WorkflowIDReusePolicy.REJECT_DUPLICATE  # and never runs it twice
+    assert options["static_summary"] == "MCP tool call transfer"
+    assert (started.tool_name, started.call_id, started.client, started.ask) == ("transfer", "7", ALICE, True)
+    assert (started.activity, started.task_queue, started.activity_timeout_seconds) == (CALL_UPSTREAM, None, 300.0)
+    assert (started.policy, started.action) == (None, None)
+    assert not result.is_error and [block.text for block in result.content] == ["ran"]  # type: ignore[union-attr]
+    # An ended call under that id: its handle, for its one result.
+    ended = RecordingTemporal(RUN_RESULT, already_started=True)
+    gw, _ = recording_gateway(ended, gates={"transfer": CLIENT_APPROVES})
+    await gw.call_tool(context(), call("transfer", amount=500))
+    assert ended.looked_up == [(ended.starts[0][1]["id"], McpToolCallResult)]
+
+
+async def test_a_refused_call_answers_its_refusal_as_an_error() -> None:
+    for answer, text in (
+        (McpToolCallResult(refusal="alice denied the transfer"), "alice denied the transfer"),
+        (McpToolCallResult(), "The transfer call was not run."),
+    ):
+        gw, upstream = recording_gateway(RecordingTemporal(answer), gates={"transfer": CLIENT_APPROVES})
+        result = await gw.call_tool(context(), call("transfer", amount=500))
+        assert result.is_error and [block.text for block in result.content] == [text]  # type: ignore[union-attr]
+        assert upstream.calls == []
+
+
+async def test_a_call_the_client_abandons_cancels_its_workflow() -> None:
+    temporal = RecordingTemporal(RUN_RESULT)
+
+    async def never() -> McpToolCallResult:
+        await asyncio.Event().wait()
+        raise AssertionError
+
+    gw, _ = recording_gateway(temporal, gates={"transfer": CLIENT_APPROVES})
+    original = temporal.handle
+
+    def hanging(workflow_id: str) -> Any:
+        handle = original(workflow_id)
+        handle.result = never
+        return handle
+
+    temporal.handle = hanging  # type: ignore[method-assign]
+    calling = asyncio.ensure_future(gw.call_tool(context(), call("transfer", amount=500)))
+    while not temporal.starts:
+        await asyncio.sleep(0.01)  # waits for the start; decides nothing
+    calling.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await calling
+    assert temporal.cancelled == [temporal.starts[0][1]["id"]]
+
+
+async def test_the_default_approval_gates_every_upstream_tool_not_named() -> None:
+    temporal = RecordingTemporal(RUN_RESULT)
+    gw, upstream = recording_gateway(temporal, gates={"read": None}, default_approval=CLIENT_APPROVES)
+    await gw.call_tool(context(), call("read", path="a"))
+    assert upstream.calls == [("read", {"path": "a"})] and temporal.starts == []
+    await gw.call_tool(context(), call("write", path="a"))
+    assert [started.tool_name for started, _ in temporal.starts] == ["write"]
+
+
+async def test_without_an_upstream_only_the_gateway_s_own_tools_exist() -> None:
+    gw = McpGateway(RecordingTemporal(RUN_RESULT), task_queue="q")  # type: ignore[arg-type]
+    result = await gw.call_tool(context(), call("transfer", amount=1))
+    assert result.is_error
+    assert [block.text for block in result.content] == ["The transfer call was not run: there is no such tool."]  # type: ignore[union-attr]
+
+
+class Note(BaseModel):
+    """Append a note."""
+
+    text: str
+    urgent: bool = False
+
+
+async def test_an_own_tool_runs_its_activity_in_the_call_s_workflow_with_its_arguments_read() -> None:
+    temporal = RecordingTemporal(RUN_RESULT)
+    asked = OwnTool(
+        name="note",
+        activity="notes.append",
+        approval=CLIENT_APPROVES,
+        parameters=Note,
+        task_queue="notes",
+        timeout_seconds=9.0,
+    )
+    unasked = OwnTool(
+        name="peek", activity="notes.peek", approval=ToolApproval(login_hint="alice", when=lambda a: False)
+    )
+    gw, upstream = recording_gateway(temporal, own_tools=[asked, unasked])
+    await gw.call_tool(context(), call("note", text="hi"))
+    await gw.call_tool(context(), call("peek"))
+    (note, _), (peek, _) = temporal.starts
+    assert note.arguments == {"text": "hi", "urgent": False}  # the defaults filled in: what is approved
+    assert (note.ask, note.activity, note.task_queue, note.activity_timeout_seconds) == (
+        True,
+        "notes.append",
+        "notes",
+        9.0,
+    )
+    assert note.request.action_digest == tool_action_digest("note", {"text": "hi", "urgent": False})
+    # Its approval lets it through: still its workflow, without asking anyone.
+    assert (peek.ask, peek.activity) == (False, "notes.peek") and upstream.calls == []
+    invalid = await gw.call_tool(context(), call("note", urgent=True))
+    assert [block.text for block in invalid.content] == [  # type: ignore[union-attr]
+        "The note call was not run: its arguments are invalid (text: Field required)."
+    ]
+
+
+def test_two_own_tools_may_not_share_a_name() -> None:
+    tool = OwnTool(name="note", activity="notes.append", approval=CLIENT_APPROVES)
+    with pytest.raises(ValueError, match="same name"):
+        McpGateway(RecordingTemporal(RUN_RESULT), task_queue="q", own_tools=[tool, tool])  # type: ignore[arg-type]
+
+
+async def test_a_call_over_stdio_is_the_local_client_s() -> None:
+    temporal = RecordingTemporal(RUN_RESULT)
+    gw, _ = recording_gateway(temporal, gates={"transfer": ToolApproval(login_hint="alice")})
+    await gw.call_tool(context(client=None), call("transfer", amount=1))
+    assert temporal.starts[0][0].client == McpClient(transport="stdio")

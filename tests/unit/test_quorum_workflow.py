@@ -120,6 +120,8 @@ async def test_the_approvers_run_under_the_id_and_queue_the_caller_gives(env: Wo
     assert outcome.status == "approved" and outcome.workflow_id.startswith(f"{approval_id}.q-")  # alice's
     assert [child.workflow_id.split(".q-")[0] for child in children] == [approval_id] * 3
     assert [child.workflow_id.rsplit(".", 1)[1] for child in children] == ["0-alice", "1-bob", "2-carol"]
+    # Each under the asking run's id: a later run under the same id asks anew, never reusing these.
+    assert [child.workflow_id.split(".q-")[1].rsplit(".", 1)[0] for child in children] == [agent.result_run_id] * 3
     assert {child.task_queue.name for child in children} == {approval_queue}
 
 
