@@ -20,7 +20,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from temporal_ciba.records import LogSigner
-from temporal_ciba.records._audit import Failure, Report, discover_jwks, load_jwks, parse_export
+from temporal_ciba.records._audit import Failure, Report, discover_jwks, load_jwks, parse_export, verify
+from tests.support.records import logged_export
 
 KEY = rsa.generate_private_key(65537, 2048)
 OTHER_KEY = rsa.generate_private_key(65537, 2048)
@@ -188,3 +189,16 @@ def test_the_summary_says_whose_evidence_the_records_rest_on() -> None:
     ]
     assert str(Failure(3, "record r", "altered")) == "line 3: record r: altered"
     assert str(Failure(None, "seq 2", "missing")) == "seq 2: missing"
+
+
+def test_verify_passes_its_options_on() -> None:
+    """A selection of the log verifies with allow_filtered, through `verify` as through `verify_export`."""
+    signer = LogSigner(b"\x07" * 32)
+    lines = logged_export([], signer, complete=False)
+    header = json.loads(lines[0])
+    header["checkpoint"] = json.loads(signer.sign(3, b"\x01" * 32).model_dump_json())
+    lines = [json.dumps(header)]
+    assert [failure.reason for failure in verify(lines, [], signer.public_key)] == [
+        "not in this filtered export (pass --allow-filtered to verify a selection)"
+    ]
+    assert list(verify(lines, [], signer.public_key, allow_filtered=True)) == []
