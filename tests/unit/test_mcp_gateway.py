@@ -18,8 +18,9 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.testing import ActivityEnvironment
 
 from temporal_ciba import ApprovalOutcome
+from temporal_ciba._models import ApprovalState
 from temporal_ciba._programs.codec_server import MAX_TOKEN_CHARS, IssuerUnavailable, Refused
-from temporal_ciba.agents import ApprovedToolCall, ToolApproval, tool_action_digest
+from temporal_ciba.agents import ApprovedToolCall, ToolApproval, short_code, tool_action_digest
 from temporal_ciba.crypto import TokenSealer, access_token_context
 from temporal_ciba.mcp import (
     CALL_ID_META,
@@ -538,3 +539,86 @@ async def test_a_call_over_stdio_is_the_local_client_s() -> None:
     gw, _ = recording_gateway(temporal, gates={"transfer": ToolApproval(login_hint="alice")})
     await gw.call_tool(context(client=None), call("transfer", amount=1))
     assert temporal.starts[0][0].client == McpClient(transport="stdio")
+
+
+class ApprovalStatuses(RecordingTemporal):
+    """A call that waits for its approval: each status query answers the next state (None: no answer)."""
+
+    def __init__(self, states: list[ApprovalState | None]) -> None:
+        super().__init__(RUN_RESULT)
+        self.states, self.queried = states, []
+        self.answered = asyncio.Event()
+
+    def get_workflow_handle(self, workflow_id: str, *, result_type: Any = None) -> Any:
+        temporal = self
+
+        class Approval:
+            async def query(self, name: str, *, result_type: Any = None) -> ApprovalState:
+                temporal.queried.append((workflow_id, name, result_type))
+                state = temporal.states.pop(0) if temporal.states else None
+                if not temporal.states:
+                    temporal.answered.set()
+                if state is None:
+                    raise RuntimeError("not started yet")
+                return state
+
+        return Approval()
+
+    def handle(self, workflow_id: str) -> Any:
+        handle = super().handle(workflow_id)
+        temporal = self
+
+        async def result() -> McpToolCallResult:
+            await temporal.answered.wait()
+            return temporal.answer
+
+        handle.result = result
+        return handle
+
+
+def waiting(status: str, sent: str | None = "Pay 5") -> ApprovalState:
+    return ApprovalState(
+        status=status,  # type: ignore[arg-type]
+        workflow_id="w",
+        login_hint="alice",
+        binding_message="Pay EUR 5",
+        binding_message_sent=sent,
+    )
+
+
+async def test_a_waiting_call_reports_each_new_step_of_its_approval_as_progress() -> None:
+    """What the approver is asked, with the action's short code, once per change; nothing while
+    the approval is not started or no longer waits."""
+    temporal = ApprovalStatuses(
+        [None, waiting("requesting"), waiting("pending"), waiting("pending", sent=None), waiting("approved")]
+    )
+    gw, _ = recording_gateway(temporal, gates={"transfer": CLIENT_APPROVES}, progress_interval=0.001)
+    notes: list[tuple[Any, float, str | None, Any]] = []
+
+    async def send_progress_notification(
+        token: Any, progress: float, *, message: str | None, related_request_id: Any
+    ) -> None:
+        notes.append((token, progress, message, related_request_id))
+
+    ctx = context()
+    ctx.meta["progressToken"] = "p-1"
+    ctx.session = SimpleNamespace(send_progress_notification=send_progress_notification)
+    result = await gw.call_tool(ctx, call("transfer", amount=5))
+    assert not result.is_error
+    digest = tool_action_digest("transfer", {"amount": 5})
+    code = short_code(digest)
+    workflow_id = temporal.starts[0][1]["id"]
+    assert {query[:2] for query in temporal.queried} == {(f"{workflow_id}.approval", "ciba.status")}
+    assert {query[2] for query in temporal.queried} == {ApprovalState}
+    assert notes == [
+        ("p-1", 1, f"waiting for alice to approve on their device, code {code} ('Pay 5')", 7),
+        ("p-1", 2, f"waiting for alice to approve on their device, code {code} ('Pay EUR 5')", 7),
+    ]
+
+
+async def test_without_a_progress_token_a_call_only_waits() -> None:
+    temporal = ApprovalStatuses([waiting("pending")])
+    temporal.answered.set()
+    gw, _ = recording_gateway(temporal, gates={"transfer": CLIENT_APPROVES}, progress_interval=0.001)
+    result = await gw.call_tool(context(), call("transfer", amount=5))
+    assert not result.is_error and temporal.queried == []
