@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -40,6 +42,8 @@ from temporal_ciba.mcp import (
     check_approved,
     mcp_call_workflow_id,
 )
+from temporal_ciba.mcp import _gateway as gateway_module
+from temporal_ciba.mcp._auth import client_of
 
 NOW = datetime.now(UTC)
 ALICE = McpClient(subject="alice", client_id="agent-app", issuer="https://login.example")
@@ -622,3 +626,105 @@ async def test_without_a_progress_token_a_call_only_waits() -> None:
     gw, _ = recording_gateway(temporal, gates={"transfer": CLIENT_APPROVES}, progress_interval=0.001)
     result = await gw.call_tool(context(), call("transfer", amount=5))
     assert not result.is_error and temporal.queried == []
+
+
+def a_tool(name: str) -> types.Tool:
+    return types.Tool.model_validate({"name": name, "description": "", "inputSchema": {"type": "object"}})
+
+
+class ListingUpstream(FakeUpstream):
+    """Lists its tools in pages: the first page says there is a next one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listed: list[Any] = []
+
+    async def list_tools(self, *, params: Any) -> types.ListToolsResult:
+        self.listed.append(params)
+        if params is None:
+            return types.ListToolsResult(tools=[a_tool("transfer")], next_cursor="page-2")
+        return types.ListToolsResult(tools=[a_tool("read")])
+
+
+async def test_the_tool_list_is_the_upstream_s_pages_then_the_gateway_s_own() -> None:
+    own = OwnTool(name="note", activity="notes.append", approval=CLIENT_APPROVES, parameters=Note)
+    gw, _ = recording_gateway(RecordingTemporal(RUN_RESULT), own_tools=[own])
+    upstream = ListingUpstream()
+    gw._session = upstream
+    first = await gw.list_tools(context(), None)
+    envelope = types.PaginatedRequestParams.model_validate({"cursor": "page-2", "_meta": {"progressToken": "x"}})
+    last = await gw.list_tools(context(), envelope)
+    assert ([t.name for t in first.tools], first.next_cursor) == (["transfer"], "page-2")
+    assert [t.name for t in last.tools] == ["read", "note"]  # the gateway's own after the upstream's last page
+    assert upstream.listed[0] is None
+    assert upstream.listed[1].model_dump(exclude_none=True) == {"cursor": "page-2"}  # only the cursor goes on
+    alone = McpGateway(RecordingTemporal(RUN_RESULT), task_queue="q", own_tools=[own])  # type: ignore[arg-type]
+    assert [t.name for t in (await alone.list_tools(context(), None)).tools] == ["note"]
+
+
+def test_an_own_tool_is_described_by_its_parameters_or_as_given() -> None:
+    described = OwnTool(name="note", activity="a", approval=CLIENT_APPROVES, parameters=Note).tool()
+    assert (described.name, described.description) == ("note", "Append a note.")
+    assert described.input_schema == Note.model_json_schema()
+    given = OwnTool(
+        name="peek",
+        activity="a",
+        approval=CLIENT_APPROVES,
+        parameters=Note,
+        input_schema={"type": "object", "x": 1},
+        description="Look",
+    ).tool()
+    assert (given.description, given.input_schema) == ("Look", {"type": "object", "x": 1})
+    bare = OwnTool(name="ping", activity="a", approval=CLIENT_APPROVES).tool()
+    assert (bare.description, bare.input_schema) == ("", {"type": "object"})
+    assert OwnTool(name="n", activity="a", approval=CLIENT_APPROVES, parameters=Note).read({"text": "t"}) == {
+        "text": "t",
+        "urgent": False,
+    }
+
+
+async def test_the_gateway_opens_its_upstream_on_entry_and_closes_it_on_exit(monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[UpstreamServer] = []
+    closed: list[UpstreamServer] = []
+    session = FakeUpstream()
+
+    @asynccontextmanager
+    async def fake_open(server: UpstreamServer) -> AsyncIterator[FakeUpstream]:
+        opened.append(server)
+        yield session
+        closed.append(server)
+
+    monkeypatch.setattr(gateway_module, "open_upstream", fake_open)
+    upstream = UpstreamServer(url="http://127.0.0.1:1/mcp")
+    gw = McpGateway(RecordingTemporal(RUN_RESULT), task_queue="q", upstream=upstream)  # type: ignore[arg-type]
+    async with gw:
+        assert gw._session is session and opened == [upstream] and closed == []
+    assert gw._session is None and closed == [upstream]
+    async with McpGateway(RecordingTemporal(RUN_RESULT), task_queue="q") as alone:  # type: ignore[arg-type]
+        assert alone._session is None
+    assert opened == [upstream]
+
+
+async def test_a_progress_token_under_either_spelling_and_a_context_without_a_request() -> None:
+    temporal = ApprovalStatuses([waiting("pending")])
+    gw, _ = recording_gateway(temporal, gates={"transfer": ToolApproval(login_hint="alice")}, progress_interval=0.001)
+    notes: list[Any] = []
+
+    async def send_progress_notification(token: Any, progress: float, **more: Any) -> None:
+        notes.append(token)
+
+    ctx = SimpleNamespace(
+        meta={"progress_token": "p-2"},
+        request_id=1,
+        session=SimpleNamespace(send_progress_notification=send_progress_notification),
+    )
+    await gw.call_tool(ctx, call("transfer", amount=5))
+    assert notes == ["p-2"]
+    assert temporal.starts[0][0].client == McpClient(transport="stdio")  # no HTTP request: the stdio client
+
+
+def test_a_client_is_named_by_its_token_s_subject_client_and_issuer_when_it_has_them() -> None:
+    assert client_of(SimpleNamespace(scope={})) is None
+    assert client_of(SimpleNamespace()) is None
+    token = AccessToken(token="t", client_id="", scopes=[], subject="alice", claims={})
+    assert client_of(SimpleNamespace(scope={"user": SimpleNamespace(access_token=token)})) == McpClient(subject="alice")
