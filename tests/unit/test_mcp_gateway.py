@@ -728,3 +728,11 @@ def test_a_client_is_named_by_its_token_s_subject_client_and_issuer_when_it_has_
     assert client_of(SimpleNamespace()) is None
     token = AccessToken(token="t", client_id="", scopes=[], subject="alice", claims={})
     assert client_of(SimpleNamespace(scope={"user": SimpleNamespace(access_token=token)})) == McpClient(subject="alice")
+
+
+def test_the_server_answers_tools_list_and_tools_call_with_the_gateway_s_handlers() -> None:
+    gw = McpGateway(RecordingTemporal(RUN_RESULT), task_queue="q", name="gw-1")  # type: ignore[arg-type]
+    server = gw.server()
+    assert server.name == "gw-1"
+    assert server.get_request_handler("tools/list").handler == gw.list_tools  # type: ignore[union-attr]
+    assert server.get_request_handler("tools/call").handler == gw.call_tool  # type: ignore[union-attr]
