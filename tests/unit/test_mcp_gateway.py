@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -468,7 +469,7 @@ async def test_a_call_the_client_abandons_cancels_its_workflow() -> None:
 
     temporal.handle = hanging  # type: ignore[method-assign]
     calling = asyncio.ensure_future(gw.call_tool(context(), call("transfer", amount=500)))
-    while not temporal.starts:
+    while not temporal.starts and not calling.done():
         await asyncio.sleep(0.01)  # waits for the start; decides nothing
     calling.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -573,7 +574,9 @@ class ApprovalStatuses(RecordingTemporal):
         temporal = self
 
         async def result() -> McpToolCallResult:
-            await temporal.answered.wait()
+            # Bounded, so that a gateway that stops asking fails the test rather than hanging it.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(temporal.answered.wait(), 10)
             return temporal.answer
 
         handle.result = result
