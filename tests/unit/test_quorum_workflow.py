@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -289,3 +290,49 @@ async def test_a_quorum_cancelled_while_its_approvers_are_being_started_ends_can
         outcome = await agent.result()
     assert (outcome.status, outcome.workflow_id) == ("cancelled", "approval-hung")
     assert outcome.approvers == [] and outcome.sealed_access_token is None
+
+
+@workflow.defn
+class FailingApproval:
+    """An approver's workflow that fails instead of returning an outcome."""
+
+    @workflow.run
+    async def run(self) -> ApprovalOutcome:
+        raise ApplicationError("the approval's worker gave up", non_retryable=True)
+
+
+@workflow.defn
+class QuorumOfAFailingApprover:
+    @workflow.run
+    async def run(self) -> ApprovalOutcome:
+        requests = [ApprovalRequest(login_hint="alice", binding_message="Change it")]
+        return await run_quorum(
+            requests,
+            needed=1,
+            end_on_denial=True,
+            base_id="approval-failing",
+            deadline=workflow.now(),
+            start_child=lambda request, child_id: workflow.start_child_workflow(FailingApproval.run, id=child_id),
+            revoke_holder=(workflow.info().workflow_id, workflow.info().run_id),
+        )
+
+
+async def test_an_approver_whose_workflow_fails_is_named_by_its_workflow_id(env: WorkflowEnvironment) -> None:
+    """The quorum still decides: that approver's end is an error naming the child that failed."""
+    task_queue = f"quorum-{uuid.uuid4().hex[:8]}"
+    async with Worker(
+        env.client,
+        task_queue=task_queue,
+        workflows=[QuorumOfAFailingApprover, FailingApproval],
+        plugins=[CibaPlugin(payload_key=KEY)],
+        workflow_failure_exception_types=[Exception],
+    ):
+        agent = await env.client.start_workflow(
+            QuorumOfAFailingApprover.run, id=f"agent-{uuid.uuid4().hex[:8]}", task_queue=task_queue
+        )
+        outcome = await agent.result()
+    child = f"approval-failing.q-{agent.result_run_id}.0-alice"
+    assert (outcome.status, outcome.error, outcome.workflow_id) == ("error", "approval_failed", child)
+    assert outcome.reason == f"the approval workflow {child} ended without an outcome (quorum 1 of 1 not met)"
+    [claims] = outcome.approvers or []
+    assert (claims.status, claims.workflow_id, claims.error) == ("error", child, "approval_failed")
