@@ -8,22 +8,23 @@ import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from types import SimpleNamespace
 from typing import Any
 
 import mcp_types as types
 import pytest
 from mcp.server.auth.provider import AccessToken
-from pydantic import BaseModel
+from pydantic import BaseModel, model_validator
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.testing import ActivityEnvironment
 
 from temporal_ciba import ApprovalOutcome
 from temporal_ciba._models import ApprovalState
+from temporal_ciba._policy import ApprovalPolicy, PolicyRule
 from temporal_ciba._programs.codec_server import MAX_TOKEN_CHARS, IssuerUnavailable, Refused
-from temporal_ciba.agents import ApprovedToolCall, ToolApproval, short_code, tool_action_digest
+from temporal_ciba.agents import ApprovedToolCall, ToolApproval, ToolArguments, short_code, tool_action_digest
 from temporal_ciba.crypto import TokenSealer, access_token_context
 from temporal_ciba.mcp import (
     CALL_ID_META,
@@ -400,7 +401,7 @@ class RecordingTemporal:
         return Handle()
 
     async def start_workflow(self, run: Any, call: McpToolCallInput, **options: Any) -> Any:
-        self.starts.append((call, options))
+        self.starts.append((call, {**options, "run": run}))
         if self.already_started:
             raise WorkflowAlreadyStartedError(options["id"], "McpToolCallWorkflow")
         return self.handle(options["id"])
@@ -429,7 +430,7 @@ async def test_a_gated_call_starts_one_workflow_per_call_and_a_retry_finds_it() 
     assert options["id"] == mcp_call_workflow_id(ALICE, "7", digest) and options["task_queue"] == "q"
     assert options["id_conflict_policy"] == WorkflowIDConflictPolicy.USE_EXISTING  # a retry attaches to it
     assert options["id_reuse_policy"] == WorkflowIDReusePolicy.REJECT_DUPLICATE  # and never runs it twice
-    assert options["static_summary"] == "MCP tool call transfer"
+    assert options["static_summary"] == "MCP tool call transfer" and options["run"] == McpToolCallWorkflow.run
     assert (started.tool_name, started.call_id, started.client, started.ask) == ("transfer", "7", ALICE, True)
     assert (started.activity, started.task_queue, started.activity_timeout_seconds) == (CALL_UPSTREAM, None, 300.0)
     assert (started.policy, started.action) == (None, None)
@@ -527,6 +528,7 @@ async def test_an_own_tool_runs_its_activity_in_the_call_s_workflow_with_its_arg
     assert note.request.action_digest == tool_action_digest("note", {"text": "hi", "urgent": False})
     # Its approval lets it through: still its workflow, without asking anyone.
     assert (peek.ask, peek.activity) == (False, "notes.peek") and upstream.calls == []
+    assert peek.request.login_hint == "-"  # nobody is asked: a placeholder, never sent
     invalid = await gw.call_tool(context(), call("note", urgent=True))
     assert [block.text for block in invalid.content] == [  # type: ignore[union-attr]
         "The note call was not run: its arguments are invalid (text: Field required)."
@@ -597,7 +599,7 @@ async def test_a_waiting_call_reports_each_new_step_of_its_approval_as_progress(
     """What the approver is asked, with the action's short code, once per change; nothing while
     the approval is not started or no longer waits."""
     temporal = ApprovalStatuses(
-        [None, waiting("requesting"), waiting("pending"), waiting("pending", sent=None), waiting("approved")]
+        [None, waiting("requesting", sent=None), waiting("pending"), waiting("pending"), waiting("approved")]
     )
     gw, _ = recording_gateway(temporal, gates={"transfer": CLIENT_APPROVES}, progress_interval=0.001)
     notes: list[tuple[Any, float, str | None, Any]] = []
@@ -618,8 +620,8 @@ async def test_a_waiting_call_reports_each_new_step_of_its_approval_as_progress(
     assert {query[:2] for query in temporal.queried} == {(f"{workflow_id}.approval", "ciba.status")}
     assert {query[2] for query in temporal.queried} == {ApprovalState}
     assert notes == [
-        ("p-1", 1, f"waiting for alice to approve on their device, code {code} ('Pay 5')", 7),
-        ("p-1", 2, f"waiting for alice to approve on their device, code {code} ('Pay EUR 5')", 7),
+        ("p-1", 1, f"waiting for alice to approve on their device, code {code} ('Pay EUR 5')", 7),
+        ("p-1", 2, f"waiting for alice to approve on their device, code {code} ('Pay 5')", 7),
     ]
 
 
@@ -739,3 +741,57 @@ def test_the_server_answers_tools_list_and_tools_call_with_the_gateway_s_handler
     assert server.name == "gw-1"
     assert server.get_request_handler("tools/list").handler == gw.list_tools  # type: ignore[union-attr]
     assert server.get_request_handler("tools/call").handler == gw.call_tool  # type: ignore[union-attr]
+
+
+class Inner(BaseModel):
+    x: int
+
+
+class Booking(BaseModel):
+    """Book a day."""
+
+    day: date
+    inner: Inner | None = None
+
+    @model_validator(mode="after")
+    def _not_on_sunday(self) -> Booking:
+        if self.day.weekday() == 6:
+            raise ValueError("not on a Sunday")
+        return self
+
+
+async def test_an_own_tool_s_arguments_are_read_as_json_and_invalid_ones_are_named_where() -> None:
+    temporal = RecordingTemporal(RUN_RESULT)
+    booking = OwnTool(name="book", activity="a", approval=CLIENT_APPROVES, parameters=Booking)
+    gw, _ = recording_gateway(temporal, own_tools=[booking])
+    await gw.call_tool(context(), call("book", day="2026-03-02"))
+    assert temporal.starts[0][0].arguments == {"day": "2026-03-02", "inner": None}  # JSON: what is digested
+    nested = await gw.call_tool(context(), call("book", day="2026-03-02", inner={}))
+    sunday = await gw.call_tool(context(), call("book", day="2026-03-01"))
+    assert [block.text for block in nested.content] == [  # type: ignore[union-attr]
+        "The book call was not run: its arguments are invalid (inner.x: Field required)."
+    ]
+    assert [block.text for block in sunday.content] == [  # type: ignore[union-attr]
+        "The book call was not run: its arguments are invalid (arguments: Value error, not on a Sunday)."
+    ]
+
+
+async def test_an_empty_call_id_is_no_call_id() -> None:
+    temporal = RecordingTemporal(RUN_RESULT)
+    gw, _ = recording_gateway(temporal, gates={"transfer": CLIENT_APPROVES})
+    ctx = context()
+    ctx.meta[CALL_ID_META] = ""
+    await gw.call_tool(ctx, call("transfer", amount=1))
+    assert len(temporal.starts[0][0].call_id) == 32  # a call of its own
+
+
+async def test_a_call_under_a_policy_carries_the_policy_and_the_action_it_decides_on() -> None:
+    policy = ApprovalPolicy(rules=[PolicyRule(name="always", approval="one", approvers=["approver"])])
+    approval = ToolApproval(login_hint=approver_is_client, policy=policy)
+    temporal = RecordingTemporal(RUN_RESULT)
+    gw, _ = recording_gateway(temporal, gates={"transfer": approval})
+    await gw.call_tool(context(), call("transfer", amount=5))
+    [(started, _)] = temporal.starts
+    arguments = ToolArguments({"amount": 5}, tool_name="transfer", call_id="call-1", context=ALICE)
+    assert started.policy == policy and started.action == approval.action_for(arguments)
+    assert started.action is not None and started.action.parties == {"approver": "alice"}
