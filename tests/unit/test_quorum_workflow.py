@@ -336,3 +336,69 @@ async def test_an_approver_whose_workflow_fails_is_named_by_its_workflow_id(env:
     assert outcome.reason == f"the approval workflow {child} ended without an outcome (quorum 1 of 1 not met)"
     [claims] = outcome.approvers or []
     assert (claims.status, claims.workflow_id, claims.error) == ("error", child, "approval_failed")
+
+
+@workflow.defn
+class ApprovesAtOnce:
+    @workflow.run
+    async def run(self, child_id: str) -> ApprovalOutcome:
+        return ApprovalOutcome(
+            status="approved", workflow_id=child_id, reason="approved", sub="alice", decided_at=workflow.now()
+        )
+
+
+@workflow.defn
+class FailsWhenCancelled:
+    @workflow.run
+    async def run(self) -> ApprovalOutcome:
+        try:
+            await workflow.wait_condition(lambda: False)
+        except asyncio.CancelledError:
+            raise ApplicationError("the approval's worker gave up while cancelled", non_retryable=True) from None
+        raise AssertionError
+
+
+@workflow.defn
+class QuorumWhoseLastApproverFailsWhenCancelled:
+    @workflow.run
+    async def run(self) -> ApprovalOutcome:
+        async def start(request: ApprovalRequest, child_id: str) -> Any:
+            if request.approver == "alice":
+                return await workflow.start_child_workflow(ApprovesAtOnce.run, child_id, id=child_id)
+            return await workflow.start_child_workflow(FailsWhenCancelled.run, id=child_id)
+
+        requests = [ApprovalRequest(login_hint=hint, binding_message="Change it") for hint in ("alice", "bob")]
+        return await run_quorum(
+            requests,
+            needed=1,
+            end_on_denial=True,
+            base_id="approval-met",
+            deadline=workflow.now(),
+            start_child=start,
+            revoke_holder=(workflow.info().workflow_id, workflow.info().run_id),
+        )
+
+
+async def test_an_approver_that_fails_while_cancelled_is_named_by_its_workflow_id(env: WorkflowEnvironment) -> None:
+    """Once alice meets the quorum bob's approval is cancelled; it fails instead of ending
+    cancelled, and his claim names his workflow as having ended without an outcome."""
+    task_queue = f"quorum-{uuid.uuid4().hex[:8]}"
+    async with Worker(
+        env.client,
+        task_queue=task_queue,
+        workflows=[QuorumWhoseLastApproverFailsWhenCancelled, ApprovesAtOnce, FailsWhenCancelled],
+        plugins=[CibaPlugin(payload_key=KEY)],
+        workflow_failure_exception_types=[Exception],
+    ):
+        agent = await env.client.start_workflow(
+            QuorumWhoseLastApproverFailsWhenCancelled.run, id=f"agent-{uuid.uuid4().hex[:8]}", task_queue=task_queue
+        )
+        outcome = await agent.result()
+    bob = f"approval-met.q-{agent.result_run_id}.1-bob"
+    assert outcome.status == "approved", outcome.reason
+    assert [(a.login_hint, a.status, a.workflow_id, a.error) for a in outcome.approvers or []][1] == (
+        "bob",
+        "error",
+        bob,
+        "approval_failed",
+    )
