@@ -305,7 +305,7 @@ class FailingApproval:
 class QuorumOfAFailingApprover:
     @workflow.run
     async def run(self) -> ApprovalOutcome:
-        requests = [ApprovalRequest(login_hint="alice", binding_message="Change it")]
+        requests = [ApprovalRequest(login_hint="alice", binding_message="Change it", action_digest=DIGEST)]
         return await run_quorum(
             requests,
             needed=1,
@@ -334,6 +334,7 @@ async def test_an_approver_whose_workflow_fails_is_named_by_its_workflow_id(env:
     child = f"approval-failing.q-{agent.result_run_id}.0-alice"
     assert (outcome.status, outcome.error, outcome.workflow_id) == ("error", "approval_failed", child)
     assert outcome.reason == f"the approval workflow {child} ended without an outcome (quorum 1 of 1 not met)"
+    assert outcome.action_digest == DIGEST  # a failed quorum's outcome still names the action
     [claims] = outcome.approvers or []
     assert (claims.status, claims.workflow_id, claims.error) == ("error", child, "approval_failed")
 
