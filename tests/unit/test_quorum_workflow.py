@@ -10,6 +10,7 @@ import asyncio
 import uuid
 from typing import Any
 
+import pytest
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
@@ -18,6 +19,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from temporal_ciba._approval import QUORUM_VETO_PATCH
 from temporal_ciba._models import (
     ApprovalOutcome,
     ApprovalRequest,
@@ -403,3 +405,28 @@ async def test_an_approver_that_fails_while_cancelled_is_named_by_its_workflow_i
         bob,
         "approval_failed",
     )
+
+
+async def test_a_run_from_before_the_veto_keeps_the_approval_its_history_recorded(
+    env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where `workflow.patched(QUORUM_VETO_PATCH)` is false (a run recorded before the veto,
+    replayed), a denial batched with the approvals that meet n does not veto: that run's outcome
+    and revocations stay what they were."""
+    patched = workflow.patched
+    monkeypatch.setattr(workflow, "patched", lambda patch_id: patch_id != QUORUM_VETO_PATCH and patched(patch_id))
+    phones = ScriptedOP(env, {"alice": [DENIED], "bob": [approved("bob")], "carol": [approved("carol")]})
+    agent_queue, approval_queue = f"quorum-{uuid.uuid4().hex[:8]}", f"approvals-{uuid.uuid4().hex[:8]}"
+    agent_input = QuorumInput(policy=quorum(2), approval_task_queue=approval_queue)
+    async with quorum_worker(env, phones, agent_queue, max_cached_workflows=0):
+        agent = await env.client.start_workflow(
+            QuorumAgent.run, agent_input, id=f"agent-{uuid.uuid4().hex[:8]}", task_queue=agent_queue
+        )
+        children = await started_children(agent, 3)
+    async with quorum_worker(env, phones, approval_queue):
+        for child in children:
+            await env.client.get_workflow_handle(child, result_type=ApprovalOutcome).result()
+    async with quorum_worker(env, phones, agent_queue):
+        outcome = await agent.result()
+    assert outcome.status == "approved" and outcome.sealed_access_token == "sealed-bob", outcome.reason
+    assert phones.revoked == ["sealed-carol"]
