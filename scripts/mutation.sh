@@ -68,6 +68,19 @@ tests/unit/test_identifier_vectors.py tests/unit/agents/test_tool_approval_rules
 tests/unit/test_request_dialect.py"
   # The worker's plugin: the codec on every payload, the keys it takes, the check for itself.
   [plugin]="temporal_ciba/_plugin.py | tests/unit/test_plugin.py"
+  # The decision records: their ids and digests, the log and its Merkle tree, the checkpoints,
+  # the store (SQLite and PostgreSQL), the evidence's encryption and the audit that verifies it all.
+  [records]="temporal_ciba/records/* | tests/unit/records/test_audit_verify.py tests/unit/records/test_checkpoints.py \
+tests/unit/records/test_decision_log.py tests/unit/records/test_merkle.py tests/unit/records/test_record_store.py \
+tests/unit/records/test_store_secrets_and_export_file.py tests/unit/test_identifier_vectors.py"
+  # Who may decode in the codec server (operator tokens, the browser sign-in at the OP, the
+  # host and origin guard), over ASGI in the test process. Not tests/security/test_codec_server.py
+  # nor tests/security/test_codec_signin.py: they drive the `temporal-ciba codec-server` process,
+  # which mutmut cannot see (see callback below).
+  [codec-server]="temporal_ciba/_programs/codec_server.py temporal_ciba/_programs/codec_signin.py | tests/unit/test_codec_signin.py"
+  # The MCP gateway: which calls pass, which become workflows, under which id, asking whom, and
+  # what the tool's activity runs; without servers.
+  [mcp]="temporal_ciba/mcp/* | tests/unit/test_mcp_gateway.py tests/unit/test_identifier_vectors.py"
   # The app over ASGI and GuardedH11Protocol under uvicorn, in the test process (a dev server
   # receives the signals). Not tests/security/test_callback.py nor tests/e2e/test_callback.py:
   # they drive the `temporal-ciba callback` process, and mutmut learns which tests reach a
@@ -136,7 +149,7 @@ EOF
 }
 
 # Every group, once: the protocol-<module> groups only split `protocol`, and `validation` is in it.
-ALL_GROUPS=(protocol crypto workflow callback grant quorum policy tool-approval activities plugin)
+ALL_GROUPS=(protocol crypto workflow callback grant quorum policy tool-approval activities plugin records codec-server mcp)
 
 # The groups that mutate a file changed since REF (committed or not).
 changed_groups() {

@@ -35,7 +35,16 @@ TIMEOUT = {24, -24, 36, 152, 255}
 # callback's problem answers take (status, error, error_description, headers), its 401 helper
 # the error_description alone (RFC 6749 §5.2: text for a developer; the status and the error
 # code are the contract).
-MESSAGE_AT = {"_reject": 2, "TokenRejected": 2, "KeyNotFound": 2, "_problem": 2, "_unauthorized": 0}
+# The codec server's refusals take (status, message): the status is the contract, the line for a person.
+MESSAGE_AT = {
+    "_reject": 2,
+    "TokenRejected": 2,
+    "KeyNotFound": 2,
+    "_problem": 2,
+    "_unauthorized": 0,
+    "Refused": 1,
+    "SignInRefused": 1,
+}
 # Exceptions whose names do not say so (not ...Error, ...Exception, ...Rejected), message first:
 # their stable `error` code or their class is the contract, the message text for a person.
 MESSAGE_FIRST = {"BindingMessageUnfit", "InvalidDPoPProof", "GrantRefused"}

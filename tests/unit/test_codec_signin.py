@@ -17,7 +17,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 
@@ -81,8 +82,18 @@ def id_token(expected_nonce: str, *, key: Any = KEY, alg: str = "RS256", kid: st
     return jwt.encode({k: v for k, v in body.items() if v is not None}, key, algorithm=alg, headers={"kid": kid})
 
 
-def app_with(op: MockOP, operators: OperatorRule, public_url: str = PUBLIC_URL) -> Any:
+def with_header(token: str, **header: Any) -> str:
+    """`token` signed again by KEY under its header changed (pyjwt would not write such a header)."""
+    old_header, payload, _ = token.split(".")
+    fields = {**json.loads(base64.urlsafe_b64decode(old_header + "==")), **header}
+    encoded = base64.urlsafe_b64encode(json.dumps(fields).encode()).decode().rstrip("=")
+    signature = KEY.sign(f"{encoded}.{payload}".encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{encoded}.{payload}." + base64.urlsafe_b64encode(signature).decode().rstrip("=")
+
+
+def app_with(op: MockOP, operators: OperatorRule, public_url: str = PUBLIC_URL, clock: Any = time.time) -> Any:
     signin = BrowserSignIn(
+        clock=clock,
         issuer=ISSUER,
         client_id=CLIENT_ID,
         client_secret=CLIENT_SECRET,
@@ -99,10 +110,12 @@ def app_with(op: MockOP, operators: OperatorRule, public_url: str = PUBLIC_URL) 
 ALICE = OperatorRule(frozenset({"alice"}))
 
 
-async def sign_in_with(op: MockOP, operators: OperatorRule = ALICE, public_url: str = PUBLIC_URL) -> httpx.Response:
+async def sign_in_with(
+    op: MockOP, operators: OperatorRule = ALICE, public_url: str = PUBLIC_URL, clock: Any = time.time
+) -> httpx.Response:
     """/login then /callback in one browser; the callback's answer (a session cookie if it worked)."""
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app_with(op, operators, public_url)), base_url=public_url
+        transport=httpx.ASGITransport(app=app_with(op, operators, public_url, clock)), base_url=public_url
     ) as browser:
         login = await browser.get("/login")
         query = parse_qs(urlsplit(login.headers["location"]).query)
@@ -154,7 +167,34 @@ REFUSED: dict[str, Callable[[str], str]] = {
     "signed by another key": lambda nonce: id_token(nonce, key=OTHER_KEY),
     "HS256 with the public key's bytes": lambda nonce: id_token(nonce, key="k" * 32, alg="HS256"),
     "alg none": lambda nonce: id_token(nonce, key=None, alg="none"),
+    # Issued before the sign-in's window: ID_TOKEN_MAX_AGE (600 s) and the leeway (60 s) ago, and more.
+    "issued 690 s ago": lambda nonce: id_token(nonce, iat=int(time.time()) - 690),
+    "an empty sub": lambda nonce: id_token(nonce, sub=""),
+    "a sub with a line break": lambda nonce: id_token(nonce, sub="alice\nadmin"),
+    "a sub that is a number": lambda nonce: id_token(nonce, sub=7),
+    "a kid that is a number": lambda nonce: with_header(id_token(nonce), kid=7),
 }
+
+
+ADMITTED: dict[str, Callable[[str], str]] = {
+    "two audiences, azp naming this client": lambda nonce: id_token(nonce, aud=[CLIENT_ID, "other"], azp=CLIENT_ID),
+    "issued 630 s ago, within the leeway": lambda nonce: id_token(nonce, iat=int(time.time()) - 630),
+    "signed again with its own kid": lambda nonce: with_header(
+        id_token(nonce), kid="k1"
+    ),  # with_header's tokens verify
+}
+
+
+@pytest.mark.parametrize("token", sorted(ADMITTED))
+async def test_an_id_token_within_every_rule_opens_a_session(token: str) -> None:
+    callback = await sign_in_with(MockOP(ADMITTED[token]))
+    assert callback.status_code == 200 and has_session(callback), callback.text
+
+
+async def test_an_id_token_issued_exactly_max_age_and_leeway_ago_still_opens_a_session() -> None:
+    now = float(int(time.time()))
+    callback = await sign_in_with(MockOP(lambda nonce: id_token(nonce, iat=int(now) - 600 - 60)), clock=lambda: now)
+    assert callback.status_code == 200 and has_session(callback), callback.text
 
 
 @pytest.mark.parametrize("forgery", sorted(REFUSED))

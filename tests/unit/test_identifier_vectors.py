@@ -18,6 +18,8 @@ from temporalio.testing import ActivityEnvironment
 from temporal_ciba import ApprovalOutcome, ApprovalRequest, idempotency_key
 from temporal_ciba._quorum import quorum_child_id
 from temporal_ciba.agents import approval_workflow_id, tool_action_digest
+from temporal_ciba.mcp import McpClient, mcp_call_workflow_id
+from temporal_ciba.records import EvidenceKeys, LogSigner
 from temporal_ciba.records._model import record_id, request_digest
 from temporal_ciba_examples.payment_agent.models import PaymentAction, action_digest
 
@@ -126,3 +128,35 @@ def test_payment_action_digest() -> None:
     )
     assert hashlib.sha256(canonical.encode()).hexdigest() == action_digest(action)
     assert action_digest(action) == "baf49128f889c633357aef0d181d2a23d31e4de7dbabf11c055f02a562b1a0aa"
+
+
+def test_record_evidence_and_mac_under_a_record_key() -> None:
+    """Records written under one version must open under the next: the key derivation (its
+    purposes), the key id, the evidence's layout and the MAC's message are all fixed here."""
+    keys = EvidenceKeys([bytes(range(32))])
+    assert keys.current_key_id == "512f4ba311e69796"
+    evidence = "evidence.v1.512f4ba311e69796.AAAAAAAAAAAAAAAACpSswEvjDVthulV85JTmoFaPV0h24uT4MVEx4w=="
+    assert keys.decrypt(evidence, body_digest="ab" * 32) == "eyJ.id.token"
+    assert keys.mac("rec-1", 7, bytes(32)) == (
+        "mac.v1.512f4ba311e69796.90d7fd6cea402f38fa47d0e9041f95175e0e84d3055756a31385aebe34f651f8"
+    )
+
+
+def test_log_signing_key_id_and_public_key_text() -> None:
+    """Checkpoints name the key that signed them; auditors pass the public key as this text."""
+    signer = LogSigner(bytes(range(32)))
+    assert signer.key_id == "56475aa75463474c"
+    assert signer.public_key_text == "A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg="
+
+
+def test_mcp_client_key_and_gated_call_workflow_id() -> None:
+    """A retry of a gated MCP call from any gateway replica must find the same workflow."""
+    alice = McpClient(subject="alice", client_id="agent-app", issuer="https://login.example")
+    assert alice.key() == "91c414265003aa2a"
+    assert McpClient(transport="stdio").key() == "83da6e1609dc47f7"  # no subject, client or issuer
+    base = "mcp-91c414265003aa2a.call-"
+    assert mcp_call_workflow_id(alice, "call-1", TOOL_DIGEST) == base + "call-1-d6b7c1cb3b1b"
+    # A safe call id of up to 64 characters is kept; longer, or unsafe, it is cut and hashed.
+    assert mcp_call_workflow_id(alice, "c" * 64, TOOL_DIGEST) == base + "c" * 64 + "-d6b7c1cb3b1b"
+    assert mcp_call_workflow_id(alice, "c" * 65, TOOL_DIGEST) == base + "c" * 32 + "-b30855e510446ac3-d6b7c1cb3b1b"
+    assert mcp_call_workflow_id(alice, "call 1/2", TOOL_DIGEST) == base + "call_1_2-257101a75c7df1ff-d6b7c1cb3b1b"

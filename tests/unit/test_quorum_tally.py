@@ -309,3 +309,9 @@ def test_a_veto_overrides_only_a_quorum_that_was_met() -> None:
 )
 def test_child_ids_keep_a_safe_short_hint_and_hash_the_rest(hint: str, expected: str) -> None:
     assert quorum_child_id("b", "r", 0, hint) == expected
+
+
+def test_a_quorum_short_of_n_names_every_distinct_approver() -> None:
+    t = tally(ended("approved", "bob", 1), ended("approved", "alice", 0), ended("cancelled", None, 2), m=3, n=3)
+    outcome = t.outcome(workflow_id="parent", action_digest=None, deadline=NOW, now=NOW)
+    assert outcome.reason == "quorum 3 of 3 not met: only 2 distinct approver(s) (alice, bob)"

@@ -10,13 +10,16 @@ import asyncio
 import uuid
 from typing import Any
 
+import pytest
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from temporal_ciba._approval import QUORUM_VETO_PATCH
 from temporal_ciba._models import (
     ApprovalOutcome,
     ApprovalRequest,
@@ -24,6 +27,7 @@ from temporal_ciba._models import (
 )
 from temporal_ciba._plugin import CibaPlugin
 from temporal_ciba._policy import ApprovalPolicy, PolicyAction, PolicyRule
+from temporal_ciba._quorum import run_quorum
 from temporal_ciba._workflow import CibaApprovalWorkflow, require_approval
 from tests.support.scripted_op import ScriptedOP, approved
 from tests.support.workflow_environment import KEY
@@ -119,6 +123,8 @@ async def test_the_approvers_run_under_the_id_and_queue_the_caller_gives(env: Wo
     assert outcome.status == "approved" and outcome.workflow_id.startswith(f"{approval_id}.q-")  # alice's
     assert [child.workflow_id.split(".q-")[0] for child in children] == [approval_id] * 3
     assert [child.workflow_id.rsplit(".", 1)[1] for child in children] == ["0-alice", "1-bob", "2-carol"]
+    # Each under the asking run's id: a later run under the same id asks anew, never reusing these.
+    assert [child.workflow_id.split(".q-")[1].rsplit(".", 1)[0] for child in children] == [agent.result_run_id] * 3
     assert {child.task_queue.name for child in children} == {approval_queue}
 
 
@@ -237,3 +243,124 @@ async def test_a_quorum_cancelled_while_waiting_ends_cancelled_with_every_claim(
     assert revocation.sealed_access_token == "sealed-alice" and revocation.auth_req_id == "req-alice"
     assert revocation.action_digest == DIGEST
     assert (revocation.holder_workflow_id, revocation.holder_run_id) == (agent.id, agent.result_run_id)
+
+
+@workflow.defn
+class QuorumWhoseStartsHang:
+    """Runs a quorum whose children never finish starting: the caller is cancelled meanwhile."""
+
+    @workflow.run
+    async def run(self) -> ApprovalOutcome:
+        async def never_started(request: ApprovalRequest, child_id: str) -> Any:
+            await workflow.wait_condition(lambda: False)
+
+        requests = [ApprovalRequest(login_hint=hint, binding_message="Change it") for hint in ("alice", "bob")]
+        return await run_quorum(
+            requests,
+            needed=2,
+            end_on_denial=True,
+            base_id="approval-hung",
+            deadline=workflow.now(),
+            start_child=never_started,
+            revoke_holder=(workflow.info().workflow_id, workflow.info().run_id),
+        )
+
+
+async def test_a_quorum_cancelled_while_its_approvers_are_being_started_ends_cancelled(
+    env: WorkflowEnvironment,
+) -> None:
+    """Nobody was asked yet: the outcome is a cancellation naming no approver, not a failed task."""
+    task_queue = f"quorum-{uuid.uuid4().hex[:8]}"
+    # Any exception out of the workflow code fails the run at once, rather than its task forever.
+    async with Worker(
+        env.client,
+        task_queue=task_queue,
+        workflows=[QuorumWhoseStartsHang],
+        plugins=[CibaPlugin(payload_key=KEY)],
+        workflow_failure_exception_types=[Exception],
+    ):
+        agent = await env.client.start_workflow(
+            QuorumWhoseStartsHang.run, id=f"agent-{uuid.uuid4().hex[:8]}", task_queue=task_queue
+        )
+        while not [
+            event
+            async for event in agent.fetch_history_events()
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+        ]:
+            await asyncio.sleep(0.05)  # waits for the server; decides nothing
+        await agent.cancel()
+        outcome = await agent.result()
+    assert (outcome.status, outcome.workflow_id) == ("cancelled", "approval-hung")
+    assert outcome.approvers == [] and outcome.sealed_access_token is None
+
+
+@workflow.defn
+class FailingApproval:
+    """An approver's workflow that fails instead of returning an outcome."""
+
+    @workflow.run
+    async def run(self) -> ApprovalOutcome:
+        raise ApplicationError("the approval's worker gave up", non_retryable=True)
+
+
+@workflow.defn
+class QuorumOfAFailingApprover:
+    @workflow.run
+    async def run(self) -> ApprovalOutcome:
+        requests = [ApprovalRequest(login_hint="alice", binding_message="Change it", action_digest=DIGEST)]
+        return await run_quorum(
+            requests,
+            needed=1,
+            end_on_denial=True,
+            base_id="approval-failing",
+            deadline=workflow.now(),
+            start_child=lambda request, child_id: workflow.start_child_workflow(FailingApproval.run, id=child_id),
+            revoke_holder=(workflow.info().workflow_id, workflow.info().run_id),
+        )
+
+
+async def test_an_approver_whose_workflow_fails_is_named_by_its_workflow_id(env: WorkflowEnvironment) -> None:
+    """The quorum still decides: that approver's end is an error naming the child that failed."""
+    task_queue = f"quorum-{uuid.uuid4().hex[:8]}"
+    async with Worker(
+        env.client,
+        task_queue=task_queue,
+        workflows=[QuorumOfAFailingApprover, FailingApproval],
+        plugins=[CibaPlugin(payload_key=KEY)],
+        workflow_failure_exception_types=[Exception],
+    ):
+        agent = await env.client.start_workflow(
+            QuorumOfAFailingApprover.run, id=f"agent-{uuid.uuid4().hex[:8]}", task_queue=task_queue
+        )
+        outcome = await agent.result()
+    child = f"approval-failing.q-{agent.result_run_id}.0-alice"
+    assert (outcome.status, outcome.error, outcome.workflow_id) == ("error", "approval_failed", child)
+    assert outcome.reason == f"the approval workflow {child} ended without an outcome (quorum 1 of 1 not met)"
+    assert outcome.action_digest == DIGEST  # a failed quorum's outcome still names the action
+    [claims] = outcome.approvers or []
+    assert (claims.status, claims.workflow_id, claims.error) == ("error", child, "approval_failed")
+
+
+async def test_a_run_from_before_the_veto_keeps_the_approval_its_history_recorded(
+    env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where `workflow.patched(QUORUM_VETO_PATCH)` is false (a run recorded before the veto,
+    replayed), a denial batched with the approvals that meet n does not veto: that run's outcome
+    and revocations stay what they were."""
+    patched = workflow.patched
+    monkeypatch.setattr(workflow, "patched", lambda patch_id: patch_id != QUORUM_VETO_PATCH and patched(patch_id))
+    phones = ScriptedOP(env, {"alice": [DENIED], "bob": [approved("bob")], "carol": [approved("carol")]})
+    agent_queue, approval_queue = f"quorum-{uuid.uuid4().hex[:8]}", f"approvals-{uuid.uuid4().hex[:8]}"
+    agent_input = QuorumInput(policy=quorum(2), approval_task_queue=approval_queue)
+    async with quorum_worker(env, phones, agent_queue, max_cached_workflows=0):
+        agent = await env.client.start_workflow(
+            QuorumAgent.run, agent_input, id=f"agent-{uuid.uuid4().hex[:8]}", task_queue=agent_queue
+        )
+        children = await started_children(agent, 3)
+    async with quorum_worker(env, phones, approval_queue):
+        for child in children:
+            await env.client.get_workflow_handle(child, result_type=ApprovalOutcome).result()
+    async with quorum_worker(env, phones, agent_queue):
+        outcome = await agent.result()
+    assert outcome.status == "approved" and outcome.sealed_access_token == "sealed-bob", outcome.reason
+    assert phones.revoked == ["sealed-carol"]

@@ -4,10 +4,13 @@ store others could plant."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from temporalio.testing import ActivityEnvironment
@@ -21,6 +24,7 @@ from temporal_ciba.records import (
     EvidenceKeys,
     LogSigner,
     RecordDecisionInput,
+    RecordStoreError,
     SqliteStore,
 )
 from temporal_ciba.records import _activity as recorder_module
@@ -123,3 +127,75 @@ async def test_the_first_write_appends_the_records_written_before_the_log(
     await record(recorder, 0)
     await record(recorder, 1)
     assert len(calls) == 1
+
+
+async def test_a_checkpoint_t_seconds_after_the_oldest_unsigned_record_t_included(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Measured from the first record not yet signed, not the latest, on the recorder's clock."""
+    now = [1000.0]
+    monkeypatch.setattr(recorder_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    monkeypatch.setattr(recorder_module, "CHECKPOINT_EVERY_SECONDS", 30.0)
+    store = SqliteStore(tmp_path / "records.sqlite3")
+    recorder = DecisionRecorder(store, EvidenceKeys([TOKEN_KEY]), TokenSealer(TOKEN_KEY), LogSigner(os.urandom(32)))
+    await record(recorder, 0)
+    now[0] = 1029.0
+    await record(recorder, 1)
+    assert signed_size(store) is None  # 29 s after the oldest unsigned one
+    now[0] = 1030.0
+    await record(recorder, 2)
+    assert signed_size(store) == 3
+
+
+async def test_records_of_a_checkpoint_that_failed_count_toward_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed checkpoint gives its records back, added to those written while it ran."""
+    monkeypatch.setattr(recorder_module, "CHECKPOINT_EVERY_RECORDS", 1000)
+    store = SqliteStore(tmp_path / "records.sqlite3")
+    recorder = DecisionRecorder(store, EvidenceKeys([TOKEN_KEY]), TokenSealer(TOKEN_KEY), LogSigner(os.urandom(32)))
+    await record(recorder, 0)
+    started, go = threading.Event(), threading.Event()
+
+    def failing(signer: LogSigner) -> None:
+        started.set()
+        go.wait(30)
+        raise RecordStoreError("the store is down")
+
+    sign = store.checkpoint
+    monkeypatch.setattr(store, "checkpoint", failing)
+    checkpointing = asyncio.create_task(recorder.checkpoint_now())
+    await asyncio.to_thread(started.wait, 30)
+    await record(recorder, 1)  # written while the checkpoint runs
+    go.set()
+    with pytest.raises(RecordStoreError):
+        await checkpointing
+    monkeypatch.setattr(store, "checkpoint", sign)
+    monkeypatch.setattr(recorder_module, "CHECKPOINT_EVERY_RECORDS", 3)
+    await record(recorder, 2)  # the third unsigned record: due
+    assert signed_size(store) == 3
+
+
+async def test_the_ticker_signs_what_was_written_and_outlives_a_store_that_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqliteStore(tmp_path / "records.sqlite3")
+    recorder = DecisionRecorder(store, EvidenceKeys([TOKEN_KEY]), TokenSealer(TOKEN_KEY), LogSigner(os.urandom(32)))
+    await record(recorder, 0)
+    sign, failures = store.checkpoint, []
+
+    def fails_once(signer: LogSigner) -> None:
+        if not failures:
+            failures.append(signer)
+            raise RecordStoreError("the store is down")
+        sign(signer)
+
+    monkeypatch.setattr(store, "checkpoint", fails_once)
+    ticker = asyncio.create_task(recorder.checkpoint_every(0.01))
+    try:
+        while signed_size(store) is None and not ticker.done():
+            await asyncio.sleep(0.01)  # waits for the ticker; decides nothing
+        assert not ticker.done()  # it runs until cancelled
+    finally:
+        ticker.cancel()
+    assert len(failures) == 1 and signed_size(store) == 1

@@ -565,3 +565,22 @@ def test_the_log_key_is_read_from_its_text_or_a_file(tmp_path: Path) -> None:
     for wrong in ("not a key", str(tmp_path / "missing.txt"), base64.b64encode(b"x" * 31).decode()):
         with pytest.raises(ValueError, match="--log-key"):
             load_log_key(wrong)
+
+
+def test_the_log_key_may_be_url_safe_and_unpadded_but_nothing_else() -> None:
+    """`audit log-key` prints standard base64; the same key in base64url without its padding is
+    accepted (as pasted from elsewhere); a character of neither alphabet is refused."""
+    raw = LOG.public_key.public_bytes_raw()
+    url_safe = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    assert "=" not in url_safe and len(url_safe) % 4 != 0
+    assert load_log_key(url_safe).public_bytes_raw() == raw
+    # A key whose base64 has '-' and '_' where the standard alphabet has '+' and '/'.
+    dashed = next(
+        LogSigner(bytes([n]) * 32) for n in range(256) if {"+", "/"} <= set(LogSigner(bytes([n]) * 32).public_key_text)
+    )
+    text = dashed.public_key_text.replace("+", "-").replace("/", "_")
+    assert load_log_key(text).public_bytes_raw() == dashed.public_key.public_bytes_raw()
+    # Four stray characters: a lenient decoder would drop them and find the 32 bytes all the same.
+    for wrong in (LOG.public_key_text[:10] + "!!!!" + LOG.public_key_text[10:],):
+        with pytest.raises(ValueError, match="--log-key"):
+            load_log_key(wrong)

@@ -14,6 +14,7 @@ import subprocess
 import traceback
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from temporalio.testing import ActivityEnvironment
@@ -245,3 +246,66 @@ def test_a_dangling_symbolic_link_creates_nothing_where_it_points(records: Path,
     link.symlink_to(target)
     assert export_to(records, link).returncode == 2
     assert not target.exists()
+
+
+# What a PostgreSQL error says, exactly ----------------------------------------------------------
+
+
+class UndefinedTable(Exception):
+    """A statement's error as psycopg raises it: a SQLSTATE and the server's primary message."""
+
+    sqlstate = "42P01"
+
+    def __init__(self, said: str) -> None:
+        super().__init__(said)
+        self.diag = SimpleNamespace(message_primary=said)
+
+
+class OperationalError(Exception):
+    """A connection's error as libpq words it: the host and port, then why after "failed:"."""
+
+
+def server_said(error: BaseException, said: str) -> BaseException:
+    error.diag = SimpleNamespace(message_primary=said)  # type: ignore[attr-defined]
+    return error
+
+
+@pytest.mark.parametrize(
+    ("error", "described"),
+    [
+        (
+            UndefinedTable('relation "decision_records" does not exist'),
+            'UndefinedTable (SQLSTATE 42P01): relation "decision_records" does not exist',
+        ),
+        (
+            OperationalError(
+                'connection to server at "db.internal" (10.0.0.7), port 5432 failed:  FATAL:  '
+                'password authentication failed for user "auditor"\n second line'
+            ),
+            'OperationalError: FATAL: password authentication failed for user "auditor"',
+        ),
+        (OperationalError(""), "OperationalError"),
+        # A connection's error the server itself explained: its words, not libpq's line.
+        (
+            server_said(OperationalError("x failed: libpq's words"), "the server's words"),
+            "OperationalError: the server's words",
+        ),
+        (ValueError(f"no {VALID_PASSWORD} here"), "ValueError"),  # neither: the class alone
+    ],
+)
+def test_a_postgres_error_is_its_class_sqlstate_and_reason_only(error: BaseException, described: str) -> None:
+    assert PostgresStore(unreachable_dsn())._describe(error) == described
+
+
+def test_the_password_and_the_dsn_are_scrubbed_from_what_the_server_says() -> None:
+    """The password as libpq reads it, percent-decoded too, and the DSN whole."""
+    dsn = "postgresql://auditor:pa%40ss-9f3a@db.internal:5432/records"
+    keywords = "host=db.internal password=pa%40ss-9f3a dbname=records"  # no decoding in this form
+    for store_dsn, said, scrubbed in (
+        (dsn, "rejected pa@ss-9f3a", "rejected ***"),
+        (dsn, f"cannot use {dsn}", "cannot use ***"),
+        (dsn, "nothing secret", "nothing secret"),
+        (keywords, "rejected pa%40ss-9f3a or pa@ss-9f3a", "rejected *** or ***"),
+    ):
+        described = PostgresStore(store_dsn)._describe(UndefinedTable(said))
+        assert described == f"UndefinedTable (SQLSTATE 42P01): {scrubbed}"
