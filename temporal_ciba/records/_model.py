@@ -89,6 +89,12 @@ def request_digest(
     )
 
 
+class RecordedPolicy(PolicyDecision):
+    """What the policy decided, as a record states it: no field its leaf hash does not cover."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
 class DecisionRecord(BaseModel):
     """One decision, as stored (the ID token encrypted) and as exported (`audit export`)."""
 
@@ -124,7 +130,7 @@ class DecisionRecord(BaseModel):
     auth_req_id: str | None = None
     issuer: str | None = None
     client_id: str | None = None
-    policy: PolicyDecision | None = None
+    policy: RecordedPolicy | None = None
     # The OP-signed ID token of an approval: the evidence. Encrypted in the store; in clear in
     # an export (README, "Decision records").
     id_token: str | None = Field(default=None, repr=False)
@@ -202,6 +208,6 @@ class RecordDecisionInput(BaseModel):
             auth_req_id=outcome.auth_req_id,
             issuer=self.issuer,
             client_id=self.client_id,
-            policy=outcome.policy,
+            policy=RecordedPolicy(**outcome.policy.model_dump()) if outcome.policy is not None else None,
             id_token=id_token,
         )

@@ -192,6 +192,17 @@ EDITS = {
 }
 
 
+def test_a_field_added_inside_the_policy_s_decision_fails(store: DecisionStore) -> None:
+    """A record states nothing its leaf does not cover, inside the policy's decision too."""
+    lines = written(store, demo_log())
+    edited = [*lines[:3], {**lines[3], "policy": {**lines[3]["policy"], "approvers": ["mallory"]}}, *lines[4:]]
+    assert report(edited).failures != []
+    added = [*lines[:3], {**lines[3], "policy": {**lines[3]["policy"], "added": "x"}}, *lines[4:]]
+    assert any(
+        failure.line_number == 4 and "not a decision record" in failure.reason for failure in report(added).failures
+    )
+
+
 @pytest.mark.parametrize("edit", list(EDITS))
 def test_each_edit_of_a_record_fails_naming_it(store: DecisionStore, edit: str) -> None:
     lines = written(store, demo_log())
