@@ -25,7 +25,7 @@ tests/unit/ciba/test_client_auth.py tests/unit/ciba/test_discovery.py \
 tests/unit/ciba/test_jwks.py tests/unit/ciba/test_jwks_rules.py tests/unit/ciba/test_protocol_rules.py \
 tests/unit/ciba/test_http.py tests/unit/ciba/test_token_endpoint.py \
 tests/unit/ciba/test_request_object.py tests/unit/ciba/test_dpop.py tests/unit/ciba/test_id_token_encryption.py \
-tests/unit/ciba/test_mtls.py tests/unit/ciba/test_dialect.py"
+tests/unit/ciba/test_mtls.py tests/unit/ciba/test_dialect.py tests/unit/ciba/test_client_connections.py"
 
 # group -> "modules to mutate | tests that exercise them"
 declare -A GROUPS_=(
@@ -63,9 +63,10 @@ tests/unit/test_activity_options.py tests/unit/test_decision_path_without_redeem
 tests/unit/agents/test_agents_openai.py tests/unit/agents/test_agents_pydantic_ai.py tests/unit/agents/test_both_frameworks.py \
 tests/unit/test_identifier_vectors.py tests/unit/agents/test_tool_approval_rules.py"
   # The send, the redeem (token request, validation, sealing, revocation), whom an approval is
-  # pinned to: over an in-process transport to a crafted OP, in an activity context.
+  # pinned to: over an in-process transport to a crafted OP, in an activity context; the poll
+  # loop's pacing and attempts, partly on the time-skipping test server.
   [activities]="temporal_ciba/_activities/* | tests/unit/test_send_activity.py tests/unit/test_redeem_activity.py \
-tests/unit/test_request_dialect.py"
+tests/unit/test_request_dialect.py tests/unit/test_poll_activity.py"
   # The worker's plugin: the codec on every payload, the keys it takes, the check for itself.
   [plugin]="temporal_ciba/_plugin.py | tests/unit/test_plugin.py"
   # The decision records: their ids and digests, the log and its Merkle tree, the checkpoints,
@@ -91,14 +92,14 @@ tests/unit/records/test_store_secrets_and_export_file.py tests/unit/test_identif
 
 # Groups whose tests run Temporal workers: mutmut's default forks each mutant's run from a process
 # that already ran them, and those runs never finished; a fork server keeps them apart.
-declare -A ISOLATION_=([workflow]="forkserver" [quorum]="forkserver" [policy]="forkserver" [tool-approval]="forkserver" [plugin]="forkserver")
+declare -A ISOLATION_=([workflow]="forkserver" [quorum]="forkserver" [policy]="forkserver" [tool-approval]="forkserver" [plugin]="forkserver" [activities]="forkserver")
 # Groups whose tests mostly wait (on the test server's history, on real local-activity
 # backoffs) rather than compute: a mutant that makes a test wait for ever fails it after this
 # many seconds instead of pyproject's 300 (its slowest test takes 18 s), and several mutants
 # run per core (MUTATION_CHILDREN overrides). Every group times out with pytest-timeout's thread
 # method, which ends the process: the signal method interrupts once, and a mutant whose failed
 # test left a task that ignores cancellation hung in the event loop's teardown for good.
-declare -A TEST_TIMEOUT_=([workflow]=60 [quorum]=60 [policy]=60 [tool-approval]=60)
+declare -A TEST_TIMEOUT_=([workflow]=60 [quorum]=60 [policy]=60 [tool-approval]=60 [activities]=60)
 declare -A CHILDREN_PER_CORE_=([workflow]=6)
 
 toml_list() { printf '['; local sep=""; for item in "$@"; do printf '%s"%s"' "$sep" "$item"; sep=", "; done; printf ']'; }
