@@ -85,13 +85,14 @@ async def test_logs_metrics_and_traces(
 
         async with httpx.AsyncClient(timeout=5) as http:
             metrics = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
-        # The request and the redeem are local activities (docs/guides/asking-for-an-approval.md).
+        # The request is a local activity (docs/guides/asking-for-an-approval.md).
         assert "temporal_workflow_completed" in metrics and "temporal_local_activity_execution_latency" in metrics
 
+        # Poll mode's token requests are one regular activity (ciba.poll), traced as such.
         await wait_for(
-            lambda: "RunActivity:ciba.redeem" in collector.span_names,
+            lambda: "RunActivity:ciba.poll" in collector.span_names,
             timeout=30,
-            what="the redeem activity's span",
+            what="the poll activity's span",
         )
         assert "RunWorkflow:CibaApprovalWorkflow" in collector.span_names
     finally:

@@ -165,7 +165,8 @@ async def test_a_small_payment_passes_without_asking(
     # The decision not to ask is recorded, once, as what it is.
     [record] = [record for record in stored_records(policy_worker.record_db) if record.workflow_id == agent.id]
     assert (record.status, record.sub, record.auth_req_id) == ("approved", None, None)
-    assert record.policy == outcome.policy
+    assert record.policy is not None and outcome.policy is not None
+    assert record.policy.model_dump() == outcome.policy.model_dump()
 
 
 async def test_a_medium_payment_steps_up_to_a_stronger_acr(
@@ -186,7 +187,8 @@ async def test_a_medium_payment_steps_up_to_a_stronger_acr(
     assert result.receipt is not None and len(payments(payment_api, agent.id)) == 1
     # The approver's decision record says which rule asked, and why.
     [record] = [r for r in stored_records(policy_worker.record_db) if r.auth_req_id == asked["alice"]]
-    assert record.policy == result.outcome.policy and record.status == "approved"
+    assert record.policy is not None and result.outcome.policy is not None and record.status == "approved"
+    assert record.policy.model_dump() == result.outcome.policy.model_dump()
 
 
 async def test_a_weaker_acr_than_the_policy_asks_is_rejected(

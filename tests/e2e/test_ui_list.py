@@ -38,7 +38,7 @@ class AgentAskingElsewhere:
             summary=["Pay EUR 120.00 to ACME GmbH"],
             action_digest=DIGEST,
         )
-        return (await require_approval(request, task_queue=task_queue)).status
+        return (await require_approval(request, task_queue=task_queue, inline=False)).status
 
 
 async def metadata(client: Client, workflow_id: str) -> tuple[str, str, list[bytes]]:
