@@ -2,8 +2,8 @@
 
 httpx's connection pool can lose a slot for good when a request waiting in it times out or is
 cancelled (encode/httpcore#1093); once every slot is lost, each request fails with PoolTimeout
-against a healthy OP. A thousand poll-mode approvals on one worker did exactly that. The client
-lets at most `max_connections` requests in, so none waits inside the pool, and replaces a pool
+against a healthy OP, and a worker with a thousand poll-mode approvals waiting reaches that
+contention. The client lets at most `max_connections` requests in, so none waits inside the pool, and replaces a pool
 that answers PoolTimeout all the same."""
 
 from __future__ import annotations
