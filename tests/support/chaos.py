@@ -61,25 +61,43 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
+from temporal_ciba._models import ApprovalOutcome
+from temporal_ciba._plugin import CibaPlugin
 from temporal_ciba._programs.connect import connect
 from temporal_ciba._search_attributes import ensure_search_attributes
+from temporal_ciba_examples.openai_agents.maintenance import TOOL, MaintenanceBotWorkflow, MaintenanceInput
 from temporal_ciba_examples.payment_agent.models import PaymentAction, PaymentAgentInput
 from temporal_ciba_examples.payment_agent.workflows import PaymentAgentWorkflow
+from temporal_ciba_examples.pydantic_ai_payment.run import approval_id
+from temporal_ciba_examples.pydantic_ai_payment.workflows import (
+    PayerDeps,
+    PydanticAIPaymentAgentWorkflow,
+    PydanticAIPaymentInput,
+)
+from temporal_ciba_examples.shared.scripted_model import ScriptedCall
+from temporal_ciba_examples.shared.tool_agent import ToolAgentResult
+from temporal_ciba_examples.shared.tool_ledger import ToolLedger
+from tests.support.chaos_agents import agent_plugins
 from tests.support.chaos_check import (
+    QUORUM_APPROVERS,
+    QUORUM_NEEDED,
     Agent,
     as_json,
     check_ended,
     check_ledger,
     check_outcomes,
+    check_quorums,
     check_records,
     check_secrets,
     check_settled,
     check_token_requests,
+    check_tool_ledger,
     table,
 )
 from tests.support.op import TestOP, run_test_op
 from tests.support.postgres import PostgresServer
 from tests.support.stack import (
+    ACCOUNTS,
     AGENT_CLIENT,
     OPERATOR_TOKEN,
     PAYLOAD_KEY,
@@ -96,8 +114,38 @@ from tests.support.stack import (
 from tests.support.temporal import DevServer, free_port
 from tests.support.worker_process import WorkerProcess
 
-KINDS = ("poll-child", "ping-child", "ping-inline")
+KINDS = (
+    "poll-child",
+    "ping-child",
+    "ping-inline",
+    "poll-quorum",
+    "ping-quorum",
+    "openai-tool",
+    "pydantic-tool",
+)
 DECISIONS = {"approve": 0.5, "deny": 0.2, "wrong_person": 0.15, "no_answer": 0.15}
+# The maintenance bot's tool approval names no expected subject: whoever answers approves, so
+# its approver never plays the wrong person.
+TOOL_DECISIONS = {"approve": 0.55, "deny": 0.25, "no_answer": 0.2}
+# The quorum of the quorum kinds: alice (the agent's owner, whom it pins), bob and carol; two
+# distinct people, a denial ends it. Only the quorum kinds ask the policy (use_policy).
+POLICY = f"""
+[roles]
+treasury = "bob"
+audit = "carol"
+
+[[rules]]
+name = "chaos-quorum"
+action = "payment_initiation"
+approval = "quorum"
+approvers = ["owner", "treasury", "audit"]
+quorum = {QUORUM_NEEDED}
+on_denial = "end"
+reason = "every payment of the chaos run's quorum kinds needs two of owner, treasury and audit"
+"""
+ACCOUNTS_WITH_CAROL = {**ACCOUNTS, "carol": {"email": "carol@example.com"}}
+# Which task queue runs a kind (the workers' CIBA_TASK_QUEUE).
+QUEUES = {"poll": "chaos-poll", "ping": "chaos-ping", "openai": "chaos-agents", "pydantic": "chaos-agents"}
 FAULTS = ("worker_kill", "callback_kill", "server_kill", "postgres_kill", "op_down", "op_503", "callback_link")
 ACK_INTERVAL = 1  # seconds: the OP's acknowledgement interval (tests.support.stack.op_config)
 
@@ -290,6 +338,8 @@ class Run:
     callbacks: list[Service]
     payment_api: str
     client: Client
+    agents_client: Client
+    tool_ledger: ToolLedger
     agents: dict[str, Agent] = field(default_factory=dict)
     faults: list[Fault] = field(default_factory=list)
     decided: dict[str, str] = field(default_factory=dict)  # auth_req_id -> decision made
@@ -310,31 +360,59 @@ async def retrying(what: Callable[[], Awaitable[Any]], *, until: float) -> Any:
             await asyncio.sleep(0.5)
 
 
+def payment_action(index: int) -> PaymentAction:
+    return PaymentAction(
+        amount=f"{10 + index % 90}.{index % 100:02d}",
+        currency="EUR",
+        creditor_name=f"Chaos {index:05d}",
+        creditor_iban="DE02 1001 0010 9307 1186 03",
+        reference=f"CHAOS-{index:05d}",
+    )
+
+
 async def run_agent(run: Run, index: int, start_at: float, until: float) -> None:
     agent = list(run.agents.values())[index]
     await asyncio.sleep(max(0.0, start_at - time.monotonic()))
-    task_queue = "chaos-poll" if agent.kind.startswith("poll") else "chaos-ping"
-    agent_input = PaymentAgentInput(
-        action=PaymentAction(
-            amount=f"{10 + index % 90}.{index % 100:02d}",
-            currency="EUR",
-            creditor_name=f"Chaos {index:05d}",
-            creditor_iban="DE02 1001 0010 9307 1186 03",
-            reference=f"CHAOS-{index:05d}",
-        ),
-        approver="alice",
-        expected_subject="alice",
-        requested_expiry=run.args.expiry,
-        inline=agent.kind == "ping-inline",
-    )
+    task_queue = QUEUES[agent.kind.split("-")[0]]
+    client = run.agents_client if agent.ledger == "tools" or agent.kind == "pydantic-tool" else run.client
+    workflow: Any
+    if agent.kind == "openai-tool":
+        change = {
+            "system": f"chaos-{index:05d}",
+            "environment": "production",
+            "change": f"raise max_connections to {100 + index}",
+            "window_start": "2026-11-29T02:00:00Z",
+            "window_end": "2026-11-29T03:00:00Z",
+        }
+        workflow = MaintenanceBotWorkflow.run
+        agent_input: Any = MaintenanceInput(
+            request="apply the change",
+            tool_calls=[ScriptedCall(name=TOOL, arguments=change)],
+            approver="alice",
+            requested_expiry=run.args.expiry,
+        )
+    elif agent.kind == "pydantic-tool":
+        workflow = PydanticAIPaymentAgentWorkflow.run
+        agent_input = PydanticAIPaymentInput(
+            action=payment_action(index),
+            deps=PayerDeps(approver="alice", expected_subject="alice", requested_expiry=run.args.expiry),
+        )
+    else:
+        workflow = PaymentAgentWorkflow.run
+        agent_input = PaymentAgentInput(
+            action=payment_action(index),
+            approver="alice",
+            expected_subject="alice",
+            requested_expiry=run.args.expiry,
+            inline=agent.kind == "ping-inline",
+            use_policy=bool(agent.votes),
+        )
 
     async def start() -> WorkflowHandle:
         try:
-            return await run.client.start_workflow(
-                PaymentAgentWorkflow.run, agent_input, id=agent.workflow_id, task_queue=task_queue
-            )
+            return await client.start_workflow(workflow, agent_input, id=agent.workflow_id, task_queue=task_queue)
         except WorkflowAlreadyStartedError:  # started, and the answer lost to a fault
-            return run.client.get_workflow_handle(agent.workflow_id)
+            return client.get_workflow_handle_for(workflow, agent.workflow_id)
 
     handle = await retrying(start, until=until)
 
@@ -343,29 +421,48 @@ async def run_agent(run: Run, index: int, start_at: float, until: float) -> None
 
     try:
         outcome = await retrying(result, until=until)
+        if agent.kind == "pydantic-tool":  # the agent answers in words; its approval holds the outcome
+            approval = client.get_workflow_handle(
+                approval_id(agent.workflow_id, payment_action(index)), result_type=ApprovalOutcome
+            )
+            approved = await retrying(lambda: approval.result(), until=until)
+            paid = re.search(r"payment id (\S+)", outcome.answer)
+            agent.status, agent.error = approved.status, approved.error
+            agent.payment_id = paid.group(1) if paid and approved.status == "approved" else None
+        elif agent.kind == "openai-tool":
+            tool_result: ToolAgentResult = outcome
+            [(_, approved)] = tool_result.outcomes.items()
+            agent.status, agent.error = approved.status, approved.error
+        else:
+            agent.status, agent.error = outcome.outcome.status, outcome.outcome.error
+            agent.payment_id = outcome.receipt.payment_id if outcome.receipt else None
+            agent.claims = [claim.model_dump(mode="json") for claim in outcome.outcome.approvers or []]
     except WorkflowFailureError as error:
         agent.status, agent.closed = f"workflow failed: {error.cause}", True
         return
     except (RPCError, httpx.HTTPError, OSError) as error:
         log(f"{agent.workflow_id}: no result: {error}")
         return
-    agent.status, agent.error = outcome.outcome.status, outcome.outcome.error
-    agent.payment_id = outcome.receipt.payment_id if outcome.receipt else None
+    except ValueError as error:  # not one outcome: the tool agent made other calls than scripted
+        agent.status, agent.closed = f"unexpected result: {error}", True
+        return
     agent.closed = True
 
 
 async def approver(run: Run, stop: asyncio.Event) -> None:
-    """The people at their phones: each pending request answered as its agent's decision says,
-    after up to three seconds; every request of an agent alike (a retried backchannel request
-    shows on the phone twice)."""
+    """The people at their phones: each pending request answered as its agent's decision says
+    (a quorum's: as that approver's own decision says), after up to three seconds; every request
+    of an agent's approver alike (a retried backchannel request shows on the phone twice)."""
     by_index = list(run.agents.values())
     direct = run.op.issuer
     seen: set[str] = set()
     async with httpx.AsyncClient(timeout=10) as http:
 
-        async def decide(auth_req_id: str, decision: str) -> None:
+        async def decide(auth_req_id: str, decision: str, account: str) -> None:
             await asyncio.sleep(random.uniform(0.1, 3.0))
-            body = {"as_account": "bob"} if decision == "wrong_person" else {}
+            # Someone else answers: bob for alice (whom the agents pin), alice for anyone else.
+            other = "bob" if account == "alice" else "alice"
+            body = {"as_account": other} if decision == "wrong_person" else {}
             verb = "deny" if decision == "deny" else "approve"
             try:
                 response = await http.post(f"{direct}/admin/requests/{auth_req_id}/{verb}", json=body)
@@ -381,13 +478,15 @@ async def approver(run: Run, stop: asyncio.Event) -> None:
                 pending = []
             for request in pending:
                 auth_req_id = request["auth_req_id"]
-                match = re.search(r"of Chaos (\d+),", request.get("binding_message") or "")
+                match = re.search(r"(?:of Chaos |Change chaos-)(\d+)", request.get("binding_message") or "")
                 if auth_req_id in seen or match is None:
                     continue
                 seen.add(auth_req_id)
-                decision = by_index[int(match.group(1))].decision
+                agent = by_index[int(match.group(1))]
+                account = str(request.get("account"))
+                decision = agent.votes.get(account, "no_answer") if agent.votes else agent.decision
                 if decision != "no_answer":
-                    decisions.append(asyncio.create_task(decide(auth_req_id, decision)))
+                    decisions.append(asyncio.create_task(decide(auth_req_id, decision, account)))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.5)
         await asyncio.gather(*decisions)
@@ -530,7 +629,10 @@ async def collect(run: Run, last_fault_end: float | None) -> list[Any]:
     ledger = httpx.get(run.payment_api + "/payments", headers={"authorization": f"Bearer {OPERATOR_TOKEN}"}, timeout=30)
     ledger.raise_for_status()
     checks.append(check_ledger(run.agents, ledger.json()))
+    entries = [entry.model_dump(mode="json") for entry in run.tool_ledger.entries()]
+    checks.append(check_tool_ledger(run.agents, entries))
     checks.append(check_outcomes(run.agents))
+    checks.append(check_quorums(run.agents))
     running = [execution.id async for execution in run.client.list_workflows("ExecutionStatus = 'Running'")]
     checks.append(check_ended(run.agents, running))
     records, verify_exit, verify_output = await audit(run)
@@ -580,7 +682,9 @@ async def main(args: argparse.Namespace) -> int:
         op_proxy = Proxy("clients -> op", [op_port])
         await op_proxy.up()
         issuer = f"http://127.0.0.1:{op_proxy.port}"
-        config = op_config({}, ping_endpoint=f"https://127.0.0.1:{ping_proxy.port}/ciba/notify")
+        config = op_config(
+            {}, ping_endpoint=f"https://127.0.0.1:{ping_proxy.port}/ciba/notify", accounts=ACCOUNTS_WITH_CAROL
+        )
         # ID tokens bound to their request (the auth_req_id claim, at_hash): without, one person's
         # two approvals in one second get byte-identical ID tokens, which `audit verify` refuses as
         # two records of one decision (docs/operations/chaos.md; --unbound-id-tokens shows it).
@@ -617,28 +721,36 @@ async def main(args: argparse.Namespace) -> int:
             stack.callback(service.stop)
             callbacks.append(service)
 
+        policy = directory / "policy.toml"
+        policy.write_text(POLICY)
+        tool_ledger = ToolLedger(directory / "tool-ledger.jsonl")
         workers = []
-        for index, mode in enumerate(("poll", "poll", "ping", "ping")):
+        for index, mode in enumerate(("poll", "poll", "ping", "ping", "agents", "agents")):
+            program = None if mode != "agents" else [sys.executable, "-m", "tests.support.chaos_agents"]
             env = clean_env(
                 TEMPORAL_ADDRESS=server.address,
                 CIBA_ISSUER=issuer,
-                CIBA_CLIENT_ID=AGENT_CLIENT if mode == "poll" else PING_CLIENT,
+                CIBA_CLIENT_ID=PING_CLIENT if mode == "ping" else AGENT_CLIENT,
                 CIBA_CLIENT_SECRET=SECRET,
-                CIBA_DELIVERY_MODE=mode,
+                CIBA_DELIVERY_MODE="ping" if mode == "ping" else "poll",
                 CIBA_PAYLOAD_KEY=PAYLOAD_KEY,
                 CIBA_TOKEN_KEY=TOKEN_KEY,
                 CIBA_TASK_QUEUE=f"chaos-{mode}",
                 CIBA_PAYMENT_API_URL=payment_api,
                 CIBA_RECORD_DSN=dsn,
                 CIBA_RECORD_DB=str(directory / "unused-records.sqlite3"),
+                CIBA_POLICY_FILE=str(policy),
+                CHAOS_TOOL_LEDGER=str(tool_ledger.path),
             )
-            worker = WorkerProcess(env, directory / f"worker-{index}-{mode}.log")
+            worker = WorkerProcess(env, directory / f"worker-{index}-{mode}.log", program)
             worker.start()
             stack.callback(worker.stop)
             workers.append(worker)
 
         client = await connect(base64.b64decode(PAYLOAD_KEY), target_host=server.address)
         await ensure_search_attributes(client)
+        ciba_codec = CibaPlugin(payload_key=base64.b64decode(PAYLOAD_KEY))
+        agents_client = await Client.connect(server.address, plugins=agent_plugins(ciba_codec))
         run = Run(
             args,
             directory,
@@ -653,12 +765,25 @@ async def main(args: argparse.Namespace) -> int:
             callbacks,
             payment_api,
             client,
+            agents_client,
+            tool_ledger,
         )
         tag = format(args.seed, "x")
+
+        def draw(decisions: dict[str, float]) -> str:
+            return random.choices(list(decisions), weights=list(decisions.values()))[0]
+
         for index in range(args.approvals):
-            decision = random.choices(list(DECISIONS), weights=list(DECISIONS.values()))[0]
             workflow_id = f"chaos-{tag}-{index:05d}"
-            run.agents[workflow_id] = Agent(workflow_id, KINDS[index % len(KINDS)], decision)
+            kind = KINDS[index % len(KINDS)]
+            if kind.endswith("-quorum"):
+                votes = {approver: draw(DECISIONS) for approver in QUORUM_APPROVERS}
+                agent = Agent(workflow_id, kind, "quorum", votes=votes)
+            elif kind == "openai-tool":
+                agent = Agent(workflow_id, kind, draw(TOOL_DECISIONS), ledger="tools")
+            else:
+                agent = Agent(workflow_id, kind, draw(DECISIONS))
+            run.agents[workflow_id] = agent
         log(f"system up in {time.monotonic() - began:.0f} s; {args.approvals} approvals, {args.faults} faults")
 
         begin = time.monotonic()
