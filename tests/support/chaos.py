@@ -61,10 +61,11 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from temporal_ciba._models import ApprovalOutcome
+from temporal_ciba._models import ApprovalOutcome, ApprovalRequest, ApprovalWorkflowInput
 from temporal_ciba._plugin import CibaPlugin
 from temporal_ciba._programs.connect import connect
 from temporal_ciba._search_attributes import ensure_search_attributes
+from temporal_ciba._workflow import CibaApprovalWorkflow
 from temporal_ciba_examples.openai_agents.maintenance import TOOL, MaintenanceBotWorkflow, MaintenanceInput
 from temporal_ciba_examples.payment_agent.models import PaymentAction, PaymentAgentInput
 from temporal_ciba_examples.payment_agent.workflows import PaymentAgentWorkflow
@@ -86,6 +87,7 @@ from tests.support.chaos_check import (
     check_ended,
     check_ledger,
     check_outcomes,
+    check_push_never_polled,
     check_quorums,
     check_records,
     check_secrets,
@@ -96,6 +98,7 @@ from tests.support.chaos_check import (
 )
 from tests.support.op import TestOP, run_test_op
 from tests.support.postgres import PostgresServer
+from tests.support.push_op import PushOP
 from tests.support.stack import (
     ACCOUNTS,
     AGENT_CLIENT,
@@ -122,6 +125,8 @@ KINDS = (
     "ping-quorum",
     "openai-tool",
     "pydantic-tool",
+    "push-child",
+    "push-tool",
 )
 DECISIONS = {"approve": 0.5, "deny": 0.2, "wrong_person": 0.15, "no_answer": 0.15}
 # The maintenance bot's tool approval names no expected subject: whoever answers approves, so
@@ -145,7 +150,14 @@ reason = "every payment of the chaos run's quorum kinds needs two of owner, trea
 """
 ACCOUNTS_WITH_CAROL = {**ACCOUNTS, "carol": {"email": "carol@example.com"}}
 # Which task queue runs a kind (the workers' CIBA_TASK_QUEUE).
-QUEUES = {"poll": "chaos-poll", "ping": "chaos-ping", "openai": "chaos-agents", "pydantic": "chaos-agents"}
+QUEUES = {
+    "poll": "chaos-poll",
+    "ping": "chaos-ping",
+    "openai": "chaos-agents",
+    "pydantic": "chaos-agents",
+    "push": "chaos-push",
+}
+PUSH_CLIENT = "push-client"
 FAULTS = ("worker_kill", "callback_kill", "server_kill", "postgres_kill", "op_down", "op_503", "callback_link")
 ACK_INTERVAL = 1  # seconds: the OP's acknowledgement interval (tests.support.stack.op_config)
 
@@ -330,6 +342,8 @@ class Run:
     server: DevServer
     op: TestOP
     op_proxy: Proxy
+    push_op: PushOP
+    push_proxy: Proxy
     ping_proxy: Proxy
     temporal_proxy: Proxy
     postgres: Postgres
@@ -376,7 +390,16 @@ async def run_agent(run: Run, index: int, start_at: float, until: float) -> None
     task_queue = QUEUES[agent.kind.split("-")[0]]
     client = run.agents_client if agent.ledger == "tools" or agent.kind == "pydantic-tool" else run.client
     workflow: Any
-    if agent.kind == "openai-tool":
+    if agent.kind == "push-child":  # the approval alone, as a workflow of its own
+        workflow = CibaApprovalWorkflow.run
+        request = ApprovalRequest(
+            login_hint="alice",
+            binding_message=f"Approve chaos-{index:05d} by push",
+            expected_subject="alice",
+            requested_expiry=run.args.expiry,
+        )
+        agent_input: Any = ApprovalWorkflowInput(request=request)
+    elif agent.kind in ("openai-tool", "push-tool"):
         change = {
             "system": f"chaos-{index:05d}",
             "environment": "production",
@@ -385,7 +408,7 @@ async def run_agent(run: Run, index: int, start_at: float, until: float) -> None
             "window_end": "2026-11-29T03:00:00Z",
         }
         workflow = MaintenanceBotWorkflow.run
-        agent_input: Any = MaintenanceInput(
+        agent_input = MaintenanceInput(
             request="apply the change",
             tool_calls=[ScriptedCall(name=TOOL, arguments=change)],
             approver="alice",
@@ -429,7 +452,9 @@ async def run_agent(run: Run, index: int, start_at: float, until: float) -> None
             paid = re.search(r"payment id (\S+)", outcome.answer)
             agent.status, agent.error = approved.status, approved.error
             agent.payment_id = paid.group(1) if paid and approved.status == "approved" else None
-        elif agent.kind == "openai-tool":
+        elif agent.kind == "push-child":
+            agent.status, agent.error = outcome.status, outcome.error
+        elif agent.kind in ("openai-tool", "push-tool"):
             tool_result: ToolAgentResult = outcome
             [(_, approved)] = tool_result.outcomes.items()
             agent.status, agent.error = approved.status, approved.error
@@ -492,6 +517,35 @@ async def approver(run: Run, stop: asyncio.Event) -> None:
         await asyncio.gather(*decisions)
 
 
+async def push_approver(run: Run, stop: asyncio.Event) -> None:
+    """The people at their phones for the push OP: each pending request decided as its agent's
+    decision says after up to three seconds, and pushed (the OP retrying its push until the
+    callback takes it or the request expires)."""
+    by_index = list(run.agents.values())
+    seen: set[str] = set()
+
+    async def decide(auth_req_id: str, decision: str) -> None:
+        await asyncio.sleep(random.uniform(0.1, 3.0))
+        sub = "bob" if decision == "wrong_person" else None
+        status = await run.push_op.deliver(auth_req_id, deny=decision == "deny", sub=sub)
+        run.decided[auth_req_id] = f"{decision}: {status}"
+
+    decisions: list[asyncio.Task[None]] = []
+    while not stop.is_set():
+        for request in run.push_op.pending():
+            auth_req_id = request["auth_req_id"]
+            match = re.search(r"chaos-(\d+)", request.get("binding_message") or "")
+            if auth_req_id in seen or match is None:
+                continue
+            seen.add(auth_req_id)
+            decision = by_index[int(match.group(1))].decision
+            if decision != "no_answer":
+                decisions.append(asyncio.create_task(decide(auth_req_id, decision)))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+    await asyncio.gather(*decisions)
+
+
 async def in_thread(function: Callable[[], Any]) -> Any:
     return await asyncio.to_thread(function)
 
@@ -526,11 +580,13 @@ async def inject(run: Run, kind: str) -> Fault:
             await asyncio.sleep(random.uniform(0.5, 3))
             await in_thread(run.postgres.restart)
     elif kind == "op_down":
-        fault = Fault(kind, "op (unreachable)", time.monotonic())
+        fault = Fault(kind, "op and push op (unreachable)", time.monotonic())
         async with run.lock("op proxy"):
             await run.op_proxy.down()
+            await run.push_proxy.down()
             await asyncio.sleep(random.uniform(a.window / 2, a.window))
             await run.op_proxy.up()
+            await run.push_proxy.up()
     elif kind == "op_503":
         fault = Fault(kind, "op token endpoint (503, Retry-After: 2)", time.monotonic())
         async with run.lock("op faults"):
@@ -573,11 +629,11 @@ async def fault_schedule(run: Run, begin: float) -> None:
 # Collecting and checking --------------------------------------------------------------------------
 
 
-def secrets_to_find(op: TestOP) -> dict[str, str]:
-    """Every secret of the run, named: the keys, the client secret, every token the OP issued."""
+def secrets_to_find(op: TestOP, push_op: PushOP) -> dict[str, str]:
+    """Every secret of the run, named: the keys, the client secret, every token either OP issued."""
     found = {"client secret": SECRET, "payload key": PAYLOAD_KEY, "token key": TOKEN_KEY}
     found["operator token"] = OPERATOR_TOKEN
-    for auth_req_id, body in op.issued().items():
+    for auth_req_id, body in {**op.issued(), **push_op.issued}.items():
         for name in ("access_token", "refresh_token", "id_token"):
             if isinstance(body, dict) and isinstance(body.get(name), str):
                 found[f"{name} of {auth_req_id[:8]}"] = body[name]
@@ -587,7 +643,7 @@ def secrets_to_find(op: TestOP) -> dict[str, str]:
 async def scan_secrets(run: Run) -> tuple[dict[str, list[str]], str]:
     """Where a secret shows: every log of the run's directory, and every workflow's raw history
     (its events as stored: the protobuf bytes, payloads as they are, not decoded)."""
-    wanted = {name: value.encode() for name, value in secrets_to_find(run.op).items()}
+    wanted = {name: value.encode() for name, value in secrets_to_find(run.op, run.push_op).items()}
     found: dict[str, list[str]] = {}
     logs = [path for path in run.directory.rglob("*.log") if path.is_file()]
     logs += [run.op.log_path, run.postgres.root / "postgres.log"]
@@ -639,6 +695,7 @@ async def collect(run: Run, last_fault_end: float | None) -> list[Any]:
     checks.append(check_records(run.agents, records, verify_exit, verify_output))
     token_requests = await in_thread(run.op.token_requests)
     checks.append(check_token_requests(token_requests, ACK_INTERVAL))
+    checks.append(check_push_never_polled(run.push_op.token_endpoint_calls, len(run.push_op.issued)))
     found, scanned = await scan_secrets(run)
     checks.append(check_secrets(found, scanned))
     closes = [
@@ -694,6 +751,20 @@ async def main(args: argparse.Namespace) -> int:
         )
         # The approver and the checks talk to the OP itself; everyone else through the proxy.
         op = TestOP(issuer=f"http://127.0.0.1:{op_port}", process=op.process, log_path=op.log_path)
+        # Push mode (CIBA §10.3), which oidc-provider does not implement: the tests' own push OP,
+        # in this process, reached through a proxy of its own, pushing to the callbacks' proxy.
+        push_port = free_port()
+        push_proxy = Proxy("clients -> push op", [push_port])
+        await push_proxy.up()
+        push_op = PushOP(
+            client_id=PUSH_CLIENT,
+            client_secret=SECRET,
+            notification_endpoint=f"https://127.0.0.1:{ping_proxy.port}/ciba/notify",
+            ca_path=str(tls.ca),
+            port=push_port,
+            issuer=f"http://127.0.0.1:{push_proxy.port}",
+        )
+        await push_op.start()
         payment_dir = directory / "payment-api"
         payment_dir.mkdir()
         payment_api = stack.enter_context(run_payment_api(TestOP(issuer, op.process, op.log_path), payment_dir))
@@ -725,14 +796,15 @@ async def main(args: argparse.Namespace) -> int:
         policy.write_text(POLICY)
         tool_ledger = ToolLedger(directory / "tool-ledger.jsonl")
         workers = []
-        for index, mode in enumerate(("poll", "poll", "ping", "ping", "agents", "agents")):
-            program = None if mode != "agents" else [sys.executable, "-m", "tests.support.chaos_agents"]
+        for index, mode in enumerate(("poll", "poll", "ping", "ping", "agents", "agents", "push", "push")):
+            program = None if mode in ("poll", "ping") else [sys.executable, "-m", "tests.support.chaos_agents"]
+            client_id = {"ping": PING_CLIENT, "push": PUSH_CLIENT}.get(mode, AGENT_CLIENT)
             env = clean_env(
                 TEMPORAL_ADDRESS=server.address,
-                CIBA_ISSUER=issuer,
-                CIBA_CLIENT_ID=PING_CLIENT if mode == "ping" else AGENT_CLIENT,
+                CIBA_ISSUER=push_op.issuer if mode == "push" else issuer,
+                CIBA_CLIENT_ID=client_id,
                 CIBA_CLIENT_SECRET=SECRET,
-                CIBA_DELIVERY_MODE="ping" if mode == "ping" else "poll",
+                CIBA_DELIVERY_MODE=mode if mode in ("ping", "push") else "poll",
                 CIBA_PAYLOAD_KEY=PAYLOAD_KEY,
                 CIBA_TOKEN_KEY=TOKEN_KEY,
                 CIBA_TASK_QUEUE=f"chaos-{mode}",
@@ -757,6 +829,8 @@ async def main(args: argparse.Namespace) -> int:
             server,
             op,
             op_proxy,
+            push_op,
+            push_proxy,
             ping_proxy,
             temporal_proxy,
             postgres,
@@ -779,8 +853,10 @@ async def main(args: argparse.Namespace) -> int:
             if kind.endswith("-quorum"):
                 votes = {approver: draw(DECISIONS) for approver in QUORUM_APPROVERS}
                 agent = Agent(workflow_id, kind, "quorum", votes=votes)
-            elif kind == "openai-tool":
+            elif kind in ("openai-tool", "push-tool"):
                 agent = Agent(workflow_id, kind, draw(TOOL_DECISIONS), ledger="tools")
+            elif kind == "push-child":
+                agent = Agent(workflow_id, kind, draw(DECISIONS), ledger="none")
             else:
                 agent = Agent(workflow_id, kind, draw(DECISIONS))
             run.agents[workflow_id] = agent
@@ -791,6 +867,7 @@ async def main(args: argparse.Namespace) -> int:
         starts = sorted(random.uniform(0, 0.7 * args.duration) for _ in range(args.approvals))
         stop_approver = asyncio.Event()
         approving = asyncio.create_task(approver(run, stop_approver))
+        pushing = asyncio.create_task(push_approver(run, stop_approver))
         agents = asyncio.gather(*(run_agent(run, i, begin + at, until) for i, at in enumerate(starts)))
         await fault_schedule(run, begin)
         last_fault_end = max((fault.ended or fault.started for fault in run.faults), default=None)
@@ -799,6 +876,7 @@ async def main(args: argparse.Namespace) -> int:
             await asyncio.wait_for(agents, max(1.0, until - time.monotonic()))
         stop_approver.set()
         await approving
+        await pushing
 
         checks = await collect(run, last_fault_end)
         # For a post-mortem: what the OP saw and what each agent decided and got.
@@ -806,8 +884,11 @@ async def main(args: argparse.Namespace) -> int:
         (directory / "op.json").write_text(json.dumps(seen, indent=1))
         (directory / "agents.json").write_text(json.dumps([a.__dict__ for a in run.agents.values()], indent=1))
         (directory / "decided.json").write_text(json.dumps(run.decided, indent=1))
-        for proxy in (op_proxy, ping_proxy, temporal_proxy):
+        pushed = {key: {k: v for k, v in r.items() if k != "bearer"} for key, r in push_op.requests.items()}
+        (directory / "push-op.json").write_text(json.dumps(pushed, indent=1))
+        for proxy in (op_proxy, push_proxy, ping_proxy, temporal_proxy):
             await proxy.down()
+        await push_op.stop()
         load = os.getloadavg()
         figures = {
             "approvals": args.approvals,

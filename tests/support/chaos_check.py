@@ -45,7 +45,8 @@ class Agent:
     payment_id: str | None = None
     closed: bool = False
     error: str | None = None
-    # Where its approved action shows: the payment API ("payments") or the tool ledger ("tools").
+    # Where its approved action shows: the payment API ("payments"), the tool ledger ("tools"),
+    # or nowhere (an approval alone, "none").
     ledger: str = "payments"
     # A quorum: each approver's decision (login hint -> decision), and how each approver's own
     # approval ended (the outcome's claims: login_hint, workflow_id, status, error, sub, counted).
@@ -344,6 +345,12 @@ def check_settled(last_fault_end: float | None, settled_at: float | None, limit:
     took = max(0.0, settled_at - last_fault_end)
     violations = [f"settled {took:.1f} s after the last fault (limit {limit:g} s)"] if took > limit else []
     return _check("settled after the last fault", f"{took:.1f} s (limit {limit:g} s)", violations)
+
+
+def check_push_never_polled(token_endpoint_calls: int, pushed: int) -> Check:
+    """In push mode the OP delivers the tokens (CIBA §10.3): no client ever asked its token endpoint."""
+    violations = [f"the push OP's token endpoint was called {token_endpoint_calls} times"] * (token_endpoint_calls > 0)
+    return _check("push mode never polled", f"{pushed} pushes, {token_endpoint_calls} token requests", violations)
 
 
 def table(checks: Sequence[Check]) -> str:
