@@ -17,6 +17,7 @@ from tests.support.chaos_check import (
     check_ended,
     check_ledger,
     check_outcomes,
+    check_push_never_polled,
     check_quorums,
     check_records,
     check_secrets,
@@ -385,6 +386,16 @@ def test_a_quorum_that_ended_as_decided_passes(run: dict[str, Agent]) -> None:
             ),
             "ended error (grant_lost), expected approved",
         ),
+        (
+            quorum(
+                {"alice": "deny", "bob": "approve", "carol": "approve"},
+                "approved",
+                claim("alice", "denied"),
+                claim("bob", "approved", "bob", True),
+                claim("carol", "approved", "carol", True),
+            ),
+            "an approver denied, ended approved",
+        ),
     ],
     ids=[
         "one-person-twice",
@@ -396,6 +407,7 @@ def test_a_quorum_that_ended_as_decided_passes(run: dict[str, Agent]) -> None:
         "approver-missing",
         "neither-met-nor-vetoed",
         "grant-lost-unanswered",
+        "denial-recorded-not-the-end",
     ],
 )
 def test_a_quorum_that_ended_otherwise_fails(run: dict[str, Agent], named: str) -> None:
@@ -419,3 +431,21 @@ def test_a_quorum_has_one_record_per_approvers_approval() -> None:
     assert f"{claims[2]['workflow_id']}: recorded ['cancelled', 'cancelled'], ended cancelled" in check.violations
     check = check_records(run, [*clean, record("q-1", "approved")], 0, "")
     assert check.violations == ["q-1: recorded ['approved'], no approver's approval of q-1"]
+
+
+def test_a_token_request_at_the_push_op_fails() -> None:
+    assert check_push_never_polled(0, 12).ok
+    check = check_push_never_polled(1, 12)
+    assert check.violations == ["the push OP's token endpoint was called 1 times"]
+    assert check.figure == "12 pushes, 1 token requests"
+
+
+def test_an_approval_alone_must_not_act() -> None:
+    """An approval without an action (the push kind's bare approval) pays and runs nothing."""
+    alone = agents(("p-1", "approve", "approved"))
+    alone["p-1"].ledger, alone["p-1"].payment_id = "none", None
+    assert check_ledger(alone, []).ok and check_tool_ledger(alone, []).ok
+    assert check_ledger(alone, [payment("p-1")]).violations == ["p-1: approved, paid 1 times"]
+    assert check_tool_ledger(alone, [entry("p-1")]).violations == [
+        f"tool entry p-1:{'cd' * 16} belongs to no tool agent of the run"
+    ]
