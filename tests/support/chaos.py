@@ -4,30 +4,39 @@ then the invariants checked and printed as a table with a JSON copy.
     bash scripts/chaos.sh [--approvals 1000] [--faults 50] [--duration 600] [--seed S]
 
 It starts, as separate processes, the Temporal dev server (its state in a database file), four
-payment-agent workers (two in poll mode, two in ping mode, each pair on its own task queue),
-two callback replicas, the oidc-provider OP, the example payment API and a PostgreSQL server
-holding the decision records. Three small TCP proxies run in this process: one in front of the
-OP (every client reaches the OP through it, so the OP can be made unreachable), one spreading
-the OP's pings over the two callback replicas, and one between the callbacks and Temporal,
-which delays and drops their connections.
+payment-agent workers (two in poll mode, two in ping mode, each pair on its own task queue, with
+a quorum policy file), two workers of the agent frameworks (tests.support.chaos_agents, poll
+mode) and two more of that program in push mode, two callback replicas, the oidc-provider OP
+(with a third account, carol), the example payment API and a PostgreSQL server holding the
+decision records. In this process run the push OP (tests.support.push_op; oidc-provider has no
+push mode) and four small TCP proxies: one in front of each OP (every client reaches the OPs
+through them, so they can be made unreachable), one spreading the OPs' pings and pushes over
+the two callback replicas, and one between the callbacks and Temporal, which delays and drops
+their connections.
 
-The approvals are the payment agent's, mixed over poll mode (the approval in a child
-workflow), ping mode (child) and ping mode inline (the approval awaited in the agent itself).
-A simulated approver answers each at random after up to three seconds: approve, deny, approve
-as another person (the agent expects "alice"; "bob" answers), or not at all until the request
-expires. Beside them the faults run at random times (more than one may be under way at once):
+The approvals are mixed over the kinds (KINDS): the payment agent in poll mode (the approval in
+a child workflow), ping mode (child) and ping mode inline (the approval awaited in the agent
+itself); the payment agent asking a two-of-three quorum (alice, bob, carol; a denial ends it)
+in poll and in ping mode; the OpenAI Agents SDK maintenance bot and the PydanticAI payment
+agent, each with one gated tool and its offline scripted model; and in push mode a bare
+approval and the maintenance bot. A simulated approver answers each at random after up to
+three seconds: approve, deny, approve as another person (the agent expects "alice"; "bob"
+answers), or not at all until the request expires; in a quorum each approver decides on their
+own. Beside them the faults run at random times (more than one may be under way at once):
 SIGKILL of a worker, of a callback replica, of the dev server (restarted on the same database
-file), of PostgreSQL (restarted on its data); the OP unreachable for a while; the OP answering
+file), of PostgreSQL (restarted on its data); the OPs unreachable for a while; the OP answering
 its token endpoint with 503 and Retry-After for a while; delays and dropped connections between
 the callbacks and Temporal.
 
 At the end it checks (tests.support.chaos_check) and exits 1 if any invariant broke: every approved
-payment made exactly once per the payment API's ledger and no other made; every approval
-ended, as decided; one decision record per outcome, and `temporal-ciba audit verify` passes on
+payment made exactly once per the payment API's ledger and no other made; every approved tool
+call run exactly once per the tool ledger and no other run; every approval ended, as decided;
+every quorum ended as its approvers' decisions and its rule say; one decision record per
+outcome (per approver's approval in a quorum), and `temporal-ciba audit verify` passes on
 `audit export`; the OP never answered slow_down nor saw a token request sooner than the
-interval (or Retry-After) for its auth_req_id; no secret in any log or raw history; and how long
-after the last fault everything had settled. The run's directory (logs, export, results.json)
-is kept and named at the end.
+interval (or Retry-After) for its auth_req_id; the push OP's token endpoint never called; no
+secret in any log or raw history; and how long after the last fault everything had settled.
+The run's directory (logs, export, results.json) is kept and named at the end.
 
 It lives beside the test suite's launchers, which it reuses: run it from the repository's root
 with the test extras installed, as scripts/chaos.sh does (`python -m tests.support.chaos`).

@@ -23,6 +23,17 @@ EXPECTED_OUTCOME = {"approve": "approved", "deny": "denied", "wrong_person": "re
 # that timed out after it may have reached the OP, not sent again so the user is not asked twice.
 GRANT_LOST = "grant_lost"
 DOCUMENTED_ERRORS = (GRANT_LOST, "request_outcome_unknown")
+
+
+def documented_error(status: str | None, error: str | None, decision: str) -> bool:
+    """Whether an approval's end is a documented error of a fault: a lost grant only when the
+    approver answered (nobody answering leaves no grant to lose); an unknown backchannel
+    request's outcome whatever the approver would have done (it is before anyone is asked)."""
+    if status != "error" or error not in DOCUMENTED_ERRORS:
+        return False
+    return error != GRANT_LOST or decision != "no_answer"
+
+
 # How many broken cases a check lists (the count is always whole).
 SHOWN = 10
 # The run's quorum: its approvers (login hints, in the policy's order), how many distinct people
@@ -152,7 +163,7 @@ def check_outcomes(agents: Mapping[str, Agent]) -> Check:
             continue
         if agent.status == EXPECTED_OUTCOME[agent.decision]:
             continue
-        if agent.status == "error" and agent.error in DOCUMENTED_ERRORS and agent.decision != "no_answer":
+        if documented_error(agent.status, agent.error, agent.decision):
             lost += 1
             continue
         violations.append(f"{agent.workflow_id} ({agent.kind}): {agent.decision}, ended {agent.status} ({agent.error})")
@@ -210,7 +221,7 @@ def check_quorums(agents: Mapping[str, Agent], needed: int = QUORUM_NEEDED) -> C
             status, sub = quorum_vote(hint, vote)
             if claim["status"] == "cancelled":
                 continue
-            if claim["status"] == "error" and claim.get("error") in DOCUMENTED_ERRORS and vote != "no_answer":
+            if documented_error(claim["status"], claim.get("error"), vote):
                 documented = True
                 continue
             if claim["status"] != status:

@@ -83,6 +83,9 @@ def test_a_grant_lost_to_a_killed_worker_is_counted_not_a_violation() -> None:
     # Approved or denied, then lost: documented. Nobody answered, yet the grant was lost: a violation.
     assert check.violations == ["a-3 (poll-child): no_answer, ended error (grant_lost)"]
     assert "(2 of them grant_lost or request_outcome_unknown, as documented)" in check.figure
+    # A backchannel request whose outcome is unknown happened before anyone was asked: documented either way.
+    lost["a-3"].error = "request_outcome_unknown"
+    assert check_outcomes(lost).ok
     lost["a-1"].error = "invalid_grant"
     assert "a-1 (poll-child): approve, ended error (invalid_grant)" in check_outcomes(lost).violations
 
@@ -287,7 +290,21 @@ GOOD_QUORUMS = [
 ]
 
 
-@pytest.mark.parametrize("run", GOOD_QUORUMS, ids=["met", "vetoed", "same-person", "pinned", "grant-lost"])
+GOOD_QUORUMS.append(
+    quorum(
+        {"alice": "wrong_person", "bob": "approve", "carol": "no_answer"},
+        "error",
+        claim("alice", "rejected"),
+        claim("bob", "approved", "bob", True),
+        claim("carol", "error", error="request_outcome_unknown"),
+        error="request_outcome_unknown",
+    )
+)
+
+
+@pytest.mark.parametrize(
+    "run", GOOD_QUORUMS, ids=["met", "vetoed", "same-person", "pinned", "grant-lost", "request-outcome-unknown"]
+)
 def test_a_quorum_that_ended_as_decided_passes(run: dict[str, Agent]) -> None:
     check = check_quorums(run)
     assert check.ok, check.violations
