@@ -15,16 +15,15 @@ class WorkerProcess:
     It runs the approval workflow and the payment agent (`temporal-ciba-examples payment-worker`).
     """
 
-    def __init__(self, env: dict[str, str], log_path: Path, argv: list[str] | None = None) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, command: list[str] | None = None) -> None:
         self.env = env
         self.log_path = log_path
-        # Another worker program instead (the chaos run's agent-framework worker).
-        self.argv = argv or examples_command("payment-worker")
+        self.command = command or examples_command("payment-worker")
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=log)
+        self.process = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=log)
 
     def kill(self) -> None:
         assert self.process is not None
