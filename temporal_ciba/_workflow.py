@@ -79,6 +79,7 @@ class CibaApprovalWorkflow:
             path=DecisionPath(redeem=workflow.patched(REDEEM_PATCH)),
             resume=input.resume,
             continue_as_new=self._continue_as_new,
+            own_workflow=True,
         )
         self._request = input.request
 

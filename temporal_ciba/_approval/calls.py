@@ -20,6 +20,7 @@ from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from temporal_ciba._activities import CibaActivities
+    from temporal_ciba._approval.compat import DECISION_OUTLASTS_CANCEL_PATCH
     from temporal_ciba._models import (
         ApprovalOutcome,
         ApprovalRequest,
@@ -238,13 +239,16 @@ async def record_decision(
     *,
     binding: RequestBinding | None = None,
     sealed_id_token: str | None = None,
+    finish_when_cancelled: bool = False,
 ) -> ApprovalOutcome | None:
     """Write the decision record of `outcome` (temporal_ciba.records), from workflow code.
 
     A local activity (one marker event, no task queue round trip) that writes it exactly once
     however often it runs. Every approval calls it before returning its outcome; a decision
     taken without asking anyone (a policy that lets the action through) calls it too. A
-    cancellation that arrives meanwhile waits for the write, then goes on.
+    cancellation that arrives meanwhile waits for the write, then goes on; with
+    `finish_when_cancelled` (an approval that is its own workflow) it ends there instead, and
+    the decision recorded is the result (compat.DECISION_OUTLASTS_CANCEL_PATCH).
 
     The outcome on record when it is not `outcome`: a decision this approval took first, whose
     workflow task never completed (records.activity); the approval returns it instead."""
@@ -267,8 +271,10 @@ async def record_decision(
     try:
         recorded = await asyncio.shield(handle)
     except asyncio.CancelledError:
-        await _recorded(handle)
-        raise
+        recorded_meanwhile = await _recorded(handle)
+        if not (finish_when_cancelled and workflow.patched(DECISION_OUTLASTS_CANCEL_PATCH)):
+            raise
+        return recorded_meanwhile.outcome if recorded_meanwhile is not None else None
     except (ActivityError, ApplicationError) as exc:
         # A local activity's non-retryable failure arrives as its ApplicationError, unwrapped.
         workflow.logger.error("decision of auth_req_id %s not recorded: %s", outcome.auth_req_id, root_cause(exc))
@@ -311,8 +317,9 @@ async def _shielded(handle: Awaitable[T], keep_late: Callable[[T], None]) -> T |
         return None
 
 
-async def _recorded(handle: Awaitable[RecordedDecision]) -> None:
+async def _recorded(handle: Awaitable[RecordedDecision]) -> RecordedDecision | None:
     try:
-        await handle
+        return await handle
     except (ActivityError, ApplicationError) as exc:
         workflow.logger.error("decision not recorded: %s", root_cause(exc))
+        return None

@@ -83,3 +83,11 @@ NOTIFICATION_PROOF_PATCH = "notification-proof"
 # pings once). Marked only in a run where such an answer came after a ping. KEPT: none of its own
 # (a run without the marker waits for the fallback poll, as it did).
 PING_RETRY_PATCH = "ping-retry-after"
+
+# Gates what a CibaApprovalWorkflow does when a cancellation arrives while its decision record is
+# written: once the write ends, the decision recorded is its result, instead of the run ending
+# cancelled with no outcome while its record holds a decision (a quorum cancels its remaining
+# approvers once it is decided). Marked only in a run where that happened. An inline approval is
+# not gated: the cancellation is its host's, and goes on. KEPT: none of its own (a run without
+# the marker ends cancelled, as it did).
+DECISION_OUTLASTS_CANCEL_PATCH = "decision-outlasts-cancel"

@@ -90,8 +90,12 @@ class Approval:
         path: DecisionPath,
         resume: PendingState | None = None,
         continue_as_new: Callable[[PendingState], NoReturn] | None = None,
+        own_workflow: bool = False,
     ) -> None:
         self._request = request
+        # The approval is its workflow (CibaApprovalWorkflow), not inline in its host's: a
+        # cancellation that arrives while its decision is recorded ends with that decision.
+        self._own_workflow = own_workflow
         self._holder = holder
         self._path = path
         self._continue_as_new = continue_as_new
@@ -540,7 +544,11 @@ class Approval:
         """Write the decision record; the outcome on record instead, when it holds another (calls.record_decision)."""
         binding = self._pending.binding if self._pending else None
         return await calls.record_decision(
-            outcome, self._request, binding=binding, sealed_id_token=self._sealed_id_token
+            outcome,
+            self._request,
+            binding=binding,
+            sealed_id_token=self._sealed_id_token,
+            finish_when_cancelled=self._own_workflow,
         )
 
     def _take_recorded(self, recorded: ApprovalOutcome) -> ApprovalOutcome:

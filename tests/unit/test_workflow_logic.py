@@ -237,11 +237,13 @@ async def test_a_decision_already_on_record_is_the_outcome(env: WorkflowEnvironm
 
 
 @pytest.mark.parametrize("write_fails", [False, True], ids=["written", "conflict"])
-async def test_a_cancellation_during_the_record_write_waits_for_the_write(
+async def test_a_cancellation_during_the_record_write_waits_for_the_write_and_the_decision_stands(
     env: WorkflowEnvironment, write_fails: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     # The record is the decision's evidence: a cancellation delivered while it is written lets
-    # the write end (neither abandoned nor tried again), then cancels the run.
+    # the write end (neither abandoned nor tried again). The approval workflow then ends with the
+    # decision, as its record says, not cancelled with none (a quorum cancels its remaining
+    # approvers once it is decided).
     op = ScriptedOP(env, [TokenRequestResult(kind="failed", error="access_denied", reason="no")])
     op.answer_record = asyncio.Event()
     if write_fails:
@@ -253,12 +255,30 @@ async def test_a_cancellation_during_the_record_write_waits_for_the_write(
             await op.record_started.wait()
             await cancel_delivered(handle)
             op.answer_record.set()
-            with pytest.raises(WorkflowFailureError) as failure:
-                await handle.result()
-    assert isinstance(failure.value.cause, CancelledError) and len(op.recorded) == 1
+            outcome = await handle.result()
+    assert outcome.status == "denied" and len(op.recorded) == 1
     errors = [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]
     logged = [line for line in errors if line.startswith("decision not recorded: RecordConflict: another decision (")]
     assert len(logged) == (1 if write_fails else 0), errors
+
+
+async def test_an_inline_approval_cancelled_during_the_record_write_cancels_its_host(
+    env: WorkflowEnvironment,
+) -> None:
+    # Inline, the cancellation is the host's: once the write ends, it goes on.
+    op = ScriptedOP(env, [TokenRequestResult(kind="failed", error="access_denied", reason="no")])
+    op.answer_record = asyncio.Event()
+    running, task_queue = worker(env, op, AskingAgent)
+    async with running:
+        handle = await env.client.start_workflow(
+            AskingAgent.run, id=f"agent-{uuid.uuid4().hex[:8]}", task_queue=task_queue
+        )
+        await op.record_started.wait()
+        await cancel_delivered(handle)
+        op.answer_record.set()
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+    assert isinstance(failure.value.cause, CancelledError) and len(op.recorded) == 1
 
 
 @pytest.mark.parametrize(
