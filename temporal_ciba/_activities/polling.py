@@ -1,8 +1,9 @@
 """Poll mode's token-request loop, in one heartbeating activity (CIBA §7.3, §11).
 
 The loop redeems (redeem.py: the token request and, once tokens come, their validation) until
-the OP gives a final answer or the deadline passes. Token requests start at least the OP's
-interval apart. A `slow_down` (CIBA §11, RFC 8628 §3.5: 5 s more for every later request) or a
+the OP gives a final answer or the deadline passes. A token request starts at least the OP's
+interval after the last one's answer came back, so it reaches the OP at least an interval after
+the last one did. A `slow_down` (CIBA §11, RFC 8628 §3.5: 5 s more for every later request) or a
 503's Retry-After ends the activity with it, so the workflow records the new pacing in its
 history and starts the next activity from it: a changed pace is never only in a heartbeat the
 server may not have received. Within an activity the pacing (the last request's start) is in
@@ -34,11 +35,6 @@ from temporal_ciba._models import PollInput, PollProgress, RedeemInput, RedeemRe
 
 # What slow_down adds to the interval (CIBA §11, RFC 8628 §3.5).
 SLOW_DOWN_SECONDS = 5.0
-# Requests start this much later than the interval allows. The OP's clock reads their arrival,
-# and the time a request takes to leave the worker and cross the network varies by a few
-# milliseconds from one to the next: without it, the OP sees some requests closer than the
-# interval (CIBA §7.3: "at least"), as a loaded machine's chaos run showed at 0.994 s for 1 s.
-PACING_MARGIN_SECONDS = 0.05
 # The longest the loop sleeps between two heartbeats; the SDK sends them at most every 0.8 of
 # the heartbeat timeout (temporal_ciba._approval.calls.POLL_HEARTBEAT_TIMEOUT).
 HEARTBEAT_EVERY = 5.0
@@ -80,6 +76,7 @@ class PollLoop:
             progress.not_before = None
             self._heartbeat(progress)
             result = await _finishing(self._redeem(input.redemption), lambda: self._heartbeat(progress))
+            progress.last_answer_at = self._clock()
             progress.polls += 1
             if result.kind == "slow_down":
                 # The workflow starts the next activity at the grown interval (CIBA §11).
@@ -215,16 +212,18 @@ def resume(input: PollInput, details: Sequence[Any], *, attempt: int, now: float
 
 
 def next_request_at(input: PollInput, progress: PollProgress) -> float:
-    """When the next token request may start: an interval after the last (or the request's
-    acknowledgement), no sooner than a Retry-After, and slower once the wait is long; a margin
-    later (PACING_MARGIN_SECONDS)."""
+    """When the next token request may start: an interval after the last one's answer (or the
+    request's acknowledgement), no sooner than a Retry-After, and slower once the wait is long.
+
+    From the answer, not the start: the OP's clock reads arrivals, and a request can take
+    longer to reach it than the next one does (CIBA §7.3: "at least" the interval)."""
     interval = progress.interval_seconds
-    last = progress.last_request_started
-    since = max(input.requested_at.timestamp(), last) if last is not None else input.requested_at.timestamp()
+    marks = (progress.last_request_started, progress.last_answer_at)
+    since = max([input.requested_at.timestamp(), *(mark for mark in marks if mark is not None)])
     policy = input.polling
     if since - input.requested_at.timestamp() >= policy.long_wait_after_seconds:
         interval = max(interval, policy.long_wait_interval_seconds)
-    return max(since + interval, progress.not_before or 0.0) + PACING_MARGIN_SECONDS
+    return max(since + interval, progress.not_before or 0.0)
 
 
 async def _finishing(request: Awaitable[RedeemResult], beat: Callable[[], None]) -> RedeemResult:

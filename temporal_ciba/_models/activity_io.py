@@ -141,6 +141,10 @@ class PollProgress(BaseModel):
 
     interval_seconds: float
     last_request_started: float | None = None
+    # When the last request's answer came back: the next starts an interval after it, so it
+    # reaches the OP at least an interval after the last one did, however long either took on
+    # the way (a loaded worker's event loop, the network).
+    last_answer_at: float | None = None
     # An OP's Retry-After (RFC 9110 §10.2.3): no request before this.
     not_before: float | None = None
     polls: int = 0

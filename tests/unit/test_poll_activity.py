@@ -15,7 +15,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from temporal_ciba._activities.polling import PACING_MARGIN_SECONDS, PollLoop, PollRuns, next_request_at, resume
+from temporal_ciba._activities.polling import PollLoop, PollRuns, next_request_at, resume
 from temporal_ciba._models import (
     PollingPolicy,
     PollInput,
@@ -114,14 +114,9 @@ async def test_a_long_wait_is_one_run_of_a_few_events(env: WorkflowEnvironment) 
     assert len(events) <= 50, len(events)
     assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW not in events
     assert state.runs == 1
-    # 5 s apart (and the pacing margin) until 600 s after the acknowledgement, then 300 s apart
-    # until the deadline.
-    spacing = [round(gap - PACING_MARGIN_SECONDS) for gap in gaps(op.poll_times)]
-    short = sum(gap == 5 for gap in spacing)
-    assert spacing == [5] * short + [300] * (len(spacing) - short)
-    paced = 5 + PACING_MARGIN_SECONDS  # request k starts (k + 1) * paced after the acknowledgement
-    assert short * paced < 600 <= (short + 1) * paced
-    assert len(spacing) - short == (7_200 - (short + 1) * paced) // (300 + PACING_MARGIN_SECONDS)
+    # 5 s apart until 600 s after the acknowledgement, then 300 s apart until the deadline.
+    spacing = [round(gap) for gap in gaps(op.poll_times)]
+    assert spacing == [5] * 119 + [300] * ((7_200 - 600) // 300 - 1)
     assert state.polls == len(op.poll_times)
 
 
@@ -196,20 +191,36 @@ async def test_a_restarted_attempt_waits_the_interval_in_its_details_after_its_o
     kept = PollProgress(interval_seconds=15, last_request_started=last, polls=7)
     loop = PollLoop(clock.redeem, clock=lambda: clock.now, sleep=clock.sleep, heartbeat=lambda _: None)
     result = await loop.run(poll_input(), details=[kept.model_dump(mode="json")], attempt=2)
-    assert clock.requests == [last + 3 + 15 + PACING_MARGIN_SECONDS]
+    assert clock.requests == [last + 3 + 15]
     assert (result.polls, result.interval_seconds) == (8, 15)
 
 
 def test_a_first_attempt_polls_an_interval_after_the_acknowledgement_or_the_last_request() -> None:
     start = SENT.timestamp()
-    margin = PACING_MARGIN_SECONDS  # the OP reads arrivals: a little later than the interval
-    assert next_request_at(poll_input(), resume(poll_input(), (), attempt=1, now=start)) == start + 5 + margin
+    assert next_request_at(poll_input(), resume(poll_input(), (), attempt=1, now=start)) == start + 5
     later = poll_input(last_request_at=SENT + timedelta(seconds=40))
-    assert next_request_at(later, resume(later, (), attempt=1, now=start + 41)) == start + 45 + margin
+    assert next_request_at(later, resume(later, (), attempt=1, now=start + 41)) == start + 45
     # Past the long-wait threshold, no faster than its interval.
     slow = poll_input(polling=PollingPolicy(long_wait_after_seconds=60, long_wait_interval_seconds=30))
     progress = PollProgress(interval_seconds=5, last_request_started=start + 61)
-    assert next_request_at(slow, progress) == start + 91 + margin
+    assert next_request_at(slow, progress) == start + 91
+
+
+async def test_a_request_starts_an_interval_after_the_last_answer_not_the_last_start() -> None:
+    """A request that took 2 s to be answered (a loaded worker, a slow network) may have reached
+    the OP late: the next waits the interval from its answer, so the OP sees them an interval apart."""
+    clock = Clock(now=SENT.timestamp())
+    answers = [RedeemResult(kind="pending"), RedeemResult(kind="approved")]
+
+    async def slow_redeem(_: RedeemInput) -> RedeemResult:
+        clock.requests.append(clock.now)
+        clock.now += 2
+        return answers.pop(0)
+
+    loop = PollLoop(slow_redeem, clock=lambda: clock.now, sleep=clock.sleep, heartbeat=lambda _: None)
+    assert (await loop.run(poll_input())).kind == "approved"
+    first = SENT.timestamp() + 5
+    assert clock.requests == [first, first + 2 + 5]
 
 
 async def test_no_request_that_could_not_start_before_the_deadline() -> None:
@@ -339,7 +350,7 @@ async def test_a_stopped_loop_is_resumed_from_its_last_pacing() -> None:
     assert (await runs.attempt(KEY, start, attempt=2, details=(), heartbeat=lambda _: None)).kind == "approved"
     assert resumed[0] == ()
     kept = PollProgress.model_validate(resumed[1][0])  # type: ignore[index]
-    assert kept.last_request_started == SENT.timestamp() + 5 + PACING_MARGIN_SECONDS  # the stopped loop's request
+    assert kept.last_request_started == SENT.timestamp() + 5  # the stopped loop's request
 
 
 async def _requests(op: HeldOP, count: int) -> None:
