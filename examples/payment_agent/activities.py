@@ -51,17 +51,17 @@ class PaymentActivities:
 
     @activity.defn(name="payments.pay_tool_call")
     async def pay_tool_call(self, call: ApprovedToolCall) -> PaymentReceipt:
-        """The PydanticAI agent's `pay` tool (example/pydantic_ai_agent.py): the same payment,
-        approved as a tool call, whose action digest covers the tool's name and arguments."""
+        """The PydanticAI agent's `pay` tool (examples/pydantic_ai_payment): the same payment,
+        approved as a tool call bound to the payment's action digest."""
+        action = PaymentAction.model_validate(call.arguments["payment"])
+        digest = action_digest(action)
         try:
-            # Opens only in the workflow run that asked, for exactly these arguments.
-            access_token = open_tool_call(self._sealer, call)
+            # Opens only in the workflow run that asked, for exactly this payment.
+            access_token = open_tool_call(self._sealer, call, action_digest=digest)
         except GrantRefused as exc:
             raise ApplicationError(str(exc), type="GrantRefused", non_retryable=True) from None
         # required (the default): a call without an approval raised GrantRefused above.
         assert access_token is not None and call.outcome is not None
-        action = PaymentAction.model_validate(call.arguments["payment"])
-        digest = action_digest(action)
         if call.outcome.authorization_details != authorization_details(action, digest):
             raise ApplicationError(
                 "the approval's authorization_details do not describe this payment",

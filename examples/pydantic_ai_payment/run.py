@@ -28,13 +28,12 @@ from temporalio.envconfig import ClientConfig
 from temporalio.worker import Worker
 
 from temporal_ciba import ApprovalOutcome, CibaPlugin, ConfigError, OPSettings, ensure_search_attributes, load_settings
-from temporal_ciba.agents import approval_workflow_id, tool_action_digest
+from temporal_ciba.agents import approval_workflow_id
 from temporal_ciba.crypto import TokenSealer
 from temporal_ciba_examples.payment_agent.activities import PaymentActivities
-from temporal_ciba_examples.payment_agent.models import PaymentAction
+from temporal_ciba_examples.payment_agent.models import PaymentAction, action_digest
 from temporal_ciba_examples.payment_agent.plugin import PaymentAgentSettings, payment_http_client
 from temporal_ciba_examples.pydantic_ai_payment.workflows import (
-    PAY_TOOL,
     PayerDeps,
     PydanticAIPaymentAgentWorkflow,
     PydanticAIPaymentInput,
@@ -65,9 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def approval_id(workflow_id: str, action: PaymentAction) -> str:
-    """The approval's workflow id, as the agent workflow derived it (tool_approval_id)."""
-    digest = tool_action_digest(PAY_TOOL, {"payment": action.model_dump(mode="json")})
-    return approval_workflow_id(workflow_id, PAY_CALL_ID, digest)
+    """The approval's workflow id, as the agent workflow derived it (tool_approval_id, with the
+    payment's action digest the pay tool's approval is bound to)."""
+    return approval_workflow_id(workflow_id, PAY_CALL_ID, action_digest(action))
 
 
 class UsageError(Exception):

@@ -81,8 +81,11 @@ def _deps(arguments: ToolArguments) -> PayerDeps:
 
 
 # What the approver sees is the payment itself (as the original agent shows it); the payment
-# API checks the granted authorization_details against the payment it is asked to make.
+# API checks the granted authorization_details against the payment it is asked to make. The
+# approval is bound to the payment's digest, the one the payment API and the authorization_details
+# name, so the decision record states one digest (`temporal-ciba audit verify` checks they agree).
 PAY_APPROVAL = ToolApproval(
+    action_digest=lambda a: action_digest(_payment(a)),
     login_hint=lambda a: _deps(a).approver,
     expected_subject=lambda a: _deps(a).expected_subject,
     binding_message=lambda a: binding_message(_payment(a), action_digest(_payment(a))),

@@ -8,7 +8,8 @@
                                                            or GrantRefused
     not approved ──▶ refusal_for_model(outcome): one line the model can relay
 
-The action digest is the SHA-256 of the tool's name and arguments in canonical JSON. The
+The action digest is the SHA-256 of the tool's name and arguments in canonical JSON, or the
+ToolApproval's own `action_digest` of them (a resource server's digest of the action). The
 approval is bound to it (the sealed access token opens only for it), so a tool call whose
 arguments changed after the human approved them finds no token and does not run. The framework
 adapters (`temporal_ciba.agents.openai`, `temporal_ciba.agents.pydantic_ai`) call these; an
@@ -100,6 +101,18 @@ class ToolApproval:
     action_type: Derived[str | None] = None
     risk: Derived[float | None] = None
     parties: Derived[dict[str, str] | None] = None
+    # The digest the approval is bound to; default: the tool's name and arguments
+    # (tool_action_digest). Give one where the resource server checks its own digest of the
+    # action (an authorization_details entry's `actionDigest`), so the record states one digest.
+    # It must change whenever an argument the tool acts on does; the tool's activity opens the
+    # token with the same digest of the arguments it acts on (open_tool_call's `action_digest`).
+    action_digest: Callable[[ToolArguments], str] | None = None
+
+    def digest_of(self, arguments: ToolArguments) -> str:
+        """The digest this call's approval is bound to (`action_digest`, else the tool call's)."""
+        if self.action_digest is not None:
+            return self.action_digest(arguments)
+        return tool_action_digest(arguments.tool_name, arguments)
 
     def applies_to(self, arguments: ToolArguments) -> bool:
         if self.when is not None and not self.when(arguments):
@@ -122,12 +135,12 @@ class ToolApproval:
             risk=_derive(self.risk, arguments),
             # With a login_hint_token or id_token_hint the approver has no name to match on.
             parties={**({"approver": approver} if approver is not None else {}), **(parties or {})},
-            digest=tool_action_digest(arguments.tool_name, arguments),
+            digest=self.digest_of(arguments),
         )
 
     def request_for(self, arguments: ToolArguments) -> ApprovalRequest:
         """The approval request for this call, bound to its action digest."""
-        digest = tool_action_digest(arguments.tool_name, arguments)
+        digest = self.digest_of(arguments)
         binding_message = _derive(self.binding_message, arguments)
         hint_token, id_token_hint = _derive(self.login_hint_token, arguments), _derive(self.id_token_hint, arguments)
         return ApprovalRequest(
@@ -229,14 +242,19 @@ class ApprovedToolCall(BaseModel):
     outcome: ApprovalOutcome | None = None
 
 
-def open_tool_call(sealer: TokenSealer, call: ApprovedToolCall, *, required: bool = True) -> str | None:
+def open_tool_call(
+    sealer: TokenSealer, call: ApprovedToolCall, *, required: bool = True, action_digest: str | None = None
+) -> str | None:
     """The approved access token of a tool call; call it in the tool's activity, before it acts.
 
     The token opens if the approval was granted for exactly these arguments to the calling
     workflow run; GrantRefused otherwise. With `required=False` (a tool whose `when` may skip
-    asking), a call without an approval returns None."""
+    asking), a call without an approval returns None. `action_digest`: for a ToolApproval with
+    its own `action_digest`, the same digest, of the arguments the tool acts on; default: the
+    tool call's (tool_action_digest)."""
     if call.outcome is None:
         if required:
             raise GrantRefused(f"the {call.tool_name} call has no approval")
         return None
-    return open_access_token(sealer, call.outcome, action_digest=tool_action_digest(call.tool_name, call.arguments))
+    digest = action_digest if action_digest is not None else tool_action_digest(call.tool_name, call.arguments)
+    return open_access_token(sealer, call.outcome, action_digest=digest)

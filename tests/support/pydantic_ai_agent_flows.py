@@ -16,11 +16,10 @@ from temporalio.client import Client, WorkflowHandle
 
 from temporal_ciba._models import ApprovalOutcome
 from temporal_ciba._plugin import CibaPlugin
-from temporal_ciba.agents import tool_action_digest
 from temporal_ciba.agents._tool_approval import approval_workflow_id
+from temporal_ciba_examples.payment_agent.models import action_digest
 from temporal_ciba_examples.pydantic_ai_payment.run import approval_id
 from temporal_ciba_examples.pydantic_ai_payment.workflows import (
-    PAY_TOOL,
     PayerDeps,
     PydanticAIPaymentAgentWorkflow,
     PydanticAIPaymentInput,
@@ -63,8 +62,7 @@ class Agents:
         )
 
     def approval(self, agent: WorkflowHandle[Any, Any], call_id: str = "pay-1") -> WorkflowHandle[Any, ApprovalOutcome]:
-        digest = tool_action_digest(PAY_TOOL, {"payment": INVOICE.model_dump(mode="json")})
-        workflow_id = approval_workflow_id(agent.id, call_id, digest)
+        workflow_id = approval_workflow_id(agent.id, call_id, action_digest(INVOICE))
         return self.client.get_workflow_handle(workflow_id, result_type=ApprovalOutcome)
 
 

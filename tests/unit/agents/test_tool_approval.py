@@ -6,6 +6,7 @@ tool's activity opens the approval only for the arguments that were approved."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from datetime import UTC, datetime
 from typing import Any
@@ -42,8 +43,8 @@ def call_args(arguments: dict[str, Any] | None = None, *, call_id: str = "call_1
     return ToolArguments(ARGS if arguments is None else arguments, tool_name="reset_account", call_id=call_id)
 
 
-def approved_for(arguments: dict[str, Any]) -> ApprovalOutcome:
-    digest = tool_action_digest("reset_account", arguments)
+def approved_for(arguments: dict[str, Any], digest: str | None = None) -> ApprovalOutcome:
+    digest = digest or tool_action_digest("reset_account", arguments)
     context = access_token_context("req-1", action_digest=digest, workflow_id=AGENT, run_id=RUN)
     return ApprovalOutcome(
         status="approved",
@@ -150,6 +151,34 @@ def test_arguments_changed_after_the_approval_are_refused() -> None:
     )
     with pytest.raises(GrantRefused, match="differs"):
         in_agent_activity().run(open_tool_call, SEALER, changed)
+
+
+def account_digest(arguments: ToolArguments) -> str:
+    """A resource server's own digest of the action: here, of the account alone."""
+    return hashlib.sha256(f"reset {arguments['account_id']}".encode()).hexdigest()
+
+
+def test_a_tool_approval_with_its_own_digest_is_bound_to_it() -> None:
+    # A resource server that checks its own digest of the action (an authorization_details
+    # entry's actionDigest): the request, the policy's action and the approval's id name it.
+    approval = ToolApproval(login_hint="alice", action_digest=account_digest)
+    request = approval.request_for(call_args())
+    assert request.action_digest == account_digest(call_args()) != tool_action_digest("reset_account", ARGS)
+    assert approval.action_for(call_args()).digest == request.action_digest
+    assert approval.digest_of(call_args()) == request.action_digest
+    assert ToolApproval(login_hint="alice").digest_of(call_args()) == tool_action_digest("reset_account", ARGS)
+
+
+def test_the_tool_opens_an_approval_bound_to_its_own_digest_with_that_digest_only() -> None:
+    own = account_digest(call_args())
+    call = ApprovedToolCall(
+        tool_name="reset_account", call_id="call_1", arguments=ARGS, outcome=approved_for(ARGS, own)
+    )
+    assert in_agent_activity().run(open_tool_call, SEALER, call, action_digest=own) == "the-access-token"
+    # The tool call's digest, or the digest of another account, finds no token.
+    for other in (None, account_digest(call_args({**ARGS, "account_id": "acct-666"}))):
+        with pytest.raises(GrantRefused, match="differs"):
+            in_agent_activity().run(open_tool_call, SEALER, call, action_digest=other)
 
 
 def test_a_call_without_an_approval_runs_only_where_asking_was_optional() -> None:
