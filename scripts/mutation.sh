@@ -80,8 +80,9 @@ tests/unit/records/test_store_secrets_and_export_file.py tests/unit/test_identif
   # which mutmut cannot see (see callback below).
   [codec-server]="temporal_ciba/_programs/codec_server.py temporal_ciba/_programs/codec_signin.py | tests/unit/test_codec_signin.py"
   # The MCP gateway: which calls pass, which become workflows, under which id, asking whom, and
-  # what the tool's activity runs; without servers.
-  [mcp]="temporal_ciba/mcp/* | tests/unit/test_mcp_gateway.py tests/unit/test_identifier_vectors.py"
+  # what the tool's activity runs; how it serves (its HTTP app over ASGI, its stdio server over
+  # in-memory streams, in the test process); without servers.
+  [mcp]="temporal_ciba/mcp/* | tests/unit/test_mcp_gateway.py tests/unit/test_mcp_gateway_serving.py tests/unit/test_identifier_vectors.py"
   # The app over ASGI and GuardedH11Protocol under uvicorn, in the test process (a dev server
   # receives the signals). Not tests/security/test_callback.py nor tests/e2e/test_callback.py:
   # they drive the `temporal-ciba callback` process, and mutmut learns which tests reach a
