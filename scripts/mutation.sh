@@ -67,8 +67,9 @@ tests/unit/test_identifier_vectors.py tests/unit/agents/test_tool_approval_rules
   # loop's pacing and attempts, partly on the time-skipping test server.
   [activities]="temporal_ciba/_activities/* | tests/unit/test_send_activity.py tests/unit/test_redeem_activity.py \
 tests/unit/test_request_dialect.py tests/unit/test_poll_activity.py"
-  # The worker's plugin: the codec on every payload, the keys it takes, the check for itself.
-  [plugin]="temporal_ciba/_plugin.py | tests/unit/test_plugin.py"
+  # The worker's plugin: the codec on every payload, the keys it takes, the check for itself;
+  # what it gives a worker built from explicit settings (an in-process OP, a SQLite store).
+  [plugin]="temporal_ciba/_plugin.py | tests/unit/test_plugin.py tests/unit/test_plugin_wiring.py"
   # The decision records: their ids and digests, the log and its Merkle tree, the checkpoints,
   # the store (SQLite and PostgreSQL), the evidence's encryption and the audit that verifies it all.
   [records]="temporal_ciba/records/* | tests/unit/records/test_audit_verify.py tests/unit/records/test_checkpoints.py \
