@@ -293,14 +293,6 @@ class CibaPlugin(SimplePlugin):
         if self._ciba is None:
             self._ciba = self._op.ciba_client()
             issue = NotificationTokens(self._token_key).issue if self._op.delivery_mode != "poll" else None
-            handlers = CibaActivities(
-                self._ciba,
-                TokenSealer(self._token_key),
-                notification_token=issue,
-                login_hint_subjects=self._op.login_hint_subjects,
-                dialect=self._op.request_dialect(),
-                notification_proofs=NotificationProofs(self._token_key),
-            )
             dsn = self._records.record_dsn
             store = open_store(path=self._records.record_db, dsn=dsn.get_secret_value() if dsn else None)
             try:
@@ -312,6 +304,15 @@ class CibaPlugin(SimplePlugin):
                 EvidenceKeys(self._records.record_key_bytes(self._token_key)),
                 TokenSealer(self._token_key),
                 LogSigner(self._records.log_key_bytes(self._token_key)),
+            )
+            handlers = CibaActivities(
+                self._ciba,
+                TokenSealer(self._token_key),
+                notification_token=issue,
+                login_hint_subjects=self._op.login_hint_subjects,
+                dialect=self._op.request_dialect(),
+                notification_proofs=NotificationProofs(self._token_key),
+                decision_on_record=recorder.decision_on_record,
             )
             self._recorder = recorder
             self._built_activities = [*handlers.all, recorder.record_decision]

@@ -16,7 +16,7 @@ from typing import Any
 from temporalio import activity
 
 from temporal_ciba._activities.polling import PollLoop, PollRuns
-from temporal_ciba._activities.redeem import Redeemer
+from temporal_ciba._activities.redeem import DecisionOnRecord, Redeemer
 from temporal_ciba._activities.revocation import Revoker
 from temporal_ciba._activities.sealing import ApprovalSeals
 from temporal_ciba._activities.send import NotificationTokenFactory, Sender
@@ -54,6 +54,7 @@ class CibaActivities:
         clock: Callable[[], float] = time.time,
         notification_proofs: NotificationProofs | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        decision_on_record: DecisionOnRecord | None = None,
     ) -> None:
         # The OP's dialect (profile and settings): how requests are shaped before they are sent.
         dialect = dialect or RequestDialect()
@@ -67,7 +68,9 @@ class CibaActivities:
         )
         self._revoker = Revoker(ciba, seals)
         # The callback's proofs on pings and pushes (CIBA_TOKEN_KEY); without them none is proven.
-        self._redeemer = Redeemer(ciba, seals, self._revoker, notification_proofs)
+        # The decision records (DecisionRecorder.decision_on_record): a redeem whose decision is
+        # on record already answers it, and asks the OP nothing.
+        self._redeemer = Redeemer(ciba, seals, self._revoker, notification_proofs, decision_on_record)
         self._clock = clock
         # The poll loop's clock and sleep: the wall clock, or a test server's skipped time.
         self._sleep = sleep

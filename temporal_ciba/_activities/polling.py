@@ -34,6 +34,11 @@ from temporal_ciba._models import PollInput, PollProgress, RedeemInput, RedeemRe
 
 # What slow_down adds to the interval (CIBA §11, RFC 8628 §3.5).
 SLOW_DOWN_SECONDS = 5.0
+# Requests start this much later than the interval allows. The OP's clock reads their arrival,
+# and the time a request takes to leave the worker and cross the network varies by a few
+# milliseconds from one to the next: without it, the OP sees some requests closer than the
+# interval (CIBA §7.3: "at least"), as a loaded machine's chaos run showed at 0.994 s for 1 s.
+PACING_MARGIN_SECONDS = 0.05
 # The longest the loop sleeps between two heartbeats; the SDK sends them at most every 0.8 of
 # the heartbeat timeout (temporal_ciba._approval.calls.POLL_HEARTBEAT_TIMEOUT).
 HEARTBEAT_EVERY = 5.0
@@ -211,14 +216,15 @@ def resume(input: PollInput, details: Sequence[Any], *, attempt: int, now: float
 
 def next_request_at(input: PollInput, progress: PollProgress) -> float:
     """When the next token request may start: an interval after the last (or the request's
-    acknowledgement), no sooner than a Retry-After, and slower once the wait is long."""
+    acknowledgement), no sooner than a Retry-After, and slower once the wait is long; a margin
+    later (PACING_MARGIN_SECONDS)."""
     interval = progress.interval_seconds
     last = progress.last_request_started
     since = max(input.requested_at.timestamp(), last) if last is not None else input.requested_at.timestamp()
     policy = input.polling
     if since - input.requested_at.timestamp() >= policy.long_wait_after_seconds:
         interval = max(interval, policy.long_wait_interval_seconds)
-    return max(since + interval, progress.not_before or 0.0)
+    return max(since + interval, progress.not_before or 0.0) + PACING_MARGIN_SECONDS
 
 
 async def _finishing(request: Awaitable[RedeemResult], beat: Callable[[], None]) -> RedeemResult:

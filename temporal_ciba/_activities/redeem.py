@@ -21,6 +21,7 @@ from temporalio import activity
 from temporal_ciba._activities.revocation import Revoker
 from temporal_ciba._activities.sealing import ApprovalSeals
 from temporal_ciba._models import (
+    ApprovalOutcome,
     PingNotice,
     PushDelivery,
     RedeemInput,
@@ -41,6 +42,9 @@ from temporal_ciba.ciba import (
     TokenRejected,
 )
 from temporal_ciba.crypto import NotificationProofs, SealError
+
+# The outcome on record for (workflow id, first run id, auth_req_id), or None (DecisionRecorder.decision_on_record).
+DecisionOnRecord = Callable[[str, str, str], Awaitable[ApprovalOutcome | None]]
 
 
 def push_content(delivery: PushDelivery) -> tuple[str | None, ...]:
@@ -104,7 +108,12 @@ class Redeemer:
     """Requests an approval's tokens and validates them; only sealed tokens and claims leave."""
 
     def __init__(
-        self, ciba: CibaClient, seals: ApprovalSeals, revoker: Revoker, proofs: NotificationProofs | None = None
+        self,
+        ciba: CibaClient,
+        seals: ApprovalSeals,
+        revoker: Revoker,
+        proofs: NotificationProofs | None = None,
+        decision_on_record: DecisionOnRecord | None = None,
     ) -> None:
         self._ciba = ciba
         self._seals = seals
@@ -112,6 +121,7 @@ class Redeemer:
         self._redemptions = Redemptions()
         # Without them no notification is proven: a pinged redeem answers "unproven".
         self._proofs = proofs
+        self._decision_on_record = decision_on_record
 
     def proven_ping(self, notice: PingNotice, first_run_id: str | None) -> bool:
         """Whether the callback made this ping, for the calling workflow's run chain."""
@@ -201,10 +211,30 @@ class Redeemer:
         if input.notices and unproven == len(input.notices):
             reason = "the ping carries no valid proof from the callback"
             return RedeemResult(kind="unproven", reason=reason, unproven_notices=unproven)
+        if (recorded := await self._recorded(input)) is not None:
+            return RedeemResult(kind="recorded", recorded=recorded, unproven_notices=unproven)
         # One request per approval whatever pinged it: a repeat joins it (Redemptions).
         plain = input.model_copy(update={"notices": [], "first_run_id": None})
         result = await self._redemptions.once(plain, lambda: self._redeem(plain))
         return result.model_copy(update={"unproven_notices": unproven}) if unproven else result
+
+    async def _recorded(self, input: RedeemInput) -> ApprovalOutcome | None:
+        """The decision on record for this auth_req_id, taken by a workflow task that never completed.
+
+        Its worker died after the redeem and the record write. Asking the OP again would meet
+        invalid_grant, and an OP that sees an auth_req_id redeemed twice revokes the tokens it
+        issued for it (RFC 6749 §4.1.2, for a reused code)."""
+        if self._decision_on_record is None or input.first_run_id is None:
+            return None
+        workflow_id = activity.info().workflow_id or ""
+        recorded = await self._decision_on_record(workflow_id, input.first_run_id, input.binding.auth_req_id)
+        if recorded is not None:
+            activity.logger.warning(
+                "auth_req_id=%s: its decision is on record (%s); no token request",
+                input.binding.auth_req_id,
+                recorded.status,
+            )
+        return recorded
 
     async def redeem_once(self, input: RedeemInput) -> RedeemResult:
         """One token request and, when tokens come, their validation (the poll loop's step)."""

@@ -37,7 +37,7 @@ with workflow.unsafe.imports_passed_through():
         VerifyNotificationInput,
     )
     from temporal_ciba.ciba import RequestBinding
-    from temporal_ciba.records import DecisionRecorder, RecordDecisionInput
+    from temporal_ciba.records import DecisionRecorder, RecordDecisionInput, RecordedDecision
 
 T = TypeVar("T")
 # The OP may hold a token request open for up to 30 s (long polling); an attempt must end
@@ -238,18 +238,21 @@ async def record_decision(
     *,
     binding: RequestBinding | None = None,
     sealed_id_token: str | None = None,
-) -> None:
+) -> ApprovalOutcome | None:
     """Write the decision record of `outcome` (temporal_ciba.records), from workflow code.
 
     A local activity (one marker event, no task queue round trip) that writes it exactly once
     however often it runs. Every approval calls it before returning its outcome; a decision
     taken without asking anyone (a policy that lets the action through) calls it too. A
-    cancellation that arrives meanwhile waits for the write, then goes on."""
+    cancellation that arrives meanwhile waits for the write, then goes on.
+
+    The outcome on record when it is not `outcome`: a decision this approval took first, whose
+    workflow task never completed (records.activity); the approval returns it instead."""
     info = workflow.info()
     handle = workflow.start_local_activity_method(
         DecisionRecorder.record_decision,
         RecordDecisionInput(
-            outcome=outcome.model_copy(update={"sealed_access_token": None}),
+            outcome=outcome,
             request=request,
             first_run_id=info.first_execution_run_id,
             run_id=info.run_id,
@@ -262,13 +265,15 @@ async def record_decision(
         local_retry_threshold=LOCAL_RETRY_THRESHOLD,
     )
     try:
-        await asyncio.shield(handle)
+        recorded = await asyncio.shield(handle)
     except asyncio.CancelledError:
         await _recorded(handle)
         raise
     except (ActivityError, ApplicationError) as exc:
         # A local activity's non-retryable failure arrives as its ApplicationError, unwrapped.
         workflow.logger.error("decision of auth_req_id %s not recorded: %s", outcome.auth_req_id, root_cause(exc))
+        return None
+    return recorded.outcome
 
 
 def root_cause(error: BaseException) -> str:
@@ -306,7 +311,7 @@ async def _shielded(handle: Awaitable[T], keep_late: Callable[[T], None]) -> T |
         return None
 
 
-async def _recorded(handle: Awaitable[str]) -> None:
+async def _recorded(handle: Awaitable[RecordedDecision]) -> None:
     try:
         await handle
     except (ActivityError, ApplicationError) as exc:

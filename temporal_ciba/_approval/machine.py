@@ -104,6 +104,8 @@ class Approval:
         self._late_access_token: str | None = None
         # The validated ID token, sealed: the decision record's evidence.
         self._sealed_id_token: str | None = None
+        # Whether the outcome is the decision on record already (_take_recorded): not written again.
+        self._on_record = False
         self.state = ApprovalState(
             status="pending" if resume else "requesting",
             workflow_id=workflow.info().workflow_id,
@@ -146,8 +148,12 @@ class Approval:
         Whether to record is in the send activity's result, already in history; an outcome
         reached before any answer asks the patch (compat.RECORD_PATCH)."""
         outcome = await self._decide()
+        if self._on_record:
+            return outcome
         if self._records if self._records is not None else workflow.patched(RECORD_PATCH):
-            await self._record(outcome)
+            recorded = await self._record(outcome)
+            if recorded is not None:
+                return self._take_recorded(recorded)
         return outcome
 
     async def _decide(self) -> ApprovalOutcome:
@@ -279,6 +285,8 @@ class Approval:
                 return self._finish("error", reason="the OP could not be reached before the deadline")
             if isinstance(answer, RedeemResult) and answer.kind in ("approved", "rejected"):
                 return self._redeemed(pending, answer)
+            if isinstance(answer, RedeemResult) and answer.recorded is not None:
+                return self._take_recorded(answer.recorded)
             if answer.kind == "granted":
                 assert isinstance(answer, TokenRequestResult) and answer.sealed_tokens is not None
                 return await self._validate(pending, answer.sealed_tokens)
@@ -420,7 +428,7 @@ class Approval:
             holder_run_id=self._holder.run_id,
             action_digest=self._request.action_digest,
             notices=notices,
-            first_run_id=workflow.info().first_execution_run_id if notices else None,
+            first_run_id=workflow.info().first_execution_run_id,
         )
 
         def keep_late(late: RedeemResult) -> None:
@@ -528,9 +536,20 @@ class Approval:
         )
         self._late_access_token = None
 
-    async def _record(self, outcome: ApprovalOutcome) -> None:
+    async def _record(self, outcome: ApprovalOutcome) -> ApprovalOutcome | None:
+        """Write the decision record; the outcome on record instead, when it holds another (calls.record_decision)."""
         binding = self._pending.binding if self._pending else None
-        await calls.record_decision(outcome, self._request, binding=binding, sealed_id_token=self._sealed_id_token)
+        return await calls.record_decision(
+            outcome, self._request, binding=binding, sealed_id_token=self._sealed_id_token
+        )
+
+    def _take_recorded(self, recorded: ApprovalOutcome) -> ApprovalOutcome:
+        """The decision on record, taken first by this approval in a workflow task that never
+        completed: the outcome, so record and outcome agree."""
+        self._on_record = True
+        self.state.outcome = recorded
+        self._show(recorded.status, f"{recorded.reason} (the decision on record)")
+        return recorded
 
     # What operators see (view.py) ---------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from temporal_ciba._models.contracts import ApprovalRequest, PollingPolicy
+from temporal_ciba._models.contracts import ApprovalOutcome, ApprovalRequest, PollingPolicy
 from temporal_ciba._models.signals import PingNotice, PushDelivery
 from temporal_ciba.ciba import DeliveryMode, RequestBinding, ValidatedApproval
 
@@ -69,10 +69,11 @@ class RedeemInput(BaseModel):
     holder_workflow_id: str
     holder_run_id: str
     action_digest: str | None = None
-    # The pings that asked for this request (a few distinct ones), and the approval's run chain:
-    # the activity checks their proofs first, and answers "unproven" (no token request) when none
-    # holds. Empty for a poll.
+    # The pings that asked for this request (a few distinct ones): the activity checks their
+    # proofs first, and answers "unproven" (no token request) when none holds. Empty for a poll.
     notices: list[PingNotice] = Field(default_factory=list)
+    # The approval's run chain: what the pings' proofs name, and where its decision is recorded
+    # (the activity answers "recorded", with no token request, when it already is).
     first_run_id: str | None = None
 
 
@@ -89,8 +90,9 @@ class RedeemResult(BaseModel):
     Only the claims, the access token (sealed for the holder and the action) and the ID token
     (sealed, the evidence for the decision record) leave the activity; a refresh token never does."""
 
-    # "unproven": the ping's proof failed; no token request was made.
-    kind: Literal["approved", "rejected", "pending", "slow_down", "retry_later", "failed", "unproven"]
+    # "unproven": the ping's proof failed; no token request was made. "recorded": the decision on
+    # auth_req_id is on record already (`recorded`); no token request was made.
+    kind: Literal["approved", "rejected", "pending", "slow_down", "retry_later", "failed", "unproven", "recorded"]
     approval: ValidatedApproval | None = None
     sealed_access_token: str | None = Field(default=None, repr=False)
     # crypto.sealing.id_token_context: opens only in the approval workflow, to be recorded.
@@ -107,6 +109,9 @@ class RedeemResult(BaseModel):
     # ended with (grown by the slow_down that ended it).
     polls: int | None = None
     interval_seconds: float | None = None
+    # The outcome on record, taken by an earlier workflow task of this approval that never
+    # completed (temporal_ciba.records): the approval's outcome.
+    recorded: ApprovalOutcome | None = None
 
 
 class PollInput(BaseModel):

@@ -47,6 +47,10 @@ REFUSED_REASON_METADATA = "ciba-refused-reason"
 REFUSED_KIND_METADATA = "ciba-refused-kind"
 MAX_REASON_CHARS = 200
 _KEY_ID = re.compile(rb"[0-9a-f]{16}")
+# The one payload Temporal's server writes itself into a workflow's history: the details of an
+# activity it cancelled before an attempt started (one waiting to be retried). Passed through
+# as it is: refused, the cancellation it answers would fail the workflow that asked for it.
+SERVER_CANCEL_DETAILS = Payload(metadata={"encoding": b"json/plain"}, data=b'"ACTIVITY_ID_NOT_STARTED"')
 
 
 class PayloadDecryptionError(Exception):
@@ -162,7 +166,7 @@ class AesGcmCodec(PayloadCodec, WithSerializationContext):
 
     def _decrypt(self, payload: Payload) -> Payload:
         if payload.metadata.get("encoding") != ENCODING:
-            if self.require_encryption:
+            if self.require_encryption and payload != SERVER_CANCEL_DETAILS:
                 raise PayloadDecryptionError("refused a payload that is not encrypted with the payload key")
             return payload
         # Input from history or a codec server's caller may be anything: malformed is an error, not a crash.

@@ -16,7 +16,7 @@ from temporal_ciba.records._audit import (
 )
 from temporal_ciba.records._evidence import EvidenceError, EvidenceKeys
 from temporal_ciba.records._log import Checkpoint, LogSigner, load_log_key
-from temporal_ciba.records._model import DecisionRecord, RecordDecisionInput, record_id
+from temporal_ciba.records._model import DecisionRecord, RecordDecisionInput, RecordedDecision, record_id
 from temporal_ciba.records._store import (
     DecisionStore,
     PostgresStore,
@@ -41,6 +41,7 @@ __all__ = [
     "RecordDecisionInput",
     "RecordQuery",
     "RecordStoreError",
+    "RecordedDecision",
     "Report",
     "SqliteStore",
     "StoredRecord",

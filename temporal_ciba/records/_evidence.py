@@ -8,6 +8,10 @@ another record, and a record changed in the store no longer opens its evidence.
 Every record, with or without evidence, also carries a MAC (HMAC-SHA256 under another key
 derived from the same record key) of its id, its sequence number in the log and its leaf hash,
 which covers every field: an edit in the store fails at export even where there is no evidence.
+
+The outcome the approval returned (its sealed access token among it) is kept beside its record,
+encrypted the same way under another prefix and bound to the record's body: the decision an
+approval takes back when a worker died after writing the record (records.activity).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporal_ciba.crypto import derive_key
 
 EVIDENCE_PREFIX = "evidence.v1"
+OUTCOME_PREFIX = "outcome.v1"
 MAC_PREFIX = "mac.v1"
 
 
@@ -56,25 +61,41 @@ class EvidenceKeys:
         return self._keys[0].key_id
 
     def encrypt(self, id_token: str, *, body_digest: str) -> str:
-        key = self._keys[0]
-        nonce = os.urandom(12)
-        ciphertext = key.aead.encrypt(nonce, id_token.encode(), _associated_data(key.key_id, body_digest))
-        return f"{EVIDENCE_PREFIX}.{key.key_id}.{base64.urlsafe_b64encode(nonce + ciphertext).decode('ascii')}"
+        """The ID token encrypted for the record whose body digest is `body_digest`."""
+        return self._encrypt(EVIDENCE_PREFIX, id_token, body_digest)
 
     def decrypt(self, evidence: str, *, body_digest: str) -> str:
-        prefix, _, rest = evidence.partition(".")
+        """The ID token of `encrypt`; EvidenceError unless it was encrypted for this record."""
+        return self._decrypt(EVIDENCE_PREFIX, evidence, body_digest, "the evidence")
+
+    def encrypt_outcome(self, outcome_json: str, *, body_digest: str) -> str:
+        """The approval's outcome encrypted for the record whose body digest is `body_digest`."""
+        return self._encrypt(OUTCOME_PREFIX, outcome_json, body_digest)
+
+    def decrypt_outcome(self, sealed: str, *, body_digest: str) -> str:
+        """The outcome of `encrypt_outcome`; EvidenceError unless it was encrypted for this record."""
+        return self._decrypt(OUTCOME_PREFIX, sealed, body_digest, "the outcome")
+
+    def _encrypt(self, prefix: str, plaintext: str, body_digest: str) -> str:
+        key = self._keys[0]
+        nonce = os.urandom(12)
+        ciphertext = key.aead.encrypt(nonce, plaintext.encode(), _associated_data(prefix, key.key_id, body_digest))
+        return f"{prefix}.{key.key_id}.{base64.urlsafe_b64encode(nonce + ciphertext).decode('ascii')}"
+
+    def _decrypt(self, prefix: str, sealed: str, body_digest: str, what: str) -> str:
+        head, _, rest = sealed.partition(".")
         version, _, rest = rest.partition(".")
         key_id, _, blob = rest.partition(".")
-        if f"{prefix}.{version}" != EVIDENCE_PREFIX or not blob:
-            raise EvidenceError("not record evidence")
+        if f"{head}.{version}" != prefix or not blob:
+            raise EvidenceError(f"not {what} of a record")
         key = self._by_id.get(key_id)
         if key is None:
             raise EvidenceError(f"encrypted under record key {key_id[:16]!r}, which is not configured")
         try:
             raw = base64.urlsafe_b64decode(blob)
-            plaintext = key.aead.decrypt(raw[:12], raw[12:], _associated_data(key_id, body_digest))
+            plaintext = key.aead.decrypt(raw[:12], raw[12:], _associated_data(prefix, key_id, body_digest))
         except (InvalidTag, ValueError):
-            raise EvidenceError("the evidence does not open for this record (altered, or another record's)") from None
+            raise EvidenceError(f"{what} does not open for this record (altered, or another record's)") from None
         return plaintext.decode()
 
     def mac(self, record_id: str, seq: int, leaf_hash: bytes) -> str:
@@ -101,5 +122,5 @@ def _mac(key: _Key, record_id: str, seq: int, leaf_hash: bytes) -> str:
     return hmac.new(key.mac_key, message, hashlib.sha256).hexdigest()
 
 
-def _associated_data(key_id: str, body_digest: str) -> bytes:
-    return f"{EVIDENCE_PREFIX} {key_id} {body_digest}".encode()
+def _associated_data(prefix: str, key_id: str, body_digest: str) -> bytes:
+    return f"{prefix} {key_id} {body_digest}".encode()

@@ -15,7 +15,7 @@ import json
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from temporal_ciba._models import ApprovalOutcome, ApprovalRequest, OutcomeStatus, PolicyDecision
 from temporal_ciba.ciba import AuthorizationDetails
@@ -57,9 +57,17 @@ def _record_id(
     decided_at: datetime,
     action_digest: str | None,
 ) -> str:
-    parts = [workflow_id, first_run_id, auth_req_id or ""]
-    if auth_req_id is None:
-        parts += [status, decided_at.isoformat(), action_digest or ""]
+    if auth_req_id is not None:
+        return auth_req_record_id(workflow_id=workflow_id, first_run_id=first_run_id, auth_req_id=auth_req_id)
+    return _id_of([workflow_id, first_run_id, "", status, decided_at.isoformat(), action_digest or ""])
+
+
+def auth_req_record_id(*, workflow_id: str, first_run_id: str, auth_req_id: str) -> str:
+    """The id of the record of the decision on `auth_req_id` in this approval (what `record_id` gives it)."""
+    return _id_of([workflow_id, first_run_id, auth_req_id])
+
+
+def _id_of(parts: list[str]) -> str:
     return _sha256("\n".join(f"{len(part)}:{part}" for part in parts))
 
 
@@ -164,7 +172,7 @@ class RecordDecisionInput(BaseModel):
     """The `ciba.record_decision` activity's input: the outcome and what it answers.
 
     The ID token travels sealed (temporal_ciba.crypto.id_token_context), never in clear in
-    history."""
+    history; so does the outcome's access token, kept beside the record (RecordedDecision)."""
 
     outcome: ApprovalOutcome
     request: ApprovalRequest
@@ -211,3 +219,21 @@ class RecordDecisionInput(BaseModel):
             policy=RecordedPolicy(**outcome.policy.model_dump()) if outcome.policy is not None else None,
             id_token=id_token,
         )
+
+
+class RecordedDecision(BaseModel):
+    """The `ciba.record_decision` activity's answer: the record's id, and the decision to return.
+
+    `outcome` is set when the store already held another decision under this id, written by an
+    earlier workflow task of the same approval that never completed (its worker died after the
+    write). That decision was taken first and is the one on record: the approval returns it, its
+    sealed access token included, instead of the one it reached again."""
+
+    record_id: str
+    outcome: ApprovalOutcome | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_record_id(cls, value: Any) -> Any:
+        # Histories recorded by workers whose activity answered with the record id alone.
+        return {"record_id": value} if isinstance(value, str) else value

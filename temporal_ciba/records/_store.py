@@ -1,8 +1,11 @@
 """Where decision records live: SQLite (a file, the default) or PostgreSQL (CIBA_RECORD_DSN).
 
 Insert-once: the record id is the primary key; writing a record again is a no-op when it is the
-same decision (same content digest), and RecordConflict when it differs, which only a bug or a
-tampered store can cause. The ID token is stored encrypted (records.evidence).
+same decision (same content digest), and RecordConflict when it differs. The ID token is stored
+encrypted (records.evidence), and so is the outcome the approval returned (`recorded_outcome`):
+a worker that died after writing a record, before its workflow task completed, leaves the
+approval to decide again, and the second decision differs (the OP no longer redeems the
+auth_req_id); the approval then takes back the first.
 
 Append-only: the insert that writes a record also appends it to the decision log
 (records.log) in the same transaction: it takes the next sequence number from the log's head
@@ -52,8 +55,9 @@ HEAD_TABLE = "ciba_decision_log"
 CHECKPOINT_TABLE = "ciba_decision_log_checkpoints"
 # Column order of every SELECT.
 COLUMNS = "record_id, body, evidence, content_digest, recorded_at, seq, leaf_hash, body_mac"
-# The log's columns, added to a table created before them (their rows stay outside the log).
-LOG_COLUMNS = (("seq", "BIGINT"), ("leaf_hash", "TEXT"), ("body_mac", "TEXT"))
+# Columns added to a table created before them: the log's (such rows stay outside the log), and
+# the approval's outcome kept beside its record (`recorded_outcome`; such rows have none).
+ADDED_COLUMNS = (("seq", "BIGINT"), ("leaf_hash", "TEXT"), ("body_mac", "TEXT"), ("outcome", "TEXT"))
 
 
 class RecordConflict(Exception):
@@ -151,7 +155,7 @@ class DecisionStore(ABC):
         return int(size) - 1
 
     @abstractmethod
-    def _add_log_columns(self, connection: Any) -> None: ...
+    def _add_columns(self, connection: Any) -> None: ...
 
     def _describe(self, exc: BaseException) -> str:
         return type(exc).__name__
@@ -203,19 +207,20 @@ class DecisionStore(ABC):
         with self._connect() as connection:
             statements = [statement for statement in self._schema().split(";") if statement.strip()]
             connection.execute(statements[0])  # the records' table
-            self._add_log_columns(connection)
+            self._add_columns(connection)
             for statement in statements[1:]:
                 connection.execute(statement)
 
-    def insert(self, record: DecisionRecord, keys: EvidenceKeys) -> bool:
+    def insert(self, record: DecisionRecord, keys: EvidenceKeys, *, outcome: str | None = None) -> bool:
         """Write `record` once and append it to the log; True if written now.
 
+        `outcome`, the approval's outcome as JSON, is kept encrypted beside it (`recorded_outcome`).
         False if this very decision was already recorded (a retried or replayed write);
         RecordConflict if another decision has its id."""
         digest = record.content_digest()
-        evidence = (
-            keys.encrypt(record.id_token, body_digest=record.body_digest()) if record.id_token is not None else None
-        )
+        body_digest = record.body_digest()
+        evidence = keys.encrypt(record.id_token, body_digest=body_digest) if record.id_token is not None else None
+        sealed_outcome = keys.encrypt_outcome(outcome, body_digest=body_digest) if outcome is not None else None
         body = record.model_dump_json(exclude={"id_token"})
         leaf = record_leaf_hash(record)
         p = self.placeholder
@@ -239,8 +244,8 @@ class DecisionStore(ABC):
         def append(connection: Any, seq: int) -> bool:
             cursor = connection.execute(
                 f"INSERT INTO {TABLE} (record_id, decided_at, status, sub, body, evidence, content_digest, "  # noqa: S608
-                f"recorded_at, seq, leaf_hash, body_mac) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, "
-                f"{p}, {p}) ON CONFLICT (record_id) DO NOTHING",
+                f"recorded_at, seq, leaf_hash, body_mac, outcome) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, "
+                f"{p}, {p}, {p}, {p}) ON CONFLICT (record_id) DO NOTHING",
                 (
                     record.record_id,
                     self._decided_at(record.decided_at),
@@ -253,6 +258,7 @@ class DecisionStore(ABC):
                     seq,
                     leaf.hex(),
                     keys.mac(record.record_id, seq, leaf),
+                    sealed_outcome,
                 ),
             )
             return bool(cursor.rowcount == 1)
@@ -298,6 +304,27 @@ class DecisionStore(ABC):
             return left_out
 
         return self._call("appending the records written before the log", adopt)
+
+    def recorded_outcome(self, record_id: str, keys: EvidenceKeys) -> tuple[DecisionRecord, str] | None:
+        """The record stored under `record_id`, checked, and the outcome JSON kept beside it; None without one.
+
+        EvidenceError unless the record opens (its leaf hash and MAC, its evidence) and the
+        outcome was encrypted for this record's body under a record key."""
+        p = self.placeholder
+
+        def read() -> Any:
+            with self._connect() as connection:
+                return connection.execute(
+                    f"SELECT {COLUMNS}, outcome FROM {TABLE} WHERE record_id = {p}",  # noqa: S608
+                    (record_id,),
+                ).fetchone()
+
+        row = self._call("reading a record", read)
+        if row is None or row[-1] is None:
+            return None
+        stored = self._row(tuple(row[:-1]))
+        record = stored.open(keys)
+        return record, keys.decrypt_outcome(row[-1], body_digest=record.body_digest())
 
     def _stored_digest(self, connection: Any, record_id: str) -> Any:
         """The content digest of the record stored under `record_id` (a row), or None."""
@@ -486,9 +513,9 @@ class SqliteStore(DecisionStore):
     def _begin_append(self, connection: Any) -> None:
         connection.execute("BEGIN IMMEDIATE")  # the single writer's lock, before anything is read
 
-    def _add_log_columns(self, connection: Any) -> None:
+    def _add_columns(self, connection: Any) -> None:
         present = {row[1] for row in connection.execute(f"PRAGMA table_info({TABLE})").fetchall()}
-        for name, kind in LOG_COLUMNS:
+        for name, kind in ADDED_COLUMNS:
             if name not in present:
                 connection.execute(f"ALTER TABLE {TABLE} ADD COLUMN {name} {kind}")
 
@@ -514,7 +541,8 @@ class SqliteStore(DecisionStore):
                 recorded_at TEXT NOT NULL,
                 seq BIGINT,
                 leaf_hash TEXT,
-                body_mac TEXT
+                body_mac TEXT,
+                outcome TEXT
             );
             CREATE INDEX IF NOT EXISTS {TABLE}_decided_at ON {TABLE} (decided_at);
         """ + _log_schema("INTEGER")
@@ -626,13 +654,14 @@ class PostgresStore(DecisionStore):
                 recorded_at TIMESTAMPTZ NOT NULL,
                 seq BIGINT,
                 leaf_hash TEXT,
-                body_mac TEXT
+                body_mac TEXT,
+                outcome TEXT
             );
             CREATE INDEX IF NOT EXISTS {TABLE}_decided_at ON {TABLE} (decided_at);
         """ + _log_schema("BIGINT")
 
-    def _add_log_columns(self, connection: Any) -> None:
-        for name, kind in LOG_COLUMNS:
+    def _add_columns(self, connection: Any) -> None:
+        for name, kind in ADDED_COLUMNS:
             connection.execute(f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS {name} {kind}")
 
 

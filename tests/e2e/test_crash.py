@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from temporalio.client import Client
 from temporal_ciba._programs.connect import connect
 from temporal_ciba._search_attributes import ensure_search_attributes
 from temporal_ciba._settings import WorkerSettings
+from tests.support.dying_worker import EXIT_STATUS
 from tests.support.flows import approval_handle, pending_auth_req_id, start_agent
 from tests.support.holding_proxy import HoldingProxy
 from tests.support.op import TestOP
@@ -155,3 +157,50 @@ async def test_a_worker_killed_while_polling_hands_on_its_pacing(
     gap = max(spacing)
     assert gap >= 6, spacing
     print(f"next token request {gap:.1f} s after the last one before the kill")
+
+
+async def test_a_worker_killed_after_recording_a_decision_returns_the_decision_on_record(
+    temporal_client: Client, temporal_server: DevServer, op: TestOP, payment_api: str, tmp_path: Path
+) -> None:
+    """The worker dies after the redeem and the record write, before their workflow task completes.
+
+    The next worker runs that task again. It finds the decision on record and asks the OP
+    nothing: a second token request would meet invalid_grant, and oidc-provider then revokes the
+    tokens it issued to the dead worker. The approval returns the decision on record: record and
+    outcome agree, and the payment is made once, with the access token the first request got."""
+    records = tmp_path / "records.sqlite3"
+    env = clean_env(
+        TEMPORAL_ADDRESS=temporal_server.address,
+        CIBA_ISSUER=op.issuer,
+        CIBA_CLIENT_ID=PING_CLIENT,
+        CIBA_CLIENT_SECRET=SECRET,
+        CIBA_DELIVERY_MODE="ping",
+        CIBA_PAYLOAD_KEY=PAYLOAD_KEY,
+        CIBA_TOKEN_KEY=TOKEN_KEY,
+        CIBA_TASK_QUEUE=f"crash-{tmp_path.name}",
+        CIBA_PAYMENT_API_URL=payment_api,
+        CIBA_RECORD_DB=str(records),
+    )
+    dying = WorkerProcess(env, tmp_path / "dying.log", [sys.executable, "-m", "tests.support.dying_worker"])
+    dying.start()
+    try:
+        agent = await start_agent(temporal_client, settings_of(dying))
+        approval = approval_handle(temporal_client, agent)
+        auth_req_id = await pending_auth_req_id(approval)
+        op.approve(auth_req_id)
+        assert dying.process is not None
+        assert await asyncio.to_thread(dying.process.wait, 60) == EXIT_STATUS
+    finally:
+        dying.stop()
+    on_record = [(record.workflow_id, record.auth_req_id, record.status) for record in stored_records(records)]
+    assert on_record == [(approval.id, auth_req_id, "approved")]
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    worker.start()
+    try:
+        result = await agent.result()
+    finally:
+        worker.stop()
+    assert [request["status"] for request in op.token_requests(auth_req_id)] == [200]  # the dead worker's
+    assert result.outcome.status == "approved" and result.outcome.auth_req_id == auth_req_id
+    assert result.receipt is not None and len(payments(payment_api, agent.id)) == 1
+    assert [(record.auth_req_id, record.status) for record in stored_records(records)] == [(auth_req_id, "approved")]

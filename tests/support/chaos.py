@@ -4,30 +4,39 @@ then the invariants checked and printed as a table with a JSON copy.
     bash scripts/chaos.sh [--approvals 1000] [--faults 50] [--duration 600] [--seed S]
 
 It starts, as separate processes, the Temporal dev server (its state in a database file), four
-payment-agent workers (two in poll mode, two in ping mode, each pair on its own task queue),
-two callback replicas, the oidc-provider OP, the example payment API and a PostgreSQL server
-holding the decision records. Three small TCP proxies run in this process: one in front of the
-OP (every client reaches the OP through it, so the OP can be made unreachable), one spreading
-the OP's pings over the two callback replicas, and one between the callbacks and Temporal,
-which delays and drops their connections.
+payment-agent workers (two in poll mode, two in ping mode, each pair on its own task queue, with
+a quorum policy file), two workers of the agent frameworks (tests.support.chaos_agents, poll
+mode) and two more of that program in push mode, two callback replicas, the oidc-provider OP
+(with a third account, carol), the example payment API and a PostgreSQL server holding the
+decision records. In this process run the push OP (tests.support.push_op; oidc-provider has no
+push mode) and four small TCP proxies: one in front of each OP (every client reaches the OPs
+through them, so they can be made unreachable), one spreading the OPs' pings and pushes over
+the two callback replicas, and one between the callbacks and Temporal, which delays and drops
+their connections.
 
-The approvals are the payment agent's, mixed over poll mode (the approval in a child
-workflow), ping mode (child) and ping mode inline (the approval awaited in the agent itself).
-A simulated approver answers each at random after up to three seconds: approve, deny, approve
-as another person (the agent expects "alice"; "bob" answers), or not at all until the request
-expires. Beside them the faults run at random times (more than one may be under way at once):
+The approvals are mixed over the kinds (KINDS): the payment agent in poll mode (the approval in
+a child workflow), ping mode (child) and ping mode inline (the approval awaited in the agent
+itself); the payment agent asking a two-of-three quorum (alice, bob, carol; a denial ends it)
+in poll and in ping mode; the OpenAI Agents SDK maintenance bot and the PydanticAI payment
+agent, each with one gated tool and its offline scripted model; and in push mode a bare
+approval and the maintenance bot. A simulated approver answers each at random after up to
+three seconds: approve, deny, approve as another person (the agent expects "alice"; "bob"
+answers), or not at all until the request expires; in a quorum each approver decides on their
+own. Beside them the faults run at random times (more than one may be under way at once):
 SIGKILL of a worker, of a callback replica, of the dev server (restarted on the same database
-file), of PostgreSQL (restarted on its data); the OP unreachable for a while; the OP answering
+file), of PostgreSQL (restarted on its data); the OPs unreachable for a while; the OP answering
 its token endpoint with 503 and Retry-After for a while; delays and dropped connections between
 the callbacks and Temporal.
 
 At the end it checks (tests.support.chaos_check) and exits 1 if any invariant broke: every approved
-payment made exactly once per the payment API's ledger and no other made; every approval
-ended, as decided; one decision record per outcome, and `temporal-ciba audit verify` passes on
+payment made exactly once per the payment API's ledger and no other made; every approved tool
+call run exactly once per the tool ledger and no other run; every approval ended, as decided;
+every quorum ended as its approvers' decisions and its rule say; one decision record per
+outcome (per approver's approval in a quorum), and `temporal-ciba audit verify` passes on
 `audit export`; the OP never answered slow_down nor saw a token request sooner than the
-interval (or Retry-After) for its auth_req_id; no secret in any log or raw history; and how long
-after the last fault everything had settled. The run's directory (logs, export, results.json)
-is kept and named at the end.
+interval (or Retry-After) for its auth_req_id; the push OP's token endpoint never called; no
+secret in any log or raw history; and how long after the last fault everything had settled.
+The run's directory (logs, export, results.json) is kept and named at the end.
 
 It lives beside the test suite's launchers, which it reuses: run it from the repository's root
 with the test extras installed, as scripts/chaos.sh does (`python -m tests.support.chaos`).
@@ -61,25 +70,46 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
+from temporal_ciba._models import ApprovalOutcome, ApprovalRequest, ApprovalWorkflowInput
+from temporal_ciba._plugin import CibaPlugin
 from temporal_ciba._programs.connect import connect
 from temporal_ciba._search_attributes import ensure_search_attributes
+from temporal_ciba._workflow import CibaApprovalWorkflow
+from temporal_ciba_examples.openai_agents.maintenance import TOOL, MaintenanceBotWorkflow, MaintenanceInput
 from temporal_ciba_examples.payment_agent.models import PaymentAction, PaymentAgentInput
 from temporal_ciba_examples.payment_agent.workflows import PaymentAgentWorkflow
+from temporal_ciba_examples.pydantic_ai_payment.run import approval_id
+from temporal_ciba_examples.pydantic_ai_payment.workflows import (
+    PayerDeps,
+    PydanticAIPaymentAgentWorkflow,
+    PydanticAIPaymentInput,
+)
+from temporal_ciba_examples.shared.scripted_model import ScriptedCall
+from temporal_ciba_examples.shared.tool_agent import ToolAgentResult
+from temporal_ciba_examples.shared.tool_ledger import ToolLedger
+from tests.support.chaos_agents import agent_plugins
 from tests.support.chaos_check import (
+    QUORUM_APPROVERS,
+    QUORUM_NEEDED,
     Agent,
     as_json,
     check_ended,
     check_ledger,
     check_outcomes,
+    check_push_never_polled,
+    check_quorums,
     check_records,
     check_secrets,
     check_settled,
     check_token_requests,
+    check_tool_ledger,
     table,
 )
 from tests.support.op import TestOP, run_test_op
 from tests.support.postgres import PostgresServer
+from tests.support.push_op import PushOP
 from tests.support.stack import (
+    ACCOUNTS,
     AGENT_CLIENT,
     OPERATOR_TOKEN,
     PAYLOAD_KEY,
@@ -96,8 +126,47 @@ from tests.support.stack import (
 from tests.support.temporal import DevServer, free_port
 from tests.support.worker_process import WorkerProcess
 
-KINDS = ("poll-child", "ping-child", "ping-inline")
+KINDS = (
+    "poll-child",
+    "ping-child",
+    "ping-inline",
+    "poll-quorum",
+    "ping-quorum",
+    "openai-tool",
+    "pydantic-tool",
+    "push-child",
+    "push-tool",
+)
 DECISIONS = {"approve": 0.5, "deny": 0.2, "wrong_person": 0.15, "no_answer": 0.15}
+# The maintenance bot's tool approval names no expected subject: whoever answers approves, so
+# its approver never plays the wrong person.
+TOOL_DECISIONS = {"approve": 0.55, "deny": 0.25, "no_answer": 0.2}
+# The quorum of the quorum kinds: alice (the agent's owner, whom it pins), bob and carol; two
+# distinct people, a denial ends it. Only the quorum kinds ask the policy (use_policy).
+POLICY = f"""
+[roles]
+treasury = "bob"
+audit = "carol"
+
+[[rules]]
+name = "chaos-quorum"
+action = "payment_initiation"
+approval = "quorum"
+approvers = ["owner", "treasury", "audit"]
+quorum = {QUORUM_NEEDED}
+on_denial = "end"
+reason = "every payment of the chaos run's quorum kinds needs two of owner, treasury and audit"
+"""
+ACCOUNTS_WITH_CAROL = {**ACCOUNTS, "carol": {"email": "carol@example.com"}}
+# Which task queue runs a kind (the workers' CIBA_TASK_QUEUE).
+QUEUES = {
+    "poll": "chaos-poll",
+    "ping": "chaos-ping",
+    "openai": "chaos-agents",
+    "pydantic": "chaos-agents",
+    "push": "chaos-push",
+}
+PUSH_CLIENT = "push-client"
 FAULTS = ("worker_kill", "callback_kill", "server_kill", "postgres_kill", "op_down", "op_503", "callback_link")
 ACK_INTERVAL = 1  # seconds: the OP's acknowledgement interval (tests.support.stack.op_config)
 
@@ -282,6 +351,8 @@ class Run:
     server: DevServer
     op: TestOP
     op_proxy: Proxy
+    push_op: PushOP
+    push_proxy: Proxy
     ping_proxy: Proxy
     temporal_proxy: Proxy
     postgres: Postgres
@@ -290,6 +361,8 @@ class Run:
     callbacks: list[Service]
     payment_api: str
     client: Client
+    agents_client: Client
+    tool_ledger: ToolLedger
     agents: dict[str, Agent] = field(default_factory=dict)
     faults: list[Fault] = field(default_factory=list)
     decided: dict[str, str] = field(default_factory=dict)  # auth_req_id -> decision made
@@ -310,31 +383,68 @@ async def retrying(what: Callable[[], Awaitable[Any]], *, until: float) -> Any:
             await asyncio.sleep(0.5)
 
 
+def payment_action(index: int) -> PaymentAction:
+    return PaymentAction(
+        amount=f"{10 + index % 90}.{index % 100:02d}",
+        currency="EUR",
+        creditor_name=f"Chaos {index:05d}",
+        creditor_iban="DE02 1001 0010 9307 1186 03",
+        reference=f"CHAOS-{index:05d}",
+    )
+
+
 async def run_agent(run: Run, index: int, start_at: float, until: float) -> None:
     agent = list(run.agents.values())[index]
     await asyncio.sleep(max(0.0, start_at - time.monotonic()))
-    task_queue = "chaos-poll" if agent.kind.startswith("poll") else "chaos-ping"
-    agent_input = PaymentAgentInput(
-        action=PaymentAction(
-            amount=f"{10 + index % 90}.{index % 100:02d}",
-            currency="EUR",
-            creditor_name=f"Chaos {index:05d}",
-            creditor_iban="DE02 1001 0010 9307 1186 03",
-            reference=f"CHAOS-{index:05d}",
-        ),
-        approver="alice",
-        expected_subject="alice",
-        requested_expiry=run.args.expiry,
-        inline=agent.kind == "ping-inline",
-    )
+    task_queue = QUEUES[agent.kind.split("-")[0]]
+    client = run.agents_client if agent.ledger == "tools" or agent.kind == "pydantic-tool" else run.client
+    workflow: Any
+    if agent.kind == "push-child":  # the approval alone, as a workflow of its own
+        workflow = CibaApprovalWorkflow.run
+        request = ApprovalRequest(
+            login_hint="alice",
+            binding_message=f"Approve chaos-{index:05d} by push",
+            expected_subject="alice",
+            requested_expiry=run.args.expiry,
+        )
+        agent_input: Any = ApprovalWorkflowInput(request=request)
+    elif agent.kind in ("openai-tool", "push-tool"):
+        change = {
+            "system": f"chaos-{index:05d}",
+            "environment": "production",
+            "change": f"raise max_connections to {100 + index}",
+            "window_start": "2026-11-29T02:00:00Z",
+            "window_end": "2026-11-29T03:00:00Z",
+        }
+        workflow = MaintenanceBotWorkflow.run
+        agent_input = MaintenanceInput(
+            request="apply the change",
+            tool_calls=[ScriptedCall(name=TOOL, arguments=change)],
+            approver="alice",
+            requested_expiry=run.args.expiry,
+        )
+    elif agent.kind == "pydantic-tool":
+        workflow = PydanticAIPaymentAgentWorkflow.run
+        agent_input = PydanticAIPaymentInput(
+            action=payment_action(index),
+            deps=PayerDeps(approver="alice", expected_subject="alice", requested_expiry=run.args.expiry),
+        )
+    else:
+        workflow = PaymentAgentWorkflow.run
+        agent_input = PaymentAgentInput(
+            action=payment_action(index),
+            approver="alice",
+            expected_subject="alice",
+            requested_expiry=run.args.expiry,
+            inline=agent.kind == "ping-inline",
+            use_policy=bool(agent.votes),
+        )
 
     async def start() -> WorkflowHandle:
         try:
-            return await run.client.start_workflow(
-                PaymentAgentWorkflow.run, agent_input, id=agent.workflow_id, task_queue=task_queue
-            )
+            return await client.start_workflow(workflow, agent_input, id=agent.workflow_id, task_queue=task_queue)
         except WorkflowAlreadyStartedError:  # started, and the answer lost to a fault
-            return run.client.get_workflow_handle(agent.workflow_id)
+            return client.get_workflow_handle_for(workflow, agent.workflow_id)
 
     handle = await retrying(start, until=until)
 
@@ -343,29 +453,50 @@ async def run_agent(run: Run, index: int, start_at: float, until: float) -> None
 
     try:
         outcome = await retrying(result, until=until)
+        if agent.kind == "pydantic-tool":  # the agent answers in words; its approval holds the outcome
+            approval = client.get_workflow_handle(
+                approval_id(agent.workflow_id, payment_action(index)), result_type=ApprovalOutcome
+            )
+            approved = await retrying(lambda: approval.result(), until=until)
+            paid = re.search(r"payment id (\S+)", outcome.answer)
+            agent.status, agent.error = approved.status, approved.error
+            agent.payment_id = paid.group(1) if paid and approved.status == "approved" else None
+        elif agent.kind == "push-child":
+            agent.status, agent.error = outcome.status, outcome.error
+        elif agent.kind in ("openai-tool", "push-tool"):
+            tool_result: ToolAgentResult = outcome
+            [(_, approved)] = tool_result.outcomes.items()
+            agent.status, agent.error = approved.status, approved.error
+        else:
+            agent.status, agent.error = outcome.outcome.status, outcome.outcome.error
+            agent.payment_id = outcome.receipt.payment_id if outcome.receipt else None
+            agent.claims = [claim.model_dump(mode="json") for claim in outcome.outcome.approvers or []]
     except WorkflowFailureError as error:
         agent.status, agent.closed = f"workflow failed: {error.cause}", True
         return
     except (RPCError, httpx.HTTPError, OSError) as error:
         log(f"{agent.workflow_id}: no result: {error}")
         return
-    agent.status, agent.error = outcome.outcome.status, outcome.outcome.error
-    agent.payment_id = outcome.receipt.payment_id if outcome.receipt else None
+    except ValueError as error:  # not one outcome: the tool agent made other calls than scripted
+        agent.status, agent.closed = f"unexpected result: {error}", True
+        return
     agent.closed = True
 
 
 async def approver(run: Run, stop: asyncio.Event) -> None:
-    """The people at their phones: each pending request answered as its agent's decision says,
-    after up to three seconds; every request of an agent alike (a retried backchannel request
-    shows on the phone twice)."""
+    """The people at their phones: each pending request answered as its agent's decision says
+    (a quorum's: as that approver's own decision says), after up to three seconds; every request
+    of an agent's approver alike (a retried backchannel request shows on the phone twice)."""
     by_index = list(run.agents.values())
     direct = run.op.issuer
     seen: set[str] = set()
     async with httpx.AsyncClient(timeout=10) as http:
 
-        async def decide(auth_req_id: str, decision: str) -> None:
+        async def decide(auth_req_id: str, decision: str, account: str) -> None:
             await asyncio.sleep(random.uniform(0.1, 3.0))
-            body = {"as_account": "bob"} if decision == "wrong_person" else {}
+            # Someone else answers: bob for alice (whom the agents pin), alice for anyone else.
+            other = "bob" if account == "alice" else "alice"
+            body = {"as_account": other} if decision == "wrong_person" else {}
             verb = "deny" if decision == "deny" else "approve"
             try:
                 response = await http.post(f"{direct}/admin/requests/{auth_req_id}/{verb}", json=body)
@@ -381,16 +512,47 @@ async def approver(run: Run, stop: asyncio.Event) -> None:
                 pending = []
             for request in pending:
                 auth_req_id = request["auth_req_id"]
-                match = re.search(r"of Chaos (\d+),", request.get("binding_message") or "")
+                match = re.search(r"(?:of Chaos |Change chaos-)(\d+)", request.get("binding_message") or "")
                 if auth_req_id in seen or match is None:
                     continue
                 seen.add(auth_req_id)
-                decision = by_index[int(match.group(1))].decision
+                agent = by_index[int(match.group(1))]
+                account = str(request.get("account"))
+                decision = agent.votes.get(account, "no_answer") if agent.votes else agent.decision
                 if decision != "no_answer":
-                    decisions.append(asyncio.create_task(decide(auth_req_id, decision)))
+                    decisions.append(asyncio.create_task(decide(auth_req_id, decision, account)))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.5)
         await asyncio.gather(*decisions)
+
+
+async def push_approver(run: Run, stop: asyncio.Event) -> None:
+    """The people at their phones for the push OP: each pending request decided as its agent's
+    decision says after up to three seconds, and pushed (the OP retrying its push until the
+    callback takes it or the request expires)."""
+    by_index = list(run.agents.values())
+    seen: set[str] = set()
+
+    async def decide(auth_req_id: str, decision: str) -> None:
+        await asyncio.sleep(random.uniform(0.1, 3.0))
+        sub = "bob" if decision == "wrong_person" else None
+        status = await run.push_op.deliver(auth_req_id, deny=decision == "deny", sub=sub)
+        run.decided[auth_req_id] = f"{decision}: {status}"
+
+    decisions: list[asyncio.Task[None]] = []
+    while not stop.is_set():
+        for request in run.push_op.pending():
+            auth_req_id = request["auth_req_id"]
+            match = re.search(r"chaos-(\d+)", request.get("binding_message") or "")
+            if auth_req_id in seen or match is None:
+                continue
+            seen.add(auth_req_id)
+            decision = by_index[int(match.group(1))].decision
+            if decision != "no_answer":
+                decisions.append(asyncio.create_task(decide(auth_req_id, decision)))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+    await asyncio.gather(*decisions)
 
 
 async def in_thread(function: Callable[[], Any]) -> Any:
@@ -427,11 +589,13 @@ async def inject(run: Run, kind: str) -> Fault:
             await asyncio.sleep(random.uniform(0.5, 3))
             await in_thread(run.postgres.restart)
     elif kind == "op_down":
-        fault = Fault(kind, "op (unreachable)", time.monotonic())
+        fault = Fault(kind, "op and push op (unreachable)", time.monotonic())
         async with run.lock("op proxy"):
             await run.op_proxy.down()
+            await run.push_proxy.down()
             await asyncio.sleep(random.uniform(a.window / 2, a.window))
             await run.op_proxy.up()
+            await run.push_proxy.up()
     elif kind == "op_503":
         fault = Fault(kind, "op token endpoint (503, Retry-After: 2)", time.monotonic())
         async with run.lock("op faults"):
@@ -474,11 +638,11 @@ async def fault_schedule(run: Run, begin: float) -> None:
 # Collecting and checking --------------------------------------------------------------------------
 
 
-def secrets_to_find(op: TestOP) -> dict[str, str]:
-    """Every secret of the run, named: the keys, the client secret, every token the OP issued."""
+def secrets_to_find(op: TestOP, push_op: PushOP) -> dict[str, str]:
+    """Every secret of the run, named: the keys, the client secret, every token either OP issued."""
     found = {"client secret": SECRET, "payload key": PAYLOAD_KEY, "token key": TOKEN_KEY}
     found["operator token"] = OPERATOR_TOKEN
-    for auth_req_id, body in op.issued().items():
+    for auth_req_id, body in {**op.issued(), **push_op.issued}.items():
         for name in ("access_token", "refresh_token", "id_token"):
             if isinstance(body, dict) and isinstance(body.get(name), str):
                 found[f"{name} of {auth_req_id[:8]}"] = body[name]
@@ -488,7 +652,7 @@ def secrets_to_find(op: TestOP) -> dict[str, str]:
 async def scan_secrets(run: Run) -> tuple[dict[str, list[str]], str]:
     """Where a secret shows: every log of the run's directory, and every workflow's raw history
     (its events as stored: the protobuf bytes, payloads as they are, not decoded)."""
-    wanted = {name: value.encode() for name, value in secrets_to_find(run.op).items()}
+    wanted = {name: value.encode() for name, value in secrets_to_find(run.op, run.push_op).items()}
     found: dict[str, list[str]] = {}
     logs = [path for path in run.directory.rglob("*.log") if path.is_file()]
     logs += [run.op.log_path, run.postgres.root / "postgres.log"]
@@ -530,13 +694,17 @@ async def collect(run: Run, last_fault_end: float | None) -> list[Any]:
     ledger = httpx.get(run.payment_api + "/payments", headers={"authorization": f"Bearer {OPERATOR_TOKEN}"}, timeout=30)
     ledger.raise_for_status()
     checks.append(check_ledger(run.agents, ledger.json()))
+    entries = [entry.model_dump(mode="json") for entry in run.tool_ledger.entries()]
+    checks.append(check_tool_ledger(run.agents, entries))
     checks.append(check_outcomes(run.agents))
+    checks.append(check_quorums(run.agents))
     running = [execution.id async for execution in run.client.list_workflows("ExecutionStatus = 'Running'")]
     checks.append(check_ended(run.agents, running))
     records, verify_exit, verify_output = await audit(run)
     checks.append(check_records(run.agents, records, verify_exit, verify_output))
     token_requests = await in_thread(run.op.token_requests)
     checks.append(check_token_requests(token_requests, ACK_INTERVAL))
+    checks.append(check_push_never_polled(run.push_op.token_endpoint_calls, len(run.push_op.issued)))
     found, scanned = await scan_secrets(run)
     checks.append(check_secrets(found, scanned))
     closes = [
@@ -580,7 +748,9 @@ async def main(args: argparse.Namespace) -> int:
         op_proxy = Proxy("clients -> op", [op_port])
         await op_proxy.up()
         issuer = f"http://127.0.0.1:{op_proxy.port}"
-        config = op_config({}, ping_endpoint=f"https://127.0.0.1:{ping_proxy.port}/ciba/notify")
+        config = op_config(
+            {}, ping_endpoint=f"https://127.0.0.1:{ping_proxy.port}/ciba/notify", accounts=ACCOUNTS_WITH_CAROL
+        )
         # ID tokens bound to their request (the auth_req_id claim, at_hash): without, one person's
         # two approvals in one second get byte-identical ID tokens, which `audit verify` refuses as
         # two records of one decision (docs/operations/chaos.md; --unbound-id-tokens shows it).
@@ -590,6 +760,20 @@ async def main(args: argparse.Namespace) -> int:
         )
         # The approver and the checks talk to the OP itself; everyone else through the proxy.
         op = TestOP(issuer=f"http://127.0.0.1:{op_port}", process=op.process, log_path=op.log_path)
+        # Push mode (CIBA §10.3), which oidc-provider does not implement: the tests' own push OP,
+        # in this process, reached through a proxy of its own, pushing to the callbacks' proxy.
+        push_port = free_port()
+        push_proxy = Proxy("clients -> push op", [push_port])
+        await push_proxy.up()
+        push_op = PushOP(
+            client_id=PUSH_CLIENT,
+            client_secret=SECRET,
+            notification_endpoint=f"https://127.0.0.1:{ping_proxy.port}/ciba/notify",
+            ca_path=str(tls.ca),
+            port=push_port,
+            issuer=f"http://127.0.0.1:{push_proxy.port}",
+        )
+        await push_op.start()
         payment_dir = directory / "payment-api"
         payment_dir.mkdir()
         payment_api = stack.enter_context(run_payment_api(TestOP(issuer, op.process, op.log_path), payment_dir))
@@ -617,34 +801,45 @@ async def main(args: argparse.Namespace) -> int:
             stack.callback(service.stop)
             callbacks.append(service)
 
+        policy = directory / "policy.toml"
+        policy.write_text(POLICY)
+        tool_ledger = ToolLedger(directory / "tool-ledger.jsonl")
         workers = []
-        for index, mode in enumerate(("poll", "poll", "ping", "ping")):
+        for index, mode in enumerate(("poll", "poll", "ping", "ping", "agents", "agents", "push", "push")):
+            program = None if mode in ("poll", "ping") else [sys.executable, "-m", "tests.support.chaos_agents"]
+            client_id = {"ping": PING_CLIENT, "push": PUSH_CLIENT}.get(mode, AGENT_CLIENT)
             env = clean_env(
                 TEMPORAL_ADDRESS=server.address,
-                CIBA_ISSUER=issuer,
-                CIBA_CLIENT_ID=AGENT_CLIENT if mode == "poll" else PING_CLIENT,
+                CIBA_ISSUER=push_op.issuer if mode == "push" else issuer,
+                CIBA_CLIENT_ID=client_id,
                 CIBA_CLIENT_SECRET=SECRET,
-                CIBA_DELIVERY_MODE=mode,
+                CIBA_DELIVERY_MODE=mode if mode in ("ping", "push") else "poll",
                 CIBA_PAYLOAD_KEY=PAYLOAD_KEY,
                 CIBA_TOKEN_KEY=TOKEN_KEY,
                 CIBA_TASK_QUEUE=f"chaos-{mode}",
                 CIBA_PAYMENT_API_URL=payment_api,
                 CIBA_RECORD_DSN=dsn,
                 CIBA_RECORD_DB=str(directory / "unused-records.sqlite3"),
+                CIBA_POLICY_FILE=str(policy),
+                CHAOS_TOOL_LEDGER=str(tool_ledger.path),
             )
-            worker = WorkerProcess(env, directory / f"worker-{index}-{mode}.log")
+            worker = WorkerProcess(env, directory / f"worker-{index}-{mode}.log", program)
             worker.start()
             stack.callback(worker.stop)
             workers.append(worker)
 
         client = await connect(base64.b64decode(PAYLOAD_KEY), target_host=server.address)
         await ensure_search_attributes(client)
+        ciba_codec = CibaPlugin(payload_key=base64.b64decode(PAYLOAD_KEY))
+        agents_client = await Client.connect(server.address, plugins=agent_plugins(ciba_codec))
         run = Run(
             args,
             directory,
             server,
             op,
             op_proxy,
+            push_op,
+            push_proxy,
             ping_proxy,
             temporal_proxy,
             postgres,
@@ -653,12 +848,27 @@ async def main(args: argparse.Namespace) -> int:
             callbacks,
             payment_api,
             client,
+            agents_client,
+            tool_ledger,
         )
         tag = format(args.seed, "x")
+
+        def draw(decisions: dict[str, float]) -> str:
+            return random.choices(list(decisions), weights=list(decisions.values()))[0]
+
         for index in range(args.approvals):
-            decision = random.choices(list(DECISIONS), weights=list(DECISIONS.values()))[0]
             workflow_id = f"chaos-{tag}-{index:05d}"
-            run.agents[workflow_id] = Agent(workflow_id, KINDS[index % len(KINDS)], decision)
+            kind = KINDS[index % len(KINDS)]
+            if kind.endswith("-quorum"):
+                votes = {approver: draw(DECISIONS) for approver in QUORUM_APPROVERS}
+                agent = Agent(workflow_id, kind, "quorum", votes=votes)
+            elif kind in ("openai-tool", "push-tool"):
+                agent = Agent(workflow_id, kind, draw(TOOL_DECISIONS), ledger="tools")
+            elif kind == "push-child":
+                agent = Agent(workflow_id, kind, draw(DECISIONS), ledger="none")
+            else:
+                agent = Agent(workflow_id, kind, draw(DECISIONS))
+            run.agents[workflow_id] = agent
         log(f"system up in {time.monotonic() - began:.0f} s; {args.approvals} approvals, {args.faults} faults")
 
         begin = time.monotonic()
@@ -666,6 +876,7 @@ async def main(args: argparse.Namespace) -> int:
         starts = sorted(random.uniform(0, 0.7 * args.duration) for _ in range(args.approvals))
         stop_approver = asyncio.Event()
         approving = asyncio.create_task(approver(run, stop_approver))
+        pushing = asyncio.create_task(push_approver(run, stop_approver))
         agents = asyncio.gather(*(run_agent(run, i, begin + at, until) for i, at in enumerate(starts)))
         await fault_schedule(run, begin)
         last_fault_end = max((fault.ended or fault.started for fault in run.faults), default=None)
@@ -674,6 +885,7 @@ async def main(args: argparse.Namespace) -> int:
             await asyncio.wait_for(agents, max(1.0, until - time.monotonic()))
         stop_approver.set()
         await approving
+        await pushing
 
         checks = await collect(run, last_fault_end)
         # For a post-mortem: what the OP saw and what each agent decided and got.
@@ -681,8 +893,11 @@ async def main(args: argparse.Namespace) -> int:
         (directory / "op.json").write_text(json.dumps(seen, indent=1))
         (directory / "agents.json").write_text(json.dumps([a.__dict__ for a in run.agents.values()], indent=1))
         (directory / "decided.json").write_text(json.dumps(run.decided, indent=1))
-        for proxy in (op_proxy, ping_proxy, temporal_proxy):
+        pushed = {key: {k: v for k, v in r.items() if k != "bearer"} for key, r in push_op.requests.items()}
+        (directory / "push-op.json").write_text(json.dumps(pushed, indent=1))
+        for proxy in (op_proxy, push_proxy, ping_proxy, temporal_proxy):
             await proxy.down()
+        await push_op.stop()
         load = os.getloadavg()
         figures = {
             "approvals": args.approvals,

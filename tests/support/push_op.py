@@ -34,9 +34,19 @@ CIBA_GRANT = "urn:openid:params:grant-type:ciba"
 
 
 class PushOP:
-    def __init__(self, *, client_id: str, client_secret: str, notification_endpoint: str, ca_path: str) -> None:
-        self.port = free_port()
-        self.issuer = f"http://127.0.0.1:{self.port}"
+    def __init__(
+        self,
+        *,
+        client_id: str,
+        client_secret: str,
+        notification_endpoint: str,
+        ca_path: str,
+        port: int | None = None,
+        issuer: str | None = None,
+    ) -> None:
+        """`issuer` when clients reach it at another address than its own port (through a proxy)."""
+        self.port = port or free_port()
+        self.issuer = issuer or f"http://127.0.0.1:{self.port}"
         self.client_id = client_id
         self.client_secret = client_secret
         self.notification_endpoint = notification_endpoint
@@ -45,6 +55,7 @@ class PushOP:
         self.kid = "push-op-" + secrets.token_hex(4)
         self.requests: dict[str, dict[str, Any]] = {}
         self.token_endpoint_calls = 0
+        self.issued: dict[str, dict[str, Any]] = {}  # auth_req_id -> the token response pushed
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -77,6 +88,7 @@ class PushOP:
             if not form.get("client_notification_token"):
                 return JSONResponse({"error": "invalid_request"}, status_code=400)
             auth_req_id = secrets.token_urlsafe(24)
+            expires_in = int(form["requested_expiry"]) if form.get("requested_expiry", "").isdigit() else 300
             self.requests[auth_req_id] = {
                 "login_hint": form.get("login_hint"),
                 "scope": form.get("scope"),
@@ -84,8 +96,11 @@ class PushOP:
                 "authorization_details": json.loads(form["authorization_details"])
                 if form.get("authorization_details")
                 else None,
+                "binding_message": form.get("binding_message"),
+                "expires_at": time.time() + expires_in,
+                "status": "pending",
             }
-            return JSONResponse({"auth_req_id": auth_req_id, "expires_in": 300})
+            return JSONResponse({"auth_req_id": auth_req_id, "expires_in": expires_in})
 
         async def token(request: Request) -> Response:
             self.token_endpoint_calls += 1
@@ -114,12 +129,14 @@ class PushOP:
 
     # The user's phone, and what the OP then pushes -------------------------------------------
 
-    def id_token(self, auth_req_id: str, access_token: str, refresh_token: str, tamper: str | None) -> str:
+    def id_token(
+        self, auth_req_id: str, access_token: str, refresh_token: str, tamper: str | None, sub: str | None = None
+    ) -> str:
         now = int(time.time())
         claims = {
             "iss": self.issuer,
             "aud": self.client_id,
-            "sub": self.requests[auth_req_id]["login_hint"],
+            "sub": sub or self.requests[auth_req_id]["login_hint"],
             "iat": now,
             "exp": now + 300,
             "auth_time": now,
@@ -131,8 +148,36 @@ class PushOP:
             del claims[AUTH_REQ_ID_CLAIM]
         return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": self.kid})
 
-    async def push(self, auth_req_id: str, *, tamper: str | None = None, deny: bool = False) -> int:
-        """Push the decision; the callback's HTTP status."""
+    def pending(self) -> list[dict[str, Any]]:
+        """The requests nobody has decided yet and that have not expired, with their auth_req_id."""
+        now = time.time()
+        return [
+            {"auth_req_id": auth_req_id, **request}
+            for auth_req_id, request in self.requests.items()
+            if request["status"] == "pending" and request["expires_at"] > now
+        ]
+
+    async def deliver(self, auth_req_id: str, *, deny: bool = False, sub: str | None = None) -> int | None:
+        """Decide and push, again after a second while the callback does not take it (refused,
+        cut, or answering 5xx), until the request expires: an OP that retries its push. The last
+        HTTP status, or None when no push got an answer."""
+        request = self.requests[auth_req_id]
+        request["status"] = "denied" if deny else "approved"
+        status = None
+        while time.time() < request["expires_at"]:
+            try:
+                status = await self.push(auth_req_id, deny=deny, sub=sub)
+            except httpx.HTTPError:
+                status = None
+            if status is not None and status < 500:
+                return status
+            await asyncio.sleep(1)
+        return status
+
+    async def push(
+        self, auth_req_id: str, *, tamper: str | None = None, deny: bool = False, sub: str | None = None
+    ) -> int:
+        """Push the decision (approved as `sub`, by default the person asked); the callback's HTTP status."""
         request = self.requests[auth_req_id]
         if deny:
             body: dict[str, Any] = {
@@ -148,11 +193,12 @@ class PushOP:
                 "token_type": "Bearer",
                 "refresh_token": refresh_token,
                 "expires_in": 300,
-                "id_token": self.id_token(auth_req_id, access_token, refresh_token, tamper),
+                "id_token": self.id_token(auth_req_id, access_token, refresh_token, tamper, sub),
                 "scope": request["scope"],
             }
             if request["authorization_details"] is not None:
                 body["authorization_details"] = request["authorization_details"]
+            self.issued[auth_req_id] = body
         bearer = secrets.token_urlsafe(32) if tamper == "wrong_bearer" else request["bearer"]
         async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=self.ca_path), timeout=10) as http:
             response = await http.post(

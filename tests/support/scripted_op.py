@@ -23,6 +23,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from temporal_ciba._activities import Redemptions
 from temporal_ciba._activities.polling import PollLoop, PollRuns
 from temporal_ciba._models import (
+    ApprovalOutcome,
     ApprovalRequest,
     ApprovalState,
     ApprovalWorkflowInput,
@@ -44,7 +45,7 @@ from temporal_ciba._plugin import PASSTHROUGH_MODULES, PluginMarker
 from temporal_ciba._search_attributes import CIBA_STATUS
 from temporal_ciba._workflow import STATUS_QUERY, CibaApprovalWorkflow
 from temporal_ciba.ciba import RequestBinding, TransportError
-from temporal_ciba.records import RecordDecisionInput
+from temporal_ciba.records import RecordDecisionInput, RecordedDecision
 from tests.support.temporal import wait_for
 
 # A scripted answer to a token request: what the OP's token endpoint says, which the redeem
@@ -104,6 +105,9 @@ class ScriptedOP:
         # What the next record writes raise, one per attempt (then they succeed).
         self.record_failures: list[Exception] = []
         self.record_started = asyncio.Event()
+        # The decision the record write finds already on record, made from the one it was given
+        # (RecordedDecision.outcome); None: the write records the given one.
+        self.decision_on_record: Callable[[ApprovalOutcome], ApprovalOutcome] | None = None
         self.answer_record: asyncio.Event | None = None  # when set, record writes wait for it
         self.answer_send: asyncio.Event | None = None  # when set, the send answers once it is set
         self.validation_error: Exception | None = None  # every validation attempt raises it
@@ -325,14 +329,15 @@ class ScriptedOP:
         return True
 
     @activity.defn(name="ciba.record_decision")
-    async def record(self, input: RecordDecisionInput) -> str:
+    async def record(self, input: RecordDecisionInput) -> RecordedDecision:
         self.recorded.append(input)
         self.record_started.set()
         if self.answer_record is not None:
             await self.answer_record.wait()
         if self.record_failures:
             raise self.record_failures.pop(0)
-        return "record-id"
+        on_record = self.decision_on_record(input.outcome) if self.decision_on_record is not None else None
+        return RecordedDecision(record_id="record-id", outcome=on_record)
 
 
 async def start(

@@ -15,14 +15,15 @@ class WorkerProcess:
     It runs the approval workflow and the payment agent (`temporal-ciba-examples payment-worker`).
     """
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, command: list[str] | None = None) -> None:
         self.env = env
         self.log_path = log_path
+        self.command = command or examples_command("payment-worker")
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen(examples_command("payment-worker"), env=self.env, stdout=log, stderr=log)
+        self.process = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=log)
 
     def kill(self) -> None:
         assert self.process is not None

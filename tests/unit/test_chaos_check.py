@@ -17,10 +17,14 @@ from tests.support.chaos_check import (
     check_ended,
     check_ledger,
     check_outcomes,
+    check_push_never_polled,
+    check_quorums,
     check_records,
     check_secrets,
     check_settled,
     check_token_requests,
+    check_tool_ledger,
+    quorum_vote,
     table,
 )
 
@@ -79,6 +83,9 @@ def test_a_grant_lost_to_a_killed_worker_is_counted_not_a_violation() -> None:
     # Approved or denied, then lost: documented. Nobody answered, yet the grant was lost: a violation.
     assert check.violations == ["a-3 (poll-child): no_answer, ended error (grant_lost)"]
     assert "(2 of them grant_lost or request_outcome_unknown, as documented)" in check.figure
+    # A backchannel request whose outcome is unknown happened before anyone was asked: documented either way.
+    lost["a-3"].error = "request_outcome_unknown"
+    assert check_outcomes(lost).ok
     lost["a-1"].error = "invalid_grant"
     assert "a-1 (poll-child): approve, ended error (invalid_grant)" in check_outcomes(lost).violations
 
@@ -171,3 +178,291 @@ def test_a_long_list_of_violations_is_cut_but_counted() -> None:
     many = agents(*((f"a-{i}", "approve", "approved") for i in range(25)))
     check = check_ledger(many, [])
     assert len(check.violations) == 11 and check.violations[-1] == "... 25 in all"
+
+
+def tool_agents(*specs: tuple[str, str, str | None]) -> dict[str, Agent]:
+    made = agents(*specs)
+    for agent in made.values():
+        agent.kind, agent.ledger, agent.payment_id = "openai-tool", "tools", None
+    return made
+
+
+TOOLS = tool_agents(("t-1", "approve", "approved"), ("t-2", "deny", "denied"), ("t-3", "no_answer", "expired"))
+
+
+def entry(workflow_id: str) -> dict[str, Any]:
+    return {"key": f"{workflow_id}:{'cd' * 16}", "tool": "apply_production_change"}
+
+
+def test_a_tool_ledger_with_one_entry_per_approved_call_passes() -> None:
+    check = check_tool_ledger(TOOLS, [entry("t-1")])
+    assert check.ok and check.figure == "1 tool entries, 1 of 3 tool calls approved"
+    # An agent of the tool ledger is not asked for a payment, and one on the payment API's is not a tool call.
+    assert check_ledger({**RUN, **TOOLS}, [payment("a-1")]).ok
+    assert check_tool_ledger({**RUN, **TOOLS}, [entry("t-1")]).ok
+
+
+@pytest.mark.parametrize(
+    ("entries", "named"),
+    [
+        ([entry("t-1"), entry("t-1")], "t-1: approved, its tool ran 2 times"),
+        ([], "t-1: approved, its tool ran 0 times"),
+        ([entry("t-1"), entry("t-2")], "t-2: denied, its tool ran 1 times"),
+        ([entry("t-1"), entry("t-3")], "t-3: expired, its tool ran 1 times"),
+        ([entry("t-1"), entry("a-1")], "belongs to no tool agent of the run"),
+        ([entry("t-1"), entry("stranger")], "belongs to no tool agent of the run"),
+    ],
+    ids=["twice", "approved-never-ran", "denied-ran", "expired-ran", "payment-agent", "stranger"],
+)
+def test_a_tool_ledger_with_a_wrong_entry_fails(entries: list[dict[str, Any]], named: str) -> None:
+    check = check_tool_ledger({**RUN, **TOOLS}, entries)
+    assert not check.ok and any(named in violation for violation in check.violations), check.violations
+
+
+def test_a_tool_agent_that_paid_fails_the_payment_ledger() -> None:
+    check = check_ledger({**RUN, **TOOLS}, [payment("a-1"), payment("t-1")])
+    assert check.violations == ["t-1: approved, paid 1 times"]
+
+
+def claim(hint: str, status: str, sub: str | None = None, counted: bool = False, error: str | None = None) -> dict:
+    return {
+        "login_hint": hint,
+        "workflow_id": f"q-1.approval-0123.q-run.{'abc'.index(hint[0])}-{hint}",
+        "status": status,
+        "sub": sub,
+        "counted": counted,
+        "error": error,
+    }
+
+
+def quorum(votes: dict[str, str], status: str, *claims: dict[str, Any], error: str | None = None) -> dict[str, Agent]:
+    agent = Agent("q-1", "poll-quorum", "quorum", status, closed=True, error=error, votes=votes, claims=list(claims))
+    return {"q-1": agent}
+
+
+def test_the_wrong_person_is_rejected_for_the_pinned_approver_and_counts_once_for_the_others() -> None:
+    assert quorum_vote("alice", "wrong_person") == ("rejected", "bob")
+    assert quorum_vote("bob", "wrong_person") == ("approved", "alice")
+    assert quorum_vote("carol", "approve") == ("approved", "carol")
+    assert quorum_vote("carol", "no_answer") == ("expired", None)
+
+
+# Quorums that ended as they must: two distinct people approved (the third cancelled); a denial
+# that ended it; the same person twice, and the third never answered; a denial that came after two
+# approvals had met the quorum (its approval cancelled); a grant lost to a killed worker.
+GOOD_QUORUMS = [
+    quorum(
+        {"alice": "approve", "bob": "approve", "carol": "deny"},
+        "approved",
+        claim("alice", "approved", "alice", True),
+        claim("bob", "approved", "bob", True),
+        claim("carol", "cancelled"),
+    ),
+    quorum(
+        {"alice": "approve", "bob": "deny", "carol": "approve"},
+        "denied",
+        claim("alice", "approved", "alice", True),
+        claim("bob", "denied"),
+        claim("carol", "cancelled"),
+    ),
+    quorum(
+        {"alice": "approve", "bob": "wrong_person", "carol": "no_answer"},
+        "expired",
+        claim("alice", "approved", "alice", True),
+        claim("bob", "approved", "alice"),
+        claim("carol", "expired"),
+    ),
+    quorum(
+        {"alice": "wrong_person", "bob": "approve", "carol": "no_answer"},
+        "rejected",
+        claim("alice", "rejected"),
+        claim("bob", "approved", "bob", True),
+        claim("carol", "expired"),
+    ),
+    quorum(
+        {"alice": "approve", "bob": "approve", "carol": "approve"},
+        "error",
+        claim("alice", "error", error="grant_lost"),
+        claim("bob", "approved", "bob", True),
+        claim("carol", "cancelled"),
+        error="grant_lost",
+    ),
+]
+
+
+GOOD_QUORUMS.append(
+    quorum(
+        {"alice": "wrong_person", "bob": "approve", "carol": "no_answer"},
+        "error",
+        claim("alice", "rejected"),
+        claim("bob", "approved", "bob", True),
+        claim("carol", "error", error="request_outcome_unknown"),
+        error="request_outcome_unknown",
+    )
+)
+
+
+@pytest.mark.parametrize(
+    "run", GOOD_QUORUMS, ids=["met", "vetoed", "same-person", "pinned", "grant-lost", "request-outcome-unknown"]
+)
+def test_a_quorum_that_ended_as_decided_passes(run: dict[str, Agent]) -> None:
+    check = check_quorums(run)
+    assert check.ok, check.violations
+    assert check.name == "every 2-of-3 quorum ended as its approvers decided"
+
+
+@pytest.mark.parametrize(
+    ("run", "named"),
+    [
+        (
+            quorum(
+                {"alice": "approve", "bob": "wrong_person", "carol": "no_answer"},
+                "approved",
+                claim("alice", "approved", "alice", True),
+                claim("bob", "approved", "alice", True),
+                claim("carol", "cancelled"),
+            ),
+            "approved, counted ['alice', 'alice'] (needs 2 distinct people)",
+        ),
+        (
+            quorum(
+                {"alice": "approve", "bob": "approve", "carol": "deny"},
+                "approved",
+                claim("alice", "approved", "alice", True),
+                claim("bob", "approved", "bob", True),
+                claim("carol", "denied"),
+            ),
+            "approved despite a denial",
+        ),
+        (
+            quorum(
+                {"alice": "approve", "bob": "approve", "carol": "no_answer"},
+                "expired",
+                claim("alice", "approved", "alice", True),
+                claim("bob", "approved", "bob", True),
+                claim("carol", "expired"),
+            ),
+            "2 distinct approvals, no denial, ended expired",
+        ),
+        (
+            quorum(
+                {"alice": "approve", "bob": "approve", "carol": "no_answer"},
+                "rejected",
+                claim("alice", "approved", "alice", True),
+                claim("bob", "rejected"),
+                claim("carol", "cancelled"),
+            ),
+            "bob's approval ended rejected, expected approved",
+        ),
+        (
+            quorum(
+                {"alice": "approve", "bob": "deny", "carol": "no_answer"},
+                "expired",
+                claim("alice", "approved", "alice", True),
+                claim("bob", "cancelled"),
+                claim("carol", "expired"),
+            ),
+            "ended expired (None), expected denied",
+        ),
+        (
+            quorum(
+                {"alice": "approve", "bob": "approve", "carol": "no_answer"},
+                "approved",
+                claim("alice", "approved", "alice", True),
+                claim("bob", "approved", "carol", True),
+            ),
+            "bob's approval by carol, expected bob",
+        ),
+        (
+            quorum(
+                {"alice": "approve", "bob": "approve", "carol": "no_answer"},
+                "approved",
+                claim("alice", "approved", "alice", True),
+                claim("bob", "approved", "bob", True),
+            ),
+            "no outcome of carol's approval",
+        ),
+        (
+            quorum(
+                {"alice": "deny", "bob": "approve", "carol": "approve"},
+                "rejected",
+                claim("alice", "cancelled"),
+                claim("bob", "approved", "bob", True),
+                claim("carol", "cancelled"),
+            ),
+            "ended rejected (None), expected approved or denied",
+        ),
+        (
+            quorum(
+                {"alice": "no_answer", "bob": "approve", "carol": "approve"},
+                "error",
+                claim("alice", "error", error="grant_lost"),
+                claim("bob", "approved", "bob", True),
+                claim("carol", "cancelled"),
+                error="grant_lost",
+            ),
+            "ended error (grant_lost), expected approved",
+        ),
+        (
+            quorum(
+                {"alice": "deny", "bob": "approve", "carol": "approve"},
+                "approved",
+                claim("alice", "denied"),
+                claim("bob", "approved", "bob", True),
+                claim("carol", "approved", "carol", True),
+            ),
+            "an approver denied, ended approved",
+        ),
+    ],
+    ids=[
+        "one-person-twice",
+        "approved-over-veto",
+        "met-not-approved",
+        "approver-end-not-decided",
+        "denial-ignored",
+        "wrong-sub",
+        "approver-missing",
+        "neither-met-nor-vetoed",
+        "grant-lost-unanswered",
+        "denial-recorded-not-the-end",
+    ],
+)
+def test_a_quorum_that_ended_otherwise_fails(run: dict[str, Agent], named: str) -> None:
+    check = check_quorums(run)
+    assert not check.ok and any(named in violation for violation in check.violations), check.violations
+
+
+def test_a_quorum_is_left_to_its_own_check() -> None:
+    run = GOOD_QUORUMS[0]
+    assert check_outcomes(run).ok  # "quorum" is no single approver's decision
+
+
+def test_a_quorum_has_one_record_per_approvers_approval() -> None:
+    run = GOOD_QUORUMS[0]
+    claims = run["q-1"].claims
+    clean = [record(str(c["workflow_id"]), str(c["status"])) for c in claims]
+    assert check_records(run, clean, 0, "").ok
+    wrong = [clean[0], record(str(claims[1]["workflow_id"]), "denied"), clean[2], clean[2]]
+    check = check_records(run, wrong, 0, "")
+    assert f"{claims[1]['workflow_id']}: recorded ['denied'], ended approved" in check.violations
+    assert f"{claims[2]['workflow_id']}: recorded ['cancelled', 'cancelled'], ended cancelled" in check.violations
+    check = check_records(run, [*clean, record("q-1", "approved")], 0, "")
+    assert check.violations == ["q-1: recorded ['approved'], no approver's approval of q-1"]
+
+
+def test_a_token_request_at_the_push_op_fails() -> None:
+    assert check_push_never_polled(0, 12).ok
+    check = check_push_never_polled(1, 12)
+    assert check.violations == ["the push OP's token endpoint was called 1 times"]
+    assert check.figure == "12 pushes, 1 token requests"
+
+
+def test_an_approval_alone_must_not_act() -> None:
+    """An approval without an action (the push kind's bare approval) pays and runs nothing."""
+    alone = agents(("p-1", "approve", "approved"))
+    alone["p-1"].ledger, alone["p-1"].payment_id = "none", None
+    assert check_ledger(alone, []).ok and check_tool_ledger(alone, []).ok
+    assert check_ledger(alone, [payment("p-1")]).violations == ["p-1: approved, paid 1 times"]
+    assert check_tool_ledger(alone, [entry("p-1")]).violations == [
+        f"tool entry p-1:{'cd' * 16} belongs to no tool agent of the run"
+    ]

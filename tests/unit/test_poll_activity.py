@@ -15,7 +15,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from temporal_ciba._activities.polling import PollLoop, PollRuns, next_request_at, resume
+from temporal_ciba._activities.polling import PACING_MARGIN_SECONDS, PollLoop, PollRuns, next_request_at, resume
 from temporal_ciba._models import (
     PollingPolicy,
     PollInput,
@@ -114,9 +114,14 @@ async def test_a_long_wait_is_one_run_of_a_few_events(env: WorkflowEnvironment) 
     assert len(events) <= 50, len(events)
     assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW not in events
     assert state.runs == 1
-    # 5 s apart until 600 s after the acknowledgement, then 300 s apart until the deadline.
-    spacing = [round(gap) for gap in gaps(op.poll_times)]
-    assert spacing == [5] * 119 + [300] * ((7_200 - 600) // 300 - 1)
+    # 5 s apart (and the pacing margin) until 600 s after the acknowledgement, then 300 s apart
+    # until the deadline.
+    spacing = [round(gap - PACING_MARGIN_SECONDS) for gap in gaps(op.poll_times)]
+    short = sum(gap == 5 for gap in spacing)
+    assert spacing == [5] * short + [300] * (len(spacing) - short)
+    paced = 5 + PACING_MARGIN_SECONDS  # request k starts (k + 1) * paced after the acknowledgement
+    assert short * paced < 600 <= (short + 1) * paced
+    assert len(spacing) - short == (7_200 - (short + 1) * paced) // (300 + PACING_MARGIN_SECONDS)
     assert state.polls == len(op.poll_times)
 
 
@@ -191,19 +196,20 @@ async def test_a_restarted_attempt_waits_the_interval_in_its_details_after_its_o
     kept = PollProgress(interval_seconds=15, last_request_started=last, polls=7)
     loop = PollLoop(clock.redeem, clock=lambda: clock.now, sleep=clock.sleep, heartbeat=lambda _: None)
     result = await loop.run(poll_input(), details=[kept.model_dump(mode="json")], attempt=2)
-    assert clock.requests == [last + 3 + 15]
+    assert clock.requests == [last + 3 + 15 + PACING_MARGIN_SECONDS]
     assert (result.polls, result.interval_seconds) == (8, 15)
 
 
 def test_a_first_attempt_polls_an_interval_after_the_acknowledgement_or_the_last_request() -> None:
     start = SENT.timestamp()
-    assert next_request_at(poll_input(), resume(poll_input(), (), attempt=1, now=start)) == start + 5
+    margin = PACING_MARGIN_SECONDS  # the OP reads arrivals: a little later than the interval
+    assert next_request_at(poll_input(), resume(poll_input(), (), attempt=1, now=start)) == start + 5 + margin
     later = poll_input(last_request_at=SENT + timedelta(seconds=40))
-    assert next_request_at(later, resume(later, (), attempt=1, now=start + 41)) == start + 45
+    assert next_request_at(later, resume(later, (), attempt=1, now=start + 41)) == start + 45 + margin
     # Past the long-wait threshold, no faster than its interval.
     slow = poll_input(polling=PollingPolicy(long_wait_after_seconds=60, long_wait_interval_seconds=30))
     progress = PollProgress(interval_seconds=5, last_request_started=start + 61)
-    assert next_request_at(slow, progress) == start + 91
+    assert next_request_at(slow, progress) == start + 91 + margin
 
 
 async def test_no_request_that_could_not_start_before_the_deadline() -> None:
@@ -333,7 +339,7 @@ async def test_a_stopped_loop_is_resumed_from_its_last_pacing() -> None:
     assert (await runs.attempt(KEY, start, attempt=2, details=(), heartbeat=lambda _: None)).kind == "approved"
     assert resumed[0] == ()
     kept = PollProgress.model_validate(resumed[1][0])  # type: ignore[index]
-    assert kept.last_request_started == SENT.timestamp() + 5  # the stopped loop's request
+    assert kept.last_request_started == SENT.timestamp() + 5 + PACING_MARGIN_SECONDS  # the stopped loop's request
 
 
 async def _requests(op: HeldOP, count: int) -> None:

@@ -173,6 +173,7 @@ PUBLIC_API: dict[str, list[str]] = {
         "RecordDecisionInput",
         "RecordQuery",
         "RecordStoreError",
+        "RecordedDecision",
         "Report",
         "SqliteStore",
         "StoredRecord",

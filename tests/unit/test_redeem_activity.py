@@ -6,21 +6,25 @@ inside it, and invalid_grant for our own auth_req_id is a lost grant."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 
 from temporal_ciba._activities import GRANT_LOST, CibaActivities, Redemptions
-from temporal_ciba._models import RedeemInput, RedeemResult
+from temporal_ciba._activities.redeem import DecisionOnRecord
+from temporal_ciba._models import ApprovalOutcome, RedeemInput, RedeemResult
 from temporal_ciba.ciba import CibaClient, ClientSecretBasic, TransportError
 from temporal_ciba.crypto import TokenSealer, access_token_context
 from tests.support.mock_op import MockOP, env
 from tests.support.tokens import ACCESS_TOKEN, AUTH_REQ_ID, CLIENT_ID, ISSUER, NOW, REFRESH_TOKEN, binding, claims
 
 DIGEST = "d" * 64
+NOW_AT = datetime.fromtimestamp(NOW, UTC)
 
 
 class TokenOP(MockOP):
@@ -38,12 +42,14 @@ class TokenOP(MockOP):
             return httpx.Response(self.status, json=self.body)
         return await super().__call__(request)
 
-    def redeem_activities(self, sealer: TokenSealer) -> CibaActivities:
+    def redeem_activities(
+        self, sealer: TokenSealer, decision_on_record: DecisionOnRecord | None = None
+    ) -> CibaActivities:
         http = httpx.AsyncClient(transport=httpx.MockTransport(self))
         ciba = CibaClient(
             issuer=ISSUER, client_auth=ClientSecretBasic(CLIENT_ID, "secret"), http=http, clock=lambda: NOW
         )
-        return CibaActivities(ciba, sealer)
+        return CibaActivities(ciba, sealer, decision_on_record=decision_on_record)
 
 
 def granted(op: TokenOP, **claim_overrides: Any) -> dict[str, Any]:
@@ -164,3 +170,27 @@ async def test_a_failed_redeem_is_not_remembered() -> None:
 
 async def _answer(kind: str) -> RedeemResult:
     return RedeemResult.model_validate({"kind": kind})
+
+
+async def test_a_decision_on_record_is_answered_without_a_token_request() -> None:
+    """An earlier workflow task of this approval redeemed and recorded, then its worker died: asking
+    again would meet invalid_grant, and the OP would revoke the tokens the first request got."""
+    on_record = ApprovalOutcome(
+        status="approved", workflow_id="approval", auth_req_id=AUTH_REQ_ID, reason="ok", decided_at=NOW_AT
+    )
+    asked: list[tuple[str, str, str]] = []
+
+    async def decision_on_record(workflow_id: str, first_run_id: str, auth_req_id: str) -> ApprovalOutcome | None:
+        asked.append((workflow_id, first_run_id, auth_req_id))
+        return on_record if first_run_id == "run-1" else None
+
+    op = TokenOP(400, {"error": "invalid_grant"})
+    activities = op.redeem_activities(TokenSealer(os.urandom(32)), decision_on_record)
+    activity_env = env()
+    activity_env.info = dataclasses.replace(activity_env.info, workflow_id="approval")
+    result = await activity_env.run(activities.redeem, REDEEM.model_copy(update={"first_run_id": "run-1"}))
+    assert (result.kind, result.recorded) == ("recorded", on_record) and op.token_requests == 0
+    assert asked == [("approval", "run-1", AUTH_REQ_ID)]
+    # Nothing on record: the token request goes out.
+    result = await activity_env.run(activities.redeem, REDEEM.model_copy(update={"first_run_id": "run-2"}))
+    assert (result.kind, result.error, op.token_requests) == ("failed", GRANT_LOST, 1)

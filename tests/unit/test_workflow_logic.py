@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from temporalio import workflow
@@ -25,17 +25,19 @@ from temporal_ciba._approval import code, describe_authorization_details
 from temporal_ciba._models import (
     ApprovalOutcome,
     ApprovalRequest,
+    ApprovalState,
     PingNotice,
     PolicyDecision,
     PollingPolicy,
     PushDelivery,
     RedeemInput,
+    RedeemResult,
     RevokeAccessTokenInput,
     TokenRequestResult,
     ValidateTokensInput,
 )
 from temporal_ciba._search_attributes import CIBA_AUTH_REQ_ID, CIBA_DEADLINE, CIBA_STATUS
-from temporal_ciba._workflow import CibaApprovalWorkflow, require_approval
+from temporal_ciba._workflow import STATUS_QUERY, CibaApprovalWorkflow, require_approval
 from temporal_ciba.records._activity import RECORD_CONFLICT
 from tests.support.scripted_op import (
     APPROVAL,
@@ -66,8 +68,8 @@ async def own_env() -> AsyncIterator[WorkflowEnvironment]:
 
 
 def recorded_once(op: ScriptedOP, outcome: ApprovalOutcome) -> bool:
-    """The approval wrote one decision record, of this outcome (its access token left out)."""
-    return [record.outcome for record in op.recorded] == [outcome.model_copy(update={"sealed_access_token": None})]
+    """The approval wrote one decision record, of this outcome (its sealed access token kept with it)."""
+    return [record.outcome for record in op.recorded] == [outcome]
 
 
 async def task_started_after(handle: WorkflowHandle, event_type: EventType.ValueType) -> None:
@@ -204,6 +206,34 @@ async def test_a_conflicting_record_is_not_retried_and_the_outcome_stands(env: W
     async with running:
         outcome = await (await start(env, op, task_queue)).result()
     assert outcome.status == "denied" and len(op.recorded) == 1
+
+
+async def test_a_decision_already_on_record_is_the_outcome(env: WorkflowEnvironment) -> None:
+    # A worker died after writing this approval's record, before its workflow task completed; the
+    # approval decided again (the OP no longer redeems the auth_req_id). The record holds the
+    # first decision, an approval with its sealed access token, and that is what returns.
+    op = ScriptedOP(env, [LOST])
+
+    def first_decision(given: ApprovalOutcome) -> ApprovalOutcome:
+        return given.model_copy(
+            update={
+                "status": "approved",
+                "error": None,
+                "reason": "approved by alice",
+                "sub": "alice",
+                "sealed_access_token": "sealed-access-token",
+            }
+        )
+
+    op.decision_on_record = first_decision
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue)
+        outcome = await handle.result()
+        state = await handle.query(STATUS_QUERY, result_type=ApprovalState)
+    (record,) = op.recorded
+    assert record.outcome.error == "grant_lost" and outcome == first_decision(record.outcome)
+    assert outcome.sealed_access_token == "sealed-access-token" and state.status == "approved"
 
 
 @pytest.mark.parametrize("write_fails", [False, True], ids=["written", "conflict"])
@@ -366,6 +396,28 @@ async def test_an_access_token_arriving_after_a_delivered_cancellation_is_revoke
     (revocation,) = starts.of("ciba.revoke_access_token")  # best effort: 5 tries of 30 s at most
     assert not revocation.local and revocation.start_to_close == timedelta(seconds=30)
     assert revocation.retry_policy == RetryPolicy(maximum_attempts=5)
+
+
+async def test_a_redeem_that_finds_the_decision_on_record_returns_it_unwritten(env: WorkflowEnvironment) -> None:
+    # The redeem's workflow task ran before, redeemed and recorded, and never completed (its
+    # worker died): the redeem answers the decision on record, which is the outcome, written once.
+    on_record = ApprovalOutcome(
+        status="approved",
+        workflow_id="wf",
+        auth_req_id="req-1",
+        reason="approved by alice",
+        sub="alice",
+        decided_at=datetime(2026, 3, 1, tzinfo=UTC),
+        sealed_access_token="sealed-on-record",
+    )
+    op = ScriptedOP(env, [RedeemResult(kind="recorded", recorded=on_record)], interval=5, mode="ping")
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue)
+        await wait_pending(handle)
+        await handle.signal(CibaApprovalWorkflow.ciba_notify, PingNotice(auth_req_id="req-1"))
+        outcome = await handle.result()
+    assert outcome == on_record and op.recorded == []
 
 
 async def test_a_signal_during_the_redeem_does_not_ask_the_op_twice(env: WorkflowEnvironment) -> None:

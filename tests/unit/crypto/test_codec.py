@@ -53,6 +53,20 @@ async def test_plaintext_is_refused_unless_asked_to_show_it() -> None:
     assert await AesGcmCodec(KEY, require_encryption=False).decode([PLAIN]) == [PLAIN]
 
 
+async def test_the_servers_own_cancel_details_are_the_one_plaintext_passed_through() -> None:
+    """The server cancels an activity waiting to be retried and writes these details itself; a
+    workflow that cancels its approval then must not fail on them. Any other plaintext is refused."""
+    server_details = Payload(metadata={"encoding": b"json/plain"}, data=b'"ACTIVITY_ID_NOT_STARTED"')
+    assert await bound("wf-a").decode([server_details]) == [server_details]
+    for other in (
+        Payload(metadata={"encoding": b"json/plain"}, data=b'"ACTIVITY_ID_UNKNOWN"'),
+        Payload(metadata={"encoding": b"json/plain", "x": b"y"}, data=b'"ACTIVITY_ID_NOT_STARTED"'),
+        Payload(metadata={"encoding": b"binary/plain"}, data=b'"ACTIVITY_ID_NOT_STARTED"'),
+    ):
+        with pytest.raises(PayloadDecryptionError, match="not encrypted"):
+            await bound("wf-a").decode([other])
+
+
 async def test_payloads_from_before_binding_are_accepted_only_while_allowed() -> None:
     [legacy] = await AesGcmCodec(KEY).encode([PLAIN])  # no context: names no workflow
     assert WORKFLOW_ID_METADATA not in legacy.metadata
