@@ -43,6 +43,7 @@ from temporal_ciba._models import (
     ApprovalRequest,
     PingNotice,
     PushDelivery,
+    RedeemInput,
     RevokeTokensInput,
     SendRequestInput,
     VerifyNotificationInput,
@@ -72,7 +73,16 @@ from temporal_ciba.crypto import (
 from temporal_ciba.crypto._codec import refusal_marker
 from temporal_ciba.records import EvidenceKeys, LogSigner, RecordDecisionInput, SqliteStore
 from tests.support.mock_op import MockOP, env
-from tests.support.tokens import ACCESS_TOKEN, AUTH_REQ_ID, CLIENT_ID, ISSUER, METADATA, claims, token_response
+from tests.support.tokens import (
+    ACCESS_TOKEN,
+    AUTH_REQ_ID,
+    CLIENT_ID,
+    ISSUER,
+    METADATA,
+    binding,
+    claims,
+    token_response,
+)
 
 PAYLOAD_KEY = os.urandom(32)
 TOKEN_KEY = os.urandom(32)
@@ -319,6 +329,11 @@ async def test_decisions_are_recorded_in_the_store_of_the_settings_under_keys_of
     assert stored.open(EvidenceKeys(records.record_key_bytes(TOKEN_KEY))).id_token == id_token
     checkpoint = store.latest_checkpoint()
     assert checkpoint is not None and checkpoint.verifies(LogSigner(records.log_key_bytes(TOKEN_KEY)).public_key)
+    # The redeem reads the same records: a decision on record is answered without a token request.
+    redeem = named(activities, "ciba.redeem")
+    asked = RedeemInput(binding=binding(), holder_workflow_id="agent", holder_run_id="r", first_run_id="run")
+    result = await env().run(redeem, asked)
+    assert result.kind == "recorded" and result.recorded is not None and result.recorded.status == "approved"
 
 
 def test_the_store_is_the_postgresql_one_when_a_dsn_is_set(
