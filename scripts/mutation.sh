@@ -67,8 +67,9 @@ tests/unit/test_identifier_vectors.py tests/unit/agents/test_tool_approval_rules
   # loop's pacing and attempts, partly on the time-skipping test server.
   [activities]="temporal_ciba/_activities/* | tests/unit/test_send_activity.py tests/unit/test_redeem_activity.py \
 tests/unit/test_request_dialect.py tests/unit/test_poll_activity.py"
-  # The worker's plugin: the codec on every payload, the keys it takes, the check for itself.
-  [plugin]="temporal_ciba/_plugin.py | tests/unit/test_plugin.py"
+  # The worker's plugin: the codec on every payload, the keys it takes, the check for itself;
+  # what it gives a worker built from explicit settings (an in-process OP, a SQLite store).
+  [plugin]="temporal_ciba/_plugin.py | tests/unit/test_plugin.py tests/unit/test_plugin_wiring.py"
   # The decision records: their ids and digests, the log and its Merkle tree, the checkpoints,
   # the store (SQLite and PostgreSQL), the evidence's encryption and the audit that verifies it all.
   [records]="temporal_ciba/records/* | tests/unit/records/test_audit_verify.py tests/unit/records/test_checkpoints.py \
@@ -80,8 +81,9 @@ tests/unit/records/test_store_secrets_and_export_file.py tests/unit/test_identif
   # which mutmut cannot see (see callback below).
   [codec-server]="temporal_ciba/_programs/codec_server.py temporal_ciba/_programs/codec_signin.py | tests/unit/test_codec_signin.py"
   # The MCP gateway: which calls pass, which become workflows, under which id, asking whom, and
-  # what the tool's activity runs; without servers.
-  [mcp]="temporal_ciba/mcp/* | tests/unit/test_mcp_gateway.py tests/unit/test_identifier_vectors.py"
+  # what the tool's activity runs; how it serves (its HTTP app over ASGI, its stdio server over
+  # in-memory streams, in the test process); without servers.
+  [mcp]="temporal_ciba/mcp/* | tests/unit/test_mcp_gateway.py tests/unit/test_mcp_gateway_serving.py tests/unit/test_identifier_vectors.py"
   # The app over ASGI and GuardedH11Protocol under uvicorn, in the test process (a dev server
   # receives the signals). Not tests/security/test_callback.py nor tests/e2e/test_callback.py:
   # they drive the `temporal-ciba callback` process, and mutmut learns which tests reach a

@@ -12,6 +12,8 @@ from datetime import UTC, date, datetime
 from types import SimpleNamespace
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import mcp_types as types
 import pytest
 from mcp.server.auth.provider import AccessToken
@@ -478,6 +480,38 @@ async def test_a_call_the_client_abandons_cancels_its_workflow() -> None:
     assert temporal.cancelled == [temporal.starts[0][1]["id"]]
 
 
+async def test_the_workflow_is_cancelled_even_while_the_request_s_cancellation_goes_on() -> None:
+    """The MCP server cancels a request's handler by its cancel scope, which cancels at every
+    await until the handler returns: the workflow's cancel runs shielded from it, to its end."""
+    temporal = RecordingTemporal(RUN_RESULT)
+    waiting_for_result = asyncio.Event()
+    original = temporal.handle
+
+    def hanging(workflow_id: str) -> Any:
+        handle = original(workflow_id)
+
+        async def never() -> McpToolCallResult:
+            waiting_for_result.set()
+            await asyncio.Event().wait()
+            raise AssertionError
+
+        async def cancel() -> None:
+            for _ in range(5):
+                await anyio.lowlevel.checkpoint()  # the Temporal client's request takes awaits
+            temporal.cancelled.append(workflow_id)
+
+        handle.result, handle.cancel = never, cancel
+        return handle
+
+    temporal.handle = hanging  # type: ignore[method-assign]
+    gw, _ = recording_gateway(temporal, gates={"transfer": CLIENT_APPROVES})
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(gw.call_tool, context(), call("transfer", amount=500))
+        await waiting_for_result.wait()
+        tasks.cancel_scope.cancel()
+    assert temporal.cancelled == [temporal.starts[0][1]["id"]]
+
+
 async def test_the_default_approval_gates_every_upstream_tool_not_named() -> None:
     temporal = RecordingTemporal(RUN_RESULT)
     gw, upstream = recording_gateway(temporal, gates={"read": None}, default_approval=CLIENT_APPROVES)
@@ -626,8 +660,23 @@ async def test_a_waiting_call_reports_each_new_step_of_its_approval_as_progress(
 
 
 async def test_without_a_progress_token_a_call_only_waits() -> None:
-    temporal = ApprovalStatuses([waiting("pending")])
-    temporal.answered.set()
+    """Nobody to report to: the gateway asks nothing of the approval while its result takes
+    many progress intervals to come."""
+    temporal = ApprovalStatuses([waiting("pending")] * 3)
+    original = temporal.handle
+
+    def slow(workflow_id: str) -> Any:
+        handle = original(workflow_id)
+
+        async def result() -> McpToolCallResult:
+            for _ in range(20):
+                await asyncio.sleep(0.005)  # the result's own time: 100 progress intervals
+            return temporal.answer
+
+        handle.result = result
+        return handle
+
+    temporal.handle = slow  # type: ignore[method-assign]
     gw, _ = recording_gateway(temporal, gates={"transfer": CLIENT_APPROVES}, progress_interval=0.001)
     result = await gw.call_tool(context(), call("transfer", amount=5))
     assert not result.is_error and temporal.queried == []
