@@ -33,7 +33,10 @@ NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir "$(mkte
 # loosened in temporal_ciba/ciba/_validation.py fails here. On a full run only (CI's); the
 # other modules: `bash scripts/mutation.sh` (docs/contributing/mutation-testing.md).
 # Its figures go to a temporary file: a test run leaves the tree's tracked files as they were.
+# The small chaos run (docs/operations/chaos.md, about 2 minutes): 100 approvals of every kind
+# through one fault of each kind, then its invariants; one broken fails here. On a full run only.
 if [ $# -eq 0 ]; then
   MUTATION_RESULTS="$(mktemp -d)/mutation-results.json" bash scripts/mutation.sh validation
+  .venv/bin/python -m tests.support.chaos --approvals 100 --faults 7 --duration 60 --expiry 40 --seed 12
 fi
 exec .venv/bin/pytest "$@"
