@@ -40,22 +40,28 @@ def worker_process(
     request: pytest.FixtureRequest, temporal_server: DevServer, op: TestOP, payment_api: str, tmp_path: Path
 ) -> Iterator[WorkerProcess]:
     """The payment agent's worker in poll mode, or in ping mode (its pings go through the callback service)."""
-    env = clean_env(
-        TEMPORAL_ADDRESS=temporal_server.address,
-        CIBA_ISSUER=op.issuer,
-        CIBA_CLIENT_ID=AGENT_CLIENT if request.param == "poll" else PING_CLIENT,
-        CIBA_CLIENT_SECRET=SECRET,
-        CIBA_DELIVERY_MODE=request.param,
-        CIBA_PAYLOAD_KEY=PAYLOAD_KEY,
-        CIBA_TOKEN_KEY=TOKEN_KEY,
-        CIBA_TASK_QUEUE=f"crash-{tmp_path.name}",
-        CIBA_PAYMENT_API_URL=payment_api,
-        CIBA_RECORD_DB=str(tmp_path / "records.sqlite3"),
+    process = WorkerProcess(
+        worker_env(temporal_server, op, payment_api, tmp_path, request.param), tmp_path / "worker.log"
     )
-    process = WorkerProcess(env, tmp_path / "worker.log")
     process.start()
     yield process
     process.stop()
+
+
+def worker_env(server: DevServer, op: TestOP, payment_api: str, directory: Path, mode: str) -> dict[str, str]:
+    """The payment agent worker's settings in `mode` (poll, or ping through the callback service)."""
+    return clean_env(
+        TEMPORAL_ADDRESS=server.address,
+        CIBA_ISSUER=op.issuer,
+        CIBA_CLIENT_ID=AGENT_CLIENT if mode == "poll" else PING_CLIENT,
+        CIBA_CLIENT_SECRET=SECRET,
+        CIBA_DELIVERY_MODE=mode,
+        CIBA_PAYLOAD_KEY=PAYLOAD_KEY,
+        CIBA_TOKEN_KEY=TOKEN_KEY,
+        CIBA_TASK_QUEUE=f"crash-{directory.name}",
+        CIBA_PAYMENT_API_URL=payment_api,
+        CIBA_RECORD_DB=str(directory / "records.sqlite3"),
+    )
 
 
 def settings_of(process: WorkerProcess) -> WorkerSettings:
@@ -168,19 +174,8 @@ async def test_a_worker_killed_after_recording_a_decision_returns_the_decision_o
     nothing: a second token request would meet invalid_grant, and oidc-provider then revokes the
     tokens it issued to the dead worker. The approval returns the decision on record: record and
     outcome agree, and the payment is made once, with the access token the first request got."""
-    records = tmp_path / "records.sqlite3"
-    env = clean_env(
-        TEMPORAL_ADDRESS=temporal_server.address,
-        CIBA_ISSUER=op.issuer,
-        CIBA_CLIENT_ID=PING_CLIENT,
-        CIBA_CLIENT_SECRET=SECRET,
-        CIBA_DELIVERY_MODE="ping",
-        CIBA_PAYLOAD_KEY=PAYLOAD_KEY,
-        CIBA_TOKEN_KEY=TOKEN_KEY,
-        CIBA_TASK_QUEUE=f"crash-{tmp_path.name}",
-        CIBA_PAYMENT_API_URL=payment_api,
-        CIBA_RECORD_DB=str(records),
-    )
+    env = worker_env(temporal_server, op, payment_api, tmp_path, "ping")
+    records = Path(env["CIBA_RECORD_DB"])
     dying = WorkerProcess(env, tmp_path / "dying.log", [sys.executable, "-m", "tests.support.dying_worker"])
     dying.start()
     try:
