@@ -106,6 +106,15 @@ declare -A CHILDREN_PER_CORE_=([workflow]=6)
 
 toml_list() { printf '['; local sep=""; for item in "$@"; do printf '%s"%s"' "$sep" "$item"; sep=", "; done; printf ']'; }
 
+# A fork-server mutant can leave the time-skipping test server it started running: stop every
+# one whose working directory is inside this group's copy (others' servers are left alone).
+reap_test_servers() {
+  local pid
+  for pid in $(pgrep -f temporal-test-server || true); do
+    case "$(readlink "/proc/$pid/cwd" 2>/dev/null)" in "$1"/*) kill "$pid" 2>/dev/null || true ;; esac
+  done
+}
+
 run_group() {
   local group="$1" spec="${GROUPS_[$1]}"
   local modules tests
@@ -115,7 +124,12 @@ run_group() {
   work="$(mktemp -d "${TMPDIR:-/tmp}/ciba-mutation-$group.XXXXXX")"
   # MUTATION_KEEP=1 keeps the copy, to run one mutant's tests again by hand:
   #   cd <copy>/mutants && MUTANT_UNDER_TEST=<mutant> <this tree>/.venv/bin/python -m pytest <tests>
-  if [ -n "${MUTATION_KEEP:-}" ]; then echo "== the copy stays in $work"; else trap 'rm -rf "$work"' RETURN; fi
+  if [ -n "${MUTATION_KEEP:-}" ]; then
+    echo "== the copy stays in $work"
+    trap 'reap_test_servers "$work"' RETURN
+  else
+    trap 'reap_test_servers "$work"; rm -rf "$work"' RETURN
+  fi
   # The working tree as it is (committed or not), without the OP's node_modules, which is linked.
   (cd "$ROOT" && git ls-files -z -co --exclude-standard | grep -zv '^examples/demo/op/node_modules/' \
     | tar --null -T - -cf -) | tar -C "$work" -xf -
