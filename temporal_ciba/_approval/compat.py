@@ -91,3 +91,12 @@ PING_RETRY_PATCH = "ping-retry-after"
 # not gated: the cancellation is its host's, and goes on. KEPT: none of its own (a run without
 # the marker ends cancelled, as it did).
 DECISION_OUTLASTS_CANCEL_PATCH = "decision-outlasts-cancel"
+
+# Gates the order of what an approval cancelled with tokens in hand does: it writes its record
+# first and revokes the tokens after, only if the cancellation is what the record holds. The
+# decision on record may be an approval taken with those very tokens, in a workflow task that
+# never completed (the cancellation arrived while it was completing); that approval is then the
+# outcome, with its access token alive, where the old order revoked the token and returned the
+# approval with a dead one. Marked only in a run cancelled with tokens in hand. KEPT: none of its
+# own (a run without the marker revokes first, as it did).
+RECORD_BEFORE_REVOKE_PATCH = "record-before-revoke"

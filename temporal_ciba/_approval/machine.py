@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         NOTIFICATION_PROOF_PATCH,
         PING_PACING_PATCH,
         PING_RETRY_PATCH,
+        RECORD_BEFORE_REVOKE_PATCH,
         RECORD_PATCH,
         DecisionPath,
     )
@@ -66,6 +67,7 @@ DECISION_ERRORS: dict[str, OutcomeStatus] = {"access_denied": "denied", "expired
 # A fallback poll in ping or push mode is spread over this fraction more, so thousands of
 # approvals started together do not poll together.
 FALLBACK_JITTER = 0.25
+CANCELLED = "the approval was cancelled before a decision"
 
 
 @dataclass(frozen=True)
@@ -176,11 +178,40 @@ class Approval:
                 self._asked_again = True
                 self._pending = None
         except asyncio.CancelledError:
-            if self._tokens_to_revoke is not None:
-                await self._revoke(self._tokens_to_revoke)
-            if self._late_access_token is not None:
-                await self._revoke_access_token(self._late_access_token)
-            return self._finish("cancelled", reason="the approval was cancelled before a decision")
+            return await self._cancelled()
+
+    async def _cancelled(self) -> ApprovalOutcome:
+        """The outcome of a cancellation before a decision, and the tokens in hand revoked."""
+        in_hand = self._tokens_to_revoke is not None or self._late_access_token is not None
+        if in_hand and self._records and workflow.patched(RECORD_BEFORE_REVOKE_PATCH):
+            return await self._cancelled_on_record()
+        await self._revoke_in_hand()
+        return self._finish("cancelled", reason=CANCELLED)
+
+    async def _cancelled_on_record(self) -> ApprovalOutcome:
+        """A cancellation with tokens in hand: the record is written before they are revoked
+        (compat.RECORD_BEFORE_REVOKE_PATCH).
+
+        It may hold an approval taken with them in a workflow task that never completed; that
+        approval is then the outcome, its access token left alive for the action."""
+        self._on_record = True
+        cancelled = self._outcome("cancelled", reason=CANCELLED)
+        recorded = await self._record(cancelled)
+        if recorded is not None and recorded.approved:
+            # The tokens in hand are the ones it was taken with; a late access token that is
+            # not the one it carries is nobody's.
+            late = self._late_access_token
+            if late is not None and late != recorded.sealed_access_token:
+                await self._revoke_access_token(late)
+            return self._take_recorded(recorded)
+        await self._revoke_in_hand()
+        return self._take_recorded(recorded) if recorded is not None else self._shown(cancelled)
+
+    async def _revoke_in_hand(self) -> None:
+        if self._tokens_to_revoke is not None:
+            await self._revoke(self._tokens_to_revoke)
+        if self._late_access_token is not None:
+            await self._revoke_access_token(self._late_access_token)
 
     async def _send_request(self) -> ApprovalOutcome | None:
         """The backchannel request; an outcome if the OP refused it, else None with _pending set."""
@@ -575,8 +606,13 @@ class Approval:
     def _finish(
         self, status: OutcomeStatus, *, reason: str, error: str | None = None, **claims: Any
     ) -> ApprovalOutcome:
+        return self._shown(self._outcome(status, reason=reason, error=error, **claims))
+
+    def _outcome(
+        self, status: OutcomeStatus, *, reason: str, error: str | None = None, **claims: Any
+    ) -> ApprovalOutcome:
         pending = self._pending
-        outcome = ApprovalOutcome(
+        return ApprovalOutcome(
             status=status,
             workflow_id=workflow.info().workflow_id,
             auth_req_id=pending.auth_req_id if pending else None,
@@ -589,6 +625,8 @@ class Approval:
             policy=self._request.policy,
             **claims,
         )
+
+    def _shown(self, outcome: ApprovalOutcome) -> ApprovalOutcome:
         self.state.outcome = outcome
-        self._show(status, reason)
+        self._show(outcome.status, outcome.reason)
         return outcome

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import pytest
 from temporalio import workflow
@@ -416,6 +417,78 @@ async def test_an_access_token_arriving_after_a_delivered_cancellation_is_revoke
     (revocation,) = starts.of("ciba.revoke_access_token")  # best effort: 5 tries of 30 s at most
     assert not revocation.local and revocation.start_to_close == timedelta(seconds=30)
     assert revocation.retry_policy == RetryPolicy(maximum_attempts=5)
+
+
+def on_record(status: str, sealed_access_token: str | None = None) -> Callable[[ApprovalOutcome], ApprovalOutcome]:
+    """The decision the record write finds: one this approval took first, in a workflow task
+    that never completed (the cancellation arrived while it was completing)."""
+
+    def decision(given: ApprovalOutcome) -> ApprovalOutcome:
+        approved = status == "approved"
+        return given.model_copy(
+            update={
+                "status": status,
+                "reason": "approved by alice" if approved else "alice denied the request on their device",
+                "sub": "alice" if approved else None,
+                "sealed_access_token": sealed_access_token,
+            }
+        )
+
+    return decision
+
+
+@pytest.mark.parametrize(
+    "poll_in,on_file,revoked",
+    [
+        ("workflow", on_record("approved", "sealed-at"), []),
+        ("activity", on_record("approved", "sealed-at"), []),
+        ("workflow", on_record("approved", "sealed-other"), ["sealed-at"]),
+        ("workflow", on_record("denied"), ["sealed-at"]),
+    ],
+    ids=["redeem-approved-with-it", "poll-activity-approved-with-it", "approved-with-another", "denied"],
+)
+async def test_a_late_access_token_is_revoked_only_after_the_record_says_the_approval_was_cancelled(
+    env: WorkflowEnvironment,
+    poll_in: Literal["workflow", "activity"],
+    on_file: Callable[[ApprovalOutcome], ApprovalOutcome],
+    revoked: list[str],
+) -> None:
+    # The record holds the decision taken with this very token when the cancellation arrived
+    # while that decision's workflow task was completing: the approval returns it, and the
+    # token it carries must still open the action (a quorum's first approver is its token).
+    op = ScriptedOP(env, [GRANTED])
+    op.blocking = True
+    op.decision_on_record = on_file
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue, action_digest="ab" * 32, polling=PollingPolicy(poll_in=poll_in))
+        await op.poll_started.wait()
+        await cancel_delivered(handle)
+        op.block_next_poll.set()
+        outcome = await handle.result()
+        state = await handle.query(STATUS_QUERY, result_type=ApprovalState)
+    (record,) = op.recorded
+    assert record.outcome.status == "cancelled" and outcome == on_file(record.outcome)
+    assert state.status == outcome.status and op.revoked == revoked
+
+
+async def test_pushed_tokens_of_the_decision_on_record_are_not_revoked_by_a_cancellation(
+    own_env: WorkflowEnvironment,
+) -> None:
+    env = own_env
+    op = ScriptedOP(env, [], mode="push")
+    op.answer_validation = asyncio.Event()
+    op.decision_on_record = on_record("approved", "sealed-at")
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue)
+        await wait_pending(handle)
+        await handle.signal(CibaApprovalWorkflow.ciba_deliver, PushDelivery(auth_req_id="req-1", sealed_tokens="t"))
+        await op.validation_started.wait()
+        await handle.cancel()
+        outcome = await handle.result()
+        op.answer_validation.set()
+    assert (outcome.status, outcome.sealed_access_token, op.revoked) == ("approved", "sealed-at", [])
 
 
 async def test_a_redeem_that_finds_the_decision_on_record_returns_it_unwritten(env: WorkflowEnvironment) -> None:
