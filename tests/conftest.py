@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.support.postgres import PostgresServer
+from tests.support.scratch import scratch_dir
 
 # Fixtures more than one level uses, each module loaded once for the whole run: the e2e and
 # security tests' servers, the callback tests' waiting approval, the workflow tests'
@@ -19,7 +18,7 @@ pytest_plugins = ["tests.support.stack", "tests.support.callback", "tests.suppor
 # Code under test that builds its own worker from the environment (CibaPlugin with `op`, the
 # example programs) writes decision records to CIBA_RECORD_DB, by default in the working
 # directory: here, a temporary file instead.
-os.environ.setdefault("CIBA_RECORD_DB", str(Path(tempfile.mkdtemp(prefix="ciba-records-")) / "records.sqlite3"))
+os.environ.setdefault("CIBA_RECORD_DB", str(scratch_dir("ciba-records-") / "records.sqlite3"))
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ import os
 import ssl
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -39,6 +38,7 @@ from temporal_ciba_examples.payment_agent.plugin import PaymentAgentPlugin
 from tests.support.mtls import ClientCertificateFiles
 from tests.support.op import TEST_ROUTES, TestOP, ciba_client, run_test_op
 from tests.support.records import assert_every_outcome_recorded
+from tests.support.scratch import scratch_dir
 from tests.support.temporal import DevServer, free_port
 
 SECRET = "a-client-secret-of-some-length-0123456789"
@@ -238,7 +238,7 @@ async def temporal_client(temporal_server: DevServer) -> Client:
 
 # Decision records of the workers the tests start (docs/operations/decision-records.md): never in the
 # working directory.
-RECORDS_DIR = Path(tempfile.mkdtemp(prefix="ciba-test-records-"))
+RECORDS_DIR = scratch_dir("ciba-test-records-")
 
 
 def clean_env(**values: str) -> dict[str, str]:
