@@ -116,8 +116,13 @@ class DecisionRecorder:
                 return None
             stored, outcome_json = found
             outcome = ApprovalOutcome.model_validate_json(outcome_json)
-        except (EvidenceError, ValueError) as exc:
+        except EvidenceError as exc:
             activity.logger.warning("decision record %s: its kept outcome does not open: %s", record_id, exc)
+            return None
+        except ValueError as exc:  # by its type alone: a ValidationError quotes the outcome's fields
+            activity.logger.warning(
+                "decision record %s: its kept outcome does not open: %s", record_id, type(exc).__name__
+            )
             return None
         if (outcome.workflow_id, outcome.auth_req_id, outcome.status) != (workflow_id, auth_req_id, stored.status):
             activity.logger.warning("decision record %s: its kept outcome is not its decision", record_id)

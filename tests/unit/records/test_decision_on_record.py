@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -152,6 +153,23 @@ def test_a_kept_outcome_of_another_approval_or_decision_is_not_returned(sqlite_s
         sealed = keys.encrypt_outcome(kept.model_dump_json(), body_digest=stored.record.body_digest())
         set_kept(sqlite_store, sealed, first.record_id)
         conflict(sqlite_store, grant_lost())
+
+
+def test_a_kept_outcome_that_is_no_outcome_is_logged_by_its_error_type_alone(
+    sqlite_store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Pydantic quotes the input it refuses; the kept outcome holds a sealed access token.
+    keys = EvidenceKeys([RECORD_KEY])
+    first = record(sqlite_store, approved())
+    (stored,) = sqlite_store.select()
+    kept = approved().model_dump(mode="json") | {"status": "maybe"}
+    sealed = keys.encrypt_outcome(json.dumps(kept), body_digest=stored.record.body_digest())
+    set_kept(sqlite_store, sealed, first.record_id)
+    with caplog.at_level("WARNING"):
+        conflict(sqlite_store, grant_lost())
+    (line,) = [r.getMessage() for r in caplog.records if "kept outcome" in r.getMessage()]
+    assert line.startswith(f"decision record {first.record_id}: its kept outcome does not open: ValidationError")
+    assert SEALED_ACCESS_TOKEN not in caplog.text and "maybe" not in caplog.text
 
 
 def test_a_bare_record_id_reads_as_a_record_without_another_decision() -> None:
