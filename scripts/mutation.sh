@@ -90,6 +90,10 @@ tests/unit/records/test_store_secrets_and_export_file.py tests/unit/test_identif
   # mutant only from calls in the test process itself, so every mutant would count as reached
   # by no test (and each mutant would start the OP, the dev server and the process again).
   [callback]="temporal_ciba/_programs/callback.py temporal_ciba/_programs/http_guard.py | tests/security/test_callback_app.py"
+  # The example payment API (one payment per approved action), its app over ASGI with the OP behind
+  # httpx.MockTransport. Not tests/security/test_payment_api.py nor test_one_approval_one_action.py:
+  # they drive the `payment-api` process (see callback above).
+  [payment-api]="examples/payment_agent/payment_api.py | tests/unit/test_payment_api_app.py"
 )
 
 # Groups whose tests run Temporal workers: mutmut's default forks each mutant's run from a process
@@ -137,16 +141,31 @@ run_group() {
   # (the docs include it), named
   # by the commit the copy was made from ("+" when the tree had uncommitted changes).
   local commit
-  commit="$(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- temporal_ciba tests scripts ':!scripts/mutation-results.*' || echo +)"
+  commit="$(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- temporal_ciba examples tests scripts ':!scripts/mutation-results.*' || echo +)"
   local modules_dir="examples/demo/op/node_modules"
   if [ -d "$ROOT/$modules_dir" ] && [ ! -e "$work/$modules_dir" ]; then
     ln -s "$ROOT/$modules_dir" "$work/$modules_dir"
   fi
+  # examples/ is the import package temporal_ciba_examples: mutmut names a mutant by its file's
+  # path and the tests import the mutated copy only from mutants/ (sys.path before the editable
+  # install), so a module of examples/ is mutated in a copy of examples/ under the package's name.
+  local sources=(temporal_ciba) mutate=() module
+  for module in "${modules[@]}"; do
+    case "$module" in
+      examples/*) mutate+=("temporal_ciba_examples/${module#examples/}") ;;
+      *) mutate+=("$module") ;;
+    esac
+  done
+  if [[ " ${modules[*]}" == *" examples/"* ]]; then
+    (cd "$work" && git -C "$ROOT" ls-files -z -- examples | grep -zv '^examples/demo/op/' \
+      | sed -z 's|^examples/||' | (cd examples && tar --null -T - -cf -) | (mkdir temporal_ciba_examples && tar -C temporal_ciba_examples -xf -))
+    sources+=(temporal_ciba_examples)
+  fi
   cat >>"$work/pyproject.toml" <<EOF
 
 [tool.mutmut]
-source_paths = ["temporal_ciba"]
-only_mutate = $(toml_list "${modules[@]}")
+source_paths = $(toml_list "${sources[@]}")
+only_mutate = $(toml_list "${mutate[@]}")
 pytest_add_cli_args_test_selection = $(toml_list "${tests[@]}")
 pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x", "-o", "addopts=", "--timeout", "${TEST_TIMEOUT_[$group]:-300}", "--timeout-method", "thread"]
 process_isolation = "${ISOLATION_[$group]:-fork}"
@@ -166,13 +185,13 @@ EOF
 }
 
 # Every group, once: the protocol-<module> groups only split `protocol`, and `validation` is in it.
-ALL_GROUPS=(protocol crypto workflow callback grant quorum policy tool-approval activities plugin records codec-server mcp)
+ALL_GROUPS=(protocol crypto workflow callback grant quorum policy tool-approval activities plugin records codec-server mcp payment-api)
 
 # The groups that mutate a file changed since REF (committed or not).
 changed_groups() {
   local ref="$1" base changed group spec module
   base="$(git -C "$ROOT" merge-base "$ref" HEAD)"
-  changed="$(git -C "$ROOT" diff --name-only "$base" -- temporal_ciba)"
+  changed="$(git -C "$ROOT" diff --name-only "$base" -- temporal_ciba examples)"
   for group in "${ALL_GROUPS[@]}"; do
     spec="${GROUPS_[$group]}"
     for module in ${spec%%|*}; do
