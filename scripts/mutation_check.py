@@ -45,6 +45,12 @@ MESSAGE_AT = {
     "Refused": 1,
     "SignInRefused": 1,
 }
+# The same for calls whose name another module uses otherwise, by module: the example payment
+# API's answers take (status, error, error_description[, headers]) and its DPoP refusal the
+# error_description alone (the status, the error code and the headers are the contract).
+MESSAGE_AT_IN = {
+    "temporal_ciba_examples.payment_agent.payment_api": {"_error": 2, "BadRequest": 2, "_dpop_error": 0},
+}
 # Exceptions whose names do not say so (not ...Error, ...Exception, ...Rejected), message first:
 # their stable `error` code or their class is the contract, the message text for a person.
 MESSAGE_FIRST = {"BindingMessageUnfit", "InvalidDPoPProof", "GrantRefused"}
@@ -53,12 +59,13 @@ LOG_METHODS = {"debug", "info", "warning", "error", "exception", "critical"}
 MUTANT_NAME = re.compile(r"^(?P<module>.+?)\.(?P<function>x.+)__mutmut_(?P<number>\d+)$")
 
 
-def _message_positions(call: ast.Call) -> range:
-    """The positional arguments of `call` that are messages for a person."""
+def _message_positions(call: ast.Call, module: str = "") -> range:
+    """The positional arguments of `call` (in `module`) that are messages for a person."""
     func = call.func
     name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
-    if name in MESSAGE_AT:
-        return range(MESSAGE_AT[name], MESSAGE_AT[name] + 1)
+    at = {**MESSAGE_AT, **MESSAGE_AT_IN.get(module, {})}
+    if name in at:
+        return range(at[name], at[name] + 1)
     if name.endswith(("Error", "Exception", "Rejected")) or name in MESSAGE_FIRST:
         return range(1)
     return range(0)
@@ -67,6 +74,9 @@ def _message_positions(call: ast.Call) -> range:
 class _BlankMessages(ast.NodeTransformer):
     """Replace every message argument, whatever expression builds it, by one placeholder."""
 
+    def __init__(self, module: str = "") -> None:
+        self.module = module
+
     def visit_Call(self, node: ast.Call) -> ast.AST:
         self.generic_visit(node)
         func = node.func
@@ -74,7 +84,7 @@ class _BlankMessages(ast.NodeTransformer):
             # A log line's arguments are all one text (a mutant may drop one of them).
             node.args = [ast.Constant("<message>")]
             return node
-        positions = _message_positions(node)
+        positions = _message_positions(node, self.module)
         node.args = [ast.Constant("<message>") if index in positions else arg for index, arg in enumerate(node.args)]
         return node
 
@@ -124,7 +134,7 @@ def classify(root: Path) -> tuple[dict[str, int], list[tuple[str, str]]]:
             original = _body(copy.deepcopy(functions[f"{match['function']}__mutmut_orig"]))
             mutant = _body(copy.deepcopy(functions[f"{match['function']}__mutmut_{match['number']}"]))
             line = _first_changed_line(original, mutant)
-            blank = _BlankMessages()
+            blank = _BlankMessages(match["module"])
             if ast.dump(blank.visit(original)) == ast.dump(blank.visit(mutant)):
                 counts["message"] += 1
                 continue

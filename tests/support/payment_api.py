@@ -82,10 +82,13 @@ class CraftedOP:
     forms: list[dict[str, list[str]]] = field(default_factory=list)
     authorizations: list[str] = field(default_factory=list)
     discoveries: int = 0
+    # The timeout each request carried (httpx's request extension), by endpoint path.
+    timeouts: dict[str, list[dict[str, float | None]]] = field(default_factory=dict)
     hold: asyncio.Event | None = None
     holding: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.timeouts.setdefault(request.url.path, []).append(request.extensions.get("timeout", {}))
         if request.url.path == "/.well-known/openid-configuration":
             self.discoveries += 1
             document = {

@@ -9,6 +9,7 @@ operator token and the settings. tests/security/test_payment_api.py drives the r
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import sqlite3
@@ -18,20 +19,24 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
-from uvicorn.config import Config
-from uvicorn.server import ServerState
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr, ValidationError
+from uvicorn.config import Config
+from uvicorn.server import ServerState
 
 from temporal_ciba.ciba import PROOF_MAX_AGE_SECONDS, certificate_thumbprint
-from temporal_ciba.ciba._dpop import DPoPKey
+from temporal_ciba.ciba._dpop import DPoPKey, access_token_hash
+from temporal_ciba_examples.payment_agent import payment_api as payment_api_module
 from temporal_ciba_examples.payment_agent.models import PaymentAction, action_digest
 from temporal_ciba_examples.payment_agent.payment_api import (
     MAX_BODY_BYTES,
     MAX_TOKEN_CHARS,
+    OP_TIMEOUT,
+    REVOCATION_TIMEOUT,
     ClientCertificateH11Protocol,
     PaymentStore,
     SeenProofs,
@@ -98,16 +103,17 @@ async def test_a_token_inactive_at_introspection_is_401(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "authorization",
-    ["", "Basic dG9rLTE=", "Bearer", "Bearer ", "tok-1", "Bearer tok 1", "Bearer tök", "Bearer " + "a" * 4097],
+    [None, "", "Basic dG9rLTE=", "Bearer", "Bearer ", "tok-1", "Bearer tok 1", "Bearer tök", "Bearer " + "a" * 4097],
 )
 async def test_no_bearer_or_dpop_token_of_b64token_syntax_is_401_before_the_op(
-    tmp_path: Path, authorization: str
+    tmp_path: Path, authorization: str | None
 ) -> None:
     op = CraftedOP(tokens={"tok-1": granted()})
+    headers: dict[str, Any] = {"idempotency-key": KEY}
+    if authorization is not None:
+        headers["authorization"] = authorization.encode("latin-1")
     async with payment_api(api_settings(tmp_path), op) as client:
-        answer = await client.post(
-            "/payments", json=body_of(INVOICE), headers={"authorization": authorization.encode("latin-1"), "idempotency-key": KEY}
-        )
+        answer = await client.post("/payments", json=body_of(INVOICE), headers=headers)
     assert answer.status_code == 401 and answer.json()["error"] == "invalid_token"
     assert answer.headers["www-authenticate"] == 'Bearer realm="payments", DPoP algs="ES256 PS256"'
     assert op.introspected == []
@@ -132,8 +138,8 @@ async def test_a_token_of_another_client_is_403(tmp_path: Path) -> None:
         refused = [await pay(client, token, f"idem-key-{token}") for token in ("t1", "t2")]
         op.tokens["t3"] = granted()
         paid = await pay(client, "t3", "idem-key-t3")
-    assert [(r.status_code, r.json()["error_description"]) for r in refused] == [
-        (403, "the access token was issued to another client")
+    assert [(r.status_code, r.json()["error"], r.json()["error_description"]) for r in refused] == [
+        (403, "insufficient_scope", "the access token was issued to another client")
     ] * 2
     assert paid.status_code == 201
 
@@ -144,10 +150,10 @@ async def test_a_token_without_the_payments_scope_is_403(tmp_path: Path, scope: 
     async with payment_api(api_settings(tmp_path), op) as client:
         refused = await pay(client, "tok-1")
         paid = await pay(client, "tok-2", "idem-key-0002", OTHER)
-    assert (
-        refused.status_code == 403
-        and refused.json()["error_description"] == "the access token lacks the payments scope"
-    )
+    assert refused.status_code == 403 and refused.json() == {
+        "error": "insufficient_scope",
+        "error_description": "the access token lacks the payments scope",
+    }
     assert paid.status_code == 201
 
 
@@ -201,6 +207,50 @@ async def test_an_op_without_an_introspection_endpoint_is_503(tmp_path: Path) ->
     assert answer.status_code == 503 and op.introspected == []
 
 
+async def test_each_request_to_the_op_carries_its_timeout(tmp_path: Path) -> None:
+    op = CraftedOP(tokens={"tok-1": granted()})
+    async with payment_api(api_settings(tmp_path), op) as client:
+        assert (await pay(client, "tok-1")).status_code == 201
+    assert op.timeouts == {
+        "/.well-known/openid-configuration": [OP_TIMEOUT.as_dict()],
+        "/introspect": [OP_TIMEOUT.as_dict()],
+        "/revoke": [REVOCATION_TIMEOUT.as_dict()],
+    }
+
+
+async def test_without_a_client_given_the_app_builds_one_that_follows_no_redirect_and_closes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its own client: OP_TIMEOUT, no redirects (the API's credentials go to the OP's endpoints
+    alone), closed when the app shuts down."""
+    built: list[tuple[dict[str, Any], httpx.AsyncClient]] = []
+    real = httpx.AsyncClient
+
+    def client(**options: Any) -> httpx.AsyncClient:
+        made = real(transport=httpx.MockTransport(CraftedOP(tokens={"tok-1": granted()})), **options)
+        built.append((options, made))
+        return made
+
+    monkeypatch.setattr(payment_api_module.httpx, "AsyncClient", client)
+    app = create_app(api_settings(tmp_path))
+    monkeypatch.undo()
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=API) as api:
+            assert (await pay(api, "tok-1")).status_code == 201
+        ((options, made),) = built
+        assert not made.is_closed
+    assert options == {"timeout": OP_TIMEOUT, "follow_redirects": False}
+    assert made.is_closed
+
+
+async def test_a_client_given_to_the_app_stays_open(tmp_path: Path) -> None:
+    async with httpx.AsyncClient(transport=httpx.MockTransport(CraftedOP())) as http:
+        app = create_app(api_settings(tmp_path), http=http)
+        async with app.router.lifespan_context(app):
+            pass
+        assert not http.is_closed
+
+
 # Revocation once paid ------------------------------------------------------------------------------
 
 
@@ -226,6 +276,14 @@ async def test_a_refused_revocation_is_logged_and_the_grant_stays_used(
     }[type(revocation)]
     assert expected in caplog.messages
     assert "tok-1" not in caplog.text
+
+
+async def test_a_revocation_the_op_accepts_logs_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    op = CraftedOP(tokens={"tok-1": granted()})
+    async with payment_api(api_settings(tmp_path), op) as client:
+        with caplog.at_level(logging.WARNING):
+            assert (await pay(client, "tok-1")).status_code == 201
+    assert op.revoked == ["tok-1"] and caplog.messages == []
 
 
 # One payment per grant ----------------------------------------------------------------------------
@@ -358,6 +416,7 @@ async def test_the_idempotency_key_is_8_to_2048_visible_ascii_characters(tmp_pat
     async with payment_api(api_settings(tmp_path), op) as client:
         answer = await pay(client, "tok-1", key)
     assert answer.status_code == (201 if valid else 400)
+    assert answer.json().get("error") == (None if valid else "invalid_request")
     assert valid_idempotency_key(key) is valid
 
 
@@ -377,7 +436,8 @@ async def test_no_idempotency_key_is_400_before_the_op(tmp_path: Path) -> None:
     op = CraftedOP(tokens={"tok-1": granted()})
     async with payment_api(api_settings(tmp_path), op) as client:
         answer = await client.post("/payments", json=body_of(INVOICE), headers={"authorization": "Bearer tok-1"})
-    assert answer.status_code == 400 and op.introspected == []
+    assert answer.status_code == 400 and answer.json()["error"] == "invalid_request"
+    assert op.introspected == []
 
 
 # DPoP (RFC 9449) -----------------------------------------------------------------------------------
@@ -482,6 +542,33 @@ async def test_a_dpop_bound_token_pays_only_with_a_proof_of_its_own_key(tmp_path
     assert op.revoked == []
 
 
+async def test_one_jti_is_refused_again_only_for_the_same_key(tmp_path: Path) -> None:
+    """Replay is a key's proof seen again: another key's proof with the same jti is its own."""
+    keys = [new_key(), new_key()]
+    op = CraftedOP(
+        tokens={
+            f"tok-{n}": granted(action, cnf={"jkt": key.thumbprint})
+            for n, (key, action) in enumerate(zip(keys, (INVOICE, OTHER), strict=True))
+        }
+    )
+    async with payment_api(api_settings(tmp_path, one_payment_per_action=False), op) as client:
+        answers = []
+        for n, (key, action) in enumerate(zip(keys, (INVOICE, OTHER), strict=True)):
+            claims = {
+                "jti": "one-jti",
+                "htm": "POST",
+                "htu": f"{API}/payments",
+                "iat": int(time.time()),
+                "ath": access_token_hash(f"tok-{n}"),
+            }
+            proof = jwt.encode(
+                claims, key.private_key, algorithm="ES256", headers={"typ": "dpop+jwt", "jwk": key.public_jwk}
+            )
+            headers = dpop_headers(key, f"tok-{n}", proof=proof, idem=f"idem-key-000{n}")
+            answers.append((await client.post("/payments", json=body_of(action), headers=headers)).status_code)
+    assert answers == [201, 201]
+
+
 def test_seen_proofs_forget_a_jti_only_after_its_window() -> None:
     seen = SeenProofs()
     window = 2 * PROOF_MAX_AGE_SECONDS + 10
@@ -505,14 +592,13 @@ async def test_a_certificate_bound_token_pays_only_over_that_certificate(tmp_pat
     for name, certificate in {"none": None, "stranger": stranger, "agent": agent}.items():
         directory = tmp_path / name
         directory.mkdir()
-        wrap = (
-            (lambda app, pem=certificate.cert.read_text(): with_client_certificate(app, pem)) if certificate else None
-        )
+        wrap = functools.partial(with_client_certificate, pem=certificate.cert.read_text()) if certificate else None
         async with payment_api(api_settings(directory), op, wrap=wrap) as client:
             answers[name] = await pay(client, "tok-1")
     for name in ("none", "stranger"):
         assert answers[name].status_code == 401, name
         assert answers[name].headers["www-authenticate"] == 'Bearer error="invalid_token"'
+        assert answers[name].json()["error"] == "invalid_token"
     assert answers["agent"].status_code == 201
 
 
@@ -541,8 +627,10 @@ async def test_the_certificate_joins_the_scopes_tls_extension(tmp_path: Path) ->
     assert presented_certificate_thumbprint(Scoped({})) is None  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("presents", [True, False])
-async def test_the_protocol_hands_the_presented_certificate_to_the_app(tmp_path: Path, presents: bool) -> None:
+@pytest.mark.parametrize(("tls", "presents"), [(True, True), (True, False), (False, False)])
+async def test_the_protocol_hands_the_presented_certificate_to_the_app(
+    tmp_path: Path, tls: bool, presents: bool
+) -> None:
     """ClientCertificateH11Protocol tells the app the TLS connection's certificate, if it had one."""
     agent = self_signed_client_certificate(tmp_path, "agent")
     seen: list[dict[str, Any]] = []
@@ -556,7 +644,11 @@ async def test_the_protocol_hands_the_presented_certificate_to_the_app(tmp_path:
 
     class Transport:
         def get_extra_info(self, name: str, default: Any = None) -> Any:
-            return {"ssl_object": SSLObject(), "peername": ("127.0.0.1", 1), "sockname": ("127.0.0.1", 2)}.get(name)
+            return {
+                "ssl_object": SSLObject() if tls else None,
+                "peername": ("127.0.0.1", 1),
+                "sockname": ("127.0.0.1", 2),
+            }.get(name)
 
         def is_closing(self) -> bool:
             return False
@@ -566,7 +658,8 @@ async def test_the_protocol_hands_the_presented_certificate_to_the_app(tmp_path:
     protocol = ClientCertificateH11Protocol(config, ServerState(), app_state={})
     protocol.app = app
     protocol.connection_made(Transport())  # type: ignore[arg-type]
-    protocol.timeout_keep_alive_task.cancel() if protocol.timeout_keep_alive_task else None
+    if protocol.timeout_keep_alive_task is not None:
+        protocol.timeout_keep_alive_task.cancel()
     await protocol.app({"type": "http"}, None, None)
     tls = seen[0].get("extensions", {}).get("tls")
     assert tls == (
@@ -579,6 +672,8 @@ async def test_the_protocol_hands_the_presented_certificate_to_the_app(tmp_path:
 
 async def asgi_post(app: Any, headers: dict[str, str], chunks: list[bytes] | None) -> tuple[int, int]:
     """POST /payments straight to the ASGI app: the status, and how many receive() calls it made.
+
+    Every answer here is a refusal: its error code is invalid_request.
 
     `chunks` None: the client goes away at the first receive."""
     reads = 0
@@ -611,6 +706,7 @@ async def asgi_post(app: Any, headers: dict[str, str], chunks: list[bytes] | Non
         "server": ("api", 80),
     }
     await app(scope, receive, send)
+    assert json.loads(sent[1]["body"])["error"] == "invalid_request"
     return sent[0]["status"], reads
 
 
@@ -652,6 +748,7 @@ async def test_a_body_of_exactly_the_limit_pays(tmp_path: Path) -> None:
 
 DIGEST = action_digest(INVOICE)
 GOOD = json.dumps(body_of(INVOICE))
+NOT_A_PAYMENT = "the body must be a payment action with its action_digest"
 
 
 @pytest.mark.parametrize(
@@ -673,6 +770,11 @@ GOOD = json.dumps(body_of(INVOICE))
             "the body must be a payment action with its action_digest",
         ),
         (GOOD.encode("utf-16"), "the body must be a payment action with its action_digest"),
+        (GOOD.replace("{", '{"extra": NaN, ', 1).encode(), "the body must be a payment action with its action_digest"),
+        (
+            GOOD.replace("{", '{"extra": -Infinity, ', 1).encode(),
+            "the body must be a payment action with its action_digest",
+        ),
         (
             GOOD.replace('"INV-2026-118"', "[" * 3000 + "]" * 3000).encode(),
             "the body must be a payment action with its action_digest",
@@ -762,12 +864,17 @@ async def test_listing_payments_needs_the_operator_token(tmp_path: Path) -> None
                 {},
                 {"authorization": f"Basic {OPERATOR}"},
                 {"authorization": f"Bearer {OPERATOR}x"},
+                {"authorization": f"Digest {OPERATOR}"},
+                {"authorization": f"Bearer  {OPERATOR[1:]}"},
                 {"authorization": "Bearer tok-1"},
             )
         ]
         listed = await client.get("/payments", headers={"authorization": f"bearer   {OPERATOR} "})
+        exact = await client.get("/payments", headers={"authorization": f"Bearer {OPERATOR}"})
     for answer in refused:
         assert answer.status_code == 401 and answer.headers["www-authenticate"] == 'Bearer realm="operator"'
+        assert answer.json()["error"] == "invalid_token"
+    assert exact.status_code == 200 and exact.json() == listed.json()
     assert listed.status_code == 200
     first, second = listed.json()
     assert time.time() - 60 < first.pop("created_at") <= time.time()
@@ -800,8 +907,8 @@ def test_a_store_of_an_earlier_version_gains_the_columns_and_digests(tmp_path: P
         "CREATE TABLE payments (idempotency_key TEXT PRIMARY KEY, payment_id TEXT NOT NULL, "
         "action TEXT NOT NULL, sub TEXT, created_at REAL NOT NULL)"
     )
-    db.execute("INSERT INTO payments VALUES ('old-key-1', 'pay_1', ?, 'alice', 1.0)", (INVOICE.model_dump_json(),))
     db.execute("INSERT INTO payments VALUES ('old-key-2', 'pay_2', '{\"amount\": \"x\"}', 'alice', 1.0)")
+    db.execute("INSERT INTO payments VALUES ('old-key-1', 'pay_1', ?, 'alice', 1.0)", (INVOICE.model_dump_json(),))
     db.commit()
     db.close()
     store = PaymentStore(path)
@@ -810,6 +917,12 @@ def test_a_store_of_an_earlier_version_gains_the_columns_and_digests(tmp_path: P
     assert legacy is not None and legacy.action_digest == "" and legacy.token_sha256 is None
     assert store.find("missing") is None
     PaymentStore(path)  # opened again: nothing left to add
+
+
+async def test_the_store_answers_from_another_thread_than_the_one_that_opened_it(tmp_path: Path) -> None:
+    """uvicorn may build the app in one thread and serve it from another's event loop."""
+    store = await asyncio.to_thread(PaymentStore, tmp_path / "payments.sqlite3")
+    assert store.find(KEY) is None and not store.consumed("token:x") and store.all() == []
 
 
 async def test_a_payment_recorded_before_tokens_were_fingerprinted_answers_its_receipt(tmp_path: Path) -> None:
