@@ -1,6 +1,8 @@
-"""The codec server's app in the test process: a crafted OIDC issuer behind httpx.MockTransport,
-its access tokens and ID tokens, encrypted bodies, and raw ASGI calls (any Host, Origin,
-Content-Length or pacing of the body, which an HTTP client would not send)."""
+"""The codec server's app in the test process: a crafted issuer, its tokens, bodies, raw ASGI calls.
+
+The OIDC issuer (and OP) answers behind httpx.MockTransport with access tokens and ID tokens of
+its keys; raw ASGI calls send any Host, Origin, Content-Length or pacing of the body, which an
+HTTP client would not send."""
 
 from __future__ import annotations
 
@@ -57,9 +59,10 @@ def access_token(
     claims: dict[str, Any] | None = None,
     **more_claims: Any,
 ) -> str:
-    """A JWT of ISSUER for AUDIENCE, an RFC 9068 access token unless told otherwise (`typ` is its
-    header; a claim named typ goes in `claims`); a claim given as None is left out, and so are a
-    kid or typ of None."""
+    """A JWT of ISSUER for AUDIENCE, an RFC 9068 access token unless told otherwise.
+
+    `typ` is its header (a claim named typ goes in `claims`); a claim given as None is left out,
+    and so are a kid or typ of None."""
     now = int(time.time())
     body = {"iss": ISSUER, "aud": AUDIENCE, "sub": "operator-1", "iat": now, "exp": now + 300}
     body.update({**(claims or {}), **more_claims})
@@ -71,8 +74,9 @@ def access_token(
 
 
 def resigned(token: str, key: Any, **header: Any) -> str:
-    """`token` under its header changed (a value of None removes the field), signed again by `key`
-    with RS256: a header PyJWT would not write (a kid that is a number, no typ)."""
+    """`token` under its header changed, signed again by `key` with RS256.
+
+    A value of None removes the field: a header PyJWT would not write (a kid that is a number, no typ)."""
     old_header, payload, _ = token.split(".")
     fields = {**json.loads(base64.urlsafe_b64decode(old_header + "==")), **header}
     fields = {name: value for name, value in fields.items() if value is not None}
@@ -191,8 +195,9 @@ async def asgi_call(
     query: bytes = b"",
     body_arrives: bool = True,
 ) -> RawResponse:
-    """One request straight to the ASGI app, its headers exactly as given (none added), its body in
-    `chunks`; with `body_arrives` False the body never comes after the head."""
+    """One request straight to the ASGI app, its headers exactly as given (none added).
+
+    Its body comes in `chunks`; with `body_arrives` False the body never comes after the head."""
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},

@@ -1,5 +1,6 @@
-"""The codec server's rules, in the test process: its app over ASGI, the OIDC issuer and the OP
-behind httpx.MockTransport (tests/support/codec_app.py).
+"""The codec server's rules, in the test process: its app over ASGI.
+
+The OIDC issuer and the OP answer behind httpx.MockTransport (tests/support/codec_app.py).
 
 Who may decode (operator tokens, the issuer's access tokens, a signed-in browser from the UI's
 origin), the Host and Origin guard, CORS, which payloads it decodes, encodes and refuses, its
@@ -184,8 +185,9 @@ async def test_a_token_longer_than_the_limit_is_refused_even_if_configured() -> 
 
 
 def test_operator_tokens_keep_only_digests_and_match_each() -> None:
-    """Rule: each configured token matches (no early exit that stops at the first), nothing else does,
-    and neither the tokens nor their digests show in repr."""
+    """Rule: each configured token matches, nothing else does, and repr shows none of them.
+
+    No early exit stops at the first token; neither the tokens nor their digests are shown."""
     tokens = OperatorTokens([OPERATOR_TOKEN, SECOND_OPERATOR_TOKEN])
     assert tokens.matches(OPERATOR_TOKEN) and tokens.matches(SECOND_OPERATOR_TOKEN)
     assert not tokens.matches(OPERATOR_TOKEN + " ") and not tokens.matches("")
@@ -244,8 +246,9 @@ async def test_an_access_token_of_the_issuer_decodes(typ: str) -> None:
 
 @pytest.mark.parametrize("typ", ["JWT", None, "id_token+jwt", "at+jwt\n", "dpop+jwt", 7])
 async def test_a_token_of_another_type_is_refused_without_asking_the_issuer(typ: Any) -> None:
-    """Rule: typ must be an access token's (an ID token for the audience is not one); refused
-    before any key is fetched."""
+    """Rule: typ must be an access token's, checked before any key is fetched.
+
+    An ID token for the audience (typ JWT or none) is not an access token."""
     issuer = FakeIssuer()
     token = access_token(typ=typ) if isinstance(typ, str | None) else resigned(access_token(), KEY, typ=typ)
     response = await decode_with(oidc_app(issuer), token)
@@ -452,8 +455,9 @@ async def test_an_operator_token_is_checked_before_the_issuer_and_opaque_tokens_
     ],
 )
 def test_host_name_drops_port_brackets_and_case(header: str, name: str) -> None:
-    """Rule: the Host header's name, lowercase, without the port (after the last colon) or IPv6
-    brackets (up to the first closing one)."""
+    """Rule: the Host header's name, lowercase, without port or IPv6 brackets.
+
+    The port is what follows the last colon; a bracketed name ends at the first closing bracket."""
     assert host_name(header) == name
 
 
@@ -695,8 +699,7 @@ async def test_a_malformed_content_length_is_a_400(declared: str) -> None:
 
 
 async def test_a_streamed_body_is_cut_at_the_limit() -> None:
-    """Rule: without Content-Length, a body over max_body_bytes is 413 once it passes the limit;
-    at the limit exactly it is read."""
+    """Rule: a streamed body is 413 once it passes max_body_bytes; at the limit it is read."""
     app = operator_app(max_body_bytes=1024)
     headers = [("host", "localhost"), ("authorization", f"Bearer {OPERATOR_TOKEN}")]
     over = await asgi_call(app, headers=headers, chunks=[b" " * 1000, b" " * 25, b" " * 10_000])
@@ -855,8 +858,9 @@ async def decode_from_ui(browser: httpx.AsyncClient, **headers: str) -> httpx.Re
 
 
 async def test_login_redirects_to_the_op_with_pkce_state_and_nonce() -> None:
-    """Rule: /login redirects to the authorization endpoint with code flow, PKCE S256, state and
-    nonce; they are kept in a sealed, HttpOnly login cookie for /callback only, for ten minutes."""
+    """Rule: /login redirects to the OP with code flow, PKCE S256, state and nonce.
+
+    They are kept in a sealed, HttpOnly login cookie for /callback only, for ten minutes."""
     issuer = FakeIssuer()
     async with client(signin_app(signin_of(issuer, scope="profile"))) as browser:
         login = await browser.get("/login")
@@ -972,8 +976,10 @@ async def test_after_sign_in_the_browser_returns_to_the_ui_page() -> None:
 
 
 async def test_a_callback_opens_a_session_that_decodes_from_the_ui_only(caplog: pytest.LogCaptureFixture) -> None:
-    """Rule: a session is a sealed cookie (HttpOnly, Path=/, SameSite, max-age the session's);
-    it decodes only with the UI's Origin; the login cookie is cleared; the log names the subject."""
+    """Rule: a callback opens a session that decodes only with the UI's Origin.
+
+    The session is a sealed cookie (HttpOnly, Path=/, SameSite, max-age the session's); the login
+    cookie is cleared; the log names the subject."""
     issuer = FakeIssuer()
     async with client(signin_app(signin_of(issuer, session_seconds=900, same_site="strict"))) as browser:
         with caplog.at_level(logging.INFO, logger=LOGGER):
@@ -1243,8 +1249,10 @@ def _answer(status: int, body: Any) -> Callable[[dict[str, list[str]]], httpx.Re
 async def test_a_token_response_without_a_good_id_token_opens_no_session(
     answer: Callable[[dict[str, list[str]]], httpx.Response], status: int, says: str
 ) -> None:
-    """Rule: a refused code is 401 (its printable error code, 64 characters at most); a response
-    over 256 KiB, or without an ID token of at most 16 KiB, is 502."""
+    """Rule: a refused code is 401; an oversized response or no usable ID token is 502.
+
+    The 401 shows the OP's printable error code, 64 characters at most; the response may hold
+    256 KiB, its ID token 16 KiB."""
     issuer = FakeIssuer(token_answer=answer)
     async with client(signin_app(signin_of(issuer))) as browser:
         callback = await signed_in(browser, issuer)
@@ -1288,8 +1296,9 @@ async def test_an_id_token_of_a_rotated_in_key_is_accepted_after_one_refetch() -
     ("kid", "status"), [("k1", 200), (None, 200), ("k9", 401)], ids=["its kid", "no kid", "an unknown kid"]
 )
 async def test_an_id_token_is_verified_by_the_keys_that_fit_its_kid(kid: str | None, status: int) -> None:
-    """Rule: each of the OP's keys for the token's alg and kid is tried until one verifies; keys are
-    fetched once, and once more only when none fits (an unknown kid finds no other key)."""
+    """Rule: each of the OP's keys for the token's alg and kid is tried until one verifies.
+
+    Keys are fetched once, and once more only when none fits (an unknown kid finds no other key)."""
     issuer = FakeIssuer(key_sets=[[jwk(SECOND_KEY, kid=None), jwk(KEY, kid="k1")]])
     token = id_token if kid == "k1" else lambda nonce: resigned(id_token(nonce), KEY, kid=kid)
     issuer.id_token_for = token
@@ -1482,8 +1491,10 @@ def test_settings_without_a_way_to_authenticate_are_refused(environment: Callabl
 
 
 async def test_the_app_from_operator_settings(environment: Callable[..., CodecServerSettings]) -> None:
-    """Rule: from settings: the operator tokens, plaintext shown as it is, encoding and hosts and
-    origins and body limit and read deadline as configured."""
+    """Rule: the app from operator settings uses each of them.
+
+    The operator tokens, plaintext shown as it is, encoding, hosts, origins, the body limit and the
+    read deadline, as configured."""
     settings_ = environment(
         CIBA_CODEC_OPERATOR_TOKENS=f"{OPERATOR_TOKEN},{SECOND_OPERATOR_TOKEN}",
         CIBA_CODEC_ALLOW_ENCODE="true",
@@ -1563,9 +1574,11 @@ def test_the_timeout_from_settings_connects_within_five_seconds(
 async def test_the_app_from_signin_settings(
     environment: Callable[..., CodecServerSettings], built: tuple[FakeIssuer, list[dict[str, Any]]]
 ) -> None:
-    """Rule: from settings: sign-in at the issuer with the client, secret, public URL, operators and
-    their claim, UI origins, scope, session length, key and SameSite, algorithms, leeway, timeout;
-    no bearer access tokens without an audience."""
+    """Rule: the app from sign-in settings uses each of them.
+
+    Sign-in at the issuer with the client, secret, public URL, operators and their claim, UI
+    origins, scope, session length, key and SameSite, algorithms, leeway, timeout; no bearer access
+    tokens without an audience."""
     issuer, made = built
     key = bytes(range(100, 132))
     settings_ = environment(
@@ -1643,8 +1656,9 @@ async def test_a_return_page_of_2048_characters_on_an_https_ui_is_accepted() -> 
 
 
 async def test_a_callback_at_a_replica_that_never_served_login_completes() -> None:
-    """Rule: with one session key, the callback may reach another replica (it discovers the OP itself);
-    one that cannot reach the OP answers 503."""
+    """Rule: with one session key, the callback may reach another replica.
+
+    That replica discovers the OP itself; one that cannot reach the OP answers 503."""
     key = bytes(range(32))
     issuer = FakeIssuer()
     first, second = signin_app(signin_of(issuer, session_key=key)), signin_app(signin_of(issuer, session_key=key))
@@ -1719,8 +1733,9 @@ def page(message: str) -> str:
 
 
 async def test_the_pages_say_who_is_signed_in_until_when() -> None:
-    """Rule: the pages say whether and until when (UTC) the operator is signed in, and that they signed out;
-    signing out clears the cookie with the session's own attributes."""
+    """Rule: the pages say whether and until when (UTC) the operator is signed in.
+
+    And that they signed out; signing out clears the cookie with the session's own attributes."""
     issuer, clock = FakeIssuer(), Clock()
     clock.now = 1_700_000_000.0  # 22:13:20 UTC
     signin = signin_of(issuer, clock=clock, session_seconds=3600, same_site="strict")
