@@ -44,6 +44,8 @@ MESSAGE_AT = {
     "_unauthorized": 0,
     "Refused": 1,
     "SignInRefused": 1,
+    # The codec sign-in's parameter check: (value, the parameter's name for the message).
+    "_printable": 1,
 }
 # Exceptions whose names do not say so (not ...Error, ...Exception, ...Rejected), message first:
 # their stable `error` code or their class is the contract, the message text for a person.
