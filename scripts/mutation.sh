@@ -75,11 +75,12 @@ tests/unit/test_request_dialect.py tests/unit/test_poll_activity.py"
   [records]="temporal_ciba/records/* | tests/unit/records/test_audit_verify.py tests/unit/records/test_checkpoints.py \
 tests/unit/records/test_decision_log.py tests/unit/records/test_merkle.py tests/unit/records/test_record_store.py \
 tests/unit/records/test_store_secrets_and_export_file.py tests/unit/test_identifier_vectors.py"
-  # Who may decode in the codec server (operator tokens, the browser sign-in at the OP, the
-  # host and origin guard), over ASGI in the test process. Not tests/security/test_codec_server.py
+  # Who may decode in the codec server (operator tokens, the issuer's access tokens, the browser
+  # sign-in at the OP, the host and origin guard), what it decodes, encodes and refuses, its
+  # limits, the app from settings: over ASGI in the test process. Not tests/security/test_codec_server.py
   # nor tests/security/test_codec_signin.py: they drive the `temporal-ciba codec-server` process,
   # which mutmut cannot see (see callback below).
-  [codec-server]="temporal_ciba/_programs/codec_server.py temporal_ciba/_programs/codec_signin.py | tests/unit/test_codec_signin.py"
+  [codec-server]="temporal_ciba/_programs/codec_server.py temporal_ciba/_programs/codec_signin.py | tests/unit/test_codec_signin.py tests/unit/test_codec_server_app.py"
   # The MCP gateway: which calls pass, which become workflows, under which id, asking whom, and
   # what the tool's activity runs; how it serves (its HTTP app over ASGI, its stdio server over
   # in-memory streams, in the test process); without servers.

@@ -44,6 +44,8 @@ MESSAGE_AT = {
     "_unauthorized": 0,
     "Refused": 1,
     "SignInRefused": 1,
+    # The codec sign-in's parameter check: (value, the parameter's name for the message).
+    "_printable": 1,
 }
 # The same for calls whose name another module uses otherwise, by module: the example payment
 # API's answers take (status, error, error_description[, headers]) and its DPoP refusal the

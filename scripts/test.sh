@@ -39,4 +39,4 @@ if [ $# -eq 0 ]; then
   MUTATION_RESULTS="$(mktemp -d)/mutation-results.json" bash scripts/mutation.sh validation
   .venv/bin/python -m tests.support.chaos --approvals 100 --faults 7 --duration 60 --expiry 40 --seed 12
 fi
-exec .venv/bin/pytest "$@"
+exec .venv/bin/pytest --durations=25 "$@"

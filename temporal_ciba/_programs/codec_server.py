@@ -130,6 +130,7 @@ class OidcAccessTokens:
         required_claim: tuple[str, str] | None = None,
         leeway_seconds: int = 60,
         timeout: httpx.Timeout = httpx.Timeout(10.0, connect=5.0),  # noqa: B008 (immutable)
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not audiences:
             raise ValueError("an audience is required")
@@ -141,6 +142,7 @@ class OidcAccessTokens:
         self.required_claim = required_claim
         self.leeway_seconds = leeway_seconds
         self._timeout = timeout
+        self._transport = transport
         self._jwks_uri: str | None = None
         self._jwks = JwksCache(self._fetch_jwks)
 
@@ -149,7 +151,7 @@ class OidcAccessTokens:
 
     async def _fetch_jwks(self) -> dict[str, Any]:
         # Redirects are never followed; every request has explicit timeouts.
-        async with httpx.AsyncClient(timeout=self._timeout, follow_redirects=False) as http:
+        async with httpx.AsyncClient(timeout=self._timeout, follow_redirects=False, transport=self._transport) as http:
             if self._jwks_uri is None:
                 self._jwks_uri = (await fetch_provider_metadata(http, self.issuer, timeout=self._timeout)).jwks_uri
             return await fetch_jwks(http, self._jwks_uri, timeout=self._timeout)

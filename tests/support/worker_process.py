@@ -33,4 +33,8 @@ class WorkerProcess:
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
-            self.process.wait(timeout=30)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # a worker too busy to finish its shutdown in time
+                self.process.kill()
+                self.process.wait(timeout=10)
