@@ -448,7 +448,7 @@ def on_record(status: str, sealed_access_token: str | None = None) -> Callable[[
     ids=["redeem-approved-with-it", "poll-activity-approved-with-it", "approved-with-another", "denied"],
 )
 async def test_a_late_access_token_is_revoked_only_after_the_record_says_the_approval_was_cancelled(
-    env: WorkflowEnvironment,
+    own_env: WorkflowEnvironment,
     poll_in: Literal["workflow", "activity"],
     on_file: Callable[[ApprovalOutcome], ApprovalOutcome],
     revoked: list[str],
@@ -456,6 +456,8 @@ async def test_a_late_access_token_is_revoked_only_after_the_record_says_the_app
     # The record holds the decision taken with this very token when the cancellation arrived
     # while that decision's workflow task was completing: the approval returns it, and the
     # token it carries must still open the action (a quorum's first approver is its token).
+    # A server of its own: the poll activity is held while its workflow is cancelled.
+    env = own_env
     op = ScriptedOP(env, [GRANTED])
     op.blocking = True
     op.decision_on_record = on_file
