@@ -53,6 +53,13 @@ from tests.support.temporal import wait_for
 Answer = TokenRequestResult | RedeemResult
 
 
+# A worker's heartbeat throttle for the poll activity on the time-skipping server: none, each
+# heartbeat reaches the server at once. The SDK's default holds one back for up to 0.8 of the
+# heartbeat timeout in real time while the server skips past that timeout: the activity times
+# out, and the server then unlocks time skipping once too often, so every later test on it waits
+# in real time.
+HEARTBEATS_AT_ONCE = timedelta(0)
+
 # The one proof the scripted activities refuse (a notification someone other than the callback wrote).
 FORGED_PROOF = "forged"
 
@@ -376,8 +383,7 @@ def worker(
         activities=op.activities,
         # What CibaPlugin adds to a worker for require_approval to find.
         interceptors=[*interceptors, PluginMarker()],
-        # The poll activity sleeps in skipped time: each heartbeat reaches the server at once.
-        max_heartbeat_throttle_interval=timedelta(0),
+        max_heartbeat_throttle_interval=HEARTBEATS_AT_ONCE,
     ), task_queue
 
 

@@ -28,7 +28,7 @@ from temporal_ciba._models import ApprovalOutcome, ApprovalRequest, PolicyDecisi
 from temporal_ciba._plugin import CibaPlugin
 from temporal_ciba._policy import ApprovalPolicy, PolicyAction, PolicyRule, PolicySource
 from temporal_ciba._workflow import WORKER_POLICY, CibaApprovalWorkflow, require_approval
-from tests.support.scripted_op import ScriptedOP, approved
+from tests.support.scripted_op import HEARTBEATS_AT_ONCE, ScriptedOP, approved
 from tests.support.temporal import ActivityStart, ActivityStarts, wait_for
 from tests.support.workflow_environment import KEY
 
@@ -100,6 +100,7 @@ def policy_worker(
         task_queue=task_queue,
         workflows=[PolicyAgent, CibaApprovalWorkflow],
         activities=[*phones.activities, policy_activity or WorkerPolicy(None).approval_policy],
+        max_heartbeat_throttle_interval=HEARTBEATS_AT_ONCE,
         plugins=[CibaPlugin(payload_key=KEY)],  # the sandbox passthrough production uses
         interceptors=[starts] if starts else [],
     )

@@ -29,7 +29,7 @@ from temporal_ciba._plugin import CibaPlugin
 from temporal_ciba._policy import ApprovalPolicy, PolicyAction, PolicyRule
 from temporal_ciba._quorum import run_quorum
 from temporal_ciba._workflow import CibaApprovalWorkflow, require_approval
-from tests.support.scripted_op import ScriptedOP, approved
+from tests.support.scripted_op import HEARTBEATS_AT_ONCE, ScriptedOP, approved
 from tests.support.workflow_environment import KEY
 
 PENDING = RedeemResult(kind="pending")
@@ -77,6 +77,7 @@ def quorum_worker(env: WorkflowEnvironment, phones: ScriptedOP, task_queue: str,
         task_queue=task_queue,
         workflows=[QuorumAgent, CibaApprovalWorkflow],
         activities=phones.activities,
+        max_heartbeat_throttle_interval=HEARTBEATS_AT_ONCE,
         plugins=[CibaPlugin(payload_key=KEY)],  # the sandbox passthrough production uses
         **options,
     )

@@ -26,7 +26,7 @@ from temporal_ciba.agents import (
     refusal_for_model,
     tool_action_digest,
 )
-from tests.support.scripted_op import ScriptedOP, approved
+from tests.support.scripted_op import HEARTBEATS_AT_ONCE, ScriptedOP, approved
 from tests.support.workflow_environment import KEY
 
 ARGS = {"holder": "alice", "amount": 120}
@@ -207,6 +207,7 @@ async def ask(env: WorkflowEnvironment, phones: ScriptedOP, input: PayCall) -> t
         task_queue=task_queue,
         workflows=[PayingAgent, CibaApprovalWorkflow],
         activities=phones.activities,
+        max_heartbeat_throttle_interval=HEARTBEATS_AT_ONCE,
         plugins=[CibaPlugin(payload_key=KEY)],
     ):
         outcome = await env.client.execute_workflow(PayingAgent.run, input, id=agent_id, task_queue=task_queue)
