@@ -39,4 +39,6 @@ if [ $# -eq 0 ]; then
   MUTATION_RESULTS="$(mktemp -d)/mutation-results.json" bash scripts/mutation.sh validation
   .venv/bin/python -m tests.support.chaos --approvals 100 --faults 7 --duration 60 --expiry 40 --seed 12
 fi
-exec .venv/bin/pytest --durations=25 "$@"
+# Two processes, each taking whole test modules (their module-scoped servers stay in one);
+# `-n 0` among the arguments runs them in this one (for -s, or a debugger).
+exec .venv/bin/pytest -n 2 --dist loadfile --durations=25 "$@"

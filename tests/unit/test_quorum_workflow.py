@@ -217,6 +217,16 @@ async def started_children(agent: WorkflowHandle[Any, Any], count: int) -> list[
         await asyncio.sleep(0.05)  # waits for the server; decides nothing
 
 
+async def children_seen_started(agent: WorkflowHandle[Any, Any]) -> None:
+    """Until a workflow task of the agent has completed after its last child started (it holds their handles)."""
+    while True:
+        kinds = [event.event_type async for event in agent.fetch_history_events()]
+        last = max(i for i, kind in enumerate(kinds) if kind == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED)
+        if EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in kinds[last:]:
+            return
+        await asyncio.sleep(0.05)  # waits for the server; decides nothing
+
+
 DIGEST = "cd" * 32
 
 
@@ -340,6 +350,68 @@ async def test_an_approver_whose_workflow_fails_is_named_by_its_workflow_id(env:
     assert outcome.action_digest == DIGEST  # a failed quorum's outcome still names the action
     [claims] = outcome.approvers or []
     assert (claims.status, claims.workflow_id, claims.error) == ("error", child, "approval_failed")
+
+
+@workflow.defn
+class ApprovalEndingWithoutOutcomeWhenCancelled:
+    """An approver's workflow that waits, and fails instead of returning an outcome when cancelled."""
+
+    @workflow.run
+    async def run(self) -> ApprovalOutcome:
+        try:
+            await workflow.wait_condition(lambda: False)
+        except asyncio.CancelledError:
+            raise ApplicationError("the approval's worker gave up", non_retryable=True) from None
+        raise AssertionError("waits until cancelled")
+
+
+@workflow.defn
+class QuorumOfApproversEndingWithoutOutcome:
+    @workflow.run
+    async def run(self) -> ApprovalOutcome:
+        requests = [
+            ApprovalRequest(login_hint=hint, binding_message="Change it", action_digest=DIGEST)
+            for hint in ("alice", "bob")
+        ]
+        return await run_quorum(
+            requests,
+            needed=2,
+            end_on_denial=True,
+            base_id="approval-cancelled",
+            deadline=workflow.now(),
+            start_child=lambda request, child_id: workflow.start_child_workflow(
+                ApprovalEndingWithoutOutcomeWhenCancelled.run, id=child_id
+            ),
+            revoke_holder=(workflow.info().workflow_id, workflow.info().run_id),
+        )
+
+
+async def test_approvers_that_end_without_an_outcome_while_cancelled_are_named_by_their_workflow_ids(
+    env: WorkflowEnvironment,
+) -> None:
+    """The quorum is cancelled while both approvers wait, and neither returns an outcome: each
+    claim is an error naming that approver's own workflow, so an operator can find it."""
+    task_queue = f"quorum-{uuid.uuid4().hex[:8]}"
+    async with Worker(
+        env.client,
+        task_queue=task_queue,
+        workflows=[QuorumOfApproversEndingWithoutOutcome, ApprovalEndingWithoutOutcomeWhenCancelled],
+        plugins=[CibaPlugin(payload_key=KEY)],
+    ):
+        agent = await env.client.start_workflow(
+            QuorumOfApproversEndingWithoutOutcome.run, id=f"agent-{uuid.uuid4().hex[:8]}", task_queue=task_queue
+        )
+        children = await started_children(agent, 2)
+        await children_seen_started(agent)  # so the cancellation finds them waiting, not starting
+        await agent.cancel()
+        outcome = await agent.result()
+    assert children == [
+        f"approval-cancelled.q-{agent.result_run_id}.{i}-{hint}" for i, hint in enumerate(["alice", "bob"])
+    ]
+    assert outcome.status == "cancelled"
+    assert [(claims.status, claims.workflow_id, claims.error) for claims in outcome.approvers or []] == [
+        ("error", child, "approval_failed") for child in children
+    ]
 
 
 async def test_a_run_from_before_the_veto_keeps_the_approval_its_history_recorded(
