@@ -9,6 +9,7 @@ import asyncio
 import signal
 import uuid
 
+import pytest
 from temporalio.client import Client
 
 from temporal_ciba._programs.worker import run_worker
@@ -73,7 +74,8 @@ async def test_a_worker_that_cannot_decrypt_is_named(
 async def test_ctrl_c_says_the_approval_goes_on_and_how_to_cancel_it(temporal_server: DevServer) -> None:
     """An interrupted wait is not an approval (exit 1); the line it prints names the command that cancels it."""
     task_queue = f"nobody-{uuid.uuid4().hex[:8]}"
-    env = cli_env(temporal_server, task_queue)
+    # faulthandler: a command that Ctrl-C did not end prints every thread's stack on SIGABRT.
+    env = cli_env(temporal_server, task_queue, PYTHONFAULTHANDLER="1")
     process = await asyncio.create_subprocess_exec(
         *cli_command("request", "--login-hint", "alice", "--binding-message", "Close the account", "--wait"),
         env=env,
@@ -86,7 +88,12 @@ async def test_ctrl_c_says_the_approval_goes_on_and_how_to_cancel_it(temporal_se
         # The no-worker notice comes from inside the wait: Ctrl-C now interrupts the wait itself.
         assert NO_WORKER in (await asyncio.wait_for(process.stderr.readline(), 60)).decode()
         process.send_signal(signal.SIGINT)
-        _, rest = await asyncio.wait_for(process.communicate(), 60)
+        try:
+            _, rest = await asyncio.wait_for(process.communicate(), 60)
+        except TimeoutError:
+            process.send_signal(signal.SIGABRT)
+            stacks = await asyncio.wait_for(process.stderr.read(), 30)
+            pytest.fail(f"Ctrl-C did not end `request --wait` within 60 s; its stacks:\n{stacks.decode()}")
     finally:
         if process.returncode is None:
             process.kill()
