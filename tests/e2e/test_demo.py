@@ -7,7 +7,6 @@ import asyncio
 import base64
 import json
 import os
-import random
 import shlex
 import shutil
 import signal
@@ -24,23 +23,10 @@ from temporalio.client import Client
 from temporal_ciba._programs.connect import connect
 from temporal_ciba_examples.payment_agent.workflows import PaymentAgentWorkflow
 from tests.support.browser import chromium
-from tests.support.temporal import venv_tool, wait_for
+from tests.support.temporal import free_port_run, venv_tool, wait_for
 from tests.support.temporal_ui import everything_shown, use_codec_with_credentials
 
 REPOSITORY = Path(__file__).resolve().parents[2]
-
-
-def free_port_run(count: int = 6) -> int:
-    for _ in range(100):
-        base = random.randint(20000, 40000)
-        try:
-            for port in range(base, base + count):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no run of free ports")
 
 
 class Demo:

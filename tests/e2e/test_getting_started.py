@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -24,7 +22,7 @@ import httpx
 import pytest
 
 from tests.support.stack import clean_env
-from tests.support.temporal import wait_for
+from tests.support.temporal import free_port_run, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT_FILES = ("workflows", "activities", "worker.py", "starter.py")
@@ -48,19 +46,6 @@ def page_commands(page: str) -> str:
     block = re.search(r"```sh\n(.*?)```", section, re.DOTALL)
     assert block, f"{page}: no ```sh block after {PATHS[page]!r}"
     return block.group(1)
-
-
-def free_port_run(count: int = 6) -> int:
-    for _ in range(100):
-        base = random.randint(20000, 40000)
-        try:
-            for port in range(base, base + count):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no run of free ports")
 
 
 def run(command: list[str | Path], cwd: Path, timeout: float = 300) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 import uuid
 
 import pytest
@@ -20,6 +21,15 @@ from tests.support.stack import PAYLOAD_KEY, TOKEN_KEY, agent_settings, cli_comm
 from tests.support.temporal import DevServer
 
 NO_WORKER = "no worker polls task queue"
+
+# Runs the command after it with SIGINT at its default, as a terminal's foreground job has it: a
+# test run started in the background by a shell without job control ignores SIGINT, and every
+# process it starts would inherit that (Python then installs no KeyboardInterrupt handler).
+AS_IN_A_TERMINAL = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])",
+]
 
 
 async def test_no_worker_is_named_once_and_a_late_worker_is_waited_for(temporal_server: DevServer, op: TestOP) -> None:
@@ -77,6 +87,7 @@ async def test_ctrl_c_says_the_approval_goes_on_and_how_to_cancel_it(temporal_se
     # faulthandler: a command that Ctrl-C did not end prints every thread's stack on SIGABRT.
     env = cli_env(temporal_server, task_queue, PYTHONFAULTHANDLER="1")
     process = await asyncio.create_subprocess_exec(
+        *AS_IN_A_TERMINAL,
         *cli_command("request", "--login-hint", "alice", "--binding-message", "Close the account", "--wait"),
         env=env,
         stdout=asyncio.subprocess.PIPE,

@@ -9,6 +9,7 @@ import asyncio
 import base64
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -42,6 +43,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def free_port_run(count: int = 6) -> int:
+    """The first of `count` consecutive free ports (the demo's: it numbers its services from one).
+
+    Below Linux's ephemeral range (32768 up), which the kernel hands out for port 0 and outgoing
+    connections: the tests running beside this one never take them meanwhile."""
+    for _ in range(100):
+        base = random.randint(20000, 32768 - count)
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no run of free ports")
 
 
 def venv_tool(name: str) -> str:
