@@ -294,3 +294,21 @@ def test_a_worker_without_a_file_answers_that_it_has_none() -> None:
     with pytest.raises(ApplicationError, match="no approval policy") as raised:
         PolicySource(None).current()
     assert raised.value.non_retryable and raised.value.type == "NoApprovalPolicy"
+
+
+@pytest.mark.parametrize(
+    "bounds,inside,outside",
+    [
+        (Bounds(above=Decimal(1000)), Decimal("1000.01"), Decimal(1000)),
+        (Bounds(at_least=Decimal(1000)), Decimal(1000), Decimal("999.99")),
+        (Bounds(below=Decimal(1000)), Decimal("999.99"), Decimal(1000)),
+        (Bounds(at_most=Decimal(1000)), Decimal(1000), Decimal("1000.01")),
+    ],
+    ids=["above", "at_least", "below", "at_most"],
+)
+def test_each_bound_takes_or_leaves_its_edge_as_its_name_says(
+    bounds: Bounds, inside: Decimal, outside: Decimal
+) -> None:
+    """`at_least 1000` matches a payment of exactly 1000 (the rule that asks two approvers for it
+    must apply), `above 1000` does not; `at_most` and `below` likewise at the other end."""
+    assert bounds.holds(inside) and not bounds.holds(outside)
