@@ -135,22 +135,29 @@ async def run_and_approve(demo: Demo, again: Demo, tmp_path: Path, base: int) ->
         "--codec-auth",
         f"Bearer {state['codec_token']}",
     ]
-    metadata = subprocess.run(
-        [
-            venv_tool("temporal"),
-            "workflow",
-            "metadata",
-            "--address",
-            f"127.0.0.1:{base}",
-            "-w",
-            approval_id,
-            *through_codec,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert metadata.returncode == 0 and "CIBA approval: pending" in metadata.stdout, metadata.stderr
+
+    async def metadata_says_pending() -> bool:
+        metadata = await asyncio.to_thread(
+            subprocess.run,
+            [
+                venv_tool("temporal"),
+                "workflow",
+                "metadata",
+                "--address",
+                f"127.0.0.1:{base}",
+                "-w",
+                approval_id,
+                *through_codec,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert metadata.returncode == 0, metadata.stderr
+        return "CIBA approval: pending" in metadata.stdout
+
+    # The approval starts as `requesting`; it is pending once the OP has answered the request.
+    await wait_for(metadata_says_pending, interval=0.5, what="the metadata, decoded, to say the approval is pending")
 
     async with chromium() as browser:
         screenshot = Path(os.environ.get("CIBA_TEST_SCREENSHOTS") or tmp_path) / "temporal-ui-decoded.png"
