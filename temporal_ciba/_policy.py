@@ -19,7 +19,6 @@ error, it never falls through to a more lenient rule. No matching rule is a Poli
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import os
 import re
@@ -33,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from temporal_ciba._models import ApprovalRequest, PolicyDecision
+from temporal_ciba._models import ApprovalRequest, PolicyDecision, short_code
 from temporal_ciba._settings import ConfigError
 from temporal_ciba.ciba import AuthorizationDetails
 
@@ -212,7 +211,7 @@ class PolicyRule(BaseModel):
             if name == "code":
                 if action.digest is None:
                     raise PolicyError(f"rule {self.name!r}: {{code}} needs the action digest")
-                return base64.b32encode(bytes.fromhex(action.digest)[:3]).decode()[:4]
+                return short_code(action.digest)
             if name == "type":
                 return action.type
             value = action.field(name)
@@ -308,20 +307,22 @@ def parse_policy(text: str, *, source: str) -> ApprovalPolicy:
 def _toml_key(loc: tuple[int | str, ...], document: Mapping[str, Any]) -> str:
     """A pydantic error location as the TOML key a person finds in the file.
 
-    For example: rules[2] (its name) .approvers."""
+    For example: rules[2] (its name).approvers[0]. A part that follows a value other than a table
+    is no key of the file but pydantic's name for a member of a union (`action`'s `list[str]`),
+    and is left out."""
     parts: list[str] = []
     node: Any = document
     for part in loc:
         if isinstance(part, int):
-            parts[-1:] = [f"{parts[-1] if parts else ''}[{part}]"]
-            node = node[part] if isinstance(node, list) and part < len(node) else None
+            # A TOML document is a table, and pydantic indexes only the lists it was given: an
+            # index always follows a key, and indexes a list.
+            parts[-1] += f"[{part}]"
+            node = node[part]
             if isinstance(node, Mapping) and isinstance(node.get("name"), str):
                 parts[-1] += f" ({node['name']})"
-        elif part in ("function-after", "function-before") or str(part).startswith(("function-", "constrained-")):
-            continue
-        else:
-            parts.append(str(part))
-            node = node.get(part) if isinstance(node, Mapping) else None
+        elif isinstance(node, Mapping):
+            parts.append(part)
+            node = node.get(part)
     return ".".join(parts) or "(top level)"
 
 

@@ -33,6 +33,7 @@ from temporal_ciba._models.contracts import (
     OutcomeStatus,
     PolicyDecision,
     PollingPolicy,
+    short_code,
 )
 from temporal_ciba._models.signals import PingNotice, PushDelivery
 from temporal_ciba._models.workflow_input import ApprovalWorkflowInput, PendingState
@@ -64,4 +65,5 @@ __all__ = [
     "ValidateTokensInput",
     "ValidateTokensResult",
     "VerifyNotificationInput",
+    "short_code",
 ]

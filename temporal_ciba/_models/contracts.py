@@ -23,6 +23,12 @@ ApprovalPhase = Literal["requesting", "pending", "validating"] | OutcomeStatus
 OUTCOME_STATUSES: tuple[OutcomeStatus, ...] = ("approved", "denied", "expired", "cancelled", "rejected", "error")
 
 
+def short_code(digest: str) -> str:
+    """Four characters the approver can compare between the agent's screen and the phone: the
+    first 20 bits of the action digest, in base32."""
+    return base64.b32encode(bytes.fromhex(digest)[:3]).decode()[:4]
+
+
 class PollingPolicy(BaseModel):
     """How the approval waits for its decision; chosen so a long wait keeps history small.
 
@@ -112,7 +118,7 @@ class ApprovalRequest(BaseModel):
         What the example agents and temporal_ciba.agents print beside the message."""
         if self.binding_code is not None or self.action_digest is None:
             return self.binding_code
-        return base64.b32encode(bytes.fromhex(self.action_digest)[:3]).decode()[:4]
+        return short_code(self.action_digest)
 
     def authentication_request(self, client_notification_token: str | None) -> AuthenticationRequest:
         """The CIBA request to send (raises ValueError when a parameter breaks CIBA §7.1)."""

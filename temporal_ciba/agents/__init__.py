@@ -8,6 +8,7 @@
 The framework modules import their framework; this one does not.
 """
 
+from temporal_ciba._models import short_code
 from temporal_ciba.agents._tool_approval import (
     ApprovedToolCall,
     ToolApproval,
@@ -16,7 +17,6 @@ from temporal_ciba.agents._tool_approval import (
     ask_for_tool_call,
     open_tool_call,
     refusal_for_model,
-    short_code,
     tool_action_digest,
     tool_approval_id,
 )

@@ -18,7 +18,6 @@ application uses them directly for a framework we do not cover.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import re
@@ -30,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from temporalio import workflow
 
 from temporal_ciba._grant import GrantRefused, open_access_token
-from temporal_ciba._models import ApprovalOutcome, ApprovalRequest
+from temporal_ciba._models import ApprovalOutcome, ApprovalRequest, short_code
 from temporal_ciba._policy import ApprovalPolicy, PolicyAction, PolicyError
 from temporal_ciba._workflow import require_approval
 from temporal_ciba.crypto import TokenSealer
@@ -175,11 +174,6 @@ def tool_action_digest(tool_name: str, arguments: Mapping[str, Any]) -> str:
     """SHA-256 (hex) of the tool's name and arguments: what the approval is bound to."""
     document = {"tool": tool_name, "arguments": dict(arguments)}
     return hashlib.sha256(canonical_json(document).encode()).hexdigest()
-
-
-def short_code(digest: str) -> str:
-    """Four characters the approver can compare between the agent's screen and the phone."""
-    return base64.b32encode(bytes.fromhex(digest)[:3]).decode()[:4]
 
 
 def default_summary(arguments: ToolArguments) -> list[str]:

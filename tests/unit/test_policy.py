@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from temporal_ciba._policy import (
     load_policy_file,
     parse_policy,
 )
-from temporal_ciba.agents._tool_approval import short_code
+from temporal_ciba.agents import short_code
 
 # The issue's example: under 100 pass, up to 10,000 the owner at acr phone, above: owner and treasury.
 AMOUNT_POLICY = """
@@ -167,6 +169,18 @@ def test_binding_message_template(policy: ApprovalPolicy) -> None:
         rule.render_binding_message(payment(1).model_copy(update={"digest": None}), "x")
 
 
+def test_a_binding_message_field_is_shown_on_one_line() -> None:
+    """A value's line breaks and runs of spaces become one space: the approver's device shows one
+    short line (CIBA §7.1, binding_message), and a value cannot push the code out of sight."""
+    rule = PolicyRule(name="pay", approval="none", binding_message="Pay {creditorName}, code {code}")
+    action = PolicyAction(
+        type="payment_initiation",
+        authorization_details=[{"type": "payment_initiation", "creditorName": " ACME\n\n  GmbH\t"}],
+        digest=DIGEST,
+    )
+    assert rule.render_binding_message(action, "x") == f"Pay ACME GmbH, code {short_code(DIGEST)}"
+
+
 def test_a_predicate_in_code() -> None:
     weekend = PolicyRule(
         name="weekend-change",
@@ -204,6 +218,58 @@ def test_of_request_defaults() -> None:
     assert PolicyAction.of(request.model_copy(update={"authorization_details": None})).type == "approval"
 
 
+def test_the_action_of_a_request_is_decided_on_the_requests_details(policy: ApprovalPolicy) -> None:
+    """The amount a rule tests is the request's own: an action that lost its details would fail
+    closed here instead of asking the right approvers."""
+    request = ApprovalRequest(
+        login_hint="alice",
+        binding_message="Pay",
+        authorization_details=payment("20000").authorization_details,
+        action_digest=DIGEST,
+    )
+    action = PolicyAction.of(request, parties={"owner": "alice"})
+    assert action.authorization_details == request.authorization_details
+    assert policy.decide(action)[0].rule == "large-payment"
+    # Asked through a login_hint_token, nobody is "the approver" by name.
+    by_token = ApprovalRequest(login_hint_token="eyJ.token.x", binding_message="Pay", action_digest=DIGEST)
+    assert PolicyAction.of(by_token, type="payment_initiation").parties == {}
+
+
+def test_a_rule_for_one_type_matches_that_type_only() -> None:
+    """A rule's action is a whole type name, never a part of one: the rule for
+    "payment_initiation" says nothing of "payment" or "initiation"."""
+    rule = PolicyRule(name="pay", action="payment_initiation", approval="none")
+    assert rule.applies_to(PolicyAction(type="payment_initiation"))
+    for other in ("payment", "initiation", "payment_initiation_bulk", "n"):
+        assert not rule.applies_to(PolicyAction(type=other))
+
+
+def test_a_rule_without_a_reason_says_its_conditions() -> None:
+    """The reason a decision carries (in its outcome and its decision record) names every
+    condition with the word of its bound, so an auditor reads why the rule applied."""
+    two_types = PolicyRule(
+        name="risky",
+        action=["service_call", "batch_job"],
+        match={"risk": Bounds(above=Decimal("0.7"))},
+        approval="none",
+    )
+    assert two_types.describe() == "service_call or batch_job with risk above 0.7"
+    every_bound = PolicyRule(
+        name="bounded",
+        action="payment_initiation",
+        match={
+            "instructedAmount.amount": Bounds(at_least=Decimal(100), below=Decimal(1000)),
+            "risk": Bounds(above=Decimal("0.2"), at_most=Decimal("0.9")),
+        },
+        approval="none",
+    )
+    assert every_bound.describe() == (
+        "payment_initiation with instructedAmount.amount at least 100 and below 1000 and risk above 0.2 and at most 0.9"
+    )
+    assert PolicyRule(name="any", approval="none").describe() == "any action"
+    assert PolicyRule(name="given", approval="none", reason="because").describe() == "because"
+
+
 # The file ---------------------------------------------------------------------------------------
 
 RULE = '[[rules]]\nname = "r"\n'
@@ -232,6 +298,8 @@ RULE = '[[rules]]\nname = "r"\n'
         (RULE + 'approval = "none"\n[roles]\nx = 1', "roles.x: Input should be a valid string"),
         (RULE + 'approval = "none"\nthreshold = 5', "rules[0] (r).threshold: Extra inputs are not permitted"),
         ('rule = "x"\n' + RULE + 'approval = "none"', "rule: Extra inputs are not permitted"),
+        (RULE + 'approval = "one"\napprovers = ["a", 3]', "rules[0] (r).approvers[1]: Input should be a valid string"),
+        ('rules = [{ name = "r", approval = "none" }, 5]', "rules[1]: Input should be a valid dictionary"),
     ],
 )
 def test_malformed_files_name_the_file_and_the_key(text: str, message: str) -> None:
@@ -241,6 +309,44 @@ def test_malformed_files_name_the_file_and_the_key(text: str, message: str) -> N
     assert "\n" not in line
     assert line.startswith("policy file /etc/ciba/policy.toml: ")
     assert message in line
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        (RULE + 'approval = "none"\n' + RULE + 'approval = "none"', "(top level): rule names must be unique"),
+        (
+            RULE + 'approval = "quorum"\napprovers = ["a", "b"]\nquorum = 0',
+            "rules[0] (r).quorum: Input should be greater than or equal to 1",
+        ),
+        # The first error, and how many more there are to fix.
+        (
+            RULE + 'approval = "one"\napprovers = [1]\nrequested_expiry = 0',
+            "rules[0] (r).approvers[0]: Input should be a valid string (and 1 more)",
+        ),
+        (
+            RULE + 'approval = "one"\napprovers = [1]\nrequested_expiry = 0\nquorum = 0',
+            "rules[0] (r).approvers[0]: Input should be a valid string (and 2 more)",
+        ),
+        # A union's members are pydantic's names, not keys of the file.
+        (RULE + 'approval = "none"\naction = 3', "rules[0] (r).action: Input should be a valid string (and 1 more)"),
+    ],
+)
+def test_a_malformed_files_line_in_full(text: str, line: str) -> None:
+    with pytest.raises(PolicyFileError) as raised:
+        parse_policy(text, source="policy.toml")
+    assert str(raised.value) == f"policy file policy.toml: {line}"
+
+
+def test_a_policy_names_its_file_and_the_digest_of_what_it_read(tmp_path: Path) -> None:
+    """The worker logs which policy decides: the file and the first 12 hex digits of its SHA-256."""
+    path = tmp_path / "policy.toml"
+    path.write_text(AMOUNT_POLICY, encoding="utf-8")
+    digest = hashlib.sha256(AMOUNT_POLICY.encode()).hexdigest()
+    assert load_policy_file(path).source == f"{path} (sha256 {digest[:12]})"
+    path.write_text(RULE + 'approval = "maybe"', encoding="utf-8")
+    with pytest.raises(PolicyFileError, match=f"^policy file {re.escape(str(path))}: rules"):
+        load_policy_file(path)
 
 
 def test_a_missing_file(tmp_path: Path) -> None:
@@ -262,6 +368,27 @@ def test_the_source_reads_an_edit_and_refuses_a_broken_one(tmp_path: Path) -> No
         source.current()
     with pytest.raises(PolicyFileError):
         PolicySource(path)  # a worker with a broken file does not start
+
+
+def test_the_source_reads_the_file_again_only_when_its_stamp_changes(tmp_path: Path) -> None:
+    """Every decision asks for the policy; the file is read again only when its modification time
+    or size changed, never on every decision (a broken file with an old stamp is not even read)."""
+    path = tmp_path / "policy.toml"
+    path.write_text(AMOUNT_POLICY)
+    os.utime(path, ns=(1, 1))
+    source = PolicySource(path)
+
+    def unread_edit(stamp: int) -> None:
+        path.write_text("x" * path.stat().st_size)  # the same size, and not TOML
+        os.utime(path, ns=(stamp, stamp))
+
+    unread_edit(1)
+    assert source.current().decide(payment(50))[0].approval == "none"
+    path.write_text(AMOUNT_POLICY.replace("below = 100", "below = 10"))
+    os.utime(path, ns=(2, 2))
+    assert source.current().decide(payment(50))[0].approval == "one"
+    unread_edit(2)
+    assert source.current().decide(payment(50))[0].approval == "one"
 
 
 def test_a_tool_approval_asks_as_its_policy_says() -> None:
