@@ -10,7 +10,6 @@ import asyncio
 import itertools
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import timedelta
 from typing import Any
 
 from temporalio import activity
@@ -47,18 +46,12 @@ from temporal_ciba._workflow import STATUS_QUERY, CibaApprovalWorkflow
 from temporal_ciba.ciba import RequestBinding, TransportError
 from temporal_ciba.records import RecordDecisionInput, RecordedDecision
 from tests.support.temporal import wait_for
+from tests.support.workflow_environment import HEARTBEATS_AT_ONCE
 
 # A scripted answer to a token request: what the OP's token endpoint says, which the redeem
 # then validates; or, for the redeem only, its whole verdict (a quorum's approver's, say).
 Answer = TokenRequestResult | RedeemResult
 
-
-# A worker's heartbeat throttle for the poll activity on the time-skipping server: none, each
-# heartbeat reaches the server at once. The SDK's default holds one back for up to 0.8 of the
-# heartbeat timeout in real time while the server skips past that timeout: the activity times
-# out, and the server then unlocks time skipping once too often, so every later test on it waits
-# in real time.
-HEARTBEATS_AT_ONCE = timedelta(0)
 
 # The one proof the scripted activities refuse (a notification someone other than the callback wrote).
 FORGED_PROOF = "forged"
@@ -395,6 +388,25 @@ async def wait_for_event(handle: WorkflowHandle, event_type: EventType.ValueType
         return len(events) >= count
 
     await wait_for(recorded, what=f"{count} {EventType.Name(event_type)}")
+
+
+async def workflow_task_after(
+    handle: WorkflowHandle,
+    event_type: EventType.ValueType,
+    task_event: EventType.ValueType,
+    *,
+    count: int = 1,
+) -> None:
+    """Until the history holds `count` events of this type and, after the last of them, a workflow
+    task event: STARTED when the workflow has them while its local activity (which heartbeats the
+    task) may still run; COMPLETED when it has acted on them (holds a child's handle, say)."""
+
+    async def after() -> bool:
+        kinds = [event.event_type async for event in handle.fetch_history_events()]
+        seen = [index for index, kind in enumerate(kinds) if kind == event_type]
+        return len(seen) >= count and task_event in kinds[seen[-1] :]
+
+    await wait_for(after, what=f"{count} {EventType.Name(event_type)} and a {EventType.Name(task_event)} after them")
 
 
 async def upserted_fields(handle: WorkflowHandle) -> list[set[str]]:

@@ -25,12 +25,11 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from temporal_ciba._models import ApprovalOutcome, ApprovalRequest, PolicyDecision
-from temporal_ciba._plugin import CibaPlugin
 from temporal_ciba._policy import ApprovalPolicy, PolicyAction, PolicyRule, PolicySource
 from temporal_ciba._workflow import WORKER_POLICY, CibaApprovalWorkflow, require_approval
-from tests.support.scripted_op import HEARTBEATS_AT_ONCE, ScriptedOP, approved
+from tests.support.scripted_op import ScriptedOP, approved
 from tests.support.temporal import ActivityStart, ActivityStarts, wait_for
-from tests.support.workflow_environment import KEY
+from tests.support.workflow_environment import plugin_worker
 
 DIGEST = "ab" * 32
 
@@ -95,13 +94,12 @@ def policy_worker(
     policy_activity: Callable[..., Any] | None = None,
     starts: ActivityStarts | None = None,
 ) -> Worker:
-    return Worker(
-        env.client,
-        task_queue=task_queue,
-        workflows=[PolicyAgent, CibaApprovalWorkflow],
+    return plugin_worker(
+        env,
+        task_queue,
+        PolicyAgent,
+        CibaApprovalWorkflow,
         activities=[*phones.activities, policy_activity or WorkerPolicy(None).approval_policy],
-        max_heartbeat_throttle_interval=HEARTBEATS_AT_ONCE,
-        plugins=[CibaPlugin(payload_key=KEY)],  # the sandbox passthrough production uses
         interceptors=[starts] if starts else [],
     )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -25,12 +26,11 @@ from temporal_ciba._models import (
     ApprovalRequest,
     RedeemResult,
 )
-from temporal_ciba._plugin import CibaPlugin
 from temporal_ciba._policy import ApprovalPolicy, PolicyAction, PolicyRule
 from temporal_ciba._quorum import run_quorum
 from temporal_ciba._workflow import CibaApprovalWorkflow, require_approval
-from tests.support.scripted_op import HEARTBEATS_AT_ONCE, ScriptedOP, approved
-from tests.support.workflow_environment import KEY
+from tests.support.scripted_op import ScriptedOP, approved, wait_for_event, workflow_task_after
+from tests.support.workflow_environment import plugin_worker
 
 PENDING = RedeemResult(kind="pending")
 DENIED = RedeemResult(kind="failed", error="access_denied", reason="denied")
@@ -72,15 +72,7 @@ def quorum(n: int, *, on_denial: str = "end") -> ApprovalPolicy:
 
 
 def quorum_worker(env: WorkflowEnvironment, phones: ScriptedOP, task_queue: str, **options: Any) -> Worker:
-    return Worker(
-        env.client,
-        task_queue=task_queue,
-        workflows=[QuorumAgent, CibaApprovalWorkflow],
-        activities=phones.activities,
-        max_heartbeat_throttle_interval=HEARTBEATS_AT_ONCE,
-        plugins=[CibaPlugin(payload_key=KEY)],  # the sandbox passthrough production uses
-        **options,
-    )
+    return plugin_worker(env, task_queue, QuorumAgent, CibaApprovalWorkflow, activities=phones.activities, **options)
 
 
 async def run(env: WorkflowEnvironment, phones: ScriptedOP, agent_input: QuorumInput) -> ApprovalOutcome:
@@ -206,25 +198,12 @@ async def test_a_denial_landing_in_one_task_with_the_approvals_that_meet_n_vetoe
 
 async def started_children(agent: WorkflowHandle[Any, Any], count: int) -> list[str]:
     """The ids of the agent's children, once the server has started `count` of them."""
-    while True:
-        started = [
-            event.child_workflow_execution_started_event_attributes.workflow_execution.workflow_id
-            async for event in agent.fetch_history_events()
-            if event.event_type == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED
-        ]
-        if len(started) >= count:
-            return started
-        await asyncio.sleep(0.05)  # waits for the server; decides nothing
-
-
-async def children_seen_started(agent: WorkflowHandle[Any, Any]) -> None:
-    """Until a workflow task of the agent has completed after its last child started (it holds their handles)."""
-    while True:
-        kinds = [event.event_type async for event in agent.fetch_history_events()]
-        last = max(i for i, kind in enumerate(kinds) if kind == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED)
-        if EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in kinds[last:]:
-            return
-        await asyncio.sleep(0.05)  # waits for the server; decides nothing
+    await wait_for_event(agent, EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED, count=count)
+    return [
+        event.child_workflow_execution_started_event_attributes.workflow_execution.workflow_id
+        async for event in agent.fetch_history_events()
+        if event.event_type == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED
+    ]
 
 
 DIGEST = "cd" * 32
@@ -256,6 +235,20 @@ async def test_a_quorum_cancelled_while_waiting_ends_cancelled_with_every_claim(
     assert (revocation.holder_workflow_id, revocation.holder_run_id) == (agent.id, agent.result_run_id)
 
 
+async def quorum_of(hints: Sequence[str], base_id: str, start_child: Callable[..., Any]) -> ApprovalOutcome:
+    """A quorum of all of `hints`, whose approvals `start_child` starts, ending on a denial, due now."""
+    requests = [ApprovalRequest(login_hint=hint, binding_message="Change it", action_digest=DIGEST) for hint in hints]
+    return await run_quorum(
+        requests,
+        needed=len(requests),
+        end_on_denial=True,
+        base_id=base_id,
+        deadline=workflow.now(),
+        start_child=start_child,
+        revoke_holder=(workflow.info().workflow_id, workflow.info().run_id),
+    )
+
+
 @workflow.defn
 class QuorumWhoseStartsHang:
     """Runs a quorum whose children never finish starting: the caller is cancelled meanwhile."""
@@ -265,16 +258,7 @@ class QuorumWhoseStartsHang:
         async def never_started(request: ApprovalRequest, child_id: str) -> Any:
             await workflow.wait_condition(lambda: False)
 
-        requests = [ApprovalRequest(login_hint=hint, binding_message="Change it") for hint in ("alice", "bob")]
-        return await run_quorum(
-            requests,
-            needed=2,
-            end_on_denial=True,
-            base_id="approval-hung",
-            deadline=workflow.now(),
-            start_child=never_started,
-            revoke_holder=(workflow.info().workflow_id, workflow.info().run_id),
-        )
+        return await quorum_of(("alice", "bob"), "approval-hung", never_started)
 
 
 async def test_a_quorum_cancelled_while_its_approvers_are_being_started_ends_cancelled(
@@ -283,13 +267,7 @@ async def test_a_quorum_cancelled_while_its_approvers_are_being_started_ends_can
     """Nobody was asked yet: the outcome is a cancellation naming no approver, not a failed task."""
     task_queue = f"quorum-{uuid.uuid4().hex[:8]}"
     # Any exception out of the workflow code fails the run at once, rather than its task forever.
-    async with Worker(
-        env.client,
-        task_queue=task_queue,
-        workflows=[QuorumWhoseStartsHang],
-        plugins=[CibaPlugin(payload_key=KEY)],
-        workflow_failure_exception_types=[Exception],
-    ):
+    async with plugin_worker(env, task_queue, QuorumWhoseStartsHang, workflow_failure_exception_types=[Exception]):
         agent = await env.client.start_workflow(
             QuorumWhoseStartsHang.run, id=f"agent-{uuid.uuid4().hex[:8]}", task_queue=task_queue
         )
@@ -318,27 +296,18 @@ class FailingApproval:
 class QuorumOfAFailingApprover:
     @workflow.run
     async def run(self) -> ApprovalOutcome:
-        requests = [ApprovalRequest(login_hint="alice", binding_message="Change it", action_digest=DIGEST)]
-        return await run_quorum(
-            requests,
-            needed=1,
-            end_on_denial=True,
-            base_id="approval-failing",
-            deadline=workflow.now(),
-            start_child=lambda request, child_id: workflow.start_child_workflow(FailingApproval.run, id=child_id),
-            revoke_holder=(workflow.info().workflow_id, workflow.info().run_id),
+        return await quorum_of(
+            ("alice",),
+            "approval-failing",
+            lambda request, child_id: workflow.start_child_workflow(FailingApproval.run, id=child_id),
         )
 
 
 async def test_an_approver_whose_workflow_fails_is_named_by_its_workflow_id(env: WorkflowEnvironment) -> None:
     """The quorum still decides: that approver's end is an error naming the child that failed."""
     task_queue = f"quorum-{uuid.uuid4().hex[:8]}"
-    async with Worker(
-        env.client,
-        task_queue=task_queue,
-        workflows=[QuorumOfAFailingApprover, FailingApproval],
-        plugins=[CibaPlugin(payload_key=KEY)],
-        workflow_failure_exception_types=[Exception],
+    async with plugin_worker(
+        env, task_queue, QuorumOfAFailingApprover, FailingApproval, workflow_failure_exception_types=[Exception]
     ):
         agent = await env.client.start_workflow(
             QuorumOfAFailingApprover.run, id=f"agent-{uuid.uuid4().hex[:8]}", task_queue=task_queue
@@ -369,20 +338,12 @@ class ApprovalEndingWithoutOutcomeWhenCancelled:
 class QuorumOfApproversEndingWithoutOutcome:
     @workflow.run
     async def run(self) -> ApprovalOutcome:
-        requests = [
-            ApprovalRequest(login_hint=hint, binding_message="Change it", action_digest=DIGEST)
-            for hint in ("alice", "bob")
-        ]
-        return await run_quorum(
-            requests,
-            needed=2,
-            end_on_denial=True,
-            base_id="approval-cancelled",
-            deadline=workflow.now(),
-            start_child=lambda request, child_id: workflow.start_child_workflow(
+        return await quorum_of(
+            ("alice", "bob"),
+            "approval-cancelled",
+            lambda request, child_id: workflow.start_child_workflow(
                 ApprovalEndingWithoutOutcomeWhenCancelled.run, id=child_id
             ),
-            revoke_holder=(workflow.info().workflow_id, workflow.info().run_id),
         )
 
 
@@ -392,17 +353,20 @@ async def test_approvers_that_end_without_an_outcome_while_cancelled_are_named_b
     """The quorum is cancelled while both approvers wait, and neither returns an outcome: each
     claim is an error naming that approver's own workflow, so an operator can find it."""
     task_queue = f"quorum-{uuid.uuid4().hex[:8]}"
-    async with Worker(
-        env.client,
-        task_queue=task_queue,
-        workflows=[QuorumOfApproversEndingWithoutOutcome, ApprovalEndingWithoutOutcomeWhenCancelled],
-        plugins=[CibaPlugin(payload_key=KEY)],
+    async with plugin_worker(
+        env, task_queue, QuorumOfApproversEndingWithoutOutcome, ApprovalEndingWithoutOutcomeWhenCancelled
     ):
         agent = await env.client.start_workflow(
             QuorumOfApproversEndingWithoutOutcome.run, id=f"agent-{uuid.uuid4().hex[:8]}", task_queue=task_queue
         )
         children = await started_children(agent, 2)
-        await children_seen_started(agent)  # so the cancellation finds them waiting, not starting
+        # A workflow task completed after the last start: the cancellation finds them waiting, not starting.
+        await workflow_task_after(
+            agent,
+            EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED,
+            EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
+            count=2,
+        )
         await agent.cancel()
         outcome = await agent.result()
     assert children == [

@@ -30,7 +30,7 @@ from temporal_ciba._workflow import DELIVER_SIGNAL, NOTIFY_SIGNAL, STATUS_QUERY,
 from temporal_ciba.crypto import AesGcmCodec, PayloadDecryptionError
 from temporal_ciba.crypto._codec import refusal_marker
 from tests.support.scripted_op import GRANTED, ScriptedOP, start, wait_for_event, wait_pending, worker
-from tests.support.workflow_environment import KEY
+from tests.support.workflow_environment import HEARTBEATS_AT_ONCE, KEY
 
 OTHER_KEY = os.urandom(32)
 
@@ -176,7 +176,15 @@ async def test_an_approval_started_with_plaintext_input_fails_without_asking_any
     running, task_queue = plain_worker(env, CibaApprovalWorkflow)
     plain = client_with(env, DataConverter.default)
     request = ApprovalWorkflowInput(request=ApprovalRequest(login_hint="alice", binding_message="Approve it"))
-    async with Worker(env.client, task_queue=task_queue, activities=op.activities), running:
+    async with (
+        Worker(
+            env.client,
+            task_queue=task_queue,
+            activities=op.activities,
+            max_heartbeat_throttle_interval=HEARTBEATS_AT_ONCE,
+        ),
+        running,
+    ):
         handle = await plain.start_workflow(
             "CibaApprovalWorkflow",
             request.model_dump(mode="json"),

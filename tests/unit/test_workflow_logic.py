@@ -53,6 +53,7 @@ from tests.support.scripted_op import (
     wait_for_event,
     wait_pending,
     worker,
+    workflow_task_after,
 )
 from tests.support.temporal import ActivityStarts, time_skipping_environment, wait_for
 from tests.support.workflow_environment import KEY
@@ -73,22 +74,11 @@ def recorded_once(op: ScriptedOP, outcome: ApprovalOutcome) -> bool:
     return [record.outcome for record in op.recorded] == [outcome]
 
 
-async def task_started_after(handle: WorkflowHandle, event_type: EventType.ValueType) -> None:
-    """Until a workflow task has started after the last event of this type.
-
-    The workflow has it, while its local activity (which heartbeats the task) may still run."""
-
-    async def started() -> bool:
-        kinds = [event.event_type async for event in handle.fetch_history_events()]
-        seen = [index for index, kind in enumerate(kinds) if kind == event_type]
-        return bool(seen) and EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED in kinds[seen[-1] :]
-
-    await wait_for(started, what=f"a workflow task after {EventType.Name(event_type)}")
-
-
 async def cancel_delivered(handle: WorkflowHandle) -> None:
     await handle.cancel()
-    await task_started_after(handle, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED)
+    await workflow_task_after(
+        handle, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED, EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED
+    )
 
 
 def assert_spacing(times: list[float], expected: list[float]) -> None:
@@ -674,7 +664,9 @@ async def test_a_ping_during_the_last_request_of_a_run_asks_again_in_the_next(en
 
         await wait_for(tenth_poll, what="the run's last poll")
         await handle.signal(CibaApprovalWorkflow.notify, PingNotice(auth_req_id="req-1"))
-        await task_started_after(handle, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED)
+        await workflow_task_after(
+            handle, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED, EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED
+        )
         released = (await env.get_current_time()).timestamp()
         op.release.put_nowait(None)
         op.release.put_nowait(None)

@@ -12,10 +12,8 @@ import pytest
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from temporal_ciba._models import ApprovalOutcome
-from temporal_ciba._plugin import CibaPlugin
 from temporal_ciba._policy import ApprovalPolicy, PolicyRule
 from temporal_ciba._workflow import CibaApprovalWorkflow
 from temporal_ciba.agents import (
@@ -26,8 +24,8 @@ from temporal_ciba.agents import (
     refusal_for_model,
     tool_action_digest,
 )
-from tests.support.scripted_op import HEARTBEATS_AT_ONCE, ScriptedOP, approved
-from tests.support.workflow_environment import KEY
+from tests.support.scripted_op import ScriptedOP, approved
+from tests.support.workflow_environment import plugin_worker
 
 ARGS = {"holder": "alice", "amount": 120}
 
@@ -202,14 +200,7 @@ class PayingAgent:
 async def ask(env: WorkflowEnvironment, phones: ScriptedOP, input: PayCall) -> tuple[str, ApprovalOutcome]:
     task_queue = f"tools-{uuid.uuid4().hex[:8]}"
     agent_id = f"agent-{uuid.uuid4().hex[:8]}"
-    async with Worker(
-        env.client,
-        task_queue=task_queue,
-        workflows=[PayingAgent, CibaApprovalWorkflow],
-        activities=phones.activities,
-        max_heartbeat_throttle_interval=HEARTBEATS_AT_ONCE,
-        plugins=[CibaPlugin(payload_key=KEY)],
-    ):
+    async with plugin_worker(env, task_queue, PayingAgent, CibaApprovalWorkflow, activities=phones.activities):
         outcome = await env.client.execute_workflow(PayingAgent.run, input, id=agent_id, task_queue=task_queue)
     return agent_id, outcome
 
