@@ -146,6 +146,7 @@ async def status(args: argparse.Namespace) -> int:
 
     from temporal_ciba._models import ApprovalOutcome
     from temporal_ciba._programs.connect import connect
+    from temporal_ciba._programs.progress import workflow_task_failure
     from temporal_ciba._workflow import CibaApprovalWorkflow
 
     settings = load_settings(TemporalSettings)
@@ -156,6 +157,14 @@ async def status(args: argparse.Namespace) -> int:
     except RPCError as exc:
         raise UsageError(f"no approval {args.workflow_id!r}: {exc.message}") from None
     if description.status == WorkflowExecutionStatus.RUNNING:
+        # A query to a workflow whose task fails waits for the server's query timeout (30 s and
+        # more): the pending task's attempts say so at once.
+        cause = await workflow_task_failure(handle)
+        if cause is not None:
+            raise UsageError(
+                f"{args.workflow_id} is running but its workflow task fails ({cause}): see the worker's log "
+                "(a worker with another CIBA_PAYLOAD_KEY, or an outdated worker?)"
+            )
         try:
             state = await handle.query(CibaApprovalWorkflow.status)
         except (RPCError, WorkflowQueryFailedError) as exc:
