@@ -107,7 +107,7 @@ declare -A ISOLATION_=([workflow]="forkserver" [quorum]="forkserver" [policy]="f
 # method, which ends the process: the signal method interrupts once, and a mutant whose failed
 # test left a task that ignores cancellation hung in the event loop's teardown for good.
 declare -A TEST_TIMEOUT_=([workflow]=60 [quorum]=60 [policy]=60 [tool-approval]=60 [activities]=60)
-declare -A CHILDREN_PER_CORE_=([workflow]=6 [quorum]=6)
+declare -A CHILDREN_PER_CORE_=([workflow]=6 [quorum]=6 [activities]=4)
 
 toml_list() { printf '['; local sep=""; for item in "$@"; do printf '%s"%s"' "$sep" "$item"; sep=", "; done; printf ']'; }
 
