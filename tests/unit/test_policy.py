@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from temporal_ciba._models import ApprovalRequest
 from temporal_ciba._policy import (
@@ -439,3 +442,49 @@ def test_each_bound_takes_or_leaves_its_edge_as_its_name_says(
     """`at_least 1000` matches a payment of exactly 1000 (the rule that asks two approvers for it
     must apply), `above 1000` does not; `at_most` and `below` likewise at the other end."""
     assert bounds.holds(inside) and not bounds.holds(outside)
+
+
+# Any document a person could write: the rule's own keys and others, any value TOML holds.
+_KEYS = ["name", "action", "match", "approval", "approvers", "quorum", "binding_message", "on_denial", "reason"]
+_TABLE_KEYS = st.sampled_from([*_KEYS, "above", "below", "risk", "x"]) | st.text(max_size=4)
+_SCALARS = (
+    st.text(max_size=8)
+    | st.integers(min_value=-(2**64), max_value=2**64)
+    | st.floats(allow_nan=False)
+    | st.booleans()
+    | st.sampled_from(["none", "one", "quorum", "*", "risk", "above", "at_least", "end"])
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TABLE_KEYS, inner, max_size=3),
+    max_leaves=12,
+)
+_RULES = st.lists(st.dictionaries(st.sampled_from(_KEYS) | st.text(max_size=4), _VALUES, max_size=6), max_size=3)
+
+
+def _toml(value: object) -> str:
+    """A value as TOML: strings and numbers as JSON writes them, tables inline."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        return "inf" if value > 0 else "-inf"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml(key)} = {_toml(item)}" for key, item in value.items()) + "}"
+    return json.dumps(value, ensure_ascii=False)  # TOML has no escapes for surrogate pairs
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(rules=_RULES, roles=st.dictionaries(st.text(max_size=4), _VALUES, max_size=2), extra=st.booleans())
+def test_any_document_is_a_policy_or_one_line_naming_the_file(
+    rules: list[dict[str, object]], roles: dict[str, object], extra: bool
+) -> None:
+    """Whatever the file holds, the worker starts on it or stops with one line naming it: never
+    another exception (a key name made from an error pydantic locates anywhere in it)."""
+    text = f"rules = {_toml(rules)}\nroles = {_toml(roles)}\n" + ("unknown = 1\n" if extra else "")
+    try:
+        parse_policy(text, source="policy.toml")
+    except PolicyFileError as refused:
+        line = str(refused)
+        assert "\n" not in line and line.startswith("policy file policy.toml: ")
