@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
@@ -105,7 +106,7 @@ class Sender:
         except (ValueError, InvalidAuthenticationRequest, ProtocolError, DiscoveryError) as exc:
             activity.logger.warning("backchannel request not sent: %s", exc)
             error = SUBJECT_CONFLICT if isinstance(exc, SubjectConflict) else None
-            return SendRequestResult(delivery_mode=mode, error=error, reason=str(exc).splitlines()[0])
+            return SendRequestResult(delivery_mode=mode, error=error, reason=_one_line(exc))
         binding = RequestBinding.for_request(
             request,
             ack,
@@ -124,3 +125,13 @@ class Sender:
             delivery_mode=mode,
             binding_message_sent=request.binding_message,
         )
+
+
+def _one_line(exc: Exception) -> str:
+    """Why a request was not sent, in one line: a request that breaks CIBA §7.1 names the
+    parameter and the rule (pydantic's first line only says how many errors it found)."""
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        return f"{where}: {first['msg'].removeprefix('Value error, ')}" if where else first["msg"]
+    return str(exc).splitlines()[0]

@@ -4,14 +4,17 @@ Whom an approval is pinned to, never asking the user twice, and naming a lost gr
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+from urllib.parse import parse_qsl
 
 import httpx
 import pytest
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from temporal_ciba._activities import GRANT_LOST, REQUEST_OUTCOME_UNKNOWN, CibaActivities
+from temporal_ciba._activities.send import ID_TOKEN_HINT_INVALID
 from temporal_ciba._models import (
     ApprovalRequest,
     RevokeTokensInput,
@@ -19,7 +22,7 @@ from temporal_ciba._models import (
     TokenRequestInput,
     ValidateTokensInput,
 )
-from temporal_ciba.ciba import CibaClient, ClientSecretBasic
+from temporal_ciba.ciba import CibaClient, ClientSecretBasic, DeliveryMode
 from temporal_ciba.crypto import TokenSealer, tokens_context
 from tests.support.mock_op import MockOP, env
 from tests.support.tokens import (
@@ -36,16 +39,32 @@ from tests.support.tokens import (
 )
 
 
-def activities(bc_answer: httpx.Response | Exception, **options: object) -> CibaActivities:
+def activities(
+    bc_answer: httpx.Response | Exception,
+    *,
+    delivery_mode: DeliveryMode = "poll",
+    sent: list[dict[str, str]] | None = None,
+    modes: tuple[str, ...] = ("poll", "ping"),
+    **options: object,
+) -> CibaActivities:
+    """The activities against an OP offering `modes` whose backchannel endpoint answers
+    `bc_answer`; the forms it received go to `sent`."""
+
     async def op(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/.well-known/openid-configuration":
-            return httpx.Response(200, json=METADATA)
+            return httpx.Response(200, json={**METADATA, "backchannel_token_delivery_modes_supported": list(modes)})
+        if request.url.path == "/jwks":
+            return httpx.Response(200, json={"keys": []})
+        if sent is not None:
+            sent.append(dict(parse_qsl(request.content.decode())))
         if isinstance(bc_answer, Exception):
             raise bc_answer
         return bc_answer
 
     http = httpx.AsyncClient(transport=httpx.MockTransport(op))
-    ciba = CibaClient(issuer=ISSUER, client_auth=ClientSecretBasic(CLIENT_ID, "secret"), http=http)
+    ciba = CibaClient(
+        issuer=ISSUER, client_auth=ClientSecretBasic(CLIENT_ID, "secret"), delivery_mode=delivery_mode, http=http
+    )
     return CibaActivities(ciba, TokenSealer(os.urandom(32)), **options)  # type: ignore[arg-type]
 
 
@@ -55,6 +74,100 @@ def send_input(**request: object) -> SendRequestInput:
 
 
 ACK = httpx.Response(200, json={"auth_req_id": "req-1", "expires_in": 120})
+
+
+def notification_token(workflow_id: str, first_run_id: str) -> str:
+    return hashlib.sha256(f"{workflow_id}/{first_run_id}".encode()).hexdigest()
+
+
+async def test_the_acknowledgement_is_returned_whole_with_the_request_it_answers() -> None:
+    """What the workflow waits with: the OP's auth_req_id, expires_in and interval, the mode, the
+    binding message as sent, and the binding that later checks the tokens against the request."""
+    sent: list[dict[str, str]] = []
+    answer = httpx.Response(200, json={"auth_req_id": "req-7", "expires_in": 300, "interval": 9})
+    acts = activities(answer, delivery_mode="ping", sent=sent, notification_token=notification_token)
+    result = await env().run(acts.send_authentication_request, send_input())
+    assert (result.auth_req_id, result.expires_in, result.interval, result.delivery_mode, result.error) == (
+        "req-7",
+        300,
+        9,
+        "ping",
+        None,
+    )
+    assert result.binding_message_sent == "Approve it" == sent[0]["binding_message"]
+    assert result.binding is not None and result.binding.auth_req_id == "req-7"
+    assert (result.records, result.poll_activity) == (True, True)
+    # CIBA §7.1: in ping mode the request carries the token the callback proves pings with, made
+    # for this approval's workflow and first run.
+    assert sent[0]["client_notification_token"] == notification_token("wf", "run")
+
+
+async def test_a_poll_mode_request_carries_no_notification_token() -> None:
+    sent: list[dict[str, str]] = []
+    acts = activities(ACK, sent=sent, notification_token=notification_token)
+    assert (await env().run(acts.send_authentication_request, send_input())).auth_req_id == "req-1"
+    assert "client_notification_token" not in sent[0]
+
+
+async def test_ping_mode_without_a_notification_token_factory_is_a_bug_not_a_request() -> None:
+    sent: list[dict[str, str]] = []
+    acts = activities(ACK, delivery_mode="ping", sent=sent)
+    with pytest.raises(RuntimeError, match="ping mode needs a notification token factory"):
+        await env().run(acts.send_authentication_request, send_input())
+    assert sent == []
+
+
+@pytest.mark.parametrize(
+    ("answer", "request_fields", "error", "reason"),
+    [
+        (
+            httpx.Response(400, json={"error": "unknown_user_id", "error_description": "no such user"}),
+            {},
+            "unknown_user_id",
+            "no such user",
+        ),
+        (httpx.ReadTimeout("no answer"), {}, REQUEST_OUTCOME_UNKNOWN, "did not answer in time; not sent again"),
+        (ACK, {"id_token_hint": "not-a-jwt"}, ID_TOKEN_HINT_INVALID, "the id_token_hint is refused: "),
+    ],
+    ids=["refused", "outcome-unknown", "id-token-hint"],
+)
+async def test_a_request_that_ends_without_an_acknowledgement_says_why_in_its_mode(
+    answer: httpx.Response | Exception, request_fields: dict[str, str], error: str, reason: str
+) -> None:
+    """A refusal is data the workflow ends the approval with: the spec's error code (or ours), the
+    reason, and the mode the approval was asked in; never an auth_req_id."""
+    acts = activities(answer, delivery_mode="ping", notification_token=notification_token)
+    fields: dict[str, object] = {"login_hint": "alice@example.com", "binding_message": "Approve it", **request_fields}
+    if "id_token_hint" in request_fields:
+        del fields["login_hint"]
+    approval = ApprovalRequest(**fields)  # type: ignore[arg-type]
+    result = await env().run(
+        acts.send_authentication_request, SendRequestInput(request=approval, workflow_id="wf", first_run_id="run")
+    )
+    assert (result.error, result.delivery_mode, result.auth_req_id) == (error, "ping", None)
+    assert result.reason is not None and reason in result.reason
+
+
+async def test_an_op_that_does_not_offer_the_mode_is_not_asked() -> None:
+    """No error code of the spec's: the reason names the mode; nothing reached the OP."""
+    sent: list[dict[str, str]] = []
+    acts = activities(ACK, delivery_mode="ping", sent=sent, modes=("poll",), notification_token=notification_token)
+    result = await env().run(acts.send_authentication_request, send_input())
+    assert (result.error, result.delivery_mode, result.auth_req_id) == (None, "ping", None)
+    assert result.reason is not None and "ping" in result.reason and "\n" not in result.reason
+    assert sent == []
+
+
+async def test_a_request_that_breaks_ciba_is_not_sent_and_its_reason_names_the_rule() -> None:
+    """CIBA §7.1: a client_notification_token carries at least 128 bits of entropy."""
+    sent: list[dict[str, str]] = []
+    acts = activities(ACK, delivery_mode="ping", sent=sent, notification_token=lambda workflow_id, run_id: "short")
+    result = await env().run(acts.send_authentication_request, send_input())
+    assert (result.error, result.auth_req_id, sent) == (None, None, [])
+    assert (
+        result.reason
+        == "client_notification_token: client_notification_token is too short to carry 128 bits of entropy"
+    )
 
 
 @pytest.mark.parametrize(
