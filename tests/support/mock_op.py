@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import httpx
+import jwt
 from temporalio.testing import ActivityEnvironment
 
 from temporal_ciba._activities import CibaActivities
@@ -32,6 +33,8 @@ class MockOP:
     def __init__(self) -> None:
         self.keys = Keys()
         self.revoked: list[dict[str, str]] = []
+        # The public key of each revocation's DPoP proof (RFC 9449 §4.2), None for a request without one.
+        self.revocation_proof_keys: list[dict[str, str] | None] = []
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
@@ -43,12 +46,15 @@ class MockOP:
             return httpx.Response(200, json={"auth_req_id": AUTH_REQ_ID, "expires_in": 120})
         if path == "/revoke":
             self.revoked.append(dict(httpx.QueryParams(request.content.decode())))
+            proof = request.headers.get("DPoP")
+            self.revocation_proof_keys.append(jwt.get_unverified_header(proof)["jwk"] if proof else None)
             return httpx.Response(200)
         return httpx.Response(404)
 
-    def activities(self, sealer: TokenSealer, *, requested_at: float) -> CibaActivities:
-        """The request is sent at `requested_at`; the tokens are validated at NOW."""
+    def activities(self, sealer: TokenSealer, *, requested_at: float, dpop: bool = False) -> CibaActivities:
+        """The request is sent at `requested_at`; the tokens are validated at NOW. With `dpop`, the
+        client binds an approval's tokens to its DPoP key (RFC 9449)."""
         http = httpx.AsyncClient(transport=httpx.MockTransport(self))
         auth = ClientSecretBasic(CLIENT_ID, "secret")
-        ciba = CibaClient(issuer=ISSUER, client_auth=auth, http=http, clock=lambda: NOW)
+        ciba = CibaClient(issuer=ISSUER, client_auth=auth, http=http, clock=lambda: NOW, dpop=dpop)
         return CibaActivities(ciba, sealer, clock=lambda: requested_at)
