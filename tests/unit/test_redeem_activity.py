@@ -17,9 +17,9 @@ import pytest
 
 from temporal_ciba._activities import GRANT_LOST, CibaActivities, Redemptions
 from temporal_ciba._activities.redeem import DecisionOnRecord
-from temporal_ciba._models import ApprovalOutcome, RedeemInput, RedeemResult
+from temporal_ciba._models import ApprovalOutcome, RedeemInput, RedeemResult, TokenRequestInput
 from temporal_ciba.ciba import CibaClient, ClientSecretBasic, TransportError
-from temporal_ciba.crypto import TokenSealer, access_token_context
+from temporal_ciba.crypto import SealError, TokenSealer, access_token_context, tokens_context
 from tests.support.mock_op import MockOP, env
 from tests.support.tokens import ACCESS_TOKEN, AUTH_REQ_ID, CLIENT_ID, ISSUER, NOW, REFRESH_TOKEN, binding, claims
 
@@ -30,16 +30,21 @@ NOW_AT = datetime.fromtimestamp(NOW, UTC)
 class TokenOP(MockOP):
     """MockOP whose token endpoint answers `answer` (a body and a status)."""
 
-    def __init__(self, status: int, body: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, status: int, body: dict[str, Any] | bytes | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__()
         self.status = status
         self.body = body
+        self.headers = headers or {}
         self.token_requests = 0
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/token":
             self.token_requests += 1
-            return httpx.Response(self.status, json=self.body)
+            if isinstance(self.body, bytes):
+                return httpx.Response(self.status, content=self.body, headers=self.headers)
+            return httpx.Response(self.status, json=self.body, headers=self.headers)
         return await super().__call__(request)
 
     def redeem_activities(
@@ -112,6 +117,64 @@ async def test_every_answer_of_the_token_endpoint_is_data(
     assert (result.kind, result.error) == (kind, error)
     assert op.token_requests == 1 and op.revoked == []
     assert json.loads(result.model_dump_json())["sealed_access_token"] is None
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "headers", "kind", "error", "reason", "retry_after"),
+    [
+        (
+            400,
+            {"error": "access_denied", "error_description": "the user said no"},
+            {},
+            "failed",
+            "access_denied",
+            "access_denied: the user said no",
+            None,
+        ),
+        (503, {}, {"Retry-After": "7"}, "retry_later", None, None, 7.0),
+        (429, {}, {"Retry-After": "9"}, "retry_later", None, None, 9.0),
+        (200, b"{not json", {"content-type": "application/json"}, "failed", None, "response is not JSON", None),
+        (200, {"token_type": "Bearer"}, {}, "failed", None, "token response has no access_token", None),
+    ],
+    ids=["refused", "503-retry-after", "429-retry-after", "not-json", "no-access-token"],
+)
+@pytest.mark.parametrize("path", ["redeem", "request_token"])
+async def test_an_answer_without_tokens_is_data_with_the_ops_words_and_wait(
+    path: str,
+    status: int,
+    body: dict[str, Any] | bytes,
+    headers: dict[str, str],
+    kind: str,
+    error: str | None,
+    reason: str | None,
+    retry_after: float | None,
+) -> None:
+    """The outcome says what the OP said: the spec's error code and its description, or what was
+    wrong with the response (a protocol error, no code of the OP's); an OP that asks to wait
+    (Retry-After) is waited for. Both decision paths (redeem, and request_token before it)."""
+    op = TokenOP(status, body, headers)
+    acts = op.redeem_activities(TokenSealer(os.urandom(32)))
+    if path == "redeem":
+        result: Any = await env().run(acts.redeem, REDEEM)
+    else:
+        result = await env().run(acts.request_token, TokenRequestInput(auth_req_id=AUTH_REQ_ID))
+    assert (result.kind, result.error, result.retry_after_seconds) == (kind, error, retry_after)
+    assert result.reason == reason if reason is None else (result.reason is not None and reason in result.reason)
+    assert op.token_requests == 1
+
+
+async def test_a_token_request_seals_the_tokens_for_the_workflow_that_asked() -> None:
+    """request_token's tokens open only in the approval workflow that asked, for its auth_req_id."""
+    op, sealer = TokenOP(200), TokenSealer(os.urandom(32))
+    op.body = granted(op)
+    result = await env().run(op.redeem_activities(sealer).request_token, TokenRequestInput(auth_req_id=AUTH_REQ_ID))
+    assert result.kind == "granted" and result.sealed_tokens is not None
+    opened = sealer.unseal(result.sealed_tokens, context=tokens_context(AUTH_REQ_ID, "wf"))  # env()'s workflow
+    assert json.loads(opened)["access_token"] == ACCESS_TOKEN
+    with pytest.raises(SealError):
+        sealer.unseal(result.sealed_tokens, context=tokens_context(AUTH_REQ_ID, "another-workflow"))
+    with pytest.raises(SealError):
+        sealer.unseal(result.sealed_tokens, context=tokens_context("another-request", "wf"))
 
 
 async def test_a_pending_answer_says_how_long_the_request_took() -> None:
