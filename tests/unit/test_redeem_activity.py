@@ -13,15 +13,26 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 
 from temporal_ciba._activities import GRANT_LOST, CibaActivities, Redemptions
 from temporal_ciba._activities.redeem import DecisionOnRecord
-from temporal_ciba._models import ApprovalOutcome, RedeemInput, RedeemResult, TokenRequestInput
+from temporal_ciba._models import ApprovalOutcome, RedeemInput, RedeemResult, TokenRequestInput, ValidateTokensInput
 from temporal_ciba.ciba import CibaClient, ClientSecretBasic, TransportError
-from temporal_ciba.crypto import SealError, TokenSealer, access_token_context, tokens_context
+from temporal_ciba.crypto import SealError, TokenSealer, access_token_context, id_token_context, tokens_context
 from tests.support.mock_op import MockOP, env
-from tests.support.tokens import ACCESS_TOKEN, AUTH_REQ_ID, CLIENT_ID, ISSUER, NOW, REFRESH_TOKEN, binding, claims
+from tests.support.tokens import (
+    ACCESS_TOKEN,
+    AUTH_REQ_ID,
+    CLIENT_ID,
+    ISSUER,
+    NOW,
+    REFRESH_TOKEN,
+    binding,
+    claims,
+    token_response,
+)
 
 DIGEST = "d" * 64
 NOW_AT = datetime.fromtimestamp(NOW, UTC)
@@ -257,3 +268,55 @@ async def test_a_decision_on_record_is_answered_without_a_token_request() -> Non
     # Nothing on record: the token request goes out.
     result = await activity_env.run(activities.redeem, REDEEM.model_copy(update={"first_run_id": "run-2"}))
     assert (result.kind, result.error, op.token_requests) == ("failed", GRANT_LOST, 1)
+
+
+def validation(
+    sealer: TokenSealer, op: MockOP, *, sealed_for: str = "wf", **claim_overrides: Any
+) -> ValidateTokensInput:
+    tokens = token_response(op.keys.sign(claims(**claim_overrides)))
+    sealed = sealer.seal(tokens.model_dump_json(), context=tokens_context(AUTH_REQ_ID, sealed_for))
+    return ValidateTokensInput(
+        sealed_tokens=sealed,
+        binding=binding(),
+        holder_workflow_id="agent",
+        holder_run_id="agent-run",
+        action_digest=DIGEST,
+    )
+
+
+async def test_validated_tokens_leave_sealed_for_the_holders_action_and_the_approvals_record() -> None:
+    """validate_tokens (the path before redeem): the access token opens only for the run that may
+    act and its action, the ID token only for the approval workflow that records it."""
+    op, sealer = MockOP(), TokenSealer(os.urandom(32))
+    result = await env().run(op.activities(sealer, requested_at=NOW - 30).validate_tokens, validation(sealer, op))
+    assert result.error is None and result.approval is not None and result.approval.sub == "alice"
+    holder = access_token_context(AUTH_REQ_ID, action_digest=DIGEST, workflow_id="agent", run_id="agent-run")
+    assert result.sealed_access_token is not None and result.sealed_id_token is not None
+    assert sealer.unseal(result.sealed_access_token, context=holder) == ACCESS_TOKEN
+    id_token = sealer.unseal(result.sealed_id_token, context=id_token_context(AUTH_REQ_ID, "wf"))
+    assert jwt.decode(id_token, options={"verify_signature": False})["sub"] == "alice"
+    with pytest.raises(SealError):
+        sealer.unseal(result.sealed_id_token, context=id_token_context(AUTH_REQ_ID, "agent"))
+
+
+@pytest.mark.parametrize(
+    ("sealed_for", "claim_overrides", "error", "reason"),
+    [
+        ("another-workflow", {}, "seal_invalid", ""),
+        ("wf", {"sub": "mallory"}, "sub_mismatch", "another user"),
+    ],
+    ids=["sealed-for-another-workflow", "another-approver"],
+)
+async def test_tokens_that_do_not_validate_leave_nothing_but_the_reason(
+    sealed_for: str, claim_overrides: dict[str, Any], error: str, reason: str
+) -> None:
+    op, sealer = MockOP(), TokenSealer(os.urandom(32))
+    check = validation(sealer, op, sealed_for=sealed_for, **claim_overrides)
+    result = await env().run(op.activities(sealer, requested_at=NOW - 30).validate_tokens, check)
+    assert (result.error, result.approval, result.sealed_access_token, result.sealed_id_token) == (
+        error,
+        None,
+        None,
+        None,
+    )
+    assert result.reason and reason in result.reason
