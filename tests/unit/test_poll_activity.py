@@ -209,6 +209,35 @@ def test_a_first_attempt_polls_an_interval_after_the_acknowledgement_or_the_last
     assert next_request_at(slow, progress) == start + 91
 
 
+def test_the_long_wait_starts_exactly_its_threshold_after_the_acknowledgement() -> None:
+    slow = poll_input(polling=PollingPolicy(long_wait_after_seconds=60, long_wait_interval_seconds=30))
+    start = SENT.timestamp()
+    assert next_request_at(slow, PollProgress(interval_seconds=5, last_request_started=start + 60)) == start + 90
+    assert next_request_at(slow, PollProgress(interval_seconds=5, last_request_started=start + 59)) == start + 64
+
+
+@pytest.mark.parametrize(
+    ("kept", "given", "resumed"),
+    [
+        # The larger interval (a slow_down the workflow had not heard of, or one it had), and the
+        # later Retry-After, whichever kept it.
+        ({"interval_seconds": 15, "not_before": 100.0}, {"interval_seconds": 5.0}, (15, 100.0)),
+        ({"interval_seconds": 5}, {"interval_seconds": 10.0, "not_before": SENT}, (10, SENT.timestamp())),
+        ({"interval_seconds": 5, "not_before": SENT.timestamp() + 9}, {"not_before": SENT}, (5, SENT.timestamp() + 9)),
+        ({"interval_seconds": 5}, {}, (5, None)),
+    ],
+    ids=["kept-slower", "given-slower-and-a-retry-after", "kept-retry-after-later", "no-retry-after"],
+)
+def test_a_resumed_attempt_keeps_the_slower_pacing_of_its_details_and_its_input(
+    kept: dict[str, object], given: dict[str, object], resumed: tuple[float, float | None]
+) -> None:
+    """Never faster than either: the details the server kept and the input the workflow gave."""
+    details = [PollProgress(**kept, last_request_started=SENT.timestamp() + 40, polls=3).model_dump(mode="json")]  # type: ignore[arg-type]
+    progress = resume(poll_input(**given), details, attempt=1, now=SENT.timestamp() + 41)
+    assert (progress.interval_seconds, progress.not_before) == resumed
+    assert (progress.last_request_started, progress.polls) == (SENT.timestamp() + 40, 3)
+
+
 async def test_a_request_starts_an_interval_after_the_last_answer_not_the_last_start() -> None:
     """A request that took 2 s to be answered (a loaded worker, a slow network) may have reached
     the OP late: the next waits the interval from its answer, so the OP sees them an interval apart."""
