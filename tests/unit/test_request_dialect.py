@@ -186,4 +186,17 @@ async def test_id_token_hint_and_expected_subject_must_agree() -> None:
     op = RecordingOP()
     result = await op.send(id_token_hint=_hint(op, sub="alice-sub"), expected_subject="bob-sub")
     assert (result.auth_req_id, result.error) == (None, SUBJECT_CONFLICT)
+    assert result.reason == "the approver is named differently by expected_subject, the id_token_hint"
     assert op.sent == []
+
+
+async def test_an_iss_sub_login_hint_and_expected_subject_must_agree() -> None:
+    """The iss_sub login_hint is the approver's `sub` itself: a caller's other subject is a conflict."""
+    op = RecordingOP()
+    iss_sub = RequestDialect(login_hint_format="iss_sub")
+    result = await op.send(iss_sub, login_hint="auth0|123", expected_subject="auth0|456")
+    assert (result.auth_req_id, result.error, op.sent) == (None, SUBJECT_CONFLICT, [])
+    assert result.reason == "the approver is named differently by expected_subject, the iss_sub login_hint"
+    agreeing = RecordingOP()
+    result = await agreeing.send(iss_sub, login_hint="auth0|123", expected_subject="auth0|123")
+    assert result.error is None and result.binding.expected_subject == "auth0|123"
