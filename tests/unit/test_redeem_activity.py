@@ -231,6 +231,38 @@ async def test_only_final_answers_are_remembered() -> None:
     assert (await redemptions.once(REDEEM, redeem)).kind == "approved" and answers == []
 
 
+@pytest.mark.parametrize("kind", ["approved", "rejected", "failed"])
+async def test_each_final_answer_is_remembered_for_its_own_request_only(kind: str) -> None:
+    redemptions, asked = Redemptions(), []
+
+    async def redeem(label: str) -> RedeemResult:
+        asked.append(label)
+        return RedeemResult.model_validate({"kind": kind, "reason": label})
+
+    other = REDEEM.model_copy(update={"holder_run_id": "another-run"})
+    assert (await redemptions.once(REDEEM, lambda: redeem("first"))).reason == "first"
+    assert (await redemptions.once(REDEEM, lambda: redeem("again"))).reason == "first"
+    assert (await redemptions.once(other, lambda: redeem("other"))).reason == "other"
+    assert asked == ["first", "other"]
+
+
+async def test_the_oldest_final_answers_are_forgotten_past_the_limit() -> None:
+    """A worker's memory of answers is bounded: past `remember`, the oldest go first."""
+    redemptions, asked = Redemptions(remember=2), []
+    inputs = [REDEEM.model_copy(update={"holder_run_id": f"run-{n}"}) for n in range(3)]
+
+    async def redeem(n: int) -> RedeemResult:
+        asked.append(n)
+        return RedeemResult(kind="approved")
+
+    for n, redeem_input in enumerate(inputs):
+        await redemptions.once(redeem_input, lambda n=n: redeem(n))  # type: ignore[misc]
+    asked.clear()
+    for n, redeem_input in reversed(list(enumerate(inputs))):
+        await redemptions.once(redeem_input, lambda n=n: redeem(n))  # type: ignore[misc]
+    assert asked == [0]  # the last two are remembered, the first was forgotten
+
+
 async def test_a_failed_redeem_is_not_remembered() -> None:
     redemptions = Redemptions()
 
