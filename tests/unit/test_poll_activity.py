@@ -7,14 +7,18 @@ its resumption from heartbeat details, its cancellation, and what a long wait co
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from temporal_ciba._activities import CibaActivities
 from temporal_ciba._activities.polling import PollLoop, PollRuns, next_request_at, resume
 from temporal_ciba._models import (
     PollingPolicy,
@@ -25,9 +29,13 @@ from temporal_ciba._models import (
     TokenRequestResult,
 )
 from temporal_ciba._workflow import CibaApprovalWorkflow
-from temporal_ciba.ciba import RequestBinding, TransportError
+from temporal_ciba.ciba import CibaClient, ClientSecretBasic, RequestBinding, TransportError
+from temporal_ciba.crypto import TokenSealer, access_token_context
+from tests.support.mock_op import MockOP
+from tests.support.mock_op import env as mock_op_env
 from tests.support.scripted_op import GRANTED, ScriptedOP, gaps, start, worker
 from tests.support.temporal import wait_for
+from tests.support.tokens import ACCESS_TOKEN, AUTH_REQ_ID, CLIENT_ID, ISSUER, NOW, binding, claims, token_response
 
 PENDING = TokenRequestResult(kind="pending")
 SLOW_DOWN = TokenRequestResult(kind="slow_down")
@@ -388,3 +396,48 @@ async def test_a_stopped_loop_is_resumed_from_its_last_pacing() -> None:
 async def _requests(op: HeldOP, count: int) -> None:
     while op.requests < count:
         await asyncio.sleep(0.01)
+
+
+class PollingOP(MockOP):
+    """MockOP whose token endpoint says authorization_pending `pending` times, then grants."""
+
+    def __init__(self, pending: int, now: Callable[[], float]) -> None:
+        super().__init__()
+        self.pending = pending
+        self.now = now
+        self.token_requests: list[float] = []
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path != "/token":
+            return await super().__call__(request)
+        self.token_requests.append(self.now())
+        if len(self.token_requests) <= self.pending:
+            return httpx.Response(400, json={"error": "authorization_pending"})
+        return httpx.Response(200, json=token_response(self.keys.sign(claims())).model_dump(mode="json"))
+
+
+async def test_the_poll_activity_asks_at_the_interval_and_heartbeats_only_its_pacing() -> None:
+    """CibaActivities.poll as a worker runs it, on its own clock and sleep: a request an interval
+    after the acknowledgement and after each pending answer, the approval's access token sealed
+    for the holder at the end, and heartbeat details that hold the pacing and never a token."""
+    clock = Clock(now=NOW - 30)
+    op, sealer = PollingOP(pending=2, now=lambda: clock.now), TokenSealer(os.urandom(32))
+    http = httpx.AsyncClient(transport=httpx.MockTransport(op))
+    ciba = CibaClient(issuer=ISSUER, client_auth=ClientSecretBasic(CLIENT_ID, "secret"), http=http, clock=lambda: NOW)
+    acts = CibaActivities(ciba, sealer, clock=lambda: clock.now, sleep=clock.sleep)
+    heartbeats: list[tuple[object, ...]] = []
+    environment = mock_op_env()
+    environment.on_heartbeat = lambda *details: heartbeats.append(details)
+    redemption = RedeemInput(binding=binding(), holder_workflow_id="agent", holder_run_id="agent-run")
+    acknowledged = datetime.fromtimestamp(NOW - 30, UTC)
+    poll = PollInput(
+        redemption=redemption, interval_seconds=5, requested_at=acknowledged, deadline=acknowledged + timedelta(hours=1)
+    )
+    result = await environment.run(acts.poll, poll)
+    assert result.kind == "approved" and result.approval is not None and result.approval.sub == "alice"
+    assert op.token_requests == [NOW - 25, NOW - 20, NOW - 15]
+    holder = access_token_context(AUTH_REQ_ID, action_digest=None, workflow_id="agent", run_id="agent-run")
+    assert result.sealed_access_token is not None and sealer.unseal(result.sealed_access_token, context=holder)
+    progress = [PollProgress.model_validate(details[0]) for details in heartbeats]
+    assert progress and progress[-1].polls == 2 and progress[-1].interval_seconds == 5
+    assert all(ACCESS_TOKEN not in json.dumps(details) for details in heartbeats)
