@@ -18,9 +18,23 @@ import pytest
 
 from temporal_ciba._activities import GRANT_LOST, CibaActivities, Redemptions
 from temporal_ciba._activities.redeem import DecisionOnRecord
-from temporal_ciba._models import ApprovalOutcome, RedeemInput, RedeemResult, TokenRequestInput, ValidateTokensInput
+from temporal_ciba._models import (
+    ApprovalOutcome,
+    PingNotice,
+    RedeemInput,
+    RedeemResult,
+    TokenRequestInput,
+    ValidateTokensInput,
+)
 from temporal_ciba.ciba import CibaClient, ClientSecretBasic, TransportError
-from temporal_ciba.crypto import SealError, TokenSealer, access_token_context, id_token_context, tokens_context
+from temporal_ciba.crypto import (
+    NotificationProofs,
+    SealError,
+    TokenSealer,
+    access_token_context,
+    id_token_context,
+    tokens_context,
+)
 from tests.support.mock_op import MockOP, env
 from tests.support.tokens import (
     ACCESS_TOKEN,
@@ -59,13 +73,18 @@ class TokenOP(MockOP):
         return await super().__call__(request)
 
     def redeem_activities(
-        self, sealer: TokenSealer, decision_on_record: DecisionOnRecord | None = None
+        self,
+        sealer: TokenSealer,
+        decision_on_record: DecisionOnRecord | None = None,
+        notification_proofs: NotificationProofs | None = None,
     ) -> CibaActivities:
         http = httpx.AsyncClient(transport=httpx.MockTransport(self))
         ciba = CibaClient(
             issuer=ISSUER, client_auth=ClientSecretBasic(CLIENT_ID, "secret"), http=http, clock=lambda: NOW
         )
-        return CibaActivities(ciba, sealer, decision_on_record=decision_on_record)
+        return CibaActivities(
+            ciba, sealer, decision_on_record=decision_on_record, notification_proofs=notification_proofs
+        )
 
 
 def granted(op: TokenOP, **claim_overrides: Any) -> dict[str, Any]:
@@ -352,3 +371,39 @@ async def test_tokens_that_do_not_validate_leave_nothing_but_the_reason(
         None,
     )
     assert result.reason and reason in result.reason
+
+
+PROOFS = NotificationProofs(os.urandom(32))
+
+
+def ping(*, first_run_id: str = "run-1", auth_req_id: str = AUTH_REQ_ID, workflow_id: str = "wf") -> PingNotice:
+    """A ping as the callback signals it, with its proof for this workflow's run chain."""
+    proof = PROOFS.prove(
+        workflow_id=workflow_id, first_run_id=first_run_id, signal=NotificationProofs.PING, auth_req_id=auth_req_id
+    )
+    return PingNotice(auth_req_id=auth_req_id, first_run_id=first_run_id, proof=proof)
+
+
+@pytest.mark.parametrize(
+    ("notices", "asked", "unproven"),
+    [
+        ([ping()], True, 0),
+        ([ping(), PingNotice(auth_req_id=AUTH_REQ_ID, first_run_id="run-1", proof="forged")], True, 1),
+        ([ping(first_run_id="run-0")], False, 1),  # an earlier approval's run chain under this id
+        ([ping(workflow_id="another-workflow")], False, 1),
+        ([PingNotice(auth_req_id=AUTH_REQ_ID, first_run_id="run-1")], False, 1),
+    ],
+    ids=["proven", "one-of-two-proven", "another-run-chain", "another-workflow", "no-proof"],
+)
+async def test_a_pinged_redeem_asks_the_op_once_a_ping_is_proven_for_this_run_chain(
+    notices: list[PingNotice], asked: bool, unproven: int
+) -> None:
+    """The callback's proof binds a ping to the workflow, its first run and the auth_req_id: any
+    other asks the OP nothing; the unproven ones are counted (the status query shows them)."""
+    op, sealer = TokenOP(400, {"error": "authorization_pending"}), TokenSealer(os.urandom(32))
+    acts = op.redeem_activities(sealer, notification_proofs=PROOFS)
+    redeem = REDEEM.model_copy(update={"notices": notices, "first_run_id": "run-1"})
+    result = await env().run(acts.redeem, redeem)
+    assert (result.kind, op.token_requests, result.unproven_notices) == (
+        ("pending", 1, unproven) if asked else ("unproven", 0, unproven)
+    )
