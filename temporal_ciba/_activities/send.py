@@ -95,6 +95,15 @@ class Sender:
             # The OP may have prompted the user already; a retry would prompt again.
             activity.logger.warning("backchannel request outcome unknown: %s", exc)
             return SendRequestResult(delivery_mode=mode, error=REQUEST_OUTCOME_UNKNOWN, reason=f"{exc}; not sent again")
+        except TimeoutError:
+            # The attempt's limit passed with the request maybe sent (an answer trickling in under
+            # httpx's per-read timeout): as above, the user may have been prompted already.
+            activity.logger.warning("backchannel request outcome unknown: no answer within %.0f s", ATTEMPT_SECONDS)
+            return SendRequestResult(
+                delivery_mode=mode,
+                error=REQUEST_OUTCOME_UNKNOWN,
+                reason=f"the OP did not answer within {ATTEMPT_SECONDS:g} s; not sent again",
+            )
         except TokenRejected as exc:
             activity.logger.warning("id_token_hint refused, request not sent: %s", exc.code)
             return SendRequestResult(

@@ -17,6 +17,7 @@ import jwt
 import pytest
 
 from temporal_ciba._activities import GRANT_LOST, CibaActivities, Redemptions
+from temporal_ciba._activities import redeem as redeem_module
 from temporal_ciba._activities.redeem import DecisionOnRecord
 from temporal_ciba._models import (
     ApprovalOutcome,
@@ -407,3 +408,27 @@ async def test_a_pinged_redeem_asks_the_op_once_a_ping_is_proven_for_this_run_ch
     assert (result.kind, op.token_requests, result.unproven_notices) == (
         ("pending", 1, unproven) if asked else ("unproven", 0, unproven)
     )
+
+
+class SilentOP(TokenOP):
+    """An OP that takes a token request and never answers it."""
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/token":
+            await asyncio.Event().wait()
+        return await super().__call__(request)
+
+
+@pytest.mark.parametrize("path", ["redeem", "request_token"])
+async def test_a_token_request_ends_within_its_attempt_whatever_the_op_does(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every attempt ends before Temporal's start-to-close timeout retries it, so two token requests
+    for one auth_req_id never overlap (CIBA §7.3); here the attempt's limit is shortened."""
+    monkeypatch.setattr(redeem_module, "ATTEMPT_SECONDS", 0.05)
+    acts = SilentOP(200).redeem_activities(TokenSealer(os.urandom(32)))
+    with pytest.raises(TimeoutError):
+        if path == "redeem":
+            await env().run(acts.redeem, REDEEM)
+        else:
+            await env().run(acts.request_token, TokenRequestInput(auth_req_id=AUTH_REQ_ID))

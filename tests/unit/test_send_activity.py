@@ -4,6 +4,7 @@ Whom an approval is pinned to, never asking the user twice, and naming a lost gr
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -14,6 +15,7 @@ import pytest
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from temporal_ciba._activities import GRANT_LOST, REQUEST_OUTCOME_UNKNOWN, CibaActivities
+from temporal_ciba._activities import send as send_module
 from temporal_ciba._activities.send import ID_TOKEN_HINT_INVALID
 from temporal_ciba._models import (
     ApprovalRequest,
@@ -192,6 +194,28 @@ async def test_a_request_that_may_have_reached_the_op_is_not_sent_again() -> Non
     result = await env().run(acts.send_authentication_request, send_input())
     assert result.error == REQUEST_OUTCOME_UNKNOWN and result.auth_req_id is None
     assert result.reason is not None and "not sent again" in result.reason
+
+
+async def test_a_request_unanswered_within_its_attempt_is_not_sent_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An answer that trickles in under httpx's per-read timeout still ends within the attempt's
+    limit (here shortened), as an unknown outcome: the user may have been prompted already."""
+    monkeypatch.setattr(send_module, "ATTEMPT_SECONDS", 0.05)
+    requests: list[httpx.Request] = []
+
+    async def silent_op(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/.well-known/openid-configuration":
+            return httpx.Response(200, json=METADATA)
+        requests.append(request)
+        await asyncio.Event().wait()  # never answers
+        raise AssertionError("unreachable")
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(silent_op))
+    ciba = CibaClient(issuer=ISSUER, client_auth=ClientSecretBasic(CLIENT_ID, "secret"), http=http)
+    result = await env().run(
+        CibaActivities(ciba, TokenSealer(os.urandom(32))).send_authentication_request, send_input()
+    )
+    assert (result.error, result.auth_req_id, len(requests)) == (REQUEST_OUTCOME_UNKNOWN, None, 1)
+    assert result.reason == "the OP did not answer within 0.05 s; not sent again"
 
 
 @pytest.mark.parametrize("failure", [httpx.ConnectError("refused"), httpx.Response(503)])
