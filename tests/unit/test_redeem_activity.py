@@ -64,10 +64,13 @@ class TokenOP(MockOP):
         self.body = body
         self.headers = headers or {}
         self.token_requests = 0
+        self.token_proof_keys: list[dict[str, str] | None] = []
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/token":
             self.token_requests += 1
+            proof = request.headers.get("DPoP")
+            self.token_proof_keys.append(jwt.get_unverified_header(proof)["jwk"] if proof else None)
             if isinstance(self.body, bytes):
                 return httpx.Response(self.status, content=self.body, headers=self.headers)
             return httpx.Response(self.status, json=self.body, headers=self.headers)
@@ -78,10 +81,11 @@ class TokenOP(MockOP):
         sealer: TokenSealer,
         decision_on_record: DecisionOnRecord | None = None,
         notification_proofs: NotificationProofs | None = None,
+        dpop: bool = False,
     ) -> CibaActivities:
         http = httpx.AsyncClient(transport=httpx.MockTransport(self))
         ciba = CibaClient(
-            issuer=ISSUER, client_auth=ClientSecretBasic(CLIENT_ID, "secret"), http=http, clock=lambda: NOW
+            issuer=ISSUER, client_auth=ClientSecretBasic(CLIENT_ID, "secret"), http=http, clock=lambda: NOW, dpop=dpop
         )
         return CibaActivities(
             ciba, sealer, decision_on_record=decision_on_record, notification_proofs=notification_proofs
@@ -111,6 +115,9 @@ async def test_an_approval_leaves_only_its_claims_and_the_access_token_sealed_fo
     context = access_token_context(AUTH_REQ_ID, action_digest=DIGEST, workflow_id="agent", run_id="agent-run")
     assert result.sealed_access_token is not None
     assert sealer.unseal(result.sealed_access_token, context=context) == ACCESS_TOKEN
+    # The ID token, the decision record's evidence, opens only for the approval workflow (env()'s).
+    assert result.sealed_id_token is not None
+    assert sealer.unseal(result.sealed_id_token, context=id_token_context(AUTH_REQ_ID, "wf")) == op.body["id_token"]
     leaving = result.model_dump_json()
     assert op.body["id_token"] not in leaving and ACCESS_TOKEN not in leaving and REFRESH_TOKEN not in leaving
     # One approval is one use: the refresh token is revoked at once, the access token kept.
@@ -432,3 +439,22 @@ async def test_a_token_request_ends_within_its_attempt_whatever_the_op_does(
             await env().run(acts.redeem, REDEEM)
         else:
             await env().run(acts.request_token, TokenRequestInput(auth_req_id=AUTH_REQ_ID))
+
+
+@pytest.mark.parametrize(
+    ("sub", "kind", "revoked"),
+    [("alice", "approved", ["refresh_token"]), ("mallory", "rejected", ["access_token", "refresh_token"])],
+)
+async def test_a_dpop_bound_approvals_token_request_and_revocations_prove_its_key(
+    sub: str, kind: str, revoked: list[str]
+) -> None:
+    """RFC 9449: the token request and every revocation the redeem makes (the refresh token at
+    once, rejected tokens whole) carry proofs made with the approval's own DPoP key."""
+    op, sealer = TokenOP(200), TokenSealer(os.urandom(32))
+    op.body = {**granted(op, sub=sub), "token_type": "DPoP"}
+    key = sealer.dpop_keys.for_approval(AUTH_REQ_ID).public_jwk
+    result = await env().run(op.redeem_activities(sealer, dpop=True).redeem, REDEEM)
+    assert result.kind == kind
+    assert op.token_proof_keys == [key]
+    assert [form["token_type_hint"] for form in op.revoked] == revoked
+    assert op.revocation_proof_keys == [key] * len(revoked)
