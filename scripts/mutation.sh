@@ -68,7 +68,7 @@ tests/unit/test_identifier_vectors.py tests/unit/agents/test_tool_approval_rules
   # must carry; the activities a plugin builds from settings, against an in-process OP.
   [activities]="temporal_ciba/_activities/* | tests/unit/test_send_activity.py tests/unit/test_redeem_activity.py \
 tests/unit/test_request_dialect.py tests/unit/test_poll_activity.py tests/unit/crypto/test_notification_proofs.py \
-tests/unit/test_plugin_wiring.py"
+tests/unit/test_plugin_wiring.py tests/unit/test_revocation_activity.py"
   # The worker's plugin: the codec on every payload, the keys it takes, the check for itself;
   # what it gives a worker built from explicit settings (an in-process OP, a SQLite store).
   [plugin]="temporal_ciba/_plugin.py | tests/unit/test_plugin.py tests/unit/test_plugin_wiring.py"

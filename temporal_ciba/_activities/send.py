@@ -142,5 +142,6 @@ def _one_line(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
-        return f"{where}: {first['msg'].removeprefix('Value error, ')}" if where else first["msg"]
+        rule = first["msg"].removeprefix("Value error, ")
+        return f"{where}: {rule}" if where else rule
     return str(exc).splitlines()[0]

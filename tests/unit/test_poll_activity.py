@@ -193,6 +193,32 @@ class Clock:
         return RedeemResult(kind="approved")
 
 
+class PendingClock(Clock):
+    async def redeem(self, _: RedeemInput) -> RedeemResult:
+        self.requests.append(self.now)
+        return RedeemResult(kind="pending")
+
+
+@pytest.mark.parametrize(
+    ("deadline", "requests"),
+    [(15.0, [5.0, 10.0]), (15.5, [5.0, 10.0, 15.0]), (12.0, [5.0, 10.0])],
+    ids=["due-at-the-deadline", "due-before-it", "between"],
+)
+async def test_at_the_deadline_the_loop_answers_pending_having_waited_for_it(
+    deadline: float, requests: list[float]
+) -> None:
+    """No request that could not start before the deadline; the answer comes at the deadline
+    itself (the workflow then ends the approval as expired), heartbeating the pacing meanwhile."""
+    start = SENT.timestamp()
+    clock = PendingClock(now=start)
+    beats: list[object] = []
+    loop = PollLoop(clock.redeem, clock=lambda: clock.now, sleep=clock.sleep, heartbeat=beats.append)
+    result = await loop.run(poll_input(deadline=SENT + timedelta(seconds=deadline)))
+    assert [request - start for request in clock.requests] == requests
+    assert (result.kind, result.reason, clock.now - start) == ("pending", "no decision before the deadline", deadline)
+    assert beats and all(isinstance(beat, PollProgress) for beat in beats)
+
+
 async def test_a_restarted_attempt_waits_the_interval_in_its_details_after_its_own_start() -> None:
     """After a crash the server has the last heartbeat's details, maybe older than the last request:
     the next request waits the kept interval (15 s, not the 5 s the workflow knew) after both the
@@ -203,6 +229,11 @@ async def test_a_restarted_attempt_waits_the_interval_in_its_details_after_its_o
     loop = PollLoop(clock.redeem, clock=lambda: clock.now, sleep=clock.sleep, heartbeat=lambda _: None)
     result = await loop.run(poll_input(), details=[kept.model_dump(mode="json")], attempt=2)
     assert clock.requests == [last + 3 + 15]
+    # Without details, a later attempt waits an interval from its own start all the same.
+    clock = Clock(now=last + 3)
+    loop = PollLoop(clock.redeem, clock=lambda: clock.now, sleep=clock.sleep, heartbeat=lambda _: None)
+    await loop.run(poll_input(), attempt=2)
+    assert clock.requests == [last + 3 + 5]
     assert (result.polls, result.interval_seconds) == (8, 15)
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from temporal_ciba._activities import GRANT_LOST, CibaActivities, Redemptions
 from temporal_ciba._activities import redeem as redeem_module
-from temporal_ciba._activities.redeem import DecisionOnRecord
+from temporal_ciba._activities.redeem import REDEEM_GRANT_LOST_REASON, DecisionOnRecord
 from temporal_ciba._models import (
     ApprovalOutcome,
     PingNotice,
@@ -37,6 +37,7 @@ from temporal_ciba.crypto import (
     tokens_context,
 )
 from tests.support.mock_op import MockOP, env
+from tests.support.temporal import wait_for
 from tests.support.tokens import (
     ACCESS_TOKEN,
     AUTH_REQ_ID,
@@ -65,10 +66,12 @@ class TokenOP(MockOP):
         self.headers = headers or {}
         self.token_requests = 0
         self.token_proof_keys: list[dict[str, str] | None] = []
+        self.token_forms: list[dict[str, str]] = []
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/token":
             self.token_requests += 1
+            self.token_forms.append(dict(httpx.QueryParams(request.content.decode())))
             proof = request.headers.get("DPoP")
             self.token_proof_keys.append(jwt.get_unverified_header(proof)["jwk"] if proof else None)
             if isinstance(self.body, bytes):
@@ -129,6 +132,7 @@ async def test_rejected_tokens_are_revoked_inside_and_never_leave() -> None:
     op.body = granted(op, sub="mallory")
     result = await env().run(op.redeem_activities(sealer).redeem, REDEEM)
     assert (result.kind, result.error, result.sealed_access_token) == ("rejected", "sub_mismatch", None)
+    assert result.reason == "the ID token is for another user"
     assert [(form["token"], form["token_type_hint"]) for form in op.revoked] == [
         (ACCESS_TOKEN, "access_token"),
         (REFRESH_TOKEN, "refresh_token"),
@@ -173,8 +177,10 @@ async def test_every_answer_of_the_token_endpoint_is_data(
         (429, {}, {"Retry-After": "9"}, "retry_later", None, None, 9.0),
         (200, b"{not json", {"content-type": "application/json"}, "failed", None, "response is not JSON", None),
         (200, {"token_type": "Bearer"}, {}, "failed", None, "token response has no access_token", None),
+        (400, {"error": "authorization_pending"}, {}, "pending", None, None, None),
+        (400, {"error": "slow_down"}, {}, "slow_down", None, None, None),
     ],
-    ids=["refused", "503-retry-after", "429-retry-after", "not-json", "no-access-token"],
+    ids=["refused", "503-retry-after", "429-retry-after", "not-json", "no-access-token", "pending", "slow-down"],
 )
 @pytest.mark.parametrize("path", ["redeem", "request_token"])
 async def test_an_answer_without_tokens_is_data_with_the_ops_words_and_wait(
@@ -198,7 +204,8 @@ async def test_an_answer_without_tokens_is_data_with_the_ops_words_and_wait(
         result = await env().run(acts.request_token, TokenRequestInput(auth_req_id=AUTH_REQ_ID))
     assert (result.kind, result.error, result.retry_after_seconds) == (kind, error, retry_after)
     assert result.reason == reason if reason is None else (result.reason is not None and reason in result.reason)
-    assert op.token_requests == 1
+    # CIBA §10.1: one request, for this approval's auth_req_id.
+    assert op.token_forms == [{"grant_type": "urn:openid:params:grant-type:ciba", "auth_req_id": AUTH_REQ_ID}]
 
 
 async def test_a_token_request_seals_the_tokens_for_the_workflow_that_asked() -> None:
@@ -327,6 +334,21 @@ async def test_a_decision_on_record_is_answered_without_a_token_request() -> Non
     # Nothing on record: the token request goes out.
     result = await activity_env.run(activities.redeem, REDEEM.model_copy(update={"first_run_id": "run-2"}))
     assert (result.kind, result.error, op.token_requests) == ("failed", GRANT_LOST, 1)
+    assert result.reason == REDEEM_GRANT_LOST_REASON
+
+
+async def test_a_decision_on_record_counts_the_unproven_pings_that_came_with_it() -> None:
+    async def decision_on_record(workflow_id: str, first_run_id: str, auth_req_id: str) -> ApprovalOutcome | None:
+        return ApprovalOutcome(
+            status="approved", workflow_id="wf", auth_req_id=AUTH_REQ_ID, reason="ok", decided_at=NOW_AT
+        )
+
+    op = TokenOP(400, {"error": "invalid_grant"})
+    acts = op.redeem_activities(TokenSealer(os.urandom(32)), decision_on_record, notification_proofs=PROOFS)
+    forged = PingNotice(auth_req_id=AUTH_REQ_ID, first_run_id="run-1", proof="forged")
+    pinged = REDEEM.model_copy(update={"notices": [ping(), forged], "first_run_id": "run-1"})
+    result = await env().run(acts.redeem, pinged)
+    assert (result.kind, result.unproven_notices, op.token_requests) == ("recorded", 1, 0)
 
 
 def validation(
@@ -361,7 +383,7 @@ async def test_validated_tokens_leave_sealed_for_the_holders_action_and_the_appr
 @pytest.mark.parametrize(
     ("sealed_for", "claim_overrides", "error", "reason"),
     [
-        ("another-workflow", {}, "seal_invalid", ""),
+        ("another-workflow", {}, "seal_invalid", "does not open with this key and context"),
         ("wf", {"sub": "mallory"}, "sub_mismatch", "another user"),
     ],
     ids=["sealed-for-another-workflow", "another-approver"],
@@ -415,6 +437,33 @@ async def test_a_pinged_redeem_asks_the_op_once_a_ping_is_proven_for_this_run_ch
     assert (result.kind, op.token_requests, result.unproven_notices) == (
         ("pending", 1, unproven) if asked else ("unproven", 0, unproven)
     )
+    if not asked:
+        assert result.reason == "the ping carries no valid proof from the callback"
+
+
+async def test_redeems_pinged_by_different_pings_are_one_token_request() -> None:
+    """Whatever pinged it, one approval has one token request in flight: a second redeem with
+    other pings joins the first (CIBA §7.3: never two at once for one auth_req_id)."""
+    release = asyncio.Event()
+
+    class HeldTokenOP(TokenOP):
+        arrived = 0
+
+        async def __call__(self, request: httpx.Request) -> httpx.Response:
+            if request.url.path == "/token":
+                self.arrived += 1
+                await release.wait()
+            return await super().__call__(request)
+
+    op = HeldTokenOP(400, {"error": "authorization_pending"})
+    acts = op.redeem_activities(TokenSealer(os.urandom(32)), notification_proofs=PROOFS)
+    first = REDEEM.model_copy(update={"notices": [ping()], "first_run_id": "run-1"})
+    second = REDEEM.model_copy(update={"notices": [ping(), ping()], "first_run_id": "run-1"})
+    both = asyncio.gather(env().run(acts.redeem, first), env().run(acts.redeem, second))
+    await wait_for(lambda: op.arrived == 1, what="the first token request")
+    release.set()
+    assert [result.kind for result in await both] == ["pending", "pending"]
+    assert op.arrived == 1
 
 
 class SilentOP(TokenOP):
@@ -456,5 +505,8 @@ async def test_a_dpop_bound_approvals_token_request_and_revocations_prove_its_ke
     result = await env().run(op.redeem_activities(sealer, dpop=True).redeem, REDEEM)
     assert result.kind == kind
     assert op.token_proof_keys == [key]
+    # The path before redeem: its token request proves the same key.
+    await env().run(op.redeem_activities(sealer, dpop=True).request_token, TokenRequestInput(auth_req_id=AUTH_REQ_ID))
+    assert op.token_proof_keys == [key, key]
     assert [form["token_type_hint"] for form in op.revoked] == revoked
     assert op.revocation_proof_keys == [key] * len(revoked)

@@ -95,6 +95,7 @@ async def test_a_message_that_cannot_fit_is_an_error_and_nothing_is_sent() -> No
     dialect = RequestDialect(binding_message=OIDC_PROVIDER_RULE)
     result = await op.send(dialect, login_hint="alice", binding_message="Pay EUR 120.00 to ACME GmbH")
     assert (result.auth_req_id, result.error) == (None, "binding_message_unfit")
+    assert result.reason is not None and "Pay EUR 120.00 to ACME GmbH" in result.reason
     assert op.sent == []
 
 

@@ -12,11 +12,13 @@ from urllib.parse import parse_qsl
 
 import httpx
 import pytest
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from temporal_ciba._activities import GRANT_LOST, REQUEST_OUTCOME_UNKNOWN, CibaActivities
 from temporal_ciba._activities import send as send_module
 from temporal_ciba._activities.send import ID_TOKEN_HINT_INVALID
+from temporal_ciba._activities.send import _one_line as one_line
 from temporal_ciba._models import (
     ApprovalRequest,
     RevokeTokensInput,
@@ -204,17 +206,19 @@ async def test_a_request_unanswered_within_its_attempt_is_not_sent_again(monkeyp
 
     async def silent_op(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/.well-known/openid-configuration":
-            return httpx.Response(200, json=METADATA)
+            return httpx.Response(200, json={**METADATA, "backchannel_token_delivery_modes_supported": ["ping"]})
         requests.append(request)
         await asyncio.Event().wait()  # never answers
         raise AssertionError("unreachable")
 
     http = httpx.AsyncClient(transport=httpx.MockTransport(silent_op))
-    ciba = CibaClient(issuer=ISSUER, client_auth=ClientSecretBasic(CLIENT_ID, "secret"), http=http)
-    result = await env().run(
-        CibaActivities(ciba, TokenSealer(os.urandom(32))).send_authentication_request, send_input()
+    ciba = CibaClient(
+        issuer=ISSUER, client_auth=ClientSecretBasic(CLIENT_ID, "secret"), delivery_mode="ping", http=http
     )
+    acts = CibaActivities(ciba, TokenSealer(os.urandom(32)), notification_token=notification_token)
+    result = await env().run(acts.send_authentication_request, send_input())
     assert (result.error, result.auth_req_id, len(requests)) == (REQUEST_OUTCOME_UNKNOWN, None, 1)
+    assert result.delivery_mode == "ping"
     assert result.reason == "the OP did not answer within 0.05 s; not sent again"
 
 
@@ -291,3 +295,26 @@ async def test_tokens_issued_before_the_request_are_rejected(issued: float, erro
     result = await env().run(acts.validate_tokens, validation)
     assert result.error == error, result.reason
     assert (result.approval is None) == (error is not None)
+
+
+def test_a_reason_names_the_parameter_path_or_only_the_rule_of_the_whole_request() -> None:
+    class Nested(BaseModel):
+        limit: int = Field(gt=0)
+
+    class Request(BaseModel):
+        nested: Nested | None = None
+        hint: str | None = None
+
+        @model_validator(mode="after")
+        def _one_hint(self) -> Request:
+            if self.hint == "two":
+                raise ValueError("give exactly one hint")
+            return self
+
+    with pytest.raises(ValidationError) as nested:
+        Request.model_validate({"nested": {"limit": 0}})
+    assert one_line(nested.value) == "nested.limit: Input should be greater than 0"
+    with pytest.raises(ValidationError) as whole:
+        Request.model_validate({"hint": "two"})
+    assert one_line(whole.value) == "give exactly one hint"
+    assert one_line(ValueError("first line\nsecond")) == "first line"
