@@ -30,7 +30,10 @@ def env(attempt: int = 1) -> ActivityEnvironment:
 class MockOP:
     """An OP at ISSUER with a revocation endpoint and keys, recording the forms POSTed to it."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, revocation: bool = True, refuse_revocation: bool = False) -> None:
+        # Whether the OP has a revocation endpoint, and whether it answers every revocation 400.
+        self.revocation = revocation
+        self.refuse_revocation = refuse_revocation
         self.keys = Keys()
         self.revoked: list[dict[str, str]] = []
         # The public key of each revocation's DPoP proof (RFC 9449 §4.2), None for a request without one.
@@ -39,7 +42,8 @@ class MockOP:
     async def __call__(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
         if path == "/.well-known/openid-configuration":
-            return httpx.Response(200, json={**METADATA, "revocation_endpoint": f"{ISSUER}/revoke"})
+            revocation = {"revocation_endpoint": f"{ISSUER}/revoke"} if self.revocation else {}
+            return httpx.Response(200, json={**METADATA, **revocation})
         if path == "/jwks":
             return httpx.Response(200, json=self.keys.jwks_document())
         if path == "/bc":
@@ -48,6 +52,8 @@ class MockOP:
             self.revoked.append(dict(httpx.QueryParams(request.content.decode())))
             proof = request.headers.get("DPoP")
             self.revocation_proof_keys.append(jwt.get_unverified_header(proof)["jwk"] if proof else None)
+            if self.refuse_revocation:
+                return httpx.Response(400, json={"error": "unsupported_token_type"})
             return httpx.Response(200)
         return httpx.Response(404)
 

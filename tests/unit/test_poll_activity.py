@@ -359,6 +359,8 @@ async def test_a_later_attempt_joins_the_running_loop_and_takes_its_approval() -
         await first
     assert (loops.started, op.requests) == (1, 2)
     assert beats[2] and beats[2][-1].polls == 1  # the later attempt heartbeat the loop's pacing
+    # From the moment it joined: its first heartbeat is the loop's pacing as it stood then.
+    assert all(isinstance(beat, PollProgress) for beat in beats[2])
 
 
 async def test_an_answer_is_kept_for_the_attempt_after_the_one_it_reached() -> None:

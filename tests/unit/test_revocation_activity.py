@@ -77,3 +77,32 @@ async def test_without_dpop_a_revocation_carries_no_proof() -> None:
     revoke = RevokeAccessTokenInput(sealed_access_token=sealed_for(sealer), **HOLDER)
     assert await env().run(acts.revoke_access_token, revoke)
     assert op.revocation_proof_keys == [None]
+
+
+async def test_an_op_without_a_revocation_endpoint_revokes_nothing_and_says_so() -> None:
+    op, sealer = MockOP(revocation=False), TokenSealer(os.urandom(32))
+    acts = op.activities(sealer, requested_at=NOW - 30)
+    revoke = RevokeAccessTokenInput(sealed_access_token=sealed_for(sealer), **HOLDER)
+    assert await env().run(acts.revoke_access_token, revoke) is False
+    sealed_tokens = sealer.seal(
+        token_response(op.keys.sign(claims())).model_dump_json(), context=tokens_context(AUTH_REQ_ID, "wf")
+    )
+    revoke_all = RevokeTokensInput(sealed_tokens=sealed_tokens, auth_req_id=AUTH_REQ_ID)
+    assert await env().run(acts.revoke_tokens, revoke_all) is False
+    assert op.revoked == []
+
+
+@pytest.mark.parametrize("case", ["refused", "sealed-for-another-workflow"])
+async def test_tokens_not_revoked_say_so(case: str) -> None:
+    """Best effort, but never claimed: an OP that refuses, or tokens this workflow cannot open."""
+    op, sealer = MockOP(refuse_revocation=case == "refused"), TokenSealer(os.urandom(32))
+    acts = op.activities(sealer, requested_at=NOW - 30)
+    workflow = "another-workflow" if case == "sealed-for-another-workflow" else "wf"
+    tokens = token_response(op.keys.sign(claims()))
+    sealed_tokens = sealer.seal(tokens.model_dump_json(), context=tokens_context(AUTH_REQ_ID, workflow))
+    revoke_all = RevokeTokensInput(sealed_tokens=sealed_tokens, auth_req_id=AUTH_REQ_ID)
+    assert await env().run(acts.revoke_tokens, revoke_all) is False
+    assert len(op.revoked) == (1 if case == "refused" else 0)  # the refresh token only after the access token
+    if case == "refused":
+        revoke = RevokeAccessTokenInput(sealed_access_token=sealed_for(sealer), **HOLDER)
+        assert await env().run(acts.revoke_access_token, revoke) is False

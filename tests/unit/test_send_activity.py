@@ -17,6 +17,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from temporal_ciba._activities import GRANT_LOST, REQUEST_OUTCOME_UNKNOWN, CibaActivities
 from temporal_ciba._activities import send as send_module
+from temporal_ciba._activities.redeem import GRANT_LOST_REASON
 from temporal_ciba._activities.send import ID_TOKEN_HINT_INVALID
 from temporal_ciba._activities.send import _one_line as one_line
 from temporal_ciba._models import (
@@ -26,7 +27,7 @@ from temporal_ciba._models import (
     TokenRequestInput,
     ValidateTokensInput,
 )
-from temporal_ciba.ciba import CibaClient, ClientSecretBasic, DeliveryMode
+from temporal_ciba.ciba import BindingMessageRule, CibaClient, ClientSecretBasic, DeliveryMode, RequestDialect
 from temporal_ciba.crypto import TokenSealer, tokens_context
 from tests.support.mock_op import MockOP, env
 from tests.support.tokens import (
@@ -73,7 +74,7 @@ def activities(
 
 
 def send_input(**request: object) -> SendRequestInput:
-    approval = ApprovalRequest(login_hint="alice@example.com", binding_message="Approve it", **request)  # type: ignore[arg-type]
+    approval = ApprovalRequest(**{"login_hint": "alice@example.com", "binding_message": "Approve it", **request})  # type: ignore[arg-type]
     return SendRequestInput(request=approval, workflow_id="wf", first_run_id="run")
 
 
@@ -150,6 +151,15 @@ async def test_a_request_that_ends_without_an_acknowledgement_says_why_in_its_mo
     )
     assert (result.error, result.delivery_mode, result.auth_req_id) == (error, "ping", None)
     assert result.reason is not None and reason in result.reason
+
+
+async def test_a_binding_message_the_ops_rule_cannot_fit_is_not_sent() -> None:
+    sent: list[dict[str, str]] = []
+    dialect = RequestDialect(binding_message=BindingMessageRule(max_length=8, pattern=r"^[A-Za-z ]{1,8}$"))
+    acts = activities(ACK, delivery_mode="ping", sent=sent, notification_token=notification_token, dialect=dialect)
+    result = await env().run(acts.send_authentication_request, send_input(binding_message="Pay EUR 120.00 now"))
+    assert (result.error, result.delivery_mode, result.auth_req_id, sent) == ("binding_message_unfit", "ping", None, [])
+    assert result.reason is not None and "Pay EUR 120.00 now" in result.reason
 
 
 async def test_an_op_that_does_not_offer_the_mode_is_not_asked() -> None:
@@ -248,6 +258,7 @@ async def test_invalid_grant_on_a_retry_is_a_lost_grant(attempt: int, error: str
     acts = activities(httpx.Response(400, json={"error": "invalid_grant"}))
     result = await env(attempt).run(acts.request_token, TokenRequestInput(auth_req_id="req-1"))
     assert (result.kind, result.error) == ("failed", error)
+    assert result.reason == (GRANT_LOST_REASON if error == GRANT_LOST else "invalid_grant")
 
 
 async def test_a_rejected_grant_has_its_refresh_token_revoked_too() -> None:
