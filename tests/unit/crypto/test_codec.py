@@ -123,3 +123,49 @@ def test_only_a_marker_is_a_refusal() -> None:
     assert refusal(lookalike) is None and refusal(PLAIN) is None
     error = refusal(refusal_marker(PayloadDecryptionError("why\n" * 100, kind="other_key")))
     assert error is not None and error.kind == "other_key" and len(str(error)) <= 200
+
+
+@pytest.mark.parametrize(
+    ("key_id", "kind"),
+    [
+        (b"0123456789abcdef", "other_key"),
+        (b"0123456789ABCDEF", "refused"),
+        (b"0123456789abcde", "refused"),
+        (b"\xff\xfe", "refused"),
+        (b"", "refused"),
+    ],
+)
+async def test_only_a_well_formed_key_id_of_another_key_reads_as_the_wrong_key(key_id: bytes, kind: str) -> None:
+    """A worker holding the wrong CIBA_PAYLOAD_KEY sees "other_key"; anything else is refused."""
+    payload = Payload(metadata={"encoding": b"binary/encrypted", "encryption-key-id": key_id}, data=b"x" * 40)
+    with pytest.raises(PayloadDecryptionError) as refused:
+        await AesGcmCodec(KEY).decode([payload])
+    assert refused.value.kind == kind
+
+
+def test_a_marker_holds_why_in_ascii_and_nothing_else() -> None:
+    reason = "payé " + "x" * 300
+    marker = refusal_marker(PayloadDecryptionError(reason, kind="other_key"))
+    assert dict(marker.metadata) == {
+        "encoding": REFUSED_ENCODING,
+        "ciba-refused-reason": reason[:200].encode("ascii", errors="backslashreplace"),
+        "ciba-refused-kind": b"other_key",
+    }
+    assert marker.data == b""
+
+
+@pytest.mark.parametrize(
+    ("metadata", "reason", "kind"),
+    [
+        ({}, "refused", "refused"),
+        ({"ciba-refused-reason": b"pay\xc3\xa9", "ciba-refused-kind": b"other_key"}, "pay\\xc3\\xa9", "other_key"),
+        ({"ciba-refused-reason": b"\xff", "ciba-refused-kind": b"\xc3\xa9"}, "\\xff", "refused"),
+        ({"ciba-refused-kind": b"wrong_key"}, "refused", "refused"),
+    ],
+    ids=["nothing_but_the_encoding", "non_ascii_reason", "not_utf8", "unknown_kind"],
+)
+def test_a_marker_reads_whatever_its_metadata_holds(metadata: dict[str, bytes], reason: str, kind: str) -> None:
+    """Never an exception while decoding an activation: missing or odd fields read as a plain refusal."""
+    error = refusal(Payload(metadata={"encoding": REFUSED_ENCODING, **metadata}))
+    assert error is not None
+    assert (str(error), error.kind) == (reason, kind)

@@ -9,7 +9,12 @@ import os
 import pytest
 
 from temporal_ciba.crypto._codec import AesGcmCodec
-from temporal_ciba.crypto._notification import MAX_WORKFLOW_ID_BYTES, NotificationTokens, NotifiedApproval
+from temporal_ciba.crypto._notification import (
+    MAX_WORKFLOW_ID_BYTES,
+    NotificationProofs,
+    NotificationTokens,
+    NotifiedApproval,
+)
 from temporal_ciba.crypto._sealing import TokenSealer
 
 KEY = os.urandom(32)
@@ -19,6 +24,7 @@ TOKENS = NotificationTokens(KEY)
 def test_repr_rule_names_the_class_and_no_key() -> None:
     assert repr(TOKENS) == "NotificationTokens()"
     assert repr(TokenSealer(KEY)) == "TokenSealer()"
+    assert repr(NotificationProofs(KEY)) == "NotificationProofs()"
 
 
 @pytest.mark.parametrize("run_id", ["r", "ru", "run", "run-", "run-a"])

@@ -13,13 +13,14 @@ from temporalio.api.common.v1 import Payload
 from temporal_ciba.crypto._codec import AesGcmCodec
 from temporal_ciba.crypto._dpop_keys import DPoPKeys
 from temporal_ciba.crypto._keys import derive_key
-from temporal_ciba.crypto._notification import NotificationTokens, NotifiedApproval
+from temporal_ciba.crypto._notification import NotificationProofs, NotificationTokens, NotifiedApproval
 from temporal_ciba.crypto._sealing import TokenSealer, access_token_context, tokens_context
 
 KEY = bytes(range(32))
 NOTIFICATION_TOKEN = (
     "RnfZszG8V04Rn-byLXWVCQoESF0D2IdyJsSjdty4DsNYEMW_nFMXN4s5YxcAfHm0rqy0TK2aTErlr3LhASUw7RCiiidEkENH8g"
 )
+NOTIFICATION_PROOF = "WLnoBlEfLk39bow2i7Kj2ZqS13yP8x7r4V51hV_4bIo"
 SEALED_TOKEN_RESPONSE = "sealed.v1.LDf8v7Kf26QT_iW0WRpfVF1SInl4vIwOxeD_goNbn26N2un2JlDT5p5JpAn4qA=="
 KEY_ID = "9bc1b24e1c8064a6"
 BOUND_PAYLOAD = bytes.fromhex(
@@ -50,6 +51,16 @@ def test_wire_format_rule_an_approval_s_dpop_key_stays_the_same() -> None:
 
 def test_wire_format_rule_a_notification_token_of_this_version_still_opens() -> None:
     assert NotificationTokens(KEY).open(NOTIFICATION_TOKEN) == NotifiedApproval("agent-1.approval-0123", "run-abc")
+
+
+def test_wire_format_rule_a_notification_proof_of_this_version_still_holds() -> None:
+    # A push's proof travels in its signal and is checked when the workflow redeems, possibly by
+    # an upgraded worker: the message (a JSON array, compact, ASCII-escaped) and its key stay put.
+    proofs = NotificationProofs(KEY)
+    push = {"workflow_id": "agent-1.approval-0123", "signal": "ciba.deliver", "auth_req_id": "req-1"}
+    content = (None, "access_denied", "refusé")
+    assert proofs.prove(**push, first_run_id="run-abc", content=content) == NOTIFICATION_PROOF
+    assert proofs.check(NOTIFICATION_PROOF, **push, first_run_id="run-abc", content=content)
 
 
 def test_wire_format_rule_a_sealed_token_response_of_this_version_still_opens() -> None:

@@ -46,7 +46,7 @@ def test_a_proof_holds_for_exactly_what_it_was_made_for() -> None:
         assert not PROOFS.check(proof, **{**GENUINE, field: other}), field
 
 
-@pytest.mark.parametrize("proof", [None, "", "x" * 43, "A" * 500])
+@pytest.mark.parametrize("proof", [None, "", "x" * 43, "A" * 500, "\ud800" * 43])
 def test_no_proof_or_a_made_up_one_fails(proof: str | None) -> None:
     assert not PROOFS.check(proof, **GENUINE)
 
@@ -56,6 +56,9 @@ def test_no_run_chain_is_no_proof() -> None:
     proof = PROOFS.prove(**GENUINE)
     assert not PROOFS.check(proof, **{**GENUINE, "first_run_id": None})
     assert not PROOFS.check(proof, **{**GENUINE, "first_run_id": ""})
+    # Not even a proof made for no run chain: it would name whatever waits under the workflow id.
+    made_for_none = PROOFS.prove(**{**GENUINE, "first_run_id": ""})
+    assert not PROOFS.check(made_for_none, **{**GENUINE, "first_run_id": ""})
 
 
 def test_a_proof_under_another_key_fails() -> None:
