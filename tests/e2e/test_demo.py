@@ -23,7 +23,7 @@ from temporalio.client import Client
 from temporal_ciba._programs.connect import connect
 from temporal_ciba_examples.payment_agent.workflows import PaymentAgentWorkflow
 from tests.support.browser import chromium
-from tests.support.temporal import free_port_run, venv_tool, wait_for
+from tests.support.temporal import free_port_run, ports_bindable, venv_tool, wait_for
 from tests.support.temporal_ui import everything_shown, use_codec_with_credentials
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -93,17 +93,6 @@ def printed_commands(output: list[str]) -> list[str]:
             break
         commands.append(line.strip())
     return commands
-
-
-def ports_free(base: int) -> bool:
-    try:
-        for port in range(base, base + 6):
-            with socket.socket() as sock:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.bind(("127.0.0.1", port))
-    except OSError:
-        return False
-    return True
 
 
 async def test_demo_runs_end_to_end_twice(tmp_path: Path) -> None:
@@ -206,7 +195,7 @@ async def run_and_approve(demo: Demo, again: Demo, tmp_path: Path, base: int) ->
 
     assert await demo.interrupt() == 0
     # Every service the demo started lets go of its port; one that outlives Ctrl-C times this out.
-    await wait_for(lambda: ports_free(base), timeout=10, what="every demo port to be free after Ctrl-C")
+    await wait_for(lambda: ports_bindable(base, 6), timeout=10, what="every demo port to be free after Ctrl-C")
 
     await again.start()
     assert (await again.line_with("Agent workflow id")).split()[-1] != workflow_id
