@@ -5,6 +5,7 @@
 #   bash scripts/mutation.sh validation       # one group (CI runs this one, in scripts/test.sh)
 #   bash scripts/mutation.sh protocol-jwks    # one module of the protocol package (protocol-<module>)
 #   bash scripts/mutation.sh --changed [REF]  # the groups whose modules differ from REF (default main)
+#   bash scripts/mutation.sh --stale          # list the groups whose row is not current at HEAD
 #
 # Each group mutates its module(s) and runs only the tests that exercise them. mutmut works on
 # a copy of the tree in a temporary directory, so no mutated file ever appears in this one
@@ -207,6 +208,32 @@ changed_groups() {
     done
   done
 }
+
+# The groups whose row in the results does not hold for HEAD: no row, a row made from a tree with
+# uncommitted changes, or one whose modules or tests changed since its commit.
+stale_groups() {
+  local results="${MUTATION_RESULTS:-$ROOT/scripts/mutation-results.json}" group spec commit
+  for group in "${ALL_GROUPS[@]}"; do
+    spec="${GROUPS_[$group]}"
+    commit="$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1])).get(sys.argv[2], {}).get("commit", ""))' \
+      "$results" "$group" 2>/dev/null || true)"
+    if [ -z "$commit" ]; then
+      echo "$group: no row"
+    elif [[ "$commit" == *+ ]]; then
+      echo "$group: measured at $commit, with uncommitted changes"
+    else
+      # shellcheck disable=SC2086  # the spec's paths and patterns are git pathspecs, split on spaces
+      git -C "$ROOT" diff --quiet "$commit" HEAD -- ${spec%%|*} ${spec#*|} \
+        || echo "$group: its modules or tests changed since $commit"
+    fi
+  done
+}
+
+if [ "${1:-}" = "--stale" ]; then
+  stale="$(stale_groups)"
+  echo "${stale:-the row of every group holds for HEAD}"
+  exit 0
+fi
 
 if [ "${1:-}" = "--changed" ]; then
   mapfile -t groups < <(changed_groups "${2:-main}")
