@@ -74,10 +74,12 @@ tests/unit/test_plugin_wiring.py tests/unit/test_revocation_activity.py"
   # what it gives a worker built from explicit settings (an in-process OP, a SQLite store).
   [plugin]="temporal_ciba/_plugin.py | tests/unit/test_plugin.py tests/unit/test_plugin_wiring.py"
   # The decision records: their ids and digests, the log and its Merkle tree, the checkpoints,
-  # the store (SQLite and PostgreSQL), the evidence's encryption and the audit that verifies it all.
+  # the store (SQLite and PostgreSQL), the evidence's encryption, the record activity (the decision
+  # on record) and the audit that verifies it all, with what it reads (keys, export lines).
   [records]="temporal_ciba/records/* | tests/unit/records/test_audit_verify.py tests/unit/records/test_checkpoints.py \
 tests/unit/records/test_decision_log.py tests/unit/records/test_merkle.py tests/unit/records/test_record_store.py \
-tests/unit/records/test_store_secrets_and_export_file.py tests/unit/test_identifier_vectors.py"
+tests/unit/records/test_store_secrets_and_export_file.py tests/unit/test_identifier_vectors.py \
+tests/unit/records/test_audit_inputs.py tests/unit/records/test_decision_on_record.py"
   # Who may decode in the codec server (operator tokens, the issuer's access tokens, the browser
   # sign-in at the OP, the host and origin guard), what it decodes, encodes and refuses, its
   # limits, the app from settings: over ASGI in the test process. Not tests/security/test_codec_server.py
