@@ -199,3 +199,39 @@ async def test_the_ticker_signs_what_was_written_and_outlives_a_store_that_fails
     finally:
         ticker.cancel()
     assert len(failures) == 1 and signed_size(store) == 1
+
+
+async def test_a_record_is_written_when_its_checkpoint_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The record is what matters: a store that cannot sign now leaves the record to the next checkpoint."""
+    monkeypatch.setattr(recorder_module, "CHECKPOINT_EVERY_RECORDS", 1)
+    store = SqliteStore(tmp_path / "records.sqlite3")
+    recorder = DecisionRecorder(store, EvidenceKeys([TOKEN_KEY]), TokenSealer(TOKEN_KEY), LogSigner(os.urandom(32)))
+    sign = store.checkpoint
+
+    def down(signer: LogSigner) -> None:
+        raise RecordStoreError("the store is down")
+
+    monkeypatch.setattr(store, "checkpoint", down)
+    await record(recorder, 0)
+    assert [stored.record.workflow_id for stored in store.select()] == ["wf-0"]
+    assert signed_size(store) is None
+    monkeypatch.setattr(store, "checkpoint", sign)
+    await recorder.checkpoint_now()
+    assert signed_size(store) == 1
+
+
+async def test_nothing_written_since_the_last_checkpoint_signs_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that stops, or a tick, with no new record: no checkpoint that says nothing new."""
+    store = SqliteStore(tmp_path / "records.sqlite3")
+    recorder = DecisionRecorder(store, EvidenceKeys([TOKEN_KEY]), TokenSealer(TOKEN_KEY), LogSigner(os.urandom(32)))
+    signed: list[LogSigner] = []
+    sign = store.checkpoint
+    monkeypatch.setattr(store, "checkpoint", lambda signer: signed.append(signer) or sign(signer))
+    await recorder.checkpoint_now()
+    assert signed == []
+    await record(recorder, 0)
+    await recorder.checkpoint_now()
+    await recorder.checkpoint_now()
+    assert len(signed) == 1

@@ -21,7 +21,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from temporal_ciba._models import ApprovalOutcome, ApprovalRequest
-from temporal_ciba.crypto._sealing import TokenSealer
+from temporal_ciba.crypto._sealing import TokenSealer, id_token_context
 from temporal_ciba.records import (
     DecisionRecorder,
     DecisionStore,
@@ -103,6 +103,43 @@ def test_a_second_decision_of_one_approval_is_answered_with_the_first(store: Dec
     assert again.outcome == approved() and again.outcome.sealed_access_token == SEALED_ACCESS_TOKEN
     assert [stored.record.status for stored in store.select()] == ["approved"]
     assert record(store, approved()).outcome is None  # the same decision again: a no-op
+
+
+def test_the_redeem_finds_the_decision_on_record_of_its_own_auth_req_id_alone(sqlite_store: SqliteStore) -> None:
+    """What the redeem asks before its token request: asking the OP again would revoke the tokens."""
+    record(sqlite_store, approved())
+    recorder = DecisionRecorder(sqlite_store, EvidenceKeys([RECORD_KEY]), TokenSealer(TOKEN_KEY), LogSigner(TOKEN_KEY))
+
+    def on_record(workflow_id: str, first_run_id: str, auth_req_id: str) -> ApprovalOutcome | None:
+        return asyncio.run(recorder.decision_on_record(workflow_id, first_run_id, auth_req_id))
+
+    assert on_record(WORKFLOW, "run-1", "req-1") == approved()
+    assert on_record(WORKFLOW, "run-1", "req-2") is None
+    assert on_record(WORKFLOW, "run-2", "req-1") is None  # a later approval under the same workflow id
+    assert on_record("agent-2.approval-xyz", "run-1", "req-1") is None
+
+
+def test_a_decision_whose_id_token_does_not_open_is_recorded_without_evidence(
+    sqlite_store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A token key rotated mid-approval: the decision is on record all the same; the audit reports
+    an approval without evidence."""
+    sealed_elsewhere = TokenSealer(os.urandom(32)).seal(
+        "header.claims.signature", context=id_token_context("req-1", WORKFLOW)
+    )
+    recorder = DecisionRecorder(sqlite_store, EvidenceKeys([RECORD_KEY]), TokenSealer(TOKEN_KEY), LogSigner(TOKEN_KEY))
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, workflow_id=WORKFLOW)
+    with caplog.at_level("WARNING"):
+        asyncio.run(
+            env.run(
+                recorder.record_decision, writing(approved()).model_copy(update={"sealed_id_token": sealed_elsewhere})
+            )
+        )
+    (stored,) = sqlite_store.select()
+    assert stored.record.status == "approved"
+    assert stored.open(EvidenceKeys([RECORD_KEY])).id_token is None
+    assert "the ID token did not open" in caplog.text and "header.claims" not in caplog.text
 
 
 def test_the_kept_outcome_is_encrypted_at_rest(sqlite_store: SqliteStore) -> None:
