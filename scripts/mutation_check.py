@@ -46,12 +46,19 @@ MESSAGE_AT = {
     "SignInRefused": 1,
     # The codec sign-in's parameter check: (value, the parameter's name for the message).
     "_printable": 1,
+    # The URL checks: (url, the setting's or option's name for the message).
+    "require_secure_url": 1,
+    "require_endpoint_url": 1,
 }
 # The same for calls whose name another module uses otherwise, by module: the example payment
 # API's answers take (status, error, error_description[, headers]) and its DPoP refusal the
 # error_description alone (the status, the error code and the headers are the contract).
 MESSAGE_AT_IN = {
     "temporal_ciba_examples.payment_agent.payment_api": {"_error": 2, "BadRequest": 2, "_dpop_error": 0},
+    # The record store's driver calls take (what it was doing, for the error message, the operation).
+    "temporal_ciba.records._store": {"_call": 0},
+    # The evidence's decryption takes (prefix, sealed, body digest, what it opens, for the message).
+    "temporal_ciba.records._evidence": {"_decrypt": 3},
 }
 # Exceptions whose names do not say so (not ...Error, ...Exception, ...Rejected), message first:
 # their stable `error` code or their class is the contract, the message text for a person.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 
 import pytest
 from temporalio import workflow
@@ -190,26 +191,46 @@ async def test_the_status_query_is_the_approvals_unless_the_workflow_has_its_own
 @workflow.defn(sandboxed=False)
 class DefaultPlaceAgent:
     @workflow.run
-    async def run(self, requested_expiry: int | None) -> ApprovalOutcome:
+    async def run(self, requested_expiry: int | None, deadline_in: int | None) -> ApprovalOutcome:
         polling = PollingPolicy(notification_fallback_interval_seconds=FALLBACK)
+        deadline = workflow.now() + timedelta(seconds=deadline_in) if deadline_in is not None else None
         request = ApprovalRequest(
-            login_hint="alice", binding_message="Approve it", polling=polling, requested_expiry=requested_expiry
+            login_hint="alice",
+            binding_message="Approve it",
+            polling=polling,
+            requested_expiry=requested_expiry,
+            policy_deadline=deadline,
         )
         return await require_approval(request)
 
 
-@pytest.mark.parametrize(("requested_expiry", "inline"), [(None, True), (3600, True), (3601, False)])
+@pytest.mark.parametrize(
+    ("requested_expiry", "deadline_in", "inline"),
+    [
+        (None, None, True),
+        (3600, None, True),
+        (3601, None, False),
+        (None, 7200, False),
+        (None, 600, True),
+        (600, 7200, True),  # the sooner of the two decides
+        (7200, 600, True),
+    ],
+)
 async def test_by_default_an_approval_waits_inline_unless_it_may_wait_longer_than_an_hour(
-    env: WorkflowEnvironment, requested_expiry: int | None, inline: bool
+    env: WorkflowEnvironment, requested_expiry: int | None, deadline_in: int | None, inline: bool
 ) -> None:
     """The default place (INLINE_WAIT_LIMIT): inline, the fastest in every mode; a child, whose
-    history continues as new, for a request that may wait longer. The inline default is marked
+    history continues as new, for a request that may wait longer: its requested_expiry or its
+    policy's deadline, whichever is sooner. The inline default is marked
     (compat.INLINE_DEFAULT_PATCH): a run recorded before it replays its child."""
     op = ScriptedOP(env, [GRANTED], interval=5)
     running, task_queue = worker(env, op, DefaultPlaceAgent)
     async with running:
         agent = await env.client.start_workflow(
-            DefaultPlaceAgent.run, requested_expiry, id=f"agent-{uuid.uuid4().hex[:8]}", task_queue=task_queue
+            DefaultPlaceAgent.run,
+            args=[requested_expiry, deadline_in],
+            id=f"agent-{uuid.uuid4().hex[:8]}",
+            task_queue=task_queue,
         )
         outcome = await agent.result()
         events = [event async for event in agent.fetch_history_events()]

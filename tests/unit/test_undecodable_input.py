@@ -24,9 +24,16 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from temporal_ciba._models import ApprovalRequest, ApprovalState, ApprovalWorkflowInput, PingNotice, PushDelivery
+from temporal_ciba._models import (
+    ApprovalOutcome,
+    ApprovalRequest,
+    ApprovalState,
+    ApprovalWorkflowInput,
+    PingNotice,
+    PushDelivery,
+)
 from temporal_ciba._plugin import PAYLOAD_REFUSED, PluginMarker, with_encryption
-from temporal_ciba._workflow import DELIVER_SIGNAL, NOTIFY_SIGNAL, STATUS_QUERY, CibaApprovalWorkflow
+from temporal_ciba._workflow import DELIVER_SIGNAL, NOTIFY_SIGNAL, STATUS_QUERY, CibaApprovalWorkflow, require_approval
 from temporal_ciba.crypto import AesGcmCodec, PayloadDecryptionError
 from temporal_ciba.crypto._codec import refusal_marker
 from tests.support.scripted_op import GRANTED, ScriptedOP, start, wait_for_event, wait_pending, worker
@@ -115,6 +122,68 @@ async def test_undecodable_notifications_are_dropped_counted_and_the_approval_go
     )
     assert any(line.startswith("dropped a deliver signal") for line in dropped)
     assert any("failed authentication" in line for line in dropped)  # the truncated ciphertext
+
+
+@workflow.defn
+class InlineAgent:
+    """Asks inline, then waits for `finish`: notifications reach it while nothing waits on them."""
+
+    def __init__(self) -> None:
+        self.finished = False
+
+    @workflow.run
+    async def run(self) -> ApprovalOutcome:
+        outcome = await require_approval(ApprovalRequest(login_hint="alice", binding_message="Approve it"), inline=True)
+        await workflow.wait_condition(lambda: self.finished)
+        return outcome
+
+    @workflow.signal
+    def finish(self) -> None:
+        self.finished = True
+
+
+def dropped_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Each "dropped" line, without the workflow's context that the SDK's logger appends."""
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("dropped a ")]
+    return [line.split(" ({'attempt'")[0] for line in lines]
+
+
+async def test_an_inline_approval_drops_undecodable_notifications_once_and_so_does_its_caller_after_it(
+    env: WorkflowEnvironment, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While the approval waits, it drops and counts them under the signal's name; after it, the
+    caller's handlers log each undecodable one (and nothing else) as dropped."""
+    op = ScriptedOP(env, [GRANTED], interval=5, mode="ping")
+    running, task_queue = worker(env, op, InlineAgent)
+    plain = client_with(env, DataConverter.default)
+    async with running:
+        agent = await env.client.start_workflow(
+            InlineAgent.run, id=f"agent-{uuid.uuid4().hex[:8]}", task_queue=task_queue
+        )
+        await wait_pending(agent)
+        chain = (await agent.describe()).raw_description.workflow_execution_info.first_run_id
+        with caplog.at_level(logging.WARNING):
+            await plain.get_workflow_handle(agent.id).signal(NOTIFY_SIGNAL, {"auth_req_id": "req-1"})
+            await plain.get_workflow_handle(agent.id).signal(DELIVER_SIGNAL, {"auth_req_id": "req-1"})
+            state = await agent.query(STATUS_QUERY, result_type=ApprovalState)
+            while_waiting = dropped_lines(caplog)
+            await agent.signal(NOTIFY_SIGNAL, PingNotice(auth_req_id="req-1", first_run_id=chain))
+            await wait_for_event(agent, EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES, count=2)
+            caplog.clear()
+            await plain.get_workflow_handle(agent.id).signal(NOTIFY_SIGNAL, {"auth_req_id": "req-1"})
+            await plain.get_workflow_handle(agent.id).signal(DELIVER_SIGNAL, {"auth_req_id": "req-1"})
+            await agent.signal(NOTIFY_SIGNAL, PingNotice(auth_req_id="req-1", first_run_id=chain))
+            await agent.signal(DELIVER_SIGNAL, PushDelivery(auth_req_id="req-1", error="access_denied"))
+            await agent.signal(InlineAgent.finish)
+            outcome = await agent.result()
+        after = dropped_lines(caplog)
+    assert outcome.status == "approved"
+    assert state.dropped_notifications == 2
+    refused = "refused a payload that is not encrypted with the payload key"
+    assert sorted(while_waiting) == sorted(
+        [f"dropped a {NOTIFY_SIGNAL} signal: {refused}", f"dropped a {DELIVER_SIGNAL} signal: {refused}"]
+    )
+    assert sorted(after) == sorted(while_waiting)
 
 
 @workflow.defn
