@@ -122,6 +122,9 @@ class ScriptedOP:
         # only with the action digest and the holder it was sealed to.
         self.access_token_revocations: list[RevokeAccessTokenInput] = []
         self.verified: list[VerifyNotificationInput] = []  # every push whose proof was checked
+        self.verification_error: Exception | None = None  # every proof check raises it
+        self.verification_started = asyncio.Event()
+        self.answer_verification: asyncio.Event | None = None  # when set, proof checks wait for it
         # The poll activity's heartbeats (its pacing), and how many attempts it made.
         self.heartbeats: list[PollProgress] = []
         self.poll_attempts = 0
@@ -214,6 +217,11 @@ class ScriptedOP:
     async def verify_notification(self, input: VerifyNotificationInput) -> bool:
         """A push's proof, as scripted: every proof holds but FORGED_PROOF (the real check is unit-tested)."""
         self.verified.append(input)
+        self.verification_started.set()
+        if self.answer_verification is not None:
+            await self.answer_verification.wait()
+        if self.verification_error is not None:
+            raise self.verification_error
         return input.delivery.proof != FORGED_PROOF
 
     @activity.defn(name="ciba.redeem")

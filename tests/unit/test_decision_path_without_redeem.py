@@ -199,3 +199,4 @@ async def test_only_the_first_push_of_its_own_request_and_chain_counts(env: Work
         outcome = await handle.result()
     assert outcome.status == "approved"
     assert [validated.sealed_tokens for validated in op.validated] == ["own"]  # type: ignore[union-attr]
+    assert op.verified == []  # this path takes a push as it came: no proof to check

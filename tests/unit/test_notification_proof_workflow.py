@@ -7,15 +7,19 @@ the real one."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from temporal_ciba._approval.inbox import MAX_WAITING_PUSHES
 from temporal_ciba._models import ApprovalState, PingNotice, PushDelivery
 from temporal_ciba._workflow import STATUS_QUERY, CibaApprovalWorkflow
-from tests.support.scripted_op import FORGED_PROOF, GRANTED, ScriptedOP, start, wait_pending, worker
+from tests.support.scripted_op import FORGED_PROOF, GRANTED, ScriptedOP, start, wait_for_event, wait_pending, worker
+from tests.support.temporal import wait_for
 
 REAL_PUSH = PushDelivery(auth_req_id="req-1", sealed_tokens="sealed-tokens", proof="from-the-callback")
 
@@ -47,6 +51,47 @@ async def test_an_unproven_push_is_dropped_and_the_real_one_decides(
     assert op.revoked == []  # the forged tokens were never validated, so never revoked
     assert state.dropped_notifications == 1
     assert any(r.getMessage().startswith("dropped a ciba.deliver signal") for r in caplog.records)
+
+
+async def once_dropped(handle: WorkflowHandle) -> ApprovalState | None:
+    """The approval's state once it has dropped a notification; None before."""
+    state = await handle.query(STATUS_QUERY, result_type=ApprovalState)
+    return state if state.dropped_notifications else None
+
+
+async def test_a_push_whose_proof_cannot_be_checked_is_dropped(env: WorkflowEnvironment) -> None:
+    """A check that keeps failing (a bug, a worker without the activity) proves nothing."""
+    op = ScriptedOP(env, [], mode="push")
+    op.verification_error = RuntimeError("the proof check is broken")
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue)
+        await wait_pending(handle)
+        await handle.signal(CibaApprovalWorkflow.ciba_deliver, REAL_PUSH)
+        dropped = await wait_for(lambda: once_dropped(handle), what="the push dropped unproven")
+        op.verification_error = None
+        await handle.signal(CibaApprovalWorkflow.ciba_deliver, REAL_PUSH)
+        outcome = await handle.result()
+    assert dropped.status == "pending" and dropped.dropped_notifications == 1
+    assert outcome.status == "approved", outcome.reason
+    assert len(op.verified) == 4
+
+
+async def test_a_cancellation_while_a_proof_is_checked_cancels_the_approval(env: WorkflowEnvironment) -> None:
+    op = ScriptedOP(env, [], mode="push")
+    op.answer_verification = asyncio.Event()
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue)
+        await wait_pending(handle)
+        await handle.signal(CibaApprovalWorkflow.ciba_deliver, REAL_PUSH)
+        await op.verification_started.wait()
+        await handle.cancel()
+        await wait_for_event(handle, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED)
+        op.answer_verification.set()
+        outcome = await handle.result()
+    assert outcome.status == "cancelled", outcome.reason
+    assert op.validated == []
 
 
 async def test_a_flood_of_forged_pushes_does_not_crowd_out_the_real_one(env: WorkflowEnvironment) -> None:
