@@ -366,9 +366,16 @@ async def start(
 
 
 def worker(
-    env: WorkflowEnvironment, op: ScriptedOP, *workflows: type, interceptors: Sequence[Interceptor] = ()
+    env: WorkflowEnvironment,
+    op: ScriptedOP,
+    *workflows: type,
+    interceptors: Sequence[Interceptor] = (),
+    task_queue: str | None = None,
+    **options: Any,
 ) -> tuple[Worker, str]:
-    task_queue = f"logic-{uuid.uuid4().hex[:8]}"
+    """A worker of the approval (and `workflows`) on a new task queue, or on `task_queue` (a restart);
+    `options` go to the Worker."""
+    task_queue = task_queue or f"logic-{uuid.uuid4().hex[:8]}"
     return Worker(
         env.client,
         task_queue=task_queue,
@@ -385,6 +392,7 @@ def worker(
         # What CibaPlugin adds to a worker for require_approval to find.
         interceptors=[*interceptors, PluginMarker()],
         max_heartbeat_throttle_interval=HEARTBEATS_AT_ONCE,
+        **options,
     ), task_queue
 
 

@@ -95,17 +95,25 @@ async def test_a_cancellation_while_a_proof_is_checked_cancels_the_approval(env:
 
 
 async def test_a_flood_of_forged_pushes_does_not_crowd_out_the_real_one(env: WorkflowEnvironment) -> None:
+    """The line holds MAX_WAITING_PUSHES; a push that finds it full takes the last place, so the
+    latest (here the real one) is checked, after the ones in line before it. The pushes arrive
+    while no worker runs, so the approval takes them all in one workflow task, in order."""
     op = ScriptedOP(env, [], mode="push")
-    running, task_queue = worker(env, op)
     forged = PushDelivery(auth_req_id="req-1", error="access_denied", proof=FORGED_PROOF)
+    # No sticky cache: the restarted worker takes the next task from the task queue at once.
+    running, task_queue = worker(env, op, max_cached_workflows=0)
     async with running:
         handle = await start(env, op, task_queue)
         await wait_pending(handle)
-        for _ in range(MAX_WAITING_PUSHES + 5):
-            await handle.signal(CibaApprovalWorkflow.ciba_deliver, forged)
-        await handle.signal(CibaApprovalWorkflow.ciba_deliver, REAL_PUSH)
+    for _ in range(MAX_WAITING_PUSHES + 5):
+        await handle.signal(CibaApprovalWorkflow.ciba_deliver, forged)
+    await handle.signal(CibaApprovalWorkflow.ciba_deliver, REAL_PUSH)
+    restarted, _ = worker(env, op, task_queue=task_queue, max_cached_workflows=0)
+    async with restarted:
         outcome = await handle.result()
     assert outcome.status == "approved", outcome.reason
+    proofs = [check.delivery.proof for check in op.verified]
+    assert proofs == [FORGED_PROOF] * (MAX_WAITING_PUSHES - 1) + [REAL_PUSH.proof]
 
 
 FORGED_PING = PingNotice(auth_req_id="req-1", proof=FORGED_PROOF)
