@@ -166,20 +166,23 @@ async def test_the_caller_s_approver_keeps_the_caller_s_pinned_subject_and_messa
     assert asked.binding_message == "Change it" and asked.acr_values is None and asked.requested_expiry is None
 
 
-async def test_the_one_approver_s_approval_runs_inline_when_the_caller_says(env: WorkflowEnvironment) -> None:
+@pytest.mark.parametrize("inline", [True, False])
+async def test_the_one_approver_s_approval_runs_where_the_caller_says(env: WorkflowEnvironment, inline: bool) -> None:
+    """Inline or as a child, as the caller says (a short wait runs inline by default)."""
     phones = ScriptedOP(env, {"alice": [approved("alice")]})
     task_queue = f"policy-{uuid.uuid4().hex[:8]}"
     async with policy_worker(env, phones, task_queue):
         agent = await env.client.start_workflow(
             PolicyAgent.run,
-            PolicyInput(policy=one(), inline=True),
+            PolicyInput(policy=one(), inline=inline),
             id=f"agent-{uuid.uuid4().hex[:8]}",
             task_queue=task_queue,
         )
         outcome = await agent.result()
         kinds = [event.event_type async for event in agent.fetch_history_events()]
-    assert outcome.status == "approved" and outcome.workflow_id == agent.id  # decided in the agent itself
-    assert EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED not in kinds
+    assert outcome.status == "approved"
+    assert (outcome.workflow_id == agent.id) is inline  # decided in the agent itself, or in its child
+    assert (EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED not in kinds) is inline
 
 
 async def test_the_one_approver_s_approval_runs_under_the_id_and_queue_the_caller_gives(
