@@ -595,3 +595,58 @@ def test_the_log_key_may_be_url_safe_and_unpadded_but_nothing_else() -> None:
     for wrong in (LOG.public_key_text[:10] + "!!!!" + LOG.public_key_text[10:],):
         with pytest.raises(ValueError, match="--log-key"):
             load_log_key(wrong)
+
+
+def test_an_export_places_only_the_records_its_checkpoint_covers(store: DecisionStore) -> None:
+    """Without the log key, the latest stored checkpoint: records written after it carry their
+    sequence number alone; a kept checkpoint of the same size needs no proof nodes."""
+    records = demo_log()
+    for record in records[:2]:
+        store.insert(record, RECORD_KEY)
+    unsigned = export(store, RECORD_KEY, RecordQuery())
+    assert json.loads(unsigned.header)["checkpoint"] is None
+    assert [json.loads(item.line)["log"] for item in unsigned.records] == [
+        {"seq": seq, "tree_size": None, "inclusion": None} for seq in (0, 1)
+    ]
+    kept = store.checkpoint(LOG)
+    for record in records[2:]:
+        store.insert(record, RECORD_KEY)
+    exported = export(store, RECORD_KEY, RecordQuery(), since=kept)
+    assert exported.log_problems == []
+    header = json.loads(exported.header)
+    assert Checkpoint.model_validate(header["checkpoint"]) == kept
+    assert header["consistency"] == {"old_size": 2, "proof": []}
+    places = [json.loads(item.line)["log"] for item in exported.records]
+    assert [(place["seq"], place["tree_size"], place["inclusion"] and len(place["inclusion"])) for place in places] == [
+        (0, 2, 1),
+        (1, 2, 1),
+        (2, None, None),
+        (3, None, None),
+    ]
+
+
+def test_an_export_names_a_gap_in_the_store_s_log_and_a_kept_checkpoint_beyond_it(
+    store: DecisionStore, tmp_path: Path
+) -> None:
+    records = demo_log()
+    written(store, records)
+    kept = store.latest_checkpoint()
+    assert kept is not None
+    with store._connect() as connection:
+        connection.execute(
+            f"DELETE FROM {TABLE} WHERE record_id = {store.placeholder}",  # noqa: S608
+            (records[1].record_id,),
+        )
+    exported = export(store, RECORD_KEY, RecordQuery(), since=kept)
+    assert exported.log_problems == [
+        "the store's log has no record at sequence 1",
+        "the store's log does not give the signed checkpoint's root at size 4 (rewritten in the store)",
+    ]
+    assert json.loads(exported.header)["consistency"] == {"old_size": 4, "proof": []}
+    smaller = SqliteStore(tmp_path / "smaller.sqlite3")
+    smaller.create()
+    smaller.insert(records[0], RECORD_KEY)
+    smaller.checkpoint(LOG)
+    beyond = export(smaller, RECORD_KEY, RecordQuery(), since=kept)
+    assert beyond.log_problems == ["the kept checkpoint has 4 records, the log's latest 1"]
+    assert json.loads(beyond.header)["consistency"] is None
