@@ -146,6 +146,25 @@ def test_the_id_token_is_encrypted_at_rest_and_keys_rotate(store: DecisionStore)
         stored.open(EvidenceKeys([KEY_B]))
 
 
+def test_sealed_values_of_another_kind_or_cut_short_are_none_of_a_record() -> None:
+    """The prefix says what a sealed value is: evidence never opens as an outcome, nor an outcome
+    as evidence, nor a value without its ciphertext (or a MAC without its value) as either."""
+    keys = EvidenceKeys([KEY_A])
+    evidence = keys.encrypt(ID_TOKEN, body_digest="d")
+    outcome = keys.encrypt_outcome("{}", body_digest="d")
+    for sealed in (outcome, evidence.rsplit(".", 1)[0], ""):
+        with pytest.raises(EvidenceError, match=r"^not the evidence of a record$"):
+            keys.decrypt(sealed, body_digest="d")
+    for sealed in (evidence, outcome.rsplit(".", 1)[0]):
+        with pytest.raises(EvidenceError, match=r"^not the outcome of a record$"):
+            keys.decrypt_outcome(sealed, body_digest="d")
+    mac = keys.mac("rec-1", 0, b"\x00" * 32)
+    assert keys.check_mac(mac, "rec-1", 0, b"\x00" * 32) is None
+    for wrong in (mac.rsplit(".", 1)[0], "evidence" + mac.removeprefix("mac"), None):
+        with pytest.raises(EvidenceError, match=r"^the record carries no MAC of the record key$"):
+            keys.check_mac(wrong, "rec-1", 0, b"\x00" * 32)
+
+
 def test_a_record_altered_in_the_store_no_longer_opens_its_evidence(store: DecisionStore) -> None:
     keys = EvidenceKeys([KEY_A])
     store.insert(record(), keys)
