@@ -161,3 +161,16 @@ def test_a_forked_head_of_the_same_size_is_not_consistent() -> None:
     assert verify_consistency(5, 5, root_hash(MANY[:5]), root_hash(MANY[:5]), [])
     assert not verify_consistency(5, 5, root_hash(MANY[:5]), root_hash([*MANY[:4], MANY[9]]), [])
     assert not verify_consistency(6, 5, root_hash(MANY[:6]), root_hash(MANY[:5]), [])
+
+
+@pytest.mark.parametrize(("old", "size"), [(1, 2), (3, 5), (4, 8), (6, 7)])
+def test_a_consistency_proof_with_a_node_more_or_sizes_the_wrong_way_round_fails(old: int, size: int) -> None:
+    leaves = MANY[:size]
+    old_root, root = root_hash(leaves[:old]), root_hash(leaves)
+    between = consistency_proof(leaves, old)
+    assert verify_consistency(old, size, old_root, root, between)
+    assert not verify_consistency(old, size, old_root, root, [*between, MANY[-1]])
+    assert not verify_consistency(old, size, old_root, root, [between[0] + b"\x00", *between[1:]])
+    # A newer tree never precedes an older one, not even with the same root (RFC 9162 §2.1.4.2).
+    assert not verify_consistency(size, old, root, root, [])
+    assert not verify_consistency(2, 1, old_root, old_root, [])
