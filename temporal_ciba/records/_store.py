@@ -121,10 +121,9 @@ class StoredRecord:
 
 @dataclass(frozen=True)
 class LogLeaf:
-    """A position of the log: its sequence number, record id and leaf hash."""
+    """A position of the log: its sequence number and leaf hash."""
 
     seq: int
-    record_id: str
     leaf_hash: bytes
 
 
@@ -368,14 +367,13 @@ class DecisionStore(ABC):
             with self._connect() as connection:
                 return list(
                     connection.execute(
-                        f"SELECT seq, record_id, leaf_hash FROM {TABLE} WHERE seq IS NOT NULL ORDER BY seq"  # noqa: S608
+                        # A position whose leaf hash was erased in the store is a gap (export names it).
+                        f"SELECT seq, leaf_hash FROM {TABLE} "  # noqa: S608
+                        "WHERE seq IS NOT NULL AND leaf_hash IS NOT NULL ORDER BY seq"
                     ).fetchall()
                 )
 
-        return [
-            LogLeaf(int(seq), record_id, bytes.fromhex(leaf))
-            for seq, record_id, leaf in self._call("reading the log", read)
-        ]
+        return [LogLeaf(int(seq), bytes.fromhex(leaf)) for seq, leaf in self._call("reading the log", read)]
 
     def latest_checkpoint(self) -> Checkpoint | None:
         """The largest signed checkpoint, if any."""
@@ -568,20 +566,20 @@ class PostgresStore(DecisionStore):
     def _connect(self) -> Any:
         return _Reused(self)
 
-    def _connection(self) -> tuple[Any, bool]:
-        """This thread's connection, and whether it is reused (opened by an earlier call)."""
+    def _connection(self) -> Any:
+        """This thread's connection: the one an earlier call opened (`_local.reused`), or a new one."""
         import psycopg
 
         connection = getattr(self._local, "connection", None)
         if connection is not None and not connection.closed and not connection.broken:
             self._local.reused = True
-            return connection, True
+            return connection
         self._local.connection = None
         connection = psycopg.connect(self._dsn, connect_timeout=self._connect_timeout)
         self._local.connection, self._local.reused = connection, False
         with self._opened_lock:
             self._opened = [kept for kept in self._opened if not kept.closed] + [connection]
-        return connection, False
+        return connection
 
     def close(self) -> None:
         """Close every connection the store keeps, in every thread (a worker stopping)."""
@@ -677,7 +675,7 @@ class _Reused:
         self._connection: Any = None
 
     def __enter__(self) -> Any:
-        self._connection, _ = self._store._connection()
+        self._connection = self._store._connection()
         return self._connection
 
     def __exit__(self, *exc: object) -> None:

@@ -49,7 +49,7 @@ from temporal_ciba.records import (
 )
 from temporal_ciba.records._audit import Report
 from temporal_ciba.records._log import Consistency, record_leaf_hash
-from temporal_ciba.records._merkle import consistency_proof
+from temporal_ciba.records._merkle import Tree, consistency_proof, verify_consistency
 from temporal_ciba.records._store import TABLE
 from tests.support.postgres import PostgresServer
 from tests.support.records import logged_export
@@ -499,25 +499,17 @@ def test_a_random_single_alteration_of_a_random_log_always_fails(kinds: list[str
         assert report(edited).failures != []
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
-def test_records_written_before_the_log_join_it(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
-    """A table created before the log, its rows as they were written then: the first write adopts them."""
-    store: DecisionStore = (
-        SqliteStore(tmp_path / "records.sqlite3")
-        if kind == "sqlite"
-        else PostgresStore(request.getfixturevalue("postgres").new_database())
-    )
-    older, newer = demo_log()[:2], demo_log()[2:]
+def written_before_the_log(store: DecisionStore, records: list[tuple[DecisionRecord, EvidenceKeys]]) -> None:
+    """The records (each with the record key of its evidence) in a table created before the log, as
+    they were written then, oldest first."""
     p = store.placeholder
     with store._connect() as connection:
         connection.execute(
             f"CREATE TABLE {TABLE} (record_id TEXT PRIMARY KEY, decided_at TEXT NOT NULL, status TEXT NOT NULL, "
             "sub TEXT, body TEXT NOT NULL, evidence TEXT, content_digest TEXT NOT NULL, recorded_at TEXT NOT NULL)"
         )
-        for n, record in enumerate(older):
-            evidence = (
-                RECORD_KEY.encrypt(record.id_token, body_digest=record.body_digest()) if record.id_token else None
-            )
+        for n, (record, keys) in enumerate(records):
+            evidence = keys.encrypt(record.id_token, body_digest=record.body_digest()) if record.id_token else None
             connection.execute(
                 f"INSERT INTO {TABLE} VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p})",  # noqa: S608
                 (
@@ -531,6 +523,18 @@ def test_records_written_before_the_log_join_it(kind: str, request: pytest.Fixtu
                     f"2026-03-01T00:00:0{n}+00:00",
                 ),
             )
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_records_written_before_the_log_join_it(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """A table created before the log, its rows as they were written then: the first write adopts them."""
+    store: DecisionStore = (
+        SqliteStore(tmp_path / "records.sqlite3")
+        if kind == "sqlite"
+        else PostgresStore(request.getfixturevalue("postgres").new_database())
+    )
+    older, newer = demo_log()[:2], demo_log()[2:]
+    written_before_the_log(store, [(record, RECORD_KEY) for record in older])
     store.create()
     (outside,) = [item.problem for item in export(store, RECORD_KEY, RecordQuery(), signer=LOG).records[:1]]
     assert outside == "the record is not in the decision log (written before the log)"
@@ -544,6 +548,17 @@ def test_records_written_before_the_log_join_it(kind: str, request: pytest.Fixtu
         (record.record_id, seq) for seq, record in enumerate([*older, *newer])
     ]
     assert report(lines).failures == []
+
+
+def test_a_record_written_before_the_log_whose_evidence_does_not_open_stays_outside_it(tmp_path: Path) -> None:
+    """Its leaf could not hold its ID token: it is named, and the records after it join the log."""
+    store = SqliteStore(tmp_path / "records.sqlite3")
+    approval, denial = demo_log()[:2]
+    written_before_the_log(store, [(approval, EvidenceKeys([b"\x09" * 32])), (denial, RECORD_KEY)])  # a key since lost
+    store.create()
+    assert store.append_unlogged(RECORD_KEY) == [approval.record_id]
+    places = {item.record.record_id: item.seq for item in store.select()}
+    assert places == {approval.record_id: None, denial.record_id: 0}
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
@@ -650,3 +665,64 @@ def test_an_export_names_a_gap_in_the_store_s_log_and_a_kept_checkpoint_beyond_i
     beyond = export(smaller, RECORD_KEY, RecordQuery(), since=kept)
     assert beyond.log_problems == ["the kept checkpoint has 4 records, the log's latest 1"]
     assert json.loads(beyond.header)["consistency"] is None
+
+
+def test_a_checkpoint_grows_the_tree_from_the_last_one_at_any_size(store: DecisionStore) -> None:
+    """The store keeps the last checkpoint's frontier (one subtree root per binary digit of its
+    size: two at size 3) and extends it: the next root is the whole log's."""
+    records = [decision(n, "denied") for n in range(5)]
+    for record in records[:3]:
+        store.insert(record, RECORD_KEY)
+    kept = store.checkpoint(LOG)
+    for record in records[3:]:
+        store.insert(record, RECORD_KEY)
+    latest = store.checkpoint(LOG)
+    assert (kept.size, latest.size) == (3, 5)
+    assert latest.root == Tree([leaf.leaf_hash for leaf in store.log_leaves()]).root
+    exported = export(store, RECORD_KEY, RecordQuery(), since=kept)
+    assert report([json.loads(line) for line in exported.lines], since=kept).failures == []
+
+
+def test_a_leaf_rewritten_after_a_checkpoint_does_not_enter_the_next_one(store: DecisionStore) -> None:
+    """The next checkpoint extends the last one's frontier, not the leaves the store holds now: a
+    history rewritten in the store is never signed again, and export names the rewrite."""
+    records = [decision(n, "denied") for n in range(5)]
+    for record in records[:3]:
+        store.insert(record, RECORD_KEY)
+    kept = store.checkpoint(LOG)
+    genuine = [leaf.leaf_hash for leaf in store.log_leaves()]
+    with store._connect() as connection:
+        connection.execute(
+            f"UPDATE {TABLE} SET leaf_hash = {store.placeholder} WHERE seq = 0",  # noqa: S608
+            ("ee" * 32,),
+        )
+    for record in records[3:]:
+        store.insert(record, RECORD_KEY)
+    latest = store.checkpoint(LOG)
+    appended = [leaf.leaf_hash for leaf in store.log_leaves()][3:]
+    assert latest.root == Tree([*genuine, *appended]).root
+    assert verify_consistency(3, 5, kept.root, latest.root, consistency_proof([*genuine, *appended], 3))
+    assert export(store, RECORD_KEY, RecordQuery()).log_problems == [
+        "the store's log does not give the signed checkpoint's root at size 5 (rewritten in the store)"
+    ]
+
+
+def test_a_record_whose_place_was_erased_in_the_store_is_outside_the_log(store: DecisionStore) -> None:
+    records = demo_log()
+    written(store, records)
+    with store._connect() as connection:
+        connection.execute(
+            f"UPDATE {TABLE} SET leaf_hash = NULL WHERE record_id = {store.placeholder}",  # noqa: S608
+            (records[1].record_id,),
+        )
+    exported = export(store, RECORD_KEY, RecordQuery())
+    assert [item.problem for item in exported.records] == [
+        None,
+        "the record is not in the decision log (written before the log)",
+        None,
+        None,
+    ]
+    assert exported.log_problems == [
+        "the store's log has no record at sequence 1",
+        "the store's log does not give the signed checkpoint's root at size 4 (rewritten in the store)",
+    ]

@@ -30,6 +30,7 @@ from temporal_ciba.records import (
     RecordConflict,
     RecordDecisionInput,
     RecordQuery,
+    RecordStoreError,
     SqliteStore,
 )
 from temporal_ciba.records._store import TABLE
@@ -237,6 +238,7 @@ def test_a_postgres_connection_dropped_by_the_server_is_replaced(postgres: Postg
     store.create()
     keys = EvidenceKeys([KEY_A])
     assert store.insert(record("req-1"), keys) is True
+    dropped = store._local.connection
     with psycopg.connect(dsn, autocommit=True) as admin:
         admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
@@ -244,6 +246,37 @@ def test_a_postgres_connection_dropped_by_the_server_is_replaced(postgres: Postg
         )
     assert store.insert(record("req-2"), keys) is True
     assert [stored.seq for stored in store.select()] == [0, 1]
+    assert store._local.connection is not dropped
+    assert dropped.closed and dropped not in store._opened
+
+
+def test_a_postgres_store_keeps_one_session_per_thread(postgres: PostgresServer) -> None:
+    store = PostgresStore(postgres.new_database())
+
+    def backend() -> int:
+        with store._connect() as connection:
+            return int(connection.execute("SELECT pg_backend_pid()").fetchone()[0])
+
+    first = backend()
+    assert backend() == first
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(backend).result() != first
+
+
+def test_a_connection_never_made_is_not_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a reused session that fails is worth a second try (the server may have dropped it)."""
+    import psycopg
+
+    attempts: list[str] = []
+
+    def refused(dsn: str, **options: object) -> None:
+        attempts.append(dsn)
+        raise psycopg.OperationalError("connection refused")
+
+    monkeypatch.setattr(psycopg, "connect", refused)
+    with pytest.raises(RecordStoreError):
+        PostgresStore("postgresql://agent@127.0.0.1:1/records").create()
+    assert len(attempts) == 1
 
 
 def test_closing_a_postgres_store_ends_the_sessions_of_every_thread(postgres: PostgresServer) -> None:
