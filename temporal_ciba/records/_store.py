@@ -54,7 +54,7 @@ TABLE = "ciba_decision_records"
 HEAD_TABLE = "ciba_decision_log"
 CHECKPOINT_TABLE = "ciba_decision_log_checkpoints"
 # Column order of every SELECT.
-COLUMNS = "record_id, body, evidence, content_digest, recorded_at, seq, leaf_hash, body_mac"
+COLUMNS = "record_id, body, evidence, seq, leaf_hash, body_mac"
 # Columns added to a table created before them: the log's (such rows stay outside the log), and
 # the approval's outcome kept beside its record (`recorded_outcome`; such rows have none).
 ADDED_COLUMNS = (("seq", "BIGINT"), ("leaf_hash", "TEXT"), ("body_mac", "TEXT"), ("outcome", "TEXT"))
@@ -94,8 +94,6 @@ class StoredRecord:
 
     record: DecisionRecord
     evidence: str | None
-    content_digest: str
-    recorded_at: datetime
     seq: int | None = None
     leaf_hash: str | None = None
     mac: str | None = None
@@ -184,13 +182,11 @@ class DecisionStore(ABC):
         return value
 
     def _row(self, row: tuple[Any, ...]) -> StoredRecord:
-        record_id, body, evidence, content_digest, recorded_at, seq, leaf_hash, mac = row
-        if isinstance(recorded_at, str):
-            recorded_at = datetime.fromisoformat(recorded_at)
+        record_id, body, evidence, seq, leaf_hash, mac = row
         record = DecisionRecord.model_validate_json(body)
         if record.record_id != record_id:
             raise RecordConflict(f"record {record_id}: its body names another record id")
-        return StoredRecord(record, evidence, content_digest, recorded_at, seq, leaf_hash, mac)
+        return StoredRecord(record, evidence, seq, leaf_hash, mac)
 
     def close(self) -> None:  # noqa: B027 (SQLite closes the file after each call)
         """Close the connections the store keeps (the next call opens another)."""

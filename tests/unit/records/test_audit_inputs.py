@@ -20,7 +20,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from temporal_ciba.records import LogSigner
-from temporal_ciba.records._audit import Failure, Report, discover_jwks, load_jwks, parse_export, verify
+from temporal_ciba.records._audit import HTTP_TIMEOUT, Failure, Report, discover_jwks, load_jwks, parse_export, verify
 from tests.support.records import logged_export
 
 KEY = rsa.generate_private_key(65537, 2048)
@@ -153,6 +153,32 @@ async def test_an_issuer_whose_jwks_uri_fails_or_redirects_is_refused(local_op: 
 async def test_an_issuer_over_plain_http_off_loopback_is_refused() -> None:
     with pytest.raises(ValueError, match="https"):
         await discover_jwks(["http://op.example"])
+
+
+def test_an_https_jwks_uri_is_fetched_not_read_as_a_file() -> None:
+    with pytest.raises(httpx.ConnectError):  # nothing listens on port 1
+        load_jwks("https://127.0.0.1:1/jwks")
+
+
+async def test_every_request_to_the_op_has_the_audit_s_timeouts(
+    local_op: LoopbackOP, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An OP that stops answering fails the audit after HTTP_TIMEOUT, never hangs it."""
+    timeouts: list[dict[str, float | None]] = []
+    for client in (httpx.Client, httpx.AsyncClient):
+        send = client.send
+
+        def recording(self: Any, request: httpx.Request, *args: Any, send: Any = send, **kwargs: Any) -> Any:
+            timeouts.append(request.extensions["timeout"])
+            return send(self, request, *args, **kwargs)
+
+        monkeypatch.setattr(client, "send", recording)
+    issuer = f"{local_op.url}/a"
+    local_op.discovery(issuer, "/a/jwks")
+    local_op.routes["/a/jwks"] = (200, jwks(jwk(KEY, "a1")), {})
+    load_jwks(f"{local_op.url}/a/jwks")
+    await discover_jwks([issuer])
+    assert timeouts == [HTTP_TIMEOUT.as_dict()] * 3
 
 
 def test_the_export_s_records_are_numbered_by_their_line_without_the_header_or_blank_lines() -> None:

@@ -32,6 +32,7 @@ from temporal_ciba.records import (
     RecordQuery,
     RecordStoreError,
     SqliteStore,
+    open_store,
 )
 from temporal_ciba.records._store import TABLE
 from tests.support.postgres import PostgresServer
@@ -267,16 +268,20 @@ def test_a_connection_never_made_is_not_tried_again(monkeypatch: pytest.MonkeyPa
     """Only a reused session that fails is worth a second try (the server may have dropped it)."""
     import psycopg
 
-    attempts: list[str] = []
+    attempts: list[tuple[str, dict[str, object]]] = []
 
     def refused(dsn: str, **options: object) -> None:
-        attempts.append(dsn)
+        attempts.append((dsn, options))
         raise psycopg.OperationalError("connection refused")
 
     monkeypatch.setattr(psycopg, "connect", refused)
+    dsn = "postgresql://agent@127.0.0.1:1/records"
     with pytest.raises(RecordStoreError):
-        PostgresStore("postgresql://agent@127.0.0.1:1/records").create()
-    assert len(attempts) == 1
+        PostgresStore(dsn, connect_timeout=7).create()
+    with pytest.raises(RecordStoreError):
+        open_store(path=Path("unused.sqlite3"), dsn=dsn).create()  # a DSN given: PostgreSQL, never the file
+    # Each connection attempt is bounded: an unreachable server fails the write, never hangs it.
+    assert attempts == [(dsn, {"connect_timeout": 7}), (dsn, {"connect_timeout": 10})]
 
 
 def test_closing_a_postgres_store_ends_the_sessions_of_every_thread(postgres: PostgresServer) -> None:
