@@ -1,4 +1,4 @@
-"""Decision-record helpers for tests: a recorder on a SQLite file, and its records."""
+"""Decision-record helpers for tests: a recorder on a SQLite file, its records, and a table from before the log."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from temporal_ciba.crypto._sealing import TokenSealer
 from temporal_ciba.records import DecisionRecord, DecisionRecorder, DecisionStore, EvidenceKeys, LogSigner, SqliteStore
 from temporal_ciba.records._log import ExportHeader, record_leaf_hash
 from temporal_ciba.records._merkle import Tree
+from temporal_ciba.records._store import TABLE
 from tests.support.temporal import wait_for
 
 
@@ -99,3 +100,29 @@ def logged_export(records: Sequence[DecisionRecord], signer: LogSigner, *, compl
         place = {"seq": seq, "tree_size": tree.size, "inclusion": [node.hex() for node in tree.inclusion_proof(seq)]}
         lines.append(json.dumps({**record.model_dump(mode="json"), "log": place}))
     return lines
+
+
+def written_before_the_log(store: DecisionStore, records: list[tuple[DecisionRecord, EvidenceKeys]]) -> None:
+    """The records (each with the record key of its evidence) in a table created before the log, as
+    they were written then, oldest first."""
+    p = store.placeholder
+    with store._connect() as connection:
+        connection.execute(
+            f"CREATE TABLE {TABLE} (record_id TEXT PRIMARY KEY, decided_at TEXT NOT NULL, status TEXT NOT NULL, "
+            "sub TEXT, body TEXT NOT NULL, evidence TEXT, content_digest TEXT NOT NULL, recorded_at TEXT NOT NULL)"
+        )
+        for n, (record, keys) in enumerate(records):
+            evidence = keys.encrypt(record.id_token, body_digest=record.body_digest()) if record.id_token else None
+            connection.execute(
+                f"INSERT INTO {TABLE} VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p})",  # noqa: S608
+                (
+                    record.record_id,
+                    record.decided_at.isoformat(),
+                    record.status,
+                    record.sub,
+                    record.model_dump_json(exclude={"id_token"}),
+                    evidence,
+                    record.content_digest(),
+                    f"2026-03-01T00:00:0{n}+00:00",
+                ),
+            )

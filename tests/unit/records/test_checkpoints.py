@@ -28,6 +28,7 @@ from temporal_ciba.records import (
     SqliteStore,
 )
 from temporal_ciba.records import _activity as recorder_module
+from tests.support.records import written_before_the_log
 from tests.support.temporal import free_port
 
 TOKEN_KEY = os.urandom(32)
@@ -127,6 +128,18 @@ async def test_the_first_write_appends_the_records_written_before_the_log(
     await record(recorder, 0)
     await record(recorder, 1)
     assert len(calls) == 1
+
+
+async def test_a_record_written_before_the_log_joins_it_with_its_evidence(tmp_path: Path) -> None:
+    """The recorder adopts it under its own record keys: its ID token opens, and it is in the log."""
+    store = SqliteStore(tmp_path / "records.sqlite3")
+    keys = EvidenceKeys([TOKEN_KEY])
+    earlier = decision(9).record("header.claims.signature")
+    written_before_the_log(store, [(earlier, keys)])
+    recorder = DecisionRecorder(store, keys, TokenSealer(TOKEN_KEY), LogSigner(os.urandom(32)))
+    await record(recorder, 0)
+    (adopted,) = [stored for stored in store.select() if stored.record.record_id == earlier.record_id]
+    assert adopted.seq == 0 and adopted.open(keys).id_token == "header.claims.signature"
 
 
 async def test_a_checkpoint_t_seconds_after_the_oldest_unsigned_record_t_included(

@@ -52,7 +52,7 @@ from temporal_ciba.records._log import Consistency, record_leaf_hash
 from temporal_ciba.records._merkle import Tree, consistency_proof, verify_consistency
 from temporal_ciba.records._store import TABLE
 from tests.support.postgres import PostgresServer
-from tests.support.records import logged_export
+from tests.support.records import logged_export, written_before_the_log
 
 ISSUER, CLIENT = "https://op.example", "agent"
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -497,32 +497,6 @@ def test_a_random_single_alteration_of_a_random_log_always_fails(kinds: list[str
     edited = data.draw(alteration(lines))
     if edited != lines:
         assert report(edited).failures != []
-
-
-def written_before_the_log(store: DecisionStore, records: list[tuple[DecisionRecord, EvidenceKeys]]) -> None:
-    """The records (each with the record key of its evidence) in a table created before the log, as
-    they were written then, oldest first."""
-    p = store.placeholder
-    with store._connect() as connection:
-        connection.execute(
-            f"CREATE TABLE {TABLE} (record_id TEXT PRIMARY KEY, decided_at TEXT NOT NULL, status TEXT NOT NULL, "
-            "sub TEXT, body TEXT NOT NULL, evidence TEXT, content_digest TEXT NOT NULL, recorded_at TEXT NOT NULL)"
-        )
-        for n, (record, keys) in enumerate(records):
-            evidence = keys.encrypt(record.id_token, body_digest=record.body_digest()) if record.id_token else None
-            connection.execute(
-                f"INSERT INTO {TABLE} VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p})",  # noqa: S608
-                (
-                    record.record_id,
-                    record.decided_at.isoformat(),
-                    record.status,
-                    record.sub,
-                    record.model_dump_json(exclude={"id_token"}),
-                    evidence,
-                    record.content_digest(),
-                    f"2026-03-01T00:00:0{n}+00:00",
-                ),
-            )
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])

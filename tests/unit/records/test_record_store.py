@@ -284,6 +284,28 @@ def test_a_connection_never_made_is_not_tried_again(monkeypatch: pytest.MonkeyPa
     assert attempts == [(dsn, {"connect_timeout": 7}), (dsn, {"connect_timeout": 10})]
 
 
+def test_a_session_that_fails_its_first_statement_is_not_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new session the server drops at once would be dropped again: one attempt, then the error."""
+    import psycopg
+
+    class Dropped:
+        closed = broken = False
+
+        def execute(self, *args: object) -> None:
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+        def rollback(self) -> None: ...
+
+        def close(self) -> None:
+            self.closed = True
+
+    sessions: list[Dropped] = []
+    monkeypatch.setattr(psycopg, "connect", lambda dsn, **options: sessions.append(Dropped()) or sessions[-1])
+    with pytest.raises(RecordStoreError, match="server closed the connection unexpectedly"):
+        PostgresStore("postgresql://agent@127.0.0.1:1/records").create()
+    assert len(sessions) == 1 and sessions[0].closed
+
+
 def test_closing_a_postgres_store_ends_the_sessions_of_every_thread(postgres: PostgresServer) -> None:
     """A worker that stops leaves no session open (the server's smart shutdown would wait for them)."""
     import psycopg

@@ -306,6 +306,12 @@ def test_the_password_and_the_dsn_are_scrubbed_from_what_the_server_says() -> No
         (dsn, f"cannot use {dsn}", "cannot use ***"),
         (dsn, "nothing secret", "nothing secret"),
         (keywords, "rejected pa%40ss-9f3a or pa@ss-9f3a", "rejected *** or ***"),
+        ("host=db.internal dbname=records", "XXXX is no secret", "XXXX is no secret"),  # no password: nothing
     ):
         described = PostgresStore(store_dsn)._describe(UndefinedTable(said))
         assert described == f"UndefinedTable (SQLSTATE 42P01): {scrubbed}"
+
+
+def test_what_the_server_says_is_withheld_when_the_dsn_cannot_be_read() -> None:
+    """The secrets cannot be told apart from the rest: none of it is shown."""
+    assert PostgresStore("host='unterminated")._scrub("rejected password hunter2") == "(withheld)"
