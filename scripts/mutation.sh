@@ -53,7 +53,7 @@ tests/unit/crypto/test_notification.py tests/unit/crypto/test_notification_proof
   [workflow]="temporal_ciba/_workflow.py temporal_ciba/_approval/* | tests/unit/test_workflow_logic.py tests/unit/test_inline_approval.py \
 tests/unit/test_child_approval.py tests/unit/test_quorum_workflow.py tests/unit/test_policy_workflow.py \
 tests/unit/test_activity_options.py tests/unit/test_decision_path_without_redeem.py tests/unit/test_rendering.py \
-tests/unit/test_undecodable_input.py tests/unit/test_notification_proof_workflow.py"
+tests/unit/test_undecodable_input.py tests/unit/test_notification_proof_workflow.py tests/unit/test_poll_activity.py"
   # What an approval opens, and where: the sealed access token and the idempotency key.
   [grant]="temporal_ciba/_grant.py | tests/unit/test_grant.py tests/unit/test_identifier_vectors.py"
   # The quorum's tally (the veto among it) and its children, on the time-skipping test server.

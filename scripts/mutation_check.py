@@ -55,6 +55,8 @@ MESSAGE_AT = {
 # error_description alone (the status, the error code and the headers are the contract).
 MESSAGE_AT_IN = {
     "temporal_ciba_examples.payment_agent.payment_api": {"_error": 2, "BadRequest": 2, "_dpop_error": 0},
+    # An approval's state change takes (status, the reason its log line gives).
+    "temporal_ciba._approval.machine": {"_show": 1},
     # The record store's driver calls take (what it was doing, for the error message, the operation).
     "temporal_ciba.records._store": {"_call": 0},
     # The evidence's decryption takes (prefix, sealed, body digest, what it opens, for the message).

@@ -26,6 +26,7 @@ from temporal_ciba._models import (
     ApprovalRequest,
     ApprovalState,
     ApprovalWorkflowInput,
+    PingNotice,
     PollInput,
     PollProgress,
     RedeemInput,
@@ -122,6 +123,7 @@ class ScriptedOP:
         # only with the action digest and the holder it was sealed to.
         self.access_token_revocations: list[RevokeAccessTokenInput] = []
         self.verified: list[VerifyNotificationInput] = []  # every push whose proof was checked
+        self.redeemed_notices: list[list[PingNotice]] = []  # the pings each redeem was asked to check
         self.verification_error: Exception | None = None  # every proof check raises it
         self.verification_started = asyncio.Event()
         self.answer_verification: asyncio.Event | None = None  # when set, proof checks wait for it
@@ -230,6 +232,7 @@ class ScriptedOP:
 
         Granted tokens are validated as `validate` does, and rejected ones revoked on the spot; a
         repeat joins the first (Redemptions), as the real activity does."""
+        self.redeemed_notices.append(list(input.notices))
         unproven = sum(notice.proof == FORGED_PROOF for notice in input.notices)
         if input.notices and unproven == len(input.notices):
             return RedeemResult(kind="unproven", unproven_notices=unproven)

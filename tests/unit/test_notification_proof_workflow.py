@@ -15,7 +15,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from temporal_ciba._approval.inbox import MAX_WAITING_PUSHES
+from temporal_ciba._approval.inbox import MAX_EARLY_NOTICES, MAX_WAITING_PUSHES
 from temporal_ciba._models import ApprovalState, PingNotice, PushDelivery
 from temporal_ciba._workflow import STATUS_QUERY, CibaApprovalWorkflow
 from tests.support.scripted_op import FORGED_PROOF, GRANTED, ScriptedOP, start, wait_for_event, wait_pending, worker
@@ -134,3 +134,22 @@ async def test_an_unproven_ping_asks_the_op_nothing_and_the_real_one_does(env: W
     assert outcome.status == "approved"
     assert len(op.poll_times) == 1  # one token request: the real ping's
     assert state.dropped_notifications == 1
+
+
+async def test_the_redeem_checks_each_distinct_ping_once_and_a_few_of_them(env: WorkflowEnvironment) -> None:
+    """A repeated ping is one notice; after MAX_EARLY_NOTICES distinct ones the rest wait for the
+    next redeem, so a flood of forged pings cannot push out the real one that came first. The
+    pings arrive while no worker runs, so one workflow task takes them all, in order."""
+    op = ScriptedOP(env, [GRANTED], interval=5, mode="ping")
+    running, task_queue = worker(env, op, max_cached_workflows=0)
+    async with running:
+        handle = await start(env, op, task_queue)
+        await wait_pending(handle)
+    forged = [PingNotice(auth_req_id="req-1", proof=f"forged-{n}") for n in range(MAX_EARLY_NOTICES + 3)]
+    for ping in (REAL_PING, REAL_PING, *forged):
+        await handle.signal(CibaApprovalWorkflow.ciba_notify, ping)
+    restarted, _ = worker(env, op, task_queue=task_queue, max_cached_workflows=0)
+    async with restarted:
+        outcome = await handle.result()
+    assert outcome.status == "approved"
+    assert op.redeemed_notices[0] == [REAL_PING, *forged[: MAX_EARLY_NOTICES - 1]]

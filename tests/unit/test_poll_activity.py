@@ -16,6 +16,7 @@ import httpx
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from temporal_ciba._activities import CibaActivities
@@ -129,6 +130,30 @@ async def test_a_long_wait_is_one_run_of_a_few_events(env: WorkflowEnvironment) 
     spacing = [round(gap) for gap in gaps(op.poll_times)]
     assert spacing == [5] * 119 + [300] * ((7_200 - 600) // 300 - 1)
     assert state.polls == len(op.poll_times)
+
+
+async def test_an_op_unreachable_until_the_deadline_ends_the_wait_as_expired(env: WorkflowEnvironment) -> None:
+    """A request that fails in transport is retried at the loop's pacing, never sooner; the attempt
+    that reaches the deadline answers pending, as any poll there would."""
+    op = ScriptedOP(env, [], interval=5, expires_in=60)
+    op.token_request_error = TransportError("the OP could not be reached: connection refused")
+    running, task_queue = worker(env, op)
+    async with running:
+        outcome = await (await start(env, op, task_queue)).result()
+    assert outcome.status == "expired"
+    assert len(op.poll_times) > 2 and min(gaps(op.poll_times)) >= 5 - 0.5
+
+
+async def test_a_poll_activity_that_fails_for_good_is_an_error_outcome(env: WorkflowEnvironment) -> None:
+    """Not a failed workflow: the approval ends `error`, and nothing is approved."""
+    op = ScriptedOP(env, [], interval=5, expires_in=60)
+    op.token_request_error = ApplicationError("the loop broke", non_retryable=True)
+    running, task_queue = worker(env, op)
+    async with running:
+        outcome = await (await start(env, op, task_queue)).result()
+    assert (outcome.status, outcome.error) == ("error", None)
+    assert outcome.reason == "the OP could not be reached before the deadline"
+    assert outcome.sealed_access_token is None
 
 
 async def test_a_cancellation_reaches_the_loop_and_no_request_follows(env: WorkflowEnvironment) -> None:

@@ -506,7 +506,9 @@ async def test_a_redeem_that_finds_the_decision_on_record_returns_it_unwritten(e
         await wait_pending(handle)
         await handle.signal(CibaApprovalWorkflow.ciba_notify, PingNotice(auth_req_id="req-1"))
         outcome = await handle.result()
+        state = await handle.query(STATUS_QUERY, result_type=ApprovalState)
     assert outcome == on_record and op.recorded == []
+    assert state.outcome == on_record  # what operators see is the decision on record too
 
 
 async def test_a_signal_during_the_redeem_does_not_ask_the_op_twice(env: WorkflowEnvironment) -> None:
