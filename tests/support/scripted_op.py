@@ -26,7 +26,6 @@ from temporal_ciba._models import (
     ApprovalRequest,
     ApprovalState,
     ApprovalWorkflowInput,
-    PingNotice,
     PollInput,
     PollProgress,
     RedeemInput,
@@ -123,7 +122,7 @@ class ScriptedOP:
         # only with the action digest and the holder it was sealed to.
         self.access_token_revocations: list[RevokeAccessTokenInput] = []
         self.verified: list[VerifyNotificationInput] = []  # every push whose proof was checked
-        self.redeemed_notices: list[list[PingNotice]] = []  # the pings each redeem was asked to check
+        self.redeemed: list[RedeemInput] = []  # what each redeem was asked (its pings to check among it)
         self.verification_error: Exception | None = None  # every proof check raises it
         self.verification_started = asyncio.Event()
         self.answer_verification: asyncio.Event | None = None  # when set, proof checks wait for it
@@ -232,7 +231,7 @@ class ScriptedOP:
 
         Granted tokens are validated as `validate` does, and rejected ones revoked on the spot; a
         repeat joins the first (Redemptions), as the real activity does."""
-        self.redeemed_notices.append(list(input.notices))
+        self.redeemed.append(input)
         unproven = sum(notice.proof == FORGED_PROOF for notice in input.notices)
         if input.notices and unproven == len(input.notices):
             return RedeemResult(kind="unproven", unproven_notices=unproven)

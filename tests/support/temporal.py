@@ -228,6 +228,8 @@ class ActivityStart:
     # (None for a local one).
     heartbeat_timeout: timedelta | None = None
     cancellation_type: workflow.ActivityCancellationType | None = None
+    # A local activity's longest retry backoff inside its workflow task (None: the SDK's default).
+    local_retry_threshold: timedelta | None = None
 
 
 TRY_CANCEL = workflow.ActivityCancellationType.TRY_CANCEL
@@ -255,6 +257,7 @@ class ActivityStarts(Interceptor):
                         input.retry_policy,
                         None if local else input.heartbeat_timeout,
                         None if local or input.cancellation_type == TRY_CANCEL else input.cancellation_type,
+                        input.local_retry_threshold if local else None,
                     )
                 )
 

@@ -19,12 +19,15 @@ from tests.support.scripted_op import GRANTED, ScriptedOP, start, wait_pending, 
 from tests.support.temporal import ActivityStart, ActivityStarts
 
 SECONDS = timedelta(seconds=1)
+# A retry's backoff is a server timer, never a wait inside the workflow task (calls.LOCAL_RETRY_THRESHOLD).
+A_MILLISECOND = timedelta(milliseconds=1)
 SEND = ActivityStart(
     "ciba.send_authentication_request",
     local=True,
     start_to_close=45 * SECONDS,
     schedule_to_close=None,
     retry_policy=RetryPolicy(initial_interval=SECONDS, maximum_interval=10 * SECONDS, maximum_attempts=5),
+    local_retry_threshold=A_MILLISECOND,
 )
 RECORD = ActivityStart(
     "ciba.record_decision",
@@ -33,6 +36,7 @@ RECORD = ActivityStart(
     schedule_to_close=None,
     # However long the store is down: the record is written before the outcome returns.
     retry_policy=RetryPolicy(initial_interval=SECONDS, maximum_interval=60 * SECONDS),
+    local_retry_threshold=A_MILLISECOND,
 )
 
 
@@ -57,6 +61,7 @@ async def test_a_polled_approval_sends_redeems_and_records_with_its_options(env:
     assert redeem.schedule_to_close is not None
     assert 590 * SECONDS <= redeem.schedule_to_close <= 595 * SECONDS
     assert redeem.retry_policy == RetryPolicy(initial_interval=5 * SECONDS, maximum_interval=30 * SECONDS)
+    assert redeem.local_retry_threshold == A_MILLISECOND
 
 
 async def test_poll_mode_polls_in_one_activity_that_heartbeats_and_is_waited_for_when_cancelled(

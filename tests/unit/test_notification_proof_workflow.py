@@ -21,6 +21,7 @@ from temporal_ciba._workflow import STATUS_QUERY, CibaApprovalWorkflow
 from tests.support.scripted_op import FORGED_PROOF, GRANTED, ScriptedOP, start, wait_for_event, wait_pending, worker
 from tests.support.temporal import wait_for
 
+DIGEST = "ab" * 32
 REAL_PUSH = PushDelivery(auth_req_id="req-1", sealed_tokens="sealed-tokens", proof="from-the-callback")
 
 
@@ -143,7 +144,7 @@ async def test_the_redeem_checks_each_distinct_ping_once_and_a_few_of_them(env: 
     op = ScriptedOP(env, [GRANTED], interval=5, mode="ping")
     running, task_queue = worker(env, op, max_cached_workflows=0)
     async with running:
-        handle = await start(env, op, task_queue)
+        handle = await start(env, op, task_queue, action_digest=DIGEST)
         await wait_pending(handle)
     forged = [PingNotice(auth_req_id="req-1", proof=f"forged-{n}") for n in range(MAX_EARLY_NOTICES + 3)]
     for ping in (REAL_PING, REAL_PING, *forged):
@@ -152,4 +153,8 @@ async def test_the_redeem_checks_each_distinct_ping_once_and_a_few_of_them(env: 
     async with restarted:
         outcome = await handle.result()
     assert outcome.status == "approved"
-    assert op.redeemed_notices[0] == [REAL_PING, *forged[: MAX_EARLY_NOTICES - 1]]
+    (redeemed,) = op.redeemed
+    assert redeemed.notices == [REAL_PING, *forged[: MAX_EARLY_NOTICES - 1]]
+    # The proofs are checked against this run chain, and the tokens sealed to this holder and action.
+    assert redeemed.first_run_id == handle.first_execution_run_id
+    assert (redeemed.holder_workflow_id, redeemed.action_digest) == (handle.id, DIGEST)

@@ -169,9 +169,13 @@ async def test_a_cancellation_reaches_the_loop_and_no_request_follows(env: Workf
     assert op.poll_cancelled and op.poll_attempts == 1
 
 
-async def test_an_approval_in_flight_at_the_cancellation_is_revoked(env: WorkflowEnvironment) -> None:
-    """The token request on its way is let finish (never two at once); its access token is revoked."""
+@pytest.mark.parametrize("records", [True, False], ids=["recorded", "unrecorded"])
+async def test_an_approval_in_flight_at_the_cancellation_is_revoked(env: WorkflowEnvironment, records: bool) -> None:
+    """The token request on its way is let finish (never two at once); its access token is revoked.
+    Recorded first where the approval records its decisions (the record may hold an approval
+    taken with it); where it records none, nothing is written."""
     op = ScriptedOP(env, [GRANTED], interval=5)
+    op.records = records
     op.blocking = True
     running, task_queue = worker(env, op)
     async with running:
@@ -186,6 +190,7 @@ async def test_an_approval_in_flight_at_the_cancellation_is_revoked(env: Workflo
     assert op.poll_attempts == 1
     assert op.revoked == ["sealed-at"]
     assert len(op.poll_times) == 1
+    assert [written.outcome.status for written in op.recorded] == (["cancelled"] if records else [])
 
 
 # The loop on a controlled clock ------------------------------------------------------------------
