@@ -121,6 +121,25 @@ FORGED_PING = PingNotice(auth_req_id="req-1", proof=FORGED_PROOF)
 REAL_PING = PingNotice(auth_req_id="req-1", proof="from-the-callback")
 
 
+async def test_each_unproven_ping_a_redeem_finds_is_dropped_and_counted(env: WorkflowEnvironment) -> None:
+    """Two forged pings (distinct notices) and the real one, checked by one redeem: two dropped."""
+    op = ScriptedOP(env, [GRANTED], interval=5, mode="ping")
+    running, task_queue = worker(env, op, max_cached_workflows=0)
+    async with running:
+        handle = await start(env, op, task_queue)
+        await wait_pending(handle)
+    chain = handle.first_execution_run_id
+    for ping in (FORGED_PING, FORGED_PING.model_copy(update={"first_run_id": chain}), REAL_PING):
+        await handle.signal(CibaApprovalWorkflow.ciba_notify, ping)
+    restarted, _ = worker(env, op, task_queue=task_queue, max_cached_workflows=0)
+    async with restarted:
+        outcome = await handle.result()
+        state = await handle.query(STATUS_QUERY, result_type=ApprovalState)
+    assert outcome.status == "approved"
+    assert len(op.redeemed) == 1 and len(op.redeemed[0].notices) == 3
+    assert state.dropped_notifications == 2
+
+
 async def test_an_unproven_ping_asks_the_op_nothing_and_the_real_one_does(env: WorkflowEnvironment) -> None:
     """Whether one workflow task takes both (one redeem checks both proofs) or each its own."""
     op = ScriptedOP(env, [GRANTED], interval=5, mode="ping")
