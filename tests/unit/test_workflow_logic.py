@@ -549,8 +549,10 @@ async def test_long_waits_poll_slower_and_continue_as_new(env: WorkflowEnvironme
     assert state.runs == 5 and state.polls == 46  # 46 polls, a new run after every 10 carrying the count
 
 
-async def test_notification_fallback_poll_in_ping_mode(env: WorkflowEnvironment) -> None:
-    op = ScriptedOP(env, [TokenRequestResult(kind="pending"), GRANTED], interval=5, mode="ping")
+@pytest.mark.parametrize("first", ["pending", "slow_down"])
+async def test_notification_fallback_poll_in_ping_mode(env: WorkflowEnvironment, first: str) -> None:
+    """A fallback poll told to slow down was no ping's request: the next waits for the fallback too."""
+    op = ScriptedOP(env, [TokenRequestResult(kind=first), GRANTED], interval=5, mode="ping")  # type: ignore[arg-type]
     running, task_queue = worker(env, op)
     polling = PollingPolicy(notification_fallback_interval_seconds=60)
     async with running:
