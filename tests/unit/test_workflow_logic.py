@@ -1162,3 +1162,18 @@ async def test_a_pinged_token_request_told_to_come_back_is_retried_not_left_to_t
     assert outcome.status == "approved"
     # Told twice: Retry-After 8 s each time; after each slow_down the interval grows by 5 s (10, 15).
     assert_spacing(op.poll_times, [gap if gap == 8 else 10, gap])
+
+
+async def test_a_pinged_request_s_retry_starts_an_interval_after_the_request_started(env: WorkflowEnvironment) -> None:
+    """The retry's timer starts when the slowed request has returned: shorter by the time it took."""
+    slow_down = TokenRequestResult(kind="slow_down")
+    op = ScriptedOP(env, [slow_down, slow_down, GRANTED], interval=5, mode="ping", expires_in=100)
+    op.pending_request_seconds = 4.0
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue, polling=PollingPolicy(notification_fallback_interval_seconds=60))
+        await wait_pending(handle)
+        await handle.signal(CibaApprovalWorkflow.notify, PingNotice(auth_req_id="req-1"))
+        assert (await handle.result()).status == "approved"
+    # The fallback's timer, cancelled by the ping; then the intervals 10 and 15, each less 4 s.
+    assert (await timers(handle))[-2:] == pytest.approx([6, 11])
