@@ -141,18 +141,20 @@ async def test_each_unproven_ping_a_redeem_finds_is_dropped_and_counted(env: Wor
 
 
 async def test_an_unproven_ping_asks_the_op_nothing_and_the_real_one_does(env: WorkflowEnvironment) -> None:
-    """Whether one workflow task takes both (one redeem checks both proofs) or each its own."""
+    """The forged ping's redeem makes no token request and the wait goes on, on the same request."""
     op = ScriptedOP(env, [GRANTED], interval=5, mode="ping")
     running, task_queue = worker(env, op)
     async with running:
         handle = await start(env, op, task_queue)
         await wait_pending(handle)
-        for ping in (FORGED_PING, REAL_PING):
-            await handle.signal(CibaApprovalWorkflow.ciba_notify, ping)
+        await handle.signal(CibaApprovalWorkflow.ciba_notify, FORGED_PING)
+        await wait_for(lambda: once_dropped(handle), what="the forged ping dropped")
+        await handle.signal(CibaApprovalWorkflow.ciba_notify, REAL_PING)
         outcome = await handle.result()
         state = await handle.query(STATUS_QUERY, result_type=ApprovalState)
     assert outcome.status == "approved"
     assert len(op.poll_times) == 1  # one token request: the real ping's
+    assert len(op.asked) == 1  # and one backchannel request: the wait went on
     assert state.dropped_notifications == 1
 
 

@@ -149,11 +149,14 @@ async def test_polls_start_an_interval_apart_however_long_a_request_takes(env: W
         (None, "error"),
     ],
 )
-async def test_final_token_errors(env: WorkflowEnvironment, error: str | None, status: str) -> None:
+@pytest.mark.parametrize("poll_in", ["activity", "workflow"])
+async def test_final_token_errors(env: WorkflowEnvironment, error: str | None, status: str, poll_in: str) -> None:
+    """The same on both of poll mode's paths: the loop in one activity, and the workflow's timers."""
     op = ScriptedOP(env, [TokenRequestResult(kind="failed", error=error, reason="the OP said so")])
     running, task_queue = worker(env, op)
     async with running:
-        outcome = await (await start(env, op, task_queue)).result()
+        polling = PollingPolicy(poll_in=poll_in)  # type: ignore[arg-type]
+        outcome = await (await start(env, op, task_queue, polling=polling)).result()
     assert outcome.status == status and outcome.error == error and len(op.poll_times) == 1
     assert recorded_once(op, outcome)
     # A denial reads as a human line; every other final error keeps the OP's words.
@@ -333,7 +336,8 @@ async def test_rejected_tokens_are_revoked(env: WorkflowEnvironment) -> None:
     assert recorded_once(op, outcome) and op.recorded[0].sealed_id_token is None
 
 
-async def test_a_rejected_redeem_opens_nothing_whatever_it_carries(env: WorkflowEnvironment) -> None:
+@pytest.mark.parametrize("poll_in", ["activity", "workflow"])
+async def test_a_rejected_redeem_opens_nothing_whatever_it_carries(env: WorkflowEnvironment, poll_in: str) -> None:
     """The verdict decides, not the fields beside it.
 
     A `rejected` result that also carries claims and a sealed access token is a rejection, and hands
@@ -341,7 +345,7 @@ async def test_a_rejected_redeem_opens_nothing_whatever_it_carries(env: Workflow
     op = ScriptedOP(env, [TokenRequestResult(kind="granted", sealed_tokens="rejected-with-claims")])
     running, task_queue = worker(env, op)
     async with running:
-        outcome = await (await start(env, op, task_queue)).result()
+        outcome = await (await start(env, op, task_queue, polling=PollingPolicy(poll_in=poll_in))).result()  # type: ignore[arg-type]
     assert (outcome.status, outcome.sub, outcome.sealed_access_token) == ("rejected", None, None)
     assert outcome.reason == "the tokens failed validation"
     assert recorded_once(op, outcome)
