@@ -1181,3 +1181,13 @@ async def test_a_pinged_request_s_retry_starts_an_interval_after_the_request_sta
         assert (await handle.result()).status == "approved"
     # The fallback's timer, cancelled by the ping; then the intervals 10 and 15, each less 4 s.
     assert (await timers(handle))[-2:] == pytest.approx([6, 11])
+
+
+async def test_no_token_request_at_the_deadline_on_the_workflow_s_timers(env: WorkflowEnvironment) -> None:
+    """Polled every 5 s for 20 s: three requests, then `expired` when the timer reaches the deadline."""
+    op = ScriptedOP(env, [], interval=5, expires_in=20)
+    running, task_queue = worker(env, op)
+    async with running:
+        outcome = await (await start(env, op, task_queue, polling=PollingPolicy(poll_in="workflow"))).result()
+    assert (outcome.status, outcome.reason) == ("expired", "no decision before the deadline")
+    assert len(op.poll_times) == 3
