@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import pytest
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
@@ -396,6 +397,12 @@ def worker(
         max_heartbeat_throttle_interval=HEARTBEATS_AT_ONCE,
         **options,
     ), task_queue
+
+
+def dropped_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Each "dropped" line, without the workflow's context that the SDK's logger appends."""
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("dropped a ")]
+    return [line.split(" ({'attempt'")[0] for line in lines]
 
 
 async def wait_for_event(handle: WorkflowHandle, event_type: EventType.ValueType, *, count: int = 1) -> None:

@@ -18,7 +18,16 @@ from temporalio.testing import WorkflowEnvironment
 from temporal_ciba._approval.inbox import MAX_EARLY_NOTICES, MAX_WAITING_PUSHES
 from temporal_ciba._models import ApprovalState, PingNotice, PushDelivery
 from temporal_ciba._workflow import STATUS_QUERY, CibaApprovalWorkflow
-from tests.support.scripted_op import FORGED_PROOF, GRANTED, ScriptedOP, start, wait_for_event, wait_pending, worker
+from tests.support.scripted_op import (
+    FORGED_PROOF,
+    GRANTED,
+    ScriptedOP,
+    dropped_lines,
+    start,
+    wait_for_event,
+    wait_pending,
+    worker,
+)
 from tests.support.temporal import wait_for
 
 DIGEST = "ab" * 32
@@ -51,7 +60,7 @@ async def test_an_unproven_push_is_dropped_and_the_real_one_decides(
     assert [check.first_run_id for check in op.verified] == [handle.first_execution_run_id] * 2
     assert op.revoked == []  # the forged tokens were never validated, so never revoked
     assert state.dropped_notifications == 1
-    assert any(r.getMessage().startswith("dropped a ciba.deliver signal") for r in caplog.records)
+    assert dropped_lines(caplog) == ["dropped a ciba.deliver signal: the push carries no valid proof from the callback"]
 
 
 async def once_dropped(handle: WorkflowHandle) -> ApprovalState | None:
@@ -140,18 +149,22 @@ async def test_each_unproven_ping_a_redeem_finds_is_dropped_and_counted(env: Wor
     assert state.dropped_notifications == 2
 
 
-async def test_an_unproven_ping_asks_the_op_nothing_and_the_real_one_does(env: WorkflowEnvironment) -> None:
+async def test_an_unproven_ping_asks_the_op_nothing_and_the_real_one_does(
+    env: WorkflowEnvironment, caplog: pytest.LogCaptureFixture
+) -> None:
     """The forged ping's redeem makes no token request and the wait goes on, on the same request."""
     op = ScriptedOP(env, [GRANTED], interval=5, mode="ping")
     running, task_queue = worker(env, op)
     async with running:
         handle = await start(env, op, task_queue)
         await wait_pending(handle)
-        await handle.signal(CibaApprovalWorkflow.ciba_notify, FORGED_PING)
-        await wait_for(lambda: once_dropped(handle), what="the forged ping dropped")
+        with caplog.at_level(logging.WARNING):
+            await handle.signal(CibaApprovalWorkflow.ciba_notify, FORGED_PING)
+            await wait_for(lambda: once_dropped(handle), what="the forged ping dropped")
         await handle.signal(CibaApprovalWorkflow.ciba_notify, REAL_PING)
         outcome = await handle.result()
         state = await handle.query(STATUS_QUERY, result_type=ApprovalState)
+    assert dropped_lines(caplog) == ["dropped a ciba.notify signal: the ping carries no valid proof from the callback"]
     assert outcome.status == "approved"
     assert len(op.poll_times) == 1  # one token request: the real ping's
     assert len(op.asked) == 1  # and one backchannel request: the wait went on

@@ -36,7 +36,7 @@ from temporal_ciba._plugin import PAYLOAD_REFUSED, PluginMarker, with_encryption
 from temporal_ciba._workflow import DELIVER_SIGNAL, NOTIFY_SIGNAL, STATUS_QUERY, CibaApprovalWorkflow, require_approval
 from temporal_ciba.crypto import AesGcmCodec, PayloadDecryptionError
 from temporal_ciba.crypto._codec import refusal_marker
-from tests.support.scripted_op import GRANTED, ScriptedOP, start, wait_for_event, wait_pending, worker
+from tests.support.scripted_op import GRANTED, ScriptedOP, dropped_lines, start, wait_for_event, wait_pending, worker
 from tests.support.workflow_environment import HEARTBEATS_AT_ONCE, KEY
 
 OTHER_KEY = os.urandom(32)
@@ -140,12 +140,6 @@ class InlineAgent:
     @workflow.signal
     def finish(self) -> None:
         self.finished = True
-
-
-def dropped_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    """Each "dropped" line, without the workflow's context that the SDK's logger appends."""
-    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("dropped a ")]
-    return [line.split(" ({'attempt'")[0] for line in lines]
 
 
 async def test_an_inline_approval_drops_undecodable_notifications_once_and_so_does_its_caller_after_it(
