@@ -156,6 +156,20 @@ async def test_a_poll_activity_that_fails_for_good_is_an_error_outcome(env: Work
     assert outcome.sealed_access_token is None
 
 
+async def test_the_approval_shows_the_loop_s_requests_and_its_slowed_interval(env: WorkflowEnvironment) -> None:
+    """A slow_down ends the activity with its pacing: the status query shows it, and the next
+    activity starts from it."""
+    op = ScriptedOP(env, [TokenRequestResult(kind="slow_down"), GRANTED], interval=5)
+    running, task_queue = worker(env, op)
+    async with running:
+        handle = await start(env, op, task_queue)
+        outcome = await handle.result()
+        state = await handle.query(CibaApprovalWorkflow.status)
+    assert outcome.status == "approved"
+    assert (state.polls, state.interval_seconds) == (2, 10)
+    assert [round(gap) for gap in gaps(op.poll_times)] == [10]
+
+
 async def test_a_cancellation_reaches_the_loop_and_no_request_follows(env: WorkflowEnvironment) -> None:
     op = ScriptedOP(env, [], interval=5)
     running, task_queue = worker(env, op)
