@@ -127,8 +127,8 @@ reap_test_servers() {
 }
 
 # While a group runs: a mutant's test process killed by its timeout leaves its time-skipping
-# server behind (reparented to init), and a long run piles them up (over a hundred in two hours,
-# each slowing the next mutants). Stop those orphans every half minute.
+# server behind (reparented to init), and a long run would pile them up, each slowing the
+# mutants after it. Stop those orphans every half minute.
 reap_orphaned_test_servers() {
   local pid
   for pid in $(pgrep -f temporal-test-server || true); do
